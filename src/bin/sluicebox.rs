@@ -1,0 +1,187 @@
+//! The `sluicebox` command line.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluicebox::config::JobConfig;
+use sluicebox::gather::Summary;
+use sluicebox::job::{Engine, RunOptions};
+use sluicebox::{bench, bucket, job, Error};
+
+#[derive(Parser)]
+#[command(name = "sluicebox", version, about = "Split a file of records, process every record in parallel, gather the results.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run (or resume) a job over INPUT files or directories on this machine.
+    Run(RunArgs),
+    /// Generate synthetic orders, run the orders pipeline on them and report throughput.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Input files, directories (every file under it) or file:// URLs; all form one job.
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    /// Job definition (TOML). Without one: CSV with a header, every field as text.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Where the bucket (outputs) and the SQLite database (ledger, sink) live.
+    #[arg(long, default_value = "sluicebox-data")]
+    data_dir: PathBuf,
+    /// Concurrent workers (default: number of cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Job id (default: derived from the inputs and the job definition).
+    #[arg(long)]
+    job_id: Option<String>,
+    /// Discard an earlier run of this job and run it anew.
+    #[arg(long)]
+    force: bool,
+    /// Print the summary as one JSON line at the end of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Synthetic order records to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Working directory for the generated data and the run.
+    #[arg(long, default_value = "sluicebox-bench")]
+    data_dir: PathBuf,
+    /// Concurrent workers (default: number of cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Measurements CSV to append one row to.
+    #[arg(long, default_value = "bench/measurements.csv")]
+    out: PathBuf,
+    /// Print the measurement as one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Bench(args) => bench_cmd(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    let style = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records  {per_sec}  ETA {eta}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+async fn run(args: RunArgs) -> sluicebox::Result<()> {
+    let (config, base) = match &args.config {
+        Some(path) => {
+            let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            (JobConfig::load(path)?, base)
+        }
+        None => (JobConfig::default(), PathBuf::from(".")),
+    };
+    let spec = config.validate(&base)?;
+    let workers = args.workers.unwrap_or_else(cores);
+    if workers == 0 {
+        return Err(Error::config("--workers", "must be at least 1"));
+    }
+    let engine = Engine::local(&args.data_dir, spec.config.sink.kind)?;
+    let inputs =
+        bucket::resolve_inputs(engine.inputs.as_ref(), &args.inputs, spec.format, spec.config.input.compression).await?;
+    let opts = RunOptions {
+        workers,
+        job_id: args.job_id,
+        force: args.force,
+        progress: progress_bar(!args.json && std::io::stderr().is_terminal()),
+        ..RunOptions::default()
+    };
+    let summary = job::run(&engine, &spec, inputs, &opts).await;
+    opts.progress.finish_and_clear();
+    let summary = summary?;
+    print_summary(&summary, args.json);
+    Ok(())
+}
+
+fn print_summary(s: &Summary, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(s).unwrap_or_default());
+        return;
+    }
+    let r = &s.records;
+    if s.already_complete {
+        println!("job {} was already complete (use --force to run it again)", s.job_id);
+    }
+    println!(
+        "job {} {}: {} records: {} written, {} rejected, {} filtered ({} chunks, {:.1} s, {:.0} records/s)",
+        s.job_id,
+        s.status,
+        r.total,
+        r.written,
+        r.rejected,
+        r.filtered,
+        s.chunks.total,
+        s.timings.duration_ms as f64 / 1000.0,
+        s.records_per_s
+    );
+    if !s.rejects_by_rule.is_empty() {
+        let rules: Vec<String> = s.rejects_by_rule.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("rejects by rule: {}", rules.join(", "));
+    }
+    println!("output:  {}", s.outputs.output);
+    println!("rejects: {}", s.outputs.rejects);
+    println!("summary: {}", s.outputs.summary);
+    if let Some(table) = &s.sink {
+        println!("sink:    table {table} in the data directory's sluicebox.db");
+    }
+}
+
+async fn bench_cmd(args: BenchArgs) -> sluicebox::Result<()> {
+    let workers = args.workers.unwrap_or_else(cores);
+    let m = bench::run(&args.data_dir, args.records, workers, &args.out).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&m).unwrap_or_default());
+    } else {
+        println!("{m}");
+    }
+    Ok(())
+}

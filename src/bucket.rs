@@ -1,0 +1,223 @@
+//! The bucket seam: `object_store` stores picked by URL, input listing, and sync readers
+//! over objects for the scanners and workers.
+
+use std::io::Read;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Compression, Format};
+use crate::error::{Error, Result};
+
+/// Open the bucket named by `url`: a directory path, `file://DIR` or `memory://`.
+pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>> {
+    match url.split_once("://") {
+        Some(("memory", _)) => Ok(Arc::new(InMemory::new())),
+        Some(("file", dir)) => local_dir(FsPath::new(dir)),
+        Some(("s3", _)) => Err(Error::config("bucket", "s3:// needs the `aws` feature, which this build lacks")),
+        Some((scheme, _)) => Err(Error::config("bucket", format!("unsupported scheme {scheme}:// (use a path, file:// or memory://)"))),
+        None => local_dir(FsPath::new(url)),
+    }
+}
+
+fn local_dir(dir: &FsPath) -> Result<Arc<dyn ObjectStore>> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::config("--data-dir", format!("cannot create {}: {e}", dir.display())))?;
+    let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| Error::config("--data-dir", e.to_string()))?;
+    Ok(Arc::new(store.with_automatic_cleanup(true)))
+}
+
+/// One input object of a job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InputObject {
+    /// Where it is, as a URL (`file:///abs/path`).
+    pub location: String,
+    /// Path within its store.
+    pub path: String,
+    /// Size in bytes as stored.
+    pub size: u64,
+    /// Version marker: ETag, else modification time.
+    pub version: String,
+    /// Record encoding.
+    pub format: Format,
+    /// Compression.
+    pub compression: Compression,
+}
+
+/// The store that holds local input files (the whole file system, read-only use).
+pub fn local_inputs() -> Arc<dyn ObjectStore> {
+    Arc::new(LocalFileSystem::new())
+}
+
+/// Resolve command-line inputs (files, directories, `file://` URLs) into objects, sorted
+/// within each directory. Fails with the name of any input that does not exist.
+pub async fn resolve_inputs(store: &dyn ObjectStore, args: &[String], format: Option<Format>, compression: Compression) -> Result<Vec<InputObject>> {
+    let mut out = Vec::new();
+    for arg in args {
+        if arg.starts_with("s3://") {
+            return Err(Error::config("INPUT", format!("{arg}: s3:// inputs need the `aws` feature, which this build lacks")));
+        }
+        let local = PathBuf::from(arg.strip_prefix("file://").unwrap_or(arg));
+        let abs = std::path::absolute(&local).map_err(|e| Error::input(arg, e.to_string()))?;
+        let meta = std::fs::metadata(&abs).map_err(|e| Error::input(format!("file://{}", abs.display()), format!("cannot read input: {e}")))?;
+        let prefix = Path::from_absolute_path(&abs).map_err(|e| Error::input(arg, e.to_string()))?;
+        let mut metas = if meta.is_dir() {
+            let mut all: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
+            all.retain(|m| !m.location.parts().any(|p| p.as_ref().starts_with('.')));
+            all.sort_by(|a, b| a.location.cmp(&b.location));
+            all
+        } else {
+            vec![store.head(&prefix).await?]
+        };
+        for m in metas.drain(..) {
+            let name = m.location.filename().unwrap_or_default().to_string();
+            let compression = match compression {
+                Compression::Auto => detect_compression(store, &m.location, &name).await?,
+                c => c,
+            };
+            let format = format.unwrap_or_else(|| format_from_name(&name));
+            out.push(InputObject {
+                location: format!("file:///{}", m.location),
+                path: m.location.to_string(),
+                size: m.size,
+                version: m.e_tag.clone().unwrap_or_else(|| m.last_modified.timestamp_micros().to_string()),
+                format,
+                compression,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn strip_compression_ext(name: &str) -> &str {
+    [".gz", ".gzip", ".zst", ".zstd"].iter().find_map(|e| name.strip_suffix(e)).unwrap_or(name)
+}
+
+/// The record format a file name suggests: `.jsonl`/`.ndjson` → JSON Lines, `.json` → JSON,
+/// anything else → CSV.
+pub fn format_from_name(name: &str) -> Format {
+    let name = strip_compression_ext(name);
+    if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
+        Format::Jsonl
+    } else if name.ends_with(".json") {
+        Format::Json
+    } else {
+        Format::Csv
+    }
+}
+
+async fn detect_compression(store: &dyn ObjectStore, path: &Path, name: &str) -> Result<Compression> {
+    if name.ends_with(".gz") || name.ends_with(".gzip") {
+        return Ok(Compression::Gzip);
+    }
+    if name.ends_with(".zst") || name.ends_with(".zstd") {
+        return Ok(Compression::Zstd);
+    }
+    let head = store.head(path).await?;
+    if head.size < 4 {
+        return Ok(Compression::None);
+    }
+    let magic = store.get_range(path, 0..4).await?;
+    Ok(match magic.as_ref() {
+        [0x1f, 0x8b, ..] => Compression::Gzip,
+        [0x28, 0xb5, 0x2f, 0xfd] => Compression::Zstd,
+        _ => Compression::None,
+    })
+}
+
+/// A blocking reader over a whole object, decompressed. Call from async context; read it on a
+/// blocking thread (`spawn_blocking`).
+pub async fn open_reader(store: Arc<dyn ObjectStore>, input: &InputObject) -> Result<Box<dyn Read + Send>> {
+    let path = Path::from(input.path.as_str());
+    let stream = store
+        .get(&path)
+        .await
+        .map_err(|e| not_found_or(e, &input.location))?
+        .into_stream()
+        .map(|r| r.map_err(std::io::Error::other));
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let reader = std::io::BufReader::with_capacity(256 << 10, reader);
+    decompress(Box::new(reader), input.compression, &input.location)
+}
+
+fn decompress(r: Box<dyn Read + Send>, c: Compression, location: &str) -> Result<Box<dyn Read + Send>> {
+    Ok(match c {
+        Compression::Auto | Compression::None => r,
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        Compression::Zstd => Box::new(
+            zstd::Decoder::new(r).map_err(|e| Error::input(location, format!("cannot start zstd decoding: {e}")))?,
+        ),
+    })
+}
+
+fn not_found_or(e: object_store::Error, location: &str) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => Error::input(location, "the input object is gone (deleted or moved since the job was planned)"),
+        other => Error::backend("object_store", format!("failed to read {location}"), other),
+    }
+}
+
+/// Read bytes `start..end` of the decompressed input. Uncompressed inputs are read with a
+/// ranged GET; compressed ones are streamed from the start and decoded up to `end` (they
+/// cannot be read by range), keeping only the wanted bytes.
+pub async fn read_range(store: Arc<dyn ObjectStore>, input: &InputObject, start: u64, end: u64) -> Result<bytes::Bytes> {
+    if matches!(input.compression, Compression::None | Compression::Auto) {
+        let path = Path::from(input.path.as_str());
+        return store.get_range(&path, start..end).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => not_found_or(e, &input.location),
+            other => Error::backend("object_store", format!("failed to read {} bytes {start}-{}", input.location, end.saturating_sub(1)), other),
+        });
+    }
+    let reader = open_reader(store, input).await?;
+    let location = input.location.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
+        let fail = |e: std::io::Error| Error::input(&location, format!("cannot decompress: {e}"));
+        std::io::copy(&mut (&mut reader).take(start), &mut std::io::sink()).map_err(fail)?;
+        let mut buf = Vec::with_capacity((end - start) as usize);
+        (&mut reader).take(end - start).read_to_end(&mut buf).map_err(fail)?;
+        if buf.len() as u64 != end - start {
+            return Err(Error::input(&location, "the input is shorter than when it was planned"));
+        }
+        Ok(bytes::Bytes::from(buf))
+    })
+    .await
+    .map_err(|e| Error::backend("worker", "read task failed", e))?
+}
+
+/// Write `bytes` to `path` in the bucket (atomic replace).
+pub async fn put(store: &dyn ObjectStore, path: &str, bytes: Vec<u8>) -> Result<()> {
+    store
+        .put(&Path::from(path), bytes.into())
+        .await
+        .map_err(|e| Error::backend("object_store", format!("failed to write {path}"), e))?;
+    Ok(())
+}
+
+/// Read a whole small object, `None` if it does not exist.
+pub async fn get_opt(store: &dyn ObjectStore, path: &str) -> Result<Option<bytes::Bytes>> {
+    match store.get(&Path::from(path)).await {
+        Ok(r) => Ok(Some(r.bytes().await.map_err(|e| Error::backend("object_store", format!("failed to read {path}"), e))?)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(Error::backend("object_store", format!("failed to read {path}"), e)),
+    }
+}
+
+/// Delete every object under `prefix`.
+pub async fn delete_prefix(store: &dyn ObjectStore, prefix: &str) -> Result<()> {
+    let prefix = Path::from(prefix);
+    let paths: Vec<Path> = store.list(Some(&prefix)).map_ok(|m| m.location).try_collect().await?;
+    for p in paths {
+        match store.delete(&p).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! A job's life cycle: create or resume, plan, enqueue, work, finalize once, gather.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::ObjectStore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::bucket::{self, InputObject};
+use crate::config::{ColumnType, Format, JobSpec, OutputFormat};
+use crate::error::{Error, Result};
+use crate::gather::{self, Summary};
+use crate::ledger::{JobRecord, JobStatus, StateStore};
+use crate::lookup::LookupTable;
+use crate::pipeline::{CsvLayout, Pipeline};
+use crate::plan::{self, Chunk, ChunkTargets, CsvDialect, InputScan};
+use crate::queue::Queue;
+use crate::sink::Sink;
+use crate::worker::{self, Task};
+
+/// The shape of the sink a job needs: the table and, when known, typed fields.
+#[derive(Debug, Clone)]
+pub struct SinkShape {
+    /// Table name.
+    pub table: String,
+    /// Fields and their types, when the record shape is known.
+    pub fields: Option<Vec<(String, Option<ColumnType>)>>,
+}
+
+/// Opens the sink for a job once its shape is known (after planning).
+pub type SinkOpener = Arc<dyn Fn(&SinkShape) -> Result<Option<Arc<dyn Sink>>> + Send + Sync>;
+
+/// The backends a job runs on.
+#[derive(Clone)]
+pub struct Engine {
+    /// Where outputs go (`jobs/<id>/…`).
+    pub bucket: Arc<dyn ObjectStore>,
+    /// A URL for the bucket root, for messages (e.g. `file:///data/bucket`).
+    pub bucket_url: String,
+    /// The store inputs are read from.
+    pub inputs: Arc<dyn ObjectStore>,
+    /// Job and chunk records.
+    pub ledger: Arc<dyn StateStore>,
+    /// Task queue.
+    pub queue: Arc<dyn Queue>,
+    /// Sink factory.
+    pub sink: SinkOpener,
+    /// The SQLite database for `sqlite:` lookups.
+    pub database: PathBuf,
+}
+
+impl Engine {
+    /// The embedded engine in `data_dir`: `bucket/` for outputs, `sluicebox.db` (SQLite) for
+    /// the ledger and the sink, an in-process queue, and local files as inputs.
+    pub fn local(data_dir: &std::path::Path, sink_kind: crate::config::SinkKind) -> Result<Engine> {
+        use crate::config::SinkKind;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| Error::config("--data-dir", format!("cannot create {}: {e}", data_dir.display())))?;
+        let data_dir = std::path::absolute(data_dir).map_err(|e| Error::config("--data-dir", e.to_string()))?;
+        let bucket_dir = data_dir.join("bucket");
+        let database = data_dir.join("sluicebox.db");
+        let db = database.clone();
+        let sink: SinkOpener = Arc::new(move |shape| match sink_kind {
+            SinkKind::None => Ok(None),
+            SinkKind::Sqlite => {
+                Ok(Some(Arc::new(crate::sink::SqliteSink::open(&db, &shape.table, shape.fields.clone())?) as Arc<dyn Sink>))
+            }
+        });
+        Ok(Engine {
+            bucket: bucket::open(&bucket_dir.display().to_string())?,
+            bucket_url: format!("file://{}", bucket_dir.display()),
+            inputs: bucket::local_inputs(),
+            ledger: crate::ledger::open(&format!("sqlite://{}", database.display()))?,
+            queue: Arc::new(crate::queue::MemoryQueue::new(Duration::from_secs(300))),
+            sink,
+            database,
+        })
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Concurrent workers.
+    pub workers: usize,
+    /// Job id, instead of one derived from the inputs and config.
+    pub job_id: Option<String>,
+    /// Discard any earlier run of the same job and start over.
+    pub force: bool,
+    /// Progress bar target (hidden when not on a terminal).
+    pub progress: indicatif::ProgressBar,
+    /// Name prefix for workers in the manifest.
+    pub worker_name: String,
+    /// How long a task stays invisible before another worker may take it.
+    pub visibility: Duration,
+    /// Deliveries of one task before the run fails with its error.
+    pub max_attempts: u32,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            workers: 2,
+            job_id: None,
+            force: false,
+            progress: indicatif::ProgressBar::hidden(),
+            worker_name: "local".into(),
+            visibility: Duration::from_secs(300),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// The stored plan of a job (`jobs/<id>/plan.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobPlan {
+    /// The job id.
+    pub job_id: String,
+    /// Inputs, in order.
+    pub inputs: Vec<PlannedInput>,
+    /// All chunks, numbered across inputs.
+    pub chunks: Vec<Chunk>,
+    /// Output fields, when known.
+    pub output_fields: Option<Vec<String>>,
+    /// Output format.
+    pub output_format: OutputFormat,
+}
+
+/// One input with what the scan found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannedInput {
+    /// The object.
+    pub object: InputObject,
+    /// CSV header, if any.
+    pub header: Option<Vec<String>>,
+    /// Records found.
+    pub records: u64,
+}
+
+impl JobPlan {
+    /// Records in all inputs.
+    pub fn total_records(&self) -> u64 {
+        self.inputs.iter().map(|i| i.records).sum()
+    }
+}
+
+/// Everything workers share while a job runs.
+pub(crate) struct JobRun {
+    pub engine: Engine,
+    pub spec: JobSpec,
+    pub plan: JobPlan,
+    pub pipeline: Pipeline,
+    pub layouts: Vec<Option<CsvLayout>>,
+    pub sink: Option<Arc<dyn Sink>>,
+    pub sink_table: Option<String>,
+    pub progress: indicatif::ProgressBar,
+    pub done: CancellationToken,
+}
+
+impl JobRun {
+    pub fn prefix(&self) -> String {
+        format!("jobs/{}", self.plan.job_id)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Derive a job id from the inputs (location, size, version) and the job definition, so a
+/// repeated upload maps to the same job and a changed config to a new one.
+pub fn derive_job_id(inputs: &[InputObject], spec: &JobSpec) -> String {
+    let mut h = Sha256::new();
+    for i in inputs {
+        h.update(i.location.as_bytes());
+        h.update([0]);
+        h.update(i.size.to_le_bytes());
+        h.update(i.version.as_bytes());
+        h.update([0]);
+    }
+    h.update(serde_json::to_vec(&spec.config).unwrap_or_default());
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let stem = inputs
+        .first()
+        .and_then(|i| i.path.rsplit('/').next())
+        .map(|n| n.split('.').next().unwrap_or(n))
+        .unwrap_or("job");
+    let stem: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(40).collect();
+    format!("{stem}-{hex}")
+}
+
+/// Run (or resume) a job over `inputs` to completion and return its summary.
+pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts: &RunOptions) -> Result<Summary> {
+    if inputs.is_empty() {
+        return Err(Error::config("INPUT", "no input objects (an empty directory?)"));
+    }
+    let job_id = opts.job_id.clone().unwrap_or_else(|| derive_job_id(&inputs, spec));
+    let prefix = format!("jobs/{job_id}");
+    if opts.force {
+        engine.ledger.delete_job(&job_id).await?;
+        bucket::delete_prefix(engine.bucket.as_ref(), &prefix).await?;
+    }
+    engine.ledger.create_job(&JobRecord::new(&job_id, now_ms())).await?;
+    let job = engine.ledger.get_job(&job_id).await?.ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
+    if job.status == JobStatus::Complete {
+        if let Some(summary) = gather::read_summary(engine.bucket.as_ref(), &job_id).await? {
+            return Ok(Summary { already_complete: true, ..summary });
+        }
+    }
+    let lookup = match &spec.enrich {
+        Some(e) => Some(Arc::new(LookupTable::load(e, &engine.database)?)),
+        None => None,
+    };
+    if job.status == JobStatus::Gathering {
+        // The process that held the gather died; this run takes it over.
+        engine.ledger.set_status(&job_id, JobStatus::Gathering, JobStatus::Running).await?;
+    }
+    let plan = match job.status {
+        JobStatus::Planning => make_plan(engine, spec, &job_id, inputs, lookup.as_deref()).await?,
+        _ => read_plan(engine.bucket.as_ref(), &job_id).await?,
+    };
+    let pipeline = Pipeline::new(spec, lookup, plan.output_fields.clone())?;
+    let layouts = plan
+        .inputs
+        .iter()
+        .map(|i| match i.object.format {
+            Format::Csv => {
+                let header = i.header.as_deref().filter(|h| spec.config.input.header && !h.is_empty());
+                pipeline.csv_layout(header, &i.object.location).map(Some)
+            }
+            _ => Ok(None),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if job.status == JobStatus::Planning {
+        bucket::put(engine.bucket.as_ref(), &format!("{prefix}/plan.json"), json_bytes(&plan)?).await?;
+        bucket::put(engine.bucket.as_ref(), &format!("{prefix}/job.json"), json_bytes(&spec.config)?).await?;
+        engine.ledger.set_planned(&job_id, plan.chunks.len() as u32, now_ms()).await?;
+    }
+    let shape = sink_shape(spec, &plan);
+    let sink = (engine.sink)(&shape)?;
+    let run = Arc::new(JobRun {
+        engine: engine.clone(),
+        spec: spec.clone(),
+        pipeline,
+        layouts,
+        sink_table: sink.as_ref().map(|_| shape.table.clone()),
+        sink,
+        progress: opts.progress.clone(),
+        done: CancellationToken::new(),
+        plan,
+    });
+    work(&run, opts).await?;
+    gather::read_summary(engine.bucket.as_ref(), &job_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("{prefix}/summary.json")))
+}
+
+fn json_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(v).map_err(|e| Error::backend("json", "encode", e))
+}
+
+async fn read_plan(store: &dyn ObjectStore, job_id: &str) -> Result<JobPlan> {
+    let path = format!("jobs/{job_id}/plan.json");
+    let bytes = bucket::get_opt(store, &path).await?.ok_or_else(|| Error::NotFound(path.clone()))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::backend("json", format!("corrupt {path}"), e))
+}
+
+/// Scan every input and number the chunks across them.
+async fn make_plan(engine: &Engine, spec: &JobSpec, job_id: &str, inputs: Vec<InputObject>, lookup: Option<&LookupTable>) -> Result<JobPlan> {
+    let targets = ChunkTargets { records: spec.chunk_records, bytes: spec.chunk_bytes };
+    let dialect = CsvDialect { delimiter: spec.delimiter, quote: spec.quote, header: spec.config.input.header };
+    let mut planned = Vec::new();
+    let mut chunks = Vec::new();
+    for (i, object) in inputs.into_iter().enumerate() {
+        let reader = bucket::open_reader(engine.inputs.clone(), &object).await?;
+        let format = object.format;
+        let scan: InputScan = tokio::task::spawn_blocking(move || plan::scan(reader, format, dialect, targets))
+            .await
+            .map_err(|e| Error::backend("plan", "scan task failed", e))?
+            .map_err(|e| Error::input(&object.location, format!("cannot read input: {e}")))?;
+        for mut c in scan.chunks {
+            c.index = chunks.len() as u32;
+            c.input = i as u32;
+            chunks.push(c);
+        }
+        planned.push(PlannedInput { object, header: scan.header, records: scan.records });
+    }
+    let output_fields = output_fields(spec, &planned, lookup);
+    let output_format = crate::pipeline::output_format(spec, output_fields.is_some());
+    Ok(JobPlan { job_id: job_id.to_string(), inputs: planned, chunks, output_fields, output_format })
+}
+
+/// Output fields: as configured; else, without transforms, the first input's columns
+/// (renamed) followed by the lookup's fields.
+fn output_fields(spec: &JobSpec, inputs: &[PlannedInput], lookup: Option<&LookupTable>) -> Option<Vec<String>> {
+    if let Some(f) = &spec.config.output.fields {
+        return Some(f.clone());
+    }
+    if !spec.config.transform.is_empty() {
+        return None;
+    }
+    let first = inputs.first()?;
+    let mut fields: Vec<String> = match (&first.header, first.object.format) {
+        (Some(h), Format::Csv) if spec.config.input.header && !h.is_empty() => h
+            .iter()
+            .map(|n| spec.config.columns.iter().find(|c| &c.name == n).map(|c| c.out_name().to_string()).unwrap_or_else(|| n.clone()))
+            .collect(),
+        _ if !spec.config.columns.is_empty() => spec.config.columns.iter().map(|c| c.out_name().to_string()).collect(),
+        _ => return None,
+    };
+    if let Some(l) = lookup {
+        for f in l.fields() {
+            if !fields.contains(f) {
+                fields.push(f.clone());
+            }
+        }
+    }
+    Some(fields)
+}
+
+fn sink_shape(spec: &JobSpec, plan: &JobPlan) -> SinkShape {
+    let table = spec.config.sink.table.clone().unwrap_or_else(|| {
+        let name = plan.inputs.first().and_then(|i| i.object.path.rsplit('/').next()).unwrap_or("records");
+        let stem = name.split('.').next().unwrap_or(name);
+        let mut t: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        if t.is_empty() || t.starts_with(|c: char| c.is_ascii_digit()) {
+            t.insert(0, 't');
+        }
+        t
+    });
+    let types = |name: &str| {
+        spec.config
+            .columns
+            .iter()
+            .chain(spec.enrich.iter().flat_map(|e| e.columns.iter()))
+            .find(|c| c.out_name() == name)
+            .map(|c| c.kind)
+    };
+    let fields = plan.output_fields.as_ref().map(|f| f.iter().map(|n| (n.clone(), types(n))).collect());
+    SinkShape { table, fields }
+}
+
+/// Enqueue every uncommitted chunk and run workers until the job is gathered.
+async fn work(run: &Arc<JobRun>, opts: &RunOptions) -> Result<()> {
+    let job_id = &run.plan.job_id;
+    let committed: HashSet<u32> = run.engine.ledger.chunks(job_id).await?.iter().map(|c| c.index).collect();
+    let done_records: u64 = run.plan.chunks.iter().filter(|c| committed.contains(&c.index)).map(|c| c.records).sum();
+    run.progress.set_length(run.plan.total_records());
+    run.progress.set_position(done_records);
+    let pending: Vec<&Chunk> = run.plan.chunks.iter().filter(|c| !committed.contains(&c.index)).collect();
+    if pending.is_empty() {
+        // Every chunk was committed before (a crash during the gather): gather again; it is
+        // idempotent.
+        return gather::gather(run).await;
+    }
+    let tasks: Vec<String> = pending
+        .iter()
+        .map(|c| serde_json::to_string(&Task { job_id: job_id.clone(), chunk: (*c).clone() }))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::backend("json", "encode task", e))?;
+    for batch in tasks.chunks(10) {
+        run.engine.queue.send(batch.to_vec()).await?;
+    }
+    let mut handles = Vec::new();
+    for w in 0..opts.workers.max(1) {
+        let run = run.clone();
+        let name = format!("{}-{w}", opts.worker_name);
+        let opts = opts.clone();
+        handles.push(tokio::spawn(async move { worker::work_loop(run, name, &opts).await }));
+    }
+    let mut first_err = None;
+    for h in handles {
+        let r = h.await.map_err(|e| Error::backend("worker", "worker task panicked", e)).and_then(|r| r);
+        if let Err(e) = r {
+            run.done.cancel();
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,138 @@
+//! The ledger conformance suite: every [`StateStore`] backend runs these cases unchanged.
+//!
+//! Each case takes a fresh store and panics (with a message) when the contract is broken.
+
+use std::sync::Arc;
+
+use super::{ChunkRecord, JobRecord, JobStatus, LedgerCommit, StateStore};
+use crate::pipeline::Counts;
+
+fn chunk(index: u32, worker: &str) -> ChunkRecord {
+    ChunkRecord {
+        index,
+        worker: worker.into(),
+        counts: Counts { written: 10 + u64::from(index), ..Counts::default() },
+        output_bytes: 100,
+        started_ms: 1,
+        finished_ms: 2,
+    }
+}
+
+/// Run every case against stores made by `make`.
+pub async fn run_all<F>(make: F)
+where
+    F: Fn() -> Arc<dyn StateStore>,
+{
+    create_is_conditional(make().as_ref()).await;
+    plan_once(make().as_ref()).await;
+    commit_once_and_finalize_once(make().as_ref()).await;
+    commit_requires_plan(make().as_ref()).await;
+    status_is_conditional(make().as_ref()).await;
+    delete_removes_everything(make().as_ref()).await;
+    concurrent_commits_finalize_exactly_once(make()).await;
+}
+
+/// `create_job` writes once.
+pub async fn create_is_conditional(store: &dyn StateStore) {
+    let job = JobRecord::new("job-a", 5);
+    assert!(store.create_job(&job).await.unwrap(), "first create must create");
+    let other = JobRecord { created_ms: 99, ..job.clone() };
+    assert!(!store.create_job(&other).await.unwrap(), "second create must not overwrite");
+    assert_eq!(store.get_job("job-a").await.unwrap(), Some(job));
+    assert_eq!(store.get_job("job-missing").await.unwrap(), None);
+}
+
+/// `set_planned` moves Planning → Running once.
+pub async fn plan_once(store: &dyn StateStore) {
+    store.create_job(&JobRecord::new("job-p", 1)).await.unwrap();
+    assert!(store.set_planned("job-p", 3, 7).await.unwrap());
+    assert!(!store.set_planned("job-p", 4, 8).await.unwrap(), "a second plan must be refused");
+    let job = store.get_job("job-p").await.unwrap().unwrap();
+    assert_eq!((job.status, job.total_chunks, job.planned_ms), (JobStatus::Running, Some(3), Some(7)));
+    assert!(!store.set_planned("job-unknown", 1, 1).await.unwrap());
+}
+
+/// Repeated commits count once; the last first-commit finalizes.
+pub async fn commit_once_and_finalize_once(store: &dyn StateStore) {
+    store.create_job(&JobRecord::new("job-c", 1)).await.unwrap();
+    store.set_planned("job-c", 2, 1).await.unwrap();
+    assert_eq!(
+        store.commit_chunk("job-c", &chunk(1, "w1")).await.unwrap(),
+        LedgerCommit::First { done: 1, total: 2, finalize: false }
+    );
+    assert_eq!(store.commit_chunk("job-c", &chunk(1, "w2")).await.unwrap(), LedgerCommit::Duplicate);
+    assert_eq!(store.get_chunk("job-c", 1).await.unwrap().unwrap().worker, "w1", "a duplicate must not overwrite");
+    assert_eq!(store.get_chunk("job-c", 0).await.unwrap(), None);
+    assert_eq!(
+        store.commit_chunk("job-c", &chunk(0, "w2")).await.unwrap(),
+        LedgerCommit::First { done: 2, total: 2, finalize: true }
+    );
+    assert_eq!(store.commit_chunk("job-c", &chunk(0, "w3")).await.unwrap(), LedgerCommit::Duplicate);
+    let chunks = store.chunks("job-c").await.unwrap();
+    assert_eq!(chunks.iter().map(|c| c.index).collect::<Vec<_>>(), vec![0, 1], "chunks must be ordered by index");
+    assert_eq!(chunks[1], chunk(1, "w1"), "the chunk record must round-trip");
+    assert_eq!(store.get_job("job-c").await.unwrap().unwrap().done_chunks, 2);
+}
+
+/// Commits to unknown or unplanned jobs fail.
+pub async fn commit_requires_plan(store: &dyn StateStore) {
+    assert!(store.commit_chunk("job-nope", &chunk(0, "w")).await.is_err());
+    store.create_job(&JobRecord::new("job-u", 1)).await.unwrap();
+    assert!(store.commit_chunk("job-u", &chunk(0, "w")).await.is_err(), "unplanned job must refuse commits");
+    assert_eq!(store.chunks("job-u").await.unwrap(), vec![]);
+}
+
+/// `set_status` is a compare-and-set.
+pub async fn status_is_conditional(store: &dyn StateStore) {
+    store.create_job(&JobRecord::new("job-s", 1)).await.unwrap();
+    store.set_planned("job-s", 1, 1).await.unwrap();
+    assert!(!store.set_status("job-s", JobStatus::Planning, JobStatus::Complete).await.unwrap());
+    assert!(store.set_status("job-s", JobStatus::Running, JobStatus::Complete).await.unwrap());
+    assert!(!store.set_status("job-s", JobStatus::Running, JobStatus::Complete).await.unwrap());
+    assert_eq!(store.get_job("job-s").await.unwrap().unwrap().status, JobStatus::Complete);
+}
+
+/// `delete_job` removes job and chunks, and the id can be reused.
+pub async fn delete_removes_everything(store: &dyn StateStore) {
+    store.create_job(&JobRecord::new("job-d", 1)).await.unwrap();
+    store.set_planned("job-d", 1, 1).await.unwrap();
+    store.commit_chunk("job-d", &chunk(0, "w")).await.unwrap();
+    store.delete_job("job-d").await.unwrap();
+    store.delete_job("job-d").await.unwrap();
+    assert_eq!(store.get_job("job-d").await.unwrap(), None);
+    assert_eq!(store.chunks("job-d").await.unwrap(), vec![]);
+    assert!(store.create_job(&JobRecord::new("job-d", 2)).await.unwrap());
+}
+
+/// Many tasks commit every chunk several times at once: each chunk counts once and exactly
+/// one commit finalizes.
+pub async fn concurrent_commits_finalize_exactly_once(store: Arc<dyn StateStore>) {
+    const CHUNKS: u32 = 40;
+    store.create_job(&JobRecord::new("job-x", 1)).await.unwrap();
+    store.set_planned("job-x", CHUNKS, 1).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut firsts = 0;
+            let mut finals = 0;
+            for i in 0..CHUNKS {
+                let i = (i + w * 7) % CHUNKS;
+                if let LedgerCommit::First { finalize, .. } = store.commit_chunk("job-x", &chunk(i, "w")).await.unwrap() {
+                    firsts += 1;
+                    finals += u32::from(finalize);
+                }
+            }
+            (firsts, finals)
+        }));
+    }
+    let (mut firsts, mut finals) = (0, 0);
+    for t in tasks {
+        let (f, z) = t.await.unwrap();
+        firsts += f;
+        finals += z;
+    }
+    assert_eq!(firsts, CHUNKS, "every chunk must be committed exactly once");
+    assert_eq!(finals, 1, "exactly one commit must finalize");
+    assert_eq!(store.get_job("job-x").await.unwrap().unwrap().done_chunks, CHUNKS);
+}

@@ -1,0 +1,183 @@
+//! The ledger seam: job and chunk records with conditional writes (`StateStore`).
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::pipeline::Counts;
+
+pub mod conformance;
+pub mod memory;
+pub mod sqlite;
+
+pub use memory::MemoryLedger;
+pub use sqlite::SqliteLedger;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Created; the plan is not stored yet.
+    Planning,
+    /// Planned; chunks are being worked.
+    Running,
+    /// Every chunk is committed; one party holds the gather (a lease taken by a conditional
+    /// `Running → Gathering` write, so only one gather runs at a time).
+    Gathering,
+    /// Every chunk is committed and the gather finished.
+    Complete,
+}
+
+impl JobStatus {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Planning => "planning",
+            JobStatus::Running => "running",
+            JobStatus::Gathering => "gathering",
+            JobStatus::Complete => "complete",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "planning" => JobStatus::Planning,
+            "running" => JobStatus::Running,
+            "gathering" => JobStatus::Gathering,
+            "complete" => JobStatus::Complete,
+            _ => return None,
+        })
+    }
+}
+
+/// A job as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job id.
+    pub job_id: String,
+    /// Life-cycle state.
+    pub status: JobStatus,
+    /// Chunks in the plan, once planned.
+    pub total_chunks: Option<u32>,
+    /// Chunks committed (each counted once).
+    pub done_chunks: u32,
+    /// When the job was first created, ms since the Unix epoch.
+    pub created_ms: i64,
+    /// When the plan was stored, ms since the Unix epoch.
+    pub planned_ms: Option<i64>,
+}
+
+impl JobRecord {
+    /// A new job in [`JobStatus::Planning`].
+    pub fn new(job_id: impl Into<String>, created_ms: i64) -> Self {
+        JobRecord {
+            job_id: job_id.into(),
+            status: JobStatus::Planning,
+            total_chunks: None,
+            done_chunks: 0,
+            created_ms,
+            planned_ms: None,
+        }
+    }
+}
+
+/// What a worker reports when it commits a chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    /// Chunk number in the plan.
+    pub index: u32,
+    /// Who did the work.
+    pub worker: String,
+    /// Record counts.
+    pub counts: Counts,
+    /// Output part bytes.
+    pub output_bytes: u64,
+    /// When work began, ms since the Unix epoch.
+    pub started_ms: i64,
+    /// When the commit was made, ms since the Unix epoch.
+    pub finished_ms: i64,
+}
+
+/// The result of [`StateStore::commit_chunk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerCommit {
+    /// This call committed the chunk. `finalize` is true for exactly one commit per job:
+    /// the one that moved `done` to `total`.
+    First {
+        /// Chunks done after this commit.
+        done: u32,
+        /// Chunks in the plan.
+        total: u32,
+        /// Whether this committer must run the gather.
+        finalize: bool,
+    },
+    /// The chunk was already committed (a redelivered or repeated task); nothing changed.
+    Duplicate,
+}
+
+/// Job and chunk records with conditional writes.
+///
+/// # Contract
+///
+/// - `create_job` writes only if no job with that id exists (returns `false` otherwise), so
+///   two planners racing on one upload make one job.
+/// - `set_planned` moves a job from `Planning` to `Running` and stores its chunk total, once;
+///   a second call (or a call in another state) returns `false` and changes nothing.
+/// - `commit_chunk` is one atomic conditional write: the first commit of a chunk stores its
+///   record and adds one to `done_chunks`; every later commit of the same chunk returns
+///   [`LedgerCommit::Duplicate`] and changes nothing. Across any number of concurrent
+///   committers, exactly one sees `finalize == true`. Committing to an unknown or
+///   un-planned job is an error.
+/// - `set_status(from, to)` changes the status only if it is `from`, and says whether it did.
+/// - `delete_job` removes the job and its chunks; deleting an unknown job is not an error.
+/// - Reads (`get_job`, `chunks`) see every write that returned before they were called.
+#[async_trait]
+pub trait StateStore: Send + Sync + Debug {
+    /// Create a job if none exists with its id. `true` if this call created it.
+    async fn create_job(&self, job: &JobRecord) -> Result<bool>;
+    /// The job, if it exists.
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>>;
+    /// Store the plan's chunk count and move `Planning` → `Running`.
+    async fn set_planned(&self, job_id: &str, total_chunks: u32, planned_ms: i64) -> Result<bool>;
+    /// Commit a chunk (see the contract).
+    async fn commit_chunk(&self, job_id: &str, chunk: &ChunkRecord) -> Result<LedgerCommit>;
+    /// One committed chunk, if it is committed.
+    async fn get_chunk(&self, job_id: &str, index: u32) -> Result<Option<ChunkRecord>>;
+    /// All committed chunks, ordered by index.
+    async fn chunks(&self, job_id: &str) -> Result<Vec<ChunkRecord>>;
+    /// Conditional status change.
+    async fn set_status(&self, job_id: &str, from: JobStatus, to: JobStatus) -> Result<bool>;
+    /// Remove a job and its chunks.
+    async fn delete_job(&self, job_id: &str) -> Result<()>;
+}
+
+/// Open the ledger named by `url`: `sqlite://PATH` or `memory://`.
+pub fn open(url: &str) -> Result<std::sync::Arc<dyn StateStore>> {
+    use crate::error::Error;
+    match url.split_once("://") {
+        Some(("sqlite", path)) => Ok(std::sync::Arc::new(SqliteLedger::open(std::path::Path::new(path))?)),
+        Some(("memory", _)) => Ok(std::sync::Arc::new(MemoryLedger::default())),
+        Some(("dynamodb", _)) => Err(Error::config("--ledger", "dynamodb:// needs the `aws` feature, which this build lacks")),
+        _ => Err(Error::config("--ledger", format!("{url:?} is not a ledger URL (sqlite://PATH or memory://)"))),
+    }
+}
+
+/// Sum of chunk counts, by rule too.
+pub fn total_counts(chunks: &[ChunkRecord]) -> Counts {
+    let mut c = Counts::default();
+    let mut by_rule: BTreeMap<String, u64> = BTreeMap::new();
+    for ch in chunks {
+        c.written += ch.counts.written;
+        c.rejected += ch.counts.rejected;
+        c.filtered += ch.counts.filtered;
+        for (rule, n) in &ch.counts.rejects_by_rule {
+            *by_rule.entry(rule.clone()).or_default() += n;
+        }
+    }
+    c.rejects_by_rule = by_rule;
+    c
+}

@@ -1,0 +1,195 @@
+//! SQLite ledger: the embedded default, in the data directory's database file.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::{ChunkRecord, JobRecord, JobStatus, LedgerCommit, StateStore};
+use crate::error::{Error, Result};
+
+/// A ledger in two SQLite tables, `sluicebox_jobs` and `sluicebox_chunks`.
+#[derive(Debug, Clone)]
+pub struct SqliteLedger {
+    conn: Arc<Mutex<Connection>>,
+}
+
+/// Open a connection tuned for many small transactions from several processes.
+pub fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)
+        .map_err(|e| Error::backend("sqlite", format!("cannot open {}", path.display()), e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(60))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+impl SqliteLedger {
+    /// Open (and create if needed) the ledger tables in the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = connect(path)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS sluicebox_jobs (
+                 job_id TEXT PRIMARY KEY,
+                 status TEXT NOT NULL,
+                 total_chunks INTEGER,
+                 done_chunks INTEGER NOT NULL DEFAULT 0,
+                 created_ms INTEGER NOT NULL,
+                 planned_ms INTEGER
+             );
+             CREATE TABLE IF NOT EXISTS sluicebox_chunks (
+                 job_id TEXT NOT NULL,
+                 idx INTEGER NOT NULL,
+                 body TEXT NOT NULL,
+                 PRIMARY KEY (job_id, idx)
+             );",
+        )?;
+        Ok(SqliteLedger { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Run `f` on the connection on a blocking thread.
+    async fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| Error::backend("sqlite", "ledger task failed", e))?
+    }
+}
+
+fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, Option<u32>, u32, i64, Option<i64>)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+}
+
+fn chunk_from_body(body: &str) -> Result<ChunkRecord> {
+    serde_json::from_str(body).map_err(|e| Error::backend("sqlite", "corrupt chunk record", e))
+}
+
+#[async_trait]
+impl StateStore for SqliteLedger {
+    async fn create_job(&self, job: &JobRecord) -> Result<bool> {
+        let job = job.clone();
+        self.call(move |c| {
+            let n = c.execute(
+                "INSERT INTO sluicebox_jobs (job_id, status, total_chunks, done_chunks, created_ms, planned_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (job_id) DO NOTHING",
+                params![job.job_id, job.status.as_str(), job.total_chunks, job.done_chunks, job.created_ms, job.planned_ms],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>> {
+        let id = job_id.to_string();
+        self.call(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT job_id, status, total_chunks, done_chunks, created_ms, planned_ms FROM sluicebox_jobs WHERE job_id = ?1",
+                    [&id],
+                    job_from_row,
+                )
+                .optional()?;
+            row.map(|(job_id, status, total_chunks, done_chunks, created_ms, planned_ms)| {
+                let status = JobStatus::parse(&status)
+                    .ok_or_else(|| Error::backend("sqlite", format!("job {job_id}"), format!("unknown status {status:?}")))?;
+                Ok(JobRecord { job_id, status, total_chunks, done_chunks, created_ms, planned_ms })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn set_planned(&self, job_id: &str, total_chunks: u32, planned_ms: i64) -> Result<bool> {
+        let id = job_id.to_string();
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE sluicebox_jobs SET status = 'running', total_chunks = ?2, planned_ms = ?3
+                 WHERE job_id = ?1 AND status = 'planning'",
+                params![id, total_chunks, planned_ms],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn commit_chunk(&self, job_id: &str, chunk: &ChunkRecord) -> Result<LedgerCommit> {
+        let id = job_id.to_string();
+        let index = chunk.index;
+        let body = serde_json::to_string(chunk).map_err(|e| Error::backend("sqlite", "encode chunk record", e))?;
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let total: Option<Option<u32>> = tx
+                .query_row("SELECT total_chunks FROM sluicebox_jobs WHERE job_id = ?1", [&id], |r| r.get(0))
+                .optional()?;
+            let total = match total {
+                None => return Err(Error::NotFound(format!("job {id}"))),
+                Some(None) => return Err(Error::Conflict(format!("job {id} is not planned yet"))),
+                Some(Some(t)) => t,
+            };
+            let inserted = tx.execute(
+                "INSERT INTO sluicebox_chunks (job_id, idx, body) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![id, index, body],
+            )?;
+            if inserted == 0 {
+                return Ok(LedgerCommit::Duplicate);
+            }
+            let done: u32 = tx.query_row(
+                "UPDATE sluicebox_jobs SET done_chunks = done_chunks + 1 WHERE job_id = ?1 RETURNING done_chunks",
+                [&id],
+                |r| r.get(0),
+            )?;
+            tx.commit()?;
+            Ok(LedgerCommit::First { done, total, finalize: done == total })
+        })
+        .await
+    }
+
+    async fn get_chunk(&self, job_id: &str, index: u32) -> Result<Option<ChunkRecord>> {
+        let id = job_id.to_string();
+        self.call(move |c| {
+            let body: Option<String> = c
+                .query_row("SELECT body FROM sluicebox_chunks WHERE job_id = ?1 AND idx = ?2", params![id, index], |r| r.get(0))
+                .optional()?;
+            body.as_deref().map(chunk_from_body).transpose()
+        })
+        .await
+    }
+
+    async fn chunks(&self, job_id: &str) -> Result<Vec<ChunkRecord>> {
+        let id = job_id.to_string();
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached("SELECT body FROM sluicebox_chunks WHERE job_id = ?1 ORDER BY idx")?;
+            let bodies = stmt.query_map([&id], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            bodies.iter().map(|b| chunk_from_body(b)).collect()
+        })
+        .await
+    }
+
+    async fn set_status(&self, job_id: &str, from: JobStatus, to: JobStatus) -> Result<bool> {
+        let id = job_id.to_string();
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE sluicebox_jobs SET status = ?3 WHERE job_id = ?1 AND status = ?2",
+                params![id, from.as_str(), to.as_str()],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn delete_job(&self, job_id: &str) -> Result<()> {
+        let id = job_id.to_string();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM sluicebox_chunks WHERE job_id = ?1", [&id])?;
+            tx.execute("DELETE FROM sluicebox_jobs WHERE job_id = ?1", [&id])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}

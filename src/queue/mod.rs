@@ -1,0 +1,52 @@
+//! The queue seam: at-least-once task delivery with a visibility timeout (`Queue`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+
+pub mod conformance;
+pub mod faults;
+pub mod memory;
+
+pub use memory::MemoryQueue;
+
+/// One received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The message body as sent.
+    pub body: String,
+    /// Handle for `ack`/`extend`/`release`; valid for this delivery only.
+    pub receipt: String,
+    /// How many times the message has been delivered, this time included.
+    pub receive_count: u32,
+}
+
+/// A task queue.
+///
+/// # Contract
+///
+/// - At-least-once: every sent message is delivered until it is acked. It may be delivered
+///   more than once, and in any order.
+/// - A delivered message is invisible to other receivers for the visibility timeout, then
+///   delivered again unless it was acked. `extend` restarts that timeout for a delivery still
+///   in hand; `release` makes it visible again at once.
+/// - `receive` returns at most `max` messages; when none is visible it waits up to `wait`
+///   for one, then returns an empty list (never an error for "empty").
+/// - `ack`, `extend` and `release` with the receipt of a delivery that has since timed out
+///   and been delivered again may be no-ops; they never affect the newer delivery.
+/// - `send` of a batch is all-or-error: on `Ok` every message in it was accepted.
+#[async_trait]
+pub trait Queue: Send + Sync + std::fmt::Debug {
+    /// Send messages.
+    async fn send(&self, bodies: Vec<String>) -> Result<()>;
+    /// Receive up to `max` messages, waiting up to `wait` for the first.
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>>;
+    /// Delete a delivered message.
+    async fn ack(&self, receipt: &str) -> Result<()>;
+    /// Keep a delivered message invisible for `timeout` from now.
+    async fn extend(&self, receipt: &str, timeout: Duration) -> Result<()>;
+    /// Make a delivered message visible again now.
+    async fn release(&self, receipt: &str) -> Result<()>;
+}

@@ -1,0 +1,178 @@
+//! SQLite sink: a table in the data directory's database, upserted in transactions.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::Connection;
+use serde_json::Value;
+
+use super::{Sink, SinkItem};
+use crate::config::ColumnType;
+use crate::error::{Error, Result};
+use crate::pipeline::Record;
+
+/// A sink table. With known fields it has one column per field plus `_key` (the primary
+/// key); without, it has `_key` and `record` (the record as JSON).
+#[derive(Debug, Clone)]
+pub struct SqliteSink {
+    conn: Arc<Mutex<Connection>>,
+    table: String,
+    fields: Option<Vec<String>>,
+    upsert: String,
+}
+
+fn sql_type(t: Option<ColumnType>) -> &'static str {
+    match t {
+        Some(ColumnType::Integer | ColumnType::Boolean) => "INTEGER",
+        Some(ColumnType::Decimal) => "REAL",
+        Some(_) => "TEXT",
+        None => "",
+    }
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl SqliteSink {
+    /// Open the table `table` in the database at `path`, creating it if missing. `fields`
+    /// (name, type) are the columns when the record shape is known.
+    pub fn open(path: &Path, table: &str, fields: Option<Vec<(String, Option<ColumnType>)>>) -> Result<Self> {
+        let conn = crate::ledger::sqlite::connect(path)?;
+        let t = quoted(table);
+        let (create, names, upsert) = match &fields {
+            Some(fields) => {
+                let cols: Vec<String> = fields.iter().map(|(n, ty)| format!("{} {}", quoted(n), sql_type(*ty))).collect();
+                let names: Vec<String> = fields.iter().map(|(n, _)| n.clone()).collect();
+                let list: Vec<String> = names.iter().map(|n| quoted(n)).collect();
+                let marks: Vec<String> = (0..=names.len()).map(|i| format!("?{}", i + 1)).collect();
+                let set: Vec<String> = list.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+                (
+                    format!("CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, {})", cols.join(", ")),
+                    Some(names),
+                    format!(
+                        "INSERT INTO {t} (_key, {}) VALUES ({}) ON CONFLICT (_key) DO UPDATE SET {}",
+                        list.join(", "),
+                        marks.join(", "),
+                        set.join(", ")
+                    ),
+                )
+            }
+            None => (
+                format!("CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, record TEXT NOT NULL)"),
+                None,
+                format!("INSERT INTO {t} (_key, record) VALUES (?1, ?2) ON CONFLICT (_key) DO UPDATE SET record = excluded.record"),
+            ),
+        };
+        conn.execute(&create, [])
+            .map_err(|e| Error::backend("sqlite", format!("cannot create sink table {table}"), e))?;
+        let existing: Vec<String> = conn
+            .prepare(&format!("PRAGMA table_info({t})"))?
+            .query_map([], |r| r.get::<_, String>(1))?
+            .collect::<rusqlite::Result<_>>()?;
+        let wanted: Vec<String> = match &names {
+            Some(n) => n.clone(),
+            None => vec!["record".into()],
+        };
+        if let Some(missing) = wanted.iter().chain(std::iter::once(&"_key".to_string())).find(|n| !existing.contains(n)) {
+            return Err(Error::config(
+                "sink.table",
+                format!("table {table} exists without column {missing:?}; drop it or choose another table"),
+            ));
+        }
+        Ok(SqliteSink { conn: Arc::new(Mutex::new(conn)), table: table.to_string(), fields: names, upsert })
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+fn to_sql(v: Option<&Value>) -> ToSqlOutput<'_> {
+    match v {
+        None | Some(Value::Null) => ToSqlOutput::Owned(SqlValue::Null),
+        Some(Value::Bool(b)) => ToSqlOutput::Owned(SqlValue::Integer(i64::from(*b))),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(i) => ToSqlOutput::Owned(SqlValue::Integer(i)),
+            None => ToSqlOutput::Owned(SqlValue::Real(n.as_f64().unwrap_or(f64::NAN))),
+        },
+        Some(Value::String(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        Some(other) => ToSqlOutput::Owned(SqlValue::Text(other.to_string())),
+    }
+}
+
+fn from_sql(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::from(i),
+        ValueRef::Real(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
+#[async_trait]
+impl Sink for SqliteSink {
+    async fn write(&self, items: Vec<SinkItem>) -> Result<()> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = this.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(&this.upsert)?;
+                for (key, rec) in &items {
+                    stmt.raw_bind_parameter(1, key)?;
+                    match &this.fields {
+                        Some(fields) => {
+                            for (i, f) in fields.iter().enumerate() {
+                                stmt.raw_bind_parameter(i + 2, to_sql(rec.get(f)))?;
+                            }
+                        }
+                        None => {
+                            let json = serde_json::to_string(rec).map_err(|e| Error::backend("sqlite", "encode record", e))?;
+                            stmt.raw_bind_parameter(2, json)?;
+                        }
+                    }
+                    stmt.raw_execute()?;
+                }
+            }
+            tx.commit().map_err(|e| Error::backend("sqlite", format!("cannot write to sink table {}", this.table), e))
+        })
+        .await
+        .map_err(|e| Error::backend("sqlite", "sink task failed", e))?
+    }
+
+    async fn read_all(&self) -> Result<BTreeMap<String, Record>> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = this.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let mut stmt = conn.prepare(&format!("SELECT * FROM {}", quoted(&this.table)))?;
+            let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
+            let mut rows = stmt.query([])?;
+            let mut out = BTreeMap::new();
+            while let Some(row) = rows.next()? {
+                let key: String = row.get("_key")?;
+                let rec = match &this.fields {
+                    Some(_) => {
+                        let mut rec = Record::new();
+                        for (i, n) in names.iter().enumerate().filter(|(_, n)| *n != "_key") {
+                            rec.insert(n.clone(), from_sql(row.get_ref(i)?));
+                        }
+                        rec
+                    }
+                    None => {
+                        let text: String = row.get("record")?;
+                        serde_json::from_str(&text).map_err(|e| Error::backend("sqlite", "corrupt sink record", e))?
+                    }
+                };
+                out.insert(key, rec);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::backend("sqlite", "sink task failed", e))?
+    }
+}

@@ -1,0 +1,176 @@
+//! Workers: take a task, read its byte range, run the pipeline, write sink + parts, commit.
+//!
+//! The order makes a crash at any instant safe: every effect before the commit (sink upserts
+//! by key, part objects replaced whole) is idempotent, so a redelivered task redoes them with
+//! the same result, and the commit itself is one conditional write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use crate::bucket;
+use crate::error::{Error, Result};
+use crate::gather;
+use crate::job::{now_ms, JobRun, RunOptions};
+use crate::ledger::{ChunkRecord, JobStatus, LedgerCommit};
+use crate::pipeline::ChunkContext;
+use crate::plan::Chunk;
+use crate::queue::Delivery;
+
+/// A queue message: a claim check naming the job and the chunk's byte range.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Task {
+    /// The job.
+    pub job_id: String,
+    /// The chunk.
+    pub chunk: Chunk,
+}
+
+/// Where a chunk's output part lives.
+pub fn output_part(prefix: &str, index: u32) -> String {
+    format!("{prefix}/parts/{index:06}.out")
+}
+
+/// Where a chunk's rejects part lives.
+pub fn rejects_part(prefix: &str, index: u32) -> String {
+    format!("{prefix}/parts/{index:06}.rejects.jsonl")
+}
+
+/// Take tasks until the job is gathered (or fails).
+pub(crate) async fn work_loop(run: Arc<JobRun>, name: String, opts: &RunOptions) -> Result<()> {
+    let queue = run.engine.queue.clone();
+    loop {
+        let got = tokio::select! {
+            _ = run.done.cancelled() => return Ok(()),
+            got = queue.receive(1, Duration::from_millis(500)) => got?,
+        };
+        for d in got {
+            handle(&run, &name, opts, d).await?;
+            if run.done.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn handle(run: &Arc<JobRun>, name: &str, opts: &RunOptions, d: Delivery) -> Result<()> {
+    let queue = run.engine.queue.clone();
+    let task: Task = match serde_json::from_str(&d.body) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(body = %d.body, "dropping a malformed task: {e}");
+            return queue.ack(&d.receipt).await;
+        }
+    };
+    if task.job_id != run.plan.job_id {
+        return queue.release(&d.receipt).await;
+    }
+    // Keep the task invisible while we work on it, however long the chunk takes.
+    let heartbeat = {
+        let (queue, receipt, every) = (queue.clone(), d.receipt.clone(), opts.visibility / 2);
+        let visibility = opts.visibility;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if queue.extend(&receipt, visibility).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let result = process(run, name, &task.chunk).await;
+    heartbeat.abort();
+    match result {
+        Ok(()) => queue.ack(&d.receipt).await,
+        Err(e) if d.receive_count >= opts.max_attempts => {
+            Err(Error::backend("worker", format!("chunk {} failed {} times", task.chunk.index, d.receive_count), e))
+        }
+        Err(e) => {
+            warn!(chunk = task.chunk.index, attempt = d.receive_count, "chunk failed, will retry: {e}");
+            queue.release(&d.receipt).await
+        }
+    }
+}
+
+/// Do one chunk, idempotently, and finalize the job if this commit completed it.
+async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk) -> Result<()> {
+    let job_id = &run.plan.job_id;
+    let ledger = &run.engine.ledger;
+    if ledger.get_chunk(job_id, chunk.index).await?.is_some() {
+        debug!(chunk = chunk.index, "already committed; skipping");
+        return finalize_if_due(run).await;
+    }
+    let started_ms = now_ms();
+    let input = run
+        .plan
+        .inputs
+        .get(chunk.input as usize)
+        .ok_or_else(|| Error::Conflict(format!("task names input {} the plan lacks", chunk.input)))?;
+    let bytes = bucket::read_range(run.engine.inputs.clone(), &input.object, chunk.start, chunk.end).await?;
+    let out = {
+        let run = run.clone();
+        let chunk = chunk.clone();
+        tokio::task::spawn_blocking(move || {
+            let input = &run.plan.inputs[chunk.input as usize];
+            let ctx = ChunkContext {
+                chunk: &chunk,
+                input: &input.object.location,
+                format: input.object.format,
+                layout: run.layouts[chunk.input as usize].as_ref(),
+            };
+            run.pipeline.run_chunk(&ctx, &bytes)
+        })
+        .await
+        .map_err(|e| Error::backend("worker", "pipeline task panicked", e))?
+    };
+    if let Some(sink) = &run.sink {
+        let mut items = out.items;
+        while !items.is_empty() {
+            let rest = items.split_off(items.len().min(run.spec.sink_batch));
+            sink.write(std::mem::replace(&mut items, rest)).await?;
+        }
+    }
+    let prefix = run.prefix();
+    let output_bytes = out.output.len() as u64;
+    let store = run.engine.bucket.as_ref();
+    if !out.output.is_empty() {
+        bucket::put(store, &output_part(&prefix, chunk.index), out.output).await?;
+    }
+    if !out.rejects.is_empty() {
+        bucket::put(store, &rejects_part(&prefix, chunk.index), out.rejects).await?;
+    }
+    let record = ChunkRecord {
+        index: chunk.index,
+        worker: name.to_string(),
+        counts: out.counts,
+        output_bytes,
+        started_ms,
+        finished_ms: now_ms(),
+    };
+    match ledger.commit_chunk(job_id, &record).await? {
+        LedgerCommit::First { finalize, .. } => {
+            run.progress.inc(chunk.records);
+            if finalize {
+                gather::gather(run).await?;
+            }
+            Ok(())
+        }
+        LedgerCommit::Duplicate => finalize_if_due(run).await,
+    }
+}
+
+/// A duplicate of the last chunk may arrive after the finalizer's gather failed and gave
+/// its lease back: gather when every chunk is done but nobody has gathered.
+async fn finalize_if_due(run: &Arc<JobRun>) -> Result<()> {
+    let job = run.engine.ledger.get_job(&run.plan.job_id).await?;
+    match job {
+        Some(j) if j.status == JobStatus::Running && Some(j.done_chunks) == j.total_chunks => gather::gather(run).await,
+        Some(j) if j.status == JobStatus::Complete => {
+            run.done.cancel();
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
