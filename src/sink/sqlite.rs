@@ -86,6 +86,23 @@ impl SqliteSink {
         Ok(SqliteSink { conn: Arc::new(Mutex::new(conn)), table: table.to_string(), fields: names, upsert })
     }
 
+    /// Open an existing sink table, taking its shape from the database.
+    pub fn existing(path: &Path, table: &str) -> Result<Self> {
+        let conn = crate::ledger::sqlite::connect(path)?;
+        let columns: Vec<(String, String)> = conn
+            .prepare(&format!("PRAGMA table_info({})", quoted(table)))?
+            .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        drop(conn);
+        if columns.is_empty() {
+            return Err(Error::NotFound(format!("sink table {table} in {}", path.display())));
+        }
+        let fields: Vec<(String, Option<ColumnType>)> =
+            columns.into_iter().filter(|(n, _)| n != "_key").map(|(n, _)| (n, None)).collect();
+        let schemaless = fields.len() == 1 && fields[0].0 == "record";
+        Self::open(path, table, if schemaless { None } else { Some(fields) })
+    }
+
     /// The table name.
     pub fn table(&self) -> &str {
         &self.table

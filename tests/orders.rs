@@ -1,0 +1,109 @@
+//! Golden end-to-end test of the orders example: summary, merged output, sink, re-runs.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use serde_json::json;
+use sluicebox::config::JobConfig;
+use sluicebox::job::{Engine, RunOptions};
+
+/// The expected merged output, computed here from the two seed files without sluicebox.
+fn expected_output() -> String {
+    let dir = orders_dir();
+    let mut fin = csv::Reader::from_path(dir.join("financial.csv")).unwrap();
+    let fin: HashMap<String, Vec<String>> =
+        fin.records().map(|r| r.unwrap()).map(|r| (r[0].to_string(), r.iter().skip(1).map(str::to_string).collect())).collect();
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record([
+        "uuid", "country", "itemType", "salesChannel", "orderPriority", "orderDate", "region", "shipDate", "unitsSold", "unitPrice",
+        "unitCost", "totalRevenue", "totalCost", "totalProfit",
+    ])
+    .unwrap();
+    let iso = |s: &str| chrono::NaiveDate::parse_from_str(s, "%m/%d/%y").unwrap().format("%Y-%m-%d").to_string();
+    let mut orders = csv::Reader::from_path(dir.join("orders.csv")).unwrap();
+    for r in orders.records() {
+        let r = r.unwrap();
+        let mut row: Vec<String> = r.iter().map(str::to_string).collect();
+        row[5] = iso(&row[5]);
+        row[7] = iso(&row[7]);
+        // Decimals are written as the shortest text that reads back as the same number.
+        let f = &fin[&row[0]];
+        row.push(f[0].parse::<i64>().unwrap().to_string());
+        row.extend(f[1..].iter().map(|v| serde_json::Number::from_f64(v.parse::<f64>().unwrap()).unwrap().to_string()));
+        out.write_record(&row).unwrap();
+    }
+    String::from_utf8(out.into_inner().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_example_golden() {
+    let data = tempfile::tempdir().unwrap();
+    let input = orders_dir().join("orders.csv");
+    let s = run(data.path(), &[input.clone()], &orders_job(), &orders_dir()).await.unwrap();
+
+    assert_eq!(s.status, "succeeded");
+    assert_eq!(
+        serde_json::to_value(&s.records).unwrap(),
+        json!({"total": 10000, "written": 10000, "rejected": 0, "filtered": 0})
+    );
+    assert_eq!((s.chunks.total, s.chunks.done), (10, 10));
+    assert_eq!(s.inputs[0].records, 10000);
+    assert!(s.rejects_by_rule.is_empty());
+    assert_eq!(s.sink.as_deref(), Some("orders"));
+
+    let output = job_file(data.path(), &s.job_id, "output.csv");
+    assert_eq!(output.lines().count(), 10001);
+    assert!(output == expected_output(), "merged output differs from the independently computed join");
+    assert_eq!(job_file(data.path(), &s.job_id, "rejects.jsonl"), "");
+
+    let rows = sink_rows(data.path(), "orders").await;
+    assert_eq!(rows.len(), 10000);
+    let row = &rows["535113847"];
+    assert_eq!(row["country"], json!("Azerbaijan"));
+    assert_eq!(row["orderDate"], json!("2014-10-08"));
+    assert_eq!(row["unitsSold"], json!(934));
+    assert_eq!(row["unitPrice"], json!(152.58));
+
+    let manifest: serde_json::Value = serde_json::from_str(&job_file(data.path(), &s.job_id, "manifest.json")).unwrap();
+    let chunks = manifest["chunks"].as_array().unwrap();
+    assert_eq!(chunks.len(), 10);
+    for pair in chunks.windows(2) {
+        assert_eq!(pair[0]["end"], pair[1]["start"], "chunk byte ranges must be contiguous");
+    }
+    assert_eq!(chunks.iter().map(|c| c["commit"]["counts"]["written"].as_u64().unwrap()).sum::<u64>(), 10000);
+    let on_disk: sluicebox::gather::Summary = serde_json::from_str(&job_file(data.path(), &s.job_id, "summary.json")).unwrap();
+    assert_eq!(on_disk, s);
+    assert!(!data.path().join("bucket/jobs").join(&s.job_id).join("parts").exists(), "parts are scratch, removed after the gather");
+
+    // Running the completed job again reports it without redoing anything.
+    let again = run(data.path(), &[input.clone()], &orders_job(), &orders_dir()).await.unwrap();
+    assert!(again.already_complete);
+    assert_eq!(stable(&again), stable(&s));
+    assert_eq!(again.timings, s.timings, "a completed job must not be re-run");
+
+    // --force runs it anew with the same results.
+    let spec = JobConfig::from_toml(&orders_job(), "job.toml").unwrap();
+    let engine = Engine::local(data.path(), spec.sink.kind).unwrap();
+    let forced = run_with(&engine, &[input], &orders_job(), &orders_dir(), &RunOptions { force: true, ..RunOptions::default() })
+        .await
+        .unwrap();
+    assert!(!forced.already_complete);
+    assert_eq!(stable(&forced), stable(&s));
+    assert!(job_file(data.path(), &s.job_id, "output.csv") == output);
+    assert_eq!(sink_rows(data.path(), "orders").await.len(), 10000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_id_follows_the_input_and_the_config() {
+    let data = tempfile::tempdir().unwrap();
+    let input = orders_dir().join("orders.csv");
+    let a = run(data.path(), &[input.clone()], &orders_job(), &orders_dir()).await.unwrap();
+    let changed = orders_job().replace("records = 1000", "records = 2500");
+    let b = run(data.path(), &[input], &changed, &orders_dir()).await.unwrap();
+    assert_ne!(a.job_id, b.job_id, "a changed job definition is a new job");
+    assert!(!b.already_complete);
+    assert_eq!(b.chunks.total, 4);
+    assert_eq!(b.records, a.records);
+}
