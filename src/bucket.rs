@@ -131,9 +131,23 @@ async fn detect_compression(store: &dyn ObjectStore, path: &Path, name: &str) ->
     })
 }
 
-/// A blocking reader over a whole object, decompressed. Call from async context; read it on a
-/// blocking thread (`spawn_blocking`).
-pub async fn open_reader(store: Arc<dyn ObjectStore>, input: &InputObject) -> Result<Box<dyn Read + Send>> {
+/// A blocking reader over a whole object, not yet decompressed: open it in async context,
+/// then call [`ObjectReader::decoded`] and read on a blocking thread (`spawn_blocking`).
+pub struct ObjectReader {
+    inner: Box<dyn Read + Send>,
+    compression: Compression,
+    location: String,
+}
+
+impl ObjectReader {
+    /// The decompressed stream. Decoders read headers eagerly, so this blocks.
+    pub fn decoded(self) -> Result<Box<dyn Read + Send>> {
+        decompress(self.inner, self.compression, &self.location)
+    }
+}
+
+/// Open an object for a streaming read (see [`ObjectReader`]).
+pub async fn open_reader(store: Arc<dyn ObjectStore>, input: &InputObject) -> Result<ObjectReader> {
     let path = Path::from(input.path.as_str());
     let stream = store
         .get(&path)
@@ -143,7 +157,7 @@ pub async fn open_reader(store: Arc<dyn ObjectStore>, input: &InputObject) -> Re
         .map(|r| r.map_err(std::io::Error::other));
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     let reader = std::io::BufReader::with_capacity(256 << 10, reader);
-    decompress(Box::new(reader), input.compression, &input.location)
+    Ok(ObjectReader { inner: Box::new(reader), compression: input.compression, location: input.location.clone() })
 }
 
 fn decompress(r: Box<dyn Read + Send>, c: Compression, location: &str) -> Result<Box<dyn Read + Send>> {
@@ -177,7 +191,7 @@ pub async fn read_range(store: Arc<dyn ObjectStore>, input: &InputObject, start:
     let reader = open_reader(store, input).await?;
     let location = input.location.clone();
     tokio::task::spawn_blocking(move || {
-        let mut reader = reader;
+        let mut reader = reader.decoded()?;
         let fail = |e: std::io::Error| Error::input(&location, format!("cannot decompress: {e}"));
         std::io::copy(&mut (&mut reader).take(start), &mut std::io::sink()).map_err(fail)?;
         let mut buf = Vec::with_capacity((end - start) as usize);

@@ -311,8 +311,8 @@ impl JobConfig {
     /// Parse a job file. Unknown keys and bad types are reported with the key's name.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
         toml::from_str(text).map_err(|e| {
-            let key = e.span().map(|s| snippet(text, s)).unwrap_or_default();
-            Error::config(origin.to_string() + key.as_str(), e.message().to_string())
+            let at = e.span().map(|s| snippet(text, s)).unwrap_or_default();
+            Error::config(origin.to_string() + at.as_str(), e.message().trim().to_string())
         })
     }
 
@@ -447,7 +447,10 @@ pub fn is_sql_ident(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
+/// ` line N (`the line`)`: where a TOML error is, with the line's text, which names the key.
 fn snippet(text: &str, span: std::ops::Range<usize>) -> String {
-    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
-    format!(" line {line_no}")
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    format!(" line {line_no} (`{line}`)")
 }

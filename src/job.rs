@@ -280,10 +280,13 @@ async fn make_plan(engine: &Engine, spec: &JobSpec, job_id: &str, inputs: Vec<In
     for (i, object) in inputs.into_iter().enumerate() {
         let reader = bucket::open_reader(engine.inputs.clone(), &object).await?;
         let format = object.format;
-        let scan: InputScan = tokio::task::spawn_blocking(move || plan::scan(reader, format, dialect, targets))
-            .await
-            .map_err(|e| Error::backend("plan", "scan task failed", e))?
-            .map_err(|e| Error::input(&object.location, format!("cannot read input: {e}")))?;
+        let location = object.location.clone();
+        let scan: InputScan = tokio::task::spawn_blocking(move || {
+            let reader = reader.decoded()?;
+            plan::scan(reader, format, dialect, targets).map_err(|e| Error::input(&location, format!("cannot read input: {e}")))
+        })
+        .await
+        .map_err(|e| Error::backend("plan", "scan task failed", e))??;
         for mut c in scan.chunks {
             c.index = chunks.len() as u32;
             c.input = i as u32;

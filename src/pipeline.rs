@@ -202,6 +202,7 @@ fn parse_timestamp(t: &str, fmt: Option<&str>) -> Option<chrono::DateTime<chrono
 /// Field layout of one CSV input: header position → output name and rule.
 #[derive(Debug, Clone)]
 pub struct CsvLayout {
+    headers: Vec<String>,
     names: Vec<String>,
     rules: Vec<Option<usize>>,
 }
@@ -301,8 +302,9 @@ impl Pipeline {
             }
         }
         let rules = names.iter().map(|n| self.by_name.get(n).copied()).collect();
+        let headers = names.clone();
         let names = names.iter().map(|n| self.by_name.get(n).map(|&i| self.rules[i].out.clone()).unwrap_or_else(|| n.clone())).collect();
-        Ok(CsvLayout { names, rules })
+        Ok(CsvLayout { headers, names, rules })
     }
 
     /// Process the bytes of one chunk.
@@ -396,9 +398,9 @@ impl Pipeline {
             return Err(Fault::new(None, "fields", format!("expected {} fields, found {}", layout.names.len(), row.len())));
         }
         let mut rec = Record::with_capacity(row.len() + 8);
-        for ((field, name), rule) in row.iter().zip(&layout.names).zip(&layout.rules) {
+        for (((field, name), rule), header) in row.iter().zip(&layout.names).zip(&layout.rules).zip(&layout.headers) {
             let text = std::str::from_utf8(field)
-                .map_err(|e| Fault::new(Some(name), "utf8", format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+                .map_err(|e| Fault::new(Some(header), "utf8", format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
             let value = match rule {
                 Some(i) => self.rules[*i].apply(Value::String(text.to_string()))?,
                 None => Value::String(text.to_string()),

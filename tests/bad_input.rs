@@ -1,0 +1,190 @@
+//! Bad records become rejects with line and reason; bad inputs and configs stop the job with
+//! a message naming the file, key or column, and leave it not complete.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::json;
+use sluicebox::config::JobConfig;
+use sluicebox::ledger::{JobStatus, StateStore};
+use sluicebox::Error;
+
+const HEADER: &str = "uuid,Country,Item Type,Sales Channel,Order Priority,Order Date,Region,Ship Date";
+
+/// Eight orders: two good (one with a quoted newline), six bad in six different ways.
+fn bad_orders(eol: &str) -> Vec<u8> {
+    let rows: Vec<&[u8]> = vec![
+        HEADER.as_bytes(),
+        b"535113847,Azerbaijan,Snacks,Online,C,10/8/14,Middle East and North Africa,10/23/14",
+        b"874708545,Panama,Cosmetics,Offline,L,2/30/15,Central America and the Caribbean,2/27/15",
+        b"854349935,\"Sao Tome\nand Principe\",Fruits,Offline,M,12/9/15,Sub-Saharan Africa,1/18/16",
+        b"892836844,Sao Tome,Personal Care,Online,M,9/17/14,Sub-Saharan Africa",
+        b"1234567890,X,Y,Online,M,9/17/14,R,9/18/14",
+        b"999999999,X,Y,Online,M,9/17/14,R,9/18/14",
+        b"535113847,Bad\xffName,Y,Online,M,9/17/14,R,9/18/14",
+        b",X,Y,Online,M,9/17/14,R,9/18/14",
+    ];
+    let mut out = Vec::new();
+    for r in rows {
+        // A quoted newline inside a field keeps the file's line ending too.
+        out.extend(String::from_utf8_lossy(r).replace('\n', eol).replace('\u{fffd}', "\u{0}").bytes().map(|b| if b == 0 { 0xff } else { b }));
+        out.extend_from_slice(eol.as_bytes());
+    }
+    out
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn job_with_small_chunks() -> String {
+    orders_job().replace("records = 1000", "records = 2")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_record_is_rejected_with_line_field_and_rule() {
+    for eol in ["\n", "\r\n"] {
+        let data = tempfile::tempdir().unwrap();
+        let input = write(data.path(), "orders.csv", &bad_orders(eol));
+        let s = run(data.path(), &[input], &job_with_small_chunks(), &orders_dir()).await.unwrap();
+        assert_eq!(s.status, "completed_with_rejects");
+        assert_eq!(serde_json::to_value(&s.records).unwrap(), json!({"total": 8, "written": 2, "rejected": 6, "filtered": 0}));
+        assert_eq!(
+            serde_json::to_value(&s.rejects_by_rule).unwrap(),
+            json!({"fields": 1, "lookup": 1, "max_length": 1, "required": 1, "type": 1, "utf8": 1})
+        );
+        let got: Vec<_> = rejects(data.path(), &s.job_id)
+            .into_iter()
+            .map(|r| (r["record"].as_u64().unwrap(), r["line"].as_u64().unwrap(), r["field"].clone(), r["rule"].as_str().unwrap().to_string()))
+            .collect();
+        let want = vec![
+            (2, 3, json!("Order Date"), "type".to_string()),
+            (4, 6, json!(null), "fields".to_string()),
+            (5, 7, json!("uuid"), "max_length".to_string()),
+            (6, 8, json!("uuid"), "lookup".to_string()),
+            (7, 9, json!("Country"), "utf8".to_string()),
+            (8, 10, json!("uuid"), "required".to_string()),
+        ];
+        assert_eq!(got, want, "rejects in input order with record, line, field and rule (eol {eol:?})");
+        let all = rejects(data.path(), &s.job_id);
+        assert_eq!(all[0]["message"], json!("expected a date like 10/23/14, got \"2/30/15\""));
+        assert_eq!(all[1]["message"], json!("expected 8 fields, found 7"));
+        assert!(all[1]["raw"].as_str().unwrap().starts_with("892836844,Sao Tome,"), "the raw record is kept for redrive");
+        let output = job_file(data.path(), &s.job_id, "output.csv");
+        assert_eq!(output.lines().filter(|l| l.starts_with("535113847") || l.starts_with("854349935")).count(), 2);
+        assert_eq!(sink_rows(data.path(), "orders").await.len(), 2);
+    }
+}
+
+async fn ledger_status(data: &Path, job_prefix: &str) -> Option<JobStatus> {
+    // The job id is derived; find it by prefix in the ledger via the bucket's job folders or none.
+    let ledger = sluicebox::ledger::SqliteLedger::open(&data.join("sluicebox.db")).unwrap();
+    let dir = data.join("bucket/jobs");
+    let ids: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    for id in ids.iter().filter(|i| i.starts_with(job_prefix)) {
+        if let Some(j) = ledger.get_job(id).await.unwrap() {
+            return Some(j.status);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_without_a_declared_column_stops_with_its_name() {
+    let data = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(orders_dir().join("orders.csv")).unwrap().replacen("Ship Date", "Shipped", 1);
+    let input = write(data.path(), "renamed.csv", text.as_bytes());
+    let err = run(data.path(), &[input], &orders_job(), &orders_dir()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{msg}");
+    assert!(msg.contains("renamed.csv") && msg.contains("\"Ship Date\"") && msg.contains("line 1"), "{msg}");
+    assert_ne!(ledger_status(data.path(), "renamed").await, Some(JobStatus::Complete));
+    assert!(!data.path().join("bucket/jobs").read_dir().map(|mut d| d.any(|e| e.unwrap().path().join("summary.json").exists())).unwrap_or(false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_keys_and_bad_types_name_the_key() {
+    let e = JobConfig::from_toml("[sink]\ntabel = \"orders\"\n", "job.toml").unwrap_err().to_string();
+    assert!(e.contains("tabel") && e.contains("job.toml"), "{e}");
+    let e = JobConfig::from_toml("[chunking]\nrecords = \"many\"\n", "job.toml").unwrap_err().to_string();
+    assert!(e.contains("records") && e.contains("line 2"), "{e}");
+    let bad_policy = orders_job().replace("on_missing = \"reject\"", "on_missing = \"ignore\"");
+    let e = JobConfig::from_toml(&bad_policy, "job.toml").unwrap_err().to_string();
+    assert!(e.contains("on_missing") || e.contains("ignore"), "{e}");
+    let e = JobConfig::from_toml("transform = [\".a | \"]", "job.toml").unwrap().validate(Path::new(".")).unwrap_err().to_string();
+    assert!(e.contains("transform[0]"), "{e}");
+    let e = JobConfig::from_toml("[input]\ndelimiter = \";;\"", "job.toml").unwrap().validate(Path::new(".")).unwrap_err().to_string();
+    assert!(e.contains("input.delimiter"), "{e}");
+    let e = JobConfig::from_toml("[[columns]]\nname = \"d\"\ntype = \"date\"\nformat = \"%Q\"", "job.toml")
+        .unwrap()
+        .validate(Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("columns[0]"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_inputs_stop_with_the_file_name() {
+    let data = tempfile::tempdir().unwrap();
+    let missing = data.path().join("nope.csv");
+    let e = run(data.path(), &[missing], "", Path::new(".")).await.unwrap_err().to_string();
+    assert!(e.contains("nope.csv"), "{e}");
+
+    let corrupt = write(data.path(), "broken.csv.gz", b"\x1f\x8b\x08\x00 this is not gzip at all");
+    let e = run(data.path(), &[corrupt], "", Path::new(".")).await.unwrap_err().to_string();
+    assert!(e.contains("broken.csv.gz"), "{e}");
+    assert_ne!(ledger_status(data.path(), "broken").await, Some(JobStatus::Complete));
+
+    // A valid gzip stream cut short is corrupt too.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&std::fs::read(orders_dir().join("orders.csv")).unwrap()).unwrap();
+    let full = gz.finish().unwrap();
+    let cut = write(data.path(), "cut.csv.gz", &full[..full.len() / 2]);
+    let e = run(data.path(), &[cut], "", Path::new(".")).await.unwrap_err().to_string();
+    assert!(e.contains("cut.csv.gz"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_and_header_only_inputs_complete_with_zero_records() {
+    for (name, bytes) in [("empty.csv", &b""[..]), ("header.csv", HEADER.as_bytes()), ("empty.jsonl", b"\n\n"), ("empty.json", b"[]")] {
+        let data = tempfile::tempdir().unwrap();
+        let input = write(data.path(), name, bytes);
+        let s = run(data.path(), &[input], "", Path::new(".")).await.unwrap();
+        assert_eq!(s.records.total, 0, "{name}");
+        assert_eq!((s.chunks.total, s.chunks.done), (0, 0), "{name}");
+        assert_eq!(s.status, "succeeded", "{name}");
+    }
+    // With the orders job: a header-only file completes and the output is just the header.
+    let data = tempfile::tempdir().unwrap();
+    let input = write(data.path(), "orders.csv", format!("{HEADER}\n").as_bytes());
+    let s = run(data.path(), &[input], &orders_job(), &orders_dir()).await.unwrap();
+    assert_eq!(s.records.total, 0);
+    assert_eq!(job_file(data.path(), &s.job_id, "output.csv").lines().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_document_that_is_not_records_stops_the_job() {
+    let data = tempfile::tempdir().unwrap();
+    let input = write(data.path(), "x.json", br#"{"items": 3}"#);
+    let e = run(data.path(), &[input], "", Path::new(".")).await.unwrap_err().to_string();
+    assert!(e.contains("x.json") && e.contains("records"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_records_are_rejected_alone() {
+    let data = tempfile::tempdir().unwrap();
+    let input = write(data.path(), "x.jsonl", b"{\"a\":1}\n{\"a\":\n[1,2]\n{\"a\":3}\n");
+    let s = run(data.path(), &[input], "[chunking]\nrecords = 1\n", Path::new(".")).await.unwrap();
+    assert_eq!((s.records.written, s.records.rejected), (2, 2));
+    let r = rejects(data.path(), &s.job_id);
+    assert_eq!((r[0]["line"].as_u64(), r[0]["rule"].as_str()), (Some(2), Some("json")));
+    assert_eq!((r[1]["line"].as_u64(), r[1]["rule"].as_str()), (Some(3), Some("json")));
+    assert!(r[1]["message"].as_str().unwrap().contains("expected a JSON object, got an array"));
+}
