@@ -46,7 +46,14 @@ pub struct Measurement {
 
 impl fmt::Display for Measurement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{} records ({:.1} MB) with {} workers on {} cores", self.records, self.input_bytes as f64 / 1e6, self.workers, self.cores)?;
+        writeln!(
+            f,
+            "{} records ({:.1} MB) with {} workers on {} cores",
+            self.records,
+            self.input_bytes as f64 / 1e6,
+            self.workers,
+            self.cores
+        )?;
         writeln!(f, "  {:.0} records/s end to end ({:.2} s)", self.records_per_s, self.seconds)?;
         writeln!(f, "  phases: plan {} ms, work {} ms, gather {} ms", self.plan_ms, self.work_ms, self.gather_ms)?;
         write!(f, "  peak RSS {:.0} MiB; written {}, rejected {}", self.peak_rss_mib, self.written, self.rejected)
@@ -81,7 +88,8 @@ impl Rng {
 
 /// Write `n` synthetic orders and their financial reference rows, streaming.
 pub fn generate(dir: &Path, n: u64) -> Result<()> {
-    let io = |e: std::io::Error| Error::config("--data-dir", format!("cannot write bench data in {}: {e}", dir.display()));
+    let io =
+        |e: std::io::Error| Error::config("--data-dir", format!("cannot write bench data in {}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut orders = BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.join("orders.csv")).map_err(io)?);
     let mut fin = BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.join("financial.csv")).map_err(io)?);
@@ -97,13 +105,15 @@ pub fn generate(dir: &Path, n: u64) -> Result<()> {
         let (m, d, y) = (1 + rng.below(12), 1 + rng.below(28), 10 + rng.below(10));
         let ship_d = 1 + rng.below(28);
         let quoted = if country.contains(' ') { format!("\"{country}\"") } else { country.to_string() };
-        writeln!(orders, "{uuid},{quoted},{item},{channel},{priority},{m}/{d}/{y},{region},{m}/{ship_d}/{y}").map_err(io)?;
+        writeln!(orders, "{uuid},{quoted},{item},{channel},{priority},{m}/{d}/{y},{region},{m}/{ship_d}/{y}")
+            .map_err(io)?;
         let units = 1 + rng.below(10_000);
         let price = (1 + rng.below(60_000)) as f64 / 100.0;
         let cost = (price * 0.7 * 100.0).round() / 100.0;
         let revenue = (units as f64 * price * 100.0).round() / 100.0;
         let total_cost = (units as f64 * cost * 100.0).round() / 100.0;
-        writeln!(fin, "{uuid},{units},{price},{cost},{revenue},{total_cost},{:.2}", revenue - total_cost).map_err(io)?;
+        writeln!(fin, "{uuid},{units},{price},{cost},{revenue},{total_cost},{:.2}", revenue - total_cost)
+            .map_err(io)?;
     }
     orders.flush().map_err(io)?;
     fin.flush().map_err(io)?;
@@ -128,7 +138,9 @@ pub async fn run(dir: &Path, n: u64, workers: usize, out: &Path) -> Result<Measu
     if !marker.exists() {
         let _ = std::fs::remove_dir_all(&input_dir);
         let d = input_dir.clone();
-        tokio::task::spawn_blocking(move || generate(&d, n)).await.map_err(|e| Error::backend("bench", "generator", e))??;
+        tokio::task::spawn_blocking(move || generate(&d, n))
+            .await
+            .map_err(|e| Error::backend("bench", "generator", e))??;
         let _ = std::fs::write(&marker, b"");
     }
     let spec = JobConfig::from_toml(ORDERS_JOB, "examples/orders/job.toml")?;
@@ -139,7 +151,9 @@ pub async fn run(dir: &Path, n: u64, workers: usize, out: &Path) -> Result<Measu
     let _ = std::fs::remove_dir_all(&run_dir);
     let engine = Engine::local(&run_dir, spec.config.sink.kind)?;
     let input = input_dir.join("orders.csv").display().to_string();
-    let inputs = crate::bucket::resolve_inputs(engine.inputs.as_ref(), &[input], spec.format, spec.config.input.compression).await?;
+    let inputs =
+        crate::bucket::resolve_inputs(engine.inputs.as_ref(), &[input], spec.format, spec.config.input.compression)
+            .await?;
     let input_bytes = inputs.iter().map(|i| i.size).sum();
     let opts = RunOptions { workers, force: true, ..RunOptions::default() };
     let summary = job::run(&engine, &spec, inputs, &opts).await?;

@@ -21,7 +21,9 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>> {
         Some(("memory", _)) => Ok(Arc::new(InMemory::new())),
         Some(("file", dir)) => local_dir(FsPath::new(dir)),
         Some(("s3", _)) => Err(Error::config("bucket", "s3:// needs the `aws` feature, which this build lacks")),
-        Some((scheme, _)) => Err(Error::config("bucket", format!("unsupported scheme {scheme}:// (use a path, file:// or memory://)"))),
+        Some((scheme, _)) => {
+            Err(Error::config("bucket", format!("unsupported scheme {scheme}:// (use a path, file:// or memory://)")))
+        }
         None => local_dir(FsPath::new(url)),
     }
 }
@@ -57,15 +59,24 @@ pub fn local_inputs() -> Arc<dyn ObjectStore> {
 
 /// Resolve command-line inputs (files, directories, `file://` URLs) into objects, sorted
 /// within each directory. Fails with the name of any input that does not exist.
-pub async fn resolve_inputs(store: &dyn ObjectStore, args: &[String], format: Option<Format>, compression: Compression) -> Result<Vec<InputObject>> {
+pub async fn resolve_inputs(
+    store: &dyn ObjectStore,
+    args: &[String],
+    format: Option<Format>,
+    compression: Compression,
+) -> Result<Vec<InputObject>> {
     let mut out = Vec::new();
     for arg in args {
         if arg.starts_with("s3://") {
-            return Err(Error::config("INPUT", format!("{arg}: s3:// inputs need the `aws` feature, which this build lacks")));
+            return Err(Error::config(
+                "INPUT",
+                format!("{arg}: s3:// inputs need the `aws` feature, which this build lacks"),
+            ));
         }
         let local = PathBuf::from(arg.strip_prefix("file://").unwrap_or(arg));
         let abs = std::path::absolute(&local).map_err(|e| Error::input(arg, e.to_string()))?;
-        let meta = std::fs::metadata(&abs).map_err(|e| Error::input(format!("file://{}", abs.display()), format!("cannot read input: {e}")))?;
+        let meta = std::fs::metadata(&abs)
+            .map_err(|e| Error::input(format!("file://{}", abs.display()), format!("cannot read input: {e}")))?;
         let prefix = Path::from_absolute_path(&abs).map_err(|e| Error::input(arg, e.to_string()))?;
         let mut metas = if meta.is_dir() {
             let mut all: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
@@ -172,7 +183,9 @@ fn decompress(r: Box<dyn Read + Send>, c: Compression, location: &str) -> Result
 
 fn not_found_or(e: object_store::Error, location: &str) -> Error {
     match e {
-        object_store::Error::NotFound { .. } => Error::input(location, "the input object is gone (deleted or moved since the job was planned)"),
+        object_store::Error::NotFound { .. } => {
+            Error::input(location, "the input object is gone (deleted or moved since the job was planned)")
+        }
         other => Error::backend("object_store", format!("failed to read {location}"), other),
     }
 }
@@ -180,12 +193,21 @@ fn not_found_or(e: object_store::Error, location: &str) -> Error {
 /// Read bytes `start..end` of the decompressed input. Uncompressed inputs are read with a
 /// ranged GET; compressed ones are streamed from the start and decoded up to `end` (they
 /// cannot be read by range), keeping only the wanted bytes.
-pub async fn read_range(store: Arc<dyn ObjectStore>, input: &InputObject, start: u64, end: u64) -> Result<bytes::Bytes> {
+pub async fn read_range(
+    store: Arc<dyn ObjectStore>,
+    input: &InputObject,
+    start: u64,
+    end: u64,
+) -> Result<bytes::Bytes> {
     if matches!(input.compression, Compression::None | Compression::Auto) {
         let path = Path::from(input.path.as_str());
         return store.get_range(&path, start..end).await.map_err(|e| match e {
             object_store::Error::NotFound { .. } => not_found_or(e, &input.location),
-            other => Error::backend("object_store", format!("failed to read {} bytes {start}-{}", input.location, end.saturating_sub(1)), other),
+            other => Error::backend(
+                "object_store",
+                format!("failed to read {} bytes {start}-{}", input.location, end.saturating_sub(1)),
+                other,
+            ),
         });
     }
     let reader = open_reader(store, input).await?;
@@ -217,7 +239,9 @@ pub async fn put(store: &dyn ObjectStore, path: &str, bytes: Vec<u8>) -> Result<
 /// Read a whole small object, `None` if it does not exist.
 pub async fn get_opt(store: &dyn ObjectStore, path: &str) -> Result<Option<bytes::Bytes>> {
     match store.get(&Path::from(path)).await {
-        Ok(r) => Ok(Some(r.bytes().await.map_err(|e| Error::backend("object_store", format!("failed to read {path}"), e))?)),
+        Ok(r) => {
+            Ok(Some(r.bytes().await.map_err(|e| Error::backend("object_store", format!("failed to read {path}"), e))?))
+        }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(Error::backend("object_store", format!("failed to read {path}"), e)),
     }

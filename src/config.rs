@@ -337,8 +337,8 @@ impl JobConfig {
             None => None,
             Some(n) => Some(NonZeroU64::new(n).ok_or_else(|| Error::config("chunking.records", "must be at least 1"))?),
         };
-        let chunk_bytes =
-            NonZeroU64::new(self.chunking.bytes).ok_or_else(|| Error::config("chunking.bytes", "must be at least 1"))?;
+        let chunk_bytes = NonZeroU64::new(self.chunking.bytes)
+            .ok_or_else(|| Error::config("chunking.bytes", "must be at least 1"))?;
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.columns.iter().enumerate() {
             let key = format!("columns[{i}] ({})", c.name);
@@ -375,7 +375,10 @@ impl JobConfig {
         }
         if let Some(table) = &self.sink.table {
             if !is_sql_ident(table) {
-                return Err(Error::config("sink.table", format!("{table:?} is not a plain table name (letters, digits, _)")));
+                return Err(Error::config(
+                    "sink.table",
+                    format!("{table:?} is not a plain table name (letters, digits, _)"),
+                ));
             }
         }
         if self.sink.batch == 0 {
@@ -444,7 +447,9 @@ fn one_byte(key: &str, s: &str) -> Result<u8> {
 
 /// Whether `s` can be used unquoted-safe as an SQLite identifier.
 pub fn is_sql_ident(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !s.starts_with(|c: char| c.is_ascii_digit())
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// ` line N (`the line`)`: where a TOML error is, with the line's text, which names the key.

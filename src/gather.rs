@@ -126,7 +126,9 @@ pub struct ManifestChunk {
 }
 
 fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).unwrap_or_default()
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
 }
 
 /// Read a job's summary, if it has one.
@@ -134,7 +136,9 @@ pub async fn read_summary(store: &dyn ObjectStore, job_id: &str) -> Result<Optio
     let path = format!("jobs/{job_id}/summary.json");
     match bucket::get_opt(store, &path).await? {
         None => Ok(None),
-        Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::backend("json", format!("corrupt {path}"), e)),
+        Some(b) => {
+            serde_json::from_slice(&b).map(Some).map_err(|e| Error::backend("json", format!("corrupt {path}"), e))
+        }
     }
 }
 
@@ -173,7 +177,11 @@ async fn write_outputs(run: &Arc<JobRun>) -> Result<()> {
     let job = run.engine.ledger.get_job(job_id).await?.ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
     let chunks = run.engine.ledger.chunks(job_id).await?;
     if chunks.len() != run.plan.chunks.len() {
-        return Err(Error::Conflict(format!("gather of {job_id}: {} of {} chunks committed", chunks.len(), run.plan.chunks.len())));
+        return Err(Error::Conflict(format!(
+            "gather of {job_id}: {} of {} chunks committed",
+            chunks.len(),
+            run.plan.chunks.len()
+        )));
     }
     let ext = match run.plan.output_format {
         OutputFormat::Csv => "csv",
@@ -195,10 +203,22 @@ async fn write_outputs(run: &Arc<JobRun>) -> Result<()> {
     let manifest = Manifest {
         job_id: job_id.clone(),
         inputs: run.plan.inputs.iter().map(|i| i.object.location.clone()).collect(),
-        chunks: run.plan.chunks.iter().cloned().zip(chunks.iter().cloned()).map(|(chunk, commit)| ManifestChunk { chunk, commit }).collect(),
+        chunks: run
+            .plan
+            .chunks
+            .iter()
+            .cloned()
+            .zip(chunks.iter().cloned())
+            .map(|(chunk, commit)| ManifestChunk { chunk, commit })
+            .collect(),
     };
     let manifest_path = format!("{prefix}/manifest.json");
-    bucket::put(store, &manifest_path, serde_json::to_vec_pretty(&manifest).map_err(|e| Error::backend("json", "encode manifest", e))?).await?;
+    bucket::put(
+        store,
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).map_err(|e| Error::backend("json", "encode manifest", e))?,
+    )
+    .await?;
 
     let counts = ledger::total_counts(&chunks);
     let total = run.plan.total_records();

@@ -67,7 +67,9 @@ impl Engine {
         let sink: SinkOpener = Arc::new(move |shape| match sink_kind {
             SinkKind::None => Ok(None),
             SinkKind::Sqlite => {
-                Ok(Some(Arc::new(crate::sink::SqliteSink::open(&db, &shape.table, shape.fields.clone())?) as Arc<dyn Sink>))
+                Ok(Some(
+                    Arc::new(crate::sink::SqliteSink::open(&db, &shape.table, shape.fields.clone())?) as Arc<dyn Sink>
+                ))
             }
         });
         Ok(Engine {
@@ -191,7 +193,8 @@ pub fn derive_job_id(inputs: &[InputObject], spec: &JobSpec) -> String {
         .and_then(|i| i.path.rsplit('/').next())
         .map(|n| n.split('.').next().unwrap_or(n))
         .unwrap_or("job");
-    let stem: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(40).collect();
+    let stem: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(40).collect();
     format!("{stem}-{hex}")
 }
 
@@ -272,7 +275,13 @@ async fn read_plan(store: &dyn ObjectStore, job_id: &str) -> Result<JobPlan> {
 }
 
 /// Scan every input and number the chunks across them.
-async fn make_plan(engine: &Engine, spec: &JobSpec, job_id: &str, inputs: Vec<InputObject>, lookup: Option<&LookupTable>) -> Result<JobPlan> {
+async fn make_plan(
+    engine: &Engine,
+    spec: &JobSpec,
+    job_id: &str,
+    inputs: Vec<InputObject>,
+    lookup: Option<&LookupTable>,
+) -> Result<JobPlan> {
     let targets = ChunkTargets { records: spec.chunk_records, bytes: spec.chunk_bytes };
     let dialect = CsvDialect { delimiter: spec.delimiter, quote: spec.quote, header: spec.config.input.header };
     let mut planned = Vec::new();
@@ -283,7 +292,8 @@ async fn make_plan(engine: &Engine, spec: &JobSpec, job_id: &str, inputs: Vec<In
         let location = object.location.clone();
         let scan: InputScan = tokio::task::spawn_blocking(move || {
             let reader = reader.decoded()?;
-            plan::scan(reader, format, dialect, targets).map_err(|e| Error::input(&location, format!("cannot read input: {e}")))
+            plan::scan(reader, format, dialect, targets)
+                .map_err(|e| Error::input(&location, format!("cannot read input: {e}")))
         })
         .await
         .map_err(|e| Error::backend("plan", "scan task failed", e))??;
@@ -312,7 +322,14 @@ fn output_fields(spec: &JobSpec, inputs: &[PlannedInput], lookup: Option<&Lookup
     let mut fields: Vec<String> = match (&first.header, first.object.format) {
         (Some(h), Format::Csv) if spec.config.input.header && !h.is_empty() => h
             .iter()
-            .map(|n| spec.config.columns.iter().find(|c| &c.name == n).map(|c| c.out_name().to_string()).unwrap_or_else(|| n.clone()))
+            .map(|n| {
+                spec.config
+                    .columns
+                    .iter()
+                    .find(|c| &c.name == n)
+                    .map(|c| c.out_name().to_string())
+                    .unwrap_or_else(|| n.clone())
+            })
             .collect(),
         _ if !spec.config.columns.is_empty() => spec.config.columns.iter().map(|c| c.out_name().to_string()).collect(),
         _ => return None,

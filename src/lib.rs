@@ -16,7 +16,7 @@
 //! - [`job`]: a job's life cycle: create or resume, plan, enqueue, run workers.
 //! - [`worker`]: one task: read a chunk, run the pipeline, write, commit.
 //! - [`gather`]: merge parts in input order, manifest, summary, completion.
-//! - [`bench`]: synthetic orders and the `sluicebox bench` measurement.
+//! - [`bench`](mod@bench): synthetic orders and the `sluicebox bench` measurement.
 //! - [`error`]: the public [`Error`].
 //!
 //! # Guarantees

@@ -40,9 +40,12 @@ impl LookupTable {
         let source = &cfg.source;
         let fields: Vec<String> = match &cfg.fields {
             Some(f) => f.clone(),
-            None => rows.first().map(|(_, r)| r.keys().filter(|k| *k != lookup_key).cloned().collect()).unwrap_or_default(),
+            None => {
+                rows.first().map(|(_, r)| r.keys().filter(|k| *k != lookup_key).cloned().collect()).unwrap_or_default()
+            }
         };
-        let rules: HashMap<&str, ColumnRule> = cfg.columns.iter().map(|c| (c.name.as_str(), ColumnRule::from(c))).collect();
+        let rules: HashMap<&str, ColumnRule> =
+            cfg.columns.iter().map(|c| (c.name.as_str(), ColumnRule::from(c))).collect();
         let mut map = HashMap::with_capacity(rows.len());
         for (line, mut row) in rows {
             let at = |column: &str, reason: String| Error::InvalidInput {
@@ -124,7 +127,8 @@ fn key_text(v: &Value) -> String {
 
 fn read_file(path: &Path) -> Result<Vec<(u64, Record)>> {
     let location = path.display().to_string();
-    let text = std::fs::read(path).map_err(|e| Error::input(&location, format!("cannot read the enrichment source: {e}")))?;
+    let text =
+        std::fs::read(path).map_err(|e| Error::input(&location, format!("cannot read the enrichment source: {e}")))?;
     let is_jsonl = matches!(path.extension().and_then(|e| e.to_str()), Some("jsonl" | "ndjson" | "json"));
     let mut rows = Vec::new();
     if is_jsonl {

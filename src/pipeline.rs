@@ -27,13 +27,12 @@ pub fn compile_jq(code: &str) -> std::result::Result<JqFilter, String> {
     let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
     let loader = Loader::new(defs);
     let arena = Arena::default();
-    let modules = loader
-        .load(&arena, File { code, path: () })
-        .map_err(|errs| format!("jq program {code:?} does not parse: {:?}", errs.into_iter().map(|(_, e)| e).collect::<Vec<_>>()))?;
-    Compiler::default()
-        .with_funs(funs)
-        .compile(modules)
-        .map_err(|errs| format!("jq program {code:?} does not compile: {:?}", errs.into_iter().map(|(_, e)| e).collect::<Vec<_>>()))
+    let modules = loader.load(&arena, File { code, path: () }).map_err(|errs| {
+        format!("jq program {code:?} does not parse: {:?}", errs.into_iter().map(|(_, e)| e).collect::<Vec<_>>())
+    })?;
+    Compiler::default().with_funs(funs).compile(modules).map_err(|errs| {
+        format!("jq program {code:?} does not compile: {:?}", errs.into_iter().map(|(_, e)| e).collect::<Vec<_>>())
+    })
 }
 
 /// Why a record was rejected.
@@ -114,7 +113,11 @@ impl ColumnRule {
             other => return self.typed_json(other),
         };
         if text.is_empty() {
-            return if self.kind == ColumnType::String && !self.required { Ok(Value::String(text)) } else { self.empty() };
+            return if self.kind == ColumnType::String && !self.required {
+                Ok(Value::String(text))
+            } else {
+                self.empty()
+            };
         }
         if let Some(max) = self.max_length {
             let n = text.chars().count();
@@ -163,7 +166,10 @@ impl ColumnRule {
             ColumnType::Timestamp => parse_timestamp(t, self.format.as_deref())
                 .map(|ts| Value::String(ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)))
                 .ok_or_else(|| {
-                    bad(&format!("a timestamp like {}", self.format.as_deref().map(example_date).unwrap_or("2014-10-23T08:30:00Z".into())))
+                    bad(&format!(
+                        "a timestamp like {}",
+                        self.format.as_deref().map(example_date).unwrap_or("2014-10-23T08:30:00Z".into())
+                    ))
                 }),
         }
     }
@@ -303,7 +309,10 @@ impl Pipeline {
         }
         let rules = names.iter().map(|n| self.by_name.get(n).copied()).collect();
         let headers = names.clone();
-        let names = names.iter().map(|n| self.by_name.get(n).map(|&i| self.rules[i].out.clone()).unwrap_or_else(|| n.clone())).collect();
+        let names = names
+            .iter()
+            .map(|n| self.by_name.get(n).map(|&i| self.rules[i].out.clone()).unwrap_or_else(|| n.clone()))
+            .collect();
         Ok(CsvLayout { headers, names, rules })
     }
 
@@ -395,7 +404,11 @@ impl Pipeline {
 
     fn csv_fields(&self, layout: &CsvLayout, row: &csv::ByteRecord) -> std::result::Result<Record, Fault> {
         if row.len() != layout.names.len() {
-            return Err(Fault::new(None, "fields", format!("expected {} fields, found {}", layout.names.len(), row.len())));
+            return Err(Fault::new(
+                None,
+                "fields",
+                format!("expected {} fields, found {}", layout.names.len(), row.len()),
+            ));
         }
         let mut rec = Record::with_capacity(row.len() + 8);
         for (((field, name), rule), header) in row.iter().zip(&layout.names).zip(&layout.rules).zip(&layout.headers) {
@@ -412,10 +425,7 @@ impl Pipeline {
 
     fn jsonl_records(&self, ctx: &ChunkContext<'_>, bytes: &[u8], mut emit: impl FnMut(Outcome)) {
         let mut number = ctx.chunk.first_record;
-        let mut line = ctx.chunk.first_line;
-        for text in bytes.split_inclusive(|&b| b == b'\n') {
-            let this_line = line;
-            line += 1;
+        for (this_line, text) in (ctx.chunk.first_line..).zip(bytes.split_inclusive(|&b| b == b'\n')) {
             if text.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
@@ -487,7 +497,12 @@ impl Pipeline {
         }
     }
 
-    fn checked(&self, ctx: &ChunkContext<'_>, number: u64, rec: Record) -> std::result::Result<Option<(Record, String)>, Fault> {
+    fn checked(
+        &self,
+        ctx: &ChunkContext<'_>,
+        number: u64,
+        rec: Record,
+    ) -> std::result::Result<Option<(Record, String)>, Fault> {
         let mut value = Value::Object(rec);
         if let Some(schema) = &self.schema {
             if let Some(e) = schema.iter_errors(&value).next() {
@@ -504,11 +519,19 @@ impl Pipeline {
             }
         }
         let Value::Object(mut rec) = value else {
-            return Err(Fault::new(None, "transform", format!("the transform must yield an object, got {}", json_kind(&value))));
+            return Err(Fault::new(
+                None,
+                "transform",
+                format!("the transform must yield an object, got {}", json_kind(&value)),
+            ));
         };
         if let Some(lookup) = &self.lookup {
             lookup.enrich(&mut rec).map_err(|key| {
-                Fault::new(Some(lookup.key_field()), "lookup", format!("no reference row for {} = {key}", lookup.key_field()))
+                Fault::new(
+                    Some(lookup.key_field()),
+                    "lookup",
+                    format!("no reference row for {} = {key}", lookup.key_field()),
+                )
             })?;
         }
         let key = self.key(ctx, number, &rec)?;
@@ -553,7 +576,9 @@ fn run_jq(filter: &JqFilter, value: Value) -> std::result::Result<Option<Value>,
         return Err(Fault::new(None, "transform", "the transform yielded more than one value; expected one or none"));
     }
     let text = first.to_string();
-    serde_json::from_str(&text).map(Some).map_err(|e| Fault::new(None, "transform", format!("jq produced non-JSON output: {e}")))
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Fault::new(None, "transform", format!("jq produced non-JSON output: {e}")))
 }
 
 fn json_kind(v: &Value) -> &'static str {

@@ -232,7 +232,12 @@ pub fn scan_json(input: impl Read, targets: ChunkTargets) -> std::io::Result<Inp
 }
 
 /// Dispatch on the input format.
-pub fn scan(input: impl Read, format: Format, dialect: CsvDialect, targets: ChunkTargets) -> std::io::Result<InputScan> {
+pub fn scan(
+    input: impl Read,
+    format: Format,
+    dialect: CsvDialect,
+    targets: ChunkTargets,
+) -> std::io::Result<InputScan> {
     match format {
         Format::Csv => scan_csv(input, dialect, targets),
         Format::Jsonl => scan_jsonl(input, targets),

@@ -30,7 +30,13 @@ fn bad_orders(eol: &str) -> Vec<u8> {
     let mut out = Vec::new();
     for r in rows {
         // A quoted newline inside a field keeps the file's line ending too.
-        out.extend(String::from_utf8_lossy(r).replace('\n', eol).replace('\u{fffd}', "\u{0}").bytes().map(|b| if b == 0 { 0xff } else { b }));
+        out.extend(String::from_utf8_lossy(r).replace('\n', eol).replace('\u{fffd}', "\u{0}").bytes().map(|b| {
+            if b == 0 {
+                0xff
+            } else {
+                b
+            }
+        }));
         out.extend_from_slice(eol.as_bytes());
     }
     out
@@ -53,14 +59,24 @@ async fn every_bad_record_is_rejected_with_line_field_and_rule() {
         let input = write(data.path(), "orders.csv", &bad_orders(eol));
         let s = run(data.path(), &[input], &job_with_small_chunks(), &orders_dir()).await.unwrap();
         assert_eq!(s.status, "completed_with_rejects");
-        assert_eq!(serde_json::to_value(&s.records).unwrap(), json!({"total": 8, "written": 2, "rejected": 6, "filtered": 0}));
+        assert_eq!(
+            serde_json::to_value(&s.records).unwrap(),
+            json!({"total": 8, "written": 2, "rejected": 6, "filtered": 0})
+        );
         assert_eq!(
             serde_json::to_value(&s.rejects_by_rule).unwrap(),
             json!({"fields": 1, "lookup": 1, "max_length": 1, "required": 1, "type": 1, "utf8": 1})
         );
         let got: Vec<_> = rejects(data.path(), &s.job_id)
             .into_iter()
-            .map(|r| (r["record"].as_u64().unwrap(), r["line"].as_u64().unwrap(), r["field"].clone(), r["rule"].as_str().unwrap().to_string()))
+            .map(|r| {
+                (
+                    r["record"].as_u64().unwrap(),
+                    r["line"].as_u64().unwrap(),
+                    r["field"].clone(),
+                    r["rule"].as_str().unwrap().to_string(),
+                )
+            })
             .collect();
         let want = vec![
             (2, 3, json!("Order Date"), "type".to_string()),
@@ -74,7 +90,10 @@ async fn every_bad_record_is_rejected_with_line_field_and_rule() {
         let all = rejects(data.path(), &s.job_id);
         assert_eq!(all[0]["message"], json!("expected a date like 10/23/14, got \"2/30/15\""));
         assert_eq!(all[1]["message"], json!("expected 8 fields, found 7"));
-        assert!(all[1]["raw"].as_str().unwrap().starts_with("892836844,Sao Tome,"), "the raw record is kept for redrive");
+        assert!(
+            all[1]["raw"].as_str().unwrap().starts_with("892836844,Sao Tome,"),
+            "the raw record is kept for redrive"
+        );
         let output = job_file(data.path(), &s.job_id, "output.csv");
         assert_eq!(output.lines().filter(|l| l.starts_with("535113847") || l.starts_with("854349935")).count(), 2);
         assert_eq!(sink_rows(data.path(), "orders").await.len(), 2);
@@ -106,7 +125,12 @@ async fn a_header_without_a_declared_column_stops_with_its_name() {
     assert!(matches!(err, Error::InvalidInput { .. }), "{msg}");
     assert!(msg.contains("renamed.csv") && msg.contains("\"Ship Date\"") && msg.contains("line 1"), "{msg}");
     assert_ne!(ledger_status(data.path(), "renamed").await, Some(JobStatus::Complete));
-    assert!(!data.path().join("bucket/jobs").read_dir().map(|mut d| d.any(|e| e.unwrap().path().join("summary.json").exists())).unwrap_or(false));
+    assert!(!data
+        .path()
+        .join("bucket/jobs")
+        .read_dir()
+        .map(|mut d| d.any(|e| e.unwrap().path().join("summary.json").exists()))
+        .unwrap_or(false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,9 +142,17 @@ async fn unknown_keys_and_bad_types_name_the_key() {
     let bad_policy = orders_job().replace("on_missing = \"reject\"", "on_missing = \"ignore\"");
     let e = JobConfig::from_toml(&bad_policy, "job.toml").unwrap_err().to_string();
     assert!(e.contains("on_missing") || e.contains("ignore"), "{e}");
-    let e = JobConfig::from_toml("transform = [\".a | \"]", "job.toml").unwrap().validate(Path::new(".")).unwrap_err().to_string();
+    let e = JobConfig::from_toml("transform = [\".a | \"]", "job.toml")
+        .unwrap()
+        .validate(Path::new("."))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("transform[0]"), "{e}");
-    let e = JobConfig::from_toml("[input]\ndelimiter = \";;\"", "job.toml").unwrap().validate(Path::new(".")).unwrap_err().to_string();
+    let e = JobConfig::from_toml("[input]\ndelimiter = \";;\"", "job.toml")
+        .unwrap()
+        .validate(Path::new("."))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("input.delimiter"), "{e}");
     let e = JobConfig::from_toml("[[columns]]\nname = \"d\"\ntype = \"date\"\nformat = \"%Q\"", "job.toml")
         .unwrap()
@@ -153,7 +185,9 @@ async fn unreadable_inputs_stop_with_the_file_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_and_header_only_inputs_complete_with_zero_records() {
-    for (name, bytes) in [("empty.csv", &b""[..]), ("header.csv", HEADER.as_bytes()), ("empty.jsonl", b"\n\n"), ("empty.json", b"[]")] {
+    for (name, bytes) in
+        [("empty.csv", &b""[..]), ("header.csv", HEADER.as_bytes()), ("empty.jsonl", b"\n\n"), ("empty.json", b"[]")]
+    {
         let data = tempfile::tempdir().unwrap();
         let input = write(data.path(), name, bytes);
         let s = run(data.path(), &[input], "", Path::new(".")).await.unwrap();

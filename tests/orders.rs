@@ -13,12 +13,27 @@ use sluicebox::job::{Engine, RunOptions};
 fn expected_output() -> String {
     let dir = orders_dir();
     let mut fin = csv::Reader::from_path(dir.join("financial.csv")).unwrap();
-    let fin: HashMap<String, Vec<String>> =
-        fin.records().map(|r| r.unwrap()).map(|r| (r[0].to_string(), r.iter().skip(1).map(str::to_string).collect())).collect();
+    let fin: HashMap<String, Vec<String>> = fin
+        .records()
+        .map(|r| r.unwrap())
+        .map(|r| (r[0].to_string(), r.iter().skip(1).map(str::to_string).collect()))
+        .collect();
     let mut out = csv::Writer::from_writer(Vec::new());
     out.write_record([
-        "uuid", "country", "itemType", "salesChannel", "orderPriority", "orderDate", "region", "shipDate", "unitsSold", "unitPrice",
-        "unitCost", "totalRevenue", "totalCost", "totalProfit",
+        "uuid",
+        "country",
+        "itemType",
+        "salesChannel",
+        "orderPriority",
+        "orderDate",
+        "region",
+        "shipDate",
+        "unitsSold",
+        "unitPrice",
+        "unitCost",
+        "totalRevenue",
+        "totalCost",
+        "totalProfit",
     ])
     .unwrap();
     let iso = |s: &str| chrono::NaiveDate::parse_from_str(s, "%m/%d/%y").unwrap().format("%Y-%m-%d").to_string();
@@ -41,7 +56,7 @@ fn expected_output() -> String {
 async fn orders_example_golden() {
     let data = tempfile::tempdir().unwrap();
     let input = orders_dir().join("orders.csv");
-    let s = run(data.path(), &[input.clone()], &orders_job(), &orders_dir()).await.unwrap();
+    let s = run(data.path(), std::slice::from_ref(&input), &orders_job(), &orders_dir()).await.unwrap();
 
     assert_eq!(s.status, "succeeded");
     assert_eq!(
@@ -73,12 +88,16 @@ async fn orders_example_golden() {
         assert_eq!(pair[0]["end"], pair[1]["start"], "chunk byte ranges must be contiguous");
     }
     assert_eq!(chunks.iter().map(|c| c["commit"]["counts"]["written"].as_u64().unwrap()).sum::<u64>(), 10000);
-    let on_disk: sluicebox::gather::Summary = serde_json::from_str(&job_file(data.path(), &s.job_id, "summary.json")).unwrap();
+    let on_disk: sluicebox::gather::Summary =
+        serde_json::from_str(&job_file(data.path(), &s.job_id, "summary.json")).unwrap();
     assert_eq!(on_disk, s);
-    assert!(!data.path().join("bucket/jobs").join(&s.job_id).join("parts").exists(), "parts are scratch, removed after the gather");
+    assert!(
+        !data.path().join("bucket/jobs").join(&s.job_id).join("parts").exists(),
+        "parts are scratch, removed after the gather"
+    );
 
     // Running the completed job again reports it without redoing anything.
-    let again = run(data.path(), &[input.clone()], &orders_job(), &orders_dir()).await.unwrap();
+    let again = run(data.path(), std::slice::from_ref(&input), &orders_job(), &orders_dir()).await.unwrap();
     assert!(again.already_complete);
     assert_eq!(stable(&again), stable(&s));
     assert_eq!(again.timings, s.timings, "a completed job must not be re-run");
@@ -86,9 +105,10 @@ async fn orders_example_golden() {
     // --force runs it anew with the same results.
     let spec = JobConfig::from_toml(&orders_job(), "job.toml").unwrap();
     let engine = Engine::local(data.path(), spec.sink.kind).unwrap();
-    let forced = run_with(&engine, &[input], &orders_job(), &orders_dir(), &RunOptions { force: true, ..RunOptions::default() })
-        .await
-        .unwrap();
+    let forced =
+        run_with(&engine, &[input], &orders_job(), &orders_dir(), &RunOptions { force: true, ..RunOptions::default() })
+            .await
+            .unwrap();
     assert!(!forced.already_complete);
     assert_eq!(stable(&forced), stable(&s));
     assert!(job_file(data.path(), &s.job_id, "output.csv") == output);
@@ -99,7 +119,7 @@ async fn orders_example_golden() {
 async fn the_job_id_follows_the_input_and_the_config() {
     let data = tempfile::tempdir().unwrap();
     let input = orders_dir().join("orders.csv");
-    let a = run(data.path(), &[input.clone()], &orders_job(), &orders_dir()).await.unwrap();
+    let a = run(data.path(), std::slice::from_ref(&input), &orders_job(), &orders_dir()).await.unwrap();
     let changed = orders_job().replace("records = 1000", "records = 2500");
     let b = run(data.path(), &[input], &changed, &orders_dir()).await.unwrap();
     assert_ne!(a.job_id, b.job_id, "a changed job definition is a new job");

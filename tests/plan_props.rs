@@ -7,8 +7,11 @@ use proptest::prelude::*;
 use sluicebox::plan::{scan_csv, scan_json, scan_jsonl, ChunkTargets, CsvDialect, JsonEvent, JsonScanner};
 
 fn field() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop_oneof![Just("a"), Just("bc"), Just(","), Just("\""), Just("\n"), Just("\r\n"), Just(" "), Just("é")], 0..6)
-        .prop_map(|parts| parts.concat())
+    prop::collection::vec(
+        prop_oneof![Just("a"), Just("bc"), Just(","), Just("\""), Just("\n"), Just("\r\n"), Just(" "), Just("é")],
+        0..6,
+    )
+    .prop_map(|parts| parts.concat())
 }
 
 fn table() -> impl Strategy<Value = Vec<Vec<String>>> {
@@ -16,10 +19,8 @@ fn table() -> impl Strategy<Value = Vec<Vec<String>>> {
 }
 
 fn targets() -> impl Strategy<Value = ChunkTargets> {
-    (prop::option::of(1u64..7), 1u64..200).prop_map(|(r, b)| ChunkTargets {
-        records: r.and_then(NonZeroU64::new),
-        bytes: NonZeroU64::new(b).unwrap(),
-    })
+    (prop::option::of(1u64..7), 1u64..200)
+        .prop_map(|(r, b)| ChunkTargets { records: r.and_then(NonZeroU64::new), bytes: NonZeroU64::new(b).unwrap() })
 }
 
 /// Records as the csv crate reads the whole text, with the line each starts on.

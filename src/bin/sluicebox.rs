@@ -11,7 +11,11 @@ use sluicebox::job::{Engine, RunOptions};
 use sluicebox::{bench, bucket, job, Error};
 
 #[derive(Parser)]
-#[command(name = "sluicebox", version, about = "Split a file of records, process every record in parallel, gather the results.")]
+#[command(
+    name = "sluicebox",
+    version,
+    about = "Split a file of records, process every record in parallel, gather the results."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -127,7 +131,8 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
     }
     let engine = Engine::local(&args.data_dir, spec.config.sink.kind)?;
     let inputs =
-        bucket::resolve_inputs(engine.inputs.as_ref(), &args.inputs, spec.format, spec.config.input.compression).await?;
+        bucket::resolve_inputs(engine.inputs.as_ref(), &args.inputs, spec.format, spec.config.input.compression)
+            .await?;
     let opts = RunOptions {
         workers,
         job_id: args.job_id,

@@ -118,7 +118,8 @@ pub async fn concurrent_commits_finalize_exactly_once(store: Arc<dyn StateStore>
             let mut finals = 0;
             for i in 0..CHUNKS {
                 let i = (i + w * 7) % CHUNKS;
-                if let LedgerCommit::First { finalize, .. } = store.commit_chunk("job-x", &chunk(i, "w")).await.unwrap() {
+                if let LedgerCommit::First { finalize, .. } = store.commit_chunk("job-x", &chunk(i, "w")).await.unwrap()
+                {
                     firsts += 1;
                     finals += u32::from(finalize);
                 }

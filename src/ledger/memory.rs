@@ -62,7 +62,8 @@ impl StateStore for MemoryLedger {
         self.with(|jobs| {
             let job = jobs.get_mut(job_id).ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
             let record = job.record.as_mut().ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
-            let total = record.total_chunks.ok_or_else(|| Error::Conflict(format!("job {job_id} is not planned yet")))?;
+            let total =
+                record.total_chunks.ok_or_else(|| Error::Conflict(format!("job {job_id} is not planned yet")))?;
             if job.chunks.contains_key(&chunk.index) {
                 return Ok(LedgerCommit::Duplicate);
             }

@@ -161,7 +161,9 @@ pub fn open(url: &str) -> Result<std::sync::Arc<dyn StateStore>> {
     match url.split_once("://") {
         Some(("sqlite", path)) => Ok(std::sync::Arc::new(SqliteLedger::open(std::path::Path::new(path))?)),
         Some(("memory", _)) => Ok(std::sync::Arc::new(MemoryLedger::default())),
-        Some(("dynamodb", _)) => Err(Error::config("--ledger", "dynamodb:// needs the `aws` feature, which this build lacks")),
+        Some(("dynamodb", _)) => {
+            Err(Error::config("--ledger", "dynamodb:// needs the `aws` feature, which this build lacks"))
+        }
         _ => Err(Error::config("--ledger", format!("{url:?} is not a ledger URL (sqlite://PATH or memory://)"))),
     }
 }

@@ -17,8 +17,8 @@ pub struct SqliteLedger {
 
 /// Open a connection tuned for many small transactions from several processes.
 pub fn connect(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path)
-        .map_err(|e| Error::backend("sqlite", format!("cannot open {}", path.display()), e))?;
+    let conn =
+        Connection::open(path).map_err(|e| Error::backend("sqlite", format!("cannot open {}", path.display()), e))?;
     conn.busy_timeout(std::time::Duration::from_secs(60))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -49,7 +49,10 @@ impl SqliteLedger {
     }
 
     /// Run `f` on the connection on a blocking thread.
-    async fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -60,8 +63,23 @@ impl SqliteLedger {
     }
 }
 
-fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, Option<u32>, u32, i64, Option<i64>)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
+    let status: String = row.get(1)?;
+    let status = JobStatus::parse(&status).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            1,
+            rusqlite::types::Type::Text,
+            format!("unknown job status {status:?}").into(),
+        )
+    })?;
+    Ok(JobRecord {
+        job_id: row.get(0)?,
+        status,
+        total_chunks: row.get(2)?,
+        done_chunks: row.get(3)?,
+        created_ms: row.get(4)?,
+        planned_ms: row.get(5)?,
+    })
 }
 
 fn chunk_from_body(body: &str) -> Result<ChunkRecord> {
@@ -76,7 +94,14 @@ impl StateStore for SqliteLedger {
             let n = c.execute(
                 "INSERT INTO sluicebox_jobs (job_id, status, total_chunks, done_chunks, created_ms, planned_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (job_id) DO NOTHING",
-                params![job.job_id, job.status.as_str(), job.total_chunks, job.done_chunks, job.created_ms, job.planned_ms],
+                params![
+                    job.job_id,
+                    job.status.as_str(),
+                    job.total_chunks,
+                    job.done_chunks,
+                    job.created_ms,
+                    job.planned_ms
+                ],
             )?;
             Ok(n == 1)
         })
@@ -86,19 +111,12 @@ impl StateStore for SqliteLedger {
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>> {
         let id = job_id.to_string();
         self.call(move |c| {
-            let row = c
-                .query_row(
-                    "SELECT job_id, status, total_chunks, done_chunks, created_ms, planned_ms FROM sluicebox_jobs WHERE job_id = ?1",
-                    [&id],
-                    job_from_row,
-                )
-                .optional()?;
-            row.map(|(job_id, status, total_chunks, done_chunks, created_ms, planned_ms)| {
-                let status = JobStatus::parse(&status)
-                    .ok_or_else(|| Error::backend("sqlite", format!("job {job_id}"), format!("unknown status {status:?}")))?;
-                Ok(JobRecord { job_id, status, total_chunks, done_chunks, created_ms, planned_ms })
-            })
-            .transpose()
+            Ok(c.query_row(
+                "SELECT job_id, status, total_chunks, done_chunks, created_ms, planned_ms FROM sluicebox_jobs WHERE job_id = ?1",
+                [&id],
+                job_from_row,
+            )
+            .optional()?)
         })
         .await
     }
@@ -152,7 +170,11 @@ impl StateStore for SqliteLedger {
         let id = job_id.to_string();
         self.call(move |c| {
             let body: Option<String> = c
-                .query_row("SELECT body FROM sluicebox_chunks WHERE job_id = ?1 AND idx = ?2", params![id, index], |r| r.get(0))
+                .query_row(
+                    "SELECT body FROM sluicebox_chunks WHERE job_id = ?1 AND idx = ?2",
+                    params![id, index],
+                    |r| r.get(0),
+                )
                 .optional()?;
             body.as_deref().map(chunk_from_body).transpose()
         })

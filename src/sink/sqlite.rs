@@ -77,7 +77,8 @@ impl SqliteSink {
             Some(n) => n.clone(),
             None => vec!["record".into()],
         };
-        if let Some(missing) = wanted.iter().chain(std::iter::once(&"_key".to_string())).find(|n| !existing.contains(n)) {
+        if let Some(missing) = wanted.iter().chain(std::iter::once(&"_key".to_string())).find(|n| !existing.contains(n))
+        {
             return Err(Error::config(
                 "sink.table",
                 format!("table {table} exists without column {missing:?}; drop it or choose another table"),
@@ -149,7 +150,8 @@ impl Sink for SqliteSink {
                             }
                         }
                         None => {
-                            let json = serde_json::to_string(rec).map_err(|e| Error::backend("sqlite", "encode record", e))?;
+                            let json =
+                                serde_json::to_string(rec).map_err(|e| Error::backend("sqlite", "encode record", e))?;
                             stmt.raw_bind_parameter(2, json)?;
                         }
                     }

@@ -21,10 +21,18 @@ pub fn orders_job() -> String {
 }
 
 /// Run a job in `data_dir` with the embedded engine (or the given one).
-pub async fn run_with(engine: &Engine, inputs: &[PathBuf], config: &str, base: &Path, opts: &RunOptions) -> sluicebox::Result<Summary> {
+pub async fn run_with(
+    engine: &Engine,
+    inputs: &[PathBuf],
+    config: &str,
+    base: &Path,
+    opts: &RunOptions,
+) -> sluicebox::Result<Summary> {
     let spec = JobConfig::from_toml(config, "test.toml")?.validate(base)?;
     let args: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
-    let inputs = sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &args, spec.format, spec.config.input.compression).await?;
+    let inputs =
+        sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &args, spec.format, spec.config.input.compression)
+            .await?;
     job::run(engine, &spec, inputs, opts).await
 }
 

@@ -1,0 +1,183 @@
+//! Guarantee 2 under injected faults: a process killed at any instant and resumed, a queue
+//! that delivers every task twice and drops acks, and a sink that fails writes all end with
+//! exactly the outputs, counts and sink contents of a clean run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::*;
+use sluicebox::config::SinkKind;
+use sluicebox::job::{Engine, RunOptions, SinkOpener};
+use sluicebox::queue::faults::{FaultyQueue, QueueFaults};
+use sluicebox::queue::{MemoryQueue, Queue};
+use sluicebox::sink::{Sink, SinkItem, SqliteSink};
+
+/// Everything a run leaves that must not depend on how it got there.
+struct Outcome {
+    summary: serde_json::Value,
+    output: String,
+    rejects: String,
+    sink: std::collections::BTreeMap<String, sluicebox::pipeline::Record>,
+}
+
+async fn outcome(data: &Path, summary: &sluicebox::gather::Summary) -> Outcome {
+    Outcome {
+        summary: stable(summary),
+        output: job_file(data, &summary.job_id, "output.csv"),
+        rejects: job_file(data, &summary.job_id, "rejects.jsonl"),
+        sink: sink_rows(data, "orders").await,
+    }
+}
+
+fn assert_same(a: &Outcome, b: &Outcome) {
+    assert_eq!(a.summary, b.summary);
+    assert!(a.output == b.output, "merged outputs differ");
+    assert!(a.rejects == b.rejects, "rejects differ");
+    assert_eq!(a.sink.len(), b.sink.len(), "sink row counts differ");
+    assert!(a.sink == b.sink, "sink contents differ");
+}
+
+/// Synthetic orders with a few bad rows mixed in, and the orders job pointed at them.
+fn fixture(dir: &Path, n: u64, chunk_records: u64) -> (PathBuf, String) {
+    sluicebox::bench::generate(dir, n).unwrap();
+    let orders = dir.join("orders.csv");
+    let mut text = std::fs::read_to_string(&orders).unwrap();
+    text.push_str("1,X,Y,Online,M,2/31/15,R,3/1/15\n");
+    text.push_str("2,\"multi\nline\",Y,Online,M,2/3/15,R\n");
+    text.push_str("999999999,X,Y,Online,M,2/3/15,R,3/1/15\n");
+    std::fs::write(&orders, text).unwrap();
+    let job = orders_job()
+        .replace("records = 1000", &format!("records = {chunk_records}"))
+        .replace("source = \"financial.csv\"", &format!("source = \"{}\"", dir.join("financial.csv").display()));
+    std::fs::write(dir.join("job.toml"), &job).unwrap();
+    (orders, job)
+}
+
+async fn clean_run(input: &Path, job: &str) -> (tempfile::TempDir, Outcome) {
+    let data = tempfile::tempdir().unwrap();
+    let s = run(data.path(), &[input.to_path_buf()], job, Path::new(".")).await.unwrap();
+    assert_eq!(s.records.written + s.records.rejected + s.records.filtered, s.records.total);
+    let o = outcome(data.path(), &s).await;
+    (data, o)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_resumes_to_the_same_result() {
+    let work = tempfile::tempdir().unwrap();
+    let (input, job) = fixture(work.path(), 60_000, 1_000);
+    let (_clean_dir, clean) = clean_run(&input, &job).await;
+    assert_eq!(clean.summary["records"]["rejected"], 3);
+
+    let data = tempfile::tempdir().unwrap();
+    let cmd = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sluicebox"));
+        c.args([
+            "run",
+            input.to_str().unwrap(),
+            "--config",
+            work.path().join("job.toml").to_str().unwrap(),
+            "--workers",
+            "2",
+            "--json",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+        c
+    };
+    // Kill the process at growing instants until one run finishes on its own.
+    let mut kills = 0;
+    let mut killed_mid_job = false;
+    let mut delay = Duration::from_millis(30);
+    let summary = loop {
+        let mut child = cmd().spawn().unwrap();
+        let started = Instant::now();
+        let finished = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if started.elapsed() >= delay {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        match finished {
+            Some(status) => {
+                assert!(status.success(), "a resumed run failed");
+                let out = child.wait_with_output().unwrap();
+                let last = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
+                break serde_json::from_str::<sluicebox::gather::Summary>(&last).unwrap();
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL: no chance to clean up
+                child.wait().unwrap();
+                kills += 1;
+                let ledger = sluicebox::ledger::SqliteLedger::open(&data.path().join("sluicebox.db")).unwrap();
+                let id = clean.summary["job_id"].as_str().unwrap();
+                if let Some(j) = sluicebox::ledger::StateStore::get_job(&ledger, id).await.unwrap() {
+                    killed_mid_job |= j.done_chunks > 0 && Some(j.done_chunks) < j.total_chunks;
+                }
+                delay += Duration::from_millis(40 * kills);
+            }
+        }
+    };
+    assert!(kills >= 2, "the test must interrupt the job (killed {kills} times)");
+    assert!(killed_mid_job, "at least one kill must land between chunk commits");
+    let resumed = outcome(data.path(), &summary).await;
+    assert_same(&resumed, &clean);
+}
+
+/// A sink that fails every third write before doing it: the worker must retry the chunk.
+#[derive(Debug)]
+struct FlakySink {
+    inner: Arc<dyn Sink>,
+    calls: AtomicU32,
+}
+
+#[async_trait]
+impl Sink for FlakySink {
+    async fn write(&self, items: Vec<SinkItem>) -> sluicebox::Result<()> {
+        if self.calls.fetch_add(1, Ordering::Relaxed) % 3 == 2 {
+            return Err(sluicebox::Error::backend("test", "injected", "throttled"));
+        }
+        self.inner.write(items).await
+    }
+    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::pipeline::Record>> {
+        self.inner.read_all().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_tasks_dropped_acks_and_failing_writes_change_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let (input, job) = fixture(work.path(), 20_000, 700);
+    let (_clean_dir, clean) = clean_run(&input, &job).await;
+
+    let data = tempfile::tempdir().unwrap();
+    let mut engine = Engine::local(data.path(), SinkKind::Sqlite).unwrap();
+    let visibility = Duration::from_millis(300);
+    let inner: Arc<dyn Queue> = Arc::new(MemoryQueue::new(visibility));
+    engine.queue = Arc::new(FaultyQueue::new(inner, QueueFaults { extra_copies: 1, drop_every_nth_ack: 2 }));
+    let db = data.path().join("sluicebox.db");
+    let opener: SinkOpener = Arc::new(move |shape| {
+        let inner: Arc<dyn Sink> = Arc::new(SqliteSink::open(&db, &shape.table, shape.fields.clone())?);
+        Ok(Some(Arc::new(FlakySink { inner, calls: AtomicU32::new(0) }) as Arc<dyn Sink>))
+    });
+    engine.sink = opener;
+    let opts = RunOptions { workers: 3, visibility, max_attempts: 10, ..RunOptions::default() };
+    let s = run_with(&engine, &[input], &job, Path::new("."), &opts).await.unwrap();
+    let faulty = outcome(data.path(), &s).await;
+    assert_same(&faulty, &clean);
+
+    let manifest: serde_json::Value = serde_json::from_str(&job_file(data.path(), &s.job_id, "manifest.json")).unwrap();
+    let indexes: Vec<u64> =
+        manifest["chunks"].as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, (0..indexes.len() as u64).collect::<Vec<_>>(), "each chunk is in the manifest exactly once");
+}
