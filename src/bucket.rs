@@ -80,7 +80,9 @@ pub async fn resolve_inputs(
         let prefix = Path::from_absolute_path(&abs).map_err(|e| Error::input(arg, e.to_string()))?;
         let mut metas = if meta.is_dir() {
             let mut all: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
-            all.retain(|m| !m.location.parts().any(|p| p.as_ref().starts_with('.')));
+            // Skip hidden files and folders below the prefix (not above it).
+            let depth = prefix.parts().count();
+            all.retain(|m| !m.location.parts().skip(depth).any(|p| p.as_ref().starts_with('.')));
             all.sort_by(|a, b| a.location.cmp(&b.location));
             all
         } else {

@@ -1,0 +1,186 @@
+//! The pipeline's steps end to end: every input encoding, JSON Schema, jq transforms and
+//! filters, enrichment policies, keys and the sink.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::json;
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn orders_as_json_records() -> Vec<serde_json::Value> {
+    let mut rdr = csv::Reader::from_path(orders_dir().join("orders.csv")).unwrap();
+    let headers = rdr.headers().unwrap().clone();
+    rdr.records()
+        .map(|r| {
+            let r = r.unwrap();
+            serde_json::Value::Object(headers.iter().zip(r.iter()).map(|(h, v)| (h.to_string(), json!(v))).collect())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_encoding_gives_the_same_output() {
+    let work = tempfile::tempdir().unwrap();
+    let csv_bytes = std::fs::read(orders_dir().join("orders.csv")).unwrap();
+    let records = orders_as_json_records();
+    let jsonl: String = records.iter().map(|r| format!("{r}\n")).collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&csv_bytes).unwrap();
+    let inputs = vec![
+        write(work.path(), "orders.csv", &csv_bytes),
+        write(work.path(), "orders.csv.gz", &gz.finish().unwrap()),
+        write(work.path(), "orders.zst", &zstd::encode_all(&csv_bytes[..], 3).unwrap()),
+        write(work.path(), "orders.jsonl", jsonl.as_bytes()),
+        write(work.path(), "orders.json", serde_json::to_string_pretty(&records).unwrap().as_bytes()),
+        write(work.path(), "wrapped.json", json!({"records": records}).to_string().as_bytes()),
+    ];
+    let mut outputs = Vec::new();
+    for input in inputs {
+        let data = tempfile::tempdir().unwrap();
+        let job = orders_job().replace("format = \"csv\"\n", "");
+        let s = run(data.path(), std::slice::from_ref(&input), &job, &orders_dir()).await.unwrap();
+        assert_eq!((s.records.total, s.records.written), (10000, 10000), "{}", input.display());
+        assert_eq!(s.chunks.total, 10, "{}", input.display());
+        outputs.push(job_file(data.path(), &s.job_id, "output.csv"));
+    }
+    for o in &outputs[1..] {
+        assert!(o == &outputs[0], "outputs differ between encodings");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_transform_filter_and_key() {
+    let data = tempfile::tempdir().unwrap();
+    let input = write(
+        data.path(),
+        "events.jsonl",
+        br#"{"id": 1, "qty": 2, "price": 1.5, "kind": "sale"}
+{"id": 2, "qty": 500, "price": 1.0, "kind": "sale"}
+{"id": 3, "qty": 1, "price": 2.0, "kind": "refund"}
+{"id": 4, "qty": "x", "price": 2.0, "kind": "sale"}
+{"id": 1, "qty": 3, "price": 1.5, "kind": "sale"}
+"#,
+    );
+    let job = r#"
+transform = ['select(.kind == "sale")', '.total = .qty * .price | del(.kind)']
+
+[validate]
+schema = { type = "object", required = ["id", "qty"], properties = { qty = { type = "integer", maximum = 100 } } }
+
+[key]
+fields = ["id"]
+
+[sink]
+table = "events"
+"#;
+    let s = run(data.path(), &[input], job, Path::new(".")).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&s.records).unwrap(),
+        json!({"total": 5, "written": 2, "rejected": 2, "filtered": 1})
+    );
+    assert_eq!(serde_json::to_value(&s.rejects_by_rule).unwrap(), json!({"schema.maximum": 1, "schema.type": 1}));
+    let r = rejects(data.path(), &s.job_id);
+    assert_eq!((r[0]["record"].as_u64(), r[0]["field"].as_str()), (Some(2), Some("qty")));
+    let out: Vec<serde_json::Value> =
+        job_file(data.path(), &s.job_id, "output.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        out,
+        vec![
+            json!({"id": 1, "qty": 2, "price": 1.5, "total": 3.0}),
+            json!({"id": 1, "qty": 3, "price": 1.5, "total": 4.5})
+        ]
+    );
+    // Both written records have id 1: the sink holds one item, the later write.
+    let rows = sink_rows(data.path(), "events").await;
+    assert_eq!(rows.len(), 1);
+    let rec: serde_json::Value = serde_json::Value::Object(rows["1"].clone());
+    assert!(rec["record"].as_str().is_some() || rec["total"].is_number(), "{rec}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrichment_policies() {
+    let data = tempfile::tempdir().unwrap();
+    write(
+        data.path(),
+        "ref.jsonl",
+        b"{\"code\": \"a\", \"name\": \"Alpha\", \"rank\": 1}\n{\"code\": \"b\", \"name\": \"Beta\", \"rank\": 2}\n",
+    );
+    let input = write(data.path(), "in.csv", b"id,code\n1,a\n2,zz\n3,b\n");
+    for (policy, written, rejected, second) in [
+        ("reject", 2, 1, None),
+        ("keep", 3, 0, Some(json!({"id": "2", "code": "zz", "name": null, "rank": null}))),
+        ("default", 3, 0, Some(json!({"id": "2", "code": "zz", "name": "unknown", "rank": 0}))),
+    ] {
+        let job = format!(
+            "[enrich]\nsource = \"ref.jsonl\"\nkey = \"code\"\non_missing = \"{policy}\"\ndefaults = {{ name = \"unknown\", rank = 0 }}\n[output]\nformat = \"jsonl\"\n[sink]\ntype = \"none\"\n"
+        );
+        let run_dir = data.path().join(policy);
+        let s = run(&run_dir, std::slice::from_ref(&input), &job, data.path()).await.unwrap();
+        assert_eq!((s.records.written, s.records.rejected), (written, rejected), "{policy}");
+        assert_eq!(s.sink, None);
+        let out: Vec<serde_json::Value> =
+            job_file(&run_dir, &s.job_id, "output.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(out[0], json!({"id": "1", "code": "a", "name": "Alpha", "rank": 1}), "{policy}");
+        if let Some(second) = second {
+            assert_eq!(out[1], second, "{policy}");
+        } else {
+            assert_eq!(rejects(&run_dir, &s.job_id)[0]["rule"], "lookup");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_is_a_prefix_job_over_every_file() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("in");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    write(&dir, "a.csv", b"k,v\n1,x\n2,y\n");
+    write(&dir.join("sub"), "b.csv", b"k,v\n3,z\n");
+    write(&dir, ".hidden.csv", b"k,v\n9,no\n");
+    let s = run(&data.path().join("run"), &[dir], "[chunking]\nrecords = 1\n", Path::new(".")).await.unwrap();
+    assert_eq!(s.inputs.len(), 2);
+    assert_eq!((s.records.total, s.chunks.total), (3, 3));
+    assert_eq!(job_file(&data.path().join("run"), &s.job_id, "output.csv"), "k,v\n1,x\n2,y\n3,z\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_dialects_and_headerless_inputs() {
+    let data = tempfile::tempdir().unwrap();
+    let input = write(data.path(), "in.txt", "\u{feff}1;'a;b'\r\n2;'c\r\nd'\r\n".as_bytes());
+    let job = r#"
+[input]
+format = "csv"
+header = false
+delimiter = ";"
+quote = "'"
+
+[[columns]]
+name = "n"
+type = "integer"
+
+[[columns]]
+name = "s"
+"#;
+    let s = run(data.path(), &[input], job, Path::new(".")).await.unwrap();
+    assert_eq!((s.records.total, s.records.written), (2, 2));
+    assert_eq!(job_file(data.path(), &s.job_id, "output.csv"), "n,s\n1,a;b\n2,\"c\r\nd\"\n");
+}
+
+#[test]
+fn the_readme_job_file_example_is_a_valid_job() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find("```toml\n").expect("README has a TOML example") + "```toml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let config = sluicebox::config::JobConfig::from_toml(&readme[start..end], "README.md").unwrap();
+    assert_eq!(config.transform.len(), 2);
+    assert!(config.enrich.is_some() && config.validate.is_some());
+    config.validate(Path::new(".")).unwrap();
+}
