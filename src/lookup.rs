@@ -1,10 +1,16 @@
 //! Enrichment: a reference dataset loaded once per job and looked up by key.
 //!
-//! The whole reference is held in memory (a hash map from key to the added fields), so its
-//! size, not the input's, bounds the memory it takes.
+//! A reference no larger than `enrich.memory_limit` is held in memory as a hash map from key
+//! to the typed fields it adds. A larger one is imported once into a table of the data
+//! directory's SQLite database (reused by later jobs while the file is unchanged) and looked
+//! up there, so memory stays bounded whatever the reference's size.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
 
 use serde_json::Value;
 
@@ -17,63 +23,128 @@ use crate::pipeline::{ColumnRule, Record};
 pub struct LookupTable {
     key_field: String,
     fields: Vec<String>,
-    rows: HashMap<String, Box<[Value]>>,
+    rows: Rows,
     on_missing: OnMissing,
     defaults: Box<[Value]>,
 }
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+#[derive(Debug)]
+enum Rows {
+    Memory(FastMap<Box<str>, Box<[Value]>>),
+    Sqlite { db: PathBuf, table: String, pool: Mutex<Vec<Connection>> },
+}
+
+/// Where loaded rows go while the reference is read.
+enum Store<'c> {
+    Memory(FastMap<Box<str>, Box<[Value]>>),
+    Sqlite(rusqlite::Statement<'c>),
+}
+
+/// Per-chunk lookup state: a database connection for SQLite-held references, and the first
+/// backend error (which fails the chunk instead of rejecting records).
+pub struct LookupSession<'a> {
+    table: &'a LookupTable,
+    conn: Option<Connection>,
+    error: Option<Error>,
+}
+
+impl LookupSession<'_> {
+    /// The first backend error met, if any.
+    pub fn take_error(&mut self) -> Option<Error> {
+        self.error.take()
+    }
+}
+
+impl Drop for LookupSession<'_> {
+    fn drop(&mut self) {
+        if let (Some(conn), Rows::Sqlite { pool, .. }) = (self.conn.take(), &self.table.rows) {
+            pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        }
+    }
+}
+
 impl LookupTable {
     /// Load the reference named by `cfg.source`: a CSV or JSON Lines file, or `sqlite:TABLE`
-    /// in `db` (the data directory's database).
+    /// in `db` (the data directory's database). Rows are typed as they are read.
     pub fn load(cfg: &EnrichConfig, db: &Path) -> Result<Self> {
         let lookup_key = cfg.lookup_key.clone().unwrap_or_else(|| cfg.key.clone());
-        let rows = if let Some(table) = cfg.source.strip_prefix("sqlite:") {
-            read_sqlite(db, table)?
-        } else {
-            let path = cfg.source.strip_prefix("file://").unwrap_or(&cfg.source);
-            read_file(Path::new(path))?
-        };
-        Self::from_rows(cfg, &lookup_key, rows)
-    }
-
-    fn from_rows(cfg: &EnrichConfig, lookup_key: &str, rows: Vec<(u64, Record)>) -> Result<Self> {
         let source = &cfg.source;
-        let fields: Vec<String> = match &cfg.fields {
-            Some(f) => f.clone(),
+        let file = source
+            .strip_prefix("sqlite:")
+            .is_none()
+            .then(|| PathBuf::from(source.strip_prefix("file://").unwrap_or(source)));
+        let meta = match &file {
+            Some(f) => Some(
+                std::fs::metadata(f)
+                    .map_err(|e| Error::input(source, format!("cannot read the enrichment source: {e}")))?,
+            ),
+            None => None,
+        };
+        let large = meta.as_ref().is_some_and(|m| m.len() > cfg.memory_limit);
+        let mut conn = if large { Some(crate::ledger::sqlite::connect(db)?) } else { None };
+        let mut imported = None;
+        if let (Some(conn), Some(meta)) = (conn.as_mut(), meta.as_ref()) {
+            let table = import_table_name(cfg, &lookup_key, meta);
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS sluicebox_lookups (name TEXT PRIMARY KEY, fields TEXT NOT NULL)",
+            )?;
+            let done: Option<String> = tx
+                .query_row("SELECT fields FROM sluicebox_lookups WHERE name = ?1", [&table], |r| r.get(0))
+                .optional()?;
+            match done {
+                Some(fields) => {
+                    let fields = serde_json::from_str(&fields)
+                        .map_err(|e| Error::backend("sqlite", "corrupt lookup record", e))?;
+                    drop(tx);
+                    imported = Some((table, fields));
+                }
+                None => {
+                    tx.execute_batch(&format!(
+                        "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID"
+                    ))?;
+                    let fields = {
+                        let stmt = tx.prepare(&format!("INSERT OR REPLACE INTO {table} (k, v) VALUES (?1, ?2)"))?;
+                        let mut store = Store::Sqlite(stmt);
+                        read_rows(cfg, &lookup_key, file.as_deref(), db, &mut store)?
+                    };
+                    tx.execute(
+                        "INSERT INTO sluicebox_lookups (name, fields) VALUES (?1, ?2)",
+                        rusqlite::params![table, serde_json::to_string(&fields).unwrap_or_default()],
+                    )?;
+                    tx.commit()?;
+                    imported = Some((table, fields));
+                }
+            }
+        }
+        let (rows, fields) = match imported {
+            Some((table, fields)) => {
+                (Rows::Sqlite { db: db.to_path_buf(), table, pool: Mutex::new(Vec::new()) }, fields)
+            }
             None => {
-                rows.first().map(|(_, r)| r.keys().filter(|k| *k != lookup_key).cloned().collect()).unwrap_or_default()
+                let mut store = Store::Memory(FastMap::default());
+                let fields = read_rows(cfg, &lookup_key, file.as_deref(), db, &mut store)?;
+                let Store::Memory(map) = store else { unreachable!("the store stays in memory") };
+                (Rows::Memory(map), fields)
             }
         };
-        let rules: HashMap<&str, ColumnRule> =
-            cfg.columns.iter().map(|c| (c.name.as_str(), ColumnRule::from(c))).collect();
-        let mut map = HashMap::with_capacity(rows.len());
-        for (line, mut row) in rows {
-            let at = |column: &str, reason: String| Error::InvalidInput {
-                location: source.clone(),
-                line: Some(line),
-                column: Some(column.to_string()),
-                reason,
-            };
-            let key = match row.get(lookup_key) {
-                Some(v) => key_text(v),
-                None => return Err(at(lookup_key, "the reference row lacks the lookup key".into())),
-            };
-            let mut values = Vec::with_capacity(fields.len());
-            for f in &fields {
-                let v = row.shift_remove(f).ok_or_else(|| at(f, "the reference row lacks this field".into()))?;
-                let v = match rules.get(f.as_str()) {
-                    Some(rule) => rule.check(v).map_err(|m| at(f, m))?,
-                    None => v,
-                };
-                values.push(v);
-            }
-            map.insert(key, values.into_boxed_slice());
-        }
         let defaults = fields
             .iter()
             .map(|f| cfg.defaults.get(f).map(|v| serde_json::to_value(v).unwrap_or(Value::Null)).unwrap_or(Value::Null))
             .collect();
-        Ok(LookupTable { key_field: cfg.key.clone(), fields, rows: map, on_missing: cfg.on_missing, defaults })
+        Ok(LookupTable { key_field: cfg.key.clone(), fields, rows, on_missing: cfg.on_missing, defaults })
+    }
+
+    /// Whether the reference is held in the database rather than in memory.
+    pub fn in_database(&self) -> bool {
+        matches!(self.rows, Rows::Sqlite { .. })
+    }
+
+    /// State for looking up the records of one chunk.
+    pub fn session(&self) -> LookupSession<'_> {
+        LookupSession { table: self, conn: None, error: None }
     }
 
     /// The record field looked up.
@@ -86,23 +157,31 @@ impl LookupTable {
         &self.fields
     }
 
-    /// Reference rows loaded.
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// Whether no rows were loaded.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     /// Add the reference fields to `rec`. `Err(key)` when the key is missing and the policy
-    /// is to reject.
-    pub fn enrich(&self, rec: &mut Record) -> std::result::Result<(), String> {
-        let key = rec.get(&self.key_field).map(key_text).unwrap_or_default();
-        let values = match (self.rows.get(&key), self.on_missing) {
+    /// is to reject. A database error is kept in `session` (see [`LookupSession::take_error`]).
+    pub fn enrich(&self, rec: &mut Record, session: &mut LookupSession<'_>) -> std::result::Result<(), String> {
+        let key = match rec.get(&self.key_field) {
+            Some(Value::String(s)) => std::borrow::Cow::Borrowed(s.as_str()),
+            Some(other) => std::borrow::Cow::Owned(key_text(other)),
+            None => std::borrow::Cow::Borrowed(""),
+        };
+        let fetched;
+        let found: Option<&[Value]> = match &self.rows {
+            Rows::Memory(map) => map.get(key.as_ref()).map(|v| &v[..]),
+            Rows::Sqlite { db, table, pool } => match fetch(session, db, table, pool, &key) {
+                Ok(v) => {
+                    fetched = v;
+                    fetched.as_deref()
+                }
+                Err(e) => {
+                    session.error.get_or_insert(e);
+                    return Ok(());
+                }
+            },
+        };
+        let values = match (found, self.on_missing) {
             (Some(v), _) => v,
-            (None, OnMissing::Reject) => return Err(key),
+            (None, OnMissing::Reject) => return Err(key.into_owned()),
             (None, OnMissing::Keep) => {
                 for f in &self.fields {
                     rec.entry(f.clone()).or_insert(Value::Null);
@@ -118,6 +197,98 @@ impl LookupTable {
     }
 }
 
+fn fetch(
+    session: &mut LookupSession<'_>,
+    db: &Path,
+    table: &str,
+    pool: &Mutex<Vec<Connection>>,
+    key: &str,
+) -> Result<Option<Vec<Value>>> {
+    if session.conn.is_none() {
+        let pooled = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = crate::ledger::sqlite::connect(db)?;
+                c.pragma_update(None, "cache_size", -16_384)?; // 16 MiB of pages per connection
+                c
+            }
+        };
+        session.conn = Some(conn);
+    }
+    let Some(conn) = session.conn.as_ref() else { return Ok(None) };
+    let mut stmt = conn.prepare_cached(&format!("SELECT v FROM {table} WHERE k = ?1"))?;
+    let v: Option<String> = stmt.query_row([key], |r| r.get(0)).optional()?;
+    v.map(|v| {
+        serde_json::from_str(&v).map_err(|e| Error::backend("sqlite", format!("corrupt lookup row in {table}"), e))
+    })
+    .transpose()
+}
+
+/// A table name that changes when the source file or the way it is read changes.
+fn import_table_name(cfg: &EnrichConfig, lookup_key: &str, meta: &std::fs::Metadata) -> String {
+    let mut h = Sha256::new();
+    h.update(cfg.source.as_bytes());
+    h.update(meta.len().to_le_bytes());
+    let mtime =
+        meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    h.update(mtime.to_le_bytes());
+    h.update(lookup_key.as_bytes());
+    h.update(serde_json::to_vec(&(&cfg.fields, &cfg.columns)).unwrap_or_default());
+    let hex: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("sluicebox_lookup_{hex}")
+}
+
+/// Read every reference row, type it, and put it in `store`. Returns the added field names.
+fn read_rows(
+    cfg: &EnrichConfig,
+    lookup_key: &str,
+    file: Option<&Path>,
+    db: &Path,
+    store: &mut Store<'_>,
+) -> Result<Vec<String>> {
+    let rules: HashMap<&str, ColumnRule> = cfg.columns.iter().map(|c| (c.name.as_str(), ColumnRule::from(c))).collect();
+    let mut fields: Option<Vec<String>> = cfg.fields.clone();
+    let source = &cfg.source;
+    let mut add = |line: u64, mut row: Record| -> Result<()> {
+        let at = |column: &str, reason: String| Error::InvalidInput {
+            location: source.clone(),
+            line: Some(line),
+            column: Some(column.to_string()),
+            reason,
+        };
+        let key = match row.get(lookup_key) {
+            Some(v) => key_text(v),
+            None => return Err(at(lookup_key, "the reference row lacks the lookup key".into())),
+        };
+        let fields = fields.get_or_insert_with(|| row.keys().filter(|k| *k != lookup_key).cloned().collect());
+        let mut values = Vec::with_capacity(fields.len());
+        for f in fields.iter() {
+            let v = row.shift_remove(f).ok_or_else(|| at(f, "the reference row lacks this field".into()))?;
+            values.push(match rules.get(f.as_str()) {
+                Some(rule) => rule.check(v).map_err(|m| at(f, m))?,
+                None => v,
+            });
+        }
+        match store {
+            Store::Memory(map) => {
+                map.insert(key.into_boxed_str(), values.into_boxed_slice());
+            }
+            Store::Sqlite(stmt) => {
+                let v = serde_json::to_string(&values).map_err(|e| Error::backend("json", "encode lookup row", e))?;
+                stmt.execute(rusqlite::params![key, v])?;
+            }
+        }
+        Ok(())
+    };
+    match (source.strip_prefix("sqlite:"), file) {
+        (Some(table), _) => read_sqlite(db, table, &mut add)?,
+        (None, Some(path)) => read_file(path, &mut add)?,
+        (None, None) => {}
+    }
+    Ok(fields.unwrap_or_default())
+}
+
 fn key_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -125,44 +296,55 @@ fn key_text(v: &Value) -> String {
     }
 }
 
-fn read_file(path: &Path) -> Result<Vec<(u64, Record)>> {
+type AddRow<'a> = dyn FnMut(u64, Record) -> Result<()> + 'a;
+
+fn read_file(path: &Path, add: &mut AddRow<'_>) -> Result<()> {
     let location = path.display().to_string();
-    let text =
-        std::fs::read(path).map_err(|e| Error::input(&location, format!("cannot read the enrichment source: {e}")))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::input(&location, format!("cannot read the enrichment source: {e}")))?;
+    let reader = std::io::BufReader::with_capacity(256 << 10, file);
     let is_jsonl = matches!(path.extension().and_then(|e| e.to_str()), Some("jsonl" | "ndjson" | "json"));
-    let mut rows = Vec::new();
     if is_jsonl {
-        for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        use std::io::BufRead;
+        for (i, line) in reader.split(b'\n').enumerate() {
+            let line = line.map_err(|e| Error::input(&location, format!("cannot read the enrichment source: {e}")))?;
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let rec: Record = serde_json::from_slice(line).map_err(|e| Error::InvalidInput {
+            let rec: Record = serde_json::from_slice(&line).map_err(|e| Error::InvalidInput {
                 location: location.clone(),
                 line: Some(i as u64 + 1),
                 column: None,
                 reason: format!("not a JSON object: {e}"),
             })?;
-            rows.push((i as u64 + 1, rec));
+            add(i as u64 + 1, rec)?;
         }
-        return Ok(rows);
+        return Ok(());
     }
-    let mut rdr = csv::ReaderBuilder::new().from_reader(&text[..]);
-    let header = rdr.headers().map_err(|e| Error::input(&location, e.to_string()))?.clone();
-    for row in rdr.records() {
-        let row = row.map_err(|e| Error::InvalidInput {
-            location: location.clone(),
-            line: e.position().map(|p| p.line()),
-            column: None,
-            reason: e.to_string(),
-        })?;
+    let mut rdr = csv::ReaderBuilder::new().from_reader(reader);
+    let header: Vec<String> =
+        rdr.headers().map_err(|e| Error::input(&location, e.to_string()))?.iter().map(str::to_string).collect();
+    let mut row = csv::StringRecord::new();
+    loop {
+        match rdr.read_record(&mut row) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(e) => {
+                return Err(Error::InvalidInput {
+                    location: location.clone(),
+                    line: e.position().map(|p| p.line()),
+                    column: None,
+                    reason: e.to_string(),
+                })
+            }
+        }
         let line = row.position().map(|p| p.line()).unwrap_or(0);
-        let rec = header.iter().zip(row.iter()).map(|(h, v)| (h.to_string(), Value::String(v.to_string()))).collect();
-        rows.push((line, rec));
+        let rec = header.iter().zip(row.iter()).map(|(h, v)| (h.clone(), Value::String(v.to_string()))).collect();
+        add(line, rec)?;
     }
-    Ok(rows)
 }
 
-fn read_sqlite(db: &Path, table: &str) -> Result<Vec<(u64, Record)>> {
+fn read_sqlite(db: &Path, table: &str, add: &mut AddRow<'_>) -> Result<()> {
     if !crate::config::is_sql_ident(table) {
         return Err(Error::config("enrich.source", format!("{table:?} is not a plain table name")));
     }
@@ -171,7 +353,6 @@ fn read_sqlite(db: &Path, table: &str) -> Result<Vec<(u64, Record)>> {
         .prepare(&format!("SELECT * FROM \"{table}\""))
         .map_err(|e| Error::config("enrich.source", format!("cannot read table {table}: {e}")))?;
     let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
-    let mut rows = Vec::new();
     let mut q = stmt.query([])?;
     let mut n = 0;
     while let Some(row) = q.next()? {
@@ -188,7 +369,7 @@ fn read_sqlite(db: &Path, table: &str) -> Result<Vec<(u64, Record)>> {
             };
             rec.insert(name.clone(), v);
         }
-        rows.push((n, rec));
+        add(n, rec)?;
     }
-    Ok(rows)
+    Ok(())
 }

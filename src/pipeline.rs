@@ -18,6 +18,8 @@ use crate::plan::{Chunk, CsvDialect, JsonEvent, JsonScanner};
 /// A record: field name → JSON value, in field order.
 pub type Record = Map<String, Value>;
 
+type Session<'a> = Option<crate::lookup::LookupSession<'a>>;
+
 /// A compiled jq program.
 pub type JqFilter = jaq_core::Filter<data::JustLut<Val>>;
 
@@ -242,8 +244,6 @@ pub struct ChunkOutput {
     pub output: Vec<u8>,
     /// The rejects part, JSON Lines.
     pub rejects: Vec<u8>,
-    /// Items for the sink.
-    pub items: Vec<(String, Record)>,
     /// Counts.
     pub counts: Counts,
 }
@@ -316,20 +316,31 @@ impl Pipeline {
         Ok(CsvLayout { headers, names, rules })
     }
 
-    /// Process the bytes of one chunk.
-    pub fn run_chunk(&self, ctx: &ChunkContext<'_>, bytes: &[u8]) -> ChunkOutput {
+    /// Process the bytes of one chunk. Kept records go to `sink` in batches of `batch` items
+    /// (`None`: there is no sink, and records are only encoded).
+    pub fn run_chunk(
+        &self,
+        ctx: &ChunkContext<'_>,
+        bytes: &[u8],
+        mut sink: Option<(usize, &mut dyn FnMut(Vec<(String, Record)>))>,
+    ) -> Result<ChunkOutput> {
         let mut out = ChunkOutput {
             output: Vec::with_capacity(bytes.len() + bytes.len() / 4),
             rejects: Vec::new(),
-            items: Vec::with_capacity(ctx.chunk.records as usize),
             counts: Counts::default(),
         };
         let mut csv_out = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+        let mut items = Vec::new();
         let mut emit = |outcome: Outcome, out: &mut ChunkOutput| match outcome {
             Outcome::Written(rec, key) => {
                 out.counts.written += 1;
                 self.encode(&rec, &mut csv_out, &mut out.output);
-                out.items.push((key, rec));
+                if let Some((batch, send)) = sink.as_mut() {
+                    items.push((key, rec));
+                    if items.len() >= *batch {
+                        send(std::mem::replace(&mut items, Vec::with_capacity(*batch)));
+                    }
+                }
             }
             Outcome::Rejected(r) => {
                 out.counts.rejected += 1;
@@ -340,16 +351,26 @@ impl Pipeline {
             }
             Outcome::Filtered => out.counts.filtered += 1,
         };
+        let mut session = self.lookup.as_ref().map(|l| l.session());
+        let s = &mut session;
         match ctx.format {
-            Format::Csv => self.csv_records(ctx, bytes, |o| emit(o, &mut out)),
-            Format::Jsonl => self.jsonl_records(ctx, bytes, |o| emit(o, &mut out)),
-            Format::Json => self.json_records(ctx, bytes, |o| emit(o, &mut out)),
+            Format::Csv => self.csv_records(ctx, bytes, s, |o| emit(o, &mut out)),
+            Format::Jsonl => self.jsonl_records(ctx, bytes, s, |o| emit(o, &mut out)),
+            Format::Json => self.json_records(ctx, bytes, s, |o| emit(o, &mut out)),
+        }
+        if let Some(e) = session.as_mut().and_then(|s| s.take_error()) {
+            return Err(e);
+        }
+        if let Some((_, send)) = sink {
+            if !items.is_empty() {
+                send(items);
+            }
         }
         if self.output_format == OutputFormat::Csv {
             let _ = csv_out.flush();
             out.output = csv_out.into_inner().unwrap_or_default();
         }
-        out
+        Ok(out)
     }
 
     fn encode(&self, rec: &Record, csv_out: &mut csv::Writer<Vec<u8>>, jsonl: &mut Vec<u8>) {
@@ -372,7 +393,7 @@ impl Pipeline {
         }
     }
 
-    fn csv_records(&self, ctx: &ChunkContext<'_>, bytes: &[u8], mut emit: impl FnMut(Outcome)) {
+    fn csv_records(&self, ctx: &ChunkContext<'_>, bytes: &[u8], s: &mut Session<'_>, mut emit: impl FnMut(Outcome)) {
         let Some(layout) = ctx.layout else { return };
         let mut rdr = self.dialect.reader(bytes);
         let mut row = csv::ByteRecord::new();
@@ -394,7 +415,7 @@ impl Pipeline {
             let end = rdr.position().byte() as usize;
             let (line, raw) = cursor.locate(bytes, start, end);
             let outcome = match self.csv_fields(layout, &row) {
-                Ok(rec) => self.finish(ctx, number, line, raw, rec),
+                Ok(rec) => self.finish(ctx, s, number, line, raw, rec),
                 Err(f) => Outcome::Rejected(ctx.reject(number, line, raw, f)),
             };
             emit(outcome);
@@ -423,7 +444,7 @@ impl Pipeline {
         Ok(rec)
     }
 
-    fn jsonl_records(&self, ctx: &ChunkContext<'_>, bytes: &[u8], mut emit: impl FnMut(Outcome)) {
+    fn jsonl_records(&self, ctx: &ChunkContext<'_>, bytes: &[u8], s: &mut Session<'_>, mut emit: impl FnMut(Outcome)) {
         let mut number = ctx.chunk.first_record;
         for (this_line, text) in (ctx.chunk.first_line..).zip(bytes.split_inclusive(|&b| b == b'\n')) {
             if text.iter().all(u8::is_ascii_whitespace) {
@@ -431,19 +452,19 @@ impl Pipeline {
             }
             let raw = text.strip_suffix(b"\n").unwrap_or(text);
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            emit(self.json_record(ctx, number, this_line, raw, text));
+            emit(self.json_record(ctx, s, number, this_line, raw, text));
             number += 1;
         }
     }
 
-    fn json_records(&self, ctx: &ChunkContext<'_>, bytes: &[u8], mut emit: impl FnMut(Outcome)) {
+    fn json_records(&self, ctx: &ChunkContext<'_>, bytes: &[u8], s: &mut Session<'_>, mut emit: impl FnMut(Outcome)) {
         let mut scanner = JsonScanner::elements();
         let mut number = ctx.chunk.first_record;
         let mut line = ctx.chunk.first_line;
         let (mut start, mut start_line) = (0usize, line);
         let mut one = |end: usize, start: usize, start_line: u64, number: &mut u64| {
             let text = &bytes[start..end];
-            emit(self.json_record(ctx, *number, start_line, text, text));
+            emit(self.json_record(ctx, s, *number, start_line, text, text));
             *number += 1;
         };
         for (i, &b) in bytes.iter().enumerate() {
@@ -461,7 +482,15 @@ impl Pipeline {
         }
     }
 
-    fn json_record(&self, ctx: &ChunkContext<'_>, number: u64, line: u64, raw: &[u8], text: &[u8]) -> Outcome {
+    fn json_record(
+        &self,
+        ctx: &ChunkContext<'_>,
+        s: &mut Session<'_>,
+        number: u64,
+        line: u64,
+        raw: &[u8],
+        text: &[u8],
+    ) -> Outcome {
         let rec = match serde_json::from_slice::<Value>(text) {
             Ok(Value::Object(m)) => m,
             Ok(other) => {
@@ -474,7 +503,7 @@ impl Pipeline {
             }
         };
         match self.type_json(rec) {
-            Ok(rec) => self.finish(ctx, number, line, raw, rec),
+            Ok(rec) => self.finish(ctx, s, number, line, raw, rec),
             Err(f) => Outcome::Rejected(ctx.reject(number, line, raw, f)),
         }
     }
@@ -489,8 +518,16 @@ impl Pipeline {
     }
 
     /// The steps after decoding: schema, transforms, lookup, key.
-    fn finish(&self, ctx: &ChunkContext<'_>, number: u64, line: u64, raw: &[u8], rec: Record) -> Outcome {
-        match self.checked(ctx, number, rec) {
+    fn finish(
+        &self,
+        ctx: &ChunkContext<'_>,
+        s: &mut Session<'_>,
+        number: u64,
+        line: u64,
+        raw: &[u8],
+        rec: Record,
+    ) -> Outcome {
+        match self.checked(ctx, s, number, rec) {
             Ok(Some((rec, key))) => Outcome::Written(rec, key),
             Ok(None) => Outcome::Filtered,
             Err(f) => Outcome::Rejected(ctx.reject(number, line, raw, f)),
@@ -500,6 +537,7 @@ impl Pipeline {
     fn checked(
         &self,
         ctx: &ChunkContext<'_>,
+        s: &mut Session<'_>,
         number: u64,
         rec: Record,
     ) -> std::result::Result<Option<(Record, String)>, Fault> {
@@ -525,8 +563,8 @@ impl Pipeline {
                 format!("the transform must yield an object, got {}", json_kind(&value)),
             ));
         };
-        if let Some(lookup) = &self.lookup {
-            lookup.enrich(&mut rec).map_err(|key| {
+        if let (Some(lookup), Some(session)) = (&self.lookup, s.as_mut()) {
+            lookup.enrich(&mut rec, session).map_err(|key| {
                 Fault::new(
                     Some(lookup.key_field()),
                     "lookup",

@@ -109,7 +109,11 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk) -> Result<()> {
         .get(chunk.input as usize)
         .ok_or_else(|| Error::Conflict(format!("task names input {} the plan lacks", chunk.input)))?;
     let bytes = bucket::read_range(run.engine.inputs.clone(), &input.object, chunk.start, chunk.end).await?;
-    let out = {
+    // The pipeline runs on a blocking thread and hands sink batches to this task as it goes,
+    // so a chunk's records are never all in memory and sink writes overlap the work.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<crate::sink::SinkItem>>(2);
+    let has_sink = run.sink.is_some();
+    let pipeline = {
         let run = run.clone();
         let chunk = chunk.clone();
         tokio::task::spawn_blocking(move || {
@@ -120,18 +124,23 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk) -> Result<()> {
                 format: input.object.format,
                 layout: run.layouts[chunk.input as usize].as_ref(),
             };
-            run.pipeline.run_chunk(&ctx, &bytes)
+            // A send fails only when the writer below stopped on an error, which it returns.
+            let mut send = |items| drop(tx.blocking_send(items));
+            let sink = has_sink.then_some((run.spec.sink_batch, &mut send as &mut dyn FnMut(_)));
+            run.pipeline.run_chunk(&ctx, &bytes, sink)
         })
-        .await
-        .map_err(|e| Error::backend("worker", "pipeline task panicked", e))?
     };
-    if let Some(sink) = &run.sink {
-        let mut items = out.items;
-        while !items.is_empty() {
-            let rest = items.split_off(items.len().min(run.spec.sink_batch));
-            sink.write(std::mem::replace(&mut items, rest)).await?;
+    let writer = async {
+        while let Some(items) = rx.recv().await {
+            if let Some(sink) = &run.sink {
+                sink.write(items).await?;
+            }
         }
-    }
+        Ok::<_, Error>(())
+    };
+    let (out, written) = tokio::join!(pipeline, writer);
+    written?;
+    let out = out.map_err(|e| Error::backend("worker", "pipeline task panicked", e))??;
     let prefix = run.prefix();
     let output_bytes = out.output.len() as u64;
     let store = run.engine.bucket.as_ref();

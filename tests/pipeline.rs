@@ -184,3 +184,22 @@ fn the_readme_job_file_example_is_a_valid_job() {
     assert!(config.enrich.is_some() && config.validate.is_some());
     config.validate(Path::new(".")).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_reference_is_looked_up_in_the_database_with_the_same_result() {
+    let input = orders_dir().join("orders.csv");
+    let memory = tempfile::tempdir().unwrap();
+    let a = run(memory.path(), std::slice::from_ref(&input), &orders_job(), &orders_dir()).await.unwrap();
+    let job = orders_job().replace("on_missing = \"reject\"", "on_missing = \"reject\"\nmemory_limit = 0");
+    let cfg = sluicebox::config::JobConfig::from_toml(&job, "job.toml").unwrap().validate(&orders_dir()).unwrap();
+    let db = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        // The second load finds the imported table and reuses it.
+        let table = sluicebox::lookup::LookupTable::load(cfg.enrich.as_ref().unwrap(), &db.path().join("sluicebox.db"))
+            .unwrap();
+        assert!(table.in_database());
+    }
+    let b = run(db.path(), &[input], &job, &orders_dir()).await.unwrap();
+    assert_eq!(b.records, a.records);
+    assert!(job_file(db.path(), &b.job_id, "output.csv") == job_file(memory.path(), &a.job_id, "output.csv"));
+}
