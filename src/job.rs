@@ -216,17 +216,34 @@ pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts
             return Ok(Summary { already_complete: true, ..summary });
         }
     }
-    let lookup = match &spec.enrich {
-        Some(e) => Some(Arc::new(LookupTable::load(e, &engine.database)?)),
-        None => None,
-    };
     if job.status == JobStatus::Gathering {
         // The process that held the gather died; this run takes it over.
         engine.ledger.set_status(&job_id, JobStatus::Gathering, JobStatus::Running).await?;
     }
-    let plan = match job.status {
-        JobStatus::Planning => make_plan(engine, spec, &job_id, inputs, lookup.as_deref()).await?,
-        _ => read_plan(engine.bucket.as_ref(), &job_id).await?,
+    // Loading the reference and scanning the inputs are independent: do both at once.
+    let load_lookup = async {
+        let Some(cfg) = spec.enrich.clone() else { return Ok(None) };
+        let db = engine.database.clone();
+        tokio::task::spawn_blocking(move || LookupTable::load(&cfg, &db))
+            .await
+            .map_err(|e| Error::backend("lookup", "load task failed", e))?
+            .map(|t| Some(Arc::new(t)))
+    };
+    let scan = async {
+        match job.status {
+            JobStatus::Planning => scan_inputs(engine, spec, inputs).await.map(Some),
+            _ => Ok(None),
+        }
+    };
+    let (lookup, scanned) = tokio::join!(load_lookup, scan);
+    let lookup: Option<Arc<LookupTable>> = lookup?;
+    let plan = match scanned? {
+        Some((inputs, chunks)) => {
+            let output_fields = output_fields(spec, &inputs, lookup.as_deref());
+            let output_format = crate::pipeline::output_format(spec, output_fields.is_some());
+            JobPlan { job_id: job_id.clone(), inputs, chunks, output_fields, output_format }
+        }
+        None => read_plan(engine.bucket.as_ref(), &job_id).await?,
     };
     let pipeline = Pipeline::new(spec, lookup, plan.output_fields.clone())?;
     let layouts = plan
@@ -275,13 +292,11 @@ async fn read_plan(store: &dyn ObjectStore, job_id: &str) -> Result<JobPlan> {
 }
 
 /// Scan every input and number the chunks across them.
-async fn make_plan(
+async fn scan_inputs(
     engine: &Engine,
     spec: &JobSpec,
-    job_id: &str,
     inputs: Vec<InputObject>,
-    lookup: Option<&LookupTable>,
-) -> Result<JobPlan> {
+) -> Result<(Vec<PlannedInput>, Vec<Chunk>)> {
     let targets = ChunkTargets { records: spec.chunk_records, bytes: spec.chunk_bytes };
     let dialect = CsvDialect { delimiter: spec.delimiter, quote: spec.quote, header: spec.config.input.header };
     let mut planned = Vec::new();
@@ -304,9 +319,7 @@ async fn make_plan(
         }
         planned.push(PlannedInput { object, header: scan.header, records: scan.records });
     }
-    let output_fields = output_fields(spec, &planned, lookup);
-    let output_format = crate::pipeline::output_format(spec, output_fields.is_some());
-    Ok(JobPlan { job_id: job_id.to_string(), inputs: planned, chunks, output_fields, output_format })
+    Ok((planned, chunks))
 }
 
 /// Output fields: as configured; else, without transforms, the first input's columns

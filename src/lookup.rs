@@ -60,7 +60,11 @@ impl LookupSession<'_> {
 impl Drop for LookupSession<'_> {
     fn drop(&mut self) {
         if let (Some(conn), Rows::Sqlite { pool, .. }) = (self.conn.take(), &self.table.rows) {
-            pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            // Ending the read transaction cannot lose anything; a connection that fails to is
+            // dropped rather than pooled.
+            if conn.execute_batch("COMMIT").is_ok() {
+                pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            }
         }
     }
 }
@@ -214,6 +218,8 @@ fn fetch(
                 c
             }
         };
+        // One read transaction per chunk: each lookup then skips taking the file lock.
+        conn.execute_batch("BEGIN")?;
         session.conn = Some(conn);
     }
     let Some(conn) = session.conn.as_ref() else { return Ok(None) };
