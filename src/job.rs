@@ -231,7 +231,7 @@ pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts
     };
     let scan = async {
         match job.status {
-            JobStatus::Planning => scan_inputs(engine, spec, inputs).await.map(Some),
+            JobStatus::Planning => scan_inputs(engine, spec, inputs.clone()).await.map(Some),
             _ => Ok(None),
         }
     };
@@ -243,7 +243,16 @@ pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts
             let output_format = crate::pipeline::output_format(spec, output_fields.is_some());
             JobPlan { job_id: job_id.clone(), inputs, chunks, output_fields, output_format }
         }
-        None => read_plan(engine.bucket.as_ref(), &job_id).await?,
+        None => {
+            let plan = read_plan(engine.bucket.as_ref(), &job_id).await?;
+            let planned: Vec<&InputObject> = plan.inputs.iter().map(|i| &i.object).collect();
+            if planned != inputs.iter().collect::<Vec<_>>() {
+                return Err(Error::Conflict(format!(
+                    "job {job_id} was planned over other inputs (or they changed since); use --force or another --job-id"
+                )));
+            }
+            plan
+        }
     };
     let pipeline = Pipeline::new(spec, lookup, plan.output_fields.clone())?;
     let layouts = plan

@@ -47,7 +47,11 @@ pub(crate) async fn work_loop(run: Arc<JobRun>, name: String, opts: &RunOptions)
             got = queue.receive(1, Duration::from_millis(500)) => got?,
         };
         for d in got {
-            handle(&run, &name, opts, d).await?;
+            if let Err(e) = handle(&run, &name, opts, d).await {
+                // Stop the other workers too: the run ends with this error, resumable.
+                run.done.cancel();
+                return Err(e);
+            }
             if run.done.is_cancelled() {
                 return Ok(());
             }

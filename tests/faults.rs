@@ -181,3 +181,48 @@ async fn duplicated_tasks_dropped_acks_and_failing_writes_change_nothing() {
         manifest["chunks"].as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect();
     assert_eq!(indexes, (0..indexes.len() as u64).collect::<Vec<_>>(), "each chunk is in the manifest exactly once");
 }
+
+/// A sink that always fails.
+#[derive(Debug)]
+struct BrokenSink;
+
+#[async_trait]
+impl Sink for BrokenSink {
+    async fn write(&self, _: Vec<SinkItem>) -> sluicebox::Result<()> {
+        Err(sluicebox::Error::backend("test", "injected", "the table is gone"))
+    }
+    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::pipeline::Record>> {
+        Ok(Default::default())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_chunk_stops_the_run_incomplete_and_a_rerun_finishes_it() {
+    let work = tempfile::tempdir().unwrap();
+    let (input, job) = fixture(work.path(), 5_000, 500);
+    let (_clean_dir, clean) = clean_run(&input, &job).await;
+
+    let data = tempfile::tempdir().unwrap();
+    let mut engine = Engine::local(data.path(), SinkKind::Sqlite).unwrap();
+    let good_sink = engine.sink.clone();
+    engine.sink = Arc::new(|_| Ok(Some(Arc::new(BrokenSink) as Arc<dyn Sink>)));
+    let opts = RunOptions { workers: 2, max_attempts: 2, job_id: Some("fixed".into()), ..RunOptions::default() };
+    let err = run_with(&engine, std::slice::from_ref(&input), &job, Path::new("."), &opts).await.unwrap_err();
+    assert!(err.to_string().contains("the table is gone"), "{err}");
+    let ledger = sluicebox::ledger::SqliteLedger::open(&data.path().join("sluicebox.db")).unwrap();
+    let j = sluicebox::ledger::StateStore::get_job(&ledger, "fixed").await.unwrap().unwrap();
+    assert_eq!(j.status, sluicebox::ledger::JobStatus::Running, "a failed run must not be complete");
+    assert!(!data.path().join("bucket/jobs/fixed/summary.json").exists());
+
+    // Another input under the same job id is refused rather than mixed in.
+    let other = work.path().join("other.csv");
+    std::fs::write(&other, "uuid\n1\n").unwrap();
+    let err = run_with(&engine, &[other], &job, Path::new("."), &opts).await.unwrap_err();
+    assert!(matches!(err, sluicebox::Error::Conflict(_)), "{err}");
+
+    engine.sink = good_sink;
+    let s = run_with(&engine, &[input], &job, Path::new("."), &opts).await.unwrap();
+    let mut resumed = outcome(data.path(), &s).await;
+    resumed.summary["job_id"] = clean.summary["job_id"].clone();
+    assert_same(&resumed, &clean);
+}
