@@ -153,6 +153,7 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
         }
         return Ok(());
     }
+    tracing::info!(job = %job_id, "all chunks committed; gathering");
     match write_outputs(run).await {
         Ok(()) => {
             ledger.set_status(job_id, JobStatus::Gathering, JobStatus::Complete).await?;

@@ -211,6 +211,7 @@ pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts
     }
     engine.ledger.create_job(&JobRecord::new(&job_id, now_ms())).await?;
     let job = engine.ledger.get_job(&job_id).await?.ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
+    tracing::info!(job = %job_id, status = job.status.as_str(), "job");
     if job.status == JobStatus::Complete {
         if let Some(summary) = gather::read_summary(engine.bucket.as_ref(), &job_id).await? {
             return Ok(Summary { already_complete: true, ..summary });
@@ -266,6 +267,7 @@ pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts
             _ => Ok(None),
         })
         .collect::<Result<Vec<_>>>()?;
+    tracing::info!(job = %job_id, chunks = plan.chunks.len(), records = plan.total_records(), "planned");
     if job.status == JobStatus::Planning {
         bucket::put(engine.bucket.as_ref(), &format!("{prefix}/plan.json"), json_bytes(&plan)?).await?;
         bucket::put(engine.bucket.as_ref(), &format!("{prefix}/job.json"), json_bytes(&spec.config)?).await?;

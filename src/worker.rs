@@ -163,8 +163,10 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk) -> Result<()> {
         finished_ms: now_ms(),
     };
     match ledger.commit_chunk(job_id, &record).await? {
-        LedgerCommit::First { finalize, .. } => {
+        LedgerCommit::First { finalize, done, total } => {
             run.progress.inc(chunk.records);
+            run.progress.set_message(format!("chunks {done}/{total}"));
+            debug!(chunk = chunk.index, done, total, "chunk committed");
             if finalize {
                 gather::gather(run).await?;
             }

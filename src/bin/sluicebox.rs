@@ -114,7 +114,7 @@ fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(0);
-    let style = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records  {per_sec}  ETA {eta}")
+    let style = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records  {msg}  {per_sec}  ETA {eta}")
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     bar
