@@ -38,6 +38,8 @@ pub struct Measurement {
     pub work_ms: i64,
     /// Phase times, ms.
     pub gather_ms: i64,
+    /// Whether records were upserted into the SQLite sink.
+    pub sink: bool,
     /// Records written and rejected (a check that the run was whole).
     pub written: u64,
     /// Rejected records.
@@ -46,9 +48,10 @@ pub struct Measurement {
 
 impl fmt::Display for Measurement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sink = if self.sink { "SQLite sink" } else { "no sink" };
         writeln!(
             f,
-            "{} records ({:.1} MB) with {} workers on {} cores",
+            "{} records ({:.1} MB) with {} workers on {} cores, {sink}",
             self.records,
             self.input_bytes as f64 / 1e6,
             self.workers,
@@ -132,7 +135,7 @@ pub fn peak_rss_mib() -> f64 {
 
 /// Generate `n` orders in `dir`, run the orders job on them with `workers`, and append the
 /// measurement to the CSV at `out`.
-pub async fn run(dir: &Path, n: u64, workers: usize, out: &Path) -> Result<Measurement> {
+pub async fn run(dir: &Path, n: u64, workers: usize, sink: bool, out: &Path) -> Result<Measurement> {
     let input_dir = dir.join("input");
     let marker = input_dir.join(format!(".generated-{n}"));
     if !marker.exists() {
@@ -146,6 +149,9 @@ pub async fn run(dir: &Path, n: u64, workers: usize, out: &Path) -> Result<Measu
     let spec = JobConfig::from_toml(ORDERS_JOB, "examples/orders/job.toml")?;
     let mut config = spec;
     config.chunking.records = None;
+    if !sink {
+        config.sink.kind = crate::config::SinkKind::None;
+    }
     let spec = config.validate(&input_dir)?;
     let run_dir = dir.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
@@ -171,6 +177,7 @@ pub async fn run(dir: &Path, n: u64, workers: usize, out: &Path) -> Result<Measu
         plan_ms: phase("plan_ms"),
         work_ms: phase("work_ms"),
         gather_ms: phase("gather_ms"),
+        sink,
         written: summary.records.written,
         rejected: summary.records.rejected,
     };

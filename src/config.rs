@@ -243,13 +243,13 @@ pub struct SinkConfig {
     pub kind: SinkKind,
     /// Table name (default: the first input's file stem, made SQL-safe).
     pub table: Option<String>,
-    /// Records per write transaction (default 5000).
+    /// Records per write transaction (default 2000).
     #[serde(default = "default_batch")]
     pub batch: usize,
 }
 
 fn default_batch() -> usize {
-    5000
+    2000
 }
 
 impl Default for SinkConfig {

@@ -115,7 +115,7 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk) -> Result<()> {
     let bytes = bucket::read_range(run.engine.inputs.clone(), &input.object, chunk.start, chunk.end).await?;
     // The pipeline runs on a blocking thread and hands sink batches to this task as it goes,
     // so a chunk's records are never all in memory and sink writes overlap the work.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<crate::sink::SinkItem>>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<crate::sink::SinkItem>>(1);
     let has_sink = run.sink.is_some();
     let pipeline = {
         let run = run.clone();

@@ -69,6 +69,9 @@ struct BenchArgs {
     /// Concurrent workers (default: number of cores).
     #[arg(long)]
     workers: Option<usize>,
+    /// Run without the SQLite sink (outputs only), to see the sink's share.
+    #[arg(long)]
+    no_sink: bool,
     /// Measurements CSV to append one row to.
     #[arg(long, default_value = "bench/measurements.csv")]
     out: PathBuf,
@@ -186,7 +189,7 @@ fn print_summary(s: &Summary, json: bool) {
 
 async fn bench_cmd(args: BenchArgs) -> sluicebox::Result<()> {
     let workers = args.workers.unwrap_or_else(cores);
-    let m = bench::run(&args.data_dir, args.records, workers, &args.out).await?;
+    let m = bench::run(&args.data_dir, args.records, workers, !args.no_sink, &args.out).await?;
     if args.json {
         println!("{}", serde_json::to_string(&m).unwrap_or_default());
     } else {

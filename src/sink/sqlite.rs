@@ -51,7 +51,7 @@ impl SqliteSink {
                 let marks: Vec<String> = (0..=names.len()).map(|i| format!("?{}", i + 1)).collect();
                 let set: Vec<String> = list.iter().map(|c| format!("{c} = excluded.{c}")).collect();
                 (
-                    format!("CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, {})", cols.join(", ")),
+                    format!("CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, {}) WITHOUT ROWID", cols.join(", ")),
                     Some(names),
                     format!(
                         "INSERT INTO {t} (_key, {}) VALUES ({}) ON CONFLICT (_key) DO UPDATE SET {}",
@@ -62,7 +62,7 @@ impl SqliteSink {
                 )
             }
             None => (
-                format!("CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, record TEXT NOT NULL)"),
+                format!("CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID"),
                 None,
                 format!("INSERT INTO {t} (_key, record) VALUES (?1, ?2) ON CONFLICT (_key) DO UPDATE SET record = excluded.record"),
             ),
