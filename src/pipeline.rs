@@ -20,6 +20,9 @@ pub type Record = Map<String, Value>;
 
 type Session<'a> = Option<crate::lookup::LookupSession<'a>>;
 
+/// Receives batches of kept records (item key, record) for the sink.
+pub type SendBatch<'a> = dyn FnMut(Vec<(String, Record)>) + 'a;
+
 /// A compiled jq program.
 pub type JqFilter = jaq_core::Filter<data::JustLut<Val>>;
 
@@ -322,7 +325,7 @@ impl Pipeline {
         &self,
         ctx: &ChunkContext<'_>,
         bytes: &[u8],
-        mut sink: Option<(usize, &mut dyn FnMut(Vec<(String, Record)>))>,
+        mut sink: Option<(usize, &mut SendBatch<'_>)>,
     ) -> Result<ChunkOutput> {
         let mut out = ChunkOutput {
             output: Vec::with_capacity(bytes.len() + bytes.len() / 4),
