@@ -270,7 +270,7 @@ fn read_rows(
         let fields = fields.get_or_insert_with(|| row.keys().filter(|k| *k != lookup_key).cloned().collect());
         let mut values = Vec::with_capacity(fields.len());
         for f in fields.iter() {
-            let v = row.shift_remove(f).ok_or_else(|| at(f, "the reference row lacks this field".into()))?;
+            let v = row.swap_remove(f).ok_or_else(|| at(f, "the reference row lacks this field".into()))?;
             values.push(match rules.get(f.as_str()) {
                 Some(rule) => rule.check(v).map_err(|m| at(f, m))?,
                 None => v,

@@ -81,6 +81,8 @@ pub struct ColumnRule {
     pub out: String,
     kind: ColumnType,
     format: Option<String>,
+    /// The date format, parsed once (chrono would re-parse the format string per value).
+    date_items: Option<Arc<[chrono::format::Item<'static>]>>,
     required: bool,
     max_length: Option<usize>,
 }
@@ -92,6 +94,12 @@ impl From<&ColumnConfig> for ColumnRule {
             out: c.out_name().to_string(),
             kind: c.kind,
             format: c.format.clone(),
+            date_items: (c.kind == ColumnType::Date)
+                .then(|| {
+                    chrono::format::StrftimeItems::new(c.format.as_deref().unwrap_or("%Y-%m-%d")).parse_to_owned().ok()
+                })
+                .flatten()
+                .map(Arc::from),
             required: c.required,
             max_length: c.max_length,
         }
@@ -162,12 +170,9 @@ impl ColumnRule {
                 "false" | "0" | "no" | "n" | "f" => Ok(Value::Bool(false)),
                 _ => Err(bad("true or false")),
             },
-            ColumnType::Date => {
-                let fmt = self.format.as_deref().unwrap_or("%Y-%m-%d");
-                chrono::NaiveDate::parse_from_str(t, fmt)
-                    .map(|d| Value::String(d.format("%Y-%m-%d").to_string()))
-                    .map_err(|_| bad(&format!("a date like {}", example_date(fmt))))
-            }
+            ColumnType::Date => self.parse_date(t).map(|d| Value::String(iso_date(d))).ok_or_else(|| {
+                bad(&format!("a date like {}", example_date(self.format.as_deref().unwrap_or("%Y-%m-%d"))))
+            }),
             ColumnType::Timestamp => parse_timestamp(t, self.format.as_deref())
                 .map(|ts| Value::String(ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)))
                 .ok_or_else(|| {
@@ -177,6 +182,13 @@ impl ColumnRule {
                     ))
                 }),
         }
+    }
+
+    fn parse_date(&self, t: &str) -> Option<chrono::NaiveDate> {
+        let items = self.date_items.as_deref()?;
+        let mut parsed = chrono::format::Parsed::new();
+        chrono::format::parse(&mut parsed, t, items.iter()).ok()?;
+        parsed.to_naive_date().ok()
     }
 
     fn typed_json(&self, v: Value) -> std::result::Result<Value, Fault> {
@@ -191,6 +203,15 @@ impl ColumnRule {
         } else {
             Err(self.fault("type", format!("expected {:?}, got {v}", self.kind).to_lowercase()))
         }
+    }
+}
+
+fn iso_date(d: chrono::NaiveDate) -> String {
+    use chrono::Datelike;
+    if (0..=9999).contains(&d.year()) {
+        format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+    } else {
+        d.format("%Y-%m-%d").to_string()
     }
 }
 
@@ -511,13 +532,29 @@ impl Pipeline {
         }
     }
 
-    fn type_json(&self, mut rec: Record) -> std::result::Result<Record, Fault> {
-        for r in &self.rules {
-            let v = rec.shift_remove(&r.name).unwrap_or(Value::Null);
-            let v = r.apply(v)?;
-            rec.insert(r.out.clone(), v);
+    /// Type the declared fields of a JSON record, keeping the record's field order; declared
+    /// fields it lacks are checked as null (and added at the end).
+    fn type_json(&self, rec: Record) -> std::result::Result<Record, Fault> {
+        if self.rules.is_empty() {
+            return Ok(rec);
         }
-        Ok(rec)
+        let mut seen = vec![false; self.rules.len()];
+        let mut out = Record::with_capacity(rec.len() + self.rules.len());
+        for (k, v) in rec {
+            match self.by_name.get(&k) {
+                Some(&i) => {
+                    seen[i] = true;
+                    out.insert(self.rules[i].out.clone(), self.rules[i].apply(v)?);
+                }
+                None => {
+                    out.insert(k, v);
+                }
+            }
+        }
+        for (r, _) in self.rules.iter().zip(seen).filter(|(_, seen)| !seen) {
+            out.insert(r.out.clone(), r.apply(Value::Null)?);
+        }
+        Ok(out)
     }
 
     /// The steps after decoding: schema, transforms, lookup, key.
