@@ -276,7 +276,8 @@ pub struct OutputConfig {
     /// `csv` or `jsonl`; default `csv` when the fields are known (no transform, or `fields`
     /// given), else `jsonl`.
     pub format: Option<OutputFormat>,
-    /// Output fields in order. Default: input columns (renamed) then enrichment fields.
+    /// Output fields in order. Default, for CSV inputs without transforms: the input columns
+    /// (renamed) then the enrichment fields; for JSON inputs the fields are not known.
     pub fields: Option<Vec<String>>,
 }
 

@@ -355,7 +355,10 @@ fn output_fields(spec: &JobSpec, inputs: &[PlannedInput], lookup: Option<&Lookup
                     .unwrap_or_else(|| n.clone())
             })
             .collect(),
-        _ if !spec.config.columns.is_empty() => spec.config.columns.iter().map(|c| c.out_name().to_string()).collect(),
+        // A headerless CSV has exactly the declared columns; JSON records may have any fields.
+        (_, Format::Csv) if !spec.config.columns.is_empty() => {
+            spec.config.columns.iter().map(|c| c.out_name().to_string()).collect()
+        }
         _ => return None,
     };
     if let Some(l) = lookup {

@@ -45,7 +45,9 @@ async fn every_encoding_gives_the_same_output() {
     let mut outputs = Vec::new();
     for input in inputs {
         let data = tempfile::tempdir().unwrap();
-        let job = orders_job().replace("format = \"csv\"\n", "");
+        // JSON records may carry any fields, so the CSV output names them.
+        let job = orders_job().replace("format = \"csv\"\n", "")
+            + "\n[output]\nformat = \"csv\"\nfields = [\"uuid\", \"country\", \"itemType\", \"salesChannel\", \"orderPriority\", \"orderDate\", \"region\", \"shipDate\", \"unitsSold\", \"unitPrice\", \"unitCost\", \"totalRevenue\", \"totalCost\", \"totalProfit\"]\n";
         let s = run(data.path(), std::slice::from_ref(&input), &job, &orders_dir()).await.unwrap();
         assert_eq!((s.records.total, s.records.written), (10000, 10000), "{}", input.display());
         assert_eq!(s.chunks.total, 10, "{}", input.display());
@@ -202,4 +204,28 @@ async fn a_large_reference_is_looked_up_in_the_database_with_the_same_result() {
     let b = run(db.path(), &[input], &job, &orders_dir()).await.unwrap();
     assert_eq!(b.records, a.records);
     assert!(job_file(db.path(), &b.job_id, "output.csv") == job_file(memory.path(), &a.job_id, "output.csv"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_json_fields_keeps_their_order() {
+    let data = tempfile::tempdir().unwrap();
+    let input = write(data.path(), "in.jsonl", b"{\"a\": \"x\", \"when\": \"3/4/15\", \"n\": \"7\", \"z\": true}\n");
+    let job = r#"
+[[columns]]
+name = "when"
+type = "date"
+format = "%m/%d/%y"
+
+[[columns]]
+name = "n"
+as = "count"
+type = "integer"
+
+[[columns]]
+name = "missing"
+"#;
+    let s = run(data.path(), &[input], job, Path::new(".")).await.unwrap();
+    assert_eq!(s.records.written, 1);
+    let line = job_file(data.path(), &s.job_id, "output.jsonl");
+    assert_eq!(line, "{\"a\":\"x\",\"when\":\"2015-03-04\",\"count\":7,\"z\":true,\"missing\":null}\n");
 }
