@@ -154,16 +154,21 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
         return Ok(());
     }
     tracing::info!(job = %job_id, "all chunks committed; gathering");
-    match write_outputs(run).await {
-        Ok(()) => {
-            ledger.set_status(job_id, JobStatus::Gathering, JobStatus::Complete).await?;
+    let completed = match write_outputs(run).await {
+        Ok(()) => ledger.set_status(job_id, JobStatus::Gathering, JobStatus::Complete).await,
+        Err(e) => Err(e),
+    };
+    match completed {
+        Ok(true) => {
             run.done.cancel();
             // The merged objects hold everything now; parts are only scratch.
             let _ = bucket::delete_prefix(run.engine.bucket.as_ref(), &format!("{}/parts", run.prefix())).await;
             Ok(())
         }
+        // The lease was taken over (a resumed run); the new holder finishes the job.
+        Ok(false) => Ok(()),
         Err(e) => {
-            // Give the lease back so a retry can gather.
+            // Give the lease back so a retry (or an idle worker) can gather.
             let _ = ledger.set_status(job_id, JobStatus::Gathering, JobStatus::Running).await;
             Err(e)
         }

@@ -14,6 +14,7 @@ use crate::config::{ColumnConfig, ColumnType, Format, JobSpec, OutputFormat};
 use crate::error::{Error, Result};
 use crate::lookup::LookupTable;
 use crate::plan::{Chunk, CsvDialect, JsonEvent, JsonScanner};
+use crate::sink::SinkItem;
 
 /// A record: field name → JSON value, in field order.
 pub type Record = Map<String, Value>;
@@ -21,7 +22,7 @@ pub type Record = Map<String, Value>;
 type Session<'a> = Option<crate::lookup::LookupSession<'a>>;
 
 /// Receives batches of kept records (item key, record) for the sink.
-pub type SendBatch<'a> = dyn FnMut(Vec<(String, Record)>) + 'a;
+pub type SendBatch<'a> = dyn FnMut(Vec<SinkItem>) + 'a;
 
 /// A compiled jq program.
 pub type JqFilter = jaq_core::Filter<data::JustLut<Val>>;
@@ -241,8 +242,8 @@ pub struct CsvLayout {
 
 /// What the pipeline did with one record.
 pub enum Outcome {
-    /// Kept: the record and its item key.
-    Written(Record, String),
+    /// Kept: the sink item (key, position, record).
+    Written(SinkItem),
     /// Rejected.
     Rejected(Reject),
     /// Dropped by a transform.
@@ -356,11 +357,11 @@ impl Pipeline {
         let mut csv_out = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
         let mut items = Vec::new();
         let mut emit = |outcome: Outcome, out: &mut ChunkOutput| match outcome {
-            Outcome::Written(rec, key) => {
+            Outcome::Written(item) => {
                 out.counts.written += 1;
-                self.encode(&rec, &mut csv_out, &mut out.output);
+                self.encode(&item.record, &mut csv_out, &mut out.output);
                 if let Some((batch, send)) = sink.as_mut() {
-                    items.push((key, rec));
+                    items.push(item);
                     if items.len() >= *batch {
                         send(std::mem::replace(&mut items, Vec::with_capacity(*batch)));
                     }
@@ -568,7 +569,9 @@ impl Pipeline {
         rec: Record,
     ) -> Outcome {
         match self.checked(ctx, s, number, rec) {
-            Ok(Some((rec, key))) => Outcome::Written(rec, key),
+            Ok(Some((record, key))) => {
+                Outcome::Written(SinkItem { key, seq: SinkItem::seq_of(ctx.chunk.input, number), record })
+            }
             Ok(None) => Outcome::Filtered,
             Err(f) => Outcome::Rejected(ctx.reject(number, line, raw, f)),
         }

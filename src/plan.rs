@@ -315,8 +315,10 @@ impl JsonScanner {
     }
 
     /// End of input: a trailing scalar record ends here.
+    /// A record still open here (a trailing scalar, or a truncated or unbalanced record) ends
+    /// at the end of input, so it is counted and then rejected, never silently dropped.
     pub fn finish(&mut self) -> Option<JsonEvent> {
-        if self.at == Where::Record && self.scalar {
+        if self.at == Where::Record {
             self.at = Where::Between;
             return Some(JsonEvent::End { inclusive: false });
         }

@@ -46,6 +46,14 @@ pub(crate) async fn work_loop(run: Arc<JobRun>, name: String, opts: &RunOptions)
             _ = run.done.cancelled() => return Ok(()),
             got = queue.receive(1, Duration::from_millis(500)) => got?,
         };
+        if got.is_empty() {
+            // Nothing to do here: the job may have been finished by another process, or its
+            // gather given back after a failure. The ledger says which.
+            if let Err(e) = finalize_if_due(&run).await {
+                run.done.cancel();
+                return Err(e);
+            }
+        }
         for d in got {
             if let Err(e) = handle(&run, &name, opts, d).await {
                 // Stop the other workers too: the run ends with this error, resumable.

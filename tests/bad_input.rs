@@ -222,3 +222,14 @@ async fn malformed_json_records_are_rejected_alone() {
     assert_eq!((r[1]["line"].as_u64(), r[1]["rule"].as_str()), (Some(3), Some("json")));
     assert!(r[1]["message"].as_str().unwrap().contains("expected a JSON object, got an array"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_or_unbalanced_json_document_rejects_the_tail_instead_of_dropping_it() {
+    for (doc, written) in [(&br#"[{"id":1},{"id":"2},{"id":3}]"#[..], 1), (br#"[{"id":1},{"id":2},{"id":3,"na"#, 2)] {
+        let data = tempfile::tempdir().unwrap();
+        let input = write(data.path(), "x.json", doc);
+        let s = run(data.path(), &[input], "", Path::new(".")).await.unwrap();
+        assert_eq!((s.records.total, s.records.written, s.records.rejected), (written + 1, written, 1));
+        assert_eq!(rejects(data.path(), &s.job_id)[0]["rule"], "json");
+    }
+}

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::Sink;
+use super::{Sink, SinkItem};
 use crate::pipeline::Record;
 
 fn rec(id: i64, name: &str, price: f64) -> Record {
@@ -15,17 +15,30 @@ fn rec(id: i64, name: &str, price: f64) -> Record {
     }
 }
 
+fn item(key: &str, seq: u64, record: Record) -> SinkItem {
+    SinkItem { key: key.into(), seq, record }
+}
+
 /// Run every case against one empty sink.
 pub async fn run_all(sink: &dyn Sink) {
-    let batch: Vec<_> = (0..300).map(|i| (format!("k{i}"), rec(i, &format!("n{i}"), i as f64 + 0.5))).collect();
+    let batch: Vec<_> =
+        (0..300).map(|i| item(&format!("k{i}"), i, rec(i as i64, &format!("n{i}"), i as f64 + 0.5))).collect();
     sink.write(batch.clone()).await.unwrap();
     sink.write(batch.clone()).await.unwrap();
     let all = sink.read_all().await.unwrap();
     assert_eq!(all.len(), 300, "writing the same keys twice must not duplicate");
     assert_eq!(all["k7"], rec(7, "n7", 7.5), "values must round-trip");
 
-    sink.write(vec![("k7".into(), rec(7, "changed", 1.25)), ("k7".into(), rec(7, "last", 2.0))]).await.unwrap();
+    // The item with the higher seq wins, in whichever order the writes come.
+    sink.write(vec![item("k7", 900, rec(7, "later", 2.0)), item("k7", 800, rec(7, "earlier", 1.25))]).await.unwrap();
+    assert_eq!(sink.read_all().await.unwrap()["k7"], rec(7, "later", 2.0), "a lower seq must not overwrite");
+    sink.write(vec![item("k8", 10, rec(8, "first", 1.0))]).await.unwrap();
+    sink.write(vec![item("k8", 20, rec(8, "second", 2.0))]).await.unwrap();
+    sink.write(vec![item("k8", 10, rec(8, "first again", 1.0))]).await.unwrap();
     let all = sink.read_all().await.unwrap();
+    assert_eq!(all["k8"], rec(8, "second", 2.0), "a redelivered older write must not win");
+    sink.write(vec![item("k8", 20, rec(8, "second, rewritten", 3.0))]).await.unwrap();
+    let all = sink.read_all().await.unwrap();
+    assert_eq!(all["k8"], rec(8, "second, rewritten", 3.0), "an equal seq (a re-run) replaces");
     assert_eq!(all.len(), 300);
-    assert_eq!(all["k7"], rec(7, "last", 2.0), "an upsert must replace, and the later item in a batch wins");
 }

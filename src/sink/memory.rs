@@ -9,21 +9,29 @@ use super::{Sink, SinkItem};
 use crate::error::Result;
 use crate::pipeline::Record;
 
-/// A sink that keeps items in a map, and counts write calls.
+/// A sink that keeps items in a map.
 #[derive(Debug, Default)]
 pub struct MemorySink {
-    items: Mutex<BTreeMap<String, Record>>,
+    items: Mutex<BTreeMap<String, (u64, Record)>>,
 }
 
 #[async_trait]
 impl Sink for MemorySink {
     async fn write(&self, items: Vec<SinkItem>) -> Result<()> {
         let mut map = self.items.lock().unwrap_or_else(|p| p.into_inner());
-        map.extend(items);
+        for item in items {
+            match map.get(&item.key) {
+                Some((seq, _)) if *seq > item.seq => {}
+                _ => {
+                    map.insert(item.key, (item.seq, item.record));
+                }
+            }
+        }
         Ok(())
     }
 
     async fn read_all(&self) -> Result<BTreeMap<String, Record>> {
-        Ok(self.items.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        let map = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(map.iter().map(|(k, (_, r))| (k.clone(), r.clone())).collect())
     }
 }

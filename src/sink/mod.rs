@@ -14,16 +14,33 @@ pub mod sqlite;
 pub use memory::MemorySink;
 pub use sqlite::SqliteSink;
 
-/// One record to write, with the key that identifies it.
-pub type SinkItem = (String, Record);
+/// One record to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkItem {
+    /// Identifies the item: writes with the same key are one item.
+    pub key: String,
+    /// The record's position in the job's inputs (input index, record number). Of two
+    /// records with one key, the later in the input wins, whatever order they are written in.
+    pub seq: u64,
+    /// The record.
+    pub record: Record,
+}
+
+impl SinkItem {
+    /// The `seq` of record `number` of input `input`.
+    pub fn seq_of(input: u32, number: u64) -> u64 {
+        (u64::from(input) << 40) | (number & ((1 << 40) - 1))
+    }
+}
 
 /// A destination for records.
 ///
 /// # Contract
 ///
 /// - `write` is an upsert keyed by the item key: writing an item whose key exists replaces
-///   it, so re-running a chunk never duplicates. Within one call, a later item with the
-///   same key wins.
+///   it if the new item's `seq` is not lower than the stored one's, and is a no-op otherwise.
+///   Re-running a chunk never duplicates, and the stored item for a key is the one with the
+///   highest `seq`, whatever order chunks (or their redeliveries) are written in.
 /// - On `Ok`, every item of the batch is durably written; on `Err`, any subset may be, and
 ///   the caller retries the whole batch (which is safe by the first rule).
 /// - `read_all` returns every stored item by key (for verification and tests; a scan).

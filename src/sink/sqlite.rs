@@ -48,13 +48,16 @@ impl SqliteSink {
                 let cols: Vec<String> = fields.iter().map(|(n, ty)| format!("{} {}", quoted(n), sql_type(*ty))).collect();
                 let names: Vec<String> = fields.iter().map(|(n, _)| n.clone()).collect();
                 let list: Vec<String> = names.iter().map(|n| quoted(n)).collect();
-                let marks: Vec<String> = (0..=names.len()).map(|i| format!("?{}", i + 1)).collect();
+                let marks: Vec<String> = (0..names.len()).map(|i| format!("?{}", i + 3)).collect();
                 let set: Vec<String> = list.iter().map(|c| format!("{c} = excluded.{c}")).collect();
                 (
-                    format!("CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, {}) WITHOUT ROWID", cols.join(", ")),
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, _seq INTEGER NOT NULL, {}) WITHOUT ROWID",
+                        cols.join(", ")
+                    ),
                     Some(names),
                     format!(
-                        "INSERT INTO {t} (_key, {}) VALUES ({}) ON CONFLICT (_key) DO UPDATE SET {}",
+                        "INSERT INTO {t} (_key, _seq, {}) VALUES (?1, ?2, {}) ON CONFLICT (_key) DO UPDATE SET _seq = excluded._seq, {} WHERE excluded._seq >= {t}._seq",
                         list.join(", "),
                         marks.join(", "),
                         set.join(", ")
@@ -62,9 +65,9 @@ impl SqliteSink {
                 )
             }
             None => (
-                format!("CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID"),
+                format!("CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, _seq INTEGER NOT NULL, record TEXT NOT NULL) WITHOUT ROWID"),
                 None,
-                format!("INSERT INTO {t} (_key, record) VALUES (?1, ?2) ON CONFLICT (_key) DO UPDATE SET record = excluded.record"),
+                format!("INSERT INTO {t} (_key, _seq, record) VALUES (?1, ?2, ?3) ON CONFLICT (_key) DO UPDATE SET _seq = excluded._seq, record = excluded.record WHERE excluded._seq >= {t}._seq"),
             ),
         };
         conn.execute(&create, [])
@@ -77,8 +80,8 @@ impl SqliteSink {
             Some(n) => n.clone(),
             None => vec!["record".into()],
         };
-        if let Some(missing) = wanted.iter().chain(std::iter::once(&"_key".to_string())).find(|n| !existing.contains(n))
-        {
+        let required = ["_key".to_string(), "_seq".to_string()];
+        if let Some(missing) = wanted.iter().chain(required.iter()).find(|n| !existing.contains(n)) {
             return Err(Error::config(
                 "sink.table",
                 format!("table {table} exists without column {missing:?}; drop it or choose another table"),
@@ -99,7 +102,7 @@ impl SqliteSink {
             return Err(Error::NotFound(format!("sink table {table} in {}", path.display())));
         }
         let fields: Vec<(String, Option<ColumnType>)> =
-            columns.into_iter().filter(|(n, _)| n != "_key").map(|(n, _)| (n, None)).collect();
+            columns.into_iter().filter(|(n, _)| n != "_key" && n != "_seq").map(|(n, _)| (n, None)).collect();
         let schemaless = fields.len() == 1 && fields[0].0 == "record";
         Self::open(path, table, if schemaless { None } else { Some(fields) })
     }
@@ -141,18 +144,20 @@ impl Sink for SqliteSink {
             let tx = conn.transaction()?;
             {
                 let mut stmt = tx.prepare_cached(&this.upsert)?;
-                for (key, rec) in &items {
-                    stmt.raw_bind_parameter(1, key)?;
+                for item in &items {
+                    stmt.raw_bind_parameter(1, &item.key)?;
+                    // SQLite integers are signed 64-bit; seq uses at most 63 bits.
+                    stmt.raw_bind_parameter(2, item.seq as i64)?;
                     match &this.fields {
                         Some(fields) => {
                             for (i, f) in fields.iter().enumerate() {
-                                stmt.raw_bind_parameter(i + 2, to_sql(rec.get(f)))?;
+                                stmt.raw_bind_parameter(i + 3, to_sql(item.record.get(f)))?;
                             }
                         }
                         None => {
-                            let json =
-                                serde_json::to_string(rec).map_err(|e| Error::backend("sqlite", "encode record", e))?;
-                            stmt.raw_bind_parameter(2, json)?;
+                            let json = serde_json::to_string(&item.record)
+                                .map_err(|e| Error::backend("sqlite", "encode record", e))?;
+                            stmt.raw_bind_parameter(3, json)?;
                         }
                     }
                     stmt.raw_execute()?;
@@ -177,7 +182,7 @@ impl Sink for SqliteSink {
                 let rec = match &this.fields {
                     Some(_) => {
                         let mut rec = Record::new();
-                        for (i, n) in names.iter().enumerate().filter(|(_, n)| *n != "_key") {
+                        for (i, n) in names.iter().enumerate().filter(|(_, n)| *n != "_key" && *n != "_seq") {
                             rec.insert(n.clone(), from_sql(row.get_ref(i)?));
                         }
                         rec
