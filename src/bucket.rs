@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Compression, Format};
@@ -46,6 +46,10 @@ pub struct InputObject {
     pub size: u64,
     /// Version marker: ETag, else modification time.
     pub version: String,
+    /// The ETag when the store gives one: reads require it (`If-Match`), so an object changed
+    /// after planning fails its chunks instead of feeding them other bytes.
+    #[serde(default)]
+    pub e_tag: Option<String>,
     /// Record encoding.
     pub format: Format,
     /// Compression.
@@ -100,6 +104,7 @@ pub async fn resolve_inputs(
                 path: m.location.to_string(),
                 size: m.size,
                 version: m.e_tag.clone().unwrap_or_else(|| m.last_modified.timestamp_micros().to_string()),
+                e_tag: m.e_tag.clone(),
                 format,
                 compression,
             });
@@ -162,10 +167,11 @@ impl ObjectReader {
 /// Open an object for a streaming read (see [`ObjectReader`]).
 pub async fn open_reader(store: Arc<dyn ObjectStore>, input: &InputObject) -> Result<ObjectReader> {
     let path = Path::from(input.path.as_str());
+    let options = GetOptions { if_match: input.e_tag.clone(), ..GetOptions::default() };
     let stream = store
-        .get(&path)
+        .get_opts(&path, options)
         .await
-        .map_err(|e| not_found_or(e, &input.location))?
+        .map_err(|e| read_error(e, input, None))?
         .into_stream()
         .map(|r| r.map_err(std::io::Error::other));
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
@@ -183,12 +189,23 @@ fn decompress(r: Box<dyn Read + Send>, c: Compression, location: &str) -> Result
     })
 }
 
-fn not_found_or(e: object_store::Error, location: &str) -> Error {
+fn read_error(e: object_store::Error, input: &InputObject, range: Option<(u64, u64)>) -> Error {
+    let location = &input.location;
     match e {
         object_store::Error::NotFound { .. } => {
             Error::input(location, "the input object is gone (deleted or moved since the job was planned)")
         }
-        other => Error::backend("object_store", format!("failed to read {location}"), other),
+        object_store::Error::Precondition { .. } => Error::input(
+            location,
+            format!(
+                "the input changed since the job was planned (planned version {}); run it as a new job",
+                input.version
+            ),
+        ),
+        other => {
+            let bytes = range.map(|(s, e)| format!(" bytes {s}-{}", e.saturating_sub(1))).unwrap_or_default();
+            Error::backend("object_store", format!("failed to read {location}{bytes}"), other)
+        }
     }
 }
 
@@ -203,14 +220,10 @@ pub async fn read_range(
 ) -> Result<bytes::Bytes> {
     if matches!(input.compression, Compression::None | Compression::Auto) {
         let path = Path::from(input.path.as_str());
-        return store.get_range(&path, start..end).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => not_found_or(e, &input.location),
-            other => Error::backend(
-                "object_store",
-                format!("failed to read {} bytes {start}-{}", input.location, end.saturating_sub(1)),
-                other,
-            ),
-        });
+        let options =
+            GetOptions { if_match: input.e_tag.clone(), range: Some((start..end).into()), ..GetOptions::default() };
+        let read = async { store.get_opts(&path, options).await?.bytes().await };
+        return read.await.map_err(|e| read_error(e, input, Some((start, end))));
     }
     let reader = open_reader(store, input).await?;
     let location = input.location.clone();

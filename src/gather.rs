@@ -200,11 +200,12 @@ async fn write_outputs(run: &Arc<JobRun>) -> Result<()> {
         w.write_record(fields).map_err(|e| Error::backend("csv", "encode header", e))?;
         w.flush().map_err(|e| Error::backend("csv", "encode header", e))?;
     }
-    let with_output: Vec<u32> = chunks.iter().filter(|c| c.output_bytes > 0).map(|c| c.index).collect();
-    merge(store, &output_path, header, with_output.iter().map(|&i| output_part(&prefix, i))).await?;
-    let with_rejects: Vec<u32> = chunks.iter().filter(|c| c.counts.rejected > 0).map(|c| c.index).collect();
+    let outputs = chunks.iter().filter(|c| c.output_bytes > 0).map(|c| (output_part(&prefix, c.index), c.output_bytes));
+    merge(store, &output_path, header, outputs).await?;
+    let rejects =
+        chunks.iter().filter(|c| c.rejects_bytes > 0).map(|c| (rejects_part(&prefix, c.index), c.rejects_bytes));
     let rejects_path = format!("{prefix}/rejects.jsonl");
-    merge(store, &rejects_path, Vec::new(), with_rejects.iter().map(|&i| rejects_part(&prefix, i))).await?;
+    merge(store, &rejects_path, Vec::new(), rejects).await?;
 
     let manifest = Manifest {
         job_id: job_id.clone(),
@@ -275,16 +276,29 @@ async fn write_outputs(run: &Arc<JobRun>) -> Result<()> {
     bucket::put(store, &format!("{prefix}/summary.json"), summary_bytes).await
 }
 
-/// Concatenate `parts` after `head` into one object with a multipart upload, one part in
-/// memory at a time.
-async fn merge(store: &dyn ObjectStore, path: &str, head: Vec<u8>, parts: impl Iterator<Item = String>) -> Result<()> {
+/// Concatenate `parts` (path, size its chunk committed) after `head` into one object with a
+/// multipart upload, one part in memory at a time. A part whose size differs from the
+/// committed one fails the gather instead of being merged.
+async fn merge(
+    store: &dyn ObjectStore,
+    path: &str,
+    head: Vec<u8>,
+    parts: impl Iterator<Item = (String, u64)>,
+) -> Result<()> {
     let fail = |e: object_store::Error| Error::backend("object_store", format!("failed to write {path}"), e);
     let upload = store.put_multipart(&Path::from(path)).await.map_err(fail)?;
     let mut w = WriteMultipart::new(upload);
     w.write(&head);
-    for part in parts {
+    for (part, size) in parts {
         let bytes = match bucket::get_opt(store, &part).await {
-            Ok(Some(b)) => b,
+            Ok(Some(b)) if b.len() as u64 == size => b,
+            Ok(Some(b)) => {
+                w.abort().await.map_err(fail)?;
+                return Err(Error::Conflict(format!(
+                    "part {part} holds {} bytes; its chunk committed {size}",
+                    b.len()
+                )));
+            }
             Ok(None) => {
                 w.abort().await.map_err(fail)?;
                 return Err(Error::NotFound(format!("part {part} of a committed chunk")));

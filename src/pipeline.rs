@@ -322,6 +322,14 @@ impl Pipeline {
             Some(h) => h.to_vec(),
             None => self.rules.iter().map(|r| r.name.clone()).collect(),
         };
+        if let Some(dup) = names.iter().enumerate().find_map(|(i, n)| names[..i].contains(n).then_some(n)) {
+            return Err(Error::InvalidInput {
+                location: location.to_string(),
+                line: Some(1),
+                column: Some(dup.clone()),
+                reason: "the header names this column twice".into(),
+            });
+        }
         for r in &self.rules {
             if !names.contains(&r.name) {
                 return Err(Error::InvalidInput {
@@ -350,7 +358,8 @@ impl Pipeline {
         mut sink: Option<(usize, &mut SendBatch<'_>)>,
     ) -> Result<ChunkOutput> {
         let mut out = ChunkOutput {
-            output: Vec::with_capacity(bytes.len() + bytes.len() / 4),
+            // CSV output is built by its own writer below; JSON Lines grows this buffer.
+            output: Vec::new(),
             rejects: Vec::new(),
             counts: Counts::default(),
         };
@@ -523,7 +532,9 @@ impl Pipeline {
                 return Outcome::Rejected(ctx.reject(number, line, raw, f));
             }
             Err(e) => {
-                let f = Fault::new(None, "json", format!("malformed JSON at column {}: {e}", e.column()));
+                // serde_json counts lines from the record's start; report the input's line.
+                let at = line + e.line().saturating_sub(1) as u64;
+                let f = Fault::new(None, "json", format!("malformed JSON at line {at}, column {}: {e}", e.column()));
                 return Outcome::Rejected(ctx.reject(number, line, raw, f));
             }
         };

@@ -79,6 +79,12 @@ async fn handle(run: &Arc<JobRun>, name: &str, opts: &RunOptions, d: Delivery) -
     if task.job_id != run.plan.job_id {
         return queue.release(&d.receipt).await;
     }
+    // The plan is the authority on what a chunk is: a stale task (from an earlier plan of a
+    // job id) must not commit another byte range under a valid index.
+    if run.plan.chunks.get(task.chunk.index as usize) != Some(&task.chunk) {
+        warn!(chunk = task.chunk.index, "dropping a task that does not match the job's plan");
+        return queue.ack(&d.receipt).await;
+    }
     // Keep the task invisible while we work on it, however long the chunk takes.
     let heartbeat = {
         let (queue, receipt, every) = (queue.clone(), d.receipt.clone(), opts.visibility / 2);
@@ -115,11 +121,7 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk) -> Result<()> {
         return finalize_if_due(run).await;
     }
     let started_ms = now_ms();
-    let input = run
-        .plan
-        .inputs
-        .get(chunk.input as usize)
-        .ok_or_else(|| Error::Conflict(format!("task names input {} the plan lacks", chunk.input)))?;
+    let input = &run.plan.inputs[chunk.input as usize];
     let bytes = bucket::read_range(run.engine.inputs.clone(), &input.object, chunk.start, chunk.end).await?;
     // The pipeline runs on a blocking thread and hands sink batches to this task as it goes,
     // so a chunk's records are never all in memory and sink writes overlap the work.
@@ -155,6 +157,7 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk) -> Result<()> {
     let out = out.map_err(|e| Error::backend("worker", "pipeline task panicked", e))??;
     let prefix = run.prefix();
     let output_bytes = out.output.len() as u64;
+    let rejects_bytes = out.rejects.len() as u64;
     let store = run.engine.bucket.as_ref();
     if !out.output.is_empty() {
         bucket::put(store, &output_part(&prefix, chunk.index), out.output).await?;
@@ -162,11 +165,25 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk) -> Result<()> {
     if !out.rejects.is_empty() {
         bucket::put(store, &rejects_part(&prefix, chunk.index), out.rejects).await?;
     }
+    let seen = out.counts.written + out.counts.rejected + out.counts.filtered;
+    if seen != chunk.records {
+        // The bytes are not what the plan scanned: never commit a chunk whose records do not
+        // add up, or the job could complete with records missing.
+        return Err(Error::Conflict(format!(
+            "chunk {} of {} (bytes {}-{}) held {seen} records; the plan found {}",
+            chunk.index,
+            input.object.location,
+            chunk.start,
+            chunk.end.saturating_sub(1),
+            chunk.records
+        )));
+    }
     let record = ChunkRecord {
         index: chunk.index,
         worker: name.to_string(),
         counts: out.counts,
         output_bytes,
+        rejects_bytes,
         started_ms,
         finished_ms: now_ms(),
     };

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use common::*;
 use serde_json::json;
 use sluicebox::config::JobConfig;
-use sluicebox::ledger::{JobStatus, StateStore};
 use sluicebox::Error;
 
 const HEADER: &str = "uuid,Country,Item Type,Sales Channel,Order Priority,Order Date,Region,Ship Date";
@@ -100,19 +99,15 @@ async fn every_bad_record_is_rejected_with_line_field_and_rule() {
     }
 }
 
-async fn ledger_status(data: &Path, job_prefix: &str) -> Option<JobStatus> {
-    // The job id is derived; find it by prefix in the ledger via the bucket's job folders or none.
-    let ledger = sluicebox::ledger::SqliteLedger::open(&data.join("sluicebox.db")).unwrap();
-    let dir = data.join("bucket/jobs");
-    let ids: Vec<String> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    for id in ids.iter().filter(|i| i.starts_with(job_prefix)) {
-        if let Some(j) = ledger.get_job(id).await.unwrap() {
-            return Some(j.status);
-        }
-    }
-    None
+/// Every job in the data dir's ledger with its status.
+fn ledger_jobs(data: &Path) -> Vec<(String, String)> {
+    let db = rusqlite::Connection::open(data.join("sluicebox.db")).unwrap();
+    let mut stmt = db.prepare("SELECT job_id, status FROM sluicebox_jobs ORDER BY job_id").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+}
+
+fn statuses(data: &Path, prefix: &str) -> Vec<String> {
+    ledger_jobs(data).into_iter().filter(|(id, _)| id.starts_with(prefix)).map(|(_, s)| s).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +119,7 @@ async fn a_header_without_a_declared_column_stops_with_its_name() {
     let msg = err.to_string();
     assert!(matches!(err, Error::InvalidInput { .. }), "{msg}");
     assert!(msg.contains("renamed.csv") && msg.contains("\"Ship Date\"") && msg.contains("line 1"), "{msg}");
-    assert_ne!(ledger_status(data.path(), "renamed").await, Some(JobStatus::Complete));
+    assert_eq!(statuses(data.path(), "renamed"), vec!["planning"], "the job exists and is not complete");
     assert!(!data
         .path()
         .join("bucket/jobs")
@@ -172,7 +167,7 @@ async fn unreadable_inputs_stop_with_the_file_name() {
     let corrupt = write(data.path(), "broken.csv.gz", b"\x1f\x8b\x08\x00 this is not gzip at all");
     let e = run(data.path(), &[corrupt], "", Path::new(".")).await.unwrap_err().to_string();
     assert!(e.contains("broken.csv.gz"), "{e}");
-    assert_ne!(ledger_status(data.path(), "broken").await, Some(JobStatus::Complete));
+    assert_eq!(statuses(data.path(), "broken"), vec!["planning"], "the job exists and is not complete");
 
     // A valid gzip stream cut short is corrupt too.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -232,4 +227,26 @@ async fn a_truncated_or_unbalanced_json_document_rejects_the_tail_instead_of_dro
         assert_eq!((s.records.total, s.records.written, s.records.rejected), (written + 1, written, 1));
         assert_eq!(rejects(data.path(), &s.job_id)[0]["rule"], "json");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_changed_after_planning_fails_its_reads() {
+    let data = tempfile::tempdir().unwrap();
+    let path = write(data.path(), "in.csv", b"a,b\n1,2\n3,4\n");
+    let store = sluicebox::bucket::local_inputs();
+    let arg = path.display().to_string();
+    let inputs = sluicebox::bucket::resolve_inputs(store.as_ref(), &[arg], None, Default::default()).await.unwrap();
+    assert!(sluicebox::bucket::read_range(store.clone(), &inputs[0], 4, 8).await.is_ok());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&path, b"a,b\n9,9\n3,4\n5,6\n").unwrap();
+    let e = sluicebox::bucket::read_range(store.clone(), &inputs[0], 4, 8).await.unwrap_err().to_string();
+    assert!(e.contains("in.csv") && e.contains("changed since the job was planned"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_with_a_repeated_column_stops_with_its_name() {
+    let data = tempfile::tempdir().unwrap();
+    let input = write(data.path(), "dup.csv", b"a,b,a\n1,2,3\n");
+    let e = run(data.path(), &[input], "", Path::new(".")).await.unwrap_err().to_string();
+    assert!(e.contains("dup.csv") && e.contains("\"a\"") && e.contains("twice"), "{e}");
 }

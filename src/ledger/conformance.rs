@@ -13,6 +13,7 @@ fn chunk(index: u32, worker: &str) -> ChunkRecord {
         worker: worker.into(),
         counts: Counts { written: 10 + u64::from(index), ..Counts::default() },
         output_bytes: 100,
+        rejects_bytes: 0,
         started_ms: 1,
         finished_ms: 2,
     }

@@ -96,6 +96,9 @@ pub struct ChunkRecord {
     pub counts: Counts,
     /// Output part bytes.
     pub output_bytes: u64,
+    /// Rejects part bytes.
+    #[serde(default)]
+    pub rejects_bytes: u64,
     /// When work began, ms since the Unix epoch.
     pub started_ms: i64,
     /// When the commit was made, ms since the Unix epoch.
