@@ -174,8 +174,9 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Derive a job id from the inputs (location, size, version) and the job definition, so a
-/// repeated upload maps to the same job and a changed config to a new one.
+/// Derive a job id from the inputs (location, size, version), the job definition (with its
+/// paths resolved and its schema) and the enrichment reference's size and modification time,
+/// so a repeated upload maps to the same job and a change to any of them makes a new one.
 pub fn derive_job_id(inputs: &[InputObject], spec: &JobSpec) -> String {
     let mut h = Sha256::new();
     for i in inputs {
@@ -185,7 +186,14 @@ pub fn derive_job_id(inputs: &[InputObject], spec: &JobSpec) -> String {
         h.update(i.version.as_bytes());
         h.update([0]);
     }
-    h.update(serde_json::to_vec(&spec.config).unwrap_or_default());
+    h.update(serde_json::to_vec(&(&spec.config, &spec.enrich, &spec.schema)).unwrap_or_default());
+    if let Some(source) = spec.enrich.as_ref().filter(|e| !e.source.starts_with("sqlite:")) {
+        if let Ok(meta) = std::fs::metadata(source.source.strip_prefix("file://").unwrap_or(&source.source)) {
+            h.update(meta.len().to_le_bytes());
+            let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            h.update(mtime.map_or(0, |d| d.as_nanos()).to_le_bytes());
+        }
+    }
     let digest = h.finalize();
     let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     let stem = inputs
@@ -212,6 +220,19 @@ pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts
     engine.ledger.create_job(&JobRecord::new(&job_id, now_ms())).await?;
     let job = engine.ledger.get_job(&job_id).await?.ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
     tracing::info!(job = %job_id, status = job.status.as_str(), "job");
+    let stored_plan = match job.status {
+        JobStatus::Planning => None,
+        _ => {
+            let plan = read_plan(engine.bucket.as_ref(), &job_id).await?;
+            let planned: Vec<&InputObject> = plan.inputs.iter().map(|i| &i.object).collect();
+            if planned != inputs.iter().collect::<Vec<_>>() {
+                return Err(Error::Conflict(format!(
+                    "job {job_id} was planned over other inputs (or they changed since); use --force or another --job-id"
+                )));
+            }
+            Some(plan)
+        }
+    };
     if job.status == JobStatus::Complete {
         if let Some(summary) = gather::read_summary(engine.bucket.as_ref(), &job_id).await? {
             return Ok(Summary { already_complete: true, ..summary });
@@ -232,7 +253,7 @@ pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts
     };
     let scan = async {
         match job.status {
-            JobStatus::Planning => scan_inputs(engine, spec, inputs.clone()).await.map(Some),
+            JobStatus::Planning => scan_inputs(engine, spec, inputs).await.map(Some),
             _ => Ok(None),
         }
     };
@@ -244,16 +265,7 @@ pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts
             let output_format = crate::pipeline::output_format(spec, output_fields.is_some());
             JobPlan { job_id: job_id.clone(), inputs, chunks, output_fields, output_format }
         }
-        None => {
-            let plan = read_plan(engine.bucket.as_ref(), &job_id).await?;
-            let planned: Vec<&InputObject> = plan.inputs.iter().map(|i| &i.object).collect();
-            if planned != inputs.iter().collect::<Vec<_>>() {
-                return Err(Error::Conflict(format!(
-                    "job {job_id} was planned over other inputs (or they changed since); use --force or another --job-id"
-                )));
-            }
-            plan
-        }
+        None => stored_plan.ok_or_else(|| Error::NotFound(format!("{prefix}/plan.json")))?,
     };
     let pipeline = Pipeline::new(spec, lookup, plan.output_fields.clone())?;
     let layouts = plan

@@ -127,3 +127,21 @@ async fn the_job_id_follows_the_input_and_the_config() {
     assert_eq!(b.chunks.total, 4);
     assert_eq!(b.records, a.records);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_reference_makes_a_new_job() {
+    let example = tempfile::tempdir().unwrap();
+    for f in ["orders.csv", "financial.csv", "job.toml"] {
+        std::fs::copy(orders_dir().join(f), example.path().join(f)).unwrap();
+    }
+    let data = tempfile::tempdir().unwrap();
+    let input = example.path().join("orders.csv");
+    let a = run(data.path(), std::slice::from_ref(&input), &orders_job(), example.path()).await.unwrap();
+    let fin = std::fs::read_to_string(example.path().join("financial.csv")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(example.path().join("financial.csv"), fin.replacen("152.58", "999.99", 1)).unwrap();
+    let b = run(data.path(), &[input], &orders_job(), example.path()).await.unwrap();
+    assert_ne!(a.job_id, b.job_id);
+    assert!(!b.already_complete, "a job enriched from changed reference data must run again");
+    assert!(job_file(data.path(), &b.job_id, "output.csv").contains(",999.99,"));
+}
