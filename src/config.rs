@@ -63,6 +63,14 @@ pub struct InputConfig {
     /// CSV quote character, one byte (default `"`).
     #[serde(default = "dquote")]
     pub quote: String,
+    /// The longest record accepted, in bytes (default 16 MiB). A longer one stops the plan
+    /// with its line: it is most often an unbalanced quote swallowing the rest of the file.
+    #[serde(default = "default_max_record")]
+    pub max_record_bytes: u64,
+}
+
+fn default_max_record() -> u64 {
+    16 << 20
 }
 
 fn yes() -> bool {
@@ -77,7 +85,14 @@ fn dquote() -> String {
 
 impl Default for InputConfig {
     fn default() -> Self {
-        InputConfig { format: None, compression: Compression::Auto, header: true, delimiter: comma(), quote: dquote() }
+        InputConfig {
+            format: None,
+            compression: Compression::Auto,
+            header: true,
+            delimiter: comma(),
+            quote: dquote(),
+            max_record_bytes: default_max_record(),
+        }
     }
 }
 

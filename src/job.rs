@@ -320,7 +320,11 @@ async fn scan_inputs(
     spec: &JobSpec,
     inputs: Vec<InputObject>,
 ) -> Result<(Vec<PlannedInput>, Vec<Chunk>)> {
-    let targets = ChunkTargets { records: spec.chunk_records, bytes: spec.chunk_bytes };
+    let targets = ChunkTargets {
+        records: spec.chunk_records,
+        bytes: spec.chunk_bytes,
+        max_record_bytes: spec.config.input.max_record_bytes,
+    };
     let dialect = CsvDialect { delimiter: spec.delimiter, quote: spec.quote, header: spec.config.input.header };
     let mut planned = Vec::new();
     let mut chunks = Vec::new();

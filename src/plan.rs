@@ -38,6 +38,9 @@ pub struct ChunkTargets {
     pub records: Option<NonZeroU64>,
     /// Bytes per chunk.
     pub bytes: NonZeroU64,
+    /// The longest record accepted; a longer one fails the scan (it would otherwise make a
+    /// chunk, and the worker's memory, as large as the rest of the input).
+    pub max_record_bytes: u64,
 }
 
 /// The result of scanning one input.
@@ -120,59 +123,119 @@ impl Cutter {
     }
 }
 
-/// Scan a CSV input. Errors are I/O errors only: malformed rows are left for the worker to
-/// reject, and a file with no rows (or only a header) yields no chunks.
+/// Scan a CSV input with `csv_core`, which finds record boundaries without keeping the
+/// records: memory stays at one buffer, however long a record is. Errors are I/O errors and
+/// a record over `targets.max_record_bytes` (most often an unbalanced quote); malformed rows
+/// are left for the worker to reject. A file with no rows (or only a header) has no chunks.
 pub fn scan_csv(input: impl Read, dialect: CsvDialect, targets: ChunkTargets) -> std::io::Result<InputScan> {
-    let mut rdr = dialect.reader(input);
-    let mut record = csv::ByteRecord::new();
-    let mut header = None;
-    if dialect.header {
-        if !rdr.read_byte_record(&mut record).map_err(csv_io)? {
-            return Ok(InputScan { header: Some(Vec::new()), chunks: Vec::new(), records: 0, bytes: 0 });
+    use csv_core::ReadRecordResult as R;
+    let mut r = BufReader::with_capacity(256 << 10, input);
+    let mut core = csv_core::ReaderBuilder::new().delimiter(dialect.delimiter).quote(dialect.quote).build();
+    let mut pos = 0u64;
+    // A UTF-8 byte order mark is not part of the first record (the csv reader skips it too).
+    if r.fill_buf()?.starts_with(b"\xEF\xBB\xBF") {
+        r.consume(3);
+        pos = 3;
+    }
+    let (mut out, mut ends) = (vec![0u8; 16 << 10], vec![0usize; 64]);
+    let (mut nout, mut nend) = (0, 0);
+    let mut header: Option<Vec<String>> = None;
+    let mut in_header = dialect.header;
+    let mut cutter = Cutter::new(targets, pos, 1);
+    let (mut record_start, mut record_line) = (pos, 1);
+    loop {
+        let buf = r.fill_buf()?;
+        let (res, nin, o, e) = core.read_record(buf, &mut out[nout..], &mut ends[nend..]);
+        r.consume(nin);
+        pos += nin as u64;
+        (nout, nend) = (nout + o, nend + e);
+        match res {
+            R::InputEmpty => {}
+            // Only the header's fields are kept; for data records the buffers are reused.
+            R::OutputFull if in_header => out.resize(out.len() * 2, 0),
+            R::OutputEndsFull if in_header => ends.resize(ends.len() * 2, 0),
+            R::OutputFull => nout = 0,
+            R::OutputEndsFull => nend = 0,
+            R::Record if in_header => {
+                let mut start = 0;
+                let fields = ends[..nend].iter().map(|&end| {
+                    let f = String::from_utf8_lossy(&out[start..end]).trim().to_string();
+                    start = end;
+                    f
+                });
+                header = Some(fields.collect());
+                in_header = false;
+                cutter = Cutter::new(targets, pos, core.line());
+            }
+            R::Record => cutter.record(pos, core.line()),
+            R::End => break,
         }
-        header = Some(record.iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect());
+        if pos - record_start > targets.max_record_bytes {
+            return Err(too_long(record_line, targets.max_record_bytes, "an unbalanced quote?"));
+        }
+        if matches!(res, R::Record) {
+            (nout, nend, record_start, record_line) = (0, 0, pos, core.line());
+        }
     }
-    let pos = rdr.position();
-    let mut cutter = Cutter::new(targets, pos.byte(), pos.line());
-    while rdr.read_byte_record(&mut record).map_err(csv_io)? {
-        let pos = rdr.position();
-        cutter.record(pos.byte(), pos.line());
+    if dialect.header && header.is_none() {
+        header = Some(Vec::new());
     }
-    let end = rdr.position().byte();
-    cutter.close(end);
-    Ok(InputScan { header, records: cutter.total, chunks: cutter.chunks, bytes: end })
+    cutter.close(pos);
+    Ok(InputScan { header, records: cutter.total, chunks: cutter.chunks, bytes: pos })
 }
 
-fn csv_io(e: csv::Error) -> std::io::Error {
-    match e.into_kind() {
-        csv::ErrorKind::Io(e) => e,
-        other => std::io::Error::other(format!("{other:?}")),
-    }
+fn too_long(line: u64, max: u64, hint: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("the record starting at line {line} is longer than {max} bytes ({hint}); see input.max_record_bytes"),
+    )
 }
 
 /// Scan a JSON Lines input: one record per non-blank line.
 pub fn scan_jsonl(input: impl Read, targets: ChunkTargets) -> std::io::Result<InputScan> {
     let mut r = BufReader::with_capacity(256 << 10, input);
-    let mut line = Vec::new();
     let (mut offset, mut line_no) = (0u64, 1u64);
+    let (mut line_start, mut blank) = (0u64, true);
     let mut cutter = Cutter::new(targets, 0, 1);
+    let end_line = |cutter: &mut Cutter, blank: bool, offset: u64, next_line: u64| {
+        if !blank {
+            cutter.record(offset, next_line);
+        } else if cutter.records == 0 {
+            // Blank lines before a chunk's first record belong to no record: start after them.
+            cutter.start = offset;
+            cutter.first_line = next_line;
+        }
+    };
     loop {
-        line.clear();
-        let n = r.read_until(b'\n', &mut line)?;
-        if n == 0 {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
             break;
         }
-        offset += n as u64;
-        line_no += u64::from(line.last() == Some(&b'\n'));
-        if line.iter().all(u8::is_ascii_whitespace) {
-            if cutter.records == 0 {
-                // Leading blank lines belong to no record: start the chunk after them.
-                cutter.start = offset;
-                cutter.first_line = line_no;
+        match memchr::memchr(b'\n', buf) {
+            Some(i) => {
+                blank &= buf[..i].iter().all(u8::is_ascii_whitespace);
+                r.consume(i + 1);
+                offset += i as u64 + 1;
+                if offset - line_start > targets.max_record_bytes {
+                    return Err(too_long(line_no, targets.max_record_bytes, "no line breaks?"));
+                }
+                line_no += 1;
+                end_line(&mut cutter, blank, offset, line_no);
+                (line_start, blank) = (offset, true);
             }
-            continue;
+            None => {
+                let n = buf.len();
+                blank &= buf.iter().all(u8::is_ascii_whitespace);
+                r.consume(n);
+                offset += n as u64;
+                if offset - line_start > targets.max_record_bytes {
+                    return Err(too_long(line_no, targets.max_record_bytes, "no line breaks?"));
+                }
+            }
         }
-        cutter.record(offset, line_no);
+    }
+    if offset > line_start {
+        end_line(&mut cutter, blank, offset, line_no);
     }
     cutter.close(offset);
     Ok(InputScan { header: None, records: cutter.total, chunks: cutter.chunks, bytes: offset })
@@ -183,6 +246,7 @@ pub fn scan_json(input: impl Read, targets: ChunkTargets) -> std::io::Result<Inp
     let mut r = BufReader::with_capacity(256 << 10, input);
     let mut scanner = JsonScanner::document();
     let mut cutter: Option<Cutter> = None;
+    let mut record_start: Option<(u64, u64)> = None;
     let (mut offset, mut line_no) = (0u64, 1u64);
     loop {
         let buf = r.fill_buf()?;
@@ -194,6 +258,7 @@ pub fn scan_json(input: impl Read, targets: ChunkTargets) -> std::io::Result<Inp
             let at = offset + i as u64;
             match scanner.push(b) {
                 Some(JsonEvent::Start) => {
+                    record_start = Some((at, line_no));
                     let c = cutter.get_or_insert_with(|| Cutter::new(targets, at, line_no));
                     if c.records == 0 {
                         c.start = at;
@@ -202,6 +267,11 @@ pub fn scan_json(input: impl Read, targets: ChunkTargets) -> std::io::Result<Inp
                 }
                 Some(JsonEvent::End { inclusive }) => {
                     let end = at + u64::from(inclusive);
+                    if let Some((start, line)) = record_start.take() {
+                        if end - start > targets.max_record_bytes {
+                            return Err(too_long(line, targets.max_record_bytes, "an unbalanced bracket or quote?"));
+                        }
+                    }
                     if let Some(c) = cutter.as_mut() {
                         c.record(end, line_no);
                     }
@@ -210,6 +280,11 @@ pub fn scan_json(input: impl Read, targets: ChunkTargets) -> std::io::Result<Inp
             }
             if b == b'\n' {
                 line_no += 1;
+            }
+        }
+        if let Some((start, line)) = record_start {
+            if offset + n as u64 - start > targets.max_record_bytes {
+                return Err(too_long(line, targets.max_record_bytes, "an unbalanced bracket or quote?"));
             }
         }
         offset += n as u64;

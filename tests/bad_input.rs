@@ -250,3 +250,30 @@ async fn a_header_with_a_repeated_column_stops_with_its_name() {
     let e = run(data.path(), &[input], "", Path::new(".")).await.unwrap_err().to_string();
     assert!(e.contains("dup.csv") && e.contains("\"a\"") && e.contains("twice"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbalanced_quote_stops_the_plan_with_its_line_instead_of_swallowing_the_file() {
+    let data = tempfile::tempdir().unwrap();
+    let mut text = String::from("a,b\n1,2\n3,\"oops\n");
+    for i in 0..5000 {
+        text.push_str(&format!("{i},x\n"));
+    }
+    for (name, bytes, cfg) in [
+        ("q.csv", text.into_bytes(), "[input]\nmax_record_bytes = 1000\n"),
+        ("one-line.jsonl", vec![b' '; 5000], "[input]\nmax_record_bytes = 1000\n"),
+        (
+            "open.json",
+            format!("[{{\"a\": \"{}\"}}]", "x".repeat(5000)).into_bytes(),
+            "[input]\nmax_record_bytes = 1000\n",
+        ),
+    ] {
+        let input = write(data.path(), name, &bytes);
+        let e = run(data.path(), &[input], cfg, Path::new(".")).await.unwrap_err().to_string();
+        assert!(e.contains(name) && e.contains("line") && e.contains("longer than 1000 bytes"), "{e}");
+    }
+    // The CSV error names the line where the runaway record starts.
+    let input = data.path().join("q.csv");
+    let e =
+        run(data.path(), &[input], "[input]\nmax_record_bytes = 1000\n", Path::new(".")).await.unwrap_err().to_string();
+    assert!(e.contains("line 3"), "{e}");
+}

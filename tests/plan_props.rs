@@ -19,8 +19,11 @@ fn table() -> impl Strategy<Value = Vec<Vec<String>>> {
 }
 
 fn targets() -> impl Strategy<Value = ChunkTargets> {
-    (prop::option::of(1u64..7), 1u64..200)
-        .prop_map(|(r, b)| ChunkTargets { records: r.and_then(NonZeroU64::new), bytes: NonZeroU64::new(b).unwrap() })
+    (prop::option::of(1u64..7), 1u64..200).prop_map(|(r, b)| ChunkTargets {
+        records: r.and_then(NonZeroU64::new),
+        bytes: NonZeroU64::new(b).unwrap(),
+        max_record_bytes: u64::MAX,
+    })
 }
 
 /// Records as the csv crate reads the whole text, with the line each starts on.
