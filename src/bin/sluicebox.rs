@@ -154,17 +154,24 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
     Ok(())
 }
 
+/// Print to stdout; a closed pipe (`sluicebox run … | head`) is not an error worth a panic.
+fn emit(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 fn print_summary(s: &Summary, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(s).unwrap_or_default());
+        emit(&format!("{}\n", serde_json::to_string(s).unwrap_or_default()));
         return;
     }
     let r = &s.records;
+    let mut out = String::new();
     if s.already_complete {
-        println!("job {} was already complete (use --force to run it again)", s.job_id);
+        out += &format!("job {} was already complete (use --force to run it again)\n", s.job_id);
     }
-    println!(
-        "job {} {}: {} records: {} written, {} rejected, {} filtered ({} chunks, {:.1} s, {:.0} records/s)",
+    out += &format!(
+        "job {} {}: {} records: {} written, {} rejected, {} filtered ({} chunks, {:.1} s, {:.0} records/s)\n",
         s.job_id,
         s.status,
         r.total,
@@ -177,23 +184,22 @@ fn print_summary(s: &Summary, json: bool) {
     );
     if !s.rejects_by_rule.is_empty() {
         let rules: Vec<String> = s.rejects_by_rule.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("rejects by rule: {}", rules.join(", "));
+        out += &format!("rejects by rule: {}\n", rules.join(", "));
     }
-    println!("output:  {}", s.outputs.output);
-    println!("rejects: {}", s.outputs.rejects);
-    println!("summary: {}", s.outputs.summary);
+    out += &format!("output:  {}\nrejects: {}\nsummary: {}\n", s.outputs.output, s.outputs.rejects, s.outputs.summary);
     if let Some(table) = &s.sink {
-        println!("sink:    table {table} in the data directory's sluicebox.db");
+        out += &format!("sink:    table {table} in the data directory's sluicebox.db\n");
     }
+    emit(&out);
 }
 
 async fn bench_cmd(args: BenchArgs) -> sluicebox::Result<()> {
     let workers = args.workers.unwrap_or_else(cores);
     let m = bench::run(&args.data_dir, args.records, workers, !args.no_sink, &args.out).await?;
     if args.json {
-        println!("{}", serde_json::to_string(&m).unwrap_or_default());
+        emit(&format!("{}\n", serde_json::to_string(&m).unwrap_or_default()));
     } else {
-        println!("{m}");
+        emit(&format!("{m}\n"));
     }
     Ok(())
 }
