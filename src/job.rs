@@ -77,7 +77,7 @@ impl Engine {
             bucket_url: format!("file://{}", bucket_dir.display()),
             inputs: bucket::local_inputs(),
             ledger: crate::ledger::open(&format!("sqlite://{}", database.display()))?,
-            queue: Arc::new(crate::queue::MemoryQueue::new(Duration::from_secs(300))),
+            queue: crate::queue::open("memory://", Duration::from_secs(300))?,
             sink,
             database,
         })

@@ -256,21 +256,21 @@ fn read_rows(
     let rules: HashMap<&str, ColumnRule> = cfg.columns.iter().map(|c| (c.name.as_str(), ColumnRule::from(c))).collect();
     let mut fields: Option<Vec<String>> = cfg.fields.clone();
     let source = &cfg.source;
-    let mut add = |line: u64, mut row: Record| -> Result<()> {
+    let mut add = |line: u64, mut row: Row<'_>| -> Result<()> {
         let at = |column: &str, reason: String| Error::InvalidInput {
             location: source.clone(),
             line: Some(line),
             column: Some(column.to_string()),
             reason,
         };
-        let key = match row.get(lookup_key) {
-            Some(v) => key_text(v),
+        let key = match row.take(lookup_key) {
+            Some(v) => key_text(&v),
             None => return Err(at(lookup_key, "the reference row lacks the lookup key".into())),
         };
-        let fields = fields.get_or_insert_with(|| row.keys().filter(|k| *k != lookup_key).cloned().collect());
+        let fields = fields.get_or_insert_with(|| row.names().into_iter().filter(|k| k != lookup_key).collect());
         let mut values = Vec::with_capacity(fields.len());
         for f in fields.iter() {
-            let v = row.swap_remove(f).ok_or_else(|| at(f, "the reference row lacks this field".into()))?;
+            let v = row.take(f).ok_or_else(|| at(f, "the reference row lacks this field".into()))?;
             values.push(match rules.get(f.as_str()) {
                 Some(rule) => rule.check(v).map_err(|m| at(f, m))?,
                 None => v,
@@ -302,7 +302,38 @@ fn key_text(v: &Value) -> String {
     }
 }
 
-type AddRow<'a> = dyn FnMut(u64, Record) -> Result<()> + 'a;
+type AddRow<'a> = dyn FnMut(u64, Row<'_>) -> Result<()> + 'a;
+
+/// One reference row as read: a CSV record (fields found by header position, with no map
+/// built per row) or a JSON / SQLite record.
+enum Row<'a> {
+    Csv { columns: &'a FastMap<String, usize>, record: &'a csv::StringRecord },
+    Map(Record),
+}
+
+impl Row<'_> {
+    /// Take a field's value out of the row.
+    fn take(&mut self, name: &str) -> Option<Value> {
+        match self {
+            Row::Csv { columns, record } => {
+                columns.get(name).and_then(|&i| record.get(i)).map(|v| Value::String(v.into()))
+            }
+            Row::Map(m) => m.swap_remove(name),
+        }
+    }
+
+    /// The row's field names, in order.
+    fn names(&self) -> Vec<String> {
+        match self {
+            Row::Csv { columns, .. } => {
+                let mut names: Vec<(&String, &usize)> = columns.iter().collect();
+                names.sort_by_key(|(_, &i)| i);
+                names.into_iter().map(|(n, _)| n.clone()).collect()
+            }
+            Row::Map(m) => m.keys().cloned().collect(),
+        }
+    }
+}
 
 fn read_file(path: &Path, add: &mut AddRow<'_>) -> Result<()> {
     let location = path.display().to_string();
@@ -323,13 +354,18 @@ fn read_file(path: &Path, add: &mut AddRow<'_>) -> Result<()> {
                 column: None,
                 reason: format!("not a JSON object: {e}"),
             })?;
-            add(i as u64 + 1, rec)?;
+            add(i as u64 + 1, Row::Map(rec))?;
         }
         return Ok(());
     }
     let mut rdr = csv::ReaderBuilder::new().from_reader(reader);
-    let header: Vec<String> =
-        rdr.headers().map_err(|e| Error::input(&location, e.to_string()))?.iter().map(str::to_string).collect();
+    let columns: FastMap<String, usize> = rdr
+        .headers()
+        .map_err(|e| Error::input(&location, e.to_string()))?
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.to_string(), i))
+        .collect();
     let mut row = csv::StringRecord::new();
     loop {
         match rdr.read_record(&mut row) {
@@ -345,8 +381,7 @@ fn read_file(path: &Path, add: &mut AddRow<'_>) -> Result<()> {
             }
         }
         let line = row.position().map(|p| p.line()).unwrap_or(0);
-        let rec = header.iter().zip(row.iter()).map(|(h, v)| (h.clone(), Value::String(v.to_string()))).collect();
-        add(line, rec)?;
+        add(line, Row::Csv { columns: &columns, record: &row })?;
     }
 }
 
@@ -375,7 +410,7 @@ fn read_sqlite(db: &Path, table: &str, add: &mut AddRow<'_>) -> Result<()> {
             };
             rec.insert(name.clone(), v);
         }
-        add(n, rec)?;
+        add(n, Row::Map(rec))?;
     }
     Ok(())
 }

@@ -12,6 +12,16 @@ pub mod memory;
 
 pub use memory::MemoryQueue;
 
+/// Open the queue named by `url`: `memory://` (in this process; `visibility` is its timeout).
+pub fn open(url: &str, visibility: Duration) -> Result<std::sync::Arc<dyn Queue>> {
+    use crate::error::Error;
+    match url.split_once("://") {
+        Some(("memory", _)) => Ok(std::sync::Arc::new(MemoryQueue::new(visibility))),
+        Some(("sqs", _)) => Err(Error::config("--queue", "sqs:// needs the `aws` feature, which this build lacks")),
+        _ => Err(Error::config("--queue", format!("{url:?} is not a queue URL (memory://)"))),
+    }
+}
+
 /// One received message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
