@@ -150,8 +150,8 @@ impl Sink for SqliteSink {
                     stmt.raw_bind_parameter(2, item.seq as i64)?;
                     match &this.fields {
                         Some(fields) => {
-                            for (i, f) in fields.iter().enumerate() {
-                                stmt.raw_bind_parameter(i + 3, to_sql(item.record.get(f)))?;
+                            for (i, value) in crate::pipeline::values_of(&item.record, fields).enumerate() {
+                                stmt.raw_bind_parameter(i + 3, to_sql(value))?;
                             }
                         }
                         None => {
