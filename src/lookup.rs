@@ -1,9 +1,9 @@
 //! Enrichment: a reference dataset loaded once per job and looked up by key.
 //!
 //! A reference no larger than `enrich.memory_limit` is held in memory as a hash map from key
-//! to the typed fields it adds. A larger one is imported once into a table of the data
-//! directory's SQLite database (reused by later jobs while the file is unchanged) and looked
-//! up there, so memory stays bounded whatever the reference's size.
+//! to the typed fields it adds. A larger one is imported once into a table of
+//! `sluicebox-lookups.db` beside the data directory's database (reused by later jobs while the
+//! file is unchanged) and looked up there, so memory stays bounded whatever its size.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -87,7 +87,8 @@ impl LookupTable {
             None => None,
         };
         let large = meta.as_ref().is_some_and(|m| m.len() > cfg.memory_limit);
-        let mut conn = if large { Some(crate::ledger::sqlite::connect(db)?) } else { None };
+        let cache = cache_db(db);
+        let mut conn = if large { Some(open_cache(&cache)?) } else { None };
         let mut imported = None;
         if let (Some(conn), Some(meta)) = (conn.as_mut(), meta.as_ref()) {
             let table = import_table_name(cfg, &lookup_key, meta);
@@ -124,9 +125,7 @@ impl LookupTable {
             }
         }
         let (rows, fields) = match imported {
-            Some((table, fields)) => {
-                (Rows::Sqlite { db: db.to_path_buf(), table, pool: Mutex::new(Vec::new()) }, fields)
-            }
+            Some((table, fields)) => (Rows::Sqlite { db: cache, table, pool: Mutex::new(Vec::new()) }, fields),
             None => {
                 let mut store = Store::Memory(FastMap::default());
                 let fields = read_rows(cfg, &lookup_key, file.as_deref(), db, &mut store)?;
@@ -212,11 +211,7 @@ fn fetch(
         let pooled = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
-            None => {
-                let c = crate::ledger::sqlite::connect(db)?;
-                c.pragma_update(None, "cache_size", -16_384)?; // 16 MiB of pages per connection
-                c
-            }
+            None => open_cache(db)?,
         };
         // One read transaction per chunk: each lookup then skips taking the file lock.
         conn.execute_batch("BEGIN")?;
@@ -229,6 +224,24 @@ fn fetch(
         serde_json::from_str(&v).map_err(|e| Error::backend("sqlite", format!("corrupt lookup row in {table}"), e))
     })
     .transpose()
+}
+
+/// Imported references live in their own database beside the main one: a cache that can be
+/// rebuilt from the source, so it is written without a write-ahead log (half the writes of
+/// the main database's WAL) and never competes with the ledger and sink for it.
+fn cache_db(db: &Path) -> PathBuf {
+    db.with_file_name("sluicebox-lookups.db")
+}
+
+fn open_cache(path: &Path) -> Result<Connection> {
+    let conn =
+        Connection::open(path).map_err(|e| Error::backend("sqlite", format!("cannot open {}", path.display()), e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(60))?;
+    // Rollback journal, no fsync: a crash mid-import leaves no completion record, and the
+    // import starts over (see `load`).
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    conn.pragma_update(None, "cache_size", -16_384)?; // 16 MiB of pages per connection
+    Ok(conn)
 }
 
 /// A table name that changes when the source file or the way it is read changes.
