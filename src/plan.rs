@@ -441,17 +441,10 @@ impl JsonScanner {
             return None;
         }
         if self.in_string {
-            if self.escaped {
-                self.escaped = false;
-            } else if b == b'\\' {
-                self.escaped = true;
-            } else if b == b'"' {
-                self.in_string = false;
-                if self.bare_string {
-                    self.at = Where::Between;
-                    self.depth = 0;
-                    return Some(JsonEvent::End { inclusive: true });
-                }
+            if self.string_byte(b) && self.bare_string {
+                self.at = Where::Between;
+                self.depth = 0;
+                return Some(JsonEvent::End { inclusive: true });
             }
             return None;
         }
@@ -470,14 +463,22 @@ impl JsonScanner {
         None
     }
 
+    /// Feed a byte inside a string; true when it closes the string.
+    fn string_byte(&mut self, b: u8) -> bool {
+        if self.escaped {
+            self.escaped = false;
+        } else if b == b'\\' {
+            self.escaped = true;
+        } else if b == b'"' {
+            self.in_string = false;
+            return true;
+        }
+        false
+    }
+
     fn seek(&mut self, b: u8) {
         if self.in_string {
-            if self.escaped {
-                self.escaped = false;
-            } else if b == b'\\' {
-                self.escaped = true;
-            } else if b == b'"' {
-                self.in_string = false;
+            if self.string_byte(b) {
                 if self.depth == 1 {
                     self.last_key_is_records = self.key == b"records";
                 }
