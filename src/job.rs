@@ -76,8 +76,8 @@ impl Engine {
             bucket: bucket::open(&bucket_dir.display().to_string())?,
             bucket_url: format!("file://{}", bucket_dir.display()),
             inputs: bucket::local_inputs(),
-            ledger: crate::ledger::open(&format!("sqlite://{}", database.display()))?,
-            queue: crate::queue::open("memory://", Duration::from_secs(300))?,
+            ledger: Arc::new(crate::ledger::SqliteLedger::open(&database)?),
+            queue: Arc::new(crate::queue::MemoryQueue::new(Duration::from_secs(300))),
             sink,
             database,
         })

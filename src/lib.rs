@@ -18,6 +18,7 @@
 //! - [`gather`]: merge parts in input order, manifest, summary, completion.
 //! - [`bench`](mod@bench): synthetic orders and the `sluicebox bench` measurement.
 //! - [`error`]: the public [`Error`].
+//! - `aws` (feature `aws`): the shared AWS SDK configuration for the AWS backends.
 //!
 //! # Guarantees
 //!
@@ -34,9 +35,14 @@
 //!
 //! # Feature flags
 //!
-//! None yet: the embedded backends (local directory, SQLite, in-process queue) are always
-//! built. AWS backends will come behind an `aws` feature.
+//! The embedded backends (local directory, SQLite, in-process queue) are always built.
+//!
+//! - `aws`: the SQS queue (`sqs://NAME`) and the DynamoDB ledger (`dynamodb://TABLE`), with the
+//!   official AWS SDK for Rust and its standard configuration chain (`AWS_REGION`,
+//!   `AWS_PROFILE`, `AWS_ENDPOINT_URL`, credentials).
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod bench;
 pub mod bucket;
 pub mod config;

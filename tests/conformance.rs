@@ -73,12 +73,13 @@ const VISIBILITY: Duration = Duration::from_millis(300);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_memory() {
-    queue::conformance::run_all(|| Arc::new(MemoryQueue::new(VISIBILITY)) as Arc<dyn Queue>, VISIBILITY).await;
+    queue::conformance::run_all(|| async { Arc::new(MemoryQueue::new(VISIBILITY)) as Arc<dyn Queue> }, VISIBILITY)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_faulty_wrapper_without_faults_is_a_queue() {
-    let make = || {
+    let make = || async {
         let inner: Arc<dyn Queue> = Arc::new(MemoryQueue::new(VISIBILITY));
         Arc::new(queue::faults::FaultyQueue::new(inner, Default::default())) as Arc<dyn Queue>
     };

@@ -10,6 +10,8 @@ use crate::error::Result;
 use crate::pipeline::Counts;
 
 pub mod conformance;
+#[cfg(feature = "aws")]
+pub mod dynamodb;
 pub mod memory;
 pub mod sqlite;
 
@@ -158,16 +160,26 @@ pub trait StateStore: Send + Sync + Debug {
     async fn delete_job(&self, job_id: &str) -> Result<()>;
 }
 
-/// Open the ledger named by `url`: `sqlite://PATH` or `memory://`.
-pub fn open(url: &str) -> Result<std::sync::Arc<dyn StateStore>> {
+/// Open the ledger named by `url`: `sqlite://PATH`, `memory://` or `dynamodb://TABLE`
+/// (feature `aws`).
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn StateStore>> {
     use crate::error::Error;
     match url.split_once("://") {
         Some(("sqlite", path)) => Ok(std::sync::Arc::new(SqliteLedger::open(std::path::Path::new(path))?)),
         Some(("memory", _)) => Ok(std::sync::Arc::new(MemoryLedger::default())),
+        #[cfg(feature = "aws")]
+        Some(("dynamodb", table)) => {
+            let client = aws_sdk_dynamodb::Client::new(&crate::aws::sdk_config().await);
+            Ok(std::sync::Arc::new(dynamodb::DynamoLedger::new(client, table)))
+        }
+        #[cfg(not(feature = "aws"))]
         Some(("dynamodb", _)) => {
             Err(Error::config("--ledger", "dynamodb:// needs the `aws` feature, which this build lacks"))
         }
-        _ => Err(Error::config("--ledger", format!("{url:?} is not a ledger URL (sqlite://PATH or memory://)"))),
+        _ => Err(Error::config(
+            "--ledger",
+            format!("{url:?} is not a ledger URL (sqlite://PATH, memory:// or dynamodb://TABLE)"),
+        )),
     }
 }
 

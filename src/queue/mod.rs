@@ -9,16 +9,30 @@ use crate::error::Result;
 pub mod conformance;
 pub mod faults;
 pub mod memory;
+#[cfg(feature = "aws")]
+pub mod sqs;
 
 pub use memory::MemoryQueue;
 
-/// Open the queue named by `url`: `memory://` (in this process; `visibility` is its timeout).
-pub fn open(url: &str, visibility: Duration) -> Result<std::sync::Arc<dyn Queue>> {
+/// Open the queue named by `url`: `memory://` (in this process) or `sqs://NAME` (or an SQS
+/// queue URL; feature `aws`). `visibility` is how long a delivery stays invisible.
+pub async fn open(url: &str, visibility: Duration) -> Result<std::sync::Arc<dyn Queue>> {
     use crate::error::Error;
     match url.split_once("://") {
         Some(("memory", _)) => Ok(std::sync::Arc::new(MemoryQueue::new(visibility))),
+        #[cfg(feature = "aws")]
+        Some(("sqs", name)) => {
+            let client = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
+            Ok(std::sync::Arc::new(sqs::SqsQueue::open(client, name, visibility).await?))
+        }
+        #[cfg(feature = "aws")]
+        Some(("https" | "http", _)) if url.contains("sqs") || url.contains("queue") => {
+            let client = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
+            Ok(std::sync::Arc::new(sqs::SqsQueue::new(client, url, visibility)))
+        }
+        #[cfg(not(feature = "aws"))]
         Some(("sqs", _)) => Err(Error::config("--queue", "sqs:// needs the `aws` feature, which this build lacks")),
-        _ => Err(Error::config("--queue", format!("{url:?} is not a queue URL (memory://)"))),
+        _ => Err(Error::config("--queue", format!("{url:?} is not a queue URL (memory:// or sqs://NAME)"))),
     }
 }
 
@@ -45,7 +59,9 @@ pub struct Delivery {
 /// - `receive` returns at most `max` messages; when none is visible it waits up to `wait`
 ///   for one, then returns an empty list (never an error for "empty").
 /// - `ack`, `extend` and `release` with the receipt of a delivery that has since timed out
-///   and been delivered again may be no-ops; they never affect the newer delivery.
+///   and been delivered again succeed; they may be no-ops, or (as on SQS) act on the
+///   message. Workers therefore ack only after their work is committed, so a stale ack
+///   never drops work that is not done.
 /// - `send` of a batch is all-or-error: on `Ok` every message in it was accepted.
 #[async_trait]
 pub trait Queue: Send + Sync + std::fmt::Debug {
