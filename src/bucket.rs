@@ -15,11 +15,27 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Compression, Format};
 use crate::error::{Error, Result};
 
-/// Open the bucket named by `url`: a directory path, `file://DIR` or `memory://`.
+/// Open the bucket named by `url`: a directory path, `file://DIR`, `memory://` or
+/// `s3://BUCKET[/PREFIX]` (feature `aws`; configured from the standard `AWS_*` variables).
 pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>> {
     match url.split_once("://") {
         Some(("memory", _)) => Ok(Arc::new(InMemory::new())),
         Some(("file", dir)) => local_dir(FsPath::new(dir)),
+        #[cfg(feature = "aws")]
+        Some(("s3", rest)) => {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let store = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| Error::config("bucket", format!("{url}: {e}")))?;
+            let prefix = prefix.trim_matches('/');
+            if prefix.is_empty() {
+                Ok(Arc::new(store))
+            } else {
+                Ok(Arc::new(object_store::prefix::PrefixStore::new(store, prefix)))
+            }
+        }
+        #[cfg(not(feature = "aws"))]
         Some(("s3", _)) => Err(Error::config("bucket", "s3:// needs the `aws` feature, which this build lacks")),
         Some((scheme, _)) => {
             Err(Error::config("bucket", format!("unsupported scheme {scheme}:// (use a path, file:// or memory://)")))
@@ -61,8 +77,19 @@ pub fn local_inputs() -> Arc<dyn ObjectStore> {
     Arc::new(LocalFileSystem::new())
 }
 
-/// Resolve command-line inputs (files, directories, `file://` URLs) into objects, sorted
-/// within each directory. Fails with the name of any input that does not exist.
+/// The store that holds a job's inputs, from the first input: an S3 bucket for
+/// `s3://BUCKET/…` (feature `aws`), else the local file system.
+pub fn input_store(first_input: &str) -> Result<Arc<dyn ObjectStore>> {
+    match first_input.strip_prefix("s3://") {
+        Some(rest) => open(&format!("s3://{}", rest.split('/').next().unwrap_or(rest))),
+        None => Ok(local_inputs()),
+    }
+}
+
+/// Resolve command-line inputs into objects, sorted within each directory or prefix: local
+/// files, directories and `file://` URLs in `store` = [`local_inputs`], or `s3://BUCKET/KEY`
+/// objects and `s3://BUCKET/PREFIX/` prefixes in `store` = that bucket (see
+/// [`input_store`]). Fails with the name of any input that does not exist.
 pub async fn resolve_inputs(
     store: &dyn ObjectStore,
     args: &[String],
@@ -71,28 +98,13 @@ pub async fn resolve_inputs(
 ) -> Result<Vec<InputObject>> {
     let mut out = Vec::new();
     for arg in args {
-        if arg.starts_with("s3://") {
-            return Err(Error::config(
-                "INPUT",
-                format!("{arg}: s3:// inputs need the `aws` feature, which this build lacks"),
-            ));
-        }
-        let local = PathBuf::from(arg.strip_prefix("file://").unwrap_or(arg));
-        let abs = std::path::absolute(&local).map_err(|e| Error::input(arg, e.to_string()))?;
-        let meta = std::fs::metadata(&abs)
-            .map_err(|e| Error::input(format!("file://{}", abs.display()), format!("cannot read input: {e}")))?;
-        let prefix = Path::from_absolute_path(&abs).map_err(|e| Error::input(arg, e.to_string()))?;
-        let mut metas = if meta.is_dir() {
-            let mut all: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
-            // Skip hidden files and folders below the prefix (not above it).
-            let depth = prefix.parts().count();
-            all.retain(|m| !m.location.parts().skip(depth).any(|p| p.as_ref().starts_with('.')));
-            all.sort_by(|a, b| a.location.cmp(&b.location));
-            all
-        } else {
-            vec![store.head(&prefix).await?]
+        let (metas, scheme) = match arg.strip_prefix("s3://") {
+            Some(rest) => {
+                (list_s3(store, arg, rest).await?, format!("s3://{}/", rest.split('/').next().unwrap_or(rest)))
+            }
+            None => (list_local(store, arg).await?, "file:///".to_string()),
         };
-        for m in metas.drain(..) {
+        for m in metas {
             let name = m.location.filename().unwrap_or_default().to_string();
             let compression = match compression {
                 Compression::Auto => detect_compression(store, &m.location, &name).await?,
@@ -100,7 +112,7 @@ pub async fn resolve_inputs(
             };
             let format = format.unwrap_or_else(|| format_from_name(&name));
             out.push(InputObject {
-                location: format!("file:///{}", m.location),
+                location: format!("{scheme}{}", m.location),
                 path: m.location.to_string(),
                 size: m.size,
                 version: m.e_tag.clone().unwrap_or_else(|| m.last_modified.timestamp_micros().to_string()),
@@ -111,6 +123,41 @@ pub async fn resolve_inputs(
         }
     }
     Ok(out)
+}
+
+/// The objects a local argument names: a file, or every non-hidden file under a directory.
+async fn list_local(store: &dyn ObjectStore, arg: &str) -> Result<Vec<object_store::ObjectMeta>> {
+    let local = PathBuf::from(arg.strip_prefix("file://").unwrap_or(arg));
+    let abs = std::path::absolute(&local).map_err(|e| Error::input(arg, e.to_string()))?;
+    let meta = std::fs::metadata(&abs)
+        .map_err(|e| Error::input(format!("file://{}", abs.display()), format!("cannot read input: {e}")))?;
+    let prefix = Path::from_absolute_path(&abs).map_err(|e| Error::input(arg, e.to_string()))?;
+    if !meta.is_dir() {
+        return Ok(vec![store.head(&prefix).await?]);
+    }
+    let mut all: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
+    // Skip hidden files and folders below the prefix (not above it).
+    let depth = prefix.parts().count();
+    all.retain(|m| !m.location.parts().skip(depth).any(|p| p.as_ref().starts_with('.')));
+    all.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(all)
+}
+
+/// The objects an `s3://BUCKET/KEY` argument names: that object, or with a trailing `/` (or
+/// no key) every object under the prefix.
+async fn list_s3(store: &dyn ObjectStore, arg: &str, rest: &str) -> Result<Vec<object_store::ObjectMeta>> {
+    let key = rest.split_once('/').map_or("", |(_, k)| k);
+    if key.is_empty() || key.ends_with('/') {
+        let prefix = Path::from(key.trim_end_matches('/'));
+        let mut all: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
+        all.sort_by(|a, b| a.location.cmp(&b.location));
+        return Ok(all);
+    }
+    match store.head(&Path::from(key)).await {
+        Ok(m) => Ok(vec![m]),
+        Err(object_store::Error::NotFound { .. }) => Err(Error::input(arg, "cannot read input: no such object")),
+        Err(e) => Err(Error::backend("object_store", format!("failed to read {arg}"), e)),
+    }
 }
 
 fn strip_compression_ext(name: &str) -> &str {

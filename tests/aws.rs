@@ -88,3 +88,64 @@ async fn ledger_dynamodb_conformance() {
     let by_url = ledger::open(&format!("dynamodb://{table}")).await.unwrap();
     assert_eq!(by_url.get_job("job-c").await.unwrap().unwrap().done_chunks, 2);
 }
+
+/// The orders example with its input and outputs in S3, tasks in SQS and the ledger in
+/// DynamoDB gives the same counts and the same merged output bytes as the local run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
+    use object_store::ObjectStoreExt;
+    let conf = emulator().await;
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
+    let job = std::fs::read_to_string(examples.join("job.toml")).unwrap();
+    let spec = sluicebox::config::JobConfig::from_toml(&job, "job.toml").unwrap().validate(&examples).unwrap();
+
+    // The local run, for comparison.
+    let local_dir = tempfile::tempdir().unwrap();
+    let local_engine = sluicebox::job::Engine::local(local_dir.path(), spec.config.sink.kind).unwrap();
+    let local_input = examples.join("orders.csv").display().to_string();
+    let inputs =
+        sluicebox::bucket::resolve_inputs(local_engine.inputs.as_ref(), &[local_input], None, Default::default())
+            .await
+            .unwrap();
+    let opts = sluicebox::job::RunOptions::default();
+    let local = sluicebox::job::run(&local_engine, &spec, inputs, &opts).await.unwrap();
+    let local_output =
+        std::fs::read(local_dir.path().join("bucket/jobs").join(&local.job_id).join("output.csv")).unwrap();
+
+    // The same job on the emulator.
+    let bucket = unique("bucket");
+    aws_sdk_s3::Client::new(&conf).create_bucket().bucket(&bucket).send().await.unwrap();
+    let input_url = format!("s3://{bucket}/incoming/orders.csv");
+    let inputs_store = sluicebox::bucket::input_store(&input_url).unwrap();
+    let bytes = std::fs::read(examples.join("orders.csv")).unwrap();
+    inputs_store.put(&object_store::path::Path::from("incoming/orders.csv"), bytes.into()).await.unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+    let table = unique("ledger");
+    DynamoLedger::create_table(&ddb, &table).await.unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let queue = new_sqs_queue(&sqs).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut engine = sluicebox::job::Engine::local(data.path(), spec.config.sink.kind).unwrap();
+    engine.bucket = sluicebox::bucket::open(&format!("s3://{bucket}/results")).unwrap();
+    engine.bucket_url = format!("s3://{bucket}/results");
+    engine.inputs = inputs_store.clone();
+    engine.ledger = Arc::new(DynamoLedger::new(ddb, &table));
+    engine.queue = queue;
+    let inputs = sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &[input_url], None, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(inputs[0].location, format!("s3://{bucket}/incoming/orders.csv"));
+    let remote = sluicebox::job::run(&engine, &spec, inputs, &opts).await.unwrap();
+
+    assert_eq!(remote.records, local.records);
+    assert_eq!(remote.chunks, local.chunks);
+    assert_eq!(remote.rejects_by_rule, local.rejects_by_rule);
+    assert_eq!(remote.outputs.output, format!("s3://{bucket}/results/jobs/{}/output.csv", remote.job_id));
+    let key = format!("results/jobs/{}/output.csv", remote.job_id);
+    let remote_output = inputs_store.get(&object_store::path::Path::from(key)).await.unwrap().bytes().await.unwrap();
+    assert!(remote_output.as_ref() == local_output.as_slice(), "merged outputs differ");
+    // The ledger on DynamoDB says the job is complete, with every chunk committed once.
+    let ledger = ledger::open(&format!("dynamodb://{table}")).await.unwrap();
+    let job = ledger.get_job(&remote.job_id).await.unwrap().unwrap();
+    assert_eq!((job.status, job.done_chunks, job.total_chunks), (ledger::JobStatus::Complete, 10, Some(10)));
+}

@@ -140,7 +140,8 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
     if workers == 0 {
         return Err(Error::config("--workers", "must be at least 1"));
     }
-    let engine = Engine::local(&args.data_dir, spec.config.sink.kind)?;
+    let mut engine = Engine::local(&args.data_dir, spec.config.sink.kind)?;
+    engine.inputs = bucket::input_store(&args.inputs[0])?;
     let inputs =
         bucket::resolve_inputs(engine.inputs.as_ref(), &args.inputs, spec.format, spec.config.input.compression)
             .await?;
