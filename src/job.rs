@@ -82,6 +82,44 @@ impl Engine {
             database,
         })
     }
+
+    /// The embedded engine with any of its backends replaced by the ones these URLs name:
+    /// `bucket` (`s3://BUCKET[/PREFIX]`, `file://DIR`), `queue` (`sqs://NAME`, `memory://`),
+    /// `ledger` (`dynamodb://TABLE`, `sqlite://PATH`). Inputs are read from the store of
+    /// `first_input` (an S3 bucket for `s3://` inputs).
+    pub async fn with_backends(
+        data_dir: &std::path::Path,
+        sink_kind: crate::config::SinkKind,
+        urls: &BackendUrls,
+        first_input: &str,
+    ) -> Result<Engine> {
+        let mut engine = Engine::local(data_dir, sink_kind)?;
+        engine.inputs = bucket::input_store(first_input)?;
+        if let Some(url) = &urls.bucket {
+            engine.bucket = bucket::open(url)?;
+            engine.bucket_url = url.trim_end_matches('/').to_string();
+        }
+        if let Some(url) = &urls.queue {
+            engine.queue = crate::queue::open(url, urls.visibility).await?;
+        }
+        if let Some(url) = &urls.ledger {
+            engine.ledger = crate::ledger::open(url).await?;
+        }
+        Ok(engine)
+    }
+}
+
+/// Backends named by URL (`None`: the embedded default).
+#[derive(Debug, Clone)]
+pub struct BackendUrls {
+    /// Where outputs go.
+    pub bucket: Option<String>,
+    /// The task queue.
+    pub queue: Option<String>,
+    /// The ledger.
+    pub ledger: Option<String>,
+    /// The queue's visibility timeout.
+    pub visibility: Duration,
 }
 
 /// How to run.

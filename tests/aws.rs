@@ -149,3 +149,43 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     let job = ledger.get_job(&remote.job_id).await.unwrap().unwrap();
     assert_eq!((job.status, job.done_chunks, job.total_chunks), (ledger::JobStatus::Complete, 10, Some(10)));
 }
+
+/// From the command line: `aws setup` creates what a job needs, and `run` with `--bucket`,
+/// `--queue` and `--ledger` runs the orders example on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_sets_up_and_runs_a_job_on_aws() {
+    use object_store::ObjectStoreExt;
+    emulator().await;
+    let (bucket, queue, table) = (unique("cli"), unique("cli-q"), unique("cli-t"));
+    let bin = env!("CARGO_BIN_EXE_sluicebox");
+    let setup = std::process::Command::new(bin)
+        .args(["aws", "setup", "--bucket", &format!("s3://{bucket}"), "--queue", &format!("sqs://{queue}")])
+        .args(["--ledger", &format!("dynamodb://{table}"), "--max-receives", "3"])
+        .output()
+        .unwrap();
+    assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
+    let said = String::from_utf8_lossy(&setup.stdout);
+    assert!(said.contains(&format!("bucket s3://{bucket}")) && said.contains("after 3 receives"), "{said}");
+
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
+    let store = sluicebox::bucket::open(&format!("s3://{bucket}")).unwrap();
+    let csv = std::fs::read(examples.join("orders.csv")).unwrap();
+    store.put(&object_store::path::Path::from("in/orders.csv"), csv.into()).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(bin)
+        .args(["run", &format!("s3://{bucket}/in/orders.csv"), "--config"])
+        .arg(examples.join("job.toml"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--bucket", &format!("s3://{bucket}/out"), "--queue", &format!("sqs://{queue}")])
+        .args(["--ledger", &format!("dynamodb://{table}"), "--visibility-secs", "30", "--json"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8(run.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["records"], serde_json::json!({"total": 10000, "written": 10000, "rejected": 0, "filtered": 0}));
+    let output = format!("out/jobs/{}/output.csv", summary["job_id"].as_str().unwrap());
+    let merged = store.get(&object_store::path::Path::from(output)).await.unwrap().bytes().await.unwrap();
+    assert_eq!(merged.iter().filter(|&&b| b == b'\n').count(), 10001);
+}

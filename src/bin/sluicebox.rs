@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use sluicebox::config::JobConfig;
 use sluicebox::gather::Summary;
-use sluicebox::job::{Engine, RunOptions};
+use sluicebox::job::{BackendUrls, Engine, RunOptions};
 use sluicebox::{bench, bucket, job, Error};
 
 #[derive(Parser)]
@@ -31,6 +31,35 @@ enum Command {
     Run(RunArgs),
     /// Generate synthetic orders, run the orders pipeline on them and report throughput.
     Bench(BenchArgs),
+    /// AWS resources (feature `aws`).
+    #[cfg(feature = "aws")]
+    Aws {
+        #[command(subcommand)]
+        command: AwsCommand,
+    },
+}
+
+#[cfg(feature = "aws")]
+#[derive(Subcommand)]
+enum AwsCommand {
+    /// Create the bucket, queue (with a dead-letter queue) and ledger table a job needs.
+    Setup {
+        /// `s3://BUCKET` to create.
+        #[arg(long)]
+        bucket: Option<String>,
+        /// `sqs://NAME` to create, with `NAME-dlq` as its dead-letter queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// `dynamodb://TABLE` to create.
+        #[arg(long)]
+        ledger: Option<String>,
+        /// Deliveries of a task before it goes to the dead-letter queue.
+        #[arg(long, default_value_t = 5)]
+        max_receives: u32,
+        /// The queue's visibility timeout, seconds.
+        #[arg(long, default_value_t = 300)]
+        visibility_secs: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -56,6 +85,37 @@ struct RunArgs {
     /// Print the summary as one JSON line at the end of stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    backends: Backends,
+}
+
+/// Backends other than the embedded ones, by URL.
+#[derive(clap::Args)]
+struct Backends {
+    /// Where outputs go: `s3://BUCKET[/PREFIX]` (feature `aws`) or a directory (default:
+    /// DATA_DIR/bucket).
+    #[arg(long)]
+    bucket: Option<String>,
+    /// Task queue: `sqs://NAME` (feature `aws`) or `memory://` (default).
+    #[arg(long)]
+    queue: Option<String>,
+    /// Ledger: `dynamodb://TABLE` (feature `aws`) or `sqlite://PATH` (default: DATA_DIR/sluicebox.db).
+    #[arg(long)]
+    ledger: Option<String>,
+    /// Seconds a task stays invisible to other workers while one works on it.
+    #[arg(long, default_value_t = 300)]
+    visibility_secs: u64,
+}
+
+impl Backends {
+    fn urls(&self) -> BackendUrls {
+        BackendUrls {
+            bucket: self.bucket.clone(),
+            queue: self.queue.clone(),
+            ledger: self.ledger.clone(),
+            visibility: std::time::Duration::from_secs(self.visibility_secs.max(1)),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -97,6 +157,18 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Bench(args) => bench_cmd(args).await,
+            #[cfg(feature = "aws")]
+            Command::Aws { command: AwsCommand::Setup { bucket, queue, ledger, max_receives, visibility_secs } } => {
+                let what = sluicebox::aws::Setup {
+                    bucket,
+                    queue,
+                    ledger,
+                    max_receives,
+                    visibility: std::time::Duration::from_secs(visibility_secs),
+                };
+                let conf = sluicebox::aws::sdk_config().await;
+                sluicebox::aws::setup(&conf, &what).await.map(|lines| emit(&(lines.join("\n") + "\n")))
+            }
         }
     });
     match result {
@@ -140,8 +212,8 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
     if workers == 0 {
         return Err(Error::config("--workers", "must be at least 1"));
     }
-    let mut engine = Engine::local(&args.data_dir, spec.config.sink.kind)?;
-    engine.inputs = bucket::input_store(&args.inputs[0])?;
+    let urls = args.backends.urls();
+    let engine = Engine::with_backends(&args.data_dir, spec.config.sink.kind, &urls, &args.inputs[0]).await?;
     let inputs =
         bucket::resolve_inputs(engine.inputs.as_ref(), &args.inputs, spec.format, spec.config.input.compression)
             .await?;
@@ -149,6 +221,7 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
         workers,
         job_id: args.job_id,
         force: args.force,
+        visibility: urls.visibility,
         progress: progress_bar(!args.json && std::io::stderr().is_terminal()),
         ..RunOptions::default()
     };
