@@ -14,8 +14,8 @@ pub mod sqs;
 
 pub use memory::MemoryQueue;
 
-/// Open the queue named by `url`: `memory://` (in this process) or `sqs://NAME` (or an SQS
-/// queue URL; feature `aws`). `visibility` is how long a delivery stays invisible.
+/// Open the queue named by `url`: `memory://` (in this process), or `sqs://NAME` or an SQS
+/// queue URL (`https://…`; feature `aws`). `visibility` is how long a delivery stays invisible.
 pub async fn open(url: &str, visibility: Duration) -> Result<std::sync::Arc<dyn Queue>> {
     use crate::error::Error;
     match url.split_once("://") {
@@ -26,7 +26,7 @@ pub async fn open(url: &str, visibility: Duration) -> Result<std::sync::Arc<dyn 
             Ok(std::sync::Arc::new(sqs::SqsQueue::open(client, name, visibility).await?))
         }
         #[cfg(feature = "aws")]
-        Some(("https" | "http", _)) if url.contains("sqs") || url.contains("queue") => {
+        Some(("https" | "http", _)) => {
             let client = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
             Ok(std::sync::Arc::new(sqs::SqsQueue::new(client, url, visibility)))
         }
