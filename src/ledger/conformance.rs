@@ -30,7 +30,8 @@ where
     commit_requires_plan(make().as_ref()).await;
     status_is_conditional(make().as_ref()).await;
     delete_removes_everything(make().as_ref()).await;
-    concurrent_commits_finalize_exactly_once(make()).await;
+    let store = make();
+    concurrent_commits_finalize_exactly_once(&[store.clone(), store.clone(), store.clone(), store]).await;
 }
 
 /// `create_job` writes once.
@@ -107,13 +108,16 @@ pub async fn delete_removes_everything(store: &dyn StateStore) {
 
 /// Many tasks commit every chunk several times at once: each chunk counts once and exactly
 /// one commit finalizes.
-pub async fn concurrent_commits_finalize_exactly_once(store: Arc<dyn StateStore>) {
+///
+/// `committers` are handles on one ledger, one per committing task: the same handle, or
+/// separate connections to the same database (as separate processes would have).
+pub async fn concurrent_commits_finalize_exactly_once(committers: &[Arc<dyn StateStore>]) {
     const CHUNKS: u32 = 40;
+    let store = &committers[0];
     store.create_job(&JobRecord::new("job-x", 1)).await.unwrap();
     store.set_planned("job-x", CHUNKS, 1).await.unwrap();
     let mut tasks = Vec::new();
-    for w in 0..4 {
-        let store = store.clone();
+    for (w, store) in (0u32..).zip(committers.iter().cloned()) {
         tasks.push(tokio::spawn(async move {
             let mut firsts = 0;
             let mut finals = 0;
