@@ -155,7 +155,7 @@ pub async fn run(dir: &Path, n: u64, workers: usize, sink: bool, out: &Path) -> 
     let spec = config.validate(&input_dir)?;
     let run_dir = dir.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
-    let engine = Engine::local(&run_dir, spec.config.sink.kind)?;
+    let engine = Engine::local(&run_dir)?;
     let input = input_dir.join("orders.csv").display().to_string();
     let inputs =
         crate::bucket::resolve_inputs(engine.inputs.as_ref(), &[input], spec.format, spec.config.input.compression)

@@ -298,6 +298,17 @@ pub async fn put(store: &dyn ObjectStore, path: &str, bytes: Vec<u8>) -> Result<
     Ok(())
 }
 
+/// Write `bytes` to `path` only if no object is there; `false` when one already was (another
+/// writer won). Stores that cannot write conditionally fail with a message saying so.
+pub async fn put_if_absent(store: &dyn ObjectStore, path: &str, bytes: Vec<u8>) -> Result<bool> {
+    let opts = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
+    match store.put_opts(&Path::from(path), bytes.into(), opts).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+        Err(e) => Err(Error::backend("object_store", format!("failed to create {path}"), e)),
+    }
+}
+
 /// Read a whole small object, `None` if it does not exist.
 pub async fn get_opt(store: &dyn ObjectStore, path: &str) -> Result<Option<bytes::Bytes>> {
     match store.get(&Path::from(path)).await {

@@ -253,7 +253,8 @@ pub struct KeyConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
-    /// `sqlite` (default) or `none`.
+    /// `sqlite` (default), `dynamodb` (feature `aws`; `table` names the DynamoDB table) or
+    /// `none`.
     #[serde(rename = "type", default)]
     pub kind: SinkKind,
     /// Table name (default: the first input's file stem, made SQL-safe).
@@ -282,6 +283,8 @@ pub enum SinkKind {
     Sqlite,
     /// No sink: outputs only.
     None,
+    /// A DynamoDB table named by `table` (feature `aws`), written with `BatchWriteItem`.
+    Dynamodb,
 }
 
 /// `[output]`
@@ -398,7 +401,16 @@ impl JobConfig {
             crate::pipeline::compile_jq(t).map_err(|reason| Error::config(format!("transform[{i}]"), reason))?;
         }
         if let Some(table) = &self.sink.table {
-            if !is_sql_ident(table) {
+            let dynamo_name = |t: &str| {
+                (3..=255).contains(&t.len()) && t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            };
+            if self.sink.kind == SinkKind::Dynamodb && !dynamo_name(table) {
+                return Err(Error::config(
+                    "sink.table",
+                    format!("{table:?} is not a DynamoDB table name (3 to 255 of letters, digits, _ . -)"),
+                ));
+            }
+            if self.sink.kind != SinkKind::Dynamodb && !is_sql_ident(table) {
                 return Err(Error::config(
                     "sink.table",
                     format!("{table:?} is not a plain table name (letters, digits, _)"),
@@ -407,6 +419,9 @@ impl JobConfig {
         }
         if self.sink.batch == 0 {
             return Err(Error::config("sink.batch", "must be at least 1"));
+        }
+        if self.sink.kind == SinkKind::Dynamodb && self.sink.table.is_none() {
+            return Err(Error::config("sink.table", "a dynamodb sink needs the name of its table"));
         }
         if self.output.format == Some(OutputFormat::Csv) && !self.transform.is_empty() && self.output.fields.is_none() {
             return Err(Error::config("output.fields", "CSV output after a transform needs the output field list"));

@@ -142,12 +142,18 @@ pub async fn read_summary(store: &dyn ObjectStore, job_id: &str) -> Result<Optio
     }
 }
 
+/// How long a gather may hold its lease before another party may take it over (its holder
+/// is presumed dead). A gather taking longer is not wrong, only no longer exclusive: gathers
+/// write the same objects.
+pub const GATHER_LEASE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Gather a job whose chunks are all committed. Returns without doing anything if another
 /// party holds the gather lease or the job is complete.
 pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
     let ledger = &run.engine.ledger;
     let job_id = &run.plan.job_id;
-    if !ledger.set_status(job_id, JobStatus::Running, JobStatus::Gathering).await? {
+    let now = now_ms();
+    if !ledger.take_gather_lease(job_id, now, now + GATHER_LEASE.as_millis() as i64).await? {
         if ledger.get_job(job_id).await?.is_some_and(|j| j.status == JobStatus::Complete) {
             run.done.cancel();
         }

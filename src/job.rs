@@ -25,6 +25,8 @@ use crate::worker::{self, Task};
 /// The shape of the sink a job needs: the table and, when known, typed fields.
 #[derive(Debug, Clone)]
 pub struct SinkShape {
+    /// The backend (`sink.type`).
+    pub kind: crate::config::SinkKind,
     /// Table name.
     pub table: String,
     /// Fields and their types, when the record shape is known.
@@ -56,7 +58,7 @@ pub struct Engine {
 impl Engine {
     /// The embedded engine in `data_dir`: `bucket/` for outputs, `sluicebox.db` (SQLite) for
     /// the ledger and the sink, an in-process queue, and local files as inputs.
-    pub fn local(data_dir: &std::path::Path, sink_kind: crate::config::SinkKind) -> Result<Engine> {
+    pub fn local(data_dir: &std::path::Path) -> Result<Engine> {
         use crate::config::SinkKind;
         std::fs::create_dir_all(data_dir)
             .map_err(|e| Error::config("--data-dir", format!("cannot create {}: {e}", data_dir.display())))?;
@@ -64,8 +66,12 @@ impl Engine {
         let bucket_dir = data_dir.join("bucket");
         let database = data_dir.join("sluicebox.db");
         let db = database.clone();
-        let sink: SinkOpener = Arc::new(move |shape| match sink_kind {
+        let sink: SinkOpener = Arc::new(move |shape| match shape.kind {
             SinkKind::None => Ok(None),
+            SinkKind::Dynamodb => Err(Error::config(
+                "sink.type",
+                "dynamodb needs an engine with the AWS backends (a build with the `aws` feature)",
+            )),
             SinkKind::Sqlite => {
                 Ok(Some(
                     Arc::new(crate::sink::SqliteSink::open(&db, &shape.table, shape.fields.clone())?) as Arc<dyn Sink>
@@ -87,13 +93,19 @@ impl Engine {
     /// `bucket` (`s3://BUCKET[/PREFIX]`, `file://DIR`), `queue` (`sqs://NAME`, `memory://`),
     /// `ledger` (`dynamodb://TABLE`, `sqlite://PATH`). Inputs are read from the store of
     /// `first_input` (an S3 bucket for `s3://` inputs).
-    pub async fn with_backends(
-        data_dir: &std::path::Path,
-        sink_kind: crate::config::SinkKind,
-        urls: &BackendUrls,
-        first_input: &str,
-    ) -> Result<Engine> {
-        let mut engine = Engine::local(data_dir, sink_kind)?;
+    pub async fn with_backends(data_dir: &std::path::Path, urls: &BackendUrls, first_input: &str) -> Result<Engine> {
+        let mut engine = Engine::local(data_dir)?;
+        #[cfg(feature = "aws")]
+        {
+            let local = engine.sink.clone();
+            let client = aws_sdk_dynamodb::Client::new(&crate::aws::sdk_config().await);
+            engine.sink = Arc::new(move |shape| match (shape.kind, &shape.table) {
+                (crate::config::SinkKind::Dynamodb, table) => {
+                    Ok(Some(Arc::new(crate::sink::dynamodb::DynamoSink::new(client.clone(), table)) as Arc<dyn Sink>))
+                }
+                _ => local(shape),
+            });
+        }
         engine.inputs = bucket::input_store(first_input)?;
         if let Some(url) = &urls.bucket {
             engine.bucket = bucket::open(url)?;
@@ -244,8 +256,154 @@ pub fn derive_job_id(inputs: &[InputObject], spec: &JobSpec) -> String {
     format!("{stem}-{hex}")
 }
 
-/// Run (or resume) a job over `inputs` to completion and return its summary.
+/// `jobs/<id>/job.json`: the job definition as any worker, on any host, needs it (paths
+/// resolved, the JSON Schema inline).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredJob {
+    /// The job file's settings, with paths resolved.
+    pub config: crate::config::JobConfig,
+    /// The JSON Schema records are validated against, if any.
+    pub schema: Option<serde_json::Value>,
+}
+
+impl StoredJob {
+    fn of(spec: &JobSpec) -> Self {
+        let mut config = spec.config.clone();
+        config.validate = None;
+        if let Some(e) = &spec.enrich {
+            config.enrich = Some(e.clone());
+        }
+        StoredJob { config, schema: spec.schema.clone() }
+    }
+
+    fn spec(self) -> Result<JobSpec> {
+        let mut spec = self.config.validate(std::path::Path::new("/"))?;
+        spec.schema = self.schema;
+        Ok(spec)
+    }
+}
+
+/// What [`submit`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Submitted {
+    /// The job id.
+    pub job_id: String,
+    /// Chunks in the plan.
+    pub chunks: u32,
+    /// Tasks sent (chunks not yet committed).
+    pub tasks_sent: u32,
+    /// Records in the inputs.
+    pub records: u64,
+    /// The summary, when the job was already complete.
+    pub summary: Option<Summary>,
+}
+
+enum Prepared {
+    Complete(Box<Summary>),
+    Ready(Arc<JobRun>),
+}
+
+/// Run (or resume) a job over `inputs` to completion with `opts.workers` workers in this
+/// process, and return its summary.
 pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts: &RunOptions) -> Result<Summary> {
+    let run = match prepare(engine, spec, inputs, opts, true).await? {
+        Prepared::Complete(summary) => return Ok(*summary),
+        Prepared::Ready(run) => run,
+    };
+    work(&run, opts).await?;
+    let job_id = &run.plan.job_id;
+    gather::read_summary(engine.bucket.as_ref(), job_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("jobs/{job_id}/summary.json")))
+}
+
+/// Plan a job (or find its plan) and send a task for every chunk not yet committed, for
+/// workers elsewhere (`sluicebox worker`) to do. Sending again is safe: a chunk is committed
+/// once however often its task arrives.
+pub async fn submit(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts: &RunOptions) -> Result<Submitted> {
+    match prepare(engine, spec, inputs, opts, false).await? {
+        Prepared::Complete(summary) => Ok(Submitted {
+            job_id: summary.job_id.clone(),
+            chunks: summary.chunks.total,
+            tasks_sent: 0,
+            records: summary.records.total,
+            summary: Some(*summary),
+        }),
+        Prepared::Ready(run) => {
+            let sent = enqueue(&run).await?;
+            Ok(Submitted {
+                job_id: run.plan.job_id.clone(),
+                chunks: run.plan.chunks.len() as u32,
+                tasks_sent: sent,
+                records: run.plan.total_records(),
+                summary: None,
+            })
+        }
+    }
+}
+
+/// Follow a job in the ledger until it is complete (its summary) or failed (its error),
+/// showing chunk progress on `progress`.
+pub async fn wait(engine: &Engine, job_id: &str, progress: &indicatif::ProgressBar) -> Result<Summary> {
+    loop {
+        let job = engine.ledger.get_job(job_id).await?.ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
+        if let Some(total) = job.total_chunks {
+            progress.set_length(u64::from(total));
+            progress.set_position(u64::from(job.done_chunks));
+            progress.set_message(job.status.as_str());
+        }
+        match job.status {
+            JobStatus::Complete => {
+                return gather::read_summary(engine.bucket.as_ref(), job_id)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("jobs/{job_id}/summary.json")));
+            }
+            JobStatus::Failed => return Err(read_failure(engine.bucket.as_ref(), job_id).await),
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// `jobs/<id>/failed.json`: why a job failed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Failure {
+    /// The job id.
+    pub job_id: String,
+    /// The chunk that failed.
+    pub chunk: u32,
+    /// The input object and its planned version.
+    pub input: String,
+    /// The planned version (ETag) of the input.
+    pub version: String,
+    /// Deliveries of the chunk's task.
+    pub attempts: u32,
+    /// The last error.
+    pub error: String,
+}
+
+async fn read_failure(store: &dyn ObjectStore, job_id: &str) -> Error {
+    let path = format!("jobs/{job_id}/failed.json");
+    match bucket::get_opt(store, &path).await {
+        Ok(Some(b)) => match serde_json::from_slice::<Failure>(&b) {
+            Ok(f) => Error::Conflict(format!(
+                "job {job_id} failed: chunk {} of {} (version {}) failed {} times: {}",
+                f.chunk, f.input, f.version, f.attempts, f.error
+            )),
+            Err(e) => Error::backend("json", format!("corrupt {path}"), e),
+        },
+        Ok(None) => Error::Conflict(format!("job {job_id} failed ({path} is missing)")),
+        Err(e) => e,
+    }
+}
+
+/// Create or resume the job, plan it if it is new, and build what its workers share.
+async fn prepare(
+    engine: &Engine,
+    spec: &JobSpec,
+    inputs: Vec<InputObject>,
+    opts: &RunOptions,
+    take_over_gather: bool,
+) -> Result<Prepared> {
     if inputs.is_empty() {
         return Err(Error::config("INPUT", "no input objects (an empty directory?)"));
     }
@@ -273,22 +431,18 @@ pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts
     };
     if job.status == JobStatus::Complete {
         if let Some(summary) = gather::read_summary(engine.bucket.as_ref(), &job_id).await? {
-            return Ok(Summary { already_complete: true, ..summary });
+            return Ok(Prepared::Complete(Box::new(Summary { already_complete: true, ..summary })));
         }
     }
-    if job.status == JobStatus::Gathering {
+    if job.status == JobStatus::Failed {
+        return Err(read_failure(engine.bucket.as_ref(), &job_id).await);
+    }
+    if job.status == JobStatus::Gathering && take_over_gather {
         // The process that held the gather died; this run takes it over.
         engine.ledger.set_status(&job_id, JobStatus::Gathering, JobStatus::Running).await?;
     }
     // Loading the reference and scanning the inputs are independent: do both at once.
-    let load_lookup = async {
-        let Some(cfg) = spec.enrich.clone() else { return Ok(None) };
-        let db = engine.database.clone();
-        tokio::task::spawn_blocking(move || LookupTable::load(&cfg, &db))
-            .await
-            .map_err(|e| Error::backend("lookup", "load task failed", e))?
-            .map(|t| Some(Arc::new(t)))
-    };
+    let load_lookup = load_lookup(engine, spec);
     let scan = async {
         match job.status {
             JobStatus::Planning => scan_inputs(engine, spec, inputs).await.map(Some),
@@ -305,41 +459,139 @@ pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts
         }
         None => stored_plan.ok_or_else(|| Error::NotFound(format!("{prefix}/plan.json")))?,
     };
-    let pipeline = Pipeline::new(spec, lookup, plan.output_fields.clone())?;
-    let layouts = plan
-        .inputs
-        .iter()
-        .map(|i| match i.object.format {
-            Format::Csv => {
-                let header = i.header.as_deref().filter(|h| spec.config.input.header && !h.is_empty());
-                pipeline.csv_layout(header, &i.object.location).map(Some)
-            }
-            _ => Ok(None),
-        })
-        .collect::<Result<Vec<_>>>()?;
     tracing::info!(job = %job_id, chunks = plan.chunks.len(), records = plan.total_records(), "planned");
-    if job.status == JobStatus::Planning {
-        bucket::put(engine.bucket.as_ref(), &format!("{prefix}/plan.json"), json_bytes(&plan)?).await?;
-        bucket::put(engine.bucket.as_ref(), &format!("{prefix}/job.json"), json_bytes(&spec.config)?).await?;
-        engine.ledger.set_planned(&job_id, plan.chunks.len() as u32, now_ms()).await?;
+    // Building the run checks the plan against the job (e.g. a header without a declared
+    // column) before anything is stored: a job that cannot run stays `planning`.
+    let run = JobRun::open(engine, spec.clone(), plan, lookup.clone(), opts.progress.clone())?;
+    if job.status != JobStatus::Planning {
+        return Ok(Prepared::Ready(run));
     }
-    let shape = sink_shape(spec, &plan);
-    let sink = (engine.sink)(&shape)?;
-    let run = Arc::new(JobRun {
-        engine: engine.clone(),
-        spec: spec.clone(),
-        pipeline,
-        layouts,
-        sink_table: sink.as_ref().map(|_| shape.table.clone()),
-        sink,
-        progress: opts.progress.clone(),
-        done: CancellationToken::new(),
-        plan,
-    });
-    work(&run, opts).await?;
-    gather::read_summary(engine.bucket.as_ref(), &job_id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("{prefix}/summary.json")))
+    // Two planners of one job id store one plan: the first wins, the second uses it.
+    let stored = StoredJob::of(spec);
+    bucket::put_if_absent(engine.bucket.as_ref(), &format!("{prefix}/job.json"), json_bytes(&stored)?).await?;
+    let run =
+        match bucket::put_if_absent(engine.bucket.as_ref(), &format!("{prefix}/plan.json"), json_bytes(&run.plan)?)
+            .await?
+        {
+            true => run,
+            false => {
+                let plan = read_plan(engine.bucket.as_ref(), &job_id).await?;
+                JobRun::open(engine, spec.clone(), plan, lookup, opts.progress.clone())?
+            }
+        };
+    engine.ledger.set_planned(&job_id, run.plan.chunks.len() as u32, now_ms()).await?;
+    Ok(Prepared::Ready(run))
+}
+
+/// Load the job's reference table, fetching it first when it is in a bucket.
+async fn load_lookup(engine: &Engine, spec: &JobSpec) -> Result<Option<Arc<LookupTable>>> {
+    let Some(mut cfg) = spec.enrich.clone() else { return Ok(None) };
+    if cfg.source.starts_with("s3://") {
+        cfg.source = fetch_reference(engine, &cfg.source).await?.display().to_string();
+    }
+    let db = engine.database.clone();
+    tokio::task::spawn_blocking(move || LookupTable::load(&cfg, &db))
+        .await
+        .map_err(|e| Error::backend("lookup", "load task failed", e))?
+        .map(|t| Some(Arc::new(t)))
+}
+
+/// Copy a reference object from a bucket into the data directory (once per version),
+/// streaming, and return the local path.
+async fn fetch_reference(engine: &Engine, url: &str) -> Result<PathBuf> {
+    use futures::StreamExt;
+    use object_store::ObjectStoreExt;
+    use tokio::io::AsyncWriteExt;
+    let store = bucket::input_store(url)?;
+    let key = url.strip_prefix("s3://").and_then(|r| r.split_once('/')).map(|(_, k)| k).unwrap_or_default();
+    let path = object_store::path::Path::from(key);
+    let got = store.get(&path).await.map_err(|e| match e {
+        object_store::Error::NotFound { .. } => Error::config("enrich.source", format!("{url} does not exist")),
+        other => Error::backend("object_store", format!("failed to read {url}"), other),
+    })?;
+    let version = got.meta.e_tag.clone().unwrap_or_else(|| got.meta.last_modified.timestamp_micros().to_string());
+    let digest: String =
+        Sha256::digest(format!("{url}\0{version}")).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let name = key.rsplit('/').next().unwrap_or("reference");
+    let dir = engine.database.parent().map(|p| p.join("references")).unwrap_or_else(|| PathBuf::from("references"));
+    let local = dir.join(format!("{digest}-{name}"));
+    if local.exists() {
+        return Ok(local);
+    }
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| Error::backend("fs", format!("cannot create {}", dir.display()), e))?;
+    let partial = dir.join(format!(".{digest}-{name}.{}", std::process::id()));
+    let mut file = tokio::fs::File::create(&partial)
+        .await
+        .map_err(|e| Error::backend("fs", format!("cannot create {}", partial.display()), e))?;
+    let mut stream = got.into_stream();
+    while let Some(piece) = stream.next().await {
+        let piece = piece.map_err(|e| Error::backend("object_store", format!("failed to read {url}"), e))?;
+        file.write_all(&piece)
+            .await
+            .map_err(|e| Error::backend("fs", format!("cannot write {}", partial.display()), e))?;
+    }
+    file.flush().await.map_err(|e| Error::backend("fs", format!("cannot write {}", partial.display()), e))?;
+    tokio::fs::rename(&partial, &local)
+        .await
+        .map_err(|e| Error::backend("fs", format!("cannot rename {}", partial.display()), e))?;
+    Ok(local)
+}
+
+impl JobRun {
+    /// Everything workers need for a planned job.
+    pub(crate) fn open(
+        engine: &Engine,
+        spec: JobSpec,
+        plan: JobPlan,
+        lookup: Option<Arc<LookupTable>>,
+        progress: indicatif::ProgressBar,
+    ) -> Result<Arc<JobRun>> {
+        let pipeline = Pipeline::new(&spec, lookup, plan.output_fields.clone())?;
+        let layouts = plan
+            .inputs
+            .iter()
+            .map(|i| match i.object.format {
+                Format::Csv => {
+                    let header = i.header.as_deref().filter(|h| spec.config.input.header && !h.is_empty());
+                    pipeline.csv_layout(header, &i.object.location).map(Some)
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let shape = sink_shape(&spec, &plan);
+        let sink = (engine.sink)(&shape)?;
+        let mut engine = engine.clone();
+        if let Some(first) = plan.inputs.first() {
+            engine.inputs = bucket::input_store(&first.object.location)?;
+        }
+        Ok(Arc::new(JobRun {
+            engine,
+            spec,
+            pipeline,
+            layouts,
+            sink_table: sink.as_ref().map(|_| shape.table.clone()),
+            sink,
+            progress,
+            done: CancellationToken::new(),
+            plan,
+        }))
+    }
+
+    /// Load a planned job from the bucket (`job.json`, `plan.json`): how a worker that did
+    /// not plan the job learns it.
+    pub(crate) async fn load(engine: &Engine, job_id: &str) -> Result<Arc<JobRun>> {
+        let path = format!("jobs/{job_id}/job.json");
+        let bytes =
+            bucket::get_opt(engine.bucket.as_ref(), &path).await?.ok_or_else(|| Error::NotFound(path.clone()))?;
+        let stored: StoredJob =
+            serde_json::from_slice(&bytes).map_err(|e| Error::backend("json", format!("corrupt {path}"), e))?;
+        let spec = stored.spec()?;
+        let plan = read_plan(engine.bucket.as_ref(), job_id).await?;
+        let lookup = load_lookup(engine, &spec).await?;
+        JobRun::open(engine, spec, plan, lookup, indicatif::ProgressBar::hidden())
+    }
 }
 
 fn json_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>> {
@@ -444,36 +696,44 @@ fn sink_shape(spec: &JobSpec, plan: &JobPlan) -> SinkShape {
             .map(|c| c.kind)
     };
     let fields = plan.output_fields.as_ref().map(|f| f.iter().map(|n| (n.clone(), types(n))).collect());
-    SinkShape { table, fields }
+    SinkShape { kind: spec.config.sink.kind, table, fields }
 }
 
-/// Enqueue every uncommitted chunk and run workers until the job is gathered.
-async fn work(run: &Arc<JobRun>, opts: &RunOptions) -> Result<()> {
+/// Send a task for every chunk not yet committed; returns how many were sent.
+async fn enqueue(run: &Arc<JobRun>) -> Result<u32> {
     let job_id = &run.plan.job_id;
     let committed: HashSet<u32> = run.engine.ledger.chunks(job_id).await?.iter().map(|c| c.index).collect();
     let done_records: u64 = run.plan.chunks.iter().filter(|c| committed.contains(&c.index)).map(|c| c.records).sum();
     run.progress.set_length(run.plan.total_records());
     run.progress.set_position(done_records);
-    let pending: Vec<&Chunk> = run.plan.chunks.iter().filter(|c| !committed.contains(&c.index)).collect();
-    if pending.is_empty() {
-        // Every chunk was committed before (a crash during the gather): gather again; it is
-        // idempotent.
-        return gather::gather(run).await;
-    }
-    let tasks: Vec<String> = pending
+    let tasks: Vec<String> = run
+        .plan
+        .chunks
         .iter()
-        .map(|c| serde_json::to_string(&Task { job_id: job_id.clone(), chunk: (*c).clone() }))
+        .filter(|c| !committed.contains(&c.index))
+        .map(|c| serde_json::to_string(&Task { job_id: job_id.clone(), chunk: c.clone() }))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::backend("json", "encode task", e))?;
     for batch in tasks.chunks(10) {
         run.engine.queue.send(batch.to_vec()).await?;
     }
+    Ok(tasks.len() as u32)
+}
+
+/// Enqueue every uncommitted chunk and run workers until the job is gathered.
+async fn work(run: &Arc<JobRun>, opts: &RunOptions) -> Result<()> {
+    if enqueue(run).await? == 0 {
+        // Every chunk was committed before (a crash during the gather): gather again; it is
+        // idempotent.
+        return gather::gather(run).await;
+    }
+    let jobs = Arc::new(worker::Jobs::one(run.clone()));
     let mut handles = Vec::new();
     for w in 0..opts.workers.max(1) {
-        let run = run.clone();
+        let jobs = jobs.clone();
         let name = format!("{}-{w}", opts.worker_name);
         let opts = opts.clone();
-        handles.push(tokio::spawn(async move { worker::work_loop(run, name, &opts).await }));
+        handles.push(tokio::spawn(async move { worker::work_loop(jobs, name, &opts).await }));
     }
     let mut first_err = None;
     for h in handles {

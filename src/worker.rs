@@ -4,16 +4,18 @@
 //! by key, part objects replaced whole) is idempotent, so a redelivered task redoes them with
 //! the same result, and the commit itself is one conditional write.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::bucket;
 use crate::error::{Error, Result};
 use crate::gather;
-use crate::job::{now_ms, JobRun, RunOptions};
+use crate::job::{now_ms, Engine, JobRun, RunOptions};
 use crate::ledger::{ChunkRecord, JobStatus, LedgerCommit};
 use crate::pipeline::ChunkContext;
 use crate::plan::Chunk;
@@ -38,37 +40,138 @@ pub fn rejects_part(prefix: &str, index: u32) -> String {
     format!("{prefix}/parts/{index:06}.rejects.jsonl")
 }
 
-/// Take tasks until the job is gathered (or fails).
-pub(crate) async fn work_loop(run: Arc<JobRun>, name: String, opts: &RunOptions) -> Result<()> {
-    let queue = run.engine.queue.clone();
-    loop {
-        let got = tokio::select! {
-            _ = run.done.cancelled() => return Ok(()),
-            got = queue.receive(1, Duration::from_millis(500)) => got?,
-        };
-        if got.is_empty() {
-            // Nothing to do here: the job may have been finished by another process, or its
-            // gather given back after a failure. The ledger says which.
-            if let Err(e) = finalize_if_due(&run).await {
-                run.done.cancel();
-                return Err(e);
-            }
+/// The jobs a worker takes tasks for: one job (`sluicebox run`), or any job whose
+/// definition and plan are in the engine's bucket (`sluicebox worker`), loaded on first use.
+pub struct Jobs {
+    engine: Engine,
+    one: Option<Arc<JobRun>>,
+    loaded: tokio::sync::Mutex<HashMap<String, Arc<JobRun>>>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    /// Tasks in hand, and when the last one ended (ms since the Unix epoch).
+    busy: std::sync::atomic::AtomicUsize,
+    last_task_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Jobs {
+    /// Only `run`'s job; workers stop when it is gathered (or one of them fails).
+    pub(crate) fn one(run: Arc<JobRun>) -> Jobs {
+        Jobs {
+            engine: run.engine.clone(),
+            stop: run.done.clone(),
+            abort: CancellationToken::new(),
+            one: Some(run),
+            loaded: Default::default(),
+            busy: Default::default(),
+            last_task_ms: now_ms().into(),
         }
-        for d in got {
-            if let Err(e) = handle(&run, &name, opts, d).await {
-                // Stop the other workers too: the run ends with this error, resumable.
-                run.done.cancel();
-                return Err(e);
-            }
-            if run.done.is_cancelled() {
-                return Ok(());
+    }
+
+    /// Any job, until `stop` is cancelled: workers then finish the tasks in hand and return.
+    /// When `abort` is cancelled too, they release the tasks in hand (other workers take
+    /// them at once) and return.
+    pub fn serve(engine: Engine, stop: CancellationToken, abort: CancellationToken) -> Jobs {
+        Jobs {
+            engine,
+            one: None,
+            loaded: Default::default(),
+            stop,
+            abort,
+            busy: Default::default(),
+            last_task_ms: now_ms().into(),
+        }
+    }
+
+    /// How long no task has been in hand (zero while one is).
+    pub fn idle_for(&self) -> Duration {
+        use std::sync::atomic::Ordering;
+        if self.busy.load(Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(now_ms().saturating_sub(self.last_task_ms.load(Ordering::SeqCst)).max(0) as u64)
+    }
+
+    /// The job a task names: `None` when this worker does not take its tasks.
+    async fn get(&self, job_id: &str) -> Result<Option<Arc<JobRun>>> {
+        if let Some(run) = &self.one {
+            return Ok((run.plan.job_id == job_id).then(|| run.clone()));
+        }
+        let mut loaded = self.loaded.lock().await;
+        if let Some(run) = loaded.get(job_id) {
+            return Ok(Some(run.clone()));
+        }
+        let run = JobRun::load(&self.engine, job_id).await?;
+        loaded.insert(job_id.to_string(), run.clone());
+        Ok(Some(run))
+    }
+
+    async fn active(&self) -> Vec<Arc<JobRun>> {
+        match &self.one {
+            Some(run) => vec![run.clone()],
+            None => {
+                let mut loaded = self.loaded.lock().await;
+                // A gathered job needs nothing more from this worker.
+                loaded.retain(|_, run| !run.done.is_cancelled());
+                loaded.values().cloned().collect()
             }
         }
     }
 }
 
-async fn handle(run: &Arc<JobRun>, name: &str, opts: &RunOptions, d: Delivery) -> Result<()> {
-    let queue = run.engine.queue.clone();
+/// Take tasks until the job is gathered or a task fails for good (`Jobs::one`), or until
+/// told to stop (`Jobs::serve`).
+pub async fn work_loop(jobs: Arc<Jobs>, name: String, opts: &RunOptions) -> Result<()> {
+    let queue = jobs.engine.queue.clone();
+    let serving = jobs.one.is_none();
+    loop {
+        let got = tokio::select! {
+            _ = jobs.stop.cancelled() => return Ok(()),
+            got = queue.receive(1, Duration::from_millis(500)) => got,
+        };
+        let got = match got {
+            Ok(got) => got,
+            Err(e) if serving => {
+                warn!("cannot receive tasks, retrying: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if got.is_empty() {
+            // Nothing to do here: a job may have been finished by another process, or its
+            // gather given back after a failure. The ledger says which.
+            for run in jobs.active().await {
+                match finalize_if_due(&run).await {
+                    Ok(()) => {}
+                    Err(e) if serving => warn!(job = %run.plan.job_id, "gather failed, will retry: {e}"),
+                    Err(e) => {
+                        jobs.stop.cancel();
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        for d in got {
+            use std::sync::atomic::Ordering;
+            jobs.busy.fetch_add(1, Ordering::SeqCst);
+            let handled = handle(&jobs, &name, opts, d).await;
+            jobs.last_task_ms.store(now_ms(), Ordering::SeqCst);
+            jobs.busy.fetch_sub(1, Ordering::SeqCst);
+            match handled {
+                Ok(()) => {}
+                Err(e) if serving => warn!("{e}"),
+                Err(e) => {
+                    // Stop the other workers too: the run ends with this error, resumable.
+                    jobs.stop.cancel();
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+async fn handle(jobs: &Jobs, name: &str, opts: &RunOptions, d: Delivery) -> Result<()> {
+    let queue = jobs.engine.queue.clone();
     let task: Task = match serde_json::from_str(&d.body) {
         Ok(t) => t,
         Err(e) => {
@@ -76,14 +179,40 @@ async fn handle(run: &Arc<JobRun>, name: &str, opts: &RunOptions, d: Delivery) -
             return queue.ack(&d.receipt).await;
         }
     };
-    if task.job_id != run.plan.job_id {
-        return queue.release(&d.receipt).await;
-    }
+    let run = match jobs.get(&task.job_id).await {
+        Ok(Some(run)) => run,
+        Ok(None) => return queue.release(&d.receipt).await,
+        Err(Error::NotFound(what)) => {
+            // The job was deleted (`--force`) after its tasks were sent.
+            warn!(job = %task.job_id, "dropping a task of a job that is gone ({what} not found)");
+            return queue.ack(&d.receipt).await;
+        }
+        Err(e) => {
+            queue.release(&d.receipt).await?;
+            return Err(e);
+        }
+    };
     // The plan is the authority on what a chunk is: a stale task (from an earlier plan of a
     // job id) must not commit another byte range under a valid index.
     if run.plan.chunks.get(task.chunk.index as usize) != Some(&task.chunk) {
         warn!(chunk = task.chunk.index, "dropping a task that does not match the job's plan");
         return queue.ack(&d.receipt).await;
+    }
+    let job_failed = || async {
+        jobs.one.is_none()
+            && run
+                .engine
+                .ledger
+                .get_job(&task.job_id)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|j| j.status == JobStatus::Failed)
+    };
+    if job_failed().await {
+        // Not acknowledged: after its last delivery the queue moves it to the dead letters.
+        debug!(job = %task.job_id, chunk = task.chunk.index, "task of a failed job left for the dead-letter queue");
+        return Ok(());
     }
     // Keep the task invisible while we work on it, however long the chunk takes.
     let heartbeat = {
@@ -98,12 +227,50 @@ async fn handle(run: &Arc<JobRun>, name: &str, opts: &RunOptions, d: Delivery) -
             }
         })
     };
-    let result = process(run, name, &task.chunk).await;
+    let result = tokio::select! {
+        r = process(&run, name, &task.chunk) => Some(r),
+        _ = jobs.abort.cancelled() => None,
+    };
     heartbeat.abort();
+    let Some(result) = result else {
+        // Told to stop now: every effect so far is idempotent, and the next worker redoes it.
+        return queue.release(&d.receipt).await;
+    };
     match result {
         Ok(()) => queue.ack(&d.receipt).await,
         Err(e) if d.receive_count >= opts.max_attempts => {
-            Err(Error::backend("worker", format!("chunk {} failed {} times", task.chunk.index, d.receive_count), e))
+            let input = &run.plan.inputs[task.chunk.input as usize].object;
+            if jobs.one.is_some() {
+                return Err(Error::backend(
+                    "worker",
+                    format!("chunk {} failed {} times", task.chunk.index, d.receive_count),
+                    e,
+                ));
+            }
+            if matches!(e, Error::InvalidInput { .. } | Error::Conflict(_)) {
+                // The input itself is wrong now (changed, gone, short): retrying cannot help.
+                let failure = crate::job::Failure {
+                    job_id: task.job_id.clone(),
+                    chunk: task.chunk.index,
+                    input: input.location.clone(),
+                    version: input.version.clone(),
+                    attempts: d.receive_count,
+                    error: e.to_string(),
+                };
+                let body = serde_json::to_vec_pretty(&failure).map_err(|e| Error::backend("json", "encode", e))?;
+                bucket::put(run.engine.bucket.as_ref(), &format!("{}/failed.json", run.prefix()), body).await?;
+                run.engine.ledger.set_status(&task.job_id, JobStatus::Running, JobStatus::Failed).await?;
+                run.done.cancel();
+            }
+            // Not acknowledged: the queue's redrive policy moves it to the dead letters.
+            Err(Error::backend(
+                "worker",
+                format!(
+                    "job {} chunk {} of {} (version {}) failed {} times",
+                    task.job_id, task.chunk.index, input.location, input.version, d.receive_count
+                ),
+                e,
+            ))
         }
         Err(e) => {
             warn!(chunk = task.chunk.index, attempt = d.receive_count, "chunk failed, will retry: {e}");

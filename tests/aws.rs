@@ -101,7 +101,7 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
 
     // The local run, for comparison.
     let local_dir = tempfile::tempdir().unwrap();
-    let local_engine = sluicebox::job::Engine::local(local_dir.path(), spec.config.sink.kind).unwrap();
+    let local_engine = sluicebox::job::Engine::local(local_dir.path()).unwrap();
     let local_input = examples.join("orders.csv").display().to_string();
     let inputs =
         sluicebox::bucket::resolve_inputs(local_engine.inputs.as_ref(), &[local_input], None, Default::default())
@@ -125,7 +125,7 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     let sqs = aws_sdk_sqs::Client::new(&conf);
     let queue = new_sqs_queue(&sqs).await;
     let data = tempfile::tempdir().unwrap();
-    let mut engine = sluicebox::job::Engine::local(data.path(), spec.config.sink.kind).unwrap();
+    let mut engine = sluicebox::job::Engine::local(data.path()).unwrap();
     engine.bucket = sluicebox::bucket::open(&format!("s3://{bucket}/results")).unwrap();
     engine.bucket_url = format!("s3://{bucket}/results");
     engine.inputs = inputs_store.clone();

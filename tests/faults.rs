@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::*;
-use sluicebox::config::SinkKind;
 use sluicebox::job::{Engine, RunOptions, SinkOpener};
 use sluicebox::queue::faults::{FaultyQueue, QueueFaults};
 use sluicebox::queue::{MemoryQueue, Queue};
@@ -161,7 +160,7 @@ async fn duplicated_tasks_dropped_acks_and_failing_writes_change_nothing() {
     let (_clean_dir, clean) = clean_run(&input, &job).await;
 
     let data = tempfile::tempdir().unwrap();
-    let mut engine = Engine::local(data.path(), SinkKind::Sqlite).unwrap();
+    let mut engine = Engine::local(data.path()).unwrap();
     let visibility = Duration::from_millis(300);
     let inner: Arc<dyn Queue> = Arc::new(MemoryQueue::new(visibility));
     engine.queue = Arc::new(FaultyQueue::new(inner, QueueFaults { extra_copies: 1, drop_every_nth_ack: 2 }));
@@ -203,7 +202,7 @@ async fn a_failing_chunk_stops_the_run_incomplete_and_a_rerun_finishes_it() {
     let (_clean_dir, clean) = clean_run(&input, &job).await;
 
     let data = tempfile::tempdir().unwrap();
-    let mut engine = Engine::local(data.path(), SinkKind::Sqlite).unwrap();
+    let mut engine = Engine::local(data.path()).unwrap();
     let good_sink = engine.sink.clone();
     engine.sink = Arc::new(|_| Ok(Some(Arc::new(BrokenSink) as Arc<dyn Sink>)));
     let opts = RunOptions { workers: 2, max_attempts: 2, job_id: Some("fixed".into()), ..RunOptions::default() };

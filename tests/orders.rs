@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use common::*;
 use serde_json::json;
-use sluicebox::config::JobConfig;
 use sluicebox::job::{Engine, RunOptions};
 
 /// The expected merged output, computed here from the two seed files without sluicebox.
@@ -103,8 +102,7 @@ async fn orders_example_golden() {
     assert_eq!(again.timings, s.timings, "a completed job must not be re-run");
 
     // --force runs it anew with the same results.
-    let spec = JobConfig::from_toml(&orders_job(), "job.toml").unwrap();
-    let engine = Engine::local(data.path(), spec.sink.kind).unwrap();
+    let engine = Engine::local(data.path()).unwrap();
     let forced =
         run_with(&engine, &[input], &orders_job(), &orders_dir(), &RunOptions { force: true, ..RunOptions::default() })
             .await

@@ -241,8 +241,7 @@ async fn with_repeated_keys_the_sink_keeps_the_last_record_of_the_input_whatever
     let job = "[chunking]\nrecords = 10\n[key]\nfields = [\"k\"]\n[sink]\ntable = \"rep\"\n";
     for workers in [1, 4] {
         let run_dir = data.path().join(format!("w{workers}"));
-        let spec = sluicebox::config::JobConfig::from_toml(job, "job.toml").unwrap();
-        let engine = sluicebox::job::Engine::local(&run_dir, spec.sink.kind).unwrap();
+        let engine = sluicebox::job::Engine::local(&run_dir).unwrap();
         let opts = sluicebox::job::RunOptions { workers, ..Default::default() };
         run_with(&engine, std::slice::from_ref(&input), job, Path::new("."), &opts).await.unwrap();
         let rows = sink_rows(&run_dir, "rep").await;

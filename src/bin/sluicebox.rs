@@ -27,8 +27,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run (or resume) a job over INPUT files or directories on this machine.
+    /// Run (or resume) a job over INPUT files, directories or s3:// objects. With a shared
+    /// queue (--queue sqs://…) and no --workers, plan and enqueue it for `sluicebox worker`s.
     Run(RunArgs),
+    /// Take tasks of any job from a shared queue until stopped (SIGTERM or Ctrl-C: finish the
+    /// tasks in hand; a second signal, or --grace-secs later: give them back to the queue).
+    Worker(WorkerArgs),
     /// Generate synthetic orders, run the orders pipeline on them and report throughput.
     Bench(BenchArgs),
     /// AWS resources (feature `aws`).
@@ -85,6 +89,32 @@ struct RunArgs {
     /// Print the summary as one JSON line at the end of stdout.
     #[arg(long)]
     json: bool,
+    /// With a shared queue: after enqueueing, follow the job until it completes and print
+    /// its summary.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    backends: Backends,
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    /// Where lookups imported into SQLite and fetched references are kept.
+    #[arg(long, default_value = "sluicebox-data")]
+    data_dir: PathBuf,
+    /// Tasks worked at once (default: number of cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Deliveries of a task before its job is failed (when its input changed or vanished);
+    /// keep it below the queue's dead-letter receive count.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+    /// After the first stop signal, seconds to finish the tasks in hand before giving them back.
+    #[arg(long, default_value_t = 30)]
+    grace_secs: u64,
+    /// Exit after this many seconds without a task (default: run until stopped).
+    #[arg(long)]
+    idle_exit_secs: Option<u64>,
     #[command(flatten)]
     backends: Backends,
 }
@@ -102,6 +132,10 @@ struct Backends {
     /// Ledger: `dynamodb://TABLE` (feature `aws`) or `sqlite://PATH` (default: DATA_DIR/sluicebox.db).
     #[arg(long)]
     ledger: Option<String>,
+    /// Sink: `dynamodb://TABLE` (feature `aws`), `sqlite` or `none` (overrides the job
+    /// file's `[sink]` type and table).
+    #[arg(long)]
+    sink: Option<String>,
     /// Seconds a task stays invisible to other workers while one works on it.
     #[arg(long, default_value_t = 300)]
     visibility_secs: u64,
@@ -156,6 +190,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Run(args) => run(args).await,
+            Command::Worker(args) => worker(args).await,
             Command::Bench(args) => bench_cmd(args).await,
             #[cfg(feature = "aws")]
             Command::Aws { command: AwsCommand::Setup { bucket, queue, ledger, max_receives, visibility_secs } } => {
@@ -207,13 +242,23 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
         }
         None => (JobConfig::default(), PathBuf::from(".")),
     };
-    let spec = config.validate(&base)?;
-    let workers = args.workers.unwrap_or_else(cores);
-    if workers == 0 {
-        return Err(Error::config("--workers", "must be at least 1"));
+    let mut config = config;
+    if let Some(url) = &args.backends.sink {
+        apply_sink(&mut config, url)?;
     }
+    let spec = config.validate(&base)?;
+    let shared = args.backends.queue.as_deref().is_some_and(|q| !q.starts_with("memory://"));
+    if args.wait && !shared {
+        return Err(Error::config("--wait", "only with a shared queue (--queue sqs://…); a local run always waits"));
+    }
+    let workers = match (args.workers, shared) {
+        (Some(0), false) => return Err(Error::config("--workers", "must be at least 1")),
+        (Some(n), _) => n,
+        (None, true) => 0,
+        (None, false) => cores(),
+    };
     let urls = args.backends.urls();
-    let engine = Engine::with_backends(&args.data_dir, spec.config.sink.kind, &urls, &args.inputs[0]).await?;
+    let engine = Engine::with_backends(&args.data_dir, &urls, &args.inputs[0]).await?;
     let inputs =
         bucket::resolve_inputs(engine.inputs.as_ref(), &args.inputs, spec.format, spec.config.input.compression)
             .await?;
@@ -225,11 +270,141 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
         progress: progress_bar(!args.json && std::io::stderr().is_terminal()),
         ..RunOptions::default()
     };
+    if workers == 0 {
+        let submitted = job::submit(&engine, &spec, inputs, &opts).await?;
+        if let Some(summary) = &submitted.summary {
+            print_summary(summary, args.json);
+            return Ok(());
+        }
+        if !args.wait {
+            if args.json {
+                emit(&format!("{}\n", serde_json::to_string(&submitted).unwrap_or_default()));
+            } else {
+                emit(&format!(
+                    "job {} submitted: {} records in {} chunks, {} tasks sent (follow it with --wait)\n",
+                    submitted.job_id, submitted.records, submitted.chunks, submitted.tasks_sent
+                ));
+            }
+            return Ok(());
+        }
+        let bar = chunk_bar(!args.json && std::io::stderr().is_terminal());
+        let summary = job::wait(&engine, &submitted.job_id, &bar).await;
+        bar.finish_and_clear();
+        print_summary(&summary?, args.json);
+        return Ok(());
+    }
     let summary = job::run(&engine, &spec, inputs, &opts).await;
     opts.progress.finish_and_clear();
     let summary = summary?;
     print_summary(&summary, args.json);
     Ok(())
+}
+
+/// `--sink URL` over the job file's `[sink]`.
+fn apply_sink(config: &mut JobConfig, url: &str) -> sluicebox::Result<()> {
+    use sluicebox::config::SinkKind;
+    match url.split_once("://") {
+        Some(("dynamodb", table)) if !table.is_empty() => {
+            config.sink.kind = SinkKind::Dynamodb;
+            config.sink.table = Some(table.to_string());
+        }
+        _ if url == "sqlite" || url == "sqlite://" => config.sink.kind = SinkKind::Sqlite,
+        _ if url == "none" => config.sink.kind = SinkKind::None,
+        _ => return Err(Error::config("--sink", format!("{url:?} is not a sink (dynamodb://TABLE, sqlite or none)"))),
+    }
+    Ok(())
+}
+
+fn chunk_bar(enabled: bool) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} chunks  {msg}  {elapsed}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+async fn worker(args: WorkerArgs) -> sluicebox::Result<()> {
+    use tokio_util::sync::CancellationToken;
+    if args.backends.queue.is_none() || args.backends.ledger.is_none() || args.backends.bucket.is_none() {
+        return Err(Error::config(
+            "worker",
+            "a worker needs the shared --bucket, --queue and --ledger its jobs were submitted with",
+        ));
+    }
+    if args.backends.sink.is_some() {
+        return Err(Error::config("--sink", "a worker writes to each job's own sink; give --sink to `run`"));
+    }
+    let urls = args.backends.urls();
+    let engine = Engine::with_backends(&args.data_dir, &urls, "").await?;
+    let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+    let jobs = std::sync::Arc::new(sluicebox::worker::Jobs::serve(engine.clone(), stop.clone(), abort.clone()));
+    let opts = RunOptions {
+        visibility: urls.visibility,
+        max_attempts: args.max_attempts.max(1),
+        worker_name: format!("{}-{}", hostname(), std::process::id()),
+        ..RunOptions::default()
+    };
+    let mut handles = Vec::new();
+    for w in 0..args.workers.unwrap_or_else(cores).max(1) {
+        let (jobs, opts) = (jobs.clone(), opts.clone());
+        let name = format!("{}-{w}", opts.worker_name);
+        handles.push(tokio::spawn(async move { sluicebox::worker::work_loop(jobs, name, &opts).await }));
+    }
+    // Stop on SIGTERM or Ctrl-C: finish the tasks in hand; on a second signal or after the
+    // grace period, give them back.
+    let signals = {
+        let (stop, abort) = (stop.clone(), abort.clone());
+        let grace = std::time::Duration::from_secs(args.grace_secs);
+        tokio::spawn(async move {
+            if stop_signal().await.is_err() {
+                return;
+            }
+            tracing::warn!("stopping: finishing the tasks in hand (signal again to give them back now)");
+            stop.cancel();
+            tokio::select! {
+                _ = stop_signal() => {}
+                _ = tokio::time::sleep(grace) => {}
+            }
+            abort.cancel();
+        })
+    };
+    if let Some(idle) = args.idle_exit_secs {
+        let (stop, jobs) = (stop.clone(), jobs.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                if jobs.idle_for() >= std::time::Duration::from_secs(idle) {
+                    stop.cancel();
+                    return;
+                }
+            }
+        });
+    }
+    let mut result = Ok(());
+    for h in handles {
+        if let Err(e) = h.await.map_err(|e| Error::backend("worker", "worker task panicked", e)).and_then(|r| r) {
+            result = Err(e);
+        }
+    }
+    signals.abort();
+    result
+}
+
+async fn stop_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "worker".into())
 }
 
 /// Print to stdout; a closed pipe (`sluicebox run … | head`) is not an error worth a panic.

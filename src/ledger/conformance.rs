@@ -29,6 +29,7 @@ where
     commit_once_and_finalize_once(make().as_ref()).await;
     commit_requires_plan(make().as_ref()).await;
     status_is_conditional(make().as_ref()).await;
+    gather_lease_expires(make().as_ref()).await;
     delete_removes_everything(make().as_ref()).await;
     let store = make();
     concurrent_commits_finalize_exactly_once(&[store.clone(), store.clone(), store.clone(), store]).await;
@@ -82,6 +83,21 @@ pub async fn commit_requires_plan(store: &dyn StateStore) {
     store.create_job(&JobRecord::new("job-u", 1)).await.unwrap();
     assert!(store.commit_chunk("job-u", &chunk(0, "w")).await.is_err(), "unplanned job must refuse commits");
     assert_eq!(store.chunks("job-u").await.unwrap(), vec![]);
+}
+
+/// The gather lease is taken once, and taken over only after it ended.
+pub async fn gather_lease_expires(store: &dyn StateStore) {
+    assert!(!store.take_gather_lease("job-l", 100, 200).await.unwrap(), "no lease on an unknown job");
+    store.create_job(&JobRecord::new("job-l", 1)).await.unwrap();
+    assert!(!store.take_gather_lease("job-l", 100, 200).await.unwrap(), "no lease before the plan");
+    store.set_planned("job-l", 1, 2).await.unwrap();
+    assert!(store.take_gather_lease("job-l", 100, 200).await.unwrap(), "a running job's lease is free");
+    assert_eq!(store.get_job("job-l").await.unwrap().unwrap().status, JobStatus::Gathering);
+    assert!(!store.take_gather_lease("job-l", 150, 250).await.unwrap(), "a held lease is not taken");
+    assert!(store.take_gather_lease("job-l", 201, 300).await.unwrap(), "an ended lease is taken over");
+    assert!(!store.take_gather_lease("job-l", 250, 350).await.unwrap(), "the new lease holds");
+    assert!(store.set_status("job-l", JobStatus::Gathering, JobStatus::Complete).await.unwrap());
+    assert!(!store.take_gather_lease("job-l", 10_000, 20_000).await.unwrap(), "a complete job has no lease");
 }
 
 /// `set_status` is a compare-and-set.

@@ -298,6 +298,22 @@ impl StateStore for DynamoLedger {
         .await
     }
 
+    async fn take_gather_lease(&self, job_id: &str, now_ms: i64, until_ms: i64) -> Result<bool> {
+        self.update_job(
+            job_id,
+            "SET #st = :gathering, lease_until = :until",
+            "#st = :running OR (#st = :gathering AND (attribute_not_exists(lease_until) OR lease_until < :now))",
+            &[("#st", "job_status")],
+            vec![
+                (":gathering", s(JobStatus::Gathering.as_str())),
+                (":running", s(JobStatus::Running.as_str())),
+                (":until", n(until_ms)),
+                (":now", n(now_ms)),
+            ],
+        )
+        .await
+    }
+
     async fn delete_job(&self, job_id: &str) -> Result<()> {
         let mut keys: Vec<AttributeValue> =
             self.chunk_items(job_id).await?.into_iter().filter_map(|mut item| item.remove("sk")).collect();

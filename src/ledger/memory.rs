@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Default)]
 struct Job {
     record: Option<JobRecord>,
+    lease_until_ms: i64,
     chunks: BTreeMap<u32, ChunkRecord>,
 }
 
@@ -89,6 +90,21 @@ impl StateStore for MemoryLedger {
                 true
             }
             _ => false,
+        }))
+    }
+
+    async fn take_gather_lease(&self, job_id: &str, now_ms: i64, until_ms: i64) -> Result<bool> {
+        Ok(self.with(|jobs| {
+            let Some(job) = jobs.get_mut(job_id) else { return false };
+            let expired = job.lease_until_ms < now_ms;
+            match job.record.as_mut() {
+                Some(r) if r.status == JobStatus::Running || (r.status == JobStatus::Gathering && expired) => {
+                    r.status = JobStatus::Gathering;
+                    job.lease_until_ms = until_ms;
+                    true
+                }
+                _ => false,
+            }
         }))
     }
 

@@ -31,6 +31,9 @@ pub enum JobStatus {
     Gathering,
     /// Every chunk is committed and the gather finished.
     Complete,
+    /// A chunk failed for good (its input changed or vanished); `jobs/<id>/failed.json` says
+    /// why. Its task went to the dead-letter queue.
+    Failed,
 }
 
 impl JobStatus {
@@ -41,6 +44,7 @@ impl JobStatus {
             JobStatus::Running => "running",
             JobStatus::Gathering => "gathering",
             JobStatus::Complete => "complete",
+            JobStatus::Failed => "failed",
         }
     }
 
@@ -51,6 +55,7 @@ impl JobStatus {
             "running" => JobStatus::Running,
             "gathering" => JobStatus::Gathering,
             "complete" => JobStatus::Complete,
+            "failed" => JobStatus::Failed,
             _ => return None,
         })
     }
@@ -138,6 +143,9 @@ pub enum LedgerCommit {
 ///   committers, exactly one sees `finalize == true`. Committing to an unknown or
 ///   un-planned job is an error.
 /// - `set_status(from, to)` changes the status only if it is `from`, and says whether it did.
+/// - `take_gather_lease(now, until)` moves `Running → Gathering`, or takes over a
+///   `Gathering` whose lease ended before `now` (its holder died), and sets the lease's end
+///   to `until`; it says whether it did. Of concurrent callers at most one gets the lease.
 /// - `delete_job` removes the job and its chunks; deleting an unknown job is not an error.
 /// - Reads (`get_job`, `chunks`) see every write that returned before they were called.
 #[async_trait]
@@ -156,6 +164,8 @@ pub trait StateStore: Send + Sync + Debug {
     async fn chunks(&self, job_id: &str) -> Result<Vec<ChunkRecord>>;
     /// Conditional status change.
     async fn set_status(&self, job_id: &str, from: JobStatus, to: JobStatus) -> Result<bool>;
+    /// Take the gather lease until `until_ms` (see the contract).
+    async fn take_gather_lease(&self, job_id: &str, now_ms: i64, until_ms: i64) -> Result<bool>;
     /// Remove a job and its chunks.
     async fn delete_job(&self, job_id: &str) -> Result<()>;
 }

@@ -45,6 +45,13 @@ impl SqliteLedger {
                  PRIMARY KEY (job_id, idx)
              );",
         )?;
+        // Ledgers written before the gather lease had an end lack its column.
+        let has_lease: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('sluicebox_jobs') WHERE name = 'lease_until_ms'")?
+            .exists([])?;
+        if !has_lease {
+            conn.execute_batch("ALTER TABLE sluicebox_jobs ADD COLUMN lease_until_ms INTEGER NOT NULL DEFAULT 0")?;
+        }
         Ok(SqliteLedger { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -187,6 +194,19 @@ impl StateStore for SqliteLedger {
             let mut stmt = c.prepare_cached("SELECT body FROM sluicebox_chunks WHERE job_id = ?1 ORDER BY idx")?;
             let bodies = stmt.query_map([&id], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
             bodies.iter().map(|b| chunk_from_body(b)).collect()
+        })
+        .await
+    }
+
+    async fn take_gather_lease(&self, job_id: &str, now_ms: i64, until_ms: i64) -> Result<bool> {
+        let id = job_id.to_string();
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE sluicebox_jobs SET status = 'gathering', lease_until_ms = ?3
+                 WHERE job_id = ?1 AND (status = 'running' OR (status = 'gathering' AND lease_until_ms < ?2))",
+                params![id, now_ms, until_ms],
+            )?;
+            Ok(n == 1)
         })
         .await
     }

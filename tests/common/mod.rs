@@ -38,8 +38,7 @@ pub async fn run_with(
 
 /// Run with the embedded engine in `data_dir`.
 pub async fn run(data_dir: &Path, inputs: &[PathBuf], config: &str, base: &Path) -> sluicebox::Result<Summary> {
-    let spec = JobConfig::from_toml(config, "test.toml")?;
-    let engine = Engine::local(data_dir, spec.sink.kind)?;
+    let engine = Engine::local(data_dir)?;
     run_with(&engine, inputs, config, base, &RunOptions::default()).await
 }
 

@@ -1,0 +1,511 @@
+//! DynamoDB sink (feature `aws`): items keyed by `_key`, written with `BatchWriteItem`.
+//!
+//! - Requests carry at most 25 items (the service limit, which emulators do not enforce) and
+//!   never two items with one key (a request the service rejects): of two items with one key
+//!   in a write, the higher `seq` is sent.
+//! - `UnprocessedItems` are sent again after a jittered exponential backoff until every item
+//!   is written; they are never dropped. Throttling and 5xx answers are retried the same way.
+//!   A write gives up (returns `Err`, so the task is retried later) only after
+//!   [`MAX_STALLED_ROUNDS`] rounds in a row that wrote nothing.
+//! - One [`Pace`] per sink paces all its writers: when the table throttles, the item rate is
+//!   halved; every fully accepted request raises it again, until the limit is lifted. One job
+//!   fills the table's capacity without being throttled all the time.
+//!
+//! `BatchWriteItem` cannot carry a condition, so this sink does not order writes by `seq`
+//! across requests ([`Sink::orders_by_seq`] is `false`): for a key repeated in different
+//! chunks, the item written last stays. Re-runs and redeliveries still overwrite the same
+//! items instead of duplicating them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::client::Waiters;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest, ScalarAttributeType,
+    WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+use serde_json::{Number, Value};
+
+use super::{Sink, SinkItem};
+use crate::error::{Error, Result};
+use crate::pipeline::Record;
+
+/// Items per `BatchWriteItem` request: the service's limit.
+pub const BATCH_ITEMS: usize = 25;
+/// Rounds in a row without a single item written before a write gives up.
+pub const MAX_STALLED_ROUNDS: u32 = 12;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// A sink table in DynamoDB with the string hash key `_key`.
+#[derive(Debug, Clone)]
+pub struct DynamoSink {
+    client: Client,
+    table: String,
+    pace: Arc<Pace>,
+    faults: Option<Arc<ThrottleFaults>>,
+    stats: Arc<SinkStats>,
+}
+
+/// What a sink has done, for tests and reports.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// `BatchWriteItem` requests sent.
+    pub requests: AtomicU64,
+    /// Items the table accepted.
+    pub items_written: AtomicU64,
+    /// Items returned unprocessed (and sent again).
+    pub unprocessed: AtomicU64,
+    /// Requests refused whole by throttling or a server error (and sent again).
+    pub throttled_requests: AtomicU64,
+    /// The most items sent in one request.
+    pub largest_request: AtomicU64,
+}
+
+fn ddb_error(context: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::backend("dynamodb", context, e)
+}
+
+impl DynamoSink {
+    /// Write to the existing table `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoSink { client, table: table.into(), pace: Arc::new(Pace::default()), faults: None, stats: Arc::default() }
+    }
+
+    /// Put a fault-injecting layer between this sink and the table (for tests): see
+    /// [`ThrottleFaults`].
+    pub fn with_faults(mut self, faults: Arc<ThrottleFaults>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    /// What this sink has done so far.
+    pub fn stats(&self) -> &SinkStats {
+        &self.stats
+    }
+
+    /// The pacing shared by this sink's writers.
+    pub fn pace(&self) -> &Pace {
+        &self.pace
+    }
+
+    /// Create a sink table (on-demand capacity, hash key `_key`) if it does not exist, and
+    /// wait until it is active.
+    pub async fn create_table(client: &Client, table: &str) -> Result<()> {
+        let created = client
+            .create_table()
+            .table_name(table)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("_key")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(|e| ddb_error("key schema", e))?,
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("_key")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(|e| ddb_error("attribute", e))?,
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
+            Err(e) => return Err(ddb_error(format!("CreateTable {table}"), e.into_service_error())),
+        }
+        client
+            .wait_until_table_exists()
+            .table_name(table)
+            .wait(Duration::from_secs(60))
+            .await
+            .map_err(|e| ddb_error(format!("waiting for table {table}"), e))?;
+        Ok(())
+    }
+
+    /// Send one request of at most [`BATCH_ITEMS`] items; returns the items to send again.
+    async fn send(&self, requests: Vec<WriteRequest>) -> std::result::Result<Vec<WriteRequest>, Attempt> {
+        let (requests, mut held) = match &self.faults {
+            Some(f) => f.split(requests)?,
+            None => (requests, Vec::new()),
+        };
+        if requests.is_empty() {
+            return Ok(held);
+        }
+        let n = requests.len() as u64;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.largest_request.fetch_max(n, Ordering::Relaxed);
+        let out = self.client.batch_write_item().request_items(&self.table, requests).send().await;
+        match out {
+            Ok(out) => {
+                let mut unprocessed = out.unprocessed_items.unwrap_or_default().remove(&self.table).unwrap_or_default();
+                unprocessed.append(&mut held);
+                Ok(unprocessed)
+            }
+            Err(e) => {
+                let retry = match &e {
+                    aws_sdk_dynamodb::error::SdkError::ServiceError(s) => {
+                        let err = s.err();
+                        err.is_provisioned_throughput_exceeded_exception()
+                            || err.is_request_limit_exceeded()
+                            || err.is_internal_server_error()
+                            || err.meta().code() == Some("ThrottlingException")
+                            || s.raw().status().is_server_error()
+                    }
+                    aws_sdk_dynamodb::error::SdkError::TimeoutError(_)
+                    | aws_sdk_dynamodb::error::SdkError::DispatchFailure(_)
+                    | aws_sdk_dynamodb::error::SdkError::ResponseError(_) => true,
+                    _ => false,
+                };
+                let error = ddb_error(format!("BatchWriteItem on table {}", self.table), e.into_service_error());
+                Err(if retry { Attempt::Retry(error) } else { Attempt::Fatal(error) })
+            }
+        }
+    }
+}
+
+/// How a request failed.
+#[derive(Debug)]
+enum Attempt {
+    /// Throttled or a server-side failure: send again later.
+    Retry(Error),
+    /// The request is wrong (a missing table, an item over 400 KB): sending it again would
+    /// fail the same way.
+    Fatal(Error),
+}
+
+#[async_trait]
+impl Sink for DynamoSink {
+    async fn write(&self, items: Vec<SinkItem>) -> Result<()> {
+        // One item per key, the highest seq: a request may not name a key twice.
+        let mut by_key: HashMap<String, SinkItem> = HashMap::with_capacity(items.len());
+        for item in items {
+            match by_key.get(&item.key) {
+                Some(have) if have.seq > item.seq => {}
+                _ => {
+                    by_key.insert(item.key.clone(), item);
+                }
+            }
+        }
+        let mut pending: Vec<WriteRequest> = Vec::with_capacity(by_key.len());
+        for item in by_key.into_values() {
+            let put = PutRequest::builder()
+                .set_item(Some(to_item(item)))
+                .build()
+                .map_err(|e| ddb_error("building a PutRequest", e))?;
+            pending.push(WriteRequest::builder().put_request(put).build());
+        }
+        let mut stalled = 0u32;
+        let mut last_error = None;
+        while !pending.is_empty() {
+            let take = pending.len().min(BATCH_ITEMS);
+            let batch: Vec<WriteRequest> = pending.drain(..take).collect();
+            self.pace.acquire(batch.len()).await;
+            match self.send(batch.clone()).await {
+                Ok(again) => {
+                    let written = (take - again.len()) as u64;
+                    self.stats.items_written.fetch_add(written, Ordering::Relaxed);
+                    if again.is_empty() {
+                        self.pace.accepted(take);
+                        stalled = 0;
+                        continue;
+                    }
+                    self.stats.unprocessed.fetch_add(again.len() as u64, Ordering::Relaxed);
+                    self.pace.throttled();
+                    stalled = if written > 0 { 0 } else { stalled + 1 };
+                    pending.extend(again);
+                }
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(e)) => {
+                    self.stats.throttled_requests.fetch_add(1, Ordering::Relaxed);
+                    self.pace.throttled();
+                    stalled += 1;
+                    last_error = Some(e);
+                    pending.extend(batch);
+                }
+            }
+            if stalled >= MAX_STALLED_ROUNDS {
+                let why =
+                    last_error.map(|e| e.to_string()).unwrap_or_else(|| "every item came back unprocessed".into());
+                return Err(Error::Conflict(format!(
+                    "table {}: nothing written in {stalled} attempts in a row ({why}); {} items wait for the retry",
+                    self.table,
+                    pending.len()
+                )));
+            }
+            if stalled > 0 {
+                tokio::time::sleep(backoff(stalled)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_all(&self) -> Result<BTreeMap<String, Record>> {
+        let mut all = BTreeMap::new();
+        let mut pages = self.client.scan().table_name(&self.table).consistent_read(true).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| ddb_error(format!("Scan on {}", self.table), e.into_service_error()))?;
+            for mut item in page.items.unwrap_or_default() {
+                let Some(AttributeValue::S(key)) = item.remove("_key") else { continue };
+                item.remove("_seq");
+                let record: Record = item.into_iter().map(|(k, v)| (k, from_attr(v))).collect();
+                all.insert(key, record);
+            }
+        }
+        Ok(all)
+    }
+
+    fn orders_by_seq(&self) -> bool {
+        false
+    }
+}
+
+/// A jittered exponential backoff: a random wait up to 25 ms × 2^round, capped at 5 s.
+pub fn backoff(round: u32) -> Duration {
+    let cap = Duration::from_millis(25).saturating_mul(1 << round.min(8)).min(Duration::from_secs(5));
+    cap.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+fn to_item(item: SinkItem) -> Item {
+    let mut out: Item = HashMap::with_capacity(item.record.len() + 2);
+    for (k, v) in item.record {
+        out.insert(k, to_attr(v));
+    }
+    out.insert("_key".into(), AttributeValue::S(item.key));
+    out.insert("_seq".into(), AttributeValue::N(item.seq.to_string()));
+    out
+}
+
+/// A JSON value as a DynamoDB attribute (numbers keep their text; objects become maps).
+pub fn to_attr(v: Value) -> AttributeValue {
+    match v {
+        Value::Null => AttributeValue::Null(true),
+        Value::Bool(b) => AttributeValue::Bool(b),
+        Value::Number(n) => AttributeValue::N(n.to_string()),
+        Value::String(s) => AttributeValue::S(s),
+        Value::Array(a) => AttributeValue::L(a.into_iter().map(to_attr).collect()),
+        Value::Object(o) => AttributeValue::M(o.into_iter().map(|(k, v)| (k, to_attr(v))).collect()),
+    }
+}
+
+/// A DynamoDB attribute as JSON (sets become arrays; binary becomes null).
+pub fn from_attr(v: AttributeValue) -> Value {
+    match v {
+        AttributeValue::S(s) => Value::String(s),
+        AttributeValue::N(n) => number(&n),
+        AttributeValue::Bool(b) => Value::Bool(b),
+        AttributeValue::L(l) => Value::Array(l.into_iter().map(from_attr).collect()),
+        AttributeValue::M(m) => Value::Object(m.into_iter().map(|(k, v)| (k, from_attr(v))).collect()),
+        AttributeValue::Ss(s) => Value::Array(s.into_iter().map(Value::String).collect()),
+        AttributeValue::Ns(ns) => Value::Array(ns.iter().map(|n| number(n)).collect()),
+        _ => Value::Null,
+    }
+}
+
+fn number(n: &str) -> Value {
+    if let Ok(i) = n.parse::<i64>() {
+        return Value::Number(i.into());
+    }
+    n.parse::<f64>().ok().and_then(Number::from_f64).map_or_else(|| Value::String(n.to_string()), Value::Number)
+}
+
+/// Adaptive pacing of item writes (additive increase, multiplicative decrease).
+///
+/// Unlimited until the table first throttles; then the item rate starts at half of what was
+/// being accepted and halves again on a throttle, at most once per [`Pace::COOLDOWN`] (one
+/// overload shows as many throttled requests at once). Every fully accepted request raises
+/// it by 2% (at least 5 items/s), until it is lifted at [`Pace::CEILING`] items/s.
+#[derive(Debug)]
+pub struct Pace {
+    state: Mutex<PaceState>,
+}
+
+#[derive(Debug)]
+struct PaceState {
+    /// Items per second; `None` while unlimited.
+    rate: Option<f64>,
+    /// When the next request may go.
+    next: Instant,
+    /// Items accepted since `window_start`, to estimate the accepted rate.
+    window_items: u64,
+    window_start: Instant,
+    last_rate: f64,
+    /// When the rate was last lowered.
+    lowered: Option<Instant>,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        let now = Instant::now();
+        Pace {
+            state: Mutex::new(PaceState {
+                rate: None,
+                next: now,
+                window_items: 0,
+                window_start: now,
+                last_rate: 0.0,
+                lowered: None,
+            }),
+        }
+    }
+}
+
+impl Pace {
+    /// The lowest rate, items/s.
+    pub const FLOOR: f64 = 25.0;
+    /// The rate is lowered at most once in this time.
+    pub const COOLDOWN: Duration = Duration::from_millis(500);
+    /// Above this rate, items/s, the limit is lifted.
+    pub const CEILING: f64 = 100_000.0;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PaceState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current limit in items/s (`None`: unlimited).
+    pub fn rate(&self) -> Option<f64> {
+        self.lock().rate
+    }
+
+    /// Wait until `items` may be sent.
+    pub async fn acquire(&self, items: usize) {
+        let wait = {
+            let mut s = self.lock();
+            let Some(rate) = s.rate else { return };
+            let now = Instant::now();
+            let slot = s.next.max(now);
+            s.next = slot + Duration::from_secs_f64(items as f64 / rate);
+            slot - now
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A request was fully accepted.
+    pub fn accepted(&self, items: usize) {
+        let mut s = self.lock();
+        let now = Instant::now();
+        s.window_items += items as u64;
+        let span = now.duration_since(s.window_start).as_secs_f64();
+        if span >= 1.0 {
+            s.last_rate = s.window_items as f64 / span;
+            s.window_items = 0;
+            s.window_start = now;
+        }
+        if let Some(rate) = s.rate {
+            let raised = rate + (rate * 0.02).max(5.0);
+            s.rate = (raised < Self::CEILING).then_some(raised);
+        }
+    }
+
+    /// The table throttled (a whole request or some of its items).
+    pub fn throttled(&self) {
+        let mut s = self.lock();
+        let now = Instant::now();
+        if s.lowered.is_some_and(|t| now.duration_since(t) < Self::COOLDOWN) {
+            return;
+        }
+        s.lowered = Some(now);
+        let span = now.duration_since(s.window_start).as_secs_f64().max(0.001);
+        let seen = if span >= 0.2 { s.window_items as f64 / span } else { s.last_rate };
+        let base = s.rate.unwrap_or(if seen > 0.0 { seen } else { 1000.0 });
+        s.rate = Some((base / 2.0).max(Self::FLOOR));
+    }
+}
+
+/// A fault-injecting layer for tests: it stands between the sink and the table and refuses
+/// a share of the writes the way a throttled table does. A whole request is refused with a
+/// throttling error with probability `share`; otherwise each item is held back (returned as
+/// unprocessed, never sent) with probability `share`.
+#[derive(Debug)]
+pub struct ThrottleFaults {
+    share: f64,
+    rng: Mutex<fastrand::Rng>,
+    /// Requests refused whole.
+    pub refused_requests: AtomicU64,
+    /// Items held back.
+    pub held_items: AtomicU64,
+}
+
+impl ThrottleFaults {
+    /// Refuse `share` (0..1) of the writes, reproducibly from `seed`.
+    pub fn new(share: f64, seed: u64) -> Self {
+        ThrottleFaults {
+            share,
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+            refused_requests: AtomicU64::new(0),
+            held_items: AtomicU64::new(0),
+        }
+    }
+
+    fn split(
+        &self,
+        requests: Vec<WriteRequest>,
+    ) -> std::result::Result<(Vec<WriteRequest>, Vec<WriteRequest>), Attempt> {
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        if rng.f64() < self.share {
+            self.refused_requests.fetch_add(1, Ordering::Relaxed);
+            return Err(Attempt::Retry(Error::Conflict(
+                "ProvisionedThroughputExceededException (injected by ThrottleFaults)".into(),
+            )));
+        }
+        let (held, sent): (Vec<_>, Vec<_>) = requests.into_iter().partition(|_| rng.f64() < self.share);
+        self.held_items.fetch_add(held.len() as u64, Ordering::Relaxed);
+        Ok((sent, held))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_through_attributes() {
+        let v = serde_json::json!({"a": 1, "b": 2.5, "c": "x", "d": null, "e": true, "f": [1, "y"], "g": {"h": -3}});
+        assert_eq!(from_attr(to_attr(v.clone())), v);
+    }
+
+    #[tokio::test]
+    async fn pace_halves_on_throttling_and_recovers_when_accepted() {
+        let pace = Pace::default();
+        assert_eq!(pace.rate(), None, "unlimited until throttled");
+        pace.accepted(25);
+        pace.throttled();
+        let first = pace.rate().unwrap();
+        pace.throttled();
+        assert_eq!(pace.rate(), Some(first), "one overload lowers the rate once");
+        tokio::time::sleep(Pace::COOLDOWN).await;
+        pace.throttled();
+        let second = pace.rate().unwrap();
+        assert!(second < first, "{second} < {first}");
+        for _ in 0..10 {
+            pace.accepted(25);
+        }
+        assert!(pace.rate().unwrap() > second, "accepted requests raise the rate again");
+        for _ in 0..10_000 {
+            pace.accepted(25);
+        }
+        assert_eq!(pace.rate(), None, "a rate far above what the table needs is lifted");
+        for _ in 0..64 {
+            pace.lock().lowered = None;
+            pace.throttled();
+        }
+        assert_eq!(pace.rate(), Some(Pace::FLOOR), "the rate never falls below the floor");
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        assert!(backoff(1) <= Duration::from_millis(50));
+        assert!(backoff(1) >= Duration::from_millis(25));
+        assert!(backoff(30) <= Duration::from_secs(5));
+        assert!(backoff(30) >= Duration::from_millis(2500));
+    }
+}
