@@ -17,6 +17,8 @@ pub struct Setup {
     pub queue: Option<String>,
     /// `dynamodb://TABLE`: the ledger table is created (on-demand capacity).
     pub ledger: Option<String>,
+    /// `dynamodb://TABLE`: a sink table is created (on-demand capacity, hash key `_key`).
+    pub sink: Option<String>,
     /// Deliveries of a task before SQS moves it to the dead-letter queue.
     pub max_receives: u32,
     /// The queue's default visibility timeout.
@@ -63,6 +65,11 @@ pub async fn setup(conf: &aws_config::SdkConfig, what: &Setup) -> Result<Vec<Str
         let table = strip(url, "dynamodb://", "--ledger")?;
         crate::ledger::dynamodb::DynamoLedger::create_table(&aws_sdk_dynamodb::Client::new(conf), table).await?;
         done.push(format!("ledger table {table}"));
+    }
+    if let Some(url) = &what.sink {
+        let table = strip(url, "dynamodb://", "--sink")?;
+        crate::sink::dynamodb::DynamoSink::create_table(&aws_sdk_dynamodb::Client::new(conf), table).await?;
+        done.push(format!("sink table {table}"));
     }
     Ok(done)
 }

@@ -391,7 +391,7 @@ impl JobConfig {
                     return Err(Error::config("enrich.defaults", "on_missing = \"default\" needs a defaults table"));
                 }
                 let mut e = e.clone();
-                if !e.source.starts_with("sqlite:") && !e.source.starts_with("file://") {
+                if !["sqlite:", "file://", "s3://"].iter().any(|p| e.source.starts_with(p)) {
                     e.source = base_dir.join(&e.source).display().to_string();
                 }
                 Some(e)

@@ -11,6 +11,7 @@ use sluicebox::ledger::dynamodb::DynamoLedger;
 use sluicebox::ledger::{self, StateStore};
 use sluicebox::queue::sqs::SqsQueue;
 use sluicebox::queue::{self, Queue};
+use sluicebox::sink::dynamodb::{DynamoSink, ThrottleFaults};
 
 /// The SDK configuration for the emulator; panics when no emulator was started.
 async fn emulator() -> aws_config::SdkConfig {
@@ -150,42 +151,273 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     assert_eq!((job.status, job.done_chunks, job.total_chunks), (ledger::JobStatus::Complete, 10, Some(10)));
 }
 
-/// From the command line: `aws setup` creates what a job needs, and `run` with `--bucket`,
-/// `--queue` and `--ledger` runs the orders example on them.
+/// The orders example's job file with `records` per chunk and the reference at `source`.
+fn orders_job_with(records: u64, source: Option<&str>) -> (std::path::PathBuf, tempfile::TempDir) {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
+    let dir = tempfile::tempdir().unwrap();
+    let job = std::fs::read_to_string(examples.join("job.toml")).unwrap();
+    let local = examples.join("financial.csv").display().to_string();
+    let job = job
+        .replace("records = 1000 ", &format!("records = {records} "))
+        .replace("source = \"financial.csv\"", &format!("source = {:?}", source.unwrap_or(&local)));
+    assert!(job.contains(&format!("records = {records} ")), "the example's chunking changed");
+    let path = dir.path().join("job.toml");
+    std::fs::write(&path, job).unwrap();
+    (path, dir)
+}
+
+fn sluicebox() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+}
+
+/// Every process a test starts is stopped when the test ends, pass or fail.
+struct Reaper(Vec<std::process::Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// From the command line: `aws setup` creates what a job needs; `run` plans and enqueues the
+/// orders example; three `sluicebox worker` processes share it; one is SIGKILLed mid-job;
+/// `run --wait` follows it to the end. Counts are exact and the sink holds every record once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_command_line_sets_up_and_runs_a_job_on_aws() {
+async fn three_workers_share_a_job_and_one_is_killed() {
     use object_store::ObjectStoreExt;
-    emulator().await;
-    let (bucket, queue, table) = (unique("cli"), unique("cli-q"), unique("cli-t"));
-    let bin = env!("CARGO_BIN_EXE_sluicebox");
-    let setup = std::process::Command::new(bin)
+    let conf = emulator().await;
+    let (bucket, queue, table, sink) = (unique("w"), unique("w-q"), unique("w-t"), unique("w-s"));
+    let setup = sluicebox()
         .args(["aws", "setup", "--bucket", &format!("s3://{bucket}"), "--queue", &format!("sqs://{queue}")])
-        .args(["--ledger", &format!("dynamodb://{table}"), "--max-receives", "3"])
+        .args(["--ledger", &format!("dynamodb://{table}"), "--sink", &format!("dynamodb://{sink}")])
+        .args(["--max-receives", "5"])
         .output()
         .unwrap();
     assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
     let said = String::from_utf8_lossy(&setup.stdout);
-    assert!(said.contains(&format!("bucket s3://{bucket}")) && said.contains("after 3 receives"), "{said}");
+    assert!(said.contains(&format!("bucket s3://{bucket}")) && said.contains("after 5 receives"), "{said}");
+    assert!(said.contains(&format!("sink table {sink}")), "{said}");
 
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
     let store = sluicebox::bucket::open(&format!("s3://{bucket}")).unwrap();
     let csv = std::fs::read(examples.join("orders.csv")).unwrap();
     store.put(&object_store::path::Path::from("in/orders.csv"), csv.into()).await.unwrap();
+    // The reference lives in the bucket too: workers on other hosts read it from there.
+    let reference = std::fs::read(examples.join("financial.csv")).unwrap();
+    store.put(&object_store::path::Path::from("ref/financial.csv"), reference.into()).await.unwrap();
+    let (config, _dir) = orders_job_with(400, Some(&format!("s3://{bucket}/ref/financial.csv")));
+
+    let backends = |c: &mut std::process::Command| {
+        c.args(["--bucket", &format!("s3://{bucket}/out"), "--queue", &format!("sqs://{queue}")]).args([
+            "--ledger",
+            &format!("dynamodb://{table}"),
+            "--visibility-secs",
+            "4",
+        ]);
+    };
     let data = tempfile::tempdir().unwrap();
-    let run = std::process::Command::new(bin)
-        .args(["run", &format!("s3://{bucket}/in/orders.csv"), "--config"])
-        .arg(examples.join("job.toml"))
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--bucket", &format!("s3://{bucket}/out"), "--queue", &format!("sqs://{queue}")])
-        .args(["--ledger", &format!("dynamodb://{table}"), "--visibility-secs", "30", "--json"])
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let stdout = String::from_utf8(run.stdout).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let mut submit = sluicebox();
+    submit.args(["run", &format!("s3://{bucket}/in/orders.csv"), "--config"]).arg(&config);
+    submit.arg("--data-dir").arg(data.path()).args(["--sink", &format!("dynamodb://{sink}"), "--json"]);
+    backends(&mut submit);
+    let out = submit.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let submitted: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().last().unwrap()).unwrap();
+    let job_id = submitted["job_id"].as_str().unwrap().to_string();
+    assert_eq!((submitted["chunks"].as_u64(), submitted["tasks_sent"].as_u64()), (Some(25), Some(25)));
+
+    let mut workers = Reaper(Vec::new());
+    for i in 0..3 {
+        let mut w = sluicebox();
+        w.arg("worker").arg("--data-dir").arg(data.path().join(format!("w{i}")));
+        w.args(["--workers", "2", "--idle-exit-secs", "20"]);
+        backends(&mut w);
+        workers.0.push(w.stderr(std::process::Stdio::null()).spawn().unwrap());
+    }
+    // Kill one worker as soon as the job is under way, with chunks left to do.
+    let ledger = ledger::open(&format!("dynamodb://{table}")).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let job = ledger.get_job(&job_id).await.unwrap().unwrap();
+        if job.done_chunks >= 2 {
+            assert!(job.done_chunks < 25, "the job finished before a worker could be killed");
+            workers.0[0].kill().unwrap();
+            workers.0[0].wait().unwrap();
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no chunk was committed in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut wait = sluicebox();
+    wait.args(["run", &format!("s3://{bucket}/in/orders.csv"), "--config"]).arg(&config);
+    wait.arg("--data-dir").arg(data.path()).args(["--sink", &format!("dynamodb://{sink}"), "--wait", "--json"]);
+    backends(&mut wait);
+    let out = wait.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!(summary["job_id"], job_id);
     assert_eq!(summary["records"], serde_json::json!({"total": 10000, "written": 10000, "rejected": 0, "filtered": 0}));
-    let output = format!("out/jobs/{}/output.csv", summary["job_id"].as_str().unwrap());
+    assert_eq!(summary["chunks"], serde_json::json!({"total": 25, "done": 25}));
+    let output = format!("out/jobs/{job_id}/output.csv");
     let merged = store.get(&object_store::path::Path::from(output)).await.unwrap().bytes().await.unwrap();
     assert_eq!(merged.iter().filter(|&&b| b == b'\n').count(), 10001);
+    // Every record is in the sink exactly once.
+    let items = sluicebox::sink::dynamodb::DynamoSink::new(aws_sdk_dynamodb::Client::new(&conf), &sink);
+    let items = sluicebox::sink::Sink::read_all(&items).await.unwrap();
+    assert_eq!(items.len(), 10000);
+    // More than one worker process did the work.
+    let manifest = store
+        .get(&object_store::path::Path::from(format!("out/jobs/{job_id}/manifest.json")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let hosts: std::collections::BTreeSet<String> = manifest["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["commit"]["worker"].as_str().unwrap().rsplit_once('-').unwrap().0.to_string())
+        .collect();
+    assert!(hosts.len() >= 2, "one process did every chunk: {hosts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_dynamodb_conformance() {
+    let client = aws_sdk_dynamodb::Client::new(&emulator().await);
+    let table = unique("sink");
+    DynamoSink::create_table(&client, &table).await.unwrap();
+    let sink = DynamoSink::new(client, &table);
+    sluicebox::sink::conformance::run_all(&sink).await;
+    let largest = sink.stats().largest_request.load(Ordering::Relaxed);
+    assert!(largest <= 25 && largest > 0, "BatchWriteItem takes at most 25 items; sent {largest}");
+}
+
+/// 30% of sink writes throttled (whole requests refused, items returned unprocessed) and
+/// every task delivered twice: every record is written exactly once, as in a clean run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_writes_and_duplicated_deliveries_write_every_record_once() {
+    let conf = emulator().await;
+    let (config, _dir) = orders_job_with(300, None);
+    let spec = sluicebox::config::JobConfig::load(&config).unwrap().validate(config.parent().unwrap()).unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+    let table = unique("throttled");
+    DynamoSink::create_table(&ddb, &table).await.unwrap();
+    let faults = Arc::new(ThrottleFaults::new(0.3, 7));
+    let sink = Arc::new(DynamoSink::new(ddb.clone(), &table).with_faults(faults.clone()));
+    let data = tempfile::tempdir().unwrap();
+    let mut engine = sluicebox::job::Engine::local(data.path()).unwrap();
+    let opened = sink.clone();
+    engine.sink = Arc::new(move |_| Ok(Some(opened.clone() as Arc<dyn sluicebox::sink::Sink>)));
+    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let dup = sluicebox::queue::faults::QueueFaults { extra_copies: 1, drop_every_nth_ack: 3 };
+    engine.queue = Arc::new(sluicebox::queue::faults::FaultyQueue::new(new_sqs_queue(&sqs).await, dup));
+    // The first 3,000 orders: throttled writes are slow on purpose.
+    let orders =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders/orders.csv"))
+            .unwrap();
+    let input = data.path().join("orders.csv");
+    std::fs::write(&input, orders.lines().take(3001).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let inputs = sluicebox::bucket::resolve_inputs(
+        engine.inputs.as_ref(),
+        &[input.display().to_string()],
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let opts = sluicebox::job::RunOptions { visibility: Duration::from_secs(4), ..Default::default() };
+    let summary = sluicebox::job::run(&engine, &spec, inputs.clone(), &opts).await.unwrap();
+    assert_eq!((summary.records.total, summary.records.written, summary.chunks.total), (3000, 3000, 10));
+
+    let refused = faults.refused_requests.load(Ordering::Relaxed);
+    let held = faults.held_items.load(Ordering::Relaxed);
+    assert!(refused > 10 && held > 300, "the faults must have bitten: {refused} requests refused, {held} items held");
+    let stats = sink.stats();
+    assert!(stats.largest_request.load(Ordering::Relaxed) <= 25);
+    assert!(sink.pace().rate().is_some(), "throttling must have slowed the writer");
+    // Exactly the records of a clean local run, each once.
+    let items = sluicebox::sink::Sink::read_all(sink.as_ref()).await.unwrap();
+    let clean_dir = tempfile::tempdir().unwrap();
+    let clean_engine = sluicebox::job::Engine::local(clean_dir.path()).unwrap();
+    let clean = sluicebox::job::run(&clean_engine, &spec, inputs, &Default::default()).await.unwrap();
+    let table_name = clean.sink.clone().unwrap();
+    let local = sluicebox::sink::SqliteSink::existing(&clean_dir.path().join("sluicebox.db"), &table_name).unwrap();
+    let local = sluicebox::sink::Sink::read_all(&local).await.unwrap();
+    assert_eq!(items.len(), 3000);
+    assert_eq!(items, local, "the DynamoDB items differ from the clean run's rows");
+}
+
+/// An input deleted after the job was planned: the worker fails the job with a message
+/// naming the object and its version, `run --wait` reports it, and the task ends in the
+/// dead-letter queue after its retries instead of looping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_input_fails_the_job_and_its_task_goes_to_the_dead_letter_queue() {
+    use object_store::ObjectStoreExt;
+    let conf = emulator().await;
+    let (bucket, queue, table) = (unique("gone"), unique("gone-q"), unique("gone-t"));
+    let setup = sluicebox()
+        .args(["aws", "setup", "--bucket", &format!("s3://{bucket}"), "--queue", &format!("sqs://{queue}")])
+        .args(["--ledger", &format!("dynamodb://{table}"), "--max-receives", "3", "--visibility-secs", "2"])
+        .output()
+        .unwrap();
+    assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
+    let store = sluicebox::bucket::open(&format!("s3://{bucket}")).unwrap();
+    let csv = "id,name\n1,a\n2,b\n";
+    store.put(&object_store::path::Path::from("in/small.csv"), csv.as_bytes().to_vec().into()).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let backends = |c: &mut std::process::Command| {
+        c.args(["--bucket", &format!("s3://{bucket}/out"), "--queue", &format!("sqs://{queue}")])
+            .args(["--ledger", &format!("dynamodb://{table}"), "--visibility-secs", "2"])
+            .arg("--data-dir")
+            .arg(data.path());
+    };
+    // Submit and follow the job; no worker runs yet.
+    let mut wait = sluicebox();
+    wait.args(["run", &format!("s3://{bucket}/in/small.csv"), "--sink", "none", "--wait"]);
+    backends(&mut wait);
+    let waiting = wait.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut procs = Reaper(Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        use futures::TryStreamExt;
+        let listed: Vec<_> = store.list(Some(&object_store::path::Path::from("out/jobs"))).try_collect().await.unwrap();
+        if listed.iter().any(|m| m.location.as_ref().ends_with("plan.json")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job was never planned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.delete(&object_store::path::Path::from("in/small.csv")).await.unwrap();
+
+    let mut worker = sluicebox();
+    worker.args(["worker", "--workers", "1", "--max-attempts", "2", "--idle-exit-secs", "8"]);
+    backends(&mut worker);
+    procs.0.push(worker.stderr(std::process::Stdio::null()).spawn().unwrap());
+    let out = waiting.wait_with_output().unwrap();
+    assert!(!out.status.success(), "a job whose input vanished must not succeed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("s3://{bucket}/in/small.csv")) && err.contains("version"), "{err}");
+    assert!(err.contains("gone") || err.contains("not found") || err.contains("deleted"), "{err}");
+    // The task reaches the dead-letter queue and stays out of the work queue.
+    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let dlq = SqsQueue::open(sqs.clone(), &format!("{queue}-dlq"), Duration::from_secs(2)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let dead = loop {
+        let got = dlq.receive(10, Duration::from_secs(1)).await.unwrap();
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(std::time::Instant::now() < deadline, "the task never reached the dead-letter queue");
+    };
+    assert!(dead[0].body.contains("\"index\":0"), "{}", dead[0].body);
+    let status = procs.0[0].wait().unwrap();
+    assert!(status.success(), "the worker exits cleanly when idle: {status}");
 }

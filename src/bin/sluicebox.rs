@@ -54,9 +54,12 @@ enum AwsCommand {
         /// `sqs://NAME` to create, with `NAME-dlq` as its dead-letter queue.
         #[arg(long)]
         queue: Option<String>,
-        /// `dynamodb://TABLE` to create.
+        /// `dynamodb://TABLE` to create as a ledger.
         #[arg(long)]
         ledger: Option<String>,
+        /// `dynamodb://TABLE` to create as a sink table.
+        #[arg(long)]
+        sink: Option<String>,
         /// Deliveries of a task before it goes to the dead-letter queue.
         #[arg(long, default_value_t = 5)]
         max_receives: u32,
@@ -193,11 +196,14 @@ fn main() -> ExitCode {
             Command::Worker(args) => worker(args).await,
             Command::Bench(args) => bench_cmd(args).await,
             #[cfg(feature = "aws")]
-            Command::Aws { command: AwsCommand::Setup { bucket, queue, ledger, max_receives, visibility_secs } } => {
+            Command::Aws {
+                command: AwsCommand::Setup { bucket, queue, ledger, sink, max_receives, visibility_secs },
+            } => {
                 let what = sluicebox::aws::Setup {
                     bucket,
                     queue,
                     ledger,
+                    sink,
                     max_receives,
                     visibility: std::time::Duration::from_secs(visibility_secs),
                 };

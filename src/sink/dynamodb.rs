@@ -8,7 +8,7 @@
 //!   A write gives up (returns `Err`, so the task is retried later) only after
 //!   [`MAX_STALLED_ROUNDS`] rounds in a row that wrote nothing.
 //! - One [`Pace`] per sink paces all its writers: when the table throttles, the item rate is
-//!   halved; every fully accepted request raises it again, until the limit is lifted. One job
+//!   lowered; every request that gets through raises it again, until the limit is lifted. One job
 //!   fills the table's capacity without being throttled all the time.
 //!
 //! `BatchWriteItem` cannot carry a condition, so this sink does not order writes by `seq`
@@ -218,7 +218,11 @@ impl Sink for DynamoSink {
                         continue;
                     }
                     self.stats.unprocessed.fetch_add(again.len() as u64, Ordering::Relaxed);
-                    self.pace.throttled();
+                    if again.len() * 2 > take {
+                        self.pace.throttled();
+                    } else {
+                        self.pace.accepted(take - again.len());
+                    }
                     stalled = if written > 0 { 0 } else { stalled + 1 };
                     pending.extend(again);
                 }
@@ -318,10 +322,12 @@ fn number(n: &str) -> Value {
 
 /// Adaptive pacing of item writes (additive increase, multiplicative decrease).
 ///
-/// Unlimited until the table first throttles; then the item rate starts at half of what was
-/// being accepted and halves again on a throttle, at most once per [`Pace::COOLDOWN`] (one
-/// overload shows as many throttled requests at once). Every fully accepted request raises
-/// it by 2% (at least 5 items/s), until it is lifted at [`Pace::CEILING`] items/s.
+/// Unlimited until the table first throttles; then the item rate starts at 70% of what was
+/// being accepted, and drops to 70% again on a throttle, at most once per [`Pace::COOLDOWN`]
+/// (one overload shows as many throttled requests at once). A throttle is a request refused
+/// whole or one with more than half its items returned unprocessed; a few unprocessed items
+/// are only sent again. Every request that wrote at least half its items raises the rate by
+/// 2% (at least 5 items/s), until it is lifted at [`Pace::CEILING`] items/s.
 #[derive(Debug)]
 pub struct Pace {
     state: Mutex<PaceState>,
@@ -361,7 +367,7 @@ impl Pace {
     /// The lowest rate, items/s.
     pub const FLOOR: f64 = 25.0;
     /// The rate is lowered at most once in this time.
-    pub const COOLDOWN: Duration = Duration::from_millis(500);
+    pub const COOLDOWN: Duration = Duration::from_secs(1);
     /// Above this rate, items/s, the limit is lifted.
     pub const CEILING: f64 = 100_000.0;
 
@@ -417,7 +423,7 @@ impl Pace {
         let span = now.duration_since(s.window_start).as_secs_f64().max(0.001);
         let seen = if span >= 0.2 { s.window_items as f64 / span } else { s.last_rate };
         let base = s.rate.unwrap_or(if seen > 0.0 { seen } else { 1000.0 });
-        s.rate = Some((base / 2.0).max(Self::FLOOR));
+        s.rate = Some((base * 0.7).max(Self::FLOOR));
     }
 }
 
@@ -474,7 +480,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pace_halves_on_throttling_and_recovers_when_accepted() {
+    async fn pace_slows_on_throttling_and_recovers_when_accepted() {
         let pace = Pace::default();
         assert_eq!(pace.rate(), None, "unlimited until throttled");
         pace.accepted(25);
