@@ -8,6 +8,43 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 
 use crate::error::{Error, Result};
 
+/// Counts every request attempt in the current task's [`crate::calls::Tally`].
+#[derive(Debug)]
+struct CountCalls;
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for CountCalls {
+    fn name(&self) -> &'static str {
+        "sluicebox::calls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> std::result::Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if let Some(m) = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>() {
+            crate::calls::count(m.service(), m.name());
+        }
+        Ok(())
+    }
+}
+
+/// A DynamoDB client whose requests are counted (see [`crate::calls`]).
+pub fn dynamodb(conf: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(conf).interceptor(CountCalls).build())
+}
+
+/// An SQS client whose requests are counted (see [`crate::calls`]).
+pub fn sqs(conf: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(conf).interceptor(CountCalls).build())
+}
+
+/// An S3 client whose requests are counted (see [`crate::calls`]).
+pub fn s3(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(conf).interceptor(CountCalls).build())
+}
+
 /// What [`setup`] should create.
 #[derive(Debug, Clone, Default)]
 pub struct Setup {

@@ -28,6 +28,7 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>> {
                 .with_bucket_name(bucket)
                 .build()
                 .map_err(|e| Error::config("bucket", format!("{url}: {e}")))?;
+            let store = crate::calls::Counted(store);
             let prefix = prefix.trim_matches('/');
             if prefix.is_empty() {
                 Ok(Arc::new(store))

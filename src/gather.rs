@@ -10,6 +10,7 @@ use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use serde::{Deserialize, Serialize};
 
 use crate::bucket;
+use crate::calls::Tally;
 use crate::config::OutputFormat;
 use crate::error::{Error, Result};
 use crate::job::{now_ms, JobRun};
@@ -40,6 +41,14 @@ pub struct Summary {
     pub timings: Timings,
     /// Records per second over the whole job.
     pub records_per_s: f64,
+    /// Cloud API requests the job made, by `"service.Operation"` (empty on the embedded
+    /// engine): planning and enqueueing, every chunk's reads, writes, commit and task
+    /// messages, and the gather up to writing this summary.
+    #[serde(default)]
+    pub api_calls: crate::calls::ApiCalls,
+    /// `api_calls` summed, per input record.
+    #[serde(default)]
+    pub api_calls_per_record: f64,
     /// True when this run found the job already complete and did nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub already_complete: bool,
@@ -160,7 +169,8 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
         return Ok(());
     }
     tracing::info!(job = %job_id, "all chunks committed; gathering");
-    let completed = match write_outputs(run).await {
+    let tally = Tally::default();
+    let completed = match tally.scope(write_outputs(run, &tally)).await {
         Ok(()) => ledger.set_status(job_id, JobStatus::Gathering, JobStatus::Complete).await,
         Err(e) => Err(e),
     };
@@ -181,7 +191,7 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
     }
 }
 
-async fn write_outputs(run: &Arc<JobRun>) -> Result<()> {
+async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
     let gather_started = now_ms();
     let store = run.engine.bucket.as_ref();
     let prefix = run.prefix();
@@ -235,6 +245,8 @@ async fn write_outputs(run: &Arc<JobRun>) -> Result<()> {
 
     let counts = ledger::total_counts(&chunks);
     let total = run.plan.total_records();
+    let api_calls = job_calls(store, &prefix, &chunks, tally).await?;
+    let calls: u64 = api_calls.values().sum();
     let finished = now_ms();
     let planned = job.planned_ms.unwrap_or(job.created_ms);
     let last_commit = chunks.iter().map(|c| c.finished_ms).max().unwrap_or(planned);
@@ -270,6 +282,8 @@ async fn write_outputs(run: &Arc<JobRun>) -> Result<()> {
             ]),
         },
         records_per_s: if duration_ms > 0 { total as f64 * 1000.0 / duration_ms as f64 } else { 0.0 },
+        api_calls_per_record: if total > 0 { calls as f64 / total as f64 } else { 0.0 },
+        api_calls,
         already_complete: false,
     };
     if summary.records.written + summary.records.rejected + summary.records.filtered != total {
@@ -280,6 +294,34 @@ async fn write_outputs(run: &Arc<JobRun>) -> Result<()> {
     }
     let summary_bytes = serde_json::to_vec_pretty(&summary).map_err(|e| Error::backend("json", "encode summary", e))?;
     bucket::put(store, &format!("{prefix}/summary.json"), summary_bytes).await
+}
+
+/// Every request counted for a job: the planners' (`calls/`), the chunks', and this gather's
+/// so far plus the summary's own write.
+async fn job_calls(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    chunks: &[ChunkRecord],
+    tally: &Tally,
+) -> Result<crate::calls::ApiCalls> {
+    use futures::TryStreamExt;
+    let mut all = crate::calls::ApiCalls::new();
+    let files: Vec<_> = store.list(Some(&Path::from(format!("{prefix}/calls")))).try_collect().await?;
+    for f in files {
+        if let Some(bytes) = bucket::get_opt(store, f.location.as_ref()).await? {
+            let calls: crate::calls::ApiCalls = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::backend("json", format!("corrupt {}", f.location), e))?;
+            crate::calls::add(&mut all, &calls);
+        }
+    }
+    for c in chunks {
+        crate::calls::add(&mut all, &c.api_calls);
+    }
+    crate::calls::add(&mut all, &tally.snapshot());
+    if all.keys().any(|k| k.starts_with("s3.")) {
+        *all.entry("s3.PutObject".into()).or_default() += 1;
+    }
+    Ok(all)
 }
 
 /// Concatenate `parts` (path, size its chunk committed) after `head` into one object with a

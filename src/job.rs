@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::bucket::{self, InputObject};
+use crate::calls::Tally;
 use crate::config::{ColumnType, Format, JobSpec, OutputFormat};
 use crate::error::{Error, Result};
 use crate::gather::{self, Summary};
@@ -98,7 +99,7 @@ impl Engine {
         #[cfg(feature = "aws")]
         {
             let local = engine.sink.clone();
-            let client = aws_sdk_dynamodb::Client::new(&crate::aws::sdk_config().await);
+            let client = crate::aws::dynamodb(&crate::aws::sdk_config().await);
             engine.sink = Arc::new(move |shape| match (shape.kind, &shape.table) {
                 (crate::config::SinkKind::Dynamodb, table) => {
                     Ok(Some(Arc::new(crate::sink::dynamodb::DynamoSink::new(client.clone(), table)) as Arc<dyn Sink>))
@@ -306,11 +307,14 @@ enum Prepared {
 /// Run (or resume) a job over `inputs` to completion with `opts.workers` workers in this
 /// process, and return its summary.
 pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts: &RunOptions) -> Result<Summary> {
-    let run = match prepare(engine, spec, inputs, opts, true).await? {
+    let tally = Tally::default();
+    let run = match tally.scope(prepare(engine, spec, inputs, opts, true)).await? {
         Prepared::Complete(summary) => return Ok(*summary),
         Prepared::Ready(run) => run,
     };
-    work(&run, opts).await?;
+    let sent = tally.scope(enqueue(&run)).await?;
+    record_calls(&run, &tally).await?;
+    work(&run, opts, sent).await?;
     let job_id = &run.plan.job_id;
     gather::read_summary(engine.bucket.as_ref(), job_id)
         .await?
@@ -321,7 +325,8 @@ pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts
 /// workers elsewhere (`sluicebox worker`) to do. Sending again is safe: a chunk is committed
 /// once however often its task arrives.
 pub async fn submit(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts: &RunOptions) -> Result<Submitted> {
-    match prepare(engine, spec, inputs, opts, false).await? {
+    let tally = Tally::default();
+    match tally.scope(prepare(engine, spec, inputs, opts, false)).await? {
         Prepared::Complete(summary) => Ok(Submitted {
             job_id: summary.job_id.clone(),
             chunks: summary.chunks.total,
@@ -330,7 +335,8 @@ pub async fn submit(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, o
             summary: Some(*summary),
         }),
         Prepared::Ready(run) => {
-            let sent = enqueue(&run).await?;
+            let sent = tally.scope(enqueue(&run)).await?;
+            record_calls(&run, &tally).await?;
             Ok(Submitted {
                 job_id: run.plan.job_id.clone(),
                 chunks: run.plan.chunks.len() as u32,
@@ -720,9 +726,23 @@ async fn enqueue(run: &Arc<JobRun>) -> Result<u32> {
     Ok(tasks.len() as u32)
 }
 
-/// Enqueue every uncommitted chunk and run workers until the job is gathered.
-async fn work(run: &Arc<JobRun>, opts: &RunOptions) -> Result<()> {
-    if enqueue(run).await? == 0 {
+/// Keep the requests a planner or submitter made in `jobs/<id>/calls/`, for the summary.
+async fn record_calls(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
+    let mut calls = tally.take();
+    if calls.is_empty() {
+        return Ok(());
+    }
+    if run.engine.bucket_url.starts_with("s3://") {
+        // This write itself.
+        *calls.entry("s3.PutObject".into()).or_default() += 1;
+    }
+    let path = format!("{}/calls/{}-{}.json", run.prefix(), now_ms(), std::process::id());
+    bucket::put(run.engine.bucket.as_ref(), &path, json_bytes(&calls)?).await
+}
+
+/// Run workers until the job is gathered (`sent` tasks were just enqueued).
+async fn work(run: &Arc<JobRun>, opts: &RunOptions, sent: u32) -> Result<()> {
+    if sent == 0 {
         // Every chunk was committed before (a crash during the gather): gather again; it is
         // idempotent.
         return gather::gather(run).await;

@@ -45,6 +45,7 @@
 pub mod aws;
 pub mod bench;
 pub mod bucket;
+pub mod calls;
 pub mod config;
 pub mod error;
 pub mod gather;

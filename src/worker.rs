@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::bucket;
+use crate::calls::Tally;
 use crate::error::{Error, Result};
 use crate::gather;
 use crate::job::{now_ms, Engine, JobRun, RunOptions};
@@ -123,10 +124,13 @@ impl Jobs {
 pub async fn work_loop(jobs: Arc<Jobs>, name: String, opts: &RunOptions) -> Result<()> {
     let queue = jobs.engine.queue.clone();
     let serving = jobs.one.is_none();
+    // Requests not made for one chunk (receives, acks after a commit) are counted with the
+    // next chunk this loop works.
+    let carry = Tally::default();
     loop {
         let got = tokio::select! {
             _ = jobs.stop.cancelled() => return Ok(()),
-            got = queue.receive(1, Duration::from_millis(500)) => got,
+            got = carry.scope(queue.receive(1, Duration::from_millis(500))) => got,
         };
         let got = match got {
             Ok(got) => got,
@@ -154,7 +158,10 @@ pub async fn work_loop(jobs: Arc<Jobs>, name: String, opts: &RunOptions) -> Resu
         for d in got {
             use std::sync::atomic::Ordering;
             jobs.busy.fetch_add(1, Ordering::SeqCst);
-            let handled = handle(&jobs, &name, opts, d).await;
+            let tally = Tally::default();
+            tally.absorb(&carry.take());
+            let handled = tally.scope(handle(&jobs, &name, opts, d, &tally)).await;
+            carry.absorb(&tally.take());
             jobs.last_task_ms.store(now_ms(), Ordering::SeqCst);
             jobs.busy.fetch_sub(1, Ordering::SeqCst);
             match handled {
@@ -170,7 +177,7 @@ pub async fn work_loop(jobs: Arc<Jobs>, name: String, opts: &RunOptions) -> Resu
     }
 }
 
-async fn handle(jobs: &Jobs, name: &str, opts: &RunOptions, d: Delivery) -> Result<()> {
+async fn handle(jobs: &Jobs, name: &str, opts: &RunOptions, d: Delivery, tally: &Tally) -> Result<()> {
     let queue = jobs.engine.queue.clone();
     let task: Task = match serde_json::from_str(&d.body) {
         Ok(t) => t,
@@ -218,17 +225,17 @@ async fn handle(jobs: &Jobs, name: &str, opts: &RunOptions, d: Delivery) -> Resu
     let heartbeat = {
         let (queue, receipt, every) = (queue.clone(), d.receipt.clone(), opts.visibility / 2);
         let visibility = opts.visibility;
-        tokio::spawn(async move {
+        tokio::spawn(tally.clone().scope_owned(async move {
             loop {
                 tokio::time::sleep(every).await;
                 if queue.extend(&receipt, visibility).await.is_err() {
                     return;
                 }
             }
-        })
+        }))
     };
     let result = tokio::select! {
-        r = process(&run, name, &task.chunk) => Some(r),
+        r = process(&run, name, &task.chunk, tally) => Some(r),
         _ = jobs.abort.cancelled() => None,
     };
     heartbeat.abort();
@@ -237,7 +244,15 @@ async fn handle(jobs: &Jobs, name: &str, opts: &RunOptions, d: Delivery) -> Resu
         return queue.release(&d.receipt).await;
     };
     match result {
-        Ok(()) => queue.ack(&d.receipt).await,
+        Ok(committed) => {
+            let acked = queue.ack(&d.receipt).await;
+            if committed {
+                let mut after = tally.take();
+                crate::calls::subtract(&mut after, &prepaid(&run));
+                tally.absorb(&after);
+            }
+            acked
+        }
         Err(e) if d.receive_count >= opts.max_attempts => {
             let input = &run.plan.inputs[task.chunk.input as usize].object;
             if jobs.one.is_some() {
@@ -280,12 +295,13 @@ async fn handle(jobs: &Jobs, name: &str, opts: &RunOptions, d: Delivery) -> Resu
 }
 
 /// Do one chunk, idempotently, and finalize the job if this commit completed it.
-async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk) -> Result<()> {
+/// `Ok(true)` when this call committed the chunk (its record counts the commit and the ack).
+async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) -> Result<bool> {
     let job_id = &run.plan.job_id;
     let ledger = &run.engine.ledger;
     if ledger.get_chunk(job_id, chunk.index).await?.is_some() {
         debug!(chunk = chunk.index, "already committed; skipping");
-        return finalize_if_due(run).await;
+        return finalize_if_due(run).await.map(|()| false);
     }
     let started_ms = now_ms();
     let input = &run.plan.inputs[chunk.input as usize];
@@ -353,6 +369,12 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk) -> Result<()> {
         rejects_bytes,
         started_ms,
         finished_ms: now_ms(),
+        api_calls: {
+            // The commit and the ack that follow it are counted here, before they are made.
+            let mut calls = tally.take();
+            crate::calls::add(&mut calls, &prepaid(run));
+            calls
+        },
     };
     match ledger.commit_chunk(job_id, &record).await? {
         LedgerCommit::First { finalize, done, total } => {
@@ -362,10 +384,17 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk) -> Result<()> {
             if finalize {
                 gather::gather(run).await?;
             }
-            Ok(())
+            Ok(true)
         }
-        LedgerCommit::Duplicate => finalize_if_due(run).await,
+        LedgerCommit::Duplicate => finalize_if_due(run).await.map(|()| false),
     }
+}
+
+/// The requests a chunk's record counts before they are made: its commit and its ack.
+fn prepaid(run: &JobRun) -> crate::calls::ApiCalls {
+    let mut calls = run.engine.ledger.commit_cost();
+    crate::calls::add(&mut calls, &run.engine.queue.ack_cost());
+    calls
 }
 
 /// A duplicate of the last chunk may arrive after the finalizer's gather failed and gave

@@ -46,13 +46,13 @@ async fn new_sqs_queue(client: &aws_sdk_sqs::Client) -> Arc<dyn Queue> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_sqs_conformance() {
-    let client = aws_sdk_sqs::Client::new(&emulator().await);
+    let client = sluicebox::aws::sqs(&emulator().await);
     queue::conformance::run_all(|| new_sqs_queue(&client), SQS_VISIBILITY).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_sqs_sends_more_than_one_batch_and_by_url() {
-    let client = aws_sdk_sqs::Client::new(&emulator().await);
+    let client = sluicebox::aws::sqs(&emulator().await);
     let q = new_sqs_queue(&client).await;
     let bodies: Vec<String> = (0..37).map(|i| format!("m{i}")).collect();
     q.send(bodies.clone()).await.unwrap();
@@ -79,7 +79,7 @@ async fn queue_sqs_sends_more_than_one_batch_and_by_url() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_dynamodb_conformance() {
-    let client = aws_sdk_dynamodb::Client::new(&emulator().await);
+    let client = sluicebox::aws::dynamodb(&emulator().await);
     let table = unique("ledger");
     DynamoLedger::create_table(&client, &table).await.unwrap();
     // The cases use distinct job ids, so they can share one table.
@@ -120,18 +120,23 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     let inputs_store = sluicebox::bucket::input_store(&input_url).unwrap();
     let bytes = std::fs::read(examples.join("orders.csv")).unwrap();
     inputs_store.put(&object_store::path::Path::from("incoming/orders.csv"), bytes.into()).await.unwrap();
-    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+    let ddb = sluicebox::aws::dynamodb(&conf);
     let table = unique("ledger");
     DynamoLedger::create_table(&ddb, &table).await.unwrap();
-    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let sqs = sluicebox::aws::sqs(&conf);
     let queue = new_sqs_queue(&sqs).await;
     let data = tempfile::tempdir().unwrap();
     let mut engine = sluicebox::job::Engine::local(data.path()).unwrap();
     engine.bucket = sluicebox::bucket::open(&format!("s3://{bucket}/results")).unwrap();
     engine.bucket_url = format!("s3://{bucket}/results");
     engine.inputs = inputs_store.clone();
-    engine.ledger = Arc::new(DynamoLedger::new(ddb, &table));
+    engine.ledger = Arc::new(DynamoLedger::new(ddb.clone(), &table));
     engine.queue = queue;
+    let sink_table = unique("orders");
+    DynamoSink::create_table(&ddb, &sink_table).await.unwrap();
+    let sink = Arc::new(DynamoSink::new(ddb.clone(), &sink_table));
+    let opened = sink.clone();
+    engine.sink = Arc::new(move |_| Ok(Some(opened.clone() as Arc<dyn sluicebox::sink::Sink>)));
     let inputs = sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &[input_url], None, Default::default())
         .await
         .unwrap();
@@ -145,10 +150,30 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     let key = format!("results/jobs/{}/output.csv", remote.job_id);
     let remote_output = inputs_store.get(&object_store::path::Path::from(key)).await.unwrap().bytes().await.unwrap();
     assert!(remote_output.as_ref() == local_output.as_slice(), "merged outputs differ");
+    // The same sink items as the local SQLite table.
+    let local_rows = sluicebox::sink::SqliteSink::existing(&local_dir.path().join("sluicebox.db"), "orders").unwrap();
+    let local_rows = sluicebox::sink::Sink::read_all(&local_rows).await.unwrap();
+    let items = sluicebox::sink::Sink::read_all(sink.as_ref()).await.unwrap();
+    assert_eq!(items.len(), 10000);
+    assert!(items == local_rows, "the DynamoDB items differ from the local sink's rows");
+    assert!(sink.stats().largest_request.load(Ordering::Relaxed) <= 25);
     // The ledger on DynamoDB says the job is complete, with every chunk committed once.
     let ledger = ledger::open(&format!("dynamodb://{table}")).await.unwrap();
     let job = ledger.get_job(&remote.job_id).await.unwrap().unwrap();
     assert_eq!((job.status, job.done_chunks, job.total_chunks), (ledger::JobStatus::Complete, 10, Some(10)));
+    // Every request is accounted for: one commit per chunk, at least one ranged read per
+    // chunk, tasks sent in batches of ten, and the gather's multipart upload.
+    let calls = &remote.api_calls;
+    assert_eq!(calls.get("dynamodb.TransactWriteItems"), Some(&10), "{calls:?}");
+    assert_eq!(calls.get("dynamodb.BatchWriteItem"), Some(&400), "10,000 items in requests of 25: {calls:?}");
+    assert!(calls.get("s3.GetObject").is_some_and(|&n| n >= 10), "{calls:?}");
+    assert_eq!(calls.get("sqs.SendMessageBatch"), Some(&1), "{calls:?}");
+    assert!(calls.get("sqs.ReceiveMessage").is_some_and(|&n| n >= 10), "{calls:?}");
+    assert!(calls.get("sqs.DeleteMessage").is_some_and(|&n| n >= 9), "{calls:?}");
+    assert!(calls.contains_key("s3.CompleteMultipartUpload"), "{calls:?}");
+    let total: u64 = calls.values().sum();
+    assert!((remote.api_calls_per_record - total as f64 / 10000.0).abs() < 1e-9);
+    assert!(local.api_calls.is_empty(), "the embedded engine makes no cloud requests");
 }
 
 /// The orders example's job file with `records` per chunk and the reference at `source`.
@@ -268,7 +293,7 @@ async fn three_workers_share_a_job_and_one_is_killed() {
     let merged = store.get(&object_store::path::Path::from(output)).await.unwrap().bytes().await.unwrap();
     assert_eq!(merged.iter().filter(|&&b| b == b'\n').count(), 10001);
     // Every record is in the sink exactly once.
-    let items = sluicebox::sink::dynamodb::DynamoSink::new(aws_sdk_dynamodb::Client::new(&conf), &sink);
+    let items = sluicebox::sink::dynamodb::DynamoSink::new(sluicebox::aws::dynamodb(&conf), &sink);
     let items = sluicebox::sink::Sink::read_all(&items).await.unwrap();
     assert_eq!(items.len(), 10000);
     // More than one worker process did the work.
@@ -291,7 +316,7 @@ async fn three_workers_share_a_job_and_one_is_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_dynamodb_conformance() {
-    let client = aws_sdk_dynamodb::Client::new(&emulator().await);
+    let client = sluicebox::aws::dynamodb(&emulator().await);
     let table = unique("sink");
     DynamoSink::create_table(&client, &table).await.unwrap();
     let sink = DynamoSink::new(client, &table);
@@ -307,7 +332,7 @@ async fn throttled_writes_and_duplicated_deliveries_write_every_record_once() {
     let conf = emulator().await;
     let (config, _dir) = orders_job_with(300, None);
     let spec = sluicebox::config::JobConfig::load(&config).unwrap().validate(config.parent().unwrap()).unwrap();
-    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+    let ddb = sluicebox::aws::dynamodb(&conf);
     let table = unique("throttled");
     DynamoSink::create_table(&ddb, &table).await.unwrap();
     let faults = Arc::new(ThrottleFaults::new(0.3, 7));
@@ -316,7 +341,7 @@ async fn throttled_writes_and_duplicated_deliveries_write_every_record_once() {
     let mut engine = sluicebox::job::Engine::local(data.path()).unwrap();
     let opened = sink.clone();
     engine.sink = Arc::new(move |_| Ok(Some(opened.clone() as Arc<dyn sluicebox::sink::Sink>)));
-    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let sqs = sluicebox::aws::sqs(&conf);
     let dup = sluicebox::queue::faults::QueueFaults { extra_copies: 1, drop_every_nth_ack: 3 };
     engine.queue = Arc::new(sluicebox::queue::faults::FaultyQueue::new(new_sqs_queue(&sqs).await, dup));
     // The first 3,000 orders: throttled writes are slow on purpose.
@@ -407,7 +432,7 @@ async fn a_deleted_input_fails_the_job_and_its_task_goes_to_the_dead_letter_queu
     assert!(err.contains(&format!("s3://{bucket}/in/small.csv")) && err.contains("version"), "{err}");
     assert!(err.contains("gone") || err.contains("not found") || err.contains("deleted"), "{err}");
     // The task reaches the dead-letter queue and stays out of the work queue.
-    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let sqs = sluicebox::aws::sqs(&conf);
     let dlq = SqsQueue::open(sqs.clone(), &format!("{queue}-dlq"), Duration::from_secs(2)).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let dead = loop {

@@ -16,6 +16,7 @@ fn chunk(index: u32, worker: &str) -> ChunkRecord {
         rejects_bytes: 0,
         started_ms: 1,
         finished_ms: 2,
+        api_calls: Default::default(),
     }
 }
 

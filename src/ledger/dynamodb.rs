@@ -314,6 +314,10 @@ impl StateStore for DynamoLedger {
         .await
     }
 
+    fn commit_cost(&self) -> crate::calls::ApiCalls {
+        [("dynamodb.TransactWriteItems".to_string(), 1)].into()
+    }
+
     async fn delete_job(&self, job_id: &str) -> Result<()> {
         let mut keys: Vec<AttributeValue> =
             self.chunk_items(job_id).await?.into_iter().filter_map(|mut item| item.remove("sk")).collect();

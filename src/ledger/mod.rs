@@ -110,6 +110,9 @@ pub struct ChunkRecord {
     pub started_ms: i64,
     /// When the commit was made, ms since the Unix epoch.
     pub finished_ms: i64,
+    /// Cloud API requests made for this chunk (see [`crate::calls`]), including its commit.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_calls: crate::calls::ApiCalls,
 }
 
 /// The result of [`StateStore::commit_chunk`].
@@ -168,6 +171,11 @@ pub trait StateStore: Send + Sync + Debug {
     async fn take_gather_lease(&self, job_id: &str, now_ms: i64, until_ms: i64) -> Result<bool>;
     /// Remove a job and its chunks.
     async fn delete_job(&self, job_id: &str) -> Result<()>;
+    /// The cloud requests one successful `commit_chunk` makes (see [`crate::calls`]): a
+    /// chunk's record counts its own commit before it is made.
+    fn commit_cost(&self) -> crate::calls::ApiCalls {
+        crate::calls::ApiCalls::new()
+    }
 }
 
 /// Open the ledger named by `url`: `sqlite://PATH`, `memory://` or `dynamodb://TABLE`
@@ -179,7 +187,7 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn StateStore>> {
         Some(("memory", _)) => Ok(std::sync::Arc::new(MemoryLedger::default())),
         #[cfg(feature = "aws")]
         Some(("dynamodb", table)) => {
-            let client = aws_sdk_dynamodb::Client::new(&crate::aws::sdk_config().await);
+            let client = crate::aws::dynamodb(&crate::aws::sdk_config().await);
             Ok(std::sync::Arc::new(dynamodb::DynamoLedger::new(client, table)))
         }
         #[cfg(not(feature = "aws"))]

@@ -61,4 +61,8 @@ impl Queue for FaultyQueue {
     async fn release(&self, receipt: &str) -> Result<()> {
         self.inner.release(receipt).await
     }
+
+    fn ack_cost(&self) -> crate::calls::ApiCalls {
+        self.inner.ack_cost()
+    }
 }

@@ -22,12 +22,12 @@ pub async fn open(url: &str, visibility: Duration) -> Result<std::sync::Arc<dyn 
         Some(("memory", _)) => Ok(std::sync::Arc::new(MemoryQueue::new(visibility))),
         #[cfg(feature = "aws")]
         Some(("sqs", name)) => {
-            let client = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
+            let client = crate::aws::sqs(&crate::aws::sdk_config().await);
             Ok(std::sync::Arc::new(sqs::SqsQueue::open(client, name, visibility).await?))
         }
         #[cfg(feature = "aws")]
         Some(("https" | "http", _)) => {
-            let client = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
+            let client = crate::aws::sqs(&crate::aws::sdk_config().await);
             Ok(std::sync::Arc::new(sqs::SqsQueue::new(client, url, visibility)))
         }
         #[cfg(not(feature = "aws"))]
@@ -75,4 +75,8 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     async fn extend(&self, receipt: &str, timeout: Duration) -> Result<()>;
     /// Make a delivered message visible again now.
     async fn release(&self, receipt: &str) -> Result<()>;
+    /// The cloud requests one `ack` makes (see [`crate::calls`]).
+    fn ack_cost(&self) -> crate::calls::ApiCalls {
+        crate::calls::ApiCalls::new()
+    }
 }

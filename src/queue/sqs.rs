@@ -169,4 +169,8 @@ impl Queue for SqsQueue {
     async fn release(&self, receipt: &str) -> Result<()> {
         self.set_visibility(receipt, Duration::ZERO).await
     }
+
+    fn ack_cost(&self) -> crate::calls::ApiCalls {
+        [("sqs.DeleteMessage".to_string(), 1)].into()
+    }
 }
