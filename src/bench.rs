@@ -44,11 +44,23 @@ pub struct Measurement {
     pub written: u64,
     /// Rejected records.
     pub rejected: u64,
+    /// `local` (directory, SQLite, in-process queue) or `aws` (S3, SQS, DynamoDB).
+    pub backend: String,
+    /// Cloud API requests the job made (0 on the local backend).
+    pub api_calls: u64,
+    /// API requests per record.
+    pub api_calls_per_record: f64,
+    /// The requests by service and operation, as JSON.
+    pub api_calls_by_operation: String,
 }
 
 impl fmt::Display for Measurement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sink = if self.sink { "SQLite sink" } else { "no sink" };
+        let sink = match (self.sink, self.backend.as_str()) {
+            (false, _) => "no sink",
+            (true, "aws") => "S3 + SQS + DynamoDB ledger and sink",
+            (true, _) => "SQLite sink",
+        };
         writeln!(
             f,
             "{} records ({:.1} MB) with {} workers on {} cores, {sink}",
@@ -59,7 +71,15 @@ impl fmt::Display for Measurement {
         )?;
         writeln!(f, "  {:.0} records/s end to end ({:.2} s)", self.records_per_s, self.seconds)?;
         writeln!(f, "  phases: plan {} ms, work {} ms, gather {} ms", self.plan_ms, self.work_ms, self.gather_ms)?;
-        write!(f, "  peak RSS {:.0} MiB; written {}, rejected {}", self.peak_rss_mib, self.written, self.rejected)
+        write!(f, "  peak RSS {:.0} MiB; written {}, rejected {}", self.peak_rss_mib, self.written, self.rejected)?;
+        if self.api_calls > 0 {
+            write!(
+                f,
+                "\n  {} API calls, {:.4} per record: {}",
+                self.api_calls, self.api_calls_per_record, self.api_calls_by_operation
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -135,7 +155,9 @@ pub fn peak_rss_mib() -> f64 {
 
 /// Generate `n` orders in `dir`, run the orders job on them with `workers`, and append the
 /// measurement to the CSV at `out`.
-pub async fn run(dir: &Path, n: u64, workers: usize, sink: bool, out: &Path) -> Result<Measurement> {
+/// With `aws`, the job runs on S3, SQS and DynamoDB (ledger and sink) as the standard AWS
+/// configuration names them (an emulator in tests): new resources are created for each run.
+pub async fn run(dir: &Path, n: u64, workers: usize, sink: bool, aws: bool, out: &Path) -> Result<Measurement> {
     let input_dir = dir.join("input");
     let marker = input_dir.join(format!(".generated-{n}"));
     if !marker.exists() {
@@ -152,11 +174,14 @@ pub async fn run(dir: &Path, n: u64, workers: usize, sink: bool, out: &Path) -> 
     if !sink {
         config.sink.kind = crate::config::SinkKind::None;
     }
-    let spec = config.validate(&input_dir)?;
     let run_dir = dir.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
-    let engine = Engine::local(&run_dir)?;
-    let input = input_dir.join("orders.csv").display().to_string();
+    let (engine, input) = if aws {
+        aws_backends(&input_dir, &run_dir, &mut config).await?
+    } else {
+        (Engine::local(&run_dir)?, input_dir.join("orders.csv").display().to_string())
+    };
+    let spec = config.validate(&input_dir)?;
     let inputs =
         crate::bucket::resolve_inputs(engine.inputs.as_ref(), &[input], spec.format, spec.config.input.compression)
             .await?;
@@ -180,9 +205,66 @@ pub async fn run(dir: &Path, n: u64, workers: usize, sink: bool, out: &Path) -> 
         sink,
         written: summary.records.written,
         rejected: summary.records.rejected,
+        backend: if aws { "aws" } else { "local" }.into(),
+        api_calls: summary.api_calls.values().sum(),
+        api_calls_per_record: summary.api_calls_per_record,
+        api_calls_by_operation: serde_json::to_string(&summary.api_calls).unwrap_or_default(),
     };
     append_csv(out, &m)?;
     Ok(m)
+}
+
+/// Create a bucket, queue and tables for one AWS run, upload the input and the reference,
+/// and point `config` at them.
+#[cfg(feature = "aws")]
+async fn aws_backends(input_dir: &Path, run_dir: &Path, config: &mut JobConfig) -> Result<(Engine, String)> {
+    let name = format!("sluicebox-bench-{}", chrono::Utc::now().timestamp_millis());
+    let conf = crate::aws::sdk_config().await;
+    let setup = crate::aws::Setup {
+        bucket: Some(format!("s3://{name}")),
+        queue: Some(format!("sqs://{name}")),
+        ledger: Some(format!("dynamodb://{name}-ledger")),
+        sink: Some(format!("dynamodb://{name}-sink")),
+        max_receives: 5,
+        visibility: std::time::Duration::from_secs(300),
+    };
+    crate::aws::setup(&conf, &setup).await?;
+    let store = crate::bucket::open(&format!("s3://{name}"))?;
+    for (file, key) in [("orders.csv", "in/orders.csv"), ("financial.csv", "ref/financial.csv")] {
+        upload(store.clone(), &input_dir.join(file), key).await?;
+    }
+    if let Some(e) = config.enrich.as_mut() {
+        e.source = format!("s3://{name}/ref/financial.csv");
+    }
+    if config.sink.kind != crate::config::SinkKind::None {
+        config.sink.kind = crate::config::SinkKind::Dynamodb;
+        config.sink.table = Some(format!("{name}-sink"));
+    }
+    let urls = crate::job::BackendUrls {
+        bucket: Some(format!("s3://{name}/out")),
+        queue: setup.queue.clone(),
+        ledger: setup.ledger.clone(),
+        visibility: setup.visibility,
+    };
+    let input = format!("s3://{name}/in/orders.csv");
+    Ok((Engine::with_backends(run_dir, &urls, &input).await?, input))
+}
+
+#[cfg(not(feature = "aws"))]
+async fn aws_backends(_: &Path, _: &Path, _: &mut JobConfig) -> Result<(Engine, String)> {
+    Err(Error::config("--aws", "this build lacks the `aws` feature"))
+}
+
+/// Stream a local file into the bucket with a multipart upload.
+#[cfg(feature = "aws")]
+async fn upload(store: std::sync::Arc<dyn object_store::ObjectStore>, file: &Path, key: &str) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| Error::backend("bench", format!("cannot upload {}", file.display()), e);
+    let mut w = object_store::buffered::BufWriter::new(store, object_store::path::Path::from(key));
+    let mut f = tokio::fs::File::open(file).await.map_err(io)?;
+    tokio::io::copy(&mut f, &mut w).await.map_err(io)?;
+    w.shutdown().await.map_err(io)?;
+    Ok(())
 }
 
 fn append_csv(out: &Path, m: &Measurement) -> Result<()> {

@@ -149,16 +149,22 @@ async fn list_local(store: &dyn ObjectStore, arg: &str) -> Result<Vec<object_sto
 async fn list_s3(store: &dyn ObjectStore, arg: &str, rest: &str) -> Result<Vec<object_store::ObjectMeta>> {
     let key = rest.split_once('/').map_or("", |(_, k)| k);
     if key.is_empty() || key.ends_with('/') {
-        let prefix = Path::from(key.trim_end_matches('/'));
+        let prefix = key_path(key.trim_end_matches('/'));
         let mut all: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
         all.sort_by(|a, b| a.location.cmp(&b.location));
         return Ok(all);
     }
-    match store.head(&Path::from(key)).await {
+    match store.head(&key_path(key)).await {
         Ok(m) => Ok(vec![m]),
         Err(object_store::Error::NotFound { .. }) => Err(Error::input(arg, "cannot read input: no such object")),
         Err(e) => Err(Error::backend("object_store", format!("failed to read {arg}"), e)),
     }
+}
+
+/// An object's key as a path, as it is (S3 keys may hold spaces, `+` or any character);
+/// `Path::from` would percent-encode some of them into another key.
+pub(crate) fn key_path(key: &str) -> Path {
+    Path::parse(key).unwrap_or_else(|_| Path::from(key))
 }
 
 fn strip_compression_ext(name: &str) -> &str {
@@ -214,7 +220,7 @@ impl ObjectReader {
 
 /// Open an object for a streaming read (see [`ObjectReader`]).
 pub async fn open_reader(store: Arc<dyn ObjectStore>, input: &InputObject) -> Result<ObjectReader> {
-    let path = Path::from(input.path.as_str());
+    let path = key_path(&input.path);
     let options = GetOptions { if_match: input.e_tag.clone(), ..GetOptions::default() };
     let stream = store
         .get_opts(&path, options)
@@ -267,7 +273,7 @@ pub async fn read_range(
     end: u64,
 ) -> Result<bytes::Bytes> {
     if matches!(input.compression, Compression::None | Compression::Auto) {
-        let path = Path::from(input.path.as_str());
+        let path = key_path(&input.path);
         let options =
             GetOptions { if_match: input.e_tag.clone(), range: Some((start..end).into()), ..GetOptions::default() };
         let read = async { store.get_opts(&path, options).await?.bytes().await };

@@ -510,7 +510,7 @@ async fn fetch_reference(engine: &Engine, url: &str) -> Result<PathBuf> {
     use tokio::io::AsyncWriteExt;
     let store = bucket::input_store(url)?;
     let key = url.strip_prefix("s3://").and_then(|r| r.split_once('/')).map(|(_, k)| k).unwrap_or_default();
-    let path = object_store::path::Path::from(key);
+    let path = bucket::key_path(key);
     let got = store.get(&path).await.map_err(|e| match e {
         object_store::Error::NotFound { .. } => Error::config("enrich.source", format!("{url} does not exist")),
         other => Error::backend("object_store", format!("failed to read {url}"), other),

@@ -56,6 +56,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod queue;
 pub mod sink;
+pub mod watch;
 pub mod worker;
 
 pub use error::{Error, Result};

@@ -336,7 +336,10 @@ async fn throttled_writes_and_duplicated_deliveries_write_every_record_once() {
     let table = unique("throttled");
     DynamoSink::create_table(&ddb, &table).await.unwrap();
     let faults = Arc::new(ThrottleFaults::new(0.3, 7));
-    let sink = Arc::new(DynamoSink::new(ddb.clone(), &table).with_faults(faults.clone()));
+    // Injected throttles fall at random, whatever the rate, so they would pace the writer down
+    // to its floor (the rate's adaptation has its own test): a higher floor bounds the time.
+    let pace = sluicebox::sink::dynamodb::Pace::with_floor(400.0);
+    let sink = Arc::new(DynamoSink::new(ddb.clone(), &table).with_faults(faults.clone()).with_pace(pace));
     let data = tempfile::tempdir().unwrap();
     let mut engine = sluicebox::job::Engine::local(data.path()).unwrap();
     let opened = sink.clone();
@@ -445,4 +448,107 @@ async fn a_deleted_input_fails_the_job_and_its_task_goes_to_the_dead_letter_queu
     assert!(dead[0].body.contains("\"index\":0"), "{}", dead[0].body);
     let status = procs.0[0].wait().unwrap();
     assert!(status.success(), "the worker exits cleanly when idle: {status}");
+}
+
+/// `sluicebox watch` starts one job per new object from S3's event notifications: the key
+/// arrives URL-encoded and is decoded, `s3:TestEvent` is ignored, and a repeated event for
+/// the same object version starts no second job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_starts_one_job_per_object_version_from_s3_events() {
+    use object_store::ObjectStoreExt;
+    let conf = emulator().await;
+    let (bucket, queue, table, events) = (unique("watch"), unique("watch-q"), unique("watch-t"), unique("watch-ev"));
+    let setup = sluicebox()
+        .args(["aws", "setup", "--bucket", &format!("s3://{bucket}"), "--queue", &format!("sqs://{queue}")])
+        .args(["--ledger", &format!("dynamodb://{table}")])
+        .output()
+        .unwrap();
+    assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
+    let sqs = sluicebox::aws::sqs(&conf);
+    let events_url = sqs.create_queue().queue_name(&events).send().await.unwrap().queue_url.unwrap();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&events_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    let s3 = sluicebox::aws::s3(&conf);
+    let notify = aws_sdk_s3::types::QueueConfiguration::builder()
+        .queue_arn(&arn)
+        .events(aws_sdk_s3::types::Event::S3ObjectCreated)
+        .build()
+        .unwrap();
+    s3.put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(
+            aws_sdk_s3::types::NotificationConfiguration::builder().queue_configurations(notify).build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // A test event, as S3 sends when notifications are configured.
+    let test_event = serde_json::json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": bucket});
+    sqs.send_message().queue_url(&events_url).message_body(test_event.to_string()).send().await.unwrap();
+
+    let data = tempfile::tempdir().unwrap();
+    let mut watch = sluicebox();
+    watch.args(["watch", &format!("s3://{bucket}/in/"), "--events", &format!("sqs://{events}")]);
+    watch.args(["--workers", "2", "--idle-exit-secs", "6", "--sink", "none", "--visibility-secs", "10"]);
+    watch.args(["--bucket", &format!("s3://{bucket}/out"), "--queue", &format!("sqs://{queue}")]);
+    watch.args(["--ledger", &format!("dynamodb://{table}")]).arg("--data-dir").arg(data.path());
+    let mut running = watch.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let _reaper = Reaper(Vec::new());
+
+    let key = "in/my orders+1é.csv";
+    let put = s3.put_object().bucket(&bucket).key(key).body(b"id,name\n1,a\n2,b\n3,c\n".to_vec().into());
+    let e_tag = put.send().await.unwrap().e_tag.unwrap();
+    // Outside the prefix: ignored.
+    s3.put_object().bucket(&bucket).key("elsewhere/x.csv").body(b"id\n1\n".to_vec().into()).send().await.unwrap();
+    // The same event again, as S3's at-least-once delivery may send it.
+    let store = sluicebox::bucket::open(&format!("s3://{bucket}")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let job_id = loop {
+        use futures::TryStreamExt;
+        let listed: Vec<_> = store.list(Some(&object_store::path::Path::from("out/jobs"))).try_collect().await.unwrap();
+        if let Some(m) = listed.iter().find(|m| m.location.as_ref().ends_with("summary.json")) {
+            break m.location.parts().nth(2).unwrap().as_ref().to_string();
+        }
+        if std::time::Instant::now() > deadline {
+            running.kill().unwrap();
+            let out = running.wait_with_output().unwrap();
+            panic!(
+                "no job completed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let repeated = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
+        "bucket": {"name": bucket}, "object": {"key": "in/my+orders%2B1%C3%A9.csv", "eTag": e_tag}}}]});
+    sqs.send_message().queue_url(&events_url).message_body(repeated.to_string()).send().await.unwrap();
+
+    let out = running.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}\n{}", String::from_utf8_lossy(&out.stderr));
+    let input = format!("s3://{bucket}/{key}");
+    assert_eq!(said.matches("started job").count(), 1, "{said}");
+    assert!(said.contains(&format!("started job {job_id} for {input}")), "{said}");
+    assert!(said.contains(&format!("job {job_id} for {input} exists; not started again")), "{said}");
+    assert!(said.contains("ignored: no ObjectCreated event"), "the test event: {said}");
+    assert!(said.contains("elsewhere/x.csv is outside"), "{said}");
+    let summary = store
+        .get(&object_store::path::Path::from(format!("out/jobs/{job_id}/summary.json")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&summary).unwrap();
+    assert_eq!(summary["records"]["total"], 3);
+    assert_eq!(summary["inputs"][0]["location"], input);
 }

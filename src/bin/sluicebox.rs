@@ -33,6 +33,9 @@ enum Command {
     /// Take tasks of any job from a shared queue until stopped (SIGTERM or Ctrl-C: finish the
     /// tasks in hand; a second signal, or --grace-secs later: give them back to the queue).
     Worker(WorkerArgs),
+    /// Start a job for every object created under PREFIX (s3://BUCKET/PREFIX), from the S3
+    /// event notifications in --events; with --workers, also work the jobs here.
+    Watch(WatchArgs),
     /// Generate synthetic orders, run the orders pipeline on them and report throughput.
     Bench(BenchArgs),
     /// AWS resources (feature `aws`).
@@ -96,6 +99,29 @@ struct RunArgs {
     /// its summary.
     #[arg(long)]
     wait: bool,
+    #[command(flatten)]
+    backends: Backends,
+}
+
+#[derive(clap::Args)]
+struct WatchArgs {
+    /// `s3://BUCKET/PREFIX`: objects created under it start jobs.
+    prefix: String,
+    /// The queue S3 sends the bucket's event notifications to (`sqs://NAME` or a queue URL).
+    #[arg(long)]
+    events: String,
+    /// Job definition (TOML) for every job started.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Where lookups and fetched references are kept.
+    #[arg(long, default_value = "sluicebox-data")]
+    data_dir: PathBuf,
+    /// Also work tasks here with this many workers (default 0: only start jobs).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Exit after this many seconds without an event or a task (default: run until stopped).
+    #[arg(long)]
+    idle_exit_secs: Option<u64>,
     #[command(flatten)]
     backends: Backends,
 }
@@ -166,9 +192,13 @@ struct BenchArgs {
     /// Concurrent workers (default: number of cores).
     #[arg(long)]
     workers: Option<usize>,
-    /// Run without the SQLite sink (outputs only), to see the sink's share.
+    /// Run without the sink (outputs only), to see the sink's share.
     #[arg(long)]
     no_sink: bool,
+    /// Run on S3, SQS and DynamoDB (ledger and sink) from the standard AWS configuration
+    /// (feature `aws`; new resources for each run) and report API calls per record.
+    #[arg(long)]
+    aws: bool,
     /// Measurements CSV to append one row to.
     #[arg(long, default_value = "bench/measurements.csv")]
     out: PathBuf,
@@ -194,6 +224,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Worker(args) => worker(args).await,
+            Command::Watch(args) => watch(args).await,
             Command::Bench(args) => bench_cmd(args).await,
             #[cfg(feature = "aws")]
             Command::Aws {
@@ -399,6 +430,89 @@ async fn worker(args: WorkerArgs) -> sluicebox::Result<()> {
     result
 }
 
+async fn watch(args: WatchArgs) -> sluicebox::Result<()> {
+    use sluicebox::watch::Outcome;
+    use tokio_util::sync::CancellationToken;
+    if args.backends.queue.is_none() || args.backends.ledger.is_none() || args.backends.bucket.is_none() {
+        return Err(Error::config("watch", "watch needs the shared --bucket, --queue and --ledger for its jobs"));
+    }
+    let (config, base) = match &args.config {
+        Some(path) => (JobConfig::load(path)?, path.parent().map(Path::to_path_buf).unwrap_or_default()),
+        None => (JobConfig::default(), PathBuf::from(".")),
+    };
+    let mut config = config;
+    if let Some(url) = &args.backends.sink {
+        apply_sink(&mut config, url)?;
+    }
+    let spec = config.validate(&base)?;
+    let urls = args.backends.urls();
+    let engine = Engine::with_backends(&args.data_dir, &urls, &args.prefix).await?;
+    let events = sluicebox::queue::open(&args.events, urls.visibility).await?;
+    let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+    let jobs = std::sync::Arc::new(sluicebox::worker::Jobs::serve(engine.clone(), stop.clone(), abort.clone()));
+    let opts = RunOptions {
+        visibility: urls.visibility,
+        worker_name: format!("{}-{}", hostname(), std::process::id()),
+        ..RunOptions::default()
+    };
+    let mut handles = Vec::new();
+    for w in 0..args.workers {
+        let (jobs, opts) = (jobs.clone(), opts.clone());
+        let name = format!("{}-{w}", opts.worker_name);
+        handles.push(tokio::spawn(async move { sluicebox::worker::work_loop(jobs, name, &opts).await }));
+    }
+    let signals = {
+        let (stop, abort) = (stop.clone(), abort.clone());
+        tokio::spawn(async move {
+            if stop_signal().await.is_ok() {
+                stop.cancel();
+                let _ = stop_signal().await;
+                abort.cancel();
+            }
+        })
+    };
+    let mut last_event = std::time::Instant::now();
+    let idle = args.idle_exit_secs.map(std::time::Duration::from_secs);
+    let mut result = Ok(());
+    while !stop.is_cancelled() {
+        let wait = std::time::Duration::from_secs(2);
+        let got = tokio::select! {
+            _ = stop.cancelled() => break,
+            got = sluicebox::watch::watch_once(&engine, &spec, events.as_ref(), &args.prefix, &opts, wait) => got,
+        };
+        match got {
+            Ok(outcomes) => {
+                if !outcomes.is_empty() {
+                    last_event = std::time::Instant::now();
+                }
+                for o in outcomes {
+                    emit(&match o {
+                        Outcome::Started { input, job_id } => format!("started job {job_id} for {input}\n"),
+                        Outcome::Repeated { input, job_id } => {
+                            format!("job {job_id} for {input} exists; not started again\n")
+                        }
+                        Outcome::Ignored { reason } => format!("ignored: {reason}\n"),
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot take events, retrying: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+        if idle.is_some_and(|i| last_event.elapsed() >= i && jobs.idle_for() >= i) {
+            stop.cancel();
+        }
+    }
+    for h in handles {
+        if let Err(e) = h.await.map_err(|e| Error::backend("worker", "worker task panicked", e)).and_then(|r| r) {
+            result = Err(e);
+        }
+    }
+    signals.abort();
+    result
+}
+
 async fn stop_signal() -> std::io::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -454,7 +568,7 @@ fn print_summary(s: &Summary, json: bool) {
 
 async fn bench_cmd(args: BenchArgs) -> sluicebox::Result<()> {
     let workers = args.workers.unwrap_or_else(cores);
-    let m = bench::run(&args.data_dir, args.records, workers, !args.no_sink, &args.out).await?;
+    let m = bench::run(&args.data_dir, args.records, workers, !args.no_sink, args.aws, &args.out).await?;
     if args.json {
         emit(&format!("{}\n", serde_json::to_string(&m).unwrap_or_default()));
     } else {

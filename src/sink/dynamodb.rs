@@ -88,6 +88,12 @@ impl DynamoSink {
         &self.stats
     }
 
+    /// Pace this sink's writers with `pace` instead of the default.
+    pub fn with_pace(mut self, pace: Pace) -> Self {
+        self.pace = Arc::new(pace);
+        self
+    }
+
     /// The pacing shared by this sink's writers.
     pub fn pace(&self) -> &Pace {
         &self.pace
@@ -331,6 +337,7 @@ fn number(n: &str) -> Value {
 #[derive(Debug)]
 pub struct Pace {
     state: Mutex<PaceState>,
+    floor: f64,
 }
 
 #[derive(Debug)]
@@ -349,8 +356,16 @@ struct PaceState {
 
 impl Default for Pace {
     fn default() -> Self {
+        Pace::with_floor(Pace::FLOOR)
+    }
+}
+
+impl Pace {
+    /// A pace that never goes below `floor` items/s (the default is [`Pace::FLOOR`]).
+    pub fn with_floor(floor: f64) -> Self {
         let now = Instant::now();
         Pace {
+            floor: floor.max(1.0),
             state: Mutex::new(PaceState {
                 rate: None,
                 next: now,
@@ -423,7 +438,7 @@ impl Pace {
         let span = now.duration_since(s.window_start).as_secs_f64().max(0.001);
         let seen = if span >= 0.2 { s.window_items as f64 / span } else { s.last_rate };
         let base = s.rate.unwrap_or(if seen > 0.0 { seen } else { 1000.0 });
-        s.rate = Some((base * 0.7).max(Self::FLOOR));
+        s.rate = Some((base * 0.7).max(self.floor));
     }
 }
 

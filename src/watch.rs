@@ -1,0 +1,181 @@
+//! `sluicebox watch`: start a job for every object that lands under a prefix, from S3 event
+//! notifications delivered to a queue.
+//!
+//! Events are parsed leniently (emulators leave out fields AWS sends; an SNS envelope is
+//! opened). Keys arrive URL-encoded (`+` for a space) and are decoded. `s3:TestEvent` and
+//! events other than `ObjectCreated:*` are acknowledged and ignored. An object's job id comes
+//! from its location, size and version, so a repeated event for one object version finds its
+//! job in the ledger and starts nothing.
+
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::config::JobSpec;
+use crate::error::{Error, Result};
+use crate::job::{self, Engine, RunOptions};
+use crate::queue::Queue;
+
+/// One object named by an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEvent {
+    /// The event name, e.g. `ObjectCreated:Put`.
+    pub event: String,
+    /// The bucket.
+    pub bucket: String,
+    /// The key, decoded.
+    pub key: String,
+    /// The version or ETag the event names, if any.
+    pub version: Option<String>,
+}
+
+/// The object-created events in one notification message (an empty list for a test event or
+/// a message that is not an S3 notification).
+pub fn parse_events(body: &str) -> Vec<ObjectEvent> {
+    let Ok(mut v) = serde_json::from_str::<Value>(body) else { return Vec::new() };
+    // Through SNS, the notification is the string in `Message`.
+    if let Some(inner) = v.get("Message").and_then(Value::as_str).and_then(|m| serde_json::from_str(m).ok()) {
+        v = inner;
+    }
+    let Some(records) = v.get("Records").and_then(Value::as_array) else { return Vec::new() };
+    records
+        .iter()
+        .filter_map(|r| {
+            let event = r.get("eventName")?.as_str()?.to_string();
+            let s3 = r.get("s3")?;
+            let bucket = s3.get("bucket")?.get("name")?.as_str()?.to_string();
+            let object = s3.get("object")?;
+            let key = decode_key(object.get("key")?.as_str()?);
+            let version = ["versionId", "eTag"]
+                .iter()
+                .find_map(|f| object.get(*f).and_then(Value::as_str).filter(|s| !s.is_empty()))
+                .map(str::to_string);
+            Some(ObjectEvent { event, bucket, key, version })
+        })
+        .collect()
+}
+
+/// Decode a key as S3 events carry it (form encoding: `+` is a space, `%XX` a byte).
+pub fn decode_key(key: &str) -> String {
+    url::form_urlencoded::parse(format!("k={key}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| key.to_string())
+}
+
+/// What [`watch_once`] did with one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A job was planned and enqueued for the object.
+    Started { input: String, job_id: String },
+    /// The object's job already exists (a repeated event).
+    Repeated { input: String, job_id: String },
+    /// The object is gone or outside the prefix, or the message is not an object event.
+    Ignored { reason: String },
+}
+
+/// Take up to ten event messages from `events` (waiting up to `wait`) and start a job for
+/// each new object under `prefix` (`s3://BUCKET/PREFIX`). A message is acknowledged once
+/// its objects' jobs are submitted; one that fails is given back and retried.
+pub async fn watch_once(
+    engine: &Engine,
+    spec: &JobSpec,
+    events: &dyn Queue,
+    prefix: &str,
+    opts: &RunOptions,
+    wait: std::time::Duration,
+) -> Result<Vec<Outcome>> {
+    let (bucket, key_prefix) = prefix
+        .strip_prefix("s3://")
+        .map(|r| r.split_once('/').unwrap_or((r, "")))
+        .ok_or_else(|| Error::config("PREFIX", format!("{prefix:?} is not an s3://BUCKET/PREFIX URL")))?;
+    let mut outcomes = Vec::new();
+    for d in events.receive(10, wait).await? {
+        let found = parse_events(&d.body);
+        if found.is_empty() {
+            info!(body = %d.body, "ignoring a message that names no created object (e.g. s3:TestEvent)");
+            outcomes.push(Outcome::Ignored { reason: "no ObjectCreated event".into() });
+        }
+        let mut failed = None;
+        for ev in found {
+            match start(engine, spec, &ev, bucket, key_prefix, opts).await {
+                Ok(o) => outcomes.push(o),
+                Err(e) => {
+                    warn!(key = %ev.key, "cannot start a job: {e}");
+                    failed = Some(e);
+                }
+            }
+        }
+        match failed {
+            None => events.ack(&d.receipt).await?,
+            Some(_) => events.release(&d.receipt).await?,
+        }
+    }
+    Ok(outcomes)
+}
+
+async fn start(
+    engine: &Engine,
+    spec: &JobSpec,
+    ev: &ObjectEvent,
+    bucket: &str,
+    key_prefix: &str,
+    opts: &RunOptions,
+) -> Result<Outcome> {
+    let input = format!("s3://{}/{}", ev.bucket, ev.key);
+    if !ev.event.starts_with("ObjectCreated") {
+        return Ok(Outcome::Ignored { reason: format!("{} of {input}", ev.event) });
+    }
+    if ev.bucket != bucket || !ev.key.starts_with(key_prefix) || ev.key.ends_with('/') {
+        return Ok(Outcome::Ignored { reason: format!("{input} is outside s3://{bucket}/{key_prefix}") });
+    }
+    let store = crate::bucket::input_store(&input)?;
+    let inputs = match crate::bucket::resolve_inputs(
+        store.as_ref(),
+        std::slice::from_ref(&input),
+        spec.format,
+        spec.config.input.compression,
+    )
+    .await
+    {
+        Ok(i) => i,
+        Err(Error::InvalidInput { .. } | Error::NotFound(_)) => {
+            return Ok(Outcome::Ignored { reason: format!("{input} is gone") });
+        }
+        Err(e) => return Err(e),
+    };
+    let job_id = job::derive_job_id(&inputs, spec);
+    if engine.ledger.get_job(&job_id).await?.is_some() {
+        info!(%input, job = %job_id, "repeated event: the job exists");
+        return Ok(Outcome::Repeated { input, job_id });
+    }
+    let mut engine = engine.clone();
+    engine.inputs = store;
+    let submitted = job::submit(&engine, spec, inputs, opts).await?;
+    info!(%input, job = %submitted.job_id, chunks = submitted.chunks, "job started");
+    Ok(Outcome::Started { input, job_id: submitted.job_id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_parsed_leniently_and_keys_decoded() {
+        let body = r#"{"Records":[{"eventVersion":"2.1","eventName":"ObjectCreated:Put",
+            "s3":{"bucket":{"name":"b"},"object":{"key":"in/my+orders%2B1%C3%A9.csv","size":10,"eTag":"abc"}}}]}"#;
+        assert_eq!(
+            parse_events(body),
+            vec![ObjectEvent {
+                event: "ObjectCreated:Put".into(),
+                bucket: "b".into(),
+                key: "in/my orders+1é.csv".into(),
+                version: Some("abc".into()),
+            }]
+        );
+        let test_event = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"b"}"#;
+        assert!(parse_events(test_event).is_empty());
+        let sns = serde_json::json!({"Type": "Notification", "Message": body}).to_string();
+        assert_eq!(parse_events(&sns).len(), 1);
+        assert!(parse_events("not json").is_empty());
+    }
+}
