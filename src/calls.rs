@@ -52,6 +52,11 @@ tokio::task_local! {
     static CURRENT: Tally;
 }
 
+std::thread_local! {
+    /// The tally of work on a blocking thread (see [`Tally::on_this_thread`]).
+    static THREAD: std::cell::RefCell<Option<Tally>> = const { std::cell::RefCell::new(None) };
+}
+
 impl Tally {
     /// Run `f` with this tally collecting the requests it makes.
     pub async fn scope<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -61,6 +66,14 @@ impl Tally {
     /// [`Tally::scope`] for a future that must own its tally (one to spawn).
     pub fn scope_owned<F: std::future::Future>(self, f: F) -> impl std::future::Future<Output = F::Output> {
         CURRENT.scope(self, f)
+    }
+
+    /// Run `f` on this (blocking) thread with this tally collecting its requests.
+    pub fn on_this_thread<T>(&self, f: impl FnOnce() -> T) -> T {
+        let before = THREAD.with(|t| t.replace(Some(self.clone())));
+        let out = f();
+        THREAD.with(|t| *t.borrow_mut() = before);
+        out
     }
 
     /// What was counted so far.
@@ -98,7 +111,14 @@ pub fn count(service: &str, operation: &str) {
 }
 
 fn count_n(service: &str, operation: &str, n: u64) {
-    let _ = CURRENT.try_with(|t| t.add(&format!("{}.{operation}", service.to_ascii_lowercase()), n));
+    let key = format!("{}.{operation}", service.to_ascii_lowercase());
+    if CURRENT.try_with(|t| t.add(&key, n)).is_err() {
+        THREAD.with(|t| {
+            if let Some(t) = t.borrow().as_ref() {
+                t.add(&key, n);
+            }
+        });
+    }
 }
 
 /// An `ObjectStore` that counts the S3 requests made through it (names as in the S3 API).

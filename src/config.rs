@@ -198,8 +198,9 @@ pub struct ValidateConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrichConfig {
-    /// The reference dataset: a CSV or JSON Lines file (path relative to the job file, or a
-    /// `file://` URL), or `sqlite:TABLE` for a table in the data directory's database.
+    /// The reference dataset: a CSV or JSON Lines file (path relative to the job file, a
+    /// `file://` URL, or an `s3://` object), `sqlite:TABLE` for a table in the data
+    /// directory's database, or `dynamodb://TABLE` (feature `aws`; needs `fields`).
     pub source: String,
     /// The record field to look up.
     pub key: String,
@@ -391,7 +392,7 @@ impl JobConfig {
                     return Err(Error::config("enrich.defaults", "on_missing = \"default\" needs a defaults table"));
                 }
                 let mut e = e.clone();
-                if !["sqlite:", "file://", "s3://"].iter().any(|p| e.source.starts_with(p)) {
+                if !["sqlite:", "file://", "s3://", "dynamodb://"].iter().any(|p| e.source.starts_with(p)) {
                     e.source = base_dir.join(&e.source).display().to_string();
                 }
                 Some(e)

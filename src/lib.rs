@@ -52,6 +52,8 @@ pub mod gather;
 pub mod job;
 pub mod ledger;
 pub mod lookup;
+#[cfg(feature = "aws")]
+pub mod lookup_dynamodb;
 pub mod pipeline;
 pub mod plan;
 pub mod queue;

@@ -33,7 +33,13 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 #[derive(Debug)]
 enum Rows {
     Memory(FastMap<Box<str>, Box<[Value]>>),
-    Sqlite { db: PathBuf, table: String, pool: Mutex<Vec<Connection>> },
+    Sqlite {
+        db: PathBuf,
+        table: String,
+        pool: Mutex<Vec<Connection>>,
+    },
+    #[cfg(feature = "aws")]
+    Dynamo(crate::lookup_dynamodb::DynamoRows),
 }
 
 /// Where loaded rows go while the reference is read.
@@ -48,12 +54,45 @@ pub struct LookupSession<'a> {
     table: &'a LookupTable,
     conn: Option<Connection>,
     error: Option<Error>,
+    /// Remote references: while `collecting`, keys are only noted in `wanted`; `prefetch`
+    /// then fetches them in batches into `fetched`.
+    collecting: bool,
+    wanted: std::collections::HashSet<String>,
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    fetched: HashMap<String, Option<std::sync::Arc<[Value]>>>,
 }
 
 impl LookupSession<'_> {
     /// The first backend error met, if any.
     pub fn take_error(&mut self) -> Option<Error> {
         self.error.take()
+    }
+
+    /// Whether the reference is remote (see [`LookupTable::is_remote`]).
+    pub fn is_remote(&self) -> bool {
+        self.table.is_remote()
+    }
+
+    /// From now on `enrich` only notes the keys it is asked for (a first pass over a chunk).
+    pub fn start_collecting(&mut self) {
+        self.collecting = true;
+    }
+
+    /// Fetch the noted keys in batches, then enrich for real.
+    pub fn prefetch(&mut self) -> Result<()> {
+        self.collecting = false;
+        let wanted: Vec<String> = self.wanted.drain().collect();
+        match &self.table.rows {
+            #[cfg(feature = "aws")]
+            Rows::Dynamo(rows) => {
+                self.fetched = rows.fetch(wanted, &self.table.fields)?;
+                Ok(())
+            }
+            _ => {
+                let _ = wanted;
+                Ok(())
+            }
+        }
     }
 }
 
@@ -75,6 +114,9 @@ impl LookupTable {
     pub fn load(cfg: &EnrichConfig, db: &Path) -> Result<Self> {
         let lookup_key = cfg.lookup_key.clone().unwrap_or_else(|| cfg.key.clone());
         let source = &cfg.source;
+        if let Some(table) = source.strip_prefix("dynamodb://") {
+            return Self::load_dynamodb(cfg, table, lookup_key);
+        }
         let file = source
             .strip_prefix("sqlite:")
             .is_none()
@@ -133,11 +175,29 @@ impl LookupTable {
                 (Rows::Memory(map), fields)
             }
         };
-        let defaults = fields
-            .iter()
-            .map(|f| cfg.defaults.get(f).map(|v| serde_json::to_value(v).unwrap_or(Value::Null)).unwrap_or(Value::Null))
-            .collect();
+        let defaults = defaults(cfg, &fields);
         Ok(LookupTable { key_field: cfg.key.clone(), fields, rows, on_missing: cfg.on_missing, defaults })
+    }
+
+    #[cfg(feature = "aws")]
+    fn load_dynamodb(cfg: &EnrichConfig, table: &str, lookup_key: String) -> Result<Self> {
+        let fields =
+            cfg.fields.clone().filter(|f| !f.is_empty()).ok_or_else(|| {
+                Error::config("enrich.fields", "a dynamodb:// reference needs the list of fields to add")
+            })?;
+        let rows = crate::lookup_dynamodb::DynamoRows::open(cfg, table, lookup_key)?;
+        Ok(LookupTable {
+            key_field: cfg.key.clone(),
+            defaults: defaults(cfg, &fields),
+            fields,
+            rows: Rows::Dynamo(rows),
+            on_missing: cfg.on_missing,
+        })
+    }
+
+    #[cfg(not(feature = "aws"))]
+    fn load_dynamodb(_: &EnrichConfig, _: &str, _: String) -> Result<Self> {
+        Err(Error::config("enrich.source", "dynamodb:// needs the `aws` feature, which this build lacks"))
     }
 
     /// Whether the reference is held in the database rather than in memory.
@@ -147,7 +207,25 @@ impl LookupTable {
 
     /// State for looking up the records of one chunk.
     pub fn session(&self) -> LookupSession<'_> {
-        LookupSession { table: self, conn: None, error: None }
+        LookupSession {
+            table: self,
+            conn: None,
+            error: None,
+            collecting: false,
+            wanted: Default::default(),
+            fetched: Default::default(),
+        }
+    }
+
+    /// Whether lookups go to a remote table, which a chunk's keys are fetched from in batches
+    /// ([`LookupSession::start_collecting`], [`LookupSession::prefetch`]) before its records
+    /// are enriched.
+    pub fn is_remote(&self) -> bool {
+        #[cfg(feature = "aws")]
+        if matches!(self.rows, Rows::Dynamo(_)) {
+            return true;
+        }
+        false
     }
 
     /// The record field looked up.
@@ -170,6 +248,27 @@ impl LookupTable {
         };
         let fetched;
         let found: Option<&[Value]> = match &self.rows {
+            #[cfg(feature = "aws")]
+            Rows::Dynamo(rows) => {
+                if session.collecting {
+                    if !rows.cached(&key) {
+                        session.wanted.insert(key.into_owned());
+                    }
+                    return Ok(());
+                }
+                let hit = match session.fetched.get(key.as_ref()) {
+                    Some(v) => v.clone(),
+                    None => match rows.get(&key, &self.fields) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            session.error.get_or_insert(e);
+                            return Ok(());
+                        }
+                    },
+                };
+                fetched = hit.map(|v| v.to_vec());
+                fetched.as_deref()
+            }
             Rows::Memory(map) => map.get(key.as_ref()).map(|v| &v[..]),
             Rows::Sqlite { db, table, pool } => match fetch(session, db, table, pool, &key) {
                 Ok(v) => {
@@ -308,7 +407,15 @@ fn read_rows(
     Ok(fields.unwrap_or_default())
 }
 
-fn key_text(v: &Value) -> String {
+fn defaults(cfg: &EnrichConfig, fields: &[String]) -> Box<[Value]> {
+    fields
+        .iter()
+        .map(|f| cfg.defaults.get(f).map(|v| serde_json::to_value(v).unwrap_or(Value::Null)).unwrap_or(Value::Null))
+        .collect()
+}
+
+/// A lookup key as text.
+pub(crate) fn key_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),

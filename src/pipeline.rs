@@ -386,6 +386,20 @@ impl Pipeline {
             Outcome::Filtered => out.counts.filtered += 1,
         };
         let mut session = self.lookup.as_ref().map(|l| l.session());
+        if let Some(s) = session.as_mut().filter(|s| s.is_remote()) {
+            // A remote reference is asked for the chunk's keys in batches: a first pass only
+            // collects them.
+            s.start_collecting();
+            let first = &mut session;
+            match ctx.format {
+                Format::Csv => self.csv_records(ctx, bytes, first, |_| {}),
+                Format::Jsonl => self.jsonl_records(ctx, bytes, first, |_| {}),
+                Format::Json => self.json_records(ctx, bytes, first, |_| {}),
+            }
+            if let Some(s) = session.as_mut() {
+                s.prefetch()?;
+            }
+        }
         let s = &mut session;
         match ctx.format {
             Format::Csv => self.csv_records(ctx, bytes, s, |o| emit(o, &mut out)),

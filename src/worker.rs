@@ -313,18 +313,21 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
     let pipeline = {
         let run = run.clone();
         let chunk = chunk.clone();
+        let tally = tally.clone();
         tokio::task::spawn_blocking(move || {
-            let input = &run.plan.inputs[chunk.input as usize];
-            let ctx = ChunkContext {
-                chunk: &chunk,
-                input: &input.object.location,
-                format: input.object.format,
-                layout: run.layouts[chunk.input as usize].as_ref(),
-            };
-            // A send fails only when the writer below stopped on an error, which it returns.
-            let mut send = |items| drop(tx.blocking_send(items));
-            let sink = has_sink.then_some((run.spec.sink_batch, &mut send as &mut dyn FnMut(_)));
-            run.pipeline.run_chunk(&ctx, &bytes, sink)
+            tally.on_this_thread(|| {
+                let input = &run.plan.inputs[chunk.input as usize];
+                let ctx = ChunkContext {
+                    chunk: &chunk,
+                    input: &input.object.location,
+                    format: input.object.format,
+                    layout: run.layouts[chunk.input as usize].as_ref(),
+                };
+                // A send fails only when the writer below stopped on an error, which it returns.
+                let mut send = |items| drop(tx.blocking_send(items));
+                let sink = has_sink.then_some((run.spec.sink_batch, &mut send as &mut dyn FnMut(_)));
+                run.pipeline.run_chunk(&ctx, &bytes, sink)
+            })
         })
     };
     let writer = async {

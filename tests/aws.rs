@@ -552,3 +552,78 @@ async fn watch_starts_one_job_per_object_version_from_s3_events() {
     assert_eq!(summary["records"]["total"], 3);
     assert_eq!(summary["inputs"][0]["location"], input);
 }
+
+/// Enrichment from a DynamoDB table gives the same output as from the reference file, with
+/// the keys fetched 100 per `BatchGetItem`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrichment_from_a_dynamodb_table_matches_the_reference_file() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest, ScalarAttributeType,
+        WriteRequest,
+    };
+    let conf = emulator().await;
+    let ddb = sluicebox::aws::dynamodb(&conf);
+    let table = unique("reference");
+    ddb.create_table()
+        .table_name(&table)
+        .key_schema(KeySchemaElement::builder().attribute_name("uuid").key_type(KeyType::Hash).build().unwrap())
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("uuid")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
+    let mut reader = csv::Reader::from_path(examples.join("financial.csv")).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_string).collect();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    // One reference row is left out: its order must be rejected, as with the file.
+    for batch in rows[1..].chunks(25) {
+        let requests: Vec<WriteRequest> = batch
+            .iter()
+            .map(|r| {
+                let item = header.iter().zip(r.iter()).map(|(h, v)| (h.clone(), AttributeValue::S(v.to_string())));
+                WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(item.collect())).build().unwrap())
+                    .build()
+            })
+            .collect();
+        ddb.batch_write_item().request_items(&table, requests).send().await.unwrap();
+    }
+    let local_ref = tempfile::tempdir().unwrap();
+    let mut w = csv::Writer::from_path(local_ref.path().join("financial.csv")).unwrap();
+    w.write_record(&header).unwrap();
+    for r in &rows[1..] {
+        w.write_record(r).unwrap();
+    }
+    w.flush().unwrap();
+
+    let orders = examples.join("orders.csv").display().to_string();
+    let run = |source: String| {
+        let orders = orders.clone();
+        async move {
+            let (config, _dir) = orders_job_with(1000, Some(&source));
+            let spec = sluicebox::config::JobConfig::load(&config).unwrap().validate(config.parent().unwrap()).unwrap();
+            let data = tempfile::tempdir().unwrap();
+            let engine = sluicebox::job::Engine::local(data.path()).unwrap();
+            let inputs = sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &[orders], None, Default::default())
+                .await
+                .unwrap();
+            let summary = sluicebox::job::run(&engine, &spec, inputs, &Default::default()).await.unwrap();
+            let out = std::fs::read(data.path().join("bucket/jobs").join(&summary.job_id).join("output.csv")).unwrap();
+            (summary, out)
+        }
+    };
+    let (from_file, file_out) = run(local_ref.path().join("financial.csv").display().to_string()).await;
+    let (from_table, table_out) = run(format!("dynamodb://{table}")).await;
+    assert_eq!(from_table.records, from_file.records);
+    assert_eq!((from_table.records.rejected, from_table.rejects_by_rule.get("lookup")), (1, Some(&1)));
+    assert!(table_out == file_out, "enriched outputs differ");
+    // 10 chunks of 1,000 distinct keys: 10 requests of 100 each.
+    assert_eq!(from_table.api_calls.get("dynamodb.BatchGetItem"), Some(&100), "{:?}", from_table.api_calls);
+}
