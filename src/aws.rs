@@ -2,8 +2,18 @@
 
 /// Load the standard AWS configuration: region, profile, credentials and endpoint from the
 /// environment and the shared config files, as every AWS tool does.
+///
+/// Throttling and server errors are retried by the SDK with jittered exponential backoff, up
+/// to 8 attempts per request unless `AWS_MAX_ATTEMPTS` says otherwise.
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let configured = std::env::var_os("AWS_MAX_ATTEMPTS").is_some();
+    let loader = if configured {
+        loader
+    } else {
+        loader.retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(8))
+    };
+    loader.load().await
 }
 
 use crate::error::{Error, Result};

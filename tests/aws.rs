@@ -208,8 +208,8 @@ impl Drop for Reaper {
 }
 
 /// From the command line: `aws setup` creates what a job needs; `run` plans and enqueues the
-/// orders example; three `sluicebox worker` processes share it; one is SIGKILLed mid-job;
-/// `run --wait` follows it to the end. Counts are exact and the sink holds every record once.
+/// orders example; three `sluicebox worker` processes share it; one is SIGKILLed mid-job and
+/// another stopped with SIGTERM; `run --wait` follows it to the end. Counts are exact and the sink holds every record once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_share_a_job_and_one_is_killed() {
     use object_store::ObjectStoreExt;
@@ -277,6 +277,18 @@ async fn three_workers_share_a_job_and_one_is_killed() {
         assert!(std::time::Instant::now() < deadline, "no chunk was committed in time");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Stop a second worker politely: it finishes (or gives back) its tasks and exits cleanly.
+    let term = std::process::Command::new("kill").args(["-TERM", &workers.0[1].id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let stopped_by = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = workers.0[1].try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < stopped_by, "a worker told to stop did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "SIGTERM ends a worker cleanly: {status}");
 
     let mut wait = sluicebox();
     wait.args(["run", &format!("s3://{bucket}/in/orders.csv"), "--config"]).arg(&config);
