@@ -244,6 +244,14 @@ async fn three_workers_share_a_job_and_one_is_killed() {
         ]);
     };
     let data = tempfile::tempdir().unwrap();
+    // A SQLite sink would be split across the workers' machines: refused, naming the option.
+    let mut local_sink = sluicebox();
+    local_sink.args(["run", &format!("s3://{bucket}/in/orders.csv"), "--config"]).arg(&config);
+    local_sink.arg("--data-dir").arg(data.path());
+    backends(&mut local_sink);
+    let out = local_sink.output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--sink"), "{}", String::from_utf8_lossy(&out.stderr));
     let mut submit = sluicebox();
     submit.args(["run", &format!("s3://{bucket}/in/orders.csv"), "--config"]).arg(&config);
     submit.arg("--data-dir").arg(data.path()).args(["--sink", &format!("dynamodb://{sink}"), "--json"]);

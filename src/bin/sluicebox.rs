@@ -308,6 +308,7 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
         ..RunOptions::default()
     };
     if workers == 0 {
+        shared_sink(&spec)?;
         let submitted = job::submit(&engine, &spec, inputs, &opts).await?;
         if let Some(summary) = &submitted.summary {
             print_summary(summary, args.json);
@@ -334,6 +335,19 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
     opts.progress.finish_and_clear();
     let summary = summary?;
     print_summary(&summary, args.json);
+    Ok(())
+}
+
+/// Jobs worked by other processes need a sink they all share: a SQLite table would be split
+/// across every worker's own data directory.
+fn shared_sink(spec: &sluicebox::config::JobSpec) -> sluicebox::Result<()> {
+    if spec.config.sink.kind == sluicebox::config::SinkKind::Sqlite {
+        return Err(Error::config(
+            "--sink",
+            "jobs on a shared queue need a shared sink: give --sink dynamodb://TABLE (or --sink none); \
+             the SQLite sink lives in one machine's data directory",
+        ));
+    }
     Ok(())
 }
 
@@ -445,6 +459,7 @@ async fn watch(args: WatchArgs) -> sluicebox::Result<()> {
         apply_sink(&mut config, url)?;
     }
     let spec = config.validate(&base)?;
+    shared_sink(&spec)?;
     let urls = args.backends.urls();
     let engine = Engine::with_backends(&args.data_dir, &urls, &args.prefix).await?;
     let events = sluicebox::queue::open(&args.events, urls.visibility).await?;
