@@ -40,6 +40,38 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for CountCalls {
     }
 }
 
+/// Create a DynamoDB table (on-demand capacity) with string key attributes `keys` (partition
+/// key first, then an optional sort key) if it does not exist, and wait until it is active.
+pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str, keys: &[&str]) -> Result<()> {
+    use aws_sdk_dynamodb::client::Waiters;
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    let fail = |e: crate::error::BoxError| Error::backend("dynamodb", format!("CreateTable {table}"), e);
+    let mut req = client.create_table().table_name(table).billing_mode(BillingMode::PayPerRequest);
+    for (i, name) in keys.iter().enumerate() {
+        let kind = if i == 0 { KeyType::Hash } else { KeyType::Range };
+        let key =
+            KeySchemaElement::builder().attribute_name(*name).key_type(kind).build().map_err(|e| fail(e.into()))?;
+        let attr = AttributeDefinition::builder()
+            .attribute_name(*name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| fail(e.into()))?;
+        req = req.key_schema(key).attribute_definitions(attr);
+    }
+    match req.send().await {
+        Ok(_) => {}
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
+        Err(e) => return Err(fail(e.into_service_error().into())),
+    }
+    client
+        .wait_until_table_exists()
+        .table_name(table)
+        .wait(std::time::Duration::from_secs(60))
+        .await
+        .map_err(|e| Error::backend("dynamodb", format!("waiting for table {table}"), e))?;
+    Ok(())
+}
+
 /// A DynamoDB client whose requests are counted (see [`crate::calls`]).
 pub fn dynamodb(conf: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(conf).interceptor(CountCalls).build())

@@ -9,11 +9,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::client::Waiters;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType, Put,
-    ScalarAttributeType, TransactWriteItem, Update, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, Put, TransactWriteItem, Update, WriteRequest};
 use aws_sdk_dynamodb::Client;
 
 use super::{ChunkRecord, JobRecord, JobStatus, LedgerCommit, StateStore};
@@ -61,32 +57,7 @@ impl DynamoLedger {
     /// Create the ledger table (on-demand capacity) if it does not exist, and wait until it
     /// is active.
     pub async fn create_table(client: &Client, table: &str) -> Result<()> {
-        let key = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build();
-        let attr = |name: &str| {
-            AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build()
-        };
-        let created = client
-            .create_table()
-            .table_name(table)
-            .key_schema(key("pk", KeyType::Hash).map_err(|e| ddb_error("key schema", e))?)
-            .key_schema(key("sk", KeyType::Range).map_err(|e| ddb_error("key schema", e))?)
-            .attribute_definitions(attr("pk").map_err(|e| ddb_error("attribute", e))?)
-            .attribute_definitions(attr("sk").map_err(|e| ddb_error("attribute", e))?)
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await;
-        match created {
-            Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
-            Err(e) => return Err(ddb_error(format!("CreateTable {table}"), e.into_service_error())),
-        }
-        client
-            .wait_until_table_exists()
-            .table_name(table)
-            .wait(std::time::Duration::from_secs(60))
-            .await
-            .map_err(|e| ddb_error(format!("waiting for table {table}"), e))?;
-        Ok(())
+        crate::aws::create_table(client, table, &["pk", "sk"]).await
     }
 
     async fn get(&self, job_id: &str, sk: AttributeValue) -> Result<Option<Item>> {

@@ -22,11 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::client::Waiters;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest, ScalarAttributeType,
-    WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use serde_json::{Number, Value};
 
@@ -102,38 +98,7 @@ impl DynamoSink {
     /// Create a sink table (on-demand capacity, hash key `_key`) if it does not exist, and
     /// wait until it is active.
     pub async fn create_table(client: &Client, table: &str) -> Result<()> {
-        let created = client
-            .create_table()
-            .table_name(table)
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("_key")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(|e| ddb_error("key schema", e))?,
-            )
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("_key")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .map_err(|e| ddb_error("attribute", e))?,
-            )
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await;
-        match created {
-            Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
-            Err(e) => return Err(ddb_error(format!("CreateTable {table}"), e.into_service_error())),
-        }
-        client
-            .wait_until_table_exists()
-            .table_name(table)
-            .wait(Duration::from_secs(60))
-            .await
-            .map_err(|e| ddb_error(format!("waiting for table {table}"), e))?;
-        Ok(())
+        crate::aws::create_table(client, table, &["_key"]).await
     }
 
     /// Send one request of at most [`BATCH_ITEMS`] items; returns the items to send again.
