@@ -124,14 +124,17 @@ impl Jobs {
 pub async fn work_loop(jobs: Arc<Jobs>, name: String, opts: &RunOptions) -> Result<()> {
     let queue = jobs.engine.queue.clone();
     let serving = jobs.one.is_none();
-    // Requests not made for one chunk (receives, acks after a commit) are counted with the
-    // next chunk this loop works.
+    // Requests made after a chunk's record was written (the ledger's finalize check, a
+    // retried ack) are counted with the next chunk this loop works; the receive that brought
+    // a task with its task. Receives that bring nothing are idle polls, counted nowhere.
     let carry = Tally::default();
+    let poll = Tally::default();
     loop {
         let got = tokio::select! {
             _ = jobs.stop.cancelled() => return Ok(()),
-            got = carry.scope(queue.receive(1, Duration::from_millis(500))) => got,
+            got = poll.scope(queue.receive(1, Duration::from_millis(500))) => got,
         };
+        let polled = poll.take();
         let got = match got {
             Ok(got) => got,
             Err(e) if serving => {
@@ -160,6 +163,7 @@ pub async fn work_loop(jobs: Arc<Jobs>, name: String, opts: &RunOptions) -> Resu
             jobs.busy.fetch_add(1, Ordering::SeqCst);
             let tally = Tally::default();
             tally.absorb(&carry.take());
+            tally.absorb(&polled);
             let handled = tally.scope(handle(&jobs, &name, opts, d, &tally)).await;
             carry.absorb(&tally.take());
             jobs.last_task_ms.store(now_ms(), Ordering::SeqCst);
