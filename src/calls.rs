@@ -76,6 +76,11 @@ impl Tally {
         out
     }
 
+    /// The current task's tally, if it has one.
+    pub fn current() -> Option<Tally> {
+        CURRENT.try_with(Tally::clone).ok()
+    }
+
     /// What was counted so far.
     pub fn snapshot(&self) -> ApiCalls {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -16,13 +16,19 @@ const SQS_MAX_WAIT: Duration = Duration::from_secs(20);
 /// Attempts at sending the entries of a batch that SQS reported as failed.
 const SEND_ATTEMPTS: u32 = 5;
 
+/// Acks arriving within this time of each other share one `DeleteMessageBatch`.
+const ACK_WINDOW: Duration = Duration::from_millis(20);
+
 /// A queue backed by one SQS queue.
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
     client: Client,
     url: String,
     visibility: Duration,
+    acks: std::sync::Arc<std::sync::Mutex<Vec<PendingAck>>>,
 }
+
+type PendingAck = (String, tokio::sync::oneshot::Sender<Result<()>>);
 
 fn sqs_error(context: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::backend("sqs", context, e)
@@ -31,7 +37,7 @@ fn sqs_error(context: impl Into<String>, e: impl std::error::Error + Send + Sync
 impl SqsQueue {
     /// Use the queue at `url` (a queue URL), whose deliveries stay invisible for `visibility`.
     pub fn new(client: Client, url: impl Into<String>, visibility: Duration) -> Self {
-        SqsQueue { client, url: url.into(), visibility }
+        SqsQueue { client, url: url.into(), visibility, acks: Default::default() }
     }
 
     /// Find a queue by name (`sqs://NAME`) or take a queue URL as it is.
@@ -52,6 +58,53 @@ impl SqsQueue {
     /// The queue URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Delete every pending ack's message, ten per request, and tell each ack its result. A
+    /// receipt SQS no longer knows (the message was deleted, or delivered again) is not an
+    /// error: the queue contract lets a stale ack act or not.
+    async fn flush_acks(&self) {
+        loop {
+            let batch: Vec<PendingAck> = {
+                let mut pending = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+                let n = pending.len().min(SQS_BATCH);
+                pending.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            let entries: Vec<_> = batch
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (receipt, _))| {
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            let sent = self.client.delete_message_batch().queue_url(&self.url).set_entries(Some(entries)).send().await;
+            let mut failed: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+            let error = match sent {
+                Ok(out) => {
+                    for f in out.failed {
+                        if f.code != "ReceiptHandleIsInvalid" {
+                            failed.insert(f.id, format!("{}: {}", f.code, f.message.unwrap_or_default()));
+                        }
+                    }
+                    None
+                }
+                Err(e) => Some(e.into_service_error().to_string()),
+            };
+            for (i, (_, tx)) in batch.into_iter().enumerate() {
+                let result = match error.clone().or_else(|| failed.remove(&i.to_string())) {
+                    Some(e) => Err(Error::backend("sqs", format!("DeleteMessageBatch on {}", self.url), e)),
+                    None => Ok(()),
+                };
+                let _ = tx.send(result);
+            }
+        }
     }
 
     async fn send_batch(&self, bodies: &[String]) -> Result<()> {
@@ -155,11 +208,28 @@ impl Queue for SqsQueue {
     }
 
     async fn ack(&self, receipt: &str) -> Result<()> {
-        match self.client.delete_message().queue_url(&self.url).receipt_handle(receipt).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_receipt_handle_is_invalid()) => Ok(()),
-            Err(e) => Err(sqs_error(format!("DeleteMessage on {}", self.url), e.into_service_error())),
+        // Acks from concurrent workers share `DeleteMessageBatch` requests: the first ack of a
+        // window starts a flush (a task of its own, so a caller that gives up cannot strand
+        // the others), and every ack waits for its own entry's result.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let first = {
+            let mut pending = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+            pending.push((receipt.to_string(), tx));
+            pending.len() == 1
+        };
+        if first {
+            let queue = self.clone();
+            let flush = async move {
+                tokio::time::sleep(ACK_WINDOW).await;
+                queue.flush_acks().await;
+            };
+            // The requests count in the tally of the ack that started the flush.
+            match crate::calls::Tally::current() {
+                Some(tally) => drop(tokio::spawn(tally.scope_owned(flush))),
+                None => drop(tokio::spawn(flush)),
+            }
         }
+        rx.await.map_err(|e| sqs_error(format!("DeleteMessageBatch on {}", self.url), e))?
     }
 
     async fn extend(&self, receipt: &str, timeout: Duration) -> Result<()> {
@@ -170,7 +240,8 @@ impl Queue for SqsQueue {
         self.set_visibility(receipt, Duration::ZERO).await
     }
 
+    /// One request per ack: an upper bound, as concurrent acks share requests.
     fn ack_cost(&self) -> crate::calls::ApiCalls {
-        [("sqs.DeleteMessage".to_string(), 1)].into()
+        [("sqs.DeleteMessageBatch".to_string(), 1)].into()
     }
 }
