@@ -119,6 +119,9 @@ struct WatchArgs {
     /// Also work tasks here with this many workers (default 0: only start jobs).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// After the first stop signal, seconds to finish the tasks in hand before giving them back.
+    #[arg(long, default_value_t = 30)]
+    grace_secs: u64,
     /// Exit after this many seconds without an event or a task (default: run until stopped).
     #[arg(long)]
     idle_exit_secs: Option<u64>,
@@ -272,18 +275,7 @@ fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
 }
 
 async fn run(args: RunArgs) -> sluicebox::Result<()> {
-    let (config, base) = match &args.config {
-        Some(path) => {
-            let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            (JobConfig::load(path)?, base)
-        }
-        None => (JobConfig::default(), PathBuf::from(".")),
-    };
-    let mut config = config;
-    if let Some(url) = &args.backends.sink {
-        apply_sink(&mut config, url)?;
-    }
-    let spec = config.validate(&base)?;
+    let spec = job_spec(args.config.as_deref(), args.backends.sink.as_deref())?;
     let shared = args.backends.queue.as_deref().is_some_and(|q| !q.starts_with("memory://"));
     if args.wait && !shared {
         return Err(Error::config("--wait", "only with a shared queue (--queue sqs://…); a local run always waits"));
@@ -338,6 +330,19 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
     Ok(())
 }
 
+/// The job definition: the job file (without one: CSV with a header, every field as text),
+/// with `--sink` over its `[sink]`, checked and with its paths resolved.
+fn job_spec(config: Option<&Path>, sink: Option<&str>) -> sluicebox::Result<sluicebox::config::JobSpec> {
+    let (mut config, base) = match config {
+        Some(path) => (JobConfig::load(path)?, path.parent().map(Path::to_path_buf).unwrap_or_default()),
+        None => (JobConfig::default(), PathBuf::from(".")),
+    };
+    if let Some(url) = sink {
+        apply_sink(&mut config, url)?;
+    }
+    config.validate(&base)
+}
+
 /// Jobs worked by other processes need a sink they all share: a SQLite table would be split
 /// across every worker's own data directory.
 fn shared_sink(spec: &sluicebox::config::JobSpec) -> sluicebox::Result<()> {
@@ -378,7 +383,6 @@ fn chunk_bar(enabled: bool) -> indicatif::ProgressBar {
 }
 
 async fn worker(args: WorkerArgs) -> sluicebox::Result<()> {
-    use tokio_util::sync::CancellationToken;
     if args.backends.queue.is_none() || args.backends.ledger.is_none() || args.backends.bucket.is_none() {
         return Err(Error::config(
             "worker",
@@ -390,25 +394,62 @@ async fn worker(args: WorkerArgs) -> sluicebox::Result<()> {
     }
     let urls = args.backends.urls();
     let engine = Engine::with_backends(&args.data_dir, &urls, "").await?;
-    let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
-    let jobs = std::sync::Arc::new(sluicebox::worker::Jobs::serve(engine.clone(), stop.clone(), abort.clone()));
-    let opts = RunOptions {
+    let opts = RunOptions { max_attempts: args.max_attempts.max(1), ..serve_options(&urls) };
+    let pool = Pool::start(&engine, &opts, args.workers.unwrap_or_else(cores).max(1));
+    let signals = pool.stop_on_signals(std::time::Duration::from_secs(args.grace_secs));
+    if let Some(idle) = args.idle_exit_secs {
+        let (stop, jobs) = (pool.stop.clone(), pool.jobs.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                if jobs.idle_for() >= std::time::Duration::from_secs(idle) {
+                    stop.cancel();
+                    return;
+                }
+            }
+        });
+    }
+    let result = pool.join().await;
+    signals.abort();
+    result
+}
+
+/// Options for workers serving any job.
+fn serve_options(urls: &sluicebox::job::BackendUrls) -> RunOptions {
+    RunOptions {
         visibility: urls.visibility,
-        max_attempts: args.max_attempts.max(1),
         worker_name: format!("{}-{}", hostname(), std::process::id()),
         ..RunOptions::default()
-    };
-    let mut handles = Vec::new();
-    for w in 0..args.workers.unwrap_or_else(cores).max(1) {
-        let (jobs, opts) = (jobs.clone(), opts.clone());
-        let name = format!("{}-{w}", opts.worker_name);
-        handles.push(tokio::spawn(async move { sluicebox::worker::work_loop(jobs, name, &opts).await }));
     }
-    // Stop on SIGTERM or Ctrl-C: finish the tasks in hand; on a second signal or after the
-    // grace period, give them back.
-    let signals = {
-        let (stop, abort) = (stop.clone(), abort.clone());
-        let grace = std::time::Duration::from_secs(args.grace_secs);
+}
+
+/// Work loops taking tasks of any job, and the tokens that stop them.
+struct Pool {
+    jobs: std::sync::Arc<sluicebox::worker::Jobs>,
+    stop: tokio_util::sync::CancellationToken,
+    abort: tokio_util::sync::CancellationToken,
+    handles: Vec<tokio::task::JoinHandle<sluicebox::Result<()>>>,
+}
+
+impl Pool {
+    fn start(engine: &Engine, opts: &RunOptions, workers: usize) -> Pool {
+        use tokio_util::sync::CancellationToken;
+        let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+        let jobs = std::sync::Arc::new(sluicebox::worker::Jobs::serve(engine.clone(), stop.clone(), abort.clone()));
+        let handles = (0..workers)
+            .map(|w| {
+                let (jobs, opts) = (jobs.clone(), opts.clone());
+                let name = format!("{}-{w}", opts.worker_name);
+                tokio::spawn(async move { sluicebox::worker::work_loop(jobs, name, &opts).await })
+            })
+            .collect();
+        Pool { jobs, stop, abort, handles }
+    }
+
+    /// On SIGTERM or Ctrl-C, stop taking tasks and finish the ones in hand; on a second
+    /// signal, or `grace` later, give them back to the queue.
+    fn stop_on_signals(&self, grace: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let (stop, abort) = (self.stop.clone(), self.abort.clone());
         tokio::spawn(async move {
             if stop_signal().await.is_err() {
                 return;
@@ -421,74 +462,36 @@ async fn worker(args: WorkerArgs) -> sluicebox::Result<()> {
             }
             abort.cancel();
         })
-    };
-    if let Some(idle) = args.idle_exit_secs {
-        let (stop, jobs) = (stop.clone(), jobs.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                if jobs.idle_for() >= std::time::Duration::from_secs(idle) {
-                    stop.cancel();
-                    return;
-                }
+    }
+
+    /// Wait for every loop to end; the last error, if any.
+    async fn join(self) -> sluicebox::Result<()> {
+        let mut result = Ok(());
+        for h in self.handles {
+            if let Err(e) = h.await.map_err(|e| Error::backend("worker", "worker task panicked", e)).and_then(|r| r) {
+                result = Err(e);
             }
-        });
-    }
-    let mut result = Ok(());
-    for h in handles {
-        if let Err(e) = h.await.map_err(|e| Error::backend("worker", "worker task panicked", e)).and_then(|r| r) {
-            result = Err(e);
         }
+        result
     }
-    signals.abort();
-    result
 }
 
 async fn watch(args: WatchArgs) -> sluicebox::Result<()> {
     use sluicebox::watch::Outcome;
-    use tokio_util::sync::CancellationToken;
     if args.backends.queue.is_none() || args.backends.ledger.is_none() || args.backends.bucket.is_none() {
         return Err(Error::config("watch", "watch needs the shared --bucket, --queue and --ledger for its jobs"));
     }
-    let (config, base) = match &args.config {
-        Some(path) => (JobConfig::load(path)?, path.parent().map(Path::to_path_buf).unwrap_or_default()),
-        None => (JobConfig::default(), PathBuf::from(".")),
-    };
-    let mut config = config;
-    if let Some(url) = &args.backends.sink {
-        apply_sink(&mut config, url)?;
-    }
-    let spec = config.validate(&base)?;
+    let spec = job_spec(args.config.as_deref(), args.backends.sink.as_deref())?;
     shared_sink(&spec)?;
     let urls = args.backends.urls();
     let engine = Engine::with_backends(&args.data_dir, &urls, &args.prefix).await?;
     let events = sluicebox::queue::open(&args.events, urls.visibility).await?;
-    let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
-    let jobs = std::sync::Arc::new(sluicebox::worker::Jobs::serve(engine.clone(), stop.clone(), abort.clone()));
-    let opts = RunOptions {
-        visibility: urls.visibility,
-        worker_name: format!("{}-{}", hostname(), std::process::id()),
-        ..RunOptions::default()
-    };
-    let mut handles = Vec::new();
-    for w in 0..args.workers {
-        let (jobs, opts) = (jobs.clone(), opts.clone());
-        let name = format!("{}-{w}", opts.worker_name);
-        handles.push(tokio::spawn(async move { sluicebox::worker::work_loop(jobs, name, &opts).await }));
-    }
-    let signals = {
-        let (stop, abort) = (stop.clone(), abort.clone());
-        tokio::spawn(async move {
-            if stop_signal().await.is_ok() {
-                stop.cancel();
-                let _ = stop_signal().await;
-                abort.cancel();
-            }
-        })
-    };
+    let opts = serve_options(&urls);
+    let pool = Pool::start(&engine, &opts, args.workers);
+    let signals = pool.stop_on_signals(std::time::Duration::from_secs(args.grace_secs));
+    let stop = pool.stop.clone();
     let mut last_event = std::time::Instant::now();
     let idle = args.idle_exit_secs.map(std::time::Duration::from_secs);
-    let mut result = Ok(());
     while !stop.is_cancelled() {
         let wait = std::time::Duration::from_secs(2);
         let got = tokio::select! {
@@ -515,15 +518,11 @@ async fn watch(args: WatchArgs) -> sluicebox::Result<()> {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
-        if idle.is_some_and(|i| last_event.elapsed() >= i && jobs.idle_for() >= i) {
+        if idle.is_some_and(|i| last_event.elapsed() >= i && pool.jobs.idle_for() >= i) {
             stop.cancel();
         }
     }
-    for h in handles {
-        if let Err(e) = h.await.map_err(|e| Error::backend("worker", "worker task panicked", e)).and_then(|r| r) {
-            result = Err(e);
-        }
-    }
+    let result = pool.join().await;
     signals.abort();
     result
 }
