@@ -6,9 +6,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::cloud::Cloud;
 use crate::config::JobConfig;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::job::{self, Engine, RunOptions};
+use crate::job::{self, RunOptions};
 
 /// The orders example's job definition, which the bench runs.
 pub const ORDERS_JOB: &str = include_str!("../examples/orders/job.toml");
@@ -155,9 +157,18 @@ pub fn peak_rss_mib() -> f64 {
 
 /// Generate `n` orders in `dir`, run the orders job on them with `workers`, and append the
 /// measurement to the CSV at `out`.
-/// With `aws`, the job runs on S3, SQS and DynamoDB (ledger and sink) as the standard AWS
-/// configuration names them (an emulator in tests): new resources are created for each run.
-pub async fn run(dir: &Path, n: u64, workers: usize, sink: bool, aws: bool, out: &Path) -> Result<Measurement> {
+/// With `aws`, the job runs on S3, SQS and DynamoDB (ledger and sink) as the AWS
+/// configuration in `cloud` names them (an emulator in tests): new resources are created for
+/// each run.
+pub async fn run(
+    dir: &Path,
+    n: u64,
+    workers: usize,
+    sink: bool,
+    aws: bool,
+    cloud: &Cloud,
+    out: &Path,
+) -> Result<Measurement> {
     let input_dir = dir.join("input");
     let marker = input_dir.join(format!(".generated-{n}"));
     if !marker.exists() {
@@ -177,13 +188,13 @@ pub async fn run(dir: &Path, n: u64, workers: usize, sink: bool, aws: bool, out:
     let run_dir = dir.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
     let (engine, input) = if aws {
-        aws_backends(&input_dir, &run_dir, &mut config).await?
+        aws_backends(&input_dir, &run_dir, &mut config, cloud).await?
     } else {
         (Engine::local(&run_dir)?, input_dir.join("orders.csv").display().to_string())
     };
     let spec = config.validate(&input_dir)?;
     let inputs =
-        crate::bucket::resolve_inputs(engine.inputs.as_ref(), &[input], spec.format, spec.config.input.compression)
+        crate::bucket::resolve_inputs(engine.inputs.as_ref(), &[input], spec.input.format, spec.input.compression)
             .await?;
     let input_bytes = inputs.iter().map(|i| i.size).sum();
     let opts = RunOptions { workers, force: true, ..RunOptions::default() };
@@ -217,10 +228,15 @@ pub async fn run(dir: &Path, n: u64, workers: usize, sink: bool, aws: bool, out:
 /// Create a bucket, queue and tables for one AWS run, upload the input and the reference,
 /// and point `config` at them.
 #[cfg(feature = "aws")]
-async fn aws_backends(input_dir: &Path, run_dir: &Path, config: &mut JobConfig) -> Result<(Engine, String)> {
+async fn aws_backends(
+    input_dir: &Path,
+    run_dir: &Path,
+    config: &mut JobConfig,
+    cloud: &Cloud,
+) -> Result<(Engine, String)> {
     let name = format!("sluicebox-bench-{}", chrono::Utc::now().timestamp_millis());
-    let conf = crate::aws::sdk_config().await;
-    let setup = crate::aws::Setup {
+    let conf = cloud.sdk("--aws")?;
+    let setup = crate::setup::Setup {
         bucket: Some(format!("s3://{name}")),
         queue: Some(format!("sqs://{name}")),
         ledger: Some(format!("dynamodb://{name}-ledger")),
@@ -228,7 +244,7 @@ async fn aws_backends(input_dir: &Path, run_dir: &Path, config: &mut JobConfig) 
         max_receives: 5,
         visibility: std::time::Duration::from_secs(300),
     };
-    crate::aws::setup(&conf, &setup).await?;
+    crate::setup::setup(conf, &setup).await?;
     let store = crate::bucket::open(&format!("s3://{name}"))?;
     for (file, key) in [("orders.csv", "in/orders.csv"), ("financial.csv", "ref/financial.csv")] {
         upload(store.clone(), &input_dir.join(file), key).await?;
@@ -240,18 +256,18 @@ async fn aws_backends(input_dir: &Path, run_dir: &Path, config: &mut JobConfig) 
         config.sink.kind = crate::config::SinkKind::Dynamodb;
         config.sink.table = Some(format!("{name}-sink"));
     }
-    let urls = crate::job::BackendUrls {
+    let urls = crate::engine::BackendUrls {
         bucket: Some(format!("s3://{name}/out")),
         queue: setup.queue.clone(),
         ledger: setup.ledger.clone(),
         visibility: setup.visibility,
     };
     let input = format!("s3://{name}/in/orders.csv");
-    Ok((Engine::with_backends(run_dir, &urls, &input).await?, input))
+    Ok((Engine::with_backends(run_dir, &urls, &input, cloud.clone()).await?, input))
 }
 
 #[cfg(not(feature = "aws"))]
-async fn aws_backends(_: &Path, _: &Path, _: &mut JobConfig) -> Result<(Engine, String)> {
+async fn aws_backends(_: &Path, _: &Path, _: &mut JobConfig, _: &Cloud) -> Result<(Engine, String)> {
     Err(Error::config("--aws", "this build lacks the `aws` feature"))
 }
 

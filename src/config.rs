@@ -4,7 +4,6 @@
 //! [`JobSpec`] (the checked form) reaches the engine.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -310,29 +309,16 @@ pub enum OutputFormat {
     Jsonl,
 }
 
-/// The validated job definition the engine runs on.
+/// A job definition with its paths resolved and its JSON Schema inline: what any worker, on
+/// any host, needs to run the job. It is stored as `jobs/<id>/job.json` and hashed into the
+/// job id; `crate::spec` checks it into the `JobSpec` the engine runs on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobSpec {
-    /// The config as written (with paths resolved), for the job record and the job id.
+pub struct JobDefinition {
+    /// The job file's settings: `validate` is folded into `schema`, and `enrich.source` is an
+    /// absolute path or a URL.
     pub config: JobConfig,
-    /// Input encoding, when forced (else per input, from the extension).
-    pub format: Option<Format>,
-    /// CSV delimiter byte.
-    pub delimiter: u8,
-    /// CSV quote byte.
-    pub quote: u8,
-    /// Chunk targets.
-    pub chunk_records: Option<NonZeroU64>,
-    /// Chunk byte target.
-    pub chunk_bytes: NonZeroU64,
-    /// JSON Schema, as JSON.
+    /// The JSON Schema records are validated against, if any.
     pub schema: Option<serde_json::Value>,
-    /// Enrichment, with its source resolved.
-    pub enrich: Option<EnrichConfig>,
-    /// Base directory for relative paths in the config.
-    pub base_dir: PathBuf,
-    /// Sink batch size.
-    pub sink_batch: usize,
 }
 
 impl JobConfig {
@@ -351,94 +337,73 @@ impl JobConfig {
         Self::from_toml(&text, &path.display().to_string())
     }
 
-    /// Check every setting and resolve relative paths against `base_dir`.
-    pub fn validate(self, base_dir: &Path) -> Result<JobSpec> {
-        let delimiter = one_byte("input.delimiter", &self.input.delimiter)?;
-        let quote = one_byte("input.quote", &self.input.quote)?;
-        if !self.input.header && self.columns.is_empty() && self.input.format != Some(Format::Jsonl) {
-            // Only an issue for CSV; JSON inputs name their fields.
-            if matches!(self.input.format, None | Some(Format::Csv)) {
-                return Err(Error::config("input.header", "header = false needs [[columns]] to name the fields"));
-            }
-        }
-        let chunk_records = match self.chunking.records {
+    /// Resolve what the job file names relative to `base_dir` (its directory): read the
+    /// schema file, and make a relative enrichment source absolute.
+    pub fn resolve(mut self, base_dir: &Path) -> Result<JobDefinition> {
+        let schema = match self.validate.take() {
             None => None,
-            Some(n) => Some(NonZeroU64::new(n).ok_or_else(|| Error::config("chunking.records", "must be at least 1"))?),
+            Some(v) => Some(load_schema(&v, base_dir)?),
         };
-        let chunk_bytes = NonZeroU64::new(self.chunking.bytes)
-            .ok_or_else(|| Error::config("chunking.bytes", "must be at least 1"))?;
-        let mut seen = std::collections::HashSet::new();
-        for (i, c) in self.columns.iter().enumerate() {
-            let key = format!("columns[{i}] ({})", c.name);
-            check_column(&key, c)?;
-            if !seen.insert(c.out_name().to_string()) {
-                return Err(Error::config(key, format!("field {:?} is declared twice", c.out_name())));
+        if let Some(e) = self.enrich.as_mut() {
+            if !["sqlite:", "file://", "s3://", "dynamodb://"].iter().any(|p| e.source.starts_with(p)) {
+                e.source = base_dir.join(&e.source).display().to_string();
             }
         }
-        let schema = match &self.validate {
-            None => None,
-            Some(v) => Some(load_schema(v, base_dir)?),
-        };
-        if let Some(schema) = &schema {
-            jsonschema::validator_for(schema).map_err(|e| Error::config("validate.schema", e.to_string()))?;
-        }
-        let enrich = match &self.enrich {
-            None => None,
-            Some(e) => {
-                for (i, c) in e.columns.iter().enumerate() {
-                    check_column(&format!("enrich.columns[{i}] ({})", c.name), c)?;
+        Ok(JobDefinition { config: self, schema })
+    }
+}
+
+impl JobDefinition {
+    /// Send records to `target` instead of the job file's `[sink]` (`--sink`).
+    pub fn with_sink(mut self, target: SinkTarget) -> Self {
+        let sink = &mut self.config.sink;
+        match target {
+            SinkTarget::None => sink.kind = SinkKind::None,
+            SinkTarget::Sqlite { table } => {
+                sink.kind = SinkKind::Sqlite;
+                if table.is_some() {
+                    sink.table = table;
                 }
-                if e.on_missing == OnMissing::Default && e.defaults.is_empty() {
-                    return Err(Error::config("enrich.defaults", "on_missing = \"default\" needs a defaults table"));
-                }
-                let mut e = e.clone();
-                if !["sqlite:", "file://", "s3://", "dynamodb://"].iter().any(|p| e.source.starts_with(p)) {
-                    e.source = base_dir.join(&e.source).display().to_string();
-                }
-                Some(e)
             }
-        };
-        for (i, t) in self.transform.iter().enumerate() {
-            crate::pipeline::compile_jq(t).map_err(|reason| Error::config(format!("transform[{i}]"), reason))?;
-        }
-        if let Some(table) = &self.sink.table {
-            let dynamo_name = |t: &str| {
-                (3..=255).contains(&t.len()) && t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-            };
-            if self.sink.kind == SinkKind::Dynamodb && !dynamo_name(table) {
-                return Err(Error::config(
-                    "sink.table",
-                    format!("{table:?} is not a DynamoDB table name (3 to 255 of letters, digits, _ . -)"),
-                ));
-            }
-            if self.sink.kind != SinkKind::Dynamodb && !is_sql_ident(table) {
-                return Err(Error::config(
-                    "sink.table",
-                    format!("{table:?} is not a plain table name (letters, digits, _)"),
-                ));
+            SinkTarget::Dynamodb { table } => {
+                sink.kind = SinkKind::Dynamodb;
+                sink.table = Some(table);
             }
         }
-        if self.sink.batch == 0 {
-            return Err(Error::config("sink.batch", "must be at least 1"));
+        self
+    }
+}
+
+/// Where a job's records go, as a URL names it: `none`, `sqlite` (or `sqlite://TABLE`), or
+/// `dynamodb://TABLE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkTarget {
+    /// Outputs only.
+    None,
+    /// A table in the data directory's SQLite database (default name: from the first input).
+    Sqlite {
+        /// The table, when named.
+        table: Option<String>,
+    },
+    /// A DynamoDB table (feature `aws`).
+    Dynamodb {
+        /// The table.
+        table: String,
+    },
+}
+
+impl SinkTarget {
+    /// Parse a sink URL; `key` names the option or setting it came from, for the error.
+    pub fn parse(url: &str, key: &str) -> Result<Self> {
+        match url.split_once("://") {
+            Some(("dynamodb", table)) if !table.is_empty() => Ok(SinkTarget::Dynamodb { table: table.to_string() }),
+            Some(("sqlite", table)) => {
+                Ok(SinkTarget::Sqlite { table: Some(table.to_string()).filter(|t| !t.is_empty()) })
+            }
+            None if url == "sqlite" => Ok(SinkTarget::Sqlite { table: None }),
+            None if url == "none" => Ok(SinkTarget::None),
+            _ => Err(Error::config(key, format!("{url:?} is not a sink (dynamodb://TABLE, sqlite or none)"))),
         }
-        if self.sink.kind == SinkKind::Dynamodb && self.sink.table.is_none() {
-            return Err(Error::config("sink.table", "a dynamodb sink needs the name of its table"));
-        }
-        if self.output.format == Some(OutputFormat::Csv) && !self.transform.is_empty() && self.output.fields.is_none() {
-            return Err(Error::config("output.fields", "CSV output after a transform needs the output field list"));
-        }
-        Ok(JobSpec {
-            format: self.input.format,
-            delimiter,
-            quote,
-            chunk_records,
-            chunk_bytes,
-            schema,
-            enrich,
-            base_dir: base_dir.to_path_buf(),
-            sink_batch: self.sink.batch,
-            config: self,
-        })
     }
 }
 
@@ -447,19 +412,6 @@ impl ColumnConfig {
     pub fn out_name(&self) -> &str {
         self.rename.as_deref().unwrap_or(&self.name)
     }
-}
-
-fn check_column(key: &str, c: &ColumnConfig) -> Result<()> {
-    if let Some(fmt) = &c.format {
-        if !matches!(c.kind, ColumnType::Date | ColumnType::Timestamp) {
-            return Err(Error::config(key, "format is only for date and timestamp columns"));
-        }
-        let items: Vec<_> = chrono::format::StrftimeItems::new(fmt).collect();
-        if items.iter().any(|i| matches!(i, chrono::format::Item::Error)) {
-            return Err(Error::config(key, format!("bad date format {fmt:?}")));
-        }
-    }
-    Ok(())
 }
 
 fn load_schema(v: &ValidateConfig, base_dir: &Path) -> Result<serde_json::Value> {
@@ -475,13 +427,6 @@ fn load_schema(v: &ValidateConfig, base_dir: &Path) -> Result<serde_json::Value>
                 .map_err(|e| Error::config("validate.schema_file", format!("{}: {e}", path.display())))
         }
         _ => Err(Error::config("validate", "give exactly one of schema or schema_file")),
-    }
-}
-
-fn one_byte(key: &str, s: &str) -> Result<u8> {
-    match s.as_bytes() {
-        [b] if b.is_ascii() => Ok(*b),
-        _ => Err(Error::config(key, format!("must be exactly one ASCII character, got {s:?}"))),
     }
 }
 

@@ -87,6 +87,14 @@ impl Error {
         Error::InvalidInput { location: location.into(), line: None, column: None, reason: reason.into() }
     }
 
+    /// Whether trying again (later, or on another host) may succeed. An input that is wrong
+    /// as it is now ([`Error::InvalidInput`]: changed, gone, corrupt) or a plan it no longer
+    /// matches ([`Error::Conflict`]) stays wrong; a backend failure, a missing object or a
+    /// setting this host lacks may not.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Error::InvalidInput { .. } | Error::Conflict(_))
+    }
+
     /// An [`Error::Backend`] wrapping `source`.
     pub fn backend(backend: &'static str, context: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::Backend { backend, context: context.into(), source: source.into() }

@@ -7,148 +7,22 @@ use std::sync::Arc;
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
-use serde::{Deserialize, Serialize};
 
 use crate::bucket;
 use crate::calls::Tally;
 use crate::config::OutputFormat;
 use crate::error::{Error, Result};
-use crate::job::{now_ms, JobRun};
+use crate::job::{
+    now_ms, ChunkCounts, InputSummary, JobObjects, JobRun, Manifest, ManifestChunk, Outputs, Part, RecordCounts,
+    Summary, Timings,
+};
 use crate::ledger::{self, ChunkRecord, JobStatus};
-use crate::plan::Chunk;
-use crate::worker::{output_part, rejects_part};
-
-/// `summary.json`: what a job did. Field names are stable (programs read them).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    /// The job id.
-    pub job_id: String,
-    /// `succeeded` (no rejects) or `completed_with_rejects`.
-    pub status: String,
-    /// Inputs with their sizes and record counts.
-    pub inputs: Vec<InputSummary>,
-    /// Record counts; `total == written + rejected + filtered`.
-    pub records: RecordCounts,
-    /// Chunk counts.
-    pub chunks: ChunkCounts,
-    /// Rejects per rule.
-    pub rejects_by_rule: BTreeMap<String, u64>,
-    /// Where the outputs are.
-    pub outputs: Outputs,
-    /// The sink table, if any.
-    pub sink: Option<String>,
-    /// When and how long.
-    pub timings: Timings,
-    /// Records per second over the whole job.
-    pub records_per_s: f64,
-    /// Cloud API requests the job made, by `"service.Operation"` (empty on the embedded
-    /// engine): planning and enqueueing, every chunk's reads, writes, commit and task
-    /// messages, and the gather up to writing this summary.
-    #[serde(default)]
-    pub api_calls: crate::calls::ApiCalls,
-    /// `api_calls` summed, per input record.
-    #[serde(default)]
-    pub api_calls_per_record: f64,
-    /// True when this run found the job already complete and did nothing.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub already_complete: bool,
-}
-
-/// One input in the summary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InputSummary {
-    /// The object.
-    pub location: String,
-    /// Bytes as stored.
-    pub bytes: u64,
-    /// Records found.
-    pub records: u64,
-}
-
-/// Record counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordCounts {
-    /// Records in the inputs.
-    pub total: u64,
-    /// Written to the output and the sink.
-    pub written: u64,
-    /// Rejected (see `rejects.jsonl`).
-    pub rejected: u64,
-    /// Dropped by a transform.
-    pub filtered: u64,
-}
-
-/// Chunk counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkCounts {
-    /// Chunks planned.
-    pub total: u32,
-    /// Chunks committed.
-    pub done: u32,
-}
-
-/// Output locations.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outputs {
-    /// Merged output.
-    pub output: String,
-    /// Rejects, JSON Lines.
-    pub rejects: String,
-    /// Manifest.
-    pub manifest: String,
-    /// This summary.
-    pub summary: String,
-}
-
-/// Timings, in ms since the Unix epoch and ms.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Timings {
-    /// RFC 3339 time the job was first created.
-    pub started_at: String,
-    /// RFC 3339 time the gather finished.
-    pub finished_at: String,
-    /// Total wall time (includes any time between an interruption and the resume).
-    pub duration_ms: i64,
-    /// Per phase: `plan_ms`, `work_ms`, `gather_ms`.
-    pub phases: BTreeMap<String, i64>,
-}
-
-/// `manifest.json`: every chunk with its range, counts, worker and timings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The job id.
-    pub job_id: String,
-    /// Input locations, indexed by `chunks[].input`.
-    pub inputs: Vec<String>,
-    /// Chunks in order.
-    pub chunks: Vec<ManifestChunk>,
-}
-
-/// One chunk in the manifest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ManifestChunk {
-    /// The plan's chunk.
-    #[serde(flatten)]
-    pub chunk: Chunk,
-    /// What its worker reported.
-    pub commit: ChunkRecord,
-}
+use crate::pipeline::Encoder;
 
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
-}
-
-/// Read a job's summary, if it has one.
-pub async fn read_summary(store: &dyn ObjectStore, job_id: &str) -> Result<Option<Summary>> {
-    let path = format!("jobs/{job_id}/summary.json");
-    match bucket::get_opt(store, &path).await? {
-        None => Ok(None),
-        Some(b) => {
-            serde_json::from_slice(&b).map(Some).map_err(|e| Error::backend("json", format!("corrupt {path}"), e))
-        }
-    }
 }
 
 /// How long a gather may hold its lease before another party may take it over (its holder
@@ -178,7 +52,7 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
         Ok(true) => {
             run.done.cancel();
             // The merged objects hold everything now; parts are only scratch.
-            let _ = bucket::delete_prefix(run.engine.bucket.as_ref(), &format!("{}/parts", run.prefix())).await;
+            let _ = run.objects.delete_parts().await;
             Ok(())
         }
         // The lease was taken over (a resumed run); the new holder finishes the job.
@@ -194,8 +68,8 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
 async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
     let gather_started = now_ms();
     let store = run.engine.bucket.as_ref();
-    let prefix = run.prefix();
-    let job_id = &run.plan.job_id;
+    let objects = &run.objects;
+    let job_id = run.id();
     let job = run.engine.ledger.get_job(job_id).await?.ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
     let chunks = run.engine.ledger.chunks(job_id).await?;
     if chunks.len() != run.plan.chunks.len() {
@@ -205,26 +79,24 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
             run.plan.chunks.len()
         )));
     }
-    let ext = match run.plan.output_format {
-        OutputFormat::Csv => "csv",
-        OutputFormat::Jsonl => "jsonl",
+    let output_path = objects.output_path(run.plan.output_format);
+    let header = match (run.plan.output_format, &run.plan.output_fields) {
+        (OutputFormat::Csv, Some(fields)) => Encoder::header(fields)?,
+        _ => Vec::new(),
     };
-    let output_path = format!("{prefix}/output.{ext}");
-    let mut header = Vec::new();
-    if let (OutputFormat::Csv, Some(fields)) = (run.plan.output_format, &run.plan.output_fields) {
-        let mut w = csv::Writer::from_writer(&mut header);
-        w.write_record(fields).map_err(|e| Error::backend("csv", "encode header", e))?;
-        w.flush().map_err(|e| Error::backend("csv", "encode header", e))?;
-    }
-    let outputs = chunks.iter().filter(|c| c.output_bytes > 0).map(|c| (output_part(&prefix, c.index), c.output_bytes));
-    merge(store, &output_path, header, outputs).await?;
-    let rejects =
-        chunks.iter().filter(|c| c.rejects_bytes > 0).map(|c| (rejects_part(&prefix, c.index), c.rejects_bytes));
-    let rejects_path = format!("{prefix}/rejects.jsonl");
-    merge(store, &rejects_path, Vec::new(), rejects).await?;
+    let parts = |part: Part| {
+        chunks
+            .iter()
+            .map(move |c| (c.index, if part == Part::Output { c.output_bytes } else { c.rejects_bytes }))
+            .filter(|(_, bytes)| *bytes > 0)
+            .map(move |(index, bytes)| (objects.part_path(part, index), bytes))
+    };
+    merge(store, &output_path, header, parts(Part::Output)).await?;
+    let rejects_path = objects.rejects_path();
+    merge(store, &rejects_path, Vec::new(), parts(Part::Rejects)).await?;
 
     let manifest = Manifest {
-        job_id: job_id.clone(),
+        job_id: job_id.to_string(),
         inputs: run.plan.inputs.iter().map(|i| i.object.location.clone()).collect(),
         chunks: run
             .plan
@@ -235,17 +107,11 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
             .map(|(chunk, commit)| ManifestChunk { chunk, commit })
             .collect(),
     };
-    let manifest_path = format!("{prefix}/manifest.json");
-    bucket::put(
-        store,
-        &manifest_path,
-        serde_json::to_vec_pretty(&manifest).map_err(|e| Error::backend("json", "encode manifest", e))?,
-    )
-    .await?;
+    objects.put_manifest(&manifest).await?;
 
     let counts = ledger::total_counts(&chunks);
     let total = run.plan.total_records();
-    let api_calls = job_calls(store, &prefix, &chunks, tally).await?;
+    let api_calls = job_calls(objects, &chunks, tally).await?;
     let calls: u64 = api_calls.values().sum();
     let finished = now_ms();
     let planned = job.planned_ms.unwrap_or(job.created_ms);
@@ -253,7 +119,7 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
     let duration_ms = (finished - job.created_ms).max(0);
     let url = |p: &str| format!("{}/{p}", run.engine.bucket_url.trim_end_matches('/'));
     let summary = Summary {
-        job_id: job_id.clone(),
+        job_id: job_id.to_string(),
         status: if counts.rejected == 0 { "succeeded" } else { "completed_with_rejects" }.into(),
         inputs: run
             .plan
@@ -267,8 +133,8 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
         outputs: Outputs {
             output: url(&output_path),
             rejects: url(&rejects_path),
-            manifest: url(&manifest_path),
-            summary: url(&format!("{prefix}/summary.json")),
+            manifest: url(&objects.manifest_path()),
+            summary: url(&objects.summary_path()),
         },
         sink: run.sink_table.clone(),
         timings: Timings {
@@ -292,28 +158,13 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
             summary.records.written, summary.records.rejected, summary.records.filtered
         )));
     }
-    let summary_bytes = serde_json::to_vec_pretty(&summary).map_err(|e| Error::backend("json", "encode summary", e))?;
-    bucket::put(store, &format!("{prefix}/summary.json"), summary_bytes).await
+    objects.put_summary(&summary).await
 }
 
 /// Every request counted for a job: the planners' (`calls/`), the chunks', and this gather's
 /// so far plus the summary's own write.
-async fn job_calls(
-    store: &dyn ObjectStore,
-    prefix: &str,
-    chunks: &[ChunkRecord],
-    tally: &Tally,
-) -> Result<crate::calls::ApiCalls> {
-    use futures::TryStreamExt;
-    let mut all = crate::calls::ApiCalls::new();
-    let files: Vec<_> = store.list(Some(&Path::from(format!("{prefix}/calls")))).try_collect().await?;
-    for f in files {
-        if let Some(bytes) = bucket::get_opt(store, f.location.as_ref()).await? {
-            let calls: crate::calls::ApiCalls = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::backend("json", format!("corrupt {}", f.location), e))?;
-            crate::calls::add(&mut all, &calls);
-        }
-    }
+async fn job_calls(objects: &JobObjects, chunks: &[ChunkRecord], tally: &Tally) -> Result<crate::calls::ApiCalls> {
+    let mut all = objects.calls().await?;
     for c in chunks {
         crate::calls::add(&mut all, &c.api_calls);
     }

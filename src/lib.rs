@@ -5,20 +5,44 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML job definition and its validation into a [`config::JobSpec`].
-//! - [`plan`]: the streaming, quote-aware scan that cuts inputs into chunks (claim checks).
-//! - [`pipeline`]: what a worker does to each record, and the encoding of output parts.
-//! - [`lookup`]: enrichment reference data, loaded once per job.
+//! Modules in the order a reader meets them; each uses only modules above it in this list.
+//! `ARCHITECTURE.md` follows one record and one job through them.
+//!
+//! The vocabulary:
+//! - [`error`]: the public [`Error`], which says whether it is worth retrying.
+//! - [`record`]: a record, its origin, what became of it (`Outcome`), rejects, counts, sink items.
+//! - [`config`]: the TOML job file as written, and the resolved [`config::JobDefinition`] stored
+//!   with each job.
+//! - [`column`]: declared columns that check and type values.
+//! - [`transform`]: jq programs, compiled once.
+//! - [`decode`]: where records begin and end in CSV, JSON Lines and JSON documents.
+//! - [`plan`]: the streaming scan that cuts inputs into chunks (claim checks).
+//! - [`spec`]: a definition checked once into the [`spec::JobSpec`] the engine runs on.
+//!
+//! The seams and their backends:
+//! - [`calls`]: counting every cloud request a job makes.
+//! - [`cloud`]: the cloud configuration, loaded once by the caller and passed in.
+//! - `aws` (feature `aws`): SDK clients, and what the DynamoDB backends share.
 //! - [`bucket`]: `object_store` stores by URL, input listing, ranged and decompressing reads.
 //! - [`ledger`]: the `StateStore` seam (job and chunk records, conditional commits).
 //! - [`queue`]: the `Queue` seam (at-least-once tasks with a visibility timeout).
-//! - [`sink`]: the `Sink` seam (batched, idempotent upserts).
-//! - [`job`]: a job's life cycle: create or resume, plan, enqueue, run workers.
-//! - [`worker`]: one task: read a chunk, run the pipeline, write, commit.
+//! - [`sink`]: the `Sink` seam (batched, idempotent upserts), opened by `sink::open`.
+//! - [`lookup`]: enrichment references behind the `lookup::Source` seam.
+//!
+//! The engines:
+//! - [`pipeline`]: one record through every step (`Pipeline::process`), a chunk's records,
+//!   and the output `Encoder`.
+//! - [`engine`]: the backends a job runs on, built from URLs.
+//! - `setup` (feature `aws`): creating the AWS resources a job needs.
+//! - [`job`]: a job's data (plan, stored definition, tasks, failure, summary, its objects
+//!   under `jobs/<id>/`) and `JobRun`, what its workers share.
 //! - [`gather`]: merge parts in input order, manifest, summary, completion.
+//! - [`worker`]: one task: decide what to do with it (a `Disposition`), then act.
+//! - [`pool`]: work loops in this process, with signals and idle exit.
+//! - [`job::prepare`] and [`job::run`](mod@job::run): a job's life cycle: create or resume, plan,
+//!   enqueue; run here, submit, wait.
+//! - [`watch`]: a job per object from S3 event notifications.
 //! - [`bench`](mod@bench): synthetic orders and the `sluicebox bench` measurement.
-//! - [`error`]: the public [`Error`].
-//! - `aws` (feature `aws`): the shared AWS SDK configuration for the AWS backends.
 //!
 //! # Guarantees
 //!
@@ -37,28 +61,42 @@
 //!
 //! The embedded backends (local directory, SQLite, in-process queue) are always built.
 //!
-//! - `aws`: the SQS queue (`sqs://NAME`) and the DynamoDB ledger (`dynamodb://TABLE`), with the
-//!   official AWS SDK for Rust and its standard configuration chain (`AWS_REGION`,
-//!   `AWS_PROFILE`, `AWS_ENDPOINT_URL`, credentials).
+//! - `aws`: the SQS queue (`sqs://NAME`), the DynamoDB ledger, sink and reference
+//!   (`dynamodb://TABLE`) and S3 buckets (`s3://`), with the official AWS SDK for Rust.
+//! - `testing`: the conformance suites of the seams (`ledger::conformance`,
+//!   `queue::conformance`, `sink::conformance`, `lookup::conformance`) and the fault-injecting
+//!   layers (`queue::faults`, the DynamoDB sink's throttling), for tests; not in a normal build.
+
+pub mod error;
+pub mod record;
+
+pub mod column;
+pub mod config;
+pub mod decode;
+pub mod plan;
+pub mod spec;
+pub mod transform;
 
 #[cfg(feature = "aws")]
 pub mod aws;
-pub mod bench;
 pub mod bucket;
 pub mod calls;
-pub mod config;
-pub mod error;
-pub mod gather;
-pub mod job;
+pub mod cloud;
 pub mod ledger;
 pub mod lookup;
-#[cfg(feature = "aws")]
-pub mod lookup_dynamodb;
-pub mod pipeline;
-pub mod plan;
 pub mod queue;
 pub mod sink;
+
+pub mod engine;
+pub mod gather;
+pub mod job;
+pub mod pipeline;
+pub mod pool;
+#[cfg(feature = "aws")]
+pub mod setup;
 pub mod watch;
 pub mod worker;
+
+pub mod bench;
 
 pub use error::{Error, Result};

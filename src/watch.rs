@@ -10,10 +10,12 @@
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::config::JobSpec;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::job::{self, Engine, RunOptions};
+use crate::job::{self, RunOptions};
+use crate::pool::Pool;
 use crate::queue::Queue;
+use crate::spec::JobSpec;
 
 /// One object named by an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,8 +134,8 @@ async fn start(
     let inputs = match crate::bucket::resolve_inputs(
         store.as_ref(),
         std::slice::from_ref(&input),
-        spec.format,
-        spec.config.input.compression,
+        spec.input.format,
+        spec.input.compression,
     )
     .await
     {
@@ -153,6 +155,60 @@ async fn start(
     let submitted = job::submit(&engine, spec, inputs, opts).await?;
     info!(%input, job = %submitted.job_id, chunks = submitted.chunks, "job started");
     Ok(Outcome::Started { input, job_id: submitted.job_id })
+}
+
+/// How [`serve`] runs.
+#[derive(Debug, Clone)]
+pub struct Serve {
+    /// `s3://BUCKET/PREFIX`: objects created under it start jobs.
+    pub prefix: String,
+    /// Workers in this process (0: only start jobs).
+    pub workers: usize,
+    /// After the first stop signal, how long to finish the tasks in hand.
+    pub grace: std::time::Duration,
+    /// Stop after this long without an event or a task.
+    pub idle_exit: Option<std::time::Duration>,
+}
+
+/// Start a job for every object created under `how.prefix`, from the notifications in
+/// `events`, until stopped (a signal, or `how.idle_exit`); with workers, work the jobs too.
+/// `report` hears what became of each message.
+pub async fn serve(
+    engine: &Engine,
+    spec: &JobSpec,
+    events: &dyn Queue,
+    how: &Serve,
+    opts: &RunOptions,
+    report: &mut dyn FnMut(&Outcome),
+) -> Result<()> {
+    job::run::needs_shared_sink(spec)?;
+    let mut pool = Pool::serve(engine, opts, how.workers);
+    pool.stop_on_signals(how.grace);
+    let mut last_event = std::time::Instant::now();
+    while !pool.is_stopping() {
+        let wait = std::time::Duration::from_secs(2);
+        let stop = pool.jobs().stop_token().clone();
+        let got = tokio::select! {
+            _ = stop.cancelled() => break,
+            got = watch_once(engine, spec, events, &how.prefix, opts, wait) => got,
+        };
+        match got {
+            Ok(outcomes) => {
+                if !outcomes.is_empty() {
+                    last_event = std::time::Instant::now();
+                }
+                outcomes.iter().for_each(&mut *report);
+            }
+            Err(e) => {
+                warn!("cannot take events, retrying: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+        if how.idle_exit.is_some_and(|i| last_event.elapsed() >= i && pool.jobs().idle_for() >= i) {
+            pool.stop();
+        }
+    }
+    pool.join().await
 }
 
 #[cfg(test)]

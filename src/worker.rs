@@ -1,44 +1,126 @@
 //! Workers: take a task, read its byte range, run the pipeline, write sink + parts, commit.
 //!
+//! Working a task and acting on its message are two steps. [`work_task`] does the chunk and
+//! returns a [`Handled`]: a [`Disposition`] (ack, release, abandon to the dead-letter queue,
+//! fail the job) with the error, if any, and whether it is worth retrying. It never touches
+//! the queue, so a Lambda handler can turn it into a partial batch failure. [`apply`] then
+//! acts on a queue; [`work_loop`] is the long-running worker that does both.
+//!
 //! The order makes a crash at any instant safe: every effect before the commit (sink upserts
 //! by key, part objects replaced whole) is idempotent, so a redelivered task redoes them with
-//! the same result, and the commit itself is one conditional write.
+//! the same result, and the commit itself is one conditional write. The message is acked only
+//! after the commit.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::bucket;
-use crate::calls::Tally;
+use crate::calls::{ApiCalls, Tally};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gather;
-use crate::job::{now_ms, Engine, JobRun, RunOptions};
+use crate::job::{now_ms, Failure, JobObjects, JobRun, Part, RunOptions, Task};
 use crate::ledger::{ChunkRecord, JobStatus, LedgerCommit};
 use crate::pipeline::ChunkContext;
 use crate::plan::Chunk;
-use crate::queue::Delivery;
+use crate::queue::{Delivery, Queue};
+use crate::record::SinkItem;
 
-/// A queue message: a claim check naming the job and the chunk's byte range.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Task {
-    /// The job.
-    pub job_id: String,
-    /// The chunk.
-    pub chunk: Chunk,
+/// What becomes of a task's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done, or nothing to do: delete it.
+    Ack,
+    /// Not done: make it visible again after `delay` (zero: at once), for any worker.
+    Release {
+        /// How long it stays invisible first.
+        delay: Duration,
+    },
+    /// Leave it in flight: it comes back after its visibility timeout, and after the queue's
+    /// last allowed delivery it goes to the dead-letter queue.
+    Abandon,
+    /// The job cannot complete: record the failure (`failed.json`, the job `failed` in the
+    /// ledger), then leave the task for the dead-letter queue.
+    FailJob(Failure),
 }
 
-/// Where a chunk's output part lives.
-pub fn output_part(prefix: &str, index: u32) -> String {
-    format!("{prefix}/parts/{index:06}.out")
+/// A task worked: what to do with its message, and the error if it failed.
+#[derive(Debug)]
+pub struct Handled {
+    /// What to do with the message.
+    pub disposition: Disposition,
+    /// Why the task failed, if it did ([`Error::is_retryable`] says whether another attempt
+    /// may succeed).
+    pub error: Option<Error>,
+    /// Requests that the chunk's committed record counted before they were made (its commit
+    /// and its ack): not to be counted again.
+    pub prepaid: ApiCalls,
 }
 
-/// Where a chunk's rejects part lives.
-pub fn rejects_part(prefix: &str, index: u32) -> String {
-    format!("{prefix}/parts/{index:06}.rejects.jsonl")
+impl Handled {
+    fn just(disposition: Disposition) -> Self {
+        Handled { disposition, error: None, prepaid: ApiCalls::new() }
+    }
+}
+
+/// What working a chunk did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worked {
+    /// This attempt committed the chunk.
+    Committed,
+    /// The chunk had been committed by an earlier delivery.
+    AlreadyCommitted,
+}
+
+/// How a worker treats failures.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Deliveries of a task before its failure is final.
+    pub max_attempts: u32,
+    /// Whether a final failure of a chunk whose input is wrong fails the job (workers serving
+    /// a shared queue), or only stops this run, which can be resumed (`sluicebox run`).
+    pub fail_jobs: bool,
+}
+
+/// Decide what becomes of a task whose chunk was worked with `result` on its `attempt`-th
+/// delivery. `failure` describes the failed chunk, for [`Disposition::FailJob`].
+pub fn dispose(
+    result: &Result<Worked>,
+    attempt: u32,
+    policy: Policy,
+    failure: impl FnOnce() -> Failure,
+) -> Disposition {
+    match result {
+        Ok(_) => Disposition::Ack,
+        Err(_) if attempt < policy.max_attempts => Disposition::Release { delay: Duration::ZERO },
+        // The input itself is wrong now (changed, gone, short): retrying cannot help.
+        Err(e) if policy.fail_jobs && !e.is_retryable() => Disposition::FailJob(failure()),
+        // Not acknowledged: the queue's redrive policy moves it to the dead letters.
+        Err(_) => Disposition::Abandon,
+    }
+}
+
+/// Act on a task's message as `disposition` says; a failed job is recorded in `engine`.
+pub async fn apply(engine: &Engine, queue: &dyn Queue, receipt: &str, disposition: &Disposition) -> Result<()> {
+    match disposition {
+        Disposition::Ack => queue.ack(receipt).await,
+        Disposition::Release { delay } if delay.is_zero() => queue.release(receipt).await,
+        Disposition::Release { delay } => queue.extend(receipt, *delay).await,
+        Disposition::Abandon => Ok(()),
+        Disposition::FailJob(failure) => fail_job(engine, failure).await,
+    }
+}
+
+/// Record that a job cannot complete: `failed.json`, then the ledger's `failed` status.
+pub async fn fail_job(engine: &Engine, failure: &Failure) -> Result<()> {
+    JobObjects::new(engine.bucket.clone(), &failure.job_id).put_failure(failure).await?;
+    engine.ledger.set_status(&failure.job_id, JobStatus::Running, JobStatus::Failed).await?;
+    Ok(())
 }
 
 /// The jobs a worker takes tasks for: one job (`sluicebox run`), or any job whose
@@ -50,13 +132,13 @@ pub struct Jobs {
     stop: CancellationToken,
     abort: CancellationToken,
     /// Tasks in hand, and when the last one ended (ms since the Unix epoch).
-    busy: std::sync::atomic::AtomicUsize,
-    last_task_ms: std::sync::atomic::AtomicI64,
+    busy: AtomicUsize,
+    last_task_ms: AtomicI64,
 }
 
 impl Jobs {
     /// Only `run`'s job; workers stop when it is gathered (or one of them fails).
-    pub(crate) fn one(run: Arc<JobRun>) -> Jobs {
+    pub fn one(run: Arc<JobRun>) -> Jobs {
         Jobs {
             engine: run.engine.clone(),
             stop: run.done.clone(),
@@ -83,19 +165,37 @@ impl Jobs {
         }
     }
 
+    /// The engine the jobs run on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Cancelled when workers are to stop taking tasks.
+    pub fn stop_token(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Cancelled when workers are to give back the tasks in hand.
+    pub fn abort_token(&self) -> &CancellationToken {
+        &self.abort
+    }
+
     /// How long no task has been in hand (zero while one is).
     pub fn idle_for(&self) -> Duration {
-        use std::sync::atomic::Ordering;
         if self.busy.load(Ordering::SeqCst) > 0 {
             return Duration::ZERO;
         }
         Duration::from_millis(now_ms().saturating_sub(self.last_task_ms.load(Ordering::SeqCst)).max(0) as u64)
     }
 
+    fn policy(&self, opts: &RunOptions) -> Policy {
+        Policy { max_attempts: opts.max_attempts, fail_jobs: self.one.is_none() }
+    }
+
     /// The job a task names: `None` when this worker does not take its tasks.
     async fn get(&self, job_id: &str) -> Result<Option<Arc<JobRun>>> {
         if let Some(run) = &self.one {
-            return Ok((run.plan.job_id == job_id).then(|| run.clone()));
+            return Ok((run.id() == job_id).then(|| run.clone()));
         }
         let mut loaded = self.loaded.lock().await;
         if let Some(run) = loaded.get(job_id) {
@@ -115,6 +215,12 @@ impl Jobs {
                 loaded.retain(|_, run| !run.done.is_cancelled());
                 loaded.values().cloned().collect()
             }
+        }
+    }
+
+    async fn forget_failed(&self, job_id: &str) {
+        if let Some(run) = self.loaded.lock().await.get(job_id) {
+            run.done.cancel();
         }
     }
 }
@@ -150,7 +256,7 @@ pub async fn work_loop(jobs: Arc<Jobs>, name: String, opts: &RunOptions) -> Resu
             for run in jobs.active().await {
                 match finalize_if_due(&run).await {
                     Ok(()) => {}
-                    Err(e) if serving => warn!(job = %run.plan.job_id, "gather failed, will retry: {e}"),
+                    Err(e) if serving => warn!(job = %run.id(), "gather failed, will retry: {e}"),
                     Err(e) => {
                         jobs.stop.cancel();
                         return Err(e);
@@ -159,12 +265,11 @@ pub async fn work_loop(jobs: Arc<Jobs>, name: String, opts: &RunOptions) -> Resu
             }
         }
         for d in got {
-            use std::sync::atomic::Ordering;
             jobs.busy.fetch_add(1, Ordering::SeqCst);
             let tally = Tally::default();
             tally.absorb(&carry.take());
             tally.absorb(&polled);
-            let handled = tally.scope(handle(&jobs, &name, opts, d, &tally)).await;
+            let handled = tally.scope(work_delivery(&jobs, &name, opts, &d, &tally)).await;
             carry.absorb(&tally.take());
             jobs.last_task_ms.store(now_ms(), Ordering::SeqCst);
             jobs.busy.fetch_sub(1, Ordering::SeqCst);
@@ -181,54 +286,13 @@ pub async fn work_loop(jobs: Arc<Jobs>, name: String, opts: &RunOptions) -> Resu
     }
 }
 
-async fn handle(jobs: &Jobs, name: &str, opts: &RunOptions, d: Delivery, tally: &Tally) -> Result<()> {
+/// Work one delivery with its visibility extended meanwhile, then act on its message.
+async fn work_delivery(jobs: &Jobs, name: &str, opts: &RunOptions, d: &Delivery, tally: &Tally) -> Result<()> {
     let queue = jobs.engine.queue.clone();
-    let task: Task = match serde_json::from_str(&d.body) {
-        Ok(t) => t,
-        Err(e) => {
-            warn!(body = %d.body, "dropping a malformed task: {e}");
-            return queue.ack(&d.receipt).await;
-        }
-    };
-    let run = match jobs.get(&task.job_id).await {
-        Ok(Some(run)) => run,
-        Ok(None) => return queue.release(&d.receipt).await,
-        Err(Error::NotFound(what)) => {
-            // The job was deleted (`--force`) after its tasks were sent.
-            warn!(job = %task.job_id, "dropping a task of a job that is gone ({what} not found)");
-            return queue.ack(&d.receipt).await;
-        }
-        Err(e) => {
-            queue.release(&d.receipt).await?;
-            return Err(e);
-        }
-    };
-    // The plan is the authority on what a chunk is: a stale task (from an earlier plan of a
-    // job id) must not commit another byte range under a valid index.
-    if run.plan.chunks.get(task.chunk.index as usize) != Some(&task.chunk) {
-        warn!(chunk = task.chunk.index, "dropping a task that does not match the job's plan");
-        return queue.ack(&d.receipt).await;
-    }
-    let job_failed = || async {
-        jobs.one.is_none()
-            && run
-                .engine
-                .ledger
-                .get_job(&task.job_id)
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|j| j.status == JobStatus::Failed)
-    };
-    if job_failed().await {
-        // Not acknowledged: after its last delivery the queue moves it to the dead letters.
-        debug!(job = %task.job_id, chunk = task.chunk.index, "task of a failed job left for the dead-letter queue");
-        return Ok(());
-    }
     // Keep the task invisible while we work on it, however long the chunk takes.
     let heartbeat = {
-        let (queue, receipt, every) = (queue.clone(), d.receipt.clone(), opts.visibility / 2);
-        let visibility = opts.visibility;
+        let (queue, receipt, every, visibility) =
+            (queue.clone(), d.receipt.clone(), opts.visibility / 2, opts.visibility);
         tokio::spawn(tally.clone().scope_owned(async move {
             loop {
                 tokio::time::sleep(every).await;
@@ -238,81 +302,117 @@ async fn handle(jobs: &Jobs, name: &str, opts: &RunOptions, d: Delivery, tally: 
             }
         }))
     };
-    let result = tokio::select! {
-        r = process(&run, name, &task.chunk, tally) => Some(r),
-        _ = jobs.abort.cancelled() => None,
-    };
+    let handled = work_task(jobs, name, &d.body, d.receive_count, opts, tally).await;
     heartbeat.abort();
-    let Some(result) = result else {
-        // Told to stop now: every effect so far is idempotent, and the next worker redoes it.
-        return queue.release(&d.receipt).await;
-    };
-    match result {
-        Ok(committed) => {
-            let acked = queue.ack(&d.receipt).await;
-            if committed {
-                let mut after = tally.take();
-                crate::calls::subtract(&mut after, &prepaid(&run));
-                tally.absorb(&after);
-            }
-            acked
-        }
-        Err(e) if d.receive_count >= opts.max_attempts => {
-            let input = &run.plan.inputs[task.chunk.input as usize].object;
-            if jobs.one.is_some() {
-                return Err(Error::backend(
-                    "worker",
-                    format!("chunk {} failed {} times", task.chunk.index, d.receive_count),
-                    e,
-                ));
-            }
-            if matches!(e, Error::InvalidInput { .. } | Error::Conflict(_)) {
-                // The input itself is wrong now (changed, gone, short): retrying cannot help.
-                let failure = crate::job::Failure {
-                    job_id: task.job_id.clone(),
-                    chunk: task.chunk.index,
-                    input: input.location.clone(),
-                    version: input.version.clone(),
-                    attempts: d.receive_count,
-                    error: e.to_string(),
-                };
-                let body = serde_json::to_vec_pretty(&failure).map_err(|e| Error::backend("json", "encode", e))?;
-                bucket::put(run.engine.bucket.as_ref(), &format!("{}/failed.json", run.prefix()), body).await?;
-                run.engine.ledger.set_status(&task.job_id, JobStatus::Running, JobStatus::Failed).await?;
-                run.done.cancel();
-            }
-            // Not acknowledged: the queue's redrive policy moves it to the dead letters.
-            Err(Error::backend(
-                "worker",
-                format!(
-                    "job {} chunk {} of {} (version {}) failed {} times",
-                    task.job_id, task.chunk.index, input.location, input.version, d.receive_count
-                ),
-                e,
-            ))
-        }
-        Err(e) => {
-            warn!(chunk = task.chunk.index, attempt = d.receive_count, "chunk failed, will retry: {e}");
-            queue.release(&d.receipt).await
-        }
+    let applied = apply(&jobs.engine, queue.as_ref(), &d.receipt, &handled.disposition).await;
+    if let Disposition::FailJob(f) = &handled.disposition {
+        jobs.forget_failed(&f.job_id).await;
+    }
+    let mut after = tally.take();
+    crate::calls::subtract(&mut after, &handled.prepaid);
+    tally.absorb(&after);
+    applied?;
+    match handled.error {
+        None => Ok(()),
+        Some(e) => Err(e),
     }
 }
 
+/// Work the task in a message `body` on its `attempt`-th delivery and decide what becomes of
+/// the message. Touches no queue.
+pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: &RunOptions, tally: &Tally) -> Handled {
+    let task: Task = match serde_json::from_str(body) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(%body, "dropping a malformed task: {e}");
+            return Handled::just(Disposition::Ack);
+        }
+    };
+    let run = match jobs.get(&task.job_id).await {
+        Ok(Some(run)) => run,
+        Ok(None) => return Handled::just(Disposition::Release { delay: Duration::ZERO }),
+        Err(Error::NotFound(what)) => {
+            // The job was deleted (`--force`) after its tasks were sent.
+            warn!(job = %task.job_id, "dropping a task of a job that is gone ({what} not found)");
+            return Handled::just(Disposition::Ack);
+        }
+        Err(e) => {
+            return Handled {
+                disposition: Disposition::Release { delay: Duration::ZERO },
+                error: Some(e),
+                prepaid: ApiCalls::new(),
+            }
+        }
+    };
+    // The plan is the authority on what a chunk is: a stale task (from an earlier plan of a
+    // job id) must not commit another byte range under a valid index.
+    if run.plan.chunks.get(task.chunk.index as usize) != Some(&task.chunk) {
+        warn!(chunk = task.chunk.index, "dropping a task that does not match the job's plan");
+        return Handled::just(Disposition::Ack);
+    }
+    let policy = jobs.policy(opts);
+    if policy.fail_jobs && job_failed(&run).await {
+        // Not acknowledged: after its last delivery the queue moves it to the dead letters.
+        debug!(job = %task.job_id, chunk = task.chunk.index, "task of a failed job left for the dead-letter queue");
+        return Handled::just(Disposition::Abandon);
+    }
+    let result = tokio::select! {
+        r = process(&run, name, &task.chunk, tally) => r,
+        // Told to stop now: every effect so far is idempotent, and the next worker redoes it.
+        _ = jobs.abort.cancelled() => return Handled::just(Disposition::Release { delay: Duration::ZERO }),
+    };
+    let input = &run.plan.inputs[task.chunk.input as usize].object;
+    let disposition = dispose(&result, attempt, policy, || Failure {
+        job_id: task.job_id.clone(),
+        chunk: task.chunk.index,
+        input: input.location.clone(),
+        version: input.version.clone(),
+        attempts: attempt,
+        error: result.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+    });
+    let prepaid = match result {
+        Ok(Worked::Committed) => prepaid(&run),
+        _ => ApiCalls::new(),
+    };
+    let error = match (result, &disposition) {
+        (Ok(_), _) => None,
+        (Err(e), Disposition::Release { .. }) => {
+            warn!(chunk = task.chunk.index, attempt, "chunk failed, will retry: {e}");
+            None
+        }
+        (Err(e), _) if !policy.fail_jobs => {
+            Some(Error::backend("worker", format!("chunk {} failed {attempt} times", task.chunk.index), e))
+        }
+        (Err(e), _) => Some(Error::backend(
+            "worker",
+            format!(
+                "job {} chunk {} of {} (version {}) failed {attempt} times",
+                task.job_id, task.chunk.index, input.location, input.version
+            ),
+            e,
+        )),
+    };
+    Handled { disposition, error, prepaid }
+}
+
+async fn job_failed(run: &JobRun) -> bool {
+    run.engine.ledger.get_job(run.id()).await.ok().flatten().is_some_and(|j| j.status == JobStatus::Failed)
+}
+
 /// Do one chunk, idempotently, and finalize the job if this commit completed it.
-/// `Ok(true)` when this call committed the chunk (its record counts the commit and the ack).
-async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) -> Result<bool> {
-    let job_id = &run.plan.job_id;
+async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) -> Result<Worked> {
+    let job_id = run.id();
     let ledger = &run.engine.ledger;
     if ledger.get_chunk(job_id, chunk.index).await?.is_some() {
         debug!(chunk = chunk.index, "already committed; skipping");
-        return finalize_if_due(run).await.map(|()| false);
+        return finalize_if_due(run).await.map(|()| Worked::AlreadyCommitted);
     }
     let started_ms = now_ms();
     let input = &run.plan.inputs[chunk.input as usize];
     let bytes = bucket::read_range(run.engine.inputs.clone(), &input.object, chunk.start, chunk.end).await?;
     // The pipeline runs on a blocking thread and hands sink batches to this task as it goes,
     // so a chunk's records are never all in memory and sink writes overlap the work.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<crate::sink::SinkItem>>(1);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<SinkItem>>(1);
     let has_sink = run.sink.is_some();
     let pipeline = {
         let run = run.clone();
@@ -329,7 +429,7 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
                 };
                 // A send fails only when the writer below stopped on an error, which it returns.
                 let mut send = |items| drop(tx.blocking_send(items));
-                let sink = has_sink.then_some((run.spec.sink_batch, &mut send as &mut dyn FnMut(_)));
+                let sink = has_sink.then_some((run.spec.sink.batch, &mut send as &mut dyn FnMut(_)));
                 run.pipeline.run_chunk(&ctx, &bytes, sink)
             })
         })
@@ -345,17 +445,15 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
     let (out, written) = tokio::join!(pipeline, writer);
     written?;
     let out = out.map_err(|e| Error::backend("worker", "pipeline task panicked", e))??;
-    let prefix = run.prefix();
     let output_bytes = out.output.len() as u64;
     let rejects_bytes = out.rejects.len() as u64;
-    let store = run.engine.bucket.as_ref();
     if !out.output.is_empty() {
-        bucket::put(store, &output_part(&prefix, chunk.index), out.output).await?;
+        run.objects.put_part(Part::Output, chunk.index, out.output).await?;
     }
     if !out.rejects.is_empty() {
-        bucket::put(store, &rejects_part(&prefix, chunk.index), out.rejects).await?;
+        run.objects.put_part(Part::Rejects, chunk.index, out.rejects).await?;
     }
-    let seen = out.counts.written + out.counts.rejected + out.counts.filtered;
+    let seen = out.counts.total();
     if seen != chunk.records {
         // The bytes are not what the plan scanned: never commit a chunk whose records do not
         // add up, or the job could complete with records missing.
@@ -391,14 +489,14 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
             if finalize {
                 gather::gather(run).await?;
             }
-            Ok(true)
+            Ok(Worked::Committed)
         }
-        LedgerCommit::Duplicate => finalize_if_due(run).await.map(|()| false),
+        LedgerCommit::Duplicate => finalize_if_due(run).await.map(|()| Worked::AlreadyCommitted),
     }
 }
 
 /// The requests a chunk's record counts before they are made: its commit and its ack.
-fn prepaid(run: &JobRun) -> crate::calls::ApiCalls {
+fn prepaid(run: &JobRun) -> ApiCalls {
     let mut calls = run.engine.ledger.commit_cost();
     crate::calls::add(&mut calls, &run.engine.queue.ack_cost());
     calls
@@ -406,8 +504,8 @@ fn prepaid(run: &JobRun) -> crate::calls::ApiCalls {
 
 /// A duplicate of the last chunk may arrive after the finalizer's gather failed and gave
 /// its lease back: gather when every chunk is done but nobody has gathered.
-async fn finalize_if_due(run: &Arc<JobRun>) -> Result<()> {
-    let job = run.engine.ledger.get_job(&run.plan.job_id).await?;
+pub async fn finalize_if_due(run: &Arc<JobRun>) -> Result<()> {
+    let job = run.engine.ledger.get_job(run.id()).await?;
     match job {
         Some(j) if j.status == JobStatus::Running && Some(j.done_chunks) == j.total_chunks => gather::gather(run).await,
         Some(j) if j.status == JobStatus::Complete => {
@@ -415,5 +513,81 @@ async fn finalize_if_due(run: &Arc<JobRun>) -> Result<()> {
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure() -> Failure {
+        Failure {
+            job_id: "j".into(),
+            chunk: 3,
+            input: "file:///in.csv".into(),
+            version: "v1".into(),
+            attempts: 3,
+            error: "changed".into(),
+        }
+    }
+
+    const SERVE: Policy = Policy { max_attempts: 3, fail_jobs: true };
+    const RUN: Policy = Policy { max_attempts: 3, fail_jobs: false };
+
+    #[test]
+    fn a_committed_chunk_is_acked_whether_committed_now_or_before() {
+        for worked in [Worked::Committed, Worked::AlreadyCommitted] {
+            for policy in [SERVE, RUN] {
+                assert_eq!(dispose(&Ok(worked), 1, policy, failure), Disposition::Ack);
+                assert_eq!(dispose(&Ok(worked), 9, policy, failure), Disposition::Ack, "even after many deliveries");
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_attempt_is_released_until_the_last_one() {
+        let retryable = Err(Error::backend("sqlite", "write", "disk I/O error"));
+        let input_changed = Err(Error::Conflict("chunk 3 held 9 records; the plan found 10".into()));
+        for result in [&retryable, &input_changed] {
+            for attempt in 1..3 {
+                assert_eq!(dispose(result, attempt, SERVE, failure), Disposition::Release { delay: Duration::ZERO });
+            }
+        }
+    }
+
+    #[test]
+    fn a_retryable_error_on_the_last_attempt_goes_to_the_dead_letters_without_failing_the_job() {
+        let retryable: Result<Worked> = Err(Error::backend("dynamodb", "BatchWriteItem", "throttled"));
+        assert!(retryable.as_ref().unwrap_err().is_retryable());
+        assert_eq!(dispose(&retryable, 3, SERVE, failure), Disposition::Abandon);
+        assert_eq!(dispose(&retryable, 3, RUN, failure), Disposition::Abandon);
+    }
+
+    #[test]
+    fn a_changed_or_vanished_input_on_the_last_attempt_fails_the_job() {
+        let changed: Result<Worked> = Err(Error::Conflict("held 9 records; the plan found 10".into()));
+        let gone: Result<Worked> = Err(Error::input("s3://b/in.csv", "the object changed since it was planned"));
+        for permanent in [&changed, &gone] {
+            assert!(!permanent.as_ref().unwrap_err().is_retryable());
+            assert_eq!(dispose(permanent, 3, SERVE, failure), Disposition::FailJob(failure()));
+            // A local run stops with the error instead, and can be resumed.
+            assert_eq!(dispose(permanent, 3, RUN, failure), Disposition::Abandon);
+        }
+    }
+
+    #[tokio::test]
+    async fn applying_a_disposition_acts_on_the_queue_as_it_says() {
+        use crate::queue::MemoryQueue;
+        let q = MemoryQueue::new(Duration::from_secs(60));
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::local(dir.path()).unwrap();
+        q.send(vec!["a".into(), "b".into(), "c".into()]).await.unwrap();
+        let got = q.receive(3, Duration::ZERO).await.unwrap();
+        apply(&engine, &q, &got[0].receipt, &Disposition::Ack).await.unwrap();
+        apply(&engine, &q, &got[1].receipt, &Disposition::Release { delay: Duration::ZERO }).await.unwrap();
+        apply(&engine, &q, &got[2].receipt, &Disposition::Abandon).await.unwrap();
+        let again = q.receive(3, Duration::ZERO).await.unwrap();
+        assert_eq!(again.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(), ["b"], "acked gone, abandoned in flight");
+        assert_eq!(again[0].receive_count, 2);
     }
 }

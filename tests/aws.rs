@@ -20,7 +20,7 @@ async fn emulator() -> aws_config::SdkConfig {
         endpoint.starts_with("http://127.0.0.1:"),
         "AWS tests need the moto emulator on loopback: run them through scripts/test (AWS_ENDPOINT_URL={endpoint:?})"
     );
-    sluicebox::aws::sdk_config().await
+    sluicebox::aws::sdk_config(Some(8)).await
 }
 
 /// A name no other test (or earlier run against the same emulator) uses.
@@ -73,7 +73,10 @@ async fn queue_sqs_sends_more_than_one_batch_and_by_url() {
     want.sort();
     assert_eq!(got, want, "37 messages sent in batches of at most 10 all arrive");
     let url = format!("sqs://{}", unique("missing"));
-    let err = queue::open(&url, SQS_VISIBILITY).await.unwrap_err().to_string();
+    let err = queue::open(&url, SQS_VISIBILITY, &sluicebox::cloud::Cloud::aws(emulator().await))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing"), "{err}");
 }
 
@@ -109,7 +112,8 @@ async fn ledger_dynamodb_conformance() {
     let store: Arc<dyn StateStore> = Arc::new(DynamoLedger::new(client, &table));
     ledger::conformance::run_all(|| store.clone()).await;
     // Opening by URL gives the same ledger.
-    let by_url = ledger::open(&format!("dynamodb://{table}")).await.unwrap();
+    let cloud = sluicebox::cloud::Cloud::aws(emulator().await);
+    let by_url = ledger::open(&format!("dynamodb://{table}"), &cloud).await.unwrap();
     assert_eq!(by_url.get_job("job-c").await.unwrap().unwrap().done_chunks, 2);
 }
 
@@ -125,7 +129,7 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
 
     // The local run, for comparison.
     let local_dir = tempfile::tempdir().unwrap();
-    let local_engine = sluicebox::job::Engine::local(local_dir.path()).unwrap();
+    let local_engine = sluicebox::engine::Engine::local(local_dir.path()).unwrap();
     let local_input = examples.join("orders.csv").display().to_string();
     let inputs =
         sluicebox::bucket::resolve_inputs(local_engine.inputs.as_ref(), &[local_input], None, Default::default())
@@ -149,7 +153,7 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     let sqs = sluicebox::aws::sqs(&conf);
     let queue = new_sqs_queue(&sqs).await;
     let data = tempfile::tempdir().unwrap();
-    let mut engine = sluicebox::job::Engine::local(data.path()).unwrap();
+    let mut engine = sluicebox::engine::Engine::local(data.path()).unwrap();
     engine.bucket = sluicebox::bucket::open(&format!("s3://{bucket}/results")).unwrap();
     engine.bucket_url = format!("s3://{bucket}/results");
     engine.inputs = inputs_store.clone();
@@ -159,7 +163,7 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     DynamoSink::create_table(&ddb, &sink_table).await.unwrap();
     let sink = Arc::new(DynamoSink::new(ddb.clone(), &sink_table));
     let opened = sink.clone();
-    engine.sink = Arc::new(move |_| Ok(Some(opened.clone() as Arc<dyn sluicebox::sink::Sink>)));
+    engine.sink_layer = Some(Arc::new(move |_| opened.clone() as Arc<dyn sluicebox::sink::Sink>));
     let inputs = sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &[input_url], None, Default::default())
         .await
         .unwrap();
@@ -181,7 +185,8 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     assert!(items == local_rows, "the DynamoDB items differ from the local sink's rows");
     assert!(sink.stats().largest_request.load(Ordering::Relaxed) <= 25);
     // The ledger on DynamoDB says the job is complete, with every chunk committed once.
-    let ledger = ledger::open(&format!("dynamodb://{table}")).await.unwrap();
+    let ledger =
+        ledger::open(&format!("dynamodb://{table}"), &sluicebox::cloud::Cloud::aws(conf.clone())).await.unwrap();
     let job = ledger.get_job(&remote.job_id).await.unwrap().unwrap();
     assert_eq!((job.status, job.done_chunks, job.total_chunks), (ledger::JobStatus::Complete, 10, Some(10)));
     // Every request is accounted for: one commit per chunk, at least one ranged read per
@@ -295,7 +300,8 @@ async fn three_workers_share_a_job_and_one_is_killed() {
         workers.0.push(w.stderr(std::process::Stdio::null()).spawn().unwrap());
     }
     // Kill one worker as soon as the job is under way, with chunks left to do.
-    let ledger = ledger::open(&format!("dynamodb://{table}")).await.unwrap();
+    let ledger =
+        ledger::open(&format!("dynamodb://{table}"), &sluicebox::cloud::Cloud::aws(conf.clone())).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let job = ledger.get_job(&job_id).await.unwrap().unwrap();
@@ -384,9 +390,9 @@ async fn throttled_writes_and_duplicated_deliveries_write_every_record_once() {
     let pace = sluicebox::sink::dynamodb::Pace::with_floor(400.0);
     let sink = Arc::new(DynamoSink::new(ddb.clone(), &table).with_faults(faults.clone()).with_pace(pace));
     let data = tempfile::tempdir().unwrap();
-    let mut engine = sluicebox::job::Engine::local(data.path()).unwrap();
+    let mut engine = sluicebox::engine::Engine::local(data.path()).unwrap();
     let opened = sink.clone();
-    engine.sink = Arc::new(move |_| Ok(Some(opened.clone() as Arc<dyn sluicebox::sink::Sink>)));
+    engine.sink_layer = Some(Arc::new(move |_| opened.clone() as Arc<dyn sluicebox::sink::Sink>));
     let sqs = sluicebox::aws::sqs(&conf);
     let dup = sluicebox::queue::faults::QueueFaults { extra_copies: 1, drop_every_nth_ack: 3 };
     engine.queue = Arc::new(sluicebox::queue::faults::FaultyQueue::new(new_sqs_queue(&sqs).await, dup));
@@ -417,7 +423,7 @@ async fn throttled_writes_and_duplicated_deliveries_write_every_record_once() {
     // Exactly the records of a clean local run, each once.
     let items = sluicebox::sink::Sink::read_all(sink.as_ref()).await.unwrap();
     let clean_dir = tempfile::tempdir().unwrap();
-    let clean_engine = sluicebox::job::Engine::local(clean_dir.path()).unwrap();
+    let clean_engine = sluicebox::engine::Engine::local(clean_dir.path()).unwrap();
     let clean = sluicebox::job::run(&clean_engine, &spec, inputs, &Default::default()).await.unwrap();
     let table_name = clean.sink.clone().unwrap();
     let local = sluicebox::sink::SqliteSink::existing(&clean_dir.path().join("sluicebox.db"), &table_name).unwrap();
@@ -653,7 +659,7 @@ async fn enrichment_from_a_dynamodb_table_matches_the_reference_file() {
             let (config, _dir) = orders_job_with(1000, Some(&source));
             let spec = sluicebox::config::JobConfig::load(&config).unwrap().validate(config.parent().unwrap()).unwrap();
             let data = tempfile::tempdir().unwrap();
-            let engine = sluicebox::job::Engine::local(data.path()).unwrap();
+            let engine = sluicebox::engine::Engine::local(data.path()).unwrap();
             let inputs = sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &[orders], None, Default::default())
                 .await
                 .unwrap();

@@ -12,20 +12,21 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::*;
-use sluicebox::job::{Engine, RunOptions, SinkOpener};
+use sluicebox::engine::Engine;
+use sluicebox::job::RunOptions;
 use sluicebox::queue::faults::{FaultyQueue, QueueFaults};
 use sluicebox::queue::{MemoryQueue, Queue};
-use sluicebox::sink::{Sink, SinkItem, SqliteSink};
+use sluicebox::sink::{Sink, SinkItem};
 
 /// Everything a run leaves that must not depend on how it got there.
 struct Outcome {
     summary: serde_json::Value,
     output: String,
     rejects: String,
-    sink: std::collections::BTreeMap<String, sluicebox::pipeline::Record>,
+    sink: std::collections::BTreeMap<String, sluicebox::record::Record>,
 }
 
-async fn outcome(data: &Path, summary: &sluicebox::gather::Summary) -> Outcome {
+async fn outcome(data: &Path, summary: &sluicebox::job::Summary) -> Outcome {
     Outcome {
         summary: stable(summary),
         output: job_file(data, &summary.job_id, "output.csv"),
@@ -112,7 +113,7 @@ async fn a_killed_run_resumes_to_the_same_result() {
                 assert!(status.success(), "a resumed run failed");
                 let out = child.wait_with_output().unwrap();
                 let last = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
-                break serde_json::from_str::<sluicebox::gather::Summary>(&last).unwrap();
+                break serde_json::from_str::<sluicebox::job::Summary>(&last).unwrap();
             }
             None => {
                 child.kill().unwrap(); // SIGKILL: no chance to clean up
@@ -148,7 +149,7 @@ impl Sink for FlakySink {
         }
         self.inner.write(items).await
     }
-    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::pipeline::Record>> {
+    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
         self.inner.read_all().await
     }
 }
@@ -164,12 +165,8 @@ async fn duplicated_tasks_dropped_acks_and_failing_writes_change_nothing() {
     let visibility = Duration::from_millis(300);
     let inner: Arc<dyn Queue> = Arc::new(MemoryQueue::new(visibility));
     engine.queue = Arc::new(FaultyQueue::new(inner, QueueFaults { extra_copies: 1, drop_every_nth_ack: 2 }));
-    let db = data.path().join("sluicebox.db");
-    let opener: SinkOpener = Arc::new(move |shape| {
-        let inner: Arc<dyn Sink> = Arc::new(SqliteSink::open(&db, &shape.table, shape.fields.clone())?);
-        Ok(Some(Arc::new(FlakySink { inner, calls: AtomicU32::new(0) }) as Arc<dyn Sink>))
-    });
-    engine.sink = opener;
+    engine.sink_layer =
+        Some(Arc::new(|inner| Arc::new(FlakySink { inner, calls: AtomicU32::new(0) }) as Arc<dyn Sink>));
     let opts = RunOptions { workers: 3, visibility, max_attempts: 10, ..RunOptions::default() };
     let s = run_with(&engine, &[input], &job, Path::new("."), &opts).await.unwrap();
     let faulty = outcome(data.path(), &s).await;
@@ -190,7 +187,7 @@ impl Sink for BrokenSink {
     async fn write(&self, _: Vec<SinkItem>) -> sluicebox::Result<()> {
         Err(sluicebox::Error::backend("test", "injected", "the table is gone"))
     }
-    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::pipeline::Record>> {
+    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
         Ok(Default::default())
     }
 }
@@ -203,8 +200,7 @@ async fn a_failing_chunk_stops_the_run_incomplete_and_a_rerun_finishes_it() {
 
     let data = tempfile::tempdir().unwrap();
     let mut engine = Engine::local(data.path()).unwrap();
-    let good_sink = engine.sink.clone();
-    engine.sink = Arc::new(|_| Ok(Some(Arc::new(BrokenSink) as Arc<dyn Sink>)));
+    engine.sink_layer = Some(Arc::new(|_| Arc::new(BrokenSink) as Arc<dyn Sink>));
     let opts = RunOptions { workers: 2, max_attempts: 2, job_id: Some("fixed".into()), ..RunOptions::default() };
     let err = run_with(&engine, std::slice::from_ref(&input), &job, Path::new("."), &opts).await.unwrap_err();
     assert!(err.to_string().contains("the table is gone"), "{err}");
@@ -219,7 +215,7 @@ async fn a_failing_chunk_stops_the_run_incomplete_and_a_rerun_finishes_it() {
     let err = run_with(&engine, &[other], &job, Path::new("."), &opts).await.unwrap_err();
     assert!(matches!(err, sluicebox::Error::Conflict(_)), "{err}");
 
-    engine.sink = good_sink;
+    engine.sink_layer = None;
     let s = run_with(&engine, &[input], &job, Path::new("."), &opts).await.unwrap();
     let mut resumed = outcome(data.path(), &s).await;
     resumed.summary["job_id"] = clean.summary["job_id"].clone();

@@ -196,8 +196,12 @@ async fn a_large_reference_is_looked_up_in_the_database_with_the_same_result() {
     let db = tempfile::tempdir().unwrap();
     for _ in 0..2 {
         // The second load finds the imported table and reuses it.
-        let table = sluicebox::lookup::LookupTable::load(cfg.enrich.as_ref().unwrap(), &db.path().join("sluicebox.db"))
-            .unwrap();
+        let table = sluicebox::lookup::LookupTable::load(
+            cfg.enrich.as_ref().unwrap(),
+            &db.path().join("sluicebox.db"),
+            &Default::default(),
+        )
+        .unwrap();
         assert!(table.in_database());
     }
     let b = run(db.path(), &[input], &job, &orders_dir()).await.unwrap();
@@ -241,7 +245,7 @@ async fn with_repeated_keys_the_sink_keeps_the_last_record_of_the_input_whatever
     let job = "[chunking]\nrecords = 10\n[key]\nfields = [\"k\"]\n[sink]\ntable = \"rep\"\n";
     for workers in [1, 4] {
         let run_dir = data.path().join(format!("w{workers}"));
-        let engine = sluicebox::job::Engine::local(&run_dir).unwrap();
+        let engine = sluicebox::engine::Engine::local(&run_dir).unwrap();
         let opts = sluicebox::job::RunOptions { workers, ..Default::default() };
         run_with(&engine, std::slice::from_ref(&input), job, Path::new("."), &opts).await.unwrap();
         let rows = sink_rows(&run_dir, "rep").await;

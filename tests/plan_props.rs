@@ -4,7 +4,8 @@
 use std::num::NonZeroU64;
 
 use proptest::prelude::*;
-use sluicebox::plan::{scan_csv, scan_json, scan_jsonl, ChunkTargets, CsvDialect, JsonEvent, JsonScanner};
+use sluicebox::decode::{CsvDialect, JsonEvent, JsonScanner};
+use sluicebox::plan::{scan_csv, scan_json, scan_jsonl, ChunkTargets};
 
 fn field() -> impl Strategy<Value = String> {
     prop::collection::vec(

@@ -3,16 +3,20 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 // Records are many small allocations; mimalloc handles that pattern much faster than glibc's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use sluicebox::config::JobConfig;
-use sluicebox::gather::Summary;
-use sluicebox::job::{BackendUrls, Engine, RunOptions};
-use sluicebox::{bench, bucket, job, Error};
+use sluicebox::cloud::Cloud;
+use sluicebox::config::{JobConfig, SinkTarget};
+use sluicebox::engine::{BackendUrls, Engine};
+use sluicebox::job::{RunOptions, Summary};
+use sluicebox::pool::Pool;
+use sluicebox::spec::JobSpec;
+use sluicebox::{bench, bucket, job, watch, Error};
 
 #[derive(Parser)]
 #[command(
@@ -179,7 +183,7 @@ impl Backends {
             bucket: self.bucket.clone(),
             queue: self.queue.clone(),
             ledger: self.ledger.clone(),
-            visibility: std::time::Duration::from_secs(self.visibility_secs.max(1)),
+            visibility: Duration::from_secs(self.visibility_secs.max(1)),
         }
     }
 }
@@ -224,25 +228,26 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
+        let cloud = cloud().await;
         match cli.command {
-            Command::Run(args) => run(args).await,
-            Command::Worker(args) => worker(args).await,
-            Command::Watch(args) => watch(args).await,
-            Command::Bench(args) => bench_cmd(args).await,
+            Command::Run(args) => run(args, cloud).await,
+            Command::Worker(args) => worker(args, cloud).await,
+            Command::Watch(args) => watch(args, cloud).await,
+            Command::Bench(args) => bench_cmd(args, cloud).await,
             #[cfg(feature = "aws")]
             Command::Aws {
                 command: AwsCommand::Setup { bucket, queue, ledger, sink, max_receives, visibility_secs },
             } => {
-                let what = sluicebox::aws::Setup {
+                let what = sluicebox::setup::Setup {
                     bucket,
                     queue,
                     ledger,
                     sink,
                     max_receives,
-                    visibility: std::time::Duration::from_secs(visibility_secs),
+                    visibility: Duration::from_secs(visibility_secs),
                 };
-                let conf = sluicebox::aws::sdk_config().await;
-                sluicebox::aws::setup(&conf, &what).await.map(|lines| emit(&(lines.join("\n") + "\n")))
+                let conf = cloud.sdk("aws setup")?;
+                sluicebox::setup::setup(conf, &what).await.map(|lines| emit(&(lines.join("\n") + "\n")))
             }
         }
     });
@@ -255,26 +260,41 @@ fn main() -> ExitCode {
     }
 }
 
+/// The AWS configuration from the standard chain, loaded once (builds with `aws`): requests
+/// are retried up to 8 times unless `AWS_MAX_ATTEMPTS` says otherwise.
+#[cfg(feature = "aws")]
+async fn cloud() -> Cloud {
+    let max_attempts = std::env::var_os("AWS_MAX_ATTEMPTS").is_none().then_some(8);
+    Cloud::aws(sluicebox::aws::sdk_config(max_attempts).await)
+}
+
+#[cfg(not(feature = "aws"))]
+async fn cloud() -> Cloud {
+    Cloud::none()
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
-fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
+fn bar(enabled: bool, template: &str) -> indicatif::ProgressBar {
     if !enabled {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(0);
-    let style =
-        indicatif::ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} records  {msg}  {rate}  ETA {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{:.0} records/s", state.per_sec());
-            });
+    let style = indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0} records/s", state.per_sec());
+        });
     bar.set_style(style);
     bar
 }
 
-async fn run(args: RunArgs) -> sluicebox::Result<()> {
+const RECORDS_BAR: &str = "{bar:40} {human_pos}/{human_len} records  {msg}  {rate}  ETA {eta}";
+const CHUNKS_BAR: &str = "{bar:40} {pos}/{len} chunks  {msg}  {elapsed}";
+
+async fn run(args: RunArgs, cloud: Cloud) -> sluicebox::Result<()> {
     let spec = job_spec(args.config.as_deref(), args.backends.sink.as_deref())?;
     let shared = args.backends.queue.as_deref().is_some_and(|q| !q.starts_with("memory://"));
     if args.wait && !shared {
@@ -286,136 +306,90 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
         (None, true) => 0,
         (None, false) => cores(),
     };
+    if workers == 0 {
+        job::run::needs_shared_sink(&spec)?;
+    }
     let urls = args.backends.urls();
-    let engine = Engine::with_backends(&args.data_dir, &urls, &args.inputs[0]).await?;
+    let engine = Engine::with_backends(&args.data_dir, &urls, &args.inputs[0], cloud).await?;
     let inputs =
-        bucket::resolve_inputs(engine.inputs.as_ref(), &args.inputs, spec.format, spec.config.input.compression)
-            .await?;
+        bucket::resolve_inputs(engine.inputs.as_ref(), &args.inputs, spec.input.format, spec.input.compression).await?;
+    let interactive = !args.json && std::io::stderr().is_terminal();
     let opts = RunOptions {
         workers,
         job_id: args.job_id,
         force: args.force,
         visibility: urls.visibility,
-        progress: progress_bar(!args.json && std::io::stderr().is_terminal()),
+        progress: bar(interactive, RECORDS_BAR),
         ..RunOptions::default()
     };
-    if workers == 0 {
-        shared_sink(&spec)?;
-        let submitted = job::submit(&engine, &spec, inputs, &opts).await?;
-        if let Some(summary) = &submitted.summary {
-            print_summary(summary, args.json);
-            return Ok(());
-        }
-        if !args.wait {
-            if args.json {
-                emit(&format!("{}\n", serde_json::to_string(&submitted).unwrap_or_default()));
-            } else {
-                emit(&format!(
-                    "job {} submitted: {} records in {} chunks, {} tasks sent (follow it with --wait)\n",
-                    submitted.job_id, submitted.records, submitted.chunks, submitted.tasks_sent
-                ));
-            }
-            return Ok(());
-        }
-        let bar = chunk_bar(!args.json && std::io::stderr().is_terminal());
-        let summary = job::wait(&engine, &submitted.job_id, &bar).await;
-        bar.finish_and_clear();
+    if workers > 0 {
+        let summary = job::run(&engine, &spec, inputs, &opts).await;
+        opts.progress.finish_and_clear();
         print_summary(&summary?, args.json);
         return Ok(());
     }
-    let summary = job::run(&engine, &spec, inputs, &opts).await;
-    opts.progress.finish_and_clear();
-    let summary = summary?;
-    print_summary(&summary, args.json);
+    let submitted = job::submit(&engine, &spec, inputs, &opts).await?;
+    if let Some(summary) = &submitted.summary {
+        print_summary(summary, args.json);
+    } else if args.wait {
+        let chunks = bar(interactive, CHUNKS_BAR);
+        let summary = job::wait(&engine, &submitted.job_id, &chunks).await;
+        chunks.finish_and_clear();
+        print_summary(&summary?, args.json);
+    } else if args.json {
+        emit(&format!("{}\n", serde_json::to_string(&submitted).unwrap_or_default()));
+    } else {
+        emit(&format!(
+            "job {} submitted: {} records in {} chunks, {} tasks sent (follow it with --wait)\n",
+            submitted.job_id, submitted.records, submitted.chunks, submitted.tasks_sent
+        ));
+    }
     Ok(())
 }
 
 /// The job definition: the job file (without one: CSV with a header, every field as text),
-/// with `--sink` over its `[sink]`, checked and with its paths resolved.
-fn job_spec(config: Option<&Path>, sink: Option<&str>) -> sluicebox::Result<sluicebox::config::JobSpec> {
-    let (mut config, base) = match config {
+/// with `--sink` over its `[sink]`, resolved and checked.
+fn job_spec(config: Option<&Path>, sink: Option<&str>) -> sluicebox::Result<JobSpec> {
+    let (config, base) = match config {
         Some(path) => (JobConfig::load(path)?, path.parent().map(Path::to_path_buf).unwrap_or_default()),
         None => (JobConfig::default(), PathBuf::from(".")),
     };
+    let mut definition = config.resolve(&base)?;
     if let Some(url) = sink {
-        apply_sink(&mut config, url)?;
+        definition = definition.with_sink(SinkTarget::parse(url, "--sink")?);
     }
-    config.validate(&base)
+    definition.check()
 }
 
-/// Jobs worked by other processes need a sink they all share: a SQLite table would be split
-/// across every worker's own data directory.
-fn shared_sink(spec: &sluicebox::config::JobSpec) -> sluicebox::Result<()> {
-    if spec.config.sink.kind == sluicebox::config::SinkKind::Sqlite {
+/// Check that the shared backends a serving command needs were given.
+fn shared_backends(b: &Backends, command: &str) -> sluicebox::Result<()> {
+    if b.queue.is_none() || b.ledger.is_none() || b.bucket.is_none() {
         return Err(Error::config(
-            "--sink",
-            "jobs on a shared queue need a shared sink: give --sink dynamodb://TABLE (or --sink none); \
-             the SQLite sink lives in one machine's data directory",
+            command,
+            format!("{command} needs the shared --bucket, --queue and --ledger its jobs were submitted with"),
         ));
     }
     Ok(())
 }
 
-/// `--sink URL` over the job file's `[sink]`.
-fn apply_sink(config: &mut JobConfig, url: &str) -> sluicebox::Result<()> {
-    use sluicebox::config::SinkKind;
-    match url.split_once("://") {
-        Some(("dynamodb", table)) if !table.is_empty() => {
-            config.sink.kind = SinkKind::Dynamodb;
-            config.sink.table = Some(table.to_string());
-        }
-        _ if url == "sqlite" || url == "sqlite://" => config.sink.kind = SinkKind::Sqlite,
-        _ if url == "none" => config.sink.kind = SinkKind::None,
-        _ => return Err(Error::config("--sink", format!("{url:?} is not a sink (dynamodb://TABLE, sqlite or none)"))),
-    }
-    Ok(())
-}
-
-fn chunk_bar(enabled: bool) -> indicatif::ProgressBar {
-    if !enabled {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} chunks  {msg}  {elapsed}") {
-        bar.set_style(style);
-    }
-    bar
-}
-
-async fn worker(args: WorkerArgs) -> sluicebox::Result<()> {
-    if args.backends.queue.is_none() || args.backends.ledger.is_none() || args.backends.bucket.is_none() {
-        return Err(Error::config(
-            "worker",
-            "a worker needs the shared --bucket, --queue and --ledger its jobs were submitted with",
-        ));
-    }
+async fn worker(args: WorkerArgs, cloud: Cloud) -> sluicebox::Result<()> {
+    shared_backends(&args.backends, "worker")?;
     if args.backends.sink.is_some() {
         return Err(Error::config("--sink", "a worker writes to each job's own sink; give --sink to `run`"));
     }
     let urls = args.backends.urls();
-    let engine = Engine::with_backends(&args.data_dir, &urls, "").await?;
+    let engine = Engine::with_backends(&args.data_dir, &urls, "", cloud).await?;
     let opts = RunOptions { max_attempts: args.max_attempts.max(1), ..serve_options(&urls) };
-    let pool = Pool::start(&engine, &opts, args.workers.unwrap_or_else(cores).max(1));
-    let signals = pool.stop_on_signals(std::time::Duration::from_secs(args.grace_secs));
+    let mut pool = Pool::serve(&engine, &opts, args.workers.unwrap_or_else(cores).max(1));
+    pool.stop_on_signals(Duration::from_secs(args.grace_secs));
     if let Some(idle) = args.idle_exit_secs {
-        let (stop, jobs) = (pool.stop.clone(), pool.jobs.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                if jobs.idle_for() >= std::time::Duration::from_secs(idle) {
-                    stop.cancel();
-                    return;
-                }
-            }
-        });
+        pool.stop_when_idle(Duration::from_secs(idle));
     }
-    let result = pool.join().await;
-    signals.abort();
-    result
+    pool.join().await
 }
 
 /// Options for workers serving any job.
-fn serve_options(urls: &sluicebox::job::BackendUrls) -> RunOptions {
+fn serve_options(urls: &BackendUrls) -> RunOptions {
     RunOptions {
         visibility: urls.visibility,
         worker_name: format!("{}-{}", hostname(), std::process::id()),
@@ -423,116 +397,29 @@ fn serve_options(urls: &sluicebox::job::BackendUrls) -> RunOptions {
     }
 }
 
-/// Work loops taking tasks of any job, and the tokens that stop them.
-struct Pool {
-    jobs: std::sync::Arc<sluicebox::worker::Jobs>,
-    stop: tokio_util::sync::CancellationToken,
-    abort: tokio_util::sync::CancellationToken,
-    handles: Vec<tokio::task::JoinHandle<sluicebox::Result<()>>>,
-}
-
-impl Pool {
-    fn start(engine: &Engine, opts: &RunOptions, workers: usize) -> Pool {
-        use tokio_util::sync::CancellationToken;
-        let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
-        let jobs = std::sync::Arc::new(sluicebox::worker::Jobs::serve(engine.clone(), stop.clone(), abort.clone()));
-        let handles = (0..workers)
-            .map(|w| {
-                let (jobs, opts) = (jobs.clone(), opts.clone());
-                let name = format!("{}-{w}", opts.worker_name);
-                tokio::spawn(async move { sluicebox::worker::work_loop(jobs, name, &opts).await })
-            })
-            .collect();
-        Pool { jobs, stop, abort, handles }
-    }
-
-    /// On SIGTERM or Ctrl-C, stop taking tasks and finish the ones in hand; on a second
-    /// signal, or `grace` later, give them back to the queue.
-    fn stop_on_signals(&self, grace: std::time::Duration) -> tokio::task::JoinHandle<()> {
-        let (stop, abort) = (self.stop.clone(), self.abort.clone());
-        tokio::spawn(async move {
-            if stop_signal().await.is_err() {
-                return;
-            }
-            tracing::warn!("stopping: finishing the tasks in hand (signal again to give them back now)");
-            stop.cancel();
-            tokio::select! {
-                _ = stop_signal() => {}
-                _ = tokio::time::sleep(grace) => {}
-            }
-            abort.cancel();
-        })
-    }
-
-    /// Wait for every loop to end; the last error, if any.
-    async fn join(self) -> sluicebox::Result<()> {
-        let mut result = Ok(());
-        for h in self.handles {
-            if let Err(e) = h.await.map_err(|e| Error::backend("worker", "worker task panicked", e)).and_then(|r| r) {
-                result = Err(e);
-            }
-        }
-        result
-    }
-}
-
-async fn watch(args: WatchArgs) -> sluicebox::Result<()> {
-    use sluicebox::watch::Outcome;
-    if args.backends.queue.is_none() || args.backends.ledger.is_none() || args.backends.bucket.is_none() {
-        return Err(Error::config("watch", "watch needs the shared --bucket, --queue and --ledger for its jobs"));
-    }
+async fn watch(args: WatchArgs, cloud: Cloud) -> sluicebox::Result<()> {
+    shared_backends(&args.backends, "watch")?;
     let spec = job_spec(args.config.as_deref(), args.backends.sink.as_deref())?;
-    shared_sink(&spec)?;
+    job::run::needs_shared_sink(&spec)?;
     let urls = args.backends.urls();
-    let engine = Engine::with_backends(&args.data_dir, &urls, &args.prefix).await?;
-    let events = sluicebox::queue::open(&args.events, urls.visibility).await?;
-    let opts = serve_options(&urls);
-    let pool = Pool::start(&engine, &opts, args.workers);
-    let signals = pool.stop_on_signals(std::time::Duration::from_secs(args.grace_secs));
-    let stop = pool.stop.clone();
-    let mut last_event = std::time::Instant::now();
-    let idle = args.idle_exit_secs.map(std::time::Duration::from_secs);
-    while !stop.is_cancelled() {
-        let wait = std::time::Duration::from_secs(2);
-        let got = tokio::select! {
-            _ = stop.cancelled() => break,
-            got = sluicebox::watch::watch_once(&engine, &spec, events.as_ref(), &args.prefix, &opts, wait) => got,
-        };
-        match got {
-            Ok(outcomes) => {
-                if !outcomes.is_empty() {
-                    last_event = std::time::Instant::now();
-                }
-                for o in outcomes {
-                    emit(&match o {
-                        Outcome::Started { input, job_id } => format!("started job {job_id} for {input}\n"),
-                        Outcome::Repeated { input, job_id } => {
-                            format!("job {job_id} for {input} exists; not started again\n")
-                        }
-                        Outcome::Ignored { reason } => format!("ignored: {reason}\n"),
-                    });
-                }
+    let engine = Engine::with_backends(&args.data_dir, &urls, &args.prefix, cloud.clone()).await?;
+    let events = sluicebox::queue::open(&args.events, urls.visibility, &cloud).await?;
+    let how = watch::Serve {
+        prefix: args.prefix,
+        workers: args.workers,
+        grace: Duration::from_secs(args.grace_secs),
+        idle_exit: args.idle_exit_secs.map(Duration::from_secs),
+    };
+    watch::serve(&engine, &spec, events.as_ref(), &how, &serve_options(&urls), &mut |o| {
+        emit(&match o {
+            watch::Outcome::Started { input, job_id } => format!("started job {job_id} for {input}\n"),
+            watch::Outcome::Repeated { input, job_id } => {
+                format!("job {job_id} for {input} exists; not started again\n")
             }
-            Err(e) => {
-                tracing::warn!("cannot take events, retrying: {e}");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        }
-        if idle.is_some_and(|i| last_event.elapsed() >= i && pool.jobs.idle_for() >= i) {
-            stop.cancel();
-        }
-    }
-    let result = pool.join().await;
-    signals.abort();
-    result
-}
-
-async fn stop_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
+            watch::Outcome::Ignored { reason } => format!("ignored: {reason}\n"),
+        })
+    })
+    .await
 }
 
 fn hostname() -> String {
@@ -580,9 +467,9 @@ fn print_summary(s: &Summary, json: bool) {
     emit(&out);
 }
 
-async fn bench_cmd(args: BenchArgs) -> sluicebox::Result<()> {
+async fn bench_cmd(args: BenchArgs, cloud: Cloud) -> sluicebox::Result<()> {
     let workers = args.workers.unwrap_or_else(cores);
-    let m = bench::run(&args.data_dir, args.records, workers, !args.no_sink, args.aws, &args.out).await?;
+    let m = bench::run(&args.data_dir, args.records, workers, !args.no_sink, args.aws, &cloud, &args.out).await?;
     if args.json {
         emit(&format!("{}\n", serde_json::to_string(&m).unwrap_or_default()));
     } else {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{ChunkRecord, JobRecord, JobStatus, LedgerCommit, StateStore};
-use crate::pipeline::Counts;
+use crate::record::Counts;
 
 fn chunk(index: u32, worker: &str) -> ChunkRecord {
     ChunkRecord {

@@ -13,6 +13,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, Put, TransactWriteI
 use aws_sdk_dynamodb::Client;
 
 use super::{ChunkRecord, JobRecord, JobStatus, LedgerCommit, StateStore};
+use crate::aws::dynamodb as ddb;
 use crate::error::{Error, Result};
 
 /// A ledger in one DynamoDB table with a string partition key `pk` and sort key `sk`.
@@ -23,10 +24,6 @@ pub struct DynamoLedger {
 }
 
 type Item = HashMap<String, AttributeValue>;
-
-fn ddb_error(context: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::backend("dynamodb", context, e)
-}
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -57,7 +54,7 @@ impl DynamoLedger {
     /// Create the ledger table (on-demand capacity) if it does not exist, and wait until it
     /// is active.
     pub async fn create_table(client: &Client, table: &str) -> Result<()> {
-        crate::aws::create_table(client, table, &["pk", "sk"]).await
+        ddb::create_table(client, table, &["pk", "sk"]).await
     }
 
     async fn get(&self, job_id: &str, sk: AttributeValue) -> Result<Option<Item>> {
@@ -70,7 +67,7 @@ impl DynamoLedger {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| ddb_error(format!("GetItem on {}", self.table), e.into_service_error()))?;
+            .map_err(|e| ddb::error(format!("GetItem on {}", self.table), e.into_service_error()))?;
         Ok(out.item)
     }
 
@@ -100,7 +97,7 @@ impl DynamoLedger {
         match req.send().await {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(ddb_error(format!("UpdateItem on {}", self.table), e.into_service_error())),
+            Err(e) => Err(ddb::error(format!("UpdateItem on {}", self.table), e.into_service_error())),
         }
     }
 
@@ -118,7 +115,7 @@ impl DynamoLedger {
             .send();
         let mut items = Vec::new();
         while let Some(item) = pages.next().await {
-            items.push(item.map_err(|e| ddb_error(format!("Query on {}", self.table), e.into_service_error()))?);
+            items.push(item.map_err(|e| ddb::error(format!("Query on {}", self.table), e.into_service_error()))?);
         }
         Ok(items)
     }
@@ -154,7 +151,7 @@ impl StateStore for DynamoLedger {
         match req.send().await {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(ddb_error(format!("PutItem on {}", self.table), e.into_service_error())),
+            Err(e) => Err(ddb::error(format!("PutItem on {}", self.table), e.into_service_error())),
         }
     }
 
@@ -197,7 +194,7 @@ impl StateStore for DynamoLedger {
             .item("body", s(body))
             .condition_expression("attribute_not_exists(pk)")
             .build()
-            .map_err(|e| ddb_error("chunk put", e))?;
+            .map_err(|e| ddb::error("chunk put", e))?;
         let count = Update::builder()
             .table_name(&self.table)
             .key("pk", pk(job_id))
@@ -207,7 +204,7 @@ impl StateStore for DynamoLedger {
             .expression_attribute_names("#total", "total")
             .expression_attribute_values(":one", n(1))
             .build()
-            .map_err(|e| ddb_error("job update", e))?;
+            .map_err(|e| ddb::error("job update", e))?;
         let sent = self
             .client
             .transact_write_items()
@@ -233,7 +230,7 @@ impl StateStore for DynamoLedger {
             if failed(0) {
                 return Ok(LedgerCommit::Duplicate);
             }
-            return Err(ddb_error(format!("TransactWriteItems on {}", self.table), service));
+            return Err(ddb::error(format!("TransactWriteItems on {}", self.table), service));
         }
         let job = self.get_job(job_id).await?.ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
         let total = job.total_chunks.unwrap_or(0);
@@ -302,7 +299,7 @@ impl StateStore for DynamoLedger {
                     delete.map(|d| WriteRequest::builder().delete_request(d).build())
                 })
                 .collect::<std::result::Result<_, _>>()
-                .map_err(|e| ddb_error("delete request", e))?;
+                .map_err(|e| ddb::error("delete request", e))?;
             for attempt in 0..8u32 {
                 let out = self
                     .client
@@ -310,7 +307,7 @@ impl StateStore for DynamoLedger {
                     .request_items(&self.table, requests)
                     .send()
                     .await
-                    .map_err(|e| ddb_error(format!("BatchWriteItem on {}", self.table), e.into_service_error()))?;
+                    .map_err(|e| ddb::error(format!("BatchWriteItem on {}", self.table), e.into_service_error()))?;
                 requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
                 if requests.is_empty() {
                     break;

@@ -1,14 +1,15 @@
 //! The ledger seam: job and chunk records with conditional writes (`StateStore`).
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::cloud::Cloud;
 use crate::error::Result;
-use crate::pipeline::Counts;
+use crate::record::Counts;
 
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 #[cfg(feature = "aws")]
 pub mod dynamodb;
@@ -111,7 +112,7 @@ pub struct ChunkRecord {
     /// When the commit was made, ms since the Unix epoch.
     pub finished_ms: i64,
     /// Cloud API requests made for this chunk (see [`crate::calls`]), including its commit.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub api_calls: crate::calls::ApiCalls,
 }
 
@@ -179,19 +180,20 @@ pub trait StateStore: Send + Sync + Debug {
 }
 
 /// Open the ledger named by `url`: `sqlite://PATH`, `memory://` or `dynamodb://TABLE`
-/// (feature `aws`).
-pub async fn open(url: &str) -> Result<std::sync::Arc<dyn StateStore>> {
+/// (feature `aws`, with the AWS configuration in `cloud`).
+pub async fn open(url: &str, cloud: &Cloud) -> Result<std::sync::Arc<dyn StateStore>> {
     use crate::error::Error;
     match url.split_once("://") {
         Some(("sqlite", path)) => Ok(std::sync::Arc::new(SqliteLedger::open(std::path::Path::new(path))?)),
         Some(("memory", _)) => Ok(std::sync::Arc::new(MemoryLedger::default())),
         #[cfg(feature = "aws")]
         Some(("dynamodb", table)) => {
-            let client = crate::aws::dynamodb(&crate::aws::sdk_config().await);
+            let client = crate::aws::dynamodb(cloud.sdk("--ledger")?);
             Ok(std::sync::Arc::new(dynamodb::DynamoLedger::new(client, table)))
         }
         #[cfg(not(feature = "aws"))]
         Some(("dynamodb", _)) => {
+            let _ = cloud;
             Err(Error::config("--ledger", "dynamodb:// needs the `aws` feature, which this build lacks"))
         }
         _ => Err(Error::config(
@@ -204,15 +206,8 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn StateStore>> {
 /// Sum of chunk counts, by rule too.
 pub fn total_counts(chunks: &[ChunkRecord]) -> Counts {
     let mut c = Counts::default();
-    let mut by_rule: BTreeMap<String, u64> = BTreeMap::new();
     for ch in chunks {
-        c.written += ch.counts.written;
-        c.rejected += ch.counts.rejected;
-        c.filtered += ch.counts.filtered;
-        for (rule, n) in &ch.counts.rejects_by_rule {
-            *by_rule.entry(rule.clone()).or_default() += n;
-        }
+        c.merge(&ch.counts);
     }
-    c.rejects_by_rule = by_rule;
     c
 }

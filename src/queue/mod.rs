@@ -4,9 +4,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::cloud::Cloud;
 use crate::error::Result;
 
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+#[cfg(any(test, feature = "testing"))]
 pub mod faults;
 pub mod memory;
 #[cfg(feature = "aws")]
@@ -15,23 +18,27 @@ pub mod sqs;
 pub use memory::MemoryQueue;
 
 /// Open the queue named by `url`: `memory://` (in this process), or `sqs://NAME` or an SQS
-/// queue URL (`https://…`; feature `aws`). `visibility` is how long a delivery stays invisible.
-pub async fn open(url: &str, visibility: Duration) -> Result<std::sync::Arc<dyn Queue>> {
+/// queue URL (`https://…`; feature `aws`, with the AWS configuration in `cloud`). `visibility`
+/// is how long a delivery stays invisible.
+pub async fn open(url: &str, visibility: Duration, cloud: &Cloud) -> Result<std::sync::Arc<dyn Queue>> {
     use crate::error::Error;
     match url.split_once("://") {
         Some(("memory", _)) => Ok(std::sync::Arc::new(MemoryQueue::new(visibility))),
         #[cfg(feature = "aws")]
         Some(("sqs", name)) => {
-            let client = crate::aws::sqs(&crate::aws::sdk_config().await);
+            let client = crate::aws::sqs(cloud.sdk("--queue")?);
             Ok(std::sync::Arc::new(sqs::SqsQueue::open(client, name, visibility).await?))
         }
         #[cfg(feature = "aws")]
         Some(("https" | "http", _)) => {
-            let client = crate::aws::sqs(&crate::aws::sdk_config().await);
+            let client = crate::aws::sqs(cloud.sdk("--queue")?);
             Ok(std::sync::Arc::new(sqs::SqsQueue::new(client, url, visibility)))
         }
         #[cfg(not(feature = "aws"))]
-        Some(("sqs", _)) => Err(Error::config("--queue", "sqs:// needs the `aws` feature, which this build lacks")),
+        Some(("sqs", _)) => {
+            let _ = cloud;
+            Err(Error::config("--queue", "sqs:// needs the `aws` feature, which this build lacks"))
+        }
         _ => Err(Error::config("--queue", format!("{url:?} is not a queue URL (memory:// or sqs://NAME)"))),
     }
 }

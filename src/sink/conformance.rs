@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use super::{Sink, SinkItem};
-use crate::pipeline::Record;
+use crate::record::Record;
 
 fn rec(id: i64, name: &str, price: f64) -> Record {
     match json!({"id": id, "name": name, "price": price}) {

@@ -6,7 +6,7 @@
 //! - `UnprocessedItems` are sent again after a jittered exponential backoff until every item
 //!   is written; they are never dropped. Throttling and 5xx answers are retried the same way.
 //!   A write gives up (returns `Err`, so the task is retried later) only after
-//!   [`MAX_STALLED_ROUNDS`] rounds in a row that wrote nothing.
+//!   [`MAX_STALLED_ROUNDS`](ddb::MAX_STALLED_ROUNDS) rounds in a row that wrote nothing.
 //! - One [`Pace`] per sink paces all its writers: when the table throttles, the item rate is
 //!   lowered; every request that gets through raises it again, until the limit is lifted. One job
 //!   fills the table's capacity without being throttled all the time.
@@ -24,17 +24,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
-use serde_json::{Number, Value};
 
 use super::{Sink, SinkItem};
+use crate::aws::dynamodb as ddb;
 use crate::error::{Error, Result};
-use crate::pipeline::Record;
+use crate::record::Record;
 
 /// Items per `BatchWriteItem` request: the service's limit.
 pub const BATCH_ITEMS: usize = 25;
-/// Rounds in a row without a single item written before a write gives up.
-pub const MAX_STALLED_ROUNDS: u32 = 12;
-
 type Item = HashMap<String, AttributeValue>;
 
 /// A sink table in DynamoDB with the string hash key `_key`.
@@ -43,6 +40,7 @@ pub struct DynamoSink {
     client: Client,
     table: String,
     pace: Arc<Pace>,
+    #[cfg(any(test, feature = "testing"))]
     faults: Option<Arc<ThrottleFaults>>,
     stats: Arc<SinkStats>,
 }
@@ -62,16 +60,20 @@ pub struct SinkStats {
     pub largest_request: AtomicU64,
 }
 
-fn ddb_error(context: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::backend("dynamodb", context, e)
-}
-
 impl DynamoSink {
     /// Write to the existing table `table`.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        DynamoSink { client, table: table.into(), pace: Arc::new(Pace::default()), faults: None, stats: Arc::default() }
+        DynamoSink {
+            client,
+            table: table.into(),
+            pace: Arc::new(Pace::default()),
+            #[cfg(any(test, feature = "testing"))]
+            faults: None,
+            stats: Arc::default(),
+        }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Put a fault-injecting layer between this sink and the table (for tests): see
     /// [`ThrottleFaults`].
     pub fn with_faults(mut self, faults: Arc<ThrottleFaults>) -> Self {
@@ -98,15 +100,18 @@ impl DynamoSink {
     /// Create a sink table (on-demand capacity, hash key `_key`) if it does not exist, and
     /// wait until it is active.
     pub async fn create_table(client: &Client, table: &str) -> Result<()> {
-        crate::aws::create_table(client, table, &["_key"]).await
+        ddb::create_table(client, table, &["_key"]).await
     }
 
     /// Send one request of at most [`BATCH_ITEMS`] items; returns the items to send again.
     async fn send(&self, requests: Vec<WriteRequest>) -> std::result::Result<Vec<WriteRequest>, Attempt> {
+        #[cfg(any(test, feature = "testing"))]
         let (requests, mut held) = match &self.faults {
             Some(f) => f.split(requests)?,
             None => (requests, Vec::new()),
         };
+        #[cfg(not(any(test, feature = "testing")))]
+        let mut held = Vec::new();
         if requests.is_empty() {
             return Ok(held);
         }
@@ -135,7 +140,7 @@ impl DynamoSink {
                     | aws_sdk_dynamodb::error::SdkError::ResponseError(_) => true,
                     _ => false,
                 };
-                let error = ddb_error(format!("BatchWriteItem on table {}", self.table), e.into_service_error());
+                let error = ddb::error(format!("BatchWriteItem on table {}", self.table), e.into_service_error());
                 Err(if retry { Attempt::Retry(error) } else { Attempt::Fatal(error) })
             }
         }
@@ -170,7 +175,7 @@ impl Sink for DynamoSink {
             let put = PutRequest::builder()
                 .set_item(Some(to_item(item)))
                 .build()
-                .map_err(|e| ddb_error("building a PutRequest", e))?;
+                .map_err(|e| ddb::error("building a PutRequest", e))?;
             pending.push(WriteRequest::builder().put_request(put).build());
         }
         let mut stalled = 0u32;
@@ -206,7 +211,7 @@ impl Sink for DynamoSink {
                     pending.extend(batch);
                 }
             }
-            if stalled >= MAX_STALLED_ROUNDS {
+            if stalled >= ddb::MAX_STALLED_ROUNDS {
                 let why =
                     last_error.map(|e| e.to_string()).unwrap_or_else(|| "every item came back unprocessed".into());
                 return Err(Error::Conflict(format!(
@@ -216,7 +221,7 @@ impl Sink for DynamoSink {
                 )));
             }
             if stalled > 0 {
-                tokio::time::sleep(backoff(stalled)).await;
+                tokio::time::sleep(ddb::backoff(stalled)).await;
             }
         }
         Ok(())
@@ -226,11 +231,11 @@ impl Sink for DynamoSink {
         let mut all = BTreeMap::new();
         let mut pages = self.client.scan().table_name(&self.table).consistent_read(true).into_paginator().send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| ddb_error(format!("Scan on {}", self.table), e.into_service_error()))?;
+            let page = page.map_err(|e| ddb::error(format!("Scan on {}", self.table), e.into_service_error()))?;
             for mut item in page.items.unwrap_or_default() {
                 let Some(AttributeValue::S(key)) = item.remove("_key") else { continue };
                 item.remove("_seq");
-                let record: Record = item.into_iter().map(|(k, v)| (k, from_attr(v))).collect();
+                let record: Record = item.into_iter().map(|(k, v)| (k, ddb::from_attr(v))).collect();
                 all.insert(key, record);
             }
         }
@@ -242,53 +247,14 @@ impl Sink for DynamoSink {
     }
 }
 
-/// A jittered exponential backoff: a random wait up to 25 ms × 2^round, capped at 5 s.
-pub fn backoff(round: u32) -> Duration {
-    let cap = Duration::from_millis(25).saturating_mul(1 << round.min(8)).min(Duration::from_secs(5));
-    cap.mul_f64(0.5 + fastrand::f64() / 2.0)
-}
-
 fn to_item(item: SinkItem) -> Item {
     let mut out: Item = HashMap::with_capacity(item.record.len() + 2);
     for (k, v) in item.record {
-        out.insert(k, to_attr(v));
+        out.insert(k, ddb::to_attr(v));
     }
     out.insert("_key".into(), AttributeValue::S(item.key));
     out.insert("_seq".into(), AttributeValue::N(item.seq.to_string()));
     out
-}
-
-/// A JSON value as a DynamoDB attribute (numbers keep their text; objects become maps).
-pub fn to_attr(v: Value) -> AttributeValue {
-    match v {
-        Value::Null => AttributeValue::Null(true),
-        Value::Bool(b) => AttributeValue::Bool(b),
-        Value::Number(n) => AttributeValue::N(n.to_string()),
-        Value::String(s) => AttributeValue::S(s),
-        Value::Array(a) => AttributeValue::L(a.into_iter().map(to_attr).collect()),
-        Value::Object(o) => AttributeValue::M(o.into_iter().map(|(k, v)| (k, to_attr(v))).collect()),
-    }
-}
-
-/// A DynamoDB attribute as JSON (sets become arrays; binary becomes null).
-pub fn from_attr(v: AttributeValue) -> Value {
-    match v {
-        AttributeValue::S(s) => Value::String(s),
-        AttributeValue::N(n) => number(&n),
-        AttributeValue::Bool(b) => Value::Bool(b),
-        AttributeValue::L(l) => Value::Array(l.into_iter().map(from_attr).collect()),
-        AttributeValue::M(m) => Value::Object(m.into_iter().map(|(k, v)| (k, from_attr(v))).collect()),
-        AttributeValue::Ss(s) => Value::Array(s.into_iter().map(Value::String).collect()),
-        AttributeValue::Ns(ns) => Value::Array(ns.iter().map(|n| number(n)).collect()),
-        _ => Value::Null,
-    }
-}
-
-fn number(n: &str) -> Value {
-    if let Ok(i) = n.parse::<i64>() {
-        return Value::Number(i.into());
-    }
-    n.parse::<f64>().ok().and_then(Number::from_f64).map_or_else(|| Value::String(n.to_string()), Value::Number)
 }
 
 /// Adaptive pacing of item writes (additive increase, multiplicative decrease).
@@ -407,6 +373,7 @@ impl Pace {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// A fault-injecting layer for tests: it stands between the sink and the table and refuses
 /// a share of the writes the way a throttled table does. A whole request is refused with a
 /// throttling error with probability `share`; otherwise each item is held back (returned as
@@ -421,6 +388,7 @@ pub struct ThrottleFaults {
     pub held_items: AtomicU64,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl ThrottleFaults {
     /// Refuse `share` (0..1) of the writes, reproducibly from `seed`.
     pub fn new(share: f64, seed: u64) -> Self {
@@ -453,12 +421,6 @@ impl ThrottleFaults {
 mod tests {
     use super::*;
 
-    #[test]
-    fn values_round_trip_through_attributes() {
-        let v = serde_json::json!({"a": 1, "b": 2.5, "c": "x", "d": null, "e": true, "f": [1, "y"], "g": {"h": -3}});
-        assert_eq!(from_attr(to_attr(v.clone())), v);
-    }
-
     #[tokio::test]
     async fn pace_slows_on_throttling_and_recovers_when_accepted() {
         let pace = Pace::default();
@@ -485,13 +447,5 @@ mod tests {
             pace.throttled();
         }
         assert_eq!(pace.rate(), Some(Pace::FLOOR), "the rate never falls below the floor");
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_is_capped() {
-        assert!(backoff(1) <= Duration::from_millis(50));
-        assert!(backoff(1) >= Duration::from_millis(25));
-        assert!(backoff(30) <= Duration::from_secs(5));
-        assert!(backoff(30) >= Duration::from_millis(2500));
     }
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::{Sink, SinkItem};
 use crate::error::Result;
-use crate::pipeline::Record;
+use crate::record::Record;
 
 /// A sink that keeps items in a map.
 #[derive(Debug, Default)]

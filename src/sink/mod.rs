@@ -1,12 +1,20 @@
 //! The sink seam: where kept records go, in batches, as idempotent upserts (`Sink`).
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::cloud::Cloud;
+use crate::config::{ColumnType, SinkTarget};
+#[cfg(not(feature = "aws"))]
+use crate::error::Error;
 use crate::error::Result;
-use crate::pipeline::Record;
+use crate::record::Record;
+pub use crate::record::SinkItem;
 
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 #[cfg(feature = "aws")]
 pub mod dynamodb;
@@ -16,22 +24,35 @@ pub mod sqlite;
 pub use memory::MemorySink;
 pub use sqlite::SqliteSink;
 
-/// One record to write.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SinkItem {
-    /// Identifies the item: writes with the same key are one item.
-    pub key: String,
-    /// The record's position in the job's inputs (input index, record number). Of two
-    /// records with one key, the later in the input wins, whatever order they are written in.
-    pub seq: u64,
-    /// The record.
-    pub record: Record,
+/// What a job's sink table holds: its name and, when the record shape is known, its fields
+/// with their declared types.
+#[derive(Debug, Clone)]
+pub struct SinkShape {
+    /// Table name.
+    pub table: String,
+    /// Fields and their types, when the record shape is known.
+    pub fields: Option<Vec<(String, Option<ColumnType>)>>,
 }
 
-impl SinkItem {
-    /// The `seq` of record `number` of input `input`.
-    pub fn seq_of(input: u32, number: u64) -> u64 {
-        (u64::from(input) << 40) | (number & ((1 << 40) - 1))
+/// Open the sink `target` names for a table of `shape`: `None` for no sink, a table in the
+/// SQLite database at `database`, or a DynamoDB table (feature `aws`, with the AWS
+/// configuration in `cloud`). The one place a sink is chosen.
+pub fn open(target: &SinkTarget, shape: &SinkShape, database: &Path, cloud: &Cloud) -> Result<Option<Arc<dyn Sink>>> {
+    match target {
+        SinkTarget::None => Ok(None),
+        SinkTarget::Sqlite { .. } => {
+            Ok(Some(Arc::new(SqliteSink::open(database, &shape.table, shape.fields.clone())?)))
+        }
+        #[cfg(feature = "aws")]
+        SinkTarget::Dynamodb { table } => {
+            let client = crate::aws::dynamodb(cloud.sdk("sink.type")?);
+            Ok(Some(Arc::new(dynamodb::DynamoSink::new(client, table))))
+        }
+        #[cfg(not(feature = "aws"))]
+        SinkTarget::Dynamodb { .. } => {
+            let _ = cloud;
+            Err(Error::config("sink.type", "dynamodb needs the `aws` feature, which this build lacks"))
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{Sink, SinkItem};
 use crate::config::ColumnType;
 use crate::error::{Error, Result};
-use crate::pipeline::Record;
+use crate::record::Record;
 
 /// A sink table. With known fields it has one column per field plus `_key` (the primary
 /// key); without, it has `_key` and `record` (the record as JSON).
@@ -150,7 +150,7 @@ impl Sink for SqliteSink {
                     stmt.raw_bind_parameter(2, item.seq as i64)?;
                     match &this.fields {
                         Some(fields) => {
-                            for (i, value) in crate::pipeline::values_of(&item.record, fields).enumerate() {
+                            for (i, value) in crate::record::values_of(&item.record, fields).enumerate() {
                                 stmt.raw_bind_parameter(i + 3, to_sql(value))?;
                             }
                         }

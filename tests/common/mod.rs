@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use sluicebox::config::{JobConfig, SinkKind};
-use sluicebox::gather::Summary;
-use sluicebox::job::{self, Engine, RunOptions};
-use sluicebox::pipeline::Record;
+use sluicebox::engine::Engine;
+use sluicebox::job::Summary;
+use sluicebox::job::{self, RunOptions};
+use sluicebox::record::Record;
 use sluicebox::sink::Sink;
 
 /// The repository's orders example directory.
@@ -31,7 +32,7 @@ pub async fn run_with(
     let spec = JobConfig::from_toml(config, "test.toml")?.validate(base)?;
     let args: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
     let inputs =
-        sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &args, spec.format, spec.config.input.compression)
+        sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &args, spec.input.format, spec.input.compression)
             .await?;
     job::run(engine, &spec, inputs, opts).await
 }

@@ -6,16 +6,18 @@
 //! jittered backoff. Rows found and keys missing are cached for the whole job (up to
 //! [`CACHE_ENTRIES`], then the cache starts over), so a key is fetched once per job and host.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use serde_json::Value;
 
+use super::{Reader, Source};
+use crate::aws::dynamodb::{backoff, error as ddb_error, from_attr, MAX_STALLED_ROUNDS};
+use crate::column::ColumnRule;
 use crate::config::EnrichConfig;
 use crate::error::{Error, Result};
-use crate::pipeline::ColumnRule;
-use crate::sink::dynamodb::{backoff, from_attr, MAX_STALLED_ROUNDS};
 
 /// Keys per `BatchGetItem` request: the service's limit.
 pub const BATCH_KEYS: usize = 100;
@@ -26,48 +28,47 @@ type Row = Option<Arc<[Value]>>;
 
 /// A DynamoDB reference table with its cache.
 #[derive(Debug)]
-pub struct DynamoRows {
+pub struct DynamoSource {
     client: aws_sdk_dynamodb::Client,
     handle: tokio::runtime::Handle,
     table: String,
     key_attr: String,
+    fields: Vec<String>,
     rules: HashMap<String, ColumnRule>,
     cache: Mutex<HashMap<String, Row>>,
 }
 
-fn ddb_error(context: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::backend("dynamodb", context, e)
-}
-
-impl DynamoRows {
-    /// Open `table`; called on a runtime's blocking thread (lookups block on requests).
-    pub fn open(cfg: &EnrichConfig, table: &str, key_attr: String) -> Result<Self> {
+impl DynamoSource {
+    /// Look up `fields` in `table` by its partition key `key_attr`. Lookups block on requests,
+    /// so they must run on a runtime's blocking threads (as the pipeline does).
+    pub fn open(
+        client: aws_sdk_dynamodb::Client,
+        cfg: &EnrichConfig,
+        table: &str,
+        key_attr: String,
+        fields: Vec<String>,
+    ) -> Result<Self> {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|e| Error::backend("lookup", "a dynamodb:// reference needs the tokio runtime", e))?;
-        let client = crate::aws::dynamodb(&handle.block_on(crate::aws::sdk_config()));
         let rules = cfg.columns.iter().map(|c| (c.name.clone(), ColumnRule::from(c))).collect();
-        Ok(DynamoRows { client, handle, table: table.to_string(), key_attr, rules, cache: Mutex::new(HashMap::new()) })
+        Ok(DynamoSource {
+            client,
+            handle,
+            table: table.to_string(),
+            key_attr,
+            fields,
+            rules,
+            cache: Mutex::new(HashMap::new()),
+        })
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Row>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `key` is cached (found or known missing).
-    pub fn cached(&self, key: &str) -> bool {
-        self.cache().contains_key(key)
-    }
-
-    /// One key's row (from the cache, else fetched alone).
-    pub fn get(&self, key: &str, fields: &[String]) -> Result<Row> {
-        if let Some(row) = self.cache().get(key) {
-            return Ok(row.clone());
-        }
-        Ok(self.fetch(vec![key.to_string()], fields)?.remove(key).flatten())
-    }
-
     /// Fetch `keys` in batches of [`BATCH_KEYS`]; every key gets an entry (`None`: missing).
-    pub fn fetch(&self, keys: Vec<String>, fields: &[String]) -> Result<HashMap<String, Row>> {
+    fn fetch(&self, keys: Vec<String>) -> Result<HashMap<String, Row>> {
+        let fields = &self.fields;
         let mut out: HashMap<String, Row> = HashMap::with_capacity(keys.len());
         for batch in keys.chunks(BATCH_KEYS) {
             let rows = self.handle.block_on(self.batch_get(batch, fields))?;
@@ -142,5 +143,48 @@ impl DynamoRows {
             tokio::time::sleep(backoff(stalled.max(1))).await;
         }
         Ok(found)
+    }
+}
+
+impl Source for DynamoSource {
+    fn reader(&self) -> Result<Box<dyn Reader + '_>> {
+        Ok(Box::new(DynamoReader { source: self, fetched: HashMap::new() }))
+    }
+
+    fn kind(&self) -> &'static str {
+        "dynamodb"
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+}
+
+/// A chunk's lookups: the rows its prefetch brought, then the job's cache, then one request
+/// per key for any key it did not prefetch.
+struct DynamoReader<'a> {
+    source: &'a DynamoSource,
+    fetched: HashMap<String, Row>,
+}
+
+impl Reader for DynamoReader<'_> {
+    fn get(&mut self, key: &str) -> Result<Option<Cow<'_, [Value]>>> {
+        let row = match self.fetched.get(key) {
+            Some(row) => row.clone(),
+            None => match self.source.cache().get(key) {
+                Some(row) => row.clone(),
+                None => self.source.fetch(vec![key.to_string()])?.remove(key).flatten(),
+            },
+        };
+        Ok(row.map(|r| Cow::Owned(r.to_vec())))
+    }
+
+    fn prefetch(&mut self, keys: Vec<String>) -> Result<()> {
+        let wanted: Vec<String> = {
+            let cache = self.source.cache();
+            keys.into_iter().filter(|k| !cache.contains_key(k)).collect()
+        };
+        self.fetched = self.source.fetch(wanted)?;
+        Ok(())
     }
 }

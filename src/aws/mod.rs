@@ -1,0 +1,57 @@
+//! The AWS SDK clients the AWS backends share (feature `aws`): the configuration, loaded once
+//! by the caller and passed in, and clients whose every request is counted.
+
+pub mod dynamodb;
+
+/// Load the standard AWS configuration: region, profile, credentials and endpoint from the
+/// environment and the shared config files, as every AWS tool does. The binary calls this
+/// once and hands the result to every backend.
+///
+/// Throttling and server errors are retried by the SDK with jittered exponential backoff, up
+/// to `max_attempts` per request (`None`: as the environment or profile says, e.g.
+/// `AWS_MAX_ATTEMPTS`, else the SDK's default).
+pub async fn sdk_config(max_attempts: Option<u32>) -> aws_config::SdkConfig {
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let loader = match max_attempts {
+        Some(n) => loader.retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(n.max(1))),
+        None => loader,
+    };
+    loader.load().await
+}
+
+/// Counts every request attempt in the current task's [`crate::calls::Tally`].
+#[derive(Debug)]
+struct CountCalls;
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for CountCalls {
+    fn name(&self) -> &'static str {
+        "sluicebox::calls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> std::result::Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if let Some(m) = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>() {
+            crate::calls::count(m.service(), m.name());
+        }
+        Ok(())
+    }
+}
+
+/// A DynamoDB client whose requests are counted (see [`crate::calls`]).
+pub fn dynamodb(conf: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(conf).interceptor(CountCalls).build())
+}
+
+/// An SQS client whose requests are counted (see [`crate::calls`]).
+pub fn sqs(conf: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(conf).interceptor(CountCalls).build())
+}
+
+/// An S3 client whose requests are counted (see [`crate::calls`]).
+pub fn s3(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(conf).interceptor(CountCalls).build())
+}

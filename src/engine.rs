@@ -1,0 +1,167 @@
+//! The backends a job runs on, built from URLs: a bucket, a ledger, a queue, a sink, and the
+//! store inputs are read from. The embedded engine keeps them all in one data directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::ObjectStore;
+use sha2::{Digest, Sha256};
+
+use crate::bucket;
+use crate::cloud::Cloud;
+use crate::config::{EnrichConfig, SinkTarget};
+use crate::error::{Error, Result};
+use crate::ledger::StateStore;
+use crate::lookup::LookupTable;
+use crate::queue::Queue;
+use crate::sink::{Sink, SinkShape};
+
+/// The backends a job runs on.
+#[derive(Clone)]
+pub struct Engine {
+    /// Where outputs go (`jobs/<id>/…`).
+    pub bucket: Arc<dyn ObjectStore>,
+    /// A URL for the bucket root, for messages (e.g. `file:///data/bucket`).
+    pub bucket_url: String,
+    /// The store inputs are read from.
+    pub inputs: Arc<dyn ObjectStore>,
+    /// Job and chunk records.
+    pub ledger: Arc<dyn StateStore>,
+    /// Task queue.
+    pub queue: Arc<dyn Queue>,
+    /// Wraps the sink each job opens (fault injection in tests, instrumentation); `None`:
+    /// the sink as opened.
+    pub sink_layer: Option<SinkLayer>,
+    /// The SQLite database for the SQLite sink and `sqlite:` lookups; imported references
+    /// and fetched reference files are kept beside it.
+    pub database: PathBuf,
+    /// Cloud configuration for the backends a job's definition names (a DynamoDB sink or
+    /// reference).
+    pub cloud: Cloud,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("bucket_url", &self.bucket_url).field("database", &self.database).finish()
+    }
+}
+
+/// A layer over a job's sink: it gets the sink [`crate::sink::open`] opened and returns the one
+/// the job writes to.
+pub type SinkLayer = Arc<dyn Fn(Arc<dyn Sink>) -> Arc<dyn Sink> + Send + Sync>;
+
+/// Backends named by URL (`None`: the embedded default).
+#[derive(Debug, Clone)]
+pub struct BackendUrls {
+    /// Where outputs go.
+    pub bucket: Option<String>,
+    /// The task queue.
+    pub queue: Option<String>,
+    /// The ledger.
+    pub ledger: Option<String>,
+    /// The queue's visibility timeout.
+    pub visibility: Duration,
+}
+
+impl Engine {
+    /// The embedded engine in `data_dir`: `bucket/` for outputs, `sluicebox.db` (SQLite) for
+    /// the ledger and the sink, an in-process queue, and local files as inputs.
+    pub fn local(data_dir: &Path) -> Result<Engine> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| Error::config("--data-dir", format!("cannot create {}: {e}", data_dir.display())))?;
+        let data_dir = std::path::absolute(data_dir).map_err(|e| Error::config("--data-dir", e.to_string()))?;
+        let bucket_dir = data_dir.join("bucket");
+        let database = data_dir.join("sluicebox.db");
+        Ok(Engine {
+            bucket: bucket::open(&bucket_dir.display().to_string())?,
+            bucket_url: format!("file://{}", bucket_dir.display()),
+            inputs: bucket::local_inputs(),
+            ledger: Arc::new(crate::ledger::SqliteLedger::open(&database)?),
+            queue: Arc::new(crate::queue::MemoryQueue::new(Duration::from_secs(300))),
+            sink_layer: None,
+            database,
+            cloud: Cloud::none(),
+        })
+    }
+
+    /// The embedded engine with any of its backends replaced by the ones these URLs name:
+    /// `bucket` (`s3://BUCKET[/PREFIX]`, `file://DIR`), `queue` (`sqs://NAME`, `memory://`),
+    /// `ledger` (`dynamodb://TABLE`, `sqlite://PATH`). Inputs are read from the store of
+    /// `first_input` (an S3 bucket for `s3://` inputs). Cloud backends use `cloud`.
+    pub async fn with_backends(data_dir: &Path, urls: &BackendUrls, first_input: &str, cloud: Cloud) -> Result<Engine> {
+        let mut engine = Engine::local(data_dir)?;
+        engine.inputs = bucket::input_store(first_input)?;
+        if let Some(url) = &urls.bucket {
+            engine.bucket = bucket::open(url)?;
+            engine.bucket_url = url.trim_end_matches('/').to_string();
+        }
+        if let Some(url) = &urls.queue {
+            engine.queue = crate::queue::open(url, urls.visibility, &cloud).await?;
+        }
+        if let Some(url) = &urls.ledger {
+            engine.ledger = crate::ledger::open(url, &cloud).await?;
+        }
+        engine.cloud = cloud;
+        Ok(engine)
+    }
+
+    /// Open the sink a job's records go to (through the engine's layer, if it has one).
+    pub fn open_sink(&self, target: &SinkTarget, shape: &SinkShape) -> Result<Option<Arc<dyn Sink>>> {
+        let sink = crate::sink::open(target, shape, &self.database, &self.cloud)?;
+        Ok(match (sink, &self.sink_layer) {
+            (Some(sink), Some(layer)) => Some(layer(sink)),
+            (sink, _) => sink,
+        })
+    }
+
+    /// Open a job's reference table, fetching it first when it is in a bucket.
+    pub async fn open_lookup(&self, enrich: Option<&EnrichConfig>) -> Result<Option<Arc<LookupTable>>> {
+        let Some(mut cfg) = enrich.cloned() else { return Ok(None) };
+        if cfg.source.starts_with("s3://") {
+            cfg.source = self.fetch_reference(&cfg.source).await?.display().to_string();
+        }
+        let (db, cloud) = (self.database.clone(), self.cloud.clone());
+        tokio::task::spawn_blocking(move || LookupTable::load(&cfg, &db, &cloud))
+            .await
+            .map_err(|e| Error::backend("lookup", "load task failed", e))?
+            .map(|t| Some(Arc::new(t)))
+    }
+
+    /// Copy a reference object from a bucket into `references/` beside the database (once per
+    /// version), streaming, and return the local path.
+    async fn fetch_reference(&self, url: &str) -> Result<PathBuf> {
+        use futures::StreamExt;
+        use object_store::ObjectStoreExt;
+        use tokio::io::AsyncWriteExt;
+        let store = bucket::input_store(url)?;
+        let key = url.strip_prefix("s3://").and_then(|r| r.split_once('/')).map(|(_, k)| k).unwrap_or_default();
+        let path = bucket::key_path(key);
+        let got = store.get(&path).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => Error::config("enrich.source", format!("{url} does not exist")),
+            other => Error::backend("object_store", format!("failed to read {url}"), other),
+        })?;
+        let version = got.meta.e_tag.clone().unwrap_or_else(|| got.meta.last_modified.timestamp_micros().to_string());
+        let digest: String =
+            Sha256::digest(format!("{url}\0{version}")).iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let name = key.rsplit('/').next().unwrap_or("reference");
+        let dir = self.database.parent().map(|p| p.join("references")).unwrap_or_else(|| PathBuf::from("references"));
+        let local = dir.join(format!("{digest}-{name}"));
+        if local.exists() {
+            return Ok(local);
+        }
+        let fs =
+            |what: &str, p: &Path, e: std::io::Error| Error::backend("fs", format!("cannot {what} {}", p.display()), e);
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| fs("create", &dir, e))?;
+        let partial = dir.join(format!(".{digest}-{name}.{}", std::process::id()));
+        let mut file = tokio::fs::File::create(&partial).await.map_err(|e| fs("create", &partial, e))?;
+        let mut stream = got.into_stream();
+        while let Some(piece) = stream.next().await {
+            let piece = piece.map_err(|e| Error::backend("object_store", format!("failed to read {url}"), e))?;
+            file.write_all(&piece).await.map_err(|e| fs("write", &partial, e))?;
+        }
+        file.flush().await.map_err(|e| fs("write", &partial, e))?;
+        tokio::fs::rename(&partial, &local).await.map_err(|e| fs("rename", &partial, e))?;
+        Ok(local)
+    }
+}

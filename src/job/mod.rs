@@ -1,0 +1,273 @@
+//! A job's data: its plan, its stored definition, its tasks, how it failed, what it reports,
+//! its objects in the bucket, and [`JobRun`], everything its workers share while it runs.
+//!
+//! The life cycle that uses them sits above the worker and the gather: [`prepare`] (create or
+//! resume, plan, enqueue) and [`run`](mod@run) (run here, submit to workers elsewhere, wait).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::bucket::{self, InputObject};
+use crate::config::{Format, OutputFormat, SinkTarget};
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::lookup::LookupTable;
+use crate::pipeline::{CsvLayout, Pipeline};
+use crate::plan::Chunk;
+use crate::sink::{Sink, SinkShape};
+use crate::spec::JobSpec;
+
+mod objects;
+pub mod prepare;
+pub mod run;
+mod summary;
+
+pub use objects::{JobObjects, Part};
+pub use run::{run, submit, wait, Submitted};
+pub use summary::{ChunkCounts, InputSummary, Manifest, ManifestChunk, Outputs, RecordCounts, Summary, Timings};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Concurrent workers.
+    pub workers: usize,
+    /// Job id, instead of one derived from the inputs and config.
+    pub job_id: Option<String>,
+    /// Discard any earlier run of the same job and start over.
+    pub force: bool,
+    /// Progress bar target (hidden when not on a terminal).
+    pub progress: indicatif::ProgressBar,
+    /// Name prefix for workers in the manifest.
+    pub worker_name: String,
+    /// How long a task stays invisible before another worker may take it.
+    pub visibility: Duration,
+    /// Deliveries of one task before the run fails with its error.
+    pub max_attempts: u32,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            workers: 2,
+            job_id: None,
+            force: false,
+            progress: indicatif::ProgressBar::hidden(),
+            worker_name: "local".into(),
+            visibility: Duration::from_secs(300),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// The stored plan of a job (`jobs/<id>/plan.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobPlan {
+    /// The job id.
+    pub job_id: String,
+    /// Inputs, in order.
+    pub inputs: Vec<PlannedInput>,
+    /// All chunks, numbered across inputs.
+    pub chunks: Vec<Chunk>,
+    /// Output fields, when known.
+    pub output_fields: Option<Vec<String>>,
+    /// Output format.
+    pub output_format: OutputFormat,
+}
+
+/// One input with what the scan found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannedInput {
+    /// The object.
+    pub object: InputObject,
+    /// CSV header, if any.
+    pub header: Option<Vec<String>>,
+    /// Records found.
+    pub records: u64,
+}
+
+impl JobPlan {
+    /// Records in all inputs.
+    pub fn total_records(&self) -> u64 {
+        self.inputs.iter().map(|i| i.records).sum()
+    }
+}
+
+/// A queue message: a claim check naming the job and the chunk's byte range.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Task {
+    /// The job.
+    pub job_id: String,
+    /// The chunk.
+    pub chunk: Chunk,
+}
+
+/// `jobs/<id>/failed.json`: why a job failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The job id.
+    pub job_id: String,
+    /// The chunk that failed.
+    pub chunk: u32,
+    /// The input object and its planned version.
+    pub input: String,
+    /// The planned version (ETag) of the input.
+    pub version: String,
+    /// Deliveries of the chunk's task.
+    pub attempts: u32,
+    /// The last error.
+    pub error: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "job {} failed: chunk {} of {} (version {}) failed {} times: {}",
+            self.job_id, self.chunk, self.input, self.version, self.attempts, self.error
+        )
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Derive a job id from the inputs (location, size, version), the job definition (with its
+/// paths resolved and its schema) and the enrichment reference's size and modification time,
+/// so a repeated upload maps to the same job and a change to any of them makes a new one.
+pub fn derive_job_id(inputs: &[InputObject], spec: &JobSpec) -> String {
+    let mut h = Sha256::new();
+    for i in inputs {
+        h.update(i.location.as_bytes());
+        h.update([0]);
+        h.update(i.size.to_le_bytes());
+        h.update(i.version.as_bytes());
+        h.update([0]);
+    }
+    h.update(serde_json::to_vec(&*spec.definition).unwrap_or_default());
+    if let Some(source) = spec.enrich.as_ref().filter(|e| !e.source.starts_with("sqlite:")) {
+        if let Ok(meta) = std::fs::metadata(source.source.strip_prefix("file://").unwrap_or(&source.source)) {
+            h.update(meta.len().to_le_bytes());
+            let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            h.update(mtime.map_or(0, |d| d.as_nanos()).to_le_bytes());
+        }
+    }
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let stem = inputs
+        .first()
+        .and_then(|i| i.path.rsplit('/').next())
+        .map(|n| n.split('.').next().unwrap_or(n))
+        .unwrap_or("job");
+    let stem: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(40).collect();
+    format!("{stem}-{hex}")
+}
+
+/// Everything workers share while a job runs.
+pub struct JobRun {
+    /// The backends.
+    pub engine: Engine,
+    /// The checked job definition.
+    pub spec: JobSpec,
+    /// The plan.
+    pub plan: JobPlan,
+    /// The job's objects in the bucket.
+    pub objects: JobObjects,
+    /// The record engine, built once.
+    pub pipeline: Pipeline,
+    /// Each input's CSV layout (`None` for JSON inputs).
+    pub layouts: Vec<Option<CsvLayout>>,
+    /// Where kept records go, if anywhere.
+    pub sink: Option<Arc<dyn Sink>>,
+    /// The sink's table, for the summary.
+    pub sink_table: Option<String>,
+    /// Progress, in records.
+    pub progress: indicatif::ProgressBar,
+    /// Cancelled once the job is gathered (or its run stops).
+    pub done: CancellationToken,
+}
+
+impl JobRun {
+    /// Everything workers need for a planned job. Fails (before anything is written) when
+    /// the plan does not fit the job, e.g. a header without a declared column.
+    pub fn open(
+        engine: &Engine,
+        spec: JobSpec,
+        plan: JobPlan,
+        lookup: Option<Arc<LookupTable>>,
+        progress: indicatif::ProgressBar,
+    ) -> Result<Arc<JobRun>> {
+        let pipeline = Pipeline::new(&spec, lookup, plan.output_fields.clone());
+        let layouts = plan
+            .inputs
+            .iter()
+            .map(|i| match i.object.format {
+                Format::Csv => {
+                    let header = i.header.as_deref().filter(|h| spec.input.dialect.header && !h.is_empty());
+                    pipeline.csv_layout(header, &i.object.location).map(Some)
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let shape = sink_shape(&spec, &plan);
+        let sink = engine.open_sink(&spec.sink.target, &shape)?;
+        let mut engine = engine.clone();
+        if let Some(first) = plan.inputs.first() {
+            engine.inputs = bucket::input_store(&first.object.location)?;
+        }
+        Ok(Arc::new(JobRun {
+            objects: JobObjects::new(engine.bucket.clone(), &plan.job_id),
+            engine,
+            spec,
+            pipeline,
+            layouts,
+            sink_table: sink.as_ref().map(|_| shape.table.clone()),
+            sink,
+            progress,
+            done: CancellationToken::new(),
+            plan,
+        }))
+    }
+
+    /// Load a planned job from the bucket (`job.json`, `plan.json`): how a worker that did
+    /// not plan the job learns it. The stored definition is checked as any job file is.
+    pub async fn load(engine: &Engine, job_id: &str) -> Result<Arc<JobRun>> {
+        let objects = JobObjects::new(engine.bucket.clone(), job_id);
+        let spec = objects.definition().await?.check()?;
+        let plan = objects.plan().await?;
+        let lookup = engine.open_lookup(spec.enrich.as_ref()).await?;
+        JobRun::open(engine, spec, plan, lookup, indicatif::ProgressBar::hidden())
+    }
+
+    /// The job id.
+    pub fn id(&self) -> &str {
+        &self.plan.job_id
+    }
+}
+
+/// The sink table a job writes: named by the job (or after its first input), with the plan's
+/// output fields typed by the declared columns.
+pub fn sink_shape(spec: &JobSpec, plan: &JobPlan) -> SinkShape {
+    let named = match &spec.sink.target {
+        SinkTarget::Sqlite { table } => table.clone(),
+        SinkTarget::Dynamodb { table } => Some(table.clone()),
+        SinkTarget::None => None,
+    };
+    let table = named.unwrap_or_else(|| {
+        let name = plan.inputs.first().and_then(|i| i.object.path.rsplit('/').next()).unwrap_or("records");
+        let stem = name.split('.').next().unwrap_or(name);
+        let mut t: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        if t.is_empty() || t.starts_with(|c: char| c.is_ascii_digit()) {
+            t.insert(0, 't');
+        }
+        t
+    });
+    let fields = plan.output_fields.as_ref().map(|f| f.iter().map(|n| (n.clone(), spec.field_type(n))).collect());
+    SinkShape { table, fields }
+}

@@ -1,0 +1,281 @@
+//! A job's objects in the bucket, under `jobs/<id>/`: the one place their names are spelled,
+//! with typed reads and writes.
+//!
+//! | object | written by |
+//! |---|---|
+//! | `job.json` (the [`JobDefinition`]), `plan.json` (the [`JobPlan`]) | the planner, create-only |
+//! | `parts/NNNNNN.out`, `parts/NNNNNN.rejects.jsonl` | the worker of chunk N, before its commit |
+//! | `calls/<ms>-<pid>.json` | a planner or submitter: the API calls it made |
+//! | `output.csv` / `output.jsonl`, `rejects.jsonl`, `manifest.json`, `summary.json` | the gather |
+//! | `failed.json` (a [`Failure`]) | the worker that fails the job |
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::summary::{Manifest, Summary};
+use super::{Failure, JobPlan};
+use crate::bucket;
+use crate::calls::ApiCalls;
+use crate::config::{JobDefinition, OutputFormat};
+use crate::error::{Error, Result};
+
+/// The objects of one job in one bucket.
+#[derive(Debug, Clone)]
+pub struct JobObjects {
+    store: Arc<dyn ObjectStore>,
+    job_id: String,
+    prefix: String,
+}
+
+/// Which part of a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Its encoded output records.
+    Output,
+    /// Its rejects, JSON Lines.
+    Rejects,
+}
+
+impl JobObjects {
+    /// The objects of job `job_id` in `store`.
+    pub fn new(store: Arc<dyn ObjectStore>, job_id: &str) -> Self {
+        JobObjects { store, job_id: job_id.to_string(), prefix: format!("jobs/{job_id}") }
+    }
+
+    /// The job id.
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    /// `jobs/<id>`: every object of the job is under it.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn ObjectStore {
+        self.store.as_ref()
+    }
+
+    fn name(&self, leaf: &str) -> String {
+        format!("{}/{leaf}", self.prefix)
+    }
+
+    /// `jobs/<id>/job.json`.
+    pub fn definition_path(&self) -> String {
+        self.name("job.json")
+    }
+
+    /// `jobs/<id>/plan.json`.
+    pub fn plan_path(&self) -> String {
+        self.name("plan.json")
+    }
+
+    /// `jobs/<id>/summary.json`.
+    pub fn summary_path(&self) -> String {
+        self.name("summary.json")
+    }
+
+    /// `jobs/<id>/manifest.json`.
+    pub fn manifest_path(&self) -> String {
+        self.name("manifest.json")
+    }
+
+    /// `jobs/<id>/failed.json`.
+    pub fn failure_path(&self) -> String {
+        self.name("failed.json")
+    }
+
+    /// `jobs/<id>/output.csv` or `output.jsonl`.
+    pub fn output_path(&self, format: OutputFormat) -> String {
+        self.name(match format {
+            OutputFormat::Csv => "output.csv",
+            OutputFormat::Jsonl => "output.jsonl",
+        })
+    }
+
+    /// `jobs/<id>/rejects.jsonl`.
+    pub fn rejects_path(&self) -> String {
+        self.name("rejects.jsonl")
+    }
+
+    /// `jobs/<id>/parts`: scratch, deleted once the gather has merged it.
+    pub fn parts_prefix(&self) -> String {
+        self.name("parts")
+    }
+
+    /// Where chunk `index`'s `part` lives: `jobs/<id>/parts/000042.out` or
+    /// `…/000042.rejects.jsonl`.
+    pub fn part_path(&self, part: Part, index: u32) -> String {
+        match part {
+            Part::Output => self.name(&format!("parts/{index:06}.out")),
+            Part::Rejects => self.name(&format!("parts/{index:06}.rejects.jsonl")),
+        }
+    }
+
+    /// `jobs/<id>/calls`: the API calls of planners and submitters, one file each.
+    pub fn calls_prefix(&self) -> String {
+        self.name("calls")
+    }
+
+    /// The job's definition (`NotFound` when it has none).
+    pub async fn definition(&self) -> Result<JobDefinition> {
+        self.read(&self.definition_path()).await?.ok_or_else(|| Error::NotFound(self.definition_path()))
+    }
+
+    /// Store the job's definition unless one is stored; `false` when one was.
+    pub async fn put_definition_once(&self, definition: &JobDefinition) -> Result<bool> {
+        bucket::put_if_absent(self.store(), &self.definition_path(), json_bytes(definition)?).await
+    }
+
+    /// The job's plan (`NotFound` when it has none).
+    pub async fn plan(&self) -> Result<JobPlan> {
+        self.read(&self.plan_path()).await?.ok_or_else(|| Error::NotFound(self.plan_path()))
+    }
+
+    /// Store the job's plan unless one is stored; `false` when one was (another planner won).
+    pub async fn put_plan_once(&self, plan: &JobPlan) -> Result<bool> {
+        bucket::put_if_absent(self.store(), &self.plan_path(), json_bytes(plan)?).await
+    }
+
+    /// The job's summary, if it has one.
+    pub async fn summary(&self) -> Result<Option<Summary>> {
+        self.read(&self.summary_path()).await
+    }
+
+    /// Write the summary.
+    pub async fn put_summary(&self, summary: &Summary) -> Result<()> {
+        bucket::put(self.store(), &self.summary_path(), json_bytes(summary)?).await
+    }
+
+    /// Write the manifest.
+    pub async fn put_manifest(&self, manifest: &Manifest) -> Result<()> {
+        bucket::put(self.store(), &self.manifest_path(), json_bytes(manifest)?).await
+    }
+
+    /// Why the job failed, if it did.
+    pub async fn failure(&self) -> Result<Option<Failure>> {
+        self.read(&self.failure_path()).await
+    }
+
+    /// Write why the job failed.
+    pub async fn put_failure(&self, failure: &Failure) -> Result<()> {
+        bucket::put(self.store(), &self.failure_path(), json_bytes(failure)?).await
+    }
+
+    /// Write one of a chunk's parts (replacing any earlier attempt's).
+    pub async fn put_part(&self, part: Part, index: u32, bytes: Vec<u8>) -> Result<()> {
+        bucket::put(self.store(), &self.part_path(part, index), bytes).await
+    }
+
+    /// Keep the API calls a planner or submitter made, in a file of its own.
+    pub async fn put_calls(&self, calls: &ApiCalls, now_ms: i64) -> Result<()> {
+        let path = self.name(&format!("calls/{now_ms}-{}.json", std::process::id()));
+        bucket::put(self.store(), &path, json_bytes(calls)?).await
+    }
+
+    /// Every API call the planners and submitters kept, summed.
+    pub async fn calls(&self) -> Result<ApiCalls> {
+        use futures::TryStreamExt;
+        let mut all = ApiCalls::new();
+        let prefix = object_store::path::Path::from(self.calls_prefix());
+        let files: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        for f in files {
+            if let Some(calls) = self.read::<ApiCalls>(f.location.as_ref()).await? {
+                crate::calls::add(&mut all, &calls);
+            }
+        }
+        Ok(all)
+    }
+
+    /// Delete the parts (after the gather merged them).
+    pub async fn delete_parts(&self) -> Result<()> {
+        bucket::delete_prefix(self.store(), &self.parts_prefix()).await
+    }
+
+    /// Delete every object of the job.
+    pub async fn delete_all(&self) -> Result<()> {
+        bucket::delete_prefix(self.store(), &self.prefix).await
+    }
+
+    async fn read<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
+        match bucket::get_opt(self.store(), path).await? {
+            None => Ok(None),
+            Some(b) => {
+                serde_json::from_slice(&b).map(Some).map_err(|e| Error::backend("json", format!("corrupt {path}"), e))
+            }
+        }
+    }
+}
+
+fn json_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(v).map_err(|e| Error::backend("json", "encode", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn objects() -> JobObjects {
+        JobObjects::new(Arc::new(object_store::memory::InMemory::new()), "orders-1a2b")
+    }
+
+    #[test]
+    fn every_name_is_under_the_jobs_prefix() {
+        let o = objects();
+        assert_eq!(o.prefix(), "jobs/orders-1a2b");
+        assert_eq!(o.definition_path(), "jobs/orders-1a2b/job.json");
+        assert_eq!(o.plan_path(), "jobs/orders-1a2b/plan.json");
+        assert_eq!(o.summary_path(), "jobs/orders-1a2b/summary.json");
+        assert_eq!(o.manifest_path(), "jobs/orders-1a2b/manifest.json");
+        assert_eq!(o.failure_path(), "jobs/orders-1a2b/failed.json");
+        assert_eq!(o.output_path(OutputFormat::Csv), "jobs/orders-1a2b/output.csv");
+        assert_eq!(o.output_path(OutputFormat::Jsonl), "jobs/orders-1a2b/output.jsonl");
+        assert_eq!(o.rejects_path(), "jobs/orders-1a2b/rejects.jsonl");
+        assert_eq!(o.part_path(Part::Output, 42), "jobs/orders-1a2b/parts/000042.out");
+        assert_eq!(o.part_path(Part::Rejects, 7), "jobs/orders-1a2b/parts/000007.rejects.jsonl");
+        assert!(o.part_path(Part::Output, 3).starts_with(&o.parts_prefix()));
+    }
+
+    #[tokio::test]
+    async fn plans_and_definitions_are_written_once_and_read_back() {
+        let o = objects();
+        assert!(matches!(o.plan().await, Err(Error::NotFound(p)) if p == o.plan_path()));
+        let plan = JobPlan {
+            job_id: "orders-1a2b".into(),
+            inputs: Vec::new(),
+            chunks: Vec::new(),
+            output_fields: Some(vec!["a".into()]),
+            output_format: OutputFormat::Csv,
+        };
+        assert!(o.put_plan_once(&plan).await.unwrap());
+        let other = JobPlan { output_fields: None, ..plan.clone() };
+        assert!(!o.put_plan_once(&other).await.unwrap(), "a second plan loses");
+        assert_eq!(o.plan().await.unwrap().output_fields, plan.output_fields, "the first plan stays");
+        let def = crate::config::JobConfig::default().resolve(std::path::Path::new("/")).unwrap();
+        assert!(o.put_definition_once(&def).await.unwrap());
+        assert!(!o.put_definition_once(&def).await.unwrap());
+        assert_eq!(o.definition().await.unwrap().config.sink.batch, def.config.sink.batch);
+        assert!(o.summary().await.unwrap().is_none());
+        assert!(o.failure().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn calls_files_add_up_and_parts_are_deleted_alone() {
+        let o = objects();
+        o.put_calls(&ApiCalls::from([("s3.GetObject".into(), 2)]), 1).await.unwrap();
+        o.put_calls(&ApiCalls::from([("s3.GetObject".into(), 3), ("sqs.SendMessageBatch".into(), 1)]), 2)
+            .await
+            .unwrap();
+        let all = o.calls().await.unwrap();
+        assert_eq!(all.get("s3.GetObject"), Some(&5));
+        assert_eq!(all.get("sqs.SendMessageBatch"), Some(&1));
+        o.put_part(Part::Output, 0, b"x\n".to_vec()).await.unwrap();
+        o.delete_parts().await.unwrap();
+        assert!(bucket::get_opt(o.store(), &o.part_path(Part::Output, 0)).await.unwrap().is_none());
+        assert_eq!(o.calls().await.unwrap(), all, "only the parts were deleted");
+    }
+}

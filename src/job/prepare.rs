@@ -1,0 +1,198 @@
+//! Preparing a job: create it (or find it), plan it once (scan the inputs, fix the output
+//! fields, store the definition and plan create-only), and send a task for every chunk not
+//! yet committed.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::{now_ms, JobObjects, JobPlan, JobRun, PlannedInput, RunOptions, Summary, Task};
+use crate::bucket::{self, InputObject};
+use crate::calls::Tally;
+use crate::config::Format;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::ledger::{JobRecord, JobStatus};
+use crate::lookup::LookupTable;
+use crate::plan::{self, Chunk, InputScan};
+use crate::spec::JobSpec;
+
+/// What [`prepare`] found.
+pub enum Prepared {
+    /// The job was complete already: its summary.
+    Complete(Box<Summary>),
+    /// The job is planned and ready for workers.
+    Ready(Arc<JobRun>),
+}
+
+/// Create or resume the job, plan it if it is new, and build what its workers share.
+/// `take_over_gather`: a job left `gathering` (its gatherer died) is put back to `running`.
+pub async fn prepare(
+    engine: &Engine,
+    spec: &JobSpec,
+    inputs: Vec<InputObject>,
+    opts: &RunOptions,
+    take_over_gather: bool,
+) -> Result<Prepared> {
+    if inputs.is_empty() {
+        return Err(Error::config("INPUT", "no input objects (an empty directory?)"));
+    }
+    let job_id = opts.job_id.clone().unwrap_or_else(|| super::derive_job_id(&inputs, spec));
+    let objects = JobObjects::new(engine.bucket.clone(), &job_id);
+    if opts.force {
+        engine.ledger.delete_job(&job_id).await?;
+        objects.delete_all().await?;
+    }
+    engine.ledger.create_job(&JobRecord::new(&job_id, now_ms())).await?;
+    let job = engine.ledger.get_job(&job_id).await?.ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
+    tracing::info!(job = %job_id, status = job.status.as_str(), "job");
+    let stored_plan = match job.status {
+        JobStatus::Planning => None,
+        _ => {
+            let plan = objects.plan().await?;
+            let planned: Vec<&InputObject> = plan.inputs.iter().map(|i| &i.object).collect();
+            if planned != inputs.iter().collect::<Vec<_>>() {
+                return Err(Error::Conflict(format!(
+                    "job {job_id} was planned over other inputs (or they changed since); use --force or another --job-id"
+                )));
+            }
+            Some(plan)
+        }
+    };
+    if job.status == JobStatus::Complete {
+        if let Some(summary) = objects.summary().await? {
+            return Ok(Prepared::Complete(Box::new(Summary { already_complete: true, ..summary })));
+        }
+    }
+    if job.status == JobStatus::Failed {
+        return Err(super::run::failure_error(&objects).await);
+    }
+    if job.status == JobStatus::Gathering && take_over_gather {
+        // The process that held the gather died; this run takes it over.
+        engine.ledger.set_status(&job_id, JobStatus::Gathering, JobStatus::Running).await?;
+    }
+    // Loading the reference and scanning the inputs are independent: do both at once.
+    let load_lookup = engine.open_lookup(spec.enrich.as_ref());
+    let scan = async {
+        match job.status {
+            JobStatus::Planning => scan_inputs(engine, spec, inputs).await.map(Some),
+            _ => Ok(None),
+        }
+    };
+    let (lookup, scanned) = tokio::join!(load_lookup, scan);
+    let lookup: Option<Arc<LookupTable>> = lookup?;
+    let plan = match scanned? {
+        Some((inputs, chunks)) => {
+            let output_fields = output_fields(spec, &inputs, lookup.as_deref());
+            let output_format = spec.output_format(output_fields.is_some());
+            JobPlan { job_id: job_id.clone(), inputs, chunks, output_fields, output_format }
+        }
+        None => stored_plan.ok_or_else(|| Error::NotFound(objects.plan_path()))?,
+    };
+    tracing::info!(job = %job_id, chunks = plan.chunks.len(), records = plan.total_records(), "planned");
+    // Building the run checks the plan against the job (e.g. a header without a declared
+    // column) before anything is stored: a job that cannot run stays `planning`.
+    let run = JobRun::open(engine, spec.clone(), plan, lookup.clone(), opts.progress.clone())?;
+    if job.status != JobStatus::Planning {
+        return Ok(Prepared::Ready(run));
+    }
+    // Two planners of one job id store one plan: the first wins, the second uses it.
+    objects.put_definition_once(&spec.definition).await?;
+    let run = match objects.put_plan_once(&run.plan).await? {
+        true => run,
+        false => JobRun::open(engine, spec.clone(), objects.plan().await?, lookup, opts.progress.clone())?,
+    };
+    engine.ledger.set_planned(&job_id, run.plan.chunks.len() as u32, now_ms()).await?;
+    Ok(Prepared::Ready(run))
+}
+
+/// Scan every input and number the chunks across them.
+async fn scan_inputs(
+    engine: &Engine,
+    spec: &JobSpec,
+    inputs: Vec<InputObject>,
+) -> Result<(Vec<PlannedInput>, Vec<Chunk>)> {
+    let (targets, dialect) = (spec.chunking, spec.input.dialect);
+    let mut planned = Vec::new();
+    let mut chunks = Vec::new();
+    for (i, object) in inputs.into_iter().enumerate() {
+        let reader = bucket::open_reader(engine.inputs.clone(), &object).await?;
+        let format = object.format;
+        let location = object.location.clone();
+        let scan: InputScan = tokio::task::spawn_blocking(move || {
+            let reader = reader.decoded()?;
+            plan::scan(reader, format, dialect, targets)
+                .map_err(|e| Error::input(&location, format!("cannot read input: {e}")))
+        })
+        .await
+        .map_err(|e| Error::backend("plan", "scan task failed", e))??;
+        for mut c in scan.chunks {
+            c.index = chunks.len() as u32;
+            c.input = i as u32;
+            chunks.push(c);
+        }
+        planned.push(PlannedInput { object, header: scan.header, records: scan.records });
+    }
+    Ok((planned, chunks))
+}
+
+/// Output fields: as configured; else, without transforms, the first input's columns
+/// (renamed) followed by the lookup's fields.
+fn output_fields(spec: &JobSpec, inputs: &[PlannedInput], lookup: Option<&LookupTable>) -> Option<Vec<String>> {
+    if let Some(f) = &spec.output_fields {
+        return Some(f.clone());
+    }
+    if !spec.transforms.is_empty() {
+        return None;
+    }
+    let first = inputs.first()?;
+    let mut fields: Vec<String> = match (&first.header, first.object.format) {
+        (Some(h), Format::Csv) if spec.input.dialect.header && !h.is_empty() => {
+            h.iter().map(|n| spec.out_name(n).to_string()).collect()
+        }
+        // A headerless CSV has exactly the declared columns; JSON records may have any fields.
+        (_, Format::Csv) if !spec.columns.is_empty() => spec.columns.iter().map(|c| c.out.clone()).collect(),
+        _ => return None,
+    };
+    if let Some(l) = lookup {
+        for f in l.fields() {
+            if !fields.contains(f) {
+                fields.push(f.clone());
+            }
+        }
+    }
+    Some(fields)
+}
+
+/// Send a task for every chunk not yet committed; returns how many were sent.
+pub async fn enqueue(run: &JobRun) -> Result<u32> {
+    let job_id = run.id();
+    let committed: HashSet<u32> = run.engine.ledger.chunks(job_id).await?.iter().map(|c| c.index).collect();
+    let done_records: u64 = run.plan.chunks.iter().filter(|c| committed.contains(&c.index)).map(|c| c.records).sum();
+    run.progress.set_length(run.plan.total_records());
+    run.progress.set_position(done_records);
+    let tasks: Vec<String> = run
+        .plan
+        .chunks
+        .iter()
+        .filter(|c| !committed.contains(&c.index))
+        .map(|c| serde_json::to_string(&Task { job_id: job_id.to_string(), chunk: c.clone() }))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::backend("json", "encode task", e))?;
+    for batch in tasks.chunks(10) {
+        run.engine.queue.send(batch.to_vec()).await?;
+    }
+    Ok(tasks.len() as u32)
+}
+
+/// Keep the requests a planner or submitter made in `jobs/<id>/calls/`, for the summary.
+pub async fn record_calls(run: &JobRun, tally: &Tally) -> Result<()> {
+    let mut calls = tally.take();
+    if calls.is_empty() {
+        return Ok(());
+    }
+    if run.engine.bucket_url.starts_with("s3://") {
+        // This write itself.
+        *calls.entry("s3.PutObject".into()).or_default() += 1;
+    }
+    run.objects.put_calls(&calls, now_ms()).await
+}

@@ -1,0 +1,152 @@
+//! A reference imported into SQLite: a file larger than `enrich.memory_limit` is read once into
+//! a table of `sluicebox-lookups.db` beside the data directory's database and looked up there,
+//! so memory stays bounded whatever its size. The table's name changes with the file (its
+//! path, size and modification time) and with how it is read, so a later job over the same
+//! unchanged file reuses it, and a changed file is imported anew.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{Reader, Source};
+use crate::config::EnrichConfig;
+use crate::error::{Error, Result};
+
+/// An imported reference table, with a pool of read connections.
+#[derive(Debug)]
+pub struct SqliteSource {
+    db: PathBuf,
+    table: String,
+    pool: Mutex<Vec<Connection>>,
+}
+
+impl SqliteSource {
+    /// Import the reference file at `file` (unless an earlier job already did) into the lookup
+    /// database beside `db`. Returns the source and the field names its rows hold.
+    pub fn import(
+        cfg: &EnrichConfig,
+        lookup_key: &str,
+        file: &Path,
+        meta: &std::fs::Metadata,
+        db: &Path,
+    ) -> Result<(SqliteSource, Vec<String>)> {
+        let cache = cache_db(db);
+        let mut conn = open_cache(&cache)?;
+        let table = import_table_name(cfg, lookup_key, meta);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS sluicebox_lookups (name TEXT PRIMARY KEY, fields TEXT NOT NULL)")?;
+        let done: Option<String> =
+            tx.query_row("SELECT fields FROM sluicebox_lookups WHERE name = ?1", [&table], |r| r.get(0)).optional()?;
+        let fields = match done {
+            Some(fields) => {
+                serde_json::from_str(&fields).map_err(|e| Error::backend("sqlite", "corrupt lookup record", e))?
+            }
+            None => {
+                tx.execute_batch(&format!(
+                    "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID"
+                ))?;
+                let fields = {
+                    let mut stmt = tx.prepare(&format!("INSERT OR REPLACE INTO {table} (k, v) VALUES (?1, ?2)"))?;
+                    super::rows::read_file(cfg, lookup_key, file, &mut |k, values| {
+                        let v = serde_json::to_string(&values)
+                            .map_err(|e| Error::backend("json", "encode lookup row", e))?;
+                        stmt.execute(rusqlite::params![k, v])?;
+                        Ok(())
+                    })?
+                };
+                tx.execute(
+                    "INSERT INTO sluicebox_lookups (name, fields) VALUES (?1, ?2)",
+                    rusqlite::params![table, serde_json::to_string(&fields).unwrap_or_default()],
+                )?;
+                tx.commit()?;
+                fields
+            }
+        };
+        Ok((SqliteSource { db: cache, table, pool: Mutex::new(Vec::new()) }, fields))
+    }
+}
+
+impl Source for SqliteSource {
+    fn reader(&self) -> Result<Box<dyn Reader + '_>> {
+        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_cache(&self.db)?,
+        };
+        // One read transaction per chunk: each lookup then skips taking the file lock.
+        conn.execute_batch("BEGIN")?;
+        Ok(Box::new(SqliteReader { source: self, conn: Some(conn) }))
+    }
+
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+struct SqliteReader<'a> {
+    source: &'a SqliteSource,
+    conn: Option<Connection>,
+}
+
+impl Reader for SqliteReader<'_> {
+    fn get(&mut self, key: &str) -> Result<Option<Cow<'_, [Value]>>> {
+        let Some(conn) = self.conn.as_ref() else { return Ok(None) };
+        let table = &self.source.table;
+        let mut stmt = conn.prepare_cached(&format!("SELECT v FROM {table} WHERE k = ?1"))?;
+        let v: Option<String> = stmt.query_row([key], |r| r.get(0)).optional()?;
+        v.map(|v| {
+            serde_json::from_str::<Vec<Value>>(&v)
+                .map(Cow::Owned)
+                .map_err(|e| Error::backend("sqlite", format!("corrupt lookup row in {table}"), e))
+        })
+        .transpose()
+    }
+}
+
+impl Drop for SqliteReader<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Ending the read transaction cannot lose anything; a connection that fails to is
+            // dropped rather than pooled.
+            if conn.execute_batch("COMMIT").is_ok() {
+                self.source.pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            }
+        }
+    }
+}
+
+/// Imported references live in their own database beside the main one: a cache that can be
+/// rebuilt from the source, so it is written without a write-ahead log (half the writes of
+/// the main database's WAL) and never competes with the ledger and sink for it.
+fn cache_db(db: &Path) -> PathBuf {
+    db.with_file_name("sluicebox-lookups.db")
+}
+
+fn open_cache(path: &Path) -> Result<Connection> {
+    let conn =
+        Connection::open(path).map_err(|e| Error::backend("sqlite", format!("cannot open {}", path.display()), e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(60))?;
+    // Rollback journal, no fsync: a crash mid-import leaves no completion record, and the
+    // import starts over (see `import`).
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    conn.pragma_update(None, "cache_size", -16_384)?; // 16 MiB of pages per connection
+    Ok(conn)
+}
+
+/// A table name that changes when the source file or the way it is read changes.
+fn import_table_name(cfg: &EnrichConfig, lookup_key: &str, meta: &std::fs::Metadata) -> String {
+    let mut h = Sha256::new();
+    h.update(cfg.source.as_bytes());
+    h.update(meta.len().to_le_bytes());
+    let mtime =
+        meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    h.update(mtime.to_le_bytes());
+    h.update(lookup_key.as_bytes());
+    h.update(serde_json::to_vec(&(&cfg.fields, &cfg.columns)).unwrap_or_default());
+    let hex: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("sluicebox_lookup_{hex}")
+}

@@ -1,0 +1,189 @@
+//! The vocabulary every layer shares: a record, what became of it, and why it was rejected.
+//!
+//! This module imports nothing else of the crate: seams (the sink), sources (lookups) and
+//! engines (the pipeline, the worker, the gather) all speak in these types.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A record: field name → JSON value, in field order.
+pub type Record = Map<String, Value>;
+
+/// Where a record came from, for its reject line and its position among the job's records.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The input object (or stream) the record was read from.
+    pub input: &'a str,
+    /// Which input of the job (its index), for the record's position.
+    pub input_index: u32,
+    /// 1-based record number within the input (header excluded).
+    pub record: u64,
+    /// 1-based line on which the record starts.
+    pub line: u64,
+    /// The record as it appeared in the input.
+    pub raw: &'a [u8],
+}
+
+impl Origin<'_> {
+    /// The record's position among the job's records (see [`SinkItem::seq`]).
+    pub fn seq(&self) -> u64 {
+        SinkItem::seq_of(self.input_index, self.record)
+    }
+
+    /// The reject for a record from here that broke a rule.
+    pub fn reject(&self, f: Fault) -> Reject {
+        let raw = String::from_utf8_lossy(self.raw).into_owned();
+        Reject {
+            input: self.input.to_string(),
+            record: self.record,
+            line: self.line,
+            field: f.field,
+            rule: f.rule,
+            message: f.message,
+            raw,
+        }
+    }
+}
+
+/// What the pipeline did with one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Kept: the sink item (key, position, record).
+    Written(SinkItem),
+    /// Rejected.
+    Rejected(Reject),
+    /// Dropped by a transform.
+    Filtered,
+}
+
+/// Why a record was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reject {
+    /// The input object.
+    pub input: String,
+    /// 1-based record number within the input (header excluded).
+    pub record: u64,
+    /// 1-based line on which the record starts.
+    pub line: u64,
+    /// The field at fault, when there is one.
+    pub field: Option<String>,
+    /// The rule that failed: `fields`, `utf8`, `json`, `required`, `max_length`, `type`,
+    /// `schema.<keyword>`, `transform` or `lookup`.
+    pub rule: String,
+    /// What is wrong, for a person.
+    pub message: String,
+    /// The record as it appeared in the input.
+    pub raw: String,
+}
+
+/// A broken rule, before it is placed (see [`Origin::reject`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// The field at fault, when there is one.
+    pub field: Option<String>,
+    /// The rule that failed.
+    pub rule: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+impl Fault {
+    /// A fault of `rule` on `field`.
+    pub fn new(field: Option<&str>, rule: impl Into<String>, message: impl Into<String>) -> Self {
+        Fault { field: field.map(str::to_string), rule: rule.into(), message: message.into() }
+    }
+}
+
+/// Counts for one chunk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Records kept and written.
+    pub written: u64,
+    /// Records rejected.
+    pub rejected: u64,
+    /// Records dropped by a transform.
+    pub filtered: u64,
+    /// Rejects per rule.
+    pub rejects_by_rule: BTreeMap<String, u64>,
+}
+
+impl Counts {
+    /// Count one outcome.
+    pub fn add(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Written(_) => self.written += 1,
+            Outcome::Rejected(r) => {
+                self.rejected += 1;
+                *self.rejects_by_rule.entry(r.rule.clone()).or_default() += 1;
+            }
+            Outcome::Filtered => self.filtered += 1,
+        }
+    }
+
+    /// Add another chunk's counts.
+    pub fn merge(&mut self, other: &Counts) {
+        self.written += other.written;
+        self.rejected += other.rejected;
+        self.filtered += other.filtered;
+        for (rule, n) in &other.rejects_by_rule {
+            *self.rejects_by_rule.entry(rule.clone()).or_default() += n;
+        }
+    }
+
+    /// Every record counted.
+    pub fn total(&self) -> u64 {
+        self.written + self.rejected + self.filtered
+    }
+}
+
+/// One record to write to a sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkItem {
+    /// Identifies the item: writes with the same key are one item.
+    pub key: String,
+    /// The record's position in the job's inputs (input index, record number). Of two
+    /// records with one key, the later in the input wins, whatever order they are written in.
+    pub seq: u64,
+    /// The record.
+    pub record: Record,
+}
+
+impl SinkItem {
+    /// The `seq` of record `number` of input `input`.
+    pub fn seq_of(input: u32, number: u64) -> u64 {
+        (u64::from(input) << 40) | (number & ((1 << 40) - 1))
+    }
+}
+
+/// The values of `fields` in `rec`, in the order of `fields`. Records usually hold exactly
+/// these fields in this order, and walking them side by side compares names instead of
+/// hashing each one; any other record falls back to lookups.
+pub fn values_of<'r>(rec: &'r Record, fields: &'r [String]) -> impl Iterator<Item = Option<&'r Value>> + 'r {
+    let mut entries = rec.iter();
+    fields.iter().map(move |f| match entries.next() {
+        Some((k, v)) if k == f => Some(v),
+        _ => rec.get(f),
+    })
+}
+
+/// A value as key text: strings as they are, anything else as JSON.
+pub fn key_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// "a string", "an object", …: a value's kind, for messages.
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

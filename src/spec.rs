@@ -1,0 +1,216 @@
+//! The checked job: a [`JobDefinition`] turned, once, into the settings the engine runs on.
+//!
+//! Config → definition → spec: the TOML file parses into a [`JobConfig`]; resolving its paths
+//! gives the [`JobDefinition`] that is stored and hashed; checking that gives a [`JobSpec`] of
+//! checked types only (compiled jq, a compiled JSON Schema, column rules, byte-sized CSV
+//! settings, non-zero chunk targets). Only a `JobSpec` reaches the engine, and a stored
+//! definition is checked again the same way on every host that loads it.
+
+use std::num::NonZeroU64;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::column::ColumnRule;
+use crate::config::{
+    ColumnConfig, ColumnType, Compression, EnrichConfig, Format, JobConfig, JobDefinition, OnMissing, OutputFormat,
+    SinkKind, SinkTarget,
+};
+use crate::decode::CsvDialect;
+use crate::error::{Error, Result};
+use crate::plan::ChunkTargets;
+use crate::transform::Transform;
+
+/// The checked job definition the engine runs on.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// What it was checked from: stored as `job.json` and hashed into the job id.
+    pub definition: Arc<JobDefinition>,
+    /// How inputs are read.
+    pub input: InputSpec,
+    /// Where chunks are cut.
+    pub chunking: ChunkTargets,
+    /// Declared columns, in declaration order.
+    pub columns: Arc<[ColumnRule]>,
+    /// The compiled JSON Schema, if any.
+    pub schema: Option<Arc<jsonschema::Validator>>,
+    /// Compiled jq programs, in order.
+    pub transforms: Arc<[Transform]>,
+    /// Enrichment, with its source resolved.
+    pub enrich: Option<EnrichConfig>,
+    /// Fields whose values identify an item (empty: input location and record number).
+    pub key_fields: Vec<String>,
+    /// Where records go, and in batches of how many.
+    pub sink: SinkSpec,
+    /// Output fields, when the job file names them.
+    pub output_fields: Option<Vec<String>>,
+    /// Output format, when the job file names it.
+    pub output_format: Option<OutputFormat>,
+}
+
+/// How inputs are read.
+#[derive(Debug, Clone, Copy)]
+pub struct InputSpec {
+    /// Input encoding, when forced (else per input, from its name).
+    pub format: Option<Format>,
+    /// Compression, or `Auto` to detect it per input.
+    pub compression: Compression,
+    /// CSV delimiter, quote and header.
+    pub dialect: CsvDialect,
+}
+
+/// Where records go.
+#[derive(Debug, Clone)]
+pub struct SinkSpec {
+    /// The sink.
+    pub target: SinkTarget,
+    /// Records per write.
+    pub batch: usize,
+}
+
+impl JobConfig {
+    /// Resolve paths against `base_dir` and check every setting (see [`JobDefinition::check`]).
+    pub fn validate(self, base_dir: &Path) -> Result<JobSpec> {
+        self.resolve(base_dir)?.check()
+    }
+}
+
+impl JobDefinition {
+    /// Check every setting; errors name the setting.
+    pub fn check(self) -> Result<JobSpec> {
+        let c = &self.config;
+        let delimiter = one_byte("input.delimiter", &c.input.delimiter)?;
+        let quote = one_byte("input.quote", &c.input.quote)?;
+        if !c.input.header && c.columns.is_empty() && matches!(c.input.format, None | Some(Format::Csv)) {
+            // Only an issue for CSV; JSON inputs name their fields.
+            return Err(Error::config("input.header", "header = false needs [[columns]] to name the fields"));
+        }
+        let records = match c.chunking.records {
+            None => None,
+            Some(n) => Some(NonZeroU64::new(n).ok_or_else(|| Error::config("chunking.records", "must be at least 1"))?),
+        };
+        let bytes =
+            NonZeroU64::new(c.chunking.bytes).ok_or_else(|| Error::config("chunking.bytes", "must be at least 1"))?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, col) in c.columns.iter().enumerate() {
+            let key = format!("columns[{i}] ({})", col.name);
+            check_column(&key, col)?;
+            if !seen.insert(col.out_name().to_string()) {
+                return Err(Error::config(key, format!("field {:?} is declared twice", col.out_name())));
+            }
+        }
+        let schema = match &self.schema {
+            None => None,
+            Some(s) => Some(Arc::new(
+                jsonschema::validator_for(s).map_err(|e| Error::config("validate.schema", e.to_string()))?,
+            )),
+        };
+        if let Some(e) = &c.enrich {
+            for (i, col) in e.columns.iter().enumerate() {
+                check_column(&format!("enrich.columns[{i}] ({})", col.name), col)?;
+            }
+            if e.on_missing == OnMissing::Default && e.defaults.is_empty() {
+                return Err(Error::config("enrich.defaults", "on_missing = \"default\" needs a defaults table"));
+            }
+        }
+        let transforms = c
+            .transform
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Transform::compile(t).map_err(|reason| Error::config(format!("transform[{i}]"), reason)))
+            .collect::<Result<Arc<[Transform]>>>()?;
+        let target = check_sink(c)?;
+        if c.sink.batch == 0 {
+            return Err(Error::config("sink.batch", "must be at least 1"));
+        }
+        if c.output.format == Some(OutputFormat::Csv) && !c.transform.is_empty() && c.output.fields.is_none() {
+            return Err(Error::config("output.fields", "CSV output after a transform needs the output field list"));
+        }
+        Ok(JobSpec {
+            input: InputSpec {
+                format: c.input.format,
+                compression: c.input.compression,
+                dialect: CsvDialect { delimiter, quote, header: c.input.header },
+            },
+            chunking: ChunkTargets { records, bytes, max_record_bytes: c.input.max_record_bytes },
+            columns: c.columns.iter().map(ColumnRule::from).collect(),
+            schema,
+            transforms,
+            enrich: c.enrich.clone(),
+            key_fields: c.key.fields.clone(),
+            sink: SinkSpec { target, batch: c.sink.batch },
+            output_fields: c.output.fields.clone(),
+            output_format: c.output.format,
+            definition: Arc::new(self),
+        })
+    }
+}
+
+impl JobSpec {
+    /// The default output format: CSV when the field list is known.
+    pub fn output_format(&self, fields_known: bool) -> OutputFormat {
+        self.output_format.unwrap_or(if fields_known { OutputFormat::Csv } else { OutputFormat::Jsonl })
+    }
+
+    /// The declared type of output field `name`, from `[[columns]]` or `enrich.columns`.
+    pub fn field_type(&self, name: &str) -> Option<ColumnType> {
+        if let Some(rule) = self.columns.iter().find(|r| r.out == name) {
+            return Some(rule.kind());
+        }
+        self.enrich.iter().flat_map(|e| e.columns.iter()).find(|c| c.out_name() == name).map(|c| c.kind)
+    }
+
+    /// The output name of input column `name` (itself unless a declared column renames it).
+    pub fn out_name<'a>(&'a self, name: &'a str) -> &'a str {
+        self.columns.iter().find(|r| r.name == name).map_or(name, |r| r.out.as_str())
+    }
+}
+
+fn check_sink(c: &JobConfig) -> Result<SinkTarget> {
+    if let Some(table) = &c.sink.table {
+        let dynamo_name =
+            |t: &str| (3..=255).contains(&t.len()) && t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if c.sink.kind == SinkKind::Dynamodb && !dynamo_name(table) {
+            return Err(Error::config(
+                "sink.table",
+                format!("{table:?} is not a DynamoDB table name (3 to 255 of letters, digits, _ . -)"),
+            ));
+        }
+        if c.sink.kind != SinkKind::Dynamodb && !crate::config::is_sql_ident(table) {
+            return Err(Error::config(
+                "sink.table",
+                format!("{table:?} is not a plain table name (letters, digits, _)"),
+            ));
+        }
+    }
+    Ok(match c.sink.kind {
+        SinkKind::None => SinkTarget::None,
+        SinkKind::Sqlite => SinkTarget::Sqlite { table: c.sink.table.clone() },
+        SinkKind::Dynamodb => SinkTarget::Dynamodb {
+            table: c
+                .sink
+                .table
+                .clone()
+                .ok_or_else(|| Error::config("sink.table", "a dynamodb sink needs the name of its table"))?,
+        },
+    })
+}
+
+fn check_column(key: &str, c: &ColumnConfig) -> Result<()> {
+    if let Some(fmt) = &c.format {
+        if !matches!(c.kind, ColumnType::Date | ColumnType::Timestamp) {
+            return Err(Error::config(key, "format is only for date and timestamp columns"));
+        }
+        let items: Vec<_> = chrono::format::StrftimeItems::new(fmt).collect();
+        if items.iter().any(|i| matches!(i, chrono::format::Item::Error)) {
+            return Err(Error::config(key, format!("bad date format {fmt:?}")));
+        }
+    }
+    Ok(())
+}
+
+fn one_byte(key: &str, s: &str) -> Result<u8> {
+    match s.as_bytes() {
+        [b] if b.is_ascii() => Ok(*b),
+        _ => Err(Error::config(key, format!("must be exactly one ASCII character, got {s:?}"))),
+    }
+}
