@@ -245,7 +245,7 @@ async fn aws_backends(
         visibility: std::time::Duration::from_secs(300),
     };
     crate::setup::setup(conf, &setup).await?;
-    let store = crate::bucket::open(&format!("s3://{name}"))?;
+    let store = crate::bucket::open(&format!("s3://{name}"), cloud)?;
     for (file, key) in [("orders.csv", "in/orders.csv"), ("financial.csv", "ref/financial.csv")] {
         upload(store.clone(), &input_dir.join(file), key).await?;
     }

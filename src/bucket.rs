@@ -12,23 +12,20 @@ use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
+use crate::cloud::Cloud;
 use crate::config::{Compression, Format};
 use crate::error::{Error, Result};
 
 /// Open the bucket named by `url`: a directory path, `file://DIR`, `memory://` or
-/// `s3://BUCKET[/PREFIX]` (feature `aws`; configured from the standard `AWS_*` variables).
-pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>> {
+/// `s3://BUCKET[/PREFIX]` (feature `aws`, with the AWS configuration in `cloud`).
+pub fn open(url: &str, cloud: &Cloud) -> Result<Arc<dyn ObjectStore>> {
     match url.split_once("://") {
         Some(("memory", _)) => Ok(Arc::new(InMemory::new())),
         Some(("file", dir)) => local_dir(FsPath::new(dir)),
         #[cfg(feature = "aws")]
         Some(("s3", rest)) => {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let store = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| Error::config("bucket", format!("{url}: {e}")))?;
-            let store = crate::calls::Counted(store);
+            let store = crate::aws::s3_store(cloud.sdk("bucket")?, bucket)?;
             let prefix = prefix.trim_matches('/');
             if prefix.is_empty() {
                 Ok(Arc::new(store))
@@ -37,7 +34,10 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>> {
             }
         }
         #[cfg(not(feature = "aws"))]
-        Some(("s3", _)) => Err(Error::config("bucket", "s3:// needs the `aws` feature, which this build lacks")),
+        Some(("s3", _)) => {
+            let _ = cloud;
+            Err(Error::config("bucket", "s3:// needs the `aws` feature, which this build lacks"))
+        }
         Some((scheme, _)) => {
             Err(Error::config("bucket", format!("unsupported scheme {scheme}:// (use a path, file:// or memory://)")))
         }
@@ -80,9 +80,9 @@ pub fn local_inputs() -> Arc<dyn ObjectStore> {
 
 /// The store that holds a job's inputs, from the first input: an S3 bucket for
 /// `s3://BUCKET/…` (feature `aws`), else the local file system.
-pub fn input_store(first_input: &str) -> Result<Arc<dyn ObjectStore>> {
+pub fn input_store(first_input: &str, cloud: &Cloud) -> Result<Arc<dyn ObjectStore>> {
     match first_input.strip_prefix("s3://") {
-        Some(rest) => open(&format!("s3://{}", rest.split('/').next().unwrap_or(rest))),
+        Some(rest) => open(&format!("s3://{}", rest.split('/').next().unwrap_or(rest)), cloud),
         None => Ok(local_inputs()),
     }
 }

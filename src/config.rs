@@ -1,7 +1,7 @@
-//! The job definition (TOML), validated into the settings the engine runs on.
+//! The job definition as written (TOML), and resolved into the [`JobDefinition`] a job stores.
 //!
 //! Every key is documented on its field; unknown keys are rejected with their name. Only a
-//! [`JobSpec`] (the checked form) reaches the engine.
+//! checked `JobSpec` (see `crate::spec`) reaches the engine.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -74,7 +74,7 @@ impl Engine {
         let bucket_dir = data_dir.join("bucket");
         let database = data_dir.join("sluicebox.db");
         Ok(Engine {
-            bucket: bucket::open(&bucket_dir.display().to_string())?,
+            bucket: bucket::open(&bucket_dir.display().to_string(), &Cloud::none())?,
             bucket_url: format!("file://{}", bucket_dir.display()),
             inputs: bucket::local_inputs(),
             ledger: Arc::new(crate::ledger::SqliteLedger::open(&database)?),
@@ -91,9 +91,9 @@ impl Engine {
     /// `first_input` (an S3 bucket for `s3://` inputs). Cloud backends use `cloud`.
     pub async fn with_backends(data_dir: &Path, urls: &BackendUrls, first_input: &str, cloud: Cloud) -> Result<Engine> {
         let mut engine = Engine::local(data_dir)?;
-        engine.inputs = bucket::input_store(first_input)?;
+        engine.inputs = bucket::input_store(first_input, &cloud)?;
         if let Some(url) = &urls.bucket {
-            engine.bucket = bucket::open(url)?;
+            engine.bucket = bucket::open(url, &cloud)?;
             engine.bucket_url = url.trim_end_matches('/').to_string();
         }
         if let Some(url) = &urls.queue {
@@ -134,7 +134,7 @@ impl Engine {
         use futures::StreamExt;
         use object_store::ObjectStoreExt;
         use tokio::io::AsyncWriteExt;
-        let store = bucket::input_store(url)?;
+        let store = bucket::input_store(url, &self.cloud)?;
         let key = url.strip_prefix("s3://").and_then(|r| r.split_once('/')).map(|(_, k)| k).unwrap_or_default();
         let path = bucket::key_path(key);
         let got = store.get(&path).await.map_err(|e| match e {

@@ -13,7 +13,7 @@
 //! - [`record`]: a record, its origin, what became of it (`Outcome`), rejects, counts, sink items.
 //! - [`config`]: the TOML job file as written, and the resolved [`config::JobDefinition`] stored
 //!   with each job.
-//! - [`column`]: declared columns that check and type values.
+//! - [`column`](mod@column): declared columns that check and type values.
 //! - [`transform`]: jq programs, compiled once.
 //! - [`decode`]: where records begin and end in CSV, JSON Lines and JSON documents.
 //! - [`plan`]: the streaming scan that cuts inputs into chunks (claim checks).

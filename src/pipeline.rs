@@ -411,3 +411,92 @@ pub struct ChunkContext<'a> {
     /// The CSV layout, for CSV inputs.
     pub layout: Option<&'a CsvLayout>,
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::JobConfig;
+
+    fn pipeline(job: &str) -> Pipeline {
+        let spec = JobConfig::from_toml(job, "test.toml").unwrap().validate(std::path::Path::new(".")).unwrap();
+        Pipeline::new(&spec, None, spec.output_fields.clone())
+    }
+
+    fn record(v: serde_json::Value) -> Record {
+        match v {
+            Value::Object(m) => m,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    const ORIGIN: Origin<'static> =
+        Origin { input: "stream://orders", input_index: 1, record: 7, line: 9, raw: b"{\"raw\": true}" };
+
+    const JOB: &str = r#"
+transform = ['select(.region != "Asia") | .total = .units * .price']
+[[columns]]
+name = "units"
+type = "integer"
+required = true
+[[columns]]
+name = "Order Date"
+as = "date"
+type = "date"
+format = "%m/%d/%y"
+[key]
+fields = ["id"]
+"#;
+
+    #[test]
+    fn an_accepted_record_is_typed_transformed_and_keyed_at_its_position() {
+        let p = pipeline(JOB);
+        let rec = record(json!({"id": "a1", "units": "3", "price": 2.5, "region": "Europe", "Order Date": "10/23/14"}));
+        let Outcome::Written(item) = p.process(rec, &ORIGIN, &mut p.session()) else { panic!("not written") };
+        assert_eq!(item.key, "a1");
+        assert_eq!(item.seq, SinkItem::seq_of(1, 7));
+        assert_eq!(item.record["units"], json!(3), "typed by its column");
+        assert_eq!(item.record["date"], json!("2014-10-23"), "renamed and normalised");
+        assert_eq!(item.record["total"], json!(7.5), "transformed");
+    }
+
+    #[test]
+    fn a_rejected_record_names_its_rule_field_and_origin() {
+        let p = pipeline(JOB);
+        let rec = record(json!({"id": "a1", "units": "three", "price": 1, "region": "Europe"}));
+        let Outcome::Rejected(r) = p.process(rec, &ORIGIN, &mut p.session()) else { panic!("not rejected") };
+        assert_eq!((r.rule.as_str(), r.field.as_deref()), ("type", Some("units")));
+        assert_eq!((r.input.as_str(), r.record, r.line), ("stream://orders", 7, 9));
+        assert_eq!(r.raw, "{\"raw\": true}");
+        assert!(r.message.contains("three"), "{}", r.message);
+
+        let missing = record(json!({"id": "a2", "price": 1, "region": "Europe"}));
+        let Outcome::Rejected(r) = p.process(missing, &ORIGIN, &mut p.session()) else { panic!("not rejected") };
+        assert_eq!((r.rule.as_str(), r.field.as_deref()), ("required", Some("units")));
+
+        let no_key = record(json!({"units": "1", "price": 1, "region": "Europe"}));
+        let Outcome::Rejected(r) = p.process(no_key, &ORIGIN, &mut p.session()) else { panic!("not rejected") };
+        assert_eq!((r.rule.as_str(), r.field.as_deref()), ("key", Some("id")));
+    }
+
+    #[test]
+    fn a_record_the_transform_drops_is_filtered() {
+        let p = pipeline(JOB);
+        let rec = record(json!({"id": "a1", "units": "3", "price": 2.5, "region": "Asia"}));
+        assert_eq!(p.process(rec, &ORIGIN, &mut p.session()), Outcome::Filtered);
+    }
+
+    #[test]
+    fn the_encoder_writes_csv_rows_of_the_output_fields_and_json_lines_otherwise() {
+        let fields = vec!["b".to_string(), "a".to_string()];
+        let mut csv = Encoder::new(OutputFormat::Csv, Some(fields.clone()));
+        csv.encode(&record(json!({"a": 1, "b": "x, y", "c": "dropped"})));
+        csv.encode(&record(json!({"a": null})));
+        assert_eq!(String::from_utf8(csv.finish()).unwrap(), "\"x, y\",1\n,\n");
+        assert_eq!(Encoder::header(&fields).unwrap(), b"b,a\n");
+        let mut jsonl = Encoder::new(OutputFormat::Jsonl, None);
+        jsonl.encode(&record(json!({"a": 1})));
+        assert_eq!(String::from_utf8(jsonl.finish()).unwrap(), "{\"a\":1}\n");
+    }
+}

@@ -130,7 +130,7 @@ async fn start(
     if ev.bucket != bucket || !ev.key.starts_with(key_prefix) || ev.key.ends_with('/') {
         return Ok(Outcome::Ignored { reason: format!("{input} is outside s3://{bucket}/{key_prefix}") });
     }
-    let store = crate::bucket::input_store(&input)?;
+    let store = crate::bucket::input_store(&input, &engine.cloud)?;
     let inputs = match crate::bucket::resolve_inputs(
         store.as_ref(),
         std::slice::from_ref(&input),

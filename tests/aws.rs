@@ -144,7 +144,7 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     let bucket = unique("bucket");
     aws_sdk_s3::Client::new(&conf).create_bucket().bucket(&bucket).send().await.unwrap();
     let input_url = format!("s3://{bucket}/incoming/orders.csv");
-    let inputs_store = sluicebox::bucket::input_store(&input_url).unwrap();
+    let inputs_store = sluicebox::bucket::input_store(&input_url, &sluicebox::cloud::Cloud::aws(conf.clone())).unwrap();
     let bytes = std::fs::read(examples.join("orders.csv")).unwrap();
     inputs_store.put(&object_store::path::Path::from("incoming/orders.csv"), bytes.into()).await.unwrap();
     let ddb = sluicebox::aws::dynamodb(&conf);
@@ -154,7 +154,10 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     let queue = new_sqs_queue(&sqs).await;
     let data = tempfile::tempdir().unwrap();
     let mut engine = sluicebox::engine::Engine::local(data.path()).unwrap();
-    engine.bucket = sluicebox::bucket::open(&format!("s3://{bucket}/results")).unwrap();
+    engine.cloud = sluicebox::cloud::Cloud::aws(conf.clone());
+    engine.bucket =
+        sluicebox::bucket::open(&format!("s3://{bucket}/results"), &sluicebox::cloud::Cloud::aws(conf.clone()))
+            .unwrap();
     engine.bucket_url = format!("s3://{bucket}/results");
     engine.inputs = inputs_store.clone();
     engine.ledger = Arc::new(DynamoLedger::new(ddb.clone(), &table));
@@ -255,7 +258,8 @@ async fn three_workers_share_a_job_and_one_is_killed() {
     assert!(said.contains(&format!("sink table {sink}")), "{said}");
 
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
-    let store = sluicebox::bucket::open(&format!("s3://{bucket}")).unwrap();
+    let store =
+        sluicebox::bucket::open(&format!("s3://{bucket}"), &sluicebox::cloud::Cloud::aws(conf.clone())).unwrap();
     let csv = std::fs::read(examples.join("orders.csv")).unwrap();
     store.put(&object_store::path::Path::from("in/orders.csv"), csv.into()).await.unwrap();
     // The reference lives in the bucket too: workers on other hosts read it from there.
@@ -446,7 +450,8 @@ async fn a_deleted_input_fails_the_job_and_its_task_goes_to_the_dead_letter_queu
         .output()
         .unwrap();
     assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
-    let store = sluicebox::bucket::open(&format!("s3://{bucket}")).unwrap();
+    let store =
+        sluicebox::bucket::open(&format!("s3://{bucket}"), &sluicebox::cloud::Cloud::aws(conf.clone())).unwrap();
     let csv = "id,name\n1,a\n2,b\n";
     store.put(&object_store::path::Path::from("in/small.csv"), csv.as_bytes().to_vec().into()).await.unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -558,7 +563,8 @@ async fn watch_starts_one_job_per_object_version_from_s3_events() {
     // Outside the prefix: ignored.
     s3.put_object().bucket(&bucket).key("elsewhere/x.csv").body(b"id\n1\n".to_vec().into()).send().await.unwrap();
     // The same event again, as S3's at-least-once delivery may send it.
-    let store = sluicebox::bucket::open(&format!("s3://{bucket}")).unwrap();
+    let store =
+        sluicebox::bucket::open(&format!("s3://{bucket}"), &sluicebox::cloud::Cloud::aws(conf.clone())).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let job_id = loop {
         use futures::TryStreamExt;
@@ -659,7 +665,8 @@ async fn enrichment_from_a_dynamodb_table_matches_the_reference_file() {
             let (config, _dir) = orders_job_with(1000, Some(&source));
             let spec = sluicebox::config::JobConfig::load(&config).unwrap().validate(config.parent().unwrap()).unwrap();
             let data = tempfile::tempdir().unwrap();
-            let engine = sluicebox::engine::Engine::local(data.path()).unwrap();
+            let mut engine = sluicebox::engine::Engine::local(data.path()).unwrap();
+            engine.cloud = sluicebox::cloud::Cloud::aws(emulator().await);
             let inputs = sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &[orders], None, Default::default())
                 .await
                 .unwrap();
@@ -675,4 +682,33 @@ async fn enrichment_from_a_dynamodb_table_matches_the_reference_file() {
     assert!(table_out == file_out, "enriched outputs differ");
     // 10 chunks of 1,000 distinct keys: 10 requests of 100 each.
     assert_eq!(from_table.api_calls.get("dynamodb.BatchGetItem"), Some(&100), "{:?}", from_table.api_calls);
+}
+
+/// The DynamoDB reference passes the lookup-source conformance suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_dynamodb() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use sluicebox::lookup::conformance::{enrich_config, ROWS};
+    let ddb = sluicebox::aws::dynamodb(&emulator().await);
+    let table = unique("lookup");
+    sluicebox::aws::dynamodb::create_table(&ddb, &table, &["k"]).await.unwrap();
+    for (k, n, s) in ROWS {
+        ddb.put_item()
+            .table_name(&table)
+            .item("k", AttributeValue::S(k.to_string()))
+            .item("n", AttributeValue::N(n.to_string()))
+            .item("s", AttributeValue::S(s.to_string()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let cfg = enrich_config(&format!("dynamodb://{table}"), 0);
+    let fields = vec!["n".to_string(), "s".to_string()];
+    // Lookups block on requests, as they do on the pipeline's blocking threads.
+    tokio::task::spawn_blocking(move || {
+        let source = sluicebox::lookup::dynamodb::DynamoSource::open(ddb, &cfg, &table, "k".into(), fields).unwrap();
+        sluicebox::lookup::conformance::run_all(&source);
+    })
+    .await
+    .unwrap();
 }

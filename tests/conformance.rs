@@ -75,3 +75,65 @@ async fn sink_sqlite_schemaless() {
     let s = SqliteSink::open(&dir.path().join("s.db"), "items", None).unwrap();
     sink::conformance::run_all(&s).await;
 }
+
+#[test]
+fn lookup_memory() {
+    use sluicebox::lookup::conformance::ROWS;
+    let mut source = sluicebox::lookup::memory::MemorySource::default();
+    for (k, n, s) in ROWS {
+        source.insert(k.to_string(), vec![serde_json::json!(n), serde_json::json!(s)]);
+    }
+    sluicebox::lookup::conformance::run_all(&source);
+}
+
+#[test]
+fn lookup_sqlite_import() {
+    use sluicebox::lookup::conformance::{csv_fixture, enrich_config};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reference.csv");
+    std::fs::write(&file, csv_fixture()).unwrap();
+    let cfg = enrich_config(&file.display().to_string(), 0);
+    let meta = std::fs::metadata(&file).unwrap();
+    let db = dir.path().join("sluicebox.db");
+    let (source, fields) = sluicebox::lookup::sqlite::SqliteSource::import(&cfg, "k", &file, &meta, &db).unwrap();
+    assert_eq!(fields, ["n", "s"]);
+    sluicebox::lookup::conformance::run_all(&source);
+}
+
+#[test]
+fn lookup_tables_loaded_from_every_kind_of_file_agree() {
+    // A file under the memory limit is held in memory, one over it is imported, and a
+    // `sqlite:TABLE` is read from the data directory's database: the lookups are the same.
+    use sluicebox::lookup::conformance::{csv_fixture, enrich_config, ROWS};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reference.csv");
+    std::fs::write(&file, csv_fixture()).unwrap();
+    let db = dir.path().join("sluicebox.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("CREATE TABLE refs (k TEXT, n INTEGER, s TEXT)").unwrap();
+    for (k, n, s) in ROWS {
+        conn.execute("INSERT INTO refs VALUES (?1, ?2, ?3)", rusqlite::params![k, n, s]).unwrap();
+    }
+    drop(conn);
+    let cloud = sluicebox::cloud::Cloud::none();
+    let path = file.display().to_string();
+    let in_memory = sluicebox::lookup::LookupTable::load(&enrich_config(&path, 1 << 20), &db, &cloud).unwrap();
+    let imported = sluicebox::lookup::LookupTable::load(&enrich_config(&path, 0), &db, &cloud).unwrap();
+    let table = sluicebox::lookup::LookupTable::load(&enrich_config("sqlite:refs", 0), &db, &cloud).unwrap();
+    assert!(!in_memory.in_database() && imported.in_database() && !table.in_database());
+    for t in [&in_memory, &imported, &table] {
+        assert_eq!(t.fields(), ["n", "s"]);
+        for (k, n, s) in ROWS.iter().map(|(k, n, s)| (k.to_string(), *n, *s)).chain([("gone".into(), 0, "")]) {
+            let mut rec = sluicebox::record::Record::new();
+            rec.insert("k".into(), k.clone().into());
+            let mut session = t.session();
+            let found = t.enrich(&mut rec, &mut session);
+            assert!(session.take_error().is_none());
+            if k == "gone" {
+                assert_eq!(found, Err("gone".to_string()), "a missing key is rejected by default");
+            } else {
+                assert_eq!((rec["n"].clone(), rec["s"].clone()), (serde_json::json!(n), serde_json::json!(s)));
+            }
+        }
+    }
+}

@@ -3,6 +3,13 @@
 
 pub mod dynamodb;
 
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential};
+
+use crate::error::{Error, Result};
+
 /// Load the standard AWS configuration: region, profile, credentials and endpoint from the
 /// environment and the shared config files, as every AWS tool does. The binary calls this
 /// once and hands the result to every backend.
@@ -54,4 +61,56 @@ pub fn sqs(conf: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
 /// An S3 client whose requests are counted (see [`crate::calls`]).
 pub fn s3(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(conf).interceptor(CountCalls).build())
+}
+
+/// An `object_store` S3 client for `bucket`, configured from the SDK configuration (region,
+/// endpoint, credentials) rather than from the environment, and counted (see
+/// [`crate::calls`]).
+pub fn s3_store(conf: &aws_config::SdkConfig, bucket: &str) -> Result<crate::calls::Counted<AmazonS3>> {
+    let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
+    if let Some(region) = conf.region() {
+        builder = builder.with_region(region.as_ref());
+    }
+    if let Some(endpoint) = conf.endpoint_url() {
+        builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+    }
+    if let Some(provider) = conf.credentials_provider() {
+        builder = builder.with_credentials(Arc::new(SdkCredentials { provider, cached: Default::default() }));
+    }
+    let store = builder.build().map_err(|e| Error::config("bucket", format!("s3://{bucket}: {e}")))?;
+    Ok(crate::calls::Counted(store))
+}
+
+/// The SDK's credentials for `object_store`, kept until a minute before they expire.
+#[derive(Debug)]
+struct SdkCredentials {
+    provider: aws_credential_types::provider::SharedCredentialsProvider,
+    cached: tokio::sync::Mutex<Option<(Arc<AwsCredential>, Option<SystemTime>)>>,
+}
+
+#[async_trait::async_trait]
+impl object_store::CredentialProvider for SdkCredentials {
+    type Credential = AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let mut cached = self.cached.lock().await;
+        if let Some((credential, expiry)) = cached.as_ref() {
+            if expiry.is_none_or(|e| e > SystemTime::now() + Duration::from_secs(60)) {
+                return Ok(credential.clone());
+            }
+        }
+        let got = self
+            .provider
+            .provide_credentials()
+            .await
+            .map_err(|e| object_store::Error::Generic { store: "S3", source: Box::new(e) })?;
+        let credential = Arc::new(AwsCredential {
+            key_id: got.access_key_id().to_string(),
+            secret_key: got.secret_access_key().to_string(),
+            token: got.session_token().map(str::to_string),
+        });
+        *cached = Some((credential.clone(), got.expiry()));
+        Ok(credential)
+    }
 }

@@ -219,7 +219,7 @@ impl JobRun {
         let sink = engine.open_sink(&spec.sink.target, &shape)?;
         let mut engine = engine.clone();
         if let Some(first) = plan.inputs.first() {
-            engine.inputs = bucket::input_store(&first.object.location)?;
+            engine.inputs = bucket::input_store(&first.object.location, &engine.cloud)?;
         }
         Ok(Arc::new(JobRun {
             objects: JobObjects::new(engine.bucket.clone(), &plan.job_id),
