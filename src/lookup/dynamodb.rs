@@ -169,12 +169,14 @@ struct DynamoReader<'a> {
 
 impl Reader for DynamoReader<'_> {
     fn get(&mut self, key: &str) -> Result<Option<Cow<'_, [Value]>>> {
-        let row = match self.fetched.get(key) {
-            Some(row) => row.clone(),
-            None => match self.source.cache().get(key) {
-                Some(row) => row.clone(),
-                None => self.source.fetch(vec![key.to_string()])?.remove(key).flatten(),
-            },
+        let known = match self.fetched.get(key) {
+            Some(row) => Some(row.clone()),
+            // The cache's lock is released at the end of this statement, before any fetch.
+            None => self.source.cache().get(key).cloned(),
+        };
+        let row = match known {
+            Some(row) => row,
+            None => self.source.fetch(vec![key.to_string()])?.remove(key).flatten(),
         };
         Ok(row.map(|r| Cow::Owned(r.to_vec())))
     }
