@@ -712,3 +712,33 @@ async fn lookup_dynamodb() {
     .await
     .unwrap();
 }
+
+/// A local run of a build with the AWS backends never loads the AWS configuration (which
+/// probes the environment, profiles and the instance metadata service); an AWS run does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_run_does_not_load_the_aws_configuration() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
+    let data = tempfile::tempdir().unwrap();
+    let out = sluicebox()
+        .args(["run", &examples.join("orders.csv").display().to_string(), "--config"])
+        .arg(examples.join("job.toml"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("loading the AWS configuration"), "{stderr}");
+    let out = sluicebox()
+        .args(["run", &examples.join("orders.csv").display().to_string(), "--config"])
+        .arg(examples.join("job.toml"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--sink", &format!("dynamodb://{}", unique("absent")), "--force"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("loading the AWS configuration"), "{stderr}");
+}

@@ -228,12 +228,11 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        let cloud = cloud().await;
         match cli.command {
-            Command::Run(args) => run(args, cloud).await,
-            Command::Worker(args) => worker(args, cloud).await,
-            Command::Watch(args) => watch(args, cloud).await,
-            Command::Bench(args) => bench_cmd(args, cloud).await,
+            Command::Run(args) => run(args).await,
+            Command::Worker(args) => worker(args).await,
+            Command::Watch(args) => watch(args).await,
+            Command::Bench(args) => bench_cmd(args).await,
             #[cfg(feature = "aws")]
             Command::Aws {
                 command: AwsCommand::Setup { bucket, queue, ledger, sink, max_receives, visibility_secs },
@@ -246,6 +245,7 @@ fn main() -> ExitCode {
                     max_receives,
                     visibility: Duration::from_secs(visibility_secs),
                 };
+                let cloud = cloud(true).await;
                 let conf = cloud.sdk("aws setup")?;
                 sluicebox::setup::setup(conf, &what).await.map(|lines| emit(&(lines.join("\n") + "\n")))
             }
@@ -260,17 +260,38 @@ fn main() -> ExitCode {
     }
 }
 
-/// The AWS configuration from the standard chain, loaded once (builds with `aws`): requests
-/// are retried up to 8 times unless `AWS_MAX_ATTEMPTS` says otherwise.
+/// The AWS configuration from the standard chain, loaded once and only when something the
+/// command names is on AWS (builds with `aws`): a local run never touches it. Requests are
+/// retried up to 8 times unless `AWS_MAX_ATTEMPTS` says otherwise.
 #[cfg(feature = "aws")]
-async fn cloud() -> Cloud {
+async fn cloud(needed: bool) -> Cloud {
+    if !needed {
+        return Cloud::none();
+    }
+    tracing::info!("loading the AWS configuration");
     let max_attempts = std::env::var_os("AWS_MAX_ATTEMPTS").is_none().then_some(8);
     Cloud::aws(sluicebox::aws::sdk_config(max_attempts).await)
 }
 
 #[cfg(not(feature = "aws"))]
-async fn cloud() -> Cloud {
+async fn cloud(_needed: bool) -> Cloud {
     Cloud::none()
+}
+
+/// Whether a URL names an AWS resource (an S3 object, an SQS queue, a DynamoDB table).
+fn on_aws(url: &str) -> bool {
+    ["s3://", "sqs://", "dynamodb://", "https://", "http://"].iter().any(|p| url.starts_with(p))
+}
+
+impl Backends {
+    fn on_aws(&self) -> bool {
+        [&self.bucket, &self.queue, &self.ledger, &self.sink].into_iter().flatten().any(|u| on_aws(u))
+    }
+}
+
+/// Whether a job's definition names an AWS resource (its sink or its reference).
+fn spec_on_aws(spec: &JobSpec) -> bool {
+    matches!(spec.sink.target, SinkTarget::Dynamodb { .. }) || spec.enrich.as_ref().is_some_and(|e| on_aws(&e.source))
 }
 
 fn cores() -> usize {
@@ -294,7 +315,7 @@ fn bar(enabled: bool, template: &str) -> indicatif::ProgressBar {
 const RECORDS_BAR: &str = "{bar:40} {human_pos}/{human_len} records  {msg}  {rate}  ETA {eta}";
 const CHUNKS_BAR: &str = "{bar:40} {pos}/{len} chunks  {msg}  {elapsed}";
 
-async fn run(args: RunArgs, cloud: Cloud) -> sluicebox::Result<()> {
+async fn run(args: RunArgs) -> sluicebox::Result<()> {
     let spec = job_spec(args.config.as_deref(), args.backends.sink.as_deref())?;
     let shared = args.backends.queue.as_deref().is_some_and(|q| !q.starts_with("memory://"));
     if args.wait && !shared {
@@ -310,6 +331,7 @@ async fn run(args: RunArgs, cloud: Cloud) -> sluicebox::Result<()> {
         job::run::needs_shared_sink(&spec)?;
     }
     let urls = args.backends.urls();
+    let cloud = cloud(args.backends.on_aws() || spec_on_aws(&spec) || args.inputs.iter().any(|i| on_aws(i))).await;
     let engine = Engine::with_backends(&args.data_dir, &urls, &args.inputs[0], cloud).await?;
     let inputs =
         bucket::resolve_inputs(engine.inputs.as_ref(), &args.inputs, spec.input.format, spec.input.compression).await?;
@@ -372,13 +394,13 @@ fn shared_backends(b: &Backends, command: &str) -> sluicebox::Result<()> {
     Ok(())
 }
 
-async fn worker(args: WorkerArgs, cloud: Cloud) -> sluicebox::Result<()> {
+async fn worker(args: WorkerArgs) -> sluicebox::Result<()> {
     shared_backends(&args.backends, "worker")?;
     if args.backends.sink.is_some() {
         return Err(Error::config("--sink", "a worker writes to each job's own sink; give --sink to `run`"));
     }
     let urls = args.backends.urls();
-    let engine = Engine::with_backends(&args.data_dir, &urls, "", cloud).await?;
+    let engine = Engine::with_backends(&args.data_dir, &urls, "", cloud(args.backends.on_aws()).await).await?;
     let opts = RunOptions { max_attempts: args.max_attempts.max(1), ..serve_options(&urls) };
     let mut pool = Pool::serve(&engine, &opts, args.workers.unwrap_or_else(cores).max(1));
     pool.stop_on_signals(Duration::from_secs(args.grace_secs));
@@ -397,11 +419,12 @@ fn serve_options(urls: &BackendUrls) -> RunOptions {
     }
 }
 
-async fn watch(args: WatchArgs, cloud: Cloud) -> sluicebox::Result<()> {
+async fn watch(args: WatchArgs) -> sluicebox::Result<()> {
     shared_backends(&args.backends, "watch")?;
     let spec = job_spec(args.config.as_deref(), args.backends.sink.as_deref())?;
     job::run::needs_shared_sink(&spec)?;
     let urls = args.backends.urls();
+    let cloud = cloud(true).await;
     let engine = Engine::with_backends(&args.data_dir, &urls, &args.prefix, cloud.clone()).await?;
     let events = sluicebox::queue::open(&args.events, urls.visibility, &cloud).await?;
     let how = watch::Serve {
@@ -467,8 +490,9 @@ fn print_summary(s: &Summary, json: bool) {
     emit(&out);
 }
 
-async fn bench_cmd(args: BenchArgs, cloud: Cloud) -> sluicebox::Result<()> {
+async fn bench_cmd(args: BenchArgs) -> sluicebox::Result<()> {
     let workers = args.workers.unwrap_or_else(cores);
+    let cloud = cloud(args.aws).await;
     let m = bench::run(&args.data_dir, args.records, workers, !args.no_sink, args.aws, &cloud, &args.out).await?;
     if args.json {
         emit(&format!("{}\n", serde_json::to_string(&m).unwrap_or_default()));
