@@ -21,11 +21,44 @@ impl std::fmt::Debug for Transform {
     }
 }
 
+/// Filters with effects beyond their output: reading the worker's environment or input,
+/// writing to its stderr or log, stopping its process. A job runs on any worker, many times:
+/// its transforms must be pure functions of the record, so these are not defined for them.
+pub const IMPURE: &[&str] = &[
+    "env",
+    "$ENV",
+    "halt",
+    "halt_error",
+    "input",
+    "inputs",
+    "input_filename",
+    "input_line_number",
+    "debug",
+    "debug_empty",
+    "stderr",
+    "stderr_empty",
+    "get_search_list",
+    "get_prog_origin",
+    "get_jq_origin",
+    "$__prog_args",
+];
+
+fn impure(name: &str) -> bool {
+    IMPURE.contains(&name)
+}
+
 impl Transform {
-    /// Compile one jq program with jq's standard library, or say why it does not compile.
+    /// Compile one jq program with jq's standard library, less the [`IMPURE`] filters, or say
+    /// why it does not compile.
     pub fn compile(code: &str) -> std::result::Result<Transform, String> {
-        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
-        let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
+        if let Some(name) = uses_impure(code) {
+            return Err(format!(
+                "jq program {code:?} uses `{name}`, which a job's transform may not: transforms run on \
+                 any worker and must depend only on the record (no environment, input, logging or halting)"
+            ));
+        }
+        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs()).filter(|d| !impure(d.name));
+        let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs()).filter(|f| !impure(f.0));
         let loader = Loader::new(defs);
         let arena = Arena::default();
         let modules = loader.load(&arena, File { code, path: () }).map_err(|errs| {
@@ -65,5 +98,92 @@ impl Transform {
         serde_json::from_str(&text)
             .map(Some)
             .map_err(|e| Fault::new(None, "transform", format!("jq produced non-JSON output: {e}")))
+    }
+}
+
+/// The first [`IMPURE`] name `code` calls, if any: a word that is not part of a longer name,
+/// a field (`.env`) or an object key (`{env: 1}`), or a string.
+fn uses_impure(code: &str) -> Option<&'static str> {
+    let bytes = code.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if word(b) && (i == 0 || !word(bytes[i - 1])) {
+            let end = (i..bytes.len()).find(|&j| !word(bytes[j])).unwrap_or(bytes.len());
+            let name = &code[i..end];
+            let field = i > 0 && bytes[i - 1] == b'.';
+            let key = code[end..].trim_start().starts_with(':') && !code[end..].trim_start().starts_with(":=");
+            if !field && !key {
+                if let Some(found) = IMPURE.iter().find(|n| **n == name) {
+                    return Some(found);
+                }
+            }
+            i = end;
+            continue;
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn impure_filters_are_refused_by_name() {
+        for (code, name) in [
+            (".secret = env.HOME", "env"),
+            (".secret = $ENV.AWS_SECRET_ACCESS_KEY", "$ENV"),
+            ("if .name == \"a\" then halt else . end", "halt"),
+            ("halt_error(1)", "halt_error"),
+            ("[inputs]", "inputs"),
+            (". as $x | input", "input"),
+            ("debug | .a", "debug"),
+            ("debug(\"x\")", "debug"),
+            ("stderr", "stderr"),
+            ("input_filename", "input_filename"),
+        ] {
+            let err = Transform::compile(code).unwrap_err();
+            assert!(err.contains(&format!("`{name}`")), "{code}: {err}");
+        }
+    }
+
+    #[test]
+    fn names_as_fields_keys_strings_or_parts_of_longer_names_are_fine() {
+        for code in [
+            ".env",
+            ".debug = 1",
+            "{env: .x, halt: 2}",
+            ".note = \"halt and env\"",
+            ".environment",
+            ".a | ascii_downcase",
+            "select(.inputs_count > 1)",
+        ] {
+            assert!(Transform::compile(code).is_ok(), "{code}: {:?}", Transform::compile(code).err());
+        }
+    }
+
+    #[test]
+    fn a_pure_program_runs() {
+        let t = Transform::compile(".total = .a * .b | del(.a)").unwrap();
+        let out = t.run(serde_json::json!({"a": 2, "b": 3})).unwrap();
+        assert_eq!(out, Some(serde_json::json!({"b": 3, "total": 6})));
     }
 }

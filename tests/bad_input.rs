@@ -157,6 +157,29 @@ async fn unknown_keys_and_bad_types_name_the_key() {
     assert!(e.contains("columns[0]"), "{e}");
 }
 
+/// A job's transforms run on any worker: they may not read its environment, stop it, or
+/// write to its log. The job file is refused when it is checked, naming the filter, and
+/// nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_that_reads_the_environment_or_halts_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "in.csv", b"name\na\nb\n");
+    for (program, name) in [
+        (".secret = env.HOME", "env"),
+        (".secret = $ENV.AWS_SECRET_ACCESS_KEY", "$ENV"),
+        ("if .name == \"a\" then halt else . end", "halt"),
+        ("debug", "debug"),
+    ] {
+        let job = format!("transform = ['{program}']\n");
+        let e = run(dir.path(), std::slice::from_ref(&input), &job, dir.path()).await.unwrap_err().to_string();
+        assert!(e.contains("transform[0]") && e.contains(&format!("`{name}`")), "{program}: {e}");
+        // Interpolated into a string, the filter is not defined either.
+        let hidden = format!("transform = ['.s = \"\\({program})\"']\n");
+        assert!(run(dir.path(), std::slice::from_ref(&input), &hidden, dir.path()).await.is_err(), "{hidden}");
+    }
+    assert!(ledger_jobs(dir.path()).is_empty(), "no job was created");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_inputs_stop_with_the_file_name() {
     let data = tempfile::tempdir().unwrap();
