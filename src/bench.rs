@@ -242,7 +242,7 @@ async fn aws_backends(
         ledger: Some(format!("dynamodb://{name}-ledger")),
         sink: Some(format!("dynamodb://{name}-sink")),
         max_receives: 5,
-        visibility: std::time::Duration::from_secs(300),
+        visibility: crate::queue::DEFAULT_VISIBILITY,
     };
     crate::setup::setup(conf, &setup).await?;
     let store = crate::bucket::open(&format!("s3://{name}"), cloud)?;

@@ -78,7 +78,7 @@ impl Engine {
             bucket_url: format!("file://{}", bucket_dir.display()),
             inputs: bucket::local_inputs(),
             ledger: Arc::new(crate::ledger::SqliteLedger::open(&database)?),
-            queue: Arc::new(crate::queue::MemoryQueue::new(Duration::from_secs(300))),
+            queue: Arc::new(crate::queue::MemoryQueue::new(crate::queue::DEFAULT_VISIBILITY)),
             sink_layer: None,
             database,
             cloud: Cloud::none(),

@@ -82,13 +82,30 @@ pub enum Worked {
 pub struct Policy {
     /// Deliveries of a task before its failure is final.
     pub max_attempts: u32,
-    /// Whether a final failure of a chunk whose input is wrong fails the job (workers serving
-    /// a shared queue), or only stops this run, which can be resumed (`sluicebox run`).
+    /// Whether a final failure fails the job (workers serving a shared queue, whose jobs
+    /// must end), or only stops this run, which can be resumed (`sluicebox run`).
     pub fail_jobs: bool,
+    /// The delay before the second attempt; it doubles with each attempt after that.
+    pub retry_delay: Duration,
+}
+
+/// The longest a failed task waits before its next attempt.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+impl Policy {
+    /// How long a task that failed its `attempt`-th delivery waits before the next.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        self.retry_delay.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_RETRY_DELAY)
+    }
 }
 
 /// Decide what becomes of a task whose chunk was worked with `result` on its `attempt`-th
 /// delivery. `failure` describes the failed chunk, for [`Disposition::FailJob`].
+///
+/// A retryable error (a backend, the network, throttling) is retried after a growing delay
+/// until the attempts run out; an error that retrying cannot mend (the input changed or is
+/// gone) is final at once. A final failure fails the job (`policy.fail_jobs`), so that no job
+/// waits forever on a task in the dead-letter queue; in a local run it stops the run instead.
 pub fn dispose(
     result: &Result<Worked>,
     attempt: u32,
@@ -97,10 +114,12 @@ pub fn dispose(
 ) -> Disposition {
     match result {
         Ok(_) => Disposition::Ack,
-        Err(_) if attempt < policy.max_attempts => Disposition::Release { delay: Duration::ZERO },
-        // The input itself is wrong now (changed, gone, short): retrying cannot help.
-        Err(e) if policy.fail_jobs && !e.is_retryable() => Disposition::FailJob(failure()),
-        // Not acknowledged: the queue's redrive policy moves it to the dead letters.
+        Err(e) if e.is_retryable() && attempt < policy.max_attempts => {
+            Disposition::Release { delay: policy.delay_after(attempt) }
+        }
+        Err(_) if policy.fail_jobs => Disposition::FailJob(failure()),
+        // Not acknowledged: the run stops with the error; a later run (or the queue's redrive
+        // policy) takes the task again.
         Err(_) => Disposition::Abandon,
     }
 }
@@ -189,7 +208,7 @@ impl Jobs {
     }
 
     fn policy(&self, opts: &RunOptions) -> Policy {
-        Policy { max_attempts: opts.max_attempts, fail_jobs: self.one.is_none() }
+        Policy { max_attempts: opts.max_attempts, fail_jobs: self.one.is_none(), retry_delay: opts.retry_delay }
     }
 
     /// The job a task names: `None` when this worker does not take its tasks.
@@ -380,14 +399,16 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
             warn!(chunk = task.chunk.index, attempt, "chunk failed, will retry: {e}");
             None
         }
-        (Err(e), _) if !policy.fail_jobs => {
-            Some(Error::backend("worker", format!("chunk {} failed {attempt} times", task.chunk.index), e))
-        }
+        (Err(e), _) if !policy.fail_jobs => Some(Error::backend(
+            "worker",
+            format!("chunk {} failed on attempt {attempt} of {}", task.chunk.index, policy.max_attempts),
+            e,
+        )),
         (Err(e), _) => Some(Error::backend(
             "worker",
             format!(
-                "job {} chunk {} of {} (version {}) failed {attempt} times",
-                task.job_id, task.chunk.index, input.location, input.version
+                "job {} chunk {} of {} (version {}) failed on attempt {attempt} of {}",
+                task.job_id, task.chunk.index, input.location, input.version, policy.max_attempts
             ),
             e,
         )),
@@ -531,8 +552,8 @@ mod tests {
         }
     }
 
-    const SERVE: Policy = Policy { max_attempts: 3, fail_jobs: true };
-    const RUN: Policy = Policy { max_attempts: 3, fail_jobs: false };
+    const SERVE: Policy = Policy { max_attempts: 3, fail_jobs: true, retry_delay: Duration::from_millis(500) };
+    const RUN: Policy = Policy { max_attempts: 3, fail_jobs: false, retry_delay: Duration::from_millis(500) };
 
     #[test]
     fn a_committed_chunk_is_acked_whether_committed_now_or_before() {
@@ -545,33 +566,38 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_attempt_is_released_until_the_last_one() {
-        let retryable = Err(Error::backend("sqlite", "write", "disk I/O error"));
-        let input_changed = Err(Error::Conflict("chunk 3 held 9 records; the plan found 10".into()));
-        for result in [&retryable, &input_changed] {
-            for attempt in 1..3 {
-                assert_eq!(dispose(result, attempt, SERVE, failure), Disposition::Release { delay: Duration::ZERO });
-            }
+    fn a_retryable_error_is_released_after_a_growing_delay_until_the_last_attempt() {
+        let retryable: Result<Worked> = Err(Error::backend("sqlite", "write", "disk I/O error"));
+        for policy in [SERVE, RUN] {
+            let delays: Vec<Disposition> = (1..3).map(|a| dispose(&retryable, a, policy, failure)).collect();
+            assert_eq!(
+                delays,
+                [
+                    Disposition::Release { delay: Duration::from_millis(500) },
+                    Disposition::Release { delay: Duration::from_secs(1) }
+                ]
+            );
         }
+        assert_eq!(SERVE.delay_after(40), MAX_RETRY_DELAY, "the delay is capped");
     }
 
     #[test]
-    fn a_retryable_error_on_the_last_attempt_goes_to_the_dead_letters_without_failing_the_job() {
+    fn a_retryable_error_on_the_last_attempt_fails_the_job_so_that_it_ends() {
         let retryable: Result<Worked> = Err(Error::backend("dynamodb", "BatchWriteItem", "throttled"));
         assert!(retryable.as_ref().unwrap_err().is_retryable());
-        assert_eq!(dispose(&retryable, 3, SERVE, failure), Disposition::Abandon);
+        assert_eq!(dispose(&retryable, 3, SERVE, failure), Disposition::FailJob(failure()));
+        // A local run stops with the error instead, and can be resumed.
         assert_eq!(dispose(&retryable, 3, RUN, failure), Disposition::Abandon);
     }
 
     #[test]
-    fn a_changed_or_vanished_input_on_the_last_attempt_fails_the_job() {
+    fn a_changed_or_vanished_input_fails_the_job_at_once() {
         let changed: Result<Worked> = Err(Error::Conflict("held 9 records; the plan found 10".into()));
         let gone: Result<Worked> = Err(Error::input("s3://b/in.csv", "the object changed since it was planned"));
         for permanent in [&changed, &gone] {
             assert!(!permanent.as_ref().unwrap_err().is_retryable());
-            assert_eq!(dispose(permanent, 3, SERVE, failure), Disposition::FailJob(failure()));
-            // A local run stops with the error instead, and can be resumed.
-            assert_eq!(dispose(permanent, 3, RUN, failure), Disposition::Abandon);
+            assert_eq!(dispose(permanent, 1, SERVE, failure), Disposition::FailJob(failure()));
+            assert_eq!(dispose(permanent, 1, RUN, failure), Disposition::Abandon);
         }
     }
 

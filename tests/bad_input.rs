@@ -300,3 +300,19 @@ async fn an_unbalanced_quote_stops_the_plan_with_its_line_instead_of_swallowing_
         run(data.path(), &[input], "[input]\nmax_record_bytes = 1000\n", Path::new(".")).await.unwrap_err().to_string();
     assert!(e.contains("line 3"), "{e}");
 }
+
+/// A visibility timeout beyond what SQS accepts is refused before anything runs, naming the
+/// option; by default a task whose worker died is taken again within half a minute.
+#[test]
+fn the_visibility_timeout_is_short_by_default_and_bounded() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+        .args(["run", "in.csv", "--visibility-secs", "50000"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--visibility-secs"));
+    assert!(sluicebox::job::RunOptions::default().visibility <= std::time::Duration::from_secs(30));
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_sluicebox")).args(["worker", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("[default: 30]"), "{help}");
+}

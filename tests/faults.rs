@@ -221,3 +221,49 @@ async fn a_failing_chunk_stops_the_run_incomplete_and_a_rerun_finishes_it() {
     resumed.summary["job_id"] = clean.summary["job_id"].clone();
     assert_same(&resumed, &clean);
 }
+
+/// Workers serving a queue (as `sluicebox worker` does) end a job whose task keeps failing
+/// with a retryable error: after its last attempt the job is failed, with `failed.json` naming
+/// the chunk, the input and the error, and whoever waits for it hears so at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_keeps_failing_fails_its_job_instead_of_leaving_it_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("items.csv");
+    std::fs::write(&input, "id,name\n1,a\n2,b\n").unwrap();
+    let mut engine = Engine::local(&dir.path().join("data")).unwrap();
+    engine.sink_layer = Some(Arc::new(|_| Arc::new(BrokenSink) as Arc<dyn Sink>));
+    let spec = sluicebox::config::JobConfig::from_toml("[key]\nfields = [\"id\"]\n", "job.toml")
+        .unwrap()
+        .validate(dir.path())
+        .unwrap();
+    let inputs = sluicebox::bucket::resolve_inputs(
+        engine.inputs.as_ref(),
+        &[input.display().to_string()],
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let opts = RunOptions { max_attempts: 3, retry_delay: Duration::from_millis(100), ..RunOptions::default() };
+    let run = match sluicebox::job::prepare::prepare(&engine, &spec, inputs, &opts, false).await.unwrap() {
+        sluicebox::job::prepare::Prepared::Ready(run) => run,
+        sluicebox::job::prepare::Prepared::Complete(_) => panic!("a new job cannot be complete"),
+    };
+    assert_eq!(sluicebox::job::prepare::enqueue(&run).await.unwrap(), 1);
+    let pool = sluicebox::pool::Pool::serve(&engine, &opts, 2);
+    let waited = tokio::time::timeout(
+        Duration::from_secs(30),
+        sluicebox::job::wait(&engine, run.id(), &indicatif::ProgressBar::hidden()),
+    )
+    .await
+    .expect("waiting for a job whose task keeps failing must end");
+    pool.stop();
+    pool.join().await.unwrap();
+    let err = waited.unwrap_err().to_string();
+    assert!(err.contains("chunk 0") && err.contains("items.csv") && err.contains("the table is gone"), "{err}");
+    let failure: sluicebox::job::Failure =
+        serde_json::from_str(&job_file(&dir.path().join("data"), run.id(), "failed.json")).unwrap();
+    assert_eq!((failure.chunk, failure.attempts), (0, 3), "failed on its last attempt, not before");
+    let job = engine.ledger.get_job(run.id()).await.unwrap().unwrap();
+    assert_eq!(job.status, sluicebox::ledger::JobStatus::Failed);
+}

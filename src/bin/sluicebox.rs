@@ -70,8 +70,8 @@ enum AwsCommand {
         /// Deliveries of a task before it goes to the dead-letter queue.
         #[arg(long, default_value_t = 5)]
         max_receives: u32,
-        /// The queue's visibility timeout, seconds.
-        #[arg(long, default_value_t = 300)]
+        /// The queue's visibility timeout, seconds (workers extend it while they work a task).
+        #[arg(long, default_value_t = DEFAULT_VISIBILITY_SECS, value_parser = visibility_secs())]
         visibility_secs: u64,
     },
 }
@@ -141,8 +141,8 @@ struct WorkerArgs {
     /// Tasks worked at once (default: number of cores).
     #[arg(long)]
     workers: Option<usize>,
-    /// Deliveries of a task before its job is failed (when its input changed or vanished);
-    /// keep it below the queue's dead-letter receive count.
+    /// Deliveries of a task before its job is failed (at once when its input changed or
+    /// vanished); keep it below the queue's dead-letter receive count.
     #[arg(long, default_value_t = 3)]
     max_attempts: u32,
     /// After the first stop signal, seconds to finish the tasks in hand before giving them back.
@@ -172,9 +172,17 @@ struct Backends {
     /// file's `[sink]` type and table).
     #[arg(long)]
     sink: Option<String>,
-    /// Seconds a task stays invisible to other workers while one works on it.
-    #[arg(long, default_value_t = 300)]
+    /// Seconds a task stays invisible to other workers before it is given to another; a
+    /// worker extends it every half of it while it works the task, so a worker that dies
+    /// holds its task back for at most this long (1 to 43200, SQS's limit).
+    #[arg(long, default_value_t = DEFAULT_VISIBILITY_SECS, value_parser = visibility_secs())]
     visibility_secs: u64,
+}
+
+const DEFAULT_VISIBILITY_SECS: u64 = sluicebox::queue::DEFAULT_VISIBILITY.as_secs();
+
+fn visibility_secs() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(1..=sluicebox::queue::MAX_VISIBILITY.as_secs())
 }
 
 impl Backends {
@@ -183,7 +191,7 @@ impl Backends {
             bucket: self.bucket.clone(),
             queue: self.queue.clone(),
             ledger: self.ledger.clone(),
-            visibility: Duration::from_secs(self.visibility_secs.max(1)),
+            visibility: Duration::from_secs(self.visibility_secs),
         }
     }
 }

@@ -47,6 +47,8 @@ pub struct RunOptions {
     pub visibility: Duration,
     /// Deliveries of one task before the run fails with its error.
     pub max_attempts: u32,
+    /// The delay before a failed task's second attempt; it doubles with each further one.
+    pub retry_delay: Duration,
 }
 
 impl Default for RunOptions {
@@ -57,8 +59,9 @@ impl Default for RunOptions {
             force: false,
             progress: indicatif::ProgressBar::hidden(),
             worker_name: "local".into(),
-            visibility: Duration::from_secs(300),
+            visibility: crate::queue::DEFAULT_VISIBILITY,
             max_attempts: 3,
+            retry_delay: Duration::from_millis(500),
         }
     }
 }
@@ -126,7 +129,7 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "job {} failed: chunk {} of {} (version {}) failed {} times: {}",
+            "job {} failed: chunk {} of {} (version {}) failed on attempt {}: {}",
             self.job_id, self.chunk, self.input, self.version, self.attempts, self.error
         )
     }

@@ -17,6 +17,13 @@ pub mod sqs;
 
 pub use memory::MemoryQueue;
 
+/// The visibility timeout tasks get unless told otherwise. Workers extend it every half of it
+/// while they work a task, so it only bounds how long a task waits after its worker dies.
+pub const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);
+
+/// The longest visibility timeout a queue accepts (SQS's limit: 12 hours).
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
 /// Open the queue named by `url`: `memory://` (in this process), or `sqs://NAME` or an SQS
 /// queue URL (`https://…`; feature `aws`, with the AWS configuration in `cloud`). `visibility`
 /// is how long a delivery stays invisible.
