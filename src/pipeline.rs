@@ -201,8 +201,14 @@ impl Pipeline {
         }
         let start = ChunkStart { record: ctx.chunk.first_record, line: ctx.chunk.first_line };
         crate::decode::for_each_record(ctx.format, &self.dialect, bytes, start, &mut |r: RawRecord<'_>| {
-            let origin =
-                Origin { input: ctx.input, input_index: ctx.chunk.input, record: r.number, line: r.line, raw: r.raw };
+            let origin = Origin {
+                job: ctx.job,
+                input: ctx.input,
+                input_index: ctx.chunk.input,
+                record: r.number,
+                line: r.line,
+                raw: r.raw,
+            };
             let outcome = match r.body {
                 Body::Csv(row) => match ctx.layout.map(|l| self.csv_fields(l, row)) {
                     Some(Ok(rec)) => self.finish(&origin, session, rec),
@@ -268,7 +274,7 @@ impl Pipeline {
     /// The steps after typing: schema, transforms, lookup, key.
     fn finish(&self, origin: &Origin<'_>, session: &mut Session<'_>, rec: Record) -> Outcome {
         match self.checked(origin, session, rec) {
-            Ok(Some((record, key))) => Outcome::Written(SinkItem { key, seq: origin.seq(), record }),
+            Ok(Some((record, key))) => Outcome::Written(SinkItem { key, job: origin.job, seq: origin.seq(), record }),
             Ok(None) => Outcome::Filtered,
             Err(f) => Outcome::Rejected(origin.reject(f)),
         }
@@ -402,6 +408,8 @@ impl Encoder {
 
 /// Where a chunk comes from, for record numbers and rejects.
 pub struct ChunkContext<'a> {
+    /// The job's order among jobs (see [`SinkItem::job`]).
+    pub job: u64,
     /// The chunk.
     pub chunk: &'a Chunk,
     /// Its input's location.
@@ -431,8 +439,14 @@ mod tests {
         }
     }
 
-    const ORIGIN: Origin<'static> =
-        Origin { input: "stream://orders", input_index: 1, record: 7, line: 9, raw: b"{\"raw\": true}" };
+    const ORIGIN: Origin<'static> = Origin {
+        job: 1_764_620_000_000,
+        input: "stream://orders",
+        input_index: 1,
+        record: 7,
+        line: 9,
+        raw: b"{\"raw\": true}",
+    };
 
     const JOB: &str = r#"
 transform = ['select(.region != "Asia") | .total = .units * .price']
@@ -455,7 +469,7 @@ fields = ["id"]
         let rec = record(json!({"id": "a1", "units": "3", "price": 2.5, "region": "Europe", "Order Date": "10/23/14"}));
         let Outcome::Written(item) = p.process(rec, &ORIGIN, &mut p.session()) else { panic!("not written") };
         assert_eq!(item.key, "a1");
-        assert_eq!(item.seq, SinkItem::seq_of(1, 7));
+        assert_eq!(item.version(), (1_764_620_000_000, SinkItem::seq_of(1, 7)));
         assert_eq!(item.record["units"], json!(3), "typed by its column");
         assert_eq!(item.record["date"], json!("2014-10-23"), "renamed and normalised");
         assert_eq!(item.record["total"], json!(7.5), "transformed");

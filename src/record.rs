@@ -14,6 +14,8 @@ pub type Record = Map<String, Value>;
 /// Where a record came from, for its reject line and its position among the job's records.
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
+    /// The job's order among jobs (see [`SinkItem::job`]).
+    pub job: u64,
     /// The input object (or stream) the record was read from.
     pub input: &'a str,
     /// Which input of the job (its index), for the record's position.
@@ -139,18 +141,29 @@ impl Counts {
 }
 
 /// One record to write to a sink.
+///
+/// Items are ordered by `(job, seq)`: of two items with one key, the one from the later job
+/// wins, and within one job the later record of the inputs, whatever order they are written
+/// in (see [`SinkItem::version`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SinkItem {
     /// Identifies the item: writes with the same key are one item.
     pub key: String,
-    /// The record's position in the job's inputs (input index, record number). Of two
-    /// records with one key, the later in the input wins, whatever order they are written in.
+    /// The job's order among jobs: when it was created, in ms since the Unix epoch. A job run
+    /// again from scratch (`--force`) is a new, later job.
+    pub job: u64,
+    /// The record's position in the job's inputs (input index, record number).
     pub seq: u64,
     /// The record.
     pub record: Record,
 }
 
 impl SinkItem {
+    /// The item's version: a write replaces a stored item only with an equal or higher one.
+    pub fn version(&self) -> (u64, u64) {
+        (self.job, self.seq)
+    }
+
     /// The `seq` of record `number` of input `input`.
     pub fn seq_of(input: u32, number: u64) -> u64 {
         (u64::from(input) << 40) | (number & ((1 << 40) - 1))

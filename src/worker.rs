@@ -443,6 +443,7 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
             tally.on_this_thread(|| {
                 let input = &run.plan.inputs[chunk.input as usize];
                 let ctx = ChunkContext {
+                    job: run.plan.order,
                     chunk: &chunk,
                     input: &input.object.location,
                     format: input.object.format,

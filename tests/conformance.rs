@@ -137,3 +137,25 @@ fn lookup_tables_loaded_from_every_kind_of_file_agree() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_table_from_before_jobs_were_ordered_is_upgraded_in_place() {
+    use sluicebox::sink::Sink;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE items (_key TEXT PRIMARY KEY, _seq INTEGER NOT NULL, name TEXT) WITHOUT ROWID;
+         INSERT INTO items VALUES ('a', 500, 'old'), ('b', 7, 'kept');",
+    )
+    .unwrap();
+    drop(conn);
+    let s = SqliteSink::open(&db, "items", Some(vec![("name".to_string(), Some(ColumnType::String))])).unwrap();
+    let mut record = sluicebox::record::Record::new();
+    record.insert("name".into(), "new".into());
+    s.write(vec![sluicebox::sink::SinkItem { key: "a".into(), job: 1, seq: 1, record }]).await.unwrap();
+    let all = s.read_all().await.unwrap();
+    assert_eq!(all["a"]["name"], "new", "rows written before count as the oldest job's");
+    assert_eq!(all["b"]["name"], "kept");
+    assert_eq!(all.len(), 2);
+}

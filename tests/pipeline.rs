@@ -256,3 +256,28 @@ async fn with_repeated_keys_the_sink_keeps_the_last_record_of_the_input_whatever
         }
     }
 }
+
+/// The same table loaded day after day: a later job's rows replace an earlier job's, whatever
+/// their positions in their files (day 2's two rows are its rows 1 and 2; day 1 had them at
+/// rows 5 and 9,999); re-running day 1 afterwards changes nothing it should not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_job_updates_the_rows_an_earlier_job_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut day1 = String::from("id,value\n");
+    for i in 1..=10_000 {
+        day1 += &format!("{i},day1-{i}\n");
+    }
+    let day1 = write(dir.path(), "day1.csv", day1.as_bytes());
+    let day2 = write(dir.path(), "day2.csv", b"id,value\n9999,day2-9999\n5,day2-5\n");
+    let job = "[key]\nfields = [\"id\"]\n[sink]\ntable = \"items\"\n[chunking]\nrecords = 1000\n";
+    let data = dir.path().join("data");
+    let first = run(&data, &[day1], job, dir.path()).await.unwrap();
+    assert_eq!(first.records.written, 10_000);
+    let second = run(&data, &[day2], job, dir.path()).await.unwrap();
+    assert_eq!(second.records.written, 2);
+    let rows = sink_rows(&data, "items").await;
+    assert_eq!(rows.len(), 10_000);
+    assert_eq!(rows["5"]["value"], json!("day2-5"), "day 2's row must replace day 1's");
+    assert_eq!(rows["9999"]["value"], json!("day2-9999"));
+    assert_eq!(rows["6"]["value"], json!("day1-6"));
+}

@@ -79,6 +79,10 @@ pub struct JobPlan {
     pub output_fields: Option<Vec<String>>,
     /// Output format.
     pub output_format: OutputFormat,
+    /// The job's order among jobs: when it was created, in ms since the Unix epoch. Its sink
+    /// writes replace those of earlier jobs, never of later ones.
+    #[serde(default)]
+    pub order: u64,
 }
 
 /// One input with what the scan found.

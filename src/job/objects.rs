@@ -250,6 +250,7 @@ mod tests {
             chunks: Vec::new(),
             output_fields: Some(vec!["a".into()]),
             output_format: OutputFormat::Csv,
+            order: 1,
         };
         assert!(o.put_plan_once(&plan).await.unwrap());
         let other = JobPlan { output_fields: None, ..plan.clone() };

@@ -16,7 +16,11 @@ fn rec(id: i64, name: &str, price: f64) -> Record {
 }
 
 fn item(key: &str, seq: u64, record: Record) -> SinkItem {
-    SinkItem { key: key.into(), seq, record }
+    of_job(key, 1, seq, record)
+}
+
+fn of_job(key: &str, job: u64, seq: u64, record: Record) -> SinkItem {
+    SinkItem { key: key.into(), job, seq, record }
 }
 
 /// Run every case against one empty sink.
@@ -50,4 +54,21 @@ pub async fn run_all(sink: &dyn Sink) {
     let all = sink.read_all().await.unwrap();
     assert_eq!(all["k8"], rec(8, "second, rewritten", 3.0), "an equal seq (a re-run) replaces");
     assert_eq!(all.len(), 300);
+
+    // Across jobs, the later job wins whatever the records' positions in their inputs: a
+    // day's file of two updates replaces the rows a long file loaded the day before.
+    sink.write(vec![of_job("k9", 2, 9_000, rec(9, "day 2, row 9000", 2.0))]).await.unwrap();
+    sink.write(vec![of_job("k9", 3, 1, rec(9, "day 3, row 1", 3.0))]).await.unwrap();
+    assert_eq!(sink.read_all().await.unwrap()["k9"], rec(9, "day 3, row 1", 3.0), "a later job must win");
+    sink.write(vec![of_job("k9", 2, 9_000, rec(9, "day 2 again", 2.0))]).await.unwrap();
+    assert_eq!(
+        sink.read_all().await.unwrap()["k9"],
+        rec(9, "day 3, row 1", 3.0),
+        "a late write of an earlier job must not win"
+    );
+    sink.write(vec![of_job("k10", 5, 1, rec(10, "newer job", 5.0)), of_job("k10", 4, 99, rec(10, "older job", 4.0))])
+        .await
+        .unwrap();
+    assert_eq!(sink.read_all().await.unwrap()["k10"], rec(10, "newer job", 5.0), "in one write too");
+    assert_eq!(sink.read_all().await.unwrap().len(), 300);
 }

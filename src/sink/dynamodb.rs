@@ -164,7 +164,7 @@ impl Sink for DynamoSink {
         let mut by_key: HashMap<String, SinkItem> = HashMap::with_capacity(items.len());
         for item in items {
             match by_key.get(&item.key) {
-                Some(have) if have.seq > item.seq => {}
+                Some(have) if have.version() > item.version() => {}
                 _ => {
                     by_key.insert(item.key.clone(), item);
                 }
@@ -235,6 +235,7 @@ impl Sink for DynamoSink {
             for mut item in page.items.unwrap_or_default() {
                 let Some(AttributeValue::S(key)) = item.remove("_key") else { continue };
                 item.remove("_seq");
+                item.remove("_job");
                 let record: Record = item.into_iter().map(|(k, v)| (k, ddb::from_attr(v))).collect();
                 all.insert(key, record);
             }
@@ -253,6 +254,7 @@ fn to_item(item: SinkItem) -> Item {
         out.insert(k, ddb::to_attr(v));
     }
     out.insert("_key".into(), AttributeValue::S(item.key));
+    out.insert("_job".into(), AttributeValue::N(item.job.to_string()));
     out.insert("_seq".into(), AttributeValue::N(item.seq.to_string()));
     out
 }

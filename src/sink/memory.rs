@@ -12,7 +12,7 @@ use crate::record::Record;
 /// A sink that keeps items in a map.
 #[derive(Debug, Default)]
 pub struct MemorySink {
-    items: Mutex<BTreeMap<String, (u64, Record)>>,
+    items: Mutex<BTreeMap<String, ((u64, u64), Record)>>,
 }
 
 #[async_trait]
@@ -21,9 +21,9 @@ impl Sink for MemorySink {
         let mut map = self.items.lock().unwrap_or_else(|p| p.into_inner());
         for item in items {
             match map.get(&item.key) {
-                Some((seq, _)) if *seq > item.seq => {}
+                Some((version, _)) if *version > item.version() => {}
                 _ => {
-                    map.insert(item.key, (item.seq, item.record));
+                    map.insert(item.key.clone(), (item.version(), item.record));
                 }
             }
         }

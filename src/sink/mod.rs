@@ -61,12 +61,13 @@ pub fn open(target: &SinkTarget, shape: &SinkShape, database: &Path, cloud: &Clo
 /// # Contract
 ///
 /// - `write` is an upsert keyed by the item key: re-running a chunk never duplicates. Of two
-///   items with one key in one `write`, the one with the higher `seq` is stored.
+///   items with one key in one `write`, the one with the higher [`SinkItem::version`]
+///   (`(job, seq)`) is stored.
 /// - If [`Sink::orders_by_seq`] is true (the default), writing an item whose key exists
-///   replaces it only if the new item's `seq` is not lower than the stored one's, so the
-///   stored item for a key is the one with the highest `seq` whatever order chunks (or their
-///   redeliveries) are written in. A sink that cannot write conditionally in batches says
-///   `false`, and the item written last stays.
+///   replaces it only if the new item's version is not lower than the stored one's, so the
+///   stored item for a key is the one of the latest job, and within it the latest in its
+///   inputs, whatever order jobs, chunks (or their redeliveries) are written in. A sink that
+///   cannot write conditionally says `false`, and the item written last stays.
 /// - On `Ok`, every item of the batch is durably written; on `Err`, any subset may be, and
 ///   the caller retries the whole batch (which is safe by the first rule).
 /// - `read_all` returns every stored item by key (for verification and tests; a scan).
@@ -76,7 +77,7 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     async fn write(&self, items: Vec<SinkItem>) -> Result<()>;
     /// Every stored item, by key.
     async fn read_all(&self) -> Result<BTreeMap<String, Record>>;
-    /// Whether a stored item is replaced only by one with a `seq` at least as high.
+    /// Whether a stored item is replaced only by one with a version at least as high.
     fn orders_by_seq(&self) -> bool {
         true
     }

@@ -24,6 +24,12 @@ pub struct SqliteSink {
     upsert: String,
 }
 
+/// The columns every sink table has besides the record's fields: the item key and version.
+const HIDDEN: [&str; 3] = ["_key", "_job", "_seq"];
+
+/// The statement parameter of the first record field (after key, job and seq).
+const FIRST_FIELD: usize = 4;
+
 fn sql_type(t: Option<ColumnType>) -> &'static str {
     match t {
         Some(ColumnType::Integer | ColumnType::Boolean) => "INTEGER",
@@ -48,16 +54,16 @@ impl SqliteSink {
                 let cols: Vec<String> = fields.iter().map(|(n, ty)| format!("{} {}", quoted(n), sql_type(*ty))).collect();
                 let names: Vec<String> = fields.iter().map(|(n, _)| n.clone()).collect();
                 let list: Vec<String> = names.iter().map(|n| quoted(n)).collect();
-                let marks: Vec<String> = (0..names.len()).map(|i| format!("?{}", i + 3)).collect();
+                let marks: Vec<String> = (0..names.len()).map(|i| format!("?{}", i + FIRST_FIELD)).collect();
                 let set: Vec<String> = list.iter().map(|c| format!("{c} = excluded.{c}")).collect();
                 (
                     format!(
-                        "CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, _seq INTEGER NOT NULL, {}) WITHOUT ROWID",
+                        "CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, _job INTEGER NOT NULL DEFAULT 0, _seq INTEGER NOT NULL, {}) WITHOUT ROWID",
                         cols.join(", ")
                     ),
                     Some(names),
                     format!(
-                        "INSERT INTO {t} (_key, _seq, {}) VALUES (?1, ?2, {}) ON CONFLICT (_key) DO UPDATE SET _seq = excluded._seq, {} WHERE excluded._seq >= {t}._seq",
+                        "INSERT INTO {t} (_key, _job, _seq, {}) VALUES (?1, ?2, ?3, {}) ON CONFLICT (_key) DO UPDATE SET _job = excluded._job, _seq = excluded._seq, {} WHERE (excluded._job, excluded._seq) >= ({t}._job, {t}._seq)",
                         list.join(", "),
                         marks.join(", "),
                         set.join(", ")
@@ -65,22 +71,31 @@ impl SqliteSink {
                 )
             }
             None => (
-                format!("CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, _seq INTEGER NOT NULL, record TEXT NOT NULL) WITHOUT ROWID"),
+                format!("CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, _job INTEGER NOT NULL DEFAULT 0, _seq INTEGER NOT NULL, record TEXT NOT NULL) WITHOUT ROWID"),
                 None,
-                format!("INSERT INTO {t} (_key, _seq, record) VALUES (?1, ?2, ?3) ON CONFLICT (_key) DO UPDATE SET _seq = excluded._seq, record = excluded.record WHERE excluded._seq >= {t}._seq"),
+                format!("INSERT INTO {t} (_key, _job, _seq, record) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (_key) DO UPDATE SET _job = excluded._job, _seq = excluded._seq, record = excluded.record WHERE (excluded._job, excluded._seq) >= ({t}._job, {t}._seq)"),
             ),
         };
         conn.execute(&create, [])
             .map_err(|e| Error::backend("sqlite", format!("cannot create sink table {table}"), e))?;
-        let existing: Vec<String> = conn
-            .prepare(&format!("PRAGMA table_info({t})"))?
-            .query_map([], |r| r.get::<_, String>(1))?
-            .collect::<rusqlite::Result<_>>()?;
+        let columns = |conn: &rusqlite::Connection| -> Result<Vec<String>> {
+            Ok(conn
+                .prepare(&format!("PRAGMA table_info({t})"))?
+                .query_map([], |r| r.get::<_, String>(1))?
+                .collect::<rusqlite::Result<_>>()?)
+        };
+        let mut existing = columns(&conn)?;
+        if !existing.iter().any(|c| c == "_job") {
+            // A table written before items carried their job: its rows count as the oldest.
+            conn.execute(&format!("ALTER TABLE {t} ADD COLUMN _job INTEGER NOT NULL DEFAULT 0"), [])
+                .map_err(|e| Error::backend("sqlite", format!("cannot add _job to sink table {table}"), e))?;
+            existing = columns(&conn)?;
+        }
         let wanted: Vec<String> = match &names {
             Some(n) => n.clone(),
             None => vec!["record".into()],
         };
-        let required = ["_key".to_string(), "_seq".to_string()];
+        let required = ["_key".to_string(), "_job".to_string(), "_seq".to_string()];
         if let Some(missing) = wanted.iter().chain(required.iter()).find(|n| !existing.contains(n)) {
             return Err(Error::config(
                 "sink.table",
@@ -102,7 +117,7 @@ impl SqliteSink {
             return Err(Error::NotFound(format!("sink table {table} in {}", path.display())));
         }
         let fields: Vec<(String, Option<ColumnType>)> =
-            columns.into_iter().filter(|(n, _)| n != "_key" && n != "_seq").map(|(n, _)| (n, None)).collect();
+            columns.into_iter().filter(|(n, _)| !HIDDEN.contains(&n.as_str())).map(|(n, _)| (n, None)).collect();
         let schemaless = fields.len() == 1 && fields[0].0 == "record";
         Self::open(path, table, if schemaless { None } else { Some(fields) })
     }
@@ -146,18 +161,20 @@ impl Sink for SqliteSink {
                 let mut stmt = tx.prepare_cached(&this.upsert)?;
                 for item in &items {
                     stmt.raw_bind_parameter(1, &item.key)?;
-                    // SQLite integers are signed 64-bit; seq uses at most 63 bits.
-                    stmt.raw_bind_parameter(2, item.seq as i64)?;
+                    // SQLite integers are signed 64-bit; job (ms since 1970) and seq use at
+                    // most 63 bits.
+                    stmt.raw_bind_parameter(2, item.job as i64)?;
+                    stmt.raw_bind_parameter(3, item.seq as i64)?;
                     match &this.fields {
                         Some(fields) => {
                             for (i, value) in crate::record::values_of(&item.record, fields).enumerate() {
-                                stmt.raw_bind_parameter(i + 3, to_sql(value))?;
+                                stmt.raw_bind_parameter(i + FIRST_FIELD, to_sql(value))?;
                             }
                         }
                         None => {
                             let json = serde_json::to_string(&item.record)
                                 .map_err(|e| Error::backend("sqlite", "encode record", e))?;
-                            stmt.raw_bind_parameter(3, json)?;
+                            stmt.raw_bind_parameter(FIRST_FIELD, json)?;
                         }
                     }
                     stmt.raw_execute()?;
@@ -182,7 +199,7 @@ impl Sink for SqliteSink {
                 let rec = match &this.fields {
                     Some(_) => {
                         let mut rec = Record::new();
-                        for (i, n) in names.iter().enumerate().filter(|(_, n)| *n != "_key" && *n != "_seq") {
+                        for (i, n) in names.iter().enumerate().filter(|(_, n)| !HIDDEN.contains(&n.as_str())) {
                             rec.insert(n.clone(), from_sql(row.get_ref(i)?));
                         }
                         rec
