@@ -9,10 +9,13 @@ use super::{Sink, SinkItem};
 use crate::error::Result;
 use crate::record::Record;
 
+/// An item's `(job, seq)`.
+type Version = (u64, u64);
+
 /// A sink that keeps items in a map.
 #[derive(Debug, Default)]
 pub struct MemorySink {
-    items: Mutex<BTreeMap<String, ((u64, u64), Record)>>,
+    items: Mutex<BTreeMap<String, (Version, Record)>>,
 }
 
 #[async_trait]
