@@ -262,6 +262,11 @@ pub struct SinkConfig {
     /// Records per write transaction (default 2000).
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// Whether a write replaces a stored item only with a newer version (a later job, or a
+    /// later record of the same job), default true. `false` lets DynamoDB write 25 items per
+    /// request, and the item written last stays. (SQLite always writes in order.)
+    #[serde(default = "yes")]
+    pub ordered: bool,
 }
 
 fn default_batch() -> usize {
@@ -270,7 +275,7 @@ fn default_batch() -> usize {
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig { kind: SinkKind::Sqlite, table: None, batch: default_batch() }
+        SinkConfig { kind: SinkKind::Sqlite, table: None, batch: default_batch(), ordered: true }
     }
 }
 

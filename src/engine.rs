@@ -10,12 +10,13 @@ use sha2::{Digest, Sha256};
 
 use crate::bucket;
 use crate::cloud::Cloud;
-use crate::config::{EnrichConfig, SinkTarget};
+use crate::config::EnrichConfig;
 use crate::error::{Error, Result};
 use crate::ledger::StateStore;
 use crate::lookup::LookupTable;
 use crate::queue::Queue;
 use crate::sink::{Sink, SinkShape};
+use crate::spec::SinkSpec;
 
 /// The backends a job runs on.
 #[derive(Clone)]
@@ -107,8 +108,8 @@ impl Engine {
     }
 
     /// Open the sink a job's records go to (through the engine's layer, if it has one).
-    pub fn open_sink(&self, target: &SinkTarget, shape: &SinkShape) -> Result<Option<Arc<dyn Sink>>> {
-        let sink = crate::sink::open(target, shape, &self.database, &self.cloud)?;
+    pub fn open_sink(&self, spec: &SinkSpec, shape: &SinkShape) -> Result<Option<Arc<dyn Sink>>> {
+        let sink = crate::sink::open(spec, shape, &self.database, &self.cloud)?;
         Ok(match (sink, &self.sink_layer) {
             (Some(sink), Some(layer)) => Some(layer(sink)),
             (sink, _) => sink,

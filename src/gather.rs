@@ -137,6 +137,7 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
             summary: url(&objects.summary_path()),
         },
         sink: run.sink_table.clone(),
+        sink_keeps: run.sink.as_ref().map(|s| if s.orders_by_seq() { "newest" } else { "last written" }.to_string()),
         timings: Timings {
             started_at: rfc3339(job.created_ms),
             finished_at: rfc3339(finished),

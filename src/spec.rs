@@ -65,6 +65,8 @@ pub struct SinkSpec {
     pub target: SinkTarget,
     /// Records per write.
     pub batch: usize,
+    /// Whether writes keep the newest version of an item (see `[sink] ordered`).
+    pub ordered: bool,
 }
 
 impl JobConfig {
@@ -137,7 +139,7 @@ impl JobDefinition {
             transforms,
             enrich: c.enrich.clone(),
             key_fields: c.key.fields.clone(),
-            sink: SinkSpec { target, batch: c.sink.batch },
+            sink: SinkSpec { target, batch: c.sink.batch, ordered: c.sink.ordered },
             output_fields: c.output.fields.clone(),
             output_format: c.output.format,
             definition: Arc::new(self),

@@ -164,7 +164,7 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     engine.queue = queue;
     let sink_table = unique("orders");
     DynamoSink::create_table(&ddb, &sink_table).await.unwrap();
-    let sink = Arc::new(DynamoSink::new(ddb.clone(), &sink_table));
+    let sink = Arc::new(DynamoSink::new(ddb.clone(), &sink_table).unordered());
     let opened = sink.clone();
     engine.sink_layer = Some(Arc::new(move |_| opened.clone() as Arc<dyn sluicebox::sink::Sink>));
     let inputs = sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &[input_url], None, Default::default())
@@ -372,10 +372,23 @@ async fn sink_dynamodb_conformance() {
     let client = sluicebox::aws::dynamodb(&emulator().await);
     let table = unique("sink");
     DynamoSink::create_table(&client, &table).await.unwrap();
-    let sink = DynamoSink::new(client, &table);
+    let sink = DynamoSink::new(client.clone(), &table).unordered();
     sluicebox::sink::conformance::run_all(&sink).await;
     let largest = sink.stats().largest_request.load(Ordering::Relaxed);
     assert!(largest <= 25 && largest > 0, "BatchWriteItem takes at most 25 items; sent {largest}");
+}
+
+/// The default, ordered DynamoDB sink (conditional writes) keeps the newest version of every
+/// item whatever order jobs and chunks write in, as the SQLite sink does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_dynamodb_ordered_conformance() {
+    let client = sluicebox::aws::dynamodb(&emulator().await);
+    let table = unique("sink-ordered");
+    DynamoSink::create_table(&client, &table).await.unwrap();
+    let sink = DynamoSink::new(client, &table);
+    assert!(sluicebox::sink::Sink::orders_by_seq(&sink));
+    sluicebox::sink::conformance::run_all(&sink).await;
+    assert!(sink.stats().stale.load(Ordering::Relaxed) > 0, "older versions were refused by their condition");
 }
 
 /// 30% of sink writes throttled (whole requests refused, items returned unprocessed) and
@@ -392,7 +405,7 @@ async fn throttled_writes_and_duplicated_deliveries_write_every_record_once() {
     // Injected throttles fall at random, whatever the rate, so they would pace the writer down
     // to its floor (the rate's adaptation has its own test): a higher floor bounds the time.
     let pace = sluicebox::sink::dynamodb::Pace::with_floor(400.0);
-    let sink = Arc::new(DynamoSink::new(ddb.clone(), &table).with_faults(faults.clone()).with_pace(pace));
+    let sink = Arc::new(DynamoSink::new(ddb.clone(), &table).unordered().with_faults(faults.clone()).with_pace(pace));
     let data = tempfile::tempdir().unwrap();
     let mut engine = sluicebox::engine::Engine::local(data.path()).unwrap();
     let opened = sink.clone();

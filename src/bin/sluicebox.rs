@@ -493,7 +493,11 @@ fn print_summary(s: &Summary, json: bool) {
     }
     out += &format!("output:  {}\nrejects: {}\nsummary: {}\n", s.outputs.output, s.outputs.rejects, s.outputs.summary);
     if let Some(table) = &s.sink {
-        out += &format!("sink:    table {table} in the data directory's sluicebox.db\n");
+        out += &format!("sink:    table {table}\n");
+    }
+    if s.sink_keeps.as_deref() == Some("last written") {
+        out +=
+            "warning: unordered sink writes ([sink] ordered = false): of a key written twice, the last write stays\n";
     }
     emit(&out);
 }

@@ -223,7 +223,7 @@ impl JobRun {
             })
             .collect::<Result<Vec<_>>>()?;
         let shape = sink_shape(&spec, &plan);
-        let sink = engine.open_sink(&spec.sink.target, &shape)?;
+        let sink = engine.open_sink(&spec.sink, &shape)?;
         let mut engine = engine.clone();
         if let Some(first) = plan.inputs.first() {
             engine.inputs = bucket::input_store(&first.object.location, &engine.cloud)?;

@@ -27,6 +27,10 @@ pub struct Summary {
     pub outputs: Outputs,
     /// The sink table, if any.
     pub sink: Option<String>,
+    /// What the sink keeps of a key written more than once: `newest` (the later job's item,
+    /// and within a job the later record's) or `last written` (unordered DynamoDB writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_keeps: Option<String>,
     /// When and how long.
     pub timings: Timings,
     /// Records per second over the whole job.

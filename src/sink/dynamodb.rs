@@ -1,20 +1,28 @@
-//! DynamoDB sink (feature `aws`): items keyed by `_key`, written with `BatchWriteItem`.
+//! DynamoDB sink (feature `aws`): items keyed by `_key`, versioned by `_job` and `_seq`.
 //!
-//! - Requests carry at most 25 items (the service limit, which emulators do not enforce) and
-//!   never two items with one key (a request the service rejects): of two items with one key
-//!   in a write, the higher `seq` is sent.
-//! - `UnprocessedItems` are sent again after a jittered exponential backoff until every item
-//!   is written; they are never dropped. Throttling and 5xx answers are retried the same way.
-//!   A write gives up (returns `Err`, so the task is retried later) only after
-//!   [`MAX_STALLED_ROUNDS`](ddb::MAX_STALLED_ROUNDS) rounds in a row that wrote nothing.
+//! Two ways to write, one per [`Sink::orders_by_seq`] answer:
+//!
+//! - **Ordered** (the default): one conditional `PutItem` per item, which replaces a stored
+//!   item only when the new one's version (`_job`, then `_seq`) is not lower, so a late or
+//!   redelivered write of an older job or chunk never overwrites a newer item. A batch's items
+//!   are sent at once, in parallel. DynamoDB bills writes per item either way (one write unit
+//!   per KB, a refused condition included): the cost is one request per item instead of one per
+//!   25, i.e. more HTTP round trips, not more write units.
+//! - **Unordered** (`[sink] ordered = false`): `BatchWriteItem`, 25 items per request, which
+//!   cannot carry a condition: for a key written by two jobs or chunks, the item written last
+//!   stays. Re-runs and redeliveries still overwrite the same items instead of duplicating them.
+//!
+//! Either way:
+//! - A request never names a key twice (a request the service rejects): of two items with one
+//!   key in a write, the higher version is sent.
+//! - Items throttled or returned unprocessed are sent again after a jittered exponential
+//!   backoff until every item is written; they are never dropped. Throttling and 5xx answers
+//!   are retried the same way. A write gives up (returns `Err`, so the task is retried later)
+//!   only after [`MAX_STALLED_ROUNDS`](ddb::MAX_STALLED_ROUNDS) rounds in a row that wrote
+//!   nothing.
 //! - One [`Pace`] per sink paces all its writers: when the table throttles, the item rate is
-//!   lowered; every request that gets through raises it again, until the limit is lifted. One job
-//!   fills the table's capacity without being throttled all the time.
-//!
-//! `BatchWriteItem` cannot carry a condition, so this sink does not order writes by `seq`
-//! across requests ([`Sink::orders_by_seq`] is `false`): for a key repeated in different
-//! chunks, the item written last stays. Re-runs and redeliveries still overwrite the same
-//! items instead of duplicating them.
+//!   lowered; every request that gets through raises it again, until the limit is lifted. One
+//!   job fills the table's capacity without being throttled all the time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
 
@@ -30,7 +39,8 @@ use crate::aws::dynamodb as ddb;
 use crate::error::{Error, Result};
 use crate::record::Record;
 
-/// Items per `BatchWriteItem` request: the service's limit.
+/// Items per `BatchWriteItem` request (the service's limit), and items an ordered write sends
+/// at once.
 pub const BATCH_ITEMS: usize = 25;
 type Item = HashMap<String, AttributeValue>;
 
@@ -39,6 +49,7 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoSink {
     client: Client,
     table: String,
+    ordered: bool,
     pace: Arc<Pace>,
     #[cfg(any(test, feature = "testing"))]
     faults: Option<Arc<ThrottleFaults>>,
@@ -48,7 +59,7 @@ pub struct DynamoSink {
 /// What a sink has done, for tests and reports.
 #[derive(Debug, Default)]
 pub struct SinkStats {
-    /// `BatchWriteItem` requests sent.
+    /// Write requests sent (`BatchWriteItem`, or `PutItem` when ordered).
     pub requests: AtomicU64,
     /// Items the table accepted.
     pub items_written: AtomicU64,
@@ -58,14 +69,17 @@ pub struct SinkStats {
     pub throttled_requests: AtomicU64,
     /// The most items sent in one request.
     pub largest_request: AtomicU64,
+    /// Ordered writes refused because the table held a newer version of the item.
+    pub stale: AtomicU64,
 }
 
 impl DynamoSink {
-    /// Write to the existing table `table`.
+    /// Write to the existing table `table`, ordered (see the module's documentation).
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         DynamoSink {
             client,
             table: table.into(),
+            ordered: true,
             pace: Arc::new(Pace::default()),
             #[cfg(any(test, feature = "testing"))]
             faults: None,
@@ -78,6 +92,12 @@ impl DynamoSink {
     /// [`ThrottleFaults`].
     pub fn with_faults(mut self, faults: Arc<ThrottleFaults>) -> Self {
         self.faults = Some(faults);
+        self
+    }
+
+    /// Write with `BatchWriteItem`, 25 items a request, the last write of a key staying.
+    pub fn unordered(mut self) -> Self {
+        self.ordered = false;
         self
     }
 
@@ -103,47 +123,139 @@ impl DynamoSink {
         ddb::create_table(client, table, &["_key"]).await
     }
 
-    /// Send one request of at most [`BATCH_ITEMS`] items; returns the items to send again.
-    async fn send(&self, requests: Vec<WriteRequest>) -> std::result::Result<Vec<WriteRequest>, Attempt> {
+    /// Send a batch of at most [`BATCH_ITEMS`] items; returns the items to send again.
+    async fn send(&self, items: Vec<SinkItem>) -> std::result::Result<Vec<SinkItem>, Attempt> {
         #[cfg(any(test, feature = "testing"))]
-        let (requests, mut held) = match &self.faults {
-            Some(f) => f.split(requests)?,
-            None => (requests, Vec::new()),
+        let (items, mut held) = match &self.faults {
+            Some(f) => f.split(items)?,
+            None => (items, Vec::new()),
         };
         #[cfg(not(any(test, feature = "testing")))]
         let mut held = Vec::new();
-        if requests.is_empty() {
+        if items.is_empty() {
             return Ok(held);
         }
-        let n = requests.len() as u64;
+        let mut again = match self.ordered {
+            true => self.put_each(items).await?,
+            false => self.batch_write(items).await?,
+        };
+        again.append(&mut held);
+        Ok(again)
+    }
+
+    /// One `BatchWriteItem`; returns the items it left unprocessed.
+    async fn batch_write(&self, items: Vec<SinkItem>) -> std::result::Result<Vec<SinkItem>, Attempt> {
+        let n = items.len() as u64;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.stats.largest_request.fetch_max(n, Ordering::Relaxed);
+        let mut by_key: HashMap<String, SinkItem> = HashMap::with_capacity(items.len());
+        let mut requests = Vec::with_capacity(items.len());
+        for item in items {
+            let put = PutRequest::builder()
+                .set_item(Some(to_item(item.clone())))
+                .build()
+                .map_err(|e| Attempt::Fatal(ddb::error("building a PutRequest", e)))?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+            by_key.insert(item.key.clone(), item);
+        }
         let out = self.client.batch_write_item().request_items(&self.table, requests).send().await;
         match out {
             Ok(out) => {
-                let mut unprocessed = out.unprocessed_items.unwrap_or_default().remove(&self.table).unwrap_or_default();
-                unprocessed.append(&mut held);
-                Ok(unprocessed)
+                let unprocessed = out.unprocessed_items.unwrap_or_default().remove(&self.table).unwrap_or_default();
+                Ok(unprocessed
+                    .into_iter()
+                    .filter_map(|w| match w.put_request?.item.remove("_key") {
+                        Some(AttributeValue::S(key)) => by_key.remove(&key),
+                        _ => None,
+                    })
+                    .collect())
             }
-            Err(e) => {
-                let retry = match &e {
-                    aws_sdk_dynamodb::error::SdkError::ServiceError(s) => {
-                        let err = s.err();
-                        err.is_provisioned_throughput_exceeded_exception()
-                            || err.is_request_limit_exceeded()
-                            || err.is_internal_server_error()
-                            || err.meta().code() == Some("ThrottlingException")
-                            || s.raw().status().is_server_error()
-                    }
-                    aws_sdk_dynamodb::error::SdkError::TimeoutError(_)
-                    | aws_sdk_dynamodb::error::SdkError::DispatchFailure(_)
-                    | aws_sdk_dynamodb::error::SdkError::ResponseError(_) => true,
-                    _ => false,
-                };
-                let error = ddb::error(format!("BatchWriteItem on table {}", self.table), e.into_service_error());
-                Err(if retry { Attempt::Retry(error) } else { Attempt::Fatal(error) })
+            Err(e) => Err(attempt(&self.table, "BatchWriteItem", e)),
+        }
+    }
+
+    /// One conditional `PutItem` per item, all at once; returns the items to send again.
+    async fn put_each(&self, items: Vec<SinkItem>) -> std::result::Result<Vec<SinkItem>, Attempt> {
+        self.stats.largest_request.fetch_max(1, Ordering::Relaxed);
+        let sent = items.len();
+        let puts = items.into_iter().map(|item| async move {
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let sent = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(to_item(item.clone())))
+                // Replace only an item of an older version (one written before items had a
+                // `_job` counts as the oldest).
+                .condition_expression(
+                    "attribute_not_exists(#k) OR attribute_not_exists(#j) OR #j < :j OR (#j = :j AND #s <= :s)",
+                )
+                .expression_attribute_names("#k", "_key")
+                .expression_attribute_names("#j", "_job")
+                .expression_attribute_names("#s", "_seq")
+                .expression_attribute_values(":j", AttributeValue::N(item.job.to_string()))
+                .expression_attribute_values(":s", AttributeValue::N(item.seq.to_string()))
+                .send()
+                .await;
+            match sent {
+                Ok(_) => Ok(None),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                    // A newer version is stored: this write is done by not being made.
+                    self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                    Ok(None)
+                }
+                Err(e) => match attempt(&self.table, "PutItem", e) {
+                    Attempt::Retry(error) => Ok(Some((item, error))),
+                    fatal => Err(fatal),
+                },
+            }
+        });
+        let mut again = Vec::new();
+        let mut last = None;
+        for result in futures::future::join_all(puts).await {
+            if let Some((item, error)) = result? {
+                again.push(item);
+                last = Some(error);
             }
         }
+        match last {
+            // Every item was refused: as a request refused whole is.
+            Some(error) if again.len() == sent => Err(Attempt::Retry(error)),
+            _ => Ok(again),
+        }
+    }
+}
+
+/// Whether a failed request is worth sending again: throttling, a server error, or no answer.
+fn attempt<E>(table: &str, operation: &str, e: SdkError<E, aws_smithy_runtime_api::http::Response>) -> Attempt
+where
+    E: ProvideErrorMetadata
+        + aws_smithy_runtime_api::client::result::CreateUnhandledError
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+{
+    let retry = match &e {
+        SdkError::ServiceError(s) => {
+            matches!(
+                s.err().code(),
+                Some(
+                    "ProvisionedThroughputExceededException"
+                        | "ThrottlingException"
+                        | "RequestLimitExceeded"
+                        | "InternalServerError"
+                )
+            ) || s.raw().status().is_server_error()
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        _ => false,
+    };
+    let error = ddb::error(format!("{operation} on table {table}"), e.into_service_error());
+    if retry {
+        Attempt::Retry(error)
+    } else {
+        Attempt::Fatal(error)
     }
 }
 
@@ -170,19 +282,12 @@ impl Sink for DynamoSink {
                 }
             }
         }
-        let mut pending: Vec<WriteRequest> = Vec::with_capacity(by_key.len());
-        for item in by_key.into_values() {
-            let put = PutRequest::builder()
-                .set_item(Some(to_item(item)))
-                .build()
-                .map_err(|e| ddb::error("building a PutRequest", e))?;
-            pending.push(WriteRequest::builder().put_request(put).build());
-        }
+        let mut pending: Vec<SinkItem> = by_key.into_values().collect();
         let mut stalled = 0u32;
         let mut last_error = None;
         while !pending.is_empty() {
             let take = pending.len().min(BATCH_ITEMS);
-            let batch: Vec<WriteRequest> = pending.drain(..take).collect();
+            let batch: Vec<SinkItem> = pending.drain(..take).collect();
             self.pace.acquire(batch.len()).await;
             match self.send(batch.clone()).await {
                 Ok(again) => {
@@ -214,11 +319,15 @@ impl Sink for DynamoSink {
             if stalled >= ddb::MAX_STALLED_ROUNDS {
                 let why =
                     last_error.map(|e| e.to_string()).unwrap_or_else(|| "every item came back unprocessed".into());
-                return Err(Error::Conflict(format!(
-                    "table {}: nothing written in {stalled} attempts in a row ({why}); {} items wait for the retry",
-                    self.table,
-                    pending.len()
-                )));
+                return Err(Error::backend(
+                    "dynamodb",
+                    format!(
+                        "table {}: nothing written in {stalled} attempts in a row; {} items wait for the retry",
+                        self.table,
+                        pending.len()
+                    ),
+                    why,
+                ));
             }
             if stalled > 0 {
                 tokio::time::sleep(ddb::backoff(stalled)).await;
@@ -244,7 +353,7 @@ impl Sink for DynamoSink {
     }
 
     fn orders_by_seq(&self) -> bool {
-        false
+        self.ordered
     }
 }
 
@@ -402,10 +511,7 @@ impl ThrottleFaults {
         }
     }
 
-    fn split(
-        &self,
-        requests: Vec<WriteRequest>,
-    ) -> std::result::Result<(Vec<WriteRequest>, Vec<WriteRequest>), Attempt> {
+    fn split<T>(&self, requests: Vec<T>) -> std::result::Result<(Vec<T>, Vec<T>), Attempt> {
         let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
         if rng.f64() < self.share {
             self.refused_requests.fetch_add(1, Ordering::Relaxed);

@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::record::Record;
 pub use crate::record::SinkItem;
+use crate::spec::SinkSpec;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
@@ -34,11 +35,12 @@ pub struct SinkShape {
     pub fields: Option<Vec<(String, Option<ColumnType>)>>,
 }
 
-/// Open the sink `target` names for a table of `shape`: `None` for no sink, a table in the
+/// Open the sink `spec` names for a table of `shape`: `None` for no sink, a table in the
 /// SQLite database at `database`, or a DynamoDB table (feature `aws`, with the AWS
-/// configuration in `cloud`). The one place a sink is chosen.
-pub fn open(target: &SinkTarget, shape: &SinkShape, database: &Path, cloud: &Cloud) -> Result<Option<Arc<dyn Sink>>> {
-    match target {
+/// configuration in `cloud`; unordered when `spec.ordered` is false). The one place a sink is
+/// chosen.
+pub fn open(spec: &SinkSpec, shape: &SinkShape, database: &Path, cloud: &Cloud) -> Result<Option<Arc<dyn Sink>>> {
+    match &spec.target {
         SinkTarget::None => Ok(None),
         SinkTarget::Sqlite { .. } => {
             Ok(Some(Arc::new(SqliteSink::open(database, &shape.table, shape.fields.clone())?)))
@@ -46,7 +48,8 @@ pub fn open(target: &SinkTarget, shape: &SinkShape, database: &Path, cloud: &Clo
         #[cfg(feature = "aws")]
         SinkTarget::Dynamodb { table } => {
             let client = crate::aws::dynamodb(cloud.sdk("sink.type")?);
-            Ok(Some(Arc::new(dynamodb::DynamoSink::new(client, table))))
+            let sink = dynamodb::DynamoSink::new(client, table);
+            Ok(Some(Arc::new(if spec.ordered { sink } else { sink.unordered() })))
         }
         #[cfg(not(feature = "aws"))]
         SinkTarget::Dynamodb { .. } => {
