@@ -151,9 +151,18 @@ fn iso_date(d: chrono::NaiveDate) -> String {
     }
 }
 
+/// The example date in `fmt`, for messages. A UTC time, so that an offset (`%z`) can be
+/// written; a format chrono cannot write is shown as it is rather than panicking.
 fn example_date(fmt: &str) -> String {
-    let d = chrono::NaiveDate::from_ymd_opt(2014, 10, 23).and_then(|d| d.and_hms_opt(8, 30, 0));
-    d.map(|d| d.format(fmt).to_string()).unwrap_or_default()
+    use std::fmt::Write;
+    let Some(d) = chrono::NaiveDate::from_ymd_opt(2014, 10, 23).and_then(|d| d.and_hms_opt(8, 30, 0)) else {
+        return fmt.to_string();
+    };
+    let mut out = String::new();
+    match write!(out, "{}", d.and_utc().format(fmt)) {
+        Ok(()) => out,
+        Err(_) => fmt.to_string(),
+    }
 }
 
 fn parse_timestamp(t: &str, fmt: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -164,5 +173,33 @@ fn parse_timestamp(t: &str, fmt: Option<&str>) -> Option<chrono::DateTime<chrono
             .map(|d| d.with_timezone(&Utc))
             .ok()
             .or_else(|| NaiveDateTime::parse_from_str(t, fmt).ok().map(|n| n.and_utc())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(kind: ColumnType, format: &str) -> ColumnRule {
+        ColumnRule::from(&ColumnConfig {
+            name: "t".into(),
+            rename: None,
+            kind,
+            format: Some(format.into()),
+            required: false,
+            max_length: None,
+        })
+    }
+
+    #[test]
+    fn a_timestamp_without_the_offset_its_format_asks_for_is_a_reject_not_a_panic() {
+        let r = rule(ColumnType::Timestamp, "%Y-%m-%d %H:%M:%S %z");
+        let fault = r.apply(Value::String("2014-10-23 08:30:00".into())).unwrap_err();
+        assert_eq!(fault.rule, "type");
+        assert!(fault.message.contains("2014-10-23 08:30:00 +0000"), "{}", fault.message);
+        let ok = r.apply(Value::String("2014-10-23 08:30:00 +0200".into())).unwrap();
+        assert_eq!(ok, Value::String("2014-10-23T06:30:00Z".into()));
+        let date = rule(ColumnType::Date, "%d.%m.%Y %z");
+        assert_eq!(date.apply(Value::String("soon".into())).unwrap_err().rule, "type");
     }
 }

@@ -524,12 +524,15 @@ fn prepaid(run: &JobRun) -> ApiCalls {
     calls
 }
 
-/// A duplicate of the last chunk may arrive after the finalizer's gather failed and gave
-/// its lease back: gather when every chunk is done but nobody has gathered.
+/// Gather when every chunk is done but nobody gathers: the finalizer's gather failed and gave
+/// its lease back (a duplicate of the last chunk may arrive after it), or the gatherer died
+/// and its lease has ended (the gather takes over only an ended lease; a live one is left to
+/// its holder).
 pub async fn finalize_if_due(run: &Arc<JobRun>) -> Result<()> {
     let job = run.engine.ledger.get_job(run.id()).await?;
     match job {
         Some(j) if j.status == JobStatus::Running && Some(j.done_chunks) == j.total_chunks => gather::gather(run).await,
+        Some(j) if j.status == JobStatus::Gathering => gather::gather(run).await,
         Some(j) if j.status == JobStatus::Complete => {
             run.done.cancel();
             Ok(())

@@ -316,3 +316,22 @@ fn the_visibility_timeout_is_short_by_default_and_bounded() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("[default: 30]"), "{help}");
 }
+
+/// A job id names the job's objects and rows: one that could reach another job's objects, or
+/// every job's, is refused before anything is deleted or written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_id_that_is_not_a_plain_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "in.csv", b"id\n1\n");
+    let engine = sluicebox::engine::Engine::local(&dir.path().join("data")).unwrap();
+    let first = run(&dir.path().join("data"), std::slice::from_ref(&input), "", dir.path()).await.unwrap();
+    for id in ["", "a/parts", "../x", ".hidden", "x y", &"a".repeat(129)] {
+        let opts = sluicebox::job::RunOptions { job_id: Some(id.to_string()), force: true, ..Default::default() };
+        let e = run_with(&engine, std::slice::from_ref(&input), "", dir.path(), &opts).await.unwrap_err().to_string();
+        assert!(e.contains("--job-id"), "{id:?}: {e}");
+    }
+    let summary = dir.path().join("data/bucket/jobs").join(&first.job_id).join("summary.json");
+    assert!(summary.exists(), "the earlier job's outputs are untouched");
+    let opts = sluicebox::job::RunOptions { job_id: Some("daily-2026.12.01_b".into()), ..Default::default() };
+    assert!(run_with(&engine, &[input], "", dir.path(), &opts).await.is_ok());
+}

@@ -267,3 +267,94 @@ async fn a_task_that_keeps_failing_fails_its_job_instead_of_leaving_it_running()
     let job = engine.ledger.get_job(run.id()).await.unwrap().unwrap();
     assert_eq!(job.status, sluicebox::ledger::JobStatus::Failed);
 }
+
+/// A ledger whose first gather lease is taken by a gatherer that dies at once: the lease is
+/// recorded with an end already past, and the caller is told someone else holds it.
+#[derive(Debug)]
+struct GathererDiesLedger {
+    inner: Arc<dyn sluicebox::ledger::StateStore>,
+    died: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl sluicebox::ledger::StateStore for GathererDiesLedger {
+    async fn create_job(&self, job: &sluicebox::ledger::JobRecord) -> sluicebox::Result<bool> {
+        self.inner.create_job(job).await
+    }
+    async fn get_job(&self, job_id: &str) -> sluicebox::Result<Option<sluicebox::ledger::JobRecord>> {
+        self.inner.get_job(job_id).await
+    }
+    async fn set_planned(&self, job_id: &str, total: u32, planned_ms: i64) -> sluicebox::Result<bool> {
+        self.inner.set_planned(job_id, total, planned_ms).await
+    }
+    async fn commit_chunk(
+        &self,
+        job_id: &str,
+        chunk: &sluicebox::ledger::ChunkRecord,
+    ) -> sluicebox::Result<sluicebox::ledger::LedgerCommit> {
+        self.inner.commit_chunk(job_id, chunk).await
+    }
+    async fn get_chunk(&self, job_id: &str, index: u32) -> sluicebox::Result<Option<sluicebox::ledger::ChunkRecord>> {
+        self.inner.get_chunk(job_id, index).await
+    }
+    async fn chunks(&self, job_id: &str) -> sluicebox::Result<Vec<sluicebox::ledger::ChunkRecord>> {
+        self.inner.chunks(job_id).await
+    }
+    async fn set_status(
+        &self,
+        job_id: &str,
+        from: sluicebox::ledger::JobStatus,
+        to: sluicebox::ledger::JobStatus,
+    ) -> sluicebox::Result<bool> {
+        self.inner.set_status(job_id, from, to).await
+    }
+    async fn take_gather_lease(&self, job_id: &str, now_ms: i64, until_ms: i64) -> sluicebox::Result<bool> {
+        if !self.died.swap(true, Ordering::SeqCst) {
+            // The gatherer took the lease and died: its lease ends (here, has ended) unrenewed.
+            assert!(self.inner.take_gather_lease(job_id, now_ms - 2, now_ms - 1).await?);
+            return Ok(false);
+        }
+        self.inner.take_gather_lease(job_id, now_ms, until_ms).await
+    }
+    async fn delete_job(&self, job_id: &str) -> sluicebox::Result<()> {
+        self.inner.delete_job(job_id).await
+    }
+}
+
+/// A gatherer that dies leaves its job `gathering`; once its lease has ended, an idle worker
+/// takes the gather over and the job completes with every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_take_over_the_gather_of_a_gatherer_that_died() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("items.csv");
+    let rows: String = (0..500).map(|i| format!("{i},n{i}\n")).collect();
+    std::fs::write(&input, format!("id,name\n{rows}")).unwrap();
+    let mut engine = Engine::local(&dir.path().join("data")).unwrap();
+    engine.ledger = Arc::new(GathererDiesLedger { inner: engine.ledger.clone(), died: Default::default() });
+    let spec = sluicebox::config::JobConfig::from_toml("[chunking]\nrecords = 100\n[sink]\ntype = \"none\"\n", "j")
+        .unwrap()
+        .validate(dir.path())
+        .unwrap();
+    let inputs = sluicebox::bucket::resolve_inputs(
+        engine.inputs.as_ref(),
+        &[input.display().to_string()],
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let opts = RunOptions::default();
+    let id = sluicebox::job::submit(&engine, &spec, inputs, &opts).await.unwrap().job_id;
+    let pool = sluicebox::pool::Pool::serve(&engine, &opts, 2);
+    let summary = tokio::time::timeout(
+        Duration::from_secs(30),
+        sluicebox::job::wait(&engine, &id, &indicatif::ProgressBar::hidden()),
+    )
+    .await
+    .expect("a job whose gatherer died must still complete")
+    .unwrap();
+    pool.stop();
+    pool.join().await.unwrap();
+    assert_eq!((summary.records.total, summary.records.written), (500, 500));
+    assert_eq!(job_file(&dir.path().join("data"), &id, "output.csv").lines().count(), 501);
+}

@@ -36,6 +36,9 @@ pub async fn prepare(
     if inputs.is_empty() {
         return Err(Error::config("INPUT", "no input objects (an empty directory?)"));
     }
+    if let Some(id) = &opts.job_id {
+        check_job_id(id)?;
+    }
     let job_id = opts.job_id.clone().unwrap_or_else(|| super::derive_job_id(&inputs, spec));
     let objects = JobObjects::new(engine.bucket.clone(), &job_id);
     if opts.force {
@@ -104,6 +107,22 @@ pub async fn prepare(
     };
     engine.ledger.set_planned(&job_id, run.plan.chunks.len() as u32, now_ms()).await?;
     Ok(Prepared::Ready(run))
+}
+
+/// A job id names the job's objects (`jobs/<id>/`) and its ledger rows: 1 to 128 letters,
+/// digits, `.`, `_` and `-`, not starting with `.`, so that no id reaches another job's objects
+/// (`a/parts`) or all of them (an empty id).
+pub fn check_job_id(id: &str) -> Result<()> {
+    let fine = (1..=128).contains(&id.len())
+        && !id.starts_with('.')
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if fine {
+        return Ok(());
+    }
+    Err(Error::config(
+        "--job-id",
+        format!("{id:?} is not a job id: 1 to 128 of letters, digits, '.', '_' and '-', not starting with '.'"),
+    ))
 }
 
 /// Scan every input and number the chunks across them.
