@@ -247,7 +247,7 @@ async fn aws_backends(
     crate::setup::setup(conf, &setup).await?;
     let store = crate::bucket::open(&format!("s3://{name}"), cloud)?;
     for (file, key) in [("orders.csv", "in/orders.csv"), ("financial.csv", "ref/financial.csv")] {
-        upload(store.clone(), &input_dir.join(file), key).await?;
+        crate::bucket::upload_file(store.clone(), &input_dir.join(file), key).await?;
     }
     if let Some(e) = config.enrich.as_mut() {
         e.source = format!("s3://{name}/ref/financial.csv");
@@ -269,18 +269,6 @@ async fn aws_backends(
 #[cfg(not(feature = "aws"))]
 async fn aws_backends(_: &Path, _: &Path, _: &mut JobConfig, _: &Cloud) -> Result<(Engine, String)> {
     Err(Error::config("--aws", "this build lacks the `aws` feature"))
-}
-
-/// Stream a local file into the bucket with a multipart upload.
-#[cfg(feature = "aws")]
-async fn upload(store: std::sync::Arc<dyn object_store::ObjectStore>, file: &Path, key: &str) -> Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let io = |e: std::io::Error| Error::backend("bench", format!("cannot upload {}", file.display()), e);
-    let mut w = object_store::buffered::BufWriter::new(store, object_store::path::Path::from(key));
-    let mut f = tokio::fs::File::open(file).await.map_err(io)?;
-    tokio::io::copy(&mut f, &mut w).await.map_err(io)?;
-    w.shutdown().await.map_err(io)?;
-    Ok(())
 }
 
 fn append_csv(out: &Path, m: &Measurement) -> Result<()> {

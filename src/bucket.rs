@@ -316,6 +316,27 @@ pub async fn put_if_absent(store: &dyn ObjectStore, path: &str, bytes: Vec<u8>) 
     }
 }
 
+/// An object's metadata, `None` if it does not exist.
+pub async fn get_opt_head(store: &dyn ObjectStore, path: &str) -> Result<Option<object_store::ObjectMeta>> {
+    match store.head(&Path::from(path)).await {
+        Ok(m) => Ok(Some(m)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(Error::backend("object_store", format!("failed to read {path}"), e)),
+    }
+}
+
+/// Stream a local file into `key` in the bucket (a multipart upload when it is large).
+pub async fn upload_file(store: Arc<dyn ObjectStore>, file: &FsPath, key: &str) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let io =
+        |e: std::io::Error| Error::backend("object_store", format!("cannot upload {} to {key}", file.display()), e);
+    let mut w = object_store::buffered::BufWriter::new(store, Path::from(key));
+    let mut f = tokio::fs::File::open(file).await.map_err(io)?;
+    tokio::io::copy(&mut f, &mut w).await.map_err(io)?;
+    w.shutdown().await.map_err(io)?;
+    Ok(())
+}
+
 /// Read a whole small object, `None` if it does not exist.
 pub async fn get_opt(store: &dyn ObjectStore, path: &str) -> Result<Option<bytes::Bytes>> {
     match store.get(&Path::from(path)).await {

@@ -356,11 +356,20 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
             return Handled::just(Disposition::Ack);
         }
         Err(e) => {
-            return Handled {
-                disposition: Disposition::Release { delay: Duration::ZERO },
-                error: Some(e),
-                prepaid: ApiCalls::new(),
-            }
+            // The job cannot be opened here (its reference is unreachable, its definition
+            // does not check): retried like a failed chunk, then the job fails.
+            let policy = jobs.policy(opts);
+            let failed: Result<Worked> = Err(e);
+            let disposition = dispose(&failed, attempt, policy, || Failure {
+                job_id: task.job_id.clone(),
+                chunk: task.chunk.index,
+                input: format!("the job's definition (jobs/{}/job.json)", task.job_id),
+                version: String::new(),
+                attempts: attempt,
+                error: failed.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+            });
+            let error = failed.err().map(|e| Error::backend("worker", format!("cannot open job {}", task.job_id), e));
+            return Handled { disposition, error, prepaid: ApiCalls::new() };
         }
     };
     // The plan is the authority on what a chunk is: a stale task (from an earlier plan of a

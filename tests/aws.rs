@@ -755,3 +755,79 @@ async fn a_local_run_does_not_load_the_aws_configuration() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("loading the AWS configuration"), "{stderr}");
 }
+
+/// The README's AWS section, with the example job as it is in the repository: its reference
+/// is a file next to the job file, on the submitter's disk. The submitter uploads it to the
+/// bucket with the job, and workers on other hosts (each with its own data directory and
+/// working directory) read it from there; the job completes with every record in the sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_aws_example_completes_with_a_reference_on_the_submitters_disk() {
+    use object_store::ObjectStoreExt;
+    let conf = emulator().await;
+    let (bucket, queue, table, sink) = (unique("readme"), unique("readme-q"), unique("readme-l"), unique("readme-s"));
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let setup = sluicebox()
+        .args(["aws", "setup", "--bucket", &format!("s3://{bucket}"), "--queue", &format!("sqs://{queue}")])
+        .args(["--ledger", &format!("dynamodb://{table}"), "--sink", &format!("dynamodb://{sink}")])
+        .output()
+        .unwrap();
+    assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
+    let store =
+        sluicebox::bucket::open(&format!("s3://{bucket}"), &sluicebox::cloud::Cloud::aws(conf.clone())).unwrap();
+    // The first 2,000 orders keep the emulator's one-request-per-item writes short.
+    let orders = std::fs::read_to_string(repo.join("examples/orders/orders.csv")).unwrap();
+    let orders: String = orders.lines().take(2001).map(|l| format!("{l}\n")).collect();
+    store.put(&object_store::path::Path::from("incoming/orders.csv"), orders.into_bytes().into()).await.unwrap();
+    let b = [
+        "--bucket".to_string(),
+        format!("s3://{bucket}/results"),
+        "--queue".into(),
+        format!("sqs://{queue}"),
+        "--ledger".into(),
+        format!("dynamodb://{table}"),
+    ];
+    let mut workers = Reaper(Vec::new());
+    let mut hosts = Vec::new();
+    for _ in 0..2 {
+        let host = tempfile::tempdir().unwrap();
+        let w = sluicebox()
+            .current_dir(host.path())
+            .arg("worker")
+            .args(&b)
+            .args(["--idle-exit-secs", "10"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        workers.0.push(w);
+        hosts.push(host);
+    }
+    let submitter = tempfile::tempdir().unwrap();
+    let out = sluicebox()
+        .current_dir(repo)
+        .args(["run", &format!("s3://{bucket}/incoming/orders.csv"), "--config", "examples/orders/job.toml"])
+        .args(&b)
+        .args(["--sink", &format!("dynamodb://{sink}"), "--wait", "--json", "--data-dir"])
+        .arg(submitter.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!(summary["records"]["written"], 2000, "{summary}");
+    let job_id = summary["job_id"].as_str().unwrap();
+    let definition = store
+        .get(&object_store::path::Path::from(format!("results/jobs/{job_id}/job.json")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let definition: serde_json::Value = serde_json::from_slice(&definition).unwrap();
+    let source = definition["config"]["enrich"]["source"].as_str().unwrap();
+    assert!(source.starts_with(&format!("s3://{bucket}/results/resources/")), "{source}");
+    let items = DynamoSink::new(sluicebox::aws::dynamodb(&conf), &sink);
+    let items = sluicebox::sink::Sink::read_all(&items).await.unwrap();
+    assert_eq!(items.len(), 2000, "every record is in the sink");
+    assert!(items.values().all(|r| r.contains_key("unitsSold")), "every record was enriched");
+}

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bucket::{self, InputObject};
 use crate::config::{Format, OutputFormat, SinkTarget};
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lookup::LookupTable;
 use crate::pipeline::{CsvLayout, Pipeline};
 use crate::plan::Chunk;
@@ -247,6 +247,17 @@ impl JobRun {
     pub async fn load(engine: &Engine, job_id: &str) -> Result<Arc<JobRun>> {
         let objects = JobObjects::new(engine.bucket.clone(), job_id);
         let spec = objects.definition().await?.check()?;
+        if let Some(e) = spec.enrich.as_ref().filter(|e| !on_any_host(&e.source)) {
+            // A path means the submitter's disk, which this worker may not share.
+            return Err(Error::config(
+                "enrich.source",
+                format!(
+                    "job {job_id} names the reference {:?}, which is not in a bucket or a table; a worker \
+                     reads job resources only from s3:// or dynamodb://",
+                    e.source
+                ),
+            ));
+        }
         let plan = objects.plan().await?;
         let lookup = engine.open_lookup(spec.enrich.as_ref()).await?;
         JobRun::open(engine, spec, plan, lookup, indicatif::ProgressBar::hidden())
@@ -256,6 +267,12 @@ impl JobRun {
     pub fn id(&self) -> &str {
         &self.plan.job_id
     }
+}
+
+/// Whether a job resource at `source` can be read from any host (a bucket or a table), rather
+/// than from one machine's disk or database.
+pub fn on_any_host(source: &str) -> bool {
+    source.starts_with("s3://") || source.starts_with("dynamodb://")
 }
 
 /// The sink table a job writes: named by the job (or after its first input), with the plan's

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{now_ms, JobObjects, JobPlan, JobRun, PlannedInput, RunOptions, Summary, Task};
 use crate::bucket::{self, InputObject};
 use crate::calls::Tally;
-use crate::config::Format;
+use crate::config::{Format, JobDefinition};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ledger::{JobRecord, JobStatus};
@@ -100,13 +100,51 @@ pub async fn prepare(
         return Ok(Prepared::Ready(run));
     }
     // Two planners of one job id store one plan: the first wins, the second uses it.
-    objects.put_definition_once(&spec.definition).await?;
+    objects.put_definition_once(&ship_resources(engine, &spec.definition).await?).await?;
     let run = match objects.put_plan_once(&run.plan).await? {
         true => run,
         false => JobRun::open(engine, spec.clone(), objects.plan().await?, lookup, opts.progress.clone())?,
     };
     engine.ledger.set_planned(&job_id, run.plan.chunks.len() as u32, now_ms()).await?;
     Ok(Prepared::Ready(run))
+}
+
+/// The definition workers on other hosts get: when outputs go to a cloud bucket, a reference
+/// file on this machine's disk is uploaded next to the jobs (`resources/<sha256>-<name>`, so
+/// the same file is uploaded once) and named by its bucket URL. Workers read job resources
+/// only from buckets and tables, never from their own disks.
+async fn ship_resources(engine: &Engine, definition: &JobDefinition) -> Result<JobDefinition> {
+    let mut shipped = definition.clone();
+    let Some(e) = shipped.config.enrich.as_mut() else { return Ok(shipped) };
+    if !engine.bucket_url.starts_with("s3://") || super::on_any_host(&e.source) {
+        return Ok(shipped);
+    }
+    if e.source.starts_with("sqlite:") {
+        return Err(Error::config(
+            "enrich.source",
+            "a sqlite: reference lives in one machine's data directory; a job worked on other hosts \
+             needs its reference in a bucket (s3://…), in DynamoDB, or in a file this machine uploads",
+        ));
+    }
+    let path = std::path::PathBuf::from(e.source.strip_prefix("file://").unwrap_or(&e.source));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "reference".into());
+    let hashed = path.clone();
+    let digest = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        std::io::copy(&mut std::fs::File::open(&hashed)?, &mut h)?;
+        Ok(h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect())
+    })
+    .await
+    .map_err(|e| Error::backend("fs", "hash task failed", e))?
+    .map_err(|err| Error::input(&e.source, format!("cannot read the enrichment source: {err}")))?;
+    let key = format!("resources/{digest}-{name}");
+    let store = engine.bucket.clone();
+    if bucket::get_opt_head(store.as_ref(), &key).await?.is_none() {
+        bucket::upload_file(store, &path, &key).await?;
+    }
+    e.source = format!("{}/{key}", engine.bucket_url.trim_end_matches('/'));
+    Ok(shipped)
 }
 
 /// A job id names the job's objects (`jobs/<id>/`) and its ledger rows: 1 to 128 letters,
