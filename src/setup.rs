@@ -30,7 +30,9 @@ pub async fn setup(conf: &aws_config::SdkConfig, what: &Setup) -> Result<Vec<Str
         match s3.create_bucket().bucket(&name).send().await {
             Ok(_) => {}
             Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => {}
-            Err(e) => return Err(Error::backend("s3", format!("CreateBucket {name}"), e.into_service_error())),
+            Err(e) => {
+                return Err(crate::aws::service_error("s3", format!("CreateBucket {name}"), e.into_service_error()))
+            }
         }
         done.push(format!("bucket s3://{name}"));
     }
@@ -44,7 +46,9 @@ pub async fn setup(conf: &aws_config::SdkConfig, what: &Setup) -> Result<Vec<Str
             .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| Error::backend("sqs", format!("GetQueueAttributes {name}-dlq"), e.into_service_error()))?
+            .map_err(|e| {
+                crate::aws::service_error("sqs", format!("GetQueueAttributes {name}-dlq"), e.into_service_error())
+            })?
             .attributes()
             .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
             .ok_or_else(|| Error::NotFound(format!("ARN of queue {name}-dlq")))?;
@@ -84,7 +88,9 @@ async fn create_queue(
     for (k, v) in attributes {
         req = req.attributes(k, v);
     }
-    let out =
-        req.send().await.map_err(|e| Error::backend("sqs", format!("CreateQueue {name}"), e.into_service_error()))?;
+    let out = req
+        .send()
+        .await
+        .map_err(|e| crate::aws::service_error("sqs", format!("CreateQueue {name}"), e.into_service_error()))?;
     out.queue_url().map(str::to_string).ok_or_else(|| Error::NotFound(format!("URL of queue {name}")))
 }

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 
 /// A DynamoDB failure, with what was being done.
 pub fn error(context: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::backend("dynamodb", context, e)
+    super::service_error("dynamodb", context, e)
 }
 
 /// Rounds in a row without a single item written before a write gives up.
@@ -95,6 +95,19 @@ mod tests {
     fn values_round_trip_through_attributes() {
         let v = serde_json::json!({"a": 1, "b": 2.5, "c": "x", "d": null, "e": true, "f": [1, "y"], "g": {"h": -3}});
         assert_eq!(from_attr(to_attr(v.clone())), v);
+    }
+
+    #[test]
+    fn an_error_the_sdk_does_not_model_keeps_its_message() {
+        use aws_sdk_dynamodb::error::ErrorMetadata;
+        use aws_sdk_dynamodb::operation::put_item::PutItemError;
+        let meta = ErrorMetadata::builder()
+            .code("ValidationException")
+            .message("The AttributeValue for a key attribute cannot contain an empty string value")
+            .build();
+        let e = error("PutItem on table t", PutItemError::generic(meta)).to_string();
+        assert!(e.contains("ValidationException") && e.contains("cannot contain an empty string"), "{e}");
+        assert!(e.contains("PutItem on table t"), "{e}");
     }
 
     #[test]

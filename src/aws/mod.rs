@@ -63,6 +63,18 @@ pub fn s3(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(conf).interceptor(CountCalls).build())
 }
 
+/// An error from an AWS service, with everything the SDK knows of it: an error the SDK does
+/// not model displays only as `unhandled error (ValidationException)`, and its message (what
+/// a person needs) is further down the chain.
+pub fn service_error(
+    backend: &'static str,
+    context: impl Into<String>,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    let full = aws_smithy_types::error::display::DisplayErrorContext(&e).to_string();
+    Error::backend(backend, context, full)
+}
+
 /// An `object_store` S3 client for `bucket`, configured from the SDK configuration (region,
 /// endpoint, credentials) rather than from the environment, and counted (see
 /// [`crate::calls`]).

@@ -31,7 +31,7 @@ pub struct SqsQueue {
 type PendingAck = (String, tokio::sync::oneshot::Sender<Result<()>>);
 
 fn sqs_error(context: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::backend("sqs", context, e)
+    crate::aws::service_error("sqs", context, e)
 }
 
 impl SqsQueue {
