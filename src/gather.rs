@@ -25,10 +25,10 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// How long a gather may hold its lease before another party may take it over (its holder
-/// is presumed dead). A gather taking longer is not wrong, only no longer exclusive: gathers
-/// write the same objects.
-pub const GATHER_LEASE: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a gather lease lasts unless its holder renews it. The holder renews it every third
+/// of this while it gathers, however long the merge takes; a holder that dies stops renewing,
+/// and another party takes the gather over once the lease has ended.
+pub const GATHER_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Gather a job whose chunks are all committed. Returns without doing anything if another
 /// party holds the gather lease or the job is complete.
@@ -43,11 +43,13 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
         return Ok(());
     }
     tracing::info!(job = %job_id, "all chunks committed; gathering");
+    let renewer = renew_lease(run, now + GATHER_LEASE.as_millis() as i64);
     let tally = Tally::default();
     let completed = match tally.scope(write_outputs(run, &tally)).await {
         Ok(()) => ledger.set_status(job_id, JobStatus::Gathering, JobStatus::Complete).await,
         Err(e) => Err(e),
     };
+    renewer.abort();
     match completed {
         Ok(true) => {
             run.done.cancel();
@@ -63,6 +65,27 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
             Err(e)
         }
     }
+}
+
+/// Keep renewing the gather lease that ends at `held` until aborted, so that only a gatherer
+/// that died loses it. A renewal refused means another party took the lease over (this
+/// gatherer stalled past its end); the gather goes on, writing the same objects.
+fn renew_lease(run: &Arc<JobRun>, mut held: i64) -> tokio::task::JoinHandle<()> {
+    let (ledger, job_id) = (run.engine.ledger.clone(), run.id().to_string());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(GATHER_LEASE / 3).await;
+            let until = now_ms() + GATHER_LEASE.as_millis() as i64;
+            match ledger.renew_gather_lease(&job_id, held, until).await {
+                Ok(true) => held = until,
+                Ok(false) => {
+                    tracing::warn!(job = %job_id, "the gather lease was taken over");
+                    return;
+                }
+                Err(e) => tracing::warn!(job = %job_id, "cannot renew the gather lease, will retry: {e}"),
+            }
+        }
+    })
 }
 
 async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {

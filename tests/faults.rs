@@ -245,7 +245,7 @@ async fn a_task_that_keeps_failing_fails_its_job_instead_of_leaving_it_running()
     .await
     .unwrap();
     let opts = RunOptions { max_attempts: 3, retry_delay: Duration::from_millis(100), ..RunOptions::default() };
-    let run = match sluicebox::job::prepare::prepare(&engine, &spec, inputs, &opts, false).await.unwrap() {
+    let run = match sluicebox::job::prepare::prepare(&engine, &spec, inputs, &opts).await.unwrap() {
         sluicebox::job::prepare::Prepared::Ready(run) => run,
         sluicebox::job::prepare::Prepared::Complete(_) => panic!("a new job cannot be complete"),
     };
@@ -268,12 +268,15 @@ async fn a_task_that_keeps_failing_fails_its_job_instead_of_leaving_it_running()
     assert_eq!(job.status, sluicebox::ledger::JobStatus::Failed);
 }
 
-/// A ledger whose first gather lease is taken by a gatherer that dies at once: the lease is
-/// recorded with an end already past, and the caller is told someone else holds it.
+/// A ledger whose first gather lease is taken by another gatherer, which dies without
+/// renewing it: the lease ends `lease_ms` after it was taken (0: at once), and the caller is
+/// told someone else holds it.
 #[derive(Debug)]
 struct GathererDiesLedger {
     inner: Arc<dyn sluicebox::ledger::StateStore>,
     died: std::sync::atomic::AtomicBool,
+    lease_ms: i64,
+    lease_ends: std::sync::atomic::AtomicI64,
 }
 
 #[async_trait]
@@ -310,27 +313,44 @@ impl sluicebox::ledger::StateStore for GathererDiesLedger {
     }
     async fn take_gather_lease(&self, job_id: &str, now_ms: i64, until_ms: i64) -> sluicebox::Result<bool> {
         if !self.died.swap(true, Ordering::SeqCst) {
-            // The gatherer took the lease and died: its lease ends (here, has ended) unrenewed.
-            assert!(self.inner.take_gather_lease(job_id, now_ms - 2, now_ms - 1).await?);
+            // The other gatherer took the lease and died: its lease ends unrenewed.
+            let ends = now_ms - 1 + self.lease_ms;
+            assert!(self.inner.take_gather_lease(job_id, now_ms - 2, ends).await?);
+            self.lease_ends.store(ends, Ordering::SeqCst);
             return Ok(false);
         }
         self.inner.take_gather_lease(job_id, now_ms, until_ms).await
+    }
+    async fn renew_gather_lease(&self, job_id: &str, held_ms: i64, until_ms: i64) -> sluicebox::Result<bool> {
+        self.inner.renew_gather_lease(job_id, held_ms, until_ms).await
     }
     async fn delete_job(&self, job_id: &str) -> sluicebox::Result<()> {
         self.inner.delete_job(job_id).await
     }
 }
 
-/// A gatherer that dies leaves its job `gathering`; once its lease has ended, an idle worker
-/// takes the gather over and the job completes with every record.
+/// A gatherer that dies leaves its job `gathering`; once its lease has ended (and not before),
+/// an idle worker takes the gather over and the job completes with every record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_take_over_the_gather_of_a_gatherer_that_died() {
+    for lease_ms in [0, 2_000] {
+        gather_taken_over_after(lease_ms).await;
+    }
+}
+
+async fn gather_taken_over_after(lease_ms: i64) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("items.csv");
     let rows: String = (0..500).map(|i| format!("{i},n{i}\n")).collect();
     std::fs::write(&input, format!("id,name\n{rows}")).unwrap();
     let mut engine = Engine::local(&dir.path().join("data")).unwrap();
-    engine.ledger = Arc::new(GathererDiesLedger { inner: engine.ledger.clone(), died: Default::default() });
+    let ledger = Arc::new(GathererDiesLedger {
+        inner: engine.ledger.clone(),
+        died: Default::default(),
+        lease_ms,
+        lease_ends: Default::default(),
+    });
+    engine.ledger = ledger.clone();
     let spec = sluicebox::config::JobConfig::from_toml("[chunking]\nrecords = 100\n[sink]\ntype = \"none\"\n", "j")
         .unwrap()
         .validate(dir.path())
@@ -357,4 +377,8 @@ async fn workers_take_over_the_gather_of_a_gatherer_that_died() {
     pool.join().await.unwrap();
     assert_eq!((summary.records.total, summary.records.written), (500, 500));
     assert_eq!(job_file(&dir.path().join("data"), &id, "output.csv").lines().count(), 501);
+    let finished = chrono::DateTime::parse_from_rfc3339(&summary.timings.finished_at).unwrap().timestamp_millis();
+    let ends = ledger.lease_ends.load(Ordering::SeqCst);
+    assert!(ends > 0, "the first gatherer took the lease");
+    assert!(finished >= ends, "the live lease was respected: gathered at {finished}, the lease ended at {ends}");
 }

@@ -25,14 +25,7 @@ pub enum Prepared {
 }
 
 /// Create or resume the job, plan it if it is new, and build what its workers share.
-/// `take_over_gather`: a job left `gathering` (its gatherer died) is put back to `running`.
-pub async fn prepare(
-    engine: &Engine,
-    spec: &JobSpec,
-    inputs: Vec<InputObject>,
-    opts: &RunOptions,
-    take_over_gather: bool,
-) -> Result<Prepared> {
+pub async fn prepare(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts: &RunOptions) -> Result<Prepared> {
     if inputs.is_empty() {
         return Err(Error::config("INPUT", "no input objects (an empty directory?)"));
     }
@@ -68,10 +61,6 @@ pub async fn prepare(
     }
     if job.status == JobStatus::Failed {
         return Err(super::run::failure_error(&objects).await);
-    }
-    if job.status == JobStatus::Gathering && take_over_gather {
-        // The process that held the gather died; this run takes it over.
-        engine.ledger.set_status(&job_id, JobStatus::Gathering, JobStatus::Running).await?;
     }
     // Loading the reference and scanning the inputs are independent: do both at once.
     let load_lookup = engine.open_lookup(spec.enrich.as_ref());

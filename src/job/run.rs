@@ -38,7 +38,7 @@ pub struct Submitted {
 /// process, and return its summary.
 pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts: &RunOptions) -> Result<Summary> {
     let tally = Tally::default();
-    let run = match tally.scope(prepare(engine, spec, inputs, opts, true)).await? {
+    let run = match tally.scope(prepare(engine, spec, inputs, opts)).await? {
         Prepared::Complete(summary) => return Ok(*summary),
         Prepared::Ready(run) => run,
     };
@@ -54,7 +54,7 @@ pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts
 pub async fn submit(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts: &RunOptions) -> Result<Submitted> {
     needs_shared_sink(spec)?;
     let tally = Tally::default();
-    match tally.scope(prepare(engine, spec, inputs, opts, false)).await? {
+    match tally.scope(prepare(engine, spec, inputs, opts)).await? {
         Prepared::Complete(summary) => Ok(Submitted {
             job_id: summary.job_id.clone(),
             chunks: summary.chunks.total,
@@ -124,8 +124,17 @@ pub(super) async fn failure_error(objects: &JobObjects) -> Error {
 async fn work(run: &Arc<JobRun>, opts: &RunOptions, sent: u32) -> Result<()> {
     if sent == 0 {
         // Every chunk was committed before (a crash during the gather): gather again; it is
-        // idempotent.
-        return gather::gather(run).await;
+        // idempotent. A gather another party holds (its lease renewed) is left to it, and
+        // taken over if its holder dies and the lease ends.
+        loop {
+            gather::gather(run).await?;
+            let job = run.engine.ledger.get_job(run.id()).await?;
+            match job.map(|j| j.status) {
+                Some(JobStatus::Complete) => return Ok(()),
+                Some(JobStatus::Failed) => return Err(failure_error(&run.objects).await),
+                _ => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
     }
     let pool = Pool::start(Arc::new(Jobs::one(run.clone())), opts, opts.workers.max(1));
     let result = pool.join().await;

@@ -97,6 +97,11 @@ pub async fn gather_lease_expires(store: &dyn StateStore) {
     assert!(!store.take_gather_lease("job-l", 150, 250).await.unwrap(), "a held lease is not taken");
     assert!(store.take_gather_lease("job-l", 201, 300).await.unwrap(), "an ended lease is taken over");
     assert!(!store.take_gather_lease("job-l", 250, 350).await.unwrap(), "the new lease holds");
+    assert!(!store.renew_gather_lease("job-l", 200, 400).await.unwrap(), "a lease taken over is not renewed");
+    assert!(store.renew_gather_lease("job-l", 300, 500).await.unwrap(), "its holder renews it");
+    assert!(!store.take_gather_lease("job-l", 450, 550).await.unwrap(), "a renewed lease holds past its old end");
+    assert!(!store.renew_gather_lease("job-l", 300, 600).await.unwrap(), "a renewal names the current end");
+    assert!(store.take_gather_lease("job-l", 501, 700).await.unwrap(), "a lease not renewed ends");
     assert!(store.set_status("job-l", JobStatus::Gathering, JobStatus::Complete).await.unwrap());
     assert!(!store.take_gather_lease("job-l", 10_000, 20_000).await.unwrap(), "a complete job has no lease");
 }

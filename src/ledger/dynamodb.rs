@@ -282,6 +282,17 @@ impl StateStore for DynamoLedger {
         .await
     }
 
+    async fn renew_gather_lease(&self, job_id: &str, held_ms: i64, until_ms: i64) -> Result<bool> {
+        self.update_job(
+            job_id,
+            "SET lease_until = :until",
+            "#st = :gathering AND lease_until = :held",
+            &[("#st", "job_status")],
+            vec![(":gathering", s(JobStatus::Gathering.as_str())), (":until", n(until_ms)), (":held", n(held_ms))],
+        )
+        .await
+    }
+
     fn commit_cost(&self) -> crate::calls::ApiCalls {
         [("dynamodb.TransactWriteItems".to_string(), 1)].into()
     }

@@ -108,6 +108,20 @@ impl StateStore for MemoryLedger {
         }))
     }
 
+    async fn renew_gather_lease(&self, job_id: &str, held_ms: i64, until_ms: i64) -> Result<bool> {
+        Ok(self.with(|jobs| {
+            let Some(job) = jobs.get_mut(job_id) else { return false };
+            let held = job.lease_until_ms == held_ms;
+            match job.record.as_ref() {
+                Some(r) if r.status == JobStatus::Gathering && held => {
+                    job.lease_until_ms = until_ms;
+                    true
+                }
+                _ => false,
+            }
+        }))
+    }
+
     async fn delete_job(&self, job_id: &str) -> Result<()> {
         self.with(|jobs| jobs.remove(job_id));
         Ok(())

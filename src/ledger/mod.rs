@@ -150,6 +150,9 @@ pub enum LedgerCommit {
 /// - `take_gather_lease(now, until)` moves `Running → Gathering`, or takes over a
 ///   `Gathering` whose lease ended before `now` (its holder died), and sets the lease's end
 ///   to `until`; it says whether it did. Of concurrent callers at most one gets the lease.
+/// - `renew_gather_lease(held, until)` moves the end of a lease from `held` to `until` only if
+///   the job is `Gathering` and its lease still ends at `held` (its holder's own lease, not
+///   one taken over since); it says whether it did.
 /// - `delete_job` removes the job and its chunks; deleting an unknown job is not an error.
 /// - Reads (`get_job`, `chunks`) see every write that returned before they were called.
 #[async_trait]
@@ -170,6 +173,8 @@ pub trait StateStore: Send + Sync + Debug {
     async fn set_status(&self, job_id: &str, from: JobStatus, to: JobStatus) -> Result<bool>;
     /// Take the gather lease until `until_ms` (see the contract).
     async fn take_gather_lease(&self, job_id: &str, now_ms: i64, until_ms: i64) -> Result<bool>;
+    /// Extend a held gather lease from `held_ms` to `until_ms` (see the contract).
+    async fn renew_gather_lease(&self, job_id: &str, held_ms: i64, until_ms: i64) -> Result<bool>;
     /// Remove a job and its chunks.
     async fn delete_job(&self, job_id: &str) -> Result<()>;
     /// The cloud requests one successful `commit_chunk` makes (see [`crate::calls`]): a

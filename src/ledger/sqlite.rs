@@ -211,6 +211,19 @@ impl StateStore for SqliteLedger {
         .await
     }
 
+    async fn renew_gather_lease(&self, job_id: &str, held_ms: i64, until_ms: i64) -> Result<bool> {
+        let id = job_id.to_string();
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE sluicebox_jobs SET lease_until_ms = ?3
+                 WHERE job_id = ?1 AND status = 'gathering' AND lease_until_ms = ?2",
+                params![id, held_ms, until_ms],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn set_status(&self, job_id: &str, from: JobStatus, to: JobStatus) -> Result<bool> {
         let id = job_id.to_string();
         self.call(move |c| {
