@@ -327,7 +327,9 @@ impl JsonScanner {
                 if self.depth == 1 {
                     self.last_key_is_records = self.key == b"records";
                 }
-            } else if self.depth == 1 {
+            } else if self.depth == 1 && self.key.len() <= b"records".len() {
+                // Only `records` matters: a longer key is kept to one byte more, so a hostile
+                // document's huge key costs no memory.
                 self.key.push(b);
             }
             return;

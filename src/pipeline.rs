@@ -18,6 +18,10 @@ use crate::record::{json_kind, Counts, Fault, Origin, Outcome, Record, SinkItem}
 use crate::spec::JobSpec;
 use crate::transform::Transform;
 
+/// The most columns a CSV header may name: a wider one is most often not a header at all (a
+/// binary file, a wrong delimiter), and every record would carry them all.
+pub const MAX_COLUMNS: usize = 10_000;
+
 /// Receives batches of kept records (item key, record) for the sink.
 pub type SendBatch<'a> = dyn FnMut(Vec<SinkItem>) + 'a;
 
@@ -99,7 +103,16 @@ impl Pipeline {
             Some(h) => h.to_vec(),
             None => self.rules.iter().map(|r| r.name.clone()).collect(),
         };
-        if let Some(dup) = names.iter().enumerate().find_map(|(i, n)| names[..i].contains(n).then_some(n)) {
+        if names.len() > MAX_COLUMNS {
+            return Err(Error::InvalidInput {
+                location: location.to_string(),
+                line: Some(1),
+                column: None,
+                reason: format!("the header names {} columns; at most {MAX_COLUMNS} are accepted", names.len()),
+            });
+        }
+        let mut seen = std::collections::HashSet::with_capacity(names.len());
+        if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
             return Err(Error::InvalidInput {
                 location: location.to_string(),
                 line: Some(1),

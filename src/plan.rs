@@ -57,9 +57,16 @@ pub struct InputScan {
     pub bytes: u64,
 }
 
+/// The most chunks one input may be cut into: an input that needs more wants bigger chunks,
+/// and a plan (and the ledger) grows with its chunks. Beyond it the scan goes on counting but
+/// keeps no more chunks, then fails.
+pub const MAX_CHUNKS: usize = 1_000_000;
+
 struct Cutter {
     targets: ChunkTargets,
     chunks: Vec<Chunk>,
+    /// More than [`MAX_CHUNKS`] were cut.
+    overflow: bool,
     start: u64,
     first_line: u64,
     records: u64,
@@ -68,7 +75,21 @@ struct Cutter {
 
 impl Cutter {
     fn new(targets: ChunkTargets, start: u64, first_line: u64) -> Self {
-        Cutter { targets, chunks: Vec::new(), start, first_line, records: 0, total: 0 }
+        Cutter { targets, chunks: Vec::new(), overflow: false, start, first_line, records: 0, total: 0 }
+    }
+
+    /// The scan's result, or the error for an input cut into too many chunks.
+    fn finish(self, header: Option<Vec<String>>, bytes: u64) -> std::io::Result<InputScan> {
+        if self.overflow {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the input makes more than {MAX_CHUNKS} chunks ({} records); raise chunking.bytes or chunking.records",
+                    self.total
+                ),
+            ));
+        }
+        Ok(InputScan { header, records: self.total, chunks: self.chunks, bytes })
     }
 
     /// A record ended at byte `end`; the next one would begin at `end`, on line `next_line`.
@@ -83,7 +104,9 @@ impl Cutter {
     }
 
     fn close(&mut self, end: u64) {
-        if self.records > 0 {
+        if self.records > 0 && self.chunks.len() >= MAX_CHUNKS {
+            self.overflow = true;
+        } else if self.records > 0 {
             self.chunks.push(Chunk {
                 index: self.chunks.len() as u32,
                 input: 0,
@@ -157,7 +180,7 @@ pub fn scan_csv(input: impl Read, dialect: CsvDialect, targets: ChunkTargets) ->
         header = Some(Vec::new());
     }
     cutter.close(pos);
-    Ok(InputScan { header, records: cutter.total, chunks: cutter.chunks, bytes: pos })
+    cutter.finish(header, pos)
 }
 
 fn too_long(line: u64, max: u64, hint: &str) -> std::io::Error {
@@ -214,7 +237,7 @@ pub fn scan_jsonl(input: impl Read, targets: ChunkTargets) -> std::io::Result<In
         end_line(&mut cutter, blank, offset, line_no);
     }
     cutter.close(offset);
-    Ok(InputScan { header: None, records: cutter.total, chunks: cutter.chunks, bytes: offset })
+    cutter.finish(None, offset)
 }
 
 /// Scan a JSON document that is an array of records or an object with a `records` array.
@@ -279,7 +302,7 @@ pub fn scan_json(input: impl Read, targets: ChunkTargets) -> std::io::Result<Inp
     }
     let mut c = cutter.unwrap_or_else(|| Cutter::new(targets, offset, line_no));
     c.close(offset);
-    Ok(InputScan { header: None, records: c.total, chunks: c.chunks, bytes: offset })
+    c.finish(None, offset)
 }
 
 /// Dispatch on the input format.

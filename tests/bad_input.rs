@@ -335,3 +335,15 @@ async fn a_job_id_that_is_not_a_plain_name_is_refused() {
     let opts = sluicebox::job::RunOptions { job_id: Some("daily-2026.12.01_b".into()), ..Default::default() };
     assert!(run_with(&engine, &[input], "", dir.path(), &opts).await.is_ok());
 }
+
+/// A header naming more columns than a record may have (a binary file, a wrong delimiter)
+/// stops the job with the file and the count, before any record is worked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_with_too_many_columns_stops_with_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide = sluicebox::pipeline::MAX_COLUMNS + 1;
+    let header: Vec<String> = (0..wide).map(|i| format!("c{i}")).collect();
+    let input = write(dir.path(), "wide.csv", format!("{}\n", header.join(",")).as_bytes());
+    let e = run(dir.path(), &[input], "", dir.path()).await.unwrap_err().to_string();
+    assert!(e.contains("wide.csv") && e.contains(&wide.to_string()) && e.contains("columns"), "{e}");
+}

@@ -163,3 +163,30 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         ]
     })
 }
+
+/// An input that would be cut into more chunks than a plan holds stops with a message saying
+/// what to change, after keeping at most that many chunks in memory.
+#[test]
+fn an_input_cut_into_too_many_chunks_stops_the_plan() {
+    let lines = sluicebox::plan::MAX_CHUNKS + 1;
+    let input = "{}\n".repeat(lines);
+    let one_per_chunk = ChunkTargets {
+        records: NonZeroU64::new(1),
+        bytes: NonZeroU64::new(1 << 20).unwrap(),
+        max_record_bytes: 1 << 20,
+    };
+    let err = scan_jsonl(input.as_bytes(), one_per_chunk).unwrap_err().to_string();
+    assert!(err.contains("chunks") && err.contains("chunking.bytes"), "{err}");
+    let fewer = ChunkTargets { records: NonZeroU64::new(1000), ..one_per_chunk };
+    assert_eq!(scan_jsonl(input.as_bytes(), fewer).unwrap().records, lines as u64);
+}
+
+/// A JSON document whose top-level keys are huge still finds its `records` array (the
+/// scanner keeps only as much of a key as `records` needs).
+#[test]
+fn a_json_document_with_a_huge_key_before_its_records_is_scanned() {
+    let doc =
+        format!("{{\"{}\": 1, \"recordsX\": [0], \"records\": [{{\"a\": 1}}, {{\"a\": 2}}]}}", "k".repeat(1 << 20));
+    let t = ChunkTargets { records: None, bytes: NonZeroU64::new(1 << 30).unwrap(), max_record_bytes: u64::MAX };
+    assert_eq!(scan_json(doc.as_bytes(), t).unwrap().records, 2);
+}
