@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::lookup::{LookupSession, LookupTable};
 use crate::plan::Chunk;
 use crate::record::{json_kind, Counts, Fault, Origin, Outcome, Record, SinkItem};
+use crate::sink::{Sink, SinkLimits};
 use crate::spec::JobSpec;
 use crate::transform::Transform;
 
@@ -66,6 +67,8 @@ pub struct Pipeline {
     output_fields: Option<Vec<String>>,
     output_format: OutputFormat,
     dialect: CsvDialect,
+    /// The sink's limits and how it sizes an item, when there is a sink.
+    sink: Option<Arc<dyn Sink>>,
 }
 
 impl Pipeline {
@@ -83,7 +86,15 @@ impl Pipeline {
             output_format: spec.output_format(output_fields.is_some()),
             output_fields,
             dialect: spec.input.dialect,
+            sink: None,
         }
+    }
+
+    /// Reject records whose items `sink` would refuse (an empty or over-long key, an item
+    /// over its size limit) instead of failing the write of their whole batch.
+    pub fn with_sink_limits(mut self, sink: Option<Arc<dyn Sink>>) -> Self {
+        self.sink = sink.filter(|s| s.limits() != SinkLimits::default());
+        self
     }
 
     /// An encoder for this job's output.
@@ -287,7 +298,13 @@ impl Pipeline {
     /// The steps after typing: schema, transforms, lookup, key.
     fn finish(&self, origin: &Origin<'_>, session: &mut Session<'_>, rec: Record) -> Outcome {
         match self.checked(origin, session, rec) {
-            Ok(Some((record, key))) => Outcome::Written(SinkItem { key, job: origin.job, seq: origin.seq(), record }),
+            Ok(Some((record, key))) => {
+                let item = SinkItem { key, job: origin.job, seq: origin.seq(), record };
+                match self.sink_fault(&item) {
+                    None => Outcome::Written(item),
+                    Some(f) => Outcome::Rejected(origin.reject(f)),
+                }
+            }
             Ok(None) => Outcome::Filtered,
             Err(f) => Outcome::Rejected(origin.reject(f)),
         }
@@ -332,6 +349,25 @@ impl Pipeline {
         }
         let key = self.key(origin, &rec)?;
         Ok(Some((rec, key)))
+    }
+
+    /// Why the sink would refuse `item`, if it would.
+    fn sink_fault(&self, item: &SinkItem) -> Option<Fault> {
+        let sink = self.sink.as_ref()?;
+        let limits = sink.limits();
+        let key_field = self.key_fields.first().map(String::as_str);
+        if limits.no_empty_key && item.key.is_empty() {
+            return Some(Fault::new(key_field, "key", "the key is empty; the sink takes no empty keys"));
+        }
+        if let Some(max) = limits.max_key_bytes.filter(|max| item.key.len() > *max) {
+            let message = format!("the key is {} bytes long; the sink takes at most {max}", item.key.len());
+            return Some(Fault::new(key_field, "key", message));
+        }
+        let size = sink.item_size(item);
+        if let Some(max) = limits.max_item_bytes.filter(|max| size > *max) {
+            return Some(Fault::new(None, "sink", format!("the item is {size} bytes; the sink takes at most {max}")));
+        }
+        None
     }
 
     fn key(&self, origin: &Origin<'_>, rec: &Record) -> std::result::Result<String, Fault> {
@@ -512,6 +548,42 @@ fields = ["id"]
         let p = pipeline(JOB);
         let rec = record(json!({"id": "a1", "units": "3", "price": 2.5, "region": "Asia"}));
         assert_eq!(p.process(rec, &ORIGIN, &mut p.session()), Outcome::Filtered);
+    }
+
+    /// A sink with DynamoDB's limits, counting an item's JSON size.
+    #[derive(Debug)]
+    struct Limited;
+
+    #[async_trait::async_trait]
+    impl Sink for Limited {
+        async fn write(&self, _: Vec<SinkItem>) -> crate::Result<()> {
+            Ok(())
+        }
+        async fn read_all(&self) -> crate::Result<std::collections::BTreeMap<String, Record>> {
+            Ok(Default::default())
+        }
+        fn limits(&self) -> SinkLimits {
+            SinkLimits { max_key_bytes: Some(2048), max_item_bytes: Some(400 * 1024), no_empty_key: true }
+        }
+    }
+
+    #[test]
+    fn records_the_sink_would_refuse_are_rejects_not_failed_writes() {
+        let p = pipeline("[key]\nfields = [\"id\"]\n").with_sink_limits(Some(Arc::new(Limited)));
+        let process = |v: serde_json::Value| p.process(record(v), &ORIGIN, &mut p.session());
+        let Outcome::Rejected(r) = process(json!({"id": ""})) else { panic!("an empty key was written") };
+        assert_eq!((r.rule.as_str(), r.field.as_deref()), ("key", Some("id")));
+        let Outcome::Rejected(r) = process(json!({"id": "k".repeat(2049)})) else { panic!("a long key was written") };
+        assert_eq!(r.rule, "key");
+        assert!(r.message.contains("2049"), "{}", r.message);
+        let Outcome::Rejected(r) = process(json!({"id": "a", "blob": "x".repeat(400 * 1024)})) else {
+            panic!("an item over the limit was written")
+        };
+        assert_eq!(r.rule, "sink");
+        assert!(matches!(process(json!({"id": "a", "blob": "x".repeat(1000)})), Outcome::Written(_)));
+        // Without a sink (or one without limits), nothing is refused.
+        let free = pipeline("[key]\nfields = [\"id\"]\n");
+        assert!(matches!(free.process(record(json!({"id": ""})), &ORIGIN, &mut free.session()), Outcome::Written(_)));
     }
 
     #[test]

@@ -222,8 +222,10 @@ impl JobRun {
                 _ => Ok(None),
             })
             .collect::<Result<Vec<_>>>()?;
+        // The sink is opened (a SQLite table created) only once the plan fits the job.
         let shape = sink_shape(&spec, &plan);
         let sink = engine.open_sink(&spec.sink, &shape)?;
+        let pipeline = pipeline.with_sink_limits(sink.clone());
         let mut engine = engine.clone();
         if let Some(first) = plan.inputs.first() {
             engine.inputs = bucket::input_store(&first.object.location, &engine.cloud)?;

@@ -39,6 +39,23 @@ use crate::aws::dynamodb as ddb;
 use crate::error::{Error, Result};
 use crate::record::Record;
 
+/// The longest partition key DynamoDB takes, in bytes.
+pub const MAX_KEY_BYTES: usize = 2048;
+/// The largest item DynamoDB takes, in bytes (attribute names and values).
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+/// An attribute value's size as DynamoDB counts it (numbers at their longest, 21 bytes).
+fn attr_size(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::Null | Value::Bool(_) => 1,
+        Value::Number(_) => 21,
+        Value::String(s) => s.len(),
+        Value::Array(a) => 3 + a.iter().map(|v| 1 + attr_size(v)).sum::<usize>(),
+        Value::Object(o) => 3 + o.iter().map(|(k, v)| 1 + k.len() + attr_size(v)).sum::<usize>(),
+    }
+}
+
 /// Items per `BatchWriteItem` request (the service's limit), and items an ordered write sends
 /// at once.
 pub const BATCH_ITEMS: usize = 25;
@@ -355,6 +372,23 @@ impl Sink for DynamoSink {
     fn orders_by_seq(&self) -> bool {
         self.ordered
     }
+
+    fn limits(&self) -> super::SinkLimits {
+        super::SinkLimits {
+            max_key_bytes: Some(MAX_KEY_BYTES),
+            max_item_bytes: Some(MAX_ITEM_BYTES),
+            no_empty_key: true,
+        }
+    }
+
+    fn item_size(&self, item: &SinkItem) -> usize {
+        // `_key`, `_job` and `_seq` with their values, then every attribute.
+        let versions = "_job".len() + "_seq".len() + 2 * 21;
+        "_key".len()
+            + item.key.len()
+            + versions
+            + item.record.iter().map(|(k, v)| k.len() + attr_size(v)).sum::<usize>()
+    }
 }
 
 fn to_item(item: SinkItem) -> Item {
@@ -528,6 +562,13 @@ impl ThrottleFaults {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attribute_sizes_count_names_and_values_as_dynamodb_does() {
+        assert_eq!(attr_size(&serde_json::json!("héllo")), 6, "strings count their UTF-8 bytes");
+        assert_eq!(attr_size(&serde_json::json!(12)), 21, "numbers count at their longest");
+        assert_eq!(attr_size(&serde_json::json!({"a": "xy", "b": [1, null]})), 3 + (1 + 1 + 2) + (1 + 1 + (3 + 22 + 2)));
+    }
 
     #[tokio::test]
     async fn pace_slows_on_throttling_and_recovers_when_accepted() {

@@ -59,6 +59,18 @@ pub fn open(spec: &SinkSpec, shape: &SinkShape, database: &Path, cloud: &Cloud) 
     }
 }
 
+/// What one item may be in a sink. An item over a limit is a reject of its record (rule
+/// `sink`, or `key` for its key), not a failed write that would fail the whole chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SinkLimits {
+    /// The longest key, in bytes.
+    pub max_key_bytes: Option<usize>,
+    /// The largest item, in bytes as the sink counts them (see [`Sink::item_size`]).
+    pub max_item_bytes: Option<usize>,
+    /// Whether an empty key is refused.
+    pub no_empty_key: bool,
+}
+
 /// A destination for records.
 ///
 /// # Contract
@@ -83,5 +95,13 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     /// Whether a stored item is replaced only by one with a version at least as high.
     fn orders_by_seq(&self) -> bool {
         true
+    }
+    /// What one item may be (none: any).
+    fn limits(&self) -> SinkLimits {
+        SinkLimits::default()
+    }
+    /// An item's size as the sink counts it against [`SinkLimits::max_item_bytes`].
+    fn item_size(&self, item: &SinkItem) -> usize {
+        serde_json::to_vec(&item.record).map_or(0, |v| v.len())
     }
 }
