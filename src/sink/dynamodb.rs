@@ -567,7 +567,10 @@ mod tests {
     fn attribute_sizes_count_names_and_values_as_dynamodb_does() {
         assert_eq!(attr_size(&serde_json::json!("héllo")), 6, "strings count their UTF-8 bytes");
         assert_eq!(attr_size(&serde_json::json!(12)), 21, "numbers count at their longest");
-        assert_eq!(attr_size(&serde_json::json!({"a": "xy", "b": [1, null]})), 3 + (1 + 1 + 2) + (1 + 1 + (3 + 22 + 2)));
+        assert_eq!(
+            attr_size(&serde_json::json!({"a": "xy", "b": [1, null]})),
+            3 + (1 + 1 + 2) + (1 + 1 + (3 + 22 + 2))
+        );
     }
 
     #[tokio::test]
