@@ -242,6 +242,13 @@ impl Jobs {
             run.done.cancel();
         }
     }
+
+    /// Drop a loaded job, so that the next task of it loads it again.
+    async fn forget(&self, job_id: &str) {
+        if let Some(run) = self.loaded.lock().await.remove(job_id) {
+            run.done.cancel();
+        }
+    }
 }
 
 /// Take tasks until the job is gathered or a task fails for good (`Jobs::one`), or until
@@ -379,10 +386,25 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
         return Handled::just(Disposition::Ack);
     }
     let policy = jobs.policy(opts);
-    if policy.fail_jobs && job_failed(&run).await {
-        // Not acknowledged: after its last delivery the queue moves it to the dead letters.
-        debug!(job = %task.job_id, chunk = task.chunk.index, "task of a failed job left for the dead-letter queue");
-        return Handled::just(Disposition::Abandon);
+    if policy.fail_jobs {
+        match run.engine.ledger.get_job(run.id()).await {
+            Ok(Some(j)) if j.status == JobStatus::Failed => {
+                // Not acknowledged: after its last delivery the queue moves it to the dead letters.
+                debug!(job = %task.job_id, chunk = task.chunk.index, "task of a failed job left for the dead-letter queue");
+                return Handled::just(Disposition::Abandon);
+            }
+            Ok(j) if j.as_ref().is_none_or(|j| !same_run(j, &run)) => {
+                // The job was deleted or made anew (`--force`) since this worker loaded it: load
+                // it again on the next delivery, which then keeps or drops the task.
+                jobs.forget(&task.job_id).await;
+                return Handled::just(Disposition::Release { delay: Duration::ZERO });
+            }
+            _ => {}
+        }
+    }
+    if task.generation != 0 && run.plan.order != 0 && task.generation != run.plan.order {
+        warn!(job = %task.job_id, chunk = task.chunk.index, "dropping a task of an earlier run of the job");
+        return Handled::just(Disposition::Ack);
     }
     let result = tokio::select! {
         r = process(&run, name, &task.chunk, tally) => r,
@@ -425,8 +447,10 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
     Handled { disposition, error, prepaid }
 }
 
-async fn job_failed(run: &JobRun) -> bool {
-    run.engine.ledger.get_job(run.id()).await.ok().flatten().is_some_and(|j| j.status == JobStatus::Failed)
+/// Whether the ledger's job is the run of it that `run` holds (a job made anew has a new
+/// creation time, which is its plan's order).
+fn same_run(job: &crate::ledger::JobRecord, run: &JobRun) -> bool {
+    run.plan.order == 0 || job.created_ms.max(0) as u64 == run.plan.order
 }
 
 /// Do one chunk, idempotently, and finalize the job if this commit completed it.
@@ -496,6 +520,10 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
             chunk.end.saturating_sub(1),
             chunk.records
         )));
+    }
+    if !ledger.get_job(job_id).await?.is_some_and(|j| same_run(&j, run)) {
+        // Made anew (`--force`) while this chunk was worked: its work belongs to no run now.
+        return Err(Error::backend("worker", format!("job {job_id} was made anew"), "chunk not committed"));
     }
     let record = ChunkRecord {
         index: chunk.index,

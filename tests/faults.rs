@@ -382,3 +382,77 @@ async fn gather_taken_over_after(lease_ms: i64) {
     assert!(ends > 0, "the first gatherer took the lease");
     assert!(finished >= ends, "the live lease was respected: gathered at {finished}, the lease ended at {ends}");
 }
+
+/// A sink that takes its time, so that a job is still being worked when it is made anew.
+#[derive(Debug)]
+struct SlowSink(Arc<dyn Sink>);
+
+#[async_trait]
+impl Sink for SlowSink {
+    async fn write(&self, items: Vec<SinkItem>) -> sluicebox::Result<()> {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        self.0.write(items).await
+    }
+    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
+        self.0.read_all().await
+    }
+}
+
+/// A job made anew (`--force`, here with another transform) while workers hold its earlier
+/// run: the earlier run's tasks are dropped and none of its work is committed into the new
+/// one; every record of the result comes from the new definition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_made_anew_while_it_runs_takes_no_work_of_its_earlier_run() {
+    use sluicebox::job::prepare::{enqueue, prepare, Prepared};
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("items.csv");
+    let rows: String = (0..2_000).map(|i| format!("{i},n{i}\n")).collect();
+    std::fs::write(&input, format!("id,name\n{rows}")).unwrap();
+    let mut engine = Engine::local(&dir.path().join("data")).unwrap();
+    engine.sink_layer = Some(Arc::new(|inner| Arc::new(SlowSink(inner)) as Arc<dyn Sink>));
+    let job = |run: u32| {
+        let toml = format!(
+            "transform = ['.run = {run}']\n[key]\nfields = [\"id\"]\n[chunking]\nrecords = 100\n\
+             [output]\nfields = [\"id\", \"name\", \"run\"]\n"
+        );
+        sluicebox::config::JobConfig::from_toml(&toml, "job.toml").unwrap().validate(dir.path()).unwrap()
+    };
+    let inputs = sluicebox::bucket::resolve_inputs(
+        engine.inputs.as_ref(),
+        &[input.display().to_string()],
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let opts = RunOptions { job_id: Some("daily".into()), ..RunOptions::default() };
+    let Prepared::Ready(first) = prepare(&engine, &job(1), inputs.clone(), &opts).await.unwrap() else { panic!() };
+    assert_eq!(enqueue(&first).await.unwrap(), 20);
+    let pool = sluicebox::pool::Pool::serve(&engine, &opts, 2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while engine.ledger.get_job("daily").await.unwrap().unwrap().done_chunks < 2 {
+        assert!(Instant::now() < deadline, "the first run never got under way");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let anew = RunOptions { force: true, ..opts.clone() };
+    let Prepared::Ready(second) = prepare(&engine, &job(2), inputs, &anew).await.unwrap() else { panic!() };
+    assert_ne!(second.plan.order, first.plan.order);
+    enqueue(&second).await.unwrap();
+    let summary = tokio::time::timeout(
+        Duration::from_secs(60),
+        sluicebox::job::wait(&engine, "daily", &indicatif::ProgressBar::hidden()),
+    )
+    .await
+    .expect("the new run must complete")
+    .unwrap();
+    pool.stop();
+    pool.join().await.unwrap();
+    assert_eq!((summary.records.total, summary.records.written), (2_000, 2_000));
+    let output = job_file(&dir.path().join("data"), "daily", "output.csv");
+    let earlier: Vec<&str> = output.lines().skip(1).filter(|l| !l.ends_with(",2")).collect();
+    assert!(earlier.is_empty(), "{} rows of the earlier run, e.g. {:?}", earlier.len(), earlier.first());
+    let manifest: serde_json::Value =
+        serde_json::from_str(&job_file(&dir.path().join("data"), "daily", "manifest.json")).unwrap();
+    assert_eq!(manifest["chunks"].as_array().unwrap().len(), 20);
+}

@@ -110,6 +110,10 @@ pub struct Task {
     pub job_id: String,
     /// The chunk.
     pub chunk: Chunk,
+    /// Which run of the job sent it: its plan's `order`. A job made anew (`--force`) drops the
+    /// tasks of its earlier runs (0: not known, from an older sender).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// `jobs/<id>/failed.json`: why a job failed.

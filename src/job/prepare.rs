@@ -222,7 +222,9 @@ pub async fn enqueue(run: &JobRun) -> Result<u32> {
         .chunks
         .iter()
         .filter(|c| !committed.contains(&c.index))
-        .map(|c| serde_json::to_string(&Task { job_id: job_id.to_string(), chunk: c.clone() }))
+        .map(|c| {
+            serde_json::to_string(&Task { job_id: job_id.to_string(), chunk: c.clone(), generation: run.plan.order })
+        })
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::backend("json", "encode task", e))?;
     for batch in tasks.chunks(10) {

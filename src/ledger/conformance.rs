@@ -83,7 +83,11 @@ pub async fn commit_requires_plan(store: &dyn StateStore) {
     assert!(store.commit_chunk("job-nope", &chunk(0, "w")).await.is_err());
     store.create_job(&JobRecord::new("job-u", 1)).await.unwrap();
     assert!(store.commit_chunk("job-u", &chunk(0, "w")).await.is_err(), "unplanned job must refuse commits");
+    store.set_planned("job-u", 2, 3).await.unwrap();
+    assert!(store.commit_chunk("job-u", &chunk(2, "w")).await.is_err(), "a chunk outside the plan is refused");
+    assert_eq!(store.get_job("job-u").await.unwrap().unwrap().done_chunks, 0, "and not counted");
     assert_eq!(store.chunks("job-u").await.unwrap(), vec![]);
+    assert!(matches!(store.commit_chunk("job-u", &chunk(1, "w")).await.unwrap(), LedgerCommit::First { .. }));
 }
 
 /// The gather lease is taken once, and taken over only after it ended.

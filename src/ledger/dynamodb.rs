@@ -200,9 +200,10 @@ impl StateStore for DynamoLedger {
             .key("pk", pk(job_id))
             .key("sk", s("job"))
             .update_expression("SET done = done + :one")
-            .condition_expression("attribute_exists(#total)")
+            .condition_expression("attribute_exists(#total) AND #total > :index")
             .expression_attribute_names("#total", "total")
             .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":index", n(chunk.index))
             .build()
             .map_err(|e| ddb::error("job update", e))?;
         let sent = self
@@ -225,7 +226,10 @@ impl StateStore for DynamoLedger {
             }
             };
             if failed(1) {
-                return Err(Error::Conflict(format!("job {job_id} does not exist or is not planned yet")));
+                return Err(Error::Conflict(format!(
+                    "job {job_id} does not exist, is not planned yet, or has no chunk {} in its plan",
+                    chunk.index
+                )));
             }
             if failed(0) {
                 return Ok(LedgerCommit::Duplicate);

@@ -65,6 +65,12 @@ impl StateStore for MemoryLedger {
             let record = job.record.as_mut().ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
             let total =
                 record.total_chunks.ok_or_else(|| Error::Conflict(format!("job {job_id} is not planned yet")))?;
+            if chunk.index >= total {
+                return Err(Error::Conflict(format!(
+                    "chunk {} is outside job {job_id}'s plan of {total} chunks",
+                    chunk.index
+                )));
+            }
             if job.chunks.contains_key(&chunk.index) {
                 return Ok(LedgerCommit::Duplicate);
             }

@@ -145,7 +145,8 @@ pub enum LedgerCommit {
 ///   record and adds one to `done_chunks`; every later commit of the same chunk returns
 ///   [`LedgerCommit::Duplicate`] and changes nothing. Across any number of concurrent
 ///   committers, exactly one sees `finalize == true`. Committing to an unknown or
-///   un-planned job is an error.
+///   un-planned job, or a chunk index outside the plan's count, is an error (a fence against
+///   a worker holding an earlier plan of the job) and changes nothing.
 /// - `set_status(from, to)` changes the status only if it is `from`, and says whether it did.
 /// - `take_gather_lease(now, until)` moves `Running → Gathering`, or takes over a
 ///   `Gathering` whose lease ended before `now` (its holder died), and sets the lease's end

@@ -155,6 +155,9 @@ impl StateStore for SqliteLedger {
                 Some(None) => return Err(Error::Conflict(format!("job {id} is not planned yet"))),
                 Some(Some(t)) => t,
             };
+            if index >= total {
+                return Err(Error::Conflict(format!("chunk {index} is outside job {id}'s plan of {total} chunks")));
+            }
             let inserted = tx.execute(
                 "INSERT INTO sluicebox_chunks (job_id, idx, body) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
                 params![id, index, body],
