@@ -232,18 +232,8 @@ async fn a_task_that_keeps_failing_fails_its_job_instead_of_leaving_it_running()
     std::fs::write(&input, "id,name\n1,a\n2,b\n").unwrap();
     let mut engine = Engine::local(&dir.path().join("data")).unwrap();
     engine.sink_layer = Some(Arc::new(|_| Arc::new(BrokenSink) as Arc<dyn Sink>));
-    let spec = sluicebox::config::JobConfig::from_toml("[key]\nfields = [\"id\"]\n", "job.toml")
-        .unwrap()
-        .validate(dir.path())
-        .unwrap();
-    let inputs = sluicebox::bucket::resolve_inputs(
-        engine.inputs.as_ref(),
-        &[input.display().to_string()],
-        None,
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let spec = spec("[key]\nfields = [\"id\"]\n", dir.path());
+    let inputs = local_inputs(&engine, std::slice::from_ref(&input)).await;
     let opts = RunOptions { max_attempts: 3, retry_delay: Duration::from_millis(100), ..RunOptions::default() };
     let run = match sluicebox::job::prepare::prepare(&engine, &spec, inputs, &opts).await.unwrap() {
         sluicebox::job::prepare::Prepared::Ready(run) => run,
@@ -351,18 +341,8 @@ async fn gather_taken_over_after(lease_ms: i64) {
         lease_ends: Default::default(),
     });
     engine.ledger = ledger.clone();
-    let spec = sluicebox::config::JobConfig::from_toml("[chunking]\nrecords = 100\n[sink]\ntype = \"none\"\n", "j")
-        .unwrap()
-        .validate(dir.path())
-        .unwrap();
-    let inputs = sluicebox::bucket::resolve_inputs(
-        engine.inputs.as_ref(),
-        &[input.display().to_string()],
-        None,
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let spec = spec("[chunking]\nrecords = 100\n[sink]\ntype = \"none\"\n", dir.path());
+    let inputs = local_inputs(&engine, std::slice::from_ref(&input)).await;
     let opts = RunOptions::default();
     let id = sluicebox::job::submit(&engine, &spec, inputs, &opts).await.unwrap().job_id;
     let pool = sluicebox::pool::Pool::serve(&engine, &opts, 2);
@@ -415,16 +395,9 @@ async fn a_job_made_anew_while_it_runs_takes_no_work_of_its_earlier_run() {
             "transform = ['.run = {run}']\n[key]\nfields = [\"id\"]\n[chunking]\nrecords = 100\n\
              [output]\nfields = [\"id\", \"name\", \"run\"]\n"
         );
-        sluicebox::config::JobConfig::from_toml(&toml, "job.toml").unwrap().validate(dir.path()).unwrap()
+        spec(&toml, dir.path())
     };
-    let inputs = sluicebox::bucket::resolve_inputs(
-        engine.inputs.as_ref(),
-        &[input.display().to_string()],
-        None,
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let inputs = local_inputs(&engine, std::slice::from_ref(&input)).await;
     let opts = RunOptions { job_id: Some("daily".into()), ..RunOptions::default() };
     let Prepared::Ready(first) = prepare(&engine, &job(1), inputs.clone(), &opts).await.unwrap() else { panic!() };
     assert_eq!(enqueue(&first).await.unwrap(), 20);

@@ -37,6 +37,17 @@ pub async fn run_with(
     job::run(engine, &spec, inputs, opts).await
 }
 
+/// A checked job from job-file text, with paths relative to `base`.
+pub fn spec(config: &str, base: &Path) -> sluicebox::spec::JobSpec {
+    JobConfig::from_toml(config, "test.toml").unwrap().validate(base).unwrap()
+}
+
+/// The input objects of local files, as `run` resolves them.
+pub async fn local_inputs(engine: &Engine, files: &[PathBuf]) -> Vec<sluicebox::bucket::InputObject> {
+    let args: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &args, None, Default::default()).await.unwrap()
+}
+
 /// Run with the embedded engine in `data_dir`.
 pub async fn run(data_dir: &Path, inputs: &[PathBuf], config: &str, base: &Path) -> sluicebox::Result<Summary> {
     let engine = Engine::local(data_dir)?;
