@@ -379,11 +379,11 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
             return Handled { disposition, error, prepaid: ApiCalls::new() };
         }
     };
-    // The plan is the authority on what a chunk is: a stale task (from an earlier plan of a
-    // job id) must not commit another byte range under a valid index.
-    if run.plan.chunks.get(task.chunk.index as usize) != Some(&task.chunk) {
-        warn!(chunk = task.chunk.index, "dropping a task that does not match the job's plan");
-        return Handled::just(Disposition::Ack);
+    let known = |g: u64| g != 0 && run.plan.order != 0;
+    if known(task.generation) && task.generation > run.plan.order {
+        // A task of a later run than the one this worker holds: load the job again first.
+        jobs.forget(&task.job_id).await;
+        return Handled::just(Disposition::Release { delay: Duration::ZERO });
     }
     let policy = jobs.policy(opts);
     if policy.fail_jobs {
@@ -402,8 +402,14 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
             _ => {}
         }
     }
-    if task.generation != 0 && run.plan.order != 0 && task.generation != run.plan.order {
+    if known(task.generation) && task.generation != run.plan.order {
         warn!(job = %task.job_id, chunk = task.chunk.index, "dropping a task of an earlier run of the job");
+        return Handled::just(Disposition::Ack);
+    }
+    // The plan is the authority on what a chunk is: a stale task (from an earlier plan of a
+    // job id) must not commit another byte range under a valid index.
+    if run.plan.chunks.get(task.chunk.index as usize) != Some(&task.chunk) {
+        warn!(chunk = task.chunk.index, "dropping a task that does not match the job's plan");
         return Handled::just(Disposition::Ack);
     }
     let result = tokio::select! {

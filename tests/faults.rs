@@ -390,16 +390,17 @@ async fn a_job_made_anew_while_it_runs_takes_no_work_of_its_earlier_run() {
     std::fs::write(&input, format!("id,name\n{rows}")).unwrap();
     let mut engine = Engine::local(&dir.path().join("data")).unwrap();
     engine.sink_layer = Some(Arc::new(|inner| Arc::new(SlowSink(inner)) as Arc<dyn Sink>));
-    let job = |run: u32| {
+    // The new run cuts other chunks, so its tasks do not match the earlier run's plan either.
+    let job = |run: u32, records: u32| {
         let toml = format!(
-            "transform = ['.run = {run}']\n[key]\nfields = [\"id\"]\n[chunking]\nrecords = 100\n\
+            "transform = ['.run = {run}']\n[key]\nfields = [\"id\"]\n[chunking]\nrecords = {records}\n\
              [output]\nfields = [\"id\", \"name\", \"run\"]\n"
         );
         spec(&toml, dir.path())
     };
     let inputs = local_inputs(&engine, std::slice::from_ref(&input)).await;
     let opts = RunOptions { job_id: Some("daily".into()), ..RunOptions::default() };
-    let Prepared::Ready(first) = prepare(&engine, &job(1), inputs.clone(), &opts).await.unwrap() else { panic!() };
+    let Prepared::Ready(first) = prepare(&engine, &job(1, 100), inputs.clone(), &opts).await.unwrap() else { panic!() };
     assert_eq!(enqueue(&first).await.unwrap(), 20);
     let pool = sluicebox::pool::Pool::serve(&engine, &opts, 2);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -409,7 +410,7 @@ async fn a_job_made_anew_while_it_runs_takes_no_work_of_its_earlier_run() {
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
     let anew = RunOptions { force: true, ..opts.clone() };
-    let Prepared::Ready(second) = prepare(&engine, &job(2), inputs, &anew).await.unwrap() else { panic!() };
+    let Prepared::Ready(second) = prepare(&engine, &job(2, 50), inputs, &anew).await.unwrap() else { panic!() };
     assert_ne!(second.plan.order, first.plan.order);
     enqueue(&second).await.unwrap();
     let summary = tokio::time::timeout(
@@ -427,5 +428,5 @@ async fn a_job_made_anew_while_it_runs_takes_no_work_of_its_earlier_run() {
     assert!(earlier.is_empty(), "{} rows of the earlier run, e.g. {:?}", earlier.len(), earlier.first());
     let manifest: serde_json::Value =
         serde_json::from_str(&job_file(&dir.path().join("data"), "daily", "manifest.json")).unwrap();
-    assert_eq!(manifest["chunks"].as_array().unwrap().len(), 20);
+    assert_eq!(manifest["chunks"].as_array().unwrap().len(), 40);
 }
