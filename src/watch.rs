@@ -5,7 +5,8 @@
 //! opened). Keys arrive URL-encoded (`+` for a space) and are decoded. `s3:TestEvent` and
 //! events other than `ObjectCreated:*` are acknowledged and ignored. An object's job id comes
 //! from its location, size and version, so a repeated event for one object version finds its
-//! job in the ledger and starts nothing.
+//! job in the ledger and starts nothing, unless that job was never planned (a submission that
+//! failed half-way), which the repeat then submits again.
 
 use serde_json::Value;
 use tracing::{info, warn};
@@ -146,7 +147,11 @@ async fn start(
         Err(e) => return Err(e),
     };
     let job_id = job::derive_job_id(&inputs, spec);
-    if engine.ledger.get_job(&job_id).await?.is_some() {
+    // A job still `planning` was left by a submission that failed half-way (or is being
+    // planned by another watcher right now): submitting again finishes it, and two planners
+    // agree on one plan. A planned job exists: the event is a repeat.
+    let existing = engine.ledger.get_job(&job_id).await?;
+    if existing.is_some_and(|j| j.status != crate::ledger::JobStatus::Planning) {
         info!(%input, job = %job_id, "repeated event: the job exists");
         return Ok(Outcome::Repeated { input, job_id });
     }

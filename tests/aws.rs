@@ -831,3 +831,47 @@ async fn the_readme_aws_example_completes_with_a_reference_on_the_submitters_dis
     assert_eq!(items.len(), 2000, "every record is in the sink");
     assert!(items.values().all(|r| r.contains_key("unitsSold")), "every record was enriched");
 }
+
+/// A submission that failed half-way (the job created, never planned) is not counted as
+/// started: the next event for the object submits it again, and a planned job is a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_submits_again_a_job_whose_submission_failed_half_way() {
+    use sluicebox::queue::MemoryQueue;
+    let conf = emulator().await;
+    let bucket = unique("half");
+    aws_sdk_s3::Client::new(&conf).create_bucket().bucket(&bucket).send().await.unwrap();
+    let cloud = sluicebox::cloud::Cloud::aws(conf.clone());
+    let store = sluicebox::bucket::open(&format!("s3://{bucket}"), &cloud).unwrap();
+    let object = object_store::path::Path::from("in/x.csv");
+    object_store::ObjectStoreExt::put(store.as_ref(), &object, b"id\n1\n2\n".to_vec().into()).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut engine = sluicebox::engine::Engine::local(data.path()).unwrap();
+    engine.cloud = cloud;
+    let spec = sluicebox::config::JobConfig::from_toml("[sink]\ntype = \"none\"\n", "j")
+        .unwrap()
+        .validate(data.path())
+        .unwrap();
+    let input = format!("s3://{bucket}/in/x.csv");
+    let inputs =
+        sluicebox::bucket::resolve_inputs(store.as_ref(), std::slice::from_ref(&input), None, Default::default())
+            .await
+            .unwrap();
+    let job_id = sluicebox::job::derive_job_id(&inputs, &spec);
+    // What a submitter that died after creating the job leaves.
+    engine.ledger.create_job(&sluicebox::ledger::JobRecord::new(&job_id, 1)).await.unwrap();
+    let events = MemoryQueue::new(Duration::from_secs(30));
+    let event = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
+        "bucket": {"name": bucket}, "object": {"key": "in/x.csv"}}}]})
+    .to_string();
+    let opts = sluicebox::job::RunOptions::default();
+    let prefix = format!("s3://{bucket}/in/");
+    let wait = Duration::from_millis(100);
+    events.send(vec![event.clone()]).await.unwrap();
+    let outcomes = sluicebox::watch::watch_once(&engine, &spec, &events, &prefix, &opts, wait).await.unwrap();
+    assert_eq!(outcomes, [sluicebox::watch::Outcome::Started { input: input.clone(), job_id: job_id.clone() }]);
+    let job = engine.ledger.get_job(&job_id).await.unwrap().unwrap();
+    assert_eq!((job.status, job.total_chunks), (sluicebox::ledger::JobStatus::Running, Some(1)));
+    events.send(vec![event]).await.unwrap();
+    let outcomes = sluicebox::watch::watch_once(&engine, &spec, &events, &prefix, &opts, wait).await.unwrap();
+    assert_eq!(outcomes, [sluicebox::watch::Outcome::Repeated { input, job_id }]);
+}
