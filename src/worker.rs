@@ -184,11 +184,6 @@ impl Jobs {
         }
     }
 
-    /// The engine the jobs run on.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// Cancelled when workers are to stop taking tasks.
     pub fn stop_token(&self) -> &CancellationToken {
         &self.stop

@@ -111,13 +111,11 @@ impl LookupSession<'_> {
     }
 
     fn reader(&mut self) -> Result<&mut (dyn Reader + '_)> {
-        if self.reader.is_none() {
-            self.reader = Some(self.table.source.reader()?);
-        }
-        match self.reader.as_deref_mut() {
-            Some(r) => Ok(r),
-            None => unreachable!("the reader was just opened"),
-        }
+        let reader = match self.reader.take() {
+            Some(r) => r,
+            None => self.table.source.reader()?,
+        };
+        Ok(self.reader.insert(reader).as_mut())
     }
 }
 
