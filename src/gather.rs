@@ -110,9 +110,9 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
     let parts = |part: Part| {
         chunks
             .iter()
-            .map(move |c| (c.index, if part == Part::Output { c.output_bytes } else { c.rejects_bytes }))
+            .map(move |c| (c, if part == Part::Output { c.output_bytes } else { c.rejects_bytes }))
             .filter(|(_, bytes)| *bytes > 0)
-            .map(move |(index, bytes)| (objects.part_path(part, index), bytes))
+            .map(move |(c, bytes)| (objects.part_path(part, c.index, &c.attempt), bytes))
     };
     merge(store, &output_path, header, parts(Part::Output)).await?;
     let rejects_path = objects.rejects_path();

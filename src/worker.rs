@@ -451,7 +451,7 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
 /// Whether the ledger's job is the run of it that `run` holds (a job made anew has a new
 /// creation time, which is its plan's order).
 fn same_run(job: &crate::ledger::JobRecord, run: &JobRun) -> bool {
-    run.plan.order == 0 || job.created_ms.max(0) as u64 == run.plan.order
+    job.created_ms == run.generation()
 }
 
 /// Do one chunk, idempotently, and finalize the job if this commit completed it.
@@ -503,11 +503,14 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
     let out = out.map_err(|e| Error::backend("worker", "pipeline task panicked", e))??;
     let output_bytes = out.output.len() as u64;
     let rejects_bytes = out.rejects.len() as u64;
+    // This attempt's own part objects: a late attempt at a chunk committed meanwhile writes
+    // beside the committed parts, never over them.
+    let attempt = format!("{:016x}", fastrand::u64(..));
     if !out.output.is_empty() {
-        run.objects.put_part(Part::Output, chunk.index, out.output).await?;
+        run.objects.put_part(Part::Output, chunk.index, &attempt, out.output).await?;
     }
     if !out.rejects.is_empty() {
-        run.objects.put_part(Part::Rejects, chunk.index, out.rejects).await?;
+        run.objects.put_part(Part::Rejects, chunk.index, &attempt, out.rejects).await?;
     }
     let seen = out.counts.total();
     if seen != chunk.records {
@@ -521,10 +524,6 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
             chunk.end.saturating_sub(1),
             chunk.records
         )));
-    }
-    if !ledger.get_job(job_id).await?.is_some_and(|j| same_run(&j, run)) {
-        // Made anew (`--force`) while this chunk was worked: its work belongs to no run now.
-        return Err(Error::backend("worker", format!("job {job_id} was made anew"), "chunk not committed"));
     }
     let record = ChunkRecord {
         index: chunk.index,
@@ -540,8 +539,19 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
             crate::calls::add(&mut calls, &prepaid(run));
             calls
         },
+        generation: run.generation(),
+        attempt,
     };
-    match ledger.commit_chunk(job_id, &record).await? {
+    let committed = match ledger.commit_chunk(job_id, &record).await {
+        Err(Error::Conflict(e)) if !ledger.get_job(job_id).await?.is_some_and(|j| same_run(&j, run)) => {
+            // Made anew (`--force`) while this chunk was worked, so the ledger refused the
+            // commit: the work belongs to no run now. The task comes back, and its next
+            // delivery finds it is of an earlier run.
+            return Err(Error::backend("worker", format!("job {job_id} was made anew"), e));
+        }
+        committed => committed?,
+    };
+    match committed {
         LedgerCommit::First { finalize, done, total } => {
             run.progress.inc(chunk.records);
             run.progress.set_message(format!("chunks {done}/{total}"));

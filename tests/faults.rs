@@ -167,15 +167,100 @@ async fn duplicated_tasks_dropped_acks_and_failing_writes_change_nothing() {
     engine.queue = Arc::new(FaultyQueue::new(inner, QueueFaults { extra_copies: 1, drop_every_nth_ack: 2 }));
     engine.sink_layer =
         Some(Arc::new(|inner| Arc::new(FlakySink { inner, calls: AtomicU32::new(0) }) as Arc<dyn Sink>));
+    // Every attempt works its chunk in full, even after another attempt committed it.
+    engine.ledger = Arc::new(FaultyLedger { hide_commits: true, ..FaultyLedger::over(engine.ledger.clone()) });
+    let puts = Arc::new(PutLog::new(engine.bucket.clone()));
+    engine.bucket = puts.clone();
     let opts = RunOptions { workers: 3, visibility, max_attempts: 10, ..RunOptions::default() };
     let s = run_with(&engine, &[input], &job, Path::new("."), &opts).await.unwrap();
     let faulty = outcome(data.path(), &s).await;
     assert_same(&faulty, &clean);
+    let parts = puts.parts();
+    let distinct: std::collections::BTreeSet<&String> = parts.iter().collect();
+    assert!(parts.len() > s.chunks.total as usize, "chunks were worked more than once: {} part writes", parts.len());
+    assert_eq!(distinct.len(), parts.len(), "a later attempt wrote over an earlier attempt's part");
 
     let manifest: serde_json::Value = serde_json::from_str(&job_file(data.path(), &s.job_id, "manifest.json")).unwrap();
     let indexes: Vec<u64> =
         manifest["chunks"].as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect();
     assert_eq!(indexes, (0..indexes.len() as u64).collect::<Vec<_>>(), "each chunk is in the manifest exactly once");
+}
+
+/// A bucket that logs the part objects written to it.
+#[derive(Debug)]
+struct PutLog {
+    inner: Arc<dyn object_store::ObjectStore>,
+    parts: std::sync::Mutex<Vec<String>>,
+}
+
+impl PutLog {
+    fn new(inner: Arc<dyn object_store::ObjectStore>) -> Self {
+        PutLog { inner, parts: Default::default() }
+    }
+    fn parts(&self) -> Vec<String> {
+        self.parts.lock().unwrap().clone()
+    }
+}
+
+impl std::fmt::Display for PutLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PutLog({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl object_store::ObjectStore for PutLog {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        if location.as_ref().contains("/parts/") {
+            self.parts.lock().unwrap().push(location.to_string());
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
 }
 
 /// A sink that always fails.
@@ -258,40 +343,57 @@ async fn a_task_that_keeps_failing_fails_its_job_instead_of_leaving_it_running()
     assert_eq!(job.status, sluicebox::ledger::JobStatus::Failed);
 }
 
-/// A ledger whose first gather lease is taken by another gatherer, which dies without
-/// renewing it: the lease ends `lease_ms` after it was taken (0: at once), and the caller is
-/// told someone else holds it.
-#[derive(Debug)]
-struct GathererDiesLedger {
-    inner: Arc<dyn sluicebox::ledger::StateStore>,
+/// A ledger with injected faults.
+///
+/// - `dead_gatherer: Some(lease_ms)`: the first gather lease is taken by another gatherer,
+///   which dies without renewing it: the lease ends `lease_ms` after it was taken (0: at
+///   once), and the caller is told someone else holds it.
+/// - `hide_commits`: a worker checking whether a chunk is committed never sees it, as when
+///   two attempts at one chunk run at once (a redelivery while the first is still working).
+#[derive(Debug, Default)]
+struct FaultyLedger {
+    inner: Option<Arc<dyn sluicebox::ledger::StateStore>>,
+    dead_gatherer: Option<i64>,
+    hide_commits: bool,
     died: std::sync::atomic::AtomicBool,
-    lease_ms: i64,
     lease_ends: std::sync::atomic::AtomicI64,
 }
 
+impl FaultyLedger {
+    fn over(inner: Arc<dyn sluicebox::ledger::StateStore>) -> Self {
+        FaultyLedger { inner: Some(inner), ..Default::default() }
+    }
+    fn inner(&self) -> &dyn sluicebox::ledger::StateStore {
+        self.inner.as_deref().unwrap()
+    }
+}
+
 #[async_trait]
-impl sluicebox::ledger::StateStore for GathererDiesLedger {
+impl sluicebox::ledger::StateStore for FaultyLedger {
     async fn create_job(&self, job: &sluicebox::ledger::JobRecord) -> sluicebox::Result<bool> {
-        self.inner.create_job(job).await
+        self.inner().create_job(job).await
     }
     async fn get_job(&self, job_id: &str) -> sluicebox::Result<Option<sluicebox::ledger::JobRecord>> {
-        self.inner.get_job(job_id).await
+        self.inner().get_job(job_id).await
     }
     async fn set_planned(&self, job_id: &str, total: u32, planned_ms: i64) -> sluicebox::Result<bool> {
-        self.inner.set_planned(job_id, total, planned_ms).await
+        self.inner().set_planned(job_id, total, planned_ms).await
     }
     async fn commit_chunk(
         &self,
         job_id: &str,
         chunk: &sluicebox::ledger::ChunkRecord,
     ) -> sluicebox::Result<sluicebox::ledger::LedgerCommit> {
-        self.inner.commit_chunk(job_id, chunk).await
+        self.inner().commit_chunk(job_id, chunk).await
     }
     async fn get_chunk(&self, job_id: &str, index: u32) -> sluicebox::Result<Option<sluicebox::ledger::ChunkRecord>> {
-        self.inner.get_chunk(job_id, index).await
+        if self.hide_commits {
+            return Ok(None);
+        }
+        self.inner().get_chunk(job_id, index).await
     }
     async fn chunks(&self, job_id: &str) -> sluicebox::Result<Vec<sluicebox::ledger::ChunkRecord>> {
-        self.inner.chunks(job_id).await
+        self.inner().chunks(job_id).await
     }
     async fn set_status(
         &self,
@@ -299,23 +401,23 @@ impl sluicebox::ledger::StateStore for GathererDiesLedger {
         from: sluicebox::ledger::JobStatus,
         to: sluicebox::ledger::JobStatus,
     ) -> sluicebox::Result<bool> {
-        self.inner.set_status(job_id, from, to).await
+        self.inner().set_status(job_id, from, to).await
     }
     async fn take_gather_lease(&self, job_id: &str, now_ms: i64, until_ms: i64) -> sluicebox::Result<bool> {
-        if !self.died.swap(true, Ordering::SeqCst) {
+        if let Some(lease_ms) = self.dead_gatherer.filter(|_| !self.died.swap(true, Ordering::SeqCst)) {
             // The other gatherer took the lease and died: its lease ends unrenewed.
-            let ends = now_ms - 1 + self.lease_ms;
-            assert!(self.inner.take_gather_lease(job_id, now_ms - 2, ends).await?);
+            let ends = now_ms - 1 + lease_ms;
+            assert!(self.inner().take_gather_lease(job_id, now_ms - 2, ends).await?);
             self.lease_ends.store(ends, Ordering::SeqCst);
             return Ok(false);
         }
-        self.inner.take_gather_lease(job_id, now_ms, until_ms).await
+        self.inner().take_gather_lease(job_id, now_ms, until_ms).await
     }
     async fn renew_gather_lease(&self, job_id: &str, held_ms: i64, until_ms: i64) -> sluicebox::Result<bool> {
-        self.inner.renew_gather_lease(job_id, held_ms, until_ms).await
+        self.inner().renew_gather_lease(job_id, held_ms, until_ms).await
     }
     async fn delete_job(&self, job_id: &str) -> sluicebox::Result<()> {
-        self.inner.delete_job(job_id).await
+        self.inner().delete_job(job_id).await
     }
 }
 
@@ -334,12 +436,7 @@ async fn gather_taken_over_after(lease_ms: i64) {
     let rows: String = (0..500).map(|i| format!("{i},n{i}\n")).collect();
     std::fs::write(&input, format!("id,name\n{rows}")).unwrap();
     let mut engine = Engine::local(&dir.path().join("data")).unwrap();
-    let ledger = Arc::new(GathererDiesLedger {
-        inner: engine.ledger.clone(),
-        died: Default::default(),
-        lease_ms,
-        lease_ends: Default::default(),
-    });
+    let ledger = Arc::new(FaultyLedger { dead_gatherer: Some(lease_ms), ..FaultyLedger::over(engine.ledger.clone()) });
     engine.ledger = ledger.clone();
     let spec = spec("[chunking]\nrecords = 100\n[sink]\ntype = \"none\"\n", dir.path());
     let inputs = local_inputs(&engine, std::slice::from_ref(&input)).await;

@@ -97,6 +97,14 @@ pub struct PlannedInput {
 }
 
 impl JobPlan {
+    /// A plan stored before plans carried their run (`order` 0) belongs to the ledger's `job`.
+    pub fn of_run(mut self, job: &crate::ledger::JobRecord) -> JobPlan {
+        if self.order == 0 {
+            self.order = job.created_ms.max(0) as u64;
+        }
+        self
+    }
+
     /// Records in all inputs.
     pub fn total_records(&self) -> u64 {
         self.inputs.iter().map(|i| i.records).sum()
@@ -264,7 +272,11 @@ impl JobRun {
                 ),
             ));
         }
-        let plan = objects.plan().await?;
+        let mut plan = objects.plan().await?;
+        if plan.order == 0 {
+            let job = engine.ledger.get_job(job_id).await?.ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
+            plan = plan.of_run(&job);
+        }
         let lookup = engine.open_lookup(spec.enrich.as_ref()).await?;
         JobRun::open(engine, spec, plan, lookup, indicatif::ProgressBar::hidden())
     }
@@ -272,6 +284,12 @@ impl JobRun {
     /// The job id.
     pub fn id(&self) -> &str {
         &self.plan.job_id
+    }
+
+    /// Which run of the job this is: the ledger job's `created_ms`, carried by its plan, its
+    /// tasks and its commits (the ledger refuses commits of another run).
+    pub fn generation(&self) -> i64 {
+        self.plan.order as i64
     }
 }
 

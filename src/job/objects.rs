@@ -4,7 +4,7 @@
 //! | object | written by |
 //! |---|---|
 //! | `job.json` (the [`JobDefinition`]), `plan.json` (the [`JobPlan`]) | the planner, create-only |
-//! | `parts/NNNNNN.out`, `parts/NNNNNN.rejects.jsonl` | the worker of chunk N, before its commit |
+//! | `parts/NNNNNN-ATTEMPT.out`, `parts/NNNNNN-ATTEMPT.rejects.jsonl` | an attempt at chunk N, before its commit (which names the attempt) |
 //! | `calls/<ms>-<pid>.json` | a planner or submitter: the API calls it made |
 //! | `output.csv` / `output.jsonl`, `rejects.jsonl`, `manifest.json`, `summary.json` | the gather |
 //! | `failed.json` (a [`Failure`]) | the worker that fails the job |
@@ -107,12 +107,15 @@ impl JobObjects {
         self.name("parts")
     }
 
-    /// Where chunk `index`'s `part` lives: `jobs/<id>/parts/000042.out` or
-    /// `…/000042.rejects.jsonl`.
-    pub fn part_path(&self, part: Part, index: u32) -> String {
+    /// Where `attempt` at chunk `index` writes its `part`: `jobs/<id>/parts/000042-ATTEMPT.out`
+    /// or `…/000042-ATTEMPT.rejects.jsonl` (an empty attempt: `000042.out`, as parts were
+    /// named before attempts were). Each attempt writes its own objects, and the commit names
+    /// the one the gather reads, so a late attempt never replaces a committed chunk's parts.
+    pub fn part_path(&self, part: Part, index: u32, attempt: &str) -> String {
+        let stem = if attempt.is_empty() { format!("{index:06}") } else { format!("{index:06}-{attempt}") };
         match part {
-            Part::Output => self.name(&format!("parts/{index:06}.out")),
-            Part::Rejects => self.name(&format!("parts/{index:06}.rejects.jsonl")),
+            Part::Output => self.name(&format!("parts/{stem}.out")),
+            Part::Rejects => self.name(&format!("parts/{stem}.rejects.jsonl")),
         }
     }
 
@@ -166,9 +169,9 @@ impl JobObjects {
         bucket::put(self.store(), &self.failure_path(), json_bytes(failure)?).await
     }
 
-    /// Write one of a chunk's parts (replacing any earlier attempt's).
-    pub async fn put_part(&self, part: Part, index: u32, bytes: Vec<u8>) -> Result<()> {
-        bucket::put(self.store(), &self.part_path(part, index), bytes).await
+    /// Write one of a chunk's parts for one attempt.
+    pub async fn put_part(&self, part: Part, index: u32, attempt: &str, bytes: Vec<u8>) -> Result<()> {
+        bucket::put(self.store(), &self.part_path(part, index, attempt), bytes).await
     }
 
     /// Keep the API calls a planner or submitter made, in a file of its own.
@@ -235,9 +238,10 @@ mod tests {
         assert_eq!(o.output_path(OutputFormat::Csv), "jobs/orders-1a2b/output.csv");
         assert_eq!(o.output_path(OutputFormat::Jsonl), "jobs/orders-1a2b/output.jsonl");
         assert_eq!(o.rejects_path(), "jobs/orders-1a2b/rejects.jsonl");
-        assert_eq!(o.part_path(Part::Output, 42), "jobs/orders-1a2b/parts/000042.out");
-        assert_eq!(o.part_path(Part::Rejects, 7), "jobs/orders-1a2b/parts/000007.rejects.jsonl");
-        assert!(o.part_path(Part::Output, 3).starts_with(&o.parts_prefix()));
+        assert_eq!(o.part_path(Part::Output, 42, "9f3a"), "jobs/orders-1a2b/parts/000042-9f3a.out");
+        assert_eq!(o.part_path(Part::Rejects, 7, "9f3a"), "jobs/orders-1a2b/parts/000007-9f3a.rejects.jsonl");
+        assert_eq!(o.part_path(Part::Output, 42, ""), "jobs/orders-1a2b/parts/000042.out", "parts of old commits");
+        assert!(o.part_path(Part::Output, 3, "x").starts_with(&o.parts_prefix()));
     }
 
     #[tokio::test]
@@ -274,9 +278,9 @@ mod tests {
         let all = o.calls().await.unwrap();
         assert_eq!(all.get("s3.GetObject"), Some(&5));
         assert_eq!(all.get("sqs.SendMessageBatch"), Some(&1));
-        o.put_part(Part::Output, 0, b"x\n".to_vec()).await.unwrap();
+        o.put_part(Part::Output, 0, "a", b"x\n".to_vec()).await.unwrap();
         o.delete_parts().await.unwrap();
-        assert!(bucket::get_opt(o.store(), &o.part_path(Part::Output, 0)).await.unwrap().is_none());
+        assert!(bucket::get_opt(o.store(), &o.part_path(Part::Output, 0, "a")).await.unwrap().is_none());
         assert_eq!(o.calls().await.unwrap(), all, "only the parts were deleted");
     }
 }

@@ -51,7 +51,7 @@ pub async fn prepare(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, 
                     "job {job_id} was planned over other inputs (or they changed since); use --force or another --job-id"
                 )));
             }
-            Some(plan)
+            Some(plan.of_run(&job))
         }
     };
     if job.status == JobStatus::Complete {

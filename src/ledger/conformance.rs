@@ -17,6 +17,9 @@ fn chunk(index: u32, worker: &str) -> ChunkRecord {
         started_ms: 1,
         finished_ms: 2,
         api_calls: Default::default(),
+        // Every job in these cases is created at 1 unless a case says otherwise.
+        generation: 1,
+        attempt: format!("{worker}-a"),
     }
 }
 
@@ -29,6 +32,7 @@ where
     plan_once(make().as_ref()).await;
     commit_once_and_finalize_once(make().as_ref()).await;
     commit_requires_plan(make().as_ref()).await;
+    commit_is_fenced_by_generation(make().as_ref()).await;
     status_is_conditional(make().as_ref()).await;
     gather_lease_expires(make().as_ref()).await;
     delete_removes_everything(make().as_ref()).await;
@@ -88,6 +92,26 @@ pub async fn commit_requires_plan(store: &dyn StateStore) {
     assert_eq!(store.get_job("job-u").await.unwrap().unwrap().done_chunks, 0, "and not counted");
     assert_eq!(store.chunks("job-u").await.unwrap(), vec![]);
     assert!(matches!(store.commit_chunk("job-u", &chunk(1, "w")).await.unwrap(), LedgerCommit::First { .. }));
+}
+
+/// A commit for an earlier run of a job (made anew since) is refused, atomically.
+pub async fn commit_is_fenced_by_generation(store: &dyn StateStore) {
+    store.create_job(&JobRecord::new("job-g", 5)).await.unwrap();
+    store.set_planned("job-g", 2, 6).await.unwrap();
+    let stale = ChunkRecord { generation: 4, ..chunk(0, "old") };
+    let refused = store.commit_chunk("job-g", &stale).await;
+    assert!(matches!(refused, Err(crate::error::Error::Conflict(_))), "another run's commit: {refused:?}");
+    assert_eq!(store.get_chunk("job-g", 0).await.unwrap(), None, "a refused commit stores nothing");
+    // Made anew: the earlier run's workers cannot commit into the new plan.
+    store.delete_job("job-g").await.unwrap();
+    store.create_job(&JobRecord::new("job-g", 7)).await.unwrap();
+    store.set_planned("job-g", 2, 8).await.unwrap();
+    let earlier = ChunkRecord { generation: 5, ..chunk(1, "old") };
+    assert!(matches!(store.commit_chunk("job-g", &earlier).await, Err(crate::error::Error::Conflict(_))));
+    assert_eq!(store.get_job("job-g").await.unwrap().unwrap().done_chunks, 0, "and nothing is counted");
+    let current = ChunkRecord { generation: 7, ..chunk(1, "new") };
+    assert!(matches!(store.commit_chunk("job-g", &current).await.unwrap(), LedgerCommit::First { done: 1, .. }));
+    assert_eq!(store.get_chunk("job-g", 1).await.unwrap(), Some(current));
 }
 
 /// The gather lease is taken once, and taken over only after it ended.

@@ -200,10 +200,11 @@ impl StateStore for DynamoLedger {
             .key("pk", pk(job_id))
             .key("sk", s("job"))
             .update_expression("SET done = done + :one")
-            .condition_expression("attribute_exists(#total) AND #total > :index")
+            .condition_expression("attribute_exists(#total) AND #total > :index AND created_ms = :generation")
             .expression_attribute_names("#total", "total")
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":index", n(chunk.index))
+            .expression_attribute_values(":generation", n(chunk.generation))
             .build()
             .map_err(|e| ddb::error("job update", e))?;
         let sent = self
@@ -227,7 +228,8 @@ impl StateStore for DynamoLedger {
             };
             if failed(1) {
                 return Err(Error::Conflict(format!(
-                    "job {job_id} does not exist, is not planned yet, or has no chunk {} in its plan",
+                    "job {job_id} does not exist, is not planned yet, has no chunk {} in its plan, or was made \
+                     anew since this chunk's run began",
                     chunk.index
                 )));
             }

@@ -61,8 +61,12 @@ impl StateStore for MemoryLedger {
 
     async fn commit_chunk(&self, job_id: &str, chunk: &ChunkRecord) -> Result<LedgerCommit> {
         self.with(|jobs| {
-            let job = jobs.get_mut(job_id).ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
-            let record = job.record.as_mut().ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
+            let missing = || Error::Conflict(format!("job {job_id} does not exist"));
+            let job = jobs.get_mut(job_id).ok_or_else(missing)?;
+            let record = job.record.as_mut().ok_or_else(missing)?;
+            if record.created_ms != chunk.generation {
+                return Err(Error::Conflict(format!("job {job_id} was made anew since this chunk's run began")));
+            }
             let total =
                 record.total_chunks.ok_or_else(|| Error::Conflict(format!("job {job_id} is not planned yet")))?;
             if chunk.index >= total {

@@ -114,6 +114,15 @@ pub struct ChunkRecord {
     /// Cloud API requests made for this chunk (see [`crate::calls`]), including its commit.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub api_calls: crate::calls::ApiCalls,
+    /// The run of the job this commit belongs to: the job's `created_ms` when the worker
+    /// loaded its plan. A job made anew (`--force`) has another, and refuses the commit.
+    #[serde(default)]
+    pub generation: i64,
+    /// The attempt that wrote the chunk's parts (their names carry it), so that a later
+    /// attempt of a committed chunk never replaces what the gather reads. Empty: parts
+    /// written before attempts were named.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub attempt: String,
 }
 
 /// The result of [`StateStore::commit_chunk`].
@@ -145,8 +154,10 @@ pub enum LedgerCommit {
 ///   record and adds one to `done_chunks`; every later commit of the same chunk returns
 ///   [`LedgerCommit::Duplicate`] and changes nothing. Across any number of concurrent
 ///   committers, exactly one sees `finalize == true`. Committing to an unknown or
-///   un-planned job, or a chunk index outside the plan's count, is an error (a fence against
-///   a worker holding an earlier plan of the job) and changes nothing.
+///   un-planned job, a chunk index outside the plan's count, or a `generation` other than
+///   the job's `created_ms` is a [`crate::error::Error::Conflict`] (a fence against a worker
+///   holding an earlier run of the job, made anew since) and changes nothing. The checks and
+///   the write are one atomic step.
 /// - `set_status(from, to)` changes the status only if it is `from`, and says whether it did.
 /// - `take_gather_lease(now, until)` moves `Running → Gathering`, or takes over a
 ///   `Gathering` whose lease ended before `now` (its holder died), and sets the lease's end

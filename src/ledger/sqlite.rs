@@ -143,17 +143,22 @@ impl StateStore for SqliteLedger {
 
     async fn commit_chunk(&self, job_id: &str, chunk: &ChunkRecord) -> Result<LedgerCommit> {
         let id = job_id.to_string();
-        let index = chunk.index;
+        let (index, generation) = (chunk.index, chunk.generation);
         let body = serde_json::to_string(chunk).map_err(|e| Error::backend("sqlite", "encode chunk record", e))?;
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let total: Option<Option<u32>> = tx
-                .query_row("SELECT total_chunks FROM sluicebox_jobs WHERE job_id = ?1", [&id], |r| r.get(0))
+            let job: Option<(Option<u32>, i64)> = tx
+                .query_row("SELECT total_chunks, created_ms FROM sluicebox_jobs WHERE job_id = ?1", [&id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .optional()?;
-            let total = match total {
-                None => return Err(Error::NotFound(format!("job {id}"))),
-                Some(None) => return Err(Error::Conflict(format!("job {id} is not planned yet"))),
-                Some(Some(t)) => t,
+            let total = match job {
+                None => return Err(Error::Conflict(format!("job {id} does not exist"))),
+                Some((_, created)) if created != generation => {
+                    return Err(Error::Conflict(format!("job {id} was made anew since this chunk's run began")))
+                }
+                Some((None, _)) => return Err(Error::Conflict(format!("job {id} is not planned yet"))),
+                Some((Some(t), _)) => t,
             };
             if index >= total {
                 return Err(Error::Conflict(format!("chunk {index} is outside job {id}'s plan of {total} chunks")));
