@@ -5,8 +5,8 @@
 //! opened). Keys arrive URL-encoded (`+` for a space) and are decoded. `s3:TestEvent` and
 //! events other than `ObjectCreated:*` are acknowledged and ignored. An object's job id comes
 //! from its location, size and version, so a repeated event for one object version finds its
-//! job in the ledger and starts nothing, unless that job was never planned (a submission that
-//! failed half-way), which the repeat then submits again.
+//! job in the ledger and starts nothing, unless that job's submission failed half-way (it was
+//! never planned, or not all its tasks were sent), which the repeat then submits again.
 
 use serde_json::Value;
 use tracing::{info, warn};
@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::job::{self, RunOptions};
+use crate::ledger::JobStatus;
 use crate::pool::Pool;
 use crate::queue::Queue;
 use crate::spec::JobSpec;
@@ -147,11 +148,17 @@ async fn start(
         Err(e) => return Err(e),
     };
     let job_id = job::derive_job_id(&inputs, spec);
-    // A job still `planning` was left by a submission that failed half-way (or is being
-    // planned by another watcher right now): submitting again finishes it, and two planners
-    // agree on one plan. A planned job exists: the event is a repeat.
+    // A job still `planning`, or planned with not all its tasks sent, was left by a submission
+    // that failed half-way (or is being submitted by another watcher right now): submitting
+    // again finishes it (two planners agree on one plan; a task sent twice is worked once). A
+    // job whose tasks were all sent exists: the event is a repeat.
     let existing = engine.ledger.get_job(&job_id).await?;
-    if existing.is_some_and(|j| j.status != crate::ledger::JobStatus::Planning) {
+    let submitted = match existing.map(|j| j.status) {
+        None | Some(JobStatus::Planning) => false,
+        Some(JobStatus::Running) => job::JobObjects::new(engine.bucket.clone(), &job_id).sent().await?.is_some(),
+        Some(_) => true,
+    };
+    if submitted {
         info!(%input, job = %job_id, "repeated event: the job exists");
         return Ok(Outcome::Repeated { input, job_id });
     }

@@ -411,7 +411,7 @@ async fn throttled_writes_and_duplicated_deliveries_write_every_record_once() {
     let opened = sink.clone();
     engine.sink_layer = Some(Arc::new(move |_| opened.clone() as Arc<dyn sluicebox::sink::Sink>));
     let sqs = sluicebox::aws::sqs(&conf);
-    let dup = sluicebox::queue::faults::QueueFaults { extra_copies: 1, drop_every_nth_ack: 3 };
+    let dup = sluicebox::queue::faults::QueueFaults { extra_copies: 1, drop_every_nth_ack: 3, ..Default::default() };
     engine.queue = Arc::new(sluicebox::queue::faults::FaultyQueue::new(new_sqs_queue(&sqs).await, dup));
     // The first 3,000 orders: throttled writes are slow on purpose.
     let orders =
@@ -874,4 +874,55 @@ async fn watch_submits_again_a_job_whose_submission_failed_half_way() {
     events.send(vec![event]).await.unwrap();
     let outcomes = sluicebox::watch::watch_once(&engine, &spec, &events, &prefix, &opts, wait).await.unwrap();
     assert_eq!(outcomes, [sluicebox::watch::Outcome::Repeated { input, job_id }]);
+}
+
+/// A submitter cut off while sending a planned job's tasks: the job is `running` with tasks
+/// missing. The event comes back (it was not acknowledged) and its repeat sends the tasks
+/// again; only once every task was sent is a later event a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_sends_again_the_tasks_of_a_submission_cut_off_while_sending() {
+    use sluicebox::queue::faults::{FaultyQueue, QueueFaults};
+    use sluicebox::queue::{MemoryQueue, Queue};
+    let conf = emulator().await;
+    let bucket = unique("cut");
+    aws_sdk_s3::Client::new(&conf).create_bucket().bucket(&bucket).send().await.unwrap();
+    let cloud = sluicebox::cloud::Cloud::aws(conf.clone());
+    let store = sluicebox::bucket::open(&format!("s3://{bucket}"), &cloud).unwrap();
+    let rows: String = (0..25).map(|i| format!("{i}\n")).collect();
+    let object = object_store::path::Path::from("in/x.csv");
+    object_store::ObjectStoreExt::put(store.as_ref(), &object, format!("id\n{rows}").into_bytes().into())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut engine = sluicebox::engine::Engine::local(data.path()).unwrap();
+    engine.cloud = cloud;
+    let tasks: Arc<dyn Queue> = Arc::new(MemoryQueue::new(Duration::from_secs(60)));
+    let cut_off = QueueFaults { fail_sends_after: Some(1), ..Default::default() };
+    let mut cut = engine.clone();
+    cut.queue = Arc::new(FaultyQueue::new(tasks.clone(), cut_off));
+    engine.queue = tasks.clone();
+    let spec = sluicebox::config::JobConfig::from_toml("[chunking]\nrecords = 1\n[sink]\ntype = \"none\"\n", "j")
+        .unwrap()
+        .validate(data.path())
+        .unwrap();
+    let events = MemoryQueue::new(Duration::from_secs(30));
+    let event = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
+        "bucket": {"name": bucket}, "object": {"key": "in/x.csv"}}}]})
+    .to_string();
+    let opts = sluicebox::job::RunOptions::default();
+    let prefix = format!("s3://{bucket}/in/");
+    let wait = Duration::from_millis(100);
+    events.send(vec![event.clone()]).await.unwrap();
+    let outcomes = sluicebox::watch::watch_once(&cut, &spec, &events, &prefix, &opts, wait).await.unwrap();
+    assert_eq!(outcomes, [], "the submission failed");
+    let taken = tasks.receive(100, Duration::from_millis(50)).await.unwrap();
+    assert_eq!(taken.len(), 10, "one batch of ten tasks went out before the cut");
+    // The event was given back, not acknowledged: its next delivery finishes the submission.
+    let outcomes = sluicebox::watch::watch_once(&engine, &spec, &events, &prefix, &opts, wait).await.unwrap();
+    assert!(matches!(&outcomes[..], [sluicebox::watch::Outcome::Started { .. }]), "{outcomes:?}");
+    let taken = tasks.receive(100, Duration::from_millis(50)).await.unwrap();
+    assert_eq!(taken.len(), 25, "every task was sent again");
+    events.send(vec![event]).await.unwrap();
+    let outcomes = sluicebox::watch::watch_once(&engine, &spec, &events, &prefix, &opts, wait).await.unwrap();
+    assert!(matches!(&outcomes[..], [sluicebox::watch::Outcome::Repeated { .. }]), "{outcomes:?}");
 }

@@ -164,7 +164,8 @@ async fn duplicated_tasks_dropped_acks_and_failing_writes_change_nothing() {
     let mut engine = Engine::local(data.path()).unwrap();
     let visibility = Duration::from_millis(300);
     let inner: Arc<dyn Queue> = Arc::new(MemoryQueue::new(visibility));
-    engine.queue = Arc::new(FaultyQueue::new(inner, QueueFaults { extra_copies: 1, drop_every_nth_ack: 2 }));
+    engine.queue =
+        Arc::new(FaultyQueue::new(inner, QueueFaults { extra_copies: 1, drop_every_nth_ack: 2, ..Default::default() }));
     engine.sink_layer =
         Some(Arc::new(|inner| Arc::new(FlakySink { inner, calls: AtomicU32::new(0) }) as Arc<dyn Sink>));
     // Every attempt works its chunk in full, even after another attempt committed it.

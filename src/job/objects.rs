@@ -6,6 +6,7 @@
 //! | `job.json` (the [`JobDefinition`]), `plan.json` (the [`JobPlan`]) | the planner, create-only |
 //! | `parts/NNNNNN-ATTEMPT.out`, `parts/NNNNNN-ATTEMPT.rejects.jsonl` | an attempt at chunk N, before its commit (which names the attempt) |
 //! | `calls/<ms>-<pid>.json` | a planner or submitter: the API calls it made |
+//! | `sent.json` (a [`Sent`]) | the submitter, once every task of the plan is on the queue |
 //! | `output.csv` / `output.jsonl`, `rejects.jsonl`, `manifest.json`, `summary.json` | the gather |
 //! | `failed.json` (a [`Failure`]) | the worker that fails the job |
 
@@ -21,6 +22,15 @@ use crate::bucket;
 use crate::calls::ApiCalls;
 use crate::config::{JobDefinition, OutputFormat};
 use crate::error::{Error, Result};
+
+/// `sent.json`: a submitter put every task of the plan on the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Sent {
+    /// Tasks sent (chunks not yet committed when they were sent).
+    pub tasks: u32,
+    /// When the last was sent, ms since the Unix epoch.
+    pub at_ms: i64,
+}
 
 /// The objects of one job in one bucket.
 #[derive(Debug, Clone)]
@@ -87,6 +97,11 @@ impl JobObjects {
     /// `jobs/<id>/failed.json`.
     pub fn failure_path(&self) -> String {
         self.name("failed.json")
+    }
+
+    /// `jobs/<id>/sent.json`.
+    pub fn sent_path(&self) -> String {
+        self.name("sent.json")
     }
 
     /// `jobs/<id>/output.csv` or `output.jsonl`.
@@ -167,6 +182,17 @@ impl JobObjects {
     /// Write why the job failed.
     pub async fn put_failure(&self, failure: &Failure) -> Result<()> {
         bucket::put(self.store(), &self.failure_path(), json_bytes(failure)?).await
+    }
+
+    /// Whether a submitter sent every task of the plan, and when.
+    pub async fn sent(&self) -> Result<Option<Sent>> {
+        self.read(&self.sent_path()).await
+    }
+
+    /// Record that every task of the plan is on the queue: until then a job that is planned
+    /// may be missing tasks (its submitter died half-way), and submitting it again sends them.
+    pub async fn put_sent(&self, sent: &Sent) -> Result<()> {
+        bucket::put(self.store(), &self.sent_path(), json_bytes(sent)?).await
     }
 
     /// Write one of a chunk's parts for one attempt.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::prepare::{enqueue, prepare, record_calls, Prepared};
-use super::{JobObjects, JobRun, RunOptions, Summary};
+use super::{now_ms, JobObjects, JobRun, RunOptions, Sent, Summary};
 use crate::bucket::InputObject;
 use crate::calls::Tally;
 use crate::config::SinkTarget;
@@ -64,6 +64,7 @@ pub async fn submit(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, o
         }),
         Prepared::Ready(run) => {
             let sent = tally.scope(enqueue(&run)).await?;
+            tally.scope(run.objects.put_sent(&Sent { tasks: sent, at_ms: now_ms() })).await?;
             record_calls(&run, &tally).await?;
             Ok(Submitted {
                 job_id: run.id().to_string(),

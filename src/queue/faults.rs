@@ -1,4 +1,4 @@
-//! Fault injection for queues: wrap any [`Queue`] to duplicate sends or drop acks, so tests
+//! Fault injection for queues: wrap any [`Queue`] to duplicate sends, drop acks or fail sends, so tests
 //! can prove that redelivery never loses or doubles a record.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +17,8 @@ pub struct QueueFaults {
     pub extra_copies: u32,
     /// Drop every n-th ack (0: none), so the message is delivered again after its timeout.
     pub drop_every_nth_ack: u64,
+    /// Fail every send after this many have succeeded (a sender cut off half-way).
+    pub fail_sends_after: Option<u64>,
 }
 
 /// A queue that misbehaves as told, within the at-least-once contract.
@@ -25,18 +27,23 @@ pub struct FaultyQueue {
     inner: Arc<dyn Queue>,
     faults: QueueFaults,
     acks: AtomicU64,
+    sends: AtomicU64,
 }
 
 impl FaultyQueue {
     /// Wrap `inner`.
     pub fn new(inner: Arc<dyn Queue>, faults: QueueFaults) -> Self {
-        FaultyQueue { inner, faults, acks: AtomicU64::new(0) }
+        FaultyQueue { inner, faults, acks: AtomicU64::new(0), sends: AtomicU64::new(0) }
     }
 }
 
 #[async_trait]
 impl Queue for FaultyQueue {
     async fn send(&self, bodies: Vec<String>) -> Result<()> {
+        let n = self.sends.fetch_add(1, Ordering::Relaxed);
+        if self.faults.fail_sends_after.is_some_and(|after| n >= after) {
+            return Err(crate::error::Error::backend("queue", "send", "injected: the sender was cut off"));
+        }
         let copies = 1 + self.faults.extra_copies as usize;
         let all = bodies.iter().flat_map(|b| std::iter::repeat_n(b.clone(), copies)).collect();
         self.inner.send(all).await
