@@ -216,6 +216,40 @@ impl ObjectReader {
     pub fn decoded(self) -> Result<Box<dyn Read + Send>> {
         decompress(self.inner, self.compression, &self.location)
     }
+
+    /// The decompressed stream, failing with an error naming the input and `setting` once it
+    /// passes `max` bytes. An input that is not compressed is not capped.
+    pub fn decoded_at_most(self, max: u64, setting: &'static str) -> Result<Box<dyn Read + Send>> {
+        let capped = !matches!(self.compression, Compression::None | Compression::Auto);
+        let location = self.location.clone();
+        let decoded = self.decoded()?;
+        Ok(match capped {
+            true => Box::new(AtMost { inner: decoded, left: max, max, location, setting }),
+            false => decoded,
+        })
+    }
+}
+
+/// A reader that fails once more than `max` bytes were read.
+struct AtMost {
+    inner: Box<dyn Read + Send>,
+    left: u64,
+    max: u64,
+    location: String,
+    setting: &'static str,
+}
+
+impl Read for AtMost {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            std::io::Error::other(format!(
+                "{} decompresses to more than {} bytes (a decompression bomb?); if it is genuine, raise {}",
+                self.location, self.max, self.setting
+            ))
+        })?;
+        Ok(n)
+    }
 }
 
 /// Open an object for a streaming read (see [`ObjectReader`]).

@@ -66,6 +66,11 @@ pub struct InputConfig {
     /// with its line: it is most often an unbalanced quote swallowing the rest of the file.
     #[serde(default = "default_max_record")]
     pub max_record_bytes: u64,
+    /// The most a compressed input may decompress to, in bytes (default: 1,000 times its
+    /// compressed size, and at least 1 GiB). A larger one stops the plan: it is most often a
+    /// decompression bomb.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_decompressed_bytes: Option<u64>,
 }
 
 fn default_max_record() -> u64 {
@@ -91,6 +96,7 @@ impl Default for InputConfig {
             delimiter: comma(),
             quote: dquote(),
             max_record_bytes: default_max_record(),
+            max_decompressed_bytes: None,
         }
     }
 }

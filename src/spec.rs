@@ -56,6 +56,17 @@ pub struct InputSpec {
     pub compression: Compression,
     /// CSV delimiter, quote and header.
     pub dialect: CsvDialect,
+    /// The cap on a compressed input's decompressed size, if set (see
+    /// [`InputSpec::max_decompressed`]).
+    pub max_decompressed_bytes: Option<u64>,
+}
+
+impl InputSpec {
+    /// The most an input of `compressed` bytes may decompress to: as configured, else 1,000
+    /// times its size and at least 1 GiB (deflate itself expands at most about 1,032 times).
+    pub fn max_decompressed(&self, compressed: u64) -> u64 {
+        self.max_decompressed_bytes.unwrap_or_else(|| compressed.saturating_mul(1000).max(1 << 30))
+    }
 }
 
 /// Where records go.
@@ -132,6 +143,7 @@ impl JobDefinition {
                 format: c.input.format,
                 compression: c.input.compression,
                 dialect: CsvDialect { delimiter, quote, header: c.input.header },
+                max_decompressed_bytes: c.input.max_decompressed_bytes,
             },
             chunking: ChunkTargets { records, bytes, max_record_bytes: c.input.max_record_bytes },
             columns: c.columns.iter().map(ColumnRule::from).collect(),
@@ -214,5 +226,20 @@ fn one_byte(key: &str, s: &str) -> Result<u8> {
     match s.as_bytes() {
         [b] if b.is_ascii() => Ok(*b),
         _ => Err(Error::config(key, format!("must be exactly one ASCII character, got {s:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compressed_input_may_grow_a_thousandfold_and_to_at_least_a_gibibyte_unless_set() {
+        let spec = JobConfig::default().validate(std::path::Path::new("/")).unwrap();
+        assert_eq!(spec.input.max_decompressed(1_000), 1 << 30, "small inputs get the floor");
+        assert_eq!(spec.input.max_decompressed(10 << 30), 10_000 << 30, "large ones a thousand times their size");
+        assert_eq!(spec.input.max_decompressed(u64::MAX), u64::MAX, "without overflow");
+        let set = InputSpec { max_decompressed_bytes: Some(5), ..spec.input };
+        assert_eq!(set.max_decompressed(10 << 30), 5, "a setting wins");
     }
 }

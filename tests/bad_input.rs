@@ -347,3 +347,26 @@ async fn a_header_with_too_many_columns_stops_with_the_count() {
     let e = run(dir.path(), &[input], "", dir.path()).await.unwrap_err().to_string();
     assert!(e.contains("wide.csv") && e.contains(&wide.to_string()) && e.contains("columns"), "{e}");
 }
+
+/// A compressed input that decompresses to more than the cap (a decompression bomb) stops
+/// the plan with a message naming the input and the setting; the same file under a cap it
+/// fits runs. gzip and zstd alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decompression_bomb_stops_the_plan_at_the_cap() {
+    let data = tempfile::tempdir().unwrap();
+    let rows: String = std::iter::repeat_n("1,a\n", 250_000).collect();
+    let text = format!("id,name\n{rows}");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(text.as_bytes()).unwrap();
+    let gz = write(data.path(), "bomb.csv.gz", &gz.finish().unwrap());
+    let zst = write(data.path(), "bomb.csv.zst", &zstd::encode_all(text.as_bytes(), 19).unwrap());
+    for input in [gz, zst] {
+        let capped = "[input]\nmax_decompressed_bytes = 500000\n[sink]\ntype = \"none\"\n";
+        let e = run(data.path(), std::slice::from_ref(&input), capped, data.path()).await.unwrap_err().to_string();
+        assert!(e.contains(&input.display().to_string()), "{e}");
+        assert!(e.contains("more than 500000 bytes") && e.contains("input.max_decompressed_bytes"), "{e}");
+        let fits = "[input]\nmax_decompressed_bytes = 1000008\n[sink]\ntype = \"none\"\n";
+        let s = run(data.path(), std::slice::from_ref(&input), fits, data.path()).await.unwrap();
+        assert_eq!(s.records.written, 250_000);
+    }
+}

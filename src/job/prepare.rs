@@ -165,8 +165,9 @@ async fn scan_inputs(
         let reader = bucket::open_reader(engine.inputs.clone(), &object).await?;
         let format = object.format;
         let location = object.location.clone();
+        let max = spec.input.max_decompressed(object.size);
         let scan: InputScan = tokio::task::spawn_blocking(move || {
-            let reader = reader.decoded()?;
+            let reader = reader.decoded_at_most(max, "input.max_decompressed_bytes")?;
             plan::scan(reader, format, dialect, targets)
                 .map_err(|e| Error::input(&location, format!("cannot read input: {e}")))
         })
