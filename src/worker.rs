@@ -580,7 +580,8 @@ pub async fn finalize_if_due(run: &Arc<JobRun>) -> Result<()> {
     let job = run.engine.ledger.get_job(run.id()).await?;
     match job {
         Some(j) if j.status == JobStatus::Running && Some(j.done_chunks) == j.total_chunks => gather::gather(run).await,
-        Some(j) if j.status == JobStatus::Gathering => gather::gather(run).await,
+        // A live lease is its holder's: trying to take it would be a refused write per poll.
+        Some(j) if j.status == JobStatus::Gathering && j.lease_until_ms < now_ms() => gather::gather(run).await,
         Some(j) if j.status == JobStatus::Complete => {
             run.done.cancel();
             Ok(())

@@ -358,6 +358,7 @@ struct FaultyLedger {
     hide_commits: bool,
     died: std::sync::atomic::AtomicBool,
     lease_ends: std::sync::atomic::AtomicI64,
+    lease_attempts: AtomicU32,
 }
 
 impl FaultyLedger {
@@ -405,6 +406,7 @@ impl sluicebox::ledger::StateStore for FaultyLedger {
         self.inner().set_status(job_id, from, to).await
     }
     async fn take_gather_lease(&self, job_id: &str, now_ms: i64, until_ms: i64) -> sluicebox::Result<bool> {
+        self.lease_attempts.fetch_add(1, Ordering::SeqCst);
         if let Some(lease_ms) = self.dead_gatherer.filter(|_| !self.died.swap(true, Ordering::SeqCst)) {
             // The other gatherer took the lease and died: its lease ends unrenewed.
             let ends = now_ms - 1 + lease_ms;
@@ -426,7 +428,7 @@ impl sluicebox::ledger::StateStore for FaultyLedger {
 /// an idle worker takes the gather over and the job completes with every record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_take_over_the_gather_of_a_gatherer_that_died() {
-    for lease_ms in [0, 2_000] {
+    for lease_ms in [0, 3_000] {
         gather_taken_over_after(lease_ms).await;
     }
 }
@@ -459,6 +461,9 @@ async fn gather_taken_over_after(lease_ms: i64) {
     let ends = ledger.lease_ends.load(Ordering::SeqCst);
     assert!(ends > 0, "the first gatherer took the lease");
     assert!(finished >= ends, "the live lease was respected: gathered at {finished}, the lease ended at {ends}");
+    // Two idle workers poll several times a second, but only try a lease that has ended.
+    let attempts = ledger.lease_attempts.load(Ordering::SeqCst);
+    assert!(attempts <= 4, "{attempts} tries at the gather lease while it was held");
 }
 
 /// A sink that takes its time, so that a job is still being worked when it is made anew.

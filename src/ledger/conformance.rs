@@ -121,12 +121,14 @@ pub async fn gather_lease_expires(store: &dyn StateStore) {
     assert!(!store.take_gather_lease("job-l", 100, 200).await.unwrap(), "no lease before the plan");
     store.set_planned("job-l", 1, 2).await.unwrap();
     assert!(store.take_gather_lease("job-l", 100, 200).await.unwrap(), "a running job's lease is free");
-    assert_eq!(store.get_job("job-l").await.unwrap().unwrap().status, JobStatus::Gathering);
+    let job = store.get_job("job-l").await.unwrap().unwrap();
+    assert_eq!((job.status, job.lease_until_ms), (JobStatus::Gathering, 200), "the lease and its end are read back");
     assert!(!store.take_gather_lease("job-l", 150, 250).await.unwrap(), "a held lease is not taken");
     assert!(store.take_gather_lease("job-l", 201, 300).await.unwrap(), "an ended lease is taken over");
     assert!(!store.take_gather_lease("job-l", 250, 350).await.unwrap(), "the new lease holds");
     assert!(!store.renew_gather_lease("job-l", 200, 400).await.unwrap(), "a lease taken over is not renewed");
     assert!(store.renew_gather_lease("job-l", 300, 500).await.unwrap(), "its holder renews it");
+    assert_eq!(store.get_job("job-l").await.unwrap().unwrap().lease_until_ms, 500);
     assert!(!store.take_gather_lease("job-l", 450, 550).await.unwrap(), "a renewed lease holds past its old end");
     assert!(!store.renew_gather_lease("job-l", 300, 600).await.unwrap(), "a renewal names the current end");
     assert!(store.take_gather_lease("job-l", 501, 700).await.unwrap(), "a lease not renewed ends");

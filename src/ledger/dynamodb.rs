@@ -166,6 +166,7 @@ impl StateStore for DynamoLedger {
             done_chunks: num(&item, "done").unwrap_or(0),
             created_ms: num(&item, "created_ms").unwrap_or(0),
             planned_ms: num(&item, "planned_ms"),
+            lease_until_ms: num(&item, "lease_until").unwrap_or(0),
         }))
     }
 

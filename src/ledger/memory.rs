@@ -11,7 +11,6 @@ use crate::error::{Error, Result};
 #[derive(Debug, Default)]
 struct Job {
     record: Option<JobRecord>,
-    lease_until_ms: i64,
     chunks: BTreeMap<u32, ChunkRecord>,
 }
 
@@ -104,31 +103,26 @@ impl StateStore for MemoryLedger {
     }
 
     async fn take_gather_lease(&self, job_id: &str, now_ms: i64, until_ms: i64) -> Result<bool> {
-        Ok(self.with(|jobs| {
-            let Some(job) = jobs.get_mut(job_id) else { return false };
-            let expired = job.lease_until_ms < now_ms;
-            match job.record.as_mut() {
-                Some(r) if r.status == JobStatus::Running || (r.status == JobStatus::Gathering && expired) => {
-                    r.status = JobStatus::Gathering;
-                    job.lease_until_ms = until_ms;
-                    true
-                }
-                _ => false,
+        Ok(self.with(|jobs| match jobs.get_mut(job_id).and_then(|j| j.record.as_mut()) {
+            Some(r)
+                if r.status == JobStatus::Running
+                    || (r.status == JobStatus::Gathering && r.lease_until_ms < now_ms) =>
+            {
+                r.status = JobStatus::Gathering;
+                r.lease_until_ms = until_ms;
+                true
             }
+            _ => false,
         }))
     }
 
     async fn renew_gather_lease(&self, job_id: &str, held_ms: i64, until_ms: i64) -> Result<bool> {
-        Ok(self.with(|jobs| {
-            let Some(job) = jobs.get_mut(job_id) else { return false };
-            let held = job.lease_until_ms == held_ms;
-            match job.record.as_ref() {
-                Some(r) if r.status == JobStatus::Gathering && held => {
-                    job.lease_until_ms = until_ms;
-                    true
-                }
-                _ => false,
+        Ok(self.with(|jobs| match jobs.get_mut(job_id).and_then(|j| j.record.as_mut()) {
+            Some(r) if r.status == JobStatus::Gathering && r.lease_until_ms == held_ms => {
+                r.lease_until_ms = until_ms;
+                true
             }
+            _ => false,
         }))
     }
 

@@ -77,6 +77,10 @@ pub struct JobRecord {
     pub created_ms: i64,
     /// When the plan was stored, ms since the Unix epoch.
     pub planned_ms: Option<i64>,
+    /// When the gather lease ends (its holder renews it while it gathers), ms since the Unix
+    /// epoch; 0 when none was taken.
+    #[serde(default)]
+    pub lease_until_ms: i64,
 }
 
 impl JobRecord {
@@ -89,6 +93,7 @@ impl JobRecord {
             done_chunks: 0,
             created_ms,
             planned_ms: None,
+            lease_until_ms: 0,
         }
     }
 }

@@ -86,6 +86,7 @@ fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         done_chunks: row.get(3)?,
         created_ms: row.get(4)?,
         planned_ms: row.get(5)?,
+        lease_until_ms: row.get(6)?,
     })
 }
 
@@ -119,7 +120,8 @@ impl StateStore for SqliteLedger {
         let id = job_id.to_string();
         self.call(move |c| {
             Ok(c.query_row(
-                "SELECT job_id, status, total_chunks, done_chunks, created_ms, planned_ms FROM sluicebox_jobs WHERE job_id = ?1",
+                "SELECT job_id, status, total_chunks, done_chunks, created_ms, planned_ms, lease_until_ms
+                 FROM sluicebox_jobs WHERE job_id = ?1",
                 [&id],
                 job_from_row,
             )
