@@ -220,14 +220,24 @@ impl ObjectReader {
     /// The decompressed stream, failing with an error naming the input and `setting` once it
     /// passes `max` bytes. An input that is not compressed is not capped.
     pub fn decoded_at_most(self, max: u64, setting: &'static str) -> Result<Box<dyn Read + Send>> {
-        let capped = !matches!(self.compression, Compression::None | Compression::Auto);
-        let location = self.location.clone();
-        let decoded = self.decoded()?;
-        Ok(match capped {
-            true => Box::new(AtMost { inner: decoded, left: max, max, location, setting }),
-            false => decoded,
-        })
+        decompress_at_most(self.inner, self.compression, &self.location, max, setting)
     }
+}
+
+/// `r` decompressed as `c` says, failing with an error naming `location` and `setting` once
+/// it passes `max` bytes. A stream that is not compressed is not capped.
+pub fn decompress_at_most(
+    r: Box<dyn Read + Send>,
+    c: Compression,
+    location: &str,
+    max: u64,
+    setting: &'static str,
+) -> Result<Box<dyn Read + Send>> {
+    let decoded = decompress(r, c, location)?;
+    Ok(match c {
+        Compression::None | Compression::Auto => decoded,
+        _ => Box::new(AtMost { inner: decoded, left: max, max, location: location.to_string(), setting }),
+    })
 }
 
 /// A reader that fails once more than `max` bytes were read.

@@ -43,6 +43,7 @@
 //!   enqueue; run here, submit, wait.
 //! - [`watch`]: a job per object from S3 event notifications.
 //! - [`bench`](mod@bench): synthetic orders and the `sluicebox bench` measurement.
+//! - `fuzzing` (feature `testing`): what the fuzz targets in `fuzz/` check.
 //!
 //! # Guarantees
 //!
@@ -65,7 +66,8 @@
 //!   (`dynamodb://TABLE`) and S3 buckets (`s3://`), with the official AWS SDK for Rust.
 //! - `testing`: the conformance suites of the seams (`ledger::conformance`,
 //!   `queue::conformance`, `sink::conformance`, `lookup::conformance`) and the fault-injecting
-//!   layers (`queue::faults`, the DynamoDB sink's throttling), for tests; not in a normal build.
+//!   layers (`queue::faults`, the DynamoDB sink's throttling), and what the fuzz targets check
+//!   (`fuzzing`), for tests; not in a normal build.
 
 pub mod error;
 pub mod record;
@@ -98,5 +100,7 @@ pub mod watch;
 pub mod worker;
 
 pub mod bench;
+#[cfg(any(test, feature = "testing"))]
+pub mod fuzzing;
 
 pub use error::{Error, Result};

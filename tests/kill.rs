@@ -1,0 +1,209 @@
+//! Guarantee 2 at scale: a job of 200,000 orders in random key order, killed with SIGKILL at
+//! twenty random instants spread across its plan, its work and its gather, and resumed after
+//! each, ends with exactly the outputs, rejects, counts and sink table of a clean run; after
+//! every kill, what the sink holds is a part of the clean result, never anything else.
+//!
+//! `SLUICEBOX_KILL_RECORDS` and `SLUICEBOX_KILLS` change the size and the number of kills
+//! (defaults 200,000 and 20).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use sluicebox::ledger::{JobStatus, SqliteLedger, StateStore};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Orders in random order (keys not ascending, the reference in another order), with bad
+/// rows of several kinds among them, and the orders job pointed at them.
+fn fixture(dir: &Path, n: u64) -> PathBuf {
+    sluicebox::bench::generate(dir, n).unwrap();
+    let orders = dir.join("orders.csv");
+    let text = std::fs::read_to_string(&orders).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let header = lines.remove(0);
+    let mut rng = fastrand::Rng::with_seed(7);
+    rng.shuffle(&mut lines);
+    let bad = [
+        "1,X,Y,Online,M,2/31/15,R,3/1/15",
+        "2,\"multi\nline\",Y,Online,M,2/3/15,R",
+        "999999999,X,Y,Online,M,2/3/15,R,3/1/15",
+    ];
+    for (i, b) in bad.iter().enumerate() {
+        lines.insert((i + 1) * lines.len() / 4, b);
+    }
+    std::fs::write(&orders, format!("{header}\n{}\n", lines.join("\n"))).unwrap();
+    let job = orders_job()
+        .replace("records = 1000", "records = 5000")
+        .replace("source = \"financial.csv\"", &format!("source = \"{}\"", dir.join("financial.csv").display()));
+    std::fs::write(dir.join("job.toml"), job).unwrap();
+    orders
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Plan,
+    Work,
+    Gather,
+}
+
+struct Job {
+    input: PathBuf,
+    config: PathBuf,
+    data: PathBuf,
+    id: String,
+}
+
+impl Job {
+    fn start(&self) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+            .args(["run", self.input.to_str().unwrap(), "--config", self.config.to_str().unwrap()])
+            .args(["--workers", "2", "--json", "--data-dir", self.data.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    async fn ledger_job(&self) -> Option<sluicebox::ledger::JobRecord> {
+        let db = self.data.join("sluicebox.db");
+        if !db.exists() {
+            return None;
+        }
+        let ledger = SqliteLedger::open(&db).ok()?;
+        ledger.get_job(&self.id).await.ok().flatten()
+    }
+
+    /// Where the job is, as the ledger says.
+    async fn phase(&self) -> Phase {
+        match self.ledger_job().await {
+            None => Phase::Plan,
+            Some(j) => match j.status {
+                JobStatus::Planning => Phase::Plan,
+                JobStatus::Running => Phase::Work,
+                _ => Phase::Gather,
+            },
+        }
+    }
+
+    /// Wait until `ready` holds of the ledger's job, or the child exits (then `false`).
+    async fn wait_for(&self, child: &mut Child, ready: impl Fn(&sluicebox::ledger::JobRecord) -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            if self.ledger_job().await.is_some_and(|j| ready(&j)) {
+                return true;
+            }
+            assert!(Instant::now() < deadline, "the job made no progress for five minutes");
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_killed_twenty_times_across_plan_work_and_gather_resumes_to_the_same_result() {
+    let records = env_or("SLUICEBOX_KILL_RECORDS", 200_000);
+    let kills = env_or("SLUICEBOX_KILLS", 20) as usize;
+    let work = tempfile::tempdir().unwrap();
+    let input = fixture(work.path(), records);
+    let job_text = std::fs::read_to_string(work.path().join("job.toml")).unwrap();
+    let clean_dir = tempfile::tempdir().unwrap();
+    let clean_summary = run(clean_dir.path(), std::slice::from_ref(&input), &job_text, Path::new(".")).await.unwrap();
+    assert_eq!(clean_summary.records.rejected, 3);
+    let clean_sink = sink_rows(clean_dir.path(), "orders").await;
+    let clean_output = job_file(clean_dir.path(), &clean_summary.job_id, "output.csv");
+    let clean_rejects = job_file(clean_dir.path(), &clean_summary.job_id, "rejects.jsonl");
+    let plan_ms = clean_summary.timings.phases.get("plan_ms").copied().unwrap_or(500).max(50) as u64;
+
+    let data = tempfile::tempdir().unwrap();
+    let job = Job {
+        input: input.clone(),
+        config: work.path().join("job.toml"),
+        data: data.path().to_path_buf(),
+        id: clean_summary.job_id.clone(),
+    };
+    // A fifth of the kills while planning, one while gathering (a resume waits for the dead
+    // gatherer's lease to end, half a minute), the rest while working.
+    let plans = (kills / 5).max(1);
+    let gathers = 1;
+    let mut schedule = vec![Phase::Plan; plans];
+    schedule.extend(vec![Phase::Work; kills - plans - gathers]);
+    schedule.extend(vec![Phase::Gather; gathers]);
+    let mut rng = fastrand::Rng::with_seed(records ^ kills as u64);
+    let mut killed_in = Vec::new();
+    for want in schedule {
+        let mut child = job.start();
+        let reached = match want {
+            Phase::Plan => {
+                // Early in the plan: loading the reference takes most of it, and a run killed
+                // there loads it again.
+                tokio::time::sleep(Duration::from_millis(rng.u64(10..10 + plan_ms / 4))).await;
+                child.try_wait().unwrap().is_none()
+            }
+            Phase::Work => {
+                let total = clean_summary.chunks.total;
+                let done = job.ledger_job().await.map_or(0, |j| j.done_chunks);
+                // Some chunk between the ones done and the last.
+                let target = rng.u32(done..total.max(done + 1));
+                job.wait_for(&mut child, |j| j.status == JobStatus::Running && j.done_chunks >= target).await
+            }
+            Phase::Gather => {
+                let ok = job.wait_for(&mut child, |j| j.status == JobStatus::Gathering).await;
+                tokio::time::sleep(Duration::from_millis(rng.u64(0..40))).await;
+                ok
+            }
+        };
+        let phase = job.phase().await;
+        child.kill().unwrap(); // SIGKILL: no chance to clean up
+        let status = child.wait().unwrap();
+        if !reached || status.success() {
+            // The run finished before the instant came: nothing was killed.
+            continue;
+        }
+        killed_in.push(phase);
+        // Whatever the sink holds now is a part of the clean result.
+        let partial = match sluicebox::sink::SqliteSink::existing(&data.path().join("sluicebox.db"), "orders") {
+            Ok(sink) => sluicebox::sink::Sink::read_all(&sink).await.unwrap(),
+            Err(_) => Default::default(), // killed before the plan made the table
+        };
+        assert!(partial.len() <= clean_sink.len());
+        for (key, row) in &partial {
+            assert_eq!(
+                Some(row),
+                clean_sink.get(key),
+                "after kill {}, row {key} differs from a clean run",
+                killed_in.len()
+            );
+        }
+    }
+    // The last resume runs to the end.
+    let out = job.start().wait_with_output().unwrap();
+    assert!(out.status.success(), "the last resume failed");
+    let last = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
+    let summary: sluicebox::job::Summary = serde_json::from_str(&last).unwrap();
+
+    let count = |p: Phase| killed_in.iter().filter(|k| **k == p).count();
+    eprintln!(
+        "kills: {} in plan, {} in work, {} in gather",
+        count(Phase::Plan),
+        count(Phase::Work),
+        count(Phase::Gather)
+    );
+    assert!(killed_in.len() * 10 >= kills * 8, "most kills landed: {killed_in:?}");
+    for p in [Phase::Plan, Phase::Work, Phase::Gather] {
+        assert!(count(p) >= 1, "no kill landed in {p:?}: {killed_in:?}");
+    }
+    assert_eq!(stable(&summary), stable(&clean_summary));
+    assert!(job_file(data.path(), &summary.job_id, "output.csv") == clean_output, "merged outputs differ");
+    assert!(job_file(data.path(), &summary.job_id, "rejects.jsonl") == clean_rejects, "rejects differ");
+    let sink = sink_rows(data.path(), "orders").await;
+    assert_eq!(sink.len(), clean_sink.len());
+    assert!(sink == clean_sink, "sink contents differ");
+}
