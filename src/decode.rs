@@ -80,13 +80,30 @@ pub fn for_each_record(
     }
 }
 
+/// A UTF-8 byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 fn csv_records(dialect: &CsvDialect, bytes: &[u8], start: ChunkStart, f: &mut dyn FnMut(RawRecord<'_>)) {
-    let mut rdr = dialect.reader(bytes);
+    // The csv reader drops a byte order mark at the start of what it reads. An input's own
+    // mark is never in a chunk (the planner starts after it), so one at a chunk's start is a
+    // record's data, as it is to the planner: a mark put before it is the one dropped.
+    // (The mark and the bytes must be one slice: the reader drops the mark only when it sees
+    // all three bytes at once, and takes an empty read after it for the end of the input.)
+    let marked;
+    let (read, skip): (&[u8], usize) = match bytes.starts_with(BOM) {
+        true => {
+            marked = [BOM, bytes].concat();
+            (&marked, BOM.len())
+        }
+        false => (bytes, 0),
+    };
+    let mut rdr = dialect.reader(read);
     let mut row = csv::ByteRecord::new();
     let mut number = start.record;
     let mut cursor = LineCursor { pos: 0, line: start.line };
+    let position = |rdr: &csv::Reader<_>| (rdr.position().byte() as usize).saturating_sub(skip);
     loop {
-        let from = rdr.position().byte() as usize;
+        let from = position(&rdr);
         match rdr.read_byte_record(&mut row) {
             Ok(true) => {}
             Ok(false) => break,
@@ -98,7 +115,7 @@ fn csv_records(dialect: &CsvDialect, bytes: &[u8], start: ChunkStart, f: &mut dy
                 break;
             }
         }
-        let to = rdr.position().byte() as usize;
+        let to = position(&rdr);
         let (line, raw) = cursor.locate(bytes, from, to);
         f(RawRecord { number, line, raw, body: Body::Csv(&row) });
         number += 1;

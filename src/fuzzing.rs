@@ -49,17 +49,24 @@ pub fn input(data: &[u8]) {
     assert_eq!(plan.bytes, text.len() as u64, "the scan read the whole input");
     assert_eq!(plan.chunks.iter().map(|c| c.records).sum::<u64>(), plan.records, "chunks hold every record");
     let mut next_record = 1;
-    // Lines tile the input exactly; a JSON document's chunks skip only the separators
-    // between elements.
-    let skippable = |gap: &[u8]| format == Format::Json && gap.iter().all(|b| b.is_ascii_whitespace() || *b == b',');
+    // Bytes outside every chunk hold no record: a line break or blank line between records,
+    // the one after the last record, or the separators between a JSON document's elements.
+    let no_records = |from: u64, to: u64| {
+        let gap = &text[from as usize..to as usize];
+        if format == Format::Json {
+            return gap.iter().all(|b| b.is_ascii_whitespace() || *b == b',');
+        }
+        let mut found = 0;
+        for_each_record(format, &dialect, gap, ChunkStart { record: 1, line: 1 }, &mut |_| found += 1);
+        found == 0
+    };
     for (i, pair) in plan.chunks.windows(2).enumerate() {
         let (end, start) = (pair[0].end, pair[1].start);
         assert!(end <= start, "chunks {i} and {} overlap", i + 1);
-        let gap = &text[end as usize..start as usize];
-        assert!(gap.is_empty() || skippable(gap), "chunks {i} and {} leave out {gap:?}", i + 1);
+        assert!(no_records(end, start), "chunks {i} and {} leave out {:?}", i + 1, &text[end as usize..start as usize]);
     }
     if let Some(last) = plan.chunks.last().filter(|_| format != Format::Json) {
-        assert_eq!(last.end, text.len() as u64, "the last chunk ends with the input");
+        assert!(no_records(last.end, text.len() as u64), "records after the last chunk, which ends at {}", last.end);
     }
     for c in &plan.chunks {
         assert!(c.start <= c.end && c.end <= text.len() as u64, "chunk {c:?} is inside the input");
@@ -72,7 +79,11 @@ pub fn input(data: &[u8]) {
             assert!(!matches!(r.body, Body::Malformed(_)) || format == Format::Csv, "only CSV is malformed whole");
             seen += 1;
         });
-        assert_eq!(seen, c.records, "chunk {} of {format:?}: the decoder and the planner disagree", c.index);
+        assert_eq!(
+            seen, c.records,
+            "chunk {} of {format:?}: the decoder and the planner disagree on {bytes:?}",
+            c.index
+        );
         next_record += c.records;
     }
 }

@@ -281,3 +281,24 @@ async fn a_later_job_updates_the_rows_an_earlier_job_loaded() {
     assert_eq!(rows["9999"]["value"], json!("day2-9999"));
     assert_eq!(rows["6"]["value"], json!("day1-6"));
 }
+
+/// A byte order mark inside a CSV input (files concatenated with `cat`, each with its mark)
+/// is data wherever the chunks are cut: a chunk that starts on one reads it as the planner
+/// did, so the output does not depend on the chunking, and a line holding only a mark is one
+/// record, not a chunk whose records do not add up. Found by `scripts/fuzz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_order_mark_inside_a_csv_input_is_read_the_same_wherever_chunks_are_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("joined.csv");
+    std::fs::write(&input, b"\xEF\xBB\xBFid,name\n1,a\n\xEF\xBB\xBF2,b\n\xEF\xBB\xBF\n3,c\n").unwrap();
+    let mut outputs = Vec::new();
+    for records in [1, 1000] {
+        let data = tempfile::tempdir().unwrap();
+        let job = format!("[chunking]\nrecords = {records}\n[sink]\ntype = \"none\"\n");
+        let s = run(data.path(), std::slice::from_ref(&input), &job, dir.path()).await.unwrap();
+        assert_eq!((s.records.total, s.chunks.total), (4, if records == 1 { 4 } else { 1 }));
+        outputs.push(job_file(data.path(), &s.job_id, "output.csv"));
+    }
+    assert_eq!(outputs[0], outputs[1], "the output depends on where chunks were cut");
+    assert!(outputs[0].contains("\u{feff}2,b"), "{}", outputs[0]);
+}
