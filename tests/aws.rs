@@ -260,8 +260,10 @@ async fn three_workers_share_a_job_and_one_is_killed() {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
     let store =
         sluicebox::bucket::open(&format!("s3://{bucket}"), &sluicebox::cloud::Cloud::aws(conf.clone())).unwrap();
-    let csv = std::fs::read(examples.join("orders.csv")).unwrap();
-    store.put(&object_store::path::Path::from("in/orders.csv"), csv.into()).await.unwrap();
+    // The first 4,000 orders: ten chunks of 400 (the README's test runs all 10,000).
+    let csv = std::fs::read_to_string(examples.join("orders.csv")).unwrap();
+    let csv: String = csv.lines().take(4001).map(|l| format!("{l}\n")).collect();
+    store.put(&object_store::path::Path::from("in/orders.csv"), csv.into_bytes().into()).await.unwrap();
     // The reference lives in the bucket too: workers on other hosts read it from there.
     let reference = std::fs::read(examples.join("financial.csv")).unwrap();
     store.put(&object_store::path::Path::from("ref/financial.csv"), reference.into()).await.unwrap();
@@ -293,7 +295,7 @@ async fn three_workers_share_a_job_and_one_is_killed() {
     let submitted: serde_json::Value =
         serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().last().unwrap()).unwrap();
     let job_id = submitted["job_id"].as_str().unwrap().to_string();
-    assert_eq!((submitted["chunks"].as_u64(), submitted["tasks_sent"].as_u64()), (Some(25), Some(25)));
+    assert_eq!((submitted["chunks"].as_u64(), submitted["tasks_sent"].as_u64()), (Some(10), Some(10)));
 
     let mut workers = Reaper(Vec::new());
     for i in 0..3 {
@@ -310,7 +312,7 @@ async fn three_workers_share_a_job_and_one_is_killed() {
     loop {
         let job = ledger.get_job(&job_id).await.unwrap().unwrap();
         if job.done_chunks >= 2 {
-            assert!(job.done_chunks < 25, "the job finished before a worker could be killed");
+            assert!(job.done_chunks < 10, "the job finished before a worker could be killed");
             workers.0[0].kill().unwrap();
             workers.0[0].wait().unwrap();
             break;
@@ -340,15 +342,15 @@ async fn three_workers_share_a_job_and_one_is_killed() {
     let summary: serde_json::Value =
         serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().last().unwrap()).unwrap();
     assert_eq!(summary["job_id"], job_id);
-    assert_eq!(summary["records"], serde_json::json!({"total": 10000, "written": 10000, "rejected": 0, "filtered": 0}));
-    assert_eq!(summary["chunks"], serde_json::json!({"total": 25, "done": 25}));
+    assert_eq!(summary["records"], serde_json::json!({"total": 4000, "written": 4000, "rejected": 0, "filtered": 0}));
+    assert_eq!(summary["chunks"], serde_json::json!({"total": 10, "done": 10}));
     let output = format!("out/jobs/{job_id}/output.csv");
     let merged = store.get(&object_store::path::Path::from(output)).await.unwrap().bytes().await.unwrap();
-    assert_eq!(merged.iter().filter(|&&b| b == b'\n').count(), 10001);
+    assert_eq!(merged.iter().filter(|&&b| b == b'\n').count(), 4001);
     // Every record is in the sink exactly once.
     let items = sluicebox::sink::dynamodb::DynamoSink::new(sluicebox::aws::dynamodb(&conf), &sink);
     let items = sluicebox::sink::Sink::read_all(&items).await.unwrap();
-    assert_eq!(items.len(), 10000);
+    assert_eq!(items.len(), 4000);
     // More than one worker process did the work.
     let manifest = store
         .get(&object_store::path::Path::from(format!("out/jobs/{job_id}/manifest.json")))
@@ -756,12 +758,15 @@ async fn a_local_run_does_not_load_the_aws_configuration() {
     assert!(stderr.contains("loading the AWS configuration"), "{stderr}");
 }
 
-/// The README's AWS section, with the example job as it is in the repository: its reference
-/// is a file next to the job file, on the submitter's disk. The submitter uploads it to the
-/// bucket with the job, and workers on other hosts (each with its own data directory and
-/// working directory) read it from there; the job completes with every record in the sink.
+/// The README's AWS section followed word for word, with the example job as it is in the
+/// repository: its reference is a file next to the job file, on the submitter's disk. The
+/// submitter uploads it with the job, and three workers on other hosts (each with its own
+/// working and data directory) read it from there. One worker is SIGKILLed mid-job; then,
+/// the moment the gather starts, the remaining workers (the gatherer among them) are killed
+/// too, and a worker started on a new host takes the gather over once its lease has ended.
+/// `run --wait` follows it all to the summary, and the sink holds every record once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_aws_example_completes_with_a_reference_on_the_submitters_disk() {
+async fn the_readme_aws_example_completes_with_workers_and_the_gatherer_killed() {
     use object_store::ObjectStoreExt;
     let conf = emulator().await;
     let (bucket, queue, table, sink) = (unique("readme"), unique("readme-q"), unique("readme-l"), unique("readme-s"));
@@ -774,10 +779,8 @@ async fn the_readme_aws_example_completes_with_a_reference_on_the_submitters_dis
     assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
     let store =
         sluicebox::bucket::open(&format!("s3://{bucket}"), &sluicebox::cloud::Cloud::aws(conf.clone())).unwrap();
-    // The first 2,000 orders keep the emulator's one-request-per-item writes short.
-    let orders = std::fs::read_to_string(repo.join("examples/orders/orders.csv")).unwrap();
-    let orders: String = orders.lines().take(2001).map(|l| format!("{l}\n")).collect();
-    store.put(&object_store::path::Path::from("incoming/orders.csv"), orders.into_bytes().into()).await.unwrap();
+    let orders = std::fs::read(repo.join("examples/orders/orders.csv")).unwrap();
+    store.put(&object_store::path::Path::from("incoming/orders.csv"), orders.into()).await.unwrap();
     let b = [
         "--bucket".to_string(),
         format!("s3://{bucket}/results"),
@@ -788,33 +791,65 @@ async fn the_readme_aws_example_completes_with_a_reference_on_the_submitters_dis
     ];
     let mut workers = Reaper(Vec::new());
     let mut hosts = Vec::new();
-    for _ in 0..2 {
+    let mut start_worker = |workers: &mut Reaper| {
         let host = tempfile::tempdir().unwrap();
         let w = sluicebox()
             .current_dir(host.path())
             .arg("worker")
             .args(&b)
-            .args(["--idle-exit-secs", "10"])
+            .args(["--idle-exit-secs", "60"])
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         workers.0.push(w);
         hosts.push(host);
+    };
+    for _ in 0..3 {
+        start_worker(&mut workers);
     }
     let submitter = tempfile::tempdir().unwrap();
-    let out = sluicebox()
+    let run = sluicebox()
         .current_dir(repo)
-        .args(["run", &format!("s3://{bucket}/incoming/orders.csv"), "--config", "examples/orders/job.toml"])
+        .args(["run", "s3://BUCKET/incoming/orders.csv".replace("BUCKET", &bucket).as_str()])
+        .args(["--config", "examples/orders/job.toml"])
         .args(&b)
         .args(["--sink", &format!("dynamodb://{sink}"), "--wait", "--json", "--data-dir"])
         .arg(submitter.path())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(submitter.path().join("stderr")).unwrap())
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ledger =
+        ledger::open(&format!("dynamodb://{table}"), &sluicebox::cloud::Cloud::aws(conf.clone())).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let mut killed_one = false;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "the job did not reach its gather in time");
+        let jobs = ledger_jobs(&store, ledger.as_ref()).await;
+        match jobs.first() {
+            Some(job) if job.status == ledger::JobStatus::Running && job.done_chunks >= 1 && !killed_one => {
+                workers.0[0].kill().unwrap();
+                workers.0[0].wait().unwrap();
+                killed_one = true;
+            }
+            Some(job) if job.status == ledger::JobStatus::Gathering => break,
+            Some(job) => assert!(job.status != ledger::JobStatus::Complete, "the gather ended before it was seen"),
+            None => {}
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(killed_one, "a worker was killed mid-job");
+    for w in &mut workers.0[1..] {
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+    start_worker(&mut workers);
+    let out = run.wait_with_output().unwrap();
+    let stderr = std::fs::read_to_string(submitter.path().join("stderr")).unwrap();
     assert!(out.status.success(), "{stderr}");
     let summary: serde_json::Value =
         serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().last().unwrap()).unwrap();
-    assert_eq!(summary["records"]["written"], 2000, "{summary}");
+    assert_eq!(summary["records"]["written"], 10_000, "{summary}");
     let job_id = summary["job_id"].as_str().unwrap();
     let definition = store
         .get(&object_store::path::Path::from(format!("results/jobs/{job_id}/job.json")))
@@ -826,10 +861,30 @@ async fn the_readme_aws_example_completes_with_a_reference_on_the_submitters_dis
     let definition: serde_json::Value = serde_json::from_slice(&definition).unwrap();
     let source = definition["config"]["enrich"]["source"].as_str().unwrap();
     assert!(source.starts_with(&format!("s3://{bucket}/results/resources/")), "{source}");
+    let merged = store
+        .get(&object_store::path::Path::from(format!("results/jobs/{job_id}/output.csv")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(merged.iter().filter(|&&b| b == b'\n').count(), 10_001, "the merged output holds every record once");
     let items = DynamoSink::new(sluicebox::aws::dynamodb(&conf), &sink);
     let items = sluicebox::sink::Sink::read_all(&items).await.unwrap();
-    assert_eq!(items.len(), 2000, "every record is in the sink");
+    assert_eq!(items.len(), 10_000, "every record is in the sink");
     assert!(items.values().all(|r| r.contains_key("unitsSold")), "every record was enriched");
+}
+
+/// The jobs in `store`'s `results/jobs/` as the ledger holds them.
+async fn ledger_jobs(store: &Arc<dyn object_store::ObjectStore>, ledger: &dyn StateStore) -> Vec<ledger::JobRecord> {
+    let listed = store.list_with_delimiter(Some(&object_store::path::Path::from("results/jobs"))).await.unwrap();
+    let mut jobs = Vec::new();
+    for prefix in listed.common_prefixes {
+        if let Some(job) = ledger.get_job(prefix.filename().unwrap()).await.unwrap() {
+            jobs.push(job);
+        }
+    }
+    jobs
 }
 
 /// A submission that failed half-way (the job created, never planned) is not counted as
