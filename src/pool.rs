@@ -35,7 +35,7 @@ impl Pool {
     /// A pool serving any job of `engine` until stopped (with no loops when `workers` is 0:
     /// `sluicebox watch` that only starts jobs).
     pub fn serve(engine: &Engine, opts: &RunOptions, workers: usize) -> Pool {
-        let jobs = Jobs::serve(engine.clone(), Default::default(), Default::default());
+        let jobs = Jobs::serve(engine.clone(), opts.allow.clone(), Default::default(), Default::default());
         Pool::start(Arc::new(jobs), opts, workers)
     }
 

@@ -150,6 +150,8 @@ pub struct Jobs {
     loaded: tokio::sync::Mutex<HashMap<String, Arc<JobRun>>>,
     stop: CancellationToken,
     abort: CancellationToken,
+    /// What loaded jobs may touch ([`RunOptions::allow`]).
+    allow: Vec<String>,
     /// Tasks in hand, and when the last one ended (ms since the Unix epoch).
     busy: AtomicUsize,
     last_task_ms: AtomicI64,
@@ -164,19 +166,21 @@ impl Jobs {
             abort: CancellationToken::new(),
             one: Some(run),
             loaded: Default::default(),
+            allow: Vec::new(),
             busy: Default::default(),
             last_task_ms: now_ms().into(),
         }
     }
 
-    /// Any job, until `stop` is cancelled: workers then finish the tasks in hand and return.
-    /// When `abort` is cancelled too, they release the tasks in hand (other workers take
-    /// them at once) and return.
-    pub fn serve(engine: Engine, stop: CancellationToken, abort: CancellationToken) -> Jobs {
+    /// Any job that touches only what `allow` names (anything, when empty), until `stop` is
+    /// cancelled: workers then finish the tasks in hand and return. When `abort` is cancelled
+    /// too, they release the tasks in hand (other workers take them at once) and return.
+    pub fn serve(engine: Engine, allow: Vec<String>, stop: CancellationToken, abort: CancellationToken) -> Jobs {
         Jobs {
             engine,
             one: None,
             loaded: Default::default(),
+            allow,
             stop,
             abort,
             busy: Default::default(),
@@ -216,6 +220,7 @@ impl Jobs {
             return Ok(Some(run.clone()));
         }
         let run = JobRun::load(&self.engine, job_id).await?;
+        run.check_allowed(&self.allow)?;
         loaded.insert(job_id.to_string(), run.clone());
         Ok(Some(run))
     }

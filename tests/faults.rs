@@ -533,3 +533,41 @@ async fn a_job_made_anew_while_it_runs_takes_no_work_of_its_earlier_run() {
         serde_json::from_str(&job_file(&dir.path().join("data"), "daily", "manifest.json")).unwrap();
     assert_eq!(manifest["chunks"].as_array().unwrap().len(), 40);
 }
+
+/// A worker limited to named buckets and tables (`worker --allow`) fails a job that names
+/// anything else, at once, with `failed.json` naming what it may not touch; a job within the
+/// limits runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_limited_to_named_resources_fails_a_job_that_names_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("items.csv");
+    std::fs::write(&input, "id,name\n1,a\n2,b\n").unwrap();
+    let engine = Engine::local(&dir.path().join("data")).unwrap();
+    let job = spec("[sink]\ntype = \"none\"\n", dir.path());
+    let inputs = local_inputs(&engine, std::slice::from_ref(&input)).await;
+    let location = inputs[0].location.clone();
+    for (allow, ok) in
+        [(vec!["s3://elsewhere".to_string()], false), (vec![format!("file://{}", dir.path().display())], true)]
+    {
+        let opts = RunOptions { allow: allow.clone(), max_attempts: 5, force: true, ..RunOptions::default() };
+        let id = sluicebox::job::submit(&engine, &job, inputs.clone(), &opts).await.unwrap().job_id;
+        let pool = sluicebox::pool::Pool::serve(&engine, &opts, 1);
+        let waited = tokio::time::timeout(
+            Duration::from_secs(30),
+            sluicebox::job::wait(&engine, &id, &indicatif::ProgressBar::hidden()),
+        )
+        .await
+        .expect("the job ends");
+        pool.stop();
+        pool.join().await.unwrap();
+        match (waited, ok) {
+            (Ok(s), true) => assert_eq!(s.records.written, 2),
+            (Err(e), false) => {
+                let e = e.to_string();
+                assert!(e.contains(&location) && e.contains("s3://elsewhere"), "{e}");
+                assert!(e.contains("attempt 1"), "refused at once, not retried: {e}");
+            }
+            (other, _) => panic!("allow {allow:?}: {other:?}"),
+        }
+    }
+}

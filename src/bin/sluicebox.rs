@@ -151,6 +151,10 @@ struct WorkerArgs {
     /// Exit after this many seconds without a task (default: run until stopped).
     #[arg(long)]
     idle_exit_secs: Option<u64>,
+    /// Take only jobs whose inputs, reference and sink are under these: `s3://BUCKET[/PREFIX]`
+    /// or `dynamodb://TABLE`, repeatable (default: anything the credentials reach). Others fail.
+    #[arg(long = "allow", value_name = "URL")]
+    allow: Vec<String>,
     #[command(flatten)]
     backends: Backends,
 }
@@ -409,7 +413,7 @@ async fn worker(args: WorkerArgs) -> sluicebox::Result<()> {
     }
     let urls = args.backends.urls();
     let engine = Engine::with_backends(&args.data_dir, &urls, "", cloud(args.backends.on_aws()).await).await?;
-    let opts = RunOptions { max_attempts: args.max_attempts.max(1), ..serve_options(&urls) };
+    let opts = RunOptions { max_attempts: args.max_attempts.max(1), allow: args.allow, ..serve_options(&urls) };
     let mut pool = Pool::serve(&engine, &opts, args.workers.unwrap_or_else(cores).max(1));
     pool.stop_on_signals(Duration::from_secs(args.grace_secs));
     if let Some(idle) = args.idle_exit_secs {

@@ -49,6 +49,10 @@ pub struct RunOptions {
     pub max_attempts: u32,
     /// The delay before a failed task's second attempt; it doubles with each further one.
     pub retry_delay: Duration,
+    /// What the jobs a worker takes from a shared queue may read and write: `s3://BUCKET`,
+    /// `s3://BUCKET/PREFIX` or `dynamodb://TABLE` (empty: anything its credentials reach). A
+    /// job naming anything else (an input, its reference, its sink) fails at once.
+    pub allow: Vec<String>,
 }
 
 impl Default for RunOptions {
@@ -62,6 +66,7 @@ impl Default for RunOptions {
             visibility: crate::queue::DEFAULT_VISIBILITY,
             max_attempts: 3,
             retry_delay: Duration::from_millis(500),
+            allow: Vec::new(),
         }
     }
 }
@@ -284,6 +289,35 @@ impl JobRun {
     /// The job id.
     pub fn id(&self) -> &str {
         &self.plan.job_id
+    }
+
+    /// What the job reads and writes besides the worker's own bucket, ledger and queue: its
+    /// inputs, its reference and its sink table, by URL.
+    pub fn resources(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.plan.inputs.iter().map(|i| i.object.location.clone()).collect();
+        all.extend(self.spec.enrich.as_ref().map(|e| e.source.clone()));
+        if let SinkTarget::Dynamodb { table } = &self.spec.sink.target {
+            all.push(format!("dynamodb://{table}"));
+        }
+        all
+    }
+
+    /// Refuse a job that names a resource outside `allow` (see [`RunOptions::allow`]).
+    pub fn check_allowed(&self, allow: &[String]) -> Result<()> {
+        if allow.is_empty() {
+            return Ok(());
+        }
+        let within = |r: &str, a: &str| {
+            let a = a.trim_end_matches('/');
+            r == a || r.strip_prefix(a).is_some_and(|rest| rest.starts_with('/'))
+        };
+        match self.resources().into_iter().find(|r| !allow.iter().any(|a| within(r, a))) {
+            None => Ok(()),
+            Some(r) => Err(Error::input(
+                r,
+                format!("job {} names it, and this worker may only touch {}", self.id(), allow.join(", ")),
+            )),
+        }
     }
 
     /// Which run of the job this is: the ledger job's `created_ms`, carried by its plan, its
