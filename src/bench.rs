@@ -15,11 +15,33 @@ use crate::job::{self, RunOptions};
 /// The orders example's job definition, which the bench runs.
 pub const ORDERS_JOB: &str = include_str!("../examples/orders/job.toml");
 
+/// What `sluicebox bench` runs.
+#[derive(Debug, Clone)]
+pub struct Bench {
+    /// Orders to generate.
+    pub records: u64,
+    /// Concurrent workers.
+    pub workers: usize,
+    /// Whether records are upserted into the sink.
+    pub sink: bool,
+    /// On S3, SQS and DynamoDB instead of the local backends.
+    pub aws: bool,
+    /// How keys are ordered.
+    pub keys: KeyOrder,
+    /// After the load, a second job updating this share of the keys in the loaded table
+    /// (0: none; local backends only).
+    pub update_share: f64,
+}
+
 /// One measurement.
 #[derive(Debug, Clone, Serialize)]
 pub struct Measurement {
     /// When, RFC 3339.
     pub at: String,
+    /// `random` or `sequential` keys (see [`KeyOrder`]).
+    pub keys: String,
+    /// `load` (into an empty table) or `update` (a share of the keys of a loaded table).
+    pub run: String,
     /// Records processed.
     pub records: u64,
     /// Input size in bytes.
@@ -65,9 +87,11 @@ impl fmt::Display for Measurement {
         };
         writeln!(
             f,
-            "{} records ({:.1} MB) with {} workers on {} cores, {sink}",
+            "{} of {} records ({:.1} MB, {} keys) with {} workers on {} cores, {sink}",
+            self.run,
             self.records,
             self.input_bytes as f64 / 1e6,
+            self.keys,
             self.workers,
             self.cores
         )?;
@@ -111,8 +135,67 @@ impl Rng {
     }
 }
 
-/// Write `n` synthetic orders and their financial reference rows, streaming.
-pub fn generate(dir: &Path, n: u64) -> Result<()> {
+/// How the generated keys are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyOrder {
+    /// Unique keys in a random order, the reference in another random order, and a share of
+    /// rejects: what real files look like.
+    #[default]
+    Random,
+    /// Ascending keys, the reference in the same order, no rejects: the best case.
+    Sequential,
+}
+
+impl KeyOrder {
+    /// Its name in the measurements.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyOrder::Random => "random",
+            KeyOrder::Sequential => "sequential",
+        }
+    }
+}
+
+/// The share of generated orders that are rejected (random key order only): an impossible
+/// date, a missing column, an over-long field, a key missing from the reference, in turn.
+pub const REJECT_SHARE: f64 = 0.005;
+
+/// One synthetic order's line and its reference row.
+struct Order {
+    line: String,
+    financial: String,
+}
+
+fn order(uuid: u64, rng: &mut Rng, reject: Option<u64>) -> Order {
+    let (country, region) = COUNTRIES[rng.below(COUNTRIES.len() as u64) as usize];
+    let item = ITEMS[rng.below(ITEMS.len() as u64) as usize];
+    let channel = if rng.below(2) == 0 { "Online" } else { "Offline" };
+    let priority = ["C", "H", "L", "M"][rng.below(4) as usize];
+    let (m, d, y) = (1 + rng.below(12), 1 + rng.below(28), 10 + rng.below(10));
+    let ship_d = 1 + rng.below(28);
+    let quoted = if country.contains(' ') { format!("\"{country}\"") } else { country.to_string() };
+    let line = match reject {
+        Some(0) => format!("{uuid},{quoted},{item},{channel},{priority},2/30/{y},{region},{m}/{ship_d}/{y}"),
+        Some(1) => format!("{uuid},{quoted},{item},{channel},{priority},{m}/{d}/{y},{region}"),
+        Some(2) => {
+            let long = "X".repeat(60);
+            format!("{uuid},{long},{item},{channel},{priority},{m}/{d}/{y},{region},{m}/{ship_d}/{y}")
+        }
+        _ => format!("{uuid},{quoted},{item},{channel},{priority},{m}/{d}/{y},{region},{m}/{ship_d}/{y}"),
+    };
+    let units = 1 + rng.below(10_000);
+    let price = (1 + rng.below(60_000)) as f64 / 100.0;
+    let cost = (price * 0.7 * 100.0).round() / 100.0;
+    let revenue = (units as f64 * price * 100.0).round() / 100.0;
+    let total_cost = (units as f64 * cost * 100.0).round() / 100.0;
+    let financial = format!("{uuid},{units},{price},{cost},{revenue},{total_cost},{:.2}", revenue - total_cost);
+    Order { line, financial }
+}
+
+/// Write `n` synthetic orders (`orders.csv`) and their financial reference rows
+/// (`financial.csv`), keys ordered as `keys` says. Orders stream to disk; with random keys
+/// the reference rows are held until they are written in their own order.
+pub fn generate(dir: &Path, n: u64, keys: KeyOrder) -> Result<()> {
     let io =
         |e: std::io::Error| Error::config("--data-dir", format!("cannot write bench data in {}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(io)?;
@@ -121,28 +204,67 @@ pub fn generate(dir: &Path, n: u64) -> Result<()> {
     writeln!(orders, "uuid,Country,Item Type,Sales Channel,Order Priority,Order Date,Region,Ship Date").map_err(io)?;
     writeln!(fin, "uuid,unitsSold,unitPrice,unitCost,totalRevenue,totalCost,totalProfit").map_err(io)?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for i in 0..n {
-        let uuid = 100_000_000 + i;
-        let (country, region) = COUNTRIES[rng.below(COUNTRIES.len() as u64) as usize];
-        let item = ITEMS[rng.below(ITEMS.len() as u64) as usize];
-        let channel = if rng.below(2) == 0 { "Online" } else { "Offline" };
-        let priority = ["C", "H", "L", "M"][rng.below(4) as usize];
-        let (m, d, y) = (1 + rng.below(12), 1 + rng.below(28), 10 + rng.below(10));
-        let ship_d = 1 + rng.below(28);
-        let quoted = if country.contains(' ') { format!("\"{country}\"") } else { country.to_string() };
-        writeln!(orders, "{uuid},{quoted},{item},{channel},{priority},{m}/{d}/{y},{region},{m}/{ship_d}/{y}")
-            .map_err(io)?;
-        let units = 1 + rng.below(10_000);
-        let price = (1 + rng.below(60_000)) as f64 / 100.0;
-        let cost = (price * 0.7 * 100.0).round() / 100.0;
-        let revenue = (units as f64 * price * 100.0).round() / 100.0;
-        let total_cost = (units as f64 * cost * 100.0).round() / 100.0;
-        writeln!(fin, "{uuid},{units},{price},{cost},{revenue},{total_cost},{:.2}", revenue - total_cost)
-            .map_err(io)?;
+    // Keys are 100,000,000 + a permutation of 0..n: unique, nine digits.
+    let mut ids: Vec<u32> = (0..n as u32).collect();
+    let mut shuffle = fastrand::Rng::with_seed(0x5eed);
+    if keys == KeyOrder::Random {
+        shuffle.shuffle(&mut ids);
+    }
+    let every = (1.0 / REJECT_SHARE) as u64;
+    let mut financial = Vec::new();
+    for (i, id) in (0u64..).zip(&ids) {
+        let reject = (keys == KeyOrder::Random && i % every == every / 2).then_some((i / every) % 4);
+        let o = order(100_000_000 + u64::from(*id), &mut rng, reject);
+        writeln!(orders, "{}", o.line).map_err(io)?;
+        match keys {
+            KeyOrder::Sequential => writeln!(fin, "{}", o.financial).map_err(io)?,
+            // The fourth kind of reject is an order whose key the reference lacks.
+            KeyOrder::Random if reject == Some(3) => {}
+            KeyOrder::Random => financial.push(o.financial),
+        }
+    }
+    // The reference in an order of its own.
+    shuffle.shuffle(&mut financial);
+    for row in financial {
+        writeln!(fin, "{row}").map_err(io)?;
     }
     orders.flush().map_err(io)?;
     fin.flush().map_err(io)?;
     Ok(())
+}
+
+/// Write `orders-update.csv`: a random `share` of the orders in `dir`'s `orders.csv`, in
+/// another random order, each with another priority and ship date (a daily update of an
+/// existing table). Returns how many.
+pub fn generate_update(dir: &Path, share: f64) -> Result<u64> {
+    let io =
+        |e: std::io::Error| Error::config("--data-dir", format!("cannot write bench data in {}: {e}", dir.display()));
+    let text = std::fs::read(dir.join("orders.csv")).map_err(io)?;
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(&text[..]);
+    let header = rdr.byte_headers().map_err(|e| Error::backend("csv", "orders.csv", e))?.clone();
+    let mut pick = fastrand::Rng::with_seed(0xda7);
+    let mut chosen = Vec::new();
+    for row in rdr.records() {
+        let row = row.map_err(|e| Error::backend("csv", "orders.csv", e))?;
+        if pick.f64() < share {
+            chosen.push(row);
+        }
+    }
+    pick.shuffle(&mut chosen);
+    let file = std::fs::File::create(dir.join("orders-update.csv")).map_err(io)?;
+    let mut out = csv::WriterBuilder::new().flexible(true).from_writer(BufWriter::with_capacity(1 << 20, file));
+    let fail = |e: csv::Error| Error::backend("csv", "orders-update.csv", e);
+    out.write_byte_record(&header).map_err(fail)?;
+    for row in &chosen {
+        let mut f: Vec<String> = row.iter().map(str::to_string).collect();
+        if f.len() == 8 {
+            f[4] = ["C", "H", "L", "M"][pick.usize(0..4)].into();
+            f[7] = format!("12/{}/19", 1 + pick.u32(0..28));
+        }
+        out.write_record(&f).map_err(fail)?;
+    }
+    out.flush().map_err(io)?;
+    Ok(chosen.len() as u64)
 }
 
 /// Peak resident set size of this process in MiB, from /proc (0 where unavailable).
@@ -155,74 +277,88 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Generate `n` orders in `dir`, run the orders job on them with `workers`, and append the
-/// measurement to the CSV at `out`.
-/// With `aws`, the job runs on S3, SQS and DynamoDB (ledger and sink) as the AWS
-/// configuration in `cloud` names them (an emulator in tests): new resources are created for
-/// each run.
-pub async fn run(
-    dir: &Path,
-    n: u64,
-    workers: usize,
-    sink: bool,
-    aws: bool,
-    cloud: &Cloud,
-    out: &Path,
-) -> Result<Measurement> {
-    let input_dir = dir.join("input");
+/// Generate the orders in `dir` (kept for later runs of the same size and key order), run
+/// the orders job on them as `bench` says, and append each measurement (the load, then the
+/// update when asked for) to the CSV at `out`. With `bench.aws`, the job runs on S3, SQS and
+/// DynamoDB (ledger and sink) as the AWS configuration in `cloud` names them (an emulator in
+/// tests): new resources are created for each run.
+pub async fn run(dir: &Path, bench: &Bench, cloud: &Cloud, out: &Path) -> Result<Vec<Measurement>> {
+    let n = bench.records;
+    let input_dir = dir.join(format!("input-{}", bench.keys.as_str()));
     let marker = input_dir.join(format!(".generated-{n}"));
     if !marker.exists() {
         let _ = std::fs::remove_dir_all(&input_dir);
-        let d = input_dir.clone();
-        tokio::task::spawn_blocking(move || generate(&d, n))
+        let (d, keys) = (input_dir.clone(), bench.keys);
+        tokio::task::spawn_blocking(move || generate(&d, n, keys))
             .await
             .map_err(|e| Error::backend("bench", "generator", e))??;
         let _ = std::fs::write(&marker, b"");
     }
-    let spec = JobConfig::from_toml(ORDERS_JOB, "examples/orders/job.toml")?;
-    let mut config = spec;
+    let mut config = JobConfig::from_toml(ORDERS_JOB, "examples/orders/job.toml")?;
     config.chunking.records = None;
-    if !sink {
+    if !bench.sink {
         config.sink.kind = crate::config::SinkKind::None;
     }
     let run_dir = dir.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
-    let (engine, input) = if aws {
+    let (engine, input) = if bench.aws {
         aws_backends(&input_dir, &run_dir, &mut config, cloud).await?
     } else {
         (Engine::local(&run_dir)?, input_dir.join("orders.csv").display().to_string())
     };
     let spec = config.validate(&input_dir)?;
+    let mut measured = vec![measure(&engine, &spec, &input, bench, "load").await?];
+    if bench.update_share > 0.0 && !bench.aws {
+        let (d, share) = (input_dir.clone(), bench.update_share);
+        tokio::task::spawn_blocking(move || generate_update(&d, share))
+            .await
+            .map_err(|e| Error::backend("bench", "generator", e))??;
+        let update = input_dir.join("orders-update.csv").display().to_string();
+        measured.push(measure(&engine, &spec, &update, bench, "update").await?);
+    }
+    for m in &measured {
+        append_csv(out, m)?;
+    }
+    Ok(measured)
+}
+
+/// Run the job on `input` and measure it.
+async fn measure(
+    engine: &Engine,
+    spec: &crate::spec::JobSpec,
+    input: &str,
+    bench: &Bench,
+    run: &str,
+) -> Result<Measurement> {
+    let args = [input.to_string()];
     let inputs =
-        crate::bucket::resolve_inputs(engine.inputs.as_ref(), &[input], spec.input.format, spec.input.compression)
-            .await?;
+        crate::bucket::resolve_inputs(engine.inputs.as_ref(), &args, spec.input.format, spec.input.compression).await?;
     let input_bytes = inputs.iter().map(|i| i.size).sum();
-    let opts = RunOptions { workers, force: true, ..RunOptions::default() };
-    let summary = job::run(&engine, &spec, inputs, &opts).await?;
-    let seconds = summary.timings.duration_ms as f64 / 1000.0;
+    let opts = RunOptions { workers: bench.workers, force: true, ..RunOptions::default() };
+    let summary = job::run(engine, spec, inputs, &opts).await?;
     let phase = |k: &str| summary.timings.phases.get(k).copied().unwrap_or(0);
-    let m = Measurement {
+    Ok(Measurement {
         at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        keys: bench.keys.as_str().into(),
+        run: run.into(),
         records: summary.records.total,
         input_bytes,
-        workers,
+        workers: bench.workers,
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        seconds,
+        seconds: summary.timings.duration_ms as f64 / 1000.0,
         records_per_s: summary.records_per_s,
         peak_rss_mib: peak_rss_mib(),
         plan_ms: phase("plan_ms"),
         work_ms: phase("work_ms"),
         gather_ms: phase("gather_ms"),
-        sink,
+        sink: bench.sink,
         written: summary.records.written,
         rejected: summary.records.rejected,
-        backend: if aws { "aws" } else { "local" }.into(),
+        backend: if bench.aws { "aws" } else { "local" }.into(),
         api_calls: summary.api_calls.values().sum(),
         api_calls_per_record: summary.api_calls_per_record,
         api_calls_by_operation: serde_json::to_string(&summary.api_calls).unwrap_or_default(),
-    };
-    append_csv(out, &m)?;
-    Ok(m)
+    })
 }
 
 /// Create a bucket, queue and tables for one AWS run, upload the input and the reference,
@@ -273,13 +409,72 @@ async fn aws_backends(_: &Path, _: &Path, _: &mut JobConfig, _: &Cloud) -> Resul
 
 fn append_csv(out: &Path, m: &Measurement) -> Result<()> {
     let io = |e: std::io::Error| Error::config("--out", format!("cannot write {}: {e}", out.display()));
+    let fail = |e: csv::Error| Error::backend("csv", format!("cannot write {}", out.display()), e);
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
+    upgrade_csv(out)?;
     let exists = out.exists();
     let file = std::fs::OpenOptions::new().create(true).append(true).open(out).map_err(io)?;
     let mut w = csv::WriterBuilder::new().has_headers(!exists).from_writer(file);
-    w.serialize(m).map_err(|e| Error::backend("csv", format!("cannot write {}", out.display()), e))?;
+    w.serialize(m).map_err(fail)?;
     w.flush().map_err(io)?;
     Ok(())
+}
+
+/// The columns of a measurement, in order.
+fn columns() -> Vec<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let example = Measurement {
+        at: String::new(),
+        keys: String::new(),
+        run: String::new(),
+        records: 0,
+        input_bytes: 0,
+        workers: 0,
+        cores: 0,
+        seconds: 0.0,
+        records_per_s: 0.0,
+        peak_rss_mib: 0.0,
+        plan_ms: 0,
+        work_ms: 0,
+        gather_ms: 0,
+        sink: false,
+        written: 0,
+        rejected: 0,
+        backend: String::new(),
+        api_calls: 0,
+        api_calls_per_record: 0.0,
+        api_calls_by_operation: String::new(),
+    };
+    let _ = w.serialize(&example);
+    let text = String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default();
+    text.lines().next().unwrap_or_default().split(',').map(str::to_string).collect()
+}
+
+/// Rewrite a measurements file written with other columns under today's: rows from before
+/// key orders and update runs were measured were sequential loads.
+fn upgrade_csv(out: &Path) -> Result<()> {
+    let Ok(text) = std::fs::read(out) else { return Ok(()) };
+    let fail = |e: csv::Error| Error::backend("csv", format!("cannot upgrade {}", out.display()), e);
+    let mut rdr = csv::Reader::from_reader(&text[..]);
+    let old: Vec<String> = rdr.headers().map_err(fail)?.iter().map(str::to_string).collect();
+    let new = columns();
+    if old == new {
+        return Ok(());
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&new).map_err(fail)?;
+    for row in rdr.records() {
+        let row = row.map_err(fail)?;
+        let value = |name: &str| match old.iter().position(|c| c == name) {
+            Some(i) => row.get(i).unwrap_or_default().to_string(),
+            None if name == "keys" => "sequential".into(),
+            None if name == "run" => "load".into(),
+            None => String::new(),
+        };
+        w.write_record(new.iter().map(|n| value(n))).map_err(fail)?;
+    }
+    let bytes = w.into_inner().map_err(|e| Error::backend("csv", "upgrade", e.into_error()))?;
+    std::fs::write(out, bytes).map_err(|e| Error::config("--out", format!("cannot write {}: {e}", out.display())))
 }

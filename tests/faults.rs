@@ -45,7 +45,7 @@ fn assert_same(a: &Outcome, b: &Outcome) {
 
 /// Synthetic orders with a few bad rows mixed in, and the orders job pointed at them.
 fn fixture(dir: &Path, n: u64, chunk_records: u64) -> (PathBuf, String) {
-    sluicebox::bench::generate(dir, n).unwrap();
+    sluicebox::bench::generate(dir, n, sluicebox::bench::KeyOrder::Sequential).unwrap();
     let orders = dir.join("orders.csv");
     let mut text = std::fs::read_to_string(&orders).unwrap();
     text.push_str("1,X,Y,Online,M,2/31/15,R,3/1/15\n");

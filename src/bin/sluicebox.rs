@@ -200,6 +200,12 @@ impl Backends {
     }
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KeyOrderArg {
+    Random,
+    Sequential,
+}
+
 #[derive(clap::Args)]
 struct BenchArgs {
     /// Synthetic order records to generate.
@@ -214,6 +220,13 @@ struct BenchArgs {
     /// Run without the sink (outputs only), to see the sink's share.
     #[arg(long)]
     no_sink: bool,
+    /// Keys in `random` order (the reference in another; 0.5% rejects of four kinds), or
+    /// `sequential` (ascending, the reference in the same order, no rejects: the best case).
+    #[arg(long, default_value = "random")]
+    keys: KeyOrderArg,
+    /// After the load, a second job that updates this share of the loaded keys (e.g. 0.1).
+    #[arg(long, default_value_t = 0.0)]
+    update_share: f64,
     /// Run on S3, SQS and DynamoDB (ledger and sink) from the standard AWS configuration
     /// (feature `aws`; new resources for each run) and report API calls per record.
     #[arg(long)]
@@ -509,11 +522,24 @@ fn print_summary(s: &Summary, json: bool) {
 async fn bench_cmd(args: BenchArgs) -> sluicebox::Result<()> {
     let workers = args.workers.unwrap_or_else(cores);
     let cloud = cloud(args.aws).await;
-    let m = bench::run(&args.data_dir, args.records, workers, !args.no_sink, args.aws, &cloud, &args.out).await?;
-    if args.json {
-        emit(&format!("{}\n", serde_json::to_string(&m).unwrap_or_default()));
-    } else {
-        emit(&format!("{m}\n"));
+    let keys = match args.keys {
+        KeyOrderArg::Random => bench::KeyOrder::Random,
+        KeyOrderArg::Sequential => bench::KeyOrder::Sequential,
+    };
+    let what = bench::Bench {
+        records: args.records,
+        workers,
+        sink: !args.no_sink,
+        aws: args.aws,
+        keys,
+        update_share: args.update_share.clamp(0.0, 1.0),
+    };
+    for m in bench::run(&args.data_dir, &what, &cloud, &args.out).await? {
+        if args.json {
+            emit(&format!("{}\n", serde_json::to_string(&m).unwrap_or_default()));
+        } else {
+            emit(&format!("{m}\n"));
+        }
     }
     Ok(())
 }
