@@ -90,8 +90,6 @@ fn renew_lease(run: &Arc<JobRun>, mut held: i64) -> tokio::task::JoinHandle<()> 
 
 async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
     let gather_started = now_ms();
-    let store = run.engine.bucket.as_ref();
-    let objects = &run.objects;
     let job_id = run.id();
     let job = run.engine.ledger.get_job(job_id).await?.ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
     let chunks = run.engine.ledger.chunks(job_id).await?;
@@ -102,6 +100,23 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
             run.plan.chunks.len()
         )));
     }
+    // The sink stores what it staged while the parts are merged; the summary comes after both.
+    let publish = async {
+        match &run.sink {
+            Some(sink) => sink.publish(run.plan.order).await,
+            None => Ok(()),
+        }
+    };
+    let (published, merged) = tokio::join!(publish, merge_parts(run, &chunks));
+    published?;
+    merged?;
+    write_summary(run, &job, &chunks, tally, gather_started).await
+}
+
+/// Merge the parts into the outputs, and write the manifest.
+async fn merge_parts(run: &Arc<JobRun>, chunks: &[ChunkRecord]) -> Result<()> {
+    let store = run.engine.bucket.as_ref();
+    let objects = &run.objects;
     let output_path = objects.output_path(run.plan.output_format);
     let header = match (run.plan.output_format, &run.plan.output_fields) {
         (OutputFormat::Csv, Some(fields)) => Encoder::header(fields)?,
@@ -115,11 +130,9 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
             .map(move |(c, bytes)| (objects.part_path(part, c.index, &c.attempt), bytes))
     };
     merge(store, &output_path, header, parts(Part::Output)).await?;
-    let rejects_path = objects.rejects_path();
-    merge(store, &rejects_path, Vec::new(), parts(Part::Rejects)).await?;
-
+    merge(store, &objects.rejects_path(), Vec::new(), parts(Part::Rejects)).await?;
     let manifest = Manifest {
-        job_id: job_id.to_string(),
+        job_id: run.id().to_string(),
         inputs: run.plan.inputs.iter().map(|i| i.object.location.clone()).collect(),
         chunks: run
             .plan
@@ -130,11 +143,23 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
             .map(|(chunk, commit)| ManifestChunk { chunk, commit })
             .collect(),
     };
-    objects.put_manifest(&manifest).await?;
+    objects.put_manifest(&manifest).await
+}
 
-    let counts = ledger::total_counts(&chunks);
+/// Write the summary, once the outputs are merged and the sink holds the job.
+async fn write_summary(
+    run: &Arc<JobRun>,
+    job: &crate::ledger::JobRecord,
+    chunks: &[ChunkRecord],
+    tally: &Tally,
+    gather_started: i64,
+) -> Result<()> {
+    let objects = &run.objects;
+    let job_id = run.id();
+    let (output_path, rejects_path) = (objects.output_path(run.plan.output_format), objects.rejects_path());
+    let counts = ledger::total_counts(chunks);
     let total = run.plan.total_records();
-    let api_calls = job_calls(objects, &chunks, tally).await?;
+    let api_calls = job_calls(objects, chunks, tally).await?;
     let calls: u64 = api_calls.values().sum();
     let finished = now_ms();
     let planned = job.planned_ms.unwrap_or(job.created_ms);

@@ -559,6 +559,9 @@ fields = ["id"]
         async fn write(&self, _: Vec<SinkItem>) -> crate::Result<()> {
             Ok(())
         }
+        async fn publish(&self, _: u64) -> crate::Result<()> {
+            Ok(())
+        }
         async fn read_all(&self) -> crate::Result<std::collections::BTreeMap<String, Record>> {
             Ok(Default::default())
         }

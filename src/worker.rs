@@ -472,7 +472,7 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
     let bytes = bucket::read_range(run.engine.inputs.clone(), &input.object, chunk.start, chunk.end).await?;
     // The pipeline runs on a blocking thread and hands sink batches to this task as it goes,
     // so a chunk's records are never all in memory and sink writes overlap the work.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<SinkItem>>(1);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<SinkItem>>(1);
     let has_sink = run.sink.is_some();
     let pipeline = {
         let run = run.clone();
@@ -496,6 +496,9 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
         })
     };
     let writer = async {
+        // The receiver goes with the writer: when a write fails, the pipeline's next send
+        // fails and it ends, instead of waiting for a receive that never comes.
+        let mut rx = rx;
         while let Some(items) = rx.recv().await {
             if let Some(sink) = &run.sink {
                 sink.write(items).await?;

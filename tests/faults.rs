@@ -149,6 +149,9 @@ impl Sink for FlakySink {
         }
         self.inner.write(items).await
     }
+    async fn publish(&self, job: u64) -> sluicebox::Result<()> {
+        self.inner.publish(job).await
+    }
     async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
         self.inner.read_all().await
     }
@@ -273,6 +276,9 @@ impl Sink for BrokenSink {
     async fn write(&self, _: Vec<SinkItem>) -> sluicebox::Result<()> {
         Err(sluicebox::Error::backend("test", "injected", "the table is gone"))
     }
+    async fn publish(&self, _: u64) -> sluicebox::Result<()> {
+        Err(sluicebox::Error::backend("test", "injected", "the table is gone"))
+    }
     async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
         Ok(Default::default())
     }
@@ -282,13 +288,18 @@ impl Sink for BrokenSink {
 async fn a_failing_chunk_stops_the_run_incomplete_and_a_rerun_finishes_it() {
     let work = tempfile::tempdir().unwrap();
     let (input, job) = fixture(work.path(), 5_000, 500);
+    // Ten sink batches per chunk: a failed write must not leave the pipeline waiting to hand
+    // over the next one.
+    let job = job.replace("table = \"orders\"", "table = \"orders\"\nbatch = 50");
+    assert!(job.contains("batch = 50"));
     let (_clean_dir, clean) = clean_run(&input, &job).await;
 
     let data = tempfile::tempdir().unwrap();
     let mut engine = Engine::local(data.path()).unwrap();
     engine.sink_layer = Some(Arc::new(|_| Arc::new(BrokenSink) as Arc<dyn Sink>));
     let opts = RunOptions { workers: 2, max_attempts: 2, job_id: Some("fixed".into()), ..RunOptions::default() };
-    let err = run_with(&engine, std::slice::from_ref(&input), &job, Path::new("."), &opts).await.unwrap_err();
+    let failed = run_with(&engine, std::slice::from_ref(&input), &job, Path::new("."), &opts);
+    let err = tokio::time::timeout(Duration::from_secs(60), failed).await.expect("the run must end").unwrap_err();
     assert!(err.to_string().contains("the table is gone"), "{err}");
     let ledger = sluicebox::ledger::SqliteLedger::open(&data.path().join("sluicebox.db")).unwrap();
     let j = sluicebox::ledger::StateStore::get_job(&ledger, "fixed").await.unwrap().unwrap();
@@ -475,6 +486,9 @@ impl Sink for SlowSink {
     async fn write(&self, items: Vec<SinkItem>) -> sluicebox::Result<()> {
         tokio::time::sleep(Duration::from_millis(150)).await;
         self.0.write(items).await
+    }
+    async fn publish(&self, job: u64) -> sluicebox::Result<()> {
+        self.0.publish(job).await
     }
     async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
         self.0.read_all().await

@@ -33,6 +33,11 @@ impl Sink for MemorySink {
         Ok(())
     }
 
+    async fn publish(&self, _job: u64) -> Result<()> {
+        // Written in place: nothing is staged.
+        Ok(())
+    }
+
     async fn read_all(&self) -> Result<BTreeMap<String, Record>> {
         let map = self.items.lock().unwrap_or_else(|p| p.into_inner());
         Ok(map.iter().map(|(k, (_, r))| (k.clone(), r.clone())).collect())

@@ -85,11 +85,18 @@ pub struct SinkLimits {
 ///   cannot write conditionally says `false`, and the item written last stays.
 /// - On `Ok`, every item of the batch is durably written; on `Err`, any subset may be, and
 ///   the caller retries the whole batch (which is safe by the first rule).
+/// - A sink may stage what `write` is given: a job's items are then stored (by the rules
+///   above) when `publish` is called with its job, once, after its last write. `publish` of a
+///   job with nothing staged, or published already, does nothing; a `publish` that fails
+///   stores nothing and may be called again. A sink that writes in place publishes nothing.
 /// - `read_all` returns every stored item by key (for verification and tests; a scan).
 #[async_trait]
 pub trait Sink: Send + Sync + std::fmt::Debug {
-    /// Upsert a batch.
+    /// Upsert a batch (or stage it, until `publish`).
     async fn write(&self, items: Vec<SinkItem>) -> Result<()>;
+    /// Store what was staged for `job` (the items' [`SinkItem::job`]). Required, so that a
+    /// wrapper cannot forget to pass it on.
+    async fn publish(&self, job: u64) -> Result<()>;
     /// Every stored item, by key.
     async fn read_all(&self) -> Result<BTreeMap<String, Record>>;
     /// Whether a stored item is replaced only by one with a version at least as high.

@@ -1,4 +1,12 @@
-//! SQLite sink: a table in the data directory's database, upserted in transactions.
+//! SQLite sink: a table in the data directory's database.
+//!
+//! A job's items are staged first, then merged into the table in key order when the job is
+//! gathered ([`Sink::publish`]). Upserting keys in the order records arrive (random, for most
+//! inputs) dirties a B-tree page per row in every transaction; staging appends rows in the
+//! order of their position in the job (`_seq`), and the merge walks the table once, in key
+//! order, in one transaction, so a table never shows half a job. The stage of job `J` is the
+//! table `TABLE__stage_J`, keyed by `(_seq, _key)` (a re-run of a chunk replaces its rows);
+//! the merge drops it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,14 +29,12 @@ pub struct SqliteSink {
     conn: Arc<Mutex<Connection>>,
     table: String,
     fields: Option<Vec<String>>,
-    upsert: String,
+    /// The columns after `_key, _job, _seq`, quoted and typed, as the table declares them.
+    columns: Vec<String>,
 }
 
 /// The columns every sink table has besides the record's fields: the item key and version.
 const HIDDEN: [&str; 3] = ["_key", "_job", "_seq"];
-
-/// The statement parameter of the first record field (after key, job and seq).
-const FIRST_FIELD: usize = 4;
 
 fn sql_type(t: Option<ColumnType>) -> &'static str {
     match t {
@@ -49,33 +55,17 @@ impl SqliteSink {
     pub fn open(path: &Path, table: &str, fields: Option<Vec<(String, Option<ColumnType>)>>) -> Result<Self> {
         let conn = crate::ledger::sqlite::connect(path)?;
         let t = quoted(table);
-        let (create, names, upsert) = match &fields {
-            Some(fields) => {
-                let cols: Vec<String> = fields.iter().map(|(n, ty)| format!("{} {}", quoted(n), sql_type(*ty))).collect();
-                let names: Vec<String> = fields.iter().map(|(n, _)| n.clone()).collect();
-                let list: Vec<String> = names.iter().map(|n| quoted(n)).collect();
-                let marks: Vec<String> = (0..names.len()).map(|i| format!("?{}", i + FIRST_FIELD)).collect();
-                let set: Vec<String> = list.iter().map(|c| format!("{c} = excluded.{c}")).collect();
-                (
-                    format!(
-                        "CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, _job INTEGER NOT NULL DEFAULT 0, _seq INTEGER NOT NULL, {}) WITHOUT ROWID",
-                        cols.join(", ")
-                    ),
-                    Some(names),
-                    format!(
-                        "INSERT INTO {t} (_key, _job, _seq, {}) VALUES (?1, ?2, ?3, {}) ON CONFLICT (_key) DO UPDATE SET _job = excluded._job, _seq = excluded._seq, {} WHERE (excluded._job, excluded._seq) >= ({t}._job, {t}._seq)",
-                        list.join(", "),
-                        marks.join(", "),
-                        set.join(", ")
-                    ),
-                )
-            }
-            None => (
-                format!("CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, _job INTEGER NOT NULL DEFAULT 0, _seq INTEGER NOT NULL, record TEXT NOT NULL) WITHOUT ROWID"),
-                None,
-                format!("INSERT INTO {t} (_key, _job, _seq, record) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (_key) DO UPDATE SET _job = excluded._job, _seq = excluded._seq, record = excluded.record WHERE (excluded._job, excluded._seq) >= ({t}._job, {t}._seq)"),
+        let (names, column_defs) = match &fields {
+            Some(fields) => (
+                Some(fields.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()),
+                fields.iter().map(|(n, ty)| format!("{} {}", quoted(n), sql_type(*ty))).collect::<Vec<_>>(),
             ),
+            None => (None, vec!["record TEXT NOT NULL".to_string()]),
         };
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, _job INTEGER NOT NULL DEFAULT 0, _seq INTEGER NOT NULL, {}) WITHOUT ROWID",
+            column_defs.join(", ")
+        );
         conn.execute(&create, [])
             .map_err(|e| Error::backend("sqlite", format!("cannot create sink table {table}"), e))?;
         let columns = |conn: &rusqlite::Connection| -> Result<Vec<String>> {
@@ -102,7 +92,12 @@ impl SqliteSink {
                 format!("table {table} exists without column {missing:?}; drop it or choose another table"),
             ));
         }
-        Ok(SqliteSink { conn: Arc::new(Mutex::new(conn)), table: table.to_string(), fields: names, upsert })
+        Ok(SqliteSink {
+            conn: Arc::new(Mutex::new(conn)),
+            table: table.to_string(),
+            fields: names,
+            columns: column_defs,
+        })
     }
 
     /// Open an existing sink table, taking its shape from the database.
@@ -125,6 +120,68 @@ impl SqliteSink {
     /// The table name.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// The stage of `job`'s items.
+    fn stage(&self, job: u64) -> String {
+        quoted(&format!("{}__stage_{job}", self.table))
+    }
+
+    /// The columns after `_key, _job, _seq`, by name.
+    fn names(&self) -> Vec<String> {
+        match &self.fields {
+            Some(f) => f.iter().map(|n| quoted(n)).collect(),
+            None => vec!["record".into()],
+        }
+    }
+
+    /// Stage `items` (all of one job) in one transaction.
+    fn stage_items(&self, conn: &mut Connection, job: u64, items: &[SinkItem]) -> Result<()> {
+        let stage = self.stage(job);
+        let names = self.names();
+        // Immediate: a transaction that read first (the schema) and then writes fails at once
+        // if another connection wrote in between, where waiting for the lock succeeds.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {stage} (_seq INTEGER NOT NULL, _key TEXT NOT NULL, {}, PRIMARY KEY (_seq, _key)) WITHOUT ROWID",
+                self.columns.join(", ")
+            ),
+            [],
+        )?;
+        {
+            let marks: Vec<String> = (0..names.len()).map(|i| format!("?{}", i + 3)).collect();
+            let mut stmt = tx.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {stage} (_seq, _key, {}) VALUES (?1, ?2, {})",
+                names.join(", "),
+                marks.join(", ")
+            ))?;
+            for item in items {
+                // SQLite integers are signed 64-bit; seq uses at most 63 bits.
+                stmt.raw_bind_parameter(1, item.seq as i64)?;
+                stmt.raw_bind_parameter(2, &item.key)?;
+                self.bind_record(&mut stmt, 3, item)?;
+                stmt.raw_execute()?;
+            }
+        }
+        tx.commit().map_err(|e| Error::backend("sqlite", format!("cannot write to sink table {}", self.table), e))
+    }
+
+    /// Bind an item's record from parameter `first` on.
+    fn bind_record(&self, stmt: &mut rusqlite::CachedStatement<'_>, first: usize, item: &SinkItem) -> Result<()> {
+        match &self.fields {
+            Some(fields) => {
+                for (i, value) in crate::record::values_of(&item.record, fields).enumerate() {
+                    stmt.raw_bind_parameter(i + first, to_sql(value))?;
+                }
+            }
+            None => {
+                let json =
+                    serde_json::to_string(&item.record).map_err(|e| Error::backend("sqlite", "encode record", e))?;
+                stmt.raw_bind_parameter(first, json)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -156,31 +213,48 @@ impl Sink for SqliteSink {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = this.conn.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = conn.transaction()?;
-            {
-                let mut stmt = tx.prepare_cached(&this.upsert)?;
-                for item in &items {
-                    stmt.raw_bind_parameter(1, &item.key)?;
-                    // SQLite integers are signed 64-bit; job (ms since 1970) and seq use at
-                    // most 63 bits.
-                    stmt.raw_bind_parameter(2, item.job as i64)?;
-                    stmt.raw_bind_parameter(3, item.seq as i64)?;
-                    match &this.fields {
-                        Some(fields) => {
-                            for (i, value) in crate::record::values_of(&item.record, fields).enumerate() {
-                                stmt.raw_bind_parameter(i + FIRST_FIELD, to_sql(value))?;
-                            }
-                        }
-                        None => {
-                            let json = serde_json::to_string(&item.record)
-                                .map_err(|e| Error::backend("sqlite", "encode record", e))?;
-                            stmt.raw_bind_parameter(FIRST_FIELD, json)?;
-                        }
-                    }
-                    stmt.raw_execute()?;
-                }
+            let mut from = 0;
+            // A batch holds one job's items; stage each job's run of them.
+            while from < items.len() {
+                let job = items[from].job;
+                let to = items[from..].iter().position(|i| i.job != job).map_or(items.len(), |n| from + n);
+                this.stage_items(&mut conn, job, &items[from..to])?;
+                from = to;
             }
-            tx.commit().map_err(|e| Error::backend("sqlite", format!("cannot write to sink table {}", this.table), e))
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::backend("sqlite", "sink task failed", e))?
+    }
+
+    async fn publish(&self, job: u64) -> Result<()> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = this.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let stage = this.stage(job);
+            let t = quoted(&this.table);
+            let names = this.names().join(", ");
+            let set: Vec<String> = this.names().iter().map(|c| format!("{c} = excluded.{c}")).collect();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let staged: bool = tx
+                .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
+                .exists([format!("{}__stage_{job}", this.table)])?;
+            if !staged {
+                // Nothing written, or published already.
+                return Ok(());
+            }
+            // Of one key's items the later in the job comes later, and wins.
+            tx.execute(
+                &format!(
+                    "INSERT INTO {t} (_key, _job, _seq, {names}) SELECT _key, ?1, _seq, {names} FROM {stage} WHERE true \
+                     ORDER BY _key, _seq ON CONFLICT (_key) DO UPDATE SET _job = excluded._job, _seq = excluded._seq, {} \
+                     WHERE (excluded._job, excluded._seq) >= ({t}._job, {t}._seq)",
+                    set.join(", ")
+                ),
+                [job as i64],
+            )?;
+            tx.execute(&format!("DROP TABLE {stage}"), [])?;
+            tx.commit().map_err(|e| Error::backend("sqlite", format!("cannot merge into sink table {}", this.table), e))
         })
         .await
         .map_err(|e| Error::backend("sqlite", "sink task failed", e))?
