@@ -223,14 +223,15 @@ pub struct EnrichConfig {
     /// Values for `on_missing = "default"`.
     #[serde(default)]
     pub defaults: BTreeMap<String, toml::Value>,
-    /// A reference file larger than this many bytes (default 32 MiB) is imported into the
-    /// data directory's SQLite database and looked up there instead of held in memory.
+    /// A reference file larger than this many bytes (default 128 MiB) is imported into the
+    /// data directory's SQLite database and looked up there instead of held in memory (where
+    /// it takes about as many bytes as the file).
     #[serde(default = "default_memory_limit")]
     pub memory_limit: u64,
 }
 
 fn default_memory_limit() -> u64 {
-    32 << 20
+    128 << 20
 }
 
 /// Policy for a lookup key that is not in the reference.

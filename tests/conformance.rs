@@ -81,7 +81,7 @@ fn lookup_memory() {
     use sluicebox::lookup::conformance::ROWS;
     let mut source = sluicebox::lookup::memory::MemorySource::default();
     for (k, n, s) in ROWS {
-        source.insert(k.to_string(), vec![serde_json::json!(n), serde_json::json!(s)]);
+        source.insert(k.to_string(), vec![serde_json::json!(n), serde_json::json!(s)]).unwrap();
     }
     sluicebox::lookup::conformance::run_all(&source);
 }

@@ -4,7 +4,7 @@
 //! fields to add, what to do with a missing key) over a [`Source`] of rows, one file per kind:
 //!
 //! - [`memory`]: a reference no larger than `enrich.memory_limit` (or a `sqlite:TABLE`), held
-//!   as a hash map from key to the typed fields it adds.
+//!   in one byte arena with a hash table of row offsets.
 //! - [`sqlite`]: a larger reference file, imported once into a table of
 //!   `sluicebox-lookups.db` beside the data directory's database (reused by later jobs while
 //!   the file is unchanged) and looked up there, so memory stays bounded whatever its size.
@@ -130,10 +130,7 @@ impl LookupTable {
             load_dynamodb(cfg, table, lookup_key, cloud)?
         } else if let Some(table) = source.strip_prefix("sqlite:") {
             let mut rows = memory::MemorySource::default();
-            let fields = rows::read_sqlite(cfg, &lookup_key, db, table, &mut |k, v| {
-                rows.insert(k, v);
-                Ok(())
-            })?;
+            let fields = rows::read_sqlite(cfg, &lookup_key, db, table, &mut |k, v| rows.insert(k, v))?;
             (Box::new(rows), fields)
         } else {
             let file = PathBuf::from(source.strip_prefix("file://").unwrap_or(source));
@@ -144,10 +141,7 @@ impl LookupTable {
                 (Box::new(rows), fields)
             } else {
                 let mut rows = memory::MemorySource::default();
-                let fields = rows::read_file(cfg, &lookup_key, &file, &mut |k, v| {
-                    rows.insert(k, v);
-                    Ok(())
-                })?;
+                let fields = rows::read_file(cfg, &lookup_key, &file, &mut |k, v| rows.insert(k, v))?;
                 (Box::new(rows), fields)
             }
         };

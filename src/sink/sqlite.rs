@@ -5,8 +5,9 @@
 //! inputs) dirties a B-tree page per row in every transaction; staging appends rows in the
 //! order of their position in the job (`_seq`), and the merge walks the table once, in key
 //! order, in one transaction, so a table never shows half a job. The stage of job `J` is the
-//! table `TABLE__stage_J`, keyed by `(_seq, _key)` (a re-run of a chunk replaces its rows);
-//! the merge drops it.
+//! table `TABLE__stage_J`, rows appended without an index: a re-run of a chunk appends its
+//! rows again, and the merge stores each `(key, seq)` once whatever its copies. The merge
+//! drops the stage.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -144,7 +145,7 @@ impl SqliteSink {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             &format!(
-                "CREATE TABLE IF NOT EXISTS {stage} (_seq INTEGER NOT NULL, _key TEXT NOT NULL, {}, PRIMARY KEY (_seq, _key)) WITHOUT ROWID",
+                "CREATE TABLE IF NOT EXISTS {stage} (_seq INTEGER NOT NULL, _key TEXT NOT NULL, {})",
                 self.columns.join(", ")
             ),
             [],
@@ -152,7 +153,7 @@ impl SqliteSink {
         {
             let marks: Vec<String> = (0..names.len()).map(|i| format!("?{}", i + 3)).collect();
             let mut stmt = tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO {stage} (_seq, _key, {}) VALUES (?1, ?2, {})",
+                "INSERT INTO {stage} (_seq, _key, {}) VALUES (?1, ?2, {})",
                 names.join(", "),
                 marks.join(", ")
             ))?;
