@@ -31,7 +31,13 @@ pub struct Bench {
     /// After the load, a second job updating this share of the keys in the loaded table
     /// (0: none; local backends only).
     pub update_share: f64,
+    /// The Python that runs the DuckDB peer (`bench/duckdb_orders.py`) on the same files
+    /// after the load, when it can import `duckdb` (`None`: no comparison).
+    pub duckdb_python: Option<String>,
 }
+
+/// The same job in DuckDB SQL, run by [`Bench::duckdb_python`].
+pub const DUCKDB_SCRIPT: &str = include_str!("../bench/duckdb_orders.py");
 
 /// One measurement.
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +86,14 @@ pub struct Measurement {
 
 impl fmt::Display for Measurement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.backend.starts_with("duckdb") {
+            return write!(
+                f,
+                "{}, the same job in SQL on the same files: {:.0} records/s ({:.2} s), peak RSS {:.0} MiB; \
+                 written {}, rejected {}",
+                self.backend, self.records_per_s, self.seconds, self.peak_rss_mib, self.written, self.rejected
+            );
+        }
         let sink = match (self.sink, self.backend.as_str()) {
             (false, _) => "no sink",
             (true, "aws") => "S3 + SQS + DynamoDB ledger and sink",
@@ -308,6 +322,12 @@ pub async fn run(dir: &Path, bench: &Bench, cloud: &Cloud, out: &Path) -> Result
     };
     let spec = config.validate(&input_dir)?;
     let mut measured = vec![measure(&engine, &spec, &input, bench, "load").await?];
+    if let Some(python) = bench.duckdb_python.as_deref().filter(|_| !bench.aws && bench.sink) {
+        match duckdb(python, dir, &input_dir, bench) {
+            Ok(peer) => measured.push(peer),
+            Err(e) => tracing::warn!("no comparison with DuckDB: {e}"),
+        }
+    }
     if bench.update_share > 0.0 && !bench.aws {
         let (d, share) = (input_dir.clone(), bench.update_share);
         tokio::task::spawn_blocking(move || generate_update(&d, share))
@@ -320,6 +340,52 @@ pub async fn run(dir: &Path, bench: &Bench, cloud: &Cloud, out: &Path) -> Result
         append_csv(out, m)?;
     }
     Ok(measured)
+}
+
+/// Run the DuckDB peer on the generated files in `input_dir`, after the same cold start (its
+/// own empty working directory), and measure it as a `duckdb` backend.
+fn duckdb(python: &str, dir: &Path, input_dir: &Path, bench: &Bench) -> Result<Measurement> {
+    let script = dir.join("duckdb_orders.py");
+    let fail = |what: String| Error::config("bench", what);
+    std::fs::write(&script, DUCKDB_SCRIPT).map_err(|e| fail(format!("cannot write {}: {e}", script.display())))?;
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg(input_dir)
+        .arg(dir.join("duckdb"))
+        .output()
+        .map_err(|e| fail(format!("cannot run {python}: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(fail(format!("{python} {}: {}", script.display(), err.lines().last().unwrap_or_default())));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let peer: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or_default())
+        .map_err(|e| fail(format!("unexpected output from the DuckDB script: {e}")))?;
+    let num = |k: &str| peer[k].as_f64().unwrap_or(0.0);
+    let seconds = num("seconds");
+    let records = num("records") as u64;
+    Ok(Measurement {
+        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        keys: bench.keys.as_str().into(),
+        run: "load".into(),
+        records,
+        input_bytes: std::fs::metadata(input_dir.join("orders.csv")).map_or(0, |m| m.len()),
+        workers: 0,
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        seconds,
+        records_per_s: if seconds > 0.0 { records as f64 / seconds } else { 0.0 },
+        peak_rss_mib: num("peak_rss_mib"),
+        plan_ms: 0,
+        work_ms: 0,
+        gather_ms: 0,
+        sink: true,
+        written: num("written") as u64,
+        rejected: num("rejected") as u64,
+        backend: format!("duckdb {}", peer["duckdb"].as_str().unwrap_or_default()),
+        api_calls: 0,
+        api_calls_per_record: 0.0,
+        api_calls_by_operation: String::new(),
+    })
 }
 
 /// Run the job on `input` and measure it.

@@ -227,6 +227,13 @@ struct BenchArgs {
     /// After the load, a second job that updates this share of the loaded keys (e.g. 0.1).
     #[arg(long, default_value_t = 0.0)]
     update_share: f64,
+    /// The Python that runs the DuckDB peer on the same files (skipped when it cannot import
+    /// `duckdb`; `pip install duckdb`).
+    #[arg(long, env = "SLUICEBOX_PYTHON", default_value = "python3")]
+    python: String,
+    /// Do not compare with DuckDB.
+    #[arg(long)]
+    no_duckdb: bool,
     /// Run on S3, SQS and DynamoDB (ledger and sink) from the standard AWS configuration
     /// (feature `aws`; new resources for each run) and report API calls per record.
     #[arg(long)]
@@ -519,6 +526,15 @@ fn print_summary(s: &Summary, json: bool) {
     emit(&out);
 }
 
+/// Whether `python` can import `duckdb`.
+fn has_duckdb(python: &str) -> bool {
+    std::process::Command::new(python)
+        .args(["-c", "import duckdb"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 async fn bench_cmd(args: BenchArgs) -> sluicebox::Result<()> {
     let workers = args.workers.unwrap_or_else(cores);
     let cloud = cloud(args.aws).await;
@@ -533,13 +549,20 @@ async fn bench_cmd(args: BenchArgs) -> sluicebox::Result<()> {
         aws: args.aws,
         keys,
         update_share: args.update_share.clamp(0.0, 1.0),
+        duckdb_python: (!args.no_duckdb && has_duckdb(&args.python)).then_some(args.python),
     };
-    for m in bench::run(&args.data_dir, &what, &cloud, &args.out).await? {
+    let measured = bench::run(&args.data_dir, &what, &cloud, &args.out).await?;
+    for m in &measured {
         if args.json {
-            emit(&format!("{}\n", serde_json::to_string(&m).unwrap_or_default()));
+            emit(&format!("{}\n", serde_json::to_string(m).unwrap_or_default()));
         } else {
             emit(&format!("{m}\n"));
         }
+    }
+    let load = measured.iter().find(|m| m.run == "load" && !m.backend.starts_with("duckdb"));
+    let peer = measured.iter().find(|m| m.backend.starts_with("duckdb"));
+    if let (Some(ours), Some(peer), false) = (load, peer, args.json) {
+        emit(&format!("sluicebox takes {:.2}x DuckDB's time on this load\n", ours.seconds / peer.seconds.max(1e-9)));
     }
     Ok(())
 }

@@ -1,0 +1,88 @@
+//! A short run of `sluicebox bench` (the full one is a command a person runs): the realistic
+//! data it generates, the update run, and the measurements file it appends to.
+
+use std::process::Command;
+
+fn bench(dir: &std::path::Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+        .args(["bench", "--records", "20000", "--json", "--no-duckdb", "--data-dir"])
+        .arg(dir.join("bench"))
+        .arg("--out")
+        .arg(dir.join("m.csv"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn bench_loads_random_keys_with_rejects_then_updates_a_share_and_records_both() {
+    let dir = tempfile::tempdir().unwrap();
+    // A measurements file from before key orders were measured is upgraded in place.
+    std::fs::write(dir.path().join("m.csv"), "at,records,seconds\n2026-11-22T00:00:00Z,1000000,5.1\n").unwrap();
+    let runs = bench(dir.path(), &["--update-share", "0.1"]);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let (load, update) = (&runs[0], &runs[1]);
+    assert_eq!((load["run"].as_str(), load["keys"].as_str()), (Some("load"), Some("random")));
+    assert_eq!(load["records"], 20_000);
+    assert_eq!(load["rejected"], 100, "0.5% of the orders are bad, in four ways");
+    assert_eq!(load["written"], 19_900);
+    let updated = update["records"].as_u64().unwrap();
+    assert!((1_500..2_500).contains(&updated), "about a tenth of the keys: {updated}");
+    assert_eq!(update["run"], "update");
+
+    // The generated orders are not in key order, and the reference is in another order.
+    let input = dir.path().join("bench/input-random");
+    let keys = |file: &str| -> Vec<u64> {
+        let text = std::fs::read_to_string(input.join(file)).unwrap();
+        text.lines().skip(1).take(1000).map(|l| l.split(',').next().unwrap().parse().unwrap()).collect()
+    };
+    let (orders, reference) = (keys("orders.csv"), keys("financial.csv"));
+    assert!(orders.windows(2).filter(|w| w[0] < w[1]).count() < 600, "orders keys look sorted");
+    assert_ne!(orders, reference, "the reference is in the orders' order");
+
+    let sequential = bench(dir.path(), &["--keys", "sequential"]);
+    assert_eq!((sequential[0]["keys"].as_str(), sequential[0]["rejected"].as_u64()), (Some("sequential"), Some(0)));
+
+    let csv = std::fs::read_to_string(dir.path().join("m.csv")).unwrap();
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let header: Vec<String> = rows.headers().unwrap().iter().map(str::to_string).collect();
+    assert!(header.contains(&"keys".to_string()) && header.contains(&"run".to_string()), "{header:?}");
+    let rows: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 4, "the old row and three new ones");
+    let at = |name: &str| header.iter().position(|h| h == name).unwrap();
+    assert_eq!((&rows[0][at("keys")], &rows[0][at("run")], &rows[0][at("seconds")]), ("sequential", "load", "5.1"));
+}
+
+/// With DuckDB at hand (`scripts/test` installs it and names its Python in
+/// `SLUICEBOX_PYTHON`), the bench runs the same job in SQL on the same files, after its own,
+/// and both agree on what was written and rejected.
+#[test]
+fn bench_compares_with_duckdb_doing_the_same_job() {
+    let python = std::env::var("SLUICEBOX_PYTHON").unwrap_or_else(|_| "python3".into());
+    let available = Command::new(&python).args(["-c", "import duckdb"]).status().is_ok_and(|s| s.success());
+    assert!(available, "{python} cannot import duckdb: run scripts/test, which installs it");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+        .args(["bench", "--records", "20000", "--json", "--python", &python, "--data-dir"])
+        .arg(dir.path().join("bench"))
+        .arg("--out")
+        .arg(dir.path().join("m.csv"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let runs: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let (ours, peer) = (&runs[0], &runs[1]);
+    assert!(peer["backend"].as_str().unwrap().starts_with("duckdb"), "{peer}");
+    assert_eq!(
+        (peer["written"].as_u64(), peer["rejected"].as_u64()),
+        (ours["written"].as_u64(), ours["rejected"].as_u64())
+    );
+    assert!(peer["seconds"].as_f64().unwrap() > 0.0);
+    let duck = dir.path().join("bench/duckdb");
+    let lines = std::fs::read_to_string(duck.join("output.csv")).unwrap().lines().count() as u64;
+    assert_eq!(lines, ours["written"].as_u64().unwrap() + 1, "DuckDB's merged output");
+}
