@@ -887,47 +887,67 @@ async fn ledger_jobs(store: &Arc<dyn object_store::ObjectStore>, ledger: &dyn St
     jobs
 }
 
+/// What the `watch` tests share: a bucket holding `in/x.csv` (`csv`), an engine on it with
+/// the local ledger and queue, the job `toml`, and the S3 event that names the object.
+struct Watched {
+    engine: sluicebox::engine::Engine,
+    spec: sluicebox::spec::JobSpec,
+    event: String,
+    prefix: String,
+    input: String,
+    _data: tempfile::TempDir,
+}
+
+async fn watched(name: &str, csv: String, toml: &str) -> Watched {
+    let conf = emulator().await;
+    let bucket = unique(name);
+    aws_sdk_s3::Client::new(&conf).create_bucket().bucket(&bucket).send().await.unwrap();
+    let cloud = sluicebox::cloud::Cloud::aws(conf.clone());
+    let store = sluicebox::bucket::open(&format!("s3://{bucket}"), &cloud).unwrap();
+    let object = object_store::path::Path::from("in/x.csv");
+    object_store::ObjectStoreExt::put(store.as_ref(), &object, csv.into_bytes().into()).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut engine = sluicebox::engine::Engine::local(data.path()).unwrap();
+    engine.cloud = cloud;
+    let spec = sluicebox::config::JobConfig::from_toml(toml, "j").unwrap().validate(data.path()).unwrap();
+    let event = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
+        "bucket": {"name": bucket}, "object": {"key": "in/x.csv"}}}]})
+    .to_string();
+    Watched {
+        engine,
+        spec,
+        event,
+        prefix: format!("s3://{bucket}/in/"),
+        input: format!("s3://{bucket}/in/x.csv"),
+        _data: data,
+    }
+}
+
 /// A submission that failed half-way (the job created, never planned) is not counted as
 /// started: the next event for the object submits it again, and a planned job is a repeat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_submits_again_a_job_whose_submission_failed_half_way() {
     use sluicebox::queue::MemoryQueue;
-    let conf = emulator().await;
-    let bucket = unique("half");
-    aws_sdk_s3::Client::new(&conf).create_bucket().bucket(&bucket).send().await.unwrap();
-    let cloud = sluicebox::cloud::Cloud::aws(conf.clone());
-    let store = sluicebox::bucket::open(&format!("s3://{bucket}"), &cloud).unwrap();
-    let object = object_store::path::Path::from("in/x.csv");
-    object_store::ObjectStoreExt::put(store.as_ref(), &object, b"id\n1\n2\n".to_vec().into()).await.unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let mut engine = sluicebox::engine::Engine::local(data.path()).unwrap();
-    engine.cloud = cloud;
-    let spec = sluicebox::config::JobConfig::from_toml("[sink]\ntype = \"none\"\n", "j")
-        .unwrap()
-        .validate(data.path())
-        .unwrap();
-    let input = format!("s3://{bucket}/in/x.csv");
+    let w = watched("half", "id\n1\n2\n".into(), "[sink]\ntype = \"none\"\n").await;
+    let store = sluicebox::bucket::input_store(&w.input, &w.engine.cloud).unwrap();
     let inputs =
-        sluicebox::bucket::resolve_inputs(store.as_ref(), std::slice::from_ref(&input), None, Default::default())
+        sluicebox::bucket::resolve_inputs(store.as_ref(), std::slice::from_ref(&w.input), None, Default::default())
             .await
             .unwrap();
-    let job_id = sluicebox::job::derive_job_id(&inputs, &spec);
+    let job_id = sluicebox::job::derive_job_id(&inputs, &w.spec);
     // What a submitter that died after creating the job leaves.
-    engine.ledger.create_job(&sluicebox::ledger::JobRecord::new(&job_id, 1)).await.unwrap();
+    w.engine.ledger.create_job(&sluicebox::ledger::JobRecord::new(&job_id, 1)).await.unwrap();
     let events = MemoryQueue::new(Duration::from_secs(30));
-    let event = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
-        "bucket": {"name": bucket}, "object": {"key": "in/x.csv"}}}]})
-    .to_string();
     let opts = sluicebox::job::RunOptions::default();
-    let prefix = format!("s3://{bucket}/in/");
     let wait = Duration::from_millis(100);
-    events.send(vec![event.clone()]).await.unwrap();
-    let outcomes = sluicebox::watch::watch_once(&engine, &spec, &events, &prefix, &opts, wait).await.unwrap();
+    events.send(vec![w.event.clone()]).await.unwrap();
+    let outcomes = sluicebox::watch::watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
+    let input = w.input.clone();
     assert_eq!(outcomes, [sluicebox::watch::Outcome::Started { input: input.clone(), job_id: job_id.clone() }]);
-    let job = engine.ledger.get_job(&job_id).await.unwrap().unwrap();
+    let job = w.engine.ledger.get_job(&job_id).await.unwrap().unwrap();
     assert_eq!((job.status, job.total_chunks), (sluicebox::ledger::JobStatus::Running, Some(1)));
-    events.send(vec![event]).await.unwrap();
-    let outcomes = sluicebox::watch::watch_once(&engine, &spec, &events, &prefix, &opts, wait).await.unwrap();
+    events.send(vec![w.event.clone()]).await.unwrap();
+    let outcomes = sluicebox::watch::watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
     assert_eq!(outcomes, [sluicebox::watch::Outcome::Repeated { input, job_id }]);
 }
 
@@ -938,46 +958,27 @@ async fn watch_submits_again_a_job_whose_submission_failed_half_way() {
 async fn watch_sends_again_the_tasks_of_a_submission_cut_off_while_sending() {
     use sluicebox::queue::faults::{FaultyQueue, QueueFaults};
     use sluicebox::queue::{MemoryQueue, Queue};
-    let conf = emulator().await;
-    let bucket = unique("cut");
-    aws_sdk_s3::Client::new(&conf).create_bucket().bucket(&bucket).send().await.unwrap();
-    let cloud = sluicebox::cloud::Cloud::aws(conf.clone());
-    let store = sluicebox::bucket::open(&format!("s3://{bucket}"), &cloud).unwrap();
     let rows: String = (0..25).map(|i| format!("{i}\n")).collect();
-    let object = object_store::path::Path::from("in/x.csv");
-    object_store::ObjectStoreExt::put(store.as_ref(), &object, format!("id\n{rows}").into_bytes().into())
-        .await
-        .unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let mut engine = sluicebox::engine::Engine::local(data.path()).unwrap();
-    engine.cloud = cloud;
+    let mut w = watched("cut", format!("id\n{rows}"), "[chunking]\nrecords = 1\n[sink]\ntype = \"none\"\n").await;
     let tasks: Arc<dyn Queue> = Arc::new(MemoryQueue::new(Duration::from_secs(60)));
     let cut_off = QueueFaults { fail_sends_after: Some(1), ..Default::default() };
-    let mut cut = engine.clone();
+    let mut cut = w.engine.clone();
     cut.queue = Arc::new(FaultyQueue::new(tasks.clone(), cut_off));
-    engine.queue = tasks.clone();
-    let spec = sluicebox::config::JobConfig::from_toml("[chunking]\nrecords = 1\n[sink]\ntype = \"none\"\n", "j")
-        .unwrap()
-        .validate(data.path())
-        .unwrap();
+    w.engine.queue = tasks.clone();
     let events = MemoryQueue::new(Duration::from_secs(30));
-    let event = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
-        "bucket": {"name": bucket}, "object": {"key": "in/x.csv"}}}]})
-    .to_string();
     let opts = sluicebox::job::RunOptions::default();
-    let prefix = format!("s3://{bucket}/in/");
     let wait = Duration::from_millis(100);
-    events.send(vec![event.clone()]).await.unwrap();
-    let outcomes = sluicebox::watch::watch_once(&cut, &spec, &events, &prefix, &opts, wait).await.unwrap();
+    events.send(vec![w.event.clone()]).await.unwrap();
+    let outcomes = sluicebox::watch::watch_once(&cut, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
     assert_eq!(outcomes, [], "the submission failed");
     let taken = tasks.receive(100, Duration::from_millis(50)).await.unwrap();
     assert_eq!(taken.len(), 10, "one batch of ten tasks went out before the cut");
     // The event was given back, not acknowledged: its next delivery finishes the submission.
-    let outcomes = sluicebox::watch::watch_once(&engine, &spec, &events, &prefix, &opts, wait).await.unwrap();
+    let outcomes = sluicebox::watch::watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
     assert!(matches!(&outcomes[..], [sluicebox::watch::Outcome::Started { .. }]), "{outcomes:?}");
     let taken = tasks.receive(100, Duration::from_millis(50)).await.unwrap();
     assert_eq!(taken.len(), 25, "every task was sent again");
-    events.send(vec![event]).await.unwrap();
-    let outcomes = sluicebox::watch::watch_once(&engine, &spec, &events, &prefix, &opts, wait).await.unwrap();
+    events.send(vec![w.event.clone()]).await.unwrap();
+    let outcomes = sluicebox::watch::watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
     assert!(matches!(&outcomes[..], [sluicebox::watch::Outcome::Repeated { .. }]), "{outcomes:?}");
 }
