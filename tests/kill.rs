@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,6 +44,7 @@ struct Job {
     config: PathBuf,
     data: PathBuf,
     id: String,
+    ledger: tokio::sync::OnceCell<SqliteLedger>,
 }
 
 impl Job {
@@ -51,7 +53,7 @@ impl Job {
             .args(["run", self.input.to_str().unwrap(), "--config", self.config.to_str().unwrap()])
             .args(["--workers", "2", "--json", "--data-dir", self.data.to_str().unwrap()])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(self.data.join("stderr.log")).unwrap())
             .spawn()
             .unwrap()
     }
@@ -61,7 +63,9 @@ impl Job {
         if !db.exists() {
             return None;
         }
-        let ledger = SqliteLedger::open(&db).ok()?;
+        // One connection for every poll: opening one sets pragmas and checks the tables, which
+        // can wait on a writer; reading through an open one never does (WAL).
+        let ledger = self.ledger.get_or_try_init(|| async { SqliteLedger::open(&db) }).await.ok()?;
         ledger.get_job(&self.id).await.ok().flatten()
     }
 
@@ -114,6 +118,7 @@ async fn a_job_killed_twenty_times_across_plan_work_and_gather_resumes_to_the_sa
         config: work.path().join("job.toml"),
         data: data.path().to_path_buf(),
         id: clean_summary.job_id.clone(),
+        ledger: tokio::sync::OnceCell::new(),
     };
     // A fifth of the kills while planning, one while gathering (a resume waits for the dead
     // gatherer's lease to end, half a minute), the rest while working.
@@ -150,7 +155,10 @@ async fn a_job_killed_twenty_times_across_plan_work_and_gather_resumes_to_the_sa
         child.kill().unwrap(); // SIGKILL: no chance to clean up
         let status = child.wait().unwrap();
         if !reached || status.success() {
-            // The run finished before the instant came: nothing was killed.
+            // The run ended before the instant came: nothing was killed. It must have ended
+            // well, or said why.
+            let said = std::fs::read_to_string(data.path().join("stderr.log")).unwrap_or_default();
+            assert!(status.success() || status.signal() == Some(9), "a resumed run failed ({status}): {said}");
             continue;
         }
         killed_in.push(phase);
