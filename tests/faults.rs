@@ -362,9 +362,9 @@ async fn a_task_that_keeps_failing_fails_its_job_instead_of_leaving_it_running()
 ///   once), and the caller is told someone else holds it.
 /// - `hide_commits`: a worker checking whether a chunk is committed never sees it, as when
 ///   two attempts at one chunk run at once (a redelivery while the first is still working).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct FaultyLedger {
-    inner: Option<Arc<dyn sluicebox::ledger::StateStore>>,
+    inner: Arc<dyn sluicebox::ledger::StateStore>,
     dead_gatherer: Option<i64>,
     hide_commits: bool,
     died: std::sync::atomic::AtomicBool,
@@ -373,40 +373,45 @@ struct FaultyLedger {
 }
 
 impl FaultyLedger {
+    /// `inner` with no faults.
     fn over(inner: Arc<dyn sluicebox::ledger::StateStore>) -> Self {
-        FaultyLedger { inner: Some(inner), ..Default::default() }
-    }
-    fn inner(&self) -> &dyn sluicebox::ledger::StateStore {
-        self.inner.as_deref().unwrap()
+        FaultyLedger {
+            inner,
+            dead_gatherer: None,
+            hide_commits: false,
+            died: Default::default(),
+            lease_ends: Default::default(),
+            lease_attempts: Default::default(),
+        }
     }
 }
 
 #[async_trait]
 impl sluicebox::ledger::StateStore for FaultyLedger {
     async fn create_job(&self, job: &sluicebox::ledger::JobRecord) -> sluicebox::Result<bool> {
-        self.inner().create_job(job).await
+        self.inner.create_job(job).await
     }
     async fn get_job(&self, job_id: &str) -> sluicebox::Result<Option<sluicebox::ledger::JobRecord>> {
-        self.inner().get_job(job_id).await
+        self.inner.get_job(job_id).await
     }
     async fn set_planned(&self, job_id: &str, total: u32, planned_ms: i64) -> sluicebox::Result<bool> {
-        self.inner().set_planned(job_id, total, planned_ms).await
+        self.inner.set_planned(job_id, total, planned_ms).await
     }
     async fn commit_chunk(
         &self,
         job_id: &str,
         chunk: &sluicebox::ledger::ChunkRecord,
     ) -> sluicebox::Result<sluicebox::ledger::LedgerCommit> {
-        self.inner().commit_chunk(job_id, chunk).await
+        self.inner.commit_chunk(job_id, chunk).await
     }
     async fn get_chunk(&self, job_id: &str, index: u32) -> sluicebox::Result<Option<sluicebox::ledger::ChunkRecord>> {
         if self.hide_commits {
             return Ok(None);
         }
-        self.inner().get_chunk(job_id, index).await
+        self.inner.get_chunk(job_id, index).await
     }
     async fn chunks(&self, job_id: &str) -> sluicebox::Result<Vec<sluicebox::ledger::ChunkRecord>> {
-        self.inner().chunks(job_id).await
+        self.inner.chunks(job_id).await
     }
     async fn set_status(
         &self,
@@ -414,24 +419,24 @@ impl sluicebox::ledger::StateStore for FaultyLedger {
         from: sluicebox::ledger::JobStatus,
         to: sluicebox::ledger::JobStatus,
     ) -> sluicebox::Result<bool> {
-        self.inner().set_status(job_id, from, to).await
+        self.inner.set_status(job_id, from, to).await
     }
     async fn take_gather_lease(&self, job_id: &str, now_ms: i64, until_ms: i64) -> sluicebox::Result<bool> {
         self.lease_attempts.fetch_add(1, Ordering::SeqCst);
         if let Some(lease_ms) = self.dead_gatherer.filter(|_| !self.died.swap(true, Ordering::SeqCst)) {
             // The other gatherer took the lease and died: its lease ends unrenewed.
             let ends = now_ms - 1 + lease_ms;
-            assert!(self.inner().take_gather_lease(job_id, now_ms - 2, ends).await?);
+            assert!(self.inner.take_gather_lease(job_id, now_ms - 2, ends).await?);
             self.lease_ends.store(ends, Ordering::SeqCst);
             return Ok(false);
         }
-        self.inner().take_gather_lease(job_id, now_ms, until_ms).await
+        self.inner.take_gather_lease(job_id, now_ms, until_ms).await
     }
     async fn renew_gather_lease(&self, job_id: &str, held_ms: i64, until_ms: i64) -> sluicebox::Result<bool> {
-        self.inner().renew_gather_lease(job_id, held_ms, until_ms).await
+        self.inner.renew_gather_lease(job_id, held_ms, until_ms).await
     }
     async fn delete_job(&self, job_id: &str) -> sluicebox::Result<()> {
-        self.inner().delete_job(job_id).await
+        self.inner.delete_job(job_id).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! A reference held in memory, compactly: every row (its key and the values of the fields it
 //! adds) encoded one after another in one byte arena, and a hash table of row offsets.
 //!
-//! A million rows of six numbers take about 40 bytes each in the arena and 5 bytes in the
+//! A row of a nine-digit key and six numbers takes 71 bytes in the arena and about 5 in the
 //! table, where a map of boxed keys to `serde_json` values took over 250; a lookup decodes
 //! its row's few values.
 
@@ -190,10 +190,9 @@ fn decode(arena: &[u8], pos: &mut usize) -> Value {
             let len = take_u32(arena, pos) as usize;
             let bytes = &arena[*pos..*pos + len];
             *pos += len;
-            let text = String::from_utf8_lossy(bytes);
             match tag {
-                TEXT => Value::String(text.into_owned()),
-                _ => serde_json::from_str(&text).unwrap_or(Value::Null),
+                TEXT => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+                _ => serde_json::from_slice(bytes).unwrap_or(Value::Null),
             }
         }
         _ => Value::Null,

@@ -123,9 +123,9 @@ impl SqliteSink {
         &self.table
     }
 
-    /// The stage of `job`'s items.
+    /// The name of the stage of `job`'s items.
     fn stage(&self, job: u64) -> String {
-        quoted(&format!("{}__stage_{job}", self.table))
+        format!("{}__stage_{job}", self.table)
     }
 
     /// The columns after `_key, _job, _seq`, by name.
@@ -138,7 +138,7 @@ impl SqliteSink {
 
     /// Stage `items` (all of one job) in one transaction.
     fn stage_items(&self, conn: &mut Connection, job: u64, items: &[SinkItem]) -> Result<()> {
-        let stage = self.stage(job);
+        let stage = quoted(&self.stage(job));
         let names = self.names();
         // Immediate: a transaction that read first (the schema) and then writes fails at once
         // if another connection wrote in between, where waiting for the lock succeeds.
@@ -232,14 +232,14 @@ impl Sink for SqliteSink {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = this.conn.lock().unwrap_or_else(|p| p.into_inner());
-            let stage = this.stage(job);
-            let t = quoted(&this.table);
-            let names = this.names().join(", ");
-            let set: Vec<String> = this.names().iter().map(|c| format!("{c} = excluded.{c}")).collect();
+            let (name, t) = (this.stage(job), quoted(&this.table));
+            let stage = quoted(&name);
+            let columns = this.names();
+            let names = columns.join(", ");
+            let set: Vec<String> = columns.iter().map(|c| format!("{c} = excluded.{c}")).collect();
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let staged: bool = tx
-                .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
-                .exists([format!("{}__stage_{job}", this.table)])?;
+            let staged: bool =
+                tx.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?.exists([&name])?;
             if !staged {
                 // Nothing written, or published already.
                 return Ok(());
