@@ -101,13 +101,21 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
         )));
     }
     // The sink stores what it staged while the parts are merged; the summary comes after both.
+    let started = std::time::Instant::now();
     let publish = async {
-        match &run.sink {
+        let published = match &run.sink {
             Some(sink) => sink.publish(run.plan.order).await,
             None => Ok(()),
-        }
+        };
+        tracing::debug!(job = %job_id, ms = started.elapsed().as_millis() as u64, "sink published");
+        published
     };
-    let (published, merged) = tokio::join!(publish, merge_parts(run, &chunks));
+    let merge = async {
+        let merged = merge_parts(run, &chunks).await;
+        tracing::debug!(job = %job_id, ms = started.elapsed().as_millis() as u64, "parts merged");
+        merged
+    };
+    let (published, merged) = tokio::join!(publish, merge);
     published?;
     merged?;
     write_summary(run, &job, &chunks, tally, gather_started).await

@@ -63,12 +63,19 @@ pub async fn prepare(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, 
         return Err(super::run::failure_error(&objects).await);
     }
     // Loading the reference and scanning the inputs are independent: do both at once.
-    let load_lookup = engine.open_lookup(spec.enrich.as_ref());
+    let started = std::time::Instant::now();
+    let load_lookup = async {
+        let loaded = engine.open_lookup(spec.enrich.as_ref()).await;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "reference loaded");
+        loaded
+    };
     let scan = async {
-        match job.status {
+        let scanned = match job.status {
             JobStatus::Planning => scan_inputs(engine, spec, inputs).await.map(Some),
             _ => Ok(None),
-        }
+        };
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "inputs scanned");
+        scanned
     };
     let (lookup, scanned) = tokio::join!(load_lookup, scan);
     let lookup: Option<Arc<LookupTable>> = lookup?;

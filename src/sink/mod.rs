@@ -21,6 +21,7 @@ pub mod conformance;
 pub mod dynamodb;
 pub mod memory;
 pub mod sqlite;
+pub mod stage;
 
 pub use memory::MemorySink;
 pub use sqlite::SqliteSink;

@@ -2,15 +2,18 @@
 //!
 //! A job's items are staged first, then merged into the table in key order when the job is
 //! gathered ([`Sink::publish`]). Upserting keys in the order records arrive (random, for most
-//! inputs) dirties a B-tree page per row in every transaction; staging appends rows in the
-//! order of their position in the job (`_seq`), and the merge walks the table once, in key
-//! order, in one transaction, so a table never shows half a job. The stage of job `J` is the
-//! table `TABLE__stage_J`, rows appended without an index: a re-run of a chunk appends its
-//! rows again, and the merge stores each `(key, seq)` once whatever its copies. The merge
-//! drops the stage.
+//! inputs) dirties a B-tree page per row in every transaction; instead each write appends its
+//! batch, sorted by key, as a block to a file of the job's [`Stage`] (beside the database, in
+//! `DATABASE.stage/TABLE/JOB/`), and the publish merges every block in key order and upserts
+//! the rows in one transaction: one ordered pass over the B-tree, and a table that never shows
+//! half a job. A re-run of a chunk stages its rows again; the merge keeps one row per key (the
+//! latest of the job), and the upsert keeps a stored row of a later job. The publish removes
+//! the stage after its transaction commits; a publish cut off before that finds the stage
+//! again and upserts the same rows, which changes nothing.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -18,6 +21,7 @@ use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::Connection;
 use serde_json::Value;
 
+use super::stage::{BlockBuilder, Cell, Stage};
 use super::{Sink, SinkItem};
 use crate::config::ColumnType;
 use crate::error::{Error, Result};
@@ -30,8 +34,10 @@ pub struct SqliteSink {
     conn: Arc<Mutex<Connection>>,
     table: String,
     fields: Option<Vec<String>>,
-    /// The columns after `_key, _job, _seq`, quoted and typed, as the table declares them.
-    columns: Vec<String>,
+    /// Where jobs' items are staged: one directory per job in here.
+    stage_root: PathBuf,
+    /// This process's open stage file per job.
+    files: Arc<Mutex<HashMap<u64, File>>>,
 }
 
 /// The columns every sink table has besides the record's fields: the item key and version.
@@ -93,11 +99,26 @@ impl SqliteSink {
                 format!("table {table} exists without column {missing:?}; drop it or choose another table"),
             ));
         }
+        // A directory name for the table: its letters and digits, any other byte in hex.
+        let dir: String =
+            table
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b == b'_' {
+                        char::from(b).to_string()
+                    } else {
+                        format!("%{b:02x}")
+                    }
+                })
+                .collect();
+        let mut stage_root = path.as_os_str().to_owned();
+        stage_root.push(".stage");
         Ok(SqliteSink {
             conn: Arc::new(Mutex::new(conn)),
             table: table.to_string(),
             fields: names,
-            columns: column_defs,
+            stage_root: PathBuf::from(stage_root).join(dir),
+            files: Arc::default(),
         })
     }
 
@@ -123,9 +144,9 @@ impl SqliteSink {
         &self.table
     }
 
-    /// The name of the stage of `job`'s items.
-    fn stage(&self, job: u64) -> String {
-        format!("{}__stage_{job}", self.table)
+    /// The stage of `job`'s items.
+    fn stage(&self, job: u64) -> Stage {
+        Stage::new(self.stage_root.join(job.to_string()))
     }
 
     /// The columns after `_key, _job, _seq`, by name.
@@ -136,66 +157,108 @@ impl SqliteSink {
         }
     }
 
-    /// Stage `items` (all of one job) in one transaction.
-    fn stage_items(&self, conn: &mut Connection, job: u64, items: &[SinkItem]) -> Result<()> {
-        let stage = quoted(&self.stage(job));
-        let names = self.names();
-        // Immediate: a transaction that read first (the schema) and then writes fails at once
-        // if another connection wrote in between, where waiting for the lock succeeds.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute(
-            &format!(
-                "CREATE TABLE IF NOT EXISTS {stage} (_seq INTEGER NOT NULL, _key TEXT NOT NULL, {})",
-                self.columns.join(", ")
-            ),
-            [],
-        )?;
-        {
-            let marks: Vec<String> = (0..names.len()).map(|i| format!("?{}", i + 3)).collect();
-            let mut stmt = tx.prepare_cached(&format!(
-                "INSERT INTO {stage} (_seq, _key, {}) VALUES (?1, ?2, {})",
-                names.join(", "),
-                marks.join(", ")
-            ))?;
-            for item in items {
-                // SQLite integers are signed 64-bit; seq uses at most 63 bits.
-                stmt.raw_bind_parameter(1, item.seq as i64)?;
-                stmt.raw_bind_parameter(2, &item.key)?;
-                self.bind_record(&mut stmt, 3, item)?;
-                stmt.raw_execute()?;
-            }
-        }
-        tx.commit().map_err(|e| Error::backend("sqlite", format!("cannot write to sink table {}", self.table), e))
-    }
-
-    /// Bind an item's record from parameter `first` on.
-    fn bind_record(&self, stmt: &mut rusqlite::CachedStatement<'_>, first: usize, item: &SinkItem) -> Result<()> {
-        match &self.fields {
-            Some(fields) => {
-                for (i, value) in crate::record::values_of(&item.record, fields).enumerate() {
-                    stmt.raw_bind_parameter(i + first, to_sql(value))?;
+    /// Stage `items` (all of one job) as one block, sorted by key.
+    fn stage_items(&self, job: u64, items: &[SinkItem]) -> Result<()> {
+        let mut order: Vec<&SinkItem> = items.iter().collect();
+        order.sort_unstable_by(|a, b| (&a.key, a.seq).cmp(&(&b.key, b.seq)));
+        let mut block = BlockBuilder::default();
+        for item in order {
+            match &self.fields {
+                Some(fields) => {
+                    block.row(&item.key, item.seq, fields.len());
+                    for value in crate::record::values_of(&item.record, fields) {
+                        match value {
+                            Some(Value::Object(_) | Value::Array(_)) => {
+                                block.cell(Cell::Text(&value.map(Value::to_string).unwrap_or_default()))
+                            }
+                            other => block.cell(to_cell(other)),
+                        }
+                    }
+                }
+                None => {
+                    let json = serde_json::to_string(&item.record)
+                        .map_err(|e| Error::backend("sqlite", "encode record", e))?;
+                    block.row(&item.key, item.seq, 1);
+                    block.cell(Cell::Text(&json));
                 }
             }
-            None => {
-                let json =
-                    serde_json::to_string(&item.record).map_err(|e| Error::backend("sqlite", "encode record", e))?;
-                stmt.raw_bind_parameter(first, json)?;
-            }
         }
-        Ok(())
+        let block = block.finish();
+        let stage = self.stage(job);
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let file = match files.entry(job) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(stage.create_file()?),
+        };
+        let appended = stage.append(file, &block);
+        if appended.is_err() {
+            // The file may end in part of this block: later blocks go to a new file.
+            files.remove(&job);
+        }
+        appended
+    }
+
+    /// Upsert every staged row of `job` in key order, in one transaction, then drop the stage.
+    fn publish_blocking(&self, job: u64) -> Result<()> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner()).remove(&job);
+        let stage = self.stage(job);
+        if !stage.exists() {
+            // Nothing written, or published already.
+            return Ok(());
+        }
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let t = quoted(&self.table);
+        let columns = self.names();
+        let set: Vec<String> = columns.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        let marks: Vec<String> = (0..columns.len()).map(|i| format!("?{}", i + 4)).collect();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            // A stored row of a later job, or a later record of this one, stays.
+            let mut upsert = tx.prepare(&format!(
+                "INSERT INTO {t} (_key, _job, _seq, {}) VALUES (?1, ?2, ?3, {}) \
+                 ON CONFLICT (_key) DO UPDATE SET _job = excluded._job, _seq = excluded._seq, {} \
+                 WHERE (excluded._job, excluded._seq) >= ({t}._job, {t}._seq)",
+                columns.join(", "),
+                marks.join(", "),
+                set.join(", ")
+            ))?;
+            stage.merge(&mut |row| {
+                upsert.raw_bind_parameter(1, row.key)?;
+                // SQLite integers are signed 64-bit; job and seq use at most 63 bits.
+                upsert.raw_bind_parameter(2, job as i64)?;
+                upsert.raw_bind_parameter(3, row.seq as i64)?;
+                for (i, cell) in row.cells().enumerate() {
+                    upsert.raw_bind_parameter(i + 4, cell_sql(cell))?;
+                }
+                upsert.raw_execute()?;
+                Ok(())
+            })?;
+        }
+        tx.commit().map_err(|e| Error::backend("sqlite", format!("cannot merge into sink table {}", self.table), e))?;
+        stage.remove()
     }
 }
 
-fn to_sql(v: Option<&Value>) -> ToSqlOutput<'_> {
+fn to_cell(v: Option<&Value>) -> Cell<'_> {
     match v {
-        None | Some(Value::Null) => ToSqlOutput::Owned(SqlValue::Null),
-        Some(Value::Bool(b)) => ToSqlOutput::Owned(SqlValue::Integer(i64::from(*b))),
+        None | Some(Value::Null) => Cell::Null,
+        Some(Value::Bool(b)) => Cell::Int(i64::from(*b)),
         Some(Value::Number(n)) => match n.as_i64() {
-            Some(i) => ToSqlOutput::Owned(SqlValue::Integer(i)),
-            None => ToSqlOutput::Owned(SqlValue::Real(n.as_f64().unwrap_or(f64::NAN))),
+            Some(i) => Cell::Int(i),
+            None => Cell::Real(n.as_f64().unwrap_or(f64::NAN)),
         },
-        Some(Value::String(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
-        Some(other) => ToSqlOutput::Owned(SqlValue::Text(other.to_string())),
+        Some(Value::String(s)) => Cell::Text(s),
+        // Objects and arrays are staged as their JSON text by the caller.
+        Some(_) => Cell::Null,
+    }
+}
+
+fn cell_sql(c: Cell<'_>) -> ToSqlOutput<'_> {
+    match c {
+        Cell::Null => ToSqlOutput::Owned(SqlValue::Null),
+        Cell::Int(i) => ToSqlOutput::Owned(SqlValue::Integer(i)),
+        Cell::Real(f) => ToSqlOutput::Owned(SqlValue::Real(f)),
+        Cell::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
     }
 }
 
@@ -213,13 +276,12 @@ impl Sink for SqliteSink {
     async fn write(&self, items: Vec<SinkItem>) -> Result<()> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = this.conn.lock().unwrap_or_else(|p| p.into_inner());
             let mut from = 0;
             // A batch holds one job's items; stage each job's run of them.
             while from < items.len() {
                 let job = items[from].job;
                 let to = items[from..].iter().position(|i| i.job != job).map_or(items.len(), |n| from + n);
-                this.stage_items(&mut conn, job, &items[from..to])?;
+                this.stage_items(job, &items[from..to])?;
                 from = to;
             }
             Ok(())
@@ -230,35 +292,9 @@ impl Sink for SqliteSink {
 
     async fn publish(&self, job: u64) -> Result<()> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = this.conn.lock().unwrap_or_else(|p| p.into_inner());
-            let (name, t) = (this.stage(job), quoted(&this.table));
-            let stage = quoted(&name);
-            let columns = this.names();
-            let names = columns.join(", ");
-            let set: Vec<String> = columns.iter().map(|c| format!("{c} = excluded.{c}")).collect();
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let staged: bool =
-                tx.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?.exists([&name])?;
-            if !staged {
-                // Nothing written, or published already.
-                return Ok(());
-            }
-            // Of one key's items the later in the job comes later, and wins.
-            tx.execute(
-                &format!(
-                    "INSERT INTO {t} (_key, _job, _seq, {names}) SELECT _key, ?1, _seq, {names} FROM {stage} WHERE true \
-                     ORDER BY _key, _seq ON CONFLICT (_key) DO UPDATE SET _job = excluded._job, _seq = excluded._seq, {} \
-                     WHERE (excluded._job, excluded._seq) >= ({t}._job, {t}._seq)",
-                    set.join(", ")
-                ),
-                [job as i64],
-            )?;
-            tx.execute(&format!("DROP TABLE {stage}"), [])?;
-            tx.commit().map_err(|e| Error::backend("sqlite", format!("cannot merge into sink table {}", this.table), e))
-        })
-        .await
-        .map_err(|e| Error::backend("sqlite", "sink task failed", e))?
+        tokio::task::spawn_blocking(move || this.publish_blocking(job))
+            .await
+            .map_err(|e| Error::backend("sqlite", "sink task failed", e))?
     }
 
     async fn read_all(&self) -> Result<BTreeMap<String, Record>> {
