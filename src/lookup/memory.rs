@@ -109,6 +109,44 @@ impl MemorySource {
         Ok(())
     }
 
+    /// Add every row of `later` (rows read after this one's), replacing rows of the same key.
+    /// Its arena's blocks move over as they are; only the table is built anew.
+    pub fn absorb(&mut self, later: MemorySource) -> Result<()> {
+        let MemorySource { arena, index, .. } = later;
+        let shift = self.arena.blocks.len();
+        if (shift + arena.blocks.len()) * BLOCK > u32::MAX as usize {
+            return Err(Error::config(
+                "enrich.memory_limit",
+                "the reference is over 4 GiB in memory; lower enrich.memory_limit to look it up in SQLite",
+            ));
+        }
+        self.arena.blocks.extend(arena.blocks);
+        self.index.reserve(index.len(), |&o| self.hasher.hash_one(key_of(self.arena.row(o)).0));
+        for from in index {
+            let at = from + (shift * BLOCK) as u32;
+            let (arena, hasher) = (&self.arena, &self.hasher);
+            let key = key_of(arena.row(at)).0;
+            let hash = hasher.hash_one(key);
+            match self.index.find_mut(hash, |&o| key_of(arena.row(o)).0 == key) {
+                Some(slot) => *slot = at,
+                None => {
+                    self.index.insert_unique(hash, at, |&o| hasher.hash_one(key_of(arena.row(o)).0));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
     /// Bytes held: the arena and the table.
     pub fn bytes(&self) -> usize {
         self.arena.bytes() + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
@@ -240,8 +278,18 @@ mod tests {
         m.insert("".into(), row.clone()).unwrap();
         assert_eq!(m.get("k1"), Some(vec![Value::from("replaced")]));
         assert_eq!(m.get("k2"), Some(vec![Value::from(1)]));
-        assert_eq!(m.get(""), Some(row));
+        assert_eq!(m.get(""), Some(row.clone()));
         assert_eq!(m.get("k3"), None);
+
+        // Rows read later (another part of the file) replace these, and keep the rest.
+        let mut later = MemorySource::default();
+        later.insert("k2".into(), vec![Value::from("later"), Value::Null]).unwrap();
+        later.insert("k4".into(), row.clone()).unwrap();
+        m.absorb(later).unwrap();
+        assert_eq!(m.len(), 4);
+        assert_eq!(m.get("k1"), Some(vec![Value::from("replaced")]));
+        assert_eq!(m.get("k2"), Some(vec![Value::from("later"), Value::Null]));
+        assert_eq!(m.get("k4"), Some(row));
     }
 
     #[test]

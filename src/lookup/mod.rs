@@ -139,9 +139,12 @@ impl LookupTable {
             if meta.len() > cfg.memory_limit {
                 let (rows, fields) = sqlite::SqliteSource::import(cfg, &lookup_key, &file, &meta, db)?;
                 (Box::new(rows), fields)
-            } else {
+            } else if rows::is_json_lines(&file) {
                 let mut rows = memory::MemorySource::default();
                 let fields = rows::read_file(cfg, &lookup_key, &file, &mut |k, v| rows.insert(k, v))?;
+                (Box::new(rows), fields)
+            } else {
+                let (rows, fields) = rows::read_csv_into_memory(cfg, &lookup_key, &file)?;
                 (Box::new(rows), fields)
             }
         };

@@ -15,6 +15,10 @@ use sha2::{Digest, Sha256};
 use super::{Reader, Source};
 use crate::config::EnrichConfig;
 use crate::error::{Error, Result};
+use crate::sink::stage::{BlockBuilder, Cell, Stage};
+
+/// Rows of a reference sorted in memory at a time while it is imported.
+const IMPORT_BLOCK: usize = 65_536;
 
 /// An imported reference table, with a pool of read connections.
 #[derive(Debug)]
@@ -49,15 +53,60 @@ impl SqliteSource {
                 tx.execute_batch(&format!(
                     "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID"
                 ))?;
-                let fields = {
-                    let mut stmt = tx.prepare(&format!("INSERT OR REPLACE INTO {table} (k, v) VALUES (?1, ?2)"))?;
-                    super::rows::read_file(cfg, lookup_key, file, &mut |k, values| {
+                // Rows are staged in sorted blocks and inserted in key order: one pass over the
+                // table's B-tree, where rows in file order would dirty a page each.
+                let stage = Stage::new(cache.with_file_name(format!(
+                    "sluicebox-lookups.db.stage-{}-{:016x}",
+                    std::process::id(),
+                    fastrand::u64(..)
+                )));
+                let imported = (|| {
+                    let mut out = None;
+                    let mut pending: Vec<(String, u64, String)> = Vec::with_capacity(IMPORT_BLOCK);
+                    let mut flush = |pending: &mut Vec<(String, u64, String)>| -> Result<()> {
+                        pending.sort_unstable();
+                        let mut block = BlockBuilder::default();
+                        for (k, n, v) in pending.drain(..) {
+                            block.row(&k, n, 1);
+                            block.cell(Cell::Text(&v));
+                        }
+                        let file = match &mut out {
+                            Some(f) => f,
+                            None => out.insert(stage.create_file()?),
+                        };
+                        stage.append(file, &block.finish())
+                    };
+                    let mut n = 0u64;
+                    let fields = super::rows::read_file(cfg, lookup_key, file, &mut |k, values| {
                         let v = serde_json::to_string(&values)
                             .map_err(|e| Error::backend("json", "encode lookup row", e))?;
-                        stmt.execute(rusqlite::params![k, v])?;
+                        // Of two rows with one key the later in the file wins, as the merge keeps
+                        // the highest number.
+                        n += 1;
+                        pending.push((k, n, v));
+                        if pending.len() == IMPORT_BLOCK {
+                            flush(&mut pending)?;
+                        }
                         Ok(())
-                    })?
-                };
+                    })?;
+                    if !pending.is_empty() {
+                        flush(&mut pending)?;
+                    }
+                    if stage.exists() {
+                        let mut stmt = tx.prepare(&format!("INSERT INTO {table} (k, v) VALUES (?1, ?2)"))?;
+                        stage.merge(&mut |row| {
+                            let v = match row.cells().next() {
+                                Some(Cell::Text(v)) => v,
+                                _ => "[]",
+                            };
+                            stmt.execute(rusqlite::params![row.key, v])?;
+                            Ok(())
+                        })?;
+                    }
+                    Ok::<_, Error>(fields)
+                })();
+                let _ = stage.remove();
+                let fields = imported?;
                 tx.execute(
                     "INSERT INTO sluicebox_lookups (name, fields) VALUES (?1, ?2)",
                     rusqlite::params![table, serde_json::to_string(&fields).unwrap_or_default()],

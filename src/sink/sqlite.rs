@@ -206,6 +206,7 @@ impl SqliteSink {
             // Nothing written, or published already.
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let t = quoted(&self.table);
         let columns = self.names();
@@ -234,7 +235,14 @@ impl SqliteSink {
                 Ok(())
             })?;
         }
+        let upserted = started.elapsed();
         tx.commit().map_err(|e| Error::backend("sqlite", format!("cannot merge into sink table {}", self.table), e))?;
+        tracing::debug!(
+            table = %self.table,
+            upsert_ms = upserted.as_millis() as u64,
+            commit_ms = (started.elapsed() - upserted).as_millis() as u64,
+            "staged rows upserted"
+        );
         stage.remove()
     }
 }

@@ -28,6 +28,8 @@ use crate::error::{Error, Result};
 /// Most blocks merged at once; each has a read buffer of [`READ_BUFFER`] bytes.
 pub const FAN_IN: usize = 512;
 const READ_BUFFER: usize = 16 * 1024;
+/// Rows handed from the merge thread to the caller at a time.
+const HANDOVER: usize = 1024;
 
 /// One cell of a staged row.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -232,9 +234,9 @@ impl Stage {
                     );
                     out.write_all(&0u64.to_le_bytes()).map_err(|e| io("write", &path, e))?;
                     let mut len = 0u64;
-                    merge_blocks(group, &mut |row: &[u8]| {
+                    merge_blocks(group, &mut |row| {
                         len += row.len() as u64;
-                        out.write_all(row).map_err(|e| io("write", &path, e))
+                        out.write_all(&row).map_err(|e| io("write", &path, e))
                     })?;
                     let file = out.into_inner().map_err(|e| io("write", &path, e.into_error()))?;
                     file.write_all_at(&len.to_le_bytes(), 0).map_err(|e| io("write", &path, e))?;
@@ -242,9 +244,33 @@ impl Stage {
                 }
                 blocks = merged;
             }
-            merge_blocks(&blocks, &mut |row: &[u8]| {
-                let parsed = Row::parse(&row[4..]).ok_or_else(|| corrupt(&self.dir))?;
-                each(&parsed)
+            // The merge runs on a thread of its own and hands rows over in batches, so that
+            // reading and ordering overlap what the caller does with them.
+            std::thread::scope(|scope| {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(8);
+                let merger = scope.spawn(move || {
+                    let mut batch = Vec::with_capacity(HANDOVER);
+                    merge_blocks(&blocks, &mut |row| {
+                        batch.push(row);
+                        if batch.len() == HANDOVER {
+                            // The receiver is gone only when the caller stopped on an error.
+                            tx.send(std::mem::replace(&mut batch, Vec::with_capacity(HANDOVER)))
+                                .map_err(|_| Error::backend("stage", "the merge's reader stopped", "closed"))?;
+                        }
+                        Ok(())
+                    })?;
+                    if !batch.is_empty() {
+                        let _ = tx.send(batch);
+                    }
+                    Ok::<_, Error>(())
+                });
+                let consumed = rx.iter().flatten().try_for_each(|row| {
+                    let parsed = Row::parse(&row[4..]).ok_or_else(|| corrupt(&self.dir))?;
+                    each(&parsed)
+                });
+                drop(rx);
+                let merged = merger.join().unwrap_or_else(|_| Err(Error::backend("stage", "merge thread", "panicked")));
+                consumed.and(merged)
             })
         })();
         if scratch.exists() {
@@ -314,7 +340,7 @@ fn order_of(row: &[u8]) -> (&[u8], u64) {
 }
 
 /// K-way merge of `blocks`, calling `each` with the last row of every key (length included).
-fn merge_blocks(blocks: &[Block], each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+fn merge_blocks(blocks: &[Block], each: &mut dyn FnMut(Vec<u8>) -> Result<()>) -> Result<()> {
     let readers = blocks.iter().map(|b| BlockReader { block: b.clone(), at: b.start, buf: Vec::new(), pos: 0 });
     let rows = readers.map(|mut r| std::iter::from_fn(move || r.next_row().transpose()));
     let mut merged =
@@ -333,7 +359,7 @@ fn merge_blocks(blocks: &[Block], each: &mut dyn FnMut(&[u8]) -> Result<()>) -> 
                 continue;
             }
         }
-        each(&row)?;
+        each(row)?;
     }
     Ok(())
 }
