@@ -74,8 +74,11 @@ def main(data_dir: str, work: str) -> None:
     total = con.execute("SELECT count(*) FROM raw").fetchone()[0]
     con.close()
     seconds = time.monotonic() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": round(seconds, 3), "peak_rss_mib": round(peak, 1), "records": total,
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak = usage.ru_maxrss / 1024
+    cpu = usage.ru_utime + usage.ru_stime
+    print(json.dumps({"seconds": round(seconds, 3), "cpu_s": round(cpu, 3), "peak_rss_mib": round(peak, 1),
+                      "records": total,
                       "written": written, "rejected": total - written, "duckdb": duckdb.__version__}))
 
 

@@ -60,6 +60,8 @@ pub struct Measurement {
     pub seconds: f64,
     /// Records per second, end to end (plan + work + gather).
     pub records_per_s: f64,
+    /// CPU time of the job (user and system, every thread), seconds.
+    pub cpu_s: f64,
     /// Peak resident set size of this process, MiB (VmHWM).
     pub peak_rss_mib: f64,
     /// Phase times, ms.
@@ -89,9 +91,15 @@ impl fmt::Display for Measurement {
         if self.backend.starts_with("duckdb") {
             return write!(
                 f,
-                "{}, the same job in SQL on the same files: {:.0} records/s ({:.2} s), peak RSS {:.0} MiB; \
+                "{}, the same job in SQL on the same files: {:.0} records/s ({:.2} s; CPU {:.2} s), peak RSS {:.0} MiB; \
                  written {}, rejected {}",
-                self.backend, self.records_per_s, self.seconds, self.peak_rss_mib, self.written, self.rejected
+                self.backend,
+                self.records_per_s,
+                self.seconds,
+                self.cpu_s,
+                self.peak_rss_mib,
+                self.written,
+                self.rejected
             );
         }
         let sink = match (self.sink, self.backend.as_str()) {
@@ -109,7 +117,14 @@ impl fmt::Display for Measurement {
             self.workers,
             self.cores
         )?;
-        writeln!(f, "  {:.0} records/s end to end ({:.2} s)", self.records_per_s, self.seconds)?;
+        writeln!(
+            f,
+            "  {:.0} records/s end to end ({:.2} s); CPU {:.2} s, {:.2} µs per record",
+            self.records_per_s,
+            self.seconds,
+            self.cpu_s,
+            self.cpu_s * 1e6 / self.records.max(1) as f64
+        )?;
         writeln!(f, "  phases: plan {} ms, work {} ms, gather {} ms", self.plan_ms, self.work_ms, self.gather_ms)?;
         write!(f, "  peak RSS {:.0} MiB; written {}, rejected {}", self.peak_rss_mib, self.written, self.rejected)?;
         if self.api_calls > 0 {
@@ -281,6 +296,23 @@ pub fn generate_update(dir: &Path, share: f64) -> Result<u64> {
     Ok(chosen.len() as u64)
 }
 
+/// Start counting the peak resident set size anew (Linux; elsewhere it counts from the start).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", b"5");
+}
+
+/// CPU time this process has used (user and system, every thread), seconds, from /proc (0
+/// where unavailable).
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command (which is in parentheses and may hold spaces): utime is the
+    // 12th, stime the 13th, in clock ticks of 1/100 s.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Peak resident set size of this process in MiB, from /proc (0 where unavailable).
 pub fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -374,6 +406,7 @@ fn duckdb(python: &str, dir: &Path, input_dir: &Path, bench: &Bench) -> Result<M
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         seconds,
         records_per_s: if seconds > 0.0 { records as f64 / seconds } else { 0.0 },
+        cpu_s: num("cpu_s"),
         peak_rss_mib: num("peak_rss_mib"),
         plan_ms: 0,
         work_ms: 0,
@@ -401,7 +434,12 @@ async fn measure(
         crate::bucket::resolve_inputs(engine.inputs.as_ref(), &args, spec.input.format, spec.input.compression).await?;
     let input_bytes = inputs.iter().map(|i| i.size).sum();
     let opts = RunOptions { workers: bench.workers, force: true, ..RunOptions::default() };
+    // The peak counts from here: the generator's memory (all the keys, to shuffle them) is not
+    // the job's.
+    reset_peak_rss();
+    let cpu = cpu_seconds();
     let summary = job::run(engine, spec, inputs, &opts).await?;
+    let cpu_s = cpu_seconds() - cpu;
     let phase = |k: &str| summary.timings.phases.get(k).copied().unwrap_or(0);
     Ok(Measurement {
         at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -413,6 +451,7 @@ async fn measure(
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         seconds: summary.timings.duration_ms as f64 / 1000.0,
         records_per_s: summary.records_per_s,
+        cpu_s,
         peak_rss_mib: peak_rss_mib(),
         plan_ms: phase("plan_ms"),
         work_ms: phase("work_ms"),
@@ -501,6 +540,7 @@ fn columns() -> Vec<String> {
         cores: 0,
         seconds: 0.0,
         records_per_s: 0.0,
+        cpu_s: 0.0,
         peak_rss_mib: 0.0,
         plan_ms: 0,
         work_ms: 0,

@@ -562,6 +562,9 @@ fields = ["id"]
         async fn publish(&self, _: u64) -> crate::Result<()> {
             Ok(())
         }
+        async fn discard(&self, _: u64) -> crate::Result<()> {
+            Ok(())
+        }
         async fn read_all(&self) -> crate::Result<std::collections::BTreeMap<String, Record>> {
             Ok(Default::default())
         }

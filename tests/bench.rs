@@ -82,6 +82,8 @@ fn bench_compares_with_duckdb_doing_the_same_job() {
         (ours["written"].as_u64(), ours["rejected"].as_u64())
     );
     assert!(peer["seconds"].as_f64().unwrap() > 0.0);
+    // CPU time is measured on both sides (a job of 20,000 records takes some).
+    assert!(ours["cpu_s"].as_f64().unwrap() > 0.0 && peer["cpu_s"].as_f64().unwrap() > 0.0, "{ours} {peer}");
     let duck = dir.path().join("bench/duckdb");
     let lines = std::fs::read_to_string(duck.join("output.csv")).unwrap().lines().count() as u64;
     assert_eq!(lines, ours["written"].as_u64().unwrap() + 1, "DuckDB's merged output");

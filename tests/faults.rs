@@ -152,6 +152,9 @@ impl Sink for FlakySink {
     async fn publish(&self, job: u64) -> sluicebox::Result<()> {
         self.inner.publish(job).await
     }
+    async fn discard(&self, job: u64) -> sluicebox::Result<()> {
+        self.inner.discard(job).await
+    }
     async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
         self.inner.read_all().await
     }
@@ -278,6 +281,9 @@ impl Sink for BrokenSink {
     }
     async fn publish(&self, _: u64) -> sluicebox::Result<()> {
         Err(sluicebox::Error::backend("test", "injected", "the table is gone"))
+    }
+    async fn discard(&self, _: u64) -> sluicebox::Result<()> {
+        Ok(())
     }
     async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
         Ok(Default::default())
@@ -494,6 +500,9 @@ impl Sink for SlowSink {
     }
     async fn publish(&self, job: u64) -> sluicebox::Result<()> {
         self.0.publish(job).await
+    }
+    async fn discard(&self, job: u64) -> sluicebox::Result<()> {
+        self.0.discard(job).await
     }
     async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
         self.0.read_all().await

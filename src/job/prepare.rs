@@ -34,7 +34,10 @@ pub async fn prepare(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, 
     }
     let job_id = opts.job_id.clone().unwrap_or_else(|| super::derive_job_id(&inputs, spec));
     let objects = JobObjects::new(engine.bucket.clone(), &job_id);
+    // The run a `--force` replaces: what its workers staged in the sink is dropped below.
+    let mut replaced = None;
     if opts.force {
+        replaced = engine.ledger.get_job(&job_id).await?.map(|j| j.created_ms.max(0) as u64);
         engine.ledger.delete_job(&job_id).await?;
         objects.delete_all().await?;
     }
@@ -92,6 +95,9 @@ pub async fn prepare(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, 
     // Building the run checks the plan against the job (e.g. a header without a declared
     // column) before anything is stored: a job that cannot run stays `planning`.
     let run = JobRun::open(engine, spec.clone(), plan, lookup.clone(), opts.progress.clone())?;
+    if let (Some(sink), Some(replaced)) = (&run.sink, replaced) {
+        sink.discard(replaced).await?;
+    }
     if job.status != JobStatus::Planning {
         return Ok(Prepared::Ready(run));
     }

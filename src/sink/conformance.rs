@@ -37,6 +37,7 @@ async fn put(sink: &dyn Sink, items: Vec<SinkItem>) {
 pub async fn run_all(sink: &dyn Sink) {
     versions_decide_what_is_stored(sink).await;
     staged_items_are_stored_when_their_job_is_published(sink).await;
+    a_discarded_stage_is_never_stored(sink).await;
 }
 
 /// Rewrites never duplicate; of one key's items the newest version is stored (or, for a sink
@@ -106,4 +107,22 @@ async fn staged_items_are_stored_when_their_job_is_published(sink: &dyn Sink) {
     let all = sink.read_all().await.unwrap();
     assert_eq!(all["s1"], rec(1, "staged later", 1.5), "the later item of a key in a job wins");
     assert_eq!(all["s2"], rec(2, "staged", 2.0));
+}
+
+/// A job's staged items that are discarded (its run was replaced) are never stored, even if
+/// the job is published after; a sink that writes in place keeps what it wrote.
+async fn a_discarded_stage_is_never_stored(sink: &dyn Sink) {
+    let before = sink.read_all().await.unwrap();
+    sink.write(vec![of_job("d1", 9, 1, rec(1, "discarded", 1.0))]).await.unwrap();
+    let staged = sink.read_all().await.unwrap().len() == before.len();
+    sink.discard(9).await.unwrap();
+    sink.discard(10).await.unwrap();
+    sink.publish(9).await.unwrap();
+    let after = sink.read_all().await.unwrap();
+    if staged {
+        assert!(!after.contains_key("d1"), "a discarded stage must not be stored");
+        assert_eq!(after.len(), before.len());
+    } else {
+        assert_eq!(after["d1"], rec(1, "discarded", 1.0), "a sink that writes in place keeps what it wrote");
+    }
 }

@@ -358,6 +358,11 @@ impl Sink for DynamoSink {
         Ok(())
     }
 
+    async fn discard(&self, _job: u64) -> Result<()> {
+        // Written in place: nothing is staged.
+        Ok(())
+    }
+
     async fn read_all(&self) -> Result<BTreeMap<String, Record>> {
         let mut all = BTreeMap::new();
         let mut pages = self.client.scan().table_name(&self.table).consistent_read(true).into_paginator().send();

@@ -38,6 +38,10 @@ impl Sink for MemorySink {
         Ok(())
     }
 
+    async fn discard(&self, _job: u64) -> Result<()> {
+        Ok(())
+    }
+
     async fn read_all(&self) -> Result<BTreeMap<String, Record>> {
         let map = self.items.lock().unwrap_or_else(|p| p.into_inner());
         Ok(map.iter().map(|(k, (_, r))| (k.clone(), r.clone())).collect())

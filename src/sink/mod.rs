@@ -90,6 +90,9 @@ pub struct SinkLimits {
 ///   above) when `publish` is called with its job, once, after its last write. `publish` of a
 ///   job with nothing staged, or published already, does nothing; a `publish` that fails
 ///   stores nothing and may be called again. A sink that writes in place publishes nothing.
+/// - `discard` drops what was staged for a job that will never be published (a run of a job
+///   made anew with `--force`); it does nothing to stored items, nor for a job with nothing
+///   staged.
 /// - `read_all` returns every stored item by key (for verification and tests; a scan).
 #[async_trait]
 pub trait Sink: Send + Sync + std::fmt::Debug {
@@ -98,6 +101,8 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     /// Store what was staged for `job` (the items' [`SinkItem::job`]). Required, so that a
     /// wrapper cannot forget to pass it on.
     async fn publish(&self, job: u64) -> Result<()>;
+    /// Drop what was staged for `job` without storing it. Required, like `publish`.
+    async fn discard(&self, job: u64) -> Result<()>;
     /// Every stored item, by key.
     async fn read_all(&self) -> Result<BTreeMap<String, Record>>;
     /// Whether a stored item is replaced only by one with a version at least as high.

@@ -305,6 +305,14 @@ impl Sink for SqliteSink {
             .map_err(|e| Error::backend("sqlite", "sink task failed", e))?
     }
 
+    async fn discard(&self, job: u64) -> Result<()> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner()).remove(&job);
+        let stage = self.stage(job);
+        tokio::task::spawn_blocking(move || stage.remove())
+            .await
+            .map_err(|e| Error::backend("sqlite", "sink task failed", e))?
+    }
+
     async fn read_all(&self) -> Result<BTreeMap<String, Record>> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
