@@ -173,7 +173,7 @@ const JSON: u8 = 7;
 
 /// Append `v`: a tag byte, then 8 bytes for a number, or a length (u32) and bytes for text
 /// (and, as JSON text, for an array or an object).
-fn encode(v: &Value, out: &mut Vec<u8>) {
+pub(super) fn encode(v: &Value, out: &mut Vec<u8>) {
     let text = |tag: u8, s: &[u8], out: &mut Vec<u8>| {
         out.push(tag);
         out.extend_from_slice(&(s.len() as u32).to_le_bytes());
@@ -213,7 +213,7 @@ fn take_8(arena: &[u8], pos: &mut usize) -> [u8; 8] {
 }
 
 /// Read back a value [`encode`] wrote at `pos`, moving past it.
-fn decode(arena: &[u8], pos: &mut usize) -> Value {
+pub(super) fn decode(arena: &[u8], pos: &mut usize) -> Value {
     let tag = arena[*pos];
     *pos += 1;
     match tag {

@@ -25,6 +25,8 @@ const IMPORT_BLOCK: usize = 65_536;
 pub struct SqliteSource {
     db: PathBuf,
     table: String,
+    /// The lookup's statement.
+    select: String,
     pool: Mutex<Vec<Connection>>,
 }
 
@@ -51,7 +53,7 @@ impl SqliteSource {
             }
             None => {
                 tx.execute_batch(&format!(
-                    "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID"
+                    "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (k TEXT PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID"
                 ))?;
                 // Rows are staged in sorted blocks and inserted in key order: one pass over the
                 // table's B-tree, where rows in file order would dirty a page each.
@@ -62,13 +64,13 @@ impl SqliteSource {
                 )));
                 let imported = (|| {
                     let mut out = None;
-                    let mut pending: Vec<(String, u64, String)> = Vec::with_capacity(IMPORT_BLOCK);
-                    let mut flush = |pending: &mut Vec<(String, u64, String)>| -> Result<()> {
+                    let mut pending: Vec<(String, u64, Vec<u8>)> = Vec::with_capacity(IMPORT_BLOCK);
+                    let mut flush = |pending: &mut Vec<(String, u64, Vec<u8>)>| -> Result<()> {
                         pending.sort_unstable();
                         let mut block = BlockBuilder::default();
                         for (k, n, v) in pending.drain(..) {
                             block.row(&k, n, 1);
-                            block.cell(Cell::Text(&v));
+                            block.cell(Cell::Blob(&v));
                         }
                         let file = match &mut out {
                             Some(f) => f,
@@ -78,8 +80,12 @@ impl SqliteSource {
                     };
                     let mut n = 0u64;
                     let fields = super::rows::read_file(cfg, lookup_key, file, &mut |k, values| {
-                        let v = serde_json::to_string(&values)
-                            .map_err(|e| Error::backend("json", "encode lookup row", e))?;
+                        // The values as the in-memory reference encodes them: no text to parse
+                        // back on every lookup.
+                        let mut v = Vec::new();
+                        for value in &values {
+                            super::memory::encode(value, &mut v);
+                        }
                         // Of two rows with one key the later in the file wins, as the merge keeps
                         // the highest number.
                         n += 1;
@@ -96,8 +102,8 @@ impl SqliteSource {
                         let mut stmt = tx.prepare(&format!("INSERT INTO {table} (k, v) VALUES (?1, ?2)"))?;
                         stage.merge(&mut |row| {
                             let v = match row.cells().next() {
-                                Some(Cell::Text(v)) => v,
-                                _ => "[]",
+                                Some(Cell::Blob(v)) => v,
+                                _ => &[],
                             };
                             stmt.execute(rusqlite::params![row.key, v])?;
                             Ok(())
@@ -115,7 +121,8 @@ impl SqliteSource {
                 fields
             }
         };
-        Ok((SqliteSource { db: cache, table, pool: Mutex::new(Vec::new()) }, fields))
+        let select = format!("SELECT v FROM {table} WHERE k = ?1");
+        Ok((SqliteSource { db: cache, table, select, pool: Mutex::new(Vec::new()) }, fields))
     }
 }
 
@@ -144,15 +151,18 @@ struct SqliteReader<'a> {
 impl Reader for SqliteReader<'_> {
     fn get(&mut self, key: &str) -> Result<Option<Cow<'_, [Value]>>> {
         let Some(conn) = self.conn.as_ref() else { return Ok(None) };
-        let table = &self.source.table;
-        let mut stmt = conn.prepare_cached(&format!("SELECT v FROM {table} WHERE k = ?1"))?;
-        let v: Option<String> = stmt.query_row([key], |r| r.get(0)).optional()?;
-        v.map(|v| {
-            serde_json::from_str::<Vec<Value>>(&v)
-                .map(Cow::Owned)
-                .map_err(|e| Error::backend("sqlite", format!("corrupt lookup row in {table}"), e))
-        })
-        .transpose()
+        let mut stmt = conn.prepare_cached(&self.source.select)?;
+        let mut rows = stmt.query([key])?;
+        let Some(row) = rows.next()? else { return Ok(None) };
+        let v = row.get_ref(0)?.as_blob().map_err(|e| {
+            Error::backend("sqlite", format!("corrupt lookup row in {}", self.source.table), e)
+        })?;
+        let mut values = Vec::new();
+        let mut pos = 0;
+        while pos < v.len() {
+            values.push(super::memory::decode(v, &mut pos));
+        }
+        Ok(Some(Cow::Owned(values)))
     }
 }
 
@@ -195,6 +205,8 @@ fn import_table_name(cfg: &EnrichConfig, lookup_key: &str, meta: &std::fs::Metad
         meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
     h.update(mtime.to_le_bytes());
     h.update(lookup_key.as_bytes());
+    // The encoding of the stored values: binary (JSON text before).
+    h.update(b"values: binary");
     h.update(serde_json::to_vec(&(&cfg.fields, &cfg.columns)).unwrap_or_default());
     let hex: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
     format!("sluicebox_lookup_{hex}")

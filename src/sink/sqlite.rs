@@ -267,6 +267,7 @@ fn cell_sql(c: Cell<'_>) -> ToSqlOutput<'_> {
         Cell::Int(i) => ToSqlOutput::Owned(SqlValue::Integer(i)),
         Cell::Real(f) => ToSqlOutput::Owned(SqlValue::Real(f)),
         Cell::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        Cell::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
     }
 }
 

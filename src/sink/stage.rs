@@ -13,8 +13,8 @@
 //! so memory stays bounded whatever the job's size.
 //!
 //! A row: `u32` length of the rest, `u32` key length, the key, `u64` seq, `u16` cell count,
-//! then each cell: a tag (0 null, 1 integer, 2 real, 3 text) and its `i64`, `f64` or `u32`
-//! length and bytes; all little-endian. The format is private to one version of this crate:
+//! then each cell: a tag (0 null, 1 integer, 2 real, 3 text, 4 bytes) and its `i64`, `f64` or
+//! `u32` length and bytes; all little-endian. The format is private to one version of this crate:
 //! stage directories are never read by another.
 
 use std::fs::{File, OpenOptions};
@@ -42,6 +42,8 @@ pub enum Cell<'a> {
     Real(f64),
     /// Text.
     Text(&'a str),
+    /// Bytes.
+    Blob(&'a [u8]),
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -92,6 +94,11 @@ impl BlockBuilder {
                 self.buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
                 self.buf.extend_from_slice(s.as_bytes());
             }
+            Cell::Blob(b) => {
+                self.buf.push(4);
+                self.buf.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                self.buf.extend_from_slice(b);
+            }
         }
         self.end_row();
     }
@@ -138,7 +145,12 @@ impl<'a> Row<'a> {
                 2 => (Cell::Real(f64::from_le_bytes(rest.get(..8)?.try_into().ok()?)), &rest[8..]),
                 _ => {
                     let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-                    (Cell::Text(std::str::from_utf8(rest.get(4..4 + len)?).ok()?), &rest[4 + len..])
+                    let bytes = rest.get(4..4 + len)?;
+                    let cell = match tag {
+                        3 => Cell::Text(std::str::from_utf8(bytes).ok()?),
+                        _ => Cell::Blob(bytes),
+                    };
+                    (cell, &rest[4 + len..])
                 }
             };
             at = rest;
@@ -433,8 +445,8 @@ mod tests {
     #[test]
     fn cells_round_trip() {
         let mut b = BlockBuilder::default();
-        b.row("k", 7, 4);
-        for c in [Cell::Null, Cell::Int(-3), Cell::Real(2.5), Cell::Text("x, \"y\"")] {
+        b.row("k", 7, 5);
+        for c in [Cell::Null, Cell::Int(-3), Cell::Real(2.5), Cell::Text("x, \"y\""), Cell::Blob(&[0, 255])] {
             b.cell(c);
         }
         let bytes = b.finish();
@@ -447,7 +459,10 @@ mod tests {
                 seen += 1;
                 assert_eq!((row.key, row.seq), ("k", 7));
                 let cells: Vec<_> = row.cells().collect();
-                assert_eq!(cells, [Cell::Null, Cell::Int(-3), Cell::Real(2.5), Cell::Text("x, \"y\"")]);
+                assert_eq!(
+                    cells,
+                    [Cell::Null, Cell::Int(-3), Cell::Real(2.5), Cell::Text("x, \"y\""), Cell::Blob(&[0, 255])]
+                );
                 Ok(())
             })
             .unwrap();
