@@ -223,7 +223,8 @@ fn order(uuid: u64, rng: &mut Rng, reject: Option<u64>) -> Order {
 
 /// Write `n` synthetic orders (`orders.csv`) and their financial reference rows
 /// (`financial.csv`), keys ordered as `keys` says. Orders stream to disk; with random keys
-/// the reference rows are held until they are written in their own order.
+/// the reference rows are shuffled through bucket files (a share of them in memory at a time),
+/// so that the generator's memory does not grow with `n` beyond its keys.
 pub fn generate(dir: &Path, n: u64, keys: KeyOrder) -> Result<()> {
     let io =
         |e: std::io::Error| Error::config("--data-dir", format!("cannot write bench data in {}: {e}", dir.display()));
@@ -240,7 +241,16 @@ pub fn generate(dir: &Path, n: u64, keys: KeyOrder) -> Result<()> {
         shuffle.shuffle(&mut ids);
     }
     let every = (1.0 / REJECT_SHARE) as u64;
-    let mut financial = Vec::new();
+    // Reference rows go to a random bucket file each; each bucket is then shuffled in memory.
+    let buckets = (n / 100_000).clamp(1, 256) as usize;
+    let bucket_path = |b: usize| dir.join(format!(".financial-{b}.tmp"));
+    let mut financial: Vec<BufWriter<std::fs::File>> = match keys {
+        KeyOrder::Random => (0..buckets)
+            .map(|b| std::fs::File::create(bucket_path(b)).map(|f| BufWriter::with_capacity(64 << 10, f)))
+            .collect::<std::io::Result<_>>()
+            .map_err(io)?,
+        KeyOrder::Sequential => Vec::new(),
+    };
     for (i, id) in (0u64..).zip(&ids) {
         let reject = (keys == KeyOrder::Random && i % every == every / 2).then_some((i / every) % 4);
         let o = order(100_000_000 + u64::from(*id), &mut rng, reject);
@@ -249,13 +259,20 @@ pub fn generate(dir: &Path, n: u64, keys: KeyOrder) -> Result<()> {
             KeyOrder::Sequential => writeln!(fin, "{}", o.financial).map_err(io)?,
             // The fourth kind of reject is an order whose key the reference lacks.
             KeyOrder::Random if reject == Some(3) => {}
-            KeyOrder::Random => financial.push(o.financial),
+            KeyOrder::Random => writeln!(financial[shuffle.usize(..buckets)], "{}", o.financial).map_err(io)?,
         }
     }
     // The reference in an order of its own.
-    shuffle.shuffle(&mut financial);
-    for row in financial {
-        writeln!(fin, "{row}").map_err(io)?;
+    for (b, mut bucket) in financial.into_iter().enumerate() {
+        bucket.flush().map_err(io)?;
+        drop(bucket);
+        let text = std::fs::read_to_string(bucket_path(b)).map_err(io)?;
+        let mut rows: Vec<&str> = text.lines().collect();
+        shuffle.shuffle(&mut rows);
+        for row in rows {
+            writeln!(fin, "{row}").map_err(io)?;
+        }
+        std::fs::remove_file(bucket_path(b)).map_err(io)?;
     }
     orders.flush().map_err(io)?;
     fin.flush().map_err(io)?;

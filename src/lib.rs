@@ -26,7 +26,9 @@
 //! - [`bucket`]: `object_store` stores by URL, input listing, ranged and decompressing reads.
 //! - [`ledger`]: the `StateStore` seam (job and chunk records, conditional commits).
 //! - [`queue`]: the `Queue` seam (at-least-once tasks with a visibility timeout).
-//! - [`sink`]: the `Sink` seam (batched, idempotent upserts), opened by `sink::open`.
+//! - [`sink`]: the `Sink` seam (batched, idempotent upserts), opened by `sink::open`; its
+//!   `stage` keeps sorted runs of rows in files and merges them in key order (the SQLite sink's
+//!   stage, and an imported reference's).
 //! - [`lookup`]: enrichment references behind the `lookup::Source` seam.
 //!
 //! The engines:

@@ -408,6 +408,8 @@ pub struct Encoder {
     fields: Option<Vec<String>>,
     csv: Option<csv::Writer<Vec<u8>>>,
     jsonl: Vec<u8>,
+    /// A number's text, reused.
+    scratch: Vec<u8>,
 }
 
 impl Encoder {
@@ -415,7 +417,7 @@ impl Encoder {
     pub fn new(format: OutputFormat, fields: Option<Vec<String>>) -> Self {
         let csv = (format == OutputFormat::Csv && fields.is_some())
             .then(|| csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new()));
-        Encoder { fields, csv, jsonl: Vec::new() }
+        Encoder { fields, csv, jsonl: Vec::new(), scratch: Vec::new() }
     }
 
     /// The CSV header row for `fields`.
@@ -434,7 +436,11 @@ impl Encoder {
                     let _ = match value {
                         None | Some(Value::Null) => w.write_field(""),
                         Some(Value::String(s)) => w.write_field(s),
-                        Some(other) => w.write_field(other.to_string()),
+                        Some(other) => {
+                            self.scratch.clear();
+                            let _ = serde_json::to_writer(&mut self.scratch, other);
+                            w.write_field(&self.scratch)
+                        }
                     };
                 }
                 let _ = w.write_record(None::<&[u8]>);

@@ -204,19 +204,29 @@ impl LookupTable {
                 return Ok(());
             }
         };
-        let values: &[Value] = match (&found, self.on_missing) {
-            (Some(v), _) => v,
+        match (found, self.on_missing) {
+            // Values decoded for this lookup move into the record; shared ones are copied.
+            (Some(Cow::Owned(values)), _) => {
+                for (f, v) in self.fields.iter().zip(values) {
+                    rec.insert(f.clone(), v);
+                }
+            }
+            (Some(Cow::Borrowed(values)), _) => {
+                for (f, v) in self.fields.iter().zip(values) {
+                    rec.insert(f.clone(), v.clone());
+                }
+            }
             (None, OnMissing::Reject) => return Err(key.into_owned()),
             (None, OnMissing::Keep) => {
                 for f in &self.fields {
                     rec.entry(f.clone()).or_insert(Value::Null);
                 }
-                return Ok(());
             }
-            (None, OnMissing::Default) => &self.defaults,
-        };
-        for (f, v) in self.fields.iter().zip(values.iter()) {
-            rec.insert(f.clone(), v.clone());
+            (None, OnMissing::Default) => {
+                for (f, v) in self.fields.iter().zip(&self.defaults) {
+                    rec.insert(f.clone(), v.clone());
+                }
+            }
         }
         Ok(())
     }

@@ -154,9 +154,10 @@ impl Reader for SqliteReader<'_> {
         let mut stmt = conn.prepare_cached(&self.source.select)?;
         let mut rows = stmt.query([key])?;
         let Some(row) = rows.next()? else { return Ok(None) };
-        let v = row.get_ref(0)?.as_blob().map_err(|e| {
-            Error::backend("sqlite", format!("corrupt lookup row in {}", self.source.table), e)
-        })?;
+        let v = row
+            .get_ref(0)?
+            .as_blob()
+            .map_err(|e| Error::backend("sqlite", format!("corrupt lookup row in {}", self.source.table), e))?;
         let mut values = Vec::new();
         let mut pos = 0;
         while pos < v.len() {
