@@ -8,7 +8,7 @@
 //! rows twice; the merge keeps one row per key, the last of the key in `(key, seq)` order, so
 //! copies collapse and the later record of a key wins.
 //!
-//! [`merge`] reads every block of a job at once (a k-way merge with a small buffer per block);
+//! [`Stage::merge`] reads every block of a job at once (a k-way merge with a small buffer per block);
 //! when there are more blocks than [`FAN_IN`], groups of them are merged into run files first,
 //! so memory stays bounded whatever the job's size.
 //!
@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
-/// Most blocks merged at once; each has a read buffer of [`READ_BUFFER`] bytes.
+/// Most blocks merged at once; each has a read buffer of 16 KiB.
 pub const FAN_IN: usize = 512;
 const READ_BUFFER: usize = 16 * 1024;
 /// Rows handed from the merge thread to the caller at a time.
