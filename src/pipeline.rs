@@ -3,6 +3,7 @@
 //! records are encoded by an [`Encoder`]. [`Pipeline::run_chunk`] drives a chunk's bytes
 //! through it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,9 +13,9 @@ use crate::column::ColumnRule;
 use crate::config::{Format, OutputFormat};
 use crate::decode::{Body, ChunkStart, CsvDialect, RawRecord};
 use crate::error::{Error, Result};
-use crate::lookup::{LookupSession, LookupTable};
+use crate::lookup::{Found, LookupSession, LookupTable};
 use crate::plan::Chunk;
-use crate::record::{json_kind, Counts, Fault, Origin, Outcome, Record, SinkItem};
+use crate::record::{json_kind, key_text, Counts, Fault, Origin, Outcome, Projection, Record, Row, SinkItem};
 use crate::sink::{Sink, SinkLimits};
 use crate::spec::JobSpec;
 use crate::transform::Transform;
@@ -32,6 +33,22 @@ pub struct CsvLayout {
     headers: Vec<String>,
     names: Vec<String>,
     rules: Vec<Option<usize>>,
+    /// Where records of this input keep their values, when no schema or transform needs
+    /// them as maps: no name is stored per record.
+    shared: Option<SharedLayout>,
+}
+
+/// The shared field names of a CSV input's records (see [`Row::Shared`]): its columns, then
+/// the fields enrichment adds that the columns lack; and where each step finds its fields.
+#[derive(Debug, Clone)]
+struct SharedLayout {
+    names: Arc<[String]>,
+    /// The lookup key's position.
+    lookup_key: Option<usize>,
+    /// The position of each field enrichment adds.
+    lookup_slots: Vec<usize>,
+    /// The position of each key field.
+    key_slots: Vec<Option<usize>>,
 }
 
 /// What processing a chunk produced, before anything is written.
@@ -143,11 +160,43 @@ impl Pipeline {
         }
         let rules = names.iter().map(|n| self.by_name.get(n).copied()).collect();
         let headers = names.clone();
-        let names = names
+        let names: Vec<String> = names
             .iter()
             .map(|n| self.by_name.get(n).map(|&i| self.rules[i].out.clone()).unwrap_or_else(|| n.clone()))
             .collect();
-        Ok(CsvLayout { headers, names, rules })
+        let shared = self.shared_layout(&names);
+        Ok(CsvLayout { headers, names, rules, shared })
+    }
+
+    /// The shared layout of records with these columns, unless a schema or a transform needs
+    /// each record as a map, or two columns have one name.
+    fn shared_layout(&self, columns: &[String]) -> Option<SharedLayout> {
+        if self.schema.is_some() || !self.transforms.is_empty() {
+            return None;
+        }
+        let mut seen = std::collections::HashSet::with_capacity(columns.len());
+        if !columns.iter().all(|c| seen.insert(c.as_str())) {
+            return None;
+        }
+        let mut names = columns.to_vec();
+        let mut lookup_slots = Vec::new();
+        if let Some(lookup) = &self.lookup {
+            for f in lookup.fields() {
+                // A field the columns have is replaced in place, as in a map.
+                let slot = names.iter().position(|n| n == f).unwrap_or_else(|| {
+                    names.push(f.clone());
+                    names.len() - 1
+                });
+                lookup_slots.push(slot);
+            }
+        }
+        let position = |f: &str| names.iter().position(|n| n == f);
+        Some(SharedLayout {
+            lookup_key: self.lookup.as_ref().and_then(|l| position(l.key_field())),
+            key_slots: self.key_fields.iter().map(|f| position(f)).collect(),
+            lookup_slots,
+            names: names.into(),
+        })
     }
 
     /// Run one record (a JSON object from anywhere: a chunk, a stream, a test) through every
@@ -167,7 +216,9 @@ impl Pipeline {
         bytes: &[u8],
         mut sink: Option<(usize, &mut SendBatch<'_>)>,
     ) -> Result<ChunkOutput> {
-        let mut encoder = self.encoder();
+        // The output is about as large as the chunk, or larger: room for twice the chunk
+        // saves copying it as it grows (pages never written are never resident).
+        let mut encoder = self.encoder().with_capacity(bytes.len() * 2);
         let mut rejects = Vec::new();
         let mut counts = Counts::default();
         let mut items = Vec::new();
@@ -234,9 +285,16 @@ impl Pipeline {
                 raw: r.raw,
             };
             let outcome = match r.body {
-                Body::Csv(row) => match ctx.layout.map(|l| self.csv_fields(l, row)) {
-                    Some(Ok(rec)) => self.finish(&origin, session, rec),
-                    Some(Err(f)) => Outcome::Rejected(origin.reject(f)),
+                Body::Csv(row) => match ctx.layout {
+                    Some(layout @ CsvLayout { shared: Some(shared), .. }) => match self.csv_values(layout, shared, row)
+                    {
+                        Ok(values) => self.finish_shared(&origin, session, shared, values),
+                        Err(f) => Outcome::Rejected(origin.reject(f)),
+                    },
+                    Some(layout) => match self.csv_fields(layout, row) {
+                        Ok(rec) => self.finish(&origin, session, rec),
+                        Err(f) => Outcome::Rejected(origin.reject(f)),
+                    },
                     None => return,
                 },
                 Body::Json(text) => match parse_object(text, r.line) {
@@ -270,6 +328,84 @@ impl Pipeline {
         Ok(rec)
     }
 
+    /// A CSV row's typed values in a shared layout: its columns, then nulls for the fields
+    /// enrichment adds.
+    fn csv_values(
+        &self,
+        layout: &CsvLayout,
+        shared: &SharedLayout,
+        row: &csv::ByteRecord,
+    ) -> std::result::Result<Vec<Value>, Fault> {
+        if row.len() != layout.names.len() {
+            return Err(Fault::new(
+                None,
+                "fields",
+                format!("expected {} fields, found {}", layout.names.len(), row.len()),
+            ));
+        }
+        let mut values = Vec::with_capacity(shared.names.len());
+        for ((field, rule), header) in row.iter().zip(&layout.rules).zip(&layout.headers) {
+            let text = std::str::from_utf8(field)
+                .map_err(|e| Fault::new(Some(header), "utf8", format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+            values.push(match rule {
+                Some(i) => self.rules[*i].apply(Value::String(text.to_string()))?,
+                None => Value::String(text.to_string()),
+            });
+        }
+        values.resize(shared.names.len(), Value::Null);
+        Ok(values)
+    }
+
+    /// [`Pipeline::finish`] for a record in a shared layout (which has no schema and no
+    /// transform): lookup, key.
+    fn finish_shared(
+        &self,
+        origin: &Origin<'_>,
+        session: &mut Session<'_>,
+        shared: &SharedLayout,
+        mut values: Vec<Value>,
+    ) -> Outcome {
+        if let (Some(lookup), Some(session)) = (&self.lookup, session.0.as_mut()) {
+            let key = match shared.lookup_key.and_then(|i| values.get(i)) {
+                Some(Value::String(s)) => Cow::Borrowed(s.as_str()),
+                Some(other) => Cow::Owned(key_text(other)),
+                None => Cow::Borrowed(""),
+            };
+            let found = match lookup.find(&key, session) {
+                Ok(found) => found,
+                Err(()) => return Outcome::Rejected(origin.reject(lookup_fault(lookup, &key))),
+            };
+            match found {
+                Found::Values(Cow::Owned(found)) => {
+                    for (&slot, v) in shared.lookup_slots.iter().zip(found) {
+                        values[slot] = v;
+                    }
+                }
+                Found::Values(Cow::Borrowed(found)) => {
+                    for (&slot, v) in shared.lookup_slots.iter().zip(found) {
+                        values[slot] = v.clone();
+                    }
+                }
+                // The added fields are null already; columns keep their values.
+                Found::Missing | Found::Nothing => {}
+            }
+        }
+        let key = match self.key_from(origin, |i, _| shared.key_slots[i].and_then(|s| values.get(s))) {
+            Ok(key) => key,
+            Err(f) => return Outcome::Rejected(origin.reject(f)),
+        };
+        let item = SinkItem {
+            key,
+            job: origin.job,
+            seq: origin.seq(),
+            record: Row::Shared { names: shared.names.clone(), values },
+        };
+        match self.sink_fault(&item) {
+            None => Outcome::Written(item),
+            Some(f) => Outcome::Rejected(origin.reject(f)),
+        }
+    }
+
     /// Type the declared fields of a JSON record, keeping the record's field order; declared
     /// fields it lacks are checked as null (and added at the end).
     fn type_json(&self, rec: Record) -> std::result::Result<Record, Fault> {
@@ -299,7 +435,7 @@ impl Pipeline {
     fn finish(&self, origin: &Origin<'_>, session: &mut Session<'_>, rec: Record) -> Outcome {
         match self.checked(origin, session, rec) {
             Ok(Some((record, key))) => {
-                let item = SinkItem { key, job: origin.job, seq: origin.seq(), record };
+                let item = SinkItem { key, job: origin.job, seq: origin.seq(), record: Row::Map(record) };
                 match self.sink_fault(&item) {
                     None => Outcome::Written(item),
                     Some(f) => Outcome::Rejected(origin.reject(f)),
@@ -339,15 +475,9 @@ impl Pipeline {
             ));
         };
         if let (Some(lookup), Some(session)) = (&self.lookup, session.0.as_mut()) {
-            lookup.enrich(&mut rec, session).map_err(|key| {
-                Fault::new(
-                    Some(lookup.key_field()),
-                    "lookup",
-                    format!("no reference row for {} = {key}", lookup.key_field()),
-                )
-            })?;
+            lookup.enrich(&mut rec, session).map_err(|key| lookup_fault(lookup, &key))?;
         }
-        let key = self.key(origin, &rec)?;
+        let key = self.key_from(origin, |_, f| rec.get(f))?;
         Ok(Some((rec, key)))
     }
 
@@ -370,7 +500,13 @@ impl Pipeline {
         None
     }
 
-    fn key(&self, origin: &Origin<'_>, rec: &Record) -> std::result::Result<String, Fault> {
+    /// The item key: the key fields' values (`get` finds the i-th by position or name), or
+    /// the record's place in its input without key fields.
+    fn key_from<'v>(
+        &self,
+        origin: &Origin<'_>,
+        get: impl Fn(usize, &str) -> Option<&'v Value>,
+    ) -> std::result::Result<String, Fault> {
         if self.key_fields.is_empty() {
             return Ok(format!("{}#{}", origin.input, origin.record));
         }
@@ -379,7 +515,7 @@ impl Pipeline {
             if i > 0 {
                 key.push('\u{1f}');
             }
-            match rec.get(f) {
+            match get(i, f) {
                 None | Some(Value::Null) => return Err(Fault::new(Some(f), "key", "key field is missing or null")),
                 Some(Value::String(s)) => key.push_str(s),
                 Some(v) => key.push_str(&v.to_string()),
@@ -387,6 +523,11 @@ impl Pipeline {
         }
         Ok(key)
     }
+}
+
+/// The reject of a record whose key the reference lacks.
+fn lookup_fault(lookup: &LookupTable, key: &str) -> Fault {
+    Fault::new(Some(lookup.key_field()), "lookup", format!("no reference row for {} = {key}", lookup.key_field()))
 }
 
 /// Parse a JSON record's text into an object, or say what is wrong with it.
@@ -405,7 +546,7 @@ fn parse_object(text: &[u8], line: u64) -> std::result::Result<Record, Fault> {
 /// Encodes kept records as a job's output: CSV rows of the output fields (no header: see
 /// [`Encoder::header`]), or JSON Lines when the fields are not known.
 pub struct Encoder {
-    fields: Option<Vec<String>>,
+    fields: Option<Projection>,
     csv: Option<csv::Writer<Vec<u8>>>,
     jsonl: Vec<u8>,
     /// A number's text, reused.
@@ -417,7 +558,16 @@ impl Encoder {
     pub fn new(format: OutputFormat, fields: Option<Vec<String>>) -> Self {
         let csv = (format == OutputFormat::Csv && fields.is_some())
             .then(|| csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new()));
-        Encoder { fields, csv, jsonl: Vec::new(), scratch: Vec::new() }
+        Encoder { fields: fields.map(Projection::new), csv, jsonl: Vec::new(), scratch: Vec::new() }
+    }
+
+    /// With room for `bytes` of output.
+    pub fn with_capacity(mut self, bytes: usize) -> Self {
+        match &mut self.csv {
+            Some(w) => *w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::with_capacity(bytes)),
+            None => self.jsonl.reserve(bytes),
+        }
+        self
     }
 
     /// The CSV header row for `fields`.
@@ -428,21 +578,22 @@ impl Encoder {
     }
 
     /// Append one record.
-    pub fn encode(&mut self, rec: &Record) {
-        match (&mut self.csv, &self.fields) {
+    pub fn encode(&mut self, rec: &Row) {
+        match (&mut self.csv, &mut self.fields) {
             (Some(w), Some(fields)) => {
+                let scratch = &mut self.scratch;
                 // Writing to a Vec cannot fail.
-                for value in crate::record::values_of(rec, fields) {
+                fields.each(rec, |value| {
                     let _ = match value {
                         None | Some(Value::Null) => w.write_field(""),
                         Some(Value::String(s)) => w.write_field(s),
                         Some(other) => {
-                            self.scratch.clear();
-                            let _ = serde_json::to_writer(&mut self.scratch, other);
-                            w.write_field(&self.scratch)
+                            scratch.clear();
+                            let _ = serde_json::to_writer(&mut *scratch, other);
+                            w.write_field(&scratch)
                         }
                     };
-                }
+                });
                 let _ = w.write_record(None::<&[u8]>);
             }
             _ => {
@@ -602,12 +753,14 @@ fields = ["id"]
     fn the_encoder_writes_csv_rows_of_the_output_fields_and_json_lines_otherwise() {
         let fields = vec!["b".to_string(), "a".to_string()];
         let mut csv = Encoder::new(OutputFormat::Csv, Some(fields.clone()));
-        csv.encode(&record(json!({"a": 1, "b": "x, y", "c": "dropped"})));
-        csv.encode(&record(json!({"a": null})));
-        assert_eq!(String::from_utf8(csv.finish()).unwrap(), "\"x, y\",1\n,\n");
+        csv.encode(&record(json!({"a": 1, "b": "x, y", "c": "dropped"})).into());
+        csv.encode(&record(json!({"a": null})).into());
+        let names: Arc<[String]> = vec!["a".to_string(), "c".to_string(), "b".to_string()].into();
+        csv.encode(&Row::Shared { names, values: vec![json!(2.5), json!("dropped"), json!("z")] });
+        assert_eq!(String::from_utf8(csv.finish()).unwrap(), "\"x, y\",1\n,\nz,2.5\n");
         assert_eq!(Encoder::header(&fields).unwrap(), b"b,a\n");
         let mut jsonl = Encoder::new(OutputFormat::Jsonl, None);
-        jsonl.encode(&record(json!({"a": 1})));
+        jsonl.encode(&record(json!({"a": 1})).into());
         assert_eq!(String::from_utf8(jsonl.finish()).unwrap(), "{\"a\":1}\n");
     }
 }

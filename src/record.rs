@@ -4,12 +4,135 @@
 //! engines (the pipeline, the worker, the gather) all speak in these types.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// A record: field name → JSON value, in field order.
 pub type Record = Map<String, Value>;
+
+/// A kept record's fields, as sinks and encoders read them: a [`Record`] (a map), or values in
+/// the order of field names shared by every record of one layout (a CSV input's columns and
+/// the fields enrichment adds), with no name stored per record. Either way the fields come in
+/// the same order, and a name appears once.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Row {
+    /// Field name → value.
+    Map(Record),
+    /// `values[i]` is the value of `names[i]`.
+    Shared {
+        /// The layout's field names.
+        names: Arc<[String]>,
+        /// The values, one per name.
+        values: Vec<Value>,
+    },
+}
+
+impl From<Record> for Row {
+    fn from(rec: Record) -> Self {
+        Row::Map(rec)
+    }
+}
+
+impl Row {
+    /// A field's value.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        match self {
+            Row::Map(m) => m.get(name),
+            Row::Shared { names, values } => names.iter().position(|n| n == name).and_then(|i| values.get(i)),
+        }
+    }
+
+    /// The fields and their values, in order.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&str, &Value)> + '_> {
+        match self {
+            Row::Map(m) => Box::new(m.iter().map(|(k, v)| (k.as_str(), v))),
+            Row::Shared { names, values } => Box::new(names.iter().map(String::as_str).zip(values)),
+        }
+    }
+
+    /// How many fields.
+    pub fn len(&self) -> usize {
+        match self {
+            Row::Map(m) => m.len(),
+            Row::Shared { values, .. } => values.len(),
+        }
+    }
+
+    /// Whether there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The fields as a map.
+    pub fn into_map(self) -> Record {
+        match self {
+            Row::Map(m) => m,
+            Row::Shared { names, values } => names.iter().cloned().zip(values).collect(),
+        }
+    }
+}
+
+impl std::ops::Index<&str> for Row {
+    type Output = Value;
+
+    /// The field's value, or null.
+    fn index(&self, name: &str) -> &Value {
+        const NULL: Value = Value::Null;
+        self.get(name).unwrap_or(&NULL)
+    }
+}
+
+impl Serialize for Row {
+    /// As a JSON object, fields in order.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.len()))?;
+        for (k, v) in self.iter() {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// Reads the values of some fields (an output's columns, a table's) from rows, in the
+/// fields' order: a shared layout's positions are found once, not per row.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    fields: Vec<String>,
+    layout: Option<(Arc<[String]>, Vec<Option<usize>>)>,
+}
+
+impl Projection {
+    /// The values of `fields`.
+    pub fn new(fields: Vec<String>) -> Self {
+        Projection { fields, layout: None }
+    }
+
+    /// The fields.
+    pub fn fields(&self) -> &[String] {
+        &self.fields
+    }
+
+    /// Call `each` with the value of every field in `row` (`None`: the row lacks it).
+    pub fn each<'r>(&mut self, row: &'r Row, mut each: impl FnMut(Option<&'r Value>)) {
+        match row {
+            Row::Map(m) => values_of(m, &self.fields).for_each(each),
+            Row::Shared { names, values } => {
+                if !self.layout.as_ref().is_some_and(|(known, _)| Arc::ptr_eq(known, names)) {
+                    let at = self.fields.iter().map(|f| names.iter().position(|n| n == f)).collect();
+                    self.layout = Some((names.clone(), at));
+                }
+                if let Some((_, at)) = &self.layout {
+                    for i in at {
+                        each(i.and_then(|i| values.get(i)));
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Where a record came from, for its reject line and its position among the job's records.
 #[derive(Debug, Clone, Copy)]
@@ -155,7 +278,7 @@ pub struct SinkItem {
     /// The record's position in the job's inputs (input index, record number).
     pub seq: u64,
     /// The record.
-    pub record: Record,
+    pub record: Row,
 }
 
 impl SinkItem {

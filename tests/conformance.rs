@@ -153,7 +153,7 @@ async fn a_sink_table_from_before_jobs_were_ordered_is_upgraded_in_place() {
     let s = SqliteSink::open(&db, "items", Some(vec![("name".to_string(), Some(ColumnType::String))])).unwrap();
     let mut record = sluicebox::record::Record::new();
     record.insert("name".into(), "new".into());
-    s.write(vec![sluicebox::sink::SinkItem { key: "a".into(), job: 1, seq: 1, record }]).await.unwrap();
+    s.write(vec![sluicebox::sink::SinkItem { key: "a".into(), job: 1, seq: 1, record: record.into() }]).await.unwrap();
     s.publish(1).await.unwrap();
     let all = s.read_all().await.unwrap();
     assert_eq!(all["a"]["name"], "new", "rows written before count as the oldest job's");

@@ -302,3 +302,42 @@ async fn a_byte_order_mark_inside_a_csv_input_is_read_the_same_wherever_chunks_a
     assert_eq!(outputs[0], outputs[1], "the output depends on where chunks were cut");
     assert!(outputs[0].contains("\u{feff}2,b"), "{}", outputs[0]);
 }
+
+/// CSV records without a schema or transform are kept as values in a layout shared by the
+/// input's records, not as maps: the results must be the same as the map's, field for field,
+/// including a reference field that replaces a column of the same name, a key taken from the
+/// reference, and every missing-row policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_kept_as_shared_layouts_equal_records_kept_as_maps() {
+    let data = tempfile::tempdir().unwrap();
+    write(data.path(), "ref.csv", b"code,name,rank\na,Alpha,1\nb,Beta,2\nc,Gamma,3\n");
+    let input = write(data.path(), "in.csv", b"id,code,name\n1,a,old\n2,zz,kept\n3,b,\n4,c,x\n5,a,again\n");
+    for policy in ["reject", "keep", "default"] {
+        let mut results = Vec::new();
+        // A no-op transform makes every record a map.
+        for transform in ["", "transform = ['.']\n"] {
+            let job = format!(
+                "{transform}[[columns]]\nname = \"id\"\ntype = \"integer\"\n\
+                 [enrich]\nsource = \"ref.csv\"\nkey = \"code\"\non_missing = \"{policy}\"\n\
+                 defaults = {{ name = \"unknown\", rank = 0 }}\n\
+                 columns = [{{ name = \"rank\", type = \"integer\" }}]\n\
+                 [key]\nfields = [\"rank\", \"id\"]\n[output]\nformat = \"jsonl\"\n[sink]\ntable = \"t\"\n"
+            );
+            let run_dir = data.path().join(format!("{policy}-{}", transform.len()));
+            let s = run(&run_dir, std::slice::from_ref(&input), &job, data.path()).await.unwrap();
+            let rejects: Vec<(String, u64)> = rejects(&run_dir, &s.job_id)
+                .iter()
+                .map(|r| (r["rule"].as_str().unwrap().to_string(), r["record"].as_u64().unwrap()))
+                .collect();
+            results.push((job_file(&run_dir, &s.job_id, "output.jsonl"), rejects, sink_rows(&run_dir, "t").await));
+        }
+        assert_eq!(results[0], results[1], "{policy}");
+        let first: serde_json::Value = serde_json::from_str(results[0].0.lines().next().unwrap()).unwrap();
+        assert_eq!(first, json!({"id": 1, "code": "a", "name": "Alpha", "rank": 1}), "{policy}");
+        match policy {
+            "keep" => assert_eq!(results[0].1, vec![("key".to_string(), 2)], "no rank: no key"),
+            "default" => assert!(results[0].0.contains(r#"{"id":2,"code":"zz","name":"unknown","rank":0}"#)),
+            _ => assert_eq!(results[0].1, vec![("lookup".to_string(), 2)]),
+        }
+    }
+}

@@ -185,6 +185,29 @@ impl LookupTable {
         &self.fields
     }
 
+    /// What the reference holds for `key`, by the job's policy: `Err(())` when the key is
+    /// missing and the policy is to reject. A backend error is kept in `session` (see
+    /// [`LookupSession::take_error`]) and the record is left as it is.
+    pub fn find<'s>(&'s self, key: &str, session: &'s mut LookupSession<'_>) -> std::result::Result<Found<'s>, ()> {
+        if session.collecting {
+            session.wanted.insert(key.to_string());
+            return Ok(Found::Nothing);
+        }
+        let found = match session.reader().and_then(|r| r.get(key)) {
+            Ok(found) => found,
+            Err(e) => {
+                session.error.get_or_insert(e);
+                return Ok(Found::Nothing);
+            }
+        };
+        match (found, self.on_missing) {
+            (Some(values), _) => Ok(Found::Values(values)),
+            (None, OnMissing::Reject) => Err(()),
+            (None, OnMissing::Keep) => Ok(Found::Missing),
+            (None, OnMissing::Default) => Ok(Found::Values(Cow::Borrowed(&self.defaults))),
+        }
+    }
+
     /// Add the reference fields to `rec`. `Err(key)` when the key is missing and the policy
     /// is to reject. A backend error is kept in `session` (see [`LookupSession::take_error`]).
     pub fn enrich(&self, rec: &mut Record, session: &mut LookupSession<'_>) -> std::result::Result<(), String> {
@@ -193,43 +216,41 @@ impl LookupTable {
             Some(other) => Cow::Owned(key_text(other)),
             None => Cow::Borrowed(""),
         };
-        if session.collecting {
-            session.wanted.insert(key.into_owned());
-            return Ok(());
-        }
-        let found = match session.reader().and_then(|r| r.get(&key)) {
+        let found = match self.find(&key, session) {
             Ok(found) => found,
-            Err(e) => {
-                session.error.get_or_insert(e);
-                return Ok(());
-            }
+            Err(()) => return Err(key.into_owned()),
         };
-        match (found, self.on_missing) {
+        match found {
             // Values decoded for this lookup move into the record; shared ones are copied.
-            (Some(Cow::Owned(values)), _) => {
+            Found::Values(Cow::Owned(values)) => {
                 for (f, v) in self.fields.iter().zip(values) {
                     rec.insert(f.clone(), v);
                 }
             }
-            (Some(Cow::Borrowed(values)), _) => {
+            Found::Values(Cow::Borrowed(values)) => {
                 for (f, v) in self.fields.iter().zip(values) {
                     rec.insert(f.clone(), v.clone());
                 }
             }
-            (None, OnMissing::Reject) => return Err(key.into_owned()),
-            (None, OnMissing::Keep) => {
+            Found::Missing => {
                 for f in &self.fields {
                     rec.entry(f.clone()).or_insert(Value::Null);
                 }
             }
-            (None, OnMissing::Default) => {
-                for (f, v) in self.fields.iter().zip(&self.defaults) {
-                    rec.insert(f.clone(), v.clone());
-                }
-            }
+            Found::Nothing => {}
         }
         Ok(())
     }
+}
+
+/// What a lookup found (see [`LookupTable::find`]).
+pub enum Found<'s> {
+    /// The values of the table's fields, in order (the row's, or the defaults).
+    Values(Cow<'s, [Value]>),
+    /// No row, and the policy keeps the record: fields it lacks become null.
+    Missing,
+    /// Nothing to add: keys are being collected, or the backend failed.
+    Nothing,
 }
 
 #[cfg(feature = "aws")]

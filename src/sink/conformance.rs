@@ -20,7 +20,7 @@ fn item(key: &str, seq: u64, record: Record) -> SinkItem {
 }
 
 fn of_job(key: &str, job: u64, seq: u64, record: Record) -> SinkItem {
-    SinkItem { key: key.into(), job, seq, record }
+    SinkItem { key: key.into(), job, seq, record: record.into() }
 }
 
 /// Write `items` and publish their jobs, as a gather would after the jobs' last writes.

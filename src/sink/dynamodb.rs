@@ -403,7 +403,7 @@ impl Sink for DynamoSink {
 
 fn to_item(item: SinkItem) -> Item {
     let mut out: Item = HashMap::with_capacity(item.record.len() + 2);
-    for (k, v) in item.record {
+    for (k, v) in item.record.into_map() {
         out.insert(k, ddb::to_attr(v));
     }
     out.insert("_key".into(), AttributeValue::S(item.key));

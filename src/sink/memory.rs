@@ -26,7 +26,7 @@ impl Sink for MemorySink {
             match map.get(&item.key) {
                 Some((version, _)) if *version > item.version() => {}
                 _ => {
-                    map.insert(item.key.clone(), (item.version(), item.record));
+                    map.insert(item.key.clone(), (item.version(), item.record.into_map()));
                 }
             }
         }

@@ -25,7 +25,7 @@ use super::stage::{BlockBuilder, Cell, Stage};
 use super::{Sink, SinkItem};
 use crate::config::ColumnType;
 use crate::error::{Error, Result};
-use crate::record::Record;
+use crate::record::{Projection, Record};
 
 /// A sink table. With known fields it has one column per field plus `_key` (the primary
 /// key); without, it has `_key` and `record` (the record as JSON).
@@ -162,18 +162,17 @@ impl SqliteSink {
         let mut order: Vec<&SinkItem> = items.iter().collect();
         order.sort_unstable_by(|a, b| (&a.key, a.seq).cmp(&(&b.key, b.seq)));
         let mut block = BlockBuilder::default();
+        let mut columns = self.fields.clone().map(Projection::new);
         for item in order {
-            match &self.fields {
-                Some(fields) => {
-                    block.row(&item.key, item.seq, fields.len());
-                    for value in crate::record::values_of(&item.record, fields) {
-                        match value {
-                            Some(Value::Object(_) | Value::Array(_)) => {
-                                block.cell(Cell::Text(&value.map(Value::to_string).unwrap_or_default()))
-                            }
-                            other => block.cell(to_cell(other)),
+            match &mut columns {
+                Some(columns) => {
+                    block.row(&item.key, item.seq, columns.fields().len());
+                    columns.each(&item.record, |value| match value {
+                        Some(Value::Object(_) | Value::Array(_)) => {
+                            block.cell(Cell::Text(&value.map(Value::to_string).unwrap_or_default()))
                         }
-                    }
+                        other => block.cell(to_cell(other)),
+                    });
                 }
                 None => {
                     let json = serde_json::to_string(&item.record)
