@@ -118,7 +118,16 @@ impl Projection {
     /// Call `each` with the value of every field in `row` (`None`: the row lacks it).
     pub fn each<'r>(&mut self, row: &'r Row, mut each: impl FnMut(Option<&'r Value>)) {
         match row {
-            Row::Map(m) => values_of(m, &self.fields).for_each(each),
+            Row::Map(m) => {
+                // As `values_of`: records usually hold the fields in this order.
+                let mut entries = m.iter();
+                for f in &self.fields {
+                    each(match entries.next() {
+                        Some((k, v)) if k == f => Some(v),
+                        _ => m.get(f),
+                    });
+                }
+            }
             Row::Shared { names, values } => {
                 if !self.layout.as_ref().is_some_and(|(known, _)| Arc::ptr_eq(known, names)) {
                     let at = self.fields.iter().map(|f| names.iter().position(|n| n == f)).collect();

@@ -193,10 +193,22 @@ impl LookupTable {
             session.wanted.insert(key.to_string());
             return Ok(Found::Nothing);
         }
-        let found = match session.reader().and_then(|r| r.get(key)) {
+        // The reader and the error are borrowed apart: the values found may borrow the reader.
+        let LookupSession { reader, table, error, .. } = session;
+        if reader.is_none() {
+            match table.source.reader() {
+                Ok(r) => *reader = Some(r),
+                Err(e) => {
+                    error.get_or_insert(e);
+                    return Ok(Found::Nothing);
+                }
+            }
+        }
+        let Some(reader) = reader.as_mut() else { return Ok(Found::Nothing) };
+        let found = match reader.get(key) {
             Ok(found) => found,
             Err(e) => {
-                session.error.get_or_insert(e);
+                error.get_or_insert(e);
                 return Ok(Found::Nothing);
             }
         };
