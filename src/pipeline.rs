@@ -371,11 +371,8 @@ impl Pipeline {
                 Some(other) => Cow::Owned(key_text(other)),
                 None => Cow::Borrowed(""),
             };
-            let found = match lookup.find(&key, session) {
-                Ok(found) => found,
-                Err(()) => return Outcome::Rejected(origin.reject(lookup_fault(lookup, &key))),
-            };
-            match found {
+            match lookup.find(&key, session) {
+                Found::Reject => return Outcome::Rejected(origin.reject(lookup_fault(lookup, &key))),
                 Found::Values(Cow::Owned(found)) => {
                     for (&slot, v) in shared.lookup_slots.iter().zip(found) {
                         values[slot] = v;

@@ -101,7 +101,14 @@ impl Serialize for Row {
 #[derive(Debug, Clone)]
 pub struct Projection {
     fields: Vec<String>,
-    layout: Option<(Arc<[String]>, Vec<Option<usize>>)>,
+    layout: Option<Positions>,
+}
+
+/// Where the fields of a [`Projection`] are in one shared layout.
+#[derive(Debug, Clone)]
+struct Positions {
+    names: Arc<[String]>,
+    at: Vec<Option<usize>>,
 }
 
 impl Projection {
@@ -129,11 +136,11 @@ impl Projection {
                 }
             }
             Row::Shared { names, values } => {
-                if !self.layout.as_ref().is_some_and(|(known, _)| Arc::ptr_eq(known, names)) {
+                if !self.layout.as_ref().is_some_and(|known| Arc::ptr_eq(&known.names, names)) {
                     let at = self.fields.iter().map(|f| names.iter().position(|n| n == f)).collect();
-                    self.layout = Some((names.clone(), at));
+                    self.layout = Some(Positions { names: names.clone(), at });
                 }
-                if let Some((_, at)) = &self.layout {
+                if let Some(Positions { at, .. }) = &self.layout {
                     for i in at {
                         each(i.and_then(|i| values.get(i)));
                     }

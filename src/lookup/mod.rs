@@ -185,13 +185,12 @@ impl LookupTable {
         &self.fields
     }
 
-    /// What the reference holds for `key`, by the job's policy: `Err(())` when the key is
-    /// missing and the policy is to reject. A backend error is kept in `session` (see
-    /// [`LookupSession::take_error`]) and the record is left as it is.
-    pub fn find<'s>(&'s self, key: &str, session: &'s mut LookupSession<'_>) -> std::result::Result<Found<'s>, ()> {
+    /// What the reference holds for `key`, by the job's policy. A backend error is kept in
+    /// `session` (see [`LookupSession::take_error`]) and nothing is found.
+    pub fn find<'s>(&'s self, key: &str, session: &'s mut LookupSession<'_>) -> Found<'s> {
         if session.collecting {
             session.wanted.insert(key.to_string());
-            return Ok(Found::Nothing);
+            return Found::Nothing;
         }
         // The reader and the error are borrowed apart: the values found may borrow the reader.
         let LookupSession { reader, table, error, .. } = session;
@@ -200,23 +199,23 @@ impl LookupTable {
                 Ok(r) => *reader = Some(r),
                 Err(e) => {
                     error.get_or_insert(e);
-                    return Ok(Found::Nothing);
+                    return Found::Nothing;
                 }
             }
         }
-        let Some(reader) = reader.as_mut() else { return Ok(Found::Nothing) };
+        let Some(reader) = reader.as_mut() else { return Found::Nothing };
         let found = match reader.get(key) {
             Ok(found) => found,
             Err(e) => {
                 error.get_or_insert(e);
-                return Ok(Found::Nothing);
+                return Found::Nothing;
             }
         };
         match (found, self.on_missing) {
-            (Some(values), _) => Ok(Found::Values(values)),
-            (None, OnMissing::Reject) => Err(()),
-            (None, OnMissing::Keep) => Ok(Found::Missing),
-            (None, OnMissing::Default) => Ok(Found::Values(Cow::Borrowed(&self.defaults))),
+            (Some(values), _) => Found::Values(values),
+            (None, OnMissing::Reject) => Found::Reject,
+            (None, OnMissing::Keep) => Found::Missing,
+            (None, OnMissing::Default) => Found::Values(Cow::Borrowed(&self.defaults)),
         }
     }
 
@@ -228,11 +227,7 @@ impl LookupTable {
             Some(other) => Cow::Owned(key_text(other)),
             None => Cow::Borrowed(""),
         };
-        let found = match self.find(&key, session) {
-            Ok(found) => found,
-            Err(()) => return Err(key.into_owned()),
-        };
-        match found {
+        match self.find(&key, session) {
             // Values decoded for this lookup move into the record; shared ones are copied.
             Found::Values(Cow::Owned(values)) => {
                 for (f, v) in self.fields.iter().zip(values) {
@@ -249,6 +244,7 @@ impl LookupTable {
                     rec.entry(f.clone()).or_insert(Value::Null);
                 }
             }
+            Found::Reject => return Err(key.into_owned()),
             Found::Nothing => {}
         }
         Ok(())
@@ -261,6 +257,8 @@ pub enum Found<'s> {
     Values(Cow<'s, [Value]>),
     /// No row, and the policy keeps the record: fields it lacks become null.
     Missing,
+    /// No row, and the policy rejects the record.
+    Reject,
     /// Nothing to add: keys are being collected, or the backend failed.
     Nothing,
 }
