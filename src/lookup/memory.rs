@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::hash::BuildHasher;
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -66,6 +67,33 @@ impl std::fmt::Debug for MemorySource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "MemorySource({} rows, {} bytes)", self.index.len(), self.bytes())
     }
+}
+
+/// How many kept references [`MemorySource::keep`] leaves in a directory.
+pub const KEPT: usize = 4;
+const KEPT_MAGIC: &[u8] = b"sluicebox reference rows v1\n";
+
+/// The length of the row at the start of `row` (as [`MemorySource::insert`] encodes it).
+fn row_len(row: &[u8]) -> usize {
+    row_len_checked(row).unwrap_or(row.len())
+}
+
+/// The length of the row at the start of `row`, or `None` if it is cut short.
+fn row_len_checked(row: &[u8]) -> Option<usize> {
+    let key_len = u32::from_le_bytes(row.get(..4)?.try_into().ok()?) as usize;
+    let mut pos = 4 + key_len;
+    let count = u32::from_le_bytes(row.get(pos..pos + 4)?.try_into().ok()?);
+    pos += 4;
+    for _ in 0..count {
+        let tag = *row.get(pos)?;
+        pos += 1;
+        match tag {
+            INT | UINT | FLOAT => pos += 8,
+            TEXT | JSON => pos += 4 + u32::from_le_bytes(row.get(pos..pos + 4)?.try_into().ok()?) as usize,
+            _ => {}
+        }
+    }
+    (pos <= row.len()).then_some(pos)
 }
 
 /// The key of `row`, and where its values start.
@@ -135,6 +163,83 @@ impl MemorySource {
             }
         }
         Ok(())
+    }
+
+    /// Write the rows and their `fields` to `path` (replacing it whole), so that a later job
+    /// reads them back with [`MemorySource::open_kept`] instead of the reference file. Older
+    /// kept references in the same directory beyond the newest [`KEPT`] are removed.
+    pub fn keep(&self, fields: &[String], path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let partial = path.with_extension(format!("{}.partial", std::process::id()));
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&partial)?);
+        out.write_all(KEPT_MAGIC)?;
+        let fields = serde_json::to_vec(fields).map_err(std::io::Error::other)?;
+        out.write_all(&(fields.len() as u32).to_le_bytes())?;
+        out.write_all(&fields)?;
+        // Only rows the table points to: a replaced row is left behind.
+        let mut live: Vec<u32> = self.index.iter().copied().collect();
+        live.sort_unstable();
+        out.write_all(&(live.len() as u64).to_le_bytes())?;
+        for at in live {
+            let row = self.arena.row(at);
+            let row = &row[..row_len(row)];
+            out.write_all(&(row.len() as u32).to_le_bytes())?;
+            out.write_all(row)?;
+        }
+        out.into_inner().map_err(|e| e.into_error())?;
+        std::fs::rename(&partial, path)?;
+        // Keep the newest few.
+        let mut kept: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "rows"))
+            .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+            .collect();
+        kept.sort();
+        for (_, old) in kept.iter().rev().skip(KEPT) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(())
+    }
+
+    /// Rows and fields [`MemorySource::keep`] wrote to `path`, or `None` (no such file, or
+    /// not one this version wrote whole).
+    pub fn open_kept(path: &Path) -> Option<(MemorySource, Vec<String>)> {
+        use std::io::Read;
+        // Read as a stream: only the arena grows.
+        let mut file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).ok()?);
+        let mut magic = vec![0u8; KEPT_MAGIC.len()];
+        file.read_exact(&mut magic).ok()?;
+        if magic != KEPT_MAGIC {
+            return None;
+        }
+        let mut n4 = [0u8; 4];
+        let mut n8 = [0u8; 8];
+        file.read_exact(&mut n4).ok()?;
+        let mut fields = vec![0u8; u32::from_le_bytes(n4) as usize];
+        file.read_exact(&mut fields).ok()?;
+        let fields: Vec<String> = serde_json::from_slice(&fields).ok()?;
+        file.read_exact(&mut n8).ok()?;
+        let count = u64::from_le_bytes(n8);
+        let mut source = MemorySource::default();
+        source.index.reserve(usize::try_from(count).ok()?.min(1 << 28), |_| 0);
+        let mut row = Vec::new();
+        for _ in 0..count {
+            file.read_exact(&mut n4).ok()?;
+            row.resize(u32::from_le_bytes(n4) as usize, 0);
+            file.read_exact(&mut row).ok()?;
+            if row_len_checked(&row)? != row.len() {
+                return None;
+            }
+            let at = source.arena.push(&row)?;
+            let (arena, hasher) = (&source.arena, &source.hasher);
+            let key = key_of(arena.row(at)).0;
+            source.index.insert_unique(hasher.hash_one(key), at, |&o| hasher.hash_one(key_of(arena.row(o)).0));
+        }
+        // Nothing after the last row.
+        matches!(file.read(&mut n4), Ok(0)).then_some((source, fields))
     }
 
     /// Rows held.
@@ -290,6 +395,35 @@ mod tests {
         assert_eq!(m.get("k1"), Some(vec![Value::from("replaced")]));
         assert_eq!(m.get("k2"), Some(vec![Value::from("later"), Value::Null]));
         assert_eq!(m.get("k4"), Some(row));
+    }
+
+    #[test]
+    fn kept_rows_read_back_equal_and_a_damaged_file_is_not_read() {
+        let mut m = MemorySource::default();
+        for i in 0..5_000u64 {
+            m.insert(format!("k{i}"), vec![Value::from(i), Value::from(format!("name {i}")), Value::Null]).unwrap();
+        }
+        m.insert("k7".into(), vec![Value::from("replaced")]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refs").join("a.rows");
+        let fields = vec!["n".to_string(), "name".to_string(), "none".to_string()];
+        m.keep(&fields, &path).unwrap();
+        let (back, back_fields) = MemorySource::open_kept(&path).unwrap();
+        assert_eq!(back_fields, fields);
+        assert_eq!(back.len(), 5_000);
+        for key in ["k0", "k7", "k4999"] {
+            assert_eq!(back.get(key), m.get(key), "{key}");
+        }
+        // A file cut short (a writer killed before its rename cannot leave one, but a disk can)
+        // is not read.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(MemorySource::open_kept(&path).is_none());
+        // Only the newest few are kept.
+        for i in 0..KEPT + 2 {
+            m.keep(&fields, &dir.path().join("refs").join(format!("{i}.rows"))).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(dir.path().join("refs")).unwrap().count(), KEPT);
     }
 
     #[test]

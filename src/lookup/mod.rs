@@ -139,12 +139,30 @@ impl LookupTable {
             if meta.len() > cfg.memory_limit {
                 let (rows, fields) = sqlite::SqliteSource::import(cfg, &lookup_key, &file, &meta, db)?;
                 (Box::new(rows), fields)
-            } else if rows::is_json_lines(&file) {
-                let mut rows = memory::MemorySource::default();
-                let fields = rows::read_file(cfg, &lookup_key, &file, &mut |k, v| rows.insert(k, v))?;
-                (Box::new(rows), fields)
             } else {
-                let (rows, fields) = rows::read_csv_into_memory(cfg, &lookup_key, &file)?;
+                // What an earlier job read of the same unchanged file is kept beside the
+                // database, and read back instead of the file (a day's job over yesterday's
+                // reference reads its rows, not its text).
+                let kept = db.with_file_name("references").join(format!(
+                    "{}.rows",
+                    sqlite::source_digest(cfg, &lookup_key, &meta)
+                ));
+                let (rows, fields) = match memory::MemorySource::open_kept(&kept) {
+                    Some(read) => read,
+                    None => {
+                        let (rows, fields) = if rows::is_json_lines(&file) {
+                            let mut rows = memory::MemorySource::default();
+                            let fields = rows::read_file(cfg, &lookup_key, &file, &mut |k, v| rows.insert(k, v))?;
+                            (rows, fields)
+                        } else {
+                            rows::read_csv_into_memory(cfg, &lookup_key, &file)?
+                        };
+                        if let Err(e) = rows.keep(&fields, &kept) {
+                            tracing::debug!("cannot keep the reference's rows in {}: {e}", kept.display());
+                        }
+                        (rows, fields)
+                    }
+                };
                 (Box::new(rows), fields)
             }
         };

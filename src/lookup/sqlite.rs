@@ -199,6 +199,13 @@ fn open_cache(path: &Path) -> Result<Connection> {
 
 /// A table name that changes when the source file or the way it is read changes.
 fn import_table_name(cfg: &EnrichConfig, lookup_key: &str, meta: &std::fs::Metadata) -> String {
+    format!("sluicebox_lookup_{}", source_digest(cfg, lookup_key, meta))
+}
+
+/// A digest of a reference file (its name, size and modification time) and of how it is read
+/// (the lookup key, fields and columns), in hex: it names what is kept of the file between
+/// jobs, so that a changed file or a changed reading is read anew.
+pub fn source_digest(cfg: &EnrichConfig, lookup_key: &str, meta: &std::fs::Metadata) -> String {
     let mut h = Sha256::new();
     h.update(cfg.source.as_bytes());
     h.update(meta.len().to_le_bytes());
@@ -209,6 +216,5 @@ fn import_table_name(cfg: &EnrichConfig, lookup_key: &str, meta: &std::fs::Metad
     // The encoding of the stored values: binary (JSON text before).
     h.update(b"values: binary");
     h.update(serde_json::to_vec(&(&cfg.fields, &cfg.columns)).unwrap_or_default());
-    let hex: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("sluicebox_lookup_{hex}")
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
