@@ -172,7 +172,7 @@ impl MemorySource {
         use std::io::Write;
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
-        let partial = path.with_extension(format!("{}.partial", std::process::id()));
+        let partial = path.with_extension(format!("rows-{}.partial", std::process::id()));
         let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&partial)?);
         out.write_all(KEPT_MAGIC)?;
         let fields = serde_json::to_vec(fields).map_err(std::io::Error::other)?;
@@ -191,12 +191,17 @@ impl MemorySource {
         out.into_inner().map_err(|e| e.into_error())?;
         std::fs::rename(&partial, path)?;
         // Keep the newest few.
-        let mut kept: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(dir)?
+        let files: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "rows"))
             .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
             .collect();
+        // A write cut off by a kill leaves its partial file: gone after an hour.
+        let stale = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for (_, old) in files.iter().filter(|(t, p)| *t < stale && p.extension().is_some_and(|x| x == "partial")) {
+            let _ = std::fs::remove_file(old);
+        }
+        let mut kept: Vec<_> = files.into_iter().filter(|(_, p)| p.extension().is_some_and(|x| x == "rows")).collect();
         kept.sort();
         for (_, old) in kept.iter().rev().skip(KEPT) {
             let _ = std::fs::remove_file(old);
@@ -343,6 +348,17 @@ pub(super) fn decode(arena: &[u8], pos: &mut usize) -> Value {
 }
 
 impl Source for MemorySource {
+    fn reader(&self) -> Result<Box<dyn Reader + '_>> {
+        Ok(Box::new(MemoryReader(self)))
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+/// Shared with the thread that keeps the rows (see [`MemorySource::keep`]).
+impl Source for std::sync::Arc<MemorySource> {
     fn reader(&self) -> Result<Box<dyn Reader + '_>> {
         Ok(Box::new(MemoryReader(self)))
     }

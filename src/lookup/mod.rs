@@ -143,12 +143,11 @@ impl LookupTable {
                 // What an earlier job read of the same unchanged file is kept beside the
                 // database, and read back instead of the file (a day's job over yesterday's
                 // reference reads its rows, not its text).
-                let kept = db.with_file_name("references").join(format!(
-                    "{}.rows",
-                    sqlite::source_digest(cfg, &lookup_key, &meta)
-                ));
-                let (rows, fields) = match memory::MemorySource::open_kept(&kept) {
-                    Some(read) => read,
+                let kept = db
+                    .with_file_name("references")
+                    .join(format!("{}.rows", sqlite::source_digest(cfg, &lookup_key, &meta)));
+                match memory::MemorySource::open_kept(&kept) {
+                    Some((rows, fields)) => (Box::new(rows), fields),
                     None => {
                         let (rows, fields) = if rows::is_json_lines(&file) {
                             let mut rows = memory::MemorySource::default();
@@ -157,13 +156,17 @@ impl LookupTable {
                         } else {
                             rows::read_csv_into_memory(cfg, &lookup_key, &file)?
                         };
-                        if let Err(e) = rows.keep(&fields, &kept) {
-                            tracing::debug!("cannot keep the reference's rows in {}: {e}", kept.display());
-                        }
-                        (rows, fields)
+                        // Kept on a thread of its own: the job need not wait for the write.
+                        let rows = std::sync::Arc::new(rows);
+                        let (writer, names) = (rows.clone(), fields.clone());
+                        std::thread::spawn(move || {
+                            if let Err(e) = writer.keep(&names, &kept) {
+                                tracing::debug!("cannot keep the reference's rows in {}: {e}", kept.display());
+                            }
+                        });
+                        (Box::new(rows), fields)
                     }
-                };
-                (Box::new(rows), fields)
+                }
             }
         };
         Ok(Self::new(cfg, fields, source))
