@@ -10,7 +10,8 @@
 //!
 //! The vocabulary:
 //! - [`error`]: the public [`Error`], which says whether it is worth retrying.
-//! - [`record`]: a record, its origin, what became of it (`Outcome`), rejects, counts, sink items.
+//! - [`record`]: a record (a map, or a `Row` of values in a layout its input shares), its origin,
+//!   what became of it (`Outcome`), rejects, counts, sink items.
 //! - [`config`]: the TOML job file as written, and the resolved [`config::JobDefinition`] stored
 //!   with each job.
 //! - [`column`](mod@column): declared columns that check and type values.

@@ -69,6 +69,38 @@ async fn sink_sqlite() {
     sink::conformance::run_all(&s).await;
 }
 
+/// Two gatherers of one job (the second took over a lease while the first held the database
+/// for its publish) publish at once, through two connections: one stores the job, the other
+/// finds it stored; neither fails, and the stage is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_sqlite_two_publishers_of_one_job_store_it_once() {
+    use sluicebox::sink::Sink;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let fields = vec![("name".to_string(), Some(ColumnType::String))];
+    let (a, b) = (
+        SqliteSink::open(&db, "items", Some(fields.clone())).unwrap(),
+        SqliteSink::open(&db, "items", Some(fields)).unwrap(),
+    );
+    for round in 0..20u64 {
+        let items: Vec<_> = (0..2_000u64)
+            .map(|i| {
+                let mut record = sluicebox::record::Record::new();
+                record.insert("name".into(), format!("round {round}").into());
+                sluicebox::sink::SinkItem { key: format!("k{i}"), job: 10 + round, seq: i, record: record.into() }
+            })
+            .collect();
+        a.write(items).await.unwrap();
+        let (x, y) = tokio::join!(a.publish(10 + round), b.publish(10 + round));
+        x.unwrap();
+        y.unwrap();
+        let all = a.read_all().await.unwrap();
+        assert_eq!(all.len(), 2_000);
+        assert!(all.values().all(|r| r["name"] == format!("round {round}")), "round {round}");
+    }
+    assert!(!dir.path().join("s.db.stage/items/29").exists(), "the stage is removed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_sqlite_schemaless() {
     let dir = tempfile::tempdir().unwrap();

@@ -242,7 +242,11 @@ impl SqliteSink {
             commit_ms = (started.elapsed() - upserted).as_millis() as u64,
             "staged rows upserted"
         );
-        stage.remove()
+        // The rows are stored: a stage left behind is merged again, which changes nothing.
+        if let Err(e) = stage.remove() {
+            tracing::warn!(table = %self.table, "cannot remove a published stage: {e}");
+        }
+        Ok(())
     }
 }
 

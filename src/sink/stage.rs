@@ -197,16 +197,29 @@ impl Stage {
         file.write_all(block).map_err(|e| io("append to", &self.dir, e))
     }
 
-    /// Every whole block of every file, in no particular order.
+    /// Every whole block of every file, in no particular order. A stage removed meanwhile
+    /// (wholly or in part) was published by another: what is left of it is read, which
+    /// stores nothing new.
     fn blocks(&self) -> Result<Vec<Block>> {
         let mut blocks = Vec::new();
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| io("list", &self.dir, e))?;
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+        let entries = match std::fs::read_dir(&self.dir) {
+            Err(e) if gone(&e) => return Ok(blocks),
+            entries => entries.map_err(|e| io("list", &self.dir, e))?,
+        };
         for entry in entries {
-            let path = entry.map_err(|e| io("list", &self.dir, e))?.path();
+            let path = match entry {
+                Err(e) if gone(&e) => continue,
+                entry => entry.map_err(|e| io("list", &self.dir, e))?.path(),
+            };
             if path.extension().is_none_or(|x| x != "run") {
                 continue;
             }
-            let file = Arc::new(File::open(&path).map_err(|e| io("open", &path, e))?);
+            // An open file stays readable when it is removed.
+            let file = match File::open(&path) {
+                Err(e) if gone(&e) => continue,
+                file => Arc::new(file.map_err(|e| io("open", &path, e))?),
+            };
             let size = file.metadata().map_err(|e| io("read", &path, e))?.len();
             let mut at = 0;
             let mut len = [0u8; 8];
