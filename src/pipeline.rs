@@ -38,6 +38,14 @@ pub struct CsvLayout {
     shared: Option<SharedLayout>,
 }
 
+impl CsvLayout {
+    /// The column the lookup key is read from, when records keep a shared layout and the key
+    /// is one of the input's columns.
+    fn lookup_column(&self) -> Option<usize> {
+        self.shared.as_ref()?.lookup_key.filter(|&i| i < self.names.len())
+    }
+}
+
 /// The shared field names of a CSV input's records (see [`Row::Shared`]): its columns, then
 /// the fields enrichment adds that the columns lack; and where each step finds its fields.
 #[derive(Debug, Clone)]
@@ -229,6 +237,24 @@ impl Pipeline {
             s.start_collecting();
             self.chunk_records(ctx, bytes, &mut session, &mut |_| {});
             if let Some(s) = session.0.as_mut() {
+                s.prefetch()?;
+            }
+        } else if let Some(s) = session.0.as_mut().filter(|s| s.in_database()) {
+            // A reference in a database file is read in key order: a first pass reads only the
+            // key column of each row (typed as the main pass types it).
+            if let Some((layout, column)) = ctx.layout.and_then(|l| Some((l, l.lookup_column()?))) {
+                let start = ChunkStart { record: ctx.chunk.first_record, line: ctx.chunk.first_line };
+                crate::decode::for_each_record(ctx.format, &self.dialect, bytes, start, &mut |r: RawRecord<'_>| {
+                    let Body::Csv(row) = r.body else { return };
+                    let Some(text) = row.get(column).and_then(|t| std::str::from_utf8(t).ok()) else { return };
+                    let value = match layout.rules[column] {
+                        Some(i) => self.rules[i].apply(Value::String(text.to_string())).ok(),
+                        None => Some(Value::String(text.to_string())),
+                    };
+                    if let Some(value) = value {
+                        s.note_key(key_text(&value));
+                    }
+                });
                 s.prefetch()?;
             }
         }

@@ -98,6 +98,17 @@ impl LookupSession<'_> {
         self.table.source.is_remote()
     }
 
+    /// Whether the reference is a table in a database file (see [`LookupTable::in_database`]):
+    /// a chunk's keys are best looked up together, in key order.
+    pub fn in_database(&self) -> bool {
+        self.table.in_database()
+    }
+
+    /// Note a key that will be looked up (for [`LookupSession::prefetch`]).
+    pub fn note_key(&mut self, key: String) {
+        self.wanted.insert(key);
+    }
+
     /// From now on `enrich` only notes the keys it is asked for (a first pass over a chunk).
     pub fn start_collecting(&mut self) {
         self.collecting = true;

@@ -5,6 +5,7 @@
 //! unchanged file reuses it, and a changed file is imported anew.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -135,7 +136,7 @@ impl Source for SqliteSource {
         };
         // One read transaction per chunk: each lookup then skips taking the file lock.
         conn.execute_batch("BEGIN")?;
-        Ok(Box::new(SqliteReader { source: self, conn: Some(conn) }))
+        Ok(Box::new(SqliteReader { source: self, conn: Some(conn), fetched: HashMap::new() }))
     }
 
     fn kind(&self) -> &'static str {
@@ -146,10 +147,13 @@ impl Source for SqliteSource {
 struct SqliteReader<'a> {
     source: &'a SqliteSource,
     conn: Option<Connection>,
+    /// Rows fetched ahead by `prefetch` (`None`: no row), each taken by its first `get`.
+    fetched: HashMap<String, Option<Vec<Value>>>,
 }
 
-impl Reader for SqliteReader<'_> {
-    fn get(&mut self, key: &str) -> Result<Option<Cow<'_, [Value]>>> {
+impl SqliteReader<'_> {
+    /// The row for `key`, from the table.
+    fn query(&mut self, key: &str) -> Result<Option<Vec<Value>>> {
         let Some(conn) = self.conn.as_ref() else { return Ok(None) };
         let mut stmt = conn.prepare_cached(&self.source.select)?;
         let mut rows = stmt.query([key])?;
@@ -163,7 +167,28 @@ impl Reader for SqliteReader<'_> {
         while pos < v.len() {
             values.push(super::memory::decode(v, &mut pos));
         }
-        Ok(Some(Cow::Owned(values)))
+        Ok(Some(values))
+    }
+}
+
+impl Reader for SqliteReader<'_> {
+    fn get(&mut self, key: &str) -> Result<Option<Cow<'_, [Value]>>> {
+        if let Some(found) = self.fetched.remove(key) {
+            return Ok(found.map(Cow::Owned));
+        }
+        Ok(self.query(key)?.map(Cow::Owned))
+    }
+
+    /// Look the keys up in key order (one pass over the table's B-tree, where the chunk's
+    /// order would jump across it), keeping what is found for `get`.
+    fn prefetch(&mut self, mut keys: Vec<String>) -> Result<()> {
+        keys.sort_unstable();
+        self.fetched = HashMap::with_capacity(keys.len());
+        for key in keys {
+            let found = self.query(&key)?;
+            self.fetched.insert(key, found);
+        }
+        Ok(())
     }
 }
 
