@@ -65,9 +65,15 @@ pub struct BackendUrls {
     pub visibility: Duration,
 }
 
+/// The embedded ledger's file in a data directory.
+pub const LEDGER_FILE: &str = "sluicebox-ledger.db";
+
 impl Engine {
-    /// The embedded engine in `data_dir`: `bucket/` for outputs, `sluicebox.db` (SQLite) for
-    /// the ledger and the sink, an in-process queue, and local files as inputs.
+    /// The embedded engine in `data_dir`: `bucket/` for outputs, `sluicebox-ledger.db` (SQLite)
+    /// for the ledger, `sluicebox.db` for the sink tables, an in-process queue, and local files
+    /// as inputs. The ledger has a file of its own: a sink's publish holds its database's write
+    /// lock for as long as it upserts a job's rows (tens of seconds for millions), and chunk
+    /// commits and gather leases must not wait for it.
     pub fn local(data_dir: &Path) -> Result<Engine> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| Error::config("--data-dir", format!("cannot create {}: {e}", data_dir.display())))?;
@@ -78,7 +84,7 @@ impl Engine {
             bucket: bucket::open(&bucket_dir.display().to_string(), &Cloud::none())?,
             bucket_url: format!("file://{}", bucket_dir.display()),
             inputs: bucket::local_inputs(),
-            ledger: Arc::new(crate::ledger::SqliteLedger::open(&database)?),
+            ledger: Arc::new(crate::ledger::SqliteLedger::open(&data_dir.join(LEDGER_FILE))?),
             queue: Arc::new(crate::queue::MemoryQueue::new(crate::queue::DEFAULT_VISIBILITY)),
             sink_layer: None,
             database,

@@ -101,7 +101,7 @@ async fn every_bad_record_is_rejected_with_line_field_and_rule() {
 
 /// Every job in the data dir's ledger with its status.
 fn ledger_jobs(data: &Path) -> Vec<(String, String)> {
-    let db = rusqlite::Connection::open(data.join("sluicebox.db")).unwrap();
+    let db = rusqlite::Connection::open(data.join("sluicebox-ledger.db")).unwrap();
     let mut stmt = db.prepare("SELECT job_id, status FROM sluicebox_jobs ORDER BY job_id").unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
 }

@@ -119,7 +119,7 @@ async fn a_killed_run_resumes_to_the_same_result() {
                 child.kill().unwrap(); // SIGKILL: no chance to clean up
                 child.wait().unwrap();
                 kills += 1;
-                let ledger = sluicebox::ledger::SqliteLedger::open(&data.path().join("sluicebox.db")).unwrap();
+                let ledger = sluicebox::ledger::SqliteLedger::open(&data.path().join("sluicebox-ledger.db")).unwrap();
                 let id = clean.summary["job_id"].as_str().unwrap();
                 if let Some(j) = sluicebox::ledger::StateStore::get_job(&ledger, id).await.unwrap() {
                     killed_mid_job |= j.done_chunks > 0 && Some(j.done_chunks) < j.total_chunks;
@@ -307,7 +307,7 @@ async fn a_failing_chunk_stops_the_run_incomplete_and_a_rerun_finishes_it() {
     let failed = run_with(&engine, std::slice::from_ref(&input), &job, Path::new("."), &opts);
     let err = tokio::time::timeout(Duration::from_secs(60), failed).await.expect("the run must end").unwrap_err();
     assert!(err.to_string().contains("the table is gone"), "{err}");
-    let ledger = sluicebox::ledger::SqliteLedger::open(&data.path().join("sluicebox.db")).unwrap();
+    let ledger = sluicebox::ledger::SqliteLedger::open(&data.path().join("sluicebox-ledger.db")).unwrap();
     let j = sluicebox::ledger::StateStore::get_job(&ledger, "fixed").await.unwrap().unwrap();
     assert_eq!(j.status, sluicebox::ledger::JobStatus::Running, "a failed run must not be complete");
     assert!(!data.path().join("bucket/jobs/fixed/summary.json").exists());

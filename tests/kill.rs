@@ -59,7 +59,7 @@ impl Job {
     }
 
     async fn ledger_job(&self) -> Option<sluicebox::ledger::JobRecord> {
-        let db = self.data.join("sluicebox.db");
+        let db = self.data.join("sluicebox-ledger.db");
         if !db.exists() {
             return None;
         }

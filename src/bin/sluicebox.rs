@@ -169,7 +169,7 @@ struct Backends {
     /// Task queue: `sqs://NAME` (feature `aws`) or `memory://` (default).
     #[arg(long)]
     queue: Option<String>,
-    /// Ledger: `dynamodb://TABLE` (feature `aws`) or `sqlite://PATH` (default: DATA_DIR/sluicebox.db).
+    /// Ledger: `dynamodb://TABLE` (feature `aws`) or `sqlite://PATH` (default: DATA_DIR/sluicebox-ledger.db).
     #[arg(long)]
     ledger: Option<String>,
     /// Sink: `dynamodb://TABLE` (feature `aws`), `sqlite` or `none` (overrides the job
