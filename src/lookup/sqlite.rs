@@ -147,13 +147,14 @@ impl Source for SqliteSource {
 struct SqliteReader<'a> {
     source: &'a SqliteSource,
     conn: Option<Connection>,
-    /// Rows fetched ahead by `prefetch` (`None`: no row), each taken by its first `get`.
-    fetched: HashMap<String, Option<Vec<Value>>>,
+    /// Rows fetched ahead by `prefetch`, still encoded (`None`: no row), each taken by its
+    /// first `get`.
+    fetched: HashMap<String, Option<Box<[u8]>>>,
 }
 
 impl SqliteReader<'_> {
-    /// The row for `key`, from the table.
-    fn query(&mut self, key: &str) -> Result<Option<Vec<Value>>> {
+    /// The encoded row for `key`, from the table.
+    fn query(&mut self, key: &str) -> Result<Option<Box<[u8]>>> {
         let Some(conn) = self.conn.as_ref() else { return Ok(None) };
         let mut stmt = conn.prepare_cached(&self.source.select)?;
         let mut rows = stmt.query([key])?;
@@ -162,21 +163,27 @@ impl SqliteReader<'_> {
             .get_ref(0)?
             .as_blob()
             .map_err(|e| Error::backend("sqlite", format!("corrupt lookup row in {}", self.source.table), e))?;
-        let mut values = Vec::new();
-        let mut pos = 0;
-        while pos < v.len() {
-            values.push(super::memory::decode(v, &mut pos));
-        }
-        Ok(Some(values))
+        Ok(Some(v.into()))
     }
+}
+
+/// The values of an encoded row.
+fn decode_row(v: &[u8]) -> Vec<Value> {
+    let mut values = Vec::new();
+    let mut pos = 0;
+    while pos < v.len() {
+        values.push(super::memory::decode(v, &mut pos));
+    }
+    values
 }
 
 impl Reader for SqliteReader<'_> {
     fn get(&mut self, key: &str) -> Result<Option<Cow<'_, [Value]>>> {
-        if let Some(found) = self.fetched.remove(key) {
-            return Ok(found.map(Cow::Owned));
-        }
-        Ok(self.query(key)?.map(Cow::Owned))
+        let found = match self.fetched.remove(key) {
+            Some(found) => found,
+            None => self.query(key)?,
+        };
+        Ok(found.map(|v| Cow::Owned(decode_row(&v))))
     }
 
     /// Look the keys up in key order (one pass over the table's B-tree, where the chunk's
