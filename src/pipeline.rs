@@ -226,7 +226,7 @@ impl Pipeline {
     ) -> Result<ChunkOutput> {
         // The output is about as large as the chunk, or larger: room for twice the chunk
         // saves copying it as it grows (pages never written are never resident).
-        let mut encoder = self.encoder().with_capacity(bytes.len() * 2);
+        let mut encoder = Encoder::with_capacity(self.output_format, self.output_fields.clone(), bytes.len() * 2);
         let mut rejects = Vec::new();
         let mut counts = Counts::default();
         let mut items = Vec::new();
@@ -247,11 +247,7 @@ impl Pipeline {
                 crate::decode::for_each_record(ctx.format, &self.dialect, bytes, start, &mut |r: RawRecord<'_>| {
                     let Body::Csv(row) = r.body else { return };
                     let Some(text) = row.get(column).and_then(|t| std::str::from_utf8(t).ok()) else { return };
-                    let value = match layout.rules[column] {
-                        Some(i) => self.rules[i].apply(Value::String(text.to_string())).ok(),
-                        None => Some(Value::String(text.to_string())),
-                    };
-                    if let Some(value) = value {
+                    if let Ok(value) = self.typed(layout.rules[column], text) {
                         s.note_key(key_text(&value));
                     }
                 });
@@ -334,24 +330,8 @@ impl Pipeline {
     }
 
     fn csv_fields(&self, layout: &CsvLayout, row: &csv::ByteRecord) -> std::result::Result<Record, Fault> {
-        if row.len() != layout.names.len() {
-            return Err(Fault::new(
-                None,
-                "fields",
-                format!("expected {} fields, found {}", layout.names.len(), row.len()),
-            ));
-        }
-        let mut rec = Record::with_capacity(row.len() + 8);
-        for (((field, name), rule), header) in row.iter().zip(&layout.names).zip(&layout.rules).zip(&layout.headers) {
-            let text = std::str::from_utf8(field)
-                .map_err(|e| Fault::new(Some(header), "utf8", format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-            let value = match rule {
-                Some(i) => self.rules[*i].apply(Value::String(text.to_string()))?,
-                None => Value::String(text.to_string()),
-            };
-            rec.insert(name.clone(), value);
-        }
-        Ok(rec)
+        let values = self.csv_typed(layout, row, 0)?;
+        Ok(layout.names.iter().cloned().zip(values).collect())
     }
 
     /// A CSV row's typed values in a shared layout: its columns, then nulls for the fields
@@ -362,6 +342,19 @@ impl Pipeline {
         shared: &SharedLayout,
         row: &csv::ByteRecord,
     ) -> std::result::Result<Vec<Value>, Fault> {
+        let mut values = self.csv_typed(layout, row, shared.names.len() - layout.names.len())?;
+        values.resize(shared.names.len(), Value::Null);
+        Ok(values)
+    }
+
+    /// A CSV row's values, in column order, typed by the columns' rules (with room for
+    /// `extra` more).
+    fn csv_typed(
+        &self,
+        layout: &CsvLayout,
+        row: &csv::ByteRecord,
+        extra: usize,
+    ) -> std::result::Result<Vec<Value>, Fault> {
         if row.len() != layout.names.len() {
             return Err(Fault::new(
                 None,
@@ -369,17 +362,21 @@ impl Pipeline {
                 format!("expected {} fields, found {}", layout.names.len(), row.len()),
             ));
         }
-        let mut values = Vec::with_capacity(shared.names.len());
+        let mut values = Vec::with_capacity(row.len() + extra);
         for ((field, rule), header) in row.iter().zip(&layout.rules).zip(&layout.headers) {
             let text = std::str::from_utf8(field)
                 .map_err(|e| Fault::new(Some(header), "utf8", format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-            values.push(match rule {
-                Some(i) => self.rules[*i].apply(Value::String(text.to_string()))?,
-                None => Value::String(text.to_string()),
-            });
+            values.push(self.typed(*rule, text)?);
         }
-        values.resize(shared.names.len(), Value::Null);
         Ok(values)
+    }
+
+    /// One CSV field's value, typed by its column's rule, if it has one.
+    fn typed(&self, rule: Option<usize>, text: &str) -> std::result::Result<Value, Fault> {
+        match rule {
+            Some(i) => self.rules[i].apply(Value::String(text.to_string())),
+            None => Ok(Value::String(text.to_string())),
+        }
     }
 
     /// [`Pipeline::finish`] for a record in a shared layout (which has no schema and no
@@ -579,18 +576,18 @@ pub struct Encoder {
 impl Encoder {
     /// An encoder for `format`; CSV needs `fields` (without them, records are JSON Lines).
     pub fn new(format: OutputFormat, fields: Option<Vec<String>>) -> Self {
-        let csv = (format == OutputFormat::Csv && fields.is_some())
-            .then(|| csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new()));
-        Encoder { fields: fields.map(Projection::new), csv, jsonl: Vec::new(), scratch: Vec::new() }
+        Self::with_capacity(format, fields, 0)
     }
 
-    /// With room for `bytes` of output.
-    pub fn with_capacity(mut self, bytes: usize) -> Self {
-        match &mut self.csv {
-            Some(w) => *w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::with_capacity(bytes)),
-            None => self.jsonl.reserve(bytes),
-        }
-        self
+    /// [`Encoder::new`] with room for `bytes` of output.
+    pub fn with_capacity(format: OutputFormat, fields: Option<Vec<String>>, bytes: usize) -> Self {
+        let csv = format == OutputFormat::Csv && fields.is_some();
+        let buffer = Vec::with_capacity(bytes);
+        let (csv, jsonl) = match csv {
+            true => (Some(csv::WriterBuilder::new().has_headers(false).from_writer(buffer)), Vec::new()),
+            false => (None, buffer),
+        };
+        Encoder { fields: fields.map(Projection::new), csv, jsonl, scratch: Vec::new() }
     }
 
     /// The CSV header row for `fields`.

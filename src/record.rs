@@ -126,7 +126,8 @@ impl Projection {
     pub fn each<'r>(&mut self, row: &'r Row, mut each: impl FnMut(Option<&'r Value>)) {
         match row {
             Row::Map(m) => {
-                // As `values_of`: records usually hold the fields in this order.
+                // Maps usually hold exactly these fields in this order: walking them side by
+                // side compares names instead of hashing each one; any other falls back to get.
                 let mut entries = m.iter();
                 for f in &self.fields {
                     each(match entries.next() {
@@ -307,17 +308,6 @@ impl SinkItem {
     pub fn seq_of(input: u32, number: u64) -> u64 {
         (u64::from(input) << 40) | (number & ((1 << 40) - 1))
     }
-}
-
-/// The values of `fields` in `rec`, in the order of `fields`. Records usually hold exactly
-/// these fields in this order, and walking them side by side compares names instead of
-/// hashing each one; any other record falls back to lookups.
-pub fn values_of<'r>(rec: &'r Record, fields: &'r [String]) -> impl Iterator<Item = Option<&'r Value>> + 'r {
-    let mut entries = rec.iter();
-    fields.iter().map(move |f| match entries.next() {
-        Some((k, v)) if k == f => Some(v),
-        _ => rec.get(f),
-    })
 }
 
 /// A value as key text: strings as they are, anything else as JSON.

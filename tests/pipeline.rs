@@ -341,3 +341,58 @@ async fn records_kept_as_shared_layouts_equal_records_kept_as_maps() {
         }
     }
 }
+
+/// What is kept of a reference between jobs over one data directory (its rows in memory, or
+/// its imported table) is used while the file is unchanged, and read anew once the file
+/// changes, even at the same size; of a repeated key the later row wins either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_kept_between_jobs_is_read_anew_when_its_file_changes() {
+    let data = tempfile::tempdir().unwrap();
+    let reference = write(data.path(), "ref.csv", b"code,name\na,Alpha\nb,Beta\na,Again\n");
+    let input = write(data.path(), "in.csv", b"id,code\n1,a\n2,b\n");
+    for memory_limit in [1_000_000, 0] {
+        let job = format!(
+            "[enrich]\nsource = \"ref.csv\"\nkey = \"code\"\nmemory_limit = {memory_limit}\n\
+             [output]\nformat = \"jsonl\"\n[sink]\ntype = \"none\"\n"
+        );
+        let run_dir = data.path().join(format!("run-{memory_limit}"));
+        let engine = sluicebox::engine::Engine::local(&run_dir).unwrap();
+        let opts = sluicebox::job::RunOptions { force: true, ..Default::default() };
+        let names = |s: &sluicebox::job::Summary| -> Vec<String> {
+            job_file(&run_dir, &s.job_id, "output.jsonl")
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        std::fs::write(&reference, b"code,name\na,Alpha\nb,Beta\na,Again\n").unwrap();
+        let first = run_with(&engine, std::slice::from_ref(&input), &job, data.path(), &opts).await.unwrap();
+        assert_eq!(names(&first), ["Again", "Beta"], "memory_limit {memory_limit}");
+        if memory_limit > 0 {
+            // The rows are kept on a thread of their own: wait for them.
+            let kept = run_dir.join("references");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !std::fs::read_dir(&kept)
+                .is_ok_and(|mut d| d.any(|e| e.unwrap().path().extension().unwrap() == "rows"))
+            {
+                assert!(std::time::Instant::now() < deadline, "the reference's rows were never kept");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        // Other rows of the same size, the modification time put back: the file looks
+        // unchanged, and what was kept is used.
+        let modified = std::fs::metadata(&reference).unwrap().modified().unwrap();
+        std::fs::write(&reference, b"code,name\na,Omega\nb,Zeta\na,Twice\n").unwrap();
+        std::fs::File::options().write(true).open(&reference).unwrap().set_modified(modified).unwrap();
+        let kept = run_with(&engine, std::slice::from_ref(&input), &job, data.path(), &opts).await.unwrap();
+        assert_eq!(names(&kept), ["Again", "Beta"], "memory_limit {memory_limit}: the kept rows");
+        // A file that changed (its time says so) is read anew.
+        std::fs::File::options()
+            .write(true)
+            .open(&reference)
+            .unwrap()
+            .set_modified(modified + std::time::Duration::from_secs(1))
+            .unwrap();
+        let anew = run_with(&engine, std::slice::from_ref(&input), &job, data.path(), &opts).await.unwrap();
+        assert_eq!(names(&anew), ["Twice", "Zeta"], "memory_limit {memory_limit}: the changed file");
+    }
+}

@@ -168,9 +168,8 @@ impl SqliteSink {
                 Some(columns) => {
                     block.row(&item.key, item.seq, columns.fields().len());
                     columns.each(&item.record, |value| match value {
-                        Some(Value::Object(_) | Value::Array(_)) => {
-                            block.cell(Cell::Text(&value.map(Value::to_string).unwrap_or_default()))
-                        }
+                        // Objects and arrays as their JSON text.
+                        Some(v @ (Value::Object(_) | Value::Array(_))) => block.cell(Cell::Text(&v.to_string())),
                         other => block.cell(to_cell(other)),
                     });
                 }
@@ -259,8 +258,8 @@ fn to_cell(v: Option<&Value>) -> Cell<'_> {
             None => Cell::Real(n.as_f64().unwrap_or(f64::NAN)),
         },
         Some(Value::String(s)) => Cell::Text(s),
-        // Objects and arrays are staged as their JSON text by the caller.
-        Some(_) => Cell::Null,
+        // Objects and arrays are staged as their JSON text by the caller (see `stage_items`).
+        Some(Value::Object(_) | Value::Array(_)) => Cell::Null,
     }
 }
 
