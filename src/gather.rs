@@ -43,13 +43,16 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
         return Ok(());
     }
     tracing::info!(job = %job_id, "all chunks committed; gathering");
-    let renewer = renew_lease(run, now + GATHER_LEASE.as_millis() as i64);
+    // Renewed until this gather ends, however it ends: a gather dropped half-way (a Lambda
+    // function out of time gives its task back) lets its lease run out, and the next gatherer
+    // takes it over and continues from the steps recorded done.
+    let renewer = Renewer(renew_lease(run, now + GATHER_LEASE.as_millis() as i64));
     let tally = Tally::default();
     let completed = match tally.scope(write_outputs(run, &tally)).await {
         Ok(()) => ledger.set_status(job_id, JobStatus::Gathering, JobStatus::Complete).await,
         Err(e) => Err(e),
     };
-    renewer.abort();
+    drop(renewer);
     match completed {
         Ok(true) => {
             run.done.cancel();
@@ -64,6 +67,49 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
             let _ = ledger.set_status(job_id, JobStatus::Gathering, JobStatus::Running).await;
             Err(e)
         }
+    }
+}
+
+/// Stops renewing a gather lease when dropped.
+struct Renewer(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The steps of a gather done, for this run of the job, recorded in the bucket as each ends.
+struct Steps {
+    run: Arc<JobRun>,
+    done: tokio::sync::Mutex<crate::job::Gathered>,
+}
+
+impl Steps {
+    async fn load(run: &Arc<JobRun>) -> Result<Steps> {
+        let done = match run.objects.gathered().await? {
+            Some(g) if g.generation == run.generation() => g,
+            _ => crate::job::Gathered { generation: run.generation(), steps: Vec::new() },
+        };
+        if !done.steps.is_empty() {
+            tracing::info!(job = %run.id(), steps = ?done.steps, "continuing a gather cut off after these steps");
+        }
+        Ok(Steps { run: run.clone(), done: tokio::sync::Mutex::new(done) })
+    }
+
+    async fn done(&self, step: &str) -> bool {
+        self.done.lock().await.steps.iter().any(|s| s == step)
+    }
+
+    /// Run `step` unless it is done already, and record it done.
+    async fn run(&self, step: &str, work: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+        if self.done(step).await {
+            return Ok(());
+        }
+        work.await?;
+        let mut done = self.done.lock().await;
+        done.steps.push(step.to_string());
+        self.run.objects.put_gathered(&done).await
     }
 }
 
@@ -102,16 +148,17 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
     }
     // The sink stores what it staged while the parts are merged; the summary comes after both.
     let started = std::time::Instant::now();
+    let steps = Steps::load(run).await?;
     let publish = async {
         let published = match &run.sink {
-            Some(sink) => sink.publish(run.plan.order).await,
+            Some(sink) => steps.run("sink", sink.publish(run.plan.order)).await,
             None => Ok(()),
         };
         tracing::debug!(job = %job_id, ms = started.elapsed().as_millis() as u64, "sink published");
         published
     };
     let merge = async {
-        let merged = merge_parts(run, &chunks).await;
+        let merged = merge_parts(run, &chunks, &steps).await;
         tracing::debug!(job = %job_id, ms = started.elapsed().as_millis() as u64, "parts merged");
         merged
     };
@@ -121,8 +168,8 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
     write_summary(run, &job, &chunks, tally, gather_started).await
 }
 
-/// Merge the parts into the outputs, and write the manifest.
-async fn merge_parts(run: &Arc<JobRun>, chunks: &[ChunkRecord]) -> Result<()> {
+/// Merge the parts into the outputs (each a step, skipped when done), and write the manifest.
+async fn merge_parts(run: &Arc<JobRun>, chunks: &[ChunkRecord], steps: &Steps) -> Result<()> {
     let store = run.engine.bucket.as_ref();
     let objects = &run.objects;
     let output_path = objects.output_path(run.plan.output_format);
@@ -137,8 +184,8 @@ async fn merge_parts(run: &Arc<JobRun>, chunks: &[ChunkRecord]) -> Result<()> {
             .filter(|(_, bytes)| *bytes > 0)
             .map(move |(c, bytes)| (objects.part_path(part, c.index, &c.attempt), bytes))
     };
-    merge(store, &output_path, header, parts(Part::Output)).await?;
-    merge(store, &objects.rejects_path(), Vec::new(), parts(Part::Rejects)).await?;
+    steps.run("output", merge(store, &output_path, header, parts(Part::Output))).await?;
+    steps.run("rejects", merge(store, &objects.rejects_path(), Vec::new(), parts(Part::Rejects))).await?;
     let manifest = Manifest {
         job_id: run.id().to_string(),
         inputs: run.plan.inputs.iter().map(|i| i.object.location.clone()).collect(),

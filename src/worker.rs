@@ -147,7 +147,7 @@ pub async fn fail_job(engine: &Engine, failure: &Failure) -> Result<()> {
 pub struct Jobs {
     engine: Engine,
     one: Option<Arc<JobRun>>,
-    loaded: tokio::sync::Mutex<HashMap<String, Arc<JobRun>>>,
+    loaded: Arc<tokio::sync::Mutex<HashMap<String, Arc<JobRun>>>>,
     stop: CancellationToken,
     abort: CancellationToken,
     /// What loaded jobs may touch ([`RunOptions::allow`]).
@@ -181,6 +181,21 @@ impl Jobs {
             one: None,
             loaded: Default::default(),
             allow,
+            stop,
+            abort,
+            busy: Default::default(),
+            last_task_ms: now_ms().into(),
+        }
+    }
+
+    /// The same jobs, loaded once for both (a warm Lambda function keeps them between
+    /// invocations), with tokens of their own: `stop` and `abort` as for [`Jobs::serve`].
+    pub fn with_tokens(&self, stop: CancellationToken, abort: CancellationToken) -> Jobs {
+        Jobs {
+            engine: self.engine.clone(),
+            one: self.one.clone(),
+            loaded: self.loaded.clone(),
+            allow: self.allow.clone(),
             stop,
             abort,
             busy: Default::default(),

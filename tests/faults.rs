@@ -325,6 +325,67 @@ async fn a_failing_chunk_stops_the_run_incomplete_and_a_rerun_finishes_it() {
     assert_same(&resumed, &clean);
 }
 
+/// A sink whose first publish fails (a gather cut off after its merges): its writes go through.
+#[derive(Debug)]
+struct PublishFailsOnce(Arc<dyn Sink>, Arc<AtomicU32>);
+
+#[async_trait]
+impl Sink for PublishFailsOnce {
+    async fn write(&self, items: Vec<SinkItem>) -> sluicebox::Result<()> {
+        self.0.write(items).await
+    }
+    async fn publish(&self, job: u64) -> sluicebox::Result<()> {
+        if self.1.fetch_add(1, Ordering::SeqCst) == 0 {
+            // After the merges, so that they are recorded done when the gather stops.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return Err(sluicebox::Error::backend("test", "injected", "out of time"));
+        }
+        self.0.publish(job).await
+    }
+    async fn discard(&self, job: u64) -> sluicebox::Result<()> {
+        self.0.discard(job).await
+    }
+    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
+        self.0.read_all().await
+    }
+}
+
+/// A gather cut off after it merged the outputs (here its publish fails; in a Lambda function
+/// it runs out of time) is continued by the next gatherer from the steps recorded done, not
+/// begun again: the parts it merged are not read again (one is deleted here, and the gather
+/// still completes), and the result equals a clean run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gather_cut_off_after_its_merges_is_continued_not_begun_again() {
+    let work = tempfile::tempdir().unwrap();
+    let (input, job) = fixture(work.path(), 3_000, 500);
+    let (_clean_dir, clean) = clean_run(&input, &job).await;
+
+    let data = tempfile::tempdir().unwrap();
+    let mut engine = Engine::local(data.path()).unwrap();
+    let publishes = Arc::new(AtomicU32::new(0));
+    let counter = publishes.clone();
+    engine.sink_layer = Some(Arc::new(move |s| Arc::new(PublishFailsOnce(s, counter.clone())) as Arc<dyn Sink>));
+    let opts = RunOptions { workers: 2, max_attempts: 1, job_id: Some("cut".into()), ..RunOptions::default() };
+    let err = run_with(&engine, std::slice::from_ref(&input), &job, Path::new("."), &opts).await.unwrap_err();
+    assert!(err.to_string().contains("out of time"), "{err}");
+    let gathered: sluicebox::job::Gathered =
+        serde_json::from_str(&job_file(data.path(), "cut", "gathered.json")).unwrap();
+    assert_eq!(gathered.steps, ["output", "rejects"], "the merges are recorded done, the publish is not");
+    let parts = data.path().join("bucket/jobs/cut/parts");
+    let first = std::fs::read_dir(&parts)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "out"))
+        .unwrap();
+    std::fs::remove_file(&first).unwrap();
+
+    let s = run_with(&engine, &[input], &job, Path::new("."), &opts).await.unwrap();
+    assert_eq!(publishes.load(Ordering::SeqCst), 2, "published once more, by the continuation");
+    let mut resumed = outcome(data.path(), &s).await;
+    resumed.summary["job_id"] = clean.summary["job_id"].clone();
+    assert_same(&resumed, &clean);
+}
+
 /// Workers serving a queue (as `sluicebox worker` does) end a job whose task keeps failing
 /// with a retryable error: after its last attempt the job is failed, with `failed.json` naming
 /// the chunk, the input and the error, and whoever waits for it hears so at once.

@@ -26,7 +26,7 @@ pub mod prepare;
 pub mod run;
 mod summary;
 
-pub use objects::{JobObjects, Part, Sent};
+pub use objects::{Gathered, JobObjects, Part, Sent};
 pub use run::{run, submit, wait, Submitted};
 pub use summary::{ChunkCounts, InputSummary, Manifest, ManifestChunk, Outputs, RecordCounts, Summary, Timings};
 

@@ -32,6 +32,16 @@ pub struct Sent {
     pub at_ms: i64,
 }
 
+/// `gathered.json`: the steps of a gather already done, so that a gather cut off (a Lambda
+/// function out of time) is continued by the next gatherer rather than begun again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Gathered {
+    /// The run of the job the steps were done for (its creation time).
+    pub generation: i64,
+    /// The steps done: `sink`, `output`, `rejects`.
+    pub steps: Vec<String>,
+}
+
 /// The objects of one job in one bucket.
 #[derive(Debug, Clone)]
 pub struct JobObjects {
@@ -102,6 +112,11 @@ impl JobObjects {
     /// `jobs/<id>/sent.json`.
     pub fn sent_path(&self) -> String {
         self.name("sent.json")
+    }
+
+    /// `jobs/<id>/gathered.json`.
+    pub fn gathered_path(&self) -> String {
+        self.name("gathered.json")
     }
 
     /// `jobs/<id>/output.csv` or `output.jsonl`.
@@ -193,6 +208,16 @@ impl JobObjects {
     /// may be missing tasks (its submitter died half-way), and submitting it again sends them.
     pub async fn put_sent(&self, sent: &Sent) -> Result<()> {
         bucket::put(self.store(), &self.sent_path(), json_bytes(sent)?).await
+    }
+
+    /// The steps of this job's gather done so far.
+    pub async fn gathered(&self) -> Result<Option<Gathered>> {
+        self.read(&self.gathered_path()).await
+    }
+
+    /// Record the steps of this job's gather done so far.
+    pub async fn put_gathered(&self, gathered: &Gathered) -> Result<()> {
+        bucket::put(self.store(), &self.gathered_path(), json_bytes(gathered)?).await
     }
 
     /// Write one of a chunk's parts for one attempt.
