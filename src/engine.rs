@@ -37,6 +37,10 @@ pub struct Engine {
     /// The SQLite database for the SQLite sink and `sqlite:` lookups; imported references
     /// and fetched reference files are kept beside it.
     pub database: PathBuf,
+    /// The most the data directory may hold, bytes (a Lambda function's ephemeral storage):
+    /// older fetched references are removed to make room for a new one, and a reference that
+    /// cannot fit is refused. `None`: no bound.
+    pub scratch_limit: Option<u64>,
     /// Cloud configuration for the backends a job's definition names (a DynamoDB sink or
     /// reference).
     pub cloud: Cloud,
@@ -87,6 +91,7 @@ impl Engine {
             ledger: Arc::new(crate::ledger::SqliteLedger::open(&data_dir.join(LEDGER_FILE))?),
             queue: Arc::new(crate::queue::MemoryQueue::new(crate::queue::DEFAULT_VISIBILITY)),
             sink_layer: None,
+            scratch_limit: None,
             database,
             cloud: Cloud::none(),
         })
@@ -160,6 +165,9 @@ impl Engine {
         let fs =
             |what: &str, p: &Path, e: std::io::Error| Error::backend("fs", format!("cannot {what} {}", p.display()), e);
         tokio::fs::create_dir_all(&dir).await.map_err(|e| fs("create", &dir, e))?;
+        if let Some(limit) = self.scratch_limit {
+            make_room(&dir, got.meta.size, limit, url)?;
+        }
         let partial = dir.join(format!(".{digest}-{name}.{}", std::process::id()));
         let mut file = tokio::fs::File::create(&partial).await.map_err(|e| fs("create", &partial, e))?;
         let mut stream = got.into_stream();
@@ -171,4 +179,57 @@ impl Engine {
         tokio::fs::rename(&partial, &local).await.map_err(|e| fs("rename", &partial, e))?;
         Ok(local)
     }
+}
+
+/// Bytes held in files under `dir`, every level down.
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Make room for `size` more bytes in the data directory above `references` (at most `limit`
+/// in all), removing the least recently written files of `references` first; refuse a
+/// reference that cannot fit even then.
+fn make_room(references: &Path, size: u64, limit: u64, url: &str) -> Result<()> {
+    let data_dir = references.parent().unwrap_or(references);
+    let mut used = dir_size(data_dir);
+    if used + size <= limit {
+        return Ok(());
+    }
+    let mut kept: Vec<(std::time::SystemTime, u64, PathBuf)> = std::fs::read_dir(references)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok().filter(|m| m.is_file())?;
+            Some((m.modified().ok()?, m.len(), e.path()))
+        })
+        .collect();
+    kept.sort();
+    for (_, len, path) in kept {
+        if used + size <= limit {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            tracing::info!(path = %path.display(), "removed an older reference to make room");
+            used = used.saturating_sub(len);
+        }
+    }
+    if used + size > limit {
+        return Err(Error::config(
+            "SLUICEBOX_SCRATCH_LIMIT_MB",
+            format!(
+                "{url} is {size} bytes; with {used} bytes in use, the scratch space ({limit} bytes) cannot hold it: \
+                 raise the limit and the function's ephemeral storage"
+            ),
+        ));
+    }
+    Ok(())
 }

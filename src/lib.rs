@@ -45,6 +45,7 @@
 //! - [`job::prepare`] and [`job::run`](mod@job::run): a job's life cycle: create or resume, plan,
 //!   enqueue; run here, submit, wait.
 //! - [`watch`]: a job per object from S3 event notifications.
+//! - `lambda` (feature `lambda`): the AWS Lambda handlers (on-object, on-task) over the above.
 //! - [`bench`](mod@bench): synthetic orders and the `sluicebox bench` measurement.
 //! - `fuzzing` (feature `testing`): what the fuzz targets in `fuzz/` check.
 //!
@@ -67,6 +68,8 @@
 //!
 //! - `aws`: the SQS queue (`sqs://NAME`), the DynamoDB ledger, sink and reference
 //!   (`dynamodb://TABLE`) and S3 buckets (`s3://`), with the official AWS SDK for Rust.
+//! - `lambda`: the AWS Lambda handlers and their mains (`sluicebox-on-object`,
+//!   `sluicebox-on-task`); implies `aws`. `deploy/aws/template.yaml` deploys them.
 //! - `testing`: the conformance suites of the seams (`ledger::conformance`,
 //!   `queue::conformance`, `sink::conformance`, `lookup::conformance`) and the fault-injecting
 //!   layers (`queue::faults`, the DynamoDB sink's throttling), and what the fuzz targets check
@@ -101,6 +104,9 @@ pub mod pool;
 pub mod setup;
 pub mod watch;
 pub mod worker;
+
+#[cfg(feature = "lambda")]
+pub mod lambda;
 
 pub mod bench;
 #[cfg(any(test, feature = "testing"))]

@@ -88,10 +88,7 @@ pub async fn watch_once(
     opts: &RunOptions,
     wait: std::time::Duration,
 ) -> Result<Vec<Outcome>> {
-    let (bucket, key_prefix) = prefix
-        .strip_prefix("s3://")
-        .map(|r| r.split_once('/').unwrap_or((r, "")))
-        .ok_or_else(|| Error::config("PREFIX", format!("{prefix:?} is not an s3://BUCKET/PREFIX URL")))?;
+    let (bucket, key_prefix) = split_prefix(prefix, "PREFIX")?;
     let mut outcomes = Vec::new();
     for d in events.receive(10, wait).await? {
         let found = parse_events(&d.body);
@@ -117,7 +114,17 @@ pub async fn watch_once(
     Ok(outcomes)
 }
 
-async fn start(
+/// The bucket and key prefix of `s3://BUCKET/PREFIX`; `setting` names it in the error.
+pub fn split_prefix<'a>(prefix: &'a str, setting: &str) -> Result<(&'a str, &'a str)> {
+    prefix
+        .strip_prefix("s3://")
+        .map(|r| r.split_once('/').unwrap_or((r, "")))
+        .ok_or_else(|| Error::config(setting, format!("{prefix:?} is not an s3://BUCKET/PREFIX URL")))
+}
+
+/// Start the job of the object `ev` names, unless it is outside `bucket`/`key_prefix`, not a
+/// creation, gone, or its job was submitted already (a repeated event).
+pub async fn start(
     engine: &Engine,
     spec: &JobSpec,
     ev: &ObjectEvent,

@@ -1,0 +1,459 @@
+//! AWS Lambda entry points (feature `lambda`): the handlers are plain async functions on a
+//! [`Function`], which the thin mains in `src/bin/sluicebox-on-*.rs` hand to
+//! `lambda_runtime`, and which tests call in-process with real event JSON.
+//!
+//! - [`Function::on_object`]: an S3 `ObjectCreated` event, delivered directly, through SQS or
+//!   through SNS, plans the object's job and enqueues its tasks. `s3:TestEvent`, other events
+//!   and repeated events for the same object version do nothing (see [`crate::watch`]).
+//! - [`Function::on_task`]: a batch of SQS task messages is worked, and only the tasks not
+//!   done come back as partial batch failures (`ReportBatchItemFailures`). The invocation's
+//!   remaining time is watched: a task that cannot finish in it is not started, and one in
+//!   hand when the time is nearly up is given back, every effect so far being idempotent. The
+//!   commit that completes a job runs its gather; a gather cut off by the deadline lets its
+//!   lease run out, and the task given back (visible again after the lease's length) has the
+//!   next invocation continue it from the steps recorded done.
+//!
+//! Warm invocations share what a cold start loaded: the clients, the job definition (read
+//! from the bucket again only when its ETag changes), the jobs' plans and references. Nothing
+//! is written outside the scratch directory (`SLUICEBOX_SCRATCH`, in the function's ephemeral
+//! storage), whose use is bounded by `SLUICEBOX_SCRATCH_LIMIT_MB`.
+//!
+//! Settings come from the environment (the SAM template in `deploy/aws/` sets them):
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `SLUICEBOX_BUCKET` | `s3://BUCKET[/PREFIX]`: where jobs' objects go (required) |
+//! | `SLUICEBOX_QUEUE` | the task queue, `sqs://NAME` or its URL (required) |
+//! | `SLUICEBOX_LEDGER` | `dynamodb://TABLE` (required) |
+//! | `SLUICEBOX_JOB` | `s3://BUCKET/KEY` of the job file (TOML), for on-object |
+//! | `SLUICEBOX_INPUT_PREFIX` | `s3://BUCKET/PREFIX`: objects created under it start jobs, for on-object |
+//! | `SLUICEBOX_SINK` | `dynamodb://TABLE` or `none`, over the job file's `[sink]` |
+//! | `SLUICEBOX_SCRATCH` | scratch directory (default `/tmp/sluicebox`) |
+//! | `SLUICEBOX_SCRATCH_LIMIT_MB` | the most it may hold (default 512) |
+//! | `SLUICEBOX_MAX_ATTEMPTS` | deliveries of a task before its job fails (default 3; keep it below the queue's `maxReceiveCount`) |
+//! | `SLUICEBOX_TASK_SECONDS` | time a task needs, before one has been timed here (default 0: start any task while time is left) |
+//! | `SLUICEBOX_WORKERS` | tasks of a batch worked at once (default: the function's cores) |
+//! | `SLUICEBOX_VISIBILITY_SECS` | the task queue's visibility timeout (default 5400) |
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::StreamExt;
+use object_store::GetOptions;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::calls::Tally;
+use crate::cloud::Cloud;
+use crate::config::{JobConfig, SinkTarget};
+use crate::engine::{BackendUrls, Engine};
+use crate::error::{Error, Result};
+use crate::job::RunOptions;
+use crate::spec::JobSpec;
+use crate::watch::{self, Outcome};
+use crate::worker::{self, Disposition, Jobs};
+
+/// A function's settings (see the module's table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Where jobs' objects go.
+    pub bucket: String,
+    /// The task queue.
+    pub queue: String,
+    /// The ledger.
+    pub ledger: String,
+    /// The job file in a bucket (on-object).
+    pub job: Option<String>,
+    /// Objects created under it start jobs (on-object).
+    pub input_prefix: Option<String>,
+    /// Over the job file's sink.
+    pub sink: Option<String>,
+    /// The scratch directory.
+    pub scratch: PathBuf,
+    /// The most the scratch directory may hold, bytes.
+    pub scratch_limit: u64,
+    /// Deliveries of a task before its job fails.
+    pub max_attempts: u32,
+    /// Time a task needs, before one has been timed here; then the longest timed.
+    pub task_time: Duration,
+    /// Tasks of a batch worked at once.
+    pub workers: usize,
+    /// The task queue's visibility timeout.
+    pub visibility: Duration,
+}
+
+impl Settings {
+    /// The settings in this process's environment.
+    pub fn from_env() -> Result<Settings> {
+        Settings::from_vars(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// The settings `var` gives (by variable name); errors name the variable.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Settings> {
+        let required = |name: &'static str| {
+            var(name).ok_or_else(|| Error::config(name, "is not set; the function's template sets it"))
+        };
+        let number = |name: &'static str, default: u64| -> Result<u64> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => v.trim().parse().map_err(|_| Error::config(name, format!("{v:?} is not a whole number"))),
+            }
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        Ok(Settings {
+            bucket: required("SLUICEBOX_BUCKET")?,
+            queue: required("SLUICEBOX_QUEUE")?,
+            ledger: required("SLUICEBOX_LEDGER")?,
+            job: var("SLUICEBOX_JOB"),
+            input_prefix: var("SLUICEBOX_INPUT_PREFIX"),
+            sink: var("SLUICEBOX_SINK"),
+            scratch: var("SLUICEBOX_SCRATCH").map_or_else(|| PathBuf::from("/tmp/sluicebox"), PathBuf::from),
+            scratch_limit: number("SLUICEBOX_SCRATCH_LIMIT_MB", 512)? << 20,
+            max_attempts: number("SLUICEBOX_MAX_ATTEMPTS", 3)?.clamp(1, 1000) as u32,
+            task_time: Duration::from_secs(number("SLUICEBOX_TASK_SECONDS", 0)?),
+            workers: number("SLUICEBOX_WORKERS", cores)?.max(1) as usize,
+            visibility: Duration::from_secs(number("SLUICEBOX_VISIBILITY_SECS", 5400)?),
+        })
+    }
+}
+
+/// Whether an error is worth another attempt at the Lambda boundary: a bad job file, input or
+/// conflict stays bad however often it is retried.
+pub fn retryable(e: &Error) -> bool {
+    e.is_retryable() && !matches!(e, Error::InvalidConfig { .. })
+}
+
+/// An error as a handler reports it to Lambda: its type says whether retrying may help
+/// (`sluicebox::Retryable` or `sluicebox::Permanent`), so that logs, metrics and failure
+/// destinations can tell them apart.
+pub fn diagnostic(e: Error) -> lambda_runtime::Diagnostic {
+    let error_type = if retryable(&e) { "sluicebox::Retryable" } else { "sluicebox::Permanent" };
+    lambda_runtime::Diagnostic { error_type: error_type.into(), error_message: e.to_string() }
+}
+
+/// What a function keeps between warm invocations.
+pub struct Function {
+    settings: Settings,
+    engine: Engine,
+    opts: RunOptions,
+    /// Jobs loaded by earlier invocations.
+    jobs: Jobs,
+    /// The job file's ETag and what it defines.
+    spec: tokio::sync::Mutex<Option<(String, Arc<JobSpec>)>>,
+    /// The longest a task has taken here, ms.
+    longest_task_ms: AtomicU64,
+}
+
+/// How long before its deadline an invocation stops working and gives tasks back.
+fn margin(remaining: Duration) -> Duration {
+    (remaining / 10).clamp(Duration::from_millis(200), Duration::from_secs(10))
+}
+
+impl Function {
+    /// A function with `settings`, reaching AWS with `cloud`.
+    pub async fn new(settings: Settings, cloud: Cloud) -> Result<Function> {
+        std::fs::create_dir_all(&settings.scratch).map_err(|e| {
+            Error::config("SLUICEBOX_SCRATCH", format!("cannot create {}: {e}", settings.scratch.display()))
+        })?;
+        let urls = BackendUrls {
+            bucket: Some(settings.bucket.clone()),
+            queue: Some(settings.queue.clone()),
+            ledger: Some(settings.ledger.clone()),
+            visibility: settings.visibility,
+        };
+        let first_input = settings.input_prefix.clone().unwrap_or_else(|| settings.bucket.clone());
+        let engine = Engine::with_backends(&settings.scratch, &urls, &first_input, cloud).await?;
+        Ok(Function::with_engine(settings, engine))
+    }
+
+    /// A function with `settings` on `engine` (built from them, perhaps with a sink layer).
+    pub fn with_engine(settings: Settings, mut engine: Engine) -> Function {
+        engine.scratch_limit = Some(settings.scratch_limit);
+        let name = std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
+            .ok()
+            .and_then(|s| s.rsplit(']').next().map(str::to_string))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("{}-{:04x}", std::process::id(), fastrand::u16(..)));
+        let opts = RunOptions {
+            visibility: settings.visibility,
+            max_attempts: settings.max_attempts,
+            worker_name: format!("lambda-{}", &name[..name.len().min(12)]),
+            ..RunOptions::default()
+        };
+        let jobs = Jobs::serve(engine.clone(), Vec::new(), CancellationToken::new(), CancellationToken::new());
+        Function {
+            longest_task_ms: AtomicU64::new(settings.task_time.as_millis() as u64),
+            settings,
+            engine,
+            opts,
+            jobs,
+            spec: Default::default(),
+        }
+    }
+
+    /// The engine the function runs jobs on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The job definition in `SLUICEBOX_JOB`, read again only when its ETag has changed.
+    async fn spec(&self) -> Result<Arc<JobSpec>> {
+        let url = self.settings.job.as_deref().ok_or_else(|| {
+            Error::config("SLUICEBOX_JOB", "is not set: on-object needs the job file's s3://BUCKET/KEY")
+        })?;
+        let store = crate::bucket::input_store(url, &self.engine.cloud)?;
+        let key = url.strip_prefix("s3://").and_then(|r| r.split_once('/')).map(|(_, k)| k).unwrap_or_default();
+        let mut cached = self.spec.lock().await;
+        let options =
+            GetOptions { if_none_match: cached.as_ref().map(|(etag, _)| etag.clone()), ..GetOptions::default() };
+        let got = match store.get_opts(&crate::bucket::key_path(key), options).await {
+            Err(object_store::Error::NotModified { .. }) => {
+                if let Some((_, spec)) = cached.as_ref() {
+                    return Ok(spec.clone());
+                }
+                return Err(Error::config("SLUICEBOX_JOB", format!("{url} answered 'not modified' to a first read")));
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::config("SLUICEBOX_JOB", format!("{url} does not exist")));
+            }
+            Err(e) => return Err(Error::backend("object_store", format!("failed to read {url}"), e)),
+            Ok(got) => got,
+        };
+        let etag = got.meta.e_tag.clone().unwrap_or_default();
+        let bytes =
+            got.bytes().await.map_err(|e| Error::backend("object_store", format!("failed to read {url}"), e))?;
+        let text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| Error::config("SLUICEBOX_JOB", format!("{url} is not UTF-8 text")))?;
+        let mut definition = JobConfig::from_toml(&text, url)?.resolve(&self.settings.scratch)?;
+        if let Some(sink) = &self.settings.sink {
+            definition = definition.with_sink(SinkTarget::parse(sink, "SLUICEBOX_SINK")?);
+        }
+        let spec = Arc::new(definition.check()?);
+        crate::job::run::needs_shared_sink(&spec)?;
+        *cached = Some((etag, spec.clone()));
+        Ok(spec)
+    }
+
+    /// Handle an S3 event (direct, or in an SQS or SNS event): start a job for every object
+    /// created under `SLUICEBOX_INPUT_PREFIX`. Through SQS it answers with the messages to
+    /// retry (`batchItemFailures`); otherwise with what became of each object, or an error
+    /// (retried by Lambda, then sent to the function's failure destination).
+    pub async fn on_object(&self, event: Value) -> Result<Value> {
+        let prefix =
+            self.settings.input_prefix.as_deref().ok_or_else(|| {
+                Error::config("SLUICEBOX_INPUT_PREFIX", "is not set: on-object needs s3://BUCKET/PREFIX")
+            })?;
+        let records = event.get("Records").and_then(Value::as_array).cloned().unwrap_or_default();
+        let source = |r: &Value| {
+            r.get("eventSource").or_else(|| r.get("EventSource")).and_then(Value::as_str).unwrap_or("").to_string()
+        };
+        if !records.is_empty() && records.iter().all(|r| source(r) == "aws:sqs") {
+            // A batch of queue messages: each body is an S3 notification (or an SNS envelope).
+            let mut response = SqsBatchResponse::default();
+            for r in &records {
+                let id = r.get("messageId").and_then(Value::as_str).unwrap_or_default().to_string();
+                let body = r.get("body").and_then(Value::as_str).unwrap_or_default();
+                if let Err(e) = self.start_all(body, prefix).await {
+                    response.add_failure(id);
+                    log_failure("cannot start a job for an event; the message will be retried", &e);
+                }
+            }
+            return serde_json::to_value(response).map_err(|e| Error::backend("json", "batch response", e));
+        }
+        let mut outcomes = Vec::new();
+        if !records.is_empty() && records.iter().all(|r| source(r) == "aws:sns") {
+            for r in &records {
+                let message = r.pointer("/Sns/Message").and_then(Value::as_str).unwrap_or_default();
+                outcomes.extend(self.start_all(message, prefix).await?);
+            }
+        } else {
+            outcomes = self.start_all(&event.to_string(), prefix).await?;
+        }
+        Ok(outcomes_json(&outcomes))
+    }
+
+    /// Start the jobs of every object-created event in one notification.
+    async fn start_all(&self, notification: &str, prefix: &str) -> Result<Vec<Outcome>> {
+        let events = watch::parse_events(notification);
+        if events.is_empty() {
+            info!("no object created in this notification (e.g. s3:TestEvent); nothing to do");
+            return Ok(vec![Outcome::Ignored { reason: "no ObjectCreated event".into() }]);
+        }
+        let spec = self.spec().await?;
+        let (bucket, key_prefix) = watch::split_prefix(prefix, "SLUICEBOX_INPUT_PREFIX")?;
+        let mut outcomes = Vec::new();
+        for ev in events {
+            let outcome = watch::start(&self.engine, &spec, &ev, bucket, key_prefix, &self.opts).await?;
+            info!(?outcome, "object event handled");
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    /// Work a batch of task messages within `remaining` (the invocation's time left), and
+    /// answer with the ones to come back (`batchItemFailures`).
+    pub async fn on_task(&self, event: SqsEvent, remaining: Duration) -> SqsBatchResponse {
+        let started = Instant::now();
+        let stop_at = started + remaining.saturating_sub(margin(remaining));
+        let abort = CancellationToken::new();
+        let jobs = self.jobs.with_tokens(CancellationToken::new(), abort.clone());
+        let timer = {
+            let abort = abort.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(stop_at.into()).await;
+                abort.cancel();
+            })
+        };
+        let failures: Vec<String> = futures::stream::iter(event.records)
+            .map(|m| self.one_task(&jobs, m, stop_at, &abort))
+            .buffer_unordered(self.settings.workers)
+            .filter_map(|f| async move { f })
+            .collect()
+            .await;
+        timer.abort();
+        if !failures.is_empty() {
+            info!(given_back = failures.len(), "tasks to come back");
+        }
+        let mut response = SqsBatchResponse::default();
+        failures.into_iter().for_each(|id| response.add_failure(id));
+        response
+    }
+
+    /// Work one task message: `None` when it is done (Lambda deletes it), else its id, to come
+    /// back.
+    async fn one_task(
+        &self,
+        jobs: &Jobs,
+        m: SqsMessage,
+        stop_at: Instant,
+        abort: &CancellationToken,
+    ) -> Option<String> {
+        let id = m.message_id.clone().unwrap_or_default();
+        let (Some(receipt), Some(body)) = (m.receipt_handle.as_deref(), m.body.as_deref()) else {
+            warn!(message = %id, "a task message without a body or receipt handle: dropped");
+            return None;
+        };
+        let attempt = m.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
+        let queue = self.engine.queue.clone();
+        let needs = Duration::from_millis(self.longest_task_ms.load(Ordering::Relaxed));
+        if abort.is_cancelled() || Instant::now() + needs > stop_at {
+            // Not enough time left for it: back at once, for another invocation.
+            if let Err(e) = queue.release(receipt).await {
+                warn!(message = %id, "cannot give a task back (it returns after its visibility timeout): {e}");
+            }
+            return Some(id);
+        }
+        let begun = Instant::now();
+        let tally = Tally::default();
+        let handled =
+            tally.scope(worker::work_task(jobs, &self.opts.worker_name, body, attempt, &self.opts, &tally)).await;
+        if !abort.is_cancelled() {
+            self.longest_task_ms.fetch_max(begun.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        let disposition = match handled.disposition {
+            // Cut off by the deadline, perhaps in a gather: back once the gather lease it may
+            // hold has run out, so that the next invocation can take the gather over.
+            Disposition::Release { delay } if abort.is_cancelled() && delay.is_zero() => {
+                Disposition::Release { delay: crate::gather::GATHER_LEASE + Duration::from_secs(1) }
+            }
+            other => other,
+        };
+        if let Some(e) = &handled.error {
+            log_failure("task failed", e);
+        }
+        if disposition == Disposition::Ack {
+            return None;
+        }
+        if let Err(e) = worker::apply(&self.engine, queue.as_ref(), receipt, &disposition).await {
+            warn!(message = %id, "cannot act on a task's message ({disposition:?}): {e}");
+        }
+        Some(id)
+    }
+}
+
+fn log_failure(what: &str, e: &Error) {
+    if retryable(e) {
+        warn!(retryable = true, "{what}: {e}");
+    } else {
+        error!(retryable = false, "{what}: {e}");
+    }
+}
+
+/// What became of each object, as a handler's answer.
+fn outcomes_json(outcomes: &[Outcome]) -> Value {
+    let list = |pick: &dyn Fn(&Outcome) -> Option<Value>| Value::Array(outcomes.iter().filter_map(pick).collect());
+    serde_json::json!({
+        "started": list(&|o| match o {
+            Outcome::Started { input, job_id } => Some(serde_json::json!({"input": input, "job_id": job_id})),
+            _ => None,
+        }),
+        "repeated": list(&|o| match o {
+            Outcome::Repeated { input, job_id } => Some(serde_json::json!({"input": input, "job_id": job_id})),
+            _ => None,
+        }),
+        "ignored": list(&|o| match o {
+            Outcome::Ignored { reason } => Some(Value::String(reason.clone())),
+            _ => None,
+        }),
+    })
+}
+
+/// Logs as Lambda wants them: no colours, no timestamps (CloudWatch adds its own), the level
+/// from `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).without_time().try_init();
+}
+
+/// A function from this process's environment, reaching AWS with the SDK's own configuration
+/// (the function's role).
+pub async fn from_env() -> Result<Function> {
+    let settings = Settings::from_env()?;
+    Function::new(settings, Cloud::aws(crate::aws::sdk_config(None).await)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_come_from_the_environment_and_errors_name_the_variable() {
+        let vars = |extra: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                [("SLUICEBOX_BUCKET", "s3://b"), ("SLUICEBOX_QUEUE", "sqs://q"), ("SLUICEBOX_LEDGER", "dynamodb://l")]
+                    .iter()
+                    .chain(extra)
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let s = Settings::from_vars(vars(&[("SLUICEBOX_SCRATCH_LIMIT_MB", "100")])).unwrap();
+        assert_eq!(
+            (s.scratch_limit, s.max_attempts, s.scratch.clone()),
+            (100 << 20, 3, PathBuf::from("/tmp/sluicebox"))
+        );
+        let err = Settings::from_vars(vars(&[("SLUICEBOX_TASK_SECONDS", "soon")])).unwrap_err().to_string();
+        assert!(err.contains("SLUICEBOX_TASK_SECONDS") && err.contains("soon"), "{err}");
+        let err = Settings::from_vars(|_| None).unwrap_err().to_string();
+        assert!(err.contains("SLUICEBOX_BUCKET"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_job_file_is_not_worth_retrying_and_a_backend_error_is() {
+        assert!(!retryable(&Error::config("SLUICEBOX_JOB", "does not exist")));
+        assert!(!retryable(&Error::input("s3://b/k", "changed")));
+        assert!(retryable(&Error::backend("sqs", "send", "throttled")));
+    }
+
+    #[test]
+    fn the_margin_before_the_deadline_is_a_tenth_within_bounds() {
+        assert_eq!(margin(Duration::from_secs(900)), Duration::from_secs(10));
+        assert_eq!(margin(Duration::from_secs(30)), Duration::from_secs(3));
+        assert_eq!(margin(Duration::from_millis(500)), Duration::from_millis(200));
+    }
+}

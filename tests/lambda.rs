@@ -1,0 +1,538 @@
+//! The Lambda handlers, called in-process with event JSON as AWS delivers it, against the moto
+//! emulator that `scripts/test` starts on loopback (these tests fail without it). The test
+//! plays the Lambda service: it takes S3's notifications from the events queue to on-object,
+//! and the task queue's messages to several on-task functions at once, deleting the messages a
+//! handler did not report as failed, as an event source mapping with `ReportBatchItemFailures`
+//! does.
+#![cfg(feature = "lambda")]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use object_store::ObjectStoreExt;
+use sluicebox::cloud::Cloud;
+use sluicebox::engine::{BackendUrls, Engine};
+use sluicebox::lambda::{Function, Settings};
+use sluicebox::sink::{Sink, SinkItem};
+
+async fn emulator() -> aws_config::SdkConfig {
+    // What the handlers log shows with a failed test (`RUST_LOG` sets the level).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:"),
+        "Lambda tests need the moto emulator on loopback: run them through scripts/test (AWS_ENDPOINT_URL={endpoint:?})"
+    );
+    sluicebox::aws::sdk_config(Some(8)).await
+}
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// What a deployment holds: a bucket whose `in/` prefix notifies an events queue, a task
+/// queue, a ledger table and a sink table, with the orders job and its reference in the bucket.
+struct Stack {
+    conf: aws_config::SdkConfig,
+    bucket: String,
+    events_url: String,
+    tasks_url: String,
+    settings: Settings,
+    sink_table: String,
+    _scratch: tempfile::TempDir,
+}
+
+async fn stack(name: &str) -> Stack {
+    let conf = emulator().await;
+    let (bucket, events, tasks, ledger, sink) =
+        (unique(name), unique("events"), unique("tasks"), unique("ledger"), unique("orders"));
+    let s3 = sluicebox::aws::s3(&conf);
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let sqs = sluicebox::aws::sqs(&conf);
+    let events_url = sqs.create_queue().queue_name(&events).send().await.unwrap().queue_url.unwrap();
+    let tasks_url = sqs
+        .create_queue()
+        .queue_name(&tasks)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "30")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&events_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    let ddb = sluicebox::aws::dynamodb(&conf);
+    sluicebox::ledger::dynamodb::DynamoLedger::create_table(&ddb, &ledger).await.unwrap();
+    sluicebox::sink::dynamodb::DynamoSink::create_table(&ddb, &sink).await.unwrap();
+
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
+    let reference = format!("s3://{bucket}/reference/financial.csv");
+    let job = std::fs::read_to_string(examples.join("job.toml"))
+        .unwrap()
+        .replace("source = \"financial.csv\"", &format!("source = {reference:?}"));
+    assert!(job.contains(&reference));
+    let put = |key: &str, body: Vec<u8>| s3.put_object().bucket(&bucket).key(key).body(body.into()).send();
+    put("reference/financial.csv", std::fs::read(examples.join("financial.csv")).unwrap()).await.unwrap();
+    put("config/job.toml", job.into_bytes()).await.unwrap();
+    // Notifications from now on: the job file and the reference start nothing.
+    let notify = aws_sdk_s3::types::QueueConfiguration::builder()
+        .queue_arn(&arn)
+        .events(aws_sdk_s3::types::Event::S3ObjectCreated)
+        .build()
+        .unwrap();
+    s3.put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(
+            aws_sdk_s3::types::NotificationConfiguration::builder().queue_configurations(notify).build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let scratch = tempfile::tempdir().unwrap();
+    let settings = Settings::from_vars(|v| {
+        Some(match v {
+            "SLUICEBOX_BUCKET" => format!("s3://{bucket}/out"),
+            "SLUICEBOX_QUEUE" => tasks_url.clone(),
+            "SLUICEBOX_LEDGER" => format!("dynamodb://{ledger}"),
+            "SLUICEBOX_JOB" => format!("s3://{bucket}/config/job.toml"),
+            "SLUICEBOX_INPUT_PREFIX" => format!("s3://{bucket}/in/"),
+            "SLUICEBOX_SINK" => format!("dynamodb://{sink}"),
+            "SLUICEBOX_SCRATCH" => scratch.path().join("function").display().to_string(),
+            "SLUICEBOX_WORKERS" => "2".into(),
+            "SLUICEBOX_VISIBILITY_SECS" => "30".into(),
+            _ => return None,
+        })
+    })
+    .unwrap();
+    Stack { conf, bucket, events_url, tasks_url, settings, sink_table: sink, _scratch: scratch }
+}
+
+impl Stack {
+    /// A function (a container of its own: its own scratch directory) with `layer` over the
+    /// sink its jobs open.
+    async fn function(&self, n: u32, layer: Option<sluicebox::engine::SinkLayer>) -> Function {
+        let mut settings = self.settings.clone();
+        settings.scratch = settings.scratch.join(n.to_string());
+        std::fs::create_dir_all(&settings.scratch).unwrap();
+        let urls = BackendUrls {
+            bucket: Some(settings.bucket.clone()),
+            queue: Some(settings.queue.clone()),
+            ledger: Some(settings.ledger.clone()),
+            visibility: settings.visibility,
+        };
+        let mut engine = Engine::with_backends(
+            &settings.scratch,
+            &urls,
+            settings.input_prefix.as_deref().unwrap(),
+            Cloud::aws(self.conf.clone()),
+        )
+        .await
+        .unwrap();
+        engine.sink_layer = layer;
+        Function::with_engine(settings, engine)
+    }
+
+    /// Up to ten messages of `queue_url`, as Lambda's event source mapping hands them over.
+    async fn receive(&self, queue_url: &str, wait_s: i32) -> Vec<SqsMessage> {
+        self.receive_at_most(queue_url, wait_s, 10).await
+    }
+
+    /// Up to `n` messages of `queue_url`.
+    async fn receive_at_most(&self, queue_url: &str, wait_s: i32, n: i32) -> Vec<SqsMessage> {
+        let sqs = sluicebox::aws::sqs(&self.conf);
+        let got = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(n)
+            .wait_time_seconds(wait_s)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .unwrap();
+        got.messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                let attributes = m.attributes.unwrap_or_default().into_iter().map(|(k, v)| (k.as_str().to_string(), v));
+                serde_json::from_value(serde_json::json!({
+                    "messageId": m.message_id,
+                    "receiptHandle": m.receipt_handle,
+                    "body": m.body,
+                    "attributes": attributes.collect::<BTreeMap<_, _>>(),
+                    "messageAttributes": {},
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:tasks",
+                    "awsRegion": "us-east-1",
+                }))
+                .unwrap()
+            })
+            .collect()
+    }
+
+    /// Delete the messages of `batch` not named in `failed`, as Lambda does after a handler
+    /// that reports batch item failures returns.
+    async fn settle(&self, queue_url: &str, batch: &[SqsMessage], failed: &[String]) {
+        let sqs = sluicebox::aws::sqs(&self.conf);
+        for m in batch {
+            if !failed.contains(m.message_id.as_ref().unwrap()) {
+                let receipt = m.receipt_handle.clone().unwrap();
+                sqs.delete_message().queue_url(queue_url).receipt_handle(receipt).send().await.unwrap();
+            }
+        }
+    }
+
+    async fn object(&self, key: &str) -> Option<bytes::Bytes> {
+        let store = sluicebox::bucket::open(&format!("s3://{}", self.bucket), &Cloud::aws(self.conf.clone())).unwrap();
+        match store.get(&object_store::path::Path::from(key)).await {
+            Ok(got) => Some(got.bytes().await.unwrap()),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// The example's header and first `n` orders.
+fn orders_head(n: usize) -> Vec<u8> {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
+    let orders = std::fs::read_to_string(examples.join("orders.csv")).unwrap();
+    orders.lines().take(n + 1).map(|l| format!("{l}\n")).collect::<String>().into_bytes()
+}
+
+fn sqs_event(batch: &[SqsMessage]) -> SqsEvent {
+    serde_json::from_value(serde_json::json!({ "Records": batch })).unwrap()
+}
+
+fn failed_ids(response: &serde_json::Value) -> Vec<String> {
+    response["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A sink whose first write of the chosen calls fails, as a throttled table might: those
+/// tasks fail once and come back.
+#[derive(Debug)]
+struct FailSomeWrites(Arc<dyn Sink>, Arc<AtomicU32>);
+
+#[async_trait]
+impl Sink for FailSomeWrites {
+    async fn write(&self, items: Vec<SinkItem>) -> sluicebox::Result<()> {
+        let n = self.1.fetch_add(1, Ordering::SeqCst);
+        if n == 1 || n == 4 {
+            return Err(sluicebox::Error::backend("test", "injected", "throttled once"));
+        }
+        self.0.write(items).await
+    }
+    async fn publish(&self, job: u64) -> sluicebox::Result<()> {
+        self.0.publish(job).await
+    }
+    async fn discard(&self, job: u64) -> sluicebox::Result<()> {
+        self.0.discard(job).await
+    }
+    async fn read_all(&self) -> sluicebox::Result<BTreeMap<String, sluicebox::record::Record>> {
+        self.0.read_all().await
+    }
+}
+
+/// The orders example end to end through the handlers: S3's own notification, through the
+/// events queue, starts the job in on-object; three on-task functions work its task batches at
+/// once, one of them with too little time left (it gives every task back), some tasks fail once
+/// (a sink write fails) and one task is delivered twice. The summary, the merged output, the
+/// rejects and the sink equal a local run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_orders_example_through_the_handlers_matches_the_local_run() {
+    let stack = stack("lambda").await;
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
+
+    // The local run, for comparison.
+    let local_dir = tempfile::tempdir().unwrap();
+    let local_engine = Engine::local(local_dir.path()).unwrap();
+    let spec = sluicebox::config::JobConfig::from_toml(
+        &std::fs::read_to_string(examples.join("job.toml")).unwrap(),
+        "job.toml",
+    )
+    .unwrap()
+    .validate(&examples)
+    .unwrap();
+    let inputs = sluicebox::bucket::resolve_inputs(
+        local_engine.inputs.as_ref(),
+        &[examples.join("orders.csv").display().to_string()],
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let local = sluicebox::job::run(&local_engine, &spec, inputs, &Default::default()).await.unwrap();
+    let local_job = local_dir.path().join("bucket/jobs").join(&local.job_id);
+
+    // The file lands; S3 tells the events queue; on-object starts the job.
+    let s3 = sluicebox::aws::s3(&stack.conf);
+    let orders = std::fs::read(examples.join("orders.csv")).unwrap();
+    s3.put_object().bucket(&stack.bucket).key("in/orders.csv").body(orders.into()).send().await.unwrap();
+    let starter = stack.function(0, None).await;
+    // S3's test event, sent when the notification was configured, and the object's.
+    let mut notes = Vec::new();
+    for _ in 0..10 {
+        if notes.iter().any(|m: &SqsMessage| m.body.as_ref().unwrap().contains("orders.csv")) {
+            break;
+        }
+        notes.extend(stack.receive(&stack.events_url, 1).await);
+    }
+    let bodies: Vec<_> = notes.iter().map(|m| m.body.clone().unwrap()).collect();
+    assert!(bodies.iter().any(|b| b.contains("orders.csv")), "no notification of the object: {bodies:?}");
+    let event = serde_json::json!({ "Records": notes });
+    let answer = starter.on_object(event).await.unwrap();
+    assert_eq!(failed_ids(&answer), Vec::<String>::new());
+    stack.settle(&stack.events_url, &notes, &[]).await;
+
+    // Three containers work the task batches at once.
+    let writes = Arc::new(AtomicU32::new(0));
+    let layer: sluicebox::engine::SinkLayer = {
+        let writes = writes.clone();
+        Arc::new(move |s| Arc::new(FailSomeWrites(s, writes.clone())) as Arc<dyn Sink>)
+    };
+    let functions = [
+        stack.function(1, Some(layer.clone())).await,
+        stack.function(2, Some(layer)).await,
+        stack.function(3, None).await,
+    ];
+    let (mut given_back, mut rounds, mut duplicated) = (0, 0, false);
+    let mut job_id = None;
+    let summary_key = loop {
+        rounds += 1;
+        assert!(rounds < 60, "the job did not complete");
+        let mut batches = Vec::new();
+        for _ in 0..3 {
+            batches.push(stack.receive_at_most(&stack.tasks_url, 1, 4).await);
+        }
+        if let Some(m) = batches.iter().flatten().next() {
+            let task: serde_json::Value = serde_json::from_str(m.body.as_ref().unwrap()).unwrap();
+            job_id = Some(task["job_id"].as_str().unwrap().to_string());
+        }
+        if let Some(m) = batches.iter().flatten().next().filter(|_| !duplicated && rounds > 1) {
+            // At-least-once delivery: the same task twice.
+            let body = m.body.clone().unwrap();
+            let sqs = sluicebox::aws::sqs(&stack.conf);
+            sqs.send_message().queue_url(&stack.tasks_url).message_body(body).send().await.unwrap();
+            duplicated = true;
+        }
+        let remaining =
+            |i: usize| if rounds == 1 && i == 0 { Duration::from_millis(50) } else { Duration::from_secs(120) };
+        let answers = futures::future::join_all(
+            batches.iter().enumerate().map(|(i, b)| functions[i].on_task(sqs_event(b), remaining(i))),
+        )
+        .await;
+        for (i, (batch, answer)) in batches.iter().zip(&answers).enumerate() {
+            let failed: Vec<String> = answer.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+            if rounds == 1 && i == 0 {
+                assert_eq!(failed.len(), batch.len(), "with no time left every task is given back");
+                given_back += failed.len();
+            }
+            stack.settle(&stack.tasks_url, batch, &failed).await;
+        }
+        let Some(job_id) = &job_id else { continue };
+        if stack.object(&format!("out/jobs/{job_id}/summary.json")).await.is_some() {
+            break format!("out/jobs/{job_id}");
+        }
+        if batches.iter().all(Vec::is_empty) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    assert!(given_back > 0, "the short invocation had tasks to give back");
+    assert!(duplicated);
+    assert!(writes.load(Ordering::SeqCst) >= 5, "the failing writes were reached");
+
+    let summary: serde_json::Value =
+        serde_json::from_slice(&stack.object(&format!("{summary_key}/summary.json")).await.unwrap()).unwrap();
+    assert_eq!(summary["records"], serde_json::to_value(&local.records).unwrap());
+    assert_eq!(summary["rejects_by_rule"], serde_json::to_value(&local.rejects_by_rule).unwrap());
+    let output = stack.object(&format!("{summary_key}/output.csv")).await.unwrap();
+    assert!(
+        output.as_ref() == std::fs::read(local_job.join("output.csv")).unwrap().as_slice(),
+        "merged outputs differ"
+    );
+    let rejects = stack.object(&format!("{summary_key}/rejects.jsonl")).await.unwrap();
+    assert!(rejects.as_ref() == std::fs::read(local_job.join("rejects.jsonl")).unwrap().as_slice(), "rejects differ");
+    let local_rows = sluicebox::sink::SqliteSink::existing(&local_dir.path().join("sluicebox.db"), "orders").unwrap();
+    let local_rows = local_rows.read_all().await.unwrap();
+    let sink = sluicebox::sink::dynamodb::DynamoSink::new(sluicebox::aws::dynamodb(&stack.conf), &stack.sink_table);
+    let items = sink.read_all().await.unwrap();
+    assert_eq!(items.len(), local_rows.len());
+    assert!(items == local_rows, "the DynamoDB items differ from the local sink's rows");
+    let ledger = sluicebox::ledger::dynamodb::DynamoLedger::new(
+        sluicebox::aws::dynamodb(&stack.conf),
+        stack.settings.ledger.trim_start_matches("dynamodb://"),
+    );
+    let job = sluicebox::ledger::StateStore::get_job(&ledger, job_id.as_ref().unwrap()).await.unwrap().unwrap();
+    assert_eq!(job.status, sluicebox::ledger::JobStatus::Complete);
+}
+
+/// An S3 event as AWS delivers it straight to a function (every field AWS sends), then the same
+/// event again (a repeat: nothing started), then inside an SNS event, then `s3:TestEvent`; an
+/// object outside the prefix is ignored. Each answer says what became of the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_object_takes_s3_events_directly_and_through_sns_and_ignores_repeats() {
+    let stack = stack("direct").await;
+    let s3 = sluicebox::aws::s3(&stack.conf);
+    let put = s3.put_object().bucket(&stack.bucket).key("in/day one.csv").body(orders_head(2).into());
+    let e_tag = put.send().await.unwrap().e_tag.unwrap();
+    let f = stack.function(0, None).await;
+    // What S3 sends (https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html).
+    let event = serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-12-02T06:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "sluicebox",
+               "bucket": {"name": stack.bucket, "ownerIdentity": {"principalId": "A3NL1KOZZKExample"}, "arn": format!("arn:aws:s3:::{}", stack.bucket)},
+               "object": {"key": "in/day+one.csv", "size": orders_head(2).len(), "eTag": e_tag.trim_matches('"'), "sequencer": "0055AED6DCD90281E5"}}
+    }]});
+    let first = f.on_object(event.clone()).await.unwrap();
+    assert_eq!(first["started"].as_array().unwrap().len(), 1, "{first}");
+    let job_id = first["started"][0]["job_id"].as_str().unwrap().to_string();
+    assert_eq!(first["started"][0]["input"], format!("s3://{}/in/day one.csv", stack.bucket));
+    let again = f.on_object(event.clone()).await.unwrap();
+    assert_eq!(again["repeated"][0]["job_id"], job_id.as_str(), "{again}");
+    assert_eq!(again["started"].as_array().unwrap().len(), 0);
+
+    let sns = serde_json::json!({"Records": [{
+        "EventSource": "aws:sns", "EventVersion": "1.0", "EventSubscriptionArn": "arn:aws:sns:us-east-1:123456789012:uploads:1",
+        "Sns": {"Type": "Notification", "MessageId": "95df01b4-ee98-5cb9-9903-4c221d41eb5e",
+                "TopicArn": "arn:aws:sns:us-east-1:123456789012:uploads", "Subject": "Amazon S3 Notification",
+                "Message": event.to_string(), "Timestamp": "2026-12-02T06:00:01.000Z"}
+    }]});
+    let through_sns = f.on_object(sns).await.unwrap();
+    assert_eq!(through_sns["repeated"][0]["job_id"], job_id.as_str(), "{through_sns}");
+
+    let test_event = serde_json::json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-12-02T06:00:00.000Z",
+        "Bucket": stack.bucket, "RequestId": "5582815E1AEA5ADF", "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE"});
+    let ignored = f.on_object(test_event).await.unwrap();
+    assert_eq!(ignored["started"].as_array().unwrap().len(), 0);
+    assert_eq!(ignored["ignored"].as_array().unwrap().len(), 1, "{ignored}");
+
+    let mut outside = event.clone();
+    outside["Records"][0]["s3"]["object"]["key"] = "elsewhere/x.csv".into();
+    let answer = f.on_object(outside).await.unwrap();
+    assert!(answer["ignored"][0].as_str().unwrap().contains("outside"), "{answer}");
+
+    // The job's tasks are on the queue: one chunk for two records.
+    let tasks = stack.receive(&stack.tasks_url, 2).await;
+    assert_eq!(tasks.len(), 1);
+    assert!(tasks[0].body.as_ref().unwrap().contains(&job_id));
+}
+
+/// A sink that is down.
+#[derive(Debug)]
+struct Down;
+
+#[async_trait]
+impl Sink for Down {
+    async fn write(&self, _: Vec<SinkItem>) -> sluicebox::Result<()> {
+        Err(sluicebox::Error::backend("test", "injected", "the table is down"))
+    }
+    async fn publish(&self, _: u64) -> sluicebox::Result<()> {
+        Ok(())
+    }
+    async fn discard(&self, _: u64) -> sluicebox::Result<()> {
+        Ok(())
+    }
+    async fn read_all(&self) -> sluicebox::Result<BTreeMap<String, sluicebox::record::Record>> {
+        Ok(BTreeMap::new())
+    }
+}
+
+/// A batch of task messages with one that is not a task and one of a job that is gone (both
+/// dropped: retrying cannot mend them) and one whose sink write fails: only that one comes
+/// back, and a function with the sink up then completes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_task_reports_only_the_tasks_to_retry() {
+    let stack = stack("partial").await;
+    let s3 = sluicebox::aws::s3(&stack.conf);
+    s3.put_object().bucket(&stack.bucket).key("in/x.csv").body(orders_head(2).into()).send().await.unwrap();
+    let starter = stack.function(0, None).await;
+    let notes = stack.receive(&stack.events_url, 5).await;
+    let started = starter.on_object(serde_json::json!({ "Records": notes })).await.unwrap();
+    assert_eq!(failed_ids(&started), Vec::<String>::new());
+    let job_id = {
+        let tasks = stack.receive(&stack.tasks_url, 2).await;
+        assert_eq!(tasks.len(), 1);
+        let body: serde_json::Value = serde_json::from_str(tasks[0].body.as_ref().unwrap()).unwrap();
+        stack.settle(&stack.tasks_url, &tasks, &[]).await;
+        body["job_id"].as_str().unwrap().to_string()
+    };
+    // The task again, as a fresh delivery.
+    let resend = |body: String| async {
+        let sqs = sluicebox::aws::sqs(&stack.conf);
+        sqs.send_message().queue_url(&stack.tasks_url).message_body(body).send().await.unwrap();
+    };
+    let store =
+        sluicebox::bucket::open(&format!("s3://{}/out", stack.bucket), &Cloud::aws(stack.conf.clone())).unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(
+        &store
+            .get(&object_store::path::Path::from(format!("jobs/{job_id}/plan.json")))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let chunk = plan["chunks"][0].clone();
+    let good = serde_json::json!({"job_id": job_id, "chunk": chunk, "generation": plan["order"]});
+    resend(good.to_string()).await;
+    let mut gone = good.clone();
+    gone["job_id"] = "no-such-job".into();
+    resend(gone.to_string()).await;
+    resend("not a task".into()).await;
+    let mut batch = Vec::new();
+    while batch.len() < 3 {
+        batch.extend(stack.receive(&stack.tasks_url, 2).await);
+    }
+    let good_id =
+        batch.iter().find(|m| m.body.as_deref() == Some(good.to_string().as_str())).unwrap().message_id.clone();
+
+    let down = stack.function(1, Some(Arc::new(|_| Arc::new(Down) as Arc<dyn Sink>))).await;
+    let answer = down.on_task(sqs_event(&batch), Duration::from_secs(60)).await;
+    let failed: Vec<String> = answer.batch_item_failures.iter().map(|b| b.item_identifier.clone()).collect();
+    assert_eq!(failed, [good_id.unwrap()], "only the task whose write failed comes back");
+    stack.settle(&stack.tasks_url, &batch, &failed).await;
+
+    let up = stack.function(2, None).await;
+    let mut done = false;
+    for _ in 0..20 {
+        let again = stack.receive(&stack.tasks_url, 2).await;
+        if again.is_empty() {
+            continue;
+        }
+        let answer = up.on_task(sqs_event(&again), Duration::from_secs(60)).await;
+        assert!(answer.batch_item_failures.is_empty());
+        stack.settle(&stack.tasks_url, &again, &[]).await;
+        done = true;
+        break;
+    }
+    assert!(done, "the failed task came back");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&stack.object(&format!("out/jobs/{job_id}/summary.json")).await.unwrap()).unwrap();
+    assert_eq!(summary["records"]["total"], 2);
+}
