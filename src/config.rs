@@ -41,6 +41,100 @@ pub struct JobConfig {
     /// The merged output file.
     #[serde(default)]
     pub output: OutputConfig,
+    /// `[[notify]]`: who hears when a job finishes or fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifyConfig>,
+    /// `[archive]`: where inputs go once their job has completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveConfig>,
+}
+
+/// `[[notify]]`: one party told when a job finishes or fails.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// `https://…` (a webhook: the message is POSTed as JSON), `sns://TOPIC_ARN`,
+    /// `ses://ADDRESS` (e-mail through Amazon SES; needs `from`) or `smtp://ADDRESS` (e-mail
+    /// through the SMTP server in `SLUICEBOX_SMTP_URL`; needs `from`).
+    pub to: String,
+    /// The sender of e-mail.
+    pub from: Option<String>,
+    /// Which outcomes: `succeeded`, `completed_with_rejects`, `failed` (default: all).
+    pub on: Option<Vec<String>>,
+}
+
+/// Where a notification goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyTarget {
+    /// `https://…` or `http://…`: the message POSTed as JSON.
+    Webhook(String),
+    /// `sns://TOPIC_ARN`: published to an SNS topic.
+    Sns(String),
+    /// `ses://ADDRESS`: e-mailed through Amazon SES.
+    Ses(String),
+    /// `smtp://ADDRESS`: e-mailed through the SMTP server in `SLUICEBOX_SMTP_URL`.
+    Smtp(String),
+}
+
+/// A notification target, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    /// Where it goes.
+    pub target: NotifyTarget,
+    /// The sender of e-mail.
+    pub from: Option<String>,
+    /// The outcomes it is sent for.
+    pub on: Vec<String>,
+}
+
+/// The outcomes a notification can be sent for.
+pub const OUTCOMES: [&str; 3] = ["succeeded", "completed_with_rejects", "failed"];
+
+impl Notify {
+    /// Check `c`; `key` names it in errors (`notify[0]`).
+    pub fn parse(c: &NotifyConfig, key: &str) -> Result<Notify> {
+        let bad = |what: String| Error::config(format!("{key}.to"), what);
+        let target = match c.to.split_once("://") {
+            Some(("https" | "http", _)) => NotifyTarget::Webhook(c.to.clone()),
+            Some(("sns", arn)) if arn.starts_with("arn:") => NotifyTarget::Sns(arn.to_string()),
+            Some(("ses", to)) if to.contains('@') => NotifyTarget::Ses(to.to_string()),
+            Some(("smtp", to)) if to.contains('@') => NotifyTarget::Smtp(to.to_string()),
+            _ => {
+                return Err(bad(format!(
+                    "{:?} is not https://URL, sns://TOPIC_ARN, ses://ADDRESS or smtp://ADDRESS",
+                    c.to
+                )))
+            }
+        };
+        if matches!(target, NotifyTarget::Ses(_) | NotifyTarget::Smtp(_))
+            && c.from.as_deref().is_none_or(|f| !f.contains('@'))
+        {
+            return Err(Error::config(
+                format!("{key}.from"),
+                "e-mail needs a sender address (from = \"jobs@example.com\")",
+            ));
+        }
+        let on = c.on.clone().unwrap_or_else(|| OUTCOMES.iter().map(|o| o.to_string()).collect());
+        if let Some(o) = on.iter().find(|o| !OUTCOMES.contains(&o.as_str())) {
+            return Err(Error::config(format!("{key}.on"), format!("{o:?} is not one of {OUTCOMES:?}")));
+        }
+        Ok(Notify { target, from: c.from.clone(), on })
+    }
+
+    /// `url` as a target for every outcome (`--notify`, `SLUICEBOX_NOTIFY`).
+    pub fn url(url: &str, from: Option<String>, key: &str) -> Result<Notify> {
+        Notify::parse(&NotifyConfig { to: url.to_string(), from, on: None }, key)
+    }
+}
+
+/// `[archive]`: inputs are moved once their job has completed (never before, never when it
+/// failed), to `to` + the job id + the input's file name, in the input's own bucket or
+/// directory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// A key prefix in the input's bucket (`archive/`), or a directory for local inputs.
+    pub to: String,
 }
 
 /// `[input]`

@@ -41,6 +41,9 @@ pub struct Engine {
     /// older fetched references are removed to make room for a new one, and a reference that
     /// cannot fit is refused. `None`: no bound.
     pub scratch_limit: Option<u64>,
+    /// Told how every job ends, besides the job's own `[[notify]]` (`--notify`,
+    /// `SLUICEBOX_NOTIFY`).
+    pub notify: Vec<crate::config::Notify>,
     /// Cloud configuration for the backends a job's definition names (a DynamoDB sink or
     /// reference).
     pub cloud: Cloud,
@@ -92,6 +95,7 @@ impl Engine {
             queue: Arc::new(crate::queue::MemoryQueue::new(crate::queue::DEFAULT_VISIBILITY)),
             sink_layer: None,
             scratch_limit: None,
+            notify: Vec::new(),
             database,
             cloud: Cloud::none(),
         })

@@ -48,16 +48,31 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
     // takes it over and continues from the steps recorded done.
     let renewer = Renewer(renew_lease(run, now + GATHER_LEASE.as_millis() as i64));
     let tally = Tally::default();
+    let mut summary = None;
     let completed = match tally.scope(write_outputs(run, &tally)).await {
-        Ok(()) => ledger.set_status(job_id, JobStatus::Gathering, JobStatus::Complete).await,
+        Ok(s) => {
+            summary = Some(s);
+            ledger.set_status(job_id, JobStatus::Gathering, JobStatus::Complete).await
+        }
         Err(e) => Err(e),
     };
     drop(renewer);
     match completed {
         Ok(true) => {
-            run.done.cancel();
             // The merged objects hold everything now; parts are only scratch.
             let _ = run.objects.delete_parts().await;
+            if let Some(summary) = summary {
+                // Only this gather completed the job: the inputs move and people hear once.
+                archive_inputs(run).await;
+                let outputs = &summary.outputs;
+                let objects =
+                    [("output", &outputs.output), ("rejects", &outputs.rejects), ("summary", &outputs.summary)];
+                let objects: Vec<(&str, &str)> = objects.iter().map(|(n, u)| (*n, u.as_str())).collect();
+                let links = crate::notify::links(&run.engine, &objects).await;
+                let message = crate::notify::Message::finished(&summary, links);
+                crate::notify::send(&run.engine, &notify_targets(&run.engine, &run.spec.notify), &message).await;
+            }
+            run.done.cancel();
             Ok(())
         }
         // The lease was taken over (a resumed run); the new holder finishes the job.
@@ -134,7 +149,42 @@ fn renew_lease(run: &Arc<JobRun>, mut held: i64) -> tokio::task::JoinHandle<()> 
     })
 }
 
-async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<()> {
+/// The job's own notification targets and the engine's.
+pub fn notify_targets(engine: &crate::engine::Engine, job: &[crate::config::Notify]) -> Vec<crate::config::Notify> {
+    job.iter().chain(&engine.notify).cloned().collect()
+}
+
+/// Move every input of a completed job to its `[archive]` prefix: copied, then deleted. An
+/// input that is not the version the job read (replaced since) is left where it is.
+async fn archive_inputs(run: &Arc<JobRun>) {
+    let Some(to) = &run.spec.archive else { return };
+    let store = run.engine.inputs.as_ref();
+    for input in &run.plan.inputs {
+        let object = &input.object;
+        let from = Path::from(object.path.as_str());
+        let name = object.path.rsplit('/').next().unwrap_or(&object.path);
+        let dest = Path::from(format!("{}/{}/{name}", to.trim_matches('/'), run.id()).as_str());
+        let moved = async {
+            let head = store.head(&from).await?;
+            let version = head.e_tag.clone().unwrap_or_else(|| head.last_modified.timestamp_micros().to_string());
+            if object.e_tag.as_ref().is_some_and(|e| Some(e) != head.e_tag.as_ref())
+                || (object.e_tag.is_none() && version != object.version)
+            {
+                tracing::warn!(input = %object.location, "not archived: the input was replaced after the job read it");
+                return Ok(());
+            }
+            store.copy(&from, &dest).await?;
+            store.delete(&from).await?;
+            tracing::info!(input = %object.location, to = %dest, "input archived");
+            Ok::<_, object_store::Error>(())
+        };
+        if let Err(e) = moved.await {
+            tracing::warn!(input = %object.location, "cannot archive the input: {e}");
+        }
+    }
+}
+
+async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<Summary> {
     let gather_started = now_ms();
     let job_id = run.id();
     let job = run.engine.ledger.get_job(job_id).await?.ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
@@ -208,7 +258,7 @@ async fn write_summary(
     chunks: &[ChunkRecord],
     tally: &Tally,
     gather_started: i64,
-) -> Result<()> {
+) -> Result<Summary> {
     let objects = &run.objects;
     let job_id = run.id();
     let (output_path, rejects_path) = (objects.output_path(run.plan.output_format), objects.rejects_path());
@@ -262,7 +312,8 @@ async fn write_summary(
             summary.records.written, summary.records.rejected, summary.records.filtered
         )));
     }
-    objects.put_summary(&summary).await
+    objects.put_summary(&summary).await?;
+    Ok(summary)
 }
 
 /// Every request counted for a job: the planners' (`calls/`), the chunks', and this gather's

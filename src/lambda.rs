@@ -28,6 +28,9 @@
 //! | `SLUICEBOX_JOB` | `s3://BUCKET/KEY` of the job file (TOML), for on-object |
 //! | `SLUICEBOX_INPUT_PREFIX` | `s3://BUCKET/PREFIX`: objects created under it start jobs, for on-object |
 //! | `SLUICEBOX_SINK` | `dynamodb://TABLE` or `none`, over the job file's `[sink]` |
+//! | `SLUICEBOX_CHUNK_MIB` | target chunk size, over the job file's `[chunking] bytes` |
+//! | `SLUICEBOX_NOTIFY` | targets told how every job ends, comma-separated (`sns://TOPIC_ARN`, `https://…`, …), besides the job file's `[[notify]]` |
+//! | `SLUICEBOX_NOTIFY_FROM` | the sender of e-mail notifications in `SLUICEBOX_NOTIFY` |
 //! | `SLUICEBOX_SCRATCH` | scratch directory (default `/tmp/sluicebox`) |
 //! | `SLUICEBOX_SCRATCH_LIMIT_MB` | the most it may hold (default 512) |
 //! | `SLUICEBOX_MAX_ATTEMPTS` | deliveries of a task before its job fails (default 3; keep it below the queue's `maxReceiveCount`) |
@@ -72,6 +75,10 @@ pub struct Settings {
     pub input_prefix: Option<String>,
     /// Over the job file's sink.
     pub sink: Option<String>,
+    /// Over the job file's chunk size, MiB.
+    pub chunk_mib: Option<u64>,
+    /// Told how every job ends.
+    pub notify: Vec<crate::config::Notify>,
     /// The scratch directory.
     pub scratch: PathBuf,
     /// The most the scratch directory may hold, bytes.
@@ -111,6 +118,17 @@ impl Settings {
             job: var("SLUICEBOX_JOB"),
             input_prefix: var("SLUICEBOX_INPUT_PREFIX"),
             sink: var("SLUICEBOX_SINK"),
+            chunk_mib: var("SLUICEBOX_CHUNK_MIB")
+                .map(|_| number("SLUICEBOX_CHUNK_MIB", 0))
+                .transpose()?
+                .filter(|&n| n > 0),
+            notify: var("SLUICEBOX_NOTIFY")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(|u| crate::config::Notify::url(u, var("SLUICEBOX_NOTIFY_FROM"), "SLUICEBOX_NOTIFY"))
+                .collect::<Result<_>>()?,
             scratch: var("SLUICEBOX_SCRATCH").map_or_else(|| PathBuf::from("/tmp/sluicebox"), PathBuf::from),
             scratch_limit: number("SLUICEBOX_SCRATCH_LIMIT_MB", 512)? << 20,
             max_attempts: number("SLUICEBOX_MAX_ATTEMPTS", 3)?.clamp(1, 1000) as u32,
@@ -173,6 +191,7 @@ impl Function {
     /// A function with `settings` on `engine` (built from them, perhaps with a sink layer).
     pub fn with_engine(settings: Settings, mut engine: Engine) -> Function {
         engine.scratch_limit = Some(settings.scratch_limit);
+        engine.notify = settings.notify.clone();
         let name = std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
             .ok()
             .and_then(|s| s.rsplit(']').next().map(str::to_string))
@@ -229,6 +248,9 @@ impl Function {
         let text = String::from_utf8(bytes.to_vec())
             .map_err(|_| Error::config("SLUICEBOX_JOB", format!("{url} is not UTF-8 text")))?;
         let mut definition = JobConfig::from_toml(&text, url)?.resolve(&self.settings.scratch)?;
+        if let Some(mib) = self.settings.chunk_mib {
+            definition.config.chunking.bytes = mib << 20;
+        }
         if let Some(sink) = &self.settings.sink {
             definition = definition.with_sink(SinkTarget::parse(sink, "SLUICEBOX_SINK")?);
         }

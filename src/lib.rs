@@ -39,7 +39,9 @@
 //! - `setup` (feature `aws`): creating the AWS resources a job needs.
 //! - [`job`]: a job's data (plan, stored definition, tasks, failure, summary, its objects
 //!   under `jobs/<id>/`) and `JobRun`, what its workers share.
-//! - [`gather`]: merge parts in input order, manifest, summary, completion.
+//! - [`notify`]: telling people how a job ended (webhook, SNS, SES, SMTP), with links.
+//! - [`gather`]: merge parts in input order, manifest, summary, completion; then the inputs
+//!   archived and the job's notifications sent.
 //! - [`worker`]: one task: decide what to do with it (a `Disposition`), then act.
 //! - [`pool`]: work loops in this process, with signals and idle exit.
 //! - [`job::prepare`] and [`job::run`](mod@job::run): a job's life cycle: create or resume, plan,
@@ -98,6 +100,7 @@ pub mod sink;
 pub mod engine;
 pub mod gather;
 pub mod job;
+pub mod notify;
 pub mod pipeline;
 pub mod pool;
 #[cfg(feature = "aws")]

@@ -23,6 +23,10 @@ use crate::transform::Transform;
 /// The checked job definition the engine runs on.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
+    /// Who is told when the job finishes or fails.
+    pub notify: Vec<crate::config::Notify>,
+    /// Where inputs are moved once the job has completed.
+    pub archive: Option<String>,
     /// What it was checked from: stored as `job.json` and hashed into the job id.
     pub definition: Arc<JobDefinition>,
     /// How inputs are read.
@@ -138,7 +142,20 @@ impl JobDefinition {
         if c.output.format == Some(OutputFormat::Csv) && !c.transform.is_empty() && c.output.fields.is_none() {
             return Err(Error::config("output.fields", "CSV output after a transform needs the output field list"));
         }
+        let notify = c
+            .notify
+            .iter()
+            .enumerate()
+            .map(|(i, n)| crate::config::Notify::parse(n, &format!("notify[{i}]")))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(a) = &c.archive {
+            if a.to.trim_matches('/').is_empty() {
+                return Err(Error::config("archive.to", "needs a prefix or directory other than the root"));
+            }
+        }
         Ok(JobSpec {
+            notify,
+            archive: c.archive.as_ref().map(|a| a.to.clone()),
             input: InputSpec {
                 format: c.input.format,
                 compression: c.input.compression,

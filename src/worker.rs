@@ -135,10 +135,24 @@ pub async fn apply(engine: &Engine, queue: &dyn Queue, receipt: &str, dispositio
     }
 }
 
-/// Record that a job cannot complete: `failed.json`, then the ledger's `failed` status.
+/// Record that a job cannot complete: `failed.json`, then the ledger's `failed` status; the
+/// party whose write failed the job tells the job's notification targets.
 pub async fn fail_job(engine: &Engine, failure: &Failure) -> Result<()> {
-    JobObjects::new(engine.bucket.clone(), &failure.job_id).put_failure(failure).await?;
-    engine.ledger.set_status(&failure.job_id, JobStatus::Running, JobStatus::Failed).await?;
+    let objects = JobObjects::new(engine.bucket.clone(), &failure.job_id);
+    objects.put_failure(failure).await?;
+    if engine.ledger.set_status(&failure.job_id, JobStatus::Running, JobStatus::Failed).await? {
+        let job = match objects.definition().await {
+            Ok(d) => d.config.notify.iter().filter_map(|n| crate::config::Notify::parse(n, "notify").ok()).collect(),
+            Err(e) => {
+                warn!(job = %failure.job_id, "cannot read the job's notification targets: {e}");
+                Vec::new()
+            }
+        };
+        let failed = format!("{}/{}", engine.bucket_url.trim_end_matches('/'), objects.failure_path());
+        let links = crate::notify::links(engine, &[("failure", failed.as_str())]).await;
+        let message = crate::notify::Message::failed(failure, links);
+        crate::notify::send(engine, &gather::notify_targets(engine, &job), &message).await;
+    }
     Ok(())
 }
 

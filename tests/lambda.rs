@@ -46,12 +46,19 @@ struct Stack {
     bucket: String,
     events_url: String,
     tasks_url: String,
+    /// Where the notification topic delivers.
+    notes_url: String,
     settings: Settings,
     sink_table: String,
     _scratch: tempfile::TempDir,
 }
 
 async fn stack(name: &str) -> Stack {
+    stack_telling(name, false).await
+}
+
+/// A stack whose functions tell how jobs end through SNS and, with `email`, through SES.
+async fn stack_telling(name: &str, email: bool) -> Stack {
     let conf = emulator().await;
     let (bucket, events, tasks, ledger, sink) =
         (unique(name), unique("events"), unique("tasks"), unique("ledger"), unique("orders"));
@@ -106,6 +113,23 @@ async fn stack(name: &str) -> Stack {
         .await
         .unwrap();
 
+    // Job outcomes go to an SNS topic (delivering to a queue the test reads) and by SES.
+    let sns = aws_sdk_sns::Client::new(&conf);
+    let topic = sns.create_topic().name(unique("outcomes")).send().await.unwrap().topic_arn.unwrap();
+    let notes_url = sqs.create_queue().queue_name(unique("notes")).send().await.unwrap().queue_url.unwrap();
+    let notes_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&notes_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(notes_arn).send().await.unwrap();
+    aws_sdk_sesv2::Client::new(&conf).create_email_identity().email_identity("jobs@example.com").send().await.unwrap();
+
     let scratch = tempfile::tempdir().unwrap();
     let settings = Settings::from_vars(|v| {
         Some(match v {
@@ -118,11 +142,14 @@ async fn stack(name: &str) -> Stack {
             "SLUICEBOX_SCRATCH" => scratch.path().join("function").display().to_string(),
             "SLUICEBOX_WORKERS" => "2".into(),
             "SLUICEBOX_VISIBILITY_SECS" => "30".into(),
+            "SLUICEBOX_NOTIFY" if email => format!("sns://{topic}, ses://ops@example.com"),
+            "SLUICEBOX_NOTIFY" => format!("sns://{topic}"),
+            "SLUICEBOX_NOTIFY_FROM" => "jobs@example.com".into(),
             _ => return None,
         })
     })
     .unwrap();
-    Stack { conf, bucket, events_url, tasks_url, settings, sink_table: sink, _scratch: scratch }
+    Stack { conf, bucket, events_url, tasks_url, notes_url, settings, sink_table: sink, _scratch: scratch }
 }
 
 impl Stack {
@@ -261,7 +288,7 @@ impl Sink for FailSomeWrites {
 /// rejects and the sink equal a local run's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_orders_example_through_the_handlers_matches_the_local_run() {
-    let stack = stack("lambda").await;
+    let stack = stack_telling("lambda", true).await;
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
 
     // The local run, for comparison.
@@ -385,6 +412,58 @@ async fn the_orders_example_through_the_handlers_matches_the_local_run() {
     );
     let job = sluicebox::ledger::StateStore::get_job(&ledger, job_id.as_ref().unwrap()).await.unwrap().unwrap();
     assert_eq!(job.status, sluicebox::ledger::JobStatus::Complete);
+    // The table's time to live removes a finished job: its item in 30 days, its chunks' after.
+    let ddb = sluicebox::aws::dynamodb(&stack.conf);
+    let ledger_table = stack.settings.ledger.trim_start_matches("dynamodb://");
+    let expires = |sk: &'static str| {
+        let (ddb, pk) = (ddb.clone(), format!("job#{}", job_id.as_ref().unwrap()));
+        async move {
+            let item = ddb
+                .get_item()
+                .table_name(ledger_table)
+                .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+                .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(sk.into()))
+                .send()
+                .await
+                .unwrap()
+                .item
+                .unwrap();
+            let at: u64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+            (at - now) / 86_400
+        }
+    };
+    assert_eq!(expires("job").await, 29, "a finished job's item expires in 30 days");
+    assert!(expires("chunk#0000000000").await >= 59, "its chunks after it");
+
+    // Told once through SNS, with the real status, the counts and a presigned link that opens.
+    let notes = stack.receive(&stack.notes_url, 2).await;
+    assert_eq!(notes.len(), 1, "one notification");
+    let envelope: serde_json::Value = serde_json::from_str(notes[0].body.as_ref().unwrap()).unwrap();
+    let told: serde_json::Value = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(told["status"], local.status.as_str());
+    assert_eq!(told["records"], summary["records"]);
+    let link = told["links"]["output"].as_str().unwrap();
+    assert!(link.contains("X-Amz-Signature"), "{link}");
+    let fetched = reqwest::get(link).await.unwrap().bytes().await.unwrap();
+    assert!(fetched == output, "the presigned link gives the merged output");
+    // And by e-mail: SES counts it (the only test that sends e-mail through SES).
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let quota = reqwest::Client::new()
+        .post(format!("{endpoint}/"))
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20261202/us-east-1/ses/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("Action=GetSendQuota&Version=2010-12-01")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(quota.contains("<SentLast24Hours>1.0</SentLast24Hours>"), "one e-mail sent: {quota}");
 }
 
 /// An S3 event as AWS delivers it straight to a function (every field AWS sends), then the same

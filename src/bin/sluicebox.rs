@@ -181,6 +181,13 @@ struct Backends {
     /// holds its task back for at most this long (1 to 43200, SQS's limit).
     #[arg(long, default_value_t = DEFAULT_VISIBILITY_SECS, value_parser = visibility_secs())]
     visibility_secs: u64,
+    /// Also tell this target how every job ends, besides the job file's `[[notify]]`:
+    /// `https://…` (webhook), `sns://TOPIC_ARN`, `ses://ADDRESS` or `smtp://ADDRESS`; repeatable.
+    #[arg(long, value_name = "URL")]
+    notify: Vec<String>,
+    /// The sender of e-mail notifications given with --notify.
+    #[arg(long, value_name = "ADDRESS")]
+    notify_from: Option<String>,
 }
 
 const DEFAULT_VISIBILITY_SECS: u64 = sluicebox::queue::DEFAULT_VISIBILITY.as_secs();
@@ -190,6 +197,11 @@ fn visibility_secs() -> clap::builder::RangedU64ValueParser {
 }
 
 impl Backends {
+    /// The engine-wide notification targets (`--notify`).
+    fn notify(&self) -> sluicebox::Result<Vec<sluicebox::config::Notify>> {
+        self.notify.iter().map(|u| sluicebox::config::Notify::url(u, self.notify_from.clone(), "--notify")).collect()
+    }
+
     fn urls(&self) -> BackendUrls {
         BackendUrls {
             bucket: self.bucket.clone(),
@@ -364,7 +376,8 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
     }
     let urls = args.backends.urls();
     let cloud = cloud(args.backends.on_aws() || spec_on_aws(&spec) || args.inputs.iter().any(|i| on_aws(i))).await;
-    let engine = Engine::with_backends(&args.data_dir, &urls, &args.inputs[0], cloud).await?;
+    let mut engine = Engine::with_backends(&args.data_dir, &urls, &args.inputs[0], cloud).await?;
+    engine.notify = args.backends.notify()?;
     let inputs =
         bucket::resolve_inputs(engine.inputs.as_ref(), &args.inputs, spec.input.format, spec.input.compression).await?;
     let interactive = !args.json && std::io::stderr().is_terminal();
@@ -432,7 +445,8 @@ async fn worker(args: WorkerArgs) -> sluicebox::Result<()> {
         return Err(Error::config("--sink", "a worker writes to each job's own sink; give --sink to `run`"));
     }
     let urls = args.backends.urls();
-    let engine = Engine::with_backends(&args.data_dir, &urls, "", cloud(args.backends.on_aws()).await).await?;
+    let mut engine = Engine::with_backends(&args.data_dir, &urls, "", cloud(args.backends.on_aws()).await).await?;
+    engine.notify = args.backends.notify()?;
     let opts = RunOptions { max_attempts: args.max_attempts.max(1), allow: args.allow, ..serve_options(&urls) };
     let mut pool = Pool::serve(&engine, &opts, args.workers.unwrap_or_else(cores).max(1));
     pool.stop_on_signals(Duration::from_secs(args.grace_secs));
@@ -457,7 +471,8 @@ async fn watch(args: WatchArgs) -> sluicebox::Result<()> {
     job::run::needs_shared_sink(&spec)?;
     let urls = args.backends.urls();
     let cloud = cloud(true).await;
-    let engine = Engine::with_backends(&args.data_dir, &urls, &args.prefix, cloud.clone()).await?;
+    let mut engine = Engine::with_backends(&args.data_dir, &urls, &args.prefix, cloud.clone()).await?;
+    engine.notify = args.backends.notify()?;
     let events = sluicebox::queue::open(&args.events, urls.visibility, &cloud).await?;
     let how = watch::Serve {
         prefix: args.prefix,

@@ -5,6 +5,11 @@
 //! the job's `done` in a single transaction, so the job item is written once per chunk, never
 //! per record. Finalizing is a second conditional write (`done = total` and not yet
 //! finalized), which exactly one committer wins.
+//!
+//! Items carry `expires_at` (seconds since the Unix epoch) for the table's time to live: a job
+//! item from when it completes or fails ([`RETENTION`] later), a chunk item from its commit
+//! (twice that later), so that a job's chunks outlive its job item (a late task of a job whose
+//! item is gone is dropped; of a job whose chunks were gone, it would be worked again).
 
 use std::collections::HashMap;
 
@@ -15,6 +20,15 @@ use aws_sdk_dynamodb::Client;
 use super::{ChunkRecord, JobRecord, JobStatus, LedgerCommit, StateStore};
 use crate::aws::dynamodb as ddb;
 use crate::error::{Error, Result};
+
+/// How long a finished job's items stay in the table (with time to live on `expires_at`).
+pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// `expires_at` for an item that may go `after` from now.
+fn expires(after: std::time::Duration) -> AttributeValue {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    n((now + after).as_secs())
+}
 
 /// A ledger in one DynamoDB table with a string partition key `pk` and sort key `sk`.
 #[derive(Debug, Clone)]
@@ -193,6 +207,7 @@ impl StateStore for DynamoLedger {
             .item("pk", pk(job_id))
             .item("sk", chunk_sk(chunk.index))
             .item("body", s(body))
+            .item("expires_at", expires(2 * RETENTION))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(|e| ddb::error("chunk put", e))?;
@@ -263,14 +278,15 @@ impl StateStore for DynamoLedger {
     }
 
     async fn set_status(&self, job_id: &str, from: JobStatus, to: JobStatus) -> Result<bool> {
-        self.update_job(
-            job_id,
-            "SET #st = :to",
-            "#st = :from",
-            &[("#st", "job_status")],
-            vec![(":to", s(to.as_str())), (":from", s(from.as_str()))],
-        )
-        .await
+        let mut values = vec![(":to", s(to.as_str())), (":from", s(from.as_str()))];
+        let update = if matches!(to, JobStatus::Complete | JobStatus::Failed) {
+            // Finished: the table's time to live removes it after the retention.
+            values.push((":expires", expires(RETENTION)));
+            "SET #st = :to, expires_at = :expires"
+        } else {
+            "SET #st = :to REMOVE expires_at"
+        };
+        self.update_job(job_id, update, "#st = :from", &[("#st", "job_status")], values).await
     }
 
     async fn take_gather_lease(&self, job_id: &str, now_ms: i64, until_ms: i64) -> Result<bool> {

@@ -1,0 +1,202 @@
+//! How a job ended, told to people: a webhook and an e-mail through an SMTP server (both
+//! served by this test on loopback), with the real status, counts and links; the input moved
+//! to its archive once the job completed, and left in place when it failed.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::*;
+use sluicebox::engine::Engine;
+use sluicebox::job::RunOptions;
+use sluicebox::sink::{Sink, SinkItem};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+/// An HTTP server on loopback that answers every request 200 and hands over its body.
+async fn webhook() -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).await.unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" || line.is_empty() {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).await.unwrap();
+                let _ = tx.send(serde_json::from_slice(&body).unwrap());
+                let _ = reader
+                    .into_inner()
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (url, rx)
+}
+
+/// An SMTP server on loopback that takes every message (RFC 5321's plain dialogue) and
+/// hands over its data.
+async fn smtp_server() -> (String, mpsc::UnboundedReceiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("smtp://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut reader = BufReader::new(read);
+                write.write_all(b"220 test ESMTP\r\n").await.unwrap();
+                let mut data: Option<String> = None;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).await.unwrap() == 0 {
+                        return;
+                    }
+                    if let Some(text) = data.as_mut() {
+                        if line == ".\r\n" {
+                            let _ = tx.send(data.take().unwrap());
+                            write.write_all(b"250 queued\r\n").await.unwrap();
+                        } else {
+                            text.push_str(&line);
+                        }
+                        continue;
+                    }
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let answer: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-test\r\n250 8BITMIME\r\n",
+                        "HELO" | "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 ok\r\n",
+                        "DATA" => {
+                            data = Some(String::new());
+                            b"354 go on\r\n"
+                        }
+                        "QUIT" => {
+                            write.write_all(b"221 bye\r\n").await.unwrap();
+                            return;
+                        }
+                        _ => b"502 not here\r\n",
+                    };
+                    write.write_all(answer).await.unwrap();
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
+/// A job with rejects tells the webhook and the mailbox `completed_with_rejects` with the
+/// summary's counts and links that open, and its input moves to the archive directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_job_is_told_with_its_real_status_and_its_input_archived() {
+    let (hook, mut posted) = webhook().await;
+    let (smtp, mut mailed) = smtp_server().await;
+    // SAFETY of the environment: this test binary reads SLUICEBOX_SMTP_URL only here.
+    unsafe { std::env::set_var("SLUICEBOX_SMTP_URL", &smtp) };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in").join("orders.csv");
+    std::fs::create_dir_all(input.parent().unwrap()).unwrap();
+    let orders = std::fs::read_to_string(orders_dir().join("orders.csv")).unwrap();
+    let some: String = orders.lines().take(301).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&input, format!("{some}1,X,Y,Online,M,2/31/15,R,3/1/15\n")).unwrap();
+    let archive = dir.path().join("archive");
+    let job = orders_job().replace("source = \"financial.csv\"", &format!("source = {:?}", orders_dir().join("financial.csv")))
+        + &format!(
+            "\n[[notify]]\nto = {hook:?}\n\n[[notify]]\nto = \"smtp://ops@example.com\"\nfrom = \"jobs@example.com\"\non = [\"completed_with_rejects\", \"failed\"]\n\n[[notify]]\nto = {hook:?}\non = [\"succeeded\"]\n\n[archive]\nto = {:?}\n",
+            archive.display().to_string()
+        );
+    let data = dir.path().join("data");
+    let summary = run(&data, std::slice::from_ref(&input), &job, Path::new(".")).await.unwrap();
+    assert_eq!(summary.status, "completed_with_rejects");
+
+    let told =
+        tokio::time::timeout(Duration::from_secs(10), posted.recv()).await.expect("the webhook was called").unwrap();
+    assert_eq!(told["status"], "completed_with_rejects", "never plain success with rejects");
+    assert_eq!(told["job_id"], summary.job_id.as_str());
+    assert_eq!(told["records"], serde_json::to_value(&summary.records).unwrap());
+    assert_eq!(told["rejects_by_rule"], serde_json::to_value(&summary.rejects_by_rule).unwrap());
+    let output = told["links"]["output"].as_str().unwrap();
+    assert_eq!(std::fs::read_to_string(output).unwrap().lines().count(), 1 + summary.records.written as usize);
+    assert!(Path::new(told["links"]["summary"].as_str().unwrap()).exists());
+    // The target for plain successes only was not told.
+    assert!(tokio::time::timeout(Duration::from_millis(500), posted.recv()).await.is_err(), "told twice");
+
+    let mail = tokio::time::timeout(Duration::from_secs(10), mailed.recv()).await.expect("an e-mail was sent").unwrap();
+    assert!(mail.contains("Subject: sluicebox: job") && mail.contains("completed with 1 rejected of 301"), "{mail}");
+    assert!(mail.contains("To: ops@example.com") && mail.contains("From: jobs@example.com"), "{mail}");
+
+    assert!(!input.exists(), "the input moved once the job completed");
+    let archived = archive.join(&summary.job_id).join("orders.csv");
+    assert_eq!(std::fs::read_to_string(&archived).unwrap(), format!("{some}1,X,Y,Online,M,2/31/15,R,3/1/15\n"));
+}
+
+#[derive(Debug)]
+struct BrokenSink;
+
+#[async_trait]
+impl Sink for BrokenSink {
+    async fn write(&self, _: Vec<SinkItem>) -> sluicebox::Result<()> {
+        Err(sluicebox::Error::backend("test", "injected", "the table is gone"))
+    }
+    async fn publish(&self, _: u64) -> sluicebox::Result<()> {
+        Ok(())
+    }
+    async fn discard(&self, _: u64) -> sluicebox::Result<()> {
+        Ok(())
+    }
+    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
+        Ok(Default::default())
+    }
+}
+
+/// A job that fails (its sink is down through every attempt) is told as `failed` with the
+/// error, once, and its input stays where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_is_told_failed_and_its_input_is_not_archived() {
+    let (hook, mut posted) = webhook().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("items.csv");
+    std::fs::write(&input, "id,name\n1,a\n2,b\n").unwrap();
+    let mut engine = Engine::local(&dir.path().join("data")).unwrap();
+    engine.sink_layer = Some(Arc::new(|_| Arc::new(BrokenSink) as Arc<dyn Sink>));
+    let job = format!(
+        "[key]\nfields = [\"id\"]\n[[notify]]\nto = {hook:?}\n[archive]\nto = {:?}\n",
+        dir.path().join("archive").display().to_string()
+    );
+    let spec = spec(&job, dir.path());
+    let inputs = local_inputs(&engine, std::slice::from_ref(&input)).await;
+    let opts = RunOptions { max_attempts: 2, retry_delay: Duration::from_millis(100), ..RunOptions::default() };
+    let run = match sluicebox::job::prepare::prepare(&engine, &spec, inputs, &opts).await.unwrap() {
+        sluicebox::job::prepare::Prepared::Ready(run) => run,
+        sluicebox::job::prepare::Prepared::Complete(_) => panic!("a new job cannot be complete"),
+    };
+    sluicebox::job::prepare::enqueue(&run).await.unwrap();
+    let id = run.id().to_string();
+    let pool = sluicebox::pool::Pool::serve(&engine, &opts, 2);
+    let told =
+        tokio::time::timeout(Duration::from_secs(30), posted.recv()).await.expect("the webhook was called").unwrap();
+    pool.stop();
+    pool.join().await.unwrap();
+    assert_eq!(told["status"], "failed");
+    assert_eq!(told["job_id"], id.as_str());
+    assert!(told["error"].as_str().unwrap().contains("the table is gone"), "{told}");
+    assert!(told["subject"].as_str().unwrap().contains("FAILED"));
+    assert!(Path::new(told["links"]["failure"].as_str().unwrap()).exists(), "{told}");
+    assert!(input.exists(), "a failed job's input stays");
+    assert!(tokio::time::timeout(Duration::from_millis(500), posted.recv()).await.is_err(), "told once");
+}
