@@ -466,6 +466,21 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_the_template_gives_is_one_the_function_reads() {
+        let template = include_str!("../deploy/aws/template.yaml");
+        let source = include_str!("lambda.rs");
+        let names: Vec<&str> = template
+            .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .filter(|w| w.starts_with("SLUICEBOX_"))
+            .collect();
+        assert!(names.len() >= 10, "{names:?}");
+        for name in names {
+            let read = ["required", "var", "number"].iter().any(|f| source.contains(&format!("{f}(\"{name}\"")));
+            assert!(read, "{name} is set by the template but not read");
+        }
+    }
+
+    #[test]
     fn a_bad_job_file_is_not_worth_retrying_and_a_backend_error_is() {
         assert!(!retryable(&Error::config("SLUICEBOX_JOB", "does not exist")));
         assert!(!retryable(&Error::input("s3://b/k", "changed")));

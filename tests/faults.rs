@@ -270,26 +270,6 @@ impl object_store::ObjectStore for PutLog {
     }
 }
 
-/// A sink that always fails.
-#[derive(Debug)]
-struct BrokenSink;
-
-#[async_trait]
-impl Sink for BrokenSink {
-    async fn write(&self, _: Vec<SinkItem>) -> sluicebox::Result<()> {
-        Err(sluicebox::Error::backend("test", "injected", "the table is gone"))
-    }
-    async fn publish(&self, _: u64) -> sluicebox::Result<()> {
-        Err(sluicebox::Error::backend("test", "injected", "the table is gone"))
-    }
-    async fn discard(&self, _: u64) -> sluicebox::Result<()> {
-        Ok(())
-    }
-    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
-        Ok(Default::default())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_chunk_stops_the_run_incomplete_and_a_rerun_finishes_it() {
     let work = tempfile::tempdir().unwrap();

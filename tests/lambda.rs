@@ -6,6 +6,8 @@
 //! does.
 #![cfg(feature = "lambda")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -31,6 +33,19 @@ async fn emulator() -> aws_config::SdkConfig {
         "Lambda tests need the moto emulator on loopback: run them through scripts/test (AWS_ENDPOINT_URL={endpoint:?})"
     );
     sluicebox::aws::sdk_config(Some(8)).await
+}
+
+/// The ARN of the queue at `url`.
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone()
 }
 
 fn unique(prefix: &str) -> String {
@@ -75,16 +90,7 @@ async fn stack_telling(name: &str, email: bool) -> Stack {
         .unwrap()
         .queue_url
         .unwrap();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&events_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
+    let arn = queue_arn(&sqs, &events_url).await;
     let ddb = sluicebox::aws::dynamodb(&conf);
     sluicebox::ledger::dynamodb::DynamoLedger::create_table(&ddb, &ledger).await.unwrap();
     sluicebox::sink::dynamodb::DynamoSink::create_table(&ddb, &sink).await.unwrap();
@@ -117,16 +123,7 @@ async fn stack_telling(name: &str, email: bool) -> Stack {
     let sns = aws_sdk_sns::Client::new(&conf);
     let topic = sns.create_topic().name(unique("outcomes")).send().await.unwrap().topic_arn.unwrap();
     let notes_url = sqs.create_queue().queue_name(unique("notes")).send().await.unwrap().queue_url.unwrap();
-    let notes_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&notes_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
+    let notes_arn = queue_arn(&sqs, &notes_url).await;
     sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(notes_arn).send().await.unwrap();
     aws_sdk_sesv2::Client::new(&conf).create_email_identity().email_identity("jobs@example.com").send().await.unwrap();
 
@@ -521,26 +518,6 @@ async fn on_object_takes_s3_events_directly_and_through_sns_and_ignores_repeats(
     assert!(tasks[0].body.as_ref().unwrap().contains(&job_id));
 }
 
-/// A sink that is down.
-#[derive(Debug)]
-struct Down;
-
-#[async_trait]
-impl Sink for Down {
-    async fn write(&self, _: Vec<SinkItem>) -> sluicebox::Result<()> {
-        Err(sluicebox::Error::backend("test", "injected", "the table is down"))
-    }
-    async fn publish(&self, _: u64) -> sluicebox::Result<()> {
-        Ok(())
-    }
-    async fn discard(&self, _: u64) -> sluicebox::Result<()> {
-        Ok(())
-    }
-    async fn read_all(&self) -> sluicebox::Result<BTreeMap<String, sluicebox::record::Record>> {
-        Ok(BTreeMap::new())
-    }
-}
-
 /// A batch of task messages with one that is not a task and one of a job that is gone (both
 /// dropped: retrying cannot mend them) and one whose sink write fails: only that one comes
 /// back, and a function with the sink up then completes the job.
@@ -591,7 +568,7 @@ async fn on_task_reports_only_the_tasks_to_retry() {
     let good_id =
         batch.iter().find(|m| m.body.as_deref() == Some(good.to_string().as_str())).unwrap().message_id.clone();
 
-    let down = stack.function(1, Some(Arc::new(|_| Arc::new(Down) as Arc<dyn Sink>))).await;
+    let down = stack.function(1, Some(Arc::new(|_| Arc::new(common::BrokenSink) as Arc<dyn Sink>))).await;
     let answer = down.on_task(sqs_event(&batch), Duration::from_secs(60)).await;
     let failed: Vec<String> = answer.batch_item_failures.iter().map(|b| b.item_identifier.clone()).collect();
     assert_eq!(failed, [good_id.unwrap()], "only the task whose write failed comes back");

@@ -8,11 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use common::*;
 use sluicebox::engine::Engine;
 use sluicebox::job::RunOptions;
-use sluicebox::sink::{Sink, SinkItem};
+use sluicebox::sink::Sink;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -143,25 +142,6 @@ async fn a_finished_job_is_told_with_its_real_status_and_its_input_archived() {
     assert!(!input.exists(), "the input moved once the job completed");
     let archived = archive.join(&summary.job_id).join("orders.csv");
     assert_eq!(std::fs::read_to_string(&archived).unwrap(), format!("{some}1,X,Y,Online,M,2/31/15,R,3/1/15\n"));
-}
-
-#[derive(Debug)]
-struct BrokenSink;
-
-#[async_trait]
-impl Sink for BrokenSink {
-    async fn write(&self, _: Vec<SinkItem>) -> sluicebox::Result<()> {
-        Err(sluicebox::Error::backend("test", "injected", "the table is gone"))
-    }
-    async fn publish(&self, _: u64) -> sluicebox::Result<()> {
-        Ok(())
-    }
-    async fn discard(&self, _: u64) -> sluicebox::Result<()> {
-        Ok(())
-    }
-    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
-        Ok(Default::default())
-    }
 }
 
 /// A job that fails (its sink is down through every attempt) is told as `failed` with the

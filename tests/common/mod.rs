@@ -80,3 +80,23 @@ pub fn stable(s: &Summary) -> serde_json::Value {
 
 /// Unused kind marker so every helper file compiles the same.
 pub const SQLITE: SinkKind = SinkKind::Sqlite;
+
+/// A sink that always fails.
+#[derive(Debug)]
+pub struct BrokenSink;
+
+#[async_trait::async_trait]
+impl sluicebox::sink::Sink for BrokenSink {
+    async fn write(&self, _: Vec<sluicebox::record::SinkItem>) -> sluicebox::Result<()> {
+        Err(sluicebox::Error::backend("test", "injected", "the table is gone"))
+    }
+    async fn publish(&self, _: u64) -> sluicebox::Result<()> {
+        Err(sluicebox::Error::backend("test", "injected", "the table is gone"))
+    }
+    async fn discard(&self, _: u64) -> sluicebox::Result<()> {
+        Ok(())
+    }
+    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
+        Ok(Default::default())
+    }
+}
