@@ -368,6 +368,31 @@ pub struct SinkConfig {
     /// request, and the item written last stays. (SQLite always writes in order.)
     #[serde(default = "yes")]
     pub ordered: bool,
+    /// Also publish every written record: `sns://TOPIC_ARN` (`PublishBatch`, 10 at a time) or
+    /// `https://…` (each write's records POSTed as one JSON document). With `type = "none"`,
+    /// instead of a table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<String>,
+}
+
+/// Where `[sink] publish` sends records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishTarget {
+    /// An SNS topic, by ARN.
+    Sns(String),
+    /// A webhook URL.
+    Webhook(String),
+}
+
+impl PublishTarget {
+    /// Parse `url`; `key` names it in errors.
+    pub fn parse(url: &str, key: &str) -> Result<PublishTarget> {
+        match url.split_once("://") {
+            Some(("sns", arn)) if arn.starts_with("arn:") => Ok(PublishTarget::Sns(arn.to_string())),
+            Some(("https" | "http", _)) => Ok(PublishTarget::Webhook(url.to_string())),
+            _ => Err(Error::config(key, format!("{url:?} is not sns://TOPIC_ARN or https://URL"))),
+        }
+    }
 }
 
 fn default_batch() -> usize {
@@ -376,7 +401,7 @@ fn default_batch() -> usize {
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig { kind: SinkKind::Sqlite, table: None, batch: default_batch(), ordered: true }
+        SinkConfig { kind: SinkKind::Sqlite, table: None, batch: default_batch(), ordered: true, publish: None }
     }
 }
 

@@ -205,7 +205,7 @@ async fn sns(engine: &Engine, topic: &str, message: &Message) -> Result<()> {
     let body = serde_json::to_string(message).map_err(|e| Error::backend("json", "notification", e))?;
     // SNS subjects: at most 100 characters, no line breaks.
     let subject: String = message.subject.chars().take(100).collect();
-    aws_sdk_sns::Client::new(conf)
+    crate::aws::sns(conf)
         .publish()
         .topic_arn(topic)
         .subject(subject)

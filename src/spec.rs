@@ -82,6 +82,8 @@ pub struct SinkSpec {
     pub batch: usize,
     /// Whether writes keep the newest version of an item (see `[sink] ordered`).
     pub ordered: bool,
+    /// Where every written record is also published.
+    pub publish: Option<crate::config::PublishTarget>,
 }
 
 impl JobConfig {
@@ -168,7 +170,17 @@ impl JobDefinition {
             transforms,
             enrich: c.enrich.clone(),
             key_fields: c.key.fields.clone(),
-            sink: SinkSpec { target, batch: c.sink.batch, ordered: c.sink.ordered },
+            sink: SinkSpec {
+                target,
+                batch: c.sink.batch,
+                ordered: c.sink.ordered,
+                publish: c
+                    .sink
+                    .publish
+                    .as_deref()
+                    .map(|u| crate::config::PublishTarget::parse(u, "sink.publish"))
+                    .transpose()?,
+            },
             output_fields: c.output.fields.clone(),
             output_format: c.output.format,
             definition: Arc::new(self),

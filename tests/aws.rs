@@ -982,3 +982,77 @@ async fn watch_sends_again_the_tasks_of_a_submission_cut_off_while_sending() {
     let outcomes = sluicebox::watch::watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
     assert!(matches!(&outcomes[..], [sluicebox::watch::Outcome::Repeated { .. }]), "{outcomes:?}");
 }
+
+/// `[sink] publish = "sns://…"` beside the SQLite table: every written record reaches the
+/// topic's subscriber once (no fault here), as its JSON with `key`, `job` and `seq` attributes,
+/// 10 per `PublishBatch`; the table holds them too, and rejected records are not published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_published_to_an_sns_topic_beside_the_table() {
+    let conf = emulator().await;
+    let sns = sluicebox::aws::sns(&conf);
+    let topic = sns.create_topic().name(unique("records")).send().await.unwrap().topic_arn.unwrap();
+    let sqs = sluicebox::aws::sqs(&conf);
+    let queue = sqs.create_queue().queue_name(unique("subscriber")).send().await.unwrap().queue_url.unwrap();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    let subscribed = sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(arn);
+    subscribed.attributes("RawMessageDelivery", "true").send().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("items.csv");
+    let rows: String = (0..25).map(|i| format!("{i},n{i}\n")).collect();
+    std::fs::write(&input, format!("id,name\n{rows}x,\n")).unwrap();
+    let job = format!(
+        "[[columns]]\nname = \"id\"\ntype = \"integer\"\nrequired = true\n[[columns]]\nname = \"name\"\nrequired = true\n\
+         [key]\nfields = [\"id\"]\n[sink]\ntable = \"items\"\npublish = \"sns://{topic}\"\n"
+    );
+    let spec = sluicebox::config::JobConfig::from_toml(&job, "job.toml").unwrap().validate(dir.path()).unwrap();
+    let mut engine = sluicebox::engine::Engine::local(&dir.path().join("data")).unwrap();
+    engine.cloud = sluicebox::cloud::Cloud::aws(conf.clone());
+    let inputs = sluicebox::bucket::resolve_inputs(
+        engine.inputs.as_ref(),
+        &[input.display().to_string()],
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let summary = sluicebox::job::run(&engine, &spec, inputs, &Default::default()).await.unwrap();
+    assert_eq!((summary.records.written, summary.records.rejected), (25, 1));
+    assert_eq!(summary.api_calls.get("sns.PublishBatch"), Some(&3), "{:?}", summary.api_calls);
+
+    let mut got = std::collections::BTreeMap::new();
+    for _ in 0..20 {
+        let out = sqs
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap();
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() && got.len() >= 25 {
+            break;
+        }
+        for m in messages {
+            let attributes = m.message_attributes.unwrap_or_default();
+            let key = attributes["key"].string_value.clone().unwrap();
+            assert!(got.insert(key, serde_json::from_str::<serde_json::Value>(&m.body.unwrap()).unwrap()).is_none());
+            sqs.delete_message().queue_url(&queue).receipt_handle(m.receipt_handle.unwrap()).send().await.unwrap();
+        }
+    }
+    assert_eq!(got.len(), 25, "every written record, once");
+    assert_eq!(got["7"], serde_json::json!({"id": 7, "name": "n7"}));
+    let table = sluicebox::sink::SqliteSink::existing(&dir.path().join("data/sluicebox.db"), "items").unwrap();
+    assert_eq!(sluicebox::sink::Sink::read_all(&table).await.unwrap().len(), 25, "the table holds them too");
+}

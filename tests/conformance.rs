@@ -57,6 +57,50 @@ async fn sink_memory() {
     sink::conformance::run_all(&MemorySink::default()).await;
 }
 
+/// A sink that publishes what it writes (to a webhook on loopback that takes everything)
+/// keeps its table's contract.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_publishing_over_memory() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/records", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Read the request to its end (headers, then the announced body), then answer.
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen);
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length: usize = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if seen.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+            });
+        }
+    });
+    let inner: std::sync::Arc<dyn sink::Sink> = std::sync::Arc::new(MemorySink::default());
+    let target = sluicebox::config::PublishTarget::parse(&url, "sink.publish").unwrap();
+    let s = sink::publish::PublishSink::new(Some(inner), target, &sluicebox::cloud::Cloud::none()).unwrap();
+    sink::conformance::run_all(&s).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_sqlite() {
     let dir = tempfile::tempdir().unwrap();

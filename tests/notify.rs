@@ -180,3 +180,32 @@ async fn a_failed_job_is_told_failed_and_its_input_is_not_archived() {
     assert!(input.exists(), "a failed job's input stays");
     assert!(tokio::time::timeout(Duration::from_millis(500), posted.recv()).await.is_err(), "told once");
 }
+
+/// `[sink] publish = "https://…"` instead of a table (`type = "none"`): each write's records
+/// are POSTed as one document, every written record once (no fault here), rejects not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_posted_to_a_webhook_instead_of_a_table() {
+    let (hook, mut posted) = webhook().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("items.csv");
+    let rows: String = (0..50).map(|i| format!("{i},n{i}\n")).collect();
+    std::fs::write(&input, format!("id,name\n{rows}bad,\n")).unwrap();
+    let job = format!(
+        "[[columns]]\nname = \"id\"\ntype = \"integer\"\nrequired = true\n[[columns]]\nname = \"name\"\nrequired = true\n\
+         [key]\nfields = [\"id\"]\n[sink]\ntype = \"none\"\nbatch = 20\npublish = {hook:?}\n"
+    );
+    let summary = run(&dir.path().join("data"), std::slice::from_ref(&input), &job, dir.path()).await.unwrap();
+    assert_eq!((summary.records.written, summary.records.rejected), (50, 1));
+    let mut keys = std::collections::BTreeMap::new();
+    let mut posts = 0;
+    while let Ok(Some(doc)) = tokio::time::timeout(Duration::from_millis(500), posted.recv()).await {
+        posts += 1;
+        for r in doc["records"].as_array().unwrap() {
+            let key = r["key"].as_str().unwrap().to_string();
+            assert!(keys.insert(key, r["record"].clone()).is_none(), "posted twice: {r}");
+        }
+    }
+    assert_eq!(keys.len(), 50, "every written record");
+    assert!(posts >= 3, "{posts} posts for 50 records in writes of 20");
+    assert_eq!(keys["42"], serde_json::json!({"id": 42, "name": "n42"}));
+}

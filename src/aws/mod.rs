@@ -58,6 +58,11 @@ pub fn sqs(conf: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(conf).interceptor(CountCalls).build())
 }
 
+/// An SNS client whose requests are counted (see [`crate::calls`]).
+pub fn sns(conf: &aws_config::SdkConfig) -> aws_sdk_sns::Client {
+    aws_sdk_sns::Client::from_conf(aws_sdk_sns::config::Builder::from(conf).interceptor(CountCalls).build())
+}
+
 /// An S3 client whose requests are counted (see [`crate::calls`]).
 pub fn s3(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(conf).interceptor(CountCalls).build())

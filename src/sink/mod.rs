@@ -20,6 +20,7 @@ pub mod conformance;
 #[cfg(feature = "aws")]
 pub mod dynamodb;
 pub mod memory;
+pub mod publish;
 pub mod sqlite;
 pub mod stage;
 
@@ -38,9 +39,18 @@ pub struct SinkShape {
 
 /// Open the sink `spec` names for a table of `shape`: `None` for no sink, a table in the
 /// SQLite database at `database`, or a DynamoDB table (feature `aws`, with the AWS
-/// configuration in `cloud`; unordered when `spec.ordered` is false). The one place a sink is
-/// chosen.
+/// configuration in `cloud`; unordered when `spec.ordered` is false); with `spec.publish`,
+/// wrapped to publish what it writes (or only publishing, without a table). The one place a
+/// sink is chosen.
 pub fn open(spec: &SinkSpec, shape: &SinkShape, database: &Path, cloud: &Cloud) -> Result<Option<Arc<dyn Sink>>> {
+    let table = open_table(spec, shape, database, cloud)?;
+    match &spec.publish {
+        None => Ok(table),
+        Some(target) => Ok(Some(Arc::new(publish::PublishSink::new(table, target.clone(), cloud)?))),
+    }
+}
+
+fn open_table(spec: &SinkSpec, shape: &SinkShape, database: &Path, cloud: &Cloud) -> Result<Option<Arc<dyn Sink>>> {
     match &spec.target {
         SinkTarget::None => Ok(None),
         SinkTarget::Sqlite { .. } => {
