@@ -26,6 +26,9 @@ pub struct Bench {
     pub sink: bool,
     /// On S3, SQS and DynamoDB instead of the local backends.
     pub aws: bool,
+    /// On AWS, through the Lambda handlers (`workers` functions at once, this process
+    /// playing the Lambda service); implies `aws`.
+    pub lambda: bool,
     /// How keys are ordered.
     pub keys: KeyOrder,
     /// After the load, a second job updating this share of the keys in the loaded table
@@ -84,6 +87,9 @@ pub struct Measurement {
     pub api_calls_per_record: f64,
     /// The requests by service and operation, as JSON.
     pub api_calls_by_operation: String,
+    /// Through Lambda: the functions' billed time, GB-seconds (duration × memory).
+    #[serde(default)]
+    pub lambda_gb_s: f64,
 }
 
 impl fmt::Display for Measurement {
@@ -105,6 +111,7 @@ impl fmt::Display for Measurement {
         let sink = match (self.sink, self.backend.as_str()) {
             (false, _) => "no sink",
             (true, "aws") => "S3 + SQS + DynamoDB ledger and sink",
+            (true, "lambda") => "Lambda handlers on S3 + SQS + DynamoDB ledger and sink",
             (true, _) => "SQLite sink",
         };
         writeln!(
@@ -132,6 +139,14 @@ impl fmt::Display for Measurement {
                 f,
                 "\n  {} API calls, {:.4} per record: {}",
                 self.api_calls, self.api_calls_per_record, self.api_calls_by_operation
+            )?;
+        }
+        if self.lambda_gb_s > 0.0 {
+            write!(
+                f,
+                "\n  Lambda: {:.1} GB-s, {:.0} GB-s per million records",
+                self.lambda_gb_s,
+                self.lambda_gb_s * 1e6 / self.records.max(1) as f64
             )?;
         }
         Ok(())
@@ -387,7 +402,15 @@ pub async fn run(dir: &Path, bench: &Bench, cloud: &Cloud, out: &Path) -> Result
     } else {
         (Engine::local(&run_dir)?, input_dir.join("orders.csv").display().to_string())
     };
-    let spec = config.validate(&input_dir)?;
+    let spec = config.clone().validate(&input_dir)?;
+    #[cfg(feature = "lambda")]
+    if bench.lambda {
+        let measured = vec![through_lambda(&engine, &config, &input, &run_dir, bench, cloud).await?];
+        for m in &measured {
+            append_csv(out, m)?;
+        }
+        return Ok(measured);
+    }
     let mut measured = vec![measure(&engine, &spec, &input, bench, "load").await?];
     if let Some(python) = bench.duckdb_python.as_deref().filter(|_| !bench.aws && bench.sink) {
         match duckdb(python, dir, &input_dir, bench) {
@@ -453,6 +476,7 @@ fn duckdb(python: &str, dir: &Path, input_dir: &Path, bench: &Bench) -> Result<M
         api_calls: 0,
         api_calls_per_record: 0.0,
         api_calls_by_operation: String::new(),
+        lambda_gb_s: 0.0,
     })
 }
 
@@ -498,6 +522,7 @@ async fn measure(
         api_calls: summary.api_calls.values().sum(),
         api_calls_per_record: summary.api_calls_per_record,
         api_calls_by_operation: serde_json::to_string(&summary.api_calls).unwrap_or_default(),
+        lambda_gb_s: 0.0,
     })
 }
 
@@ -531,6 +556,9 @@ async fn aws_backends(
     if config.sink.kind != crate::config::SinkKind::None {
         config.sink.kind = crate::config::SinkKind::Dynamodb;
         config.sink.table = Some(format!("{name}-sink"));
+        // 25 items per BatchWriteItem, as the API-call measurements in BENCHMARKS.md are
+        // made; the ordered default writes one conditional PutItem per item.
+        config.sink.ordered = false;
     }
     let urls = crate::engine::BackendUrls {
         bucket: Some(format!("s3://{name}/out")),
@@ -540,6 +568,162 @@ async fn aws_backends(
     };
     let input = format!("s3://{name}/in/orders.csv");
     Ok((Engine::with_backends(run_dir, &urls, &input, cloud.clone()).await?, input))
+}
+
+/// Memory of a task function, MB (the template's default: one full vCPU).
+#[cfg(feature = "lambda")]
+pub const LAMBDA_MEMORY_MB: f64 = 1769.0;
+
+/// Run the job through the Lambda handlers on the resources [`aws_backends`] made: upload the
+/// job file, hand on-object the S3 event of the input, then play the event source mapping for
+/// `bench.workers` on-task functions at once (batches of one task, as the template sets),
+/// deleting what a handler did not report failed. The API calls counted include the
+/// mapping's receives and deletes; GB-seconds are the invocations' wall time × memory (on
+/// this machine's shared cores: an upper bound of what one vCPU each would take).
+#[cfg(feature = "lambda")]
+async fn through_lambda(
+    engine: &Engine,
+    config: &JobConfig,
+    input: &str,
+    run_dir: &Path,
+    bench: &Bench,
+    cloud: &Cloud,
+) -> Result<Measurement> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let bucket =
+        input.strip_prefix("s3://").and_then(|r| r.split_once('/')).map(|(b, _)| b.to_string()).unwrap_or_default();
+    let text = toml::to_string(config).map_err(|e| Error::backend("toml", "job file", e))?;
+    let store = crate::bucket::open(&format!("s3://{bucket}"), cloud)?;
+    crate::bucket::put(store.as_ref(), "config/job.toml", text.into_bytes()).await?;
+    let head = crate::bucket::get_opt_head(store.as_ref(), "in/orders.csv")
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("s3://{bucket}/in/orders.csv")))?;
+    let settings = |n: usize| {
+        crate::lambda::Settings::from_vars(|v| {
+            Some(match v {
+                "SLUICEBOX_BUCKET" => format!("s3://{bucket}/out"),
+                "SLUICEBOX_QUEUE" => format!("sqs://{bucket}"),
+                "SLUICEBOX_LEDGER" => format!("dynamodb://{bucket}-ledger"),
+                "SLUICEBOX_JOB" => format!("s3://{bucket}/config/job.toml"),
+                "SLUICEBOX_INPUT_PREFIX" => format!("s3://{bucket}/in/"),
+                "SLUICEBOX_SCRATCH" => run_dir.join(format!("function-{n}")).display().to_string(),
+                "SLUICEBOX_WORKERS" => "1".into(),
+                "SLUICEBOX_VISIBILITY_SECS" => "5400".into(),
+                _ => return None,
+            })
+        })
+    };
+    let mut functions = Vec::new();
+    for n in 0..bench.workers.max(1) {
+        functions.push(crate::lambda::Function::new(settings(n)?, cloud.clone()).await?);
+    }
+    let event = serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": "in/orders.csv", "size": head.size, "eTag": head.e_tag.unwrap_or_default()}}
+    }]});
+    reset_peak_rss();
+    let cpu = cpu_seconds();
+    let started = std::time::Instant::now();
+    let answer = functions[0].on_object(event).await?;
+    let job_id = answer["started"][0]["job_id"]
+        .as_str()
+        .ok_or_else(|| Error::backend("bench", "on-object", format!("started no job: {answer}")))?
+        .to_string();
+    let billed_ms = AtomicU64::new(started.elapsed().as_millis() as u64);
+    let esm_receives = AtomicU64::new(0);
+    let esm_deletes = AtomicU64::new(0);
+    let sqs = crate::aws::sqs(cloud.sdk("--lambda")?);
+    let queue_url = sqs
+        .get_queue_url()
+        .queue_name(&bucket)
+        .send()
+        .await
+        .map_err(|e| Error::backend("sqs", "GetQueueUrl", e.into_service_error()))?
+        .queue_url
+        .unwrap_or_default();
+    let done = || async {
+        matches!(engine.ledger.get_job(&job_id).await, Ok(Some(j)) if j.status == crate::ledger::JobStatus::Complete || j.status == crate::ledger::JobStatus::Failed)
+    };
+    futures::future::join_all(functions.iter().map(|f| async {
+        while !done().await {
+            esm_receives.fetch_add(1, Ordering::Relaxed);
+            let got = sqs
+                .receive_message()
+                .queue_url(&queue_url)
+                .max_number_of_messages(1)
+                .wait_time_seconds(1)
+                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+                .send()
+                .await;
+            let messages = match got {
+                Ok(out) => out.messages.unwrap_or_default(),
+                Err(e) => {
+                    tracing::warn!("receive: {e}");
+                    continue;
+                }
+            };
+            if messages.is_empty() {
+                continue;
+            }
+            let records: Vec<serde_json::Value> = messages
+                .iter()
+                .map(|m| {
+                    let count = m
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount))
+                        .cloned()
+                        .unwrap_or_else(|| "1".into());
+                    serde_json::json!({"messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
+                        "attributes": {"ApproximateReceiveCount": count}, "eventSource": "aws:sqs"})
+                })
+                .collect();
+            let Ok(event) = serde_json::from_value(serde_json::json!({ "Records": records })) else { continue };
+            let invoked = std::time::Instant::now();
+            let response = f.on_task(event, std::time::Duration::from_secs(900)).await;
+            billed_ms.fetch_add(invoked.elapsed().as_millis() as u64, Ordering::Relaxed);
+            let failed: Vec<&str> = response.batch_item_failures.iter().map(|b| b.item_identifier.as_str()).collect();
+            for m in messages.iter().filter(|m| !failed.contains(&m.message_id.as_deref().unwrap_or_default())) {
+                esm_deletes.fetch_add(1, Ordering::Relaxed);
+                let receipt = m.receipt_handle.clone().unwrap_or_default();
+                let _ = sqs.delete_message().queue_url(&queue_url).receipt_handle(receipt).send().await;
+            }
+        }
+    }))
+    .await;
+    let cpu_s = cpu_seconds() - cpu;
+    let objects = crate::job::JobObjects::new(engine.bucket.clone(), &job_id);
+    let summary =
+        objects.summary().await?.ok_or_else(|| Error::backend("bench", "through Lambda", "the job failed"))?;
+    let mut calls = summary.api_calls.clone();
+    *calls.entry("lambda-esm.sqs.ReceiveMessage".into()).or_default() += esm_receives.load(Ordering::Relaxed);
+    *calls.entry("lambda-esm.sqs.DeleteMessage".into()).or_default() += esm_deletes.load(Ordering::Relaxed);
+    let total: u64 = calls.values().sum();
+    let phase = |k: &str| summary.timings.phases.get(k).copied().unwrap_or(0);
+    Ok(Measurement {
+        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        keys: bench.keys.as_str().into(),
+        run: "load".into(),
+        records: summary.records.total,
+        input_bytes: head.size,
+        workers: functions.len(),
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        seconds: started.elapsed().as_secs_f64(),
+        records_per_s: summary.records.total as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        cpu_s,
+        peak_rss_mib: peak_rss_mib(),
+        plan_ms: phase("plan_ms"),
+        work_ms: phase("work_ms"),
+        gather_ms: phase("gather_ms"),
+        sink: bench.sink,
+        written: summary.records.written,
+        rejected: summary.records.rejected,
+        backend: "lambda".into(),
+        api_calls: total,
+        api_calls_per_record: total as f64 / summary.records.total.max(1) as f64,
+        api_calls_by_operation: serde_json::to_string(&calls).unwrap_or_default(),
+        lambda_gb_s: billed_ms.load(Ordering::Relaxed) as f64 / 1000.0 * LAMBDA_MEMORY_MB / 1024.0,
+    })
 }
 
 #[cfg(not(feature = "aws"))]
@@ -587,6 +771,7 @@ fn columns() -> Vec<String> {
         api_calls: 0,
         api_calls_per_record: 0.0,
         api_calls_by_operation: String::new(),
+        lambda_gb_s: 0.0,
     };
     let _ = w.serialize(&example);
     let text = String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default();

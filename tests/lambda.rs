@@ -592,3 +592,32 @@ async fn on_task_reports_only_the_tasks_to_retry() {
         serde_json::from_slice(&stack.object(&format!("out/jobs/{job_id}/summary.json")).await.unwrap()).unwrap();
     assert_eq!(summary["records"]["total"], 2);
 }
+
+/// `sluicebox bench --aws --lambda` runs the orders job through the handlers (this process
+/// playing the Lambda service) and reports API calls per record, the event source mapping's
+/// included, and the functions' GB-seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_runs_through_the_handlers_and_reports_gb_seconds() {
+    let _ = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+        .args(["bench", "--aws", "--lambda", "--no-duckdb", "--records", "5000", "--workers", "2", "--json"])
+        .arg("--data-dir")
+        .arg(dir.path().join("bench"))
+        .arg("--out")
+        .arg(dir.path().join("m.csv"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m: serde_json::Value = serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(m["backend"], "lambda");
+    assert_eq!(m["written"].as_u64().unwrap() + m["rejected"].as_u64().unwrap(), 5000);
+    assert!(m["lambda_gb_s"].as_f64().unwrap() > 0.0, "{m}");
+    let calls: serde_json::Value = serde_json::from_str(m["api_calls_by_operation"].as_str().unwrap()).unwrap();
+    assert!(calls["lambda-esm.sqs.ReceiveMessage"].as_u64().unwrap() >= 1, "{calls}");
+    let written = m["written"].as_u64().unwrap();
+    let writes = calls["dynamodb.BatchWriteItem"].as_u64().unwrap();
+    assert!((written.div_ceil(25)..written.div_ceil(25) + 5).contains(&writes), "25 items a request: {calls}");
+    let csv = std::fs::read_to_string(dir.path().join("m.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with("lambda_gb_s") && csv.lines().count() == 2, "{csv}");
+}

@@ -250,6 +250,10 @@ struct BenchArgs {
     /// (feature `aws`; new resources for each run) and report API calls per record.
     #[arg(long)]
     aws: bool,
+    /// With --aws: run the job through the Lambda handlers (feature `lambda`), --workers
+    /// functions at once, and report GB-seconds too.
+    #[arg(long, requires = "aws")]
+    lambda: bool,
     /// Measurements CSV to append one row to.
     #[arg(long, default_value = "bench/measurements.csv")]
     out: PathBuf,
@@ -562,6 +566,7 @@ async fn bench_cmd(args: BenchArgs) -> sluicebox::Result<()> {
         workers,
         sink: !args.no_sink,
         aws: args.aws,
+        lambda: args.lambda,
         keys,
         update_share: args.update_share.clamp(0.0, 1.0),
         duckdb_python: (!args.no_duckdb && has_duckdb(&args.python)).then_some(args.python),
