@@ -133,7 +133,8 @@ impl Notify {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveConfig {
-    /// A key prefix in the input's bucket (`archive/`), or a directory for local inputs.
+    /// A key prefix in the input's bucket (`archive/`); for local inputs, a directory:
+    /// absolute, or relative to each input's own directory.
     pub to: String,
 }
 

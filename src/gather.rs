@@ -154,8 +154,10 @@ pub fn notify_targets(engine: &crate::engine::Engine, job: &[crate::config::Noti
     job.iter().chain(&engine.notify).cloned().collect()
 }
 
-/// Move every input of a completed job to its `[archive]` prefix: copied, then deleted. An
-/// input that is not the version the job read (replaced since) is left where it is.
+/// Move every input of a completed job to its `[archive]` prefix (`to`/JOB/NAME: in the
+/// input's bucket for an object; for a local file, an absolute `to`, or one relative to the
+/// file's directory): copied, then deleted. An input that is not the version the job read
+/// (replaced since) is left where it is.
 async fn archive_inputs(run: &Arc<JobRun>) {
     let Some(to) = &run.spec.archive else { return };
     let store = run.engine.inputs.as_ref();
@@ -163,7 +165,12 @@ async fn archive_inputs(run: &Arc<JobRun>) {
         let object = &input.object;
         let from = Path::from(object.path.as_str());
         let name = object.path.rsplit('/').next().unwrap_or(&object.path);
-        let dest = Path::from(format!("{}/{}/{name}", to.trim_matches('/'), run.id()).as_str());
+        let local_relative = object.location.starts_with("file://") && !to.starts_with('/');
+        let base = match object.path.rsplit_once('/') {
+            Some((dir, _)) if local_relative => format!("{dir}/"),
+            _ => String::new(),
+        };
+        let dest = Path::from(format!("{base}{}/{}/{name}", to.trim_matches('/'), run.id()).as_str());
         let moved = async {
             let head = store.head(&from).await?;
             let version = head.e_tag.clone().unwrap_or_else(|| head.last_modified.timestamp_micros().to_string());

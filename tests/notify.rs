@@ -100,7 +100,8 @@ async fn smtp_server() -> (String, mpsc::UnboundedReceiver<String>) {
 }
 
 /// A job with rejects tells the webhook and the mailbox `completed_with_rejects` with the
-/// summary's counts and links that open, and its input moves to the archive directory.
+/// summary's counts and links that open, and its input moves to the archive directory (here
+/// relative: beside the input).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_job_is_told_with_its_real_status_and_its_input_archived() {
     let (hook, mut posted) = webhook().await;
@@ -113,11 +114,11 @@ async fn a_finished_job_is_told_with_its_real_status_and_its_input_archived() {
     let orders = std::fs::read_to_string(orders_dir().join("orders.csv")).unwrap();
     let some: String = orders.lines().take(301).map(|l| format!("{l}\n")).collect();
     std::fs::write(&input, format!("{some}1,X,Y,Online,M,2/31/15,R,3/1/15\n")).unwrap();
-    let archive = dir.path().join("archive");
+    let archive = dir.path().join("in").join("done");
     let job = orders_job().replace("source = \"financial.csv\"", &format!("source = {:?}", orders_dir().join("financial.csv")))
         + &format!(
             "\n[[notify]]\nto = {hook:?}\n\n[[notify]]\nto = \"smtp://ops@example.com\"\nfrom = \"jobs@example.com\"\non = [\"completed_with_rejects\", \"failed\"]\n\n[[notify]]\nto = {hook:?}\non = [\"succeeded\"]\n\n[archive]\nto = {:?}\n",
-            archive.display().to_string()
+            "done/"
         );
     let data = dir.path().join("data");
     let summary = run(&data, std::slice::from_ref(&input), &job, Path::new(".")).await.unwrap();
