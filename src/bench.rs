@@ -608,7 +608,8 @@ async fn through_lambda(
                 "SLUICEBOX_INPUT_PREFIX" => format!("s3://{bucket}/in/"),
                 "SLUICEBOX_SCRATCH" => run_dir.join(format!("function-{n}")).display().to_string(),
                 "SLUICEBOX_WORKERS" => "1".into(),
-                "SLUICEBOX_VISIBILITY_SECS" => "5400".into(),
+                // The queue's, as `aws_backends` made it: tasks outlasting it are kept invisible.
+                "SLUICEBOX_VISIBILITY_SECS" => crate::queue::DEFAULT_VISIBILITY.as_secs().to_string(),
                 _ => return None,
             })
         })
