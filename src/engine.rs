@@ -204,6 +204,12 @@ fn dir_size(dir: &Path) -> u64 {
 fn make_room(references: &Path, size: u64, limit: u64, url: &str) -> Result<()> {
     let data_dir = references.parent().unwrap_or(references);
     let mut used = dir_size(data_dir);
+    if size > limit {
+        return Err(Error::config(
+            "SLUICEBOX_SCRATCH_LIMIT_MB",
+            format!("{url} is {size} bytes, more than the scratch space ({limit} bytes): raise the limit and the function's ephemeral storage"),
+        ));
+    }
     if used + size <= limit {
         return Ok(());
     }
@@ -236,4 +242,27 @@ fn make_room(references: &Path, size: u64, limit: u64, url: &str) -> Result<()> 
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_is_made_by_removing_older_references_and_one_too_big_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let references = dir.path().join("references");
+        std::fs::create_dir_all(&references).unwrap();
+        let (older, newer) = (references.join("a-older.csv"), references.join("b-newer.csv"));
+        std::fs::write(&older, vec![b'x'; 600]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&newer, vec![b'x'; 300]).unwrap();
+        make_room(&references, 50, 1000, "s3://b/small.csv").unwrap();
+        assert!(older.exists() && newer.exists(), "room enough: nothing removed");
+        make_room(&references, 500, 1000, "s3://b/r.csv").unwrap();
+        assert!(!older.exists() && newer.exists(), "the older reference made room");
+        let err = make_room(&references, 2000, 1000, "s3://b/big.csv").unwrap_err().to_string();
+        assert!(err.contains("SLUICEBOX_SCRATCH_LIMIT_MB") && err.contains("s3://b/big.csv"), "{err}");
+        assert!(newer.exists(), "nothing removed for a reference that cannot fit anyway");
+    }
 }
