@@ -621,3 +621,71 @@ async fn the_bench_runs_through_the_handlers_and_reports_gb_seconds() {
     let csv = std::fs::read_to_string(dir.path().join("m.csv")).unwrap();
     assert!(csv.lines().next().unwrap().ends_with("lambda_gb_s") && csv.lines().count() == 2, "{csv}");
 }
+
+/// A sink whose publish (in the gather) takes five seconds.
+#[derive(Debug)]
+struct SlowPublish(Arc<dyn Sink>);
+
+#[async_trait]
+impl Sink for SlowPublish {
+    async fn write(&self, items: Vec<SinkItem>) -> sluicebox::Result<()> {
+        self.0.write(items).await
+    }
+    async fn publish(&self, job: u64) -> sluicebox::Result<()> {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        self.0.publish(job).await
+    }
+    async fn discard(&self, job: u64) -> sluicebox::Result<()> {
+        self.0.discard(job).await
+    }
+    async fn read_all(&self) -> sluicebox::Result<BTreeMap<String, sluicebox::record::Record>> {
+        self.0.read_all().await
+    }
+}
+
+/// An invocation whose time runs out in the middle of the gather its task started gives the
+/// task back; the gather's finished steps are recorded, its lease runs out, and the next
+/// invocation that gets the task continues the gather and completes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gather_cut_off_by_the_deadline_is_finished_by_the_next_invocation() {
+    let stack = stack("deadline").await;
+    let s3 = sluicebox::aws::s3(&stack.conf);
+    s3.put_object().bucket(&stack.bucket).key("in/x.csv").body(orders_head(20).into()).send().await.unwrap();
+    let slow: sluicebox::engine::SinkLayer = Arc::new(|s| Arc::new(SlowPublish(s)) as Arc<dyn Sink>);
+    let f = stack.function(0, Some(slow)).await;
+    let mut notes = Vec::new();
+    while !notes.iter().any(|m: &SqsMessage| m.body.as_ref().unwrap().contains("x.csv")) {
+        notes.extend(stack.receive(&stack.events_url, 1).await);
+    }
+    let started = f.on_object(serde_json::json!({ "Records": notes })).await.unwrap();
+    assert_eq!(failed_ids(&started), Vec::<String>::new());
+    let task = stack.receive(&stack.tasks_url, 2).await;
+    assert_eq!(task.len(), 1);
+    let job_id = serde_json::from_str::<serde_json::Value>(task[0].body.as_ref().unwrap()).unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Three seconds: enough for the chunk, not for the gather's five-second publish.
+    let cut = f.on_task(sqs_event(&task), Duration::from_secs(3)).await;
+    assert_eq!(cut.batch_item_failures.len(), 1, "the task comes back");
+    stack.settle(&stack.tasks_url, &task, &[task[0].message_id.clone().unwrap()]).await;
+    let gathered = stack.object(&format!("out/jobs/{job_id}/gathered.json")).await.expect("steps recorded");
+    let gathered: serde_json::Value = serde_json::from_slice(&gathered).unwrap();
+    assert_eq!(gathered["steps"], serde_json::json!(["output", "rejects"]), "the merges were done");
+    assert!(stack.object(&format!("out/jobs/{job_id}/summary.json")).await.is_none(), "not complete yet");
+
+    // The task is back once the gather lease has run out; the next invocation finishes.
+    let mut back = Vec::new();
+    let waited = std::time::Instant::now();
+    while back.is_empty() {
+        assert!(waited.elapsed() < Duration::from_secs(60), "the task did not come back");
+        back = stack.receive(&stack.tasks_url, 5).await;
+    }
+    assert!(waited.elapsed() >= Duration::from_secs(20), "not before the lease could end");
+    let done = f.on_task(sqs_event(&back), Duration::from_secs(120)).await;
+    assert!(done.batch_item_failures.is_empty());
+    let summary = stack.object(&format!("out/jobs/{job_id}/summary.json")).await.expect("the job completed");
+    let summary: serde_json::Value = serde_json::from_slice(&summary).unwrap();
+    assert_eq!(summary["records"]["total"], 20);
+}
