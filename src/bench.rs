@@ -499,31 +499,62 @@ async fn measure(
     let cpu = cpu_seconds();
     let summary = job::run(engine, spec, inputs, &opts).await?;
     let cpu_s = cpu_seconds() - cpu;
-    let phase = |k: &str| summary.timings.phases.get(k).copied().unwrap_or(0);
-    Ok(Measurement {
-        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        keys: bench.keys.as_str().into(),
-        run: run.into(),
-        records: summary.records.total,
+    let backend = if bench.aws { "aws" } else { "local" };
+    let seconds = summary.timings.duration_ms as f64 / 1000.0;
+    Ok(Measurement::of(
+        &summary,
+        bench,
+        run,
         input_bytes,
-        workers: bench.workers,
-        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        seconds: summary.timings.duration_ms as f64 / 1000.0,
-        records_per_s: summary.records_per_s,
+        bench.workers,
+        seconds,
         cpu_s,
-        peak_rss_mib: peak_rss_mib(),
-        plan_ms: phase("plan_ms"),
-        work_ms: phase("work_ms"),
-        gather_ms: phase("gather_ms"),
-        sink: bench.sink,
-        written: summary.records.written,
-        rejected: summary.records.rejected,
-        backend: if bench.aws { "aws" } else { "local" }.into(),
-        api_calls: summary.api_calls.values().sum(),
-        api_calls_per_record: summary.api_calls_per_record,
-        api_calls_by_operation: serde_json::to_string(&summary.api_calls).unwrap_or_default(),
-        lambda_gb_s: 0.0,
-    })
+        backend,
+        summary.api_calls.clone(),
+    ))
+}
+
+impl Measurement {
+    /// The measurement of a job that ended with `summary`, its requests `calls`.
+    #[allow(clippy::too_many_arguments)]
+    fn of(
+        summary: &crate::job::Summary,
+        bench: &Bench,
+        run: &str,
+        input_bytes: u64,
+        workers: usize,
+        seconds: f64,
+        cpu_s: f64,
+        backend: &str,
+        calls: crate::calls::ApiCalls,
+    ) -> Measurement {
+        let phase = |k: &str| summary.timings.phases.get(k).copied().unwrap_or(0);
+        let total: u64 = calls.values().sum();
+        Measurement {
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            keys: bench.keys.as_str().into(),
+            run: run.into(),
+            records: summary.records.total,
+            input_bytes,
+            workers,
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            seconds,
+            records_per_s: summary.records.total as f64 / seconds.max(1e-9),
+            cpu_s,
+            peak_rss_mib: peak_rss_mib(),
+            plan_ms: phase("plan_ms"),
+            work_ms: phase("work_ms"),
+            gather_ms: phase("gather_ms"),
+            sink: bench.sink,
+            written: summary.records.written,
+            rejected: summary.records.rejected,
+            backend: backend.into(),
+            api_calls: total,
+            api_calls_per_record: total as f64 / summary.records.total.max(1) as f64,
+            api_calls_by_operation: serde_json::to_string(&calls).unwrap_or_default(),
+            lambda_gb_s: 0.0,
+        }
+    }
 }
 
 /// Create a bucket, queue and tables for one AWS run, upload the input and the reference,
@@ -699,32 +730,10 @@ async fn through_lambda(
     let mut calls = summary.api_calls.clone();
     *calls.entry("lambda-esm.sqs.ReceiveMessage".into()).or_default() += esm_receives.load(Ordering::Relaxed);
     *calls.entry("lambda-esm.sqs.DeleteMessage".into()).or_default() += esm_deletes.load(Ordering::Relaxed);
-    let total: u64 = calls.values().sum();
-    let phase = |k: &str| summary.timings.phases.get(k).copied().unwrap_or(0);
-    Ok(Measurement {
-        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        keys: bench.keys.as_str().into(),
-        run: "load".into(),
-        records: summary.records.total,
-        input_bytes: head.size,
-        workers: functions.len(),
-        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        seconds: started.elapsed().as_secs_f64(),
-        records_per_s: summary.records.total as f64 / started.elapsed().as_secs_f64().max(1e-9),
-        cpu_s,
-        peak_rss_mib: peak_rss_mib(),
-        plan_ms: phase("plan_ms"),
-        work_ms: phase("work_ms"),
-        gather_ms: phase("gather_ms"),
-        sink: bench.sink,
-        written: summary.records.written,
-        rejected: summary.records.rejected,
-        backend: "lambda".into(),
-        api_calls: total,
-        api_calls_per_record: total as f64 / summary.records.total.max(1) as f64,
-        api_calls_by_operation: serde_json::to_string(&calls).unwrap_or_default(),
-        lambda_gb_s: billed_ms.load(Ordering::Relaxed) as f64 / 1000.0 * LAMBDA_MEMORY_MB / 1024.0,
-    })
+    let seconds = started.elapsed().as_secs_f64();
+    let mut m = Measurement::of(&summary, bench, "load", head.size, functions.len(), seconds, cpu_s, "lambda", calls);
+    m.lambda_gb_s = billed_ms.load(Ordering::Relaxed) as f64 / 1000.0 * LAMBDA_MEMORY_MB / 1024.0;
+    Ok(m)
 }
 
 #[cfg(not(feature = "aws"))]
