@@ -173,10 +173,9 @@ async fn archive_inputs(run: &Arc<JobRun>) {
         let dest = Path::from(format!("{base}{}/{}/{name}", to.trim_matches('/'), run.id()).as_str());
         let moved = async {
             let head = store.head(&from).await?;
+            // The version as the plan recorded it (`bucket::resolve_inputs`): ETag, else mtime.
             let version = head.e_tag.clone().unwrap_or_else(|| head.last_modified.timestamp_micros().to_string());
-            if object.e_tag.as_ref().is_some_and(|e| Some(e) != head.e_tag.as_ref())
-                || (object.e_tag.is_none() && version != object.version)
-            {
+            if version != object.version {
                 tracing::warn!(input = %object.location, "not archived: the input was replaced after the job read it");
                 return Ok(());
             }

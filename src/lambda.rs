@@ -373,20 +373,10 @@ impl Function {
         let tally = Tally::default();
         // Kept invisible while it is worked, should a task outlast the queue's visibility
         // timeout (the template makes that six times the function's timeout, so it does not).
-        let heartbeat = {
-            let (queue, receipt, visibility) = (queue.clone(), receipt.to_string(), self.settings.visibility);
-            tokio::spawn(tally.clone().scope_owned(async move {
-                loop {
-                    tokio::time::sleep(visibility / 2).await;
-                    if queue.extend(&receipt, visibility).await.is_err() {
-                        return;
-                    }
-                }
-            }))
-        };
+        let heartbeat = worker::keep_invisible(queue.clone(), receipt, self.settings.visibility, &tally);
         let handled =
             tally.scope(worker::work_task(jobs, &self.opts.worker_name, body, attempt, &self.opts, &tally)).await;
-        heartbeat.abort();
+        drop(heartbeat);
         if !abort.is_cancelled() {
             self.longest_task_ms.fetch_max(begun.elapsed().as_millis() as u64, Ordering::Relaxed);
         }

@@ -345,20 +345,9 @@ pub async fn work_loop(jobs: Arc<Jobs>, name: String, opts: &RunOptions) -> Resu
 async fn work_delivery(jobs: &Jobs, name: &str, opts: &RunOptions, d: &Delivery, tally: &Tally) -> Result<()> {
     let queue = jobs.engine.queue.clone();
     // Keep the task invisible while we work on it, however long the chunk takes.
-    let heartbeat = {
-        let (queue, receipt, every, visibility) =
-            (queue.clone(), d.receipt.clone(), opts.visibility / 2, opts.visibility);
-        tokio::spawn(tally.clone().scope_owned(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                if queue.extend(&receipt, visibility).await.is_err() {
-                    return;
-                }
-            }
-        }))
-    };
+    let heartbeat = keep_invisible(queue.clone(), &d.receipt, opts.visibility, tally);
     let handled = work_task(jobs, name, &d.body, d.receive_count, opts, tally).await;
-    heartbeat.abort();
+    drop(heartbeat);
     let applied = apply(&jobs.engine, queue.as_ref(), &d.receipt, &handled.disposition).await;
     if let Disposition::FailJob(f) = &handled.disposition {
         jobs.forget_failed(&f.job_id).await;
@@ -371,6 +360,29 @@ async fn work_delivery(jobs: &Jobs, name: &str, opts: &RunOptions, d: &Delivery,
         None => Ok(()),
         Some(e) => Err(e),
     }
+}
+
+/// Extends a task's visibility every half of `visibility` until dropped (its requests counted
+/// in `tally`), so that a task outlasting its visibility timeout is not given to another worker.
+pub struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keep the message `receipt` of `queue` invisible until the returned [`Heartbeat`] is dropped.
+pub fn keep_invisible(queue: Arc<dyn Queue>, receipt: &str, visibility: Duration, tally: &Tally) -> Heartbeat {
+    let receipt = receipt.to_string();
+    Heartbeat(tokio::spawn(tally.clone().scope_owned(async move {
+        loop {
+            tokio::time::sleep(visibility / 2).await;
+            if queue.extend(&receipt, visibility).await.is_err() {
+                return;
+            }
+        }
+    })))
 }
 
 /// Work the task in a message `body` on its `attempt`-th delivery and decide what becomes of

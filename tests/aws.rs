@@ -3,6 +3,8 @@
 //! rather than skip: an AWS backend that was not tested must not pass as tested.
 #![cfg(feature = "aws")]
 
+mod common;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -535,16 +537,7 @@ async fn watch_starts_one_job_per_object_version_from_s3_events() {
     assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
     let sqs = sluicebox::aws::sqs(&conf);
     let events_url = sqs.create_queue().queue_name(&events).send().await.unwrap().queue_url.unwrap();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&events_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
+    let arn = common::queue_arn(&sqs, &events_url).await;
     let s3 = sluicebox::aws::s3(&conf);
     let notify = aws_sdk_s3::types::QueueConfiguration::builder()
         .queue_arn(&arn)
@@ -993,16 +986,7 @@ async fn records_are_published_to_an_sns_topic_beside_the_table() {
     let topic = sns.create_topic().name(unique("records")).send().await.unwrap().topic_arn.unwrap();
     let sqs = sluicebox::aws::sqs(&conf);
     let queue = sqs.create_queue().queue_name(unique("subscriber")).send().await.unwrap().queue_url.unwrap();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
+    let arn = common::queue_arn(&sqs, &queue).await;
     let subscribed = sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(arn);
     subscribed.attributes("RawMessageDelivery", "true").send().await.unwrap();
 

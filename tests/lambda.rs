@@ -35,19 +35,6 @@ async fn emulator() -> aws_config::SdkConfig {
     sluicebox::aws::sdk_config(Some(8)).await
 }
 
-/// The ARN of the queue at `url`.
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
-    sqs.get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone()
-}
-
 fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
@@ -90,7 +77,7 @@ async fn stack_telling(name: &str, email: bool) -> Stack {
         .unwrap()
         .queue_url
         .unwrap();
-    let arn = queue_arn(&sqs, &events_url).await;
+    let arn = common::queue_arn(&sqs, &events_url).await;
     let ddb = sluicebox::aws::dynamodb(&conf);
     sluicebox::ledger::dynamodb::DynamoLedger::create_table(&ddb, &ledger).await.unwrap();
     sluicebox::sink::dynamodb::DynamoSink::create_table(&ddb, &sink).await.unwrap();
@@ -123,7 +110,7 @@ async fn stack_telling(name: &str, email: bool) -> Stack {
     let sns = aws_sdk_sns::Client::new(&conf);
     let topic = sns.create_topic().name(unique("outcomes")).send().await.unwrap().topic_arn.unwrap();
     let notes_url = sqs.create_queue().queue_name(unique("notes")).send().await.unwrap().queue_url.unwrap();
-    let notes_arn = queue_arn(&sqs, &notes_url).await;
+    let notes_arn = common::queue_arn(&sqs, &notes_url).await;
     sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(notes_arn).send().await.unwrap();
     aws_sdk_sesv2::Client::new(&conf).create_email_identity().email_identity("jobs@example.com").send().await.unwrap();
 

@@ -100,3 +100,17 @@ impl sluicebox::sink::Sink for BrokenSink {
         Ok(Default::default())
     }
 }
+
+/// The ARN of the queue at `url`.
+#[cfg(feature = "aws")]
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone()
+}
