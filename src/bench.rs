@@ -90,6 +90,13 @@ pub struct Measurement {
     /// Through Lambda: the functions' billed time, GB-seconds (duration × memory).
     #[serde(default)]
     pub lambda_gb_s: f64,
+    /// On AWS: the requests `sluicebox plan` predicted before the run, as the job's summary
+    /// counts them (the event source mapping's polls are not the job's).
+    #[serde(default)]
+    pub predicted_api_calls: u64,
+    /// The predicted requests by service and operation, as JSON.
+    #[serde(default)]
+    pub predicted_by_operation: String,
 }
 
 impl fmt::Display for Measurement {
@@ -139,6 +146,17 @@ impl fmt::Display for Measurement {
                 f,
                 "\n  {} API calls, {:.4} per record: {}",
                 self.api_calls, self.api_calls_per_record, self.api_calls_by_operation
+            )?;
+        }
+        if self.predicted_api_calls > 0 {
+            let counted: u64 = serde_json::from_str::<crate::calls::ApiCalls>(&self.api_calls_by_operation)
+                .map(|c| c.iter().filter(|(op, _)| !op.starts_with("lambda-esm.")).map(|(_, n)| n).sum())
+                .unwrap_or(self.api_calls);
+            write!(
+                f,
+                "\n  `sluicebox plan` predicted {} requests of the {counted} the summary counts ({:.3}x)",
+                self.predicted_api_calls,
+                self.predicted_api_calls as f64 / counted.max(1) as f64
             )?;
         }
         if self.lambda_gb_s > 0.0 {
@@ -403,15 +421,24 @@ pub async fn run(dir: &Path, bench: &Bench, cloud: &Cloud, out: &Path) -> Result
         (Engine::local(&run_dir)?, input_dir.join("orders.csv").display().to_string())
     };
     let spec = config.clone().validate(&input_dir)?;
+    let predicted = match bench.aws {
+        true => predict(&engine, &spec, &input, bench).await?,
+        false => crate::calls::ApiCalls::new(),
+    };
+    let predicted_json = serde_json::to_string(&predicted).unwrap_or_default();
+    let predicted: u64 = predicted.values().sum();
     #[cfg(feature = "lambda")]
     if bench.lambda {
-        let measured = vec![through_lambda(&engine, &config, &input, &run_dir, bench, cloud).await?];
+        let mut m = through_lambda(&engine, &config, &input, &run_dir, bench, cloud).await?;
+        (m.predicted_api_calls, m.predicted_by_operation) = (predicted, predicted_json.clone());
+        let measured = vec![m];
         for m in &measured {
             append_csv(out, m)?;
         }
         return Ok(measured);
     }
     let mut measured = vec![measure(&engine, &spec, &input, bench, "load").await?];
+    (measured[0].predicted_api_calls, measured[0].predicted_by_operation) = (predicted, predicted_json);
     if let Some(python) = bench.duckdb_python.as_deref().filter(|_| !bench.aws && bench.sink) {
         match duckdb(python, dir, &input_dir, bench) {
             Ok(peer) => measured.push(peer),
@@ -430,6 +457,31 @@ pub async fn run(dir: &Path, bench: &Bench, cloud: &Cloud, out: &Path) -> Result
         append_csv(out, m)?;
     }
     Ok(measured)
+}
+
+/// The requests `sluicebox plan` predicts for the bench's AWS run (this process planning and
+/// working with `bench.workers`, or the Lambda functions).
+async fn predict(
+    engine: &Engine,
+    spec: &crate::spec::JobSpec,
+    input: &str,
+    bench: &Bench,
+) -> Result<crate::calls::ApiCalls> {
+    use crate::forecast::{Deployment, Runner};
+    let args = [input.to_string()];
+    let inputs =
+        crate::bucket::resolve_inputs(engine.inputs.as_ref(), &args, spec.input.format, spec.input.compression).await?;
+    let shape = crate::forecast::dry_run(engine, spec, inputs).await?;
+    let runner = match bench.lambda {
+        true => Runner::Lambda {
+            memory_mb: LAMBDA_MEMORY_MB as u32,
+            architecture: "arm64".into(),
+            concurrency: bench.workers.max(1) as u32,
+        },
+        false => Runner::Workers { here: bench.workers.max(1) as u32, elsewhere: 0, each: 0 },
+    };
+    let deployment = Deployment::of(Some(&engine.bucket_url), Some("sqs://"), Some("dynamodb://"), input, runner);
+    Ok(crate::forecast::requests(&shape, spec, &deployment))
 }
 
 /// Run the DuckDB peer on the generated files in `input_dir`, after the same cold start (its
@@ -477,6 +529,8 @@ fn duckdb(python: &str, dir: &Path, input_dir: &Path, bench: &Bench) -> Result<M
         api_calls_per_record: 0.0,
         api_calls_by_operation: String::new(),
         lambda_gb_s: 0.0,
+        predicted_api_calls: 0,
+        predicted_by_operation: String::new(),
     })
 }
 
@@ -553,6 +607,8 @@ impl Measurement {
             api_calls_per_record: total as f64 / summary.records.total.max(1) as f64,
             api_calls_by_operation: serde_json::to_string(&calls).unwrap_or_default(),
             lambda_gb_s: 0.0,
+            predicted_api_calls: 0,
+            predicted_by_operation: String::new(),
         }
     }
 }
@@ -602,7 +658,6 @@ async fn aws_backends(
 }
 
 /// Memory of a task function, MB (the template's default: one full vCPU).
-#[cfg(feature = "lambda")]
 pub const LAMBDA_MEMORY_MB: f64 = 1769.0;
 
 /// Run the job through the Lambda handlers on the resources [`aws_backends`] made: upload the
@@ -782,6 +837,8 @@ fn columns() -> Vec<String> {
         api_calls_per_record: 0.0,
         api_calls_by_operation: String::new(),
         lambda_gb_s: 0.0,
+        predicted_api_calls: 0,
+        predicted_by_operation: String::new(),
     };
     let _ = w.serialize(&example);
     let text = String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default();

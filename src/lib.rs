@@ -22,6 +22,7 @@
 //!
 //! The seams and their backends:
 //! - [`calls`]: counting every cloud request a job makes.
+//! - [`cost`]: AWS list prices (a versioned table a user can replace) and the bill for requests.
 //! - [`cloud`]: the cloud configuration, loaded once by the caller and passed in.
 //! - `aws` (feature `aws`): SDK clients, and what the DynamoDB backends share.
 //! - [`bucket`]: `object_store` stores by URL, input listing, ranged and decompressing reads.
@@ -39,6 +40,8 @@
 //! - `setup` (feature `aws`): creating the AWS resources a job needs.
 //! - [`job`]: a job's data (plan, stored definition, tasks, failure, summary, its objects
 //!   under `jobs/<id>/`) and `JobRun`, what its workers share.
+//! - [`forecast`]: `sluicebox plan`: a dry run's shape of a job, and the requests and cost it
+//!   will make on a deployment.
 //! - [`notify`]: telling people how a job ended (webhook, SNS, SES, SMTP), with links.
 //! - [`gather`]: merge parts in input order, manifest, summary, completion; then the inputs
 //!   archived and the job's notifications sent.
@@ -92,12 +95,14 @@ pub mod aws;
 pub mod bucket;
 pub mod calls;
 pub mod cloud;
+pub mod cost;
 pub mod ledger;
 pub mod lookup;
 pub mod queue;
 pub mod sink;
 
 pub mod engine;
+pub mod forecast;
 pub mod gather;
 pub mod job;
 pub mod notify;

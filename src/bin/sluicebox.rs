@@ -34,6 +34,12 @@ enum Command {
     /// Run (or resume) a job over INPUT files, directories or s3:// objects. With a shared
     /// queue (--queue sqs://…) and no --workers, plan and enqueue it for `sluicebox worker`s.
     Run(RunArgs),
+    /// Show what a job over INPUT would do and cost, without running it: a dry run that scans
+    /// the inputs (or, with --estimate, only lists them) and predicts its requests and bill.
+    Plan(PlanArgs),
+    /// Where a job stands: state, chunks and records done, rejects by rule, time elapsed and
+    /// left. Without JOB_ID: the recent jobs in the bucket.
+    Status(StatusArgs),
     /// Take tasks of any job from a shared queue until stopped (SIGTERM or Ctrl-C: finish the
     /// tasks in hand; a second signal, or --grace-secs later: give them back to the queue).
     Worker(WorkerArgs),
@@ -105,6 +111,76 @@ struct RunArgs {
     wait: bool,
     #[command(flatten)]
     backends: Backends,
+}
+
+#[derive(clap::Args)]
+struct PlanArgs {
+    /// Input files, directories or s3:// objects, as for `run`.
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    /// Job definition (TOML), as for `run`.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Where fetched references are kept, as for `run`.
+    #[arg(long, default_value = "sluicebox-data")]
+    data_dir: PathBuf,
+    /// Read nothing but the listing: records and chunks from object sizes (assumed 100 bytes
+    /// a record, compressed inputs 3.5 times larger decompressed).
+    #[arg(long)]
+    estimate: bool,
+    /// Predict for the Lambda functions of deploy/aws/template.yaml instead of workers
+    /// (implies an S3 bucket, an SQS queue and a DynamoDB ledger when those are not given).
+    #[arg(long)]
+    lambda: bool,
+    /// With --lambda: the task function's memory, MB.
+    #[arg(long, default_value_t = 1769)]
+    memory_mb: u32,
+    /// With --lambda: `arm64` or `x86_64`.
+    #[arg(long, default_value = "arm64", value_parser = ["arm64", "x86_64"])]
+    architecture: String,
+    /// With --lambda: task functions at once.
+    #[arg(long, default_value_t = 10)]
+    concurrency: u32,
+    /// Workers in this process, as for `run` (default: the number of cores; with a shared
+    /// queue, none: `run` then only submits the job, for worker processes elsewhere).
+    #[arg(long)]
+    workers: Option<u32>,
+    /// Worker processes elsewhere (`sluicebox worker`) that take the job's tasks (default: 1
+    /// when this one only submits, else 0), each with --workers-each workers.
+    #[arg(long)]
+    worker_processes: Option<u32>,
+    /// Workers in each of the --worker-processes (default: the number of cores).
+    #[arg(long)]
+    workers_each: Option<u32>,
+    /// A price table to use instead of the bundled one (prices/aws-us-east-1.toml's format).
+    #[arg(long)]
+    prices: Option<PathBuf>,
+    /// Print the forecast as one JSON line.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    backends: Backends,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// The job (default: list the recent jobs).
+    job_id: Option<String>,
+    /// Where the embedded bucket and ledger live.
+    #[arg(long, default_value = "sluicebox-data")]
+    data_dir: PathBuf,
+    /// The bucket the job's objects are in: `s3://BUCKET[/PREFIX]` or a directory.
+    #[arg(long)]
+    bucket: Option<String>,
+    /// The ledger: `dynamodb://TABLE` or `sqlite://PATH`.
+    #[arg(long)]
+    ledger: Option<String>,
+    /// Jobs listed without JOB_ID.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    /// Print JSON (one line).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -278,6 +354,8 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Run(args) => run(args).await,
+            Command::Plan(args) => plan(args).await,
+            Command::Status(args) => status(args).await,
             Command::Worker(args) => worker(args).await,
             Command::Watch(args) => watch(args).await,
             Command::Bench(args) => bench_cmd(args).await,
@@ -415,6 +493,93 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
             submitted.job_id, submitted.records, submitted.chunks, submitted.tasks_sent
         ));
     }
+    Ok(())
+}
+
+async fn plan(args: PlanArgs) -> sluicebox::Result<()> {
+    use sluicebox::forecast::{self, Deployment, Runner};
+    let spec = job_spec(args.config.as_deref(), args.backends.sink.as_deref())?;
+    let prices = match &args.prices {
+        Some(path) => sluicebox::cost::Prices::load(path)?,
+        None => sluicebox::cost::Prices::bundled(),
+    };
+    let b = &args.backends;
+    let runner = if args.lambda {
+        Runner::Lambda {
+            memory_mb: args.memory_mb,
+            architecture: args.architecture.clone(),
+            concurrency: args.concurrency,
+        }
+    } else {
+        let shared = b.queue.as_deref().is_some_and(|q| !q.starts_with("memory://"));
+        let here = args.workers.unwrap_or(if shared { 0 } else { cores() as u32 });
+        let elsewhere = args.worker_processes.unwrap_or(u32::from(here == 0));
+        Runner::Workers { here, elsewhere, each: args.workers_each.unwrap_or(cores() as u32) }
+    };
+    let (bucket, queue, ledger) = match args.lambda {
+        true => (
+            b.bucket.as_deref().or(Some("s3://")),
+            b.queue.as_deref().or(Some("sqs://")),
+            b.ledger.as_deref().or(Some("dynamodb://")),
+        ),
+        false => (b.bucket.as_deref(), b.queue.as_deref(), b.ledger.as_deref()),
+    };
+    let mut deployment = Deployment::of(bucket, queue, ledger, &args.inputs[0], runner);
+    deployment.visibility_s = b.visibility_secs;
+    // Only the inputs and the reference are read: the bucket, queue and ledger are not opened.
+    let cloud = cloud(args.inputs.iter().any(|i| on_aws(i)) || spec_on_aws(&spec)).await;
+    let mut engine = Engine::local(&args.data_dir)?;
+    engine.inputs = bucket::input_store(&args.inputs[0], &cloud)?;
+    engine.cloud = cloud;
+    let inputs =
+        bucket::resolve_inputs(engine.inputs.as_ref(), &args.inputs, spec.input.format, spec.input.compression).await?;
+    let shape = match args.estimate {
+        true => forecast::from_sizes(&spec, &inputs),
+        false => forecast::dry_run(&engine, &spec, inputs).await?,
+    };
+    let forecast = forecast::forecast(shape, &spec, deployment, &prices);
+    match args.json {
+        true => emit(&format!("{}\n", serde_json::to_string(&forecast).unwrap_or_default())),
+        false => emit(&forecast.to_string()),
+    }
+    Ok(())
+}
+
+async fn status(args: StatusArgs) -> sluicebox::Result<()> {
+    use sluicebox::job::status;
+    let urls = BackendUrls {
+        bucket: args.bucket.clone(),
+        queue: None,
+        ledger: args.ledger.clone(),
+        visibility: sluicebox::queue::DEFAULT_VISIBILITY,
+    };
+    let on_aws = [&args.bucket, &args.ledger].into_iter().flatten().any(|u| on_aws(u));
+    if !on_aws && !args.data_dir.exists() {
+        return Err(Error::config(
+            "--data-dir",
+            format!("{} does not exist: no jobs ran there", args.data_dir.display()),
+        ));
+    }
+    let engine = Engine::with_backends(&args.data_dir, &urls, "", cloud(on_aws).await).await?;
+    let text = match &args.job_id {
+        Some(id) => {
+            let s = status::status(&engine, id).await?;
+            if args.json {
+                serde_json::to_string(&s).unwrap_or_default() + "\n"
+            } else {
+                s.to_string()
+            }
+        }
+        None => {
+            let jobs = status::recent(&engine, args.limit).await?;
+            if args.json {
+                serde_json::to_string(&jobs).unwrap_or_default() + "\n"
+            } else {
+                status::table(&jobs)
+            }
+        }
+    };
+    emit(&text);
     Ok(())
 }
 

@@ -2,7 +2,8 @@
 //! its objects in the bucket, and [`JobRun`], everything its workers share while it runs.
 //!
 //! The life cycle that uses them sits above the worker and the gather: [`prepare`] (create or
-//! resume, plan, enqueue) and [`run`](mod@run) (run here, submit to workers elsewhere, wait).
+//! resume, plan, enqueue) and [`run`](mod@run) (run here, submit to workers elsewhere, wait);
+//! [`status`] tells where a job stands.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use crate::spec::JobSpec;
 mod objects;
 pub mod prepare;
 pub mod run;
+pub mod status;
 mod summary;
 
 pub use objects::{Gathered, JobObjects, Part, Sent};

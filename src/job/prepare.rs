@@ -166,7 +166,7 @@ pub fn check_job_id(id: &str) -> Result<()> {
 }
 
 /// Scan every input and number the chunks across them.
-async fn scan_inputs(
+pub async fn scan_inputs(
     engine: &Engine,
     spec: &JobSpec,
     inputs: Vec<InputObject>,
@@ -198,7 +198,7 @@ async fn scan_inputs(
 
 /// Output fields: as configured; else, without transforms, the first input's columns
 /// (renamed) followed by the lookup's fields.
-fn output_fields(spec: &JobSpec, inputs: &[PlannedInput], lookup: Option<&LookupTable>) -> Option<Vec<String>> {
+pub fn output_fields(spec: &JobSpec, inputs: &[PlannedInput], lookup: Option<&LookupTable>) -> Option<Vec<String>> {
     if let Some(f) = &spec.output_fields {
         return Some(f.clone());
     }
