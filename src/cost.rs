@@ -213,6 +213,14 @@ fn dynamodb_units(operation: &str, n: f64, usage: &Usage) -> (&'static str, f64)
     }
 }
 
+/// Dollars per `"service.Operation"` for a finished job's requests (its summary's
+/// `api_calls`), `items_written` of them to the sink (the items its `BatchWriteItem`s carried).
+pub fn request_costs(calls: &ApiCalls, items_written: u64, prices: &Prices) -> BTreeMap<String, f64> {
+    let batched = calls.contains_key("dynamodb.BatchWriteItem").then_some(items_written);
+    let usage = Usage { requests: calls.clone(), batch_write_items: batched, units_per_item: 1.0, lambda: None };
+    bill(&usage, prices).by_operation
+}
+
 /// Dollars formatted for a person: `$0.0123`, `$12.35`.
 pub fn dollars(usd: f64) -> String {
     if usd == 0.0 {
