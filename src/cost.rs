@@ -225,6 +225,8 @@ pub fn request_costs(calls: &ApiCalls, items_written: u64, prices: &Prices) -> B
 pub fn dollars(usd: f64) -> String {
     if usd == 0.0 {
         "$0".into()
+    } else if usd < 0.00001 {
+        "<$0.00001".into()
     } else if usd < 0.01 {
         format!("${usd:.5}")
     } else if usd < 100.0 {

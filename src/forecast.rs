@@ -584,14 +584,13 @@ impl std::fmt::Display for Forecast {
         writeln!(f, "inputs:   {} ({}), {} records ({how})", s.inputs.len(), mib(bytes), thousands(records))?;
         let (rmin, rmax) = spread(s.chunks.iter().map(|c| c.records));
         let (bmin, bmax) = spread(s.chunks.iter().map(|c| c.bytes));
+        let range = |lo: String, hi: String| if lo == hi { lo } else { format!("{lo}–{hi}") };
         writeln!(
             f,
-            "chunks:   {}, {}–{} records and {:.0}–{:.0} KiB each",
+            "chunks:   {}, {} records and {} KiB each",
             thousands(s.chunks.len() as u64),
-            thousands(rmin),
-            thousands(rmax),
-            bmin as f64 / 1024.0,
-            bmax as f64 / 1024.0
+            range(thousands(rmin), thousands(rmax)),
+            range(format!("{:.0}", bmin as f64 / 1024.0), format!("{:.0}", bmax as f64 / 1024.0))
         )?;
         if !s.estimated && s.sample.records > 0 {
             let rules: Vec<String> = s.sample.rejects_by_rule.iter().map(|(r, n)| format!("{r} {n}")).collect();

@@ -247,7 +247,7 @@ mod on_aws {
         let forecast = ok_json(sluicebox(&[&["plan"], &common[..], &b, &plan_args].concat()));
         let submitted = ok_json(sluicebox(&[&["run"], &common[..], &b, &["--json"]].concat()));
         let job_id = submitted["job_id"].as_str().unwrap().to_string();
-        let status_args = ["status", &job_id, "--bucket", &b[1], "--ledger", &st.ledger, "--data-dir", &data, "--json"];
+        let status_args = ["status", &job_id, "--bucket", b[1], "--ledger", &st.ledger, "--data-dir", &data, "--json"];
         let before = ok_json(sluicebox(&status_args));
         assert_eq!(
             (before["state"].as_str(), before["chunks_done"].as_u64(), before["chunks_total"].as_u64()),
@@ -332,7 +332,7 @@ fn status_follows_a_local_job_and_lists_it() {
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     let partial = partial.expect("status never saw the job part way");
     let done = partial["records_done"].as_u64().unwrap();
-    assert!(done >= 2000 && done < 200_000 && done % 2000 == 0, "{partial}");
+    assert!((2000..200_000).contains(&done) && done % 2000 == 0, "{partial}");
     assert_eq!(partial["records_total"].as_u64(), Some(200_000));
     assert!(partial["eta_s"].as_f64().unwrap() > 0.0, "{partial}");
     assert!(listed.contains(summary["job_id"].as_str().unwrap()) && listed.contains("running"), "{listed}");

@@ -527,7 +527,8 @@ async fn plan(args: PlanArgs) -> sluicebox::Result<()> {
     let mut deployment = Deployment::of(bucket, queue, ledger, &args.inputs[0], runner);
     deployment.visibility_s = b.visibility_secs;
     // Only the inputs and the reference are read: the bucket, queue and ledger are not opened.
-    let cloud = cloud(args.inputs.iter().any(|i| on_aws(i)) || spec_on_aws(&spec)).await;
+    let reference_on_aws = spec.enrich.as_ref().is_some_and(|e| on_aws(&e.source));
+    let cloud = cloud(args.inputs.iter().any(|i| on_aws(i)) || reference_on_aws).await;
     let mut engine = Engine::local(&args.data_dir)?;
     engine.inputs = bucket::input_store(&args.inputs[0], &cloud)?;
     engine.cloud = cloud;
