@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -18,47 +17,6 @@ fn ok_json(out: Output) -> Value {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-fn calls(v: &Value) -> BTreeMap<String, u64> {
-    v.as_object().unwrap().iter().map(|(k, n)| (k.clone(), n.as_u64().unwrap())).collect()
-}
-
-fn by_service(calls: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for (op, n) in calls {
-        *out.entry(op.split('.').next().unwrap().to_string()).or_default() += n;
-    }
-    out
-}
-
-/// Every service's requests, and their total, within `share` of what the run counted.
-fn assert_within(predicted: &BTreeMap<String, u64>, actual: &BTreeMap<String, u64>, share: f64) {
-    let (p, a) = (by_service(predicted), by_service(actual));
-    assert_eq!(
-        p.keys().collect::<Vec<_>>(),
-        a.keys().collect::<Vec<_>>(),
-        "services\npredicted {predicted:?}\nactual {actual:?}"
-    );
-    let close = |p: u64, a: u64| (p as f64 - a as f64).abs() <= share * a as f64;
-    for (service, n) in &a {
-        assert!(
-            close(p[service], *n),
-            "{service}: predicted {} of {n}\npredicted {predicted:?}\nactual {actual:?}",
-            p[service]
-        );
-    }
-    let (pt, at) = (p.values().sum::<u64>(), a.values().sum::<u64>());
-    assert!(close(pt, at), "total: predicted {pt} of {at}");
-}
-
-/// The orders example's job file, its reference beside it, with `extra` appended.
-fn job_dir(extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let examples = common::orders_dir();
-    std::fs::copy(examples.join("financial.csv"), dir.path().join("financial.csv")).unwrap();
-    std::fs::write(dir.path().join("job.toml"), common::orders_job() + extra).unwrap();
-    dir
 }
 
 fn s(p: &Path) -> String {
@@ -131,7 +89,50 @@ fn plan_prices_with_a_users_table_and_refuses_a_broken_one() {
 
 #[cfg(feature = "aws")]
 mod on_aws {
+    use std::collections::BTreeMap;
+
     use super::*;
+
+    fn calls(v: &Value) -> BTreeMap<String, u64> {
+        v.as_object().unwrap().iter().map(|(k, n)| (k.clone(), n.as_u64().unwrap())).collect()
+    }
+
+    fn by_service(calls: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (op, n) in calls {
+            *out.entry(op.split('.').next().unwrap().to_string()).or_default() += n;
+        }
+        out
+    }
+
+    /// Every service's requests, and their total, within `share` of what the run counted.
+    fn assert_within(predicted: &BTreeMap<String, u64>, actual: &BTreeMap<String, u64>, share: f64) {
+        let (p, a) = (by_service(predicted), by_service(actual));
+        assert_eq!(
+            p.keys().collect::<Vec<_>>(),
+            a.keys().collect::<Vec<_>>(),
+            "services\npredicted {predicted:?}\nactual {actual:?}"
+        );
+        let close = |p: u64, a: u64| (p as f64 - a as f64).abs() <= share * a as f64;
+        for (service, n) in &a {
+            assert!(
+                close(p[service], *n),
+                "{service}: predicted {} of {n}\npredicted {predicted:?}\nactual {actual:?}",
+                p[service]
+            );
+        }
+        let (pt, at) = (p.values().sum::<u64>(), a.values().sum::<u64>());
+        assert!(close(pt, at), "total: predicted {pt} of {at}");
+    }
+
+    /// The orders example's job file, its reference beside it.
+    fn job_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let examples = common::orders_dir();
+        std::fs::copy(examples.join("financial.csv"), dir.path().join("financial.csv")).unwrap();
+        std::fs::write(dir.path().join("job.toml"), common::orders_job()).unwrap();
+        dir
+    }
 
     fn emulator() {
         let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
@@ -209,7 +210,7 @@ mod on_aws {
     #[test]
     fn plan_predicts_the_requests_of_the_orders_example_on_the_emulator() {
         let st = stack();
-        let dir = job_dir("");
+        let dir = job_dir();
         let job = s(&dir.path().join("job.toml"));
         let data = s(&dir.path().join("data"));
         // Chunks outlasting half the visibility timeout would be kept invisible (requests that
@@ -234,7 +235,7 @@ mod on_aws {
     #[test]
     fn plan_predicts_a_job_worked_elsewhere_and_status_follows_it() {
         let st = stack();
-        let dir = job_dir("");
+        let dir = job_dir();
         let text = std::fs::read_to_string(dir.path().join("job.toml")).unwrap();
         let text = text.replace("records = 1000", "records = 250").replace("[sink]\n", "[sink]\nordered = false\n");
         std::fs::write(dir.path().join("job.toml"), text).unwrap();
