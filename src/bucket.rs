@@ -185,22 +185,35 @@ pub fn format_from_name(name: &str) -> Format {
 }
 
 async fn detect_compression(store: &dyn ObjectStore, path: &Path, name: &str) -> Result<Compression> {
-    if name.ends_with(".gz") || name.ends_with(".gzip") {
-        return Ok(Compression::Gzip);
-    }
-    if name.ends_with(".zst") || name.ends_with(".zstd") {
-        return Ok(Compression::Zstd);
+    if let Some(c) = compression_from_name(name) {
+        return Ok(c);
     }
     let head = store.head(path).await?;
     if head.size < 4 {
         return Ok(Compression::None);
     }
     let magic = store.get_range(path, 0..4).await?;
-    Ok(match magic.as_ref() {
+    Ok(compression_from_magic(&magic))
+}
+
+/// The compression a file name's extension says (`.gz`, `.gzip`, `.zst`, `.zstd`), if any.
+pub fn compression_from_name(name: &str) -> Option<Compression> {
+    if name.ends_with(".gz") || name.ends_with(".gzip") {
+        return Some(Compression::Gzip);
+    }
+    if name.ends_with(".zst") || name.ends_with(".zstd") {
+        return Some(Compression::Zstd);
+    }
+    None
+}
+
+/// The compression an object's first bytes show (the gzip or zstd magic number), else none.
+pub fn compression_from_magic(head: &[u8]) -> Compression {
+    match head {
         [0x1f, 0x8b, ..] => Compression::Gzip,
-        [0x28, 0xb5, 0x2f, 0xfd] => Compression::Zstd,
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
         _ => Compression::None,
-    })
+    }
 }
 
 /// A blocking reader over a whole object, not yet decompressed: open it in async context,

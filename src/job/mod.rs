@@ -344,14 +344,19 @@ pub fn sink_shape(spec: &JobSpec, plan: &JobPlan) -> SinkShape {
         SinkTarget::None => None,
     };
     let table = named.unwrap_or_else(|| {
-        let name = plan.inputs.first().and_then(|i| i.object.path.rsplit('/').next()).unwrap_or("records");
-        let stem = name.split('.').next().unwrap_or(name);
-        let mut t: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-        if t.is_empty() || t.starts_with(|c: char| c.is_ascii_digit()) {
-            t.insert(0, 't');
-        }
-        t
+        default_table(plan.inputs.first().and_then(|i| i.object.path.rsplit('/').next()).unwrap_or("records"))
     });
     let fields = plan.output_fields.as_ref().map(|f| f.iter().map(|n| (n.clone(), spec.field_type(n))).collect());
     SinkShape { table, fields }
+}
+
+/// The sink table of a job that names none: its first input's file name up to the first dot,
+/// made SQL-safe (`orders.csv.gz` → `orders`, `2024 sales.csv` → `t2024_sales`).
+pub fn default_table(file_name: &str) -> String {
+    let stem = file_name.split('.').next().unwrap_or(file_name);
+    let mut t: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    if t.is_empty() || t.starts_with(|c: char| c.is_ascii_digit()) {
+        t.insert(0, 't');
+    }
+    t
 }
