@@ -1,6 +1,6 @@
-//! The gather: merge output and rejects parts in input order, write the manifest and the
-//! summary, and mark the job complete. It runs under the ledger's gather lease and writes
-//! only deterministic content, so running it again gives the same objects.
+//! The gather: merge output and rejects parts in input order, write the manifest, the
+//! summary and the report, and mark the job complete. It runs under the ledger's gather lease
+//! and writes only deterministic content, so running it again gives the same objects.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use crate::job::{
 };
 use crate::ledger::{self, ChunkRecord, JobStatus};
 use crate::pipeline::Encoder;
+use crate::report::{RejectDigest, Report};
 
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -220,12 +221,42 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<Summary> {
     };
     let (published, merged) = tokio::join!(publish, merge);
     published?;
-    merged?;
-    write_summary(run, &job, &chunks, tally, gather_started).await
+    let manifest = merged?;
+    let summary = write_summary(run, &job, &chunks, tally, gather_started).await?;
+    write_report(run, &summary, &manifest).await?;
+    Ok(summary)
+}
+
+/// Write `report.html` from the summary, the manifest and the merged rejects.
+async fn write_report(run: &JobRun, summary: &Summary, manifest: &Manifest) -> Result<()> {
+    let rejects = if summary.records.rejected > 0 { reject_digest(run).await? } else { RejectDigest::default() };
+    let definition = crate::report::definition_toml(&run.spec.definition);
+    let prices = crate::cost::Prices::bundled();
+    let costs = crate::cost::request_costs(&summary.api_calls, summary.records.written, &prices);
+    let basis = format!("AWS list prices for {} as of {} (on demand, no free tier)", prices.region, prices.as_of);
+    let report =
+        Report { summary, manifest, definition: &definition, rejects: &rejects, costs: &costs, prices: &basis };
+    run.objects.put_report(crate::report::render(&report)).await
+}
+
+/// The merged rejects digested as they stream from the bucket, one line in memory at a time.
+async fn reject_digest(run: &JobRun) -> Result<RejectDigest> {
+    use futures::TryStreamExt;
+    use tokio::io::AsyncBufReadExt;
+    let path = run.objects.rejects_path();
+    let fail = |e: std::io::Error| Error::backend("object_store", format!("failed to read {path}"), e);
+    let got = run.engine.bucket.get(&Path::from(path.as_str())).await.map_err(|e| fail(std::io::Error::other(e)))?;
+    let reader = tokio_util::io::StreamReader::new(got.into_stream().map_err(std::io::Error::other));
+    let mut lines = tokio::io::BufReader::new(reader).lines();
+    let mut digest = RejectDigest::default();
+    while let Some(line) = lines.next_line().await.map_err(fail)? {
+        digest.add_line(&line);
+    }
+    Ok(digest)
 }
 
 /// Merge the parts into the outputs (each a step, skipped when done), and write the manifest.
-async fn merge_parts(run: &Arc<JobRun>, chunks: &[ChunkRecord], steps: &Steps) -> Result<()> {
+async fn merge_parts(run: &Arc<JobRun>, chunks: &[ChunkRecord], steps: &Steps) -> Result<Manifest> {
     let store = run.engine.bucket.as_ref();
     let objects = &run.objects;
     let output_path = objects.output_path(run.plan.output_format);
@@ -254,7 +285,8 @@ async fn merge_parts(run: &Arc<JobRun>, chunks: &[ChunkRecord], steps: &Steps) -
             .map(|(chunk, commit)| ManifestChunk { chunk, commit })
             .collect(),
     };
-    objects.put_manifest(&manifest).await
+    objects.put_manifest(&manifest).await?;
+    Ok(manifest)
 }
 
 /// Write the summary, once the outputs are merged and the sink holds the job.

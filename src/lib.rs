@@ -43,6 +43,7 @@
 //! - [`forecast`]: `sluicebox plan`: a dry run's shape of a job, and the requests and cost it
 //!   will make on a deployment.
 //! - [`notify`]: telling people how a job ended (webhook, SNS, SES, SMTP), with links.
+//! - [`report`]: `report.html`, a job's self-contained page (counts, chunk timeline, rejects, costs).
 //! - [`gather`]: merge parts in input order, manifest, summary, completion; then the inputs
 //!   archived and the job's notifications sent.
 //! - [`worker`]: one task: decide what to do with it (a `Disposition`), then act.
@@ -106,6 +107,7 @@ pub mod forecast;
 pub mod gather;
 pub mod job;
 pub mod notify;
+pub mod report;
 pub mod pipeline;
 pub mod pool;
 #[cfg(feature = "aws")]

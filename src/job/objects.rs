@@ -7,7 +7,7 @@
 //! | `parts/NNNNNN-ATTEMPT.out`, `parts/NNNNNN-ATTEMPT.rejects.jsonl` | an attempt at chunk N, before its commit (which names the attempt) |
 //! | `calls/<ms>-<pid>.json` | a planner or submitter: the API calls it made |
 //! | `sent.json` (a [`Sent`]) | the submitter, once every task of the plan is on the queue |
-//! | `output.csv` / `output.jsonl`, `rejects.jsonl`, `manifest.json`, `summary.json` | the gather |
+//! | `output.csv` / `output.jsonl`, `rejects.jsonl`, `manifest.json`, `summary.json`, `report.html` | the gather |
 //! | `failed.json` (a [`Failure`]) | the worker that fails the job |
 
 use std::sync::Arc;
@@ -99,6 +99,11 @@ impl JobObjects {
         self.name("summary.json")
     }
 
+    /// `jobs/<id>/report.html`.
+    pub fn report_path(&self) -> String {
+        self.name("report.html")
+    }
+
     /// `jobs/<id>/manifest.json`.
     pub fn manifest_path(&self) -> String {
         self.name("manifest.json")
@@ -182,6 +187,11 @@ impl JobObjects {
     /// Write the summary.
     pub async fn put_summary(&self, summary: &Summary) -> Result<()> {
         bucket::put(self.store(), &self.summary_path(), json_bytes(summary)?).await
+    }
+
+    /// Write the report (see [`crate::report`]).
+    pub async fn put_report(&self, html: String) -> Result<()> {
+        bucket::put(self.store(), &self.report_path(), html.into_bytes()).await
     }
 
     /// Write the manifest.
@@ -285,6 +295,7 @@ mod tests {
         assert_eq!(o.plan_path(), "jobs/orders-1a2b/plan.json");
         assert_eq!(o.summary_path(), "jobs/orders-1a2b/summary.json");
         assert_eq!(o.manifest_path(), "jobs/orders-1a2b/manifest.json");
+        assert_eq!(o.report_path(), "jobs/orders-1a2b/report.html");
         assert_eq!(o.failure_path(), "jobs/orders-1a2b/failed.json");
         assert_eq!(o.output_path(OutputFormat::Csv), "jobs/orders-1a2b/output.csv");
         assert_eq!(o.output_path(OutputFormat::Jsonl), "jobs/orders-1a2b/output.jsonl");
