@@ -47,6 +47,40 @@ pub struct JobConfig {
     /// `[archive]`: where inputs go once their job has completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveConfig>,
+    /// `[[tests]]`: records, and what the job must make of them (`sluicebox test`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestCase>,
+}
+
+/// `[[tests]]`: one record and what the job must make of it: written with these fields,
+/// rejected by this rule, or filtered out.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    /// What the case shows, for a person.
+    pub name: String,
+    /// The record as the input holds it, field by field (a CSV input's fields as text).
+    pub input: serde_json::Map<String, serde_json::Value>,
+    /// The fields the written record must have, with these values (others are not compared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The reject expected instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject: Option<ExpectedReject>,
+    /// Expect the record dropped by a transform.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub filtered: bool,
+}
+
+/// The reject a `[[tests]]` case expects.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedReject {
+    /// The rule (`required`, `max_length`, `type`, `lookup`, …).
+    pub rule: String,
+    /// The field, when it matters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// `[[notify]]`: one party told when a job finishes or fails.

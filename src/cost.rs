@@ -221,6 +221,19 @@ pub fn request_costs(calls: &ApiCalls, items_written: u64, prices: &Prices) -> B
     bill(&usage, prices).by_operation
 }
 
+/// Thousands separated, for a person: `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Dollars formatted for a person: `$0.0123`, `$12.35`.
 pub fn dollars(usd: f64) -> String {
     if usd == 0.0 {
@@ -242,6 +255,14 @@ mod tests {
 
     fn calls(pairs: &[(&str, u64)]) -> ApiCalls {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 
     #[test]

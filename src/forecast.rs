@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::bucket::{self, InputObject};
 use crate::calls::ApiCalls;
 use crate::config::{Compression, SinkTarget};
-use crate::cost::{Bill, LambdaUsage, Prices, Usage};
+use crate::cost::{thousands, Bill, LambdaUsage, Prices, Usage};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::job::{prepare, JobPlan};
@@ -554,19 +554,6 @@ pub fn forecast(shape: Shape, spec: &JobSpec, deployment: Deployment, prices: &P
     }
 }
 
-/// Thousands separated: `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -642,18 +629,5 @@ impl std::fmt::Display for Forecast {
             writeln!(f, "assumed:  {a}")?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thousands_are_separated() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }

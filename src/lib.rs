@@ -40,8 +40,12 @@
 //! - `setup` (feature `aws`): creating the AWS resources a job needs.
 //! - [`job`]: a job's data (plan, stored definition, tasks, failure, summary, its objects
 //!   under `jobs/<id>/`) and `JobRun`, what its workers share.
+//! - [`check`]: `sluicebox check` (a job file checked as `run` would, its reference and sink
+//!   reached; a sample run through its pipeline) and `sluicebox test` (the job's `[[tests]]`).
 //! - [`forecast`]: `sluicebox plan`: a dry run's shape of a job, and the requests and cost it
 //!   will make on a deployment.
+//! - [`init`]: `sluicebox init`: a commented job file from a sample of an input (its dialect,
+//!   and each column's type, date format, emptiness and length).
 //! - [`notify`]: telling people how a job ended (webhook, SNS, SES, SMTP), with links.
 //! - [`report`]: `report.html`, a job's self-contained page (counts, chunk timeline, rejects, costs).
 //! - [`gather`]: merge parts in input order, manifest, summary, completion; then the inputs
@@ -103,8 +107,10 @@ pub mod queue;
 pub mod sink;
 
 pub mod engine;
+pub mod check;
 pub mod forecast;
 pub mod gather;
+pub mod init;
 pub mod job;
 pub mod notify;
 pub mod report;

@@ -231,30 +231,8 @@ impl Pipeline {
         let mut counts = Counts::default();
         let mut items = Vec::new();
         let mut session = self.session();
-        if let Some(s) = session.0.as_mut().filter(|s| s.is_remote()) {
-            // A remote reference is asked for the chunk's keys in batches: a first pass only
-            // collects them.
-            s.start_collecting();
-            self.chunk_records(ctx, bytes, &mut session, &mut |_| {});
-            if let Some(s) = session.0.as_mut() {
-                s.prefetch()?;
-            }
-        } else if let Some(s) = session.0.as_mut().filter(|s| s.in_database()) {
-            // A reference in a database file is read in key order: a first pass reads only the
-            // key column of each row (typed as the main pass types it).
-            if let Some((layout, column)) = ctx.layout.and_then(|l| Some((l, l.lookup_column()?))) {
-                let start = ChunkStart { record: ctx.chunk.first_record, line: ctx.chunk.first_line };
-                crate::decode::for_each_record(ctx.format, &self.dialect, bytes, start, &mut |r: RawRecord<'_>| {
-                    let Body::Csv(row) = r.body else { return };
-                    let Some(text) = row.get(column).and_then(|t| std::str::from_utf8(t).ok()) else { return };
-                    if let Ok(value) = self.typed(layout.rules[column], text) {
-                        s.note_key(key_text(&value));
-                    }
-                });
-                s.prefetch()?;
-            }
-        }
-        self.chunk_records(ctx, bytes, &mut session, &mut |outcome| {
+        self.prefetch(ctx, bytes, &mut session)?;
+        self.chunk_records(ctx, bytes, &mut session, &mut |_, outcome| {
             counts.add(&outcome);
             match outcome {
                 Outcome::Written(item) => {
@@ -285,13 +263,51 @@ impl Pipeline {
         Ok(ChunkOutput { output: encoder.finish(), rejects, counts })
     }
 
+    /// Process a chunk's records and tell `each` what became of each one, with the line it
+    /// starts on (`sluicebox check --sample`).
+    pub fn each_record(&self, ctx: &ChunkContext<'_>, bytes: &[u8], each: &mut dyn FnMut(u64, Outcome)) -> Result<()> {
+        let mut session = self.session();
+        self.prefetch(ctx, bytes, &mut session)?;
+        self.chunk_records(ctx, bytes, &mut session, each);
+        session.take_error().map_or(Ok(()), Err)
+    }
+
+    /// Ask a reference for a chunk's keys before its records are processed: a remote one in
+    /// batches, one in a database file in key order.
+    fn prefetch(&self, ctx: &ChunkContext<'_>, bytes: &[u8], session: &mut Session<'_>) -> Result<()> {
+        if let Some(s) = session.0.as_mut().filter(|s| s.is_remote()) {
+            // A remote reference is asked for the chunk's keys in batches: a first pass only
+            // collects them.
+            s.start_collecting();
+            self.chunk_records(ctx, bytes, session, &mut |_, _| {});
+            if let Some(s) = session.0.as_mut() {
+                s.prefetch()?;
+            }
+        } else if let Some(s) = session.0.as_mut().filter(|s| s.in_database()) {
+            // A reference in a database file is read in key order: a first pass reads only the
+            // key column of each row (typed as the main pass types it).
+            if let Some((layout, column)) = ctx.layout.and_then(|l| Some((l, l.lookup_column()?))) {
+                let start = ChunkStart { record: ctx.chunk.first_record, line: ctx.chunk.first_line };
+                crate::decode::for_each_record(ctx.format, &self.dialect, bytes, start, &mut |r: RawRecord<'_>| {
+                    let Body::Csv(row) = r.body else { return };
+                    let Some(text) = row.get(column).and_then(|t| std::str::from_utf8(t).ok()) else { return };
+                    if let Ok(value) = self.typed(layout.rules[column], text) {
+                        s.note_key(key_text(&value));
+                    }
+                });
+                s.prefetch()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Decode a chunk's records and process each one.
     fn chunk_records(
         &self,
         ctx: &ChunkContext<'_>,
         bytes: &[u8],
         session: &mut Session<'_>,
-        emit: &mut dyn FnMut(Outcome),
+        emit: &mut dyn FnMut(u64, Outcome),
     ) {
         if ctx.format == Format::Csv && ctx.layout.is_none() {
             return;
@@ -325,7 +341,7 @@ impl Pipeline {
                 },
                 Body::Malformed(f) => Outcome::Rejected(origin.reject(f)),
             };
-            emit(outcome);
+            emit(r.line, outcome);
         });
     }
 

@@ -37,9 +37,20 @@ enum Command {
     /// Show what a job over INPUT would do and cost, without running it: a dry run that scans
     /// the inputs (or, with --estimate, only lists them) and predicts its requests and bill.
     Plan(PlanArgs),
+    /// Write a commented job file for FILE (CSV, JSON Lines or JSON; gzip or zstd) from a
+    /// sample of it: the CSV dialect, and each column's type, date format, required and
+    /// max_length. It runs as it is; edit it to taste.
+    Init(InitArgs),
     /// Where a job stands: state, chunks and records done, rejects by rule, time elapsed and
     /// left. Without JOB_ID: the recent jobs in the bucket.
     Status(StatusArgs),
+    /// Check a job file as `run` would (keys, jq programs, schema, the reference and its key,
+    /// the sink) without running anything; with --sample, show what the first records of a
+    /// file would become.
+    Check(CheckArgs),
+    /// Run the job file's `[[tests]]`: each record through the pipeline, compared with what it
+    /// expects; exits 1 when one fails, with a diff.
+    Test(TestArgs),
     /// Take tasks of any job from a shared queue until stopped (SIGTERM or Ctrl-C: finish the
     /// tasks in hand; a second signal, or --grace-secs later: give them back to the queue).
     Worker(WorkerArgs),
@@ -82,17 +93,26 @@ enum AwsCommand {
     },
 }
 
+/// A job's inputs, definition and data directory, as `run` and `plan` take them.
 #[derive(clap::Args)]
-struct RunArgs {
-    /// Input files, directories (every file under it) or file:// URLs; all form one job.
+struct JobArgs {
+    /// Input files, directories (every file under it), file:// URLs or s3:// objects; all
+    /// form one job.
     #[arg(required = true)]
     inputs: Vec<String>,
     /// Job definition (TOML). Without one: CSV with a header, every field as text.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Where the bucket (outputs) and the SQLite database (ledger, sink) live.
+    /// Where the bucket (outputs), the SQLite database (ledger, sink) and fetched references
+    /// live.
     #[arg(long, default_value = "sluicebox-data")]
     data_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    job: JobArgs,
     /// Concurrent workers (default: number of cores).
     #[arg(long)]
     workers: Option<usize>,
@@ -115,15 +135,8 @@ struct RunArgs {
 
 #[derive(clap::Args)]
 struct PlanArgs {
-    /// Input files, directories or s3:// objects, as for `run`.
-    #[arg(required = true)]
-    inputs: Vec<String>,
-    /// Job definition (TOML), as for `run`.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// Where fetched references are kept, as for `run`.
-    #[arg(long, default_value = "sluicebox-data")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    job: JobArgs,
     /// Read nothing but the listing: records and chunks from object sizes (assumed 100 bytes
     /// a record, compressed inputs 3.5 times larger decompressed).
     #[arg(long)]
@@ -160,6 +173,51 @@ struct PlanArgs {
     json: bool,
     #[command(flatten)]
     backends: Backends,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The job file.
+    config: PathBuf,
+    /// Run the first records of this file through the pipeline and show what each becomes.
+    #[arg(long, value_name = "FILE")]
+    sample: Option<String>,
+    /// Records shown with --sample.
+    #[arg(long, default_value_t = 10)]
+    records: u64,
+    /// Where a reference is imported and the SQLite sink lives, as for `run`.
+    #[arg(long, default_value = "sluicebox-data")]
+    data_dir: PathBuf,
+    /// The sink, as for `run` (overrides the job file's `[sink]`).
+    #[arg(long)]
+    sink: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct TestArgs {
+    /// The job file.
+    config: PathBuf,
+    /// Where a reference is imported, as for `run`.
+    #[arg(long, default_value = "sluicebox-data")]
+    data_dir: PathBuf,
+    /// Print the results as one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct InitArgs {
+    /// The file to sample: CSV, JSON Lines or JSON, gzip or zstd compressed or not.
+    file: PathBuf,
+    /// Write the job file here (default: print it).
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Overwrite --out if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Records read to detect the columns (a larger sample finds rarer values).
+    #[arg(long, default_value_t = sluicebox::init::DEFAULT_SAMPLE_RECORDS)]
+    sample_records: usize,
 }
 
 #[derive(clap::Args)]
@@ -355,7 +413,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Plan(args) => plan(args).await,
+            Command::Init(args) => init(args),
             Command::Status(args) => status(args).await,
+            Command::Check(args) => check(args).await,
+            Command::Test(args) => test(args).await,
             Command::Worker(args) => worker(args).await,
             Command::Watch(args) => watch(args).await,
             Command::Bench(args) => bench_cmd(args).await,
@@ -442,7 +503,7 @@ const RECORDS_BAR: &str = "{bar:40} {human_pos}/{human_len} records  {msg}  {rat
 const CHUNKS_BAR: &str = "{bar:40} {pos}/{len} chunks  {msg}  {elapsed}";
 
 async fn run(args: RunArgs) -> sluicebox::Result<()> {
-    let spec = job_spec(args.config.as_deref(), args.backends.sink.as_deref())?;
+    let spec = job_spec(args.job.config.as_deref(), args.backends.sink.as_deref())?;
     let shared = args.backends.queue.as_deref().is_some_and(|q| !q.starts_with("memory://"));
     if args.wait && !shared {
         return Err(Error::config("--wait", "only with a shared queue (--queue sqs://…); a local run always waits"));
@@ -457,11 +518,11 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
         job::run::needs_shared_sink(&spec)?;
     }
     let urls = args.backends.urls();
-    let cloud = cloud(args.backends.on_aws() || spec_on_aws(&spec) || args.inputs.iter().any(|i| on_aws(i))).await;
-    let mut engine = Engine::with_backends(&args.data_dir, &urls, &args.inputs[0], cloud).await?;
+    let cloud = cloud(args.backends.on_aws() || spec_on_aws(&spec) || args.job.inputs.iter().any(|i| on_aws(i))).await;
+    let mut engine = Engine::with_backends(&args.job.data_dir, &urls, &args.job.inputs[0], cloud).await?;
     engine.notify = args.backends.notify()?;
     let inputs =
-        bucket::resolve_inputs(engine.inputs.as_ref(), &args.inputs, spec.input.format, spec.input.compression).await?;
+        bucket::resolve_inputs(engine.inputs.as_ref(), &args.job.inputs, spec.input.format, spec.input.compression).await?;
     let interactive = !args.json && std::io::stderr().is_terminal();
     let opts = RunOptions {
         workers,
@@ -498,7 +559,7 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
 
 async fn plan(args: PlanArgs) -> sluicebox::Result<()> {
     use sluicebox::forecast::{self, Deployment, Runner};
-    let spec = job_spec(args.config.as_deref(), args.backends.sink.as_deref())?;
+    let spec = job_spec(args.job.config.as_deref(), args.backends.sink.as_deref())?;
     let prices = match &args.prices {
         Some(path) => sluicebox::cost::Prices::load(path)?,
         None => sluicebox::cost::Prices::bundled(),
@@ -524,16 +585,16 @@ async fn plan(args: PlanArgs) -> sluicebox::Result<()> {
         ),
         false => (b.bucket.as_deref(), b.queue.as_deref(), b.ledger.as_deref()),
     };
-    let mut deployment = Deployment::of(bucket, queue, ledger, &args.inputs[0], runner);
+    let mut deployment = Deployment::of(bucket, queue, ledger, &args.job.inputs[0], runner);
     deployment.visibility_s = b.visibility_secs;
     // Only the inputs and the reference are read: the bucket, queue and ledger are not opened.
     let reference_on_aws = spec.enrich.as_ref().is_some_and(|e| on_aws(&e.source));
-    let cloud = cloud(args.inputs.iter().any(|i| on_aws(i)) || reference_on_aws).await;
-    let mut engine = Engine::local(&args.data_dir)?;
-    engine.inputs = bucket::input_store(&args.inputs[0], &cloud)?;
+    let cloud = cloud(args.job.inputs.iter().any(|i| on_aws(i)) || reference_on_aws).await;
+    let mut engine = Engine::local(&args.job.data_dir)?;
+    engine.inputs = bucket::input_store(&args.job.inputs[0], &cloud)?;
     engine.cloud = cloud;
     let inputs =
-        bucket::resolve_inputs(engine.inputs.as_ref(), &args.inputs, spec.input.format, spec.input.compression).await?;
+        bucket::resolve_inputs(engine.inputs.as_ref(), &args.job.inputs, spec.input.format, spec.input.compression).await?;
     let shape = match args.estimate {
         true => forecast::from_sizes(&spec, &inputs),
         false => forecast::dry_run(&engine, &spec, inputs).await?,
@@ -542,6 +603,25 @@ async fn plan(args: PlanArgs) -> sluicebox::Result<()> {
     match args.json {
         true => emit(&format!("{}\n", serde_json::to_string(&forecast).unwrap_or_default())),
         false => emit(&forecast.to_string()),
+    }
+    Ok(())
+}
+
+fn init(args: InitArgs) -> sluicebox::Result<()> {
+    use sluicebox::init;
+    if let Some(out) = &args.out {
+        // Before the sample is read: a refusal should not wait for it.
+        init::check_out(out, &args.file, args.force)?;
+    }
+    let (input, job) = (args.file.display().to_string(), args.out.as_ref().map(|o| o.display().to_string()));
+    let names = init::Names { input: &input, job: job.as_deref().unwrap_or("job.toml") };
+    let draft = init::draft(&args.file, names, args.sample_records)?;
+    match &args.out {
+        Some(out) => {
+            init::write_job_file(out, &draft.text, args.force)?;
+            emit(&draft.summary(names.job));
+        }
+        None => emit(&draft.text),
     }
     Ok(())
 }
@@ -581,6 +661,54 @@ async fn status(args: StatusArgs) -> sluicebox::Result<()> {
         }
     };
     emit(&text);
+    Ok(())
+}
+
+async fn check(args: CheckArgs) -> sluicebox::Result<()> {
+    use sluicebox::check;
+    let spec = job_spec(Some(&args.config), args.sink.as_deref())?;
+    let on = spec_on_aws(&spec) || args.sample.as_deref().is_some_and(on_aws);
+    let mut engine = Engine::local(&args.data_dir)?;
+    engine.cloud = cloud(on).await;
+    let found = check::check(&engine, &spec).await?;
+    let mut out = format!("{}: ok\n", args.config.display());
+    for line in found {
+        out += &format!("  {line}\n");
+    }
+    if let Some(file) = &args.sample {
+        engine.inputs = bucket::input_store(file, &engine.cloud)?;
+        let inputs = bucket::resolve_inputs(
+            engine.inputs.as_ref(),
+            std::slice::from_ref(file),
+            spec.input.format,
+            spec.input.compression,
+        )
+        .await?;
+        let first = inputs.first().ok_or_else(|| Error::config("--sample", format!("{file}: no file there")))?;
+        let rows = check::sample(&engine, &spec, first, args.records).await?;
+        out += &format!("\nthe first {} records of {}:\n{}", rows.len(), first.location, check::table(&rows, 90));
+    }
+    emit(&out);
+    Ok(())
+}
+
+async fn test(args: TestArgs) -> sluicebox::Result<()> {
+    let spec = job_spec(Some(&args.config), None)?;
+    let mut engine = Engine::local(&args.data_dir)?;
+    engine.cloud = cloud(spec.enrich.as_ref().is_some_and(|e| on_aws(&e.source))).await;
+    let results = sluicebox::check::run_tests(&engine, &spec).await?;
+    if results.is_empty() {
+        return Err(Error::config(args.config.display().to_string(), "has no [[tests]] to run"));
+    }
+    match args.json {
+        true => emit(&format!("{}\n", serde_json::to_string(&results).unwrap_or_default())),
+        false => emit(&sluicebox::check::report(&results)),
+    }
+    let failed = results.iter().filter(|r| !r.passed).count();
+    if failed > 0 {
+        let what = args.config.display().to_string();
+        return Err(Error::input(what, format!("{failed} of {} tests failed", results.len())));
+    }
     Ok(())
 }
 

@@ -137,7 +137,7 @@ pub async fn recent(engine: &Engine, limit: usize) -> Result<Vec<crate::ledger::
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = crate::forecast::thousands;
+        let n = crate::cost::thousands;
         writeln!(f, "job {}: {}", self.job_id, self.state)?;
         writeln!(f, "chunks:  {} of {} done", self.chunks_done, self.chunks_total)?;
         let share =
