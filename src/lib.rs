@@ -106,16 +106,16 @@ pub mod lookup;
 pub mod queue;
 pub mod sink;
 
-pub mod engine;
 pub mod check;
+pub mod engine;
 pub mod forecast;
 pub mod gather;
 pub mod init;
 pub mod job;
 pub mod notify;
-pub mod report;
 pub mod pipeline;
 pub mod pool;
+pub mod report;
 #[cfg(feature = "aws")]
 pub mod setup;
 pub mod watch;

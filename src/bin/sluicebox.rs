@@ -522,7 +522,8 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
     let mut engine = Engine::with_backends(&args.job.data_dir, &urls, &args.job.inputs[0], cloud).await?;
     engine.notify = args.backends.notify()?;
     let inputs =
-        bucket::resolve_inputs(engine.inputs.as_ref(), &args.job.inputs, spec.input.format, spec.input.compression).await?;
+        bucket::resolve_inputs(engine.inputs.as_ref(), &args.job.inputs, spec.input.format, spec.input.compression)
+            .await?;
     let interactive = !args.json && std::io::stderr().is_terminal();
     let opts = RunOptions {
         workers,
@@ -594,7 +595,8 @@ async fn plan(args: PlanArgs) -> sluicebox::Result<()> {
     engine.inputs = bucket::input_store(&args.job.inputs[0], &cloud)?;
     engine.cloud = cloud;
     let inputs =
-        bucket::resolve_inputs(engine.inputs.as_ref(), &args.job.inputs, spec.input.format, spec.input.compression).await?;
+        bucket::resolve_inputs(engine.inputs.as_ref(), &args.job.inputs, spec.input.format, spec.input.compression)
+            .await?;
     let shape = match args.estimate {
         true => forecast::from_sizes(&spec, &inputs),
         false => forecast::dry_run(&engine, &spec, inputs).await?,
