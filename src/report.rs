@@ -17,7 +17,7 @@ use std::fmt::{self, Write as _};
 use std::io::BufRead;
 
 use crate::config::JobDefinition;
-use crate::cost::dollars;
+use crate::cost::{dollars, thousands};
 use crate::job::{Manifest, ManifestChunk, Summary};
 use crate::record::Reject;
 
@@ -672,11 +672,6 @@ impl fmt::Display for Dec<'_> {
     }
 }
 
-/// `1234567` as `1,234,567`.
-fn thousands(n: u64) -> String {
-    group(&n.to_string())
-}
-
 /// Digits grouped by thousands with `,`, in a number written without them (`-1234.5`).
 fn group(number: &str) -> String {
     let (sign, rest) = number.strip_prefix('-').map_or(("", number), |r| ("-", r));
@@ -859,10 +854,6 @@ mod tests {
 
     #[test]
     fn numbers_are_grouped_by_thousands() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(decimal(85_034.7), "85,035");
         assert_eq!(decimal(123.456), "123");
         assert_eq!(decimal(12.345), "12.3");

@@ -587,16 +587,7 @@ async fn on_task_reports_only_the_tasks_to_retry() {
 async fn the_bench_runs_through_the_handlers_and_reports_gb_seconds() {
     let _ = emulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluicebox"))
-        .args(["bench", "--aws", "--lambda", "--no-duckdb", "--records", "5000", "--workers", "2", "--json"])
-        .arg("--data-dir")
-        .arg(dir.path().join("bench"))
-        .arg("--out")
-        .arg(dir.path().join("m.csv"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let m: serde_json::Value = serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    let m = bench_json(dir.path(), &["--lambda", "--records", "5000", "--workers", "2"]);
     assert_eq!(m["backend"], "lambda");
     assert_eq!(m["written"].as_u64().unwrap() + m["rejected"].as_u64().unwrap(), 5000);
     assert!(m["lambda_gb_s"].as_f64().unwrap() > 0.0, "{m}");
@@ -608,6 +599,22 @@ async fn the_bench_runs_through_the_handlers_and_reports_gb_seconds() {
     assert_predicted(&m);
     let csv = std::fs::read_to_string(dir.path().join("m.csv")).unwrap();
     assert!(csv.lines().next().unwrap().ends_with("predicted_by_operation") && csv.lines().count() == 2, "{csv}");
+}
+
+/// `sluicebox bench --aws … --json` with `args`, data and measurements in `dir`: its first
+/// measurement.
+fn bench_json(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+        .args(["bench", "--aws", "--no-duckdb", "--json"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.join("bench"))
+        .arg("--out")
+        .arg(dir.join("m.csv"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap()
 }
 
 /// The requests `sluicebox plan` predicted for a bench run (`predicted_by_operation`) within
@@ -648,17 +655,7 @@ async fn plan_predicts_a_million_orders_on_workers_and_through_the_handlers() {
     let _ = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     for how in [&["--workers", "2"][..], &["--lambda", "--workers", "2"][..]] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluicebox"))
-            .args(["bench", "--aws", "--no-sink", "--no-duckdb", "--records", "1000000", "--json"])
-            .args(how)
-            .arg("--data-dir")
-            .arg(dir.path().join("bench"))
-            .arg("--out")
-            .arg(dir.path().join("m.csv"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let m: serde_json::Value = serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+        let m = bench_json(dir.path(), &[&["--no-sink", "--records", "1000000"], how].concat());
         assert_eq!(m["records"].as_u64(), Some(1_000_000), "{m}");
         assert_predicted(&m);
     }
