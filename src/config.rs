@@ -50,6 +50,77 @@ pub struct JobConfig {
     /// `[[tests]]`: records, and what the job must make of them (`sluicebox test`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<TestCase>,
+    /// `[stream]`: how `sluicebox stream` cuts records into files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamConfig>,
+}
+
+/// `[stream]`: how `sluicebox stream` buffers, partitions and encodes records into files
+/// (the record format is `[output] format`, as for a batch job's merged output).
+///
+/// A partition's buffer becomes a file when it holds `size_mib` of encoded records (before
+/// compression), `records` records, or when its oldest record has waited `max_age_s` seconds.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// The size target of a file in MiB of encoded records, 1 to 128 (default 64).
+    #[serde(default = "default_stream_size_mib")]
+    pub size_mib: u32,
+    /// The most records in a file (default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
+    /// The most seconds a record waits in a buffer, 0 to 900 (default 300).
+    #[serde(default = "default_stream_age_s")]
+    pub max_age_s: u32,
+    /// A Hive-style partition template over output fields and the record's time:
+    /// `vendor={vendor_id}/year=%Y/month=%m/day=%d` (default: no partitions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// The output field holding the record's event time, for the template's `%` fields
+    /// (default: the time the record arrived on the stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_field: Option<String>,
+    /// The most partitions with an open buffer; one more flushes the oldest (default 100).
+    #[serde(default = "default_stream_open_partitions")]
+    pub max_open_partitions: usize,
+    /// `gzip` (default), `zstd` or `none` for JSON Lines and CSV files. Parquet files are
+    /// compressed inside, with zstd.
+    #[serde(default = "default_stream_compression")]
+    pub compression: Compression,
+    /// The prefix, under the destination, of rejected records' files (default `errors`).
+    #[serde(default = "default_stream_errors")]
+    pub errors: String,
+}
+
+fn default_stream_size_mib() -> u32 {
+    64
+}
+fn default_stream_age_s() -> u32 {
+    300
+}
+fn default_stream_open_partitions() -> usize {
+    100
+}
+fn default_stream_compression() -> Compression {
+    Compression::Gzip
+}
+fn default_stream_errors() -> String {
+    "errors".into()
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            size_mib: default_stream_size_mib(),
+            records: None,
+            max_age_s: default_stream_age_s(),
+            partition: None,
+            time_field: None,
+            max_open_partitions: default_stream_open_partitions(),
+            compression: default_stream_compression(),
+            errors: default_stream_errors(),
+        }
+    }
 }
 
 /// `[[tests]]`: one record and what the job must make of it: written with these fields,
@@ -473,6 +544,8 @@ pub enum OutputFormat {
     Csv,
     /// JSON Lines.
     Jsonl,
+    /// Apache Parquet, typed by the declared columns (needs the output fields).
+    Parquet,
 }
 
 /// A job definition with its paths resolved and its JSON Schema inline: what any worker, on

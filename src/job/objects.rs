@@ -124,11 +124,12 @@ impl JobObjects {
         self.name("gathered.json")
     }
 
-    /// `jobs/<id>/output.csv` or `output.jsonl`.
+    /// `jobs/<id>/output.csv`, `output.jsonl` or `output.parquet`.
     pub fn output_path(&self, format: OutputFormat) -> String {
         self.name(match format {
             OutputFormat::Csv => "output.csv",
             OutputFormat::Jsonl => "output.jsonl",
+            OutputFormat::Parquet => "output.parquet",
         })
     }
 
