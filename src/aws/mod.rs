@@ -63,6 +63,11 @@ pub fn sns(conf: &aws_config::SdkConfig) -> aws_sdk_sns::Client {
     aws_sdk_sns::Client::from_conf(aws_sdk_sns::config::Builder::from(conf).interceptor(CountCalls).build())
 }
 
+/// A Kinesis client whose requests are counted (see [`crate::calls`]).
+pub fn kinesis(conf: &aws_config::SdkConfig) -> aws_sdk_kinesis::Client {
+    aws_sdk_kinesis::Client::from_conf(aws_sdk_kinesis::config::Builder::from(conf).interceptor(CountCalls).build())
+}
+
 /// An S3 client whose requests are counted (see [`crate::calls`]).
 pub fn s3(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(conf).interceptor(CountCalls).build())
