@@ -111,12 +111,26 @@ async fn ledger_dynamodb_conformance() {
     let table = unique("ledger");
     DynamoLedger::create_table(&client, &table).await.unwrap();
     // The cases use distinct job ids, so they can share one table.
-    let store: Arc<dyn StateStore> = Arc::new(DynamoLedger::new(client, &table));
+    let store: Arc<dyn StateStore> = Arc::new(DynamoLedger::new(client.clone(), &table));
     ledger::conformance::run_all(|| store.clone()).await;
     // Opening by URL gives the same ledger.
     let cloud = sluicebox::cloud::Cloud::aws(emulator().await);
     let by_url = ledger::open(&format!("dynamodb://{table}"), &cloud).await.unwrap();
     assert_eq!(by_url.get_job("job-c").await.unwrap().unwrap().done_chunks, 2);
+    assert_eq!(by_url.get_checkpoint("stream-v").await.unwrap().map(|c| c.version), Some(4));
+    // A checkpoint is its own item, and the table's time to live never removes it.
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("stream#stream-v".into()))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("checkpoint".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the checkpoint item is at stream#<name>, checkpoint");
+    assert_eq!(item.get("version").and_then(|v| v.as_n().ok()).map(String::as_str), Some("4"));
+    assert!(!item.contains_key("expires_at"), "checkpoints do not expire: {item:?}");
 }
 
 /// The orders example with its input and outputs in S3, tasks in SQS and the ledger in

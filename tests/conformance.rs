@@ -35,6 +35,21 @@ async fn ledger_sqlite_concurrent_committers_on_separate_connections_finalize_on
     assert_eq!(committers[3].chunks("job-x").await.unwrap().len(), 40, "every connection sees every commit");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_sqlite_checkpoint_writers_on_separate_connections_lose_no_update() {
+    // Separate connections, each with its own lock, as separate processes would have.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let writers: Vec<Arc<dyn StateStore>> =
+        (0..8).map(|_| Arc::new(SqliteLedger::open(&path).unwrap()) as Arc<dyn StateStore>).collect();
+    ledger::conformance::concurrent_checkpoint_writers_exactly_one_wins(&writers).await;
+    assert_eq!(
+        writers[7].get_checkpoint("stream-x").await.unwrap().map(|c| c.version),
+        Some(26),
+        "every connection sees every write"
+    );
+}
+
 const VISIBILITY: Duration = Duration::from_millis(300);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

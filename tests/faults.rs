@@ -485,6 +485,15 @@ impl sluicebox::ledger::StateStore for FaultyLedger {
     async fn delete_job(&self, job_id: &str) -> sluicebox::Result<()> {
         self.inner.delete_job(job_id).await
     }
+    async fn get_checkpoint(&self, name: &str) -> sluicebox::Result<Option<sluicebox::ledger::Checkpoint>> {
+        self.inner.get_checkpoint(name).await
+    }
+    async fn put_checkpoint(&self, name: &str, expected: u64, state: &str) -> sluicebox::Result<bool> {
+        self.inner.put_checkpoint(name, expected, state).await
+    }
+    async fn delete_checkpoint(&self, name: &str) -> sluicebox::Result<()> {
+        self.inner.delete_checkpoint(name).await
+    }
 }
 
 /// A gatherer that dies leaves its job `gathering`; once its lease has ended (and not before),

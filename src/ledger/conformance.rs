@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{ChunkRecord, JobRecord, JobStatus, LedgerCommit, StateStore};
+use super::{Checkpoint, ChunkRecord, JobRecord, JobStatus, LedgerCommit, StateStore, MAX_CHECKPOINT_BYTES};
 use crate::record::Counts;
 
 fn chunk(index: u32, worker: &str) -> ChunkRecord {
@@ -38,6 +38,13 @@ where
     delete_removes_everything(make().as_ref()).await;
     let store = make();
     concurrent_commits_finalize_exactly_once(&[store.clone(), store.clone(), store.clone(), store]).await;
+    checkpoint_first_write_expects_zero(make().as_ref()).await;
+    checkpoint_versions_increase_and_stale_writes_change_nothing(make().as_ref()).await;
+    checkpoint_delete_then_get_is_none(make().as_ref()).await;
+    checkpoints_and_jobs_with_the_same_name_are_independent(make().as_ref()).await;
+    checkpoint_state_over_the_limit_is_refused_naming_the_stream(make().as_ref()).await;
+    let store = make();
+    concurrent_checkpoint_writers_exactly_one_wins(&vec![store; 8]).await;
 }
 
 /// `create_job` writes once.
@@ -193,4 +200,140 @@ pub async fn concurrent_commits_finalize_exactly_once(committers: &[Arc<dyn Stat
     assert_eq!(firsts, CHUNKS, "every chunk must be committed exactly once");
     assert_eq!(finals, 1, "exactly one commit must finalize");
     assert_eq!(store.get_job("job-x").await.unwrap().unwrap().done_chunks, CHUNKS);
+}
+
+fn checkpoint(version: u64, state: &str) -> Option<Checkpoint> {
+    Some(Checkpoint { version, state: state.into() })
+}
+
+/// The first write of a stream's state expects version 0 and stores version 1; it is
+/// conditional like every other.
+pub async fn checkpoint_first_write_expects_zero(store: &dyn StateStore) {
+    assert_eq!(store.get_checkpoint("stream-f").await.unwrap(), None);
+    assert!(!store.put_checkpoint("stream-f", 3, r#"{"a":1}"#).await.unwrap(), "nothing stored: only 0 is expected");
+    assert_eq!(store.get_checkpoint("stream-f").await.unwrap(), None, "a refused write stores nothing");
+    let first = r#"{"shards":{"shardId-000":"4959"},"open":["part-ü \"1\""]}"#;
+    assert!(store.put_checkpoint("stream-f", 0, first).await.unwrap(), "the first write expects 0");
+    assert_eq!(store.get_checkpoint("stream-f").await.unwrap(), checkpoint(1, first), "the state round-trips");
+    assert!(!store.put_checkpoint("stream-f", 0, "{}").await.unwrap(), "a second first write is refused");
+    assert_eq!(store.get_checkpoint("stream-f").await.unwrap(), checkpoint(1, first), "and changes nothing");
+}
+
+/// Every write bumps the version by one; a write expecting another version than the stored
+/// one (stale or ahead) is refused and changes nothing.
+pub async fn checkpoint_versions_increase_and_stale_writes_change_nothing(store: &dyn StateStore) {
+    assert!(store.put_checkpoint("stream-v", 0, r#"{"n":1}"#).await.unwrap());
+    assert!(store.put_checkpoint("stream-v", 1, r#"{"n":2}"#).await.unwrap());
+    assert!(store.put_checkpoint("stream-v", 2, r#"{"n":3}"#).await.unwrap());
+    assert_eq!(store.get_checkpoint("stream-v").await.unwrap(), checkpoint(3, r#"{"n":3}"#));
+    for expected in [0, 1, 2, 4, u64::MAX] {
+        assert!(
+            !store.put_checkpoint("stream-v", expected, r#"{"n":"stale"}"#).await.unwrap(),
+            "a write expecting version {expected} of version 3 must be refused"
+        );
+    }
+    assert_eq!(store.get_checkpoint("stream-v").await.unwrap(), checkpoint(3, r#"{"n":3}"#), "refusals change nothing");
+    assert!(store.put_checkpoint("stream-v", 3, r#"{"n":4}"#).await.unwrap());
+    assert_eq!(store.get_checkpoint("stream-v").await.unwrap(), checkpoint(4, r#"{"n":4}"#));
+}
+
+/// A deleted state reads as none, deleting it again is no error, and the next write starts
+/// over at version 1.
+pub async fn checkpoint_delete_then_get_is_none(store: &dyn StateStore) {
+    store.delete_checkpoint("stream-d").await.unwrap();
+    assert!(store.put_checkpoint("stream-d", 0, "{}").await.unwrap());
+    assert!(store.put_checkpoint("stream-d", 1, "[1]").await.unwrap());
+    store.delete_checkpoint("stream-d").await.unwrap();
+    assert_eq!(store.get_checkpoint("stream-d").await.unwrap(), None);
+    store.delete_checkpoint("stream-d").await.unwrap();
+    assert!(!store.put_checkpoint("stream-d", 2, "[2]").await.unwrap(), "a deleted state has no version 2");
+    assert!(store.put_checkpoint("stream-d", 0, "[3]").await.unwrap(), "a deleted state starts over");
+    assert_eq!(store.get_checkpoint("stream-d").await.unwrap(), checkpoint(1, "[3]"));
+}
+
+/// A stream named like a job (or like another stream's prefix) shares nothing with it.
+pub async fn checkpoints_and_jobs_with_the_same_name_are_independent(store: &dyn StateStore) {
+    store.create_job(&JobRecord::new("job-k", 1)).await.unwrap();
+    store.set_planned("job-k", 1, 1).await.unwrap();
+    store.commit_chunk("job-k", &chunk(0, "w")).await.unwrap();
+    assert_eq!(store.get_checkpoint("job-k").await.unwrap(), None, "a job is not a checkpoint");
+    assert!(store.put_checkpoint("job-k", 0, r#"{"k":1}"#).await.unwrap(), "a job's id is free as a stream's name");
+    assert!(store.put_checkpoint("job-k2", 0, r#"{"k":2}"#).await.unwrap());
+    assert_eq!(store.get_job("job-k").await.unwrap().unwrap().done_chunks, 1, "the job is untouched");
+    store.delete_job("job-k").await.unwrap();
+    assert_eq!(store.get_checkpoint("job-k").await.unwrap(), checkpoint(1, r#"{"k":1}"#), "delete_job keeps it");
+    assert!(store.create_job(&JobRecord::new("job-k", 2)).await.unwrap());
+    store.delete_checkpoint("job-k").await.unwrap();
+    assert_eq!(store.get_job("job-k").await.unwrap().unwrap().created_ms, 2, "delete_checkpoint keeps the job");
+    assert_eq!(store.get_checkpoint("job-k2").await.unwrap(), checkpoint(1, r#"{"k":2}"#), "and other streams");
+}
+
+/// A state of exactly the limit is stored; one byte more is refused with an error naming the
+/// stream, and changes nothing.
+pub async fn checkpoint_state_over_the_limit_is_refused_naming_the_stream(store: &dyn StateStore) {
+    let padded = |bytes: usize| format!(r#"{{"pad":"{}"}}"#, "x".repeat(bytes - r#"{"pad":""}"#.len()));
+    let largest = padded(MAX_CHECKPOINT_BYTES);
+    assert_eq!(largest.len(), 256 * 1024);
+    assert!(store.put_checkpoint("stream-big", 0, &largest).await.unwrap(), "256 KiB is within the limit");
+    assert_eq!(store.get_checkpoint("stream-big").await.unwrap(), checkpoint(1, &largest));
+    let refused = store.put_checkpoint("stream-big", 1, &padded(MAX_CHECKPOINT_BYTES + 1)).await;
+    let Err(err @ crate::error::Error::InvalidInput { .. }) = refused else {
+        panic!("a state over 256 KiB must be refused as invalid input, not {refused:?}")
+    };
+    assert!(err.to_string().contains("stream-big"), "the error names the stream: {err}");
+    assert!(!err.is_retryable(), "it stays too large however often it is tried: {err}");
+    assert_eq!(store.get_checkpoint("stream-big").await.unwrap(), checkpoint(1, &largest), "and nothing changed");
+    let refused = store.put_checkpoint("stream-big-new", 0, &padded(MAX_CHECKPOINT_BYTES + 1)).await;
+    assert!(matches!(refused, Err(crate::error::Error::InvalidInput { .. })), "a first write too: {refused:?}");
+    assert_eq!(store.get_checkpoint("stream-big-new").await.unwrap(), None);
+}
+
+/// Writers racing with the same expected version: exactly one wins and its state is stored;
+/// then writers that read, change and retry never lose an update.
+///
+/// `writers` are handles on one ledger, one per writing task: the same handle, or separate
+/// connections to the same database (as separate processes would have).
+pub async fn concurrent_checkpoint_writers_exactly_one_wins(writers: &[Arc<dyn StateStore>]) {
+    const ROUNDS: u32 = 3;
+    let store = &writers[0];
+    assert!(store.put_checkpoint("stream-x", 0, r#"{"writer":null,"count":0}"#).await.unwrap());
+    let race = writers.iter().cloned().enumerate().map(|(w, store)| {
+        tokio::spawn(
+            async move { store.put_checkpoint("stream-x", 1, &format!(r#"{{"writer":{w},"count":0}}"#)).await },
+        )
+    });
+    let mut winners = Vec::new();
+    for (w, task) in race.collect::<Vec<_>>().into_iter().enumerate() {
+        if task.await.unwrap().unwrap() {
+            winners.push(w);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one writer expecting version 1 must win, not {winners:?}");
+    let stored = store.get_checkpoint("stream-x").await.unwrap();
+    assert_eq!(stored, checkpoint(2, &format!(r#"{{"writer":{},"count":0}}"#, winners[0])), "the winner's state");
+
+    // Read, add one, write back expecting what was read; retry on refusal.
+    let counters = writers.iter().cloned().map(|store| {
+        tokio::spawn(async move {
+            for _ in 0..ROUNDS {
+                loop {
+                    let cp = store.get_checkpoint("stream-x").await.unwrap().expect("the state exists");
+                    let doc: serde_json::Value = serde_json::from_str(&cp.state).unwrap();
+                    let count = doc["count"].as_u64().unwrap() + 1;
+                    let next = serde_json::json!({ "writer": doc["writer"], "count": count }).to_string();
+                    if store.put_checkpoint("stream-x", cp.version, &next).await.unwrap() {
+                        break;
+                    }
+                }
+            }
+        })
+    });
+    for task in counters.collect::<Vec<_>>() {
+        task.await.unwrap();
+    }
+    let increments = ROUNDS * writers.len() as u32;
+    let cp = store.get_checkpoint("stream-x").await.unwrap().unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&cp.state).unwrap();
+    assert_eq!(doc["count"], u64::from(increments), "no update may be lost: {cp:?}");
+    assert_eq!(cp.version, 2 + u64::from(increments), "one version per write");
 }

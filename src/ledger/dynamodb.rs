@@ -10,6 +10,10 @@
 //! item from when it completes or fails ([`RETENTION`] later), a chunk item from its commit
 //! (twice that later), so that a job's chunks outlive its job item (a late task of a job whose
 //! item is gone is dropped; of a job whose chunks were gone, it would be worked again).
+//!
+//! A stream consumer's checkpoint is the item `pk = "stream#<name>"`, `sk = "checkpoint"`
+//! with `version` and `state`, replaced whole by a `PutItem` conditional on the version. It
+//! has no `expires_at`: a consumer's position must outlive any pause in its stream.
 
 use std::collections::HashMap;
 
@@ -17,7 +21,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, Put, TransactWriteItem, Update, WriteRequest};
 use aws_sdk_dynamodb::Client;
 
-use super::{ChunkRecord, JobRecord, JobStatus, LedgerCommit, StateStore};
+use super::{check_checkpoint_size, Checkpoint, ChunkRecord, JobRecord, JobStatus, LedgerCommit, StateStore};
 use crate::aws::dynamodb as ddb;
 use crate::error::{Error, Result};
 
@@ -51,6 +55,12 @@ fn pk(job_id: &str) -> AttributeValue {
     s(format!("job#{job_id}"))
 }
 
+fn checkpoint_pk(name: &str) -> AttributeValue {
+    s(format!("stream#{name}"))
+}
+
+const CHECKPOINT_SK: &str = "checkpoint";
+
 fn chunk_sk(index: u32) -> AttributeValue {
     s(format!("chunk#{index:010}"))
 }
@@ -72,11 +82,15 @@ impl DynamoLedger {
     }
 
     async fn get(&self, job_id: &str, sk: AttributeValue) -> Result<Option<Item>> {
+        self.get_item(pk(job_id), sk).await
+    }
+
+    async fn get_item(&self, pk: AttributeValue, sk: AttributeValue) -> Result<Option<Item>> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", pk(job_id))
+            .key("pk", pk)
             .key("sk", sk)
             .consistent_read(true)
             .send()
@@ -133,6 +147,13 @@ impl DynamoLedger {
         }
         Ok(items)
     }
+}
+
+fn checkpoint_from_item(name: &str, item: &Item) -> Result<Checkpoint> {
+    let corrupt = |what: &str| Error::backend("dynamodb", format!("stream {name:?} checkpoint"), what.to_string());
+    let version = num(item, "version").ok_or_else(|| corrupt("no numeric version attribute"))?;
+    let state = item.get("state").and_then(|v| v.as_s().ok()).ok_or_else(|| corrupt("no state attribute"))?;
+    Ok(Checkpoint { version, state: state.clone() })
 }
 
 fn chunk_from_item(item: &Item) -> Result<ChunkRecord> {
@@ -356,6 +377,57 @@ impl StateStore for DynamoLedger {
                 ));
             }
         }
+        Ok(())
+    }
+
+    async fn get_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
+        let item = self.get_item(checkpoint_pk(name), s(CHECKPOINT_SK)).await?;
+        item.map(|item| checkpoint_from_item(name, &item)).transpose()
+    }
+
+    async fn put_checkpoint(&self, name: &str, expected: u64, state: &str) -> Result<bool> {
+        check_checkpoint_size(name, state)?;
+        // No stored version is u64::MAX (it would take as many writes), so that expectation fails.
+        let Some(next) = expected.checked_add(1) else { return Ok(false) };
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", checkpoint_pk(name))
+            .item("sk", s(CHECKPOINT_SK))
+            .item("version", n(next))
+            .item("state", s(state));
+        req = if expected == 0 {
+            req.condition_expression("attribute_not_exists(pk)")
+        } else {
+            req.condition_expression("#version = :expected")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":expected", n(expected))
+        };
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(ddb::error(
+                format!("PutItem of stream {name:?} checkpoint on {}", self.table),
+                e.into_service_error(),
+            )),
+        }
+    }
+
+    async fn delete_checkpoint(&self, name: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", checkpoint_pk(name))
+            .key("sk", s(CHECKPOINT_SK))
+            .send()
+            .await
+            .map_err(|e| {
+                ddb::error(
+                    format!("DeleteItem of stream {name:?} checkpoint on {}", self.table),
+                    e.into_service_error(),
+                )
+            })?;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{ChunkRecord, JobRecord, JobStatus, LedgerCommit, StateStore};
+use super::{check_checkpoint_size, Checkpoint, ChunkRecord, JobRecord, JobStatus, LedgerCommit, StateStore};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Default)]
@@ -14,10 +14,11 @@ struct Job {
     chunks: BTreeMap<u32, ChunkRecord>,
 }
 
-/// A ledger held in a mutex-guarded map.
+/// A ledger held in mutex-guarded maps.
 #[derive(Debug, Default)]
 pub struct MemoryLedger {
     jobs: Mutex<HashMap<String, Job>>,
+    checkpoints: Mutex<HashMap<String, Checkpoint>>,
 }
 
 impl MemoryLedger {
@@ -25,6 +26,12 @@ impl MemoryLedger {
         // A poisoned lock means another thread panicked mid-update; the map itself is still
         // consistent because every update below is a single insert or field write.
         let mut guard = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    fn with_checkpoints<T>(&self, f: impl FnOnce(&mut HashMap<String, Checkpoint>) -> T) -> T {
+        // As above: every update is a single insert or remove.
+        let mut guard = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
     }
 }
@@ -128,6 +135,26 @@ impl StateStore for MemoryLedger {
 
     async fn delete_job(&self, job_id: &str) -> Result<()> {
         self.with(|jobs| jobs.remove(job_id));
+        Ok(())
+    }
+
+    async fn get_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
+        Ok(self.with_checkpoints(|c| c.get(name).cloned()))
+    }
+
+    async fn put_checkpoint(&self, name: &str, expected: u64, state: &str) -> Result<bool> {
+        check_checkpoint_size(name, state)?;
+        Ok(self.with_checkpoints(|c| {
+            if c.get(name).map_or(0, |cp| cp.version) != expected {
+                return false;
+            }
+            c.insert(name.to_string(), Checkpoint { version: expected + 1, state: state.to_string() });
+            true
+        }))
+    }
+
+    async fn delete_checkpoint(&self, name: &str) -> Result<()> {
+        self.with_checkpoints(|c| c.remove(name));
         Ok(())
     }
 }

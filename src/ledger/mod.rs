@@ -1,4 +1,5 @@
-//! The ledger seam: job and chunk records with conditional writes (`StateStore`).
+//! The ledger seam: job and chunk records, and stream consumers' checkpoints, with conditional
+//! writes (`StateStore`).
 
 use std::fmt::Debug;
 
@@ -147,7 +148,38 @@ pub enum LedgerCommit {
     Duplicate,
 }
 
-/// Job and chunk records with conditional writes.
+/// A stream consumer's state (`sluicebox stream`): a JSON document and its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Bumped by one on every write; 1 for the first.
+    pub version: u64,
+    /// The document (JSON text, at most 256 KiB).
+    pub state: String,
+}
+
+/// The largest [`Checkpoint::state`] a ledger stores, in bytes of UTF-8: small enough for one
+/// DynamoDB item (400 KB) with room to spare.
+pub const MAX_CHECKPOINT_BYTES: usize = 256 * 1024;
+
+/// Refuse a checkpoint state over [`MAX_CHECKPOINT_BYTES`], before any backend sees it.
+///
+/// An [`Error::InvalidInput`](crate::error::Error::InvalidInput) naming the stream: the
+/// document as given can never be stored, so trying again is pointless (an
+/// `InvalidConfig` would count as retryable, and a backend error would blame the store).
+pub(crate) fn check_checkpoint_size(name: &str, state: &str) -> Result<()> {
+    if state.len() <= MAX_CHECKPOINT_BYTES {
+        return Ok(());
+    }
+    Err(crate::error::Error::input(
+        format!("stream {name:?} checkpoint"),
+        format!(
+            "its state is {} bytes, over the ledger's limit of {MAX_CHECKPOINT_BYTES} bytes (256 KiB)",
+            state.len()
+        ),
+    ))
+}
+
+/// Job and chunk records, and stream checkpoints, with conditional writes.
 ///
 /// # Contract
 ///
@@ -171,7 +203,19 @@ pub enum LedgerCommit {
 ///   the job is `Gathering` and its lease still ends at `held` (its holder's own lease, not
 ///   one taken over since); it says whether it did.
 /// - `delete_job` removes the job and its chunks; deleting an unknown job is not an error.
-/// - Reads (`get_job`, `chunks`) see every write that returned before they were called.
+/// - `put_checkpoint(name, expected, state)` is one atomic conditional write: it stores
+///   `state` as version `expected + 1` only if the stored version is `expected` (0: nothing is
+///   stored under `name`), and otherwise returns `false` and changes nothing. Of any number of
+///   concurrent writers with the same `expected`, exactly one gets `true`. A `state` over
+///   [`MAX_CHECKPOINT_BYTES`] is refused, before anything is written, with an
+///   [`crate::error::Error::InvalidInput`] naming the stream (not a backend error).
+/// - `delete_checkpoint` removes a stream's state; its next write expects 0 again. Deleting
+///   a state that does not exist is not an error.
+/// - Checkpoint names and job ids are separate: a stream named like a job shares nothing with
+///   it (`delete_job` leaves checkpoints alone and `delete_checkpoint` leaves jobs alone).
+///   Checkpoints do not expire.
+/// - Reads (`get_job`, `chunks`, `get_checkpoint`) see every write that returned before they
+///   were called.
 #[async_trait]
 pub trait StateStore: Send + Sync + Debug {
     /// Create a job if none exists with its id. `true` if this call created it.
@@ -194,6 +238,13 @@ pub trait StateStore: Send + Sync + Debug {
     async fn renew_gather_lease(&self, job_id: &str, held_ms: i64, until_ms: i64) -> Result<bool>;
     /// Remove a job and its chunks.
     async fn delete_job(&self, job_id: &str) -> Result<()>;
+    /// The state stored for the stream consumer `name`, if any.
+    async fn get_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>>;
+    /// Store `state` as version `expected + 1` if the stored version is `expected` (0: none is
+    /// stored); `false` (and nothing changed) otherwise.
+    async fn put_checkpoint(&self, name: &str, expected: u64, state: &str) -> Result<bool>;
+    /// Remove the state of `name` (not an error if there is none).
+    async fn delete_checkpoint(&self, name: &str) -> Result<()>;
     /// The cloud requests one successful `commit_chunk` makes (see [`crate::calls`]): a
     /// chunk's record counts its own commit before it is made.
     fn commit_cost(&self) -> crate::calls::ApiCalls {

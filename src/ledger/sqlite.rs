@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{ChunkRecord, JobRecord, JobStatus, LedgerCommit, StateStore};
+use super::{check_checkpoint_size, Checkpoint, ChunkRecord, JobRecord, JobStatus, LedgerCommit, StateStore};
 use crate::error::{Error, Result};
 
-/// A ledger in two SQLite tables, `sluicebox_jobs` and `sluicebox_chunks`.
+/// A ledger in three SQLite tables, `sluicebox_jobs`, `sluicebox_chunks` and
+/// `sluicebox_checkpoints`.
 #[derive(Debug, Clone)]
 pub struct SqliteLedger {
     conn: Arc<Mutex<Connection>>,
@@ -43,6 +44,11 @@ impl SqliteLedger {
                  idx INTEGER NOT NULL,
                  body TEXT NOT NULL,
                  PRIMARY KEY (job_id, idx)
+             );
+             CREATE TABLE IF NOT EXISTS sluicebox_checkpoints (
+                 name TEXT PRIMARY KEY,
+                 version INTEGER NOT NULL,
+                 state TEXT NOT NULL
              );",
         )?;
         // Ledgers written before the gather lease had an end lack its column.
@@ -253,6 +259,60 @@ impl StateStore for SqliteLedger {
             tx.execute("DELETE FROM sluicebox_chunks WHERE job_id = ?1", [&id])?;
             tx.execute("DELETE FROM sluicebox_jobs WHERE job_id = ?1", [&id])?;
             tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
+        let name = name.to_string();
+        self.call(move |c| {
+            let row: Option<(i64, String)> = c
+                .query_row("SELECT version, state FROM sluicebox_checkpoints WHERE name = ?1", [&name], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            row.map(|(version, state)| {
+                let version = u64::try_from(version).map_err(|e| {
+                    Error::backend("sqlite", format!("stream {name:?} checkpoint has version {version}"), e)
+                })?;
+                Ok(Checkpoint { version, state })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn put_checkpoint(&self, name: &str, expected: u64, state: &str) -> Result<bool> {
+        check_checkpoint_size(name, state)?;
+        // No stored version is beyond i64::MAX, so such an expectation cannot hold.
+        let Ok(expected) = i64::try_from(expected) else { return Ok(false) };
+        let (name, state) = (name.to_string(), state.to_string());
+        self.call(move |c| {
+            // One statement either way, so the check and the write are atomic across
+            // connections (and processes) as well as within this one.
+            let n = if expected == 0 {
+                c.execute(
+                    "INSERT INTO sluicebox_checkpoints (name, version, state) VALUES (?1, 1, ?2)
+                     ON CONFLICT (name) DO NOTHING",
+                    params![name, state],
+                )?
+            } else {
+                c.execute(
+                    "UPDATE sluicebox_checkpoints SET version = version + 1, state = ?3
+                     WHERE name = ?1 AND version = ?2",
+                    params![name, expected, state],
+                )?
+            };
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn delete_checkpoint(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.call(move |c| {
+            c.execute("DELETE FROM sluicebox_checkpoints WHERE name = ?1", [&name])?;
             Ok(())
         })
         .await
