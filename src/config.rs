@@ -528,8 +528,8 @@ pub enum SinkKind {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
-    /// `csv` or `jsonl`; default `csv` when the fields are known (no transform, or `fields`
-    /// given), else `jsonl`.
+    /// `csv`, `jsonl` or `parquet`; default `csv` when the fields are known (no transform, or
+    /// `fields` given), else `jsonl`. Parquet needs the fields known.
     pub format: Option<OutputFormat>,
     /// Output fields in order. Default, for CSV inputs without transforms: the input columns
     /// (renamed) then the enrichment fields; for JSON inputs the fields are not known.

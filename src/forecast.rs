@@ -96,7 +96,7 @@ pub struct Sample {
     pub rejected: u64,
     /// Filtered out by a transform.
     pub filtered: u64,
-    /// Output bytes they made.
+    /// Bytes of merged output they made (of a Parquet output: the sample's own Parquet file).
     pub output_bytes: u64,
     /// Rejects bytes they made.
     pub rejects_bytes: u64,
@@ -266,11 +266,26 @@ async fn sample_chunk(
         crate::config::Format::Csv => Some(pipeline.csv_layout(header, &input.object.location)?),
         _ => None,
     };
+    // The gather converts the parts (JSON Lines) of a Parquet job: the sample is converted
+    // too, for the merged output's size, and a value that does not fit its column shows now.
+    let parquet = match (plan.output_format, &plan.output_fields) {
+        (crate::config::OutputFormat::Parquet, Some(fields)) => Some(crate::parquet::schema(spec, fields)?),
+        _ => None,
+    };
     let (chunk, location, format) = (chunk.clone(), input.object.location.clone(), input.object.format);
-    let out = tokio::task::spawn_blocking(move || {
+    let (out, output_bytes) = tokio::task::spawn_blocking(move || {
         let ctx = ChunkContext { job: 1, chunk: &chunk, input: &location, format, layout: layout.as_ref() };
         let mut discard = |_: Vec<SinkItem>| {};
-        pipeline.run_chunk(&ctx, &bytes, Some((usize::MAX, &mut discard)))
+        let out = pipeline.run_chunk(&ctx, &bytes, Some((usize::MAX, &mut discard)))?;
+        let output_bytes = match parquet {
+            Some(schema) => {
+                let mut encoder = crate::parquet::ParquetEncoder::new(schema, usize::MAX);
+                encoder.push_jsonl(&format!("the output of {location}'s first chunk"), &out.output)?;
+                encoder.finish()?.len() as u64
+            }
+            None => out.output.len() as u64,
+        };
+        Ok::<_, Error>((out, output_bytes))
     })
     .await
     .map_err(|e| Error::backend("plan", "sample task failed", e))??;
@@ -280,7 +295,7 @@ async fn sample_chunk(
         written: c.written,
         rejected: c.rejected,
         filtered: c.filtered,
-        output_bytes: out.output.len() as u64,
+        output_bytes,
         rejects_bytes: out.rejects.len() as u64,
         rejects_by_rule: c.rejects_by_rule,
     })

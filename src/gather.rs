@@ -17,8 +17,10 @@ use crate::job::{
     Summary, Timings,
 };
 use crate::ledger::{self, ChunkRecord, JobStatus};
+use crate::parquet::ParquetEncoder;
 use crate::pipeline::Encoder;
 use crate::report::{RejectDigest, Report};
+use crate::spec::parquet_needs_fields;
 
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -271,7 +273,17 @@ async fn merge_parts(run: &Arc<JobRun>, chunks: &[ChunkRecord], steps: &Steps) -
             .filter(|(_, bytes)| *bytes > 0)
             .map(move |(c, bytes)| (objects.part_path(part, c.index, &c.attempt), bytes))
     };
-    steps.run("output", merge(store, &output_path, header, parts(Part::Output))).await?;
+    match run.plan.output_format {
+        OutputFormat::Parquet => {
+            let fields = run.plan.output_fields.as_deref().ok_or_else(|| parquet_needs_fields("this job"))?;
+            let schema = crate::parquet::schema(&run.spec, fields)?;
+            let written = chunks.iter().map(|c| c.counts.written).sum();
+            steps.run("output", merge_parquet(store, &output_path, schema, written, parts(Part::Output))).await?;
+        }
+        OutputFormat::Csv | OutputFormat::Jsonl => {
+            steps.run("output", merge(store, &output_path, header, parts(Part::Output))).await?
+        }
+    }
     steps.run("rejects", merge(store, &objects.rejects_path(), Vec::new(), parts(Part::Rejects))).await?;
     let manifest = Manifest {
         job_id: run.id().to_string(),
@@ -382,19 +394,8 @@ async fn merge(
     let mut w = WriteMultipart::new(upload);
     w.write(&head);
     for (part, size) in parts {
-        let bytes = match bucket::get_opt(store, &part).await {
-            Ok(Some(b)) if b.len() as u64 == size => b,
-            Ok(Some(b)) => {
-                w.abort().await.map_err(fail)?;
-                return Err(Error::Conflict(format!(
-                    "part {part} holds {} bytes; its chunk committed {size}",
-                    b.len()
-                )));
-            }
-            Ok(None) => {
-                w.abort().await.map_err(fail)?;
-                return Err(Error::NotFound(format!("part {part} of a committed chunk")));
-            }
+        let bytes = match read_part(store, &part, size).await {
+            Ok(b) => b,
             Err(e) => {
                 w.abort().await.map_err(fail)?;
                 return Err(e);
@@ -404,5 +405,77 @@ async fn merge(
         w.put(bytes);
     }
     w.finish().await.map_err(fail)?;
+    Ok(())
+}
+
+/// A part as its chunk committed it; one whose size differs fails the gather instead of
+/// being merged.
+async fn read_part(store: &dyn ObjectStore, part: &str, size: u64) -> Result<bytes::Bytes> {
+    match bucket::get_opt(store, part).await? {
+        Some(b) if b.len() as u64 == size => Ok(b),
+        Some(b) => Err(Error::Conflict(format!("part {part} holds {} bytes; its chunk committed {size}", b.len()))),
+        None => Err(Error::NotFound(format!("part {part} of a committed chunk"))),
+    }
+}
+
+/// Rows per row group of a gathered Parquet output at most; each part ends one anyway, so
+/// this bounds the memory of converting a part larger than usual.
+const GATHER_ROW_GROUP_ROWS: usize = 1 << 20;
+
+/// Convert the JSON Lines `parts` (path, size its chunk committed) into one Parquet object of
+/// `schema` with a multipart upload, in their order, one part in memory at a time, each part
+/// ending a row group. The rows must number `written`, the chunks' count of kept records.
+async fn merge_parquet(
+    store: &dyn ObjectStore,
+    path: &str,
+    schema: arrow_schema::SchemaRef,
+    written: u64,
+    parts: impl Iterator<Item = (String, u64)>,
+) -> Result<()> {
+    let fail = |e: object_store::Error| Error::backend("object_store", format!("failed to write {path}"), e);
+    let upload = store.put_multipart(&Path::from(path)).await.map_err(fail)?;
+    let mut w = WriteMultipart::new(upload);
+    match write_parquet(store, &mut w, schema, written, parts).await {
+        Ok(()) => w.finish().await.map_err(fail).map(|_| ()),
+        Err(e) => {
+            w.abort().await.map_err(fail)?;
+            Err(e)
+        }
+    }
+}
+
+async fn write_parquet(
+    store: &dyn ObjectStore,
+    w: &mut WriteMultipart,
+    schema: arrow_schema::SchemaRef,
+    written: u64,
+    parts: impl Iterator<Item = (String, u64)>,
+) -> Result<()> {
+    // Encoding is CPU work: it runs off the async workers, the encoder moving in and out.
+    async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+        tokio::task::spawn_blocking(f).await.map_err(|e| Error::backend("parquet", "encoding task failed", e))?
+    }
+    let mut encoder = ParquetEncoder::new(schema, GATHER_ROW_GROUP_ROWS);
+    for (part, size) in parts {
+        let bytes = read_part(store, &part, size).await?;
+        let out;
+        (encoder, out) = blocking(move || {
+            encoder.push_jsonl(&part, &bytes)?;
+            encoder.flush()?;
+            let out = encoder.take_written();
+            Ok((encoder, out))
+        })
+        .await?;
+        w.wait_for_capacity(4).await.map_err(|e| Error::backend("object_store", "upload the Parquet output", e))?;
+        w.put(out.into());
+    }
+    if encoder.rows() != written {
+        return Err(Error::Conflict(format!(
+            "the output parts hold {} records; their chunks committed {written} written",
+            encoder.rows()
+        )));
+    }
+    let tail = blocking(move || encoder.finish()).await?;
+    w.put(tail.into());
     Ok(())
 }

@@ -933,7 +933,7 @@ fn other_sections(o: &mut String, s: &Sniffed) {
         (
             "# [output]              # the merged output file",
             &[
-                ("# format = \"csv\"".into(), "csv | jsonl; default csv when the fields are known, else jsonl"),
+                ("# format = \"csv\"".into(), "csv | jsonl | parquet; default csv when the fields are known, else jsonl"),
                 (format!("# fields = [{}]", fields), "default: every field"),
             ],
         ),

@@ -36,6 +36,8 @@
 //! The engines:
 //! - [`pipeline`]: one record through every step (`Pipeline::process`), a chunk's records,
 //!   and the output `Encoder`.
+//! - [`parquet`]: Parquet output: an Arrow schema typed by the declared columns,
+//!   and the `ParquetEncoder` (in memory, or streamed a row group at a time).
 //! - [`engine`]: the backends a job runs on, built from URLs.
 //! - `setup` (feature `aws`): creating the AWS resources a job needs.
 //! - [`job`]: a job's data (plan, stored definition, tasks, failure, summary, its objects
@@ -113,6 +115,7 @@ pub mod gather;
 pub mod init;
 pub mod job;
 pub mod notify;
+pub mod parquet;
 pub mod pipeline;
 pub mod pool;
 pub mod report;

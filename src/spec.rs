@@ -144,6 +144,14 @@ impl JobDefinition {
         if c.output.format == Some(OutputFormat::Csv) && !c.transform.is_empty() && c.output.fields.is_none() {
             return Err(Error::config("output.fields", "CSV output after a transform needs the output field list"));
         }
+        if c.output.format == Some(OutputFormat::Parquet) && c.output.fields.is_none() {
+            if !c.transform.is_empty() {
+                return Err(parquet_needs_fields("a job with transforms"));
+            }
+            if matches!(c.input.format, Some(Format::Jsonl | Format::Json)) {
+                return Err(parquet_needs_fields("a job reading JSON"));
+            }
+        }
         let notify = c
             .notify
             .iter()
@@ -206,6 +214,18 @@ impl JobSpec {
     pub fn out_name<'a>(&'a self, name: &'a str) -> &'a str {
         self.columns.iter().find(|r| r.name == name).map_or(name, |r| r.out.as_str())
     }
+}
+
+/// The refusal of Parquet output by a job whose output fields are not known before it runs
+/// (`who`: "a job with transforms"): a Parquet file declares its columns before its rows.
+pub fn parquet_needs_fields(who: &str) -> Error {
+    Error::config(
+        "output.fields",
+        format!(
+            "output.format = \"parquet\" needs the output fields, and {who} cannot know them \
+             before it runs: add fields = [\"…\", …] to [output], in column order"
+        ),
+    )
 }
 
 fn check_sink(c: &JobConfig) -> Result<SinkTarget> {

@@ -241,6 +241,12 @@ impl JobRun {
                 _ => Ok(None),
             })
             .collect::<Result<Vec<_>>>()?;
+        if plan.output_format == OutputFormat::Parquet {
+            // Inputs named .json/.jsonl are known only now; the spec refused the rest.
+            let fields =
+                plan.output_fields.as_deref().ok_or_else(|| crate::spec::parquet_needs_fields("a JSON input"))?;
+            crate::parquet::schema(&spec, fields)?;
+        }
         // The sink is opened (a SQLite table created) only once the plan fits the job.
         let shape = sink_shape(&spec, &plan);
         let sink = engine.open_sink(&spec.sink, &shape)?;

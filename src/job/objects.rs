@@ -7,7 +7,7 @@
 //! | `parts/NNNNNN-ATTEMPT.out`, `parts/NNNNNN-ATTEMPT.rejects.jsonl` | an attempt at chunk N, before its commit (which names the attempt) |
 //! | `calls/<ms>-<pid>.json` | a planner or submitter: the API calls it made |
 //! | `sent.json` (a [`Sent`]) | the submitter, once every task of the plan is on the queue |
-//! | `output.csv` / `output.jsonl`, `rejects.jsonl`, `manifest.json`, `summary.json`, `report.html` | the gather |
+//! | `output.csv` / `output.jsonl` / `output.parquet`, `rejects.jsonl`, `manifest.json`, `summary.json`, `report.html` | the gather |
 //! | `failed.json` (a [`Failure`]) | the worker that fails the job |
 
 use std::sync::Arc;
