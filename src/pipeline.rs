@@ -587,6 +587,8 @@ pub struct Encoder {
     jsonl: Vec<u8>,
     /// A number's text, reused.
     scratch: Vec<u8>,
+    /// CSV bytes already given out by [`Encoder::take`].
+    taken: usize,
 }
 
 impl Encoder {
@@ -603,7 +605,7 @@ impl Encoder {
             true => (Some(csv::WriterBuilder::new().has_headers(false).from_writer(buffer)), Vec::new()),
             false => (None, buffer),
         };
-        Encoder { fields: fields.map(Projection::new), csv, jsonl, scratch: Vec::new() }
+        Encoder { fields: fields.map(Projection::new), csv, jsonl, scratch: Vec::new(), taken: 0 }
     }
 
     /// The CSV header row for `fields`.
@@ -639,10 +641,29 @@ impl Encoder {
         }
     }
 
+    /// The bytes encoded since the last call, leaving the encoder empty and ready for more.
+    pub fn take(&mut self) -> Vec<u8> {
+        match &mut self.csv {
+            Some(w) => {
+                // Flushing into a Vec cannot fail. The writer keeps its buffer: what is new is
+                // copied out, and a large buffer is given up for a new writer.
+                let _ = w.flush();
+                let out = w.get_ref()[self.taken..].to_vec();
+                self.taken = w.get_ref().len();
+                if self.taken > 1 << 20 {
+                    *w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+                    self.taken = 0;
+                }
+                out
+            }
+            None => std::mem::take(&mut self.jsonl),
+        }
+    }
+
     /// The encoded bytes.
     pub fn finish(self) -> Vec<u8> {
         match self.csv {
-            Some(w) => w.into_inner().unwrap_or_default(),
+            Some(w) => w.into_inner().map(|mut v| v.split_off(self.taken)).unwrap_or_default(),
             None => self.jsonl,
         }
     }

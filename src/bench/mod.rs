@@ -1,5 +1,7 @@
 //! `sluicebox bench`: synthetic orders through the orders pipeline, measured.
 
+pub mod stream;
+
 use std::fmt;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -13,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::job::{self, RunOptions};
 
 /// The orders example's job definition, which the bench runs.
-pub const ORDERS_JOB: &str = include_str!("../examples/orders/job.toml");
+pub const ORDERS_JOB: &str = include_str!("../../examples/orders/job.toml");
 
 /// What `sluicebox bench` runs.
 #[derive(Debug, Clone)]
@@ -40,7 +42,7 @@ pub struct Bench {
 }
 
 /// The same job in DuckDB SQL, run by [`Bench::duckdb_python`].
-pub const DUCKDB_SCRIPT: &str = include_str!("../bench/duckdb_orders.py");
+pub const DUCKDB_SCRIPT: &str = include_str!("../../bench/duckdb_orders.py");
 
 /// One measurement.
 #[derive(Debug, Clone, Serialize)]

@@ -1,0 +1,248 @@
+//! Partition templates: `vendor={vendor_id}/year=%Y/month=%m/day=%d` names the folder a
+//! record's file goes in, from its output fields and its time, Hive-style (`name=value`), so
+//! Athena, DuckDB and Spark see the folders as columns.
+
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::record::Row;
+
+/// The value Hive gives a partition whose field is missing or null.
+pub const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    segments: Vec<Segment>,
+}
+
+/// One folder of a template: its Hive column name, if it is written `name=…`, and its pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Segment {
+    name: Option<String>,
+    pieces: Vec<Piece>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Field(String),
+    /// A strftime format (`%Y`, `%m-%d`).
+    Time(String),
+}
+
+/// A partition column, as a table declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionColumn {
+    /// The column's name (the part before `=`).
+    pub name: String,
+    /// Where its value comes from.
+    pub kind: PartitionKind,
+}
+
+/// Where a partition column's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionKind {
+    /// One output field's value (`{vendor_id}`).
+    Field(String),
+    /// The record's time in a strftime format (`%Y`, `%Y-%m-%d`).
+    Time(String),
+    /// Anything else: text mixed with fields and times.
+    Mixed(String),
+}
+
+impl Template {
+    /// Parse `text`; errors name `stream.partition`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = |why: String| Error::config("stream.partition", format!("{text:?}: {why}"));
+        let text = text.trim_matches('/');
+        if text.is_empty() {
+            return Err(bad("is empty (leave it out for no partitions)".into()));
+        }
+        let mut segments = Vec::new();
+        for folder in text.split('/') {
+            if folder.is_empty() {
+                return Err(bad("has an empty folder (`//`)".into()));
+            }
+            let (name, value) = match folder.split_once('=') {
+                Some((name, value)) => {
+                    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        return Err(bad(format!("{name:?} is not a column name (letters, digits and `_`)")));
+                    }
+                    (Some(name.to_string()), value)
+                }
+                None => (None, folder),
+            };
+            segments.push(Segment { name, pieces: pieces(value).map_err(bad)? });
+        }
+        Ok(Template { segments })
+    }
+
+    /// The Hive columns, in order (folders without `name=` are not columns).
+    pub fn columns(&self) -> Vec<PartitionColumn> {
+        self.segments
+            .iter()
+            .filter_map(|s| {
+                let name = s.name.clone()?;
+                let kind = match s.pieces.as_slice() {
+                    [Piece::Field(f)] => PartitionKind::Field(f.clone()),
+                    [Piece::Time(t)] => PartitionKind::Time(t.clone()),
+                    _ => PartitionKind::Mixed(s.pieces.iter().map(Piece::source).collect()),
+                };
+                Some(PartitionColumn { name, kind })
+            })
+            .collect()
+    }
+
+    /// The output fields the template reads.
+    pub fn fields(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for p in self.segments.iter().flat_map(|s| &s.pieces) {
+            if let Piece::Field(f) = p {
+                if !out.contains(&f.as_str()) {
+                    out.push(f);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the template reads the record's time.
+    pub fn uses_time(&self) -> bool {
+        self.segments.iter().flat_map(|s| &s.pieces).any(|p| matches!(p, Piece::Time(_)))
+    }
+
+    /// The folder of `row` at `time`, without a trailing `/`. Field values are escaped as Hive
+    /// escapes them (`/` becomes `%2F`); a missing or null field is [`DEFAULT_PARTITION`].
+    pub fn render(&self, row: &Row, time: DateTime<Utc>) -> String {
+        let mut out = String::new();
+        for (i, seg) in self.segments.iter().enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            if let Some(name) = &seg.name {
+                out.push_str(name);
+                out.push('=');
+            }
+            for piece in &seg.pieces {
+                match piece {
+                    Piece::Text(t) => out.push_str(t),
+                    Piece::Time(f) => out.push_str(&time.format(f).to_string()),
+                    Piece::Field(f) => match row.get(f) {
+                        None | Some(Value::Null) => out.push_str(DEFAULT_PARTITION),
+                        Some(Value::String(s)) if s.is_empty() => out.push_str(DEFAULT_PARTITION),
+                        Some(Value::String(s)) => escape(s, &mut out),
+                        Some(other) => escape(&other.to_string(), &mut out),
+                    },
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Piece {
+    fn source(&self) -> String {
+        match self {
+            Piece::Text(t) => t.clone(),
+            Piece::Field(f) => format!("{{{f}}}"),
+            Piece::Time(t) => t.clone(),
+        }
+    }
+}
+
+/// A folder's value: text, `{field}`s and strftime runs.
+fn pieces(value: &str) -> std::result::Result<Vec<Piece>, String> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('{') {
+            let end = after.find('}').ok_or_else(|| format!("`{{` without `}}` in {value:?}"))?;
+            let field = &after[..end];
+            if field.is_empty() {
+                return Err("`{}` names no field".into());
+            }
+            out.push(Piece::Field(field.to_string()));
+            rest = &after[end + 1..];
+        } else if rest.starts_with('%') {
+            // A run of strftime items and the text between them, up to the next field.
+            let end = rest.find('{').unwrap_or(rest.len());
+            let run = &rest[..end];
+            if StrftimeItems::new(run).any(|i| matches!(i, Item::Error)) {
+                return Err(format!("{run:?} is not a strftime format (`%Y`, `%m`, `%d`, `%H`)"));
+            }
+            out.push(Piece::Time(run.to_string()));
+            rest = &rest[end..];
+        } else {
+            let end = rest.find(['{', '%']).unwrap_or(rest.len());
+            out.push(Piece::Text(rest[..end].to_string()));
+            rest = &rest[end..];
+        }
+    }
+    if out.is_empty() {
+        return Err("a folder has no value after `=`".into());
+    }
+    Ok(out)
+}
+
+/// Hive's escaping of a partition value: these characters, and control characters, as `%XX`.
+fn escape(value: &str, out: &mut String) {
+    for c in value.chars() {
+        let special = c.is_control() || "\"#%'*/:=?\\{[]^".contains(c);
+        if special {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn row(v: Value) -> Row {
+        Row::Map(v.as_object().unwrap().clone())
+    }
+
+    #[test]
+    fn renders_fields_and_time_hive_style() {
+        let t = Template::parse("vendor={vendor_id}/year=%Y/month=%m/day=%d").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 3, 7, 13, 0, 0).unwrap();
+        assert_eq!(t.render(&row(json!({"vendor_id": "v/1"})), at), "vendor=v%2F1/year=2026/month=03/day=07");
+        assert_eq!(t.render(&row(json!({"vendor_id": 42})), at), "vendor=42/year=2026/month=03/day=07");
+        assert_eq!(t.render(&row(json!({})), at), format!("vendor={DEFAULT_PARTITION}/year=2026/month=03/day=07"));
+        assert_eq!(t.fields(), vec!["vendor_id"]);
+        assert!(t.uses_time());
+        let cols = t.columns();
+        assert_eq!(cols[0], PartitionColumn { name: "vendor".into(), kind: PartitionKind::Field("vendor_id".into()) });
+        assert_eq!(cols[1], PartitionColumn { name: "year".into(), kind: PartitionKind::Time("%Y".into()) });
+    }
+
+    #[test]
+    fn mixed_and_unnamed_folders() {
+        let t = Template::parse("/dt=%Y-%m-%d/raw/{region}-x/").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 12, 31, 23, 0, 0).unwrap();
+        assert_eq!(t.render(&row(json!({"region": "eu"})), at), "dt=2026-12-31/raw/eu-x");
+        assert_eq!(
+            t.columns(),
+            vec![PartitionColumn { name: "dt".into(), kind: PartitionKind::Time("%Y-%m-%d".into()) }]
+        );
+        assert!(!Template::parse("{a}").unwrap().uses_time());
+    }
+
+    #[test]
+    fn bad_templates_name_the_key() {
+        for bad in ["", "a=", "a={}", "a={x", "b a={x}", "x//y", "y=%Q"] {
+            let e = Template::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("stream.partition"), "{bad:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! What a stream consumer remembers between runs, and how it decides that a record it reads
+//! again is already in a file.
+//!
+//! Every record has a position in its shard (a Kinesis sequence number, a file's record
+//! number). Per shard the state keeps a **checkpoint**: every record at or before it is in a
+//! written file, was rejected into one, or was filtered out. Records after it may be in
+//! written files too (another partition's buffer held the checkpoint back): each written file
+//! adds a **covered** range per shard, `(partition, shard, first, last)`: the records of that
+//! shard in that partition from `first` to `last` are all in it, since a partition's buffer
+//! takes a shard's records in order. A record read again is skipped when it is at or before
+//! its shard's checkpoint or inside a covered range of its own partition, so a restart
+//! rewrites nothing and loses nothing.
+//!
+//! A file is announced (**pending**) in the ledger before it is written, and covered after.
+//! A restart finds a pending file either written (it becomes covered) or not (it is dropped,
+//! and its records are read and cut again). Names are derived from the ranges, so a file is
+//! written under one name however often it is retried.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A record's position in its shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pos {
+    /// A record number (files, standard input).
+    N(u64),
+    /// A sequence number as the stream gives it (Kinesis: up to 128 decimal digits).
+    S(Box<str>),
+}
+
+impl Pos {
+    /// Parse a stored position.
+    pub fn parse(s: &str) -> Pos {
+        match s.parse::<u64>() {
+            Ok(n) if s.len() < 20 => Pos::N(n),
+            _ => Pos::S(s.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Pos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pos::N(n) => write!(f, "{n}"),
+            Pos::S(s) => f.write_str(s),
+        }
+    }
+}
+
+impl Ord for Pos {
+    /// Numerically: decimal sequence numbers without leading zeros order by length, then text.
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Pos::N(a), Pos::N(b)) => a.cmp(b),
+            _ => {
+                let (a, b) = (self.to_string(), other.to_string());
+                (a.len(), &a).cmp(&(b.len(), &b))
+            }
+        }
+    }
+}
+
+impl PartialOrd for Pos {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Records of one shard in one partition from `first` to `last`, all in one written file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Covered {
+    /// The partition (the errors prefix for rejects).
+    pub partition: String,
+    /// The shard.
+    pub shard: String,
+    /// The first record's position.
+    pub first: String,
+    /// The last record's position.
+    pub last: String,
+}
+
+/// A file announced before it is written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Its object name under the destination.
+    pub name: String,
+    /// What it holds.
+    pub covered: Vec<Covered>,
+}
+
+/// One shard as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedShard {
+    /// Every record at or before this position is accounted for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    /// The shard is closed (resharded) and every record of it is accounted for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended: bool,
+}
+
+/// The state document kept in the ledger (see [`crate::ledger::StateStore::put_checkpoint`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    /// Per shard.
+    #[serde(default)]
+    pub shards: BTreeMap<String, SavedShard>,
+    /// Written files past their shards' checkpoints.
+    #[serde(default)]
+    pub covered: Vec<Covered>,
+    /// Files announced and perhaps written.
+    #[serde(default)]
+    pub pending: Vec<Pending>,
+}
+
+/// The name of a file holding `covered` (in any order): the same ranges, the same name.
+pub fn file_id(covered: &[Covered]) -> String {
+    let mut parts: Vec<String> =
+        covered.iter().map(|c| format!("{}\u{1f}{}\u{1f}{}\u{1f}{}", c.partition, c.shard, c.first, c.last)).collect();
+    parts.sort();
+    let digest = Sha256::digest(parts.join("\u{1e}").as_bytes());
+    digest.iter().take(10).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A shard's records in flight: which are accounted for, in order.
+#[derive(Debug)]
+pub struct Track {
+    /// The shard's name.
+    pub shard: String,
+    /// The ordinal of `flags[0]`.
+    base: u64,
+    flags: VecDeque<(Pos, bool)>,
+    /// The last accounted position with everything before it accounted.
+    pub checkpoint: Option<Pos>,
+    /// The shard has no more records (the reader reached its end).
+    pub reader_ended: bool,
+}
+
+impl Track {
+    /// A shard resuming after `checkpoint`.
+    pub fn new(shard: impl Into<String>, checkpoint: Option<Pos>) -> Self {
+        Track { shard: shard.into(), base: 0, flags: VecDeque::new(), checkpoint, reader_ended: false }
+    }
+
+    /// Note a record read; its ordinal.
+    pub fn arrive(&mut self, pos: Pos) -> u64 {
+        self.flags.push_back((pos, false));
+        self.base + self.flags.len() as u64 - 1
+    }
+
+    /// Mark a record accounted for; moves the checkpoint over every leading accounted record.
+    pub fn done(&mut self, ordinal: u64) {
+        if let Some(slot) = ordinal.checked_sub(self.base).and_then(|i| self.flags.get_mut(i as usize)) {
+            slot.1 = true;
+        }
+        while self.flags.front().is_some_and(|f| f.1) {
+            let (pos, _) = self.flags.pop_front().expect("front");
+            self.base += 1;
+            self.checkpoint = Some(pos);
+        }
+    }
+
+    /// Records read and not yet accounted for.
+    pub fn in_flight(&self) -> usize {
+        self.flags.len()
+    }
+
+    /// Whether the shard is read to its end and every record is accounted for.
+    pub fn finished(&self) -> bool {
+        self.reader_ended && self.flags.is_empty()
+    }
+}
+
+impl Saved {
+    /// Whether a record of `shard` at `pos` in `partition` is already in a written file.
+    pub fn covers(&self, partition: &str, shard: &str, pos: &Pos) -> bool {
+        self.covered.iter().any(|c| {
+            c.shard == shard && c.partition == partition && Pos::parse(&c.first) <= *pos && *pos <= Pos::parse(&c.last)
+        })
+    }
+
+    /// Whether `pos` is at or before `shard`'s checkpoint.
+    pub fn before_checkpoint(&self, shard: &str, pos: &Pos) -> bool {
+        self.shards.get(shard).and_then(|s| s.checkpoint.as_deref()).is_some_and(|c| *pos <= Pos::parse(c))
+    }
+
+    /// Take the tracks' checkpoints, and drop covered ranges they have passed.
+    pub fn advance(&mut self, tracks: &[Track]) {
+        for t in tracks {
+            let s = self.shards.entry(t.shard.clone()).or_default();
+            if let Some(c) = &t.checkpoint {
+                s.checkpoint = Some(c.to_string());
+            }
+            if t.finished() {
+                s.ended = true;
+            }
+        }
+        let shards = &self.shards;
+        self.covered.retain(|c| {
+            let passed = shards.get(&c.shard).and_then(|s| s.checkpoint.as_deref()).map(Pos::parse);
+            passed.is_none_or(|p| p < Pos::parse(&c.last))
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_order_numerically() {
+        let a = Pos::parse("49590338271490256608559692538361571095921575989136588898");
+        let b = Pos::parse("49590338271490256608559692540925702759324208523137515618");
+        assert!(a < b);
+        assert!(Pos::parse("9") < Pos::parse("10"));
+        assert!(Pos::N(99) < Pos::parse("100000000000000000000000"));
+        assert_eq!(Pos::parse("42"), Pos::N(42));
+    }
+
+    #[test]
+    fn checkpoint_moves_over_leading_done_records_only() {
+        let mut t = Track::new("s", None);
+        let o: Vec<u64> = (1..=4).map(|n| t.arrive(Pos::N(n))).collect();
+        t.done(o[1]);
+        assert_eq!(t.checkpoint, None);
+        t.done(o[0]);
+        assert_eq!(t.checkpoint, Some(Pos::N(2)));
+        t.done(o[3]);
+        assert_eq!((t.checkpoint.clone(), t.in_flight()), (Some(Pos::N(2)), 2));
+        t.done(o[2]);
+        assert_eq!((t.checkpoint.clone(), t.in_flight()), (Some(Pos::N(4)), 0));
+        t.reader_ended = true;
+        assert!(t.finished());
+    }
+
+    #[test]
+    fn covered_ranges_skip_replays_until_the_checkpoint_passes_them() {
+        let mut saved = Saved::default();
+        let c = |p: &str, f: u64, l: u64| Covered {
+            partition: p.into(),
+            shard: "s".into(),
+            first: f.to_string(),
+            last: l.to_string(),
+        };
+        saved.covered = vec![c("a", 3, 9), c("b", 2, 4)];
+        assert!(saved.covers("a", "s", &Pos::N(5)));
+        assert!(!saved.covers("b", "s", &Pos::N(5)));
+        assert!(!saved.covers("a", "t", &Pos::N(5)));
+        let mut t = Track::new("s", None);
+        for n in 1..=4 {
+            let o = t.arrive(Pos::N(n));
+            t.done(o);
+        }
+        saved.advance(&[t]);
+        assert_eq!(saved.covered, vec![c("a", 3, 9)]);
+        assert!(saved.before_checkpoint("s", &Pos::N(4)) && !saved.before_checkpoint("s", &Pos::N(5)));
+        assert_eq!(file_id(&[c("a", 1, 2), c("b", 1, 2)]), file_id(&[c("b", 1, 2), c("a", 1, 2)]));
+        assert_ne!(file_id(&[c("a", 1, 2)]), file_id(&[c("a", 1, 3)]));
+    }
+}

@@ -1,0 +1,313 @@
+//! `sluicebox stream`: records from standard input and files into partitioned, size-targeted
+//! files, each record in exactly one of them, across kills and restarts.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluicebox::ledger::{SqliteLedger, StateStore};
+use sluicebox::stream::{From, Options, Stream};
+
+fn sluicebox() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+}
+
+/// Events of about 200 bytes: ids in random order, five vendors, three days, and every
+/// `bad`-th line broken (not JSON, or a negative amount the schema refuses).
+fn events(n: u64, bad: u64, seed: u64) -> (String, u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut ids: Vec<u64> = (0..n).collect();
+    rng.shuffle(&mut ids);
+    let mut out = String::new();
+    let mut broken = 0;
+    for (i, id) in ids.into_iter().enumerate() {
+        if bad > 0 && i as u64 % bad == bad - 1 {
+            broken += 1;
+            match i % 2 {
+                0 => out.push_str(&format!("{{\"id\": {id}, \"vendor\": \"v1\", oops\n")),
+                _ => out.push_str(&format!(
+                    "{{\"id\":{id},\"vendor\":\"v2\",\"ts\":\"2026-11-01T00:00:00Z\",\"amount\":-1,\"note\":\"\"}}\n"
+                )),
+            }
+            continue;
+        }
+        let note: String = (0..rng.usize(60..120)).map(|_| rng.alphanumeric()).collect();
+        out.push_str(&format!(
+            "{{\"id\":{id},\"vendor\":\"v{}\",\"ts\":\"2026-11-{:02}T{:02}:{:02}:00Z\",\"amount\":{:.2},\"note\":\"{note}\"}}\n",
+            rng.u32(0..5),
+            rng.u32(1..4),
+            rng.u32(0..24),
+            rng.u32(0..60),
+            rng.f64() * 1000.0
+        ));
+    }
+    (out, broken)
+}
+
+const EVENTS_JOB: &str = r#"
+[input]
+format = "jsonl"
+
+[validate]
+schema = { type = "object", properties = { amount = { type = "number", minimum = 0 } } }
+
+[stream]
+size_mib = 1
+max_age_s = 600
+partition = "vendor={vendor}/dt=%Y-%m-%d"
+time_field = "ts"
+"#;
+
+/// Every file under `dir`, decompressed, by path relative to `dir`.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    if !dir.exists() {
+        return out;
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let name = p.strip_prefix(dir).unwrap().display().to_string();
+            if name.starts_with('.') || name.contains("/.") {
+                continue;
+            }
+            let raw = std::fs::read(&p).unwrap();
+            let bytes = match name.rsplit('.').next() {
+                Some("gz") => {
+                    let mut s = Vec::new();
+                    flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut s).unwrap();
+                    s
+                }
+                Some("zst") => zstd::decode_all(&raw[..]).unwrap(),
+                _ => raw,
+            };
+            out.insert(name, bytes);
+        }
+    }
+    out
+}
+
+fn lines(bytes: &[u8]) -> Vec<Value> {
+    bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+}
+
+/// Every output record's id, and every error record's position, each with the file it is in.
+fn ids(out: &Path) -> (HashMap<u64, Vec<String>>, HashMap<String, Vec<String>>) {
+    let (mut data, mut errors) = (HashMap::new(), HashMap::new());
+    for (name, bytes) in files(out) {
+        for rec in lines(&bytes) {
+            if name.starts_with("errors/") {
+                let at = format!("{}#{}", rec["shard"].as_str().unwrap(), rec["position"].as_str().unwrap());
+                assert!(rec["rule"].is_string() && rec["message"].is_string(), "{rec}");
+                errors.entry(at).or_insert_with(Vec::new).push(name.clone());
+            } else {
+                data.entry(rec["id"].as_u64().unwrap()).or_insert_with(Vec::new).push(name.clone());
+            }
+        }
+    }
+    (data, errors)
+}
+
+fn report(stdout: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn stdin_events_land_once_each_in_partitioned_files_of_the_target_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, broken) = events(30_000, 97, 1);
+    std::fs::write(dir.path().join("job.toml"), EVENTS_JOB).unwrap();
+    let out = dir.path().join("out");
+    let mut child = sluicebox()
+        .args(["stream", "--from", "-", "--to", out.to_str().unwrap(), "--json"])
+        .args(["--config", dir.path().join("job.toml").to_str().unwrap()])
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let done = child.wait_with_output().unwrap();
+    assert!(done.status.success(), "{done:?}");
+    let r = report(&done.stdout);
+    assert_eq!(r["records"], 30_000);
+    assert_eq!(r["rejected"], broken);
+    assert_eq!(r["written"].as_u64().unwrap() + broken, 30_000);
+
+    let (data, errors) = ids(&out);
+    assert_eq!(data.len() as u64, 30_000 - broken);
+    assert!(data.values().all(|f| f.len() == 1), "a record in two files");
+    assert_eq!(errors.len() as u64, broken);
+    assert!(errors.values().all(|f| f.len() == 1));
+
+    // Each file within 1 MiB (a record is far smaller), in its record's partition; in each
+    // partition every file but one is nearly full.
+    let limit = 1 << 20;
+    let mut by_partition: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (name, bytes) in files(&out).into_iter().filter(|(n, _)| !n.starts_with("errors/")) {
+        assert!(bytes.len() <= limit, "{name} has {} bytes", bytes.len());
+        let (partition, file) = name.rsplit_once('/').unwrap();
+        assert!(file.starts_with("part-") && file.ends_with(".jsonl.gz"), "{name}");
+        for rec in lines(&bytes) {
+            let want = format!("vendor={}/dt={}", rec["vendor"].as_str().unwrap(), &rec["ts"].as_str().unwrap()[..10]);
+            assert_eq!(partition, want);
+        }
+        by_partition.entry(partition.to_string()).or_default().push(bytes.len());
+    }
+    assert_eq!(by_partition.len(), 15, "5 vendors × 3 days");
+    for (p, sizes) in &by_partition {
+        let small = sizes.iter().filter(|&&s| s < limit - 1024).count();
+        assert!(small <= 1, "{p}: {sizes:?}");
+    }
+}
+
+/// A file source killed with SIGKILL at random instants and restarted each time, then run to
+/// its end: every record in exactly one file, and a second run writes nothing.
+#[test]
+fn files_killed_and_resumed_write_every_record_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, broken) = events(60_000, 50, 2);
+    let input_path = dir.path().join("events.jsonl");
+    std::fs::write(&input_path, &input).unwrap();
+    // Small files, so that kills land between many writes and commits.
+    let job = EVENTS_JOB.replace("size_mib = 1", "size_mib = 1\nrecords = 400");
+    std::fs::write(dir.path().join("job.toml"), job).unwrap();
+    let out = dir.path().join("out");
+    let run = || {
+        let mut c = sluicebox();
+        c.args(["stream", "--from", input_path.to_str().unwrap(), "--to", out.to_str().unwrap(), "--json"])
+            .args(["--config", dir.path().join("job.toml").to_str().unwrap()])
+            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        c
+    };
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut kills = 0;
+    for _ in 0..4 {
+        let mut child = run().spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(rng.u64(300..2_500)));
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        if status.signal() == Some(9) {
+            kills += 1;
+        }
+    }
+    assert!(kills >= 2, "the kills landed after the run ended: make the input larger");
+    let partial = files(&out).len();
+    let done = run().output().unwrap();
+    assert!(done.status.success(), "{done:?}");
+    let (data, errors) = ids(&out);
+    assert_eq!(data.len() as u64, 60_000 - broken);
+    let doubled: Vec<_> = data.iter().filter(|(_, f)| f.len() > 1).take(3).collect();
+    assert!(
+        doubled.is_empty(),
+        "records in two files after {kills} kills ({partial} files before the last run): {doubled:?}"
+    );
+    assert_eq!(errors.len() as u64, broken);
+    assert!(errors.values().all(|f| f.len() == 1));
+    // Per partition, every file is full (400 records) but one.
+    let mut short: BTreeMap<String, usize> = BTreeMap::new();
+    for (name, bytes) in files(&out) {
+        if !name.starts_with("errors/") && lines(&bytes).len() < 400 {
+            *short.entry(name.rsplit_once('/').unwrap().0.to_string()).or_default() += 1;
+        }
+    }
+    assert!(short.values().all(|&n| n <= 1), "{short:?}");
+
+    let before = files(&out);
+    let again = run().output().unwrap();
+    assert!(again.status.success());
+    assert_eq!(report(&again.stdout)["files"], 0);
+    assert_eq!(files(&out), before, "a second run changed the output");
+}
+
+/// A file announced but not written is cut again; one announced and written is kept, and its
+/// records are not written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_files_are_kept_if_written_and_redone_if_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let input: String = (1..=10).map(|i| format!("{{\"id\":{i}}}\n")).collect();
+    let path = dir.path().join("ten.jsonl");
+    std::fs::write(&path, input).unwrap();
+    let spec = common::spec("[stream]\nrecords = 5\ncompression = \"none\"\n", dir.path());
+    let ledger = Arc::new(SqliteLedger::open(&dir.path().join("ledger.db")).unwrap());
+    let out = dir.path().join("out");
+    let dest = sluicebox::bucket::open(out.to_str().unwrap(), &sluicebox::cloud::Cloud::none()).unwrap();
+    let opts = Options {
+        from: From::Files(vec![path.display().to_string()]),
+        to: out.display().to_string(),
+        name: Some("ten".into()),
+        idle_exit: None,
+        latest: false,
+    };
+    let shard = format!("file://{}", path.display());
+    let state = serde_json::json!({
+        "shards": {},
+        "covered": [],
+        "pending": [
+            {"name": "part-written.jsonl", "covered": [{"partition": "", "shard": shard, "first": "1", "last": "5"}]},
+            {"name": "part-lost.jsonl", "covered": [{"partition": "", "shard": shard, "first": "6", "last": "10"}]},
+        ]
+    });
+    assert!(ledger.put_checkpoint("ten", 0, &state.to_string()).await.unwrap());
+    std::fs::create_dir_all(&out).unwrap();
+    let written: String = (1..=5).map(|i| format!("{{\"id\":{i}}}\n")).collect();
+    std::fs::write(out.join("part-written.jsonl"), written).unwrap();
+
+    let stream = Stream {
+        spec,
+        lookup: None,
+        ledger: ledger.clone(),
+        dest,
+        inputs: sluicebox::bucket::local_inputs(),
+        cloud: sluicebox::cloud::Cloud::none(),
+    };
+    let r = stream.run(&opts, std::future::pending()).await.unwrap();
+    assert_eq!((r.records, r.skipped, r.written, r.files), (10, 5, 5, 1));
+    let (data, _) = ids(&out);
+    assert_eq!(data.len(), 10);
+    assert_eq!(data[&1], vec!["part-written.jsonl".to_string()]);
+    assert!(data[&6][0].starts_with("part-") && data[&6][0] != "part-lost.jsonl");
+    assert!(data.values().all(|f| f.len() == 1));
+    let saved: Value = serde_json::from_str(&ledger.get_checkpoint("ten").await.unwrap().unwrap().state).unwrap();
+    assert_eq!(saved["pending"], serde_json::json!([]));
+    assert_eq!(saved["shards"][&shard]["checkpoint"], "10");
+    assert_eq!(saved["shards"][&shard]["ended"], true);
+}
+
+#[test]
+fn bad_stream_settings_name_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (setting, key) in [
+        ("size_mib = 0", "stream.size_mib"),
+        ("size_mib = 129", "stream.size_mib"),
+        ("max_age_s = 901", "stream.max_age_s"),
+        ("partition = \"a={\"", "stream.partition"),
+        ("colour = 1", "colour"),
+    ] {
+        std::fs::write(dir.path().join("job.toml"), format!("[stream]\n{setting}\n")).unwrap();
+        let out = sluicebox()
+            .args(["stream", "--from", "-", "--to", dir.path().join("out").to_str().unwrap()])
+            .args(["--config", dir.path().join("job.toml").to_str().unwrap()])
+            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(key), "{setting}: {err}");
+    }
+}

@@ -1,0 +1,189 @@
+//! `sluicebox stream` from a 2-shard Kinesis stream into S3 with its checkpoints in DynamoDB, on
+//! the moto emulator `scripts/test` starts: the orders file is put on the stream by `sluicebox
+//! produce`, the consumer is killed with SIGKILL half-way and restarted, and every record ends
+//! in exactly one object; a third run writes nothing.
+#![cfg(feature = "aws")]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use serde_json::Value;
+
+fn sluicebox() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+}
+
+fn emulator() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:"),
+        "AWS tests need the moto emulator on loopback: run them through scripts/test (AWS_ENDPOINT_URL={endpoint:?})"
+    );
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every object under `url`, decompressed, by key below it.
+async fn objects(url: &str) -> BTreeMap<String, Vec<u8>> {
+    let store =
+        sluicebox::bucket::open(url, &sluicebox::cloud::Cloud::aws(sluicebox::aws::sdk_config(Some(8)).await)).unwrap();
+    let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
+    let mut out = BTreeMap::new();
+    for m in metas {
+        let raw = store.get(&m.location).await.unwrap().bytes().await.unwrap();
+        let name = m.location.to_string();
+        let bytes = if name.ends_with(".gz") {
+            let mut s = Vec::new();
+            flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut s).unwrap();
+            s
+        } else {
+            raw.to_vec()
+        };
+        out.insert(name, bytes);
+    }
+    out
+}
+
+fn lines(bytes: &[u8]) -> Vec<Value> {
+    bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_to_s3_killed_half_way_and_restarted_writes_every_record_once() {
+    emulator();
+    let dir = tempfile::tempdir().unwrap();
+    let (bucket, table, stream) = (unique("stream-out"), unique("stream-ledger"), unique("orders"));
+    ok(sluicebox()
+        .args(["aws", "setup", "--bucket", &format!("s3://{bucket}"), "--ledger", &format!("dynamodb://{table}")])
+        .output()
+        .unwrap());
+    let orders = common::orders_dir().join("orders.csv");
+    let produced: Value = serde_json::from_str(
+        ok(sluicebox()
+            .args([
+                "produce",
+                orders.to_str().unwrap(),
+                "--to",
+                &format!("kinesis://{stream}"),
+                "--shards",
+                "2",
+                "--json",
+            ])
+            .output()
+            .unwrap())
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(produced["records"], 10_000, "{produced}");
+
+    // The orders job, its reference by absolute path, cut into files of 250 records per region
+    // and year of the order.
+    let job = common::orders_job().replace(
+        "source = \"financial.csv\"",
+        &format!("source = \"{}\"", common::orders_dir().join("financial.csv").display()),
+    ) + "\n[stream]\nrecords = 250\nsize_mib = 1\npartition = \"region={region}/year=%Y\"\ntime_field = \"orderDate\"\n";
+    let job_path = dir.path().join("job.toml");
+    std::fs::write(&job_path, job).unwrap();
+    let to = format!("s3://{bucket}/orders");
+    let run = |idle: &str| {
+        let mut c = sluicebox();
+        c.args(["stream", "--from", &format!("kinesis://{stream}"), "--to", &to, "--json", "--idle-exit", idle])
+            .args(["--ledger", &format!("dynamodb://{table}"), "--config", job_path.to_str().unwrap()])
+            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+            .env("RUST_LOG", "sluicebox::stream=info");
+        c
+    };
+
+    // Kill the first consumer once it has written some files, before it has written them all.
+    let mut child = run("30").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let started = Instant::now();
+    let mut written = 0;
+    for line in stderr.lines() {
+        if line.unwrap().contains("stream file written") {
+            written += 1;
+        }
+        if written == 12 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "no files written");
+    }
+    child.kill().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(9), "the consumer ended before it was killed");
+    let partial = objects(&to).await.len();
+    assert!(partial >= 12, "{partial} objects");
+
+    let second: Value = serde_json::from_str(ok(run("4").output().unwrap()).trim()).unwrap();
+    assert!(second["skipped"].as_u64().unwrap() < 10_000, "{second}");
+    let all = objects(&to).await;
+    assert!(all.len() > partial, "the restart wrote nothing");
+
+    // Every order in exactly one object: written ones under their partition, rejected ones under
+    // errors/ with their reason.
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    let mut short: BTreeMap<String, usize> = BTreeMap::new();
+    for (name, bytes) in &all {
+        let recs = lines(bytes);
+        if let Some(rest) = name.strip_prefix("errors/") {
+            assert!(rest.starts_with("dt="), "{name}");
+            for r in &recs {
+                assert!(r["rule"].is_string() && r["message"].is_string() && r["raw"].is_string(), "{r}");
+                let raw: Value = serde_json::from_str(r["raw"].as_str().unwrap()).unwrap();
+                seen.entry(raw["uuid"].as_str().unwrap().to_string()).or_default().push(name.clone());
+            }
+            continue;
+        }
+        let (partition, file) = name.rsplit_once('/').unwrap();
+        assert!(file.starts_with("part-") && file.ends_with(".jsonl.gz"), "{name}");
+        assert!(recs.len() <= 250, "{name}: {} records", recs.len());
+        if recs.len() < 250 {
+            *short.entry(partition.to_string()).or_default() += 1;
+        }
+        for r in recs {
+            let year = &r["orderDate"].as_str().unwrap()[..4];
+            assert_eq!(partition, format!("region={}/year={year}", r["region"].as_str().unwrap().replace('/', "%2F")));
+            assert!(r["unitsSold"].is_number(), "enriched: {r}");
+            seen.entry(r["uuid"].as_str().unwrap().to_string()).or_default().push(name.clone());
+        }
+    }
+    let doubled: Vec<_> = seen.iter().filter(|(_, f)| f.len() > 1).take(3).collect();
+    assert!(doubled.is_empty(), "orders in two objects: {doubled:?}");
+    let input_uuids: std::collections::HashSet<String> = std::fs::read_to_string(&orders)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    let got: std::collections::HashSet<String> = seen.keys().cloned().collect();
+    assert_eq!(got, input_uuids, "every order once, written or rejected");
+    assert!(short.values().all(|&n| n <= 1), "more than one short file in a partition: {short:?}");
+
+    // The same counts as the batch job over the file.
+    let batch_dir = tempfile::tempdir().unwrap();
+    let summary =
+        common::run(batch_dir.path(), &[orders.clone()], &common::orders_job(), &common::orders_dir()).await.unwrap();
+    let written_objects: usize =
+        all.iter().filter(|(n, _)| !n.starts_with("errors/")).map(|(_, b)| lines(b).len()).sum();
+    assert_eq!(written_objects as u64, summary.records.written);
+
+    // A third run from the stored checkpoints reads and writes nothing new.
+    let third: Value = serde_json::from_str(ok(run("3").output().unwrap()).trim()).unwrap();
+    assert_eq!((third["files"].as_u64(), third["written"].as_u64()), (Some(0), Some(0)), "{third}");
+    assert_eq!(objects(&to).await, all);
+}
