@@ -5,77 +5,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use common::*;
-
-/// A Python that imports duckdb: `SLUICEBOX_PYTHON` (scripts/test sets it), else the one of
-/// `target/duckdb-venv` (or the emulator's venv), else `target/duckdb-venv` made now with
-/// `pip install duckdb`. A venv is made under another name and renamed into place, so that
-/// tests installing at once leave one whole venv.
-fn duckdb_python() -> PathBuf {
-    let imports = |p: &Path| {
-        Command::new(p).args(["-c", "import duckdb"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-    };
-    if let Some(p) = std::env::var_os("SLUICEBOX_PYTHON").map(PathBuf::from).filter(|p| imports(p)) {
-        return p;
-    }
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    let venv = target.join("duckdb-venv");
-    for p in [venv.join("bin/python"), target.join("moto-venv/bin/python")] {
-        if imports(&p) {
-            return p;
-        }
-    }
-    let scratch = target.join(format!("duckdb-venv.{}", std::process::id()));
-    let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
-    assert!(ok(Command::new("python3").arg("-m").arg("venv").arg(&scratch)), "python3 -m venv failed");
-    assert!(
-        ok(Command::new(scratch.join("bin/pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "duckdb>=1.1"
-        ])),
-        "pip install duckdb failed"
-    );
-    if std::fs::rename(&scratch, &venv).is_err() {
-        // Another test made it first.
-        let _ = std::fs::remove_dir_all(&scratch);
-    }
-    let python = venv.join("bin/python");
-    assert!(imports(&python), "{} cannot import duckdb", python.display());
-    python
-}
-
-/// Each query's rows, every value as DuckDB's text (`None`: NULL).
-fn duckdb(queries: &[String]) -> Vec<Vec<Vec<Option<String>>>> {
-    const SCRIPT: &str = r#"
-import duckdb, json, sys
-con = duckdb.connect()
-con.execute("SET threads TO 1")
-out = []
-for q in json.load(sys.stdin):
-    rows = con.execute(q).fetchall()
-    out.append([[None if v is None else str(v) for v in row] for row in rows])
-json.dump(out, sys.stdout)
-"#;
-    let mut child = Command::new(duckdb_python())
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    serde_json::to_writer(child.stdin.take().unwrap(), queries).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "duckdb: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn sql_text(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', "''"))
-}
 
 /// What DuckDB makes of a job's Parquet output next to its CSV output.
 struct Read {

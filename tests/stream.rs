@@ -311,3 +311,71 @@ fn bad_stream_settings_name_their_key() {
         assert!(!out.status.success() && err.contains(key), "{setting}: {err}");
     }
 }
+
+/// The orders file replayed into Parquet and into JSON Lines files partitioned by region and
+/// year of the order: DuckDB reads each with its partitions and gets the batch job's output
+/// rows (the input minus the rejects), each partition holding only its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_reads_the_partitioned_files_as_the_batch_jobs_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let orders = common::orders_dir().join("orders.csv");
+    let batch = common::run(&dir.path().join("batch"), &[orders.clone()], &common::orders_job(), &common::orders_dir())
+        .await
+        .unwrap();
+    let csv = dir.path().join("batch.csv");
+    std::fs::write(&csv, common::job_file(&dir.path().join("batch"), &batch.job_id, "output.csv")).unwrap();
+    let job = common::orders_job().replace(
+        "source = \"financial.csv\"",
+        &format!("source = \"{}\"", common::orders_dir().join("financial.csv").display()),
+    )
+        + "\n[stream]\nrecords = 700\npartition = \"part_region={region}/year=%Y\"\ntime_field = \"orderDate\"\n";
+    for format in ["parquet", "jsonl"] {
+        let job_path = dir.path().join(format!("{format}.toml"));
+        std::fs::write(&job_path, job.replace("[stream]", &format!("[output]\nformat = \"{format}\"\n\n[stream]")))
+            .unwrap();
+        let out = dir.path().join(format!("out-{format}"));
+        let done = sluicebox()
+            .args(["stream", "--from", orders.to_str().unwrap(), "--to", out.to_str().unwrap(), "--json"])
+            .args(["--config", job_path.to_str().unwrap()])
+            .args(["--data-dir", dir.path().join(format!("data-{format}")).to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+        let r = report(&done.stdout);
+        assert_eq!(r["written"].as_u64(), Some(batch.records.written), "{r}");
+        assert_eq!(r["rejected"].as_u64(), Some(batch.records.rejected), "{r}");
+
+        let glob = match format {
+            "parquet" => {
+                format!("read_parquet({}, hive_partitioning = {{hive}})", common::sql_text(&out.join("**/*.parquet")))
+            }
+            _ => format!(
+                "read_json_auto({}, hive_partitioning = {{hive}}, format = 'newline_delimited')",
+                common::sql_text(&out.join("part_region=*/**/*.jsonl.gz"))
+            ),
+        };
+        let files = |hive: bool| glob.replace("{hive}", if hive { "true" } else { "false" });
+        let batch_rows = format!("read_csv({}, all_varchar = true, header = true)", common::sql_text(&csv));
+        let got = common::duckdb(&[
+            format!("SELECT count(*) FROM {}", files(true)),
+            format!(
+                "SELECT count(*) FROM ((SELECT COLUMNS(*)::VARCHAR FROM {}) EXCEPT ALL (SELECT * FROM {batch_rows}))",
+                files(false)
+            ),
+            format!(
+                "SELECT count(*) FROM ((SELECT * FROM {batch_rows}) EXCEPT ALL (SELECT COLUMNS(*)::VARCHAR FROM {}))",
+                files(false)
+            ),
+            format!(
+                "SELECT count(*) FROM {} WHERE part_region <> region OR year <> year(CAST(orderDate AS DATE))",
+                files(true)
+            ),
+            format!("SELECT count(DISTINCT part_region), count(DISTINCT year) FROM {}", files(true)),
+        ]);
+        let one = |i: usize| got[i][0][0].clone().unwrap();
+        assert_eq!(one(0), batch.records.written.to_string(), "{format}: rows");
+        assert_eq!((one(1), one(2)), ("0".to_string(), "0".to_string()), "{format}: rows differ from the batch output");
+        assert_eq!(one(3), "0", "{format}: a row in another partition");
+        assert_eq!(got[4][0], vec![Some("7".to_string()), Some("8".to_string())], "{format}: partitions");
+    }
+}
