@@ -57,6 +57,8 @@
 //! - [`job::prepare`] and [`job::run`](mod@job::run): a job's life cycle: create or resume, plan,
 //!   enqueue; run here, submit, wait.
 //! - [`watch`]: a job per object from S3 event notifications.
+//! - `produce` (feature `aws`): `sluicebox produce`: a file's records put on a Kinesis data
+//!   stream, one JSON object each, behind the small `PutRecords` seam.
 //! - `lambda` (feature `lambda`): the AWS Lambda handlers (on-object, on-task) over the above.
 //! - [`bench`](mod@bench): synthetic orders and the `sluicebox bench` measurement.
 //! - `fuzzing` (feature `testing`): what the fuzz targets in `fuzz/` check.
@@ -79,12 +81,13 @@
 //! The embedded backends (local directory, SQLite, in-process queue) are always built.
 //!
 //! - `aws`: the SQS queue (`sqs://NAME`), the DynamoDB ledger, sink and reference
-//!   (`dynamodb://TABLE`) and S3 buckets (`s3://`), with the official AWS SDK for Rust.
+//!   (`dynamodb://TABLE`) and S3 buckets (`s3://`), with the official AWS SDK for Rust;
+//!   `sluicebox produce` onto Kinesis streams (`kinesis://STREAM`).
 //! - `lambda`: the AWS Lambda handlers and their mains (`sluicebox-on-object`,
 //!   `sluicebox-on-task`); implies `aws`. `deploy/aws/template.yaml` deploys them.
 //! - `testing`: the conformance suites of the seams (`ledger::conformance`,
 //!   `queue::conformance`, `sink::conformance`, `lookup::conformance`) and the fault-injecting
-//!   layers (`queue::faults`, the DynamoDB sink's throttling), and what the fuzz targets check
+//!   layers (`queue::faults`, the DynamoDB sink's throttling, `produce::faults`), and what the fuzz targets check
 //!   (`fuzzing`), for tests; not in a normal build.
 
 pub mod error;
@@ -118,6 +121,8 @@ pub mod notify;
 pub mod parquet;
 pub mod pipeline;
 pub mod pool;
+#[cfg(feature = "aws")]
+pub mod produce;
 pub mod report;
 #[cfg(feature = "aws")]
 pub mod setup;

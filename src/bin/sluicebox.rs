@@ -59,6 +59,11 @@ enum Command {
     Watch(WatchArgs),
     /// Generate synthetic orders, run the orders pipeline on them and report throughput.
     Bench(BenchArgs),
+    /// Put every record of FILE (CSV, JSON Lines or JSON; gzip or zstd) on a Kinesis data
+    /// stream, one JSON object each (CSV rows: header → text), in PutRecords requests of up to
+    /// 500 records; nothing is sent if a record cannot be put (feature `aws`).
+    #[cfg(feature = "aws")]
+    Produce(ProduceArgs),
     /// AWS resources (feature `aws`).
     #[cfg(feature = "aws")]
     Aws {
@@ -91,6 +96,30 @@ enum AwsCommand {
         #[arg(long, default_value_t = DEFAULT_VISIBILITY_SECS, value_parser = visibility_secs())]
         visibility_secs: u64,
     },
+}
+
+#[cfg(feature = "aws")]
+#[derive(clap::Args)]
+struct ProduceArgs {
+    /// The file: a path or s3://BUCKET/KEY.
+    file: String,
+    /// Job definition (TOML) whose `[input]` says how to read FILE (format, CSV dialect,
+    /// compression; without a header, `[[columns]]` name the fields). Default: from FILE's name.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The stream: kinesis://STREAM.
+    #[arg(long, value_name = "kinesis://STREAM")]
+    to: String,
+    /// The field whose value is each record's partition key (default: a hash of the record's
+    /// position, spreading records evenly over the shards).
+    #[arg(long, value_name = "FIELD")]
+    partition_key: Option<String>,
+    /// Create the stream with N shards when it does not exist (and wait until it is active).
+    #[arg(long, value_name = "N")]
+    shards: Option<std::num::NonZeroU32>,
+    /// Print the result as one JSON line.
+    #[arg(long)]
+    json: bool,
 }
 
 /// A job's inputs, definition and data directory, as `run` and `plan` take them.
@@ -421,6 +450,8 @@ fn main() -> ExitCode {
             Command::Watch(args) => watch(args).await,
             Command::Bench(args) => bench_cmd(args).await,
             #[cfg(feature = "aws")]
+            Command::Produce(args) => produce(args).await,
+            #[cfg(feature = "aws")]
             Command::Aws {
                 command: AwsCommand::Setup { bucket, queue, ledger, sink, max_receives, visibility_secs },
             } => {
@@ -554,6 +585,29 @@ async fn run(args: RunArgs) -> sluicebox::Result<()> {
             "job {} submitted: {} records in {} chunks, {} tasks sent (follow it with --wait)\n",
             submitted.job_id, submitted.records, submitted.chunks, submitted.tasks_sent
         ));
+    }
+    Ok(())
+}
+
+#[cfg(feature = "aws")]
+async fn produce(args: ProduceArgs) -> sluicebox::Result<()> {
+    use sluicebox::produce::{self, KinesisStream, Produce, Source};
+    let stream = produce::stream_name(&args.to)?;
+    let config = match &args.config {
+        Some(path) => JobConfig::load(path)?,
+        None => JobConfig::default(),
+    };
+    let cloud = cloud(true).await;
+    let source = Source::open(&args.file, &config, &cloud).await?;
+    let to = KinesisStream::open(sluicebox::aws::kinesis(cloud.sdk("--to")?), stream, args.shards).await?;
+    let how = Produce { partition_key: args.partition_key, ..Produce::default() };
+    let progress = bar(std::io::stderr().is_terminal(), RECORDS_BAR);
+    let produced = produce::produce(&source, &to, stream, &how, &progress).await;
+    progress.finish_and_clear();
+    let produced = produced?;
+    match args.json {
+        true => emit(&format!("{}\n", serde_json::to_string(&produced).unwrap_or_default())),
+        false => emit(&format!("{produced}\n")),
     }
     Ok(())
 }
