@@ -187,3 +187,71 @@ async fn kinesis_to_s3_killed_half_way_and_restarted_writes_every_record_once() 
     assert_eq!((third["files"].as_u64(), third["written"].as_u64()), (Some(0), Some(0)), "{third}");
     assert_eq!(objects(&to).await, all);
 }
+
+/// JSON events sent to an SQS queue land once each in files, and their messages are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_messages_land_in_files_and_are_deleted() {
+    emulator();
+    let dir = tempfile::tempdir().unwrap();
+    let sdk = sluicebox::aws::sdk_config(Some(8)).await;
+    let sqs = sluicebox::aws::sqs(&sdk);
+    let name = unique("events");
+    sqs.create_queue().queue_name(&name).send().await.unwrap();
+    let cloud = sluicebox::cloud::Cloud::aws(sdk);
+    let queue = sluicebox::queue::open(&format!("sqs://{name}"), Duration::from_secs(30), &cloud).await.unwrap();
+    let mut bodies: Vec<String> =
+        (0..400).map(|i| format!("{{\"id\":{i},\"kind\":\"k{}\",\"note\":\"n{i}\"}}", i % 3)).collect();
+    bodies.push("not json".to_string());
+    queue.send(bodies).await.unwrap();
+
+    std::fs::write(dir.path().join("job.toml"), "[stream]\nrecords = 200\npartition = \"kind={kind}\"\n").unwrap();
+    let out = dir.path().join("out");
+    let report: Value = serde_json::from_str(
+        ok(sluicebox()
+            .args(["stream", "--from", &format!("sqs://{name}"), "--to", out.to_str().unwrap(), "--json"])
+            .args(["--idle-exit", "5", "--config", dir.path().join("job.toml").to_str().unwrap()])
+            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+            .output()
+            .unwrap())
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!((report["written"].as_u64(), report["rejected"].as_u64()), (Some(400), Some(1)), "{report}");
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let mut stack = vec![out.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p.strip_prefix(&out).unwrap().display().to_string();
+            let mut text = Vec::new();
+            flate2::read::MultiGzDecoder::new(std::fs::File::open(&p).unwrap()).read_to_end(&mut text).unwrap();
+            for r in lines(&text) {
+                if rel.starts_with("errors/") {
+                    assert_eq!(r["raw"], "not json");
+                    continue;
+                }
+                assert!(rel.starts_with(&format!("kind={}/", r["kind"].as_str().unwrap())), "{rel}");
+                *seen.entry(r["id"].as_u64().unwrap()).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(seen.len(), 400);
+    assert!(seen.values().all(|&n| n == 1));
+    // Every message was deleted: none comes back once its visibility ends.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let left = sqs
+        .get_queue_attributes()
+        .queue_url(sqs.get_queue_url().queue_name(&name).send().await.unwrap().queue_url().unwrap())
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let attrs = left.attributes().unwrap();
+    let count = |k: aws_sdk_sqs::types::QueueAttributeName| attrs.get(&k).cloned().unwrap_or_default();
+    assert_eq!(count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages), "0");
+    assert_eq!(count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible), "0");
+}

@@ -45,6 +45,10 @@ pub enum From {
     Files(Vec<String>),
     /// A Kinesis data stream (`kinesis://NAME`).
     Kinesis(String),
+    /// An SQS queue (`sqs://NAME` or a queue URL) of JSON objects, one per message; a message
+    /// is deleted once its record is in a written file (at least once: a crash between the
+    /// two delivers it again).
+    Queue(String),
     /// One batch of a shard's records, as an AWS Lambda function is handed them by its event
     /// source mapping: written, with everything buffered, before the run returns.
     Batch {
@@ -67,7 +71,8 @@ impl From {
                 }
                 Ok(From::Kinesis(name.to_string()))
             }
-            [] => Err(Error::config("--from", "name a source: -, files, or kinesis://NAME")),
+            [one] if one.starts_with("sqs://") || one.starts_with("https://sqs.") => Ok(From::Queue(one.clone())),
+            [] => Err(Error::config("--from", "name a source: -, files, kinesis://NAME or sqs://NAME")),
             many if many
                 .iter()
                 .any(|f| f == "-" || f.contains("://") && !f.starts_with("s3://") && !f.starts_with("file://")) =>
@@ -87,6 +92,7 @@ impl From {
             From::Stdin => "-".into(),
             From::Files(f) => f.join(","),
             From::Kinesis(name) => format!("kinesis://{name}"),
+            From::Queue(url) => url.clone(),
             From::Batch { shard, .. } => shard.clone(),
         }
     }
@@ -195,6 +201,8 @@ struct Item {
     pos: Pos,
     arrival_ms: i64,
     payload: Payload,
+    /// What acknowledges the record once it is in a file (an SQS receipt).
+    ack: Option<String>,
 }
 
 enum Payload {
@@ -209,6 +217,8 @@ struct Shared {
     tracks: Vec<Track>,
     saved: Saved,
     version: u64,
+    /// Records accounted for whose source waits for an acknowledgement.
+    acks: Vec<String>,
 }
 
 impl Shared {
@@ -276,7 +286,9 @@ impl Stream {
         let config = self.spec.definition.config.stream.clone().unwrap_or_default();
         check_config(&config)?;
         let name = opts.name();
-        let persist = opts.from != From::Stdin;
+        // Standard input cannot be read again, nor a queue's messages in order: their
+        // positions mean nothing to a later run.
+        let persist = !matches!(opts.from, From::Stdin | From::Queue(_));
 
         // The state: pending files either written (now covered) or dropped.
         let (mut saved, mut version) = match self.ledger.get_checkpoint(&name).await? {
@@ -299,10 +311,19 @@ impl Stream {
             }
             version += 1;
         }
-        let shared = Arc::new(Mutex::new(Shared { tracks: Vec::new(), saved: saved.clone(), version }));
+        let shared =
+            Arc::new(Mutex::new(Shared { tracks: Vec::new(), saved: saved.clone(), version, acks: Vec::new() }));
 
         let (tx, rx) = mpsc::channel::<Delivery>(8);
-        let source = self.start_source(opts, &saved, tx)?;
+        let queue = match &opts.from {
+            // Messages stay invisible while they wait in a buffer, and a while after.
+            From::Queue(url) => {
+                let visibility = Duration::from_secs(u64::from(config.max_age_s) + 120);
+                Some(crate::queue::open(url, visibility, &self.cloud).await?)
+            }
+            _ => None,
+        };
+        let source = self.start_source(opts, &saved, tx, queue.clone())?;
         let (group_tx, group_rx) = mpsc::channel::<Group>(2);
         let writer = Writer {
             dest: self.dest.clone(),
@@ -312,6 +333,7 @@ impl Stream {
             shared: shared.clone(),
             schema: None,
             spec: self.spec.clone(),
+            queue,
         };
         let writer = tokio::spawn(writer.run(group_rx));
 
@@ -347,6 +369,7 @@ impl Stream {
         opts: &Options,
         saved: &Saved,
         tx: mpsc::Sender<Delivery>,
+        queue: Option<Arc<dyn crate::queue::Queue>>,
     ) -> Result<tokio::task::JoinHandle<Result<()>>> {
         let format = self.spec.input.format;
         let dialect = self.spec.input.dialect;
@@ -381,6 +404,24 @@ impl Stream {
                     Ok(())
                 })
             }
+            From::Queue(url) => {
+                let (queue, shard) = (queue.expect("the queue is opened"), url.clone());
+                let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                // Receives run side by side: one waits on SQS for most of its time.
+                let receivers: Vec<_> = (0..QUEUE_RECEIVERS)
+                    .map(|_| {
+                        let (queue, shard, tx, n) = (queue.clone(), shard.clone(), tx.clone(), n.clone());
+                        tokio::spawn(async move { receive(queue, shard, tx, n).await })
+                    })
+                    .collect();
+                drop(tx);
+                tokio::spawn(async move {
+                    for r in futures::future::join_all(receivers).await {
+                        r.map_err(|e| Error::backend("stream", "a queue receiver", e))??;
+                    }
+                    Ok(())
+                })
+            }
             From::Batch { shard, records } => {
                 let delivery = Delivery::Records { shard: shard.clone(), records: records.clone() };
                 tokio::spawn(async move {
@@ -401,6 +442,39 @@ impl Stream {
                 return Err(Error::config("--from", "kinesis:// needs the `aws` feature, which this build lacks"));
             }
         })
+    }
+}
+
+/// Receives from a queue at once.
+const QUEUE_RECEIVERS: usize = 4;
+
+/// Receive a queue's messages as records until the reader stops.
+async fn receive(
+    queue: Arc<dyn crate::queue::Queue>,
+    shard: String,
+    tx: mpsc::Sender<Delivery>,
+    n: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<()> {
+    loop {
+        let got = tokio::select! {
+            got = queue.receive(10, Duration::from_secs(1)) => got?,
+            _ = tx.closed() => return Ok(()),
+        };
+        if got.is_empty() {
+            continue;
+        }
+        let records = got
+            .into_iter()
+            .map(|d| SourceRecord {
+                pos: Pos::N(n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1),
+                arrival_ms: now_ms(),
+                data: bytes::Bytes::from(d.body),
+                ack: Some(d.receipt),
+            })
+            .collect();
+        if tx.send(Delivery::Records { shard: shard.clone(), records }).await.is_err() {
+            return Ok(());
+        }
     }
 }
 
@@ -634,7 +708,7 @@ impl Reader {
         let shared = self.shared.clone();
         let mut sh = shared.lock().expect("state lock");
         for (n, outcome) in (first_record..).zip(outcomes) {
-            self.place(&mut sh, shard, Pos::N(n), block.arrival_ms, outcome, cut);
+            self.place(&mut sh, shard, (Pos::N(n), block.arrival_ms, None), outcome, cut);
         }
         Ok(())
     }
@@ -672,7 +746,7 @@ impl Reader {
                 Ok(rec) => self.pipeline.process(rec, &origin, &mut session),
                 Err(e) => Outcome::Rejected(origin.reject(Fault::new(None, "json", format!("not a JSON object: {e}")))),
             };
-            outcomes.push((r.pos, r.arrival_ms, outcome));
+            outcomes.push((r.pos, r.arrival_ms, r.ack, outcome));
         }
         if let Some(e) = session.take_error() {
             return Err(e);
@@ -680,8 +754,8 @@ impl Reader {
         drop(session);
         let shared = self.shared.clone();
         let mut sh = shared.lock().expect("state lock");
-        for (pos, arrival_ms, outcome) in outcomes {
-            self.place(&mut sh, shard, pos, arrival_ms, outcome, cut);
+        for (pos, arrival_ms, ack, outcome) in outcomes {
+            self.place(&mut sh, shard, (pos, arrival_ms, ack), outcome, cut);
         }
         Ok(())
     }
@@ -691,17 +765,17 @@ impl Reader {
         &mut self,
         sh: &mut Shared,
         shard: u32,
-        pos: Pos,
-        arrival_ms: i64,
+        (pos, arrival_ms, ack): (Pos, i64, Option<String>),
         outcome: Outcome,
         cut: &mut Vec<Batch<Item>>,
     ) {
         self.counts.records += 1;
-        let Shared { tracks, saved, .. } = sh;
+        let Shared { tracks, saved, acks, .. } = sh;
         let track = &mut tracks[shard as usize];
         let ordinal = track.arrive(pos.clone());
         if saved.before_checkpoint(&track.shard, &pos) {
             track.done(ordinal);
+            acks.extend(ack);
             self.counts.skipped += 1;
             return;
         }
@@ -722,6 +796,7 @@ impl Reader {
             Outcome::Rejected(r) => Err(r),
             Outcome::Filtered => {
                 track.done(ordinal);
+                acks.extend(ack);
                 self.counts.filtered += 1;
                 return;
             }
@@ -731,6 +806,7 @@ impl Reader {
                 let partition = self.template.as_ref().map(|t| t.render(&row, time)).unwrap_or_default();
                 if saved.covers(&partition, &track.shard, &pos) {
                     track.done(ordinal);
+                    acks.extend(ack);
                     self.counts.skipped += 1;
                     return;
                 }
@@ -752,6 +828,7 @@ impl Reader {
                 let partition = format!("{errors}/{}", arrival.format("dt=%Y-%m-%d"));
                 if saved.covers(&partition, &track.shard, &pos) {
                     track.done(ordinal);
+                    acks.extend(ack);
                     self.counts.skipped += 1;
                     return;
                 }
@@ -764,7 +841,7 @@ impl Reader {
                 (partition, Payload::Line(line), n)
             }
         };
-        let item = Item { shard, ordinal, pos, arrival_ms, payload };
+        let item = Item { shard, ordinal, pos, arrival_ms, payload, ack };
         cut.extend(self.batcher.push(&partition, item, bytes, now_ms()));
     }
 
@@ -830,6 +907,8 @@ struct Writer {
     shared: Arc<Mutex<Shared>>,
     schema: Option<arrow_schema::SchemaRef>,
     spec: JobSpec,
+    /// The queue whose messages are deleted once their records are in files.
+    queue: Option<Arc<dyn crate::queue::Queue>>,
 }
 
 /// A file to write.
@@ -906,9 +985,10 @@ impl Writer {
         let names: Vec<String> = done.iter().map(|p| p.path.clone()).collect();
         {
             let mut sh = self.shared.lock().expect("state lock");
-            for p in &done {
-                for item in &p.batch.items {
+            for p in &mut done {
+                for item in &mut p.batch.items {
                     sh.tracks[item.shard as usize].done(item.ordinal);
+                    sh.acks.extend(item.ack.take());
                 }
             }
         }
@@ -919,6 +999,14 @@ impl Writer {
             })
             .await?;
         }
+        if let Some(queue) = &self.queue {
+            let acks = std::mem::take(&mut self.shared.lock().expect("state lock").acks);
+            let sent = futures::future::join_all(acks.iter().map(|r| queue.ack(r))).await;
+            if let Some(Err(e)) = sent.into_iter().find(Result::is_err) {
+                // The messages come again, and their records go into files again.
+                tracing::warn!("deleting delivered messages: {e}");
+            }
+        }
         Ok(())
     }
 
@@ -926,7 +1014,7 @@ impl Writer {
     async fn save(&self, change: impl FnOnce(&mut Saved)) -> Result<()> {
         let (doc, version) = {
             let mut sh = self.shared.lock().expect("state lock");
-            let Shared { tracks, saved, version } = &mut *sh;
+            let Shared { tracks, saved, version, .. } = &mut *sh;
             change(saved);
             saved.advance(tracks);
             (serde_json::to_string(saved).expect("state serializes"), *version)
