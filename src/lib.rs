@@ -57,6 +57,11 @@
 //! - [`job::prepare`] and [`job::run`](mod@job::run): a job's life cycle: create or resume, plan,
 //!   enqueue; run here, submit, wait.
 //! - [`watch`]: a job per object from S3 event notifications.
+//! - [`stream`]: `sluicebox stream`: records from standard input, files or Kinesis through the
+//!   pipeline into files per partition, sized by a target and named by the records they hold,
+//!   with checkpoints in the ledger (every record in exactly one file).
+//! - [`ddl`]: `sluicebox ddl`: the Athena `CREATE EXTERNAL TABLE` over a stream's files
+//!   (partitions projected) or a job's output, typed as the Parquet output is.
 //! - `produce` (feature `aws`): `sluicebox produce`: a file's records put on a Kinesis data
 //!   stream, one JSON object each, behind the small `PutRecords` seam.
 //! - `lambda` (feature `lambda`): the AWS Lambda handlers (on-object, on-task) over the above.
@@ -112,6 +117,7 @@ pub mod queue;
 pub mod sink;
 
 pub mod check;
+pub mod ddl;
 pub mod engine;
 pub mod forecast;
 pub mod gather;
@@ -126,6 +132,7 @@ pub mod produce;
 pub mod report;
 #[cfg(feature = "aws")]
 pub mod setup;
+pub mod stream;
 pub mod watch;
 pub mod worker;
 

@@ -41,7 +41,7 @@ name = "note"
 fields = ["id", "vendor", "ts", "amount", "note"]
 
 [stream]
-size_mib = 64
+size_mib = 8
 max_age_s = 300
 partition = "vendor={vendor}/dt=%Y-%m-%d"
 time_field = "ts"

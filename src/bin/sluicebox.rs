@@ -59,6 +59,14 @@ enum Command {
     Watch(WatchArgs),
     /// Generate synthetic orders, run the orders pipeline on them and report throughput.
     Bench(BenchArgs),
+    /// Deliver a stream of records (standard input, files, or a Kinesis stream) through the
+    /// job's pipeline into files per partition, sized by `[stream]`, each record in exactly
+    /// one file; checkpoints are kept in the ledger, so a restart goes on where it stopped.
+    Stream(StreamArgs),
+    /// Print the Athena (Glue) CREATE EXTERNAL TABLE over a stream's files (partitions
+    /// projected from `[stream] partition`) or a batch job's output, typed by the declared
+    /// columns as the Parquet output is.
+    Ddl(DdlArgs),
     /// Put every record of FILE (CSV, JSON Lines or JSON; gzip or zstd) on a Kinesis data
     /// stream, one JSON object each (CSV rows: header → text), in PutRecords requests of up to
     /// 500 records; nothing is sent if a record cannot be put (feature `aws`).
@@ -250,6 +258,64 @@ struct InitArgs {
 }
 
 #[derive(clap::Args)]
+struct DdlArgs {
+    /// The job file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// `s3://BUCKET/PREFIX/`: where the stream writes (`stream --to`), or where `jobs/` is.
+    #[arg(long)]
+    location: String,
+    /// The table (default: from the job file's name, lower-cased, `_` for anything else).
+    #[arg(long)]
+    table: Option<String>,
+    /// The Glue database.
+    #[arg(long)]
+    database: Option<String>,
+    /// The stream's files (the default when the job file has a `[stream]` section).
+    #[arg(long, conflicts_with = "job")]
+    stream: bool,
+    /// The merged output of this batch job.
+    #[arg(long, value_name = "JOB_ID")]
+    job: Option<String>,
+    /// The output fields, in order, over the job file's.
+    #[arg(long, value_delimiter = ',')]
+    fields: Option<Vec<String>>,
+}
+
+#[derive(clap::Args)]
+struct StreamArgs {
+    /// Where records come from: `-` (standard input), files, directories or s3:// objects and
+    /// prefixes (replayed), `kinesis://STREAM`, or `sqs://QUEUE` (a JSON object per message).
+    #[arg(long, required = true, num_args = 1..)]
+    from: Vec<String>,
+    /// Where files go: `s3://BUCKET/PREFIX` or a directory.
+    #[arg(long)]
+    to: String,
+    /// Job definition (TOML): `[input]`, columns, validation, transforms, enrichment,
+    /// `[output]` and `[stream]`.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Where the local ledger (checkpoints) and fetched references live.
+    #[arg(long, default_value = "sluicebox-data")]
+    data_dir: PathBuf,
+    /// The ledger keeping checkpoints: `dynamodb://TABLE` or `sqlite://PATH`.
+    #[arg(long)]
+    ledger: Option<String>,
+    /// The consumer's name, under which its checkpoints are kept (default: from and to).
+    #[arg(long)]
+    name: Option<String>,
+    /// Stop, writing what is buffered, when no record has come for this many seconds.
+    #[arg(long)]
+    idle_exit: Option<f64>,
+    /// Kinesis shards without a checkpoint start at the newest record (default: the oldest).
+    #[arg(long)]
+    latest: bool,
+    /// Print the report as one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
 struct StatusArgs {
     /// The job (default: list the recent jobs).
     job_id: Option<String>,
@@ -417,6 +483,10 @@ struct BenchArgs {
     /// functions at once, and report GB-seconds too.
     #[arg(long, requires = "aws")]
     lambda: bool,
+    /// Measure `sluicebox stream` instead: --records 200-byte JSON events piped into it from
+    /// standard input, into gzip JSON Lines files and then Parquet files.
+    #[arg(long, conflicts_with = "aws")]
+    stream: bool,
     /// Measurements CSV to append one row to.
     #[arg(long, default_value = "bench/measurements.csv")]
     out: PathBuf,
@@ -449,6 +519,8 @@ fn main() -> ExitCode {
             Command::Worker(args) => worker(args).await,
             Command::Watch(args) => watch(args).await,
             Command::Bench(args) => bench_cmd(args).await,
+            Command::Stream(args) => stream(args).await,
+            Command::Ddl(args) => ddl(args),
             #[cfg(feature = "aws")]
             Command::Produce(args) => produce(args).await,
             #[cfg(feature = "aws")]
@@ -682,6 +754,72 @@ fn init(args: InitArgs) -> sluicebox::Result<()> {
     Ok(())
 }
 
+async fn stream(args: StreamArgs) -> sluicebox::Result<()> {
+    use sluicebox::stream::{From, Options, Stream};
+    let from = From::parse(&args.from)?;
+    let spec = job_spec(args.config.as_deref(), None)?;
+    let urls = BackendUrls {
+        bucket: Some(args.to.clone()),
+        queue: None,
+        ledger: args.ledger.clone(),
+        visibility: sluicebox::queue::DEFAULT_VISIBILITY,
+    };
+    let first = match &from {
+        From::Files(files) => files[0].clone(),
+        _ => String::new(),
+    };
+    let needed = matches!(from, From::Kinesis(_) | From::Queue(_))
+        || [Some(&args.to), args.ledger.as_ref(), Some(&first)].into_iter().flatten().any(|u| on_aws(u))
+        || spec_on_aws(&spec);
+    let engine = Engine::with_backends(&args.data_dir, &urls, &first, cloud(needed).await).await?;
+    let lookup = engine.open_lookup(spec.enrich.as_ref()).await?;
+    let stream = Stream {
+        spec,
+        lookup,
+        ledger: engine.ledger.clone(),
+        dest: engine.bucket.clone(),
+        inputs: engine.inputs.clone(),
+        cloud: engine.cloud.clone(),
+    };
+    let opts = Options {
+        from,
+        to: args.to.clone(),
+        name: args.name.clone(),
+        idle_exit: args.idle_exit.map(Duration::from_secs_f64),
+        latest: args.latest,
+    };
+    let stop = async {
+        let _ = sluicebox::pool::stop_signal().await;
+        tracing::warn!("stopping: writing what is buffered");
+    };
+    let report = stream.run(&opts, stop).await?;
+    match args.json {
+        true => emit(&(serde_json::to_string(&report).unwrap_or_default() + "\n")),
+        false => emit(&(report.to_string() + "\n")),
+    }
+    Ok(())
+}
+
+fn ddl(args: DdlArgs) -> sluicebox::Result<()> {
+    use sluicebox::ddl::{self, Layout};
+    let spec = job_spec(Some(&args.config), None)?;
+    let layout = match (args.job, args.stream || spec.definition.config.stream.is_some()) {
+        (Some(id), _) => Layout::Job(id),
+        (None, true) => Layout::Stream,
+        (None, false) => {
+            let what = "has no [stream] section: give --stream (files of `sluicebox stream`) or --job JOB_ID";
+            return Err(Error::config(args.config.display().to_string(), what));
+        }
+    };
+    let table = match args.table {
+        Some(t) => t,
+        None => ddl::table_name(&args.config)?,
+    };
+    let opts = ddl::Options { location: args.location, table, database: args.database, layout, fields: args.fields };
+    emit(&ddl::create_table(&spec, &opts)?);
+    Ok(())
+}
+
 async fn status(args: StatusArgs) -> sluicebox::Result<()> {
     use sluicebox::job::status;
     let urls = BackendUrls {
@@ -905,6 +1043,23 @@ fn has_duckdb(python: &str) -> bool {
 }
 
 async fn bench_cmd(args: BenchArgs) -> sluicebox::Result<()> {
+    if args.stream {
+        std::fs::create_dir_all(&args.data_dir)
+            .map_err(|e| Error::config("--data-dir", format!("cannot create {}: {e}", args.data_dir.display())))?;
+        let events = args.data_dir.join(format!("events-{}.jsonl", args.records));
+        if !events.exists() {
+            bench::stream::generate(&events, args.records)?;
+        }
+        let exe = std::env::current_exe().map_err(|e| Error::config("sluicebox", e.to_string()))?;
+        for format in ["jsonl", "parquet"] {
+            let m = bench::stream::run(&exe, &args.data_dir, &events, format)?;
+            match args.json {
+                true => emit(&format!("{}\n", serde_json::to_string(&m).unwrap_or_default())),
+                false => emit(&format!("{m}\n")),
+            }
+        }
+        return Ok(());
+    }
     let workers = args.workers.unwrap_or_else(cores);
     let cloud = cloud(args.aws).await;
     let keys = match args.keys {

@@ -445,6 +445,9 @@ impl Stream {
     }
 }
 
+/// The bytes all partitions' buffers may hold together (unless four files need more).
+pub const BUFFER_BYTES: usize = 1 << 30;
+
 /// Receives from a queue at once.
 const QUEUE_RECEIVERS: usize = 4;
 
@@ -543,8 +546,8 @@ impl Reader {
             records: config.records.unwrap_or(u64::MAX),
             age_ms: i64::from(config.max_age_s) * 1000,
             open: config.max_open_partitions,
-            // Room for every open partition's buffer to fill halfway, and at least 4 files.
-            total_bytes: ((config.size_mib as usize) << 20).saturating_mul((config.max_open_partitions / 2).max(4)),
+            // 1 GiB of buffers, or four files' worth if that is more; beyond, the largest is written.
+            total_bytes: ((config.size_mib as usize) << 20).saturating_mul(4).max(BUFFER_BYTES),
         };
         if s.spec.output_format == Some(OutputFormat::Parquet)
             && s.spec.output_fields.is_none()
