@@ -12,6 +12,24 @@
 //!   commit that completes a job runs its gather; a gather cut off by the deadline lets its
 //!   lease run out, and the task given back (visible again after the lease's length) has the
 //!   next invocation continue it from the steps recorded done.
+//! - [`Function::on_stream`]: a batch of Kinesis records from an event source mapping is
+//!   written into files under `SLUICEBOX_STREAM_TO` by [`Stream::run`] with
+//!   `From::Batch`, one consumer (one checkpoint document in the ledger) per shard, named
+//!   `STREAM/SHARD`, so that invocations on different shards never contend. Before it returns,
+//!   every record of the batch is in a file, or was found already in one (the consumer's
+//!   checkpoint and covered ranges): a retried batch, or one overlapping an earlier one, writes
+//!   nothing twice. A shard whose run fails comes back as a partial batch failure naming its
+//!   batch's first sequence number, from which the mapping retries it; other shards' results
+//!   stand. Lambda's buffering is the mapping's batching window: a batch is at most
+//!   `BatchSize` records gathered for at most `MaximumBatchingWindowInSeconds`, and the job
+//!   file's `[stream]` limits cut it into files within that. The mapping's
+//!   `ParallelizationFactor` must stay 1 (one invocation per shard at a time): with more, a
+//!   shard's records are split by partition key between concurrent batches, and a shard's
+//!   checkpoint (every record at or before it is in a file) would pass over the records of
+//!   another batch still in flight. Its retries must not run out either (`MaximumRetryAttempts`
+//!   and `MaximumRecordAgeInSeconds` left at -1), or a batch given up on never reaches a file.
+//!   A batch that outlasts the invocation ends it with a timeout, and the mapping retries the
+//!   whole batch, skipping what is already in files.
 //!
 //! Warm invocations share what a cold start loaded: the clients, the job definition (read
 //! from the bucket again only when its ETag changes), the jobs' plans and references. Nothing
@@ -25,7 +43,8 @@
 //! | `SLUICEBOX_BUCKET` | `s3://BUCKET[/PREFIX]`: where jobs' objects go (required) |
 //! | `SLUICEBOX_QUEUE` | the task queue, `sqs://NAME` or its URL (required) |
 //! | `SLUICEBOX_LEDGER` | `dynamodb://TABLE` (required) |
-//! | `SLUICEBOX_JOB` | `s3://BUCKET/KEY` of the job file (TOML), for on-object |
+//! | `SLUICEBOX_JOB` | `s3://BUCKET/KEY` of the job file (TOML), for on-object and on-stream (its `[stream]`) |
+//! | `SLUICEBOX_STREAM_TO` | `s3://BUCKET/PREFIX`: where on-stream writes the stream's files (required for on-stream) |
 //! | `SLUICEBOX_INPUT_PREFIX` | `s3://BUCKET/PREFIX`: objects created under it start jobs, for on-object |
 //! | `SLUICEBOX_SINK` | `dynamodb://TABLE` or `none`, over the job file's `[sink]` |
 //! | `SLUICEBOX_CHUNK_MIB` | target chunk size, over the job file's `[chunking] bytes` |
@@ -43,7 +62,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::streams::KinesisEventResponse;
 use futures::StreamExt;
 use object_store::GetOptions;
 use serde_json::Value;
@@ -56,7 +77,11 @@ use crate::config::{JobConfig, SinkTarget};
 use crate::engine::{BackendUrls, Engine};
 use crate::error::{Error, Result};
 use crate::job::RunOptions;
+use crate::lookup::LookupTable;
 use crate::spec::JobSpec;
+use crate::stream::source::SourceRecord;
+use crate::stream::state::Pos;
+use crate::stream::{Options as StreamOptions, Stream};
 use crate::watch::{self, Outcome};
 use crate::worker::{self, Disposition, Jobs};
 
@@ -73,6 +98,8 @@ pub struct Settings {
     pub job: Option<String>,
     /// Objects created under it start jobs (on-object).
     pub input_prefix: Option<String>,
+    /// Where a stream's files go (on-stream).
+    pub stream_to: Option<String>,
     /// Over the job file's sink.
     pub sink: Option<String>,
     /// Over the job file's chunk size, MiB.
@@ -117,6 +144,7 @@ impl Settings {
             ledger: required("SLUICEBOX_LEDGER")?,
             job: var("SLUICEBOX_JOB"),
             input_prefix: var("SLUICEBOX_INPUT_PREFIX"),
+            stream_to: var("SLUICEBOX_STREAM_TO"),
             sink: var("SLUICEBOX_SINK"),
             chunk_mib: var("SLUICEBOX_CHUNK_MIB")
                 .map(|_| number("SLUICEBOX_CHUNK_MIB", 0))
@@ -153,6 +181,9 @@ pub fn diagnostic(e: Error) -> lambda_runtime::Diagnostic {
     lambda_runtime::Diagnostic { error_type: error_type.into(), error_message: e.to_string() }
 }
 
+/// A job definition, and its reference loaded.
+type LookupFor = (Arc<JobSpec>, Option<Arc<LookupTable>>);
+
 /// What a function keeps between warm invocations.
 pub struct Function {
     settings: Settings,
@@ -162,6 +193,8 @@ pub struct Function {
     jobs: Jobs,
     /// The job file's ETag and what it defines.
     spec: tokio::sync::Mutex<Option<(String, Arc<JobSpec>)>>,
+    /// The reference of the job a stream runs, loaded for that definition.
+    stream_lookup: tokio::sync::Mutex<Option<LookupFor>>,
     /// The longest a task has taken here, ms.
     longest_task_ms: AtomicU64,
 }
@@ -211,6 +244,7 @@ impl Function {
             opts,
             jobs,
             spec: Default::default(),
+            stream_lookup: Default::default(),
         }
     }
 
@@ -222,7 +256,7 @@ impl Function {
     /// The job definition in `SLUICEBOX_JOB`, read again only when its ETag has changed.
     async fn spec(&self) -> Result<Arc<JobSpec>> {
         let url = self.settings.job.as_deref().ok_or_else(|| {
-            Error::config("SLUICEBOX_JOB", "is not set: on-object needs the job file's s3://BUCKET/KEY")
+            Error::config("SLUICEBOX_JOB", "is not set: on-object and on-stream need the job file's s3://BUCKET/KEY")
         })?;
         let store = crate::bucket::input_store(url, &self.engine.cloud)?;
         let key = url.strip_prefix("s3://").and_then(|r| r.split_once('/')).map(|(_, k)| k).unwrap_or_default();
@@ -255,7 +289,6 @@ impl Function {
             definition = definition.with_sink(SinkTarget::parse(sink, "SLUICEBOX_SINK")?);
         }
         let spec = Arc::new(definition.check()?);
-        crate::job::run::needs_shared_sink(&spec)?;
         *cached = Some((etag, spec.clone()));
         Ok(spec)
     }
@@ -306,6 +339,8 @@ impl Function {
             return Ok(vec![Outcome::Ignored { reason: "no ObjectCreated event".into() }]);
         }
         let spec = self.spec().await?;
+        // Its tasks are worked by other invocations: the sink must be one they all reach.
+        crate::job::run::needs_shared_sink(&spec)?;
         let (bucket, key_prefix) = watch::split_prefix(prefix, "SLUICEBOX_INPUT_PREFIX")?;
         let mut outcomes = Vec::new();
         for ev in events {
@@ -399,6 +434,146 @@ impl Function {
         }
         Some(id)
     }
+
+    /// Write a batch of Kinesis records into files, one consumer per shard, and answer with
+    /// the first sequence number of every shard whose batch is to come back
+    /// (`batchItemFailures`). `remaining` (the invocation's time left) only measures: a batch
+    /// that takes most of it is logged, since the next larger one would time out.
+    pub async fn on_stream(&self, event: KinesisEvent, remaining: Duration) -> KinesisEventResponse {
+        let started = Instant::now();
+        let batches = shard_batches(event);
+        let mut response = KinesisEventResponse::default();
+        if batches.is_empty() {
+            return response;
+        }
+        let (stream, to) = match self.stream().await {
+            Ok(ready) => ready,
+            Err(e) => {
+                log_failure("cannot prepare the stream; every shard's batch will be retried", &e);
+                batches.into_iter().for_each(|b| response.add_failure(b.first));
+                return response;
+            }
+        };
+        let runs = batches.into_iter().map(|b| self.stream_batch(&stream, &to, b));
+        for first in futures::future::join_all(runs).await.into_iter().flatten() {
+            response.add_failure(first);
+        }
+        let took = started.elapsed();
+        if took > remaining / 2 {
+            warn!(
+                seconds = took.as_secs_f64(),
+                remaining = remaining.as_secs_f64(),
+                "a stream batch took over half the invocation's time: lower the mapping's BatchSize or raise the timeout"
+            );
+        }
+        response
+    }
+
+    /// What every shard's run shares: the job (from `SLUICEBOX_JOB`), its reference, the
+    /// destination and the ledger; and the destination's URL.
+    async fn stream(&self) -> Result<(Stream, String)> {
+        let to = self.settings.stream_to.clone().ok_or_else(|| {
+            Error::config("SLUICEBOX_STREAM_TO", "is not set: on-stream needs s3://BUCKET/PREFIX for the files")
+        })?;
+        let spec = self.spec().await?;
+        let lookup = self.stream_lookup(&spec).await?;
+        let dest = crate::bucket::open(&to, &self.engine.cloud)?;
+        let stream = Stream {
+            spec: (*spec).clone(),
+            lookup,
+            ledger: self.engine.ledger.clone(),
+            dest,
+            inputs: self.engine.inputs.clone(),
+            cloud: self.engine.cloud.clone(),
+        };
+        Ok((stream, to))
+    }
+
+    /// The reference of `spec`, loaded again only when the job file has changed.
+    async fn stream_lookup(&self, spec: &Arc<JobSpec>) -> Result<Option<Arc<LookupTable>>> {
+        let mut cached = self.stream_lookup.lock().await;
+        if let Some((loaded_for, table)) = cached.as_ref() {
+            if Arc::ptr_eq(loaded_for, spec) {
+                return Ok(table.clone());
+            }
+        }
+        let table = self.engine.open_lookup(spec.enrich.as_ref()).await?;
+        *cached = Some((spec.clone(), table.clone()));
+        Ok(table)
+    }
+
+    /// Run one shard's batch: `None` when every record is in a file, else the batch's first
+    /// sequence number, for the mapping to retry from.
+    async fn stream_batch(&self, stream: &Stream, to: &str, batch: ShardBatch) -> Option<String> {
+        let ShardBatch { consumer, shard, first, records } = batch;
+        let opts = StreamOptions {
+            from: crate::stream::From::Batch { shard, records },
+            to: to.to_string(),
+            name: Some(consumer),
+            idle_exit: None,
+            latest: false,
+        };
+        match stream.run(&opts, std::future::pending()).await {
+            Ok(r) => {
+                info!(
+                    consumer = %r.name, records = r.records, written = r.written, rejected = r.rejected,
+                    filtered = r.filtered, skipped = r.skipped, files = r.files, "stream batch in files"
+                );
+                None
+            }
+            Err(e) => {
+                log_failure(&format!("stream {}: the batch from {first} comes back", opts.name()), &e);
+                Some(first)
+            }
+        }
+    }
+}
+
+/// One shard's records in a Kinesis event.
+#[derive(Debug, Clone, PartialEq)]
+struct ShardBatch {
+    /// The consumer's name, under which the shard's checkpoint is kept: `STREAM/SHARD`.
+    consumer: String,
+    /// The shard's id.
+    shard: String,
+    /// The first record's sequence number: where a retry starts.
+    first: String,
+    /// Its records, in the order given.
+    records: Vec<SourceRecord>,
+}
+
+/// The event's records by shard (the stream's ARN and the shard id that starts each record's
+/// `eventID`, `shardId-…:SEQUENCE`), each shard's in the order given.
+fn shard_batches(event: KinesisEvent) -> Vec<ShardBatch> {
+    let mut keys: Vec<(String, String)> = Vec::new();
+    let mut batches: Vec<ShardBatch> = Vec::new();
+    for r in event.records {
+        let arn = r.event_source_arn.unwrap_or_default();
+        let id = r.event_id.unwrap_or_default();
+        let shard = id.split_once(':').map_or(id.as_str(), |(shard, _)| shard).to_string();
+        let key = (arn, shard);
+        let i = match keys.iter().position(|k| *k == key) {
+            Some(i) => i,
+            None => {
+                let stream = key.0.rsplit_once(":stream/").map_or(key.0.as_str(), |(_, name)| name);
+                batches.push(ShardBatch {
+                    consumer: format!("{stream}/{}", key.1),
+                    shard: key.1.clone(),
+                    first: r.kinesis.sequence_number.clone(),
+                    records: Vec::new(),
+                });
+                keys.push(key);
+                batches.len() - 1
+            }
+        };
+        batches[i].records.push(SourceRecord {
+            pos: Pos::parse(&r.kinesis.sequence_number),
+            arrival_ms: r.kinesis.approximate_arrival_timestamp.0.timestamp_millis(),
+            data: bytes::Bytes::from(r.kinesis.data.0),
+            ack: None,
+        });
+    }
+    batches
 }
 
 fn log_failure(what: &str, e: &Error) {
@@ -489,6 +664,44 @@ mod tests {
         assert!(!retryable(&Error::config("SLUICEBOX_JOB", "does not exist")));
         assert!(!retryable(&Error::input("s3://b/k", "changed")));
         assert!(retryable(&Error::backend("sqs", "send", "throttled")));
+    }
+
+    #[test]
+    fn a_kinesis_event_is_grouped_by_shard_in_order_with_each_shards_first_sequence_number() {
+        let record = |shard: &str, seq: &str, data: &str| {
+            serde_json::json!({
+                "eventID": format!("{shard}:{seq}"),
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/orders",
+                "kinesis": {
+                    "sequenceNumber": seq,
+                    "partitionKey": "k",
+                    "data": aws_smithy_types::base64::encode(data),
+                    // Milliseconds, as Kinesis gives them: aws_lambda_events 1.x reads the digits
+                    // after the point as milliseconds whatever their number (`.25` as 25 ms).
+                    "approximateArrivalTimestamp": 1718000000.123,
+                },
+            })
+        };
+        let event: KinesisEvent = serde_json::from_value(serde_json::json!({"Records": [
+            record("shardId-000000000001", "20", "{\"a\":1}"),
+            record("shardId-000000000000", "7", "{\"a\":2}"),
+            record("shardId-000000000001", "21", "{\"a\":3}"),
+        ]}))
+        .unwrap();
+        let batches = shard_batches(event);
+        let got: Vec<(&str, &str, &str, usize)> = batches
+            .iter()
+            .map(|b| (b.consumer.as_str(), b.shard.as_str(), b.first.as_str(), b.records.len()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("orders/shardId-000000000001", "shardId-000000000001", "20", 2),
+                ("orders/shardId-000000000000", "shardId-000000000000", "7", 1)
+            ]
+        );
+        let r = &batches[0].records[1];
+        assert_eq!((r.pos.clone(), r.arrival_ms, &r.data[..]), (Pos::N(21), 1_718_000_000_123, &b"{\"a\":3}"[..]));
     }
 
     #[test]
