@@ -64,7 +64,8 @@
 //!   (partitions projected) or a job's output, typed as the Parquet output is.
 //! - `produce` (feature `aws`): `sluicebox produce`: a file's records put on a Kinesis data
 //!   stream, one JSON object each, behind the small `PutRecords` seam.
-//! - `lambda` (feature `lambda`): the AWS Lambda handlers (on-object, on-task) over the above.
+//! - `lambda` (feature `lambda`): the AWS Lambda handlers (on-object, on-task, on-stream) over
+//!   the above.
 //! - [`bench`](mod@bench): synthetic orders and the `sluicebox bench` measurement.
 //! - `fuzzing` (feature `testing`): what the fuzz targets in `fuzz/` check.
 //!

@@ -208,8 +208,6 @@ struct Item {
 enum Payload {
     /// An encoded line (JSON Lines, CSV, or a reject).
     Line(Vec<u8>),
-    /// A row for a Parquet file.
-    Row(Row),
 }
 
 /// What the reader thread and the writer task share.
@@ -814,17 +812,13 @@ impl Reader {
                     return;
                 }
                 self.counts.written += 1;
-                let format = self.encoding.as_ref().map(|e| e.format);
-                if format == Some(OutputFormat::Parquet) {
-                    let bytes = serde_json::to_vec(&row).map_or(64, |v| v.len() + 1);
-                    (partition, Payload::Row(row), bytes)
-                } else {
-                    let enc = self.encoder.as_mut().expect("the encoding is fixed before records are placed");
-                    enc.encode(&row);
-                    let line = enc.take();
-                    let n = line.len();
-                    (partition, Payload::Line(line), n)
-                }
+                // Parquet files are made from JSON Lines when they are written: a line is far
+                // smaller in a buffer than the row it encodes.
+                let enc = self.encoder.as_mut().expect("the encoding is fixed before records are placed");
+                enc.encode(&row);
+                let line = enc.take();
+                let n = line.len();
+                (partition, Payload::Line(line), n)
             }
             Err(reject) => {
                 let errors = self.encoding.as_ref().map(|e| e.errors.clone()).unwrap_or_default();
@@ -1079,11 +1073,12 @@ fn encode_file(plan: &FilePlan, encoding: &Encoding, schema: Option<arrow_schema
     if !plan.errors && encoding.format == OutputFormat::Parquet {
         let schema = schema.expect("a Parquet schema before Parquet files");
         let mut enc = crate::parquet::ParquetEncoder::new(schema, 64 * 1024);
+        let mut lines = Vec::with_capacity(plan.batch.bytes);
         for item in &plan.batch.items {
-            if let Payload::Row(row) = &item.payload {
-                enc.push(row)?;
-            }
+            let Payload::Line(line) = &item.payload;
+            lines.extend_from_slice(line);
         }
+        enc.push_jsonl(&plan.path, &lines)?;
         return enc.finish();
     }
     let mut raw = Vec::with_capacity(plan.batch.bytes + 1024);
@@ -1093,9 +1088,8 @@ fn encode_file(plan: &FilePlan, encoding: &Encoding, schema: Option<arrow_schema
         }
     }
     for item in &plan.batch.items {
-        if let Payload::Line(line) = &item.payload {
-            raw.extend_from_slice(line);
-        }
+        let Payload::Line(line) = &item.payload;
+        raw.extend_from_slice(line);
     }
     let fail = |e: std::io::Error| Error::backend("compress", format!("compressing {}", plan.path), e);
     match encoding.compression {
