@@ -319,9 +319,14 @@ fn bad_stream_settings_name_their_key() {
 async fn duckdb_reads_the_partitioned_files_as_the_batch_jobs_output() {
     let dir = tempfile::tempdir().unwrap();
     let orders = common::orders_dir().join("orders.csv");
-    let batch = common::run(&dir.path().join("batch"), &[orders.clone()], &common::orders_job(), &common::orders_dir())
-        .await
-        .unwrap();
+    let batch = common::run(
+        &dir.path().join("batch"),
+        std::slice::from_ref(&orders),
+        &common::orders_job(),
+        &common::orders_dir(),
+    )
+    .await
+    .unwrap();
     let csv = dir.path().join("batch.csv");
     std::fs::write(&csv, common::job_file(&dir.path().join("batch"), &batch.job_id, "output.csv")).unwrap();
     let job = common::orders_job().replace(

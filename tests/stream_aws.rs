@@ -177,7 +177,9 @@ async fn kinesis_to_s3_killed_half_way_and_restarted_writes_every_record_once() 
     // The same counts as the batch job over the file.
     let batch_dir = tempfile::tempdir().unwrap();
     let summary =
-        common::run(batch_dir.path(), &[orders.clone()], &common::orders_job(), &common::orders_dir()).await.unwrap();
+        common::run(batch_dir.path(), std::slice::from_ref(&orders), &common::orders_job(), &common::orders_dir())
+            .await
+            .unwrap();
     let written_objects: usize =
         all.iter().filter(|(n, _)| !n.starts_with("errors/")).map(|(_, b)| lines(b).len()).sum();
     assert_eq!(written_objects as u64, summary.records.written);
