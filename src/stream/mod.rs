@@ -2,7 +2,7 @@
 //! pipeline into well-sized, partitioned, compressed files, each record in exactly one.
 //!
 //! One thread reads deliveries from the source, runs each record through
-//! [`Pipeline`](crate::pipeline::Pipeline) (the same steps as a batch job's), names its
+//! [`Pipeline`] (the same steps as a batch job's), names its
 //! partition ([`partition`]) and buffers it ([`batch`]); a writer task encodes cut buffers,
 //! announces each file in the ledger, writes it, and then moves the checkpoints ([`state`]).
 //! Rejected records go to files under the errors prefix with their reasons.
