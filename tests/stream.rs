@@ -384,3 +384,25 @@ async fn duckdb_reads_the_partitioned_files_as_the_batch_jobs_output() {
         assert_eq!(got[4][0], vec![Some("7".to_string()), Some("8".to_string())], "{format}: partitions");
     }
 }
+
+/// A short run of `sluicebox bench --stream` (the benchmark a person runs with a million events):
+/// both encodings report every event and files of the target size or under.
+#[test]
+fn the_stream_bench_runs_and_reports_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sluicebox()
+        .args(["bench", "--stream", "--records", "20000", "--json", "--data-dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let runs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(runs.iter().map(|r| r["format"].as_str().unwrap()).collect::<Vec<_>>(), ["jsonl", "parquet"]);
+    for r in &runs {
+        assert_eq!(r["records"], 20_000, "{r}");
+        assert_eq!(r["files"], 60, "20 vendors × 3 days: {r}");
+        assert!(r["peak_rss_mib"].as_f64().unwrap() > 1.0 && r["records_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        let sizes: Vec<u64> = r["file_bytes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        assert!(sizes[0] > 0 && sizes[0] <= sizes[1] && sizes[1] <= sizes[2], "{r}");
+    }
+}
