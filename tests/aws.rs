@@ -218,7 +218,10 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     assert!(calls.get("sqs.ReceiveMessage").is_some_and(|&n| n >= 10), "{calls:?}");
     // One ack per chunk at most; every attempt is counted, so a request the SDK retried on a
     // busy machine counts twice.
-    assert!(calls.get("sqs.DeleteMessageBatch").is_some_and(|&n| (10..=12).contains(&n)), "one ack per chunk: {calls:?}");
+    assert!(
+        calls.get("sqs.DeleteMessageBatch").is_some_and(|&n| (10..=12).contains(&n)),
+        "one ack per chunk: {calls:?}"
+    );
     assert!(calls.contains_key("s3.CompleteMultipartUpload"), "{calls:?}");
     let total: u64 = calls.values().sum();
     assert!((remote.api_calls_per_record - total as f64 / 10000.0).abs() < 1e-9);
