@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -65,40 +65,6 @@ partition = "vendor={vendor}/dt=%Y-%m-%d"
 time_field = "ts"
 "#;
 
-/// Every file under `dir`, decompressed, by path relative to `dir`.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    if !dir.exists() {
-        return out;
-    }
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let name = p.strip_prefix(dir).unwrap().display().to_string();
-            if name.starts_with('.') || name.contains("/.") {
-                continue;
-            }
-            let raw = std::fs::read(&p).unwrap();
-            let bytes = match name.rsplit('.').next() {
-                Some("gz") => {
-                    let mut s = Vec::new();
-                    flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut s).unwrap();
-                    s
-                }
-                Some("zst") => zstd::decode_all(&raw[..]).unwrap(),
-                _ => raw,
-            };
-            out.insert(name, bytes);
-        }
-    }
-    out
-}
-
 fn lines(bytes: &[u8]) -> Vec<Value> {
     bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
 }
@@ -106,7 +72,7 @@ fn lines(bytes: &[u8]) -> Vec<Value> {
 /// Every output record's id, and every error record's position, each with the file it is in.
 fn ids(out: &Path) -> (HashMap<u64, Vec<String>>, HashMap<String, Vec<String>>) {
     let (mut data, mut errors) = (HashMap::new(), HashMap::new());
-    for (name, bytes) in files(out) {
+    for (name, bytes) in common::decompressed_files(out) {
         for rec in lines(&bytes) {
             if name.starts_with("errors/") {
                 let at = format!("{}#{}", rec["shard"].as_str().unwrap(), rec["position"].as_str().unwrap());
@@ -157,7 +123,7 @@ fn stdin_events_land_once_each_in_partitioned_files_of_the_target_size() {
     // partition every file but one is nearly full.
     let limit = 1 << 20;
     let mut by_partition: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (name, bytes) in files(&out).into_iter().filter(|(n, _)| !n.starts_with("errors/")) {
+    for (name, bytes) in common::decompressed_files(&out).into_iter().filter(|(n, _)| !n.starts_with("errors/")) {
         assert!(bytes.len() <= limit, "{name} has {} bytes", bytes.len());
         let (partition, file) = name.rsplit_once('/').unwrap();
         assert!(file.starts_with("part-") && file.ends_with(".jsonl.gz"), "{name}");
@@ -207,7 +173,7 @@ fn files_killed_and_resumed_write_every_record_exactly_once() {
         }
     }
     assert!(kills >= 2, "the kills landed after the run ended: make the input larger");
-    let partial = files(&out).len();
+    let partial = common::decompressed_files(&out).len();
     let done = run().output().unwrap();
     assert!(done.status.success(), "{done:?}");
     let (data, errors) = ids(&out);
@@ -221,18 +187,18 @@ fn files_killed_and_resumed_write_every_record_exactly_once() {
     assert!(errors.values().all(|f| f.len() == 1));
     // Per partition, every file is full (400 records) but one.
     let mut short: BTreeMap<String, usize> = BTreeMap::new();
-    for (name, bytes) in files(&out) {
+    for (name, bytes) in common::decompressed_files(&out) {
         if !name.starts_with("errors/") && lines(&bytes).len() < 400 {
             *short.entry(name.rsplit_once('/').unwrap().0.to_string()).or_default() += 1;
         }
     }
     assert!(short.values().all(|&n| n <= 1), "{short:?}");
 
-    let before = files(&out);
+    let before = common::decompressed_files(&out);
     let again = run().output().unwrap();
     assert!(again.status.success());
     assert_eq!(report(&again.stdout)["files"], 0);
-    assert_eq!(files(&out), before, "a second run changed the output");
+    assert_eq!(common::decompressed_files(&out), before, "a second run changed the output");
 }
 
 /// A file announced but not written is cut again; one announced and written is kept, and its

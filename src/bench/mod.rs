@@ -385,12 +385,18 @@ pub fn cpu_seconds() -> f64 {
 
 /// Peak resident set size of this process in MiB, from /proc (0 where unavailable).
 pub fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    peak_rss_mib_of("self").unwrap_or(0.0)
+}
+
+/// Peak resident set size of process `pid` (`self`: this one) in MiB, from /proc, while it
+/// runs (`None` once it has exited, or where /proc is unavailable).
+pub fn peak_rss_mib_of(pid: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+        .map(|kb| kb / 1024.0)
 }
 
 /// Generate the orders in `dir` (kept for later runs of the same size and key order), run

@@ -3,7 +3,7 @@
 //! the rate, the child's peak memory and the spread of file sizes.
 
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -142,15 +142,11 @@ pub fn run(exe: &Path, dir: &Path, events: &Path, format: &str) -> Result<Stream
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| io("starting sluicebox stream", e))?;
-    let status = PathBuf::from(format!("/proc/{}/status", child.id()));
-    let mut peak_kb = 0f64;
+    let pid = child.id().to_string();
+    let mut peak_mib = 0f64;
     loop {
-        if let Some(kb) = std::fs::read_to_string(&status)
-            .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(str::to_string))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        {
-            peak_kb = peak_kb.max(kb);
+        if let Some(mib) = super::peak_rss_mib_of(&pid) {
+            peak_mib = peak_mib.max(mib);
         }
         if child.try_wait().map_err(|e| io("waiting for sluicebox stream", e))?.is_some() {
             break;
@@ -174,7 +170,7 @@ pub fn run(exe: &Path, dir: &Path, events: &Path, format: &str) -> Result<Stream
         input_bytes,
         seconds,
         records_per_s: records as f64 / seconds.max(1e-9),
-        peak_rss_mib: peak_kb / 1024.0,
+        peak_rss_mib: peak_mib,
         files: num("files"),
         file_bytes: [size(0), size(1), size(2)],
         output_bytes: num("bytes"),

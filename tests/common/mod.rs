@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -182,4 +183,38 @@ json.dump(out, sys.stdout)
 
 pub fn sql_text(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "''"))
+}
+
+/// Every file under `dir`, decompressed, by path relative to `dir`.
+pub fn decompressed_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    if !dir.exists() {
+        return out;
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let name = p.strip_prefix(dir).unwrap().display().to_string();
+            if name.starts_with('.') || name.contains("/.") {
+                continue;
+            }
+            let raw = std::fs::read(&p).unwrap();
+            let bytes = match name.rsplit('.').next() {
+                Some("gz") => {
+                    let mut s = Vec::new();
+                    flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut s).unwrap();
+                    s
+                }
+                Some("zst") => zstd::decode_all(&raw[..]).unwrap(),
+                _ => raw,
+            };
+            out.insert(name, bytes);
+        }
+    }
+    out
 }
