@@ -145,7 +145,7 @@ fn stdin_events_land_once_each_in_partitioned_files_of_the_target_size() {
 #[test]
 fn files_killed_and_resumed_write_every_record_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, broken) = events(60_000, 50, 2);
+    let (input, broken) = events(200_000, 50, 2);
     let input_path = dir.path().join("events.jsonl");
     std::fs::write(&input_path, &input).unwrap();
     // Small files, so that kills land between many writes and commits.
@@ -165,7 +165,7 @@ fn files_killed_and_resumed_write_every_record_exactly_once() {
     let mut kills = 0;
     for _ in 0..4 {
         let mut child = run().spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rng.u64(300..2_500)));
+        std::thread::sleep(Duration::from_millis(rng.u64(200..1_500)));
         child.kill().unwrap();
         let status = child.wait().unwrap();
         if status.signal() == Some(9) {
@@ -177,7 +177,7 @@ fn files_killed_and_resumed_write_every_record_exactly_once() {
     let done = run().output().unwrap();
     assert!(done.status.success(), "{done:?}");
     let (data, errors) = ids(&out);
-    assert_eq!(data.len() as u64, 60_000 - broken);
+    assert_eq!(data.len() as u64, 200_000 - broken);
     let doubled: Vec<_> = data.iter().filter(|(_, f)| f.len() > 1).take(3).collect();
     assert!(
         doubled.is_empty(),

@@ -242,6 +242,16 @@ struct Encoding {
 }
 
 impl Encoding {
+    /// How buffered lines are encoded: CSV for CSV files, else JSON Lines (Parquet files are
+    /// made from JSON Lines when they are written).
+    fn line_format(&self) -> OutputFormat {
+        if self.format == OutputFormat::Csv {
+            OutputFormat::Csv
+        } else {
+            OutputFormat::Jsonl
+        }
+    }
+
     fn extension(&self, errors: bool) -> String {
         let format = match (errors, self.format) {
             (true, _) | (false, OutputFormat::Jsonl) => "jsonl",
@@ -511,23 +521,221 @@ pub fn check_config(c: &StreamConfig) -> Result<()> {
     Ok(())
 }
 
-/// The reader thread: deliveries in, records through the pipeline and into buffers.
+/// The reader thread: deliveries in, records through the pipeline and into buffers, in order.
+///
+/// A file's or standard input's blocks are processed by helper threads, one per core, as they
+/// arrive; the reader places their records in block order, so a shard's records reach the
+/// buffers in the order they were read. A record stream's records are processed here.
 struct Reader {
-    pipeline: Pipeline,
+    prep: Arc<Prep>,
     spec: JobSpec,
     lookup: Option<Arc<LookupTable>>,
-    template: Option<Template>,
-    time_field: Option<String>,
     batcher: Batcher<Item>,
     encoding: Option<Encoding>,
     config: StreamConfig,
     encoder: Option<Encoder>,
-    layouts: HashMap<u32, CsvLayout>,
+    layouts: HashMap<u32, Arc<CsvLayout>>,
     next_record: HashMap<u32, u64>,
+    helpers: Helpers,
     shared: Arc<Mutex<Shared>>,
     out: mpsc::Sender<Group>,
     idle: Option<Duration>,
     counts: Report,
+}
+
+/// What makes a record's outcome ready for a buffer; shared by the reader and its helpers.
+struct Prep {
+    pipeline: Pipeline,
+    template: Option<Template>,
+    time_field: Option<String>,
+}
+
+/// A record ready to be placed.
+enum Ready {
+    /// A kept record: its partition and encoded line.
+    Row {
+        partition: String,
+        line: Vec<u8>,
+    },
+    /// A rejected record; its error line names its position, known when it is placed.
+    Rejected(Reject),
+    Filtered,
+}
+
+/// A block for a helper: its records are numbered from 1, the reader numbers them in the shard.
+struct BlockJob {
+    block: source::Block,
+    shard: u32,
+    layout: Option<Arc<CsvLayout>>,
+    format: OutputFormat,
+    fields: Option<Vec<String>>,
+}
+
+/// A processed block.
+struct BlockDone {
+    shard: u32,
+    arrival_ms: i64,
+    records: Vec<Ready>,
+}
+
+/// Helper threads that process blocks, started with the first; results are taken in the
+/// order blocks were given.
+struct Helpers {
+    prep: Arc<Prep>,
+    jobs: Option<std::sync::mpsc::SyncSender<HelperJob>>,
+    pending: std::collections::VecDeque<std::sync::mpsc::Receiver<Result<BlockDone>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+type HelperJob = (BlockJob, std::sync::mpsc::SyncSender<Result<BlockDone>>);
+
+impl Helpers {
+    fn new(prep: Arc<Prep>) -> Self {
+        Helpers { prep, jobs: None, pending: Default::default(), threads: Vec::new() }
+    }
+
+    fn start(&mut self) {
+        let n = std::thread::available_parallelism().map_or(1, usize::from);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<HelperJob>(n);
+        let rx = Arc::new(Mutex::new(rx));
+        self.threads = (0..n)
+            .map(|i| {
+                let (rx, prep) = (rx.clone(), self.prep.clone());
+                std::thread::Builder::new()
+                    .name(format!("stream-block-{i}"))
+                    .spawn(move || loop {
+                        let Ok((job, done)) = rx.lock().expect("job lock").recv() else { return };
+                        // The reader may have stopped on an error; then nobody waits for this.
+                        let _ = done.send(prep.block(job));
+                    })
+                    .expect("a thread starts")
+            })
+            .collect();
+        self.jobs = Some(tx);
+    }
+
+    /// Blocks given out beyond which the reader waits for the oldest: enough to keep every
+    /// helper busy, few enough to bound memory by blocks, not input.
+    fn full(&self) -> bool {
+        !self.pending.is_empty() && self.pending.len() >= 2 * self.threads.len()
+    }
+
+    fn give(&mut self, job: BlockJob) -> Result<()> {
+        if self.jobs.is_none() {
+            self.start();
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let stopped = || Error::backend("stream", "a block helper", std::io::Error::other("stopped"));
+        self.jobs.as_ref().ok_or_else(stopped)?.send((job, tx)).map_err(|_| stopped())?;
+        self.pending.push_back(rx);
+        Ok(())
+    }
+
+    /// The oldest block's result: waiting for it if `wait`, else only if it is done.
+    fn next(&mut self, wait: bool) -> Option<Result<BlockDone>> {
+        use std::sync::mpsc::TryRecvError;
+        let front = self.pending.front()?;
+        let got = match wait {
+            true => front.recv().ok(),
+            false => match front.try_recv() {
+                Ok(done) => Some(done),
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Disconnected) => None,
+            },
+        };
+        self.pending.pop_front();
+        Some(got.unwrap_or_else(|| {
+            Err(Error::backend("stream", "a block helper", std::io::Error::other("stopped without a result")))
+        }))
+    }
+}
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        self.jobs = None;
+        self.pending.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Prep {
+    /// Process a block's records, numbered from 1.
+    fn block(&self, job: BlockJob) -> Result<BlockDone> {
+        let BlockJob { block, shard, layout, format, fields } = job;
+        let chunk = Chunk {
+            index: 0,
+            input: shard,
+            start: 0,
+            end: block.data.len() as u64,
+            first_record: 1,
+            records: 0,
+            first_line: block.first_line,
+        };
+        let ctx = ChunkContext {
+            job: 0,
+            chunk: &chunk,
+            input: &block.shard,
+            format: block.format,
+            layout: layout.as_deref(),
+        };
+        let mut encoder = Encoder::new(format, fields);
+        let mut records = Vec::new();
+        self.pipeline.each_record(&ctx, &block.data, &mut |_, outcome| {
+            records.push(self.ready(outcome, &block.shard, block.arrival_ms, &mut encoder));
+        })?;
+        Ok(BlockDone { shard, arrival_ms: block.arrival_ms, records })
+    }
+
+    /// A record's partition and line, or why it has none.
+    fn ready(&self, outcome: Outcome, shard: &str, arrival_ms: i64, encoder: &mut Encoder) -> Ready {
+        let row = match outcome {
+            Outcome::Written(item) => item.record,
+            Outcome::Rejected(r) => return Ready::Rejected(r),
+            Outcome::Filtered => return Ready::Filtered,
+        };
+        let time = match self.event_time(&row, arrival_ms) {
+            Ok(time) => time,
+            Err(fault) => {
+                return Ready::Rejected(Reject {
+                    input: shard.to_string(),
+                    record: 0,
+                    line: 0,
+                    field: fault.field,
+                    rule: fault.rule,
+                    message: fault.message,
+                    raw: serde_json::to_string(&row).unwrap_or_default(),
+                })
+            }
+        };
+        let partition = self.template.as_ref().map(|t| t.render(&row, time)).unwrap_or_default();
+        // Parquet files are made from JSON Lines when they are written: a line is far smaller
+        // in a buffer than the row it encodes.
+        encoder.encode(&row);
+        Ready::Row { partition, line: encoder.take() }
+    }
+
+    /// The record's time for the template: its `time_field`, else when it arrived.
+    fn event_time(&self, row: &Row, arrival_ms: i64) -> std::result::Result<DateTime<Utc>, Fault> {
+        let Some(field) =
+            self.time_field.as_deref().filter(|_| self.template.as_ref().is_some_and(Template::uses_time))
+        else {
+            return Ok(ms_time(arrival_ms));
+        };
+        let bad = |why: String| Fault::new(Some(field), "stream.time_field", why);
+        match row.get(field) {
+            None | Some(Value::Null) => Err(bad(format!("{field} is missing, and names the record's partition"))),
+            Some(Value::String(s)) => parse_time(s).ok_or_else(|| bad(format!("{s:?} is not a date or time"))),
+            Some(Value::Number(n)) => {
+                let n = n.as_f64().unwrap_or(0.0);
+                // Seconds or milliseconds since the epoch, by size.
+                let ms = if n.abs() < 1e11 { n * 1000.0 } else { n };
+                Utc.timestamp_millis_opt(ms as i64).single().ok_or_else(|| bad(format!("{n} is not a time")))
+            }
+            Some(other) => Err(bad(format!("{other} is not a date or time"))),
+        }
+    }
 }
 
 impl Reader {
@@ -556,12 +764,16 @@ impl Reader {
                 "Parquet files need the output fields: list them in [output] fields",
             ));
         }
-        Ok(Reader {
+        let prep = Arc::new(Prep {
             pipeline: Pipeline::new(&s.spec, s.lookup.clone(), s.spec.output_fields.clone()),
-            spec: s.spec.clone(),
-            lookup: s.lookup.clone(),
             template,
             time_field: config.time_field.clone(),
+        });
+        Ok(Reader {
+            helpers: Helpers::new(prep.clone()),
+            prep,
+            spec: s.spec.clone(),
+            lookup: s.lookup.clone(),
             batcher: Batcher::new(limits),
             encoding: None,
             config: config.clone(),
@@ -593,10 +805,7 @@ impl Reader {
             fields: fields.clone().map(Arc::new),
             errors: self.config.errors.trim_matches('/').to_string(),
         };
-        self.encoder = Some(Encoder::new(
-            if format == OutputFormat::Csv { OutputFormat::Csv } else { OutputFormat::Jsonl },
-            fields,
-        ));
+        self.encoder = Some(Encoder::new(e.line_format(), fields));
         self.encoding = Some(e.clone());
         Ok(e)
     }
@@ -617,10 +826,9 @@ impl Reader {
         loop {
             let wait = self.batcher.next_due_ms().map(|due| Duration::from_millis((due - now_ms()).max(0) as u64));
             let idle_left = self.idle.map(|d| d.saturating_sub(last_record.elapsed()));
-            let wait = match (wait, idle_left) {
-                (Some(a), Some(b)) => a.min(b),
-                (a, b) => a.or(b).unwrap_or(Duration::from_secs(3600)),
-            };
+            // Blocks with the helpers are looked for every millisecond.
+            let busy = (!self.helpers.pending.is_empty()).then_some(Duration::from_millis(1));
+            let wait = [wait, idle_left, busy].into_iter().flatten().min().unwrap_or(Duration::from_secs(3600));
             let next = handle.block_on(async {
                 tokio::select! {
                     d = rx.recv() => d.map_or(Next::Closed, Next::Got),
@@ -632,20 +840,30 @@ impl Reader {
             match next {
                 Next::Got(Delivery::Records { shard, records }) => {
                     last_record = Instant::now();
+                    self.collect(true, &mut cut)?;
                     self.records(&shard, records, &mut cut)?;
                 }
                 Next::Got(Delivery::Block(block)) => {
                     last_record = Instant::now();
-                    self.block(block, &mut cut)?;
+                    self.block(block)?;
+                    self.collect(false, &mut cut)?;
                 }
                 Next::Got(Delivery::End { shard }) => {
+                    self.collect(true, &mut cut)?;
                     let mut sh = self.shared.lock().expect("state lock");
                     let i = sh.shard(&shard) as usize;
                     sh.tracks[i].reader_ended = true;
                 }
-                Next::Closed | Next::Stop => break,
+                Next::Closed | Next::Stop => {
+                    self.collect(true, &mut cut)?;
+                    if !cut.is_empty() {
+                        self.send(cut, false)?;
+                    }
+                    break;
+                }
                 Next::Tick => {
-                    if self.idle.is_some_and(|d| last_record.elapsed() >= d) {
+                    self.collect(false, &mut cut)?;
+                    if self.idle.is_some_and(|d| last_record.elapsed() >= d) && self.helpers.pending.is_empty() {
                         break;
                     }
                 }
@@ -672,13 +890,14 @@ impl Reader {
             .map_err(|_| Error::backend("stream", "the writer", std::io::Error::other("stopped")))
     }
 
-    /// A file's or standard input's block, decoded and processed as a batch job's chunk.
-    fn block(&mut self, block: source::Block, cut: &mut Vec<Batch<Item>>) -> Result<()> {
+    /// A file's or standard input's block, given to the helpers to process as a batch job's
+    /// chunk.
+    fn block(&mut self, block: source::Block) -> Result<()> {
         let shard = self.shared.lock().expect("state lock").shard(&block.shard);
         if block.format == Format::Csv && !self.layouts.contains_key(&shard) {
             let header = block.header.as_deref().map(Vec::as_slice);
-            let layout = self.pipeline.csv_layout(header, &block.shard)?;
-            self.layouts.insert(shard, layout);
+            let layout = self.prep.pipeline.csv_layout(header, &block.shard)?;
+            self.layouts.insert(shard, Arc::new(layout));
             if self.encoding.is_none() {
                 let fields = self.output_fields(header.map(<[String]>::to_vec), &block.shard);
                 self.encoding(fields)?;
@@ -686,30 +905,29 @@ impl Reader {
         } else if self.encoding.is_none() {
             self.encoding(self.spec.output_fields.clone())?;
         }
-        let first_record = *self.next_record.get(&shard).unwrap_or(&1);
-        let chunk = Chunk {
-            index: 0,
-            input: shard,
-            start: 0,
-            end: block.data.len() as u64,
-            first_record,
-            records: 0,
-            first_line: block.first_line,
+        let encoding = self.encoding.as_ref().expect("the encoding is fixed");
+        let job = BlockJob {
+            layout: self.layouts.get(&shard).cloned(),
+            format: encoding.line_format(),
+            fields: encoding.fields.as_deref().cloned(),
+            shard,
+            block,
         };
-        let ctx = ChunkContext {
-            job: 0,
-            chunk: &chunk,
-            input: &block.shard,
-            format: block.format,
-            layout: self.layouts.get(&shard),
-        };
-        let mut outcomes = Vec::new();
-        self.pipeline.each_record(&ctx, &block.data, &mut |_, outcome| outcomes.push(outcome))?;
-        self.next_record.insert(shard, first_record + outcomes.len() as u64);
-        let shared = self.shared.clone();
-        let mut sh = shared.lock().expect("state lock");
-        for (n, outcome) in (first_record..).zip(outcomes) {
-            self.place(&mut sh, shard, (Pos::N(n), block.arrival_ms, None), outcome, cut);
+        self.helpers.give(job)
+    }
+
+    /// Place the records of processed blocks, in the order the blocks came: all of them if
+    /// `all`, else those done (waiting for the oldest while the helpers have too many).
+    fn collect(&mut self, all: bool, cut: &mut Vec<Batch<Item>>) -> Result<()> {
+        while let Some(done) = self.helpers.next(all || self.helpers.full()) {
+            let BlockDone { shard, arrival_ms, records } = done?;
+            let first = *self.next_record.get(&shard).unwrap_or(&1);
+            self.next_record.insert(shard, first + records.len() as u64);
+            let shared = self.shared.clone();
+            let mut sh = shared.lock().expect("state lock");
+            for (n, ready) in (first..).zip(records) {
+                self.place(&mut sh, shard, n, (Pos::N(n), arrival_ms, None), ready, cut);
+            }
         }
         Ok(())
     }
@@ -737,17 +955,20 @@ impl Reader {
         let shard = self.shared.lock().expect("state lock").shard(shard_name);
         let first = *self.next_record.get(&shard).unwrap_or(&1);
         self.next_record.insert(shard, first + records.len() as u64);
-        let mut outcomes = Vec::with_capacity(records.len());
-        let mut session = self.pipeline.session();
+        let mut readies = Vec::with_capacity(records.len());
+        let prep = self.prep.clone();
+        let encoder = self.encoder.as_mut().expect("the encoding is fixed");
+        let mut session = prep.pipeline.session();
         for (number, r) in (first..).zip(records) {
             // The record number counts this run's records of the shard; the position names it.
             let origin =
                 Origin { job: 0, input: shard_name, input_index: shard, record: number, line: 1, raw: &r.data };
             let outcome = match serde_json::from_slice::<crate::record::Record>(&r.data) {
-                Ok(rec) => self.pipeline.process(rec, &origin, &mut session),
+                Ok(rec) => prep.pipeline.process(rec, &origin, &mut session),
                 Err(e) => Outcome::Rejected(origin.reject(Fault::new(None, "json", format!("not a JSON object: {e}")))),
             };
-            outcomes.push((r.pos, r.arrival_ms, r.ack, outcome));
+            let ready = prep.ready(outcome, shard_name, r.arrival_ms, encoder);
+            readies.push((number, (r.pos, r.arrival_ms, r.ack), ready));
         }
         if let Some(e) = session.take_error() {
             return Err(e);
@@ -755,112 +976,71 @@ impl Reader {
         drop(session);
         let shared = self.shared.clone();
         let mut sh = shared.lock().expect("state lock");
-        for (pos, arrival_ms, ack, outcome) in outcomes {
-            self.place(&mut sh, shard, (pos, arrival_ms, ack), outcome, cut);
+        for (number, at, ready) in readies {
+            self.place(&mut sh, shard, number, at, ready, cut);
         }
         Ok(())
     }
 
-    /// Account for one record's outcome: skip it if a file already holds it, else buffer it.
+    /// Account for one record: skip it if a file already holds it, else buffer it. `number`
+    /// counts the shard's records in this run.
     fn place(
         &mut self,
         sh: &mut Shared,
         shard: u32,
+        number: u64,
         (pos, arrival_ms, ack): (Pos, i64, Option<String>),
-        outcome: Outcome,
+        ready: Ready,
         cut: &mut Vec<Batch<Item>>,
     ) {
         self.counts.records += 1;
         let Shared { tracks, saved, acks, .. } = sh;
         let track = &mut tracks[shard as usize];
         let ordinal = track.arrive(pos.clone());
-        if saved.before_checkpoint(&track.shard, &pos) {
+        let skip = |track: &mut Track, acks: &mut Vec<String>, ack: Option<String>| {
             track.done(ordinal);
             acks.extend(ack);
+        };
+        if saved.before_checkpoint(&track.shard, &pos) {
+            skip(track, acks, ack);
             self.counts.skipped += 1;
             return;
         }
-        let arrival = ms_time(arrival_ms);
-        let outcome = match outcome {
-            Outcome::Written(item) => match self.event_time(&item.record, arrival) {
-                Ok(time) => Ok((item.record, time)),
-                Err(fault) => Err(Reject {
-                    input: track.shard.clone(),
-                    record: 0,
-                    line: 0,
-                    field: fault.field,
-                    rule: fault.rule,
-                    message: fault.message,
-                    raw: serde_json::to_string(&item.record).unwrap_or_default(),
-                }),
-            },
-            Outcome::Rejected(r) => Err(r),
-            Outcome::Filtered => {
-                track.done(ordinal);
-                acks.extend(ack);
+        let (partition, line) = match ready {
+            Ready::Filtered => {
+                skip(track, acks, ack);
                 self.counts.filtered += 1;
                 return;
             }
-        };
-        let (partition, payload, bytes) = match outcome {
-            Ok((row, time)) => {
-                let partition = self.template.as_ref().map(|t| t.render(&row, time)).unwrap_or_default();
+            Ready::Row { partition, line } => {
                 if saved.covers(&partition, &track.shard, &pos) {
-                    track.done(ordinal);
-                    acks.extend(ack);
+                    skip(track, acks, ack);
                     self.counts.skipped += 1;
                     return;
                 }
                 self.counts.written += 1;
-                // Parquet files are made from JSON Lines when they are written: a line is far
-                // smaller in a buffer than the row it encodes.
-                let enc = self.encoder.as_mut().expect("the encoding is fixed before records are placed");
-                enc.encode(&row);
-                let line = enc.take();
-                let n = line.len();
-                (partition, Payload::Line(line), n)
+                (partition, line)
             }
-            Err(reject) => {
-                let errors = self.encoding.as_ref().map(|e| e.errors.clone()).unwrap_or_default();
-                let partition = format!("{errors}/{}", arrival.format("dt=%Y-%m-%d"));
+            Ready::Rejected(mut reject) => {
+                let errors = self.encoding.as_ref().map(|e| e.errors.as_str()).unwrap_or_default();
+                let partition = format!("{errors}/{}", ms_time(arrival_ms).format("dt=%Y-%m-%d"));
                 if saved.covers(&partition, &track.shard, &pos) {
-                    track.done(ordinal);
-                    acks.extend(ack);
+                    skip(track, acks, ack);
                     self.counts.skipped += 1;
                     return;
                 }
                 self.counts.rejected += 1;
+                reject.record = number;
                 let mut line =
                     serde_json::to_vec(&ErrorLine { shard: &track.shard, position: pos.to_string(), reject })
                         .expect("a reject serializes");
                 line.push(b'\n');
-                let n = line.len();
-                (partition, Payload::Line(line), n)
+                (partition, line)
             }
         };
-        let item = Item { shard, ordinal, pos, arrival_ms, payload, ack };
+        let bytes = line.len();
+        let item = Item { shard, ordinal, pos, arrival_ms, payload: Payload::Line(line), ack };
         cut.extend(self.batcher.push(&partition, item, bytes, now_ms()));
-    }
-
-    /// The record's time for the template: its `time_field`, else when it arrived.
-    fn event_time(&self, row: &Row, arrival: DateTime<Utc>) -> std::result::Result<DateTime<Utc>, Fault> {
-        let Some(field) =
-            self.time_field.as_deref().filter(|_| self.template.as_ref().is_some_and(Template::uses_time))
-        else {
-            return Ok(arrival);
-        };
-        let bad = |why: String| Fault::new(Some(field), "stream.time_field", why);
-        match row.get(field) {
-            None | Some(Value::Null) => Err(bad(format!("{field} is missing, and names the record's partition"))),
-            Some(Value::String(s)) => parse_time(s).ok_or_else(|| bad(format!("{s:?} is not a date or time"))),
-            Some(Value::Number(n)) => {
-                let n = n.as_f64().unwrap_or(0.0);
-                // Seconds or milliseconds since the epoch, by size.
-                let ms = if n.abs() < 1e11 { n * 1000.0 } else { n };
-                Utc.timestamp_millis_opt(ms as i64).single().ok_or_else(|| bad(format!("{n} is not a time")))
-            }
-            Some(other) => Err(bad(format!("{other} is not a date or time"))),
-        }
     }
 }
 

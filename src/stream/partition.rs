@@ -29,9 +29,22 @@ struct Segment {
 enum Piece {
     Text(String),
     Field(String),
-    /// A strftime format (`%Y`, `%m-%d`).
-    Time(String),
+    /// A strftime format (`%Y`, `%m-%d`), and its items parsed once.
+    Time(String, TimeItems),
 }
+
+/// A strftime format's parsed items (parsing a format per record costs more than formatting).
+#[derive(Debug, Clone)]
+struct TimeItems(Vec<Item<'static>>);
+
+impl PartialEq for TimeItems {
+    fn eq(&self, _: &Self) -> bool {
+        // Equal formats parse to equal items: the text beside them is compared.
+        true
+    }
+}
+
+impl Eq for TimeItems {}
 
 /// A partition column, as a table declares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +101,7 @@ impl Template {
                 let name = s.name.clone()?;
                 let kind = match s.pieces.as_slice() {
                     [Piece::Field(f)] => PartitionKind::Field(f.clone()),
-                    [Piece::Time(t)] => PartitionKind::Time(t.clone()),
+                    [Piece::Time(t, _)] => PartitionKind::Time(t.clone()),
                     _ => PartitionKind::Mixed(s.pieces.iter().map(Piece::source).collect()),
                 };
                 Some(PartitionColumn { name, kind })
@@ -111,7 +124,7 @@ impl Template {
 
     /// Whether the template reads the record's time.
     pub fn uses_time(&self) -> bool {
-        self.segments.iter().flat_map(|s| &s.pieces).any(|p| matches!(p, Piece::Time(_)))
+        self.segments.iter().flat_map(|s| &s.pieces).any(|p| matches!(p, Piece::Time(..)))
     }
 
     /// The folder of `row` at `time`, without a trailing `/`. Field values are escaped as Hive
@@ -129,7 +142,11 @@ impl Template {
             for piece in &seg.pieces {
                 match piece {
                     Piece::Text(t) => out.push_str(t),
-                    Piece::Time(f) => out.push_str(&time.format(f).to_string()),
+                    Piece::Time(_, items) => {
+                        use std::fmt::Write;
+                        // Writing to a String cannot fail.
+                        let _ = write!(out, "{}", time.format_with_items(items.0.iter()));
+                    }
                     Piece::Field(f) => match row.get(f) {
                         None | Some(Value::Null) => out.push_str(DEFAULT_PARTITION),
                         Some(Value::String(s)) if s.is_empty() => out.push_str(DEFAULT_PARTITION),
@@ -148,7 +165,7 @@ impl Piece {
         match self {
             Piece::Text(t) => t.clone(),
             Piece::Field(f) => format!("{{{f}}}"),
-            Piece::Time(t) => t.clone(),
+            Piece::Time(t, _) => t.clone(),
         }
     }
 }
@@ -170,10 +187,12 @@ fn pieces(value: &str) -> std::result::Result<Vec<Piece>, String> {
             // A run of strftime items and the text between them, up to the next field.
             let end = rest.find('{').unwrap_or(rest.len());
             let run = &rest[..end];
+            let bad = || format!("{run:?} is not a strftime format (`%Y`, `%m`, `%d`, `%H`)");
             if StrftimeItems::new(run).any(|i| matches!(i, Item::Error)) {
-                return Err(format!("{run:?} is not a strftime format (`%Y`, `%m`, `%d`, `%H`)"));
+                return Err(bad());
             }
-            out.push(Piece::Time(run.to_string()));
+            let items = StrftimeItems::new(run).parse_to_owned().map_err(|_| bad())?;
+            out.push(Piece::Time(run.to_string(), TimeItems(items)));
             rest = &rest[end..];
         } else {
             let end = rest.find(['{', '%']).unwrap_or(rest.len());
