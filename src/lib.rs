@@ -18,6 +18,9 @@
 //! - [`transform`]: jq programs, compiled once.
 //! - [`decode`]: where records begin and end in CSV, JSON Lines and JSON documents.
 //! - [`plan`]: the streaming scan that cuts inputs into chunks (claim checks).
+//! - [`resume_points`]: where decoding a gzip or zstd input can start mid-stream (deflate block
+//!   boundaries with their 32 KiB windows, zstd frames), so a compressed input's chunks are
+//!   decoded in linear time (issue 14: the planner and workers do not use it yet).
 //! - [`spec`]: a definition checked once into the [`spec::JobSpec`] the engine runs on.
 //!
 //! The seams and their backends:
@@ -103,6 +106,7 @@ pub mod column;
 pub mod config;
 pub mod decode;
 pub mod plan;
+pub mod resume_points;
 pub mod spec;
 pub mod transform;
 
