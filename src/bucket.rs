@@ -235,6 +235,27 @@ impl ObjectReader {
     pub fn decoded_at_most(self, max: u64, setting: &'static str) -> Result<Box<dyn Read + Send>> {
         decompress_at_most(self.inner, self.compression, &self.location, max, setting)
     }
+
+    /// [`ObjectReader::decoded_at_most`], noting the stream's resume points in `points` as it
+    /// is decoded (gzip: deflate blocks; zstd: frames).
+    pub fn indexed_at_most(
+        self,
+        max: u64,
+        setting: &'static str,
+        points: &crate::plan::Points,
+    ) -> Result<Box<dyn Read + Send>> {
+        use crate::resume_points::{GzipIndexer, ZstdIndexer};
+        let location = self.location;
+        let inner: Box<dyn Read + Send> = match self.compression {
+            Compression::Gzip => Box::new(
+                GzipIndexer::new(self.inner, points.clone())
+                    .map_err(|e| Error::input(&location, format!("cannot start gzip decoding: {e}")))?,
+            ),
+            Compression::Zstd => Box::new(ZstdIndexer::new(self.inner, points.clone())),
+            Compression::None | Compression::Auto => return Ok(self.inner),
+        };
+        Ok(Box::new(AtMost { inner, left: max, max, location, setting }))
+    }
 }
 
 /// `r` decompressed as `c` says, failing with an error naming `location` and `setting` once
@@ -342,6 +363,46 @@ pub async fn read_range(
         let mut reader = reader.decoded()?;
         let fail = |e: std::io::Error| Error::input(&location, format!("cannot decompress: {e}"));
         std::io::copy(&mut (&mut reader).take(start), &mut std::io::sink()).map_err(fail)?;
+        let mut buf = Vec::with_capacity((end - start) as usize);
+        (&mut reader).take(end - start).read_to_end(&mut buf).map_err(fail)?;
+        if buf.len() as u64 != end - start {
+            return Err(Error::input(&location, "the input is shorter than when it was planned"));
+        }
+        Ok(bytes::Bytes::from(buf))
+    })
+    .await
+    .map_err(|e| Error::backend("worker", "read task failed", e))?
+}
+
+/// Read bytes `start..end` of a compressed input from a resume point: only the compressed
+/// bytes from the point to `resume.input_end` are read and decoded (see
+/// [`crate::resume_points`]), the decoder primed with the point's `window`.
+pub async fn read_resumed(
+    store: Arc<dyn ObjectStore>,
+    input: &InputObject,
+    resume: &crate::plan::Resume,
+    window: bytes::Bytes,
+    start: u64,
+    end: u64,
+) -> Result<bytes::Bytes> {
+    use crate::resume_points::{resume_gzip, resume_zstd};
+    let (from, to) = (resume.point.input_start(), resume.input_end);
+    let path = key_path(&input.path);
+    let options = GetOptions { if_match: input.e_tag.clone(), range: Some((from..to).into()), ..GetOptions::default() };
+    let read = async { store.get_opts(&path, options).await?.bytes().await };
+    let compressed = read.await.map_err(|e| read_error(e, input, Some((from, to))))?;
+    let (location, compression, point) = (input.location.clone(), input.compression, resume.point.clone());
+    tokio::task::spawn_blocking(move || {
+        let fail = |e: std::io::Error| Error::input(&location, format!("cannot decompress: {e}"));
+        let src = std::io::Cursor::new(compressed);
+        let mut reader: Box<dyn Read> = match compression {
+            Compression::Zstd => Box::new(resume_zstd(src).map_err(fail)?),
+            _ => Box::new(resume_gzip(&point, &window, src).map_err(fail)?),
+        };
+        let skip = start
+            .checked_sub(point.out)
+            .ok_or_else(|| Error::input(&location, "a chunk starts before its resume point"))?;
+        std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink()).map_err(fail)?;
         let mut buf = Vec::with_capacity((end - start) as usize);
         (&mut reader).take(end - start).read_to_end(&mut buf).map_err(fail)?;
         if buf.len() as u64 != end - start {

@@ -222,7 +222,7 @@ pub async fn dry_run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>) 
     let (lookup, scanned) =
         tokio::join!(engine.open_lookup(spec.enrich.as_ref()), prepare::scan_inputs(engine, spec, inputs));
     let lookup = lookup?;
-    let (planned, chunks) = scanned?;
+    let prepare::Scanned { inputs: planned, chunks, .. } = scanned?;
     let output_fields = prepare::output_fields(spec, &planned, lookup.as_deref());
     let shape_inputs = planned
         .iter()

@@ -7,11 +7,13 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Format;
 use crate::decode::{CsvDialect, JsonEvent, JsonScanner};
+use crate::resume_points::{ResumeLog, ResumePoint};
 
 /// One unit of work: a byte range of one input with its record numbering.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +32,27 @@ pub struct Chunk {
     pub records: u64,
     /// 1-based line of the input on which `start` lies.
     pub first_line: u64,
+    /// Where decoding a compressed input starts for this chunk; without it a compressed
+    /// input is decoded from its first byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
 }
+
+/// Where a worker starts decoding a compressed input's chunk ([`crate::resume_points`]): it
+/// reads the compressed bytes from `point.in_bit / 8` to `input_end`, primes the decoder with
+/// the point's window, and drops the output before the chunk's `start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The resume point.
+    #[serde(flatten)]
+    pub point: ResumePoint,
+    /// The compressed byte (exclusive) past which the chunk needs nothing.
+    pub input_end: u64,
+}
+
+/// The resume points of a compressed input as it is decoded, shared by its decoder (which
+/// notes them) and the scan (which cuts chunks just after them); windows spool to a file.
+pub type Points = Arc<Mutex<ResumeLog<std::fs::File>>>;
 
 /// Where to cut: a chunk closes at the first record boundary where a target is reached.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +86,12 @@ pub const MAX_CHUNKS: usize = 1_000_000;
 
 struct Cutter {
     targets: ChunkTargets,
+    /// A compressed input's resume points: a due chunk closes only once one has passed.
+    points: Option<Points>,
+    /// Where the last record ended.
+    prev_end: u64,
+    /// A resume point could not be written.
+    error: Option<std::io::Error>,
     chunks: Vec<Chunk>,
     /// More than [`MAX_CHUNKS`] were cut.
     overflow: bool,
@@ -74,12 +102,26 @@ struct Cutter {
 }
 
 impl Cutter {
-    fn new(targets: ChunkTargets, start: u64, first_line: u64) -> Self {
-        Cutter { targets, chunks: Vec::new(), overflow: false, start, first_line, records: 0, total: 0 }
+    fn new(targets: ChunkTargets, points: Option<&Points>, start: u64, first_line: u64) -> Self {
+        Cutter {
+            targets,
+            points: points.cloned(),
+            prev_end: start,
+            error: None,
+            chunks: Vec::new(),
+            overflow: false,
+            start,
+            first_line,
+            records: 0,
+            total: 0,
+        }
     }
 
     /// The scan's result, or the error for an input cut into too many chunks.
     fn finish(self, header: Option<Vec<String>>, bytes: u64) -> std::io::Result<InputScan> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
         if self.overflow {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -97,7 +139,22 @@ impl Cutter {
         self.records += 1;
         self.total += 1;
         let full_records = self.targets.records.is_some_and(|n| self.records >= n.get());
-        if full_records || end - self.start >= self.targets.bytes.get() {
+        let due = full_records || end - self.start >= self.targets.bytes.get();
+        let cut = due
+            && match &self.points {
+                None => true,
+                // The next chunk starts here: cut once a resume point lies within the record
+                // that just ended, so its worker decodes less than a record it does not keep; a
+                // chunk twice its target closes anyway (blocks or frames far apart).
+                Some(points) => {
+                    let last = points.lock().unwrap_or_else(std::sync::PoisonError::into_inner).last_at_or_before(end);
+                    last.is_some_and(|b| b > self.prev_end)
+                        || end - self.start >= 2 * self.targets.bytes.get()
+                        || self.targets.records.is_some_and(|n| self.records >= 2 * n.get())
+                }
+            };
+        self.prev_end = end;
+        if cut {
             self.close(end);
             self.first_line = next_line;
         }
@@ -107,6 +164,19 @@ impl Cutter {
         if self.records > 0 && self.chunks.len() >= MAX_CHUNKS {
             self.overflow = true;
         } else if self.records > 0 {
+            let resume = match &self.points {
+                None => None,
+                Some(points) => {
+                    let cut = points.lock().unwrap_or_else(std::sync::PoisonError::into_inner).cut(self.start);
+                    match cut {
+                        Ok(point) => point.map(|point| Resume { point, input_end: 0 }),
+                        Err(e) => {
+                            self.error.get_or_insert(e);
+                            None
+                        }
+                    }
+                }
+            };
             self.chunks.push(Chunk {
                 index: self.chunks.len() as u32,
                 input: 0,
@@ -115,6 +185,7 @@ impl Cutter {
                 first_record: self.total - self.records + 1,
                 records: self.records,
                 first_line: self.first_line,
+                resume,
             });
         }
         self.start = end;
@@ -127,6 +198,15 @@ impl Cutter {
 /// a record over `targets.max_record_bytes` (most often an unbalanced quote); malformed rows
 /// are left for the worker to reject. A file with no rows (or only a header) has no chunks.
 pub fn scan_csv(input: impl Read, dialect: CsvDialect, targets: ChunkTargets) -> std::io::Result<InputScan> {
+    csv(input, dialect, targets, None)
+}
+
+fn csv(
+    input: impl Read,
+    dialect: CsvDialect,
+    targets: ChunkTargets,
+    points: Option<&Points>,
+) -> std::io::Result<InputScan> {
     use csv_core::ReadRecordResult as R;
     let mut r = BufReader::with_capacity(256 << 10, input);
     let mut core = csv_core::ReaderBuilder::new().delimiter(dialect.delimiter).quote(dialect.quote).build();
@@ -140,7 +220,7 @@ pub fn scan_csv(input: impl Read, dialect: CsvDialect, targets: ChunkTargets) ->
     let (mut nout, mut nend) = (0, 0);
     let mut header: Option<Vec<String>> = None;
     let mut in_header = dialect.header;
-    let mut cutter = Cutter::new(targets, pos, 1);
+    let mut cutter = Cutter::new(targets, points, pos, 1);
     let (mut record_start, mut record_line) = (pos, 1);
     loop {
         let buf = r.fill_buf()?;
@@ -164,7 +244,7 @@ pub fn scan_csv(input: impl Read, dialect: CsvDialect, targets: ChunkTargets) ->
                 });
                 header = Some(fields.collect());
                 in_header = false;
-                cutter = Cutter::new(targets, pos, core.line());
+                cutter = Cutter::new(targets, points, pos, core.line());
             }
             R::Record => cutter.record(pos, core.line()),
             R::End => break,
@@ -192,10 +272,14 @@ fn too_long(line: u64, max: u64, hint: &str) -> std::io::Error {
 
 /// Scan a JSON Lines input: one record per non-blank line.
 pub fn scan_jsonl(input: impl Read, targets: ChunkTargets) -> std::io::Result<InputScan> {
+    jsonl(input, targets, None)
+}
+
+fn jsonl(input: impl Read, targets: ChunkTargets, points: Option<&Points>) -> std::io::Result<InputScan> {
     let mut r = BufReader::with_capacity(256 << 10, input);
     let (mut offset, mut line_no) = (0u64, 1u64);
     let (mut line_start, mut blank) = (0u64, true);
-    let mut cutter = Cutter::new(targets, 0, 1);
+    let mut cutter = Cutter::new(targets, points, 0, 1);
     let end_line = |cutter: &mut Cutter, blank: bool, offset: u64, next_line: u64| {
         if !blank {
             cutter.record(offset, next_line);
@@ -242,6 +326,10 @@ pub fn scan_jsonl(input: impl Read, targets: ChunkTargets) -> std::io::Result<In
 
 /// Scan a JSON document that is an array of records or an object with a `records` array.
 pub fn scan_json(input: impl Read, targets: ChunkTargets) -> std::io::Result<InputScan> {
+    json(input, targets, None)
+}
+
+fn json(input: impl Read, targets: ChunkTargets, points: Option<&Points>) -> std::io::Result<InputScan> {
     let mut r = BufReader::with_capacity(256 << 10, input);
     let mut scanner = JsonScanner::document();
     let mut cutter: Option<Cutter> = None;
@@ -258,7 +346,7 @@ pub fn scan_json(input: impl Read, targets: ChunkTargets) -> std::io::Result<Inp
             match scanner.push(b) {
                 Some(JsonEvent::Start) => {
                     record_start = Some((at, line_no));
-                    let c = cutter.get_or_insert_with(|| Cutter::new(targets, at, line_no));
+                    let c = cutter.get_or_insert_with(|| Cutter::new(targets, points, at, line_no));
                     if c.records == 0 {
                         c.start = at;
                         c.first_line = line_no;
@@ -300,7 +388,7 @@ pub fn scan_json(input: impl Read, targets: ChunkTargets) -> std::io::Result<Inp
             "expected a JSON array of records or an object with a \"records\" array",
         ));
     }
-    let mut c = cutter.unwrap_or_else(|| Cutter::new(targets, offset, line_no));
+    let mut c = cutter.unwrap_or_else(|| Cutter::new(targets, points, offset, line_no));
     c.close(offset);
     c.finish(None, offset)
 }
@@ -312,9 +400,22 @@ pub fn scan(
     dialect: CsvDialect,
     targets: ChunkTargets,
 ) -> std::io::Result<InputScan> {
+    scan_resumable(input, format, dialect, targets, None)
+}
+
+/// [`scan`] a compressed input whose decoder notes resume `points`: chunks close just after
+/// one and carry theirs ([`Chunk::resume`], its `input_end` left for the caller, who knows
+/// the object's size: [`Points`]' `input_end`).
+pub fn scan_resumable(
+    input: impl Read,
+    format: Format,
+    dialect: CsvDialect,
+    targets: ChunkTargets,
+    points: Option<&Points>,
+) -> std::io::Result<InputScan> {
     match format {
-        Format::Csv => scan_csv(input, dialect, targets),
-        Format::Jsonl => scan_jsonl(input, targets),
-        Format::Json => scan_json(input, targets),
+        Format::Csv => csv(input, dialect, targets, points),
+        Format::Jsonl => jsonl(input, targets, points),
+        Format::Json => json(input, targets, points),
     }
 }

@@ -916,6 +916,7 @@ mod tests {
                         first_record: 1,
                         records: 100,
                         first_line: 2,
+                        resume: None,
                     },
                     commit: crate::ledger::ChunkRecord {
                         index: i,

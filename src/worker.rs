@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 
 use crate::bucket;
 use crate::calls::{ApiCalls, Tally};
+use crate::config::Compression;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gather;
@@ -500,6 +501,23 @@ fn same_run(job: &crate::ledger::JobRecord, run: &JobRun) -> bool {
     job.created_ms == run.generation()
 }
 
+/// A chunk's bytes: from its resume point when its input is compressed and the plan has one
+/// (only the chunk's own part of the stream is decoded), else by range.
+async fn read_chunk(run: &Arc<JobRun>, chunk: &Chunk) -> Result<bytes::Bytes> {
+    let input = &run.plan.inputs[chunk.input as usize];
+    let store = run.engine.inputs.clone();
+    match &chunk.resume {
+        Some(resume) if !matches!(input.object.compression, Compression::None | Compression::Auto) => {
+            let window = match resume.point.window_len {
+                0 => bytes::Bytes::new(),
+                len => run.objects.window(chunk.input, resume.point.window_at, len).await?,
+            };
+            bucket::read_resumed(store, &input.object, resume, window, chunk.start, chunk.end).await
+        }
+        _ => bucket::read_range(store, &input.object, chunk.start, chunk.end).await,
+    }
+}
+
 /// Do one chunk, idempotently, and finalize the job if this commit completed it.
 async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) -> Result<Worked> {
     let job_id = run.id();
@@ -510,7 +528,7 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
     }
     let started_ms = now_ms();
     let input = &run.plan.inputs[chunk.input as usize];
-    let bytes = bucket::read_range(run.engine.inputs.clone(), &input.object, chunk.start, chunk.end).await?;
+    let bytes = read_chunk(run, chunk).await?;
     // The pipeline runs on a blocking thread and hands sink batches to this task as it goes,
     // so a chunk's records are never all in memory and sink writes overlap the work.
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<SinkItem>>(1);

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -92,6 +92,21 @@ impl JobObjects {
     /// `jobs/<id>/plan.json`.
     pub fn plan_path(&self) -> String {
         self.name("plan.json")
+    }
+
+    /// `jobs/<id>/index/000003.windows`: the resume windows of compressed input 3, which its
+    /// chunks' resume points name by offset.
+    pub fn windows_path(&self, input: u32) -> String {
+        self.name(&format!("index/{input:06}.windows"))
+    }
+
+    /// `len` bytes at `at` of input `input`'s resume windows.
+    pub async fn window(&self, input: u32, at: u64, len: u32) -> Result<bytes::Bytes> {
+        let path = object_store::path::Path::from(self.windows_path(input));
+        self.store()
+            .get_range(&path, at..at + u64::from(len))
+            .await
+            .map_err(|e| Error::backend("object_store", format!("failed to read {path}"), e))
     }
 
     /// `jobs/<id>/summary.json`.

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use super::{now_ms, JobObjects, JobPlan, JobRun, PlannedInput, RunOptions, Summary, Task};
 use crate::bucket::{self, InputObject};
 use crate::calls::Tally;
-use crate::config::{Format, JobDefinition};
+use crate::config::{Compression, Format, JobDefinition};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ledger::{JobRecord, JobStatus};
 use crate::lookup::LookupTable;
 use crate::plan::{self, Chunk, InputScan};
+use crate::resume_points::ResumeLog;
 use crate::spec::JobSpec;
 
 /// What [`prepare`] found.
@@ -82,8 +83,10 @@ pub async fn prepare(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, 
     };
     let (lookup, scanned) = tokio::join!(load_lookup, scan);
     let lookup: Option<Arc<LookupTable>> = lookup?;
+    let mut windows = Vec::new();
     let plan = match scanned? {
-        Some((inputs, chunks)) => {
+        Some(Scanned { inputs, chunks, windows: w }) => {
+            windows = w;
             let output_fields = output_fields(spec, &inputs, lookup.as_deref());
             let output_format = spec.output_format(output_fields.is_some());
             let order = job.created_ms.max(0) as u64;
@@ -101,8 +104,14 @@ pub async fn prepare(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, 
     if job.status != JobStatus::Planning {
         return Ok(Prepared::Ready(run));
     }
-    // Two planners of one job id store one plan: the first wins, the second uses it.
+    // Two planners of one job id store one plan: the first wins, the second uses it. Both
+    // write the same resume windows first, so a stored plan always has its windows.
     objects.put_definition_once(&ship_resources(engine, &spec.definition).await?).await?;
+    for (i, spool) in windows.iter().enumerate() {
+        if let Some(spool) = spool {
+            bucket::upload_file(engine.bucket.clone(), spool.path(), &objects.windows_path(i as u32)).await?;
+        }
+    }
     let run = match objects.put_plan_once(&run.plan).await? {
         true => run,
         false => JobRun::open(engine, spec.clone(), objects.plan().await?, lookup, opts.progress.clone())?,
@@ -165,35 +174,70 @@ pub fn check_job_id(id: &str) -> Result<()> {
     ))
 }
 
-/// Scan every input and number the chunks across them.
-pub async fn scan_inputs(
-    engine: &Engine,
-    spec: &JobSpec,
-    inputs: Vec<InputObject>,
-) -> Result<(Vec<PlannedInput>, Vec<Chunk>)> {
+/// The scanned inputs.
+pub struct Scanned {
+    /// Each input, planned.
+    pub inputs: Vec<PlannedInput>,
+    /// The chunks of all of them, numbered across them.
+    pub chunks: Vec<Chunk>,
+    /// The resume windows of each compressed input, spooled, for
+    /// [`JobObjects::windows_path`]; none when its chunks need none.
+    pub windows: Vec<Option<tempfile::NamedTempFile>>,
+}
+
+/// Scan every input and number the chunks across them. A compressed input's resume points
+/// are noted as it is decoded, so that each chunk's worker decodes only its own range.
+pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>) -> Result<Scanned> {
     let (targets, dialect) = (spec.chunking, spec.input.dialect);
-    let mut planned = Vec::new();
-    let mut chunks = Vec::new();
+    let mut scanned = Scanned { inputs: Vec::new(), chunks: Vec::new(), windows: Vec::new() };
     for (i, object) in inputs.into_iter().enumerate() {
         let reader = bucket::open_reader(engine.inputs.clone(), &object).await?;
-        let format = object.format;
+        let (format, compression, size) = (object.format, object.compression, object.size);
         let location = object.location.clone();
         let max = spec.input.max_decompressed(object.size);
-        let scan: InputScan = tokio::task::spawn_blocking(move || {
-            let reader = reader.decoded_at_most(max, "input.max_decompressed_bytes")?;
-            plan::scan(reader, format, dialect, targets)
-                .map_err(|e| Error::input(&location, format!("cannot read input: {e}")))
+        let (scan, windows) = tokio::task::spawn_blocking(move || -> Result<(InputScan, Option<_>)> {
+            let setting = "input.max_decompressed_bytes";
+            let spool_error = |e: std::io::Error| Error::backend("plan", "spooling resume windows", e);
+            if matches!(compression, Compression::None | Compression::Auto) {
+                let reader = reader.decoded_at_most(max, setting)?;
+                let scan = plan::scan(reader, format, dialect, targets)
+                    .map_err(|e| Error::input(&location, format!("cannot read input: {e}")))?;
+                return Ok((scan, None));
+            }
+            let spool = tempfile::NamedTempFile::new().map_err(spool_error)?;
+            let points: plan::Points =
+                Arc::new(std::sync::Mutex::new(ResumeLog::new(spool.reopen().map_err(spool_error)?)));
+            let reader = reader.indexed_at_most(max, setting, &points)?;
+            let mut scan = plan::scan_resumable(reader, format, dialect, targets, Some(&points))
+                .map_err(|e| Error::input(&location, format!("cannot read input: {e}")))?;
+            let log = points.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for c in &mut scan.chunks {
+                if let Some(r) = c.resume.as_mut() {
+                    r.input_end = log.input_end(c.end, size);
+                }
+            }
+            let written = log.windows_written();
+            drop(log);
+            let points = Arc::try_unwrap(points)
+                .map_err(|_| Error::backend("plan", "resume points", std::io::Error::other("still shared")))?;
+            points
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .into_windows()
+                .map_err(spool_error)?;
+            Ok((scan, (written > 0).then_some(spool)))
         })
         .await
         .map_err(|e| Error::backend("plan", "scan task failed", e))??;
         for mut c in scan.chunks {
-            c.index = chunks.len() as u32;
+            c.index = scanned.chunks.len() as u32;
             c.input = i as u32;
-            chunks.push(c);
+            scanned.chunks.push(c);
         }
-        planned.push(PlannedInput { object, header: scan.header, records: scan.records });
+        scanned.inputs.push(PlannedInput { object, header: scan.header, records: scan.records });
+        scanned.windows.push(windows);
     }
-    Ok((planned, chunks))
+    Ok(scanned)
 }
 
 /// Output fields: as configured; else, without transforms, the first input's columns

@@ -672,6 +672,7 @@ impl Prep {
             first_record: 1,
             records: 0,
             first_line: block.first_line,
+            resume: None,
         };
         let ctx = ChunkContext {
             job: 0,

@@ -1,0 +1,137 @@
+//! Compressed inputs in linear time (issue 14): a gzip or zstd input's chunks start at resume
+//! points noted while planning, each worker decodes only its own part of the stream, and the
+//! outputs and rejects are byte for byte those of the plain input.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// `plain` as gzip members cut at `cuts` (byte offsets in no relation to records), at `level`.
+fn gzip_members(plain: &[u8], cuts: &[usize], level: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(plain.len());
+    for w in bounds.windows(2) {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        gz.write_all(&plain[w[0]..w[1]]).unwrap();
+        out.extend(gz.finish().unwrap());
+    }
+    out
+}
+
+/// `plain` as zstd frames of `piece` bytes each.
+fn zstd_frames(plain: &[u8], piece: usize) -> Vec<u8> {
+    plain.chunks(piece).flat_map(|p| zstd::encode_all(p, 3).unwrap()).collect()
+}
+
+/// Orders with a note whose quoted text has line breaks, so records cross lines (and chunk
+/// boundaries fall between lines of one record), and some broken ones.
+fn orders_with_notes(n: usize) -> String {
+    let mut rng = fastrand::Rng::with_seed(14);
+    let mut out = String::from("id,name,amount,note\n");
+    for i in 0..n {
+        let id = rng.u64(1..1 << 40);
+        let amount = if i % 97 == 0 {
+            "not-a-number".to_string()
+        } else {
+            format!("{}.{:02}", rng.u32(0..5000), rng.u32(0..100))
+        };
+        let words: Vec<String> =
+            (0..rng.usize(3..30)).map(|_| (0..rng.usize(2..9)).map(|_| rng.lowercase()).collect()).collect();
+        let note = words.join(if rng.bool() { " " } else { "\n" });
+        out.push_str(&format!("{id},customer {},{amount},\"{note}\"\n", rng.u32(0..1000)));
+    }
+    out
+}
+
+const NOTES_JOB: &str = r#"
+[input]
+format = "csv"
+
+[chunking]
+bytes = 65536
+
+[[columns]]
+name = "id"
+type = "integer"
+required = true
+
+[[columns]]
+name = "amount"
+type = "decimal"
+
+[output]
+format = "csv"
+"#;
+
+/// The chunks of a job's plan, and the decompressed bytes its workers decode: from each
+/// chunk's resume point (or the input's start) to its end.
+fn decoded_bytes(data: &Path, job_id: &str) -> (Vec<serde_json::Value>, u64) {
+    let plan: serde_json::Value = serde_json::from_str(&job_file(data, job_id, "plan.json")).unwrap();
+    let chunks = plan["chunks"].as_array().unwrap().clone();
+    let decoded = chunks
+        .iter()
+        .map(|c| c["end"].as_u64().unwrap() - c.get("resume").map_or(0, |r| r["out"].as_u64().unwrap()))
+        .sum();
+    (chunks, decoded)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_and_zstd_inputs_give_the_plain_outputs_decoding_each_byte_about_once() {
+    let work = tempfile::tempdir().unwrap();
+    let plain = orders_with_notes(12_000);
+    let bytes = plain.as_bytes();
+    let n = bytes.len();
+    let inputs = [
+        ("notes.csv", bytes.to_vec()),
+        ("notes.csv.gz", gzip_members(bytes, &[], 6)),
+        ("members.csv.gz", gzip_members(bytes, &[1, n / 3 + 17, n / 3 + 18, 2 * n / 3 + 5], 9)),
+        ("frames.csv.zst", zstd_frames(bytes, 40_000)),
+        ("one-frame.csv.zst", zstd::encode_all(bytes, 3).unwrap()),
+    ];
+    let mut runs = Vec::new();
+    for (name, content) in &inputs {
+        let data = tempfile::tempdir().unwrap();
+        let input = write(work.path(), name, content);
+        let s = run(data.path(), &[input], NOTES_JOB, work.path()).await.unwrap();
+        assert_eq!(s.records.total, 12_000, "{name}");
+        assert!(s.records.rejected > 100, "{name}: {} rejected", s.records.rejected);
+        let (chunks, decoded) = decoded_bytes(data.path(), &s.job_id);
+        runs.push((name, s, chunks, decoded, data));
+    }
+    let (_, s0, chunks0, _, data0) = &runs[0];
+    let output = job_file(data0.path(), &s0.job_id, "output.csv");
+    let rejects = job_file(data0.path(), &s0.job_id, "rejects.jsonl");
+    assert!(chunks0.len() > 10, "the plain input makes {} chunks", chunks0.len());
+    for (name, s, chunks, decoded, data) in &runs[1..] {
+        assert!(job_file(data.path(), &s.job_id, "output.csv") == output, "{name}: the output differs");
+        let r = job_file(data.path(), &s.job_id, "rejects.jsonl");
+        assert!(r.replace(**name, "notes.csv") == rejects, "{name}: the rejects differ");
+        // Chunks close just after a resume point: at most one chunk's worth decoded twice.
+        let resumed = chunks.iter().filter(|c| c.get("resume").is_some()).count();
+        let limit = n as u64 + 65_536;
+        match **name {
+            // A single frame resumes only at its start (the fallback is still to build).
+            "one-frame.csv.zst" => assert!(chunks.iter().all(|c| c.get("resume").is_none_or(|r| r["out"] == 0))),
+            _ => {
+                assert!(chunks.len() > 10, "{name}: {} chunks", chunks.len());
+                assert_eq!(resumed, chunks.len(), "{name}: every chunk resumes");
+                assert!(*decoded <= limit, "{name}: {decoded} bytes decoded for {n}");
+            }
+        }
+    }
+    // gzip windows are stored next to the plan; zstd frames need none.
+    let (_, s, _, _, data) = &runs[1];
+    let windows = data.path().join("bucket/jobs").join(&s.job_id).join("index/000000.windows");
+    assert!(std::fs::metadata(&windows).is_ok_and(|m| m.len() > 0), "{}", windows.display());
+}
