@@ -50,7 +50,13 @@ async fn every_encoding_gives_the_same_output() {
             + "\n[output]\nformat = \"csv\"\nfields = [\"uuid\", \"country\", \"itemType\", \"salesChannel\", \"orderPriority\", \"orderDate\", \"region\", \"shipDate\", \"unitsSold\", \"unitPrice\", \"unitCost\", \"totalRevenue\", \"totalCost\", \"totalProfit\"]\n";
         let s = run(data.path(), std::slice::from_ref(&input), &job, &orders_dir()).await.unwrap();
         assert_eq!((s.records.total, s.records.written), (10000, 10000), "{}", input.display());
-        assert_eq!(s.chunks.total, 10, "{}", input.display());
+        // A compressed input's chunk closes at the first record past a resume point once its
+        // 1,000 records are in, and at 2,000 records at the latest.
+        let compressed = input.extension().is_some_and(|e| e == "gz" || e == "zst");
+        match compressed {
+            false => assert_eq!(s.chunks.total, 10, "{}", input.display()),
+            true => assert!((5..=10).contains(&s.chunks.total), "{}: {} chunks", input.display(), s.chunks.total),
+        }
         outputs.push(job_file(data.path(), &s.job_id, "output.csv"));
     }
     for o in &outputs[1..] {
