@@ -324,12 +324,7 @@ async fn write_summary(
     let summary = Summary {
         job_id: job_id.to_string(),
         status: if counts.rejected == 0 { "succeeded" } else { "completed_with_rejects" }.into(),
-        inputs: run
-            .plan
-            .inputs
-            .iter()
-            .map(|i| InputSummary { location: i.object.location.clone(), bytes: i.object.size, records: i.records })
-            .collect(),
+        inputs: (0..run.plan.inputs.len()).map(|i| InputSummary::of(&run.plan, i)).collect(),
         records: RecordCounts { total, written: counts.written, rejected: counts.rejected, filtered: counts.filtered },
         chunks: ChunkCounts { total: run.plan.chunks.len() as u32, done: chunks.len() as u32 },
         rejects_by_rule: counts.rejects_by_rule,

@@ -936,7 +936,13 @@ mod tests {
         let summary = Summary {
             job_id: "orders-1".into(),
             status: "completed_with_rejects".into(),
-            inputs: vec![InputSummary { location: "s3://b/in/orders.csv".into(), bytes: 1_234_567, records: 1000 }],
+            inputs: vec![InputSummary {
+                location: "s3://b/in/orders.csv".into(),
+                bytes: 1_234_567,
+                records: 1000,
+                decoding: "range".into(),
+                decoded_bytes: 1_234_567,
+            }],
             records: RecordCounts { total: u64::from(chunks) * 100, written: 990, rejected: 10, filtered: 0 },
             chunks: ChunkCounts { total: chunks, done: chunks },
             rejects_by_rule: BTreeMap::from([("schema.minimum".into(), 10)]),

@@ -110,6 +110,7 @@ async fn gzip_and_zstd_inputs_give_the_plain_outputs_decoding_each_byte_about_on
         runs.push((name, s, chunks, decoded, data));
     }
     let (_, s0, chunks0, _, data0) = &runs[0];
+    assert_eq!(s0.inputs[0].decoding, "range");
     let output = job_file(data0.path(), &s0.job_id, "output.csv");
     let rejects = job_file(data0.path(), &s0.job_id, "rejects.jsonl");
     assert!(chunks0.len() > 10, "the plain input makes {} chunks", chunks0.len());
@@ -119,6 +120,12 @@ async fn gzip_and_zstd_inputs_give_the_plain_outputs_decoding_each_byte_about_on
         assert!(r.replace(**name, "notes.csv") == rejects, "{name}: the rejects differ");
         // Chunks close just after a resume point: at most one chunk's worth decoded twice.
         let resumed = chunks.iter().filter(|c| c.get("resume").is_some()).count();
+        let want = match **name {
+            "one-frame.csv.zst" => "from-start",
+            "frames.csv.zst" => "zstd-frames",
+            _ => "gzip-index",
+        };
+        assert_eq!((s.inputs[0].decoding.as_str(), s.inputs[0].decoded_bytes), (want, *decoded), "{name}");
         let limit = n as u64 + 65_536;
         match **name {
             // A single frame resumes only at its start (the fallback is still to build).

@@ -22,9 +22,18 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 /// Orders with keys in random order (the reference in another order) and 0.5% bad rows of
 /// four kinds, as `sluicebox bench` makes them, and the orders job pointed at them.
-fn fixture(dir: &Path, n: u64) -> PathBuf {
+fn fixture(dir: &Path, n: u64, gzip: bool) -> PathBuf {
     sluicebox::bench::generate(dir, n, sluicebox::bench::KeyOrder::Random).unwrap();
-    let orders = dir.join("orders.csv");
+    let mut orders = dir.join("orders.csv");
+    if gzip {
+        // As `gzip` writes it (level 6): a deflate block every 100 KB or so to resume at.
+        use std::io::Write;
+        let plain = std::fs::read(&orders).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        gz.write_all(&plain).unwrap();
+        orders = dir.join("orders.csv.gz");
+        std::fs::write(&orders, gz.finish().unwrap()).unwrap();
+    }
     let job = orders_job()
         .replace("records = 1000", "records = 5000")
         .replace("source = \"financial.csv\"", &format!("source = \"{}\"", dir.join("financial.csv").display()));
@@ -101,12 +110,25 @@ impl Job {
 async fn a_job_killed_twenty_times_across_plan_work_and_gather_resumes_to_the_same_result() {
     let records = env_or("SLUICEBOX_KILL_RECORDS", 200_000);
     let kills = env_or("SLUICEBOX_KILLS", 20) as usize;
+    killed_and_resumed(records, kills, false).await;
+}
+
+/// The same on a gzip input, whose chunks resume at the points its plan noted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_job_killed_across_plan_work_and_gather_resumes_to_the_same_result() {
+    let records = env_or("SLUICEBOX_KILL_RECORDS", 200_000) / 2;
+    let kills = env_or("SLUICEBOX_KILLS", 20) as usize / 2;
+    killed_and_resumed(records, kills, true).await;
+}
+
+async fn killed_and_resumed(records: u64, kills: usize, gzip: bool) {
     let work = tempfile::tempdir().unwrap();
-    let input = fixture(work.path(), records);
+    let input = fixture(work.path(), records, gzip);
     let job_text = std::fs::read_to_string(work.path().join("job.toml")).unwrap();
     let clean_dir = tempfile::tempdir().unwrap();
     let clean_summary = run(clean_dir.path(), std::slice::from_ref(&input), &job_text, Path::new(".")).await.unwrap();
     assert_eq!(clean_summary.records.rejected, records / 200, "0.5% of the orders are bad");
+    assert_eq!(clean_summary.inputs[0].decoding, if gzip { "gzip-index" } else { "range" });
     let clean_sink = sink_rows(clean_dir.path(), "orders").await;
     let clean_output = job_file(clean_dir.path(), &clean_summary.job_id, "output.csv");
     let clean_rejects = job_file(clean_dir.path(), &clean_summary.job_id, "rejects.jsonl");

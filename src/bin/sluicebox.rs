@@ -1018,6 +1018,14 @@ fn print_summary(s: &Summary, json: bool) {
         s.timings.duration_ms as f64 / 1000.0,
         s.records_per_s
     );
+    for i in s.inputs.iter().filter(|i| i.decoding != "range" && !i.decoding.is_empty()) {
+        let how = match i.decoding.as_str() {
+            "gzip-index" => "resumed at gzip blocks",
+            "zstd-frames" => "resumed at zstd frames",
+            _ => "each chunk decoded from the start (a single zstd frame?)",
+        };
+        out += &format!("{}: {how}, {} bytes decoded\n", i.location, i.decoded_bytes);
+    }
     if !s.rejects_by_rule.is_empty() {
         let rules: Vec<String> = s.rejects_by_rule.iter().map(|(k, v)| format!("{k} {v}")).collect();
         out += &format!("rejects by rule: {}\n", rules.join(", "));

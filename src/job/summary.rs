@@ -57,6 +57,43 @@ pub struct InputSummary {
     pub bytes: u64,
     /// Records found.
     pub records: u64,
+    /// How workers read its chunks: `range` (not compressed: a ranged read), `gzip-index`
+    /// (from deflate block resume points), `zstd-frames` (from frame starts), or `from-start`
+    /// (a compressed stream with no point to resume at, such as a single zstd frame: each chunk
+    /// decodes everything before it).
+    #[serde(default)]
+    pub decoding: String,
+    /// Bytes the workers decode to read its chunks (for `range`, the bytes read).
+    #[serde(default)]
+    pub decoded_bytes: u64,
+}
+
+impl InputSummary {
+    /// The summary of input `index` of `plan`.
+    pub fn of(plan: &super::JobPlan, index: usize) -> Self {
+        use crate::config::Compression;
+        let input = &plan.inputs[index];
+        let chunks = plan.chunks.iter().filter(|c| c.input as usize == index);
+        let from = |c: &crate::plan::Chunk| match input.object.compression {
+            Compression::None | Compression::Auto => c.start,
+            _ => c.resume.as_ref().map_or(0, |r| r.point.out),
+        };
+        let decoded_bytes = chunks.clone().map(|c| c.end - from(c)).sum();
+        let resumed = chunks.clone().any(|c| from(c) > 0);
+        let decoding = match input.object.compression {
+            Compression::None | Compression::Auto => "range",
+            _ if !resumed && chunks.count() > 1 => "from-start",
+            Compression::Zstd => "zstd-frames",
+            Compression::Gzip => "gzip-index",
+        };
+        InputSummary {
+            location: input.object.location.clone(),
+            bytes: input.object.size,
+            records: input.records,
+            decoding: decoding.into(),
+            decoded_bytes,
+        }
+    }
 }
 
 /// Record counts.
