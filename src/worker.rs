@@ -506,6 +506,9 @@ fn same_run(job: &crate::ledger::JobRecord, run: &JobRun) -> bool {
 async fn read_chunk(run: &Arc<JobRun>, chunk: &Chunk) -> Result<bytes::Bytes> {
     let input = &run.plan.inputs[chunk.input as usize];
     let store = run.engine.inputs.clone();
+    if input.plain_copy {
+        return run.objects.plain_copy_range(chunk.input, chunk.start, chunk.end).await;
+    }
     match &chunk.resume {
         Some(resume) if !matches!(input.object.compression, Compression::None | Compression::Auto) => {
             let window = match resume.point.window_len {

@@ -101,6 +101,11 @@ pub struct PlannedInput {
     pub header: Option<Vec<String>>,
     /// Records found.
     pub records: u64,
+    /// A compressed input with nowhere to resume decoding (a single zstd frame): the planner
+    /// stored it decompressed ([`JobObjects::plain_copy_path`]) and workers read ranges of
+    /// that copy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plain_copy: bool,
 }
 
 impl JobPlan {

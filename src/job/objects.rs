@@ -100,6 +100,21 @@ impl JobObjects {
         self.name(&format!("index/{input:06}.windows"))
     }
 
+    /// `jobs/<id>/parts/input-000003.plain`: compressed input 3 decompressed, when it has no
+    /// resume points (deleted with the parts after the gather).
+    pub fn plain_copy_path(&self, input: u32) -> String {
+        format!("{}/input-{input:06}.plain", self.parts_prefix())
+    }
+
+    /// Bytes `start..end` of input `input`'s plain copy.
+    pub async fn plain_copy_range(&self, input: u32, start: u64, end: u64) -> Result<bytes::Bytes> {
+        let path = object_store::path::Path::from(self.plain_copy_path(input));
+        self.store()
+            .get_range(&path, start..end)
+            .await
+            .map_err(|e| Error::backend("object_store", format!("failed to read {path}"), e))
+    }
+
     /// `len` bytes at `at` of input `input`'s resume windows.
     pub async fn window(&self, input: u32, at: u64, len: u32) -> Result<bytes::Bytes> {
         let path = object_store::path::Path::from(self.windows_path(input));

@@ -107,10 +107,13 @@ pub async fn prepare(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, 
     // Two planners of one job id store one plan: the first wins, the second uses it. Both
     // write the same resume windows first, so a stored plan always has its windows.
     objects.put_definition_once(&ship_resources(engine, &spec.definition).await?).await?;
-    for (i, spool) in windows.iter().enumerate() {
-        if let Some(spool) = spool {
-            bucket::upload_file(engine.bucket.clone(), spool.path(), &objects.windows_path(i as u32)).await?;
-        }
+    for (i, spooled) in windows.iter().enumerate() {
+        let (file, key) = match spooled {
+            None => continue,
+            Some(Spooled::Windows(f)) => (f, objects.windows_path(i as u32)),
+            Some(Spooled::PlainCopy(f)) => (f, objects.plain_copy_path(i as u32)),
+        };
+        bucket::upload_file(engine.bucket.clone(), file.path(), &key).await?;
     }
     let run = match objects.put_plan_once(&run.plan).await? {
         true => run,
@@ -180,9 +183,57 @@ pub struct Scanned {
     pub inputs: Vec<PlannedInput>,
     /// The chunks of all of them, numbered across them.
     pub chunks: Vec<Chunk>,
-    /// The resume windows of each compressed input, spooled, for
-    /// [`JobObjects::windows_path`]; none when its chunks need none.
-    pub windows: Vec<Option<tempfile::NamedTempFile>>,
+    /// What each compressed input's chunks are read with, spooled for the bucket; none when
+    /// they need nothing.
+    pub windows: Vec<Option<Spooled>>,
+}
+
+/// A file the planner made for an input's workers.
+pub enum Spooled {
+    /// Resume windows, for [`JobObjects::windows_path`].
+    Windows(tempfile::NamedTempFile),
+    /// The input decompressed, for [`JobObjects::plain_copy_path`].
+    PlainCopy(tempfile::NamedTempFile),
+}
+
+/// A compressed input's decompressed bytes, copied into a spool file as they are read for as
+/// long as its stream shows no resume point past its start; the copy is given up at the
+/// first one (most streams show one within their first megabytes).
+struct PlainCopy<R> {
+    inner: R,
+    points: plan::Points,
+    copy: Option<(tempfile::NamedTempFile, std::io::BufWriter<std::fs::File>)>,
+}
+
+impl<R: std::io::Read> PlainCopy<R> {
+    fn new(inner: R, points: plan::Points) -> std::io::Result<Self> {
+        let file = tempfile::NamedTempFile::new()?;
+        let writer = std::io::BufWriter::with_capacity(1 << 20, file.reopen()?);
+        Ok(PlainCopy { inner, points, copy: Some((file, writer)) })
+    }
+
+    /// The copy, if the whole stream had no resume point past its start.
+    fn finish(self) -> std::io::Result<Option<tempfile::NamedTempFile>> {
+        let Some((file, mut writer)) = self.copy else { return Ok(None) };
+        std::io::Write::flush(&mut writer)?;
+        Ok(Some(file))
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for PlainCopy<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.copy.is_some() {
+            let points = self.points.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let resumable = points.last_at_or_before(u64::MAX).is_some_and(|b| b > 0);
+            drop(points);
+            match resumable {
+                true => self.copy = None,
+                false => std::io::Write::write_all(&mut self.copy.as_mut().expect("a copy").1, &buf[..n])?,
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// Scan every input and number the chunks across them. A compressed input's resume points
@@ -208,8 +259,16 @@ pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObjec
             let points: plan::Points =
                 Arc::new(std::sync::Mutex::new(ResumeLog::new(spool.reopen().map_err(spool_error)?)));
             let reader = reader.indexed_at_most(max, setting, &points)?;
-            let mut scan = plan::scan_resumable(reader, format, dialect, targets, Some(&points))
+            let mut tee = PlainCopy::new(reader, points.clone()).map_err(spool_error)?;
+            let mut scan = plan::scan_resumable(&mut tee, format, dialect, targets, Some(&points))
                 .map_err(|e| Error::input(&location, format!("cannot read input: {e}")))?;
+            if let Some(copy) = tee.finish().map_err(spool_error)?.filter(|_| scan.chunks.len() > 1) {
+                // Nowhere to resume: workers read ranges of the decompressed copy instead.
+                for c in &mut scan.chunks {
+                    c.resume = None;
+                }
+                return Ok((scan, Some(Spooled::PlainCopy(copy))));
+            }
             let log = points.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for c in &mut scan.chunks {
                 if let Some(r) = c.resume.as_mut() {
@@ -225,7 +284,7 @@ pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObjec
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .into_windows()
                 .map_err(spool_error)?;
-            Ok((scan, (written > 0).then_some(spool)))
+            Ok((scan, (written > 0).then_some(Spooled::Windows(spool))))
         })
         .await
         .map_err(|e| Error::backend("plan", "scan task failed", e))??;
@@ -234,7 +293,8 @@ pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObjec
             c.input = i as u32;
             scanned.chunks.push(c);
         }
-        scanned.inputs.push(PlannedInput { object, header: scan.header, records: scan.records });
+        let plain_copy = matches!(windows, Some(Spooled::PlainCopy(_)));
+        scanned.inputs.push(PlannedInput { object, header: scan.header, records: scan.records, plain_copy });
         scanned.windows.push(windows);
     }
     Ok(scanned)

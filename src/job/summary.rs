@@ -58,9 +58,10 @@ pub struct InputSummary {
     /// Records found.
     pub records: u64,
     /// How workers read its chunks: `range` (not compressed: a ranged read), `gzip-index`
-    /// (from deflate block resume points), `zstd-frames` (from frame starts), or `from-start`
-    /// (a compressed stream with no point to resume at, such as a single zstd frame: each chunk
-    /// decodes everything before it).
+    /// (from deflate block resume points), `zstd-frames` (from frame starts), `plain-copy`
+    /// (a compressed stream with no point to resume at, such as a single zstd frame: the
+    /// planner stored it decompressed once, and workers read ranges of that), or `from-start`
+    /// (plans made before resume points: each chunk decodes everything before it).
     #[serde(default)]
     pub decoding: String,
     /// Bytes the workers decode to read its chunks (for `range`, the bytes read).
@@ -75,6 +76,7 @@ impl InputSummary {
         let input = &plan.inputs[index];
         let chunks = plan.chunks.iter().filter(|c| c.input as usize == index);
         let from = |c: &crate::plan::Chunk| match input.object.compression {
+            _ if input.plain_copy => c.start,
             Compression::None | Compression::Auto => c.start,
             _ => c.resume.as_ref().map_or(0, |r| r.point.out),
         };
@@ -82,6 +84,7 @@ impl InputSummary {
         let resumed = chunks.clone().any(|c| from(c) > 0);
         let decoding = match input.object.compression {
             Compression::None | Compression::Auto => "range",
+            _ if input.plain_copy => "plain-copy",
             _ if !resumed && chunks.count() > 1 => "from-start",
             Compression::Zstd => "zstd-frames",
             Compression::Gzip => "gzip-index",
