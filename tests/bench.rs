@@ -88,3 +88,20 @@ fn bench_compares_with_duckdb_doing_the_same_job() {
     let lines = std::fs::read_to_string(duck.join("output.csv")).unwrap().lines().count() as u64;
     assert_eq!(lines, ours["written"].as_u64().unwrap() + 1, "DuckDB's merged output");
 }
+
+/// `--gzip` runs the job again on the orders compressed with gzip: the same records written
+/// and rejected, each byte decoded about once (at most one chunk more than the input).
+#[test]
+fn bench_gzip_reads_the_compressed_orders_decoding_each_byte_about_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = bench(dir.path(), &["--gzip", "--no-sink"]);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let (plain, gz) = (&runs[0], &runs[1]);
+    assert_eq!(gz["run"], "load-gzip");
+    assert_eq!((&gz["written"], &gz["rejected"]), (&plain["written"], &plain["rejected"]));
+    let (size, compressed) = (plain["input_bytes"].as_u64().unwrap(), gz["input_bytes"].as_u64().unwrap());
+    assert!(compressed * 2 < size, "{compressed} bytes of gzip for {size}");
+    let decoded = gz["decoded_bytes"].as_u64().unwrap();
+    assert!((size - 100..=size + (4 << 20)).contains(&decoded), "{decoded} bytes decoded for {size}");
+    assert_eq!(plain["decoded_bytes"], 0);
+}

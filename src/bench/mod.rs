@@ -36,6 +36,9 @@ pub struct Bench {
     /// After the load, a second job updating this share of the keys in the loaded table
     /// (0: none; local backends only).
     pub update_share: f64,
+    /// Also run the job on the orders compressed with gzip (level 6, as `gzip` writes them),
+    /// right after the plain input (local backends only).
+    pub gzip: bool,
     /// The Python that runs the DuckDB peer (`bench/duckdb_orders.py`) on the same files
     /// after the load, when it can import `duckdb` (`None`: no comparison).
     pub duckdb_python: Option<String>,
@@ -99,6 +102,10 @@ pub struct Measurement {
     /// The predicted requests by service and operation, as JSON.
     #[serde(default)]
     pub predicted_by_operation: String,
+    /// Bytes decoded from compressed inputs to read their chunks (0 for plain inputs); the
+    /// input's size when each byte is decoded once.
+    #[serde(default)]
+    pub decoded_bytes: u64,
 }
 
 impl fmt::Display for Measurement {
@@ -447,6 +454,19 @@ pub async fn run(dir: &Path, bench: &Bench, cloud: &Cloud, out: &Path) -> Result
     }
     let mut measured = vec![measure(&engine, &spec, &input, bench, "load").await?];
     (measured[0].predicted_api_calls, measured[0].predicted_by_operation) = (predicted, predicted_json);
+    if bench.gzip && !bench.aws {
+        let (plain, gz) = (input_dir.join("orders.csv"), input_dir.join("orders.csv.gz"));
+        if !gz.exists() {
+            let (p, g) = (plain.clone(), gz.clone());
+            tokio::task::spawn_blocking(move || gzip_file(&p, &g))
+                .await
+                .map_err(|e| Error::backend("bench", "gzip", e))??;
+        }
+        let gz_dir = dir.join("run-gzip");
+        let _ = std::fs::remove_dir_all(&gz_dir);
+        let engine = Engine::local(&gz_dir)?;
+        measured.push(measure(&engine, &spec, &gz.display().to_string(), bench, "load-gzip").await?);
+    }
     if let Some(python) = bench.duckdb_python.as_deref().filter(|_| !bench.aws && bench.sink) {
         match duckdb(python, dir, &input_dir, bench) {
             Ok(peer) => measured.push(peer),
@@ -465,6 +485,17 @@ pub async fn run(dir: &Path, bench: &Bench, cloud: &Cloud, out: &Path) -> Result
         append_csv(out, m)?;
     }
     Ok(measured)
+}
+
+/// `plain` compressed with gzip at level 6 into `gz`.
+fn gzip_file(plain: &Path, gz: &Path) -> Result<()> {
+    let io = |e: std::io::Error| Error::backend("bench", format!("compressing {}", plain.display()), e);
+    let mut from = std::fs::File::open(plain).map_err(io)?;
+    let to = std::io::BufWriter::new(std::fs::File::create(gz).map_err(io)?);
+    let mut enc = flate2::write::GzEncoder::new(to, flate2::Compression::new(6));
+    std::io::copy(&mut from, &mut enc).map_err(io)?;
+    enc.finish().map_err(io)?.into_inner().map_err(|e| io(e.into_error()))?;
+    Ok(())
 }
 
 /// The requests `sluicebox plan` predicts for the bench's AWS run (this process planning and
@@ -539,6 +570,7 @@ fn duckdb(python: &str, dir: &Path, input_dir: &Path, bench: &Bench) -> Result<M
         lambda_gb_s: 0.0,
         predicted_api_calls: 0,
         predicted_by_operation: String::new(),
+        decoded_bytes: 0,
     })
 }
 
@@ -617,6 +649,7 @@ impl Measurement {
             lambda_gb_s: 0.0,
             predicted_api_calls: 0,
             predicted_by_operation: String::new(),
+            decoded_bytes: summary.inputs.iter().filter(|i| i.decoding != "range").map(|i| i.decoded_bytes).sum(),
         }
     }
 }
@@ -847,6 +880,7 @@ fn columns() -> Vec<String> {
         lambda_gb_s: 0.0,
         predicted_api_calls: 0,
         predicted_by_operation: String::new(),
+        decoded_bytes: 0,
     };
     let _ = w.serialize(&example);
     let text = String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default();

@@ -487,6 +487,10 @@ struct BenchArgs {
     /// standard input, into gzip JSON Lines files and then Parquet files.
     #[arg(long, conflicts_with = "aws")]
     stream: bool,
+    /// Also run the job on the orders compressed with gzip (level 6, as `gzip` writes them),
+    /// right after the plain file, and report the ratio of their times and the bytes decoded.
+    #[arg(long, conflicts_with_all = ["aws", "stream"])]
+    gzip: bool,
     /// Measurements CSV to append one row to.
     #[arg(long, default_value = "bench/measurements.csv")]
     out: PathBuf,
@@ -1083,6 +1087,7 @@ async fn bench_cmd(args: BenchArgs) -> sluicebox::Result<()> {
         keys,
         update_share: args.update_share.clamp(0.0, 1.0),
         duckdb_python: (!args.no_duckdb && has_duckdb(&args.python)).then_some(args.python),
+        gzip: args.gzip,
     };
     let measured = bench::run(&args.data_dir, &what, &cloud, &args.out).await?;
     for m in &measured {
@@ -1096,6 +1101,17 @@ async fn bench_cmd(args: BenchArgs) -> sluicebox::Result<()> {
     let peer = measured.iter().find(|m| m.backend.starts_with("duckdb"));
     if let (Some(ours), Some(peer), false) = (load, peer, args.json) {
         emit(&format!("sluicebox takes {:.2}x DuckDB's time on this load\n", ours.seconds / peer.seconds.max(1e-9)));
+    }
+    let gzip = measured.iter().find(|m| m.run == "load-gzip");
+    if let (Some(plain), Some(gz), false) = (load, gzip, args.json) {
+        emit(&format!(
+            "the gzip input ({} bytes) takes {:.2}x the plain input's time; {} bytes decoded for {} plain bytes ({:.4}x)\n",
+            gz.input_bytes,
+            gz.seconds / plain.seconds.max(1e-9),
+            gz.decoded_bytes,
+            plain.input_bytes,
+            gz.decoded_bytes as f64 / plain.input_bytes.max(1) as f64
+        ));
     }
     Ok(())
 }
