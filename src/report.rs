@@ -942,6 +942,7 @@ mod tests {
                 records: 1000,
                 decoding: "range".into(),
                 decoded_bytes: 1_234_567,
+                windows_bytes: 0,
             }],
             records: RecordCounts { total: u64::from(chunks) * 100, written: 990, rejected: 10, filtered: 0 },
             chunks: ChunkCounts { total: chunks, done: chunks },

@@ -140,7 +140,10 @@ async fn gzip_and_zstd_inputs_give_the_plain_outputs_decoding_each_byte_about_on
     // gzip windows are stored next to the plan; zstd frames need none.
     let (_, s, _, _, data) = &runs[1];
     let windows = data.path().join("bucket/jobs").join(&s.job_id).join("index/000000.windows");
-    assert!(std::fs::metadata(&windows).is_ok_and(|m| m.len() > 0), "{}", windows.display());
+    let stored = std::fs::metadata(&windows).map_or(0, |m| m.len());
+    assert!(stored > 0, "{}", windows.display());
+    assert_eq!(s.inputs[0].windows_bytes, stored);
+    assert!(stored <= s.chunks.total as u64 * 32 * 1024, "{stored} bytes of windows");
 }
 
 /// The seed orders as JSON Lines and as a JSON document, each plain and as two gzip members

@@ -1028,7 +1028,11 @@ fn print_summary(s: &Summary, json: bool) {
             "zstd-frames" => "resumed at zstd frames",
             _ => "each chunk decoded from the start (a single zstd frame?)",
         };
-        out += &format!("{}: {how}, {} bytes decoded\n", i.location, i.decoded_bytes);
+        let windows = match i.windows_bytes {
+            0 => String::new(),
+            n => format!(" ({n} bytes of resume windows)"),
+        };
+        out += &format!("{}: {how}, {} bytes decoded{windows}\n", i.location, i.decoded_bytes);
     }
     if !s.rejects_by_rule.is_empty() {
         let rules: Vec<String> = s.rejects_by_rule.iter().map(|(k, v)| format!("{k} {v}")).collect();

@@ -106,6 +106,13 @@ pub struct PlannedInput {
     /// that copy.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plain_copy: bool,
+    /// The bytes of its resume windows ([`JobObjects::windows_path`]): up to 32 KiB a chunk.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub windows_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl JobPlan {

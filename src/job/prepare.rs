@@ -294,7 +294,17 @@ pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObjec
             scanned.chunks.push(c);
         }
         let plain_copy = matches!(windows, Some(Spooled::PlainCopy(_)));
-        scanned.inputs.push(PlannedInput { object, header: scan.header, records: scan.records, plain_copy });
+        let windows_bytes = match &windows {
+            Some(Spooled::Windows(f)) => f.as_file().metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        };
+        scanned.inputs.push(PlannedInput {
+            object,
+            header: scan.header,
+            records: scan.records,
+            plain_copy,
+            windows_bytes,
+        });
         scanned.windows.push(windows);
     }
     Ok(scanned)

@@ -67,6 +67,9 @@ pub struct InputSummary {
     /// Bytes the workers decode to read its chunks (for `range`, the bytes read).
     #[serde(default)]
     pub decoded_bytes: u64,
+    /// The bytes of its gzip resume windows, stored beside the plan (up to 32 KiB a chunk).
+    #[serde(default)]
+    pub windows_bytes: u64,
 }
 
 impl InputSummary {
@@ -95,6 +98,7 @@ impl InputSummary {
             records: input.records,
             decoding: decoding.into(),
             decoded_bytes,
+            windows_bytes: input.windows_bytes,
         }
     }
 }

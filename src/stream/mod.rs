@@ -944,7 +944,7 @@ impl Reader {
             format: Format::Csv,
             compression: Compression::None,
         };
-        let planned = crate::job::PlannedInput { object, header, records: 0, plain_copy: false };
+        let planned = crate::job::PlannedInput { object, header, records: 0, plain_copy: false, windows_bytes: 0 };
         crate::job::prepare::output_fields(&self.spec, &[planned], self.lookup.as_deref())
     }
 
