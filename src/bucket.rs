@@ -360,15 +360,8 @@ pub async fn read_range(
     let reader = open_reader(store, input).await?;
     let location = input.location.clone();
     tokio::task::spawn_blocking(move || {
-        let mut reader = reader.decoded()?;
-        let fail = |e: std::io::Error| Error::input(&location, format!("cannot decompress: {e}"));
-        std::io::copy(&mut (&mut reader).take(start), &mut std::io::sink()).map_err(fail)?;
-        let mut buf = Vec::with_capacity((end - start) as usize);
-        (&mut reader).take(end - start).read_to_end(&mut buf).map_err(fail)?;
-        if buf.len() as u64 != end - start {
-            return Err(Error::input(&location, "the input is shorter than when it was planned"));
-        }
-        Ok(bytes::Bytes::from(buf))
+        let reader = reader.decoded()?;
+        skip_and_read(reader, start, end - start, &location)
     })
     .await
     .map_err(|e| Error::backend("worker", "read task failed", e))?
@@ -402,16 +395,22 @@ pub async fn read_resumed(
         let skip = start
             .checked_sub(point.out)
             .ok_or_else(|| Error::input(&location, "a chunk starts before its resume point"))?;
-        std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink()).map_err(fail)?;
-        let mut buf = Vec::with_capacity((end - start) as usize);
-        (&mut reader).take(end - start).read_to_end(&mut buf).map_err(fail)?;
-        if buf.len() as u64 != end - start {
-            return Err(Error::input(&location, "the input is shorter than when it was planned"));
-        }
-        Ok(bytes::Bytes::from(buf))
+        skip_and_read(&mut reader, skip, end - start, &location)
     })
     .await
     .map_err(|e| Error::backend("worker", "read task failed", e))?
+}
+
+/// `len` decompressed bytes of `reader` after its first `skip`.
+fn skip_and_read(mut reader: impl Read, skip: u64, len: u64, location: &str) -> Result<bytes::Bytes> {
+    let fail = |e: std::io::Error| Error::input(location, format!("cannot decompress: {e}"));
+    std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink()).map_err(fail)?;
+    let mut buf = Vec::with_capacity(len as usize);
+    reader.take(len).read_to_end(&mut buf).map_err(fail)?;
+    if buf.len() as u64 != len {
+        return Err(Error::input(location, "the input is shorter than when it was planned"));
+    }
+    Ok(bytes::Bytes::from(buf))
 }
 
 /// Write `bytes` to `path` in the bucket (atomic replace).
