@@ -219,7 +219,10 @@ async fn sqs_messages_land_in_files_and_are_deleted() {
         .trim(),
     )
     .unwrap();
-    assert_eq!((report["written"].as_u64(), report["rejected"].as_u64()), (Some(400), Some(1)), "{report}");
+    // SQS delivers at least once: a message may come twice (the emulator under load does it
+    // too), and then it is in two files; none may be missing.
+    let written = report["written"].as_u64().unwrap();
+    assert!((400..=404).contains(&written) && report["rejected"] == 1, "{report}");
     let mut seen: HashMap<u64, usize> = HashMap::new();
     for (rel, text) in common::decompressed_files(&out) {
         for r in lines(&text) {
@@ -232,7 +235,7 @@ async fn sqs_messages_land_in_files_and_are_deleted() {
         }
     }
     assert_eq!(seen.len(), 400);
-    assert!(seen.values().all(|&n| n == 1));
+    assert_eq!(seen.values().sum::<usize>() as u64, written, "each record written is in one file");
     // Every message was deleted: none comes back once its visibility ends.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let left = sqs
