@@ -4,7 +4,8 @@
 //!
 //! Parsing, unknown keys, jq programs and the schema are checked where every job file is
 //! (`JobConfig::from_toml`, `JobDefinition::check`); this module adds what `run` meets only
-//! later: the reference (reachable, its key present) and the sink (reachable).
+//! later: the reference (reachable, its key present), the sink (reachable) and `[stream]`'s
+//! limits and partition template.
 
 use std::io::Read;
 
@@ -49,6 +50,16 @@ pub async fn check(engine: &Engine, spec: &JobSpec) -> Result<Vec<String>> {
         found.push(format!("reference: {} by {}, adds {fields}", e.source, e.key));
     }
     found.push(sink_reachable(engine, spec).await?);
+    if let Some(st) = &c.stream {
+        crate::stream::check_config(st)?;
+        found.push(format!(
+            "stream: files of {} MiB or {} s{}, {} compressed",
+            st.size_mib,
+            st.max_age_s,
+            st.partition.as_deref().map_or(String::new(), |p| format!(", partitioned by {p}")),
+            format!("{:?}", st.compression).to_lowercase()
+        ));
+    }
     if !c.tests.is_empty() {
         found.push(format!("tests: {} (run them with `sluicebox test`)", c.tests.len()));
     }

@@ -83,6 +83,10 @@ pub struct StreamConfig {
     /// The most partitions with an open buffer; one more flushes the oldest (default 100).
     #[serde(default = "default_stream_open_partitions")]
     pub max_open_partitions: usize,
+    /// The MiB of encoded records all partitions' buffers hold together, at least `size_mib`
+    /// (default 1024); one more record writes the largest buffer early.
+    #[serde(default = "default_stream_buffer_mib")]
+    pub buffer_mib: u32,
     /// `gzip` (default), `zstd` or `none` for JSON Lines and CSV files. Parquet files are
     /// compressed inside, with zstd.
     #[serde(default = "default_stream_compression")]
@@ -101,6 +105,9 @@ fn default_stream_age_s() -> u32 {
 fn default_stream_open_partitions() -> usize {
     100
 }
+fn default_stream_buffer_mib() -> u32 {
+    1024
+}
 fn default_stream_compression() -> Compression {
     Compression::Gzip
 }
@@ -117,6 +124,7 @@ impl Default for StreamConfig {
             partition: None,
             time_field: None,
             max_open_partitions: default_stream_open_partitions(),
+            buffer_mib: default_stream_buffer_mib(),
             compression: default_stream_compression(),
             errors: default_stream_errors(),
         }

@@ -14,7 +14,7 @@
 //!   next invocation continue it from the steps recorded done.
 //! - [`Function::on_stream`]: a batch of Kinesis records from an event source mapping is
 //!   written into files under `SLUICEBOX_STREAM_TO` by [`Stream::run`] with
-//!   `From::Batch`, one consumer (one checkpoint document in the ledger) per shard, named
+//!   `Source::Batch`, one consumer (one checkpoint document in the ledger) per shard, named
 //!   `STREAM/SHARD`, so that invocations on different shards never contend. Before it returns,
 //!   every record of the batch is in a file, or was found already in one (the consumer's
 //!   checkpoint and covered ranges): a retried batch, or one overlapping an earlier one, writes
@@ -507,7 +507,7 @@ impl Function {
     async fn stream_batch(&self, stream: &Stream, to: &str, batch: ShardBatch) -> Option<String> {
         let ShardBatch { consumer, shard, first, records } = batch;
         let opts = StreamOptions {
-            from: crate::stream::From::Batch { shard, records },
+            from: crate::stream::Source::Batch { shard, records },
             to: to.to_string(),
             name: Some(consumer),
             idle_exit: None,

@@ -321,21 +321,15 @@ impl Column {
 
     /// `value` as this column holds it, or why it does not fit.
     fn cell<'a>(&self, value: Option<&'a Value>) -> std::result::Result<Cell<'a>, String> {
-        let Some(v) = value.filter(|v| !v.is_null()) else { return Ok(Cell::Null) };
-        let bad = |what: &str| format!("{v} does not fit a {what} column");
-        match self {
-            Column::Int(_) => integer(v).map(Cell::Int).ok_or_else(|| bad("integer (Int64)")),
-            Column::Float(_) => float(v).map(Cell::Float).ok_or_else(|| bad("decimal (Float64)")),
-            Column::Bool(_) => v.as_bool().map(Cell::Bool).ok_or_else(|| bad("boolean")),
-            Column::Date(_) => date(v).map(Cell::Date).ok_or_else(|| bad("date (Date32, like \"2014-10-23\")")),
-            Column::Micros(_) => micros(v)
-                .map(Cell::Micros)
-                .ok_or_else(|| bad("timestamp (microseconds, UTC, like \"2014-10-23T08:30:00.123456Z\")")),
-            Column::Text(_) => Ok(Cell::Text(match v {
-                Value::String(s) => Cow::Borrowed(s.as_str()),
-                other => Cow::Owned(other.to_string()),
-            })),
-        }
+        let kind = match self {
+            Column::Int(_) => ColumnType::Integer,
+            Column::Float(_) => ColumnType::Decimal,
+            Column::Bool(_) => ColumnType::Boolean,
+            Column::Date(_) => ColumnType::Date,
+            Column::Micros(_) => ColumnType::Timestamp,
+            Column::Text(_) => ColumnType::String,
+        };
+        cell(kind, value)
     }
 
     /// Append a cell of this column's kind (as [`Column::cell`] made it); its raw size.
@@ -379,6 +373,30 @@ impl Column {
             Column::Micros(b) => Arc::new(b.finish()),
             Column::Text(b) => Arc::new(b.finish()),
         }
+    }
+}
+
+/// Whether `value` fits the Parquet column of a field declared as `kind`; if not, why.
+pub fn fits(kind: ColumnType, value: &Value) -> std::result::Result<(), String> {
+    cell(kind, Some(value)).map(|_| ())
+}
+
+/// `value` as the column of a field declared as `kind` holds it, or why it does not fit.
+fn cell(kind: ColumnType, value: Option<&Value>) -> std::result::Result<Cell<'_>, String> {
+    let Some(v) = value.filter(|v| !v.is_null()) else { return Ok(Cell::Null) };
+    let bad = |what: &str| format!("{v} does not fit a {what} column");
+    match kind {
+        ColumnType::Integer => integer(v).map(Cell::Int).ok_or_else(|| bad("integer (Int64)")),
+        ColumnType::Decimal => float(v).map(Cell::Float).ok_or_else(|| bad("decimal (Float64)")),
+        ColumnType::Boolean => v.as_bool().map(Cell::Bool).ok_or_else(|| bad("boolean")),
+        ColumnType::Date => date(v).map(Cell::Date).ok_or_else(|| bad("date (Date32, like \"2014-10-23\")")),
+        ColumnType::Timestamp => micros(v)
+            .map(Cell::Micros)
+            .ok_or_else(|| bad("timestamp (microseconds, UTC, like \"2014-10-23T08:30:00.123456Z\")")),
+        ColumnType::String => Ok(Cell::Text(match v {
+            Value::String(s) => Cow::Borrowed(s.as_str()),
+            other => Cow::Owned(other.to_string()),
+        })),
     }
 }
 

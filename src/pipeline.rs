@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::column::ColumnRule;
-use crate::config::{Format, OutputFormat};
+use crate::config::{ColumnType, Format, OutputFormat};
 use crate::decode::{Body, ChunkStart, CsvDialect, RawRecord};
 use crate::error::{Error, Result};
 use crate::lookup::{Found, LookupSession, LookupTable};
@@ -94,6 +94,8 @@ pub struct Pipeline {
     dialect: CsvDialect,
     /// The sink's limits and how it sizes an item, when there is a sink.
     sink: Option<Arc<dyn Sink>>,
+    /// For a Parquet output: its typed fields, whose values must fit their columns.
+    parquet_columns: Vec<(String, ColumnType)>,
 }
 
 impl Pipeline {
@@ -101,6 +103,14 @@ impl Pipeline {
     pub fn new(spec: &JobSpec, lookup: Option<Arc<LookupTable>>, output_fields: Option<Vec<String>>) -> Self {
         let rules = spec.columns.clone();
         let by_name = rules.iter().enumerate().map(|(i, r)| (r.name.clone(), i)).collect();
+        let parquet_columns = match (spec.output_format(output_fields.is_some()), &output_fields) {
+            (OutputFormat::Parquet, Some(fields)) => fields
+                .iter()
+                .filter_map(|f| Some((f.clone(), spec.field_type(f)?)))
+                .filter(|(_, kind)| *kind != ColumnType::String)
+                .collect(),
+            _ => Vec::new(),
+        };
         Pipeline {
             rules,
             by_name,
@@ -112,6 +122,7 @@ impl Pipeline {
             output_fields,
             dialect: spec.input.dialect,
             sink: None,
+            parquet_columns,
         }
     }
 
@@ -436,7 +447,7 @@ impl Pipeline {
             seq: origin.seq(),
             record: Row::Shared { names: shared.names.clone(), values },
         };
-        match self.sink_fault(&item) {
+        match self.sink_fault(&item).or_else(|| self.output_fault(&item.record)) {
             None => Outcome::Written(item),
             Some(f) => Outcome::Rejected(origin.reject(f)),
         }
@@ -449,6 +460,26 @@ impl Pipeline {
             return Ok(rec);
         }
         let mut seen = vec![false; self.rules.len()];
+        if self.rules.iter().all(|r| r.out == r.name) {
+            // No column renames its field: type the values where they are, without building a
+            // second map. Records usually hold the declared fields in their order: the rule
+            // at the field's position is tried before the names are hashed.
+            let mut rec = rec;
+            for (j, (k, v)) in rec.iter_mut().enumerate() {
+                let rule = match self.rules.get(j) {
+                    Some(r) if r.name == *k => Some(j),
+                    _ => self.by_name.get(k.as_str()).copied(),
+                };
+                if let Some(i) = rule {
+                    seen[i] = true;
+                    *v = self.rules[i].apply(std::mem::take(v))?;
+                }
+            }
+            for (r, _) in self.rules.iter().zip(seen).filter(|(_, seen)| !seen) {
+                rec.insert(r.out.clone(), r.apply(Value::Null)?);
+            }
+            return Ok(rec);
+        }
         let mut out = Record::with_capacity(rec.len() + self.rules.len());
         for (k, v) in rec {
             match self.by_name.get(&k) {
@@ -472,7 +503,7 @@ impl Pipeline {
         match self.checked(origin, session, rec) {
             Ok(Some((record, key))) => {
                 let item = SinkItem { key, job: origin.job, seq: origin.seq(), record: Row::Map(record) };
-                match self.sink_fault(&item) {
+                match self.sink_fault(&item).or_else(|| self.output_fault(&item.record)) {
                     None => Outcome::Written(item),
                     Some(f) => Outcome::Rejected(origin.reject(f)),
                 }
@@ -534,6 +565,16 @@ impl Pipeline {
             return Some(Fault::new(None, "sink", format!("the item is {size} bytes; the sink takes at most {max}")));
         }
         None
+    }
+
+    /// Why a Parquet output could not hold `row`: a typed field's value that does not fit its
+    /// column (a transform changed it, or a timestamp is finer than microseconds). Such a
+    /// record is a reject, not a failed gather or stream file.
+    fn output_fault(&self, row: &Row) -> Option<Fault> {
+        self.parquet_columns.iter().find_map(|(field, kind)| {
+            let why = crate::parquet::fits(*kind, row.get(field)?).err()?;
+            Some(Fault::new(Some(field), "parquet", why))
+        })
     }
 
     /// The item key: the key fields' values (`get` finds the i-th by position or name), or

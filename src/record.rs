@@ -212,7 +212,8 @@ pub struct Reject {
     /// The field at fault, when there is one.
     pub field: Option<String>,
     /// The rule that failed: `fields`, `utf8`, `json`, `required`, `max_length`, `type`,
-    /// `schema.<keyword>`, `transform` or `lookup`.
+    /// `schema.<keyword>`, `transform`, `lookup`, `key`, `sink` or `parquet` (a value the
+    /// Parquet output's column cannot hold).
     pub rule: String,
     /// What is wrong, for a person.
     pub message: String,

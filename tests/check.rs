@@ -52,6 +52,20 @@ fn check_names_a_misspelled_key_and_its_line() {
 }
 
 #[test]
+fn check_names_a_bad_stream_setting_and_describes_a_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = job(dir.path(), |t| format!("{t}\n[stream]\nsize_mib = 8\npartition = \"region={{region}}/%Y\"\n"));
+    let (ok, out, err) = check(dir.path(), &good, &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("stream: files of 8 MiB") && out.contains("partitioned by region={region}/%Y"), "{out}");
+    for (setting, key) in [("size_mib = 200", "stream.size_mib"), ("partition = \"a={\"", "stream.partition")] {
+        let bad = job(dir.path(), |t| format!("{t}\n[stream]\n{setting}\n"));
+        let (ok, _, err) = check(dir.path(), &bad, &[]);
+        assert!(!ok && err.contains(key), "{setting}: {err}");
+    }
+}
+
+#[test]
 fn check_names_a_jq_syntax_error() {
     let dir = tempfile::tempdir().unwrap();
     let job = job(dir.path(), |t| t.replace("[key]", "transform = [\".country |\"]\n\n[key]"));

@@ -253,3 +253,51 @@ async fn a_json_input_found_by_its_name_without_output_fields_stops_before_it_ru
     let e = run(&dir.path().join("data"), &[input], job, dir.path()).await.unwrap_err().to_string();
     assert!(e.contains("output.fields") && e.contains("add fields = ["), "{e}");
 }
+
+/// A value a Parquet column cannot hold (a transform put text in a decimal field, a timestamp
+/// finer than microseconds) makes its record a reject with the field and the reason; the job
+/// completes and its file holds the other records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_its_parquet_column_cannot_hold_rejects_the_record_not_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            "{\"id\":\"a\",\"price\":\"2.50\",\"at\":\"2014-10-23T08:30:00Z\"}\n",
+            "{\"id\":\"b\",\"price\":\"3.00\",\"at\":\"2014-10-23T08:30:00Z\"}\n",
+            "{\"id\":\"c\",\"price\":\"4.00\",\"at\":\"2014-10-23T08:30:00.123456789Z\"}\n",
+            "{\"id\":\"d\",\"price\":\"5.00\",\"at\":null}\n",
+        ),
+    )
+    .unwrap();
+    let job = r#"
+transform = ['if .id == "b" then .price = "n/a" else . end']
+[[columns]]
+name = "price"
+type = "decimal"
+[[columns]]
+name = "at"
+type = "timestamp"
+[key]
+fields = ["id"]
+[sink]
+type = "none"
+[output]
+format = "parquet"
+fields = ["id", "price", "at"]
+"#;
+    let data = dir.path().join("data");
+    let s = run(&data, std::slice::from_ref(&input), job, dir.path()).await.unwrap();
+    assert_eq!((s.records.written, s.records.rejected), (2, 2), "{:?}", s.rejects_by_rule);
+    assert_eq!(s.rejects_by_rule.get("parquet"), Some(&2), "{:?}", s.rejects_by_rule);
+    let job_dir = data.join("bucket/jobs").join(&s.job_id);
+    let rejects = std::fs::read_to_string(job_dir.join("rejects.jsonl")).unwrap();
+    let rejects: Vec<serde_json::Value> = rejects.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rejects[0]["field"], "price", "{rejects:?}");
+    assert!(rejects[0]["message"].as_str().unwrap().contains("\"n/a\" does not fit a decimal"), "{rejects:?}");
+    assert_eq!((rejects[1]["field"].as_str(), rejects[1]["record"].as_u64()), (Some("at"), Some(3)), "{rejects:?}");
+    let file = std::fs::File::open(job_dir.join("output.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 2);
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluicebox::ledger::{SqliteLedger, StateStore};
-use sluicebox::stream::{From, Options, Stream};
+use sluicebox::stream::{Options, Source, Stream};
 
 fn sluicebox() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluicebox"))
@@ -91,16 +91,12 @@ fn report(stdout: &[u8]) -> Value {
     serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
-#[test]
-fn stdin_events_land_once_each_in_partitioned_files_of_the_target_size() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, broken) = events(30_000, 97, 1);
-    std::fs::write(dir.path().join("job.toml"), EVENTS_JOB).unwrap();
-    let out = dir.path().join("out");
+/// `stream --from -` with `dir/job.toml`, `input` piped in, into `out`: its `--json` report.
+fn stream_stdin(dir: &Path, out: &Path, input: &str) -> Value {
     let mut child = sluicebox()
         .args(["stream", "--from", "-", "--to", out.to_str().unwrap(), "--json"])
-        .args(["--config", dir.path().join("job.toml").to_str().unwrap()])
-        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .args(["--config", dir.join("job.toml").to_str().unwrap()])
+        .args(["--data-dir", dir.join("data").to_str().unwrap()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -108,7 +104,16 @@ fn stdin_events_land_once_each_in_partitioned_files_of_the_target_size() {
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let done = child.wait_with_output().unwrap();
     assert!(done.status.success(), "{done:?}");
-    let r = report(&done.stdout);
+    report(&done.stdout)
+}
+
+#[test]
+fn stdin_events_land_once_each_in_partitioned_files_of_the_target_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, broken) = events(30_000, 97, 1);
+    std::fs::write(dir.path().join("job.toml"), EVENTS_JOB).unwrap();
+    let out = dir.path().join("out");
+    let r = stream_stdin(dir.path(), &out, &input);
     assert_eq!(r["records"], 30_000);
     assert_eq!(r["rejected"], broken);
     assert_eq!(r["written"].as_u64().unwrap() + broken, 30_000);
@@ -138,6 +143,22 @@ fn stdin_events_land_once_each_in_partitioned_files_of_the_target_size() {
         let small = sizes.iter().filter(|&&s| s < limit - 1024).count();
         assert!(small <= 1, "{p}: {sizes:?}");
     }
+}
+
+/// `buffer_mib` bounds the buffers together: 15 partitions of about 380 KB each do not fit in
+/// 1 MiB, so buffers are written early (cut for memory), and still every record lands once.
+#[test]
+fn the_buffer_cap_writes_the_largest_buffer_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, broken) = events(30_000, 97, 5);
+    std::fs::write(dir.path().join("job.toml"), format!("{EVENTS_JOB}buffer_mib = 1\n")).unwrap();
+    let out = dir.path().join("out");
+    let r = stream_stdin(dir.path(), &out, &input);
+    assert!(r["cuts"]["memory"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert!(r["files"].as_u64().unwrap() > 15, "{r}");
+    let (data, _) = ids(&out);
+    assert_eq!(data.len() as u64, 30_000 - broken);
+    assert!(data.values().all(|f| f.len() == 1), "a record in two files");
 }
 
 /// A file source killed with SIGKILL at random instants and restarted each time, then run to
@@ -214,7 +235,7 @@ async fn announced_files_are_kept_if_written_and_redone_if_not() {
     let out = dir.path().join("out");
     let dest = sluicebox::bucket::open(out.to_str().unwrap(), &sluicebox::cloud::Cloud::none()).unwrap();
     let opts = Options {
-        from: From::Files(vec![path.display().to_string()]),
+        from: Source::Files(vec![path.display().to_string()]),
         to: out.display().to_string(),
         name: Some("ten".into()),
         idle_exit: None,
@@ -262,6 +283,7 @@ fn bad_stream_settings_name_their_key() {
         ("size_mib = 0", "stream.size_mib"),
         ("size_mib = 129", "stream.size_mib"),
         ("max_age_s = 901", "stream.max_age_s"),
+        ("buffer_mib = 8", "stream.buffer_mib"),
         ("partition = \"a={\"", "stream.partition"),
         ("colour = 1", "colour"),
     ] {

@@ -759,8 +759,8 @@ fn init(args: InitArgs) -> sluicebox::Result<()> {
 }
 
 async fn stream(args: StreamArgs) -> sluicebox::Result<()> {
-    use sluicebox::stream::{From, Options, Stream};
-    let from = From::parse(&args.from)?;
+    use sluicebox::stream::{Options, Source, Stream};
+    let from = Source::parse(&args.from)?;
     let spec = job_spec(args.config.as_deref(), None)?;
     let urls = BackendUrls {
         bucket: Some(args.to.clone()),
@@ -769,10 +769,10 @@ async fn stream(args: StreamArgs) -> sluicebox::Result<()> {
         visibility: sluicebox::queue::DEFAULT_VISIBILITY,
     };
     let first = match &from {
-        From::Files(files) => files[0].clone(),
+        Source::Files(files) => files[0].clone(),
         _ => String::new(),
     };
-    let needed = matches!(from, From::Kinesis(_) | From::Queue(_))
+    let needed = matches!(from, Source::Kinesis(_) | Source::Queue(_))
         || [Some(&args.to), args.ledger.as_ref(), Some(&first)].into_iter().flatten().any(|u| on_aws(u))
         || spec_on_aws(&spec);
     let engine = Engine::with_backends(&args.data_dir, &urls, &first, cloud(needed).await).await?;

@@ -13,7 +13,6 @@ pub mod source;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,7 +37,7 @@ use crate::spec::JobSpec;
 
 /// Where a stream's records come from, as `--from` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum From {
+pub enum Source {
     /// Standard input (`-`).
     Stdin,
     /// Files: paths, directories, `file://` or `s3://` objects and prefixes.
@@ -59,19 +58,19 @@ pub enum From {
     },
 }
 
-impl From {
+impl Source {
     /// Parse `--from`.
     pub fn parse(from: &[String]) -> Result<Self> {
         match from {
-            [one] if one == "-" => Ok(From::Stdin),
+            [one] if one == "-" => Ok(Source::Stdin),
             [one] if one.starts_with("kinesis://") => {
                 let name = one.trim_start_matches("kinesis://").trim_end_matches('/');
                 if name.is_empty() {
                     return Err(Error::config("--from", "kinesis:// needs a stream name: kinesis://NAME"));
                 }
-                Ok(From::Kinesis(name.to_string()))
+                Ok(Source::Kinesis(name.to_string()))
             }
-            [one] if one.starts_with("sqs://") || one.starts_with("https://sqs.") => Ok(From::Queue(one.clone())),
+            [one] if one.starts_with("sqs://") || one.starts_with("https://sqs.") => Ok(Source::Queue(one.clone())),
             [] => Err(Error::config("--from", "name a source: -, files, kinesis://NAME or sqs://NAME")),
             many if many
                 .iter()
@@ -82,18 +81,18 @@ impl From {
                     format!("{many:?}: one stream (-, kinesis://NAME), or any number of files"),
                 ))
             }
-            files => Ok(From::Files(files.to_vec())),
+            files => Ok(Source::Files(files.to_vec())),
         }
     }
 
     /// How the source is named in the consumer's default name.
     fn describe(&self) -> String {
         match self {
-            From::Stdin => "-".into(),
-            From::Files(f) => f.join(","),
-            From::Kinesis(name) => format!("kinesis://{name}"),
-            From::Queue(url) => url.clone(),
-            From::Batch { shard, .. } => shard.clone(),
+            Source::Stdin => "-".into(),
+            Source::Files(f) => f.join(","),
+            Source::Kinesis(name) => format!("kinesis://{name}"),
+            Source::Queue(url) => url.clone(),
+            Source::Batch { shard, .. } => shard.clone(),
         }
     }
 }
@@ -102,7 +101,7 @@ impl From {
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The source.
-    pub from: From,
+    pub from: Source,
     /// The destination as given (`s3://BUCKET/PREFIX`, a directory), for the consumer's name.
     pub to: String,
     /// The consumer's name, under which its checkpoints are kept (default: from and to).
@@ -188,7 +187,7 @@ pub struct Stream {
     pub ledger: Arc<dyn StateStore>,
     /// The destination, rooted at the prefix files go under.
     pub dest: Arc<dyn ObjectStore>,
-    /// Where `From::Files` are read from.
+    /// Where `Source::Files` are read from.
     pub inputs: Arc<dyn ObjectStore>,
     /// The cloud configuration (Kinesis).
     pub cloud: crate::cloud::Cloud,
@@ -296,7 +295,7 @@ impl Stream {
         let name = opts.name();
         // Standard input cannot be read again, nor a queue's messages in order: their
         // positions mean nothing to a later run.
-        let persist = !matches!(opts.from, From::Stdin | From::Queue(_));
+        let persist = !matches!(opts.from, Source::Stdin | Source::Queue(_));
 
         // The state: pending files either written (now covered) or dropped.
         let (mut saved, mut version) = match self.ledger.get_checkpoint(&name).await? {
@@ -325,7 +324,7 @@ impl Stream {
         let (tx, rx) = mpsc::channel::<Delivery>(8);
         let queue = match &opts.from {
             // Messages stay invisible while they wait in a buffer, and a while after.
-            From::Queue(url) => {
+            Source::Queue(url) => {
                 let visibility = Duration::from_secs(u64::from(config.max_age_s) + 120);
                 Some(crate::queue::open(url, visibility, &self.cloud).await?)
             }
@@ -382,14 +381,14 @@ impl Stream {
         let format = self.spec.input.format;
         let dialect = self.spec.input.dialect;
         Ok(match &opts.from {
-            From::Stdin => {
+            Source::Stdin => {
                 let format = format.unwrap_or(Format::Jsonl);
                 let shard = format!("stdin-{}", now_ms());
                 tokio::task::spawn_blocking(move || {
                     source::read_blocks(shard, Box::new(std::io::stdin()), format, dialect, now_ms(), &tx)
                 })
             }
-            From::Files(args) => {
+            Source::Files(args) => {
                 let (store, args, ended) = (self.inputs.clone(), args.clone(), saved.clone());
                 let compression = self.spec.input.compression;
                 tokio::spawn(async move {
@@ -412,7 +411,7 @@ impl Stream {
                     Ok(())
                 })
             }
-            From::Queue(url) => {
+            Source::Queue(url) => {
                 let (queue, shard) = (queue.expect("the queue is opened"), url.clone());
                 let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
                 // Receives run side by side: one waits on SQS for most of its time.
@@ -430,7 +429,7 @@ impl Stream {
                     Ok(())
                 })
             }
-            From::Batch { shard, records } => {
+            Source::Batch { shard, records } => {
                 let delivery = Delivery::Records { shard: shard.clone(), records: records.clone() };
                 tokio::spawn(async move {
                     let _ = tx.send(delivery).await;
@@ -438,23 +437,20 @@ impl Stream {
                 })
             }
             #[cfg(feature = "aws")]
-            From::Kinesis(stream) => {
+            Source::Kinesis(stream) => {
                 let client = crate::aws::kinesis(self.cloud.sdk("--from")?);
                 let start =
                     if opts.latest { source::kinesis::Start::Latest } else { source::kinesis::Start::TrimHorizon };
                 tokio::spawn(source::kinesis::run(client, stream.clone(), saved.shards.clone(), start, tx))
             }
             #[cfg(not(feature = "aws"))]
-            From::Kinesis(_) => {
+            Source::Kinesis(_) => {
                 drop(tx);
                 return Err(Error::config("--from", "kinesis:// needs the `aws` feature, which this build lacks"));
             }
         })
     }
 }
-
-/// The bytes all partitions' buffers may hold together (unless four files need more).
-pub const BUFFER_BYTES: usize = 1 << 30;
 
 /// Receives from a queue at once.
 const QUEUE_RECEIVERS: usize = 4;
@@ -508,6 +504,10 @@ pub fn check_config(c: &StreamConfig) -> Result<()> {
     }
     if c.max_open_partitions == 0 {
         return Err(Error::config("stream.max_open_partitions", "must be at least 1"));
+    }
+    if c.buffer_mib < c.size_mib {
+        let why = format!("{} is less than one file's size_mib ({})", c.buffer_mib, c.size_mib);
+        return Err(Error::config("stream.buffer_mib", why));
     }
     if c.compression == Compression::Auto {
         return Err(Error::config("stream.compression", "is one of gzip, zstd or none"));
@@ -753,8 +753,8 @@ impl Reader {
             records: config.records.unwrap_or(u64::MAX),
             age_ms: i64::from(config.max_age_s) * 1000,
             open: config.max_open_partitions,
-            // 1 GiB of buffers, or four files' worth if that is more; beyond, the largest is written.
-            total_bytes: ((config.size_mib as usize) << 20).saturating_mul(4).max(BUFFER_BYTES),
+            // Beyond this, the largest buffer is written.
+            total_bytes: (config.buffer_mib as usize) << 20,
         };
         if s.spec.output_format == Some(OutputFormat::Parquet)
             && s.spec.output_fields.is_none()
@@ -1277,15 +1277,18 @@ fn encode_file(plan: &FilePlan, encoding: &Encoding, schema: Option<arrow_schema
         Compression::None => Ok(raw),
         Compression::Zstd => zstd::bulk::compress(&raw, 3).map_err(fail),
         _ => {
-            let mut gz =
-                flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 4), flate2::Compression::new(GZIP_LEVEL));
-            gz.write_all(&raw).map_err(fail)?;
-            gz.finish().map_err(fail)
+            let level = libdeflater::CompressionLvl::new(GZIP_LEVEL).expect("a libdeflate level");
+            let mut gz = libdeflater::Compressor::new(level);
+            let mut out = vec![0; gz.gzip_compress_bound(raw.len())];
+            let n = gz.gzip_compress(&raw, &mut out).map_err(|e| fail(std::io::Error::other(e)))?;
+            out.truncate(n);
+            Ok(out)
         }
     }
 }
 
-/// gzip's level for stream files: fast, since a stream's files are written as it runs. With
-/// zlib-rs, level 2 makes files 0.3% larger than level 3 in 5% less time; level 1 makes them 30%
-/// larger (`sluicebox bench --stream`, 2026-12-02).
-const GZIP_LEVEL: u32 = 2;
+/// gzip's level for stream files: fast, since a stream's files are written as it runs. On the
+/// bench's events, libdeflate's level 1 compresses at 177 MB/s to 51.0% of the text, where
+/// zlib-rs took 84 MB/s for 51.3% (its level 2) and 120 MB/s for 65% (its level 1); libdeflate's
+/// level 6 gains 3.5% of size for 70% more time.
+const GZIP_LEVEL: i32 = 1;
