@@ -5,7 +5,9 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use common::{emulator, unique};
+
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,23 +16,6 @@ use sluicebox::ledger::{self, StateStore};
 use sluicebox::queue::sqs::SqsQueue;
 use sluicebox::queue::{self, Queue};
 use sluicebox::sink::dynamodb::{DynamoSink, ThrottleFaults};
-
-/// The SDK configuration for the emulator; panics when no emulator was started.
-async fn emulator() -> aws_config::SdkConfig {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1:"),
-        "AWS tests need the moto emulator on loopback: run them through scripts/test (AWS_ENDPOINT_URL={endpoint:?})"
-    );
-    sluicebox::aws::sdk_config(Some(8)).await
-}
-
-/// A name no other test (or earlier run against the same emulator) uses.
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
 
 const SQS_VISIBILITY: Duration = Duration::from_secs(1);
 

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::{emulator, unique};
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -20,26 +22,6 @@ use sluicebox::cloud::Cloud;
 use sluicebox::engine::{BackendUrls, Engine};
 use sluicebox::lambda::{Function, Settings};
 use sluicebox::sink::{Sink, SinkItem};
-
-async fn emulator() -> aws_config::SdkConfig {
-    // What the handlers log shows with a failed test (`RUST_LOG` sets the level).
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1:"),
-        "Lambda tests need the moto emulator on loopback: run them through scripts/test (AWS_ENDPOINT_URL={endpoint:?})"
-    );
-    sluicebox::aws::sdk_config(Some(8)).await
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
 
 /// What a deployment holds: a bucket whose `in/` prefix notifies an events queue, a task
 /// queue, a ledger table and a sink table, with the orders job and its reference in the bucket.

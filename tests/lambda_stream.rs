@@ -5,9 +5,12 @@
 //! middle, overlapping, and after failures; every order ends in exactly one object.
 #![cfg(feature = "lambda")]
 
+mod common;
+
+use common::{emulator, orders_dir, unique};
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
@@ -17,29 +20,6 @@ use object_store::ObjectStoreExt;
 use serde_json::{json, Value};
 use sluicebox::cloud::Cloud;
 use sluicebox::lambda::{Function, Settings};
-
-async fn emulator() -> aws_config::SdkConfig {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1:"),
-        "Lambda tests need the moto emulator on loopback: run them through scripts/test (AWS_ENDPOINT_URL={endpoint:?})"
-    );
-    sluicebox::aws::sdk_config(Some(8)).await
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-fn orders_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders")
-}
 
 /// One record on a shard, as the stream holds it.
 #[derive(Clone)]

@@ -5,11 +5,12 @@
 
 mod common;
 
+use common::{emulator, unique};
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -17,23 +18,6 @@ use sluicebox::calls::Tally;
 use sluicebox::cloud::Cloud;
 use sluicebox::config::JobConfig;
 use sluicebox::produce::{self, faults::Throttled, KinesisStream, Produce, Produced, PutRecords, Retry, Source};
-
-/// The SDK configuration for the emulator; panics when no emulator was started.
-async fn emulator() -> aws_config::SdkConfig {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1:"),
-        "AWS tests need the moto emulator on loopback: run them through scripts/test (AWS_ENDPOINT_URL={endpoint:?})"
-    );
-    sluicebox::aws::sdk_config(Some(8)).await
-}
-
-/// A name no other test (or earlier run against the same emulator) uses.
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
 
 fn orders_csv() -> std::path::PathBuf {
     common::orders_dir().join("orders.csv")

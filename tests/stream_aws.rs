@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::unique;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
@@ -18,19 +20,6 @@ use serde_json::Value;
 
 fn sluicebox() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluicebox"))
-}
-
-fn emulator() {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1:"),
-        "AWS tests need the moto emulator on loopback: run them through scripts/test (AWS_ENDPOINT_URL={endpoint:?})"
-    );
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
 fn ok(out: std::process::Output) -> String {
@@ -65,7 +54,7 @@ fn lines(bytes: &[u8]) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinesis_to_s3_killed_half_way_and_restarted_writes_every_record_once() {
-    emulator();
+    common::assert_emulator();
     let dir = tempfile::tempdir().unwrap();
     let (bucket, table, stream) = (unique("stream-out"), unique("stream-ledger"), unique("orders"));
     ok(sluicebox()
@@ -193,7 +182,7 @@ async fn kinesis_to_s3_killed_half_way_and_restarted_writes_every_record_once() 
 /// JSON events sent to an SQS queue land once each in files, and their messages are deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_messages_land_in_files_and_are_deleted() {
-    emulator();
+    common::assert_emulator();
     let dir = tempfile::tempdir().unwrap();
     let sdk = sluicebox::aws::sdk_config(Some(8)).await;
     let sqs = sluicebox::aws::sqs(&sdk);

@@ -103,6 +103,36 @@ impl sluicebox::sink::Sink for BrokenSink {
     }
 }
 
+/// Panics unless the moto emulator that `scripts/test` starts is on loopback: AWS tests fail
+/// rather than skip without it (an AWS backend that was not tested must not pass as tested).
+pub fn assert_emulator() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:"),
+        "AWS tests need the moto emulator on loopback: run them through scripts/test (AWS_ENDPOINT_URL={endpoint:?})"
+    );
+}
+
+/// The SDK configuration for the emulator; panics when no emulator was started. What the code
+/// logs shows with a failed test (`RUST_LOG` sets the level).
+#[cfg(feature = "aws")]
+pub async fn emulator() -> aws_config::SdkConfig {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    assert_emulator();
+    sluicebox::aws::sdk_config(Some(8)).await
+}
+
+/// A name no other test (or earlier run against the same emulator) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{}-{nanos}-{n}", std::process::id())
+}
+
 /// The ARN of the queue at `url`.
 #[cfg(feature = "aws")]
 pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
