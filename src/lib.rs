@@ -60,7 +60,7 @@
 //! - [`job::prepare`] and [`job::run`](mod@job::run): a job's life cycle: create or resume, plan,
 //!   enqueue; run here, submit, wait.
 //! - [`watch`]: a job per object from S3 event notifications.
-//! - [`stream`]: `sluicebox stream`: records from standard input, files or Kinesis through the
+//! - [`stream`]: `sluicebox stream`: records from standard input, files, Kinesis or SQS through the
 //!   pipeline into files per partition, sized by a target and named by the records they hold,
 //!   with checkpoints in the ledger (every record in exactly one file).
 //! - [`ddl`]: `sluicebox ddl`: the Athena `CREATE EXTERNAL TABLE` over a stream's files
