@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::bucket::{self, InputObject};
-use crate::config::{Format, SinkTarget, TestCase};
+use crate::config::{Compression, Format, OutputFormat, SinkTarget, TestCase};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::pipeline::{ChunkContext, Pipeline};
@@ -52,12 +52,17 @@ pub async fn check(engine: &Engine, spec: &JobSpec) -> Result<Vec<String>> {
     found.push(sink_reachable(engine, spec).await?);
     if let Some(st) = &c.stream {
         crate::stream::check_config(st)?;
+        let encoding = match (spec.output_format, st.compression) {
+            (Some(OutputFormat::Parquet), _) => "Parquet (zstd inside)",
+            (_, Compression::Zstd) => "zstd compressed",
+            (_, Compression::None) => "uncompressed",
+            _ => "gzip compressed",
+        };
         found.push(format!(
-            "stream: files of {} MiB or {} s{}, {} compressed",
+            "stream: files of {} MiB or {} s{}, {encoding}",
             st.size_mib,
             st.max_age_s,
             st.partition.as_deref().map_or(String::new(), |p| format!(", partitioned by {p}")),
-            format!("{:?}", st.compression).to_lowercase()
         ));
     }
     if !c.tests.is_empty() {

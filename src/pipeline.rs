@@ -96,6 +96,9 @@ pub struct Pipeline {
     sink: Option<Arc<dyn Sink>>,
     /// For a Parquet output: its typed fields, whose values must fit their columns.
     parquet_columns: Vec<(String, ColumnType)>,
+    /// Whether a declared column gives its field another name (JSON records are then typed
+    /// into a new map; otherwise in place).
+    renames: bool,
 }
 
 impl Pipeline {
@@ -123,6 +126,7 @@ impl Pipeline {
             dialect: spec.input.dialect,
             sink: None,
             parquet_columns,
+            renames: spec.columns.iter().any(|r| r.out != r.name),
         }
     }
 
@@ -460,7 +464,7 @@ impl Pipeline {
             return Ok(rec);
         }
         let mut seen = vec![false; self.rules.len()];
-        if self.rules.iter().all(|r| r.out == r.name) {
+        if !self.renames {
             // No column renames its field: type the values where they are, without building a
             // second map. Records usually hold the declared fields in their order: the rule
             // at the field's position is tried before the names are hashed.
@@ -766,6 +770,28 @@ format = "%m/%d/%y"
 [key]
 fields = ["id"]
 "#;
+
+    /// A JSON record's declared fields are typed wherever they stand, its other fields keep
+    /// their place, a declared field it lacks comes last: the same with or without a column
+    /// that renames its field (two ways of typing).
+    #[test]
+    fn json_fields_are_typed_in_any_order_with_or_without_a_rename() {
+        let columns = "[[columns]]\nname = \"a\"\ntype = \"integer\"\n[[columns]]\nname = \"b\"\ntype = \"decimal\"\n[[columns]]\nname = \"c\"\n";
+        let rec = || record(json!({"b": "2.5", "x": [1], "a": " 3 "}));
+        for (job, last) in [(columns.to_string(), "c"), (format!("{columns}as = \"cc\"\n"), "cc")] {
+            let p = pipeline(&job);
+            let Outcome::Written(item) = p.process(rec(), &ORIGIN, &mut p.session()) else { panic!("not written") };
+            let fields: Vec<(&str, &Value)> = item.record.iter().collect();
+            assert_eq!(
+                fields,
+                [("b", &json!(2.5)), ("x", &json!([1])), ("a", &json!(3)), (last, &Value::Null)],
+                "{job}"
+            );
+            let bad = record(json!({"b": "1", "a": "three"}));
+            let Outcome::Rejected(r) = p.process(bad, &ORIGIN, &mut p.session()) else { panic!("not rejected") };
+            assert_eq!((r.field.as_deref(), r.rule.as_str()), (Some("a"), "type"), "{job}");
+        }
+    }
 
     #[test]
     fn an_accepted_record_is_typed_transformed_and_keyed_at_its_position() {
