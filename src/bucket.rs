@@ -237,11 +237,13 @@ impl ObjectReader {
     }
 
     /// [`ObjectReader::decoded_at_most`], noting the stream's resume points in `points` as it
-    /// is decoded (gzip: deflate blocks; zstd: frames).
+    /// is decoded (gzip: deflate blocks; zstd: frames), at least `min_gap` decompressed bytes
+    /// apart.
     pub fn indexed_at_most(
         self,
         max: u64,
         setting: &'static str,
+        min_gap: u64,
         points: &crate::plan::Points,
     ) -> Result<Box<dyn Read + Send>> {
         use crate::resume_points::{GzipIndexer, ZstdIndexer};
@@ -249,9 +251,10 @@ impl ObjectReader {
         let inner: Box<dyn Read + Send> = match self.compression {
             Compression::Gzip => Box::new(
                 GzipIndexer::new(self.inner, points.clone())
-                    .map_err(|e| Error::input(&location, format!("cannot start gzip decoding: {e}")))?,
+                    .map_err(|e| Error::input(&location, format!("cannot start gzip decoding: {e}")))?
+                    .with_min_gap(min_gap),
             ),
-            Compression::Zstd => Box::new(ZstdIndexer::new(self.inner, points.clone())),
+            Compression::Zstd => Box::new(ZstdIndexer::new(self.inner, points.clone()).with_min_gap(min_gap)),
             Compression::None | Compression::Auto => return Ok(self.inner),
         };
         Ok(Box::new(AtMost { inner, left: max, max, location, setting }))

@@ -179,8 +179,9 @@ pub struct NotifyConfig {
 /// Where a notification goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotifyTarget {
-    /// `https://…` or `http://…`: the message POSTed as JSON.
-    Webhook(String),
+    /// `https://…` (or `http://…` on a private network, see [`crate::web`]): the message
+    /// POSTed as JSON. Shown redacted.
+    Webhook(crate::web::SecretUrl),
     /// `sns://TOPIC_ARN`: published to an SNS topic.
     Sns(String),
     /// `ses://ADDRESS`: e-mailed through Amazon SES.
@@ -208,14 +209,18 @@ impl Notify {
     pub fn parse(c: &NotifyConfig, key: &str) -> Result<Notify> {
         let bad = |what: String| Error::config(format!("{key}.to"), what);
         let target = match c.to.split_once("://") {
-            Some(("https" | "http", _)) => NotifyTarget::Webhook(c.to.clone()),
+            Some(("https" | "http", _)) => {
+                let url = crate::web::SecretUrl::new(c.to.clone());
+                crate::web::check(&url, &format!("{key}.to"))?;
+                NotifyTarget::Webhook(url)
+            }
             Some(("sns", arn)) if arn.starts_with("arn:") => NotifyTarget::Sns(arn.to_string()),
             Some(("ses", to)) if to.contains('@') => NotifyTarget::Ses(to.to_string()),
             Some(("smtp", to)) if to.contains('@') => NotifyTarget::Smtp(to.to_string()),
             _ => {
                 return Err(bad(format!(
-                    "{:?} is not https://URL, sns://TOPIC_ARN, ses://ADDRESS or smtp://ADDRESS",
-                    c.to
+                    "{} is not https://URL, sns://TOPIC_ARN, ses://ADDRESS or smtp://ADDRESS",
+                    crate::web::redact(&c.to)
                 )))
             }
         };
@@ -494,8 +499,8 @@ pub struct SinkConfig {
 pub enum PublishTarget {
     /// An SNS topic, by ARN.
     Sns(String),
-    /// A webhook URL.
-    Webhook(String),
+    /// A webhook URL (see [`crate::web`]); shown redacted.
+    Webhook(crate::web::SecretUrl),
 }
 
 impl PublishTarget {
@@ -503,8 +508,12 @@ impl PublishTarget {
     pub fn parse(url: &str, key: &str) -> Result<PublishTarget> {
         match url.split_once("://") {
             Some(("sns", arn)) if arn.starts_with("arn:") => Ok(PublishTarget::Sns(arn.to_string())),
-            Some(("https" | "http", _)) => Ok(PublishTarget::Webhook(url.to_string())),
-            _ => Err(Error::config(key, format!("{url:?} is not sns://TOPIC_ARN or https://URL"))),
+            Some(("https" | "http", _)) => {
+                let url = crate::web::SecretUrl::new(url);
+                crate::web::check(&url, key)?;
+                Ok(PublishTarget::Webhook(url))
+            }
+            _ => Err(Error::config(key, format!("{} is not sns://TOPIC_ARN or https://URL", crate::web::redact(url)))),
         }
     }
 }

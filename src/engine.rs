@@ -122,6 +122,26 @@ impl Engine {
         Ok(engine)
     }
 
+    /// The data directory: the database's, where references are kept.
+    pub fn data_dir(&self) -> &Path {
+        self.database.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Where the planner spools what it makes for workers (resume windows, decompressed
+    /// copies) until it uploads them: `spool/` in the data directory, so that on Lambda it is
+    /// in the scratch space and counts against its limit. Created if missing.
+    pub fn spool_dir(&self) -> Result<PathBuf> {
+        let dir = self.data_dir().join("spool");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::backend("fs", format!("cannot create {}", dir.display()), e))?;
+        Ok(dir)
+    }
+
+    /// The bytes the data directory may still take under [`Engine::scratch_limit`], if set.
+    pub fn scratch_room(&self) -> Option<u64> {
+        self.scratch_limit.map(|limit| limit.saturating_sub(dir_size(self.data_dir())))
+    }
+
     /// Open the sink a job's records go to (through the engine's layer, if it has one).
     pub fn open_sink(&self, spec: &SinkSpec, shape: &SinkShape) -> Result<Option<Arc<dyn Sink>>> {
         let sink = crate::sink::open(spec, shape, &self.database, &self.cloud)?;

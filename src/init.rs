@@ -699,12 +699,13 @@ pub struct Names<'a> {
 fn commented(out: &mut String, setting: &str, comment: &str) {
     let _ = match comment.is_empty() {
         true => writeln!(out, "{setting}"),
-        false => writeln!(out, "{setting:<23} # {comment}"),
+        false => writeln!(out, "{setting:<23} # {}", comment_safe(comment)),
     };
 }
 
 /// `text` as comment lines of at most 100 characters.
 fn comment_wrapped(out: &mut String, text: &str) {
+    let text = comment_safe(text);
     let mut line = String::from("#");
     for word in text.split(' ') {
         if line.len() > 1 && line.chars().count() + 1 + word.chars().count() > 100 {
@@ -719,10 +720,29 @@ fn comment_wrapped(out: &mut String, text: &str) {
 
 /// `word` as a shell reads it back: as it is, or in single quotes.
 fn shell_word(word: &str) -> String {
-    match !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c)) {
-        true => word.to_string(),
-        false => format!("'{}'", word.replace('\'', "'\\''")),
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c)) {
+        return word.to_string();
     }
+    if !word.chars().any(char::is_control) {
+        return format!("'{}'", word.replace('\'', "'\\''"));
+    }
+    // A control character (a newline would end the comment line the word is in): ANSI-C
+    // quoting, with every one escaped.
+    let escaped: String = word
+        .chars()
+        .map(|c| match c {
+            '\'' | '\\' => format!("\\{c}"),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    format!("$'{escaped}'")
+}
+
+/// `text` for a comment line: its control characters shown escaped (`\n`), so a file name
+/// cannot end the comment and write keys into the job file.
+fn comment_safe(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// `1 record`, `1,234 records`.
@@ -768,7 +788,7 @@ pub fn job_file(s: &Sniffed, names: Names<'_>) -> String {
         true => format!("the whole file ({})", records(s.records)),
         false => format!("its first {}", records(s.records)),
     };
-    let _ = writeln!(o, "# A job for {}, written by `sluicebox init` from {sample}.", s.name);
+    let _ = writeln!(o, "# A job for {}, written by `sluicebox init` from {sample}.", comment_safe(&s.name));
     let _ =
         writeln!(o, "# Every key is explained in README.md, \"The job file\". See what records become, then run it:");
     let (job, input) = (shell_word(names.job), shell_word(names.input));

@@ -26,10 +26,12 @@
 //!   `ParallelizationFactor` must stay 1 (one invocation per shard at a time): with more, a
 //!   shard's records are split by partition key between concurrent batches, and a shard's
 //!   checkpoint (every record at or before it is in a file) would pass over the records of
-//!   another batch still in flight. Its retries must not run out either (`MaximumRetryAttempts`
-//!   and `MaximumRecordAgeInSeconds` left at -1), or a batch given up on never reaches a file.
-//!   A batch that outlasts the invocation ends it with a timeout, and the mapping retries the
-//!   whole batch, skipping what is already in files.
+//!   another batch still in flight. Its retries are bounded (`StreamMaxRetries`, with bisect on
+//!   an invocation's error): a batch that still fails then goes, as metadata, to the stream's
+//!   dead-letter queue for a person, instead of wedging its shard. A record that cannot be
+//!   written (a partition value too long for a key, say) is a reject in `errors/`, never a
+//!   failed batch. A batch that outlasts the invocation ends it with a timeout, and the
+//!   mapping retries the whole batch, skipping what is already in files.
 //!
 //! Warm invocations share what a cold start loaded: the clients, the job definition (read
 //! from the bucket again only when its ETag changes), the jobs' plans and references. Nothing
@@ -46,6 +48,7 @@
 //! | `SLUICEBOX_JOB` | `s3://BUCKET/KEY` of the job file (TOML), for on-object and on-stream (its `[stream]`) |
 //! | `SLUICEBOX_STREAM_TO` | `s3://BUCKET/PREFIX`: where on-stream writes the stream's files (required for on-stream) |
 //! | `SLUICEBOX_INPUT_PREFIX` | `s3://BUCKET/PREFIX`: objects created under it start jobs, for on-object |
+//! | `SLUICEBOX_ARCHIVE_PREFIX` | `s3://BUCKET/PREFIX`: the only place a job file's `[archive] to` may name (the functions may write nowhere else outside the results) |
 //! | `SLUICEBOX_SINK` | `dynamodb://TABLE` or `none`, over the job file's `[sink]` |
 //! | `SLUICEBOX_CHUNK_MIB` | target chunk size, over the job file's `[chunking] bytes` |
 //! | `SLUICEBOX_NOTIFY` | targets told how every job ends, comma-separated (`sns://TOPIC_ARN`, `https://…`, …), besides the job file's `[[notify]]` |
@@ -98,6 +101,8 @@ pub struct Settings {
     pub job: Option<String>,
     /// Objects created under it start jobs (on-object).
     pub input_prefix: Option<String>,
+    /// Where inputs may be archived (`[archive] to` must name this prefix).
+    pub archive_prefix: Option<String>,
     /// Where a stream's files go (on-stream).
     pub stream_to: Option<String>,
     /// Over the job file's sink.
@@ -144,6 +149,7 @@ impl Settings {
             ledger: required("SLUICEBOX_LEDGER")?,
             job: var("SLUICEBOX_JOB"),
             input_prefix: var("SLUICEBOX_INPUT_PREFIX"),
+            archive_prefix: var("SLUICEBOX_ARCHIVE_PREFIX"),
             stream_to: var("SLUICEBOX_STREAM_TO"),
             sink: var("SLUICEBOX_SINK"),
             chunk_mib: var("SLUICEBOX_CHUNK_MIB")
@@ -165,6 +171,61 @@ impl Settings {
             visibility: Duration::from_secs(number("SLUICEBOX_VISIBILITY_SECS", 5400)?),
         })
     }
+}
+
+/// Refuses a job file that would reach past what a function should: a reference on the
+/// function's own disk (`/proc/self/environ` holds the role's keys, and the planner would
+/// upload it next to the job), or an archive outside `SLUICEBOX_ARCHIVE_PREFIX` (or under
+/// the input prefix, where each archived object would start a job again).
+pub fn within_reach(config: &JobConfig, settings: &Settings) -> Result<()> {
+    if let Some(enrich) = &config.enrich {
+        let source = enrich.source.as_str();
+        let remote = ["s3://", "dynamodb://"].iter().any(|scheme| source.starts_with(scheme));
+        if !remote {
+            let shown = match source.contains("://") {
+                true => crate::web::redact(source),
+                false => format!("{source:?}"),
+            };
+            return Err(Error::config(
+                "enrich.source",
+                format!(
+                    "{} is not in a bucket or a table: on Lambda a reference is s3://BUCKET/KEY or dynamodb://TABLE, never a file of the function's own",
+                    shown
+                ),
+            ));
+        }
+    }
+    if let Some(archive) = &config.archive {
+        let key = archive.to.trim_start_matches('/');
+        let Some(allowed) = settings.archive_prefix.as_deref() else {
+            return Err(Error::config(
+                "archive.to",
+                "this deployment sets no SLUICEBOX_ARCHIVE_PREFIX, so inputs cannot be archived: remove [archive]",
+            ));
+        };
+        let prefix = |url: &str| url.strip_prefix("s3://").and_then(|r| r.split_once('/')).map(|(_, p)| p.to_string());
+        let allowed_key = prefix(allowed).unwrap_or_default();
+        let under = |key: &str, prefix: &str| {
+            let (key, prefix) = (key.trim_end_matches('/'), prefix.trim_end_matches('/'));
+            !prefix.is_empty() && (key == prefix || key.starts_with(&format!("{prefix}/")))
+        };
+        if key.contains("..") || !under(key, &allowed_key) {
+            return Err(Error::config(
+                "archive.to",
+                format!("{:?} is not under {allowed}, where this deployment may archive inputs", archive.to),
+            ));
+        }
+        if let Some(input) = settings.input_prefix.as_deref().and_then(prefix).filter(|p| under(key, p)) {
+            return Err(Error::config(
+                "archive.to",
+                format!(
+                    "{:?} is under the input prefix {input:?}: every archived input would start a job again",
+                    archive.to
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether an error is worth another attempt at the Lambda boundary: a bad job file, input or
@@ -281,7 +342,9 @@ impl Function {
             got.bytes().await.map_err(|e| Error::backend("object_store", format!("failed to read {url}"), e))?;
         let text = String::from_utf8(bytes.to_vec())
             .map_err(|_| Error::config("SLUICEBOX_JOB", format!("{url} is not UTF-8 text")))?;
-        let mut definition = JobConfig::from_toml(&text, url)?.resolve(&self.settings.scratch)?;
+        let config = JobConfig::from_toml(&text, url)?;
+        within_reach(&config, &self.settings)?;
+        let mut definition = config.resolve(&self.settings.scratch)?;
         if let Some(mib) = self.settings.chunk_mib {
             definition.config.chunking.bytes = mib << 20;
         }
@@ -657,6 +720,48 @@ mod tests {
             let read = ["required", "var", "number"].iter().any(|f| source.contains(&format!("{f}(\"{name}\"")));
             assert!(read, "{name} is set by the template but not read");
         }
+    }
+
+    #[test]
+    fn a_job_file_may_not_reach_the_functions_disk_or_archive_outside_its_prefix() {
+        let settings = |archive: Option<&str>| Settings {
+            archive_prefix: archive.map(str::to_string),
+            input_prefix: Some("s3://b/incoming/".into()),
+            ..Settings::from_vars(|n| match n {
+                "SLUICEBOX_BUCKET" => Some("s3://b/results".into()),
+                "SLUICEBOX_QUEUE" | "SLUICEBOX_LEDGER" => Some("x".into()),
+                _ => None,
+            })
+            .unwrap()
+        };
+        let check = |toml: &str, archive: Option<&str>| {
+            let config = JobConfig::from_toml(toml, "s3://b/config/job.toml").unwrap();
+            within_reach(&config, &settings(archive)).map_err(|e| e.to_string())
+        };
+        let enrich = |source: &str| format!("[enrich]\nsource = {source:?}\nkey = \"id\"\n");
+        for local in ["/proc/self/environ", "refs.csv", "file:///etc/passwd", "sqlite:orders"] {
+            let err = check(&enrich(local), None).unwrap_err();
+            assert!(err.contains("enrich.source") && err.contains("never a file of the function's own"), "{err}");
+        }
+        check(&enrich("s3://b/refs/r.csv"), None).unwrap();
+        check(&enrich("dynamodb://refs"), None).unwrap();
+
+        let archive = |to: &str| format!("[archive]\nto = {to:?}\n");
+        let allowed = Some("s3://b/archive/");
+        check(&archive("archive/"), allowed).unwrap();
+        check(&archive("archive/2026"), allowed).unwrap();
+        for (to, within) in [
+            ("config/", allowed),
+            ("archived/", allowed),
+            ("archive/../config", allowed),
+            ("", allowed),
+            ("archive/", None),
+        ] {
+            let err = check(&archive(to), within).unwrap_err();
+            assert!(err.contains("archive.to"), "{to}: {err}");
+        }
+        let err = check(&archive("incoming/done"), Some("s3://b/incoming/")).unwrap_err();
+        assert!(err.contains("start a job again"), "{err}");
     }
 
     #[test]

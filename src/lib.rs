@@ -10,6 +10,8 @@
 //!
 //! The vocabulary:
 //! - [`error`]: the public [`Error`], which says whether it is worth retrying.
+//! - [`web`]: URLs shown without their secrets, and the one guarded way to call a webhook (no
+//!   redirects, no internal addresses).
 //! - [`record`]: a record (a map, or a `Row` of values in a layout its input shares), its origin,
 //!   what became of it (`Outcome`), rejects, counts, sink items.
 //! - [`config`]: the TOML job file as written, and the resolved [`config::JobDefinition`] stored
@@ -101,6 +103,7 @@
 
 pub mod error;
 pub mod record;
+pub mod web;
 
 pub mod column;
 pub mod config;

@@ -180,21 +180,12 @@ async fn send_one(engine: &Engine, n: &Notify, message: &Message) -> Result<()> 
     }
 }
 
-async fn webhook(url: &str, message: &Message) -> Result<()> {
+async fn webhook(url: &crate::web::SecretUrl, message: &Message) -> Result<()> {
     let body = serde_json::to_vec(message).map_err(|e| Error::backend("json", "notification", e))?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| Error::backend("webhook", "client", e))?;
-    let response = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| Error::backend("webhook", format!("POST {url}"), e))?;
-    if !response.status().is_success() {
-        return Err(Error::backend("webhook", format!("POST {url}"), format!("answered {}", response.status())));
+    let client = crate::web::client(Duration::from_secs(10))?;
+    let status = crate::web::post_json(&client, url, "notify.to", body).await?;
+    if !status.is_success() {
+        return Err(Error::backend("webhook", format!("POST {url}"), format!("answered {status}")));
     }
     Ok(())
 }
@@ -262,11 +253,12 @@ async fn smtp(from: &str, to: &str, message: &Message) -> Result<()> {
         .header(lettre::message::header::ContentType::TEXT_PLAIN)
         .body(message.text.clone())
         .map_err(|e| bad("the e-mail", &e))?;
+    let shown = crate::web::redact(&server);
     let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&server)
-        .map_err(|e| bad("SLUICEBOX_SMTP_URL", &e))?
+        .map_err(|e| bad(&format!("SLUICEBOX_SMTP_URL {shown}"), &e))?
         .timeout(Some(Duration::from_secs(10)))
         .build();
-    transport.send(email).await.map_err(|e| Error::backend("smtp", format!("sending to {to} through {server}"), e))?;
+    transport.send(email).await.map_err(|e| Error::backend("smtp", format!("sending to {to} through {shown}"), e))?;
     Ok(())
 }
 
@@ -282,7 +274,7 @@ mod tests {
         };
         assert_eq!(
             parse("https://h.example/x", None).unwrap().target,
-            NotifyTarget::Webhook("https://h.example/x".into())
+            NotifyTarget::Webhook(crate::web::SecretUrl::new("https://h.example/x"))
         );
         assert!(matches!(parse("sns://arn:aws:sns:us-east-1:1:t", None).unwrap().target, NotifyTarget::Sns(_)));
         let err = parse("ses://ops@example.com", None).unwrap_err().to_string();

@@ -155,30 +155,26 @@ fn shorten(text: &str, max: usize) -> String {
     }
 }
 
-/// The job definition as TOML for the page: the job file's settings, with the secret part
-/// of webhook addresses (their path and query, which often hold a token) left out.
+/// The job definition as TOML for the page: the job file's settings, with every address
+/// that may hold a secret (notification targets, the sink's publish URL, the reference and
+/// sink URLs) redacted as [`crate::web::redact`] does.
 pub fn definition_toml(definition: &JobDefinition) -> String {
     let mut config = definition.config.clone();
-    for n in &mut config.notify {
-        if n.to.starts_with("http://") || n.to.starts_with("https://") {
-            n.to = redact_url(&n.to);
+    let hide = |url: &mut String| {
+        if url.contains("://") {
+            *url = crate::web::redact(url);
         }
+    };
+    for n in &mut config.notify {
+        hide(&mut n.to);
+    }
+    if let Some(p) = config.sink.publish.as_mut() {
+        hide(p);
     }
     match toml::to_string(&config) {
         Ok(text) => text,
         // Every job file came from TOML, so this is not expected; say so rather than fail.
         Err(e) => format!("# the definition cannot be shown as TOML: {e}\n"),
-    }
-}
-
-/// `https://host/…` for `https://host/path?query`.
-fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(u) if u.path() != "/" || u.query().is_some() => {
-            format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or_default())
-        }
-        Ok(_) => url.to_string(),
-        Err(_) => "…".to_string(),
     }
 }
 
@@ -1032,8 +1028,21 @@ mod tests {
     }
 
     #[test]
-    fn webhook_paths_are_left_out_of_the_definition() {
-        assert_eq!(redact_url("https://hooks.example.com/services/T0/B0/secret?x=1"), "https://hooks.example.com/…");
-        assert_eq!(redact_url("https://example.com/"), "https://example.com/");
+    fn secret_addresses_are_left_out_of_the_definition() {
+        let text = r#"
+[sink]
+type = "none"
+publish = "https://hooks.example.com/services/T0/B0/publish-secret"
+
+[[notify]]
+to = "https://u:notify-password@hooks.example.com/services/T0/B0/notify-secret?token=t"
+"#;
+        let config = crate::config::JobConfig::from_toml(text, "job.toml").unwrap();
+        let definition = config.resolve(std::path::Path::new(".")).unwrap();
+        let shown = definition_toml(&definition);
+        for secret in ["publish-secret", "notify-password", "notify-secret", "token"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("https://hooks.example.com/…"), "{shown}");
     }
 }

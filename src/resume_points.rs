@@ -53,6 +53,19 @@ use zstd::zstd_safe::{self, DCtx, InBuffer, OutBuffer};
 /// The most output a deflate back-reference can reach: the window a resumed inflater needs.
 pub const WINDOW_SIZE: usize = 32 * 1024;
 
+/// The least decompressed distance between two resume points the planner notes
+/// ([`GzipIndexer::with_min_gap`], [`ZstdIndexer::with_min_gap`]; it asks for about a chunk's
+/// worth and never less than this). A point costs up to 32 KiB of window and a stop of the
+/// inflater, so at a megabyte apart the windows weigh 3% of the output at most, and a stream
+/// of empty deflate blocks or empty members (crafted to make points without output) makes no
+/// more points than a plain one.
+pub const MIN_GAP: u64 = 1 << 20;
+
+/// The most windows a [`ResumeLog`] holds in memory (2 MiB): past it, a new boundary takes the
+/// place of the newest one held, so a chunk that never closes (one record of gigabytes) cannot
+/// fill memory with windows. Each planner cut releases the windows before it.
+pub const MAX_WINDOWS_HELD: usize = 64;
+
 /// How much compressed input the readers here fetch from their source at a time.
 const INPUT_BUFFER_SIZE: usize = 256 * 1024;
 
@@ -146,6 +159,11 @@ impl<W> ResumeLog<W> {
 
     /// Records a boundary and the output before it that resuming there needs (the last
     /// [`WINDOW_SIZE`] bytes are kept if `window` is longer).
+    ///
+    /// A boundary at the same decompressed offset as the last one replaces it (or is dropped
+    /// when the last one was handed out already): nothing lies between them, so either serves,
+    /// and empty blocks, members or frames cannot grow the log. Past [`MAX_WINDOWS_HELD`]
+    /// windows, the boundary replaces the newest one held.
     pub fn boundary(&mut self, at: Boundary, mut window: Vec<u8>) {
         debug_assert!(
             self.bounds.last().is_none_or(|last| last.in_bit < at.in_bit && last.out <= at.out),
@@ -155,6 +173,14 @@ impl<W> ResumeLog<W> {
         );
         if window.len() > WINDOW_SIZE {
             window.drain(..window.len() - WINDOW_SIZE);
+        }
+        let same_place = self.bounds.last().is_some_and(|last| last.out == at.out);
+        if same_place && self.pending.is_empty() {
+            return;
+        }
+        if same_place || self.pending.len() >= MAX_WINDOWS_HELD {
+            self.bounds.pop();
+            self.pending.pop_back();
         }
         self.bounds.push(at);
         self.pending.push_back(window.into_boxed_slice());
@@ -274,7 +300,8 @@ pub struct GzipIndexer<R, W = File> {
     members: u64,
     in_header: bool,
     min_gap: u64,
-    last_logged: u64,
+    /// The decompressed offset of the last boundary logged; `None` before the first.
+    last_logged: Option<u64>,
     done: bool,
 }
 
@@ -291,22 +318,22 @@ impl<R: Read, W> GzipIndexer<R, W> {
             members: 0,
             in_header: true,
             min_gap: 0,
-            last_logged: 0,
+            last_logged: None,
             done: false,
         })
     }
 
-    /// Logs a block boundary only if at least `bytes` of output passed since the last logged
-    /// boundary, to spend less memory and time on windows. Member starts are always logged.
+    /// Logs a boundary (a block's or a member's start) only if at least `bytes` of output
+    /// passed since the last one logged, to spend less memory and time on windows (the
+    /// planner asks for [`MIN_GAP`] or more). The first member's start is always logged.
     pub fn with_min_gap(mut self, bytes: u64) -> Self {
         self.min_gap = bytes;
         self
     }
 
     fn log_boundary(&mut self, unused_bits: u64) {
-        let member_start = self.in_header;
         self.in_header = false;
-        if !member_start && self.out - self.last_logged < self.min_gap {
+        if self.last_logged.is_some_and(|last| self.out - last < self.min_gap) {
             return;
         }
         // zlib has taken whole bytes from the input; the last `unused_bits` of them belong to
@@ -315,7 +342,7 @@ impl<R: Read, W> GzipIndexer<R, W> {
         let window_len = (self.out - self.member_out).min(WINDOW_SIZE as u64) as usize;
         let window = self.recent.tail(window_len);
         lock(&self.log).boundary(at, window);
-        self.last_logged = self.out;
+        self.last_logged = Some(self.out);
     }
 
     /// A member ended and zlib checked its trailer: stop at the end of the input, else expect
@@ -512,18 +539,41 @@ pub struct ZstdIndexer<R, W = File> {
     out: u64,
     frames: u64,
     at_frame_start: bool,
+    min_gap: u64,
+    /// The decompressed offset of the last frame start logged; `None` before the first.
+    last_logged: Option<u64>,
     done: bool,
 }
 
 impl<R: Read, W> ZstdIndexer<R, W> {
     /// Decompresses `src`, a whole zstd object from its first byte, logging into `log`.
     pub fn new(src: R, log: Arc<Mutex<ResumeLog<W>>>) -> Self {
-        Self { input: Input::new(src), dctx: DCtx::create(), log, out: 0, frames: 0, at_frame_start: true, done: false }
+        Self {
+            input: Input::new(src),
+            dctx: DCtx::create(),
+            log,
+            out: 0,
+            frames: 0,
+            at_frame_start: true,
+            min_gap: 0,
+            last_logged: None,
+            done: false,
+        }
+    }
+
+    /// Logs a frame start only if at least `bytes` of output passed since the last one logged
+    /// (the first frame's start is always logged): a resumed worker decodes the frames between.
+    pub fn with_min_gap(mut self, bytes: u64) -> Self {
+        self.min_gap = bytes;
+        self
     }
 
     fn start_frame(&mut self) {
-        let at = Boundary { in_bit: self.input.offset() * 8, out: self.out };
-        lock(&self.log).boundary(at, Vec::new());
+        if self.last_logged.is_none_or(|last| self.out - last >= self.min_gap) {
+            let at = Boundary { in_bit: self.input.offset() * 8, out: self.out };
+            lock(&self.log).boundary(at, Vec::new());
+            self.last_logged = Some(self.out);
+        }
         self.frames += 1;
         self.at_frame_start = false;
     }
@@ -999,7 +1049,7 @@ mod tests {
         let log = Arc::new(Mutex::new(ResumeLog::new(Vec::new())));
         let mut reader: Box<dyn Read> = match format {
             Format::Gzip => Box::new(GzipIndexer::new(object, log.clone())?.with_min_gap(min_gap)),
-            Format::Zstd => Box::new(ZstdIndexer::new(object, log.clone())),
+            Format::Zstd => Box::new(ZstdIndexer::new(object, log.clone()).with_min_gap(min_gap)),
         };
         let mut rng = fastrand::Rng::with_seed(read_size as u64);
         let (mut plain, mut buf) = (Vec::new(), vec![0; read_size]);
@@ -1110,8 +1160,14 @@ mod tests {
 
             let first = index(Format::Gzip, &object, min_gap, &[], 64 * 1024, 0).unwrap();
             prop_assert!(first.plain == plain);
-            // Every member start, the first included, is a boundary.
-            prop_assert!(first.bounds.iter().filter(|b| b.in_bit % 8 == 0).count() >= members);
+            // Every member start, the first included, is a boundary (one per decompressed
+            // offset: empty members are one with the next), when no gap is asked for.
+            let starts: std::collections::BTreeSet<usize> =
+                pieces.iter().scan(0, |at, p| { let start = *at; *at += p.len(); Some(start) }).collect();
+            if min_gap == 0 {
+                prop_assert!(first.bounds.iter().filter(|b| b.in_bit % 8 == 0).count() >= starts.len());
+            }
+            prop_assert!(first.bounds.windows(2).all(|w| w[1].out >= w[0].out + min_gap.max(1)));
             let cuts = choose_cuts(&mut rng, plain.len() as u64, &first.bounds, random_cuts);
             let indexed = index(Format::Gzip, &object, min_gap, &cuts, rng.usize(1..300_000), ahead).unwrap();
             prop_assert!(indexed.plain == plain);
@@ -1138,7 +1194,15 @@ mod tests {
             let cuts = choose_cuts(&mut rng, plain.len() as u64, &frame_starts, random_cuts);
             let indexed = index(Format::Zstd, &object, 0, &cuts, rng.usize(1..300_000), ahead).unwrap();
             prop_assert!(indexed.plain == plain);
-            prop_assert_eq!(&indexed.bounds, &frame_starts);
+            // Frames that start at one decompressed offset are one boundary, the last's.
+            let mut merged: Vec<Boundary> = Vec::new();
+            for b in frame_starts {
+                match merged.last_mut() {
+                    Some(last) if last.out == b.out => *last = b,
+                    _ => merged.push(b),
+                }
+            }
+            prop_assert_eq!(&indexed.bounds, &merged);
             prop_assert!(indexed.chunks.iter().all(|c| c.point.window_len == 0));
             assert_chunks_resume(Format::Zstd, &object, &indexed, false);
         }
@@ -1188,15 +1252,17 @@ mod tests {
         let cuts = [0, 299_999, 300_000, 300_001, 650_000];
         let indexed = index(Format::Gzip, &object, 0, &cuts, 50_000, 64 * 1024).unwrap();
         assert!(indexed.plain == plain);
-        // Six member starts, four of them at decompressed offsets 0 or 300,000.
+        // Six member starts, four of them at decompressed offsets 0 or 300,000: those at one
+        // offset are one boundary, the last member's (nothing lies between them).
         let member_starts: Vec<u64> = indexed.bounds.iter().filter(|b| b.in_bit % 8 == 0).map(|b| b.out).collect();
-        assert!(member_starts.iter().filter(|&&out| out == 300_000).count() >= 3, "{member_starts:?}");
+        assert_eq!(member_starts.iter().filter(|&&out| out == 300_000).count(), 1, "{member_starts:?}");
+        assert_eq!(member_starts.iter().filter(|&&out| out == 0).count(), 1, "{member_starts:?}");
         // A chunk at a member start resumes there with an empty window, from the last member
         // that starts at that offset.
         let at_member = &indexed.chunks[2].point;
         assert_eq!((at_member.out, at_member.window_len), (300_000, 0));
-        let last_header_end = indexed.bounds.iter().filter(|b| b.out == 300_000).map(|b| b.in_bit).max();
-        assert_eq!(Some(at_member.in_bit), last_header_end);
+        let fifth_member_at = gzip(&pieces[..4], 6, &[Header::Full, Header::Named, Header::Plain]).len() as u64;
+        assert!(at_member.in_bit > 8 * fifth_member_at, "{} ≤ 8 × {fifth_member_at}", at_member.in_bit);
         assert_chunks_resume(Format::Gzip, &object, &indexed, false);
         assert_chunks_resume(Format::Gzip, &object, &indexed, true);
     }
@@ -1252,6 +1318,27 @@ mod tests {
         assert!(indexed.most_windows_held <= bound, "held {} windows, bound {bound}", indexed.most_windows_held);
         assert!(indexed.bounds.len() > 4 * bound, "{} boundaries: the test must be able to fail", indexed.bounds.len());
         assert!(indexed.windows.len() <= cuts.len() * WINDOW_SIZE);
+    }
+
+    #[test]
+    fn boundaries_at_one_offset_are_one_and_the_windows_held_are_capped() {
+        let mut log = ResumeLog::new(Vec::new());
+        for i in 0..1_000 {
+            log.boundary(Boundary { in_bit: 10 * i, out: 0 }, Vec::new());
+        }
+        assert_eq!(log.boundaries(), &[Boundary { in_bit: 9_990, out: 0 }], "the last of them, alone");
+        for i in 1..10_000u64 {
+            log.boundary(Boundary { in_bit: 100_000 + 100 * i, out: 1_000 * i }, vec![1; WINDOW_SIZE]);
+            assert!(log.windows_held() <= MAX_WINDOWS_HELD, "{} windows held", log.windows_held());
+        }
+        assert!(log.boundaries().len() <= MAX_WINDOWS_HELD);
+        assert_eq!(log.last_at_or_before(u64::MAX), Some(9_999_000), "the newest boundary is kept");
+        let point = log.cut(9_999_500).unwrap().unwrap();
+        assert_eq!((point.out, point.window_len), (9_999_000, WINDOW_SIZE as u32));
+        // At the offset of a point handed out already: nothing new.
+        log.boundary(Boundary { in_bit: 2_000_000, out: 9_999_000 }, Vec::new());
+        assert_eq!(log.boundaries().last(), Some(&Boundary { in_bit: 1_099_900, out: 9_999_000 }));
+        assert_eq!(log.windows_held(), 0);
     }
 
     #[test]

@@ -17,8 +17,17 @@ use tokio::sync::mpsc;
 
 /// An HTTP server on loopback that answers every request 200 and hands over its body.
 async fn webhook() -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
+    webhook_answering("HTTP/1.1 200 OK\r\n").await
+}
+
+/// An HTTP server on loopback that answers every request with `status` (a status line and
+/// any headers) and hands over its body.
+async fn webhook_answering(status: &'static str) -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    // A hook on loopback over plain http: allowed for this test process only.
+    // SAFETY of the environment: set before any client of this process reads it.
+    unsafe { std::env::set_var(sluicebox::web::ALLOW_PRIVATE, "true") };
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -41,7 +50,7 @@ async fn webhook() -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
                 let _ = tx.send(serde_json::from_slice(&body).unwrap());
                 let _ = reader
                     .into_inner()
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .write_all(format!("{status}content-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
                     .await;
             });
         }
@@ -209,4 +218,150 @@ async fn records_are_posted_to_a_webhook_instead_of_a_table() {
     assert_eq!(keys.len(), 50, "every written record");
     assert!(posts >= 3, "{posts} posts for 50 records in writes of 20");
     assert_eq!(keys["42"], serde_json::json!({"id": 42, "name": "n42"}));
+}
+
+/// A hook that answers 307 names another address: sluicebox follows no redirect, so the job's
+/// JSON reaches only the hook it was given (the second listener hears nothing), and the
+/// notification counts as not delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_redirect_is_not_followed() {
+    let (elsewhere, mut stolen) = webhook().await;
+    let redirect: &'static str =
+        Box::leak(format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}\r\n").into_boxed_str());
+    let (hook, mut posted) = webhook_answering(redirect).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("items.csv");
+    std::fs::write(&input, "id,name\n1,a\n2,b\n").unwrap();
+    let job =
+        format!("[[columns]]\nname = \"id\"\ntype = \"integer\"\n[sink]\ntype = \"none\"\n[[notify]]\nto = {hook:?}\n");
+    let summary = run(&dir.path().join("data"), std::slice::from_ref(&input), &job, dir.path()).await.unwrap();
+    assert_eq!(summary.records.written, 2);
+    assert!(tokio::time::timeout(Duration::from_secs(5), posted.recv()).await.unwrap().is_some(), "the hook was told");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), stolen.recv()).await.is_err(),
+        "the redirect was followed: the job's JSON went to the address the hook named"
+    );
+}
+
+/// Without SLUICEBOX_ALLOW_PRIVATE_ENDPOINTS, a webhook on loopback, a private or link-local
+/// address (the cloud metadata address) or over plain http is refused with the key named,
+/// before anything is sent; a name that resolves to loopback is refused when it is called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_to_internal_addresses_are_refused_unless_allowed() {
+    assert!(std::env::var(sluicebox::web::ALLOW_PRIVATE).is_err(), "this test runs without the allowance");
+    let parse = |to: &str| {
+        let config = format!("[[notify]]\nto = {to:?}\n");
+        sluicebox::config::JobConfig::from_toml(&config, "job.toml")
+            .and_then(|c| c.resolve(Path::new(".")))
+            .and_then(|d| d.check())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    for to in [
+        "https://169.254.169.254/latest/meta-data/iam/security-credentials/role",
+        "https://127.0.0.1:8080/hook",
+        "https://10.0.0.7/hook",
+        "https://[::1]/hook",
+        "https://[::ffff:169.254.169.254]/x",
+        "http://hooks.example.com/services/T0/B0/SECRET",
+    ] {
+        let err = parse(to).unwrap_err();
+        assert!(err.contains("notify[0].to"), "{to}: {err}");
+        assert!(
+            !err.contains("SECRET") && !err.contains("security-credentials"),
+            "{to}: the error shows the path: {err}"
+        );
+    }
+    parse("https://hooks.example.com/services/T0/B0/SECRET").unwrap();
+
+    // A name that resolves to loopback: refused at the call, and no connection reaches the
+    // listener there.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = sluicebox::web::client(Duration::from_secs(5)).unwrap();
+    let url = sluicebox::web::SecretUrl::new(format!("https://localhost:{port}/hook/SECRET"));
+    let err = sluicebox::web::post_json(&client, &url, "notify.to", b"{}".to_vec()).await.unwrap_err().to_string();
+    assert!(err.contains("internal address") && !err.contains("SECRET"), "{err}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), listener.accept()).await.is_err(),
+        "a connection reached loopback"
+    );
+}
+
+/// Every secret a user configured (a webhook's path and token, a publish URL's path, the SMTP
+/// server's password) stays out of every artefact of a succeeded and of a failed job and out
+/// of the process's log at debug level, whether the sends succeed or fail. (The stored job
+/// definition, `job.json`, is the job file itself, which workers elsewhere read.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_secrets_reach_no_log_page_summary_or_message() {
+    const SECRETS: [&str; 5] = ["HOOKSECRET", "TOKENSECRET", "PUBLISHSECRET", "SMTPPASSWORD", "REFUSEDSECRET"];
+    let (hook, mut posted) = webhook().await;
+    let (refusing, _) = webhook_answering("HTTP/1.1 400 Bad Request\r\n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("items.csv");
+    std::fs::write(&input, "id,name\n1,a\n2,b\nx,c\n").unwrap();
+    let job = |publish: &str| {
+        format!(
+            "[[columns]]\nname = \"id\"\ntype = \"integer\"\n[key]\nfields = [\"id\"]\n\
+             [sink]\ntype = \"none\"\npublish = \"{publish}\"\n\
+             [[notify]]\nto = \"{hook}/HOOKSECRET?token=TOKENSECRET\"\non = [\"succeeded\", \"completed_with_rejects\", \"failed\"]\n\
+             [[notify]]\nto = \"smtp://ops@example.com\"\nfrom = \"jobs@example.com\"\non = [\"completed_with_rejects\", \"failed\"]\n"
+        )
+    };
+    let data = dir.path().join("data");
+    let mut stderr = String::new();
+    for (name, publish, ok) in
+        [("good", format!("{hook}/p/PUBLISHSECRET"), true), ("bad", format!("{refusing}/p/REFUSEDSECRET"), false)]
+    {
+        let job_file = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&job_file, job(&publish)).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+            .args(["run", input.to_str().unwrap(), "--config", job_file.to_str().unwrap(), "--data-dir"])
+            .arg(&data)
+            .args(["--job-id", name])
+            .env("RUST_LOG", "debug")
+            .env(sluicebox::web::ALLOW_PRIVATE, "true")
+            // A closed port: every e-mail fails, and the failure is logged.
+            .env("SLUICEBOX_SMTP_URL", "smtp://user:SMTPPASSWORD@127.0.0.1:1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.success(), ok, "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        stderr.push_str(&String::from_utf8_lossy(&out.stderr));
+        stderr.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    assert!(tokio::time::timeout(Duration::from_secs(5), posted.recv()).await.unwrap().is_some(), "the hook was told");
+    assert!(
+        stderr.contains("cannot notify") && stderr.contains("smtp://127.0.0.1:1"),
+        "the failed e-mail is logged: {stderr}"
+    );
+    for secret in SECRETS {
+        assert!(!stderr.contains(secret), "{secret} in the log:\n{stderr}");
+    }
+    // Every file of both jobs (the bucket, the ledger and the sink database) but the stored
+    // definition, which is the job file itself and what workers elsewhere read it from.
+    let mut files = Vec::new();
+    let mut dirs = vec![data.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            match e.file_type().unwrap().is_dir() {
+                true => dirs.push(e.path()),
+                false => files.push(e.path()),
+            }
+        }
+    }
+    let jobs = data.join("bucket/jobs");
+    for job in ["good", "bad"] {
+        assert!(jobs.join(job).is_dir(), "{job}");
+    }
+    assert!(files.iter().any(|f| f.ends_with("good/report.html")), "{files:?}");
+    // A local run stops at the refused publish (and can be resumed): its error names the hook.
+    let shown = format!("{}/…: answered 400", refusing.trim_end_matches("/hook"));
+    assert!(stderr.contains(&shown), "{shown} not in {stderr}");
+    for file in files.iter().filter(|f| !f.ends_with("job.json")) {
+        let bytes = std::fs::read(file).unwrap();
+        for secret in SECRETS {
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "{secret} in {}", file.display());
+        }
+    }
 }

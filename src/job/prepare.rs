@@ -188,7 +188,8 @@ pub struct Scanned {
     pub windows: Vec<Option<Spooled>>,
 }
 
-/// A file the planner made for an input's workers.
+/// A file the planner made for an input's workers, in the engine's spool directory
+/// ([`Engine::spool_dir`]).
 pub enum Spooled {
     /// Resume windows, for [`JobObjects::windows_path`].
     Windows(tempfile::NamedTempFile),
@@ -196,57 +197,36 @@ pub enum Spooled {
     PlainCopy(tempfile::NamedTempFile),
 }
 
-/// A compressed input's decompressed bytes, copied into a spool file as they are read for as
-/// long as its stream shows no resume point past its start; the copy is given up at the
-/// first one (most streams show one within their first megabytes).
-struct PlainCopy<R> {
-    inner: R,
-    points: plan::Points,
-    copy: Option<(tempfile::NamedTempFile, std::io::BufWriter<std::fs::File>)>,
-}
+/// The most a compressed input's chunks may decode in all, as a multiple of its plain size
+/// (plus one resume gap): past it the planner stores the input decompressed once instead.
+/// Streams whose resume points are far apart or absent (one zstd frame, one giant deflate
+/// block) would otherwise make each chunk decode everything since the last point, which is
+/// quadratic in the chunks.
+pub const MAX_DECODED_PER_BYTE: u64 = 2;
 
-impl<R: std::io::Read> PlainCopy<R> {
-    fn new(inner: R, points: plan::Points) -> std::io::Result<Self> {
-        let file = tempfile::NamedTempFile::new()?;
-        let writer = std::io::BufWriter::with_capacity(1 << 20, file.reopen()?);
-        Ok(PlainCopy { inner, points, copy: Some((file, writer)) })
-    }
-
-    /// The copy, if the whole stream had no resume point past its start.
-    fn finish(self) -> std::io::Result<Option<tempfile::NamedTempFile>> {
-        let Some((file, mut writer)) = self.copy else { return Ok(None) };
-        std::io::Write::flush(&mut writer)?;
-        Ok(Some(file))
-    }
-}
-
-impl<R: std::io::Read> std::io::Read for PlainCopy<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if self.copy.is_some() {
-            let points = self.points.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let resumable = points.last_at_or_before(u64::MAX).is_some_and(|b| b > 0);
-            drop(points);
-            match resumable {
-                true => self.copy = None,
-                false => std::io::Write::write_all(&mut self.copy.as_mut().expect("a copy").1, &buf[..n])?,
-            }
-        }
-        Ok(n)
-    }
+/// The decompressed bytes the workers of `scan`'s chunks decode, each from its resume point
+/// (or the input's start) to its end.
+fn planned_decoding(scan: &InputScan) -> u64 {
+    scan.chunks.iter().map(|c| c.end - c.resume.as_ref().map_or(0, |r| r.point.out)).sum()
 }
 
 /// Scan every input and number the chunks across them. A compressed input's resume points
-/// are noted as it is decoded, so that each chunk's worker decodes only its own range.
+/// are noted as it is decoded, so that each chunk's worker decodes only its own range; one
+/// whose points are too far apart for that is stored decompressed ([`MAX_DECODED_PER_BYTE`]),
+/// within the scratch space.
 pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>) -> Result<Scanned> {
     let (targets, dialect) = (spec.chunking, spec.input.dialect);
+    // About a chunk's worth between points: a chunk closes just after one.
+    let gap = crate::resume_points::MIN_GAP.max(targets.bytes.get());
+    let mut room = engine.scratch_room();
     let mut scanned = Scanned { inputs: Vec::new(), chunks: Vec::new(), windows: Vec::new() };
     for (i, object) in inputs.into_iter().enumerate() {
         let reader = bucket::open_reader(engine.inputs.clone(), &object).await?;
         let (format, compression, size) = (object.format, object.compression, object.size);
         let location = object.location.clone();
         let max = spec.input.max_decompressed(object.size);
-        let (scan, windows) = tokio::task::spawn_blocking(move || -> Result<(InputScan, Option<_>)> {
+        let spool_dir = engine.spool_dir()?;
+        let (mut scan, mut windows) = tokio::task::spawn_blocking(move || -> Result<(InputScan, Option<_>)> {
             let setting = "input.max_decompressed_bytes";
             let spool_error = |e: std::io::Error| Error::backend("plan", "spooling resume windows", e);
             if matches!(compression, Compression::None | Compression::Auto) {
@@ -255,20 +235,12 @@ pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObjec
                     .map_err(|e| Error::input(&location, format!("cannot read input: {e}")))?;
                 return Ok((scan, None));
             }
-            let spool = tempfile::NamedTempFile::new().map_err(spool_error)?;
+            let spool = tempfile::NamedTempFile::new_in(&spool_dir).map_err(spool_error)?;
             let points: plan::Points =
                 Arc::new(std::sync::Mutex::new(ResumeLog::new(spool.reopen().map_err(spool_error)?)));
-            let reader = reader.indexed_at_most(max, setting, &points)?;
-            let mut tee = PlainCopy::new(reader, points.clone()).map_err(spool_error)?;
-            let mut scan = plan::scan_resumable(&mut tee, format, dialect, targets, Some(&points))
+            let reader = reader.indexed_at_most(max, setting, gap, &points)?;
+            let mut scan = plan::scan_resumable(reader, format, dialect, targets, Some(&points))
                 .map_err(|e| Error::input(&location, format!("cannot read input: {e}")))?;
-            if let Some(copy) = tee.finish().map_err(spool_error)?.filter(|_| scan.chunks.len() > 1) {
-                // Nowhere to resume: workers read ranges of the decompressed copy instead.
-                for c in &mut scan.chunks {
-                    c.resume = None;
-                }
-                return Ok((scan, Some(Spooled::PlainCopy(copy))));
-            }
             let log = points.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for c in &mut scan.chunks {
                 if let Some(r) = c.resume.as_mut() {
@@ -288,6 +260,15 @@ pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObjec
         })
         .await
         .map_err(|e| Error::backend("plan", "scan task failed", e))??;
+        let compressed = !matches!(compression, Compression::None | Compression::Auto);
+        if compressed && scan.chunks.len() > 1 && planned_decoding(&scan) > MAX_DECODED_PER_BYTE * scan.bytes + gap {
+            // Nowhere to resume near enough: workers read ranges of a decompressed copy.
+            if let Some(left) = room {
+                room = Some(left.checked_sub(scan.bytes).ok_or_else(|| too_big_to_copy(&object, scan.bytes, left))?);
+            }
+            let (copy, rescanned) = plain_copy(engine, spec, &object, scan.bytes).await?;
+            (scan, windows) = (rescanned, Some(Spooled::PlainCopy(copy)));
+        }
         for mut c in scan.chunks {
             c.index = scanned.chunks.len() as u32;
             c.input = i as u32;
@@ -308,6 +289,56 @@ pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObjec
         scanned.windows.push(windows);
     }
     Ok(scanned)
+}
+
+/// The refusal of a plain copy the scratch space cannot hold.
+fn too_big_to_copy(object: &InputObject, bytes: u64, left: u64) -> Error {
+    Error::config(
+        "SLUICEBOX_SCRATCH_LIMIT_MB",
+        format!(
+            "{} has no resume points near enough to read its chunks apart (a single zstd frame or \
+             one huge deflate block), and its {bytes} decompressed bytes would not fit in the {left} bytes \
+             left of the scratch space: raise the limit (and the function's ephemeral storage), or \
+             recompress it in independent pieces (pzstd, zstd --block-size, or gzip -6)",
+            object.location
+        ),
+    )
+}
+
+/// `object` decompressed into a spool file, read a second time (exactly `bytes` long, as the
+/// first scan found it: an object that changed since fails), and the copy scanned for chunks
+/// of the target size, which need no resume points.
+async fn plain_copy(
+    engine: &Engine,
+    spec: &JobSpec,
+    object: &InputObject,
+    bytes: u64,
+) -> Result<(tempfile::NamedTempFile, InputScan)> {
+    let reader = bucket::open_reader(engine.inputs.clone(), object).await?;
+    let spool_dir = engine.spool_dir()?;
+    let (location, format, dialect, targets) =
+        (object.location.clone(), object.format, spec.input.dialect, spec.chunking);
+    tokio::task::spawn_blocking(move || {
+        let spool_error = |e: std::io::Error| Error::backend("plan", "spooling a decompressed copy", e);
+        let file = tempfile::NamedTempFile::new_in(&spool_dir).map_err(spool_error)?;
+        let mut decoded = reader.decoded_at_most(bytes, "input.max_decompressed_bytes")?;
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, file.reopen().map_err(spool_error)?);
+        let copied = std::io::copy(&mut decoded, &mut writer)
+            .map_err(|e| Error::input(&location, format!("cannot read input a second time: {e}")))?;
+        std::io::Write::flush(&mut writer).map_err(spool_error)?;
+        if copied != bytes {
+            return Err(Error::input(
+                &location,
+                format!("changed while it was planned: {copied} decompressed bytes, {bytes} before"),
+            ));
+        }
+        let copy = std::io::BufReader::with_capacity(1 << 20, file.reopen().map_err(spool_error)?);
+        let scan = plan::scan(copy, format, dialect, targets)
+            .map_err(|e| Error::input(&location, format!("cannot read input: {e}")))?;
+        Ok((file, scan))
+    })
+    .await
+    .map_err(|e| Error::backend("plan", "copy task failed", e))?
 }
 
 /// Output fields: as configured; else, without transforms, the first input's columns

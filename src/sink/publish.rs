@@ -52,10 +52,10 @@ impl PublishSink {
             let _ = cloud;
             return Err(Error::config("sink.publish", "sns:// needs the `aws` feature, which this build lacks"));
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| Error::backend("webhook", "client", e))?;
+        let http = crate::web::client(Duration::from_secs(30))?;
+        if let PublishTarget::Webhook(url) = &target {
+            crate::web::check(url, "sink.publish")?;
+        }
         Ok(PublishSink {
             inner,
             target,
@@ -80,7 +80,7 @@ impl PublishSink {
         }
     }
 
-    async fn post(&self, url: &str, items: &[SinkItem]) -> Result<()> {
+    async fn post(&self, url: &crate::web::SecretUrl, items: &[SinkItem]) -> Result<()> {
         let records: Vec<Value> = items
             .iter()
             .map(|i| serde_json::json!({"key": i.key, "job": i.job, "seq": i.seq, "record": i.record}))
@@ -89,19 +89,17 @@ impl PublishSink {
             .map_err(|e| Error::backend("json", "records to publish", e))?;
         let mut delay = Duration::from_millis(200);
         for round in 1..=ROUNDS {
-            let sent = self.http.post(url).header("content-type", "application/json").body(body.clone()).send().await;
+            let sent = crate::web::post_json(&self.http, url, "sink.publish", body.clone()).await;
+            let answered = |s| Error::backend("webhook", format!("POST {url}"), format!("answered {s}"));
             let retry = match sent {
-                Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r) if r.status().is_server_error() || r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => {
-                    format!("answered {}", r.status())
-                }
-                Ok(r) => {
-                    return Err(Error::backend("webhook", format!("POST {url}"), format!("answered {}", r.status())))
-                }
-                Err(e) => e.to_string(),
+                Ok(s) if s.is_success() => return Ok(()),
+                Ok(s) if s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS => answered(s),
+                Ok(s) => return Err(answered(s)),
+                Err(e @ Error::InvalidConfig { .. }) => return Err(e),
+                Err(e) => e,
             };
             if round == ROUNDS {
-                return Err(Error::backend("webhook", format!("POST {url}"), retry));
+                return Err(retry);
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));
