@@ -50,6 +50,16 @@ pub async fn check(engine: &Engine, spec: &JobSpec) -> Result<Vec<String>> {
         found.push(format!("reference: {} by {}, adds {fields}", e.source, e.key));
     }
     found.push(sink_reachable(engine, spec).await?);
+    // Where the job sends anything: a reader of the job file must see every address.
+    if let Some(target) = &spec.sink.publish {
+        found.push(format!("publish: every written record to {}", publish_target(target)));
+    }
+    for n in spec.notify.iter().chain(&engine.notify) {
+        found.push(format!("notify: {} when {}", notify_target(&n.target), n.on.join(", ")));
+    }
+    if let Some(to) = &spec.archive {
+        found.push(format!("archive: inputs move to {to:?} once their job completed"));
+    }
     if let Some(st) = &c.stream {
         crate::stream::check_config(st)?;
         let encoding = match (spec.output_format, st.compression) {
@@ -69,6 +79,25 @@ pub async fn check(engine: &Engine, spec: &JobSpec) -> Result<Vec<String>> {
         found.push(format!("tests: {} (run them with `sluicebox test`)", c.tests.len()));
     }
     Ok(found)
+}
+
+/// A publish target as `check` shows it: a webhook by its host only.
+fn publish_target(target: &crate::config::PublishTarget) -> String {
+    match target {
+        crate::config::PublishTarget::Sns(arn) => format!("the SNS topic {arn}"),
+        crate::config::PublishTarget::Webhook(url) => format!("the webhook {url}"),
+    }
+}
+
+/// A notification target as `check` shows it: a webhook by its host only.
+fn notify_target(target: &crate::config::NotifyTarget) -> String {
+    use crate::config::NotifyTarget;
+    match target {
+        NotifyTarget::Webhook(url) => format!("the webhook {url}"),
+        NotifyTarget::Sns(arn) => format!("the SNS topic {arn}"),
+        NotifyTarget::Ses(to) => format!("{to} by Amazon SES"),
+        NotifyTarget::Smtp(to) => format!("{to} by SMTP"),
+    }
 }
 
 /// Whether the sink can be written: a DynamoDB table exists; a SQLite database's directory

@@ -1,13 +1,81 @@
-//! Transforms: jq programs (jaq) compiled once and run on each record.
+//! Transforms: jq programs (jaq) compiled once and run on each record, each run within a
+//! budget of evaluation steps ([`STEP_BUDGET`]): a program that loops (`until(false; .+1)`)
+//! makes its record a reject, never a worker that never returns.
 
+use std::cell::Cell;
+
+use jaq_core::data::{DataT, HasLut};
 use jaq_core::load::{Arena, File, Loader};
-use jaq_core::{data, unwrap_valr, Compiler, Ctx, Vars};
+use jaq_core::{unwrap_valr, Compiler, Ctx, Lut, Vars};
 use jaq_json::Val;
 use serde_json::Value;
 
 use crate::record::Fault;
 
-type JqFilter = jaq_core::Filter<data::JustLut<Val>>;
+type JqFilter = jaq_core::Filter<Budgeted>;
+
+/// The most evaluation steps (jq terms evaluated, about 50–100 ns each) one record's run of
+/// one program may take: about a second, where a real transform takes tens.
+pub const STEP_BUDGET: u64 = 10_000_000;
+
+/// jaq's data for a run: the programs' table and the steps left. Every term evaluated asks
+/// for the table ([`HasLut::lut`]), so that is where a step is counted.
+struct Budgeted;
+
+impl DataT for Budgeted {
+    type V<'a> = Val;
+    type Data<'a> = Steps<'a>;
+}
+
+/// The most stack a run may take (jaq evaluates recursion on the thread's stack, which is
+/// 2 MiB on the threads that run pipelines): past it, a deeply recursive program is over
+/// budget instead of overflowing the stack, which would abort the process.
+pub const STACK_BUDGET: usize = 768 << 10;
+
+#[derive(Clone)]
+struct Steps<'a> {
+    lut: &'a Lut<Budgeted>,
+    left: &'a Cell<u64>,
+    /// The stack's address where the run started.
+    base: usize,
+}
+
+/// An address on the current stack (stacks grow down on every platform Rust targets here).
+#[inline(always)]
+fn stack_here() -> usize {
+    let marker = 0u8;
+    std::hint::black_box(&marker) as *const u8 as usize
+}
+
+/// The panic payload that ends a run over its budget (caught in [`Transform::run`]; jaq's
+/// evaluation has no other way out of a loop).
+struct OverBudget;
+
+impl<'a> HasLut<'a, Budgeted> for Steps<'a> {
+    fn lut(&self) -> &'a Lut<Budgeted> {
+        match self.left.get() {
+            0 => std::panic::panic_any(OverBudget),
+            n => self.left.set(n - 1),
+        }
+        if self.base.saturating_sub(stack_here()) > STACK_BUDGET {
+            std::panic::panic_any(OverBudget);
+        }
+        self.lut
+    }
+}
+
+/// Keeps the default panic message for every panic but [`OverBudget`], which is expected.
+fn quiet_over_budget() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.payload().is::<OverBudget>() {
+                previous(info);
+            }
+        }));
+    });
+}
 
 /// A compiled jq program, with the source it came from.
 pub struct Transform {
@@ -67,6 +135,7 @@ impl Transform {
         let filter = Compiler::default().with_funs(funs).compile(modules).map_err(|errs| {
             format!("jq program {code:?} does not compile: {:?}", errs.into_iter().map(|(_, e)| e).collect::<Vec<_>>())
         })?;
+        quiet_over_budget();
         Ok(Transform { code: code.to_string(), filter })
     }
 
@@ -76,18 +145,45 @@ impl Transform {
     }
 
     /// Run on one value: `Ok(None)` when the program yields nothing (the record is
-    /// filtered); a fault with rule `transform` when it fails or yields more than one value.
+    /// filtered); a fault with rule `transform` when it fails, yields more than one value, or
+    /// takes more than [`STEP_BUDGET`] steps.
     pub fn run(&self, value: Value) -> std::result::Result<Option<Value>, Fault> {
+        self.run_within(value, STEP_BUDGET)
+    }
+
+    /// [`Transform::run`] within `steps` evaluation steps.
+    pub fn run_within(&self, value: Value, steps: u64) -> std::result::Result<Option<Value>, Fault> {
         use serde::Deserialize as _;
         let input = Val::deserialize(value).map_err(|e| Fault::new(None, "transform", e.to_string()))?;
-        let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
-        let mut outputs = self.filter.id.run((ctx, input)).map(unwrap_valr);
-        let first = match outputs.next() {
+        let left = Cell::new(steps);
+        let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let steps = Steps { lut: &self.filter.lut, left: &left, base: stack_here() };
+            let ctx = Ctx::<Budgeted>::new(steps, Vars::new([]));
+            let mut outputs = self.filter.id.run((ctx, input)).map(unwrap_valr);
+            let first = outputs.next();
+            let more = first.as_ref().is_some_and(Result::is_ok) && outputs.next().is_some();
+            (first, more)
+        }));
+        let (first, more) = match evaluated {
+            Ok(done) => done,
+            Err(payload) if payload.is::<OverBudget>() => {
+                return Err(Fault::new(
+                    None,
+                    "transform",
+                    format!(
+                        "over budget: the transform took more than {steps} steps or {} KiB of stack (a loop or a recursion that never ends?)",
+                        STACK_BUDGET >> 10
+                    ),
+                ))
+            }
+            Err(payload) => std::panic::resume_unwind(payload),
+        };
+        let first = match first {
             None => return Ok(None),
             Some(Ok(v)) => v,
             Some(Err(e)) => return Err(Fault::new(None, "transform", format!("jq error: {e}"))),
         };
-        if outputs.next().is_some() {
+        if more {
             return Err(Fault::new(
                 None,
                 "transform",
@@ -178,6 +274,30 @@ mod tests {
         ] {
             assert!(Transform::compile(code).is_ok(), "{code}: {:?}", Transform::compile(code).err());
         }
+    }
+
+    #[test]
+    fn a_program_that_never_ends_is_a_reject_over_budget() {
+        for code in [
+            "(0|until(false; .+1))",
+            ".k = (0|until(false;.+1))",
+            "def f: f; f",
+            "[recurse(.+1)] | length",
+            "def f: 1 + f; f",
+            "[limit(100000000; repeat(1))] | length",
+        ] {
+            let t = Transform::compile(code).unwrap();
+            let started = std::time::Instant::now();
+            let fault = t.run(serde_json::json!(1)).unwrap_err();
+            assert_eq!(fault.rule, "transform", "{code}");
+            assert!(fault.message.contains("over budget"), "{code}: {}", fault.message);
+            assert!(started.elapsed() < std::time::Duration::from_secs(5), "{code}");
+        }
+        // The same program within its budget, and a normal one, run as before.
+        let t = Transform::compile("(0|until(. >= 100; .+1))").unwrap();
+        assert_eq!(t.run(serde_json::json!(null)).unwrap(), Some(serde_json::json!(100)));
+        let t = Transform::compile(".a + 1").unwrap();
+        assert_eq!(t.run_within(serde_json::json!({"a": 1}), 100).unwrap(), Some(serde_json::json!(2)));
     }
 
     #[test]

@@ -370,3 +370,20 @@ async fn a_decompression_bomb_stops_the_plan_at_the_cap() {
         assert_eq!(s.records.written, 250_000);
     }
 }
+
+/// A transform that never ends (`until(false; …)`) or recurses without end makes each record
+/// it meets a reject over budget; the job completes instead of holding its worker forever, and
+/// records the program leaves alone are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_that_never_ends_rejects_its_records_and_the_job_completes() {
+    let work = tempfile::tempdir().unwrap();
+    let input = write(work.path(), "loops.csv", b"id,n\n1,0\n2,1\n3,2\n4,0\n");
+    let job = "transform = ['if .n == \"1\" then .k = (0|until(false;.+1)) elif .n == \"2\" then .k = (def f: 1 + f; f) else . end']\n";
+    let s = run(&work.path().join("data"), &[input], job, work.path()).await.unwrap();
+    assert_eq!((s.records.written, s.records.rejected), (2, 2));
+    let rejects = rejects(&work.path().join("data"), &s.job_id);
+    for r in &rejects {
+        assert_eq!(r["rule"], "transform", "{r}");
+        assert!(r["message"].as_str().unwrap().contains("over budget"), "{r}");
+    }
+}

@@ -290,3 +290,31 @@ fn a_file_init_cannot_read_is_an_error_naming_it() {
         assert!(err.starts_with(&format!("error: {}: {reason}", s(file))), "{err}");
     }
 }
+
+/// A sample whose name carries a line break and a job file's keys: `init` writes them escaped
+/// into its comments and shell words, so the job file declares no `[[notify]]`, and `check`
+/// names every place a job file sends to (here, the one a hand-written `[[notify]]` adds).
+#[test]
+fn a_crafted_file_name_cannot_write_keys_into_the_job_file_and_check_lists_every_target() {
+    let dir = tempfile::tempdir().unwrap();
+    // TOML's escapes stand for the slashes a file name cannot hold.
+    let name = "orders\n[[notify]]\nto = \"https:\\u002F\\u002Fevil.example\\u002Fc\"\n#.csv";
+    let file = dir.path().join(name);
+    std::fs::write(&file, "id,name\n1,a\n2,b\n").unwrap();
+    let (text, config) = init(&file, dir.path());
+    assert!(config.notify.is_empty(), "init wrote a [[notify]]:\n{text}");
+    assert!(text.lines().all(|l| !l.starts_with("[[notify]]") && !l.starts_with("to =")), "{text}");
+    assert!(text.contains("orders\\n[[notify]]"), "the name is shown escaped:\n{text}");
+
+    let job = dir.path().join("job.toml");
+    let checked = stdout(&sluicebox(&["check", &s(&job), "--data-dir", &s(&dir.path().join("data"))]));
+    assert!(!checked.contains("notify:"), "{checked}");
+    std::fs::write(
+        &job,
+        format!("{text}\n[[notify]]\nto = \"https://hooks.example.com/services/SECRET\"\non = [\"failed\"]\n"),
+    )
+    .unwrap();
+    let checked = stdout(&sluicebox(&["check", &s(&job), "--data-dir", &s(&dir.path().join("data"))]));
+    assert!(checked.contains("notify: the webhook https://hooks.example.com/… when failed"), "{checked}");
+    assert!(!checked.contains("SECRET"), "{checked}");
+}

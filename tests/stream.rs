@@ -394,3 +394,44 @@ fn the_stream_bench_runs_and_reports_every_event() {
         assert!(sizes[0] > 0 && sizes[0] <= sizes[1] && sizes[1] <= sizes[2], "{r}");
     }
 }
+
+/// One record whose partition value is 300 characters (too long a folder for a file system),
+/// one whose value is 300 KB, one that would land under the errors prefix and one dated year
+/// 9999: each is a reject in `errors/` with rule and reason, the others land in their files,
+/// and the stream goes on to its end.
+#[test]
+fn a_record_whose_partition_cannot_be_a_folder_is_a_reject_not_a_stopped_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("job.toml"),
+        "[input]\nformat = \"jsonl\"\n[stream]\nsize_mib = 1\npartition = \"{d}/y=%Y\"\ntime_field = \"ts\"\n",
+    )
+    .unwrap();
+    let mut input = String::new();
+    for i in 0..200 {
+        let d = match i {
+            50 => "x".repeat(300),
+            120 => "y".repeat(300_000),
+            150 => "errors".to_string(),
+            170 => "..".to_string(),
+            _ => format!("d{}", i % 3),
+        };
+        let ts = if i == 99 { "9999-01-01T00:00:00Z" } else { "2026-11-01T00:00:00Z" };
+        input.push_str(&format!("{{\"id\":{i},\"d\":\"{d}\",\"ts\":\"{ts}\"}}\n"));
+    }
+    let out = dir.path().join("out");
+    let r = stream_stdin(dir.path(), &out, &input);
+    assert_eq!((r["records"].as_u64(), r["rejected"].as_u64()), (Some(200), Some(5)), "{r}");
+    let (data, errors) = ids(&out);
+    assert_eq!(data.len(), 195);
+    assert!(data.values().all(|files| files.len() == 1));
+    assert_eq!(errors.len(), 5);
+    let mut rules = Vec::new();
+    for (name, bytes) in common::decompressed_files(&out) {
+        if name.starts_with("errors/") {
+            rules.extend(lines(&bytes).into_iter().map(|r| r["rule"].as_str().unwrap().to_string()));
+        }
+    }
+    rules.sort();
+    assert_eq!(rules, ["stream.partition"; 4].iter().chain(&["stream.time_field"]).copied().collect::<Vec<_>>());
+}

@@ -216,8 +216,12 @@ fn planned_decoding(scan: &InputScan) -> u64 {
 /// within the scratch space.
 pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>) -> Result<Scanned> {
     let (targets, dialect) = (spec.chunking, spec.input.dialect);
-    // About a chunk's worth between points: a chunk closes just after one.
-    let gap = crate::resume_points::MIN_GAP.max(targets.bytes.get());
+    // About a chunk's worth between points: a chunk closes just after one. Chunks cut by a
+    // record count have no size known ahead, so their points are the least gap apart.
+    let gap = match targets.records {
+        Some(_) => crate::resume_points::MIN_GAP,
+        None => crate::resume_points::MIN_GAP.max(targets.bytes.get()),
+    };
     let mut room = engine.scratch_room();
     let mut scanned = Scanned { inputs: Vec::new(), chunks: Vec::new(), windows: Vec::new() };
     for (i, object) in inputs.into_iter().enumerate() {

@@ -544,10 +544,15 @@ struct Reader {
 }
 
 /// What makes a record's outcome ready for a buffer; shared by the reader and its helpers.
+/// How far ahead of the clock a record's `time_field` may be.
+const MAX_DAYS_AHEAD: i64 = 1;
+
 struct Prep {
     pipeline: Pipeline,
     template: Option<Template>,
     time_field: Option<String>,
+    /// The prefix of rejected records' files: no partition may be at or under it.
+    errors: String,
 }
 
 /// A record ready to be placed.
@@ -696,21 +701,28 @@ impl Prep {
             Outcome::Rejected(r) => return Ready::Rejected(r),
             Outcome::Filtered => return Ready::Filtered,
         };
+        let reject = |fault: Fault| {
+            Ready::Rejected(Reject {
+                input: shard.to_string(),
+                record: 0,
+                line: 0,
+                field: fault.field,
+                rule: fault.rule,
+                message: fault.message,
+                raw: serde_json::to_string(&row).unwrap_or_default(),
+            })
+        };
         let time = match self.event_time(&row, arrival_ms) {
             Ok(time) => time,
-            Err(fault) => {
-                return Ready::Rejected(Reject {
-                    input: shard.to_string(),
-                    record: 0,
-                    line: 0,
-                    field: fault.field,
-                    rule: fault.rule,
-                    message: fault.message,
-                    raw: serde_json::to_string(&row).unwrap_or_default(),
-                })
-            }
+            Err(fault) => return reject(fault),
         };
-        let partition = self.template.as_ref().map(|t| t.render(&row, time)).unwrap_or_default();
+        let partition = match &self.template {
+            None => String::new(),
+            Some(t) => match t.render_checked(&row, time, &self.errors) {
+                Ok(p) => p,
+                Err(fault) => return reject(fault),
+            },
+        };
         // Parquet files are made from JSON Lines when they are written: a line is far smaller
         // in a buffer than the row it encodes.
         encoder.encode(&row);
@@ -725,17 +737,29 @@ impl Prep {
             return Ok(ms_time(arrival_ms));
         };
         let bad = |why: String| Fault::new(Some(field), "stream.time_field", why);
-        match row.get(field) {
-            None | Some(Value::Null) => Err(bad(format!("{field} is missing, and names the record's partition"))),
-            Some(Value::String(s)) => parse_time(s).ok_or_else(|| bad(format!("{s:?} is not a date or time"))),
-            Some(Value::Number(n)) => {
-                let n = n.as_f64().unwrap_or(0.0);
-                // Seconds or milliseconds since the epoch, by size.
-                let ms = if n.abs() < 1e11 { n * 1000.0 } else { n };
-                Utc.timestamp_millis_opt(ms as i64).single().ok_or_else(|| bad(format!("{n} is not a time")))
-            }
-            Some(other) => Err(bad(format!("{other} is not a date or time"))),
+        let time = parsed_time(row, field, bad)?;
+        // A partition years ahead (9999) is a typo or a crafted record, and a folder no query
+        // of this year reads.
+        let latest = Utc::now() + chrono::Duration::days(MAX_DAYS_AHEAD);
+        if time > latest {
+            return Err(bad(format!("{time} is more than {MAX_DAYS_AHEAD} day(s) ahead of this clock")));
         }
+        Ok(time)
+    }
+}
+
+/// A record's `field` as a time: text (a date or time), or seconds or milliseconds since the epoch.
+fn parsed_time(row: &Row, field: &str, bad: impl Fn(String) -> Fault) -> std::result::Result<DateTime<Utc>, Fault> {
+    match row.get(field) {
+        None | Some(Value::Null) => Err(bad(format!("{field} is missing, and names the record's partition"))),
+        Some(Value::String(s)) => parse_time(s).ok_or_else(|| bad(format!("{s:?} is not a date or time"))),
+        Some(Value::Number(n)) => {
+            let n = n.as_f64().unwrap_or(0.0);
+            // Seconds or milliseconds since the epoch, by size.
+            let ms = if n.abs() < 1e11 { n * 1000.0 } else { n };
+            Utc.timestamp_millis_opt(ms as i64).single().ok_or_else(|| bad(format!("{n} is not a time")))
+        }
+        Some(other) => Err(bad(format!("{other} is not a date or time"))),
     }
 }
 
@@ -769,6 +793,7 @@ impl Reader {
             pipeline: Pipeline::new(&s.spec, s.lookup.clone(), s.spec.output_fields.clone()),
             template,
             time_field: config.time_field.clone(),
+            errors: config.errors.trim_matches('/').to_string(),
         });
         Ok(Reader {
             helpers: Helpers::new(prep.clone()),

@@ -7,10 +7,18 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::record::Row;
+use crate::record::{Fault, Row};
 
 /// The value Hive gives a partition whose field is missing or null.
 pub const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// The longest rendered folder, in bytes: file systems refuse names over 255 bytes, and a
+/// value that long is not a partition anyone queries by.
+pub const MAX_FOLDER_BYTES: usize = 200;
+
+/// The longest rendered partition (every folder), in bytes: with the stream's prefix and its
+/// file name it must stay within S3's 1,024-byte keys and a local path's limit.
+pub const MAX_PARTITION_BYTES: usize = 512;
 
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +133,35 @@ impl Template {
     /// Whether the template reads the record's time.
     pub fn uses_time(&self) -> bool {
         self.segments.iter().flat_map(|s| &s.pieces).any(|p| matches!(p, Piece::Time(..)))
+    }
+
+    /// [`render`](Self::render), or why the record cannot have that folder: a folder over
+    /// [`MAX_FOLDER_BYTES`], a partition over [`MAX_PARTITION_BYTES`], a folder `.` or `..`, or
+    /// a partition at or under `errors` (the prefix rejected records go to). Such a record is
+    /// a reject (rule `stream.partition`), never a file that cannot be written.
+    pub fn render_checked(&self, row: &Row, time: DateTime<Utc>, errors: &str) -> std::result::Result<String, Fault> {
+        let rendered = self.render(row, time);
+        let bad = |why: String| Err(Fault::new(None, "stream.partition", why));
+        if rendered.len() > MAX_PARTITION_BYTES {
+            return bad(format!("the partition is {} bytes long, more than {MAX_PARTITION_BYTES}", rendered.len()));
+        }
+        for folder in rendered.split('/') {
+            if folder.len() > MAX_FOLDER_BYTES {
+                let start: String = folder.chars().take(40).collect();
+                return bad(format!(
+                    "the folder {start:?}… is {} bytes long, more than {MAX_FOLDER_BYTES}",
+                    folder.len()
+                ));
+            }
+            if folder == "." || folder == ".." || folder.is_empty() {
+                return bad(format!("the partition {rendered:?} has a folder {folder:?}"));
+            }
+        }
+        let errors = errors.trim_matches('/');
+        if !errors.is_empty() && (rendered == errors || rendered.starts_with(&format!("{errors}/"))) {
+            return bad(format!("the partition {rendered:?} is under the errors prefix {errors:?}"));
+        }
+        Ok(rendered)
     }
 
     /// The folder of `row` at `time`, without a trailing `/`. Field values are escaped as Hive
@@ -243,6 +280,29 @@ mod tests {
         let cols = t.columns();
         assert_eq!(cols[0], PartitionColumn { name: "vendor".into(), kind: PartitionKind::Field("vendor_id".into()) });
         assert_eq!(cols[1], PartitionColumn { name: "year".into(), kind: PartitionKind::Time("%Y".into()) });
+    }
+
+    #[test]
+    fn a_partition_too_long_dotted_or_under_the_errors_prefix_is_a_fault() {
+        let t = Template::parse("d={d}/h=%H").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 12, 6, 7, 0, 0).unwrap();
+        let check = |v: Value| t.render_checked(&row(v), at, "errors/");
+        assert_eq!(check(json!({"d": "x"})).unwrap(), "d=x/h=07");
+        let long = check(json!({"d": "y".repeat(300)})).unwrap_err();
+        assert_eq!(long.rule, "stream.partition");
+        assert!(long.message.contains("more than 200"), "{}", long.message);
+        // Escaping counts: 80 slashes are 240 bytes.
+        assert!(check(json!({"d": "/".repeat(80)})).is_err());
+        assert!(check(json!({"d": "y".repeat(190)})).is_ok());
+        let many = Template::parse("{a}/{b}/{c}").unwrap();
+        let v = json!({"a": "a".repeat(190), "b": "b".repeat(190), "c": "c".repeat(190)});
+        assert!(many.render_checked(&row(v), at, "errors").unwrap_err().message.contains("more than 512"));
+        let bare = Template::parse("{a}/x").unwrap();
+        for dots in [".", ".."] {
+            assert!(bare.render_checked(&row(json!({"a": dots})), at, "errors").is_err(), "{dots}");
+        }
+        assert!(bare.render_checked(&row(json!({"a": "errors"})), at, "errors").is_err());
+        assert!(bare.render_checked(&row(json!({"a": "errors2"})), at, "errors").is_ok());
     }
 
     #[test]
