@@ -97,6 +97,24 @@ pub async fn resolve_inputs(
     format: Option<Format>,
     compression: Compression,
 ) -> Result<Vec<InputObject>> {
+    // One job's inputs come from one store, the first input's (see [`input_store`]): another
+    // bucket's key would be looked up in it (a local path, read from this disk, labelled S3).
+    let home = |arg: &str| match arg.strip_prefix("s3://") {
+        Some(rest) => format!("s3://{}", rest.split('/').next().unwrap_or(rest)),
+        None => "this machine's files".to_string(),
+    };
+    if let Some(first) = args.first() {
+        if let Some(other) = args.iter().find(|a| home(a) != home(first)) {
+            return Err(Error::config(
+                "INPUT",
+                format!(
+                    "{other} is in {}, but {first} is in {}: a job's inputs are all in one bucket, or all local files",
+                    home(other),
+                    home(first)
+                ),
+            ));
+        }
+    }
     let mut out = Vec::new();
     for arg in args {
         let (metas, scheme) = match arg.strip_prefix("s3://") {

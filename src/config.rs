@@ -700,3 +700,19 @@ fn snippet(text: &str, span: std::ops::Range<usize>) -> String {
     let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
     format!(" line {line_no} (`{line}`)")
 }
+
+/// A job id names the job's objects (`jobs/<id>/`) and its ledger rows: 1 to 128 letters,
+/// digits, `.`, `_` and `-`, not starting with `.`, so that no id reaches another job's objects
+/// (`a/parts`) or all of them (an empty id).
+pub fn check_job_id(id: &str, key: &str) -> Result<()> {
+    let fine = (1..=128).contains(&id.len())
+        && !id.starts_with('.')
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if fine {
+        return Ok(());
+    }
+    Err(Error::config(
+        key,
+        format!("{id:?} is not a job id: 1 to 128 of letters, digits, '.', '_' and '-', not starting with '.'"),
+    ))
+}

@@ -537,9 +537,8 @@ fn check_errors_outside(template: &[&str], errors: &str) -> Result<()> {
 
 /// A job's output: a prefix of its own, since `jobs/<id>/` holds other files Athena would read.
 fn job_layout(id: &str, table: &str, format: OutputFormat, t: &mut Table) -> Result<()> {
-    if id.is_empty() || id.contains('/') {
-        return Err(Error::config("--job", format!("{id:?} is not a job id")));
-    }
+    // The id goes into the SQL (a LOCATION and comments): only a job id's characters.
+    crate::config::check_job_id(id, "--job")?;
     let ext = match format {
         OutputFormat::Csv => "csv",
         OutputFormat::Jsonl => "jsonl",
@@ -832,6 +831,10 @@ type = "timestamp"
         assert!(s.contains("rejects.jsonl"), "{s}");
         assert!(!s.contains("projection"), "{s}");
         assert!(err(ORDERS, opts(Layout::Job("a/b".into()))).contains("--job"));
+        // A newline would end the SQL comment the id is in, and what follows would be SQL.
+        for crafted in ["x\nDROP TABLE y;", "x'; DROP TABLE y; --", "..", ""] {
+            assert!(err(ORDERS, opts(Layout::Job(crafted.into()))).contains("is not a job id"), "{crafted:?}");
+        }
     }
 
     #[test]

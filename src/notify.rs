@@ -1,7 +1,9 @@
 //! Telling people how a job ended: a webhook, an SNS message, or an e-mail (Amazon SES, or
 //! an SMTP server for self-hosted runs), carrying the real status — counts written and
 //! rejected, rejects by rule, duration — and links to the merged output and the summary:
-//! presigned URLs for S3 (valid [`LINK_LIFETIME`]), paths for a local bucket.
+//! presigned URLs for S3 (valid [`link_lifetime`], 24 hours unless `SLUICEBOX_LINK_HOURS`
+//! says otherwise, and never past the signing credentials' own expiry, which the message
+//! states), paths for a local bucket.
 //!
 //! A job that completed with rejects says so in its status and subject
 //! (`completed_with_rejects`); a failed one says `failed`, with its error. Notifications are
@@ -20,8 +22,40 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::job::{Failure, RecordCounts, Summary};
 
-/// How long presigned links in a notification work.
-pub const LINK_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long presigned links in a notification work by default: they are bearer links to the
+/// whole output, sent by mail, SNS or webhook.
+pub const DEFAULT_LINK_HOURS: u64 = 24;
+
+/// The environment variable that sets how long presigned links work, in hours (1–168: S3
+/// signs for seven days at most).
+pub const LINK_HOURS: &str = "SLUICEBOX_LINK_HOURS";
+
+/// How long presigned links work: [`LINK_HOURS`], else [`DEFAULT_LINK_HOURS`]; a value that
+/// is not a number of hours from 1 to 168 is logged and the default used.
+pub fn link_lifetime() -> Duration {
+    let hours = match std::env::var(LINK_HOURS) {
+        Err(_) => DEFAULT_LINK_HOURS,
+        Ok(v) => {
+            match v.trim().parse::<u64>() {
+                Ok(h) if (1..=168).contains(&h) => h,
+                _ => {
+                    warn!("{LINK_HOURS}={v:?} is not a number of hours from 1 to 168; links work {DEFAULT_LINK_HOURS} hours");
+                    DEFAULT_LINK_HOURS
+                }
+            }
+        }
+    };
+    Duration::from_secs(hours * 3600)
+}
+
+/// Links to a job's objects, and when the presigned ones stop working.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Links {
+    /// Name → a presigned URL or a path.
+    pub urls: BTreeMap<String, String>,
+    /// When presigned links stop working (RFC 3339); `None` for paths.
+    pub expire_at: Option<String>,
+}
 
 /// What a notification says (a webhook's JSON body and an SNS message; e-mails carry its
 /// `text`). Fields are stable: scripts read them.
@@ -43,6 +77,8 @@ pub struct Message {
     pub duration_ms: Option<i64>,
     /// Links to the merged output, the rejects and the summary (a presigned URL or a path).
     pub links: BTreeMap<String, String>,
+    /// When the presigned links stop working (RFC 3339); absent for paths.
+    pub links_expire_at: Option<String>,
     /// Why the job failed.
     pub error: Option<String>,
     /// The message as text, for a person.
@@ -51,7 +87,7 @@ pub struct Message {
 
 impl Message {
     /// The message for a job that completed.
-    pub fn finished(s: &Summary, links: BTreeMap<String, String>) -> Message {
+    pub fn finished(s: &Summary, links: Links) -> Message {
         let r = &s.records;
         let subject = match s.status.as_str() {
             "succeeded" => format!("sluicebox: job {} succeeded: {} records written", s.job_id, r.written),
@@ -77,14 +113,15 @@ impl Message {
             records: Some(r.clone()),
             rejects_by_rule: s.rejects_by_rule.clone(),
             duration_ms: Some(s.timings.duration_ms),
-            links,
+            links: links.urls,
+            links_expire_at: links.expire_at,
             error: None,
             text,
         }
     }
 
     /// The message for a job that failed.
-    pub fn failed(f: &Failure, links: BTreeMap<String, String>) -> Message {
+    pub fn failed(f: &Failure, links: Links) -> Message {
         let subject = format!("sluicebox: job {} FAILED", f.job_id);
         let text = format!(
             "{subject}\n\nchunk {} of {} failed on attempt {}: {}\n{}",
@@ -102,51 +139,73 @@ impl Message {
             records: None,
             rejects_by_rule: BTreeMap::new(),
             duration_ms: None,
-            links,
+            links: links.urls,
+            links_expire_at: links.expire_at,
             error: Some(f.error.clone()),
             text,
         }
     }
 }
 
-fn links_text(links: &BTreeMap<String, String>) -> String {
-    links.iter().map(|(name, url)| format!("\n{name}: {url}\n")).collect()
+fn links_text(links: &Links) -> String {
+    let mut text: String = links.urls.iter().map(|(name, url)| format!("\n{name}: {url}\n")).collect();
+    if let Some(at) = &links.expire_at {
+        text += &format!("\nThe links work until {at}.\n");
+    }
+    text
 }
 
 /// Links a person can open for these objects of the engine's bucket (`name` → URL as the
 /// summary gives it): presigned GET URLs for S3, paths for a local bucket.
-pub async fn links(engine: &Engine, objects: &[(&str, &str)]) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+pub async fn links(engine: &Engine, objects: &[(&str, &str)]) -> Links {
+    let mut out = Links::default();
     for (name, url) in objects {
         let link = match url.strip_prefix("file://") {
             Some(path) => Some(path.to_string()),
-            None => presign(engine, url).await,
+            None => match presign(engine, url).await {
+                Some((link, until)) => {
+                    out.expire_at = Some(until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                    Some(link)
+                }
+                None => Some(url.to_string()),
+            },
         };
         if let Some(link) = link {
-            out.insert(name.to_string(), link);
+            out.urls.insert(name.to_string(), link);
         }
     }
     out
 }
 
+/// A presigned GET URL for `url` and when it stops working: after [`link_lifetime`], or when
+/// the signing credentials expire if that is sooner (a Lambda function's role credentials
+/// last hours, and a link signed with them dies with them).
 #[cfg(feature = "aws")]
-async fn presign(engine: &Engine, url: &str) -> Option<String> {
+async fn presign(engine: &Engine, url: &str) -> Option<(String, chrono::DateTime<chrono::Utc>)> {
+    use aws_credential_types::provider::ProvideCredentials;
     use object_store::signer::{Method, Signer};
     let (bucket, key) = url.strip_prefix("s3://")?.split_once('/')?;
     let conf = engine.cloud.sdk("bucket").ok()?;
+    let lifetime = link_lifetime();
+    let mut until = chrono::Utc::now() + chrono::Duration::from_std(lifetime).ok()?;
+    if let Some(provider) = conf.credentials_provider() {
+        if let Some(expiry) = provider.provide_credentials().await.ok().and_then(|c| c.expiry()) {
+            until = until.min(chrono::DateTime::<chrono::Utc>::from(expiry));
+        }
+    }
     let store = crate::aws::s3_store(conf, bucket).ok()?;
-    match store.0.signed_url(Method::GET, &crate::bucket::key_path(key), LINK_LIFETIME).await {
-        Ok(signed) => Some(signed.to_string()),
+    match store.0.signed_url(Method::GET, &crate::bucket::key_path(key), lifetime).await {
+        Ok(signed) => Some((signed.to_string(), until)),
         Err(e) => {
             warn!("cannot presign {url}: {e}");
-            Some(url.to_string())
+            None
         }
     }
 }
 
 #[cfg(not(feature = "aws"))]
-async fn presign(_engine: &Engine, url: &str) -> Option<String> {
-    Some(url.to_string())
+async fn presign(_engine: &Engine, _url: &str) -> Option<(String, chrono::DateTime<chrono::Utc>)> {
+    None
 }
 
 /// Send `message` to every target of `notify` that wants its status, each with a few

@@ -454,6 +454,23 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
         warn!(chunk = task.chunk.index, "dropping a task that does not match the job's plan");
         return Handled::just(Disposition::Ack);
     }
+    if policy.fail_jobs && attempt > policy.max_attempts {
+        // Every attempt so far either failed (and the last one would have failed the job) or
+        // never answered: the process working it died (out of memory or time, or killed). A
+        // chunk committed before its worker died is done; any other fails its job now rather
+        // than killing worker after worker until the queue drops it and the job never ends.
+        match run.engine.ledger.get_chunk(run.id(), task.chunk.index).await {
+            Ok(Some(_)) => return Handled::just(Disposition::Ack),
+            Ok(None) => return unanswered(&run, &task, attempt, policy),
+            Err(e) => {
+                return Handled {
+                    disposition: Disposition::Release { delay: Duration::ZERO },
+                    error: Some(e),
+                    prepaid: ApiCalls::new(),
+                }
+            }
+        }
+    }
     let result = tokio::select! {
         r = process(&run, name, &task.chunk, tally) => r,
         // Told to stop now: every effect so far is idempotent, and the next worker redoes it.
@@ -493,6 +510,38 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
         )),
     };
     Handled { disposition, error, prepaid }
+}
+
+/// A task delivered more times than it may be attempted, whose attempts never answered: its
+/// job fails, naming the chunk, its lines and why the worker probably died.
+fn unanswered(run: &JobRun, task: &Task, attempt: u32, policy: Policy) -> Handled {
+    let input = &run.plan.inputs[task.chunk.input as usize].object;
+    let chunk = &task.chunk;
+    let error = format!(
+        "chunk {} (records {}–{} from line {}) was delivered {attempt} times, more than the {} attempts allowed, \
+         and no attempt answered: the worker stopped while working it (out of memory or time, or killed). \
+         A record of this chunk may need more than a worker has: look at these lines, or give workers more \
+         memory or time",
+        chunk.index,
+        chunk.first_record,
+        chunk.first_record + chunk.records.saturating_sub(1),
+        chunk.first_line,
+        policy.max_attempts,
+    );
+    warn!(job = %task.job_id, chunk = chunk.index, attempt, "{error}");
+    let failure = Failure {
+        job_id: task.job_id.clone(),
+        chunk: chunk.index,
+        input: input.location.clone(),
+        version: input.version.clone(),
+        attempts: attempt,
+        error: error.clone(),
+    };
+    Handled {
+        disposition: Disposition::FailJob(failure),
+        error: Some(Error::backend("worker", format!("job {} chunk {}", task.job_id, chunk.index), error)),
+        prepaid: ApiCalls::new(),
+    }
 }
 
 /// Whether the ledger's job is the run of it that `run` holds (a job made anew has a new

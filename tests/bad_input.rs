@@ -387,3 +387,24 @@ async fn a_transform_that_never_ends_rejects_its_records_and_the_job_completes()
         assert!(r["message"].as_str().unwrap().contains("over budget"), "{r}");
     }
 }
+
+/// Inputs come from one store, the first input's: an `s3://` input after a local one is
+/// refused with both named, instead of its key being read from this machine's disk
+/// (`s3://other-bucket/etc/hostname` once read the local `/etc/hostname`, labelled S3).
+#[test]
+fn inputs_in_two_places_are_refused_before_anything_is_read() {
+    let work = tempfile::tempdir().unwrap();
+    let input = write(work.path(), "in.csv", b"id\n1\n");
+    std::fs::write(work.path().join("job.toml"), "[sink]\ntype = \"none\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+        .args(["run", input.to_str().unwrap(), "s3://other-bucket/etc/hostname"])
+        .args(["--config", work.path().join("job.toml").to_str().unwrap()])
+        .args(["--data-dir", work.path().join("data").to_str().unwrap()])
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("s3://other-bucket") && stderr.contains("all local files"), "{stderr}");
+    assert!(!work.path().join("data/bucket/jobs").exists(), "a job was made");
+}

@@ -411,6 +411,12 @@ async fn the_orders_example_through_the_handlers_matches_the_local_run() {
     assert_eq!(told["records"], summary["records"]);
     let link = told["links"]["output"].as_str().unwrap();
     assert!(link.contains("X-Amz-Signature"), "{link}");
+    // A bearer link to the whole output: it works a day (not seven), and the message says until when.
+    assert!(link.contains("X-Amz-Expires=86400"), "{link}");
+    let until = chrono::DateTime::parse_from_rfc3339(told["links_expire_at"].as_str().unwrap()).unwrap();
+    let left = until.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(left <= chrono::Duration::hours(24) && left > chrono::Duration::hours(23), "{until}");
+    assert!(told["text"].as_str().unwrap().contains("The links work until "), "{told}");
     let fetched = reqwest::get(link).await.unwrap().bytes().await.unwrap();
     assert!(fetched == output, "the presigned link gives the merged output");
     // And by e-mail: SES counts it (the only test that sends e-mail through SES).
@@ -560,6 +566,40 @@ async fn on_task_reports_only_the_tasks_to_retry() {
     let summary: serde_json::Value =
         serde_json::from_slice(&stack.object(&format!("out/jobs/{job_id}/summary.json")).await.unwrap()).unwrap();
     assert_eq!(summary["records"]["total"], 2);
+}
+
+/// A task whose earlier deliveries never answered (each killed its worker: a record that
+/// runs a function out of memory or time) comes back with a receive count past the attempts
+/// allowed: on-task fails its job with the chunk and its lines named, instead of working it
+/// again until the queue drops it and the job stays running for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_attempts_never_answered_fails_its_job() {
+    let stack = stack("unanswered").await;
+    let s3 = sluicebox::aws::s3(&stack.conf);
+    s3.put_object().bucket(&stack.bucket).key("in/x.csv").body(orders_head(3).into()).send().await.unwrap();
+    let starter = stack.function(0, None).await;
+    let notes = stack.receive(&stack.events_url, 5).await;
+    starter.on_object(serde_json::json!({ "Records": notes })).await.unwrap();
+    let mut tasks = stack.receive(&stack.tasks_url, 2).await;
+    assert_eq!(tasks.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(tasks[0].body.as_ref().unwrap()).unwrap();
+    let job_id = body["job_id"].as_str().unwrap().to_string();
+    // As the queue hands it over after three deliveries whose workers died.
+    let attempts = stack.settings.max_attempts;
+    tasks[0].attributes.insert("ApproximateReceiveCount".into(), (attempts + 1).to_string());
+    let worker = stack.function(1, None).await;
+    worker.on_task(sqs_event(&tasks), Duration::from_secs(60)).await;
+    let failed = stack.object(&format!("out/jobs/{job_id}/failed.json")).await.expect("failed.json");
+    let failed: serde_json::Value = serde_json::from_slice(&failed).unwrap();
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("no attempt answered") && error.contains("from line 2"), "{failed}");
+    let ledger = sluicebox::ledger::dynamodb::DynamoLedger::new(
+        sluicebox::aws::dynamodb(&stack.conf),
+        stack.settings.ledger.trim_start_matches("dynamodb://"),
+    );
+    let job = sluicebox::ledger::StateStore::get_job(&ledger, &job_id).await.unwrap().unwrap();
+    assert_eq!(job.status, sluicebox::ledger::JobStatus::Failed);
+    assert!(stack.object(&format!("out/jobs/{job_id}/summary.json")).await.is_none());
 }
 
 /// `sluicebox bench --aws --lambda` runs the orders job through the handlers (this process

@@ -235,6 +235,16 @@ impl JobObjects {
         self.read(&self.failure_path()).await
     }
 
+    /// The error a failed job ends with: its `failed.json`, as a message.
+    pub async fn failure_error(&self) -> Error {
+        let path = self.failure_path();
+        match self.failure().await {
+            Ok(Some(f)) => Error::Conflict(f.to_string()),
+            Ok(None) => Error::Conflict(format!("job {} failed ({path} is missing)", self.job_id())),
+            Err(e) => e,
+        }
+    }
+
     /// Write why the job failed.
     pub async fn put_failure(&self, failure: &Failure) -> Result<()> {
         bucket::put(self.store(), &self.failure_path(), json_bytes(failure)?).await

@@ -31,7 +31,7 @@ pub async fn prepare(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, 
         return Err(Error::config("INPUT", "no input objects (an empty directory?)"));
     }
     if let Some(id) = &opts.job_id {
-        check_job_id(id)?;
+        crate::config::check_job_id(id, "--job-id")?;
     }
     let job_id = opts.job_id.clone().unwrap_or_else(|| super::derive_job_id(&inputs, spec));
     let objects = JobObjects::new(engine.bucket.clone(), &job_id);
@@ -64,7 +64,7 @@ pub async fn prepare(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, 
         }
     }
     if job.status == JobStatus::Failed {
-        return Err(super::run::failure_error(&objects).await);
+        return Err(objects.failure_error().await);
     }
     // Loading the reference and scanning the inputs are independent: do both at once.
     let started = std::time::Instant::now();
@@ -159,22 +159,6 @@ async fn ship_resources(engine: &Engine, definition: &JobDefinition) -> Result<J
     }
     e.source = format!("{}/{key}", engine.bucket_url.trim_end_matches('/'));
     Ok(shipped)
-}
-
-/// A job id names the job's objects (`jobs/<id>/`) and its ledger rows: 1 to 128 letters,
-/// digits, `.`, `_` and `-`, not starting with `.`, so that no id reaches another job's objects
-/// (`a/parts`) or all of them (an empty id).
-pub fn check_job_id(id: &str) -> Result<()> {
-    let fine = (1..=128).contains(&id.len())
-        && !id.starts_with('.')
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    if fine {
-        return Ok(());
-    }
-    Err(Error::config(
-        "--job-id",
-        format!("{id:?} is not a job id: 1 to 128 of letters, digits, '.', '_' and '-', not starting with '.'"),
-    ))
 }
 
 /// The scanned inputs.

@@ -105,19 +105,9 @@ pub async fn wait(engine: &Engine, job_id: &str, progress: &indicatif::ProgressB
             JobStatus::Complete => {
                 return objects.summary().await?.ok_or_else(|| Error::NotFound(objects.summary_path()));
             }
-            JobStatus::Failed => return Err(failure_error(&objects).await),
+            JobStatus::Failed => return Err(objects.failure_error().await),
             _ => tokio::time::sleep(Duration::from_millis(500)).await,
         }
-    }
-}
-
-/// The error a failed job ends with: its `failed.json`, as a message.
-pub(super) async fn failure_error(objects: &JobObjects) -> Error {
-    let path = objects.failure_path();
-    match objects.failure().await {
-        Ok(Some(f)) => Error::Conflict(f.to_string()),
-        Ok(None) => Error::Conflict(format!("job {} failed ({path} is missing)", objects.job_id())),
-        Err(e) => e,
     }
 }
 
@@ -132,7 +122,7 @@ async fn work(run: &Arc<JobRun>, opts: &RunOptions, sent: u32) -> Result<()> {
             let job = run.engine.ledger.get_job(run.id()).await?;
             match job.map(|j| j.status) {
                 Some(JobStatus::Complete) => return Ok(()),
-                Some(JobStatus::Failed) => return Err(failure_error(&run.objects).await),
+                Some(JobStatus::Failed) => return Err(run.objects.failure_error().await),
                 _ => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         }
