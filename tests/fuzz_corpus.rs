@@ -34,3 +34,29 @@ fn job_file_corpus() {
 fn s3_event_corpus() {
     replay("s3_event", sluicebox::fuzzing::s3_event);
 }
+
+#[test]
+fn resume_points_corpus() {
+    replay("resume_points", sluicebox::fuzzing::resume_points);
+}
+
+#[test]
+fn partition_corpus() {
+    replay("partition", sluicebox::fuzzing::partition);
+}
+
+#[test]
+fn redaction_corpus() {
+    replay("redaction", sluicebox::fuzzing::redaction);
+}
+
+/// The resume-points seeds reach the check of every chunk, crafted streams included.
+#[test]
+fn resume_points_seeds_are_read_back_chunk_by_chunk() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/resume_points");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let checked = sluicebox::fuzzing::resume_points_checked(&std::fs::read(&path).unwrap());
+        assert!(checked >= 3, "{}: {checked} chunks read back", path.display());
+    }
+}
