@@ -171,7 +171,7 @@ pub fn resume_points_checked(data: &[u8]) -> usize {
     }
     let step = (usize::from(*chunk).max(1) * 97).max(1);
     let starts: Vec<u64> = (0..plain.len()).step_by(step).map(|s| s as u64).collect();
-    let mut log = Arc::try_unwrap(log).ok().expect("the reader is gone").into_inner().expect("the log");
+    let mut log = Arc::try_unwrap(log).unwrap_or_else(|_| panic!("the reader is gone")).into_inner().expect("the log");
     let mut chunks = Vec::new();
     for (i, &start) in starts.iter().enumerate() {
         let end = starts.get(i + 1).copied().unwrap_or(plain.len() as u64);
