@@ -69,11 +69,18 @@ pub async fn check(engine: &Engine, spec: &JobSpec) -> Result<Vec<String>> {
             _ => "gzip compressed",
         };
         found.push(format!(
-            "stream: files of {} MiB or {} s{}, {encoding}",
+            "stream: files of {} MiB or {} s{}, {encoding}; at most {} partitions at once",
             st.size_mib,
             st.max_age_s,
             st.partition.as_deref().map_or(String::new(), |p| format!(", partitioned by {p}")),
+            st.max_partitions,
         ));
+        let template = st.partition.as_deref().map(crate::stream::partition::Template::parse).transpose()?;
+        if let Some(why) = template.and_then(|t| t.looks_unbounded()) {
+            found.push(format!(
+                "warning: stream.partition: {why}: a file per record, until [stream] max_partitions rejects the rest"
+            ));
+        }
     }
     if !c.tests.is_empty() {
         found.push(format!("tests: {} (run them with `sluicebox test`)", c.tests.len()));

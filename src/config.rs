@@ -83,6 +83,12 @@ pub struct StreamConfig {
     /// The most partitions with an open buffer; one more flushes the oldest (default 100).
     #[serde(default = "default_stream_open_partitions")]
     pub max_open_partitions: usize,
+    /// The most partitions that may take records within `max_age_s` (at least a minute);
+    /// a record that would open one more is a reject (`stream.max_partitions`), so that a
+    /// template whose values change on every record cannot write a file per record (default
+    /// 500, Firehose's limit of active partitions).
+    #[serde(default = "default_stream_partitions")]
+    pub max_partitions: usize,
     /// The MiB of encoded records all partitions' buffers hold together, at least `size_mib`
     /// (default 1024); one more record writes the largest buffer early.
     #[serde(default = "default_stream_buffer_mib")]
@@ -105,6 +111,9 @@ fn default_stream_age_s() -> u32 {
 fn default_stream_open_partitions() -> usize {
     100
 }
+fn default_stream_partitions() -> usize {
+    500
+}
 fn default_stream_buffer_mib() -> u32 {
     1024
 }
@@ -124,6 +133,7 @@ impl Default for StreamConfig {
             partition: None,
             time_field: None,
             max_open_partitions: default_stream_open_partitions(),
+            max_partitions: default_stream_partitions(),
             buffer_mib: default_stream_buffer_mib(),
             compression: default_stream_compression(),
             errors: default_stream_errors(),

@@ -435,3 +435,35 @@ fn a_record_whose_partition_cannot_be_a_folder_is_a_reject_not_a_stopped_stream(
     rules.sort();
     assert_eq!(rules, ["stream.partition"; 4].iter().chain(&["stream.time_field"]).copied().collect::<Vec<_>>());
 }
+
+/// A template whose value changes on every record (here the record's own id) would write a
+/// file per record: past `max_partitions` active partitions the records are rejects, the files
+/// stay few, and `check` warns about the template before anything runs.
+#[test]
+fn a_partition_per_record_stops_at_the_partition_budget_and_check_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = "[input]\nformat = \"jsonl\"\n[stream]\nsize_mib = 1\npartition = \"k={id}\"\nmax_partitions = 50\n";
+    std::fs::write(dir.path().join("job.toml"), job).unwrap();
+    let input: String = (0..300).map(|i| format!("{{\"id\":{i}}}\n")).collect();
+    let out = dir.path().join("out");
+    let r = stream_stdin(dir.path(), &out, &input);
+    assert_eq!((r["written"].as_u64(), r["rejected"].as_u64()), (Some(50), Some(250)), "{r}");
+    let files = common::decompressed_files(&out);
+    assert_eq!(files.keys().filter(|n| !n.starts_with("errors/")).count(), 50);
+    let rules: Vec<String> = files
+        .iter()
+        .filter(|(n, _)| n.starts_with("errors/"))
+        .flat_map(|(_, b)| lines(b))
+        .map(|r| r["rule"].as_str().unwrap().to_string())
+        .collect();
+    assert!(rules.len() == 250 && rules.iter().all(|r| r == "stream.max_partitions"), "{rules:?}");
+
+    let checked = sluicebox()
+        .args(["check", dir.path().join("job.toml").to_str().unwrap()])
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{checked:?}");
+    assert!(said.contains("warning: stream.partition: {id} looks like a value that differs on every record"), "{said}");
+}

@@ -505,6 +505,9 @@ pub fn check_config(c: &StreamConfig) -> Result<()> {
     if c.max_open_partitions == 0 {
         return Err(Error::config("stream.max_open_partitions", "must be at least 1"));
     }
+    if c.max_partitions == 0 {
+        return Err(Error::config("stream.max_partitions", "must be at least 1"));
+    }
     if c.buffer_mib < c.size_mib {
         let why = format!("{} is less than one file's size_mib ({})", c.buffer_mib, c.size_mib);
         return Err(Error::config("stream.buffer_mib", why));
@@ -541,12 +544,15 @@ struct Reader {
     out: mpsc::Sender<Group>,
     idle: Option<Duration>,
     counts: Report,
+    /// Partitions that took a record lately, with the arrival of their last one: at most
+    /// `max_partitions` at once ([`Reader::admit`]).
+    active: HashMap<String, i64>,
 }
 
-/// What makes a record's outcome ready for a buffer; shared by the reader and its helpers.
 /// How far ahead of the clock a record's `time_field` may be.
 const MAX_DAYS_AHEAD: i64 = 1;
 
+/// What makes a record's outcome ready for a buffer; shared by the reader and its helpers.
 struct Prep {
     pipeline: Pipeline,
     template: Option<Template>,
@@ -810,6 +816,7 @@ impl Reader {
             out,
             idle,
             counts: Report::default(),
+            active: HashMap::new(),
         })
     }
 
@@ -1008,6 +1015,26 @@ impl Reader {
         Ok(())
     }
 
+    /// Whether `partition` may take a record arriving at `arrival_ms`: it is active already,
+    /// or fewer than `max_partitions` partitions took a record in the last `max_age_s` (at
+    /// least a minute). A template whose values change on every record (a timestamp to the
+    /// second, a user id) would otherwise write a file, and a ledger write, per record.
+    fn admit(active: &mut HashMap<String, i64>, config: &StreamConfig, partition: &str, arrival_ms: i64) -> bool {
+        if let Some(last) = active.get_mut(partition) {
+            *last = (*last).max(arrival_ms);
+            return true;
+        }
+        if active.len() >= config.max_partitions {
+            let window_ms = i64::from(config.max_age_s.max(60)) * 1000;
+            active.retain(|_, last| *last >= arrival_ms - window_ms);
+        }
+        if active.len() >= config.max_partitions {
+            return false;
+        }
+        active.insert(partition.to_string(), arrival_ms);
+        true
+    }
+
     /// Account for one record: skip it if a file already holds it, else buffer it. `number`
     /// counts the shard's records in this run.
     fn place(
@@ -1032,6 +1059,21 @@ impl Reader {
             self.counts.skipped += 1;
             return;
         }
+        let errors = self.encoding.as_ref().map(|e| e.errors.clone()).unwrap_or_default();
+        let errors_partition = format!("{errors}/{}", ms_time(arrival_ms).format("dt=%Y-%m-%d"));
+        // A record over the partition budget is a reject. Its file may be written before a
+        // crash and the budget be free when the record comes again: so a record in a file of
+        // either place is skipped.
+        let ready = match ready {
+            Ready::Row { partition, line }
+                if !saved.covers(&partition, &track.shard, &pos)
+                    && !saved.covers(&errors_partition, &track.shard, &pos)
+                    && !Self::admit(&mut self.active, &self.config, &partition, arrival_ms) =>
+            {
+                Ready::Rejected(over_budget(&self.config, &partition, &track.shard, &line))
+            }
+            other => other,
+        };
         let (partition, line) = match ready {
             Ready::Filtered => {
                 skip(track, acks, ack);
@@ -1039,7 +1081,7 @@ impl Reader {
                 return;
             }
             Ready::Row { partition, line } => {
-                if saved.covers(&partition, &track.shard, &pos) {
+                if saved.covers(&partition, &track.shard, &pos) || saved.covers(&errors_partition, &track.shard, &pos) {
                     skip(track, acks, ack);
                     self.counts.skipped += 1;
                     return;
@@ -1048,8 +1090,7 @@ impl Reader {
                 (partition, line)
             }
             Ready::Rejected(mut reject) => {
-                let errors = self.encoding.as_ref().map(|e| e.errors.as_str()).unwrap_or_default();
-                let partition = format!("{errors}/{}", ms_time(arrival_ms).format("dt=%Y-%m-%d"));
+                let partition = errors_partition;
                 if saved.covers(&partition, &track.shard, &pos) {
                     skip(track, acks, ack);
                     self.counts.skipped += 1;
@@ -1067,6 +1108,25 @@ impl Reader {
         let bytes = line.len();
         let item = Item { shard, ordinal, pos, arrival_ms, payload: Payload::Line(line), ack };
         cut.extend(self.batcher.push(&partition, item, bytes, now_ms()));
+    }
+}
+
+/// The reject of a record whose partition would pass the stream's partition budget.
+fn over_budget(config: &StreamConfig, partition: &str, shard: &str, line: &[u8]) -> Reject {
+    let shown: String = partition.chars().take(80).collect();
+    Reject {
+        input: shard.to_string(),
+        record: 0,
+        line: 0,
+        field: None,
+        rule: "stream.max_partitions".into(),
+        message: format!(
+            "{} partitions took records in the last {} s, the most [stream] max_partitions allows; {shown:?} would be one more: \
+             partition by fields with fewer values, or raise max_partitions",
+            config.max_partitions,
+            config.max_age_s.max(60)
+        ),
+        raw: String::from_utf8_lossy(line).trim_end().to_string(),
     }
 }
 

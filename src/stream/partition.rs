@@ -130,6 +130,33 @@ impl Template {
         out
     }
 
+    /// Why the template may make a partition for nearly every record, if it looks so: a time
+    /// finer than the hour (`%M`, `%S`, …), or a field whose name says it identifies a record
+    /// or an instant (`id`, `user_id`, `uuid`, `key`, `email`, `ts`, `timestamp`, …).
+    pub fn looks_unbounded(&self) -> Option<String> {
+        const FINE: [&str; 9] = ["%M", "%S", "%s", "%f", "%T", "%R", "%X", "%c", "%+"];
+        for piece in self.segments.iter().flat_map(|s| &s.pieces) {
+            match piece {
+                Piece::Time(text, _) => {
+                    if let Some(f) = FINE.iter().find(|f| text.contains(**f)) {
+                        return Some(format!("{f} makes a folder per minute or finer"));
+                    }
+                }
+                Piece::Field(f) => {
+                    let name = f.to_ascii_lowercase();
+                    let identifying = ["id", "uuid", "guid", "key", "email", "ts", "time", "timestamp"]
+                        .iter()
+                        .any(|w| name == *w || name.ends_with(&format!("_{w}")) || (w.len() > 2 && name.ends_with(w)));
+                    if identifying {
+                        return Some(format!("{{{f}}} looks like a value that differs on every record"));
+                    }
+                }
+                Piece::Text(_) => {}
+            }
+        }
+        None
+    }
+
     /// Whether the template reads the record's time.
     pub fn uses_time(&self) -> bool {
         self.segments.iter().flat_map(|s| &s.pieces).any(|p| matches!(p, Piece::Time(..)))
@@ -303,6 +330,16 @@ mod tests {
         }
         assert!(bare.render_checked(&row(json!({"a": "errors"})), at, "errors").is_err());
         assert!(bare.render_checked(&row(json!({"a": "errors2"})), at, "errors").is_ok());
+    }
+
+    #[test]
+    fn templates_that_make_a_folder_per_record_are_spotted() {
+        for t in ["t=%Y%m%d%H%M%S", "{user_id}", "k={uuid}", "s=%s", "d=%Y-%m-%d/{event_ts}"] {
+            assert!(Template::parse(t).unwrap().looks_unbounded().is_some(), "{t}");
+        }
+        for t in ["vendor={vendor_id_group}/dt=%Y-%m-%d/h=%H", "region={region}", "{valid}"] {
+            assert_eq!(Template::parse(t).unwrap().looks_unbounded(), None, "{t}");
+        }
     }
 
     #[test]
