@@ -467,3 +467,30 @@ fn a_partition_per_record_stops_at_the_partition_budget_and_check_warns() {
     assert!(checked.status.success(), "{checked:?}");
     assert!(said.contains("warning: stream.partition: {id} looks like a value that differs on every record"), "{said}");
 }
+
+/// A line over 64 MiB (a record too long to read, or a CSV quote never closed) is a reject
+/// skipped to its line break, and the records after it are read as usual; at the end of the
+/// input too.
+#[test]
+fn a_line_over_64_mib_is_a_reject_and_the_stream_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("job.toml"), "[input]\nformat = \"jsonl\"\n[stream]\nsize_mib = 1\n").unwrap();
+    let huge = "x".repeat(65 << 20);
+    let input = format!("{{\"id\":1}}\n{{\"id\":2,\"pad\":\"{huge}\"}}\n{{\"id\":3}}\n{{\"id\":4,\"pad\":\"{huge}");
+    let out = dir.path().join("out");
+    let r = stream_stdin(dir.path(), &out, &input);
+    assert_eq!(
+        (r["records"].as_u64(), r["written"].as_u64(), r["rejected"].as_u64()),
+        (Some(4), Some(2), Some(2)),
+        "{r}"
+    );
+    let (data, errors) = ids(&out);
+    assert_eq!(data.keys().copied().collect::<std::collections::BTreeSet<_>>(), [1, 3].into());
+    assert_eq!(errors.len(), 2);
+    for (name, bytes) in common::decompressed_files(&out) {
+        for e in lines(&bytes).into_iter().filter(|_| name.starts_with("errors/")) {
+            assert_eq!(e["rule"], "max_record_bytes", "{e}");
+            assert!(e["raw"].as_str().unwrap().len() <= 256, "the reject keeps the record's head only");
+        }
+    }
+}

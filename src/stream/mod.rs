@@ -694,6 +694,22 @@ impl Prep {
         };
         let mut encoder = Encoder::new(format, fields);
         let mut records = Vec::new();
+        if let Some(s) = &block.skipped {
+            records.push(Ready::Rejected(Reject {
+                input: block.shard.clone(),
+                record: 0,
+                line: s.first_line,
+                field: None,
+                rule: "max_record_bytes".into(),
+                message: format!(
+                    "the record from line {} is {} bytes, more than a stream reads ({} MiB): skipped to its line break",
+                    s.first_line,
+                    s.bytes,
+                    source::MAX_RECORD_BYTES >> 20
+                ),
+                raw: s.head.clone(),
+            }));
+        }
         self.pipeline.each_record(&ctx, &block.data, &mut |_, outcome| {
             records.push(self.ready(outcome, &block.shard, block.arrival_ms, &mut encoder));
         })?;

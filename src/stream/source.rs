@@ -46,6 +46,24 @@ pub struct Block {
     pub arrival_ms: i64,
     /// The records' bytes, cut at a record boundary.
     pub data: Vec<u8>,
+    /// A record just before `data` too long to be read ([`MAX_RECORD_BYTES`]): skipped, to be
+    /// a reject numbered before the block's records.
+    pub skipped: Option<Skipped>,
+}
+
+/// The longest record a file or standard input stream reads; a longer one is skipped to the
+/// next line break and rejected, and the stream goes on.
+pub const MAX_RECORD_BYTES: usize = 64 * BLOCK_BYTES;
+
+/// A record skipped for its length.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    /// The line it starts on.
+    pub first_line: u64,
+    /// Its length, up to the line break that ended it.
+    pub bytes: u64,
+    /// Its first bytes, for the reject.
+    pub head: String,
 }
 
 /// What a source sends.
@@ -100,6 +118,7 @@ pub fn read_blocks(
     let mut line = 1u64;
     let mut at_start = true;
     let mut eof = false;
+    let mut skipped: Option<Skipped> = None;
     while !eof {
         let mut buf = std::mem::take(&mut carry);
         let have = buf.len();
@@ -139,19 +158,34 @@ pub fn read_blocks(
         // Cut after the last record that ends in the buffer; the rest waits for more bytes.
         let cut = if eof { buf.len() } else { last_record_end(&buf, format, quote).unwrap_or(0) };
         if cut == 0 && !eof {
-            if buf.len() > 64 * BLOCK_BYTES {
-                return Err(Error::input(&shard, format!("a record from line {line} is longer than 64 MiB")));
+            if buf.len() > MAX_RECORD_BYTES {
+                // Too long to be a record (or a CSV quote never closed): skip it to the next
+                // line break; it becomes a reject and the stream goes on from there.
+                // The next pass reads on (or finds the end) and sends what follows, with it.
+                let (rest, skipped_lines, bytes) = skip_line(buf, &mut input).map_err(fail)?;
+                let head = String::from_utf8_lossy(&rest.head).into_owned();
+                skipped = Some(Skipped { first_line: line, bytes, head });
+                line += skipped_lines;
+                carry = rest.tail;
+                continue;
             }
             carry = buf;
             continue;
         }
         carry = buf.split_off(cut);
-        if buf.is_empty() {
+        if buf.is_empty() && skipped.is_none() {
             continue;
         }
         let lines = memchr::memchr_iter(b'\n', &buf).count() as u64;
-        let block =
-            Block { shard: shard.clone(), format, header: header.clone(), first_line: line, arrival_ms, data: buf };
+        let block = Block {
+            shard: shard.clone(),
+            format,
+            header: header.clone(),
+            first_line: line,
+            arrival_ms,
+            data: buf,
+            skipped: skipped.take(),
+        };
         line += lines;
         if tx.blocking_send(Delivery::Block(block)).is_err() {
             return Ok(());
@@ -159,6 +193,43 @@ pub fn read_blocks(
     }
     let _ = tx.blocking_send(Delivery::End { shard });
     Ok(())
+}
+
+/// What [`skip_line`] kept of a skipped record and of what followed it.
+struct SkippedBytes {
+    /// The record's first bytes.
+    head: Vec<u8>,
+    /// The bytes after its line break, already read.
+    tail: Vec<u8>,
+}
+
+/// Reads past the record at the start of `buf` to its first line break, dropping its bytes as
+/// they come (memory stays at one buffer): what was kept, the lines it spans (its line break
+/// included) and its length.
+fn skip_line(mut buf: Vec<u8>, input: &mut dyn Read) -> std::io::Result<(SkippedBytes, u64, u64)> {
+    let head = buf[..buf.len().min(256)].to_vec();
+    let (mut lines, mut bytes) = (0u64, 0u64);
+    loop {
+        if let Some(i) = memchr::memchr(b'\n', &buf) {
+            lines += memchr::memchr_iter(b'\n', &buf[..=i]).count() as u64;
+            bytes += i as u64 + 1;
+            let tail = buf.split_off(i + 1);
+            return Ok((SkippedBytes { head, tail }, lines, bytes));
+        }
+        bytes += buf.len() as u64;
+        buf.clear();
+        buf.resize(BLOCK_BYTES, 0);
+        let n = loop {
+            match input.read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                other => break other?,
+            }
+        };
+        if n == 0 {
+            return Ok((SkippedBytes { head, tail: Vec::new() }, lines, bytes));
+        }
+        buf.truncate(n);
+    }
 }
 
 /// The end of the last whole record in `buf` (just after its newline).
