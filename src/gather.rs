@@ -51,12 +51,11 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
     // takes it over and continues from the steps recorded done.
     let renewer = Renewer(renew_lease(run, now + GATHER_LEASE.as_millis() as i64));
     let tally = Tally::default();
-    let mut summary = None;
     let completed = match tally.scope(write_outputs(run, &tally)).await {
-        Ok(s) => {
-            summary = Some(s);
-            ledger.set_status(job_id, JobStatus::Gathering, JobStatus::Complete).await
-        }
+        Ok(s) => match archive_and_tell(run, &s).await {
+            Ok(()) => ledger.set_status(job_id, JobStatus::Gathering, JobStatus::Complete).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     drop(renewer);
@@ -64,17 +63,6 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
         Ok(true) => {
             // The merged objects hold everything now; parts are only scratch.
             let _ = run.objects.delete_parts().await;
-            if let Some(summary) = summary {
-                // Only this gather completed the job: the inputs move and people hear once.
-                archive_inputs(run).await;
-                let outputs = &summary.outputs;
-                let objects =
-                    [("output", &outputs.output), ("rejects", &outputs.rejects), ("summary", &outputs.summary)];
-                let objects: Vec<(&str, &str)> = objects.iter().map(|(n, u)| (*n, u.as_str())).collect();
-                let links = crate::notify::links(&run.engine, &objects).await;
-                let message = crate::notify::Message::finished(&summary, links);
-                crate::notify::send(&run.engine, &notify_targets(&run.engine, &run.spec.notify), &message).await;
-            }
             run.done.cancel();
             Ok(())
         }
@@ -86,6 +74,31 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
             Err(e)
         }
     }
+}
+
+/// The last steps of a gather, once the summary is written and before the job is marked
+/// complete: the inputs move to their archive and people are told, each a recorded step, so
+/// that a gather cut off anywhere is finished by the next gatherer, which does neither again
+/// (a send cut off before its step was recorded is sent again: at least once, never never).
+async fn archive_and_tell(run: &Arc<JobRun>, summary: &Summary) -> Result<()> {
+    let steps = Steps::load(run).await?;
+    steps
+        .run("archive", async {
+            archive_inputs(run).await;
+            Ok(())
+        })
+        .await?;
+    steps
+        .run("notify", async {
+            let outputs = &summary.outputs;
+            let objects = [("output", &outputs.output), ("rejects", &outputs.rejects), ("summary", &outputs.summary)];
+            let objects: Vec<(&str, &str)> = objects.iter().map(|(n, u)| (*n, u.as_str())).collect();
+            let links = crate::notify::links(&run.engine, &objects).await;
+            let message = crate::notify::Message::finished(summary, links);
+            crate::notify::send(&run.engine, &notify_targets(&run.engine, &run.spec.notify), &message).await;
+            Ok(())
+        })
+        .await
 }
 
 /// Stops renewing a gather lease when dropped.

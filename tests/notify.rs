@@ -152,6 +152,12 @@ async fn a_finished_job_is_told_with_its_real_status_and_its_input_archived() {
     assert!(!input.exists(), "the input moved once the job completed");
     let archived = archive.join(&summary.job_id).join("orders.csv");
     assert_eq!(std::fs::read_to_string(&archived).unwrap(), format!("{some}1,X,Y,Online,M,2/31/15,R,3/1/15\n"));
+
+    // Both are recorded steps of the gather, so that one cut off after completing the outputs
+    // is finished by the next gatherer without doing either twice.
+    let gathered: serde_json::Value = serde_json::from_str(&job_file(&data, &summary.job_id, "gathered.json")).unwrap();
+    let steps: Vec<&str> = gathered["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert!(steps.ends_with(&["archive", "notify"]), "{steps:?}");
 }
 
 /// A job that fails (its sink is down through every attempt) is told as `failed` with the

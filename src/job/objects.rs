@@ -38,7 +38,7 @@ pub struct Sent {
 pub struct Gathered {
     /// The run of the job the steps were done for (its creation time).
     pub generation: i64,
-    /// The steps done: `sink`, `output`, `rejects`.
+    /// The steps done: `sink`, `output`, `rejects`, then `archive` and `notify`.
     pub steps: Vec<String>,
 }
 
