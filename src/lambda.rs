@@ -297,7 +297,9 @@ impl Function {
             worker_name: format!("lambda-{}", &name[..name.len().min(12)]),
             ..RunOptions::default()
         };
-        let jobs = Jobs::serve(engine.clone(), Vec::new(), CancellationToken::new(), CancellationToken::new());
+        // Buckets and tables only: a plan naming a file would be read from the function's disk.
+        let allow = crate::job::worker_allow(Vec::new());
+        let jobs = Jobs::serve(engine.clone(), allow, CancellationToken::new(), CancellationToken::new());
         Function {
             longest_task_ms: AtomicU64::new(settings.task_time.as_millis() as u64),
             settings,

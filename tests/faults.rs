@@ -641,9 +641,13 @@ async fn a_worker_limited_to_named_resources_fails_a_job_that_names_others() {
     let job = spec("[sink]\ntype = \"none\"\n", dir.path());
     let inputs = local_inputs(&engine, std::slice::from_ref(&input)).await;
     let location = inputs[0].location.clone();
-    for (allow, ok) in
-        [(vec!["s3://elsewhere".to_string()], false), (vec![format!("file://{}", dir.path().display())], true)]
-    {
+    let worker_default = sluicebox::job::worker_allow(Vec::new());
+    for (allow, ok) in [
+        (vec!["s3://elsewhere".to_string()], false),
+        // `sluicebox worker` and the Lambda functions without --allow: never this host's files.
+        (worker_default, false),
+        (vec![format!("file://{}", dir.path().display())], true),
+    ] {
         let opts = RunOptions { allow: allow.clone(), max_attempts: 5, force: true, ..RunOptions::default() };
         let id = sluicebox::job::submit(&engine, &job, inputs.clone(), &opts).await.unwrap().job_id;
         let pool = sluicebox::pool::Pool::serve(&engine, &opts, 1);
@@ -659,7 +663,7 @@ async fn a_worker_limited_to_named_resources_fails_a_job_that_names_others() {
             (Ok(s), true) => assert_eq!(s.records.written, 2),
             (Err(e), false) => {
                 let e = e.to_string();
-                assert!(e.contains(&location) && e.contains("s3://elsewhere"), "{e}");
+                assert!(e.contains(&location) && e.contains(allow[0].as_str()), "{e}");
                 assert!(e.contains("attempt 1"), "refused at once, not retried: {e}");
             }
             (other, _) => panic!("allow {allow:?}: {other:?}"),

@@ -380,8 +380,9 @@ struct WorkerArgs {
     /// Exit after this many seconds without a task (default: run until stopped).
     #[arg(long)]
     idle_exit_secs: Option<u64>,
-    /// Take only jobs whose inputs, reference and sink are under these: `s3://BUCKET[/PREFIX]`
-    /// or `dynamodb://TABLE`, repeatable (default: anything the credentials reach). Others fail.
+    /// Take only jobs whose inputs, reference and sink are under these: `s3://BUCKET[/PREFIX]`,
+    /// `dynamodb://TABLE` or `file:///DIR` (a directory every worker host shares), repeatable
+    /// (default: any bucket or table the credentials reach, never this machine's files). Others fail.
     #[arg(long = "allow", value_name = "URL")]
     allow: Vec<String>,
     #[command(flatten)]
@@ -943,7 +944,8 @@ async fn worker(args: WorkerArgs) -> sluicebox::Result<()> {
     let urls = args.backends.urls();
     let mut engine = Engine::with_backends(&args.data_dir, &urls, "", cloud(args.backends.on_aws()).await).await?;
     engine.notify = args.backends.notify()?;
-    let opts = RunOptions { max_attempts: args.max_attempts.max(1), allow: args.allow, ..serve_options(&urls) };
+    let allow = job::worker_allow(args.allow);
+    let opts = RunOptions { max_attempts: args.max_attempts.max(1), allow, ..serve_options(&urls) };
     let mut pool = Pool::serve(&engine, &opts, args.workers.unwrap_or_else(cores).max(1));
     pool.stop_on_signals(Duration::from_secs(args.grace_secs));
     if let Some(idle) = args.idle_exit_secs {

@@ -347,6 +347,17 @@ impl JobRun {
     }
 }
 
+/// What a worker serving a shared queue may touch when it is not told ([`RunOptions::allow`]
+/// empty): buckets and tables, which every host reads alike, and never its own files, which a
+/// job planned on another machine would name (`file:///etc/…` read from the worker's disk).
+/// `sluicebox worker --allow file:///DIR` lets it read a directory all its hosts share.
+pub fn worker_allow(given: Vec<String>) -> Vec<String> {
+    match given.is_empty() {
+        true => vec!["s3://".to_string(), "dynamodb://".to_string()],
+        false => given,
+    }
+}
+
 /// Whether a job resource at `source` can be read from any host (a bucket or a table), rather
 /// than from one machine's disk or database.
 pub fn on_any_host(source: &str) -> bool {
