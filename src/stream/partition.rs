@@ -82,6 +82,9 @@ impl Template {
         if text.is_empty() {
             return Err(bad("is empty (leave it out for no partitions)".into()));
         }
+        if text.chars().any(char::is_control) {
+            return Err(bad("has a control character, which no folder name may hold".into()));
+        }
         let mut segments = Vec::new();
         for folder in text.split('/') {
             if folder.is_empty() {
@@ -330,6 +333,12 @@ mod tests {
         }
         assert!(bare.render_checked(&row(json!({"a": "errors"})), at, "errors").is_err());
         assert!(bare.render_checked(&row(json!({"a": "errors2"})), at, "errors").is_ok());
+    }
+
+    #[test]
+    fn a_template_with_a_control_character_is_refused() {
+        let err = Template::parse("d={d}/h=%H\u{e}x").unwrap_err().to_string();
+        assert!(err.contains("stream.partition") && err.contains("control character"), "{err}");
     }
 
     #[test]
