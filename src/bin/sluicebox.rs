@@ -1028,7 +1028,8 @@ fn print_summary(s: &Summary, json: bool) {
         let how = match i.decoding.as_str() {
             "gzip-index" => "resumed at gzip blocks",
             "zstd-frames" => "resumed at zstd frames",
-            _ => "each chunk decoded from the start (a single zstd frame?)",
+            "plain-copy" => "decompressed once into a copy (no resume point near enough), chunks read from it",
+            _ => "each chunk decoded from the start",
         };
         let windows = match i.windows_bytes {
             0 => String::new(),

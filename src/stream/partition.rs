@@ -175,6 +175,9 @@ impl Template {
         if rendered.len() > MAX_PARTITION_BYTES {
             return bad(format!("the partition is {} bytes long, more than {MAX_PARTITION_BYTES}", rendered.len()));
         }
+        if rendered.chars().any(char::is_control) {
+            return bad(format!("the partition {rendered:?} holds a control character"));
+        }
         for folder in rendered.split('/') {
             if folder.len() > MAX_FOLDER_BYTES {
                 let start: String = folder.chars().take(40).collect();
@@ -259,6 +262,11 @@ fn pieces(value: &str) -> std::result::Result<Vec<Piece>, String> {
                 return Err(bad());
             }
             let items = StrftimeItems::new(run).parse_to_owned().map_err(|_| bad())?;
+            // `%n` and `%t` write a line break and a tab, which no folder name may hold.
+            let sample = chrono::DateTime::<Utc>::UNIX_EPOCH.format_with_items(items.iter()).to_string();
+            if sample.chars().any(char::is_control) {
+                return Err(format!("{run:?} writes a control character (`%n`, `%t`) into a folder name"));
+            }
             out.push(Piece::Time(run.to_string(), TimeItems(items)));
             rest = &rest[end..];
         } else {
@@ -337,8 +345,10 @@ mod tests {
 
     #[test]
     fn a_template_with_a_control_character_is_refused() {
-        let err = Template::parse("d={d}/h=%H\u{e}x").unwrap_err().to_string();
-        assert!(err.contains("stream.partition") && err.contains("control character"), "{err}");
+        for t in ["d={d}/h=%H\u{e}x", "x=%Y%n", "x=%t%d"] {
+            let err = Template::parse(t).unwrap_err().to_string();
+            assert!(err.contains("stream.partition") && err.contains("control character"), "{t}: {err}");
+        }
     }
 
     #[test]
