@@ -86,6 +86,12 @@
 //!    size: inputs are scanned as streams and read by byte range.
 //! 5. A bad record becomes a reject naming input, record, line, field, rule and reason; a bad
 //!    input or config stops the job with a message naming the file, key or column.
+//! 6. No single input takes a process down: crafted compressed streams plan in bounded memory
+//!    and decode in linear time ([`resume_points`], `job::prepare`), a transform runs within a
+//!    step and stack budget ([`transform`]), a stream record that cannot be placed is a reject,
+//!    and a task whose worker dies on it fails its job instead of killing worker after worker.
+//! 7. Secrets stay secret and only named addresses are reached: URLs are shown redacted, and
+//!    webhooks follow no redirect and reach no internal address ([`web`]).
 //!
 //! # Feature flags
 //!

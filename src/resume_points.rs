@@ -276,6 +276,26 @@ impl<W: Write> ResumeLog<W> {
     }
 }
 
+/// How far apart the boundaries an indexer logs are: at least `min` bytes of output, the
+/// first one always.
+#[derive(Debug, Default)]
+struct Gap {
+    min: u64,
+    /// The decompressed offset of the last boundary logged; `None` before the first.
+    last: Option<u64>,
+}
+
+impl Gap {
+    /// Whether a boundary at `out` is to be logged; if so, it counts as the last one.
+    fn take(&mut self, out: u64) -> bool {
+        let due = self.last.is_none_or(|last| out - last >= self.min);
+        if due {
+            self.last = Some(out);
+        }
+        due
+    }
+}
+
 /// Locks a shared log. A poisoned lock means the other side (the cutter) panicked and the plan
 /// fails anyway; panicking here too would only hide its message, so the log is used as is.
 fn lock<W>(log: &Mutex<ResumeLog<W>>) -> MutexGuard<'_, ResumeLog<W>> {
@@ -299,9 +319,7 @@ pub struct GzipIndexer<R, W = File> {
     member_out: u64,
     members: u64,
     in_header: bool,
-    min_gap: u64,
-    /// The decompressed offset of the last boundary logged; `None` before the first.
-    last_logged: Option<u64>,
+    gap: Gap,
     done: bool,
 }
 
@@ -317,8 +335,7 @@ impl<R: Read, W> GzipIndexer<R, W> {
             member_out: 0,
             members: 0,
             in_header: true,
-            min_gap: 0,
-            last_logged: None,
+            gap: Gap::default(),
             done: false,
         })
     }
@@ -327,13 +344,13 @@ impl<R: Read, W> GzipIndexer<R, W> {
     /// passed since the last one logged, to spend less memory and time on windows (the
     /// planner asks for [`MIN_GAP`] or more). The first member's start is always logged.
     pub fn with_min_gap(mut self, bytes: u64) -> Self {
-        self.min_gap = bytes;
+        self.gap.min = bytes;
         self
     }
 
     fn log_boundary(&mut self, unused_bits: u64) {
         self.in_header = false;
-        if self.last_logged.is_some_and(|last| self.out - last < self.min_gap) {
+        if !self.gap.take(self.out) {
             return;
         }
         // zlib has taken whole bytes from the input; the last `unused_bits` of them belong to
@@ -342,7 +359,6 @@ impl<R: Read, W> GzipIndexer<R, W> {
         let window_len = (self.out - self.member_out).min(WINDOW_SIZE as u64) as usize;
         let window = self.recent.tail(window_len);
         lock(&self.log).boundary(at, window);
-        self.last_logged = Some(self.out);
     }
 
     /// A member ended and zlib checked its trailer: stop at the end of the input, else expect
@@ -539,9 +555,7 @@ pub struct ZstdIndexer<R, W = File> {
     out: u64,
     frames: u64,
     at_frame_start: bool,
-    min_gap: u64,
-    /// The decompressed offset of the last frame start logged; `None` before the first.
-    last_logged: Option<u64>,
+    gap: Gap,
     done: bool,
 }
 
@@ -555,8 +569,7 @@ impl<R: Read, W> ZstdIndexer<R, W> {
             out: 0,
             frames: 0,
             at_frame_start: true,
-            min_gap: 0,
-            last_logged: None,
+            gap: Gap::default(),
             done: false,
         }
     }
@@ -564,15 +577,14 @@ impl<R: Read, W> ZstdIndexer<R, W> {
     /// Logs a frame start only if at least `bytes` of output passed since the last one logged
     /// (the first frame's start is always logged): a resumed worker decodes the frames between.
     pub fn with_min_gap(mut self, bytes: u64) -> Self {
-        self.min_gap = bytes;
+        self.gap.min = bytes;
         self
     }
 
     fn start_frame(&mut self) {
-        if self.last_logged.is_none_or(|last| self.out - last >= self.min_gap) {
+        if self.gap.take(self.out) {
             let at = Boundary { in_bit: self.input.offset() * 8, out: self.out };
             lock(&self.log).boundary(at, Vec::new());
-            self.last_logged = Some(self.out);
         }
         self.frames += 1;
         self.at_frame_start = false;
