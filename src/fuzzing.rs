@@ -249,6 +249,8 @@ pub fn redaction(data: &[u8]) {
     if matches!(url.scheme(), "http" | "https") {
         secrets.extend(url.path_segments().into_iter().flatten().map(str::to_string));
     }
+    // The marker of a left-out query (`?…`) is not part of what could leak.
+    let (shown, debug) = (shown.trim_end_matches("?…"), debug.trim_end_matches("?…"));
     for s in secrets.iter().filter(|s| s.len() >= 4 && !visible.contains(s.as_str())) {
         assert!(!shown.contains(s.as_str()) && !debug.contains(s.as_str()), "{s:?} shown in {shown:?}");
     }

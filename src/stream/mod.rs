@@ -1077,13 +1077,10 @@ impl Reader {
         }
         let errors = self.encoding.as_ref().map(|e| e.errors.clone()).unwrap_or_default();
         let errors_partition = format!("{errors}/{}", ms_time(arrival_ms).format("dt=%Y-%m-%d"));
-        // A record over the partition budget is a reject. Its file may be written before a
-        // crash and the budget be free when the record comes again: so a record in a file of
-        // either place is skipped.
+        // A record over the partition budget is a reject.
         let ready = match ready {
             Ready::Row { partition, line }
                 if !saved.covers(&partition, &track.shard, &pos)
-                    && !saved.covers(&errors_partition, &track.shard, &pos)
                     && !Self::admit(&mut self.active, &self.config, &partition, arrival_ms) =>
             {
                 Ready::Rejected(over_budget(&self.config, &partition, &track.shard, &line))
@@ -1097,7 +1094,7 @@ impl Reader {
                 return;
             }
             Ready::Row { partition, line } => {
-                if saved.covers(&partition, &track.shard, &pos) || saved.covers(&errors_partition, &track.shard, &pos) {
+                if saved.covers(&partition, &track.shard, &pos) {
                     skip(track, acks, ack);
                     self.counts.skipped += 1;
                     return;

@@ -262,8 +262,15 @@ fn pieces(value: &str) -> std::result::Result<Vec<Piece>, String> {
                 return Err(bad());
             }
             let items = StrftimeItems::new(run).parse_to_owned().map_err(|_| bad())?;
-            // `%n` and `%t` write a line break and a tab, which no folder name may hold.
-            let sample = chrono::DateTime::<Utc>::UNIX_EPOCH.format_with_items(items.iter()).to_string();
+            // `%n` and `%t` write a line break and a tab, which no folder name may hold; some
+            // items cannot be written for a time in UTC at all.
+            let mut sample = String::new();
+            let time = chrono::DateTime::<Utc>::UNIX_EPOCH;
+            if std::fmt::Write::write_fmt(&mut sample, format_args!("{}", time.format_with_items(items.iter())))
+                .is_err()
+            {
+                return Err(format!("{run:?} cannot be written for a time (a strftime item chrono has no value for)"));
+            }
             if sample.chars().any(char::is_control) {
                 return Err(format!("{run:?} writes a control character (`%n`, `%t`) into a folder name"));
             }
