@@ -59,6 +59,8 @@
 //! | `SLUICEBOX_TASK_SECONDS` | time a task needs, before one has been timed here (default 0: start any task while time is left) |
 //! | `SLUICEBOX_WORKERS` | tasks of a batch worked at once (default: the function's cores) |
 //! | `SLUICEBOX_VISIBILITY_SECS` | the task queue's visibility timeout (default 5400) |
+//! | `SLUICEBOX_LINK_HOURS` | how long presigned links in notifications work (default 24, at most 168) |
+//! | `SLUICEBOX_ALLOW_PRIVATE_ENDPOINTS` | `true`: webhooks may use `http` and internal addresses (default: refused) |
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
