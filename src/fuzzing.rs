@@ -232,25 +232,25 @@ pub fn redaction(data: &[u8]) {
         assert_eq!(shown, "…", "text that is not a URL is not shown");
         return;
     };
-    // What is shown is made only of the scheme, host, port and (outside the web) path.
+    // What may be shown: the scheme, host and port, and outside the web the path (a secret
+    // equal to a piece of those, or spanning them, is no leak).
+    let web = matches!(url.scheme(), "http" | "https");
     let visible = format!(
-        "{}://{}:{}{}",
+        "{}://{}{}{}",
         url.scheme(),
         url.host_str().unwrap_or(""),
-        url.port().map_or(String::new(), |p| p.to_string()),
-        match url.scheme() {
-            "http" | "https" => String::new(),
-            _ => url.path().to_string(),
-        }
+        url.port().map_or(String::new(), |p| format!(":{p}")),
+        if web { "/" } else { url.path() }
     );
     let mut secrets: Vec<String> = vec![url.password().unwrap_or("").to_string(), url.username().to_string()];
     secrets.extend(url.query().map(str::to_string));
     secrets.extend(url.fragment().map(str::to_string));
-    if matches!(url.scheme(), "http" | "https") {
+    if web {
         secrets.extend(url.path_segments().into_iter().flatten().map(str::to_string));
     }
-    // The marker of a left-out query (`?…`) is not part of what could leak.
-    let (shown, debug) = (shown.trim_end_matches("?…"), debug.trim_end_matches("?…"));
+    // The markers of what was left out (`/…`, `?…`) carry nothing of the URL.
+    let unmarked = |t: &str| t.replace("?…", "").replace("/…", "/");
+    let (shown, debug) = (unmarked(&shown), unmarked(&debug));
     for s in secrets.iter().filter(|s| s.len() >= 4 && !visible.contains(s.as_str())) {
         assert!(!shown.contains(s.as_str()) && !debug.contains(s.as_str()), "{s:?} shown in {shown:?}");
     }
