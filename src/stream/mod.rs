@@ -1075,14 +1075,14 @@ impl Reader {
             self.counts.skipped += 1;
             return;
         }
-        let errors = self.encoding.as_ref().map(|e| e.errors.clone()).unwrap_or_default();
-        let errors_partition = format!("{errors}/{}", ms_time(arrival_ms).format("dt=%Y-%m-%d"));
-        // A record over the partition budget is a reject.
+        // A record already in a file is skipped; one over the partition budget is a reject.
         let ready = match ready {
-            Ready::Row { partition, line }
-                if !saved.covers(&partition, &track.shard, &pos)
-                    && !Self::admit(&mut self.active, &self.config, &partition, arrival_ms) =>
-            {
+            Ready::Row { partition, .. } if saved.covers(&partition, &track.shard, &pos) => {
+                skip(track, acks, ack);
+                self.counts.skipped += 1;
+                return;
+            }
+            Ready::Row { partition, line } if !Self::admit(&mut self.active, &self.config, &partition, arrival_ms) => {
                 Ready::Rejected(over_budget(&self.config, &partition, &track.shard, &line))
             }
             other => other,
@@ -1094,16 +1094,12 @@ impl Reader {
                 return;
             }
             Ready::Row { partition, line } => {
-                if saved.covers(&partition, &track.shard, &pos) {
-                    skip(track, acks, ack);
-                    self.counts.skipped += 1;
-                    return;
-                }
                 self.counts.written += 1;
                 (partition, line)
             }
             Ready::Rejected(mut reject) => {
-                let partition = errors_partition;
+                let errors = self.encoding.as_ref().map(|e| e.errors.as_str()).unwrap_or_default();
+                let partition = format!("{errors}/{}", ms_time(arrival_ms).format("dt=%Y-%m-%d"));
                 if saved.covers(&partition, &track.shard, &pos) {
                     skip(track, acks, ack);
                     self.counts.skipped += 1;
