@@ -191,7 +191,8 @@ impl Template {
             }
         }
         let errors = errors.trim_matches('/');
-        if !errors.is_empty() && (rendered == errors || rendered.starts_with(&format!("{errors}/"))) {
+        let under_errors = rendered.strip_prefix(errors).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if !errors.is_empty() && under_errors {
             return bad(format!("the partition {rendered:?} is under the errors prefix {errors:?}"));
         }
         Ok(rendered)
