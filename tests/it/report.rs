@@ -2,7 +2,7 @@
 //! without errors, fetches nothing, fits a phone's width, and every number on it is the
 //! summary's. Screenshots are kept in `target/test-artefacts/`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

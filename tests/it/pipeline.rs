@@ -1,7 +1,7 @@
 //! The pipeline's steps end to end: every input encoding, JSON Schema, jq transforms and
 //! filters, enrichment policies, keys and the sink.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! served by this test on loopback), with the real status, counts and links; the input moved
 //! to its archive once the job completed, and left in place when it failed.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

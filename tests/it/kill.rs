@@ -6,7 +6,7 @@
 //! `SLUICEBOX_KILL_RECORDS` and `SLUICEBOX_KILLS` change the size and the number of kills
 //! (defaults 200,000 and 20).
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};

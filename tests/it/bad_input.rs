@@ -1,7 +1,7 @@
 //! Bad records become rejects with line and reason; bad inputs and configs stop the job with
 //! a message naming the file, key or column, and leave it not complete.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! Golden end-to-end test of the orders example: summary, merged output, sink, re-runs.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

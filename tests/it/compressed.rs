@@ -2,7 +2,7 @@
 //! points noted while planning, each worker decodes only its own part of the stream, and the
 //! outputs and rejects are byte for byte those of the plain input.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 //! does.
 #![cfg(feature = "lambda")]
 
-mod common;
+use crate::common;
 
 use common::{emulator, unique};
 

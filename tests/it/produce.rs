@@ -1,9 +1,9 @@
 //! `sluicebox produce` against the Kinesis of the moto emulator that `scripts/test` starts on
 //! loopback: the orders example put on a stream and read back from every shard. Without the
-//! emulator (no `AWS_ENDPOINT_URL`) these tests fail rather than skip, as tests/aws.rs does.
+//! emulator (no `AWS_ENDPOINT_URL`) these tests fail rather than skip, as tests/it/aws.rs does.
 #![cfg(feature = "aws")]
 
-mod common;
+use crate::common;
 
 use common::{emulator, unique};
 

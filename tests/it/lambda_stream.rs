@@ -5,7 +5,7 @@
 //! middle, overlapping, and after failures; every order ends in exactly one object.
 #![cfg(feature = "lambda")]
 
-mod common;
+use crate::common;
 
 use common::{emulator, orders_dir, unique};
 

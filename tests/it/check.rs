@@ -2,7 +2,7 @@
 //! gets a message naming the key or line, `--sample` shows what records become, and the
 //! example job's own `[[tests]]` pass (and fail, with a diff, when an expectation is wrong).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! semicolon file with a byte order mark and CRLF), a JSON Lines file and compressed files is
 //! accepted by `sluicebox run` as it is, and a run of it on the same file rejects nothing.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;

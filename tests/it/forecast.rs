@@ -2,7 +2,7 @@
 //! stands: both as a user runs them, on the embedded engine and on the moto emulator that
 //! `scripts/test` starts (S3, SQS and DynamoDB), compared with what the run then reports.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

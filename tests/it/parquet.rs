@@ -2,7 +2,7 @@
 //! rows in the same order, each column typed as declared; every type and null; the jobs that
 //! cannot have Parquet output are refused with what to add.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

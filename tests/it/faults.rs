@@ -2,7 +2,7 @@
 //! that delivers every task twice and drops acks, and a sink that fails writes all end with
 //! exactly the outputs, counts and sink contents of a clean run.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

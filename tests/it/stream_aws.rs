@@ -4,7 +4,7 @@
 //! in exactly one object; a third run writes nothing.
 #![cfg(feature = "aws")]
 
-mod common;
+use crate::common;
 
 use common::unique;
 

@@ -3,7 +3,7 @@
 //! rather than skip: an AWS backend that was not tested must not pass as tested.
 #![cfg(feature = "aws")]
 
-mod common;
+use crate::common;
 
 use common::{emulator, unique};
 

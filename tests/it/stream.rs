@@ -1,7 +1,7 @@
 //! `sluicebox stream`: records from standard input and files into partitioned, size-targeted
 //! files, each record in exactly one of them, across kills and restarts.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;

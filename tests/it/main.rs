@@ -1,0 +1,29 @@
+//! Every integration test, in one binary: each file is a module, so the crate is linked once
+//! (23 binaries of about 1 GB each made most of CI's time and once filled its disk).
+//! A module's own `#![cfg(feature = …)]` leaves it out of builds without that feature.
+
+mod common;
+
+mod aws;
+mod bad_input;
+mod bench;
+mod check;
+mod compressed;
+mod conformance;
+mod ddl;
+mod faults;
+mod forecast;
+mod fuzz_corpus;
+mod init;
+mod kill;
+mod lambda;
+mod lambda_stream;
+mod notify;
+mod orders;
+mod parquet;
+mod pipeline;
+mod plan_props;
+mod produce;
+mod report;
+mod stream;
+mod stream_aws;
