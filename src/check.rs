@@ -16,7 +16,7 @@ use crate::bucket::{self, InputObject};
 use crate::config::{Compression, Format, OutputFormat, SinkTarget, TestCase};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::pipeline::{ChunkContext, Pipeline};
+use crate::pipeline::Pipeline;
 use crate::record::{Origin, Outcome, Record};
 use crate::spec::JobSpec;
 
@@ -177,22 +177,16 @@ pub async fn sample(engine: &Engine, spec: &JobSpec, input: &InputObject, n: u64
             .map_err(|e| Error::input(&input.location, format!("cannot read input: {e}")))?;
         let Some(first) = scan.chunks.first() else { return Ok(Vec::new()) };
         let pipeline = Pipeline::new(&spec, lookup, None);
-        let header = scan.header.as_deref().filter(|h| spec.input.dialect.header && !h.is_empty());
-        let layout = match input.format {
-            Format::Csv => Some(pipeline.csv_layout(header, &input.location)?),
-            _ => None,
-        };
-        let ctx = ChunkContext {
-            job: 1,
-            chunk: first,
-            input: &input.location,
-            format: input.format,
-            layout: layout.as_ref(),
-        };
+        let reading = pipeline.input(1, 0, &input.location, input.format, scan.header.as_deref())?;
         let mut out = Vec::new();
-        pipeline.each_record(&ctx, &bytes[first.start as usize..first.end as usize], &mut |line, outcome| {
-            out.push(sampled(line, outcome));
-        })?;
+        pipeline.each_record(
+            &reading,
+            first.start(),
+            &bytes[first.start as usize..first.end as usize],
+            &mut |line, outcome| {
+                out.push(sampled(line, outcome));
+            },
+        )?;
         Ok(out)
     })
     .await

@@ -24,7 +24,7 @@ use crate::cost::{thousands, Bill, LambdaUsage, Prices, Usage};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::job::{prepare, JobPlan};
-use crate::pipeline::{ChunkContext, Pipeline};
+use crate::pipeline::Pipeline;
 use crate::sink::SinkItem;
 use crate::spec::JobSpec;
 
@@ -261,22 +261,18 @@ async fn sample_chunk(
     let input = &plan.inputs[chunk.input as usize];
     let bytes = bucket::read_range(engine.inputs.clone(), &input.object, chunk.start, chunk.end).await?;
     let pipeline = Pipeline::new(spec, lookup, plan.output_fields.clone());
-    let header = input.header.as_deref().filter(|h| spec.input.dialect.header && !h.is_empty());
-    let layout = match input.object.format {
-        crate::config::Format::Csv => Some(pipeline.csv_layout(header, &input.object.location)?),
-        _ => None,
-    };
+    let reading =
+        pipeline.input(1, chunk.input, &input.object.location, input.object.format, input.header.as_deref())?;
     // The gather converts the parts (JSON Lines) of a Parquet job: the sample is converted
     // too, for the merged output's size, and a value that does not fit its column shows now.
     let parquet = match (plan.output_format, &plan.output_fields) {
         (crate::config::OutputFormat::Parquet, Some(fields)) => Some(crate::parquet::schema(spec, fields)?),
         _ => None,
     };
-    let (chunk, location, format) = (chunk.clone(), input.object.location.clone(), input.object.format);
+    let (from, location) = (chunk.start(), input.object.location.clone());
     let (out, output_bytes) = tokio::task::spawn_blocking(move || {
-        let ctx = ChunkContext { job: 1, chunk: &chunk, input: &location, format, layout: layout.as_ref() };
         let mut discard = |_: Vec<SinkItem>| {};
-        let out = pipeline.run_chunk(&ctx, &bytes, Some((usize::MAX, &mut discard)))?;
+        let out = pipeline.run_chunk(&reading, from, &bytes, Some((usize::MAX, &mut discard)))?;
         let output_bytes = match parquet {
             Some(schema) => {
                 let mut encoder = crate::parquet::ParquetEncoder::new(schema, usize::MAX);

@@ -38,6 +38,13 @@ pub struct Chunk {
     pub resume: Option<Resume>,
 }
 
+impl Chunk {
+    /// Where the chunk's first record is: its number and line in its input.
+    pub fn start(&self) -> crate::decode::ChunkStart {
+        crate::decode::ChunkStart { record: self.first_record, line: self.first_line }
+    }
+}
+
 /// Where a worker starts decoding a compressed input's chunk ([`crate::resume_points`]): it
 /// reads the compressed bytes from `point.in_bit / 8` to `input_end`, primes the decoder with
 /// the point's window, and drops the output before the chunk's `start`.

@@ -34,7 +34,7 @@ use crate::bucket::{self, InputObject};
 use crate::cloud::Cloud;
 use crate::config::{ColumnConfig, ColumnType, Format, JobConfig};
 use crate::error::{Error, Result};
-use crate::pipeline::{ChunkContext, Pipeline};
+use crate::pipeline::Pipeline;
 use crate::plan::{Chunk, InputScan};
 use crate::record::{Fault, Outcome, Row};
 use crate::spec::JobSpec;
@@ -453,20 +453,15 @@ fn each_entry(
     each: &mut dyn FnMut(Entry) -> bool,
 ) -> Result<bool> {
     let pipeline = Pipeline::new(spec, None, None);
-    let header = scan.header.as_deref().filter(|h| spec.input.dialect.header && !h.is_empty());
-    let layout = match input.format {
-        Format::Csv => Some(pipeline.csv_layout(header, &input.location)?),
-        _ => None,
-    };
+    let reading = pipeline.input(0, 0, &input.location, input.format, scan.header.as_deref())?;
     let mut pos = 0u64;
     let mut buf = Vec::new();
     for chunk in &scan.chunks {
         read_chunk(&mut decoded, &mut pos, chunk, &mut buf)
             .map_err(|e| Error::input(&input.location, format!("cannot read input: {e}")))?;
-        let ctx = ChunkContext { job: 0, chunk, input: &input.location, format: input.format, layout: layout.as_ref() };
         let mut number = chunk.first_record;
         let (mut failed, mut stopped) = (None, false);
-        pipeline.each_record(&ctx, &buf, &mut |line, outcome| {
+        pipeline.each_record(&reading, chunk.start(), &buf, &mut |line, outcome| {
             if failed.is_some() || stopped {
                 return;
             }

@@ -27,7 +27,6 @@ use crate::error::{Error, Result};
 use crate::gather;
 use crate::job::{now_ms, Failure, JobObjects, JobRun, Part, RunOptions, Task};
 use crate::ledger::{ChunkRecord, JobStatus, LedgerCommit};
-use crate::pipeline::ChunkContext;
 use crate::plan::Chunk;
 use crate::queue::{Delivery, Queue};
 use crate::record::SinkItem;
@@ -591,18 +590,10 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
         let tally = tally.clone();
         tokio::task::spawn_blocking(move || {
             tally.on_this_thread(|| {
-                let input = &run.plan.inputs[chunk.input as usize];
-                let ctx = ChunkContext {
-                    job: run.plan.order,
-                    chunk: &chunk,
-                    input: &input.object.location,
-                    format: input.object.format,
-                    layout: run.layouts[chunk.input as usize].as_ref(),
-                };
                 // A send fails only when the writer below stopped on an error, which it returns.
                 let mut send = |items| drop(tx.blocking_send(items));
                 let sink = has_sink.then_some((run.spec.sink.batch, &mut send as &mut dyn FnMut(_)));
-                run.pipeline.run_chunk(&ctx, &bytes, sink)
+                run.pipeline.run_chunk(&run.inputs[chunk.input as usize], chunk.start(), &bytes, sink)
             })
         })
     };

@@ -13,11 +13,11 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::bucket::{self, InputObject};
-use crate::config::{Format, OutputFormat, SinkTarget};
+use crate::config::{OutputFormat, SinkTarget};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::lookup::LookupTable;
-use crate::pipeline::{CsvLayout, Pipeline};
+use crate::pipeline::{Input, Pipeline};
 use crate::plan::Chunk;
 use crate::sink::{Sink, SinkShape};
 use crate::spec::JobSpec;
@@ -220,7 +220,7 @@ pub struct JobRun {
     /// The record engine, built once.
     pub pipeline: Pipeline,
     /// Each input's CSV layout (`None` for JSON inputs).
-    pub layouts: Vec<Option<CsvLayout>>,
+    pub inputs: Vec<Input>,
     /// Where kept records go, if anywhere.
     pub sink: Option<Arc<dyn Sink>>,
     /// The sink's table, for the summary.
@@ -242,15 +242,9 @@ impl JobRun {
         progress: indicatif::ProgressBar,
     ) -> Result<Arc<JobRun>> {
         let pipeline = Pipeline::new(&spec, lookup, plan.output_fields.clone());
-        let layouts = plan
-            .inputs
-            .iter()
-            .map(|i| match i.object.format {
-                Format::Csv => {
-                    let header = i.header.as_deref().filter(|h| spec.input.dialect.header && !h.is_empty());
-                    pipeline.csv_layout(header, &i.object.location).map(Some)
-                }
-                _ => Ok(None),
+        let inputs = (plan.inputs.iter().enumerate())
+            .map(|(n, i)| {
+                pipeline.input(plan.order, n as u32, &i.object.location, i.object.format, i.header.as_deref())
             })
             .collect::<Result<Vec<_>>>()?;
         if plan.output_format == OutputFormat::Parquet {
@@ -272,7 +266,7 @@ impl JobRun {
             engine,
             spec,
             pipeline,
-            layouts,
+            inputs,
             sink_table: sink.as_ref().map(|_| shape.table.clone()),
             sink,
             progress,

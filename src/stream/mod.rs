@@ -30,8 +30,7 @@ use crate::config::{Compression, Format, OutputFormat, StreamConfig};
 use crate::error::{Error, Result};
 use crate::ledger::StateStore;
 use crate::lookup::LookupTable;
-use crate::pipeline::{ChunkContext, CsvLayout, Encoder, Pipeline};
-use crate::plan::Chunk;
+use crate::pipeline::{Encoder, Input, Pipeline};
 use crate::record::{Fault, Origin, Outcome, Reject, Row};
 use crate::spec::JobSpec;
 
@@ -537,7 +536,7 @@ struct Reader {
     encoding: Option<Encoding>,
     config: StreamConfig,
     encoder: Option<Encoder>,
-    layouts: HashMap<u32, Arc<CsvLayout>>,
+    inputs: HashMap<u32, Arc<Input>>,
     next_record: HashMap<u32, u64>,
     helpers: Helpers,
     shared: Arc<Mutex<Shared>>,
@@ -577,7 +576,7 @@ enum Ready {
 struct BlockJob {
     block: source::Block,
     shard: u32,
-    layout: Option<Arc<CsvLayout>>,
+    input: Arc<Input>,
     format: OutputFormat,
     fields: Option<Vec<String>>,
 }
@@ -674,24 +673,7 @@ impl Drop for Helpers {
 impl Prep {
     /// Process a block's records, numbered from 1.
     fn block(&self, job: BlockJob) -> Result<BlockDone> {
-        let BlockJob { block, shard, layout, format, fields } = job;
-        let chunk = Chunk {
-            index: 0,
-            input: shard,
-            start: 0,
-            end: block.data.len() as u64,
-            first_record: 1,
-            records: 0,
-            first_line: block.first_line,
-            resume: None,
-        };
-        let ctx = ChunkContext {
-            job: 0,
-            chunk: &chunk,
-            input: &block.shard,
-            format: block.format,
-            layout: layout.as_deref(),
-        };
+        let BlockJob { block, input, format, fields, shard } = job;
         let mut encoder = Encoder::new(format, fields);
         let mut records = Vec::new();
         if let Some(s) = &block.skipped {
@@ -710,7 +692,8 @@ impl Prep {
                 raw: s.head.clone(),
             }));
         }
-        self.pipeline.each_record(&ctx, &block.data, &mut |_, outcome| {
+        let from = crate::decode::ChunkStart { record: 1, line: block.first_line };
+        self.pipeline.each_record(&input, from, &block.data, &mut |_, outcome| {
             records.push(self.ready(outcome, &block.shard, block.arrival_ms, &mut encoder));
         })?;
         Ok(BlockDone { shard, arrival_ms: block.arrival_ms, records })
@@ -826,7 +809,7 @@ impl Reader {
             encoding: None,
             config: config.clone(),
             encoder: None,
-            layouts: HashMap::new(),
+            inputs: HashMap::new(),
             next_record: HashMap::new(),
             shared,
             out,
@@ -943,20 +926,21 @@ impl Reader {
     /// chunk.
     fn block(&mut self, block: source::Block) -> Result<()> {
         let shard = self.shared.lock().expect("state lock").shard(&block.shard);
-        if block.format == Format::Csv && !self.layouts.contains_key(&shard) {
-            let header = block.header.as_deref().map(Vec::as_slice);
-            let layout = self.prep.pipeline.csv_layout(header, &block.shard)?;
-            self.layouts.insert(shard, Arc::new(layout));
-            if self.encoding.is_none() {
-                let fields = self.output_fields(header.map(<[String]>::to_vec), &block.shard);
-                self.encoding(fields)?;
-            }
-        } else if self.encoding.is_none() {
-            self.encoding(self.spec.output_fields.clone())?;
+        let header = block.header.as_deref().map(Vec::as_slice);
+        if !self.inputs.contains_key(&shard) {
+            let input = self.prep.pipeline.input(0, shard, &block.shard, block.format, header)?;
+            self.inputs.insert(shard, Arc::new(input));
+        }
+        if self.encoding.is_none() {
+            let fields = match block.format {
+                Format::Csv => self.output_fields(header.map(<[String]>::to_vec), &block.shard),
+                _ => self.spec.output_fields.clone(),
+            };
+            self.encoding(fields)?;
         }
         let encoding = self.encoding.as_ref().expect("the encoding is fixed");
         let job = BlockJob {
-            layout: self.layouts.get(&shard).cloned(),
+            input: self.inputs[&shard].clone(),
             format: encoding.line_format(),
             fields: encoding.fields.as_deref().cloned(),
             shard,

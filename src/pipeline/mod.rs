@@ -1,7 +1,7 @@
 //! The record engine: a record is typed by its declared columns, validated (JSON Schema),
 //! transformed (jq), enriched (lookup) and keyed, one at a time ([`Pipeline::process`]); kept
-//! records are encoded by an [`Encoder`]. [`Pipeline::run_chunk`] drives a chunk's bytes
-//! through it.
+//! records are encoded by an [`Encoder`]. An [`Input`] says how one input is read
+//! ([`Pipeline::input`]); [`Pipeline::run_chunk`] drives a piece of it through the steps.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -11,14 +11,20 @@ use serde_json::Value;
 
 use crate::column::ColumnRule;
 use crate::config::{ColumnType, Format, OutputFormat};
-use crate::decode::{Body, ChunkStart, CsvDialect, RawRecord};
+use crate::decode::{Body, CsvDialect, RawRecord};
 use crate::error::{Error, Result};
 use crate::lookup::{Found, LookupSession, LookupTable};
-use crate::plan::Chunk;
-use crate::record::{json_kind, key_text, Counts, Fault, Origin, Outcome, Projection, Record, Row, SinkItem};
+use crate::record::{json_kind, key_text, Counts, Fault, Origin, Outcome, Record, Row, SinkItem};
 use crate::sink::{Sink, SinkLimits};
 use crate::spec::JobSpec;
 use crate::transform::Transform;
+
+mod encoder;
+mod input;
+
+pub use encoder::Encoder;
+use input::{CsvLayout, SharedLayout};
+pub use input::{From, Input};
 
 /// The most columns a CSV header may name: a wider one is most often not a header at all (a
 /// binary file, a wrong delimiter), and every record would carry them all.
@@ -26,38 +32,6 @@ pub const MAX_COLUMNS: usize = 10_000;
 
 /// Receives batches of kept records (item key, record) for the sink.
 pub type SendBatch<'a> = dyn FnMut(Vec<SinkItem>) + 'a;
-
-/// Field layout of one CSV input: header position → output name and rule.
-#[derive(Debug, Clone)]
-pub struct CsvLayout {
-    headers: Vec<String>,
-    names: Vec<String>,
-    rules: Vec<Option<usize>>,
-    /// Where records of this input keep their values, when no schema or transform needs
-    /// them as maps: no name is stored per record.
-    shared: Option<SharedLayout>,
-}
-
-impl CsvLayout {
-    /// The column the lookup key is read from, when records keep a shared layout and the key
-    /// is one of the input's columns.
-    fn lookup_column(&self) -> Option<usize> {
-        self.shared.as_ref()?.lookup_key.filter(|&i| i < self.names.len())
-    }
-}
-
-/// The shared field names of a CSV input's records (see [`Row::Shared`]): its columns, then
-/// the fields enrichment adds that the columns lack; and where each step finds its fields.
-#[derive(Debug, Clone)]
-struct SharedLayout {
-    names: Arc<[String]>,
-    /// The lookup key's position.
-    lookup_key: Option<usize>,
-    /// The position of each field enrichment adds.
-    lookup_slots: Vec<usize>,
-    /// The position of each key field.
-    key_slots: Vec<Option<usize>>,
-}
 
 /// What processing a chunk produced, before anything is written.
 pub struct ChunkOutput {
@@ -147,81 +121,6 @@ impl Pipeline {
         Session(self.lookup.as_ref().map(|l| l.session()))
     }
 
-    /// Map a CSV header (or the declared columns, without a header) to output fields.
-    /// Fails when a declared column is missing from the header.
-    pub fn csv_layout(&self, header: Option<&[String]>, location: &str) -> Result<CsvLayout> {
-        let names: Vec<String> = match header {
-            Some(h) => h.to_vec(),
-            None => self.rules.iter().map(|r| r.name.clone()).collect(),
-        };
-        if names.len() > MAX_COLUMNS {
-            return Err(Error::InvalidInput {
-                location: location.to_string(),
-                line: Some(1),
-                column: None,
-                reason: format!("the header names {} columns; at most {MAX_COLUMNS} are accepted", names.len()),
-            });
-        }
-        let mut seen = std::collections::HashSet::with_capacity(names.len());
-        if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
-            return Err(Error::InvalidInput {
-                location: location.to_string(),
-                line: Some(1),
-                column: Some(dup.clone()),
-                reason: "the header names this column twice".into(),
-            });
-        }
-        for r in self.rules.iter() {
-            if !names.contains(&r.name) {
-                return Err(Error::InvalidInput {
-                    location: location.to_string(),
-                    line: Some(1),
-                    column: Some(r.name.clone()),
-                    reason: format!("the header lacks the declared column; it has {names:?}"),
-                });
-            }
-        }
-        let rules = names.iter().map(|n| self.by_name.get(n).copied()).collect();
-        let headers = names.clone();
-        let names: Vec<String> = names
-            .iter()
-            .map(|n| self.by_name.get(n).map(|&i| self.rules[i].out.clone()).unwrap_or_else(|| n.clone()))
-            .collect();
-        let shared = self.shared_layout(&names);
-        Ok(CsvLayout { headers, names, rules, shared })
-    }
-
-    /// The shared layout of records with these columns, unless a schema or a transform needs
-    /// each record as a map, or two columns have one name.
-    fn shared_layout(&self, columns: &[String]) -> Option<SharedLayout> {
-        if self.schema.is_some() || !self.transforms.is_empty() {
-            return None;
-        }
-        let mut seen = std::collections::HashSet::with_capacity(columns.len());
-        if !columns.iter().all(|c| seen.insert(c.as_str())) {
-            return None;
-        }
-        let mut names = columns.to_vec();
-        let mut lookup_slots = Vec::new();
-        if let Some(lookup) = &self.lookup {
-            for f in lookup.fields() {
-                // A field the columns have is replaced in place, as in a map.
-                let slot = names.iter().position(|n| n == f).unwrap_or_else(|| {
-                    names.push(f.clone());
-                    names.len() - 1
-                });
-                lookup_slots.push(slot);
-            }
-        }
-        let position = |f: &str| names.iter().position(|n| n == f);
-        Some(SharedLayout {
-            lookup_key: self.lookup.as_ref().and_then(|l| position(l.key_field())),
-            key_slots: self.key_fields.iter().map(|f| position(f)).collect(),
-            lookup_slots,
-            names: names.into(),
-        })
-    }
-
     /// Run one record (a JSON object from anywhere: a chunk, a stream, a test) through every
     /// step: type the declared fields, validate, transform, enrich, key.
     pub fn process(&self, rec: Record, origin: &Origin<'_>, session: &mut Session<'_>) -> Outcome {
@@ -235,7 +134,8 @@ impl Pipeline {
     /// (`None`: there is no sink, and records are only encoded).
     pub fn run_chunk(
         &self,
-        ctx: &ChunkContext<'_>,
+        input: &Input,
+        from: From,
         bytes: &[u8],
         mut sink: Option<(usize, &mut SendBatch<'_>)>,
     ) -> Result<ChunkOutput> {
@@ -246,8 +146,8 @@ impl Pipeline {
         let mut counts = Counts::default();
         let mut items = Vec::new();
         let mut session = self.session();
-        self.prefetch(ctx, bytes, &mut session)?;
-        self.chunk_records(ctx, bytes, &mut session, &mut |_, outcome| {
+        self.prefetch(input, from, bytes, &mut session)?;
+        self.chunk_records(input, from, bytes, &mut session, &mut |_, outcome| {
             counts.add(&outcome);
             match outcome {
                 Outcome::Written(item) => {
@@ -278,32 +178,37 @@ impl Pipeline {
         Ok(ChunkOutput { output: encoder.finish(), rejects, counts })
     }
 
-    /// Process a chunk's records and tell `each` what became of each one, with the line it
-    /// starts on (`sluicebox check --sample`).
-    pub fn each_record(&self, ctx: &ChunkContext<'_>, bytes: &[u8], each: &mut dyn FnMut(u64, Outcome)) -> Result<()> {
+    /// Process the records of `input` in `bytes` (whose first record is `from`) and tell
+    /// `each` what became of each one, with the line it starts on.
+    pub fn each_record(
+        &self,
+        input: &Input,
+        from: From,
+        bytes: &[u8],
+        each: &mut dyn FnMut(u64, Outcome),
+    ) -> Result<()> {
         let mut session = self.session();
-        self.prefetch(ctx, bytes, &mut session)?;
-        self.chunk_records(ctx, bytes, &mut session, each);
+        self.prefetch(input, from, bytes, &mut session)?;
+        self.chunk_records(input, from, bytes, &mut session, each);
         session.take_error().map_or(Ok(()), Err)
     }
 
     /// Ask a reference for a chunk's keys before its records are processed: a remote one in
     /// batches, one in a database file in key order.
-    fn prefetch(&self, ctx: &ChunkContext<'_>, bytes: &[u8], session: &mut Session<'_>) -> Result<()> {
+    fn prefetch(&self, input: &Input, from: From, bytes: &[u8], session: &mut Session<'_>) -> Result<()> {
         if let Some(s) = session.0.as_mut().filter(|s| s.is_remote()) {
             // A remote reference is asked for the chunk's keys in batches: a first pass only
             // collects them.
             s.start_collecting();
-            self.chunk_records(ctx, bytes, session, &mut |_, _| {});
+            self.chunk_records(input, from, bytes, session, &mut |_, _| {});
             if let Some(s) = session.0.as_mut() {
                 s.prefetch()?;
             }
         } else if let Some(s) = session.0.as_mut().filter(|s| s.in_database()) {
             // A reference in a database file is read in key order: a first pass reads only the
             // key column of each row (typed as the main pass types it).
-            if let Some((layout, column)) = ctx.layout.and_then(|l| Some((l, l.lookup_column()?))) {
-                let start = ChunkStart { record: ctx.chunk.first_record, line: ctx.chunk.first_line };
-                crate::decode::for_each_record(ctx.format, &self.dialect, bytes, start, &mut |r: RawRecord<'_>| {
+            if let Some((layout, column)) = input.layout.as_ref().and_then(|l| Some((l, l.lookup_column()?))) {
+                crate::decode::for_each_record(input.format, &self.dialect, bytes, from, &mut |r: RawRecord<'_>| {
                     let Body::Csv(row) = r.body else { return };
                     let Some(text) = row.get(column).and_then(|t| std::str::from_utf8(t).ok()) else { return };
                     if let Ok(value) = self.typed(layout.rules[column], text) {
@@ -319,26 +224,26 @@ impl Pipeline {
     /// Decode a chunk's records and process each one.
     fn chunk_records(
         &self,
-        ctx: &ChunkContext<'_>,
+        input: &Input,
+        from: From,
         bytes: &[u8],
         session: &mut Session<'_>,
         emit: &mut dyn FnMut(u64, Outcome),
     ) {
-        if ctx.format == Format::Csv && ctx.layout.is_none() {
+        if input.format == Format::Csv && input.layout.is_none() {
             return;
         }
-        let start = ChunkStart { record: ctx.chunk.first_record, line: ctx.chunk.first_line };
-        crate::decode::for_each_record(ctx.format, &self.dialect, bytes, start, &mut |r: RawRecord<'_>| {
+        crate::decode::for_each_record(input.format, &self.dialect, bytes, from, &mut |r: RawRecord<'_>| {
             let origin = Origin {
-                job: ctx.job,
-                input: ctx.input,
-                input_index: ctx.chunk.input,
+                job: input.job,
+                input: &input.location,
+                input_index: input.index,
                 record: r.number,
                 line: r.line,
                 raw: r.raw,
             };
             let outcome = match r.body {
-                Body::Csv(row) => match ctx.layout {
+                Body::Csv(row) => match &input.layout {
                     Some(layout @ CsvLayout { shared: Some(shared), .. }) => match self.csv_values(layout, shared, row)
                     {
                         Ok(values) => self.finish_shared(&origin, session, shared, values),
@@ -622,110 +527,6 @@ fn parse_object(text: &[u8], line: u64) -> std::result::Result<Record, Fault> {
             Err(Fault::new(None, "json", format!("malformed JSON at line {at}, column {}: {e}", e.column())))
         }
     }
-}
-
-/// Encodes kept records as a job's output: CSV rows of the output fields (no header: see
-/// [`Encoder::header`]), or JSON Lines when the fields are not known.
-pub struct Encoder {
-    fields: Option<Projection>,
-    csv: Option<csv::Writer<Vec<u8>>>,
-    jsonl: Vec<u8>,
-    /// A number's text, reused.
-    scratch: Vec<u8>,
-    /// CSV bytes already given out by [`Encoder::take`].
-    taken: usize,
-}
-
-impl Encoder {
-    /// An encoder for `format`; CSV needs `fields` (without them, records are JSON Lines).
-    pub fn new(format: OutputFormat, fields: Option<Vec<String>>) -> Self {
-        Self::with_capacity(format, fields, 0)
-    }
-
-    /// [`Encoder::new`] with room for `bytes` of output.
-    pub fn with_capacity(format: OutputFormat, fields: Option<Vec<String>>, bytes: usize) -> Self {
-        let csv = format == OutputFormat::Csv && fields.is_some();
-        let buffer = Vec::with_capacity(bytes);
-        let (csv, jsonl) = match csv {
-            true => (Some(csv::WriterBuilder::new().has_headers(false).from_writer(buffer)), Vec::new()),
-            false => (None, buffer),
-        };
-        Encoder { fields: fields.map(Projection::new), csv, jsonl, scratch: Vec::new(), taken: 0 }
-    }
-
-    /// The CSV header row for `fields`.
-    pub fn header(fields: &[String]) -> Result<Vec<u8>> {
-        let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(fields).map_err(|e| Error::backend("csv", "encode header", e))?;
-        w.into_inner().map_err(|e| Error::backend("csv", "encode header", e.into_error()))
-    }
-
-    /// Append one record.
-    pub fn encode(&mut self, rec: &Row) {
-        match (&mut self.csv, &mut self.fields) {
-            (Some(w), Some(fields)) => {
-                let scratch = &mut self.scratch;
-                // Writing to a Vec cannot fail.
-                fields.each(rec, |value| {
-                    let _ = match value {
-                        None | Some(Value::Null) => w.write_field(""),
-                        Some(Value::String(s)) => w.write_field(s),
-                        Some(other) => {
-                            scratch.clear();
-                            let _ = serde_json::to_writer(&mut *scratch, other);
-                            w.write_field(&scratch)
-                        }
-                    };
-                });
-                let _ = w.write_record(None::<&[u8]>);
-            }
-            _ => {
-                let _ = serde_json::to_writer(&mut self.jsonl, rec);
-                self.jsonl.push(b'\n');
-            }
-        }
-    }
-
-    /// The bytes encoded since the last call, leaving the encoder empty and ready for more.
-    pub fn take(&mut self) -> Vec<u8> {
-        match &mut self.csv {
-            Some(w) => {
-                // Flushing into a Vec cannot fail. The writer keeps its buffer: what is new is
-                // copied out, and a large buffer is given up for a new writer.
-                let _ = w.flush();
-                let out = w.get_ref()[self.taken..].to_vec();
-                self.taken = w.get_ref().len();
-                if self.taken > 1 << 20 {
-                    *w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
-                    self.taken = 0;
-                }
-                out
-            }
-            None => std::mem::take(&mut self.jsonl),
-        }
-    }
-
-    /// The encoded bytes.
-    pub fn finish(self) -> Vec<u8> {
-        match self.csv {
-            Some(w) => w.into_inner().map(|mut v| v.split_off(self.taken)).unwrap_or_default(),
-            None => self.jsonl,
-        }
-    }
-}
-
-/// Where a chunk comes from, for record numbers and rejects.
-pub struct ChunkContext<'a> {
-    /// The job's order among jobs (see [`SinkItem::job`]).
-    pub job: u64,
-    /// The chunk.
-    pub chunk: &'a Chunk,
-    /// Its input's location.
-    pub input: &'a str,
-    /// Its input's format.
-    pub format: Format,
-    /// The CSV layout, for CSV inputs.
-    pub layout: Option<&'a CsvLayout>,
 }
 
 #[cfg(test)]
