@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::bucket::{self, InputObject};
-use crate::config::{Compression, Format, OutputFormat, SinkTarget, TestCase};
+use crate::config::{Compression, Format, OutputFormat, TestCase};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::pipeline::Pipeline;
@@ -49,7 +49,7 @@ pub async fn check(engine: &Engine, spec: &JobSpec) -> Result<Vec<String>> {
         let fields = lookup.as_ref().map(|l| l.fields().join(", ")).unwrap_or_default();
         found.push(format!("reference: {} by {}, adds {fields}", e.source, e.key));
     }
-    found.push(sink_reachable(engine, spec).await?);
+    found.push(crate::sink::reach(&spec.sink.target, &engine.database, &engine.cloud).await?);
     // Where the job sends anything: a reader of the job file must see every address.
     if let Some(target) = &spec.sink.publish {
         found.push(format!("publish: every written record to {}", publish_target(target)));
@@ -105,41 +105,6 @@ fn notify_target(target: &crate::config::NotifyTarget) -> String {
         NotifyTarget::Ses(to) => format!("{to} by Amazon SES"),
         NotifyTarget::Smtp(to) => format!("{to} by SMTP"),
     }
-}
-
-/// Whether the sink can be written: a DynamoDB table exists; a SQLite database's directory
-/// exists.
-async fn sink_reachable(engine: &Engine, spec: &JobSpec) -> Result<String> {
-    match &spec.sink.target {
-        SinkTarget::None => Ok("sink: none (outputs only)".into()),
-        SinkTarget::Sqlite { table } => {
-            let dir = engine.database.parent().unwrap_or(std::path::Path::new("."));
-            let table = table.clone().unwrap_or_else(|| "named after the first input".into());
-            match dir.is_dir() || std::fs::create_dir_all(dir).is_ok() {
-                true => Ok(format!("sink: SQLite table {table} in {}", engine.database.display())),
-                false => Err(Error::config("--data-dir", format!("cannot create {}", dir.display()))),
-            }
-        }
-        SinkTarget::Dynamodb { table } => dynamodb_table(engine, table).await,
-    }
-}
-
-#[cfg(feature = "aws")]
-async fn dynamodb_table(engine: &Engine, table: &str) -> Result<String> {
-    let conf = engine.cloud.sdk("sink.table")?;
-    let described = crate::aws::dynamodb(conf).describe_table().table_name(table).send().await.map_err(|e| {
-        Error::config(
-            "sink.table",
-            format!("the DynamoDB table {table:?} cannot be reached: {}", e.into_service_error()),
-        )
-    })?;
-    let status = described.table.and_then(|t| t.table_status).map(|s| s.as_str().to_string()).unwrap_or_default();
-    Ok(format!("sink: DynamoDB table {table} ({})", status.to_lowercase()))
-}
-
-#[cfg(not(feature = "aws"))]
-async fn dynamodb_table(_: &Engine, table: &str) -> Result<String> {
-    Err(Error::config("sink.table", format!("dynamodb://{table} needs a build with the `aws` feature")))
 }
 
 /// What became of one record of a sample.

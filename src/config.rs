@@ -538,18 +538,7 @@ impl Default for SinkConfig {
     }
 }
 
-/// Sink backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkKind {
-    /// A table in the data directory's SQLite database.
-    #[default]
-    Sqlite,
-    /// No sink: outputs only.
-    None,
-    /// A DynamoDB table named by `table` (feature `aws`), written with `BatchWriteItem`.
-    Dynamodb,
-}
+pub use crate::sink::target::{SinkKind, SinkTarget};
 
 /// `[output]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -623,53 +612,11 @@ impl JobDefinition {
     /// Send records to `target` instead of the job file's `[sink]` (`--sink`).
     pub fn with_sink(mut self, target: SinkTarget) -> Self {
         let sink = &mut self.config.sink;
-        match target {
-            SinkTarget::None => sink.kind = SinkKind::None,
-            SinkTarget::Sqlite { table } => {
-                sink.kind = SinkKind::Sqlite;
-                if table.is_some() {
-                    sink.table = table;
-                }
-            }
-            SinkTarget::Dynamodb { table } => {
-                sink.kind = SinkKind::Dynamodb;
-                sink.table = Some(table);
-            }
+        sink.kind = target.kind();
+        if let Some(table) = target.table() {
+            sink.table = Some(table.to_string());
         }
         self
-    }
-}
-
-/// Where a job's records go, as a URL names it: `none`, `sqlite` (or `sqlite://TABLE`), or
-/// `dynamodb://TABLE`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkTarget {
-    /// Outputs only.
-    None,
-    /// A table in the data directory's SQLite database (default name: from the first input).
-    Sqlite {
-        /// The table, when named.
-        table: Option<String>,
-    },
-    /// A DynamoDB table (feature `aws`).
-    Dynamodb {
-        /// The table.
-        table: String,
-    },
-}
-
-impl SinkTarget {
-    /// Parse a sink URL; `key` names the option or setting it came from, for the error.
-    pub fn parse(url: &str, key: &str) -> Result<Self> {
-        match url.split_once("://") {
-            Some(("dynamodb", table)) if !table.is_empty() => Ok(SinkTarget::Dynamodb { table: table.to_string() }),
-            Some(("sqlite", table)) => {
-                Ok(SinkTarget::Sqlite { table: Some(table.to_string()).filter(|t| !t.is_empty()) })
-            }
-            None if url == "sqlite" => Ok(SinkTarget::Sqlite { table: None }),
-            None if url == "none" => Ok(SinkTarget::None),
-            _ => Err(Error::config(key, format!("{url:?} is not a sink (dynamodb://TABLE, sqlite or none)"))),
-        }
     }
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bucket::{self, InputObject};
 use crate::calls::ApiCalls;
-use crate::config::{Compression, SinkTarget};
+use crate::config::{Compression, SinkKind};
 use crate::cost::{thousands, Bill, LambdaUsage, Prices, Usage};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -406,7 +406,7 @@ pub fn requests(shape: &Shape, spec: &JobSpec, d: &Deployment) -> ApiCalls {
     calls.bucket(d, "CreateMultipartUpload", 2);
     calls.bucket(d, "UploadPart", output_bytes.div_ceil(UPLOAD_PART) + rejects_bytes.div_ceil(UPLOAD_PART));
     calls.bucket(d, "CompleteMultipartUpload", 2);
-    let steps = 2 + u64::from(spec.sink.target != SinkTarget::None || spec.sink.publish.is_some());
+    let steps = 2 + u64::from(spec.sink.target.writes() || spec.sink.publish.is_some());
     calls.bucket(d, "PutObject", steps + 1 + 1);
     calls.0
 }
@@ -462,7 +462,7 @@ impl Requests {
 
     /// The sink's requests for `kept` records of one chunk.
     fn sink(&mut self, spec: &JobSpec, kept: u64) {
-        if let SinkTarget::Dynamodb { .. } = spec.sink.target {
+        if spec.sink.target.kind() == SinkKind::Dynamodb {
             if spec.sink.ordered {
                 // One conditional write per item, so an older job's write never replaces a newer.
                 self.add("dynamodb.PutItem", kept);

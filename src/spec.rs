@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::column::ColumnRule;
 use crate::config::{
     ColumnConfig, ColumnType, Compression, EnrichConfig, Format, JobConfig, JobDefinition, OnMissing, OutputFormat,
-    SinkKind, SinkTarget,
+    SinkTarget,
 };
 use crate::decode::CsvDialect;
 use crate::error::{Error, Result};
@@ -229,33 +229,7 @@ pub fn parquet_needs_fields(who: &str) -> Error {
 }
 
 fn check_sink(c: &JobConfig) -> Result<SinkTarget> {
-    if let Some(table) = &c.sink.table {
-        let dynamo_name =
-            |t: &str| (3..=255).contains(&t.len()) && t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-        if c.sink.kind == SinkKind::Dynamodb && !dynamo_name(table) {
-            return Err(Error::config(
-                "sink.table",
-                format!("{table:?} is not a DynamoDB table name (3 to 255 of letters, digits, _ . -)"),
-            ));
-        }
-        if c.sink.kind != SinkKind::Dynamodb && !crate::config::is_sql_ident(table) {
-            return Err(Error::config(
-                "sink.table",
-                format!("{table:?} is not a plain table name (letters, digits, _)"),
-            ));
-        }
-    }
-    Ok(match c.sink.kind {
-        SinkKind::None => SinkTarget::None,
-        SinkKind::Sqlite => SinkTarget::Sqlite { table: c.sink.table.clone() },
-        SinkKind::Dynamodb => SinkTarget::Dynamodb {
-            table: c
-                .sink
-                .table
-                .clone()
-                .ok_or_else(|| Error::config("sink.table", "a dynamodb sink needs the name of its table"))?,
-        },
-    })
+    SinkTarget::from_config(c.sink.kind, c.sink.table.as_deref())
 }
 
 fn check_column(key: &str, c: &ColumnConfig) -> Result<()> {

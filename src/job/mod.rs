@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::bucket::{self, InputObject};
-use crate::config::{OutputFormat, SinkTarget};
+use crate::config::OutputFormat;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::lookup::LookupTable;
@@ -310,9 +310,7 @@ impl JobRun {
     pub fn resources(&self) -> Vec<String> {
         let mut all: Vec<String> = self.plan.inputs.iter().map(|i| i.object.location.clone()).collect();
         all.extend(self.spec.enrich.as_ref().map(|e| e.source.clone()));
-        if let SinkTarget::Dynamodb { table } = &self.spec.sink.target {
-            all.push(format!("dynamodb://{table}"));
-        }
+        all.extend(self.spec.sink.target.remote_url());
         all
     }
 
@@ -361,12 +359,7 @@ pub fn on_any_host(source: &str) -> bool {
 /// The sink table a job writes: named by the job (or after its first input), with the plan's
 /// output fields typed by the declared columns.
 pub fn sink_shape(spec: &JobSpec, plan: &JobPlan) -> SinkShape {
-    let named = match &spec.sink.target {
-        SinkTarget::Sqlite { table } => table.clone(),
-        SinkTarget::Dynamodb { table } => Some(table.clone()),
-        SinkTarget::None => None,
-    };
-    let table = named.unwrap_or_else(|| {
+    let table = spec.sink.target.table().map(str::to_string).unwrap_or_else(|| {
         default_table(plan.inputs.first().and_then(|i| i.object.path.rsplit('/').next()).unwrap_or("records"))
     });
     let fields = plan.output_fields.as_ref().map(|f| f.iter().map(|n| (n.clone(), spec.field_type(n))).collect());

@@ -10,7 +10,6 @@ use super::prepare::{enqueue, prepare, record_calls, Prepared};
 use super::{now_ms, JobObjects, JobRun, RunOptions, Sent, Summary};
 use crate::bucket::InputObject;
 use crate::calls::Tally;
-use crate::config::SinkTarget;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gather;
@@ -80,7 +79,7 @@ pub async fn submit(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, o
 /// Jobs worked by other processes need a sink they all share: a SQLite table would be split
 /// across every worker's own data directory.
 pub fn needs_shared_sink(spec: &JobSpec) -> Result<()> {
-    if matches!(spec.sink.target, SinkTarget::Sqlite { .. }) {
+    if !spec.sink.target.shared() {
         return Err(Error::config(
             "--sink",
             "jobs on a shared queue need a shared sink: give --sink dynamodb://TABLE (or --sink none); \

@@ -569,6 +569,19 @@ impl ThrottleFaults {
     }
 }
 
+/// A line saying the table exists and its status, or an error naming `sink.table`.
+pub async fn describe(cloud: &crate::cloud::Cloud, table: &str) -> Result<String> {
+    let conf = cloud.sdk("sink.table")?;
+    let described = crate::aws::dynamodb(conf).describe_table().table_name(table).send().await.map_err(|e| {
+        Error::config(
+            "sink.table",
+            format!("the DynamoDB table {table:?} cannot be reached: {}", e.into_service_error()),
+        )
+    })?;
+    let status = described.table.and_then(|t| t.table_status).map(|s| s.as_str().to_string()).unwrap_or_default();
+    Ok(format!("sink: DynamoDB table {table} ({})", status.to_lowercase()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ pub mod memory;
 pub mod publish;
 pub mod sqlite;
 pub mod stage;
+pub mod target;
 
 pub use memory::MemorySink;
 pub use sqlite::SqliteSink;
@@ -66,6 +67,29 @@ fn open_table(spec: &SinkSpec, shape: &SinkShape, database: &Path, cloud: &Cloud
         SinkTarget::Dynamodb { .. } => {
             let _ = cloud;
             Err(Error::config("sink.type", "dynamodb needs the `aws` feature, which this build lacks"))
+        }
+    }
+}
+
+/// Whether a sink can be written, in a line for `sluicebox check`: a DynamoDB table exists
+/// (with its status); a SQLite database's directory exists or can be made.
+pub async fn reach(target: &SinkTarget, database: &Path, cloud: &Cloud) -> Result<String> {
+    match target {
+        SinkTarget::None => Ok("sink: none (outputs only)".into()),
+        SinkTarget::Sqlite { table } => {
+            let dir = database.parent().unwrap_or(Path::new("."));
+            let table = table.as_deref().unwrap_or("named after the first input");
+            match dir.is_dir() || std::fs::create_dir_all(dir).is_ok() {
+                true => Ok(format!("sink: SQLite table {table} in {}", database.display())),
+                false => Err(crate::error::Error::config("--data-dir", format!("cannot create {}", dir.display()))),
+            }
+        }
+        #[cfg(feature = "aws")]
+        SinkTarget::Dynamodb { table } => dynamodb::describe(cloud, table).await,
+        #[cfg(not(feature = "aws"))]
+        SinkTarget::Dynamodb { table } => {
+            let _ = cloud;
+            Err(Error::config("sink.table", format!("dynamodb://{table} needs a build with the `aws` feature")))
         }
     }
 }
