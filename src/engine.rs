@@ -72,6 +72,13 @@ pub struct BackendUrls {
     pub visibility: Duration,
 }
 
+impl BackendUrls {
+    /// No URL: every backend embedded.
+    pub fn embedded() -> Self {
+        BackendUrls { bucket: None, queue: None, ledger: None, visibility: crate::queue::DEFAULT_VISIBILITY }
+    }
+}
+
 /// The embedded ledger's file in a data directory.
 pub const LEDGER_FILE: &str = "sluicebox-ledger.db";
 

@@ -78,7 +78,7 @@ use tracing::{error, info, warn};
 
 use crate::calls::Tally;
 use crate::cloud::Cloud;
-use crate::config::{JobConfig, SinkTarget};
+use crate::config::JobConfig;
 use crate::engine::{BackendUrls, Engine};
 use crate::error::{Error, Result};
 use crate::job::RunOptions;
@@ -348,14 +348,11 @@ impl Function {
             .map_err(|_| Error::config("SLUICEBOX_JOB", format!("{url} is not UTF-8 text")))?;
         let config = JobConfig::from_toml(&text, url)?;
         within_reach(&config, &self.settings)?;
-        let mut definition = config.resolve(&self.settings.scratch)?;
-        if let Some(mib) = self.settings.chunk_mib {
-            definition.config.chunking.bytes = mib << 20;
-        }
-        if let Some(sink) = &self.settings.sink {
-            definition = definition.with_sink(SinkTarget::parse(sink, "SLUICEBOX_SINK")?);
-        }
-        let spec = Arc::new(definition.check()?);
+        let overrides = crate::spec::Overrides {
+            sink: self.settings.sink.clone().map(|url| (url, "SLUICEBOX_SINK")),
+            chunk_mib: self.settings.chunk_mib,
+        };
+        let spec = Arc::new(overrides.apply(config.resolve(&self.settings.scratch)?)?.check()?);
         *cached = Some((etag, spec.clone()));
         Ok(spec)
     }

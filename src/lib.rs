@@ -119,6 +119,7 @@ pub mod resume_points;
 pub mod spec;
 pub mod transform;
 
+pub mod app;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod bucket;
@@ -153,6 +154,7 @@ pub mod worker;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 
+#[cfg(feature = "bench")]
 pub mod bench;
 #[cfg(any(test, feature = "testing"))]
 pub mod fuzzing;

@@ -936,7 +936,7 @@ mod tests {
                 location: "s3://b/in/orders.csv".into(),
                 bytes: 1_234_567,
                 records: 1000,
-                decoding: "range".into(),
+                decoding: crate::job::Decoding::Range,
                 decoded_bytes: 1_234_567,
                 windows_bytes: 0,
             }],

@@ -216,6 +216,40 @@ impl JobSpec {
     }
 }
 
+/// What a caller puts over a job file's settings: the command line's `--sink`, a Lambda
+/// function's `SLUICEBOX_SINK` and `SLUICEBOX_CHUNK_MIB`.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// A sink URL over `[sink]`, and the option or setting that gave it, for errors.
+    pub sink: Option<(String, &'static str)>,
+    /// `[chunking] bytes`, in MiB.
+    pub chunk_mib: Option<u64>,
+}
+
+impl Overrides {
+    /// `definition` with these over it.
+    pub fn apply(&self, mut definition: JobDefinition) -> Result<JobDefinition> {
+        if let Some(mib) = self.chunk_mib {
+            definition.config.chunking.bytes = mib << 20;
+        }
+        if let Some((url, key)) = &self.sink {
+            definition = definition.with_sink(crate::sink::target::SinkTarget::parse(url, key)?);
+        }
+        Ok(definition)
+    }
+}
+
+/// The job a command runs: the job file at `path` (without one: CSV with a header, every
+/// field as text; relative paths in it are from its folder), with `overrides`, resolved and
+/// checked.
+pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<JobSpec> {
+    let (config, base) = match path {
+        Some(path) => (JobConfig::load(path)?, path.parent().map(Path::to_path_buf).unwrap_or_default()),
+        None => (JobConfig::default(), std::path::PathBuf::from(".")),
+    };
+    overrides.apply(config.resolve(&base)?)?.check()
+}
+
 /// The refusal of Parquet output by a job whose output fields are not known before it runs
 /// (`who`: "a job with transforms"): a Parquet file declares its columns before its rows.
 pub fn parquet_needs_fields(who: &str) -> Error {

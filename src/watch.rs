@@ -77,6 +77,16 @@ pub enum Outcome {
     Ignored { reason: String },
 }
 
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Started { input, job_id } => write!(f, "started job {job_id} for {input}"),
+            Outcome::Repeated { input, job_id } => write!(f, "job {job_id} for {input} exists; not started again"),
+            Outcome::Ignored { reason } => write!(f, "ignored: {reason}"),
+        }
+    }
+}
+
 /// Take up to ten event messages from `events` (waiting up to `wait`) and start a job for
 /// each new object under `prefix` (`s3://BUCKET/PREFIX`). A message is acknowledged once
 /// its objects' jobs are submitted; one that fails is given back and retried.

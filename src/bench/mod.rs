@@ -649,7 +649,12 @@ impl Measurement {
             lambda_gb_s: 0.0,
             predicted_api_calls: 0,
             predicted_by_operation: String::new(),
-            decoded_bytes: summary.inputs.iter().filter(|i| i.decoding != "range").map(|i| i.decoded_bytes).sum(),
+            decoded_bytes: summary
+                .inputs
+                .iter()
+                .filter(|i| i.decoding != crate::job::Decoding::Range)
+                .map(|i| i.decoded_bytes)
+                .sum(),
         }
     }
 }

@@ -30,7 +30,9 @@ mod summary;
 
 pub use objects::{Gathered, JobObjects, Part, Sent};
 pub use run::{run, submit, wait, Submitted};
-pub use summary::{ChunkCounts, InputSummary, Manifest, ManifestChunk, Outputs, RecordCounts, Summary, Timings};
+pub use summary::{
+    ChunkCounts, Decoding, InputSummary, Manifest, ManifestChunk, Outputs, RecordCounts, Summary, Timings,
+};
 
 /// How to run.
 #[derive(Debug, Clone)]

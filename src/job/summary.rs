@@ -63,7 +63,7 @@ pub struct InputSummary {
     /// planner stored it decompressed once, and workers read ranges of that), or `from-start`
     /// (plans made before resume points: each chunk decodes everything before it).
     #[serde(default)]
-    pub decoding: String,
+    pub decoding: Decoding,
     /// Bytes the workers decode to read its chunks (for `range`, the bytes read).
     #[serde(default)]
     pub decoded_bytes: u64,
@@ -86,20 +86,109 @@ impl InputSummary {
         let decoded_bytes = chunks.clone().map(|c| c.end - from(c)).sum();
         let resumed = chunks.clone().any(|c| from(c) > 0);
         let decoding = match input.object.compression {
-            Compression::None | Compression::Auto => "range",
-            _ if input.plain_copy => "plain-copy",
-            _ if !resumed && chunks.count() > 1 => "from-start",
-            Compression::Zstd => "zstd-frames",
-            Compression::Gzip => "gzip-index",
+            Compression::None | Compression::Auto => Decoding::Range,
+            _ if input.plain_copy => Decoding::PlainCopy,
+            _ if !resumed && chunks.count() > 1 => Decoding::FromStart,
+            Compression::Zstd => Decoding::ZstdFrames,
+            Compression::Gzip => Decoding::GzipIndex,
         };
         InputSummary {
             location: input.object.location.clone(),
             bytes: input.object.size,
             records: input.records,
-            decoding: decoding.into(),
+            decoding,
             decoded_bytes,
             windows_bytes: input.windows_bytes,
         }
+    }
+}
+
+/// How workers read an input's chunks (`decoding` in `summary.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decoding {
+    /// Not compressed: each chunk is a ranged read (also what summaries without the field mean).
+    #[default]
+    Range,
+    /// From deflate block resume points.
+    GzipIndex,
+    /// From zstd frame starts.
+    ZstdFrames,
+    /// From a copy the planner decompressed once (no resume point near enough).
+    PlainCopy,
+    /// Plans made before resume points: each chunk decodes everything before it.
+    FromStart,
+}
+
+impl Decoding {
+    /// The name `summary.json` gives it, e.g. `gzip-index`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decoding::Range => "range",
+            Decoding::GzipIndex => "gzip-index",
+            Decoding::ZstdFrames => "zstd-frames",
+            Decoding::PlainCopy => "plain-copy",
+            Decoding::FromStart => "from-start",
+        }
+    }
+}
+
+impl std::fmt::Display for Decoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Decoding::Range => "read by byte range",
+            Decoding::GzipIndex => "resumed at gzip blocks",
+            Decoding::ZstdFrames => "resumed at zstd frames",
+            Decoding::PlainCopy => "decompressed once into a copy (no resume point near enough), chunks read from it",
+            Decoding::FromStart => "each chunk decoded from the start",
+        })
+    }
+}
+
+/// The summary as a person reads it at the end of `sluicebox run`: counts, how compressed
+/// inputs were read, rejects by rule, where the outputs are.
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.records;
+        if self.already_complete {
+            writeln!(f, "job {} was already complete (use --force to run it again)", self.job_id)?;
+        }
+        writeln!(
+            f,
+            "job {} {}: {} records: {} written, {} rejected, {} filtered ({} chunks, {:.1} s, {:.0} records/s)",
+            self.job_id,
+            self.status,
+            r.total,
+            r.written,
+            r.rejected,
+            r.filtered,
+            self.chunks.total,
+            self.timings.duration_ms as f64 / 1000.0,
+            self.records_per_s
+        )?;
+        for i in self.inputs.iter().filter(|i| i.decoding != Decoding::Range) {
+            let windows = match i.windows_bytes {
+                0 => String::new(),
+                n => format!(" ({n} bytes of resume windows)"),
+            };
+            writeln!(f, "{}: {}, {} bytes decoded{windows}", i.location, i.decoding, i.decoded_bytes)?;
+        }
+        if !self.rejects_by_rule.is_empty() {
+            let rules: Vec<String> = self.rejects_by_rule.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            writeln!(f, "rejects by rule: {}", rules.join(", "))?;
+        }
+        let o = &self.outputs;
+        write!(f, "output:  {}\nrejects: {}\nsummary: {}\n", o.output, o.rejects, o.summary)?;
+        if let Some(table) = &self.sink {
+            writeln!(f, "sink:    table {table}")?;
+        }
+        if self.sink_keeps.as_deref() == Some("last written") {
+            writeln!(
+                f,
+                "warning: unordered sink writes ([sink] ordered = false): of a key written twice, the last write stays"
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -170,4 +259,20 @@ pub struct ManifestChunk {
     pub chunk: Chunk,
     /// What its worker reported.
     pub commit: ChunkRecord,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_names_are_the_ones_summary_json_has_and_old_summaries_read_as_range() {
+        for d in [Decoding::Range, Decoding::GzipIndex, Decoding::ZstdFrames, Decoding::PlainCopy, Decoding::FromStart]
+        {
+            assert_eq!(serde_json::to_value(d).unwrap(), serde_json::json!(d.as_str()));
+            assert_eq!(serde_json::from_value::<Decoding>(serde_json::json!(d.as_str())).unwrap(), d);
+        }
+        let old: InputSummary = serde_json::from_str(r#"{"location": "x", "bytes": 1, "records": 1}"#).unwrap();
+        assert_eq!(old.decoding, Decoding::Range);
+    }
 }

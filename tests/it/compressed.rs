@@ -111,7 +111,7 @@ async fn gzip_and_zstd_inputs_give_the_plain_outputs_decoding_each_byte_about_on
         runs.push((name, s, chunks, decoded, data));
     }
     let (_, s0, chunks0, _, data0) = &runs[0];
-    assert_eq!(s0.inputs[0].decoding, "range");
+    assert_eq!(s0.inputs[0].decoding.as_str(), "range");
     let output = job_file(data0.path(), &s0.job_id, "output.csv");
     let rejects = job_file(data0.path(), &s0.job_id, "rejects.jsonl");
     assert!(chunks0.len() > 10, "the plain input makes {} chunks", chunks0.len());
@@ -126,7 +126,7 @@ async fn gzip_and_zstd_inputs_give_the_plain_outputs_decoding_each_byte_about_on
         if **name == "one-frame.csv.zst" {
             // Nowhere to resume: the planner stored it decompressed, and workers read ranges
             // of that copy, deleted with the parts after the gather.
-            assert_eq!(s.inputs[0].decoding, "plain-copy");
+            assert_eq!(s.inputs[0].decoding.as_str(), "plain-copy");
             assert_eq!(resumed, 0);
             assert!(s.inputs[0].decoded_bytes <= n as u64);
             let parts = data.path().join("bucket/jobs").join(&s.job_id).join("parts");
@@ -193,7 +193,7 @@ async fn json_lines_and_json_documents_compressed_give_the_plain_outputs_and_sin
                     assert!(&output == o, "{name}: the output differs");
                     assert!(&rejects == r, "{name}: the rejects differ");
                     assert!(&rows == w, "{name}: the sink rows differ");
-                    assert_ne!(s.inputs[0].decoding, "range", "{name}");
+                    assert_ne!(s.inputs[0].decoding.as_str(), "range", "{name}");
                     assert!(
                         s.inputs[0].decoded_bytes <= 2 * n as u64 + (1 << 20),
                         "{name}: {}",
@@ -356,7 +356,7 @@ async fn one_giant_deflate_block_is_decoded_once_not_once_per_chunk() {
     let lines = plain.iter().filter(|&&b| b == b'\n').count() - 1;
     assert_eq!(s.records.total, (lines + usize::from(plain.last() != Some(&b'\n'))) as u64);
     assert!(s.chunks.total >= 8, "{} chunks", s.chunks.total);
-    assert_eq!(s.inputs[0].decoding, "plain-copy");
+    assert_eq!(s.inputs[0].decoding.as_str(), "plain-copy");
     assert!(s.inputs[0].decoded_bytes <= 2 * n, "{} bytes decoded for {n}", s.inputs[0].decoded_bytes);
     assert!(peak < 256.0, "{peak:.0} MiB");
     let parts = data.path().join("bucket/jobs").join(&s.job_id).join("parts");

@@ -129,7 +129,7 @@ async fn killed_and_resumed(records: u64, kills: usize, gzip: bool) {
     let clean_dir = tempfile::tempdir().unwrap();
     let clean_summary = run(clean_dir.path(), std::slice::from_ref(&input), &job_text, Path::new(".")).await.unwrap();
     assert_eq!(clean_summary.records.rejected, records / 200, "0.5% of the orders are bad");
-    assert_eq!(clean_summary.inputs[0].decoding, if gzip { "gzip-index" } else { "range" });
+    assert_eq!(clean_summary.inputs[0].decoding.as_str(), if gzip { "gzip-index" } else { "range" });
     let clean_sink = sink_rows(clean_dir.path(), "orders").await;
     let clean_output = job_file(clean_dir.path(), &clean_summary.job_id, "output.csv");
     let clean_rejects = job_file(clean_dir.path(), &clean_summary.job_id, "rejects.jsonl");

@@ -1,0 +1,54 @@
+//! `sluicebox bench`: the measured job and its peer, or the stream measured; with the ratios
+//! a person reads after the measurements.
+
+use std::path::Path;
+
+use crate::bench::{self, stream::StreamMeasurement, Bench, Measurement};
+use crate::cloud::Cloud;
+use crate::error::{Error, Result};
+
+/// Whether `python` can import `duckdb` (the peer runs only then).
+pub fn has_duckdb(python: &str) -> bool {
+    std::process::Command::new(python)
+        .args(["-c", "import duckdb"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `sluicebox bench --stream`: `records` events generated once in `data_dir`, then piped
+/// through `sluicebox stream` into gzip JSON Lines files and into Parquet files.
+pub fn bench_stream(data_dir: &Path, records: u64) -> Result<Vec<StreamMeasurement>> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| Error::config("--data-dir", format!("cannot create {}: {e}", data_dir.display())))?;
+    let events = data_dir.join(format!("events-{records}.jsonl"));
+    if !events.exists() {
+        bench::stream::generate(&events, records)?;
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::config("sluicebox", e.to_string()))?;
+    ["jsonl", "parquet"].into_iter().map(|format| bench::stream::run(&exe, data_dir, &events, format)).collect()
+}
+
+/// `sluicebox bench`: the measurements (each also appended to `out`), and lines comparing
+/// them: sluicebox's time against DuckDB's, the gzip input's against the plain one's.
+pub async fn bench_job(data_dir: &Path, what: &Bench, out: &Path) -> Result<(Vec<Measurement>, Vec<String>)> {
+    let measured = bench::run(data_dir, what, &Cloud::lazy(), out).await?;
+    let mut notes = Vec::new();
+    let load = measured.iter().find(|m| m.run == "load" && !m.backend.starts_with("duckdb"));
+    let peer = measured.iter().find(|m| m.backend.starts_with("duckdb"));
+    if let (Some(ours), Some(peer)) = (load, peer) {
+        notes.push(format!("sluicebox takes {:.2}x DuckDB's time on this load", ours.seconds / peer.seconds.max(1e-9)));
+    }
+    let gzip = measured.iter().find(|m| m.run == "load-gzip");
+    if let (Some(plain), Some(gz)) = (load, gzip) {
+        notes.push(format!(
+            "the gzip input ({} bytes) takes {:.2}x the plain input's time; {} bytes decoded for {} plain bytes ({:.4}x)",
+            gz.input_bytes,
+            gz.seconds / plain.seconds.max(1e-9),
+            gz.decoded_bytes,
+            plain.input_bytes,
+            gz.decoded_bytes as f64 / plain.input_bytes.max(1) as f64
+        ));
+    }
+    Ok((measured, notes))
+}

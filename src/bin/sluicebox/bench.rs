@@ -1,0 +1,83 @@
+//! The arguments of `sluicebox bench` (feature `bench`), and the job they measure.
+
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum KeyOrderArg {
+    Random,
+    Sequential,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Synthetic order records to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Working directory for the generated data and the run.
+    #[arg(long, default_value = "sluicebox-bench")]
+    pub data_dir: PathBuf,
+    /// Concurrent workers (default: number of cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Run without the sink (outputs only), to see the sink's share.
+    #[arg(long)]
+    pub no_sink: bool,
+    /// Keys in `random` order (the reference in another; 0.5% rejects of four kinds), or
+    /// `sequential` (ascending, the reference in the same order, no rejects: the best case).
+    #[arg(long, default_value = "random")]
+    pub keys: KeyOrderArg,
+    /// After the load, a second job that updates this share of the loaded keys (e.g. 0.1).
+    #[arg(long, default_value_t = 0.0)]
+    pub update_share: f64,
+    /// The Python that runs the DuckDB peer on the same files (skipped when it cannot import
+    /// `duckdb`; `pip install duckdb`).
+    #[arg(long, env = "SLUICEBOX_PYTHON", default_value = "python3")]
+    pub python: String,
+    /// Do not compare with DuckDB.
+    #[arg(long)]
+    pub no_duckdb: bool,
+    /// Run on S3, SQS and DynamoDB (ledger and sink) from the standard AWS configuration
+    /// (feature `aws`; new resources for each run) and report API calls per record.
+    #[arg(long)]
+    pub aws: bool,
+    /// With --aws: run the job through the Lambda handlers (feature `lambda`), --workers
+    /// functions at once, and report GB-seconds too.
+    #[arg(long, requires = "aws")]
+    pub lambda: bool,
+    /// Measure `sluicebox stream` instead: --records 200-byte JSON events piped into it from
+    /// standard input, into gzip JSON Lines files and then Parquet files.
+    #[arg(long, conflicts_with = "aws")]
+    pub stream: bool,
+    /// Also run the job on the orders compressed with gzip (level 6, as `gzip` writes them),
+    /// right after the plain file, and report the ratio of their times and the bytes decoded.
+    #[arg(long, conflicts_with_all = ["aws", "stream"])]
+    pub gzip: bool,
+    /// Measurements CSV to append one row to.
+    #[arg(long, default_value = "bench/measurements.csv")]
+    pub out: PathBuf,
+    /// Print the measurement as one JSON line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BenchArgs {
+    /// The job measured.
+    pub fn bench(&self) -> sluicebox::bench::Bench {
+        use sluicebox::bench::KeyOrder;
+        let python = (!self.no_duckdb && sluicebox::app::has_duckdb(&self.python)).then(|| self.python.clone());
+        sluicebox::bench::Bench {
+            records: self.records,
+            workers: self.workers.unwrap_or_else(sluicebox::app::cores),
+            sink: !self.no_sink,
+            aws: self.aws,
+            lambda: self.lambda,
+            keys: match self.keys {
+                KeyOrderArg::Random => KeyOrder::Random,
+                KeyOrderArg::Sequential => KeyOrder::Sequential,
+            },
+            update_share: self.update_share.clamp(0.0, 1.0),
+            duckdb_python: python,
+            gzip: self.gzip,
+        }
+    }
+}
