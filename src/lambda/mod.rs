@@ -62,7 +62,6 @@
 //! | `SLUICEBOX_LINK_HOURS` | how long presigned links in notifications work (default 24, at most 168) |
 //! | `SLUICEBOX_ALLOW_PRIVATE_ENDPOINTS` | `true`: webhooks may use `http` and internal addresses (default: refused) |
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,147 +87,10 @@ use crate::stream::source::SourceRecord;
 use crate::stream::state::Pos;
 use crate::stream::{Options as StreamOptions, Stream};
 use crate::watch::{self, Outcome};
+
+mod settings;
 use crate::worker::{self, Disposition, Jobs};
-
-/// A function's settings (see the module's table).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    /// Where jobs' objects go.
-    pub bucket: String,
-    /// The task queue.
-    pub queue: String,
-    /// The ledger.
-    pub ledger: String,
-    /// The job file in a bucket (on-object).
-    pub job: Option<String>,
-    /// Objects created under it start jobs (on-object).
-    pub input_prefix: Option<String>,
-    /// Where inputs may be archived (`[archive] to` must name this prefix).
-    pub archive_prefix: Option<String>,
-    /// Where a stream's files go (on-stream).
-    pub stream_to: Option<String>,
-    /// Over the job file's sink.
-    pub sink: Option<String>,
-    /// Over the job file's chunk size, MiB.
-    pub chunk_mib: Option<u64>,
-    /// Told how every job ends.
-    pub notify: Vec<crate::config::Notify>,
-    /// The scratch directory.
-    pub scratch: PathBuf,
-    /// The most the scratch directory may hold, bytes.
-    pub scratch_limit: u64,
-    /// Deliveries of a task before its job fails.
-    pub max_attempts: u32,
-    /// Time a task needs, before one has been timed here; then the longest timed.
-    pub task_time: Duration,
-    /// Tasks of a batch worked at once.
-    pub workers: usize,
-    /// The task queue's visibility timeout.
-    pub visibility: Duration,
-}
-
-impl Settings {
-    /// The settings in this process's environment.
-    pub fn from_env() -> Result<Settings> {
-        Settings::from_vars(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
-    }
-
-    /// The settings `var` gives (by variable name); errors name the variable.
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Settings> {
-        let required = |name: &'static str| {
-            var(name).ok_or_else(|| Error::config(name, "is not set; the function's template sets it"))
-        };
-        let number = |name: &'static str, default: u64| -> Result<u64> {
-            match var(name) {
-                None => Ok(default),
-                Some(v) => v.trim().parse().map_err(|_| Error::config(name, format!("{v:?} is not a whole number"))),
-            }
-        };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-        Ok(Settings {
-            bucket: required("SLUICEBOX_BUCKET")?,
-            queue: required("SLUICEBOX_QUEUE")?,
-            ledger: required("SLUICEBOX_LEDGER")?,
-            job: var("SLUICEBOX_JOB"),
-            input_prefix: var("SLUICEBOX_INPUT_PREFIX"),
-            archive_prefix: var("SLUICEBOX_ARCHIVE_PREFIX"),
-            stream_to: var("SLUICEBOX_STREAM_TO"),
-            sink: var("SLUICEBOX_SINK"),
-            chunk_mib: var("SLUICEBOX_CHUNK_MIB")
-                .map(|_| number("SLUICEBOX_CHUNK_MIB", 0))
-                .transpose()?
-                .filter(|&n| n > 0),
-            notify: var("SLUICEBOX_NOTIFY")
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .map(|u| crate::config::Notify::url(u, var("SLUICEBOX_NOTIFY_FROM"), "SLUICEBOX_NOTIFY"))
-                .collect::<Result<_>>()?,
-            scratch: var("SLUICEBOX_SCRATCH").map_or_else(|| PathBuf::from("/tmp/sluicebox"), PathBuf::from),
-            scratch_limit: number("SLUICEBOX_SCRATCH_LIMIT_MB", 512)? << 20,
-            max_attempts: number("SLUICEBOX_MAX_ATTEMPTS", 3)?.clamp(1, 1000) as u32,
-            task_time: Duration::from_secs(number("SLUICEBOX_TASK_SECONDS", 0)?),
-            workers: number("SLUICEBOX_WORKERS", cores)?.max(1) as usize,
-            visibility: Duration::from_secs(number("SLUICEBOX_VISIBILITY_SECS", 5400)?),
-        })
-    }
-}
-
-/// Refuses a job file that would reach past what a function should: a reference on the
-/// function's own disk (`/proc/self/environ` holds the role's keys, and the planner would
-/// upload it next to the job), or an archive outside `SLUICEBOX_ARCHIVE_PREFIX` (or under
-/// the input prefix, where each archived object would start a job again).
-pub fn within_reach(config: &JobConfig, settings: &Settings) -> Result<()> {
-    if let Some(enrich) = &config.enrich {
-        let source = enrich.source.as_str();
-        let remote = ["s3://", "dynamodb://"].iter().any(|scheme| source.starts_with(scheme));
-        if !remote {
-            let shown = match source.contains("://") {
-                true => crate::web::redact(source),
-                false => format!("{source:?}"),
-            };
-            return Err(Error::config(
-                "enrich.source",
-                format!(
-                    "{} is not in a bucket or a table: on Lambda a reference is s3://BUCKET/KEY or dynamodb://TABLE, never a file of the function's own",
-                    shown
-                ),
-            ));
-        }
-    }
-    if let Some(archive) = &config.archive {
-        let key = archive.to.trim_start_matches('/');
-        let Some(allowed) = settings.archive_prefix.as_deref() else {
-            return Err(Error::config(
-                "archive.to",
-                "this deployment sets no SLUICEBOX_ARCHIVE_PREFIX, so inputs cannot be archived: remove [archive]",
-            ));
-        };
-        let prefix = |url: &str| url.strip_prefix("s3://").and_then(|r| r.split_once('/')).map(|(_, p)| p.to_string());
-        let allowed_key = prefix(allowed).unwrap_or_default();
-        let under = |key: &str, prefix: &str| {
-            let (key, prefix) = (key.trim_end_matches('/'), prefix.trim_end_matches('/'));
-            !prefix.is_empty() && (key == prefix || key.starts_with(&format!("{prefix}/")))
-        };
-        if key.contains("..") || !under(key, &allowed_key) {
-            return Err(Error::config(
-                "archive.to",
-                format!("{:?} is not under {allowed}, where this deployment may archive inputs", archive.to),
-            ));
-        }
-        if let Some(input) = settings.input_prefix.as_deref().and_then(prefix).filter(|p| under(key, p)) {
-            return Err(Error::config(
-                "archive.to",
-                format!(
-                    "{:?} is under the input prefix {input:?}: every archived input would start a job again",
-                    archive.to
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
+pub use settings::{within_reach, Settings};
 
 /// Whether an error is worth another attempt at the Lambda boundary: a bad job file, input or
 /// conflict stays bad however often it is retried.
@@ -685,85 +547,6 @@ pub async fn from_env() -> Result<Function> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn settings_come_from_the_environment_and_errors_name_the_variable() {
-        let vars = |extra: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                [("SLUICEBOX_BUCKET", "s3://b"), ("SLUICEBOX_QUEUE", "sqs://q"), ("SLUICEBOX_LEDGER", "dynamodb://l")]
-                    .iter()
-                    .chain(extra)
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        let s = Settings::from_vars(vars(&[("SLUICEBOX_SCRATCH_LIMIT_MB", "100")])).unwrap();
-        assert_eq!(
-            (s.scratch_limit, s.max_attempts, s.scratch.clone()),
-            (100 << 20, 3, PathBuf::from("/tmp/sluicebox"))
-        );
-        let err = Settings::from_vars(vars(&[("SLUICEBOX_TASK_SECONDS", "soon")])).unwrap_err().to_string();
-        assert!(err.contains("SLUICEBOX_TASK_SECONDS") && err.contains("soon"), "{err}");
-        let err = Settings::from_vars(|_| None).unwrap_err().to_string();
-        assert!(err.contains("SLUICEBOX_BUCKET"), "{err}");
-    }
-
-    #[test]
-    fn every_setting_the_template_gives_is_one_the_function_reads() {
-        let template = include_str!("../deploy/aws/template.yaml");
-        let source = include_str!("lambda.rs");
-        let names: Vec<&str> = template
-            .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
-            .filter(|w| w.starts_with("SLUICEBOX_"))
-            .collect();
-        assert!(names.len() >= 10, "{names:?}");
-        for name in names {
-            let read = ["required", "var", "number"].iter().any(|f| source.contains(&format!("{f}(\"{name}\"")));
-            assert!(read, "{name} is set by the template but not read");
-        }
-    }
-
-    #[test]
-    fn a_job_file_may_not_reach_the_functions_disk_or_archive_outside_its_prefix() {
-        let settings = |archive: Option<&str>| Settings {
-            archive_prefix: archive.map(str::to_string),
-            input_prefix: Some("s3://b/incoming/".into()),
-            ..Settings::from_vars(|n| match n {
-                "SLUICEBOX_BUCKET" => Some("s3://b/results".into()),
-                "SLUICEBOX_QUEUE" | "SLUICEBOX_LEDGER" => Some("x".into()),
-                _ => None,
-            })
-            .unwrap()
-        };
-        let check = |toml: &str, archive: Option<&str>| {
-            let config = JobConfig::from_toml(toml, "s3://b/config/job.toml").unwrap();
-            within_reach(&config, &settings(archive)).map_err(|e| e.to_string())
-        };
-        let enrich = |source: &str| format!("[enrich]\nsource = {source:?}\nkey = \"id\"\n");
-        for local in ["/proc/self/environ", "refs.csv", "file:///etc/passwd", "sqlite:orders"] {
-            let err = check(&enrich(local), None).unwrap_err();
-            assert!(err.contains("enrich.source") && err.contains("never a file of the function's own"), "{err}");
-        }
-        check(&enrich("s3://b/refs/r.csv"), None).unwrap();
-        check(&enrich("dynamodb://refs"), None).unwrap();
-
-        let archive = |to: &str| format!("[archive]\nto = {to:?}\n");
-        let allowed = Some("s3://b/archive/");
-        check(&archive("archive/"), allowed).unwrap();
-        check(&archive("archive/2026"), allowed).unwrap();
-        for (to, within) in [
-            ("config/", allowed),
-            ("archived/", allowed),
-            ("archive/../config", allowed),
-            ("", allowed),
-            ("archive/", None),
-        ] {
-            let err = check(&archive(to), within).unwrap_err();
-            assert!(err.contains("archive.to"), "{to}: {err}");
-        }
-        let err = check(&archive("incoming/done"), Some("s3://b/incoming/")).unwrap_err();
-        assert!(err.contains("start a job again"), "{err}");
-    }
 
     #[test]
     fn a_bad_job_file_is_not_worth_retrying_and_a_backend_error_is() {

@@ -20,24 +20,21 @@
 //! Putting is at least once: a run stopped half way and run again puts its first records
 //! again. Consumers that must not see a record twice key it (a job's `[key]`).
 
-use std::io::Read;
 use std::num::NonZeroU32;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use object_store::ObjectStore;
 use serde::Serialize;
 
-use crate::bucket::{self, InputObject};
-use crate::cloud::Cloud;
-use crate::config::{ColumnConfig, ColumnType, Format, JobConfig};
 use crate::error::{Error, Result};
-use crate::pipeline::Pipeline;
-use crate::plan::{Chunk, InputScan};
-use crate::record::{Fault, Outcome, Row};
-use crate::spec::JobSpec;
+
+mod kinesis;
+mod source;
+
+pub use kinesis::{stream_name, KinesisStream};
+pub use source::Source;
+use source::{blocking, scan};
 
 /// The most entries in one `PutRecords` request.
 pub const MAX_ENTRIES: usize = 500;
@@ -88,139 +85,6 @@ pub trait PutRecords: Send + Sync {
     async fn put(&self, entries: &[Entry]) -> Result<Vec<Option<Refused>>>;
 }
 
-/// A Kinesis data stream, by name.
-#[derive(Debug, Clone)]
-pub struct KinesisStream {
-    client: aws_sdk_kinesis::Client,
-    name: String,
-}
-
-/// How long a stream being created may take to become active.
-const ACTIVE_WITHIN: Duration = Duration::from_secs(300);
-
-impl KinesisStream {
-    /// Use the stream `name`, which must exist; with `create`, create it with that many
-    /// shards when it does not. Either way, wait until it is active (created, or updating).
-    pub async fn open(client: aws_sdk_kinesis::Client, name: &str, create: Option<NonZeroU32>) -> Result<Self> {
-        let stream = KinesisStream { client, name: name.to_string() };
-        match (stream.status().await?, create) {
-            (Some(_), _) => {}
-            (None, None) => {
-                return Err(Error::config(
-                    "--to",
-                    format!(
-                        "the Kinesis stream {name} does not exist; create it, or give --shards N to have it created"
-                    ),
-                ))
-            }
-            (None, Some(shards)) => stream.create(shards).await?,
-        }
-        stream.wait_active().await?;
-        Ok(stream)
-    }
-
-    /// The stream's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The stream's status, `None` when it does not exist.
-    async fn status(&self) -> Result<Option<aws_sdk_kinesis::types::StreamStatus>> {
-        match self.client.describe_stream_summary().stream_name(&self.name).send().await {
-            Ok(out) => Ok(out.stream_description_summary().map(|s| s.stream_status().clone())),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
-            Err(e) => Err(kinesis_error(format!("DescribeStreamSummary {}", self.name), e.into_service_error())),
-        }
-    }
-
-    async fn create(&self, shards: NonZeroU32) -> Result<()> {
-        let count = i32::try_from(shards.get()).unwrap_or(i32::MAX);
-        match self.client.create_stream().stream_name(&self.name).shard_count(count).send().await {
-            Ok(_) => Ok(()),
-            // Created meanwhile by someone else: use it as it is.
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => Ok(()),
-            Err(e) => {
-                Err(kinesis_error(format!("CreateStream {} ({shards} shards)", self.name), e.into_service_error()))
-            }
-        }
-    }
-
-    async fn wait_active(&self) -> Result<()> {
-        use aws_sdk_kinesis::types::StreamStatus;
-        let deadline = Instant::now() + ACTIVE_WITHIN;
-        loop {
-            match self.status().await? {
-                Some(StreamStatus::Active | StreamStatus::Updating) => return Ok(()),
-                Some(StreamStatus::Deleting) | None => {
-                    return Err(Error::config("--to", format!("the Kinesis stream {} is being deleted", self.name)))
-                }
-                Some(_) if Instant::now() > deadline => {
-                    return Err(Error::backend(
-                        "kinesis",
-                        format!("stream {}", self.name),
-                        format!("not active after {} s", ACTIVE_WITHIN.as_secs()),
-                    ))
-                }
-                Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-            }
-        }
-    }
-}
-
-fn kinesis_error(context: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    crate::aws::service_error("kinesis", context, e)
-}
-
-#[async_trait]
-impl PutRecords for KinesisStream {
-    async fn put(&self, entries: &[Entry]) -> Result<Vec<Option<Refused>>> {
-        use aws_sdk_kinesis::primitives::Blob;
-        use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-        let context = || format!("PutRecords to stream {}", self.name);
-        let records = entries
-            .iter()
-            .map(|e| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(&e.partition_key)
-                    .data(Blob::new(e.data.clone()))
-                    .build()
-                    .map_err(|err| Error::backend("kinesis", context(), err))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let out = self
-            .client
-            .put_records()
-            .stream_name(&self.name)
-            .set_records(Some(records))
-            .send()
-            .await
-            .map_err(|e| kinesis_error(context(), e.into_service_error()))?;
-        if out.records().len() != entries.len() {
-            let got = format!("{} answers for {} entries", out.records().len(), entries.len());
-            return Err(Error::backend("kinesis", context(), got));
-        }
-        Ok(out
-            .records()
-            .iter()
-            .map(|r| {
-                r.error_code().map(|code| Refused {
-                    code: code.to_string(),
-                    message: r.error_message().unwrap_or_default().to_string(),
-                })
-            })
-            .collect())
-    }
-}
-
-/// The stream of `kinesis://STREAM`.
-pub fn stream_name(url: &str) -> Result<&str> {
-    let valid =
-        |n: &str| (1..=128).contains(&n.len()) && n.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    url.strip_prefix("kinesis://").filter(|n| valid(n)).ok_or_else(|| {
-        Error::config("--to", format!("{url:?} is not kinesis://STREAM (a name of 1 to 128 letters, digits, _ . -)"))
-    })
-}
-
 /// How entries that Kinesis refused are sent again.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
@@ -259,57 +123,6 @@ pub struct Produce {
     pub partition_key: Option<String>,
     /// Resending refused entries.
     pub retry: Retry,
-}
-
-/// A file to produce from, and how to decode it.
-pub struct Source {
-    /// The file.
-    pub input: InputObject,
-    /// The store it is in (the local file system, or its S3 bucket).
-    pub store: Arc<dyn ObjectStore>,
-    /// The decoding settings: the job file's `[input]` (and, without a header, the names of
-    /// its `[[columns]]`), without types, checks or transforms.
-    pub spec: JobSpec,
-}
-
-impl Source {
-    /// The file at `file` (a path or `s3://BUCKET/KEY`), decoded as `config`'s `[input]` says
-    /// (format and compression from its name, unless the job file sets them).
-    pub async fn open(file: &str, config: &JobConfig, cloud: &Cloud) -> Result<Source> {
-        let spec = decoding(config)?;
-        let store = bucket::input_store(file, cloud)?;
-        let mut inputs =
-            bucket::resolve_inputs(store.as_ref(), &[file.to_string()], spec.input.format, spec.input.compression)
-                .await?;
-        if inputs.len() != 1 {
-            return Err(Error::input(file, format!("names {} files; give one file", inputs.len())));
-        }
-        Ok(Source { input: inputs.remove(0), store, spec })
-    }
-}
-
-/// The settings that decode `config`'s inputs as a job would, and do nothing more: every
-/// field is text (a CSV row's), or as the JSON record has it.
-fn decoding(config: &JobConfig) -> Result<JobSpec> {
-    let names_fields = !config.input.header && matches!(config.input.format, None | Some(Format::Csv));
-    let columns = match names_fields {
-        true => config
-            .columns
-            .iter()
-            .map(|c| ColumnConfig {
-                name: c.name.clone(),
-                rename: None,
-                kind: ColumnType::String,
-                format: None,
-                required: false,
-                max_length: None,
-            })
-            .collect(),
-        false => Vec::new(),
-    };
-    let bare =
-        JobConfig { input: config.input.clone(), chunking: config.chunking.clone(), columns, ..JobConfig::default() };
-    bare.validate(Path::new("."))
 }
 
 /// What a run of [`produce`] did.
@@ -398,167 +211,6 @@ pub async fn produce(
         put_records_calls: sent.calls,
         entries_retried: sent.retried,
     })
-}
-
-/// The plan's scan of the source: where its records begin and end.
-async fn scan(source: &Source) -> Result<InputScan> {
-    let reader = bucket::open_reader(source.store.clone(), &source.input).await?;
-    let (input, spec) = (source.input.clone(), source.spec.input);
-    let targets = source.spec.chunking;
-    tokio::task::spawn_blocking(move || {
-        let decoded = reader.decoded_at_most(spec.max_decompressed(input.size), "input.max_decompressed_bytes")?;
-        crate::plan::scan(decoded, input.format, spec.dialect, targets)
-            .map_err(|e| Error::input(&input.location, format!("cannot read input: {e}")))
-    })
-    .await
-    .map_err(|e| Error::backend("produce", "scan task failed", e))?
-}
-
-/// Read the source on a blocking thread and give `each` every entry in order, then `None`;
-/// `each` returns false to stop. Returns the records and bytes of data read.
-async fn blocking(
-    source: &Source,
-    scan: &Arc<InputScan>,
-    how: &Produce,
-    mut each: impl FnMut(Option<Entry>) -> bool + Send + 'static,
-) -> Result<(u64, u64)> {
-    let reader = bucket::open_reader(source.store.clone(), &source.input).await?;
-    let (input, spec, scan, key) = (source.input.clone(), source.spec.clone(), scan.clone(), how.partition_key.clone());
-    tokio::task::spawn_blocking(move || {
-        let decoded =
-            reader.decoded_at_most(spec.input.max_decompressed(input.size), "input.max_decompressed_bytes")?;
-        let mut counted = (0u64, 0u64);
-        let done = each_entry(decoded, &input, &spec, &scan, key.as_deref(), &mut |entry| {
-            counted = (counted.0 + 1, counted.1 + entry.data.len() as u64);
-            each(Some(entry))
-        })?;
-        if done {
-            each(None);
-        }
-        Ok(counted)
-    })
-    .await
-    .map_err(|e| Error::backend("produce", "decoding task failed", e))?
-}
-
-/// Decode `decoded` chunk by chunk as `scan` cut it, and give `each` every record's entry;
-/// stop when it returns false (then return false). The first record that cannot be an entry
-/// is an error naming its line.
-fn each_entry(
-    mut decoded: Box<dyn Read + Send>,
-    input: &InputObject,
-    spec: &JobSpec,
-    scan: &InputScan,
-    key_field: Option<&str>,
-    each: &mut dyn FnMut(Entry) -> bool,
-) -> Result<bool> {
-    let pipeline = Pipeline::new(spec, None, None);
-    let reading = pipeline.input(0, 0, &input.location, input.format, scan.header.as_deref())?;
-    let mut pos = 0u64;
-    let mut buf = Vec::new();
-    for chunk in &scan.chunks {
-        read_chunk(&mut decoded, &mut pos, chunk, &mut buf)
-            .map_err(|e| Error::input(&input.location, format!("cannot read input: {e}")))?;
-        let mut number = chunk.first_record;
-        let (mut failed, mut stopped) = (None, false);
-        pipeline.each_record(&reading, chunk.start(), &buf, &mut |line, outcome| {
-            if failed.is_some() || stopped {
-                return;
-            }
-            match entry(outcome, number, key_field) {
-                Ok(e) => stopped = !each(e),
-                Err(f) => {
-                    failed = Some(Error::InvalidInput {
-                        location: input.location.clone(),
-                        line: Some(line),
-                        column: f.field,
-                        reason: format!("{} ({})", f.message, f.rule),
-                    })
-                }
-            }
-            number += 1;
-        })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if stopped {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// Read `chunk`'s bytes into `buf`, from a stream now at byte `pos`. Chunks come in order;
-/// the bytes between two (a header, blank lines, a JSON array's commas) are skipped.
-fn read_chunk(r: &mut dyn Read, pos: &mut u64, chunk: &Chunk, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    let skip = chunk.start.checked_sub(*pos).ok_or_else(|| std::io::Error::other("chunks out of order"))?;
-    let skipped = std::io::copy(&mut r.take(skip), &mut std::io::sink())?;
-    buf.clear();
-    let want = chunk.end - chunk.start;
-    let read = r.take(want).read_to_end(buf)? as u64;
-    if skipped != skip || read != want {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the input is shorter than when scanned"));
-    }
-    *pos = chunk.end;
-    Ok(())
-}
-
-/// A decoded record's entry (record `number` of its input), or why it cannot be one.
-fn entry(outcome: Outcome, number: u64, key_field: Option<&str>) -> std::result::Result<Entry, Fault> {
-    let record = match outcome {
-        Outcome::Written(item) => item.record,
-        Outcome::Rejected(r) => return Err(Fault { field: r.field, rule: r.rule, message: r.message }),
-        // Nothing filters: the decoding spec has no transform.
-        Outcome::Filtered => return Err(Fault::new(None, "transform", "dropped while decoding")),
-    };
-    let partition_key = match key_field {
-        Some(field) => field_key(&record, field).map_err(|m| Fault::new(Some(field), "partition_key", m))?,
-        None => position_key(number),
-    };
-    let mut data = serde_json::to_vec(&record).map_err(|e| Fault::new(None, "json", e.to_string()))?;
-    data.push(b'\n');
-    let entry = Entry { partition_key, data };
-    if entry.size() > MAX_RECORD_BYTES {
-        let message = format!(
-            "the record is {} bytes as JSON with its partition key; Kinesis takes at most {MAX_RECORD_BYTES}",
-            entry.size()
-        );
-        return Err(Fault::new(None, "size", message));
-    }
-    Ok(entry)
-}
-
-/// The partition key from a record's field: its text (a number or boolean as JSON).
-fn field_key(record: &Row, field: &str) -> std::result::Result<String, String> {
-    use serde_json::Value;
-    let text = match record.get(field) {
-        None => return Err("the record has no such field for the partition key".into()),
-        Some(Value::String(s)) => s.clone(),
-        Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-        Some(v) => {
-            return Err(format!(
-                "the partition key must be text, a number or a boolean, not {}",
-                crate::record::json_kind(v)
-            ))
-        }
-    };
-    match text.chars().count() {
-        0 => Err("the partition key is empty; Kinesis takes 1 to 256 characters".into()),
-        n if n > MAX_KEY_CHARS => {
-            Err(format!("the partition key is {n} characters long; Kinesis takes at most {MAX_KEY_CHARS}"))
-        }
-        _ => Ok(text),
-    }
-}
-
-/// A partition key from record `number`'s position: the same on every run, and spread
-/// evenly by Kinesis's hash, so consecutive records go to different shards.
-fn position_key(number: u64) -> String {
-    // splitmix64's finalizer: consecutive numbers give unrelated keys.
-    let mut z = number.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    format!("{:016x}", z ^ (z >> 31))
 }
 
 /// Entries for one request.
@@ -726,6 +378,7 @@ pub mod faults {
 mod tests {
     use std::sync::Mutex;
 
+    use super::source::position_key;
     use super::*;
 
     /// Keeps what it is given, in order.
