@@ -643,13 +643,6 @@ fn load_schema(v: &ValidateConfig, base_dir: &Path) -> Result<serde_json::Value>
     }
 }
 
-/// Whether `s` can be used unquoted-safe as an SQLite identifier.
-pub fn is_sql_ident(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !s.starts_with(|c: char| c.is_ascii_digit())
-}
-
 /// ` line N (`the line`)`: where a TOML error is, with the line's text, which names the key.
 fn snippet(text: &str, span: std::ops::Range<usize>) -> String {
     let start = span.start.min(text.len());

@@ -107,6 +107,8 @@
 //!   layers (`queue::faults`, the DynamoDB sink's throttling, `produce::faults`), and what the fuzz targets check
 //!   (`fuzzing`), for tests; not in a normal build.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod record;
 pub mod web;

@@ -70,11 +70,24 @@ pub fn decode_key(key: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// A job was planned and enqueued for the object.
-    Started { input: String, job_id: String },
+    Started {
+        /// The object.
+        input: String,
+        /// Its job.
+        job_id: String,
+    },
     /// The object's job already exists (a repeated event).
-    Repeated { input: String, job_id: String },
+    Repeated {
+        /// The object.
+        input: String,
+        /// Its job.
+        job_id: String,
+    },
     /// The object is gone or outside the prefix, or the message is not an object event.
-    Ignored { reason: String },
+    Ignored {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for Outcome {

@@ -213,7 +213,7 @@ pub fn read_sqlite(
     table: &str,
     put: &mut PutRow<'_>,
 ) -> Result<Vec<String>> {
-    if !crate::config::is_sql_ident(table) {
+    if !crate::sink::target::is_sql_ident(table) {
         return Err(Error::config("enrich.source", format!("{table:?} is not a plain table name")));
     }
     let mut typer = Typer::new(cfg, lookup_key);

@@ -67,7 +67,7 @@ impl SinkTarget {
                     format!("{table:?} is not a DynamoDB table name (3 to 255 of letters, digits, _ . -)"),
                 ));
             }
-            if kind != SinkKind::Dynamodb && !crate::config::is_sql_ident(table) {
+            if kind != SinkKind::Dynamodb && !is_sql_ident(table) {
                 return Err(Error::config(
                     "sink.table",
                     format!("{table:?} is not a plain table name (letters, digits, _)"),
@@ -123,6 +123,14 @@ impl SinkTarget {
             _ => None,
         }
     }
+}
+
+/// Whether `s` is safe as an unquoted SQL identifier (a table's name): letters, digits and
+/// `_`, not starting with a digit.
+pub fn is_sql_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
 #[cfg(test)]
