@@ -538,7 +538,18 @@ impl Default for SinkConfig {
     }
 }
 
-pub use crate::sink::target::{SinkKind, SinkTarget};
+/// Sink backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// A table in the data directory's SQLite database.
+    #[default]
+    Sqlite,
+    /// No sink: outputs only.
+    None,
+    /// A DynamoDB table named by `table` (feature `aws`), written with `BatchWriteItem`.
+    Dynamodb,
+}
 
 /// `[output]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -605,18 +616,6 @@ impl JobConfig {
             }
         }
         Ok(JobDefinition { config: self, schema })
-    }
-}
-
-impl JobDefinition {
-    /// Send records to `target` instead of the job file's `[sink]` (`--sink`).
-    pub fn with_sink(mut self, target: SinkTarget) -> Self {
-        let sink = &mut self.config.sink;
-        sink.kind = target.kind();
-        if let Some(table) = target.table() {
-            sink.table = Some(table.to_string());
-        }
-        self
     }
 }
 

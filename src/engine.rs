@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::ledger::StateStore;
 use crate::lookup::LookupTable;
 use crate::queue::Queue;
+use crate::sink::SinkSpec;
 use crate::sink::{Sink, SinkShape};
-use crate::spec::SinkSpec;
 
 /// The backends a job runs on.
 #[derive(Clone)]

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use crate::column::ColumnRule;
 use crate::config::{
     ColumnConfig, ColumnType, Compression, EnrichConfig, Format, JobConfig, JobDefinition, OnMissing, OutputFormat,
-    SinkTarget,
 };
 use crate::decode::CsvDialect;
 use crate::error::{Error, Result};
 use crate::plan::ChunkTargets;
+pub use crate::sink::target::SinkSpec;
+use crate::sink::target::SinkTarget;
 use crate::transform::Transform;
 
 /// The checked job definition the engine runs on.
@@ -71,19 +72,6 @@ impl InputSpec {
     pub fn max_decompressed(&self, compressed: u64) -> u64 {
         self.max_decompressed_bytes.unwrap_or_else(|| compressed.saturating_mul(1000).max(1 << 30))
     }
-}
-
-/// Where records go.
-#[derive(Debug, Clone)]
-pub struct SinkSpec {
-    /// The sink.
-    pub target: SinkTarget,
-    /// Records per write.
-    pub batch: usize,
-    /// Whether writes keep the newest version of an item (see `[sink] ordered`).
-    pub ordered: bool,
-    /// Where every written record is also published.
-    pub publish: Option<crate::config::PublishTarget>,
 }
 
 impl JobConfig {
@@ -233,7 +221,12 @@ impl Overrides {
             definition.config.chunking.bytes = mib << 20;
         }
         if let Some((url, key)) = &self.sink {
-            definition = definition.with_sink(crate::sink::target::SinkTarget::parse(url, key)?);
+            let target = crate::sink::target::SinkTarget::parse(url, key)?;
+            let sink = &mut definition.config.sink;
+            sink.kind = target.kind();
+            if let Some(table) = target.table() {
+                sink.table = Some(table.to_string());
+            }
         }
         Ok(definition)
     }

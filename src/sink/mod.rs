@@ -7,13 +7,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::cloud::Cloud;
-use crate::config::{ColumnType, SinkTarget};
+use crate::config::ColumnType;
 #[cfg(not(feature = "aws"))]
 use crate::error::Error;
 use crate::error::Result;
 use crate::record::Record;
 pub use crate::record::SinkItem;
-use crate::spec::SinkSpec;
+pub use target::{SinkSpec, SinkTarget};
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;

@@ -3,22 +3,8 @@
 //! that knows the kinds; [`crate::sink::open`] opens them and [`crate::sink::reach`] checks
 //! them.
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::config::SinkKind;
 use crate::error::{Error, Result};
-
-/// Sink backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkKind {
-    /// A table in the data directory's SQLite database.
-    #[default]
-    Sqlite,
-    /// No sink: outputs only.
-    None,
-    /// A DynamoDB table named by `table` (feature `aws`), written with `BatchWriteItem`.
-    Dynamodb,
-}
 
 /// Where a job's records go, as a URL names it: `none`, `sqlite` (or `sqlite://TABLE`), or
 /// `dynamodb://TABLE`.
@@ -131,6 +117,19 @@ pub fn is_sql_ident(s: &str) -> bool {
     !s.is_empty()
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Where records go.
+#[derive(Debug, Clone)]
+pub struct SinkSpec {
+    /// The sink.
+    pub target: SinkTarget,
+    /// Records per write.
+    pub batch: usize,
+    /// Whether writes keep the newest version of an item (see `[sink] ordered`).
+    pub ordered: bool,
+    /// Where every written record is also published.
+    pub publish: Option<crate::config::PublishTarget>,
 }
 
 #[cfg(test)]
