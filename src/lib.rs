@@ -71,7 +71,8 @@
 //!   stream, one JSON object each, behind the small `PutRecords` seam.
 //! - `lambda` (feature `lambda`): the AWS Lambda handlers (on-object, on-task, on-stream) over
 //!   the above.
-//! - [`bench`](mod@bench): synthetic orders and the `sluicebox bench` measurement.
+//! - `bench` (feature `bench`, on by default): synthetic orders and the `sluicebox bench`
+//!   measurement: the tool, not library API.
 //! - `fuzzing` (feature `testing`): what the fuzz targets in `fuzz/` check.
 //!
 //! # Guarantees
@@ -106,6 +107,8 @@
 //!   `queue::conformance`, `sink::conformance`, `lookup::conformance`) and the fault-injecting
 //!   layers (`queue::faults`, the DynamoDB sink's throttling, `produce::faults`), and what the fuzz targets check
 //!   (`fuzzing`), for tests; not in a normal build.
+//! - `bench` (on by default): the `sluicebox bench` tool, which the binary's `bench` command
+//!   runs; not library API, and left out of a build with `default-features = false`.
 
 pub mod error;
 pub mod record;
@@ -153,6 +156,8 @@ pub mod worker;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 
+// The `sluicebox bench` tool (feature `bench`, on by default), not library API.
+#[cfg(feature = "bench")]
 pub mod bench;
 #[cfg(any(test, feature = "testing"))]
 pub mod fuzzing;

@@ -10,13 +10,15 @@ use clap::{Parser, Subcommand};
 // Records are many small allocations; mimalloc handles that pattern much faster than glibc's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(feature = "bench")]
+use sluicebox::bench;
 use sluicebox::cloud::Cloud;
 use sluicebox::config::{JobConfig, SinkTarget};
 use sluicebox::engine::{BackendUrls, Engine};
 use sluicebox::job::{RunOptions, Summary};
 use sluicebox::pool::Pool;
 use sluicebox::spec::JobSpec;
-use sluicebox::{bench, bucket, job, watch, Error};
+use sluicebox::{bucket, job, watch, Error};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +60,7 @@ enum Command {
     /// event notifications in --events; with --workers, also work the jobs here.
     Watch(WatchArgs),
     /// Generate synthetic orders, run the orders pipeline on them and report throughput.
+    #[cfg(feature = "bench")]
     Bench(BenchArgs),
     /// Deliver a stream of records (standard input, files, or a Kinesis stream) through the
     /// job's pipeline into files per partition, sized by `[stream]`, each record in exactly
@@ -442,12 +445,14 @@ impl Backends {
     }
 }
 
+#[cfg(feature = "bench")]
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum KeyOrderArg {
     Random,
     Sequential,
 }
 
+#[cfg(feature = "bench")]
 #[derive(clap::Args)]
 struct BenchArgs {
     /// Synthetic order records to generate.
@@ -523,6 +528,7 @@ fn main() -> ExitCode {
             Command::Test(args) => test(args).await,
             Command::Worker(args) => worker(args).await,
             Command::Watch(args) => watch(args).await,
+            #[cfg(feature = "bench")]
             Command::Bench(args) => bench_cmd(args).await,
             Command::Stream(args) => stream(args).await,
             Command::Ddl(args) => ddl(args),
@@ -1053,6 +1059,7 @@ fn print_summary(s: &Summary, json: bool) {
 }
 
 /// Whether `python` can import `duckdb`.
+#[cfg(feature = "bench")]
 fn has_duckdb(python: &str) -> bool {
     std::process::Command::new(python)
         .args(["-c", "import duckdb"])
@@ -1061,6 +1068,7 @@ fn has_duckdb(python: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+#[cfg(feature = "bench")]
 async fn bench_cmd(args: BenchArgs) -> sluicebox::Result<()> {
     if args.stream {
         std::fs::create_dir_all(&args.data_dir)
