@@ -22,7 +22,7 @@
 //! - [`plan`]: the streaming scan that cuts inputs into chunks (claim checks).
 //! - [`resume_points`]: where decoding a gzip or zstd input can start mid-stream (deflate block
 //!   boundaries with their 32 KiB windows, zstd frames), so a compressed input's chunks are
-//!   decoded in linear time (issue 14: the planner and workers do not use it yet).
+//!   decoded in linear time: the planner records the points, the workers resume at them.
 //! - [`spec`]: a definition checked once into the [`spec::JobSpec`] the engine runs on.
 //!
 //! The seams and their backends:
@@ -71,7 +71,8 @@
 //!   stream, one JSON object each, behind the small `PutRecords` seam.
 //! - `lambda` (feature `lambda`): the AWS Lambda handlers (on-object, on-task, on-stream) over
 //!   the above.
-//! - [`bench`](mod@bench): synthetic orders and the `sluicebox bench` measurement.
+//! - `bench` (feature `bench`, on by default): synthetic orders and the `sluicebox bench`
+//!   measurement: the tool, not library API.
 //! - `fuzzing` (feature `testing`): what the fuzz targets in `fuzz/` check.
 //!
 //! # Guarantees
@@ -106,6 +107,8 @@
 //!   `queue::conformance`, `sink::conformance`, `lookup::conformance`) and the fault-injecting
 //!   layers (`queue::faults`, the DynamoDB sink's throttling, `produce::faults`), and what the fuzz targets check
 //!   (`fuzzing`), for tests; not in a normal build.
+//! - `bench` (on by default): the `sluicebox bench` tool, which the binary's `bench` command
+//!   runs; not library API, and left out of a build with `default-features = false`.
 
 #![warn(missing_docs)]
 
@@ -156,6 +159,7 @@ pub mod worker;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 
+// The `sluicebox bench` tool (feature `bench`, on by default), not library API.
 #[cfg(feature = "bench")]
 pub mod bench;
 #[cfg(any(test, feature = "testing"))]

@@ -1,5 +1,6 @@
 //! A short run of `sluicebox bench` (the full one is a command a person runs): the realistic
 //! data it generates, the update run, and the measurements file it appends to.
+#![cfg(feature = "bench")]
 
 use std::process::Command;
 

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod architecture;
 mod aws;
 mod bad_input;
 mod bench;
