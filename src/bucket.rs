@@ -175,7 +175,7 @@ async fn list_s3(store: &dyn ObjectStore, arg: &str, rest: &str) -> Result<Vec<o
     match store.head(&key_path(key)).await {
         Ok(m) => Ok(vec![m]),
         Err(object_store::Error::NotFound { .. }) => Err(Error::input(arg, "cannot read input: no such object")),
-        Err(e) => Err(Error::backend("object_store", format!("failed to read {arg}"), e)),
+        Err(e) => Err(Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {arg}"), e)),
     }
 }
 
@@ -357,7 +357,7 @@ fn read_error(e: object_store::Error, input: &InputObject, range: Option<(u64, u
         ),
         other => {
             let bytes = range.map(|(s, e)| format!(" bytes {s}-{}", e.saturating_sub(1))).unwrap_or_default();
-            Error::backend("object_store", format!("failed to read {location}{bytes}"), other)
+            Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {location}{bytes}"), other)
         }
     }
 }
@@ -385,7 +385,7 @@ pub async fn read_range(
         skip_and_read(reader, start, end - start, &location)
     })
     .await
-    .map_err(|e| Error::backend("worker", "read task failed", e))?
+    .map_err(|e| Error::internal("worker", "read task failed", e))?
 }
 
 /// Read bytes `start..end` of a compressed input from a resume point: only the compressed
@@ -419,7 +419,7 @@ pub async fn read_resumed(
         skip_and_read(&mut reader, skip, end - start, &location)
     })
     .await
-    .map_err(|e| Error::backend("worker", "read task failed", e))?
+    .map_err(|e| Error::internal("worker", "read task failed", e))?
 }
 
 /// `len` decompressed bytes of `reader` after its first `skip`.
@@ -439,7 +439,7 @@ pub async fn put(store: &dyn ObjectStore, path: &str, bytes: Vec<u8>) -> Result<
     store
         .put(&Path::from(path), bytes.into())
         .await
-        .map_err(|e| Error::backend("object_store", format!("failed to write {path}"), e))?;
+        .map_err(|e| Error::backend(crate::error::Backend::ObjectStore, format!("failed to write {path}"), e))?;
     Ok(())
 }
 
@@ -450,7 +450,7 @@ pub async fn put_if_absent(store: &dyn ObjectStore, path: &str, bytes: Vec<u8>) 
     match store.put_opts(&Path::from(path), bytes.into(), opts).await {
         Ok(_) => Ok(true),
         Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
-        Err(e) => Err(Error::backend("object_store", format!("failed to create {path}"), e)),
+        Err(e) => Err(Error::backend(crate::error::Backend::ObjectStore, format!("failed to create {path}"), e)),
     }
 }
 
@@ -459,7 +459,7 @@ pub async fn get_opt_head(store: &dyn ObjectStore, path: &str) -> Result<Option<
     match store.head(&Path::from(path)).await {
         Ok(m) => Ok(Some(m)),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(Error::backend("object_store", format!("failed to read {path}"), e)),
+        Err(e) => Err(Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {path}"), e)),
     }
 }
 
@@ -467,7 +467,7 @@ pub async fn get_opt_head(store: &dyn ObjectStore, path: &str) -> Result<Option<
 pub async fn upload_file(store: Arc<dyn ObjectStore>, file: &FsPath, key: &str) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     let io =
-        |e: std::io::Error| Error::backend("object_store", format!("cannot upload {} to {key}", file.display()), e);
+        |e: std::io::Error| Error::backend(crate::error::Backend::ObjectStore, format!("cannot upload {} to {key}", file.display()), e);
     let mut w = object_store::buffered::BufWriter::new(store, Path::from(key));
     let mut f = tokio::fs::File::open(file).await.map_err(io)?;
     tokio::io::copy(&mut f, &mut w).await.map_err(io)?;
@@ -479,10 +479,10 @@ pub async fn upload_file(store: Arc<dyn ObjectStore>, file: &FsPath, key: &str) 
 pub async fn get_opt(store: &dyn ObjectStore, path: &str) -> Result<Option<bytes::Bytes>> {
     match store.get(&Path::from(path)).await {
         Ok(r) => {
-            Ok(Some(r.bytes().await.map_err(|e| Error::backend("object_store", format!("failed to read {path}"), e))?))
+            Ok(Some(r.bytes().await.map_err(|e| Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {path}"), e))?))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(Error::backend("object_store", format!("failed to read {path}"), e)),
+        Err(e) => Err(Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {path}"), e)),
     }
 }
 

@@ -155,7 +155,7 @@ pub async fn sample(engine: &Engine, spec: &JobSpec, input: &InputObject, n: u64
         Ok(out)
     })
     .await
-    .map_err(|e| Error::backend("check", "sample task failed", e))?
+    .map_err(|e| Error::internal("check", "sample task failed", e))?
 }
 
 fn sampled(line: u64, outcome: Outcome) -> Sampled {

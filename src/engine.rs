@@ -140,7 +140,7 @@ impl Engine {
     pub fn spool_dir(&self) -> Result<PathBuf> {
         let dir = self.data_dir().join("spool");
         std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::backend("fs", format!("cannot create {}", dir.display()), e))?;
+            .map_err(|e| Error::backend(crate::error::Backend::Filesystem, format!("cannot create {}", dir.display()), e))?;
         Ok(dir)
     }
 
@@ -167,7 +167,7 @@ impl Engine {
         let (db, cloud) = (self.database.clone(), self.cloud.clone());
         tokio::task::spawn_blocking(move || LookupTable::load(&cfg, &db, &cloud))
             .await
-            .map_err(|e| Error::backend("lookup", "load task failed", e))?
+            .map_err(|e| Error::internal("lookup", "load task failed", e))?
             .map(|t| Some(Arc::new(t)))
     }
 
@@ -182,7 +182,7 @@ impl Engine {
         let path = bucket::key_path(key);
         let got = store.get(&path).await.map_err(|e| match e {
             object_store::Error::NotFound { .. } => Error::config("enrich.source", format!("{url} does not exist")),
-            other => Error::backend("object_store", format!("failed to read {url}"), other),
+            other => Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {url}"), other),
         })?;
         let version = got.meta.e_tag.clone().unwrap_or_else(|| got.meta.last_modified.timestamp_micros().to_string());
         let digest: String =
@@ -194,7 +194,7 @@ impl Engine {
             return Ok(local);
         }
         let fs =
-            |what: &str, p: &Path, e: std::io::Error| Error::backend("fs", format!("cannot {what} {}", p.display()), e);
+            |what: &str, p: &Path, e: std::io::Error| Error::backend(crate::error::Backend::Filesystem, format!("cannot {what} {}", p.display()), e);
         tokio::fs::create_dir_all(&dir).await.map_err(|e| fs("create", &dir, e))?;
         if let Some(limit) = self.scratch_limit {
             make_room(&dir, got.meta.size, limit, url)?;
@@ -203,7 +203,7 @@ impl Engine {
         let mut file = tokio::fs::File::create(&partial).await.map_err(|e| fs("create", &partial, e))?;
         let mut stream = got.into_stream();
         while let Some(piece) = stream.next().await {
-            let piece = piece.map_err(|e| Error::backend("object_store", format!("failed to read {url}"), e))?;
+            let piece = piece.map_err(|e| Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {url}"), e))?;
             file.write_all(&piece).await.map_err(|e| fs("write", &partial, e))?;
         }
         file.flush().await.map_err(|e| fs("write", &partial, e))?;

@@ -1,4 +1,5 @@
-//! The one public error type, with the variants callers branch on.
+//! The one public error type, with the variants callers branch on, and the one place that
+//! decides whether an error is worth another attempt ([`Error::is_retryable`]).
 
 use std::fmt;
 
@@ -20,9 +21,19 @@ pub enum Error {
     /// A thing that must not exist yet already does.
     #[error("{0} already exists")]
     AlreadyExists(String),
-    /// A conditional write lost against a concurrent one.
+    /// A conditional write lost against a concurrent one, or what was planned no longer
+    /// matches what is there (a chunk's records).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A job failed (a chunk could not be done, its input changed or vanished): its
+    /// `failed.json`, as a message.
+    #[error("{reason}")]
+    JobFailed {
+        /// The job.
+        job_id: String,
+        /// Why, naming the chunk, its input and the attempts.
+        reason: String,
+    },
     /// The job definition or a command-line option is wrong; `key` names the setting.
     #[error("invalid config: {key}: {reason}")]
     InvalidConfig {
@@ -43,17 +54,78 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// A storage, queue or sink backend failed; `context` says what we were doing.
+    /// A storage, queue, sink or messaging backend failed; `context` says what we were doing.
+    /// Another attempt (later, or on another host) may succeed.
     #[error("{backend}: {context}: {source}")]
     Backend {
-        /// Which backend, e.g. `sqlite` or `object_store`.
-        backend: &'static str,
+        /// Which backend.
+        backend: Backend,
         /// What was being done, e.g. `failed to read jobs/x/plan.json`.
         context: String,
         /// The underlying error.
         #[source]
         source: BoxError,
     },
+    /// A step of sluicebox itself failed (a task panicked, a value could not be encoded):
+    /// a bug or a broken host, not worth retrying.
+    #[error("{step}: {context}: {source}")]
+    Internal {
+        /// The step, e.g. `stream` or `plan`.
+        step: &'static str,
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// The services and stores sluicebox talks to, named in a [`Error::Backend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A bucket through `object_store` (S3, a local directory).
+    ObjectStore,
+    /// This host's disk: scratch files, spools, fetched references.
+    Filesystem,
+    /// A SQLite database (ledger, sink, reference).
+    Sqlite,
+    /// DynamoDB (ledger, sink, reference).
+    Dynamodb,
+    /// The ledger, whichever store it is in, refused a write it may take later.
+    Ledger,
+    /// SQS.
+    Sqs,
+    /// SNS.
+    Sns,
+    /// SES.
+    Ses,
+    /// An SMTP server.
+    Smtp,
+    /// Kinesis.
+    Kinesis,
+    /// A webhook's server.
+    Webhook,
+    /// A failure a test's fault layer injected in place of a backend's.
+    Injected,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::ObjectStore => "object_store",
+            Backend::Filesystem => "fs",
+            Backend::Sqlite => "sqlite",
+            Backend::Dynamodb => "dynamodb",
+            Backend::Ledger => "ledger",
+            Backend::Sqs => "sqs",
+            Backend::Sns => "sns",
+            Backend::Ses => "ses",
+            Backend::Smtp => "smtp",
+            Backend::Kinesis => "kinesis",
+            Backend::Webhook => "webhook",
+            Backend::Injected => "injected",
+        })
+    }
 }
 
 struct InputLocation<'a> {
@@ -87,17 +159,32 @@ impl Error {
         Error::InvalidInput { location: location.into(), line: None, column: None, reason: reason.into() }
     }
 
-    /// Whether trying again (later, or on another host) may succeed. An input that is wrong
-    /// as it is now ([`Error::InvalidInput`]: changed, gone, corrupt) or a plan it no longer
-    /// matches ([`Error::Conflict`]) stays wrong; a backend failure, a missing object or a
-    /// setting this host lacks may not.
+    /// Whether trying again (later, or on another host) may succeed: a backend failure, a
+    /// missing object or a setting this host lacks may pass. An input that is wrong as it is
+    /// now ([`Error::InvalidInput`]: changed, gone, corrupt), a plan it no longer matches
+    /// ([`Error::Conflict`]), a failed job and a failure of sluicebox itself stay as they are.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Error::InvalidInput { .. } | Error::Conflict(_))
+        match self {
+            Error::NotFound(_) | Error::AlreadyExists(_) | Error::InvalidConfig { .. } | Error::Backend { .. } => true,
+            Error::InvalidInput { .. } | Error::Conflict(_) | Error::JobFailed { .. } | Error::Internal { .. } => false,
+        }
+    }
+
+    /// Whether trying again *with the same settings* may succeed, as at a Lambda function's
+    /// boundary, where every attempt runs with the same job file and environment: as
+    /// [`Error::is_retryable`], but a bad setting stays bad.
+    pub fn is_retryable_with_same_settings(&self) -> bool {
+        self.is_retryable() && !matches!(self, Error::InvalidConfig { .. })
     }
 
     /// An [`Error::Backend`] wrapping `source`.
-    pub fn backend(backend: &'static str, context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+    pub fn backend(backend: Backend, context: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::Backend { backend, context: context.into(), source: source.into() }
+    }
+
+    /// An [`Error::Internal`] of `step` wrapping `source`.
+    pub fn internal(step: &'static str, context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Internal { step, context: context.into(), source: source.into() }
     }
 }
 
@@ -106,13 +193,36 @@ impl From<object_store::Error> for Error {
         match e {
             object_store::Error::NotFound { path, .. } => Error::NotFound(path),
             object_store::Error::AlreadyExists { path, .. } => Error::AlreadyExists(path),
-            other => Error::backend("object_store", "bucket request failed", other),
+            other => Error::backend(Backend::ObjectStore, "bucket request failed", other),
         }
     }
 }
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Error::backend("sqlite", "statement failed", e)
+        Error::backend(Backend::Sqlite, "statement failed", e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_and_missing_things_are_retried_and_bad_inputs_failed_jobs_and_bugs_are_not() {
+        let backend = Error::backend(Backend::Sqs, "send", "throttled");
+        assert!(backend.is_retryable() && backend.is_retryable_with_same_settings());
+        assert_eq!(backend.to_string(), "sqs: send: throttled");
+        let setting = Error::config("SLUICEBOX_JOB", "does not exist");
+        assert!(setting.is_retryable() && !setting.is_retryable_with_same_settings());
+        for never in [
+            Error::input("s3://b/k", "changed"),
+            Error::Conflict("held 9 records; the plan found 10".into()),
+            Error::JobFailed { job_id: "j".into(), reason: "job j failed: chunk 3".into() },
+            Error::internal("worker", "pipeline task panicked", "boom"),
+        ] {
+            assert!(!never.is_retryable() && !never.is_retryable_with_same_settings(), "{never}");
+        }
+        assert_eq!(Error::internal("stream", "the writer task", "boom").to_string(), "stream: the writer task: boom");
     }
 }

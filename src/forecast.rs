@@ -284,7 +284,7 @@ async fn sample_chunk(
         Ok::<_, Error>((out, output_bytes))
     })
     .await
-    .map_err(|e| Error::backend("plan", "sample task failed", e))??;
+    .map_err(|e| Error::internal("plan", "sample task failed", e))??;
     let c = out.counts;
     Ok(Sample {
         records: c.written + c.rejected + c.filtered,

@@ -236,7 +236,7 @@ impl<W: Write + Send> ParquetEncoder<W> {
         self.write_pending()?;
         if let Some(w) = &mut self.writer {
             w.flush().map_err(parquet_error)?;
-            w.sync().map_err(|e| Error::backend("parquet", "flush the file", e))?;
+            w.sync().map_err(|e| Error::internal("parquet", "flush the file", e))?;
         }
         Ok(())
     }
@@ -247,7 +247,7 @@ impl<W: Write + Send> ParquetEncoder<W> {
         self.open()?;
         match self.writer {
             Some(w) => w.into_inner().map_err(parquet_error),
-            None => Err(Error::backend("parquet", "close the file", "no writer")),
+            None => Err(Error::internal("parquet", "close the file", "no writer")),
         }
     }
 
@@ -260,7 +260,7 @@ impl<W: Write + Send> ParquetEncoder<W> {
         let columns = self.columns.as_mut().map_err(|reason| Error::config("output.fields", reason.clone()))?;
         let arrays: Vec<ArrayRef> = columns.iter_mut().map(Column::finish).collect();
         let batch = RecordBatch::try_new(self.schema.clone(), arrays)
-            .map_err(|e| Error::backend("parquet", "assemble a batch of rows", e))?;
+            .map_err(|e| Error::internal("parquet", "assemble a batch of rows", e))?;
         self.pending = 0;
         self.pending_bytes = 0;
         self.open()?.write(&batch).map_err(parquet_error)
@@ -275,12 +275,12 @@ impl<W: Write + Send> ParquetEncoder<W> {
                 .build();
             self.writer = Some(ArrowWriter::try_new(sink, self.schema.clone(), Some(props)).map_err(parquet_error)?);
         }
-        self.writer.as_mut().ok_or_else(|| Error::backend("parquet", "open the file", "its writer failed before"))
+        self.writer.as_mut().ok_or_else(|| Error::internal("parquet", "open the file", "its writer failed before"))
     }
 }
 
 fn parquet_error(e: ::parquet::errors::ParquetError) -> Error {
-    Error::backend("parquet", "write the file", e)
+    Error::internal("parquet", "write the file", e)
 }
 
 /// A column being built.

@@ -90,7 +90,7 @@ impl Pool {
     pub async fn join(self) -> Result<()> {
         let mut result = Ok(());
         for h in self.handles {
-            let r = h.await.map_err(|e| Error::backend("worker", "worker task panicked", e)).and_then(|r| r);
+            let r = h.await.map_err(|e| Error::internal("worker", "worker task panicked", e)).and_then(|r| r);
             if let Err(e) = r {
                 // The other loops stop too: a run ends with its first error.
                 self.jobs.stop_token().cancel();

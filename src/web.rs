@@ -169,7 +169,7 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(Arc::new(PublicOnly))
         .build()
-        .map_err(|e| Error::backend("webhook", "client", e.without_url()))
+        .map_err(|e| Error::backend(crate::error::Backend::Webhook, "client", e.without_url()))
 }
 
 /// POSTs `body` (JSON) to `url` once, after [`check`]. `Ok(status)` for any answer (a redirect
@@ -187,7 +187,7 @@ pub async fn post_json(
         .body(body)
         .send()
         .await
-        .map_err(|e| Error::backend("webhook", format!("POST {url}"), error_text(e)))?;
+        .map_err(|e| Error::backend(crate::error::Backend::Webhook, format!("POST {url}"), error_text(e)))?;
     Ok(response.status())
 }
 

@@ -23,7 +23,7 @@ use crate::bucket;
 use crate::calls::{ApiCalls, Tally};
 use crate::config::Compression;
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Backend, Error, Result};
 use crate::gather;
 use crate::job::{now_ms, Failure, JobObjects, JobRun, Part, RunOptions, Task};
 use crate::ledger::{ChunkRecord, JobStatus, LedgerCommit};
@@ -416,7 +416,7 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
                 attempts: attempt,
                 error: failed.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
             });
-            let error = failed.err().map(|e| Error::backend("worker", format!("cannot open job {}", task.job_id), e));
+            let error = failed.err();
             return Handled { disposition, error, prepaid: ApiCalls::new() };
         }
     };
@@ -494,13 +494,11 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
             warn!(chunk = task.chunk.index, attempt, "chunk failed, will retry: {e}");
             None
         }
-        (Err(e), _) if !policy.fail_jobs => Some(Error::backend(
-            "worker",
+        (Err(e), _) if !policy.fail_jobs => Some(Error::internal("worker",
             format!("chunk {} failed on attempt {attempt} of {}", task.chunk.index, policy.max_attempts),
             e,
         )),
-        (Err(e), _) => Some(Error::backend(
-            "worker",
+        (Err(e), _) => Some(Error::internal("worker",
             format!(
                 "job {} chunk {} of {} (version {}) failed on attempt {attempt} of {}",
                 task.job_id, task.chunk.index, input.location, input.version, policy.max_attempts
@@ -536,9 +534,10 @@ fn unanswered(run: &JobRun, task: &Task, attempt: u32, policy: Policy) -> Handle
         attempts: attempt,
         error: error.clone(),
     };
+    let error = Some(Error::JobFailed { job_id: task.job_id.clone(), reason: failure.to_string() });
     Handled {
         disposition: Disposition::FailJob(failure),
-        error: Some(Error::backend("worker", format!("job {} chunk {}", task.job_id, chunk.index), error)),
+        error,
         prepaid: ApiCalls::new(),
     }
 }
@@ -610,7 +609,7 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
     };
     let (out, written) = tokio::join!(pipeline, writer);
     written?;
-    let out = out.map_err(|e| Error::backend("worker", "pipeline task panicked", e))??;
+    let out = out.map_err(|e| Error::internal("worker", "pipeline task panicked", e))??;
     let output_bytes = out.output.len() as u64;
     let rejects_bytes = out.rejects.len() as u64;
     // This attempt's own part objects: a late attempt at a chunk committed meanwhile writes
@@ -657,7 +656,7 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
             // Made anew (`--force`) while this chunk was worked, so the ledger refused the
             // commit: the work belongs to no run now. The task comes back, and its next
             // delivery finds it is of an earlier run.
-            return Err(Error::backend("worker", format!("job {job_id} was made anew"), e));
+            return Err(Error::backend(Backend::Ledger, format!("job {job_id} was made anew"), e));
         }
         committed => committed?,
     };
@@ -730,7 +729,7 @@ mod tests {
 
     #[test]
     fn a_retryable_error_is_released_after_a_growing_delay_until_the_last_attempt() {
-        let retryable: Result<Worked> = Err(Error::backend("sqlite", "write", "disk I/O error"));
+        let retryable: Result<Worked> = Err(Error::backend(crate::error::Backend::Sqlite, "write", "disk I/O error"));
         for policy in [SERVE, RUN] {
             let delays: Vec<Disposition> = (1..3).map(|a| dispose(&retryable, a, policy, failure)).collect();
             assert_eq!(
@@ -746,7 +745,7 @@ mod tests {
 
     #[test]
     fn a_retryable_error_on_the_last_attempt_fails_the_job_so_that_it_ends() {
-        let retryable: Result<Worked> = Err(Error::backend("dynamodb", "BatchWriteItem", "throttled"));
+        let retryable: Result<Worked> = Err(Error::backend(crate::error::Backend::Dynamodb, "BatchWriteItem", "throttled"));
         assert!(retryable.as_ref().unwrap_err().is_retryable());
         assert_eq!(dispose(&retryable, 3, SERVE, failure), Disposition::FailJob(failure()));
         // A local run stops with the error instead, and can be resumed.

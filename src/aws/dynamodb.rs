@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 
 /// A DynamoDB failure, with what was being done.
 pub fn error(context: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    super::service_error("dynamodb", context, e)
+    super::service_error(crate::error::Backend::Dynamodb, context, e)
 }
 
 /// Rounds in a row without a single item written before a write gives up.
@@ -19,7 +19,7 @@ pub const MAX_STALLED_ROUNDS: u32 = 12;
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str, keys: &[&str]) -> Result<()> {
     use aws_sdk_dynamodb::client::Waiters;
     use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
-    let fail = |e: crate::error::BoxError| Error::backend("dynamodb", format!("CreateTable {table}"), e);
+    let fail = |e: crate::error::BoxError| Error::backend(crate::error::Backend::Dynamodb, format!("CreateTable {table}"), e);
     let mut req = client.create_table().table_name(table).billing_mode(BillingMode::PayPerRequest);
     for (i, name) in keys.iter().enumerate() {
         let kind = if i == 0 { KeyType::Hash } else { KeyType::Range };
@@ -42,7 +42,7 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str, keys: 
         .table_name(table)
         .wait(std::time::Duration::from_secs(60))
         .await
-        .map_err(|e| Error::backend("dynamodb", format!("waiting for table {table}"), e))?;
+        .map_err(|e| Error::backend(crate::error::Backend::Dynamodb, format!("waiting for table {table}"), e))?;
     Ok(())
 }
 

@@ -77,7 +77,7 @@ pub fn s3(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 /// not model displays only as `unhandled error (ValidationException)`, and its message (what
 /// a person needs) is further down the chain.
 pub fn service_error(
-    backend: &'static str,
+    backend: crate::error::Backend,
     context: impl Into<String>,
     e: impl std::error::Error + Send + Sync + 'static,
 ) -> Error {

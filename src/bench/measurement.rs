@@ -196,7 +196,7 @@ impl Measurement {
 
 pub(super) fn append_csv(out: &Path, m: &Measurement) -> Result<()> {
     let io = |e: std::io::Error| Error::config("--out", format!("cannot write {}: {e}", out.display()));
-    let fail = |e: csv::Error| Error::backend("csv", format!("cannot write {}", out.display()), e);
+    let fail = |e: csv::Error| Error::internal("csv", format!("cannot write {}", out.display()), e);
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
@@ -248,7 +248,7 @@ fn columns() -> Vec<String> {
 /// key orders and update runs were measured were sequential loads.
 fn upgrade_csv(out: &Path) -> Result<()> {
     let Ok(text) = std::fs::read(out) else { return Ok(()) };
-    let fail = |e: csv::Error| Error::backend("csv", format!("cannot upgrade {}", out.display()), e);
+    let fail = |e: csv::Error| Error::internal("csv", format!("cannot upgrade {}", out.display()), e);
     let mut rdr = csv::Reader::from_reader(&text[..]);
     let old: Vec<String> = rdr.headers().map_err(fail)?.iter().map(str::to_string).collect();
     let new = columns();
@@ -267,6 +267,6 @@ fn upgrade_csv(out: &Path) -> Result<()> {
         };
         w.write_record(new.iter().map(|n| value(n))).map_err(fail)?;
     }
-    let bytes = w.into_inner().map_err(|e| Error::backend("csv", "upgrade", e.into_error()))?;
+    let bytes = w.into_inner().map_err(|e| Error::internal("csv", "upgrade", e.into_error()))?;
     std::fs::write(out, bytes).map_err(|e| Error::config("--out", format!("cannot write {}: {e}", out.display())))
 }

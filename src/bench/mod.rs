@@ -78,7 +78,7 @@ pub async fn run(dir: &Path, bench: &Bench, cloud: &Cloud, out: &Path) -> Result
         let (d, keys) = (input_dir.clone(), bench.keys);
         tokio::task::spawn_blocking(move || generate(&d, n, keys))
             .await
-            .map_err(|e| Error::backend("bench", "generator", e))??;
+            .map_err(|e| Error::internal("bench", "generator", e))??;
         let _ = std::fs::write(&marker, b"");
     }
     let mut config = JobConfig::from_toml(ORDERS_JOB, "examples/orders/job.toml")?;
@@ -118,7 +118,7 @@ pub async fn run(dir: &Path, bench: &Bench, cloud: &Cloud, out: &Path) -> Result
             let (p, g) = (plain.clone(), gz.clone());
             tokio::task::spawn_blocking(move || gzip_file(&p, &g))
                 .await
-                .map_err(|e| Error::backend("bench", "gzip", e))??;
+                .map_err(|e| Error::internal("bench", "gzip", e))??;
         }
         let gz_dir = dir.join("run-gzip");
         let _ = std::fs::remove_dir_all(&gz_dir);
@@ -135,7 +135,7 @@ pub async fn run(dir: &Path, bench: &Bench, cloud: &Cloud, out: &Path) -> Result
         let (d, share) = (input_dir.clone(), bench.update_share);
         tokio::task::spawn_blocking(move || generate_update(&d, share))
             .await
-            .map_err(|e| Error::backend("bench", "generator", e))??;
+            .map_err(|e| Error::internal("bench", "generator", e))??;
         let update = input_dir.join("orders-update.csv").display().to_string();
         measured.push(measure(&engine, &spec, &update, bench, "update").await?);
     }
@@ -147,7 +147,7 @@ pub async fn run(dir: &Path, bench: &Bench, cloud: &Cloud, out: &Path) -> Result
 
 /// `plain` compressed with gzip at level 6 into `gz`.
 fn gzip_file(plain: &Path, gz: &Path) -> Result<()> {
-    let io = |e: std::io::Error| Error::backend("bench", format!("compressing {}", plain.display()), e);
+    let io = |e: std::io::Error| Error::internal("bench", format!("compressing {}", plain.display()), e);
     let mut from = std::fs::File::open(plain).map_err(io)?;
     let to = std::io::BufWriter::new(std::fs::File::create(gz).map_err(io)?);
     let mut enc = flate2::write::GzEncoder::new(to, flate2::Compression::new(6));

@@ -105,7 +105,7 @@ pub(super) async fn through_lambda(
     use std::sync::atomic::{AtomicU64, Ordering};
     let bucket =
         input.strip_prefix("s3://").and_then(|r| r.split_once('/')).map(|(b, _)| b.to_string()).unwrap_or_default();
-    let text = toml::to_string(config).map_err(|e| Error::backend("toml", "job file", e))?;
+    let text = toml::to_string(config).map_err(|e| Error::internal("toml", "job file", e))?;
     let store = crate::bucket::open(&format!("s3://{bucket}"), cloud)?;
     crate::bucket::put(store.as_ref(), "config/job.toml", text.into_bytes()).await?;
     let head = crate::bucket::get_opt_head(store.as_ref(), "in/orders.csv")
@@ -141,7 +141,7 @@ pub(super) async fn through_lambda(
     let answer = functions[0].on_object(event).await?;
     let job_id = answer["started"][0]["job_id"]
         .as_str()
-        .ok_or_else(|| Error::backend("bench", "on-object", format!("started no job: {answer}")))?
+        .ok_or_else(|| Error::internal("bench", "on-object", format!("started no job: {answer}")))?
         .to_string();
     let billed_ms = AtomicU64::new(started.elapsed().as_millis() as u64);
     let esm_receives = AtomicU64::new(0);
@@ -152,7 +152,7 @@ pub(super) async fn through_lambda(
         .queue_name(&bucket)
         .send()
         .await
-        .map_err(|e| Error::backend("sqs", "GetQueueUrl", e.into_service_error()))?
+        .map_err(|e| Error::backend(crate::error::Backend::Sqs, "GetQueueUrl", e.into_service_error()))?
         .queue_url
         .unwrap_or_default();
     let done = || async {
@@ -208,7 +208,7 @@ pub(super) async fn through_lambda(
     let cpu_s = cpu_seconds() - cpu;
     let objects = crate::job::JobObjects::new(engine.bucket.clone(), &job_id);
     let summary =
-        objects.summary().await?.ok_or_else(|| Error::backend("bench", "through Lambda", "the job failed"))?;
+        objects.summary().await?.ok_or_else(|| Error::internal("bench", "through Lambda", "the job failed"))?;
     let mut calls = summary.api_calls.clone();
     *calls.entry("lambda-esm.sqs.ReceiveMessage".into()).or_default() += esm_receives.load(Ordering::Relaxed);
     *calls.entry("lambda-esm.sqs.DeleteMessage".into()).or_default() += esm_deletes.load(Ordering::Relaxed);

@@ -154,7 +154,7 @@ pub fn generate_update(dir: &Path, share: f64) -> Result<u64> {
     let io =
         |e: std::io::Error| Error::config("--data-dir", format!("cannot write bench data in {}: {e}", dir.display()));
     let text = std::fs::read(dir.join("orders.csv")).map_err(io)?;
-    let bad = |e: csv::Error| Error::backend("csv", "orders.csv", e);
+    let bad = |e: csv::Error| Error::internal("csv", "orders.csv", e);
     let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(std::io::Cursor::new(&text[..]));
     let header = rdr.byte_headers().map_err(bad)?.clone();
     let mut pick = fastrand::Rng::with_seed(0xda7);
@@ -174,7 +174,7 @@ pub fn generate_update(dir: &Path, share: f64) -> Result<u64> {
     pick.shuffle(&mut chosen);
     let file = std::fs::File::create(dir.join("orders-update.csv")).map_err(io)?;
     let mut out = csv::WriterBuilder::new().flexible(true).from_writer(BufWriter::with_capacity(1 << 20, file));
-    let fail = |e: csv::Error| Error::backend("csv", "orders-update.csv", e);
+    let fail = |e: csv::Error| Error::internal("csv", "orders-update.csv", e);
     out.write_byte_record(&header).map_err(fail)?;
     for at in &chosen {
         rdr.seek(at.clone()).map_err(bad)?;

@@ -93,7 +93,7 @@ impl std::fmt::Display for StreamMeasurement {
 /// Write `n` events of about 200 bytes to `path` (kept for later runs): ids in random
 /// order, 20 vendors, times over three days in no order, a note of varying length.
 pub fn generate(path: &Path, n: u64) -> Result<()> {
-    let io = |e: std::io::Error| Error::backend("bench", format!("writing {}", path.display()), e);
+    let io = |e: std::io::Error| Error::internal("bench", format!("writing {}", path.display()), e);
     let mut rng = fastrand::Rng::with_seed(42);
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(io)?);
     let base = 1_764_547_200i64; // 2025-12-01T00:00:00Z
@@ -116,7 +116,7 @@ pub fn generate(path: &Path, n: u64) -> Result<()> {
 
 /// Pipe `events` into `exe stream --from -` with the bench job in `format`, in `dir`.
 pub fn run(exe: &Path, dir: &Path, events: &Path, format: &str) -> Result<StreamMeasurement> {
-    let io = |what: &str, e: std::io::Error| Error::backend("bench", what.to_string(), e);
+    let io = |what: &str, e: std::io::Error| Error::internal("bench", what.to_string(), e);
     let out = dir.join(format!("out-{format}"));
     let _ = std::fs::remove_dir_all(&out);
     let data = dir.join(format!("data-{format}"));
@@ -156,10 +156,10 @@ pub fn run(exe: &Path, dir: &Path, events: &Path, format: &str) -> Result<Stream
     let seconds = started.elapsed().as_secs_f64();
     let done = child.wait_with_output().map_err(|e| io("waiting for sluicebox stream", e))?;
     if !done.status.success() {
-        return Err(Error::backend("bench", "sluicebox stream", std::io::Error::other(format!("{}", done.status))));
+        return Err(Error::internal("bench", "sluicebox stream", std::io::Error::other(format!("{}", done.status))));
     }
     let report: serde_json::Value = serde_json::from_slice(done.stdout.trim_ascii())
-        .map_err(|e| Error::backend("bench", "the stream's report", e))?;
+        .map_err(|e| Error::internal("bench", "the stream's report", e))?;
     let num = |k: &str| report[k].as_u64().unwrap_or(0);
     let sizes = &report["file_bytes"];
     let size = |i: usize| sizes[i].as_u64().unwrap_or(0);

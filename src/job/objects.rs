@@ -112,7 +112,7 @@ impl JobObjects {
         self.store()
             .get_range(&path, start..end)
             .await
-            .map_err(|e| Error::backend("object_store", format!("failed to read {path}"), e))
+            .map_err(|e| Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {path}"), e))
     }
 
     /// `len` bytes at `at` of input `input`'s resume windows.
@@ -121,7 +121,7 @@ impl JobObjects {
         self.store()
             .get_range(&path, at..at + u64::from(len))
             .await
-            .map_err(|e| Error::backend("object_store", format!("failed to read {path}"), e))
+            .map_err(|e| Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {path}"), e))
     }
 
     /// `jobs/<id>/summary.json`.
@@ -239,8 +239,11 @@ impl JobObjects {
     pub async fn failure_error(&self) -> Error {
         let path = self.failure_path();
         match self.failure().await {
-            Ok(Some(f)) => Error::Conflict(f.to_string()),
-            Ok(None) => Error::Conflict(format!("job {} failed ({path} is missing)", self.job_id())),
+            Ok(Some(f)) => Error::JobFailed { job_id: self.job_id().to_string(), reason: f.to_string() },
+            Ok(None) => {
+                let reason = format!("job {} failed ({path} is missing)", self.job_id());
+                Error::JobFailed { job_id: self.job_id().to_string(), reason }
+            }
             Err(e) => e,
         }
     }
@@ -310,14 +313,14 @@ impl JobObjects {
         match bucket::get_opt(self.store(), path).await? {
             None => Ok(None),
             Some(b) => {
-                serde_json::from_slice(&b).map(Some).map_err(|e| Error::backend("json", format!("corrupt {path}"), e))
+                serde_json::from_slice(&b).map(Some).map_err(|e| Error::internal("json", format!("corrupt {path}"), e))
             }
         }
     }
 }
 
 fn json_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec_pretty(v).map_err(|e| Error::backend("json", "encode", e))
+    serde_json::to_vec_pretty(v).map_err(|e| Error::internal("json", "encode", e))
 }
 
 #[cfg(test)]

@@ -150,7 +150,7 @@ async fn ship_resources(engine: &Engine, definition: &JobDefinition) -> Result<J
         Ok(h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect())
     })
     .await
-    .map_err(|e| Error::backend("fs", "hash task failed", e))?
+    .map_err(|e| Error::internal("fs", "hash task failed", e))?
     .map_err(|err| Error::input(&e.source, format!("cannot read the enrichment source: {err}")))?;
     let key = format!("resources/{digest}-{name}");
     let store = engine.bucket.clone();
@@ -216,7 +216,7 @@ pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObjec
         let spool_dir = engine.spool_dir()?;
         let (mut scan, mut windows) = tokio::task::spawn_blocking(move || -> Result<(InputScan, Option<_>)> {
             let setting = "input.max_decompressed_bytes";
-            let spool_error = |e: std::io::Error| Error::backend("plan", "spooling resume windows", e);
+            let spool_error = |e: std::io::Error| Error::backend(crate::error::Backend::Filesystem, "spooling resume windows", e);
             if matches!(compression, Compression::None | Compression::Auto) {
                 let reader = reader.decoded_at_most(max, setting)?;
                 let scan = plan::scan(reader, format, dialect, targets)
@@ -238,7 +238,7 @@ pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObjec
             let written = log.windows_written();
             drop(log);
             let points = Arc::try_unwrap(points)
-                .map_err(|_| Error::backend("plan", "resume points", std::io::Error::other("still shared")))?;
+                .map_err(|_| Error::internal("plan", "resume points", std::io::Error::other("still shared")))?;
             points
                 .into_inner()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -247,7 +247,7 @@ pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObjec
             Ok((scan, (written > 0).then_some(Spooled::Windows(spool))))
         })
         .await
-        .map_err(|e| Error::backend("plan", "scan task failed", e))??;
+        .map_err(|e| Error::internal("plan", "scan task failed", e))??;
         let compressed = !matches!(compression, Compression::None | Compression::Auto);
         if compressed && scan.chunks.len() > 1 && planned_decoding(&scan) > MAX_DECODED_PER_BYTE * scan.bytes + gap {
             // Nowhere to resume near enough: workers read ranges of a decompressed copy.
@@ -307,7 +307,7 @@ async fn plain_copy(
     let (location, format, dialect, targets) =
         (object.location.clone(), object.format, spec.input.dialect, spec.chunking);
     tokio::task::spawn_blocking(move || {
-        let spool_error = |e: std::io::Error| Error::backend("plan", "spooling a decompressed copy", e);
+        let spool_error = |e: std::io::Error| Error::backend(crate::error::Backend::Filesystem, "spooling a decompressed copy", e);
         let file = tempfile::NamedTempFile::new_in(&spool_dir).map_err(spool_error)?;
         let mut decoded = reader.decoded_at_most(bytes, "input.max_decompressed_bytes")?;
         let mut writer = std::io::BufWriter::with_capacity(1 << 20, file.reopen().map_err(spool_error)?);
@@ -326,7 +326,7 @@ async fn plain_copy(
         Ok((file, scan))
     })
     .await
-    .map_err(|e| Error::backend("plan", "copy task failed", e))?
+    .map_err(|e| Error::internal("plan", "copy task failed", e))?
 }
 
 /// Output fields: as configured; else, without transforms, the first input's columns
@@ -373,7 +373,7 @@ pub async fn enqueue(run: &JobRun) -> Result<u32> {
             serde_json::to_string(&Task { job_id: job_id.to_string(), chunk: c.clone(), generation: run.plan.order })
         })
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::backend("json", "encode task", e))?;
+        .map_err(|e| Error::internal("json", "encode task", e))?;
     for batch in tasks.chunks(10) {
         run.engine.queue.send(batch.to_vec()).await?;
     }

@@ -122,7 +122,7 @@ pub async fn recent(engine: &Engine, limit: usize) -> Result<Vec<crate::ledger::
         .bucket
         .list_with_delimiter(Some(&object_store::path::Path::from("jobs")))
         .await
-        .map_err(|e| Error::backend("object_store", format!("cannot list {}/jobs/", engine.bucket_url), e))?;
+        .map_err(|e| Error::backend(crate::error::Backend::ObjectStore, format!("cannot list {}/jobs/", engine.bucket_url), e))?;
     let ids: Vec<String> = listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
     let mut jobs = Vec::new();
     for id in ids {

@@ -92,17 +92,11 @@ mod settings;
 use crate::worker::{self, Disposition, Jobs};
 pub use settings::{within_reach, Settings};
 
-/// Whether an error is worth another attempt at the Lambda boundary: a bad job file, input or
-/// conflict stays bad however often it is retried.
-pub fn retryable(e: &Error) -> bool {
-    e.is_retryable() && !matches!(e, Error::InvalidConfig { .. })
-}
-
 /// An error as a handler reports it to Lambda: its type says whether retrying may help
 /// (`sluicebox::Retryable` or `sluicebox::Permanent`), so that logs, metrics and failure
 /// destinations can tell them apart.
 pub fn diagnostic(e: Error) -> lambda_runtime::Diagnostic {
-    let error_type = if retryable(&e) { "sluicebox::Retryable" } else { "sluicebox::Permanent" };
+    let error_type = if e.is_retryable_with_same_settings() { "sluicebox::Retryable" } else { "sluicebox::Permanent" };
     lambda_runtime::Diagnostic { error_type: error_type.into(), error_message: e.to_string() }
 }
 
@@ -200,12 +194,12 @@ impl Function {
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(Error::config("SLUICEBOX_JOB", format!("{url} does not exist")));
             }
-            Err(e) => return Err(Error::backend("object_store", format!("failed to read {url}"), e)),
+            Err(e) => return Err(Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {url}"), e)),
             Ok(got) => got,
         };
         let etag = got.meta.e_tag.clone().unwrap_or_default();
         let bytes =
-            got.bytes().await.map_err(|e| Error::backend("object_store", format!("failed to read {url}"), e))?;
+            got.bytes().await.map_err(|e| Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {url}"), e))?;
         let text = String::from_utf8(bytes.to_vec())
             .map_err(|_| Error::config("SLUICEBOX_JOB", format!("{url} is not UTF-8 text")))?;
         let config = JobConfig::from_toml(&text, url)?;
@@ -243,7 +237,7 @@ impl Function {
                     log_failure("cannot start a job for an event; the message will be retried", &e);
                 }
             }
-            return serde_json::to_value(response).map_err(|e| Error::backend("json", "batch response", e));
+            return serde_json::to_value(response).map_err(|e| Error::internal("json", "batch response", e));
         }
         let mut outcomes = Vec::new();
         if !records.is_empty() && records.iter().all(|r| source(r) == "aws:sns") {
@@ -503,7 +497,7 @@ fn shard_batches(event: KinesisEvent) -> Vec<ShardBatch> {
 }
 
 fn log_failure(what: &str, e: &Error) {
-    if retryable(e) {
+    if e.is_retryable_with_same_settings() {
         warn!(retryable = true, "{what}: {e}");
     } else {
         error!(retryable = false, "{what}: {e}");
@@ -549,10 +543,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bad_job_file_is_not_worth_retrying_and_a_backend_error_is() {
-        assert!(!retryable(&Error::config("SLUICEBOX_JOB", "does not exist")));
-        assert!(!retryable(&Error::input("s3://b/k", "changed")));
-        assert!(retryable(&Error::backend("sqs", "send", "throttled")));
+    fn a_bad_job_file_is_reported_permanent_and_a_backend_error_retryable() {
+        let kind = |e: Error| diagnostic(e).error_type;
+        assert_eq!(kind(Error::config("SLUICEBOX_JOB", "does not exist")), "sluicebox::Permanent");
+        assert_eq!(kind(Error::input("s3://b/k", "changed")), "sluicebox::Permanent");
+        assert_eq!(kind(Error::backend(crate::error::Backend::Sqs, "send", "throttled")), "sluicebox::Retryable");
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub struct SqliteLedger {
 /// Open a connection tuned for many small transactions from several processes.
 pub fn connect(path: &Path) -> Result<Connection> {
     let conn =
-        Connection::open(path).map_err(|e| Error::backend("sqlite", format!("cannot open {}", path.display()), e))?;
+        Connection::open(path).map_err(|e| Error::backend(crate::error::Backend::Sqlite, format!("cannot open {}", path.display()), e))?;
     conn.busy_timeout(std::time::Duration::from_secs(60))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -72,7 +72,7 @@ impl SqliteLedger {
             f(&mut conn)
         })
         .await
-        .map_err(|e| Error::backend("sqlite", "ledger task failed", e))?
+        .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "ledger task failed", e))?
     }
 }
 
@@ -97,7 +97,7 @@ fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
 }
 
 fn chunk_from_body(body: &str) -> Result<ChunkRecord> {
-    serde_json::from_str(body).map_err(|e| Error::backend("sqlite", "corrupt chunk record", e))
+    serde_json::from_str(body).map_err(|e| Error::backend(crate::error::Backend::Sqlite, "corrupt chunk record", e))
 }
 
 #[async_trait]
@@ -152,7 +152,7 @@ impl StateStore for SqliteLedger {
     async fn commit_chunk(&self, job_id: &str, chunk: &ChunkRecord) -> Result<LedgerCommit> {
         let id = job_id.to_string();
         let (index, generation) = (chunk.index, chunk.generation);
-        let body = serde_json::to_string(chunk).map_err(|e| Error::backend("sqlite", "encode chunk record", e))?;
+        let body = serde_json::to_string(chunk).map_err(|e| Error::backend(crate::error::Backend::Sqlite, "encode chunk record", e))?;
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let job: Option<(Option<u32>, i64)> = tx
@@ -274,7 +274,7 @@ impl StateStore for SqliteLedger {
                 .optional()?;
             row.map(|(version, state)| {
                 let version = u64::try_from(version).map_err(|e| {
-                    Error::backend("sqlite", format!("stream {name:?} checkpoint has version {version}"), e)
+                    Error::backend(crate::error::Backend::Sqlite, format!("stream {name:?} checkpoint has version {version}"), e)
                 })?;
                 Ok(Checkpoint { version, state })
             })

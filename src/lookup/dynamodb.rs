@@ -49,7 +49,7 @@ impl DynamoSource {
         fields: Vec<String>,
     ) -> Result<Self> {
         let handle = tokio::runtime::Handle::try_current()
-            .map_err(|e| Error::backend("lookup", "a dynamodb:// reference needs the tokio runtime", e))?;
+            .map_err(|e| Error::internal("lookup", "a dynamodb:// reference needs the tokio runtime", e))?;
         let rules = cfg.columns.iter().map(|c| (c.name.clone(), ColumnRule::from(c))).collect();
         Ok(DynamoSource {
             client,

@@ -142,7 +142,7 @@ fn read_csv_in_parts(
         let handles: Vec<_> = parts.iter().map(|part| scope.spawn(move || read_part(part))).collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::backend("lookup", "reading the reference", "panicked"))))
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::internal("lookup", "reading the reference", "panicked"))))
             .collect()
     });
     let mut read = read.into_iter();

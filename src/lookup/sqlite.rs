@@ -50,7 +50,7 @@ impl SqliteSource {
             tx.query_row("SELECT fields FROM sluicebox_lookups WHERE name = ?1", [&table], |r| r.get(0)).optional()?;
         let fields = match done {
             Some(fields) => {
-                serde_json::from_str(&fields).map_err(|e| Error::backend("sqlite", "corrupt lookup record", e))?
+                serde_json::from_str(&fields).map_err(|e| Error::backend(crate::error::Backend::Sqlite, "corrupt lookup record", e))?
             }
             None => {
                 tx.execute_batch(&format!(
@@ -162,7 +162,7 @@ impl SqliteReader<'_> {
         let v = row
             .get_ref(0)?
             .as_blob()
-            .map_err(|e| Error::backend("sqlite", format!("corrupt lookup row in {}", self.source.table), e))?;
+            .map_err(|e| Error::backend(crate::error::Backend::Sqlite, format!("corrupt lookup row in {}", self.source.table), e))?;
         Ok(Some(v.into()))
     }
 }
@@ -220,7 +220,7 @@ fn cache_db(db: &Path) -> PathBuf {
 
 fn open_cache(path: &Path) -> Result<Connection> {
     let conn =
-        Connection::open(path).map_err(|e| Error::backend("sqlite", format!("cannot open {}", path.display()), e))?;
+        Connection::open(path).map_err(|e| Error::backend(crate::error::Backend::Sqlite, format!("cannot open {}", path.display()), e))?;
     conn.busy_timeout(std::time::Duration::from_secs(60))?;
     // Rollback journal, no fsync: a crash mid-import leaves no completion record, and the
     // import starts over (see `import`).

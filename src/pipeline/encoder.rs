@@ -38,8 +38,8 @@ impl Encoder {
     /// The CSV header row for `fields`.
     pub fn header(fields: &[String]) -> Result<Vec<u8>> {
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(fields).map_err(|e| Error::backend("csv", "encode header", e))?;
-        w.into_inner().map_err(|e| Error::backend("csv", "encode header", e.into_error()))
+        w.write_record(fields).map_err(|e| Error::internal("csv", "encode header", e))?;
+        w.into_inner().map_err(|e| Error::internal("csv", "encode header", e.into_error()))
     }
 
     /// Append one record.

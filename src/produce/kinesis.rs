@@ -77,8 +77,7 @@ impl KinesisStream {
                     return Err(Error::config("--to", format!("the Kinesis stream {} is being deleted", self.name)))
                 }
                 Some(_) if Instant::now() > deadline => {
-                    return Err(Error::backend(
-                        "kinesis",
+                    return Err(Error::backend(crate::error::Backend::Kinesis,
                         format!("stream {}", self.name),
                         format!("not active after {} s", ACTIVE_WITHIN.as_secs()),
                     ))
@@ -90,7 +89,7 @@ impl KinesisStream {
 }
 
 fn kinesis_error(context: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    crate::aws::service_error("kinesis", context, e)
+    crate::aws::service_error(crate::error::Backend::Kinesis, context, e)
 }
 
 #[async_trait]
@@ -106,7 +105,7 @@ impl PutRecords for KinesisStream {
                     .partition_key(&e.partition_key)
                     .data(Blob::new(e.data.clone()))
                     .build()
-                    .map_err(|err| Error::backend("kinesis", context(), err))
+                    .map_err(|err| Error::backend(crate::error::Backend::Kinesis, context(), err))
             })
             .collect::<Result<Vec<_>>>()?;
         let out = self
@@ -119,7 +118,7 @@ impl PutRecords for KinesisStream {
             .map_err(|e| kinesis_error(context(), e.into_service_error()))?;
         if out.records().len() != entries.len() {
             let got = format!("{} answers for {} entries", out.records().len(), entries.len());
-            return Err(Error::backend("kinesis", context(), got));
+            return Err(Error::backend(crate::error::Backend::Kinesis, context(), got));
         }
         Ok(out
             .records()

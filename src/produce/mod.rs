@@ -264,7 +264,7 @@ async fn put_batch(
         sent.calls += 1;
         let answers = to.put(&pending).await.map_err(|e| {
             let context = format!("kinesis://{stream}: {}", not_put(sent, sent.total - sent.put));
-            Error::backend("kinesis", context, e)
+            Error::backend(crate::error::Backend::Kinesis, context, e)
         })?;
         let before = pending.len();
         let mut last = None;
@@ -288,7 +288,7 @@ async fn put_batch(
                 last.message
             );
             let context = format!("kinesis://{stream}: {}", not_put(sent, sent.total - sent.put));
-            return Err(Error::backend("kinesis", context, why));
+            return Err(Error::backend(crate::error::Backend::Kinesis, context, why));
         }
         sent.retried += pending.len() as u64;
         tokio::time::sleep(retry.backoff(attempt)).await;

@@ -80,7 +80,7 @@ pub(super) async fn scan(source: &Source) -> Result<InputScan> {
             .map_err(|e| Error::input(&input.location, format!("cannot read input: {e}")))
     })
     .await
-    .map_err(|e| Error::backend("produce", "scan task failed", e))?
+    .map_err(|e| Error::internal("produce", "scan task failed", e))?
 }
 
 /// Read the source on a blocking thread and give `each` every entry in order, then `None`;
@@ -107,7 +107,7 @@ pub(super) async fn blocking(
         Ok(counted)
     })
     .await
-    .map_err(|e| Error::backend("produce", "decoding task failed", e))?
+    .map_err(|e| Error::internal("produce", "decoding task failed", e))?
 }
 
 /// Decode `decoded` chunk by chunk as `scan` cut it, and give `each` every record's entry;

@@ -31,7 +31,7 @@ pub struct SqsQueue {
 type PendingAck = (String, tokio::sync::oneshot::Sender<Result<()>>);
 
 fn sqs_error(context: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    crate::aws::service_error("sqs", context, e)
+    crate::aws::service_error(crate::error::Backend::Sqs, context, e)
 }
 
 impl SqsQueue {
@@ -99,7 +99,7 @@ impl SqsQueue {
             };
             for (i, (_, tx)) in batch.into_iter().enumerate() {
                 let result = match error.clone().or_else(|| failed.remove(&i.to_string())) {
-                    Some(e) => Err(Error::backend("sqs", format!("DeleteMessageBatch on {}", self.url), e)),
+                    Some(e) => Err(Error::backend(crate::error::Backend::Sqs, format!("DeleteMessageBatch on {}", self.url), e)),
                     None => Ok(()),
                 };
                 let _ = tx.send(result);
@@ -129,8 +129,7 @@ impl SqsQueue {
                 return Ok(());
             }
             if let Some(permanent) = out.failed().iter().find(|f| f.sender_fault()) {
-                return Err(Error::backend(
-                    "sqs",
+                return Err(Error::backend(crate::error::Backend::Sqs,
                     format!("SendMessageBatch to {}", self.url),
                     format!("{}: {}", permanent.code(), permanent.message().unwrap_or("")),
                 ));
@@ -138,7 +137,7 @@ impl SqsQueue {
             pending = failed;
             tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
         }
-        Err(Error::backend("sqs", format!("SendMessageBatch to {}", self.url), "entries kept failing"))
+        Err(Error::backend(crate::error::Backend::Sqs, format!("SendMessageBatch to {}", self.url), "entries kept failing"))
     }
 
     async fn set_visibility(&self, receipt: &str, timeout: Duration) -> Result<()> {

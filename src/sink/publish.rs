@@ -86,11 +86,11 @@ impl PublishSink {
             .map(|i| serde_json::json!({"key": i.key, "job": i.job, "seq": i.seq, "record": i.record}))
             .collect();
         let body = serde_json::to_vec(&serde_json::json!({ "records": records }))
-            .map_err(|e| Error::backend("json", "records to publish", e))?;
+            .map_err(|e| Error::internal("json", "records to publish", e))?;
         let mut delay = Duration::from_millis(200);
         for round in 1..=ROUNDS {
             let sent = crate::web::post_json(&self.http, url, "sink.publish", body.clone()).await;
-            let answered = |s| Error::backend("webhook", format!("POST {url}"), format!("answered {s}"));
+            let answered = |s| Error::backend(crate::error::Backend::Webhook, format!("POST {url}"), format!("answered {s}"));
             let retry = match sent {
                 Ok(s) if s.is_success() => return Ok(()),
                 Ok(s) if s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS => answered(s),
@@ -118,12 +118,12 @@ impl PublishSink {
                 .data_type(kind)
                 .string_value(value)
                 .build()
-                .map_err(|e| Error::backend("sns", "message attribute", e))
+                .map_err(|e| Error::backend(crate::error::Backend::Sns, "message attribute", e))
         };
         let mut pending: Vec<PublishBatchRequestEntry> = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let body =
-                serde_json::to_string(&item.record).map_err(|e| Error::backend("json", "record to publish", e))?;
+                serde_json::to_string(&item.record).map_err(|e| Error::internal("json", "record to publish", e))?;
             let mut entry = PublishBatchRequestEntry::builder()
                 .id(i.to_string())
                 .message(body)
@@ -135,7 +135,7 @@ impl PublishSink {
                 let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
                 entry = entry.message_group_id(&item.key).message_deduplication_id(id);
             }
-            pending.push(entry.build().map_err(|e| Error::backend("sns", "batch entry", e))?);
+            pending.push(entry.build().map_err(|e| Error::backend(crate::error::Backend::Sns, "batch entry", e))?);
         }
         let mut delay = Duration::from_millis(100);
         for round in 1..=ROUNDS {
@@ -149,8 +149,7 @@ impl PublishSink {
                 Ok(out) => {
                     let failed = out.failed.unwrap_or_default();
                     if let Some(f) = failed.iter().find(|f| f.sender_fault) {
-                        return Err(Error::backend(
-                            "sns",
+                        return Err(Error::backend(crate::error::Backend::Sns,
                             format!("PublishBatch to {topic}"),
                             format!("{}: {}", f.code, f.message.clone().unwrap_or_default()),
                         ));
@@ -158,7 +157,7 @@ impl PublishSink {
                     failed.into_iter().map(|f| f.id).collect()
                 }
                 Err(e) if round == ROUNDS => {
-                    return Err(Error::backend("sns", format!("PublishBatch to {topic}"), e.into_service_error()))
+                    return Err(Error::backend(crate::error::Backend::Sns, format!("PublishBatch to {topic}"), e.into_service_error()))
                 }
                 Err(_) => pending.iter().map(|p| p.id.clone()).collect(),
             };
@@ -166,8 +165,7 @@ impl PublishSink {
                 return Ok(());
             }
             if round == ROUNDS {
-                return Err(Error::backend(
-                    "sns",
+                return Err(Error::backend(crate::error::Backend::Sns,
                     format!("PublishBatch to {topic}"),
                     format!("{} messages not taken after {ROUNDS} rounds", failed.len()),
                 ));

@@ -74,7 +74,7 @@ impl SqliteSink {
             column_defs.join(", ")
         );
         conn.execute(&create, [])
-            .map_err(|e| Error::backend("sqlite", format!("cannot create sink table {table}"), e))?;
+            .map_err(|e| Error::backend(crate::error::Backend::Sqlite, format!("cannot create sink table {table}"), e))?;
         let columns = |conn: &rusqlite::Connection| -> Result<Vec<String>> {
             Ok(conn
                 .prepare(&format!("PRAGMA table_info({t})"))?
@@ -85,7 +85,7 @@ impl SqliteSink {
         if !existing.iter().any(|c| c == "_job") {
             // A table written before items carried their job: its rows count as the oldest.
             conn.execute(&format!("ALTER TABLE {t} ADD COLUMN _job INTEGER NOT NULL DEFAULT 0"), [])
-                .map_err(|e| Error::backend("sqlite", format!("cannot add _job to sink table {table}"), e))?;
+                .map_err(|e| Error::backend(crate::error::Backend::Sqlite, format!("cannot add _job to sink table {table}"), e))?;
             existing = columns(&conn)?;
         }
         let wanted: Vec<String> = match &names {
@@ -175,7 +175,7 @@ impl SqliteSink {
                 }
                 None => {
                     let json = serde_json::to_string(&item.record)
-                        .map_err(|e| Error::backend("sqlite", "encode record", e))?;
+                        .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "encode record", e))?;
                     block.row(&item.key, item.seq, 1);
                     block.cell(Cell::Text(&json));
                 }
@@ -234,7 +234,7 @@ impl SqliteSink {
             })?;
         }
         let upserted = started.elapsed();
-        tx.commit().map_err(|e| Error::backend("sqlite", format!("cannot merge into sink table {}", self.table), e))?;
+        tx.commit().map_err(|e| Error::backend(crate::error::Backend::Sqlite, format!("cannot merge into sink table {}", self.table), e))?;
         tracing::debug!(
             table = %self.table,
             upsert_ms = upserted.as_millis() as u64,
@@ -298,14 +298,14 @@ impl Sink for SqliteSink {
             Ok(())
         })
         .await
-        .map_err(|e| Error::backend("sqlite", "sink task failed", e))?
+        .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "sink task failed", e))?
     }
 
     async fn publish(&self, job: u64) -> Result<()> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.publish_blocking(job))
             .await
-            .map_err(|e| Error::backend("sqlite", "sink task failed", e))?
+            .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "sink task failed", e))?
     }
 
     async fn discard(&self, job: u64) -> Result<()> {
@@ -313,7 +313,7 @@ impl Sink for SqliteSink {
         let stage = self.stage(job);
         tokio::task::spawn_blocking(move || stage.remove())
             .await
-            .map_err(|e| Error::backend("sqlite", "sink task failed", e))?
+            .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "sink task failed", e))?
     }
 
     async fn read_all(&self) -> Result<BTreeMap<String, Record>> {
@@ -336,7 +336,7 @@ impl Sink for SqliteSink {
                     }
                     None => {
                         let text: String = row.get("record")?;
-                        serde_json::from_str(&text).map_err(|e| Error::backend("sqlite", "corrupt sink record", e))?
+                        serde_json::from_str(&text).map_err(|e| Error::backend(crate::error::Backend::Sqlite, "corrupt sink record", e))?
                     }
                 };
                 out.insert(key, rec);
@@ -344,6 +344,6 @@ impl Sink for SqliteSink {
             Ok(out)
         })
         .await
-        .map_err(|e| Error::backend("sqlite", "sink task failed", e))?
+        .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "sink task failed", e))?
     }
 }

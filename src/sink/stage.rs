@@ -47,7 +47,7 @@ pub enum Cell<'a> {
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::backend("stage", format!("cannot {what} {}", path.display()), e)
+    Error::backend(crate::error::Backend::Filesystem, format!("cannot {what} {}", path.display()), e)
 }
 
 /// Encodes rows into a block.
@@ -280,7 +280,7 @@ impl Stage {
                         if batch.len() == HANDOVER {
                             // The receiver is gone only when the caller stopped on an error.
                             tx.send(std::mem::replace(&mut batch, Vec::with_capacity(HANDOVER)))
-                                .map_err(|_| Error::backend("stage", "the merge's reader stopped", "closed"))?;
+                                .map_err(|_| Error::internal("stage", "the merge's reader stopped", "closed"))?;
                         }
                         Ok(())
                     })?;
@@ -294,7 +294,7 @@ impl Stage {
                     each(&parsed)
                 });
                 drop(rx);
-                let merged = merger.join().unwrap_or_else(|_| Err(Error::backend("stage", "merge thread", "panicked")));
+                let merged = merger.join().unwrap_or_else(|_| Err(Error::internal("stage", "merge thread", "panicked")));
                 consumed.and(merged)
             })
         })();
@@ -314,7 +314,7 @@ impl Stage {
 }
 
 fn corrupt(dir: &Path) -> Error {
-    Error::backend("stage", format!("a staged row in {} is corrupt", dir.display()), "bad row")
+    Error::internal("stage", format!("a staged row in {} is corrupt", dir.display()), "bad row")
 }
 
 /// Reads one block's rows through a small buffer.
@@ -375,7 +375,7 @@ fn merge_blocks(blocks: &[Block], each: &mut dyn FnMut(Vec<u8>) -> Result<()>) -
             _ => false,
         })
         .peekable();
-    let read_error = |e: std::io::Error| Error::backend("stage", "cannot read a staged block", e);
+    let read_error = |e: std::io::Error| Error::backend(crate::error::Backend::Filesystem, "cannot read a staged block", e);
     while let Some(row) = merged.next() {
         let row = row.map_err(read_error)?;
         // Of one key's rows the last (the highest seq) stays.

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt.block_on(command(cli.command)),
-        Err(e) => Err(sluicebox::Error::backend("tokio", "cannot start the runtime", e)),
+        Err(e) => Err(sluicebox::Error::internal("tokio", "cannot start the runtime", e)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -90,10 +90,10 @@ pub struct BrokenSink;
 #[async_trait::async_trait]
 impl sluicebox::sink::Sink for BrokenSink {
     async fn write(&self, _: Vec<sluicebox::record::SinkItem>) -> sluicebox::Result<()> {
-        Err(sluicebox::Error::backend("test", "injected", "the table is gone"))
+        Err(sluicebox::Error::internal("test", "injected", "the table is gone"))
     }
     async fn publish(&self, _: u64) -> sluicebox::Result<()> {
-        Err(sluicebox::Error::backend("test", "injected", "the table is gone"))
+        Err(sluicebox::Error::internal("test", "injected", "the table is gone"))
     }
     async fn discard(&self, _: u64) -> sluicebox::Result<()> {
         Ok(())
