@@ -332,7 +332,8 @@ pub async fn open_reader(store: Arc<dyn ObjectStore>, input: &InputObject) -> Re
     Ok(ObjectReader { inner: Box::new(reader), compression: input.compression, location: input.location.clone() })
 }
 
-fn decompress(r: Box<dyn Read + Send>, c: Compression, location: &str) -> Result<Box<dyn Read + Send>> {
+/// `r` decompressed as `c` says (`Auto` and `None`: as it is); `location` names it in errors.
+pub fn decompress(r: Box<dyn Read + Send>, c: Compression, location: &str) -> Result<Box<dyn Read + Send>> {
     Ok(match c {
         Compression::Auto | Compression::None => r,
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),

@@ -1,88 +1,117 @@
-//! Where a stream's records come from: standard input and files (blocks of whole records,
-//! decoded as a batch job's chunks are), Kinesis Data Streams (every shard, from its
-//! checkpoint; a closed shard's children after it) and SQS.
-//!
-//! A source sends [`Delivery`]s into a channel and stops when the channel is closed.
+//! Standard input and files (paths, directories, `file://` and `s3://` objects and prefixes):
+//! blocks of whole records, each about [`BLOCK_BYTES`], decoded later as a batch job's chunks
+//! are. A file is one shard, named by its location; its records' positions are their numbers
+//! in it, the same in every run, so a restart reads a file from its start and skips what its
+//! checkpoint covers. Standard input is read once: its shard is new in every run.
 
 use std::io::Read;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use async_trait::async_trait;
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc::Sender;
 
-use super::state::Pos;
+use super::{Block, Delivery, RecordSource, Resume, Skipped};
 use crate::config::{Compression, Format};
 use crate::decode::CsvDialect;
 use crate::error::{Error, Result};
+use crate::spec::InputSpec;
 
 /// The most bytes in one block of a file or of standard input.
 pub const BLOCK_BYTES: usize = 1 << 20;
-
-/// One record of a record stream (Kinesis, SQS).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceRecord {
-    /// Its position in its shard.
-    pub pos: Pos,
-    /// When the stream received it, ms since the Unix epoch.
-    pub arrival_ms: i64,
-    /// Its data: one JSON object.
-    pub data: Bytes,
-    /// What acknowledges it once it is in a file (an SQS receipt handle).
-    pub ack: Option<String>,
-}
-
-/// Whole records of a file or of standard input.
-#[derive(Debug)]
-pub struct Block {
-    /// The shard: the file's location, or `stdin`.
-    pub shard: String,
-    /// Its format.
-    pub format: Format,
-    /// The CSV header, for CSV with a header.
-    pub header: Option<Arc<Vec<String>>>,
-    /// The line the block starts on.
-    pub first_line: u64,
-    /// When the records arrived (a file's modification time), ms since the Unix epoch.
-    pub arrival_ms: i64,
-    /// The records' bytes, cut at a record boundary.
-    pub data: Vec<u8>,
-    /// A record just before `data` too long to be read ([`MAX_RECORD_BYTES`]): skipped, to be
-    /// a reject numbered before the block's records.
-    pub skipped: Option<Skipped>,
-}
 
 /// The longest record a file or standard input stream reads; a longer one is skipped to the
 /// next line break and rejected, and the stream goes on.
 pub const MAX_RECORD_BYTES: usize = 64 * BLOCK_BYTES;
 
-/// A record skipped for its length.
-#[derive(Debug, Clone)]
-pub struct Skipped {
-    /// The line it starts on.
-    pub first_line: u64,
-    /// Its length, up to the line break that ended it.
-    pub bytes: u64,
-    /// Its first bytes, for the reject.
-    pub head: String,
+/// Opens the input of a [`StdinSource`].
+type OpenInput = Box<dyn Fn() -> Box<dyn Read + Send> + Send + Sync>;
+
+/// Standard input, or any reader (a test hands it bytes): one shard, `stdin-<start ms>`.
+pub struct StdinSource {
+    open: OpenInput,
+    format: Format,
+    dialect: CsvDialect,
 }
 
-/// What a source sends.
+impl StdinSource {
+    /// Records in `format` from what `open` gives (called once per run).
+    pub fn new(
+        open: impl Fn() -> Box<dyn Read + Send> + Send + Sync + 'static,
+        format: Format,
+        dialect: CsvDialect,
+    ) -> Self {
+        StdinSource { open: Box::new(open), format, dialect }
+    }
+}
+
+impl std::fmt::Debug for StdinSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StdinSource").field("format", &self.format).finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl RecordSource for StdinSource {
+    async fn run(&self, _: &Resume, tx: Sender<Delivery>) -> Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let (input, format, dialect) = ((self.open)(), self.format, self.dialect);
+        tokio::task::spawn_blocking(move || read_blocks(format!("stdin-{now}"), input, format, dialect, now, &tx))
+            .await
+            .map_err(|e| Error::backend("stream", "reading standard input", e))?
+    }
+
+    /// What was read before is gone.
+    fn resumable(&self) -> bool {
+        false
+    }
+}
+
+/// Files and objects, one after the other, each one shard; a file an earlier run read to its
+/// end is not read again.
 #[derive(Debug)]
-pub enum Delivery {
-    /// Records of one shard, in order.
-    Records {
-        /// The shard.
-        shard: String,
-        /// The records.
-        records: Vec<SourceRecord>,
-    },
-    /// A block of a file or of standard input.
-    Block(Block),
-    /// The shard has no more records.
-    End {
-        /// The shard.
-        shard: String,
-    },
+pub struct FilesSource {
+    store: Arc<dyn ObjectStore>,
+    args: Vec<String>,
+    format: Option<Format>,
+    compression: Compression,
+    dialect: CsvDialect,
+}
+
+impl FilesSource {
+    /// The files `args` name in `store` (see [`crate::bucket::resolve_inputs`]), read as
+    /// `input` says.
+    pub fn new(store: Arc<dyn ObjectStore>, args: Vec<String>, input: &InputSpec) -> Self {
+        FilesSource { store, args, format: input.format, compression: input.compression, dialect: input.dialect }
+    }
+}
+
+#[async_trait]
+impl RecordSource for FilesSource {
+    async fn run(&self, resume: &Resume, tx: Sender<Delivery>) -> Result<()> {
+        let store = &self.store;
+        let inputs = crate::bucket::resolve_inputs(store.as_ref(), &self.args, self.format, self.compression).await?;
+        for input in inputs {
+            if tx.is_closed() {
+                return Ok(());
+            }
+            if resume.get(&input.location).is_some_and(|s| s.ended) {
+                continue;
+            }
+            let path = crate::bucket::key_path(&input.path);
+            let arrival = store.head(&path).await.map(|m| m.last_modified.timestamp_millis()).unwrap_or(0);
+            let read = crate::bucket::open_reader(store.clone(), &input).await?.decoded()?;
+            let (tx, shard, format, dialect) = (tx.clone(), input.location.clone(), input.format, self.dialect);
+            tokio::task::spawn_blocking(move || read_blocks(shard, read, format, dialect, arrival, &tx))
+                .await
+                .map_err(|e| Error::backend("stream", "a file reader", e))??;
+        }
+        Ok(())
+    }
+
+    fn resumable(&self) -> bool {
+        true
+    }
 }
 
 /// Read `input` (decompressing gzip or zstd found by their first bytes) and send it in blocks
@@ -103,15 +132,8 @@ pub fn read_blocks(
         ));
     }
     let mut input = std::io::BufReader::with_capacity(1 << 16, input);
-    let mut input: Box<dyn Read + Send> = {
-        use std::io::BufRead;
-        let head = input.fill_buf().map_err(fail)?;
-        match crate::bucket::compression_from_magic(head) {
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-            Compression::Zstd => Box::new(zstd::Decoder::with_buffer(input).map_err(fail)?),
-            _ => Box::new(input),
-        }
-    };
+    let compression = crate::bucket::compression_from_magic(std::io::BufRead::fill_buf(&mut input).map_err(fail)?);
+    let mut input = crate::bucket::decompress(Box::new(input), compression, &shard)?;
     let quote = dialect.quote;
     let mut carry: Vec<u8> = Vec::new();
     let mut header: Option<Arc<Vec<String>>> = None;
@@ -265,193 +287,6 @@ fn record_end(buf: &[u8], from: usize, quote: u8, csv: bool) -> Option<usize> {
         }
     }
     None
-}
-
-/// Kinesis Data Streams (feature `aws`).
-#[cfg(feature = "aws")]
-pub mod kinesis {
-    use std::collections::{BTreeMap, HashSet};
-    use std::time::Duration;
-
-    use aws_sdk_kinesis::types::{Shard, ShardIteratorType};
-    use aws_sdk_kinesis::Client;
-    use tokio::sync::mpsc::Sender;
-
-    use super::{Delivery, SourceRecord};
-    use crate::error::{Error, Result};
-    use crate::stream::state::{Pos, SavedShard};
-
-    /// Where a shard without a checkpoint starts.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Start {
-        /// Its oldest record.
-        TrimHorizon,
-        /// Records put from now on.
-        Latest,
-    }
-
-    fn aws(op: &str, stream: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-        Error::backend("kinesis", format!("{op} on stream {stream}"), e)
-    }
-
-    async fn list_shards(client: &Client, stream: &str) -> Result<Vec<Shard>> {
-        let mut shards = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let req = match &token {
-                Some(t) => client.list_shards().next_token(t),
-                None => client.list_shards().stream_name(stream),
-            };
-            let out = req.send().await.map_err(|e| {
-                let e = aws_sdk_kinesis::Error::from(e);
-                match e {
-                    aws_sdk_kinesis::Error::ResourceNotFoundException(_) => {
-                        Error::config("--from", format!("the Kinesis stream {stream:?} does not exist"))
-                    }
-                    e => aws("ListShards", stream, e),
-                }
-            })?;
-            shards.extend(out.shards.unwrap_or_default());
-            match out.next_token {
-                Some(t) => token = Some(t),
-                None => return Ok(shards),
-            }
-        }
-    }
-
-    /// Read every shard of `stream` from its saved checkpoint, children after their parents,
-    /// until the channel closes.
-    pub async fn run(
-        client: Client,
-        stream: String,
-        saved: BTreeMap<String, SavedShard>,
-        start: Start,
-        tx: Sender<Delivery>,
-    ) -> Result<()> {
-        let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let mut ended: HashSet<String> = saved.iter().filter(|(_, s)| s.ended).map(|(k, _)| k.clone()).collect();
-        let mut started: HashSet<String> = HashSet::new();
-        let mut readers = tokio::task::JoinSet::new();
-        loop {
-            let shards = list_shards(&client, &stream).await?;
-            let known: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
-            for shard in &shards {
-                let id = shard.shard_id.clone();
-                if started.contains(&id) || ended.contains(&id) {
-                    continue;
-                }
-                // A child starts once its parents are read to their end (or have expired).
-                let parents = [shard.parent_shard_id.as_deref(), shard.adjacent_parent_shard_id.as_deref()];
-                if parents.iter().flatten().any(|p| known.contains(p) && !ended.contains(*p)) {
-                    continue;
-                }
-                started.insert(id.clone());
-                let checkpoint = saved.get(&id).and_then(|s| s.checkpoint.clone());
-                let (client, stream, tx, ended_tx) = (client.clone(), stream.clone(), tx.clone(), ended_tx.clone());
-                readers.spawn(async move {
-                    let out = read_shard(&client, &stream, &id, checkpoint, start, &tx).await;
-                    if out.is_ok() {
-                        let _ = ended_tx.send(id);
-                    }
-                    out
-                });
-            }
-            tokio::select! {
-                id = ended_rx.recv() => {
-                    if let Some(id) = id {
-                        ended.insert(id);
-                    }
-                }
-                Some(done) = readers.join_next() => {
-                    match done {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err(e),
-                        Err(e) => return Err(Error::backend("kinesis", "a shard reader", e)),
-                    }
-                }
-                // New shards appear when the stream is resharded.
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-                _ = tx.closed() => return Ok(()),
-            }
-        }
-    }
-
-    async fn iterator(
-        client: &Client,
-        stream: &str,
-        shard: &str,
-        after: Option<&str>,
-        start: Start,
-    ) -> Result<Option<String>> {
-        let req = client.get_shard_iterator().stream_name(stream).shard_id(shard);
-        let req = match after {
-            Some(seq) => req.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq),
-            None if start == Start::Latest => req.shard_iterator_type(ShardIteratorType::Latest),
-            None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
-        };
-        let out = req.send().await.map_err(|e| aws("GetShardIterator", stream, aws_sdk_kinesis::Error::from(e)))?;
-        Ok(out.shard_iterator)
-    }
-
-    async fn read_shard(
-        client: &Client,
-        stream: &str,
-        shard: &str,
-        checkpoint: Option<String>,
-        start: Start,
-        tx: &Sender<Delivery>,
-    ) -> Result<()> {
-        let mut last = checkpoint;
-        let mut it = iterator(client, stream, shard, last.as_deref(), start).await?;
-        let mut backoff = Duration::from_millis(200);
-        while let Some(current) = it.take() {
-            let out = match client.get_records().shard_iterator(&current).limit(10_000).send().await {
-                Ok(out) => out,
-                Err(e) => match aws_sdk_kinesis::Error::from(e) {
-                    aws_sdk_kinesis::Error::ExpiredIteratorException(_) => {
-                        it = iterator(client, stream, shard, last.as_deref(), start).await?;
-                        continue;
-                    }
-                    aws_sdk_kinesis::Error::ProvisionedThroughputExceededException(_) => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        it = Some(current);
-                        continue;
-                    }
-                    e => return Err(aws("GetRecords", stream, e)),
-                },
-            };
-            backoff = Duration::from_millis(200);
-            let empty = out.records.is_empty();
-            if !empty {
-                let records: Vec<SourceRecord> = out
-                    .records
-                    .into_iter()
-                    .map(|r| SourceRecord {
-                        pos: Pos::parse(&r.sequence_number),
-                        arrival_ms: r.approximate_arrival_timestamp.and_then(|t| t.to_millis().ok()).unwrap_or(0),
-                        data: bytes::Bytes::from(r.data.into_inner()),
-                        ack: None,
-                    })
-                    .collect();
-                last = records.last().map(|r| r.pos.to_string());
-                if tx.send(Delivery::Records { shard: shard.to_string(), records }).await.is_err() {
-                    return Ok(());
-                }
-            }
-            match out.next_shard_iterator {
-                Some(next) => it = Some(next),
-                None => {
-                    let _ = tx.send(Delivery::End { shard: shard.to_string() }).await;
-                    return Ok(());
-                }
-            }
-            // At most five reads a second per shard; once caught up, one a second.
-            let caught_up = empty || out.millis_behind_latest == Some(0);
-            tokio::time::sleep(Duration::from_millis(if caught_up { 1000 } else { 200 })).await;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
