@@ -250,3 +250,113 @@ pub async fn resumes_after_its_checkpoints(feeder: &dyn Feeder, n: usize) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The suite fails sources that break the contract.
+
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::error::Result;
+    use crate::stream::source::SourceRecord;
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Fault {
+        None,
+        /// Positions fall.
+        Reversed,
+        /// The end before the last record.
+        EarlyEnd,
+        /// Messages deleted as they are delivered.
+        AcksItself,
+        /// A restart skips the first record after a checkpoint.
+        SkipsOnResume,
+    }
+
+    /// A queue-like place: records by id, until acknowledged.
+    #[derive(Debug)]
+    struct Listed {
+        place: Arc<Mutex<Vec<(u64, String)>>>,
+        fault: Fault,
+    }
+
+    #[async_trait]
+    impl RecordSource for Listed {
+        async fn run(&self, resume: &Resume, tx: mpsc::Sender<Delivery>) -> Result<()> {
+            let mut records: Vec<(u64, String)> = self.place.lock().unwrap().clone();
+            if self.fault == Fault::AcksItself {
+                self.place.lock().unwrap().clear();
+            }
+            if self.fault == Fault::Reversed {
+                records.reverse();
+            }
+            let after = resume.get("s").and_then(|s| s.checkpoint.as_deref()).map(Pos::parse);
+            let mut skip = self.fault == Fault::SkipsOnResume && after.is_some();
+            for (i, (id, data)) in records.into_iter().enumerate() {
+                if after.as_ref().is_some_and(|a| Pos::N(id) <= *a) || std::mem::take(&mut skip) {
+                    continue;
+                }
+                if self.fault == Fault::EarlyEnd && i == 1 {
+                    let _ = tx.send(Delivery::End { shard: "s".into() }).await;
+                }
+                let record =
+                    SourceRecord { pos: Pos::N(id), arrival_ms: 0, data: data.into(), ack: Some(id.to_string()) };
+                if tx.send(Delivery::Records { shard: "s".into(), records: vec![record] }).await.is_err() {
+                    return Ok(());
+                }
+            }
+            let _ = tx.send(Delivery::End { shard: "s".into() }).await;
+            Ok(())
+        }
+
+        fn resumable(&self) -> bool {
+            true
+        }
+
+        async fn ack(&self, acks: &[String]) -> Result<()> {
+            self.place.lock().unwrap().retain(|(id, _)| !acks.contains(&id.to_string()));
+            Ok(())
+        }
+    }
+
+    struct Feed(Fault);
+
+    #[async_trait]
+    impl Feeder for Feed {
+        async fn feed(&self, records: Vec<String>) -> Opener {
+            let place = Arc::new(Mutex::new((1..).zip(records).collect()));
+            let fault = self.0;
+            Box::new(move || Arc::new(Listed { place: place.clone(), fault }) as Arc<dyn RecordSource>)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_that_keeps_the_contract_passes() {
+        run_all(&Feed(Fault::None), 20).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "came after")]
+    async fn falling_positions_fail() {
+        run_all(&Feed(Fault::Reversed), 20).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "a record came after its end")]
+    async fn an_end_before_the_last_record_fails() {
+        run_all(&Feed(Fault::EarlyEnd), 20).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "not acknowledged came again")]
+    async fn a_source_that_acknowledges_on_its_own_fails() {
+        acknowledges_only_what_it_is_told_to(&Feed(Fault::AcksItself), 20).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "not all came again")]
+    async fn a_restart_that_loses_a_record_after_the_checkpoint_fails() {
+        resumes_after_its_checkpoints(&Feed(Fault::SkipsOnResume), 20).await;
+    }
+}
