@@ -597,3 +597,48 @@ impl conformance::Feeder for MemoryQueueFeeder {
 async fn a_queue_passes_the_record_source_conformance_suite() {
     conformance::run_all(&MemoryQueueFeeder, 500).await;
 }
+
+/// A CSV file's rows by column name, in file order.
+fn csv_rows(text: &str) -> Vec<BTreeMap<String, String>> {
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let header = rdr.headers().unwrap().clone();
+    rdr.records().map(|r| header.iter().zip(r.unwrap().iter()).map(|(k, v)| (k.into(), v.into())).collect()).collect()
+}
+
+/// A CSV header with spaces around its names (` id , amount `) names the same columns in a job
+/// and in a stream: both read it with the planner's reading, and give the same typed records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_header_with_spaces_around_its_names_gives_the_same_records_in_a_job_and_a_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("amounts.csv");
+    std::fs::write(&input, " id , amount \n1,2.5\n2,3.75\n3,10\n").unwrap();
+    let job = "[input]\nformat = \"csv\"\n\n\
+               [[columns]]\nname = \"id\"\ntype = \"integer\"\nrequired = true\n\n\
+               [[columns]]\nname = \"amount\"\ntype = \"decimal\"\nrequired = true\n";
+    std::fs::write(dir.path().join("job.toml"), format!("{job}\n[stream]\nsize_mib = 1\n")).unwrap();
+
+    let batch = common::run(&dir.path().join("batch"), std::slice::from_ref(&input), job, dir.path()).await.unwrap();
+    assert_eq!((batch.records.written, batch.records.rejected), (3, 0));
+    let from_job = csv_rows(&common::job_file(&dir.path().join("batch"), &batch.job_id, "output.csv"));
+
+    let out = dir.path().join("out");
+    let done = sluicebox()
+        .args(["stream", "--from", input.to_str().unwrap(), "--to", out.to_str().unwrap(), "--json"])
+        .args(["--config", dir.path().join("job.toml").to_str().unwrap()])
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let r = report(&done.stdout);
+    assert_eq!((r["written"].as_u64(), r["rejected"].as_u64()), (Some(3), Some(0)), "{r}");
+    let files = common::decompressed_files(&out);
+    assert_eq!(files.len(), 1, "{:?}", files.keys());
+    let from_stream = csv_rows(&String::from_utf8_lossy(files.values().next().unwrap()));
+
+    let want: Vec<BTreeMap<String, String>> = [("1", "2.5"), ("2", "3.75"), ("3", "10.0")]
+        .iter()
+        .map(|(id, amount)| BTreeMap::from([("id".into(), id.to_string()), ("amount".into(), amount.to_string())]))
+        .collect();
+    assert_eq!(from_job, want);
+    assert_eq!(from_stream, want);
+}

@@ -172,7 +172,7 @@ pub fn read_blocks(
                 };
                 let mut rdr = dialect.reader(&buf[..end]);
                 let names = rdr.byte_headers().map_err(|e| Error::input(&shard, format!("CSV header: {e}")))?;
-                header = Some(Arc::new(names.iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect()));
+                header = Some(Arc::new(crate::decode::header_names(names)));
                 line += memchr::memchr_iter(b'\n', &buf[..end]).count() as u64;
                 buf.drain(..end);
             }
@@ -327,6 +327,20 @@ mod tests {
             assert!(b.data.ends_with(b"\"\n"), "cut inside a record");
         }
         assert_eq!(got.iter().flat_map(|b| b.data.clone()).collect::<Vec<u8>>(), want);
+    }
+
+    #[test]
+    fn a_csv_header_is_read_as_the_planner_reads_it() {
+        let input = b" id ,\"Ship Date \", amount\n1,x,2\n";
+        let targets = crate::plan::ChunkTargets {
+            records: None,
+            bytes: std::num::NonZeroU64::new(1 << 20).unwrap(),
+            max_record_bytes: 1 << 20,
+        };
+        let dialect = CsvDialect { delimiter: b',', quote: b'"', header: true };
+        let planned = crate::plan::scan_csv(&input[..], dialect, targets).unwrap().header.unwrap();
+        assert_eq!(planned, ["id", "Ship Date", "amount"]);
+        assert_eq!(blocks(input, Format::Csv)[0].header.as_deref(), Some(&planned));
     }
 
     #[test]
