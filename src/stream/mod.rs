@@ -15,6 +15,7 @@ pub mod batch;
 mod file;
 mod helpers;
 pub mod partition;
+mod place;
 mod prep;
 mod reader;
 mod report;

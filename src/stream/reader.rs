@@ -3,21 +3,20 @@
 //!
 //! A file's or standard input's blocks are processed by [`Helpers`] as they arrive; the reader
 //! places their records in block order, so a shard's records reach the buffers in the order
-//! they were read. A record stream's records are processed here. The reader decides where a
-//! record goes ([`Placer`]) from the state the run started with: within a run a source
-//! delivers a record once, so only what earlier runs wrote can hold it.
+//! they were read. A record stream's records are processed here. Where a record goes is the
+//! [`Placer`]'s decision; the reader carries it out.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::batch::{Batch, Batcher, Limits};
-use super::file::{ms_time, Encoding, Item};
+use super::file::{Encoding, Item};
 use super::helpers::Helpers;
 use super::partition::Template;
+use super::place::{Placement, Placer};
 use super::prep::{BlockDone, BlockJob, Prep, Ready};
 use super::report::Report;
 use super::source::{Block, Delivery, SourceRecord};
@@ -27,7 +26,7 @@ use crate::config::{Compression, Format, OutputFormat, StreamConfig};
 use crate::error::{Error, Result};
 use crate::lookup::LookupTable;
 use crate::pipeline::{CsvLayout, Encoder, Pipeline};
-use crate::record::{Fault, Origin, Outcome, Reject};
+use crate::record::{Fault, Origin, Outcome};
 use crate::spec::JobSpec;
 
 /// The time now, in ms since the Unix epoch.
@@ -377,103 +376,52 @@ impl Reader {
     }
 }
 
-/// Where a record goes.
-#[derive(Debug, PartialEq)]
-enum Placement {
-    /// A file of an earlier run holds it.
-    Skipped,
-    /// A transform dropped it.
-    Filtered,
-    /// Into its partition's buffer, as this line.
-    Row { partition: String, line: Vec<u8> },
-    /// Into an error file of the day it arrived, as this error line.
-    Reject { partition: String, line: Vec<u8> },
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::state::SavedShard;
 
-/// Decides where records go: from what earlier runs wrote, and the partition budget.
-struct Placer {
-    /// The state the run started with.
-    saved: Saved,
-    /// Partitions that took a record lately, with the arrival of their last one: at most
-    /// `max_partitions` at once ([`Placer::admit`]).
-    active: HashMap<String, i64>,
-    config: StreamConfig,
-    /// The errors prefix, without slashes around it.
-    errors: String,
-}
+    /// A record stream's records through the reader: what the writer learns, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_learns_every_record_met_in_order_and_buffered_ones_carry_their_ordinals() {
+        let spec =
+            crate::config::JobConfig::from_toml("", "t.toml").unwrap().validate(std::path::Path::new(".")).unwrap();
+        let config = StreamConfig { records: Some(2), ..StreamConfig::default() };
+        let mut saved = Saved::default();
+        saved.shards.insert("s".into(), SavedShard { checkpoint: Some("2".into()), ended: false });
+        let (group_tx, mut group_rx) = mpsc::channel(16);
+        let reader = Reader::new(&spec, None, &config, saved, group_tx, None).unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let records = (1..=5)
+            .map(|n| SourceRecord {
+                pos: Pos::N(n),
+                arrival_ms: 0,
+                data: format!("{{\"n\":{n}}}").into(),
+                ack: Some(format!("m{n}")),
+            })
+            .collect();
+        tx.send(Delivery::Records { shard: "s".into(), records }).await.unwrap();
+        tx.send(Delivery::End { shard: "s".into() }).await.unwrap();
+        drop(tx);
+        let handle = tokio::runtime::Handle::current();
+        let counts = tokio::task::spawn_blocking(move || reader.run(rx, Box::pin(std::future::pending()), handle));
+        let counts = counts.await.unwrap().unwrap();
+        assert_eq!((counts.records, counts.skipped, counts.written), (5, 2, 3));
 
-impl Placer {
-    fn place(&mut self, shard: &str, pos: &Pos, number: u64, arrival_ms: i64, ready: Ready) -> Placement {
-        if self.saved.before_checkpoint(shard, pos) {
-            return Placement::Skipped;
+        let (mut shards, mut arrivals, mut ended, mut items) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        while let Some(g) = group_rx.recv().await {
+            shards.extend(g.shards);
+            ended.extend(g.ended);
+            arrivals.extend(g.arrivals.into_iter().map(|a| match a {
+                Arrival::Settled { shard, pos, ack } => (shard, pos.to_string(), ack),
+                Arrival::Buffered { shard, pos } => (shard, pos.to_string(), None),
+            }));
+            items.extend(g.batches.into_iter().flat_map(|b| b.items).map(|i| (i.ordinal, i.pos.to_string(), i.ack)));
         }
-        // A record already in a file is skipped; one over the partition budget is a reject.
-        let mut reject = match ready {
-            Ready::Filtered => return Placement::Filtered,
-            Ready::Row { partition, .. } if self.saved.covers(&partition, shard, pos) => return Placement::Skipped,
-            Ready::Row { partition, line } if self.admit(&partition, arrival_ms) => {
-                return Placement::Row { partition, line }
-            }
-            Ready::Row { partition, line } => over_budget(&self.config, &partition, shard, &line),
-            Ready::Rejected(reject) => reject,
-        };
-        let partition = format!("{}/{}", self.errors, ms_time(arrival_ms).format("dt=%Y-%m-%d"));
-        if self.saved.covers(&partition, shard, pos) {
-            return Placement::Skipped;
-        }
-        reject.record = number;
-        let mut line =
-            serde_json::to_vec(&ErrorLine { shard, position: pos.to_string(), reject }).expect("a reject serializes");
-        line.push(b'\n');
-        Placement::Reject { partition, line }
+        assert_eq!((shards, ended), (vec!["s".to_string()], vec![0]));
+        let at = |n: u64, ack: Option<&str>| (0, n.to_string(), ack.map(String::from));
+        assert_eq!(arrivals, [at(1, Some("m1")), at(2, Some("m2")), at(3, None), at(4, None), at(5, None)]);
+        let ordinal = |n: u64| (n - 1, n.to_string(), Some(format!("m{n}")));
+        assert_eq!(items, [ordinal(3), ordinal(4), ordinal(5)]);
     }
-
-    /// Whether `partition` may take a record arriving at `arrival_ms`: it is active already,
-    /// or fewer than `max_partitions` partitions took a record in the last `max_age_s` (at
-    /// least a minute). A template whose values change on every record (a timestamp to the
-    /// second, a user id) would otherwise write a file, and a ledger write, per record.
-    fn admit(&mut self, partition: &str, arrival_ms: i64) -> bool {
-        let (active, config) = (&mut self.active, &self.config);
-        if let Some(last) = active.get_mut(partition) {
-            *last = (*last).max(arrival_ms);
-            return true;
-        }
-        if active.len() >= config.max_partitions {
-            let window_ms = i64::from(config.max_age_s.max(60)) * 1000;
-            active.retain(|_, last| *last >= arrival_ms - window_ms);
-        }
-        if active.len() >= config.max_partitions {
-            return false;
-        }
-        active.insert(partition.to_string(), arrival_ms);
-        true
-    }
-}
-
-/// The reject of a record whose partition would pass the stream's partition budget.
-fn over_budget(config: &StreamConfig, partition: &str, shard: &str, line: &[u8]) -> Reject {
-    let shown: String = partition.chars().take(80).collect();
-    Reject {
-        input: shard.to_string(),
-        record: 0,
-        line: 0,
-        field: None,
-        rule: "stream.max_partitions".into(),
-        message: format!(
-            "{} partitions took records in the last {} s, the most [stream] max_partitions allows; {shown:?} would be one more: \
-             partition by fields with fewer values, or raise max_partitions",
-            config.max_partitions,
-            config.max_age_s.max(60)
-        ),
-        raw: String::from_utf8_lossy(line).trim_end().to_string(),
-    }
-}
-
-/// A rejected stream record, as error files hold it.
-#[derive(Serialize)]
-struct ErrorLine<'a> {
-    shard: &'a str,
-    position: String,
-    #[serde(flatten)]
-    reject: Reject,
 }

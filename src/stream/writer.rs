@@ -260,3 +260,137 @@ fn taken(name: &str) -> Error {
         "the checkpoint of stream {name:?} changed under this consumer: another `sluicebox stream` with this name is running"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::config::Compression;
+    use crate::ledger::MemoryLedger;
+    use crate::stream::batch::Cut;
+    use crate::stream::source::{Delivery, Resume};
+
+    /// A source that notes each acknowledgement with the stored state at that moment.
+    #[derive(Debug)]
+    struct Noting {
+        resumable: bool,
+        ledger: Arc<dyn StateStore>,
+        acks: Mutex<Vec<(Vec<String>, Option<Saved>)>>,
+    }
+
+    #[async_trait]
+    impl RecordSource for Noting {
+        async fn run(&self, _: &Resume, _: mpsc::Sender<Delivery>) -> Result<()> {
+            Ok(())
+        }
+
+        fn resumable(&self) -> bool {
+            self.resumable
+        }
+
+        async fn ack(&self, acks: &[String]) -> Result<()> {
+            let stored = self.ledger.get_checkpoint("s").await?.map(|c| serde_json::from_str(&c.state).unwrap());
+            self.acks.lock().unwrap().push((acks.to_vec(), stored));
+            Ok(())
+        }
+    }
+
+    fn encoding() -> Encoding {
+        Encoding { format: OutputFormat::Jsonl, compression: Compression::None, fields: None, errors: "errors".into() }
+    }
+
+    fn item(n: u64, ack: &str) -> Item {
+        let line = format!("{{\"n\":{n}}}\n").into_bytes();
+        Item { shard: 0, ordinal: n - 1, pos: Pos::N(n), arrival_ms: 0, line, ack: Some(ack.into()) }
+    }
+
+    fn group(arrivals: Vec<Arrival>, items: Vec<Item>, last: bool) -> Group {
+        let bytes = items.iter().map(|i| i.line.len()).sum();
+        let batches = match items.is_empty() {
+            true => Vec::new(),
+            false => vec![Batch { partition: "k=v".into(), items, bytes, opened_ms: 0, cut: Cut::Records }],
+        };
+        let shards = if last { Vec::new() } else { vec!["q".to_string()] };
+        Group { shards, arrivals, ended: Vec::new(), batches, encoding: encoding(), last }
+    }
+
+    /// Records 1 and 3 of shard `q` buffered into one file, record 2 settled on arrival (a
+    /// file of an earlier run holds it), then the last group.
+    fn groups() -> Vec<Group> {
+        let arrivals = vec![
+            Arrival::Buffered { shard: 0, pos: Pos::N(1) },
+            Arrival::Settled { shard: 0, pos: Pos::N(2), ack: Some("b".into()) },
+            Arrival::Buffered { shard: 0, pos: Pos::N(3) },
+        ];
+        vec![group(arrivals, vec![item(1, "a"), item(3, "c")], false), group(Vec::new(), Vec::new(), true)]
+    }
+
+    type InMemory = object_store::memory::InMemory;
+
+    /// A writer of consumer `s` over a new ledger and destination.
+    async fn writer(resumable: bool) -> (Writer, Arc<Noting>, Arc<InMemory>, Arc<dyn StateStore>) {
+        let ledger: Arc<dyn StateStore> = Arc::new(MemoryLedger::default());
+        let source = Arc::new(Noting { resumable, ledger: ledger.clone(), acks: Mutex::new(Vec::new()) });
+        let dest = Arc::new(InMemory::new());
+        let spec =
+            crate::config::JobConfig::from_toml("", "t.toml").unwrap().validate(std::path::Path::new(".")).unwrap();
+        let (writer, saved) =
+            Writer::open(dest.clone(), ledger.clone(), "s".into(), spec, source.clone()).await.unwrap();
+        assert_eq!(saved, Saved::default());
+        (writer, source, dest, ledger)
+    }
+
+    async fn run(writer: Writer, groups: Vec<Group>) -> (Result<Written>, mpsc::Sender<Group>) {
+        let (tx, rx) = mpsc::channel(4);
+        for g in groups {
+            tx.send(g).await.unwrap();
+        }
+        (writer.run(rx).await, tx)
+    }
+
+    async fn files(dest: &InMemory) -> Vec<String> {
+        use futures::TryStreamExt;
+        let metas: Vec<_> = dest.list(None).try_collect().await.unwrap();
+        metas.into_iter().map(|m| m.location.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn records_are_acknowledged_once_their_file_is_written_and_the_checkpoint_stored() {
+        let (writer, source, dest, _) = writer(true).await;
+        let written = run(writer, groups()).await.0.unwrap();
+        assert_eq!((written.files, written.error_files), (1, 0));
+        let acks = source.acks.lock().unwrap().clone();
+        assert_eq!(acks.len(), 1, "one acknowledgement per written group: {acks:?}");
+        let (acked, stored) = &acks[0];
+        assert_eq!(acked, &["b", "a", "c"]);
+        let stored = stored.as_ref().expect("the state is stored before the acknowledgement");
+        assert_eq!(stored.shards["q"].checkpoint.as_deref(), Some("3"));
+        assert!(stored.pending.is_empty() && stored.covered.is_empty(), "{stored:?}");
+        let files = files(&dest).await;
+        assert!(files.len() == 1 && files[0].starts_with("k=v/part-"), "{files:?}");
+    }
+
+    #[tokio::test]
+    async fn a_source_that_cannot_be_resumed_stores_no_state_and_is_still_acknowledged() {
+        let (writer, source, _, ledger) = writer(false).await;
+        assert_eq!(run(writer, groups()).await.0.unwrap().files, 1);
+        assert!(ledger.get_checkpoint("s").await.unwrap().is_none());
+        let acks = source.acks.lock().unwrap();
+        assert_eq!(acks.iter().map(|(a, s)| (a.len(), s.is_none())).collect::<Vec<_>>(), [(3, true)]);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_moved_by_another_consumer_stops_the_writer_before_it_writes() {
+        let (writer, source, dest, ledger) = writer(true).await;
+        assert!(ledger.put_checkpoint("s", 0, "{}").await.unwrap(), "another consumer of the same name");
+        let (written, tx) = run(writer, groups()).await;
+        let err = written.unwrap_err().to_string();
+        assert!(err.contains("another `sluicebox stream` with this name is running"), "{err}");
+        assert!(tx.is_closed(), "the reader sees the writer stopped");
+        assert!(files(&dest).await.is_empty(), "nothing written");
+        assert!(source.acks.lock().unwrap().is_empty(), "nothing acknowledged");
+    }
+}
