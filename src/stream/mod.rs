@@ -110,7 +110,7 @@ impl Stream {
         // The channel closes only once the source's result is in: an error that ended the
         // source is the run's, and a source the run stopped is stopped, whatever it was doing.
         let (ended_tx, mut ended) = tokio::sync::oneshot::channel();
-        let source = tokio::spawn(async move {
+        let delivering = tokio::spawn(async move {
             let open = tx.clone();
             let _ = ended_tx.send(source.run(&resume, tx).await);
             drop(open);
@@ -119,7 +119,7 @@ impl Stream {
         let (handle, stop) = (tokio::runtime::Handle::current(), Box::pin(stop));
         let read = tokio::task::spawn_blocking(move || reader.run(rx, stop, handle));
         let counts = read.await.map_err(|e| Error::backend("stream", "the reader thread", e))?;
-        source.abort();
+        delivering.abort();
         let written = writer.await.map_err(|e| Error::backend("stream", "the writer task", e))?;
         let written = written?;
         let counts = counts?;

@@ -34,6 +34,11 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The most records the reader notes for the writer before it tells it, cut buffers or not:
+/// records skipped on a restart (a file's every record, up to its checkpoint) cut nothing, and
+/// the writer's checkpoints move over them as they are told, in memory bounded by this.
+const MAX_NEWS: usize = 1 << 16;
+
 /// A shard the reader met.
 struct ShardRead {
     name: String,
@@ -185,7 +190,7 @@ impl Reader {
                 }
             }
             cut.extend(self.batcher.due(now_ms()));
-            if !cut.is_empty() {
+            if !cut.is_empty() || self.news.arrivals.len() >= MAX_NEWS {
                 self.send(cut, false)?;
             }
         }
@@ -207,7 +212,7 @@ impl Reader {
         i
     }
 
-    /// The numbers of `n` more records of `shard`: the first, and the next after them.
+    /// Number `n` more records of `shard`: the first one's number.
     fn number(&mut self, shard: u32, n: usize) -> u64 {
         let s = &mut self.shards[shard as usize];
         let first = s.next;
@@ -423,5 +428,36 @@ mod tests {
         assert_eq!(arrivals, [at(1, Some("m1")), at(2, Some("m2")), at(3, None), at(4, None), at(5, None)]);
         let ordinal = |n: u64| (n - 1, n.to_string(), Some(format!("m{n}")));
         assert_eq!(items, [ordinal(3), ordinal(4), ordinal(5)]);
+    }
+
+    /// Records skipped on a restart cut no buffer, but the writer still hears of them, in
+    /// bounded groups, and not only at the end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_that_cut_nothing_reach_the_writer_in_bounded_groups() {
+        let spec =
+            crate::config::JobConfig::from_toml("", "t.toml").unwrap().validate(std::path::Path::new(".")).unwrap();
+        let mut saved = Saved::default();
+        saved.shards.insert("s".into(), SavedShard { checkpoint: Some("1000000".into()), ended: false });
+        let (group_tx, mut group_rx) = mpsc::channel(16);
+        let reader = Reader::new(&spec, None, &StreamConfig::default(), saved, group_tx, None).unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let handle = tokio::runtime::Handle::current();
+        let read = tokio::task::spawn_blocking(move || reader.run(rx, Box::pin(std::future::pending()), handle));
+        let batch = 10_000;
+        for from in (1..=150_000).step_by(batch) {
+            let records = (from..from + batch as u64)
+                .map(|n| SourceRecord { pos: Pos::N(n), arrival_ms: 0, data: "{}".into(), ack: None })
+                .collect();
+            tx.send(Delivery::Records { shard: "s".into(), records }).await.unwrap();
+        }
+        drop(tx);
+        let mut sizes = Vec::new();
+        while let Some(g) = group_rx.recv().await {
+            assert!(g.batches.is_empty());
+            sizes.push((g.arrivals.len(), g.last));
+        }
+        assert_eq!(read.await.unwrap().unwrap().skipped, 150_000);
+        assert_eq!(sizes.iter().map(|s| s.0).sum::<usize>(), 150_000);
+        assert!(sizes.len() >= 3 && sizes.iter().all(|s| s.0 < MAX_NEWS + batch), "{sizes:?}");
     }
 }
