@@ -332,7 +332,8 @@ pub async fn open_reader(store: Arc<dyn ObjectStore>, input: &InputObject) -> Re
     Ok(ObjectReader { inner: Box::new(reader), compression: input.compression, location: input.location.clone() })
 }
 
-fn decompress(r: Box<dyn Read + Send>, c: Compression, location: &str) -> Result<Box<dyn Read + Send>> {
+/// `r` decompressed as `c` says (`Auto` and `None`: as it is); `location` names it in errors.
+pub fn decompress(r: Box<dyn Read + Send>, c: Compression, location: &str) -> Result<Box<dyn Read + Send>> {
     Ok(match c {
         Compression::Auto | Compression::None => r,
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
@@ -466,8 +467,9 @@ pub async fn get_opt_head(store: &dyn ObjectStore, path: &str) -> Result<Option<
 /// Stream a local file into `key` in the bucket (a multipart upload when it is large).
 pub async fn upload_file(store: Arc<dyn ObjectStore>, file: &FsPath, key: &str) -> Result<()> {
     use tokio::io::AsyncWriteExt;
-    let io =
-        |e: std::io::Error| Error::backend(crate::error::Backend::ObjectStore, format!("cannot upload {} to {key}", file.display()), e);
+    let io = |e: std::io::Error| {
+        Error::backend(crate::error::Backend::ObjectStore, format!("cannot upload {} to {key}", file.display()), e)
+    };
     let mut w = object_store::buffered::BufWriter::new(store, Path::from(key));
     let mut f = tokio::fs::File::open(file).await.map_err(io)?;
     tokio::io::copy(&mut f, &mut w).await.map_err(io)?;
@@ -479,7 +481,9 @@ pub async fn upload_file(store: Arc<dyn ObjectStore>, file: &FsPath, key: &str) 
 pub async fn get_opt(store: &dyn ObjectStore, path: &str) -> Result<Option<bytes::Bytes>> {
     match store.get(&Path::from(path)).await {
         Ok(r) => {
-            Ok(Some(r.bytes().await.map_err(|e| Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {path}"), e))?))
+            Ok(Some(r.bytes().await.map_err(|e| {
+                Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {path}"), e)
+            })?))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {path}"), e)),

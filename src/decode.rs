@@ -31,6 +31,12 @@ impl CsvDialect {
     }
 }
 
+/// A CSV header's names, as a job and a stream both take them: each field as text (invalid
+/// UTF-8 replaced), without the spaces around it, so that ` id ` names the field `id`.
+pub fn header_names<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Vec<String> {
+    fields.into_iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect()
+}
+
 /// What a record's bytes hold, before the pipeline types them.
 #[derive(Debug)]
 pub enum Body<'a> {
@@ -366,5 +372,16 @@ impl JsonScanner {
             b',' if self.depth == 1 => self.last_key_is_records = false,
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_lose_the_spaces_around_them_only() {
+        let fields: [&[u8]; 3] = [b" id ", b"Ship Date", b"\tamount\xFF"];
+        assert_eq!(header_names(fields), ["id", "Ship Date", "amount\u{FFFD}"]);
     }
 }

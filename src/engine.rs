@@ -139,8 +139,9 @@ impl Engine {
     /// in the scratch space and counts against its limit. Created if missing.
     pub fn spool_dir(&self) -> Result<PathBuf> {
         let dir = self.data_dir().join("spool");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::backend(crate::error::Backend::Filesystem, format!("cannot create {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Error::backend(crate::error::Backend::Filesystem, format!("cannot create {}", dir.display()), e)
+        })?;
         Ok(dir)
     }
 
@@ -193,8 +194,9 @@ impl Engine {
         if local.exists() {
             return Ok(local);
         }
-        let fs =
-            |what: &str, p: &Path, e: std::io::Error| Error::backend(crate::error::Backend::Filesystem, format!("cannot {what} {}", p.display()), e);
+        let fs = |what: &str, p: &Path, e: std::io::Error| {
+            Error::backend(crate::error::Backend::Filesystem, format!("cannot {what} {}", p.display()), e)
+        };
         tokio::fs::create_dir_all(&dir).await.map_err(|e| fs("create", &dir, e))?;
         if let Some(limit) = self.scratch_limit {
             make_room(&dir, got.meta.size, limit, url)?;
@@ -203,7 +205,8 @@ impl Engine {
         let mut file = tokio::fs::File::create(&partial).await.map_err(|e| fs("create", &partial, e))?;
         let mut stream = got.into_stream();
         while let Some(piece) = stream.next().await {
-            let piece = piece.map_err(|e| Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {url}"), e))?;
+            let piece = piece
+                .map_err(|e| Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {url}"), e))?;
             file.write_all(&piece).await.map_err(|e| fs("write", &partial, e))?;
         }
         file.flush().await.map_err(|e| fs("write", &partial, e))?;

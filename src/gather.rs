@@ -259,7 +259,8 @@ async fn reject_digest(run: &JobRun) -> Result<RejectDigest> {
     use futures::TryStreamExt;
     use tokio::io::AsyncBufReadExt;
     let path = run.objects.rejects_path();
-    let fail = |e: std::io::Error| Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {path}"), e);
+    let fail =
+        |e: std::io::Error| Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {path}"), e);
     let got = run.engine.bucket.get(&Path::from(path.as_str())).await.map_err(|e| fail(std::io::Error::other(e)))?;
     let reader = tokio_util::io::StreamReader::new(got.into_stream().map_err(std::io::Error::other));
     let mut lines = tokio::io::BufReader::new(reader).lines();
@@ -397,7 +398,9 @@ async fn merge(
     head: Vec<u8>,
     parts: impl Iterator<Item = (String, u64)>,
 ) -> Result<()> {
-    let fail = |e: object_store::Error| Error::backend(crate::error::Backend::ObjectStore, format!("failed to write {path}"), e);
+    let fail = |e: object_store::Error| {
+        Error::backend(crate::error::Backend::ObjectStore, format!("failed to write {path}"), e)
+    };
     let upload = store.put_multipart(&Path::from(path)).await.map_err(fail)?;
     let mut w = WriteMultipart::new(upload);
     w.write(&head);
@@ -440,7 +443,9 @@ async fn merge_parquet(
     written: u64,
     parts: impl Iterator<Item = (String, u64)>,
 ) -> Result<()> {
-    let fail = |e: object_store::Error| Error::backend(crate::error::Backend::ObjectStore, format!("failed to write {path}"), e);
+    let fail = |e: object_store::Error| {
+        Error::backend(crate::error::Backend::ObjectStore, format!("failed to write {path}"), e)
+    };
     let upload = store.put_multipart(&Path::from(path)).await.map_err(fail)?;
     let mut w = WriteMultipart::new(upload);
     match write_parquet(store, &mut w, schema, written, parts).await {
@@ -474,7 +479,9 @@ async fn write_parquet(
             Ok((encoder, out))
         })
         .await?;
-        w.wait_for_capacity(4).await.map_err(|e| Error::backend(crate::error::Backend::ObjectStore, "upload the Parquet output", e))?;
+        w.wait_for_capacity(4)
+            .await
+            .map_err(|e| Error::backend(crate::error::Backend::ObjectStore, "upload the Parquet output", e))?;
         w.put(out.into());
     }
     if encoder.rows() != written {

@@ -244,7 +244,11 @@ async fn webhook(url: &crate::web::SecretUrl, message: &Message) -> Result<()> {
     let client = crate::web::client(Duration::from_secs(10))?;
     let status = crate::web::post_json(&client, url, "notify.to", body).await?;
     if !status.is_success() {
-        return Err(Error::backend(crate::error::Backend::Webhook, format!("POST {url}"), format!("answered {status}")));
+        return Err(Error::backend(
+            crate::error::Backend::Webhook,
+            format!("POST {url}"),
+            format!("answered {status}"),
+        ));
     }
     Ok(())
 }
@@ -255,14 +259,9 @@ async fn sns(engine: &Engine, topic: &str, message: &Message) -> Result<()> {
     let body = serde_json::to_string(message).map_err(|e| Error::internal("json", "notification", e))?;
     // SNS subjects: at most 100 characters, no line breaks.
     let subject: String = message.subject.chars().take(100).collect();
-    crate::aws::sns(conf)
-        .publish()
-        .topic_arn(topic)
-        .subject(subject)
-        .message(body)
-        .send()
-        .await
-        .map_err(|e| Error::backend(crate::error::Backend::Sns, format!("Publish to {topic}"), e.into_service_error()))?;
+    crate::aws::sns(conf).publish().topic_arn(topic).subject(subject).message(body).send().await.map_err(|e| {
+        Error::backend(crate::error::Backend::Sns, format!("Publish to {topic}"), e.into_service_error())
+    })?;
     Ok(())
 }
 
@@ -271,7 +270,11 @@ async fn ses(engine: &Engine, from: &str, to: &str, message: &Message) -> Result
     use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message as Mail};
     let conf = engine.cloud.sdk("notify")?;
     let content = |text: &str| {
-        Content::builder().data(text).charset("UTF-8").build().map_err(|e| Error::backend(crate::error::Backend::Ses, "message", e))
+        Content::builder()
+            .data(text)
+            .charset("UTF-8")
+            .build()
+            .map_err(|e| Error::backend(crate::error::Backend::Ses, "message", e))
     };
     let mail = Mail::builder()
         .subject(content(&message.subject)?)
@@ -284,7 +287,9 @@ async fn ses(engine: &Engine, from: &str, to: &str, message: &Message) -> Result
         .content(EmailContent::builder().simple(mail).build())
         .send()
         .await
-        .map_err(|e| Error::backend(crate::error::Backend::Ses, format!("SendEmail to {to}"), e.into_service_error()))?;
+        .map_err(|e| {
+            Error::backend(crate::error::Backend::Ses, format!("SendEmail to {to}"), e.into_service_error())
+        })?;
     Ok(())
 }
 
@@ -317,7 +322,10 @@ async fn smtp(from: &str, to: &str, message: &Message) -> Result<()> {
         .map_err(|e| bad(&format!("SLUICEBOX_SMTP_URL {shown}"), &e))?
         .timeout(Some(Duration::from_secs(10)))
         .build();
-    transport.send(email).await.map_err(|e| Error::backend(crate::error::Backend::Smtp, format!("sending to {to} through {shown}"), e))?;
+    transport
+        .send(email)
+        .await
+        .map_err(|e| Error::backend(crate::error::Backend::Smtp, format!("sending to {to} through {shown}"), e))?;
     Ok(())
 }
 

@@ -243,13 +243,8 @@ fn csv(
             R::OutputFull => nout = 0,
             R::OutputEndsFull => nend = 0,
             R::Record if in_header => {
-                let mut start = 0;
-                let fields = ends[..nend].iter().map(|&end| {
-                    let f = String::from_utf8_lossy(&out[start..end]).trim().to_string();
-                    start = end;
-                    f
-                });
-                header = Some(fields.collect());
+                let starts = std::iter::once(0).chain(ends[..nend].iter().copied());
+                header = Some(crate::decode::header_names(starts.zip(&ends[..nend]).map(|(s, &e)| &out[s..e])));
                 in_header = false;
                 cutter = Cutter::new(targets, points, pos, core.line());
             }

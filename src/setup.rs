@@ -31,7 +31,11 @@ pub async fn setup(conf: &aws_config::SdkConfig, what: &Setup) -> Result<Vec<Str
             Ok(_) => {}
             Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => {}
             Err(e) => {
-                return Err(crate::aws::service_error(crate::error::Backend::ObjectStore, format!("CreateBucket {name}"), e.into_service_error()))
+                return Err(crate::aws::service_error(
+                    crate::error::Backend::ObjectStore,
+                    format!("CreateBucket {name}"),
+                    e.into_service_error(),
+                ))
             }
         }
         done.push(format!("bucket s3://{name}"));
@@ -47,7 +51,11 @@ pub async fn setup(conf: &aws_config::SdkConfig, what: &Setup) -> Result<Vec<Str
             .send()
             .await
             .map_err(|e| {
-                crate::aws::service_error(crate::error::Backend::Sqs, format!("GetQueueAttributes {name}-dlq"), e.into_service_error())
+                crate::aws::service_error(
+                    crate::error::Backend::Sqs,
+                    format!("GetQueueAttributes {name}-dlq"),
+                    e.into_service_error(),
+                )
             })?
             .attributes()
             .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
@@ -88,9 +96,8 @@ async fn create_queue(
     for (k, v) in attributes {
         req = req.attributes(k, v);
     }
-    let out = req
-        .send()
-        .await
-        .map_err(|e| crate::aws::service_error(crate::error::Backend::Sqs, format!("CreateQueue {name}"), e.into_service_error()))?;
+    let out = req.send().await.map_err(|e| {
+        crate::aws::service_error(crate::error::Backend::Sqs, format!("CreateQueue {name}"), e.into_service_error())
+    })?;
     out.queue_url().map(str::to_string).ok_or_else(|| Error::NotFound(format!("URL of queue {name}")))
 }

@@ -494,11 +494,13 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
             warn!(chunk = task.chunk.index, attempt, "chunk failed, will retry: {e}");
             None
         }
-        (Err(e), _) if !policy.fail_jobs => Some(Error::internal("worker",
+        (Err(e), _) if !policy.fail_jobs => Some(Error::internal(
+            "worker",
             format!("chunk {} failed on attempt {attempt} of {}", task.chunk.index, policy.max_attempts),
             e,
         )),
-        (Err(e), _) => Some(Error::internal("worker",
+        (Err(e), _) => Some(Error::internal(
+            "worker",
             format!(
                 "job {} chunk {} of {} (version {}) failed on attempt {attempt} of {}",
                 task.job_id, task.chunk.index, input.location, input.version, policy.max_attempts
@@ -535,11 +537,7 @@ fn unanswered(run: &JobRun, task: &Task, attempt: u32, policy: Policy) -> Handle
         error: error.clone(),
     };
     let error = Some(Error::JobFailed { job_id: task.job_id.clone(), reason: failure.to_string() });
-    Handled {
-        disposition: Disposition::FailJob(failure),
-        error,
-        prepaid: ApiCalls::new(),
-    }
+    Handled { disposition: Disposition::FailJob(failure), error, prepaid: ApiCalls::new() }
 }
 
 /// Whether the ledger's job is the run of it that `run` holds (a job made anew has a new
@@ -745,7 +743,8 @@ mod tests {
 
     #[test]
     fn a_retryable_error_on_the_last_attempt_fails_the_job_so_that_it_ends() {
-        let retryable: Result<Worked> = Err(Error::backend(crate::error::Backend::Dynamodb, "BatchWriteItem", "throttled"));
+        let retryable: Result<Worked> =
+            Err(Error::backend(crate::error::Backend::Dynamodb, "BatchWriteItem", "throttled"));
         assert!(retryable.as_ref().unwrap_err().is_retryable());
         assert_eq!(dispose(&retryable, 3, SERVE, failure), Disposition::FailJob(failure()));
         // A local run stops with the error instead, and can be resumed.

@@ -128,14 +128,7 @@ pub async fn stream(r: StreamRequest) -> Result<crate::stream::Report> {
     };
     let engine = engine(&r.data_dir, &urls, &first).await?;
     let lookup = engine.open_lookup(spec.enrich.as_ref()).await?;
-    let stream = Stream {
-        spec,
-        lookup,
-        ledger: engine.ledger.clone(),
-        dest: engine.bucket.clone(),
-        inputs: engine.inputs.clone(),
-        cloud: engine.cloud.clone(),
-    };
+    let stream = Stream::new(&engine, spec, lookup, engine.bucket.clone());
     let opts = Options { from, to: r.to, name: r.name, idle_exit: r.idle_exit, latest: r.latest };
     let stop = async {
         let _ = crate::pool::stop_signal().await;

@@ -19,7 +19,8 @@ pub const MAX_STALLED_ROUNDS: u32 = 12;
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str, keys: &[&str]) -> Result<()> {
     use aws_sdk_dynamodb::client::Waiters;
     use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
-    let fail = |e: crate::error::BoxError| Error::backend(crate::error::Backend::Dynamodb, format!("CreateTable {table}"), e);
+    let fail =
+        |e: crate::error::BoxError| Error::backend(crate::error::Backend::Dynamodb, format!("CreateTable {table}"), e);
     let mut req = client.create_table().table_name(table).billing_mode(BillingMode::PayPerRequest);
     for (i, name) in keys.iter().enumerate() {
         let kind = if i == 0 { KeyType::Hash } else { KeyType::Range };

@@ -216,7 +216,8 @@ pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObjec
         let spool_dir = engine.spool_dir()?;
         let (mut scan, mut windows) = tokio::task::spawn_blocking(move || -> Result<(InputScan, Option<_>)> {
             let setting = "input.max_decompressed_bytes";
-            let spool_error = |e: std::io::Error| Error::backend(crate::error::Backend::Filesystem, "spooling resume windows", e);
+            let spool_error =
+                |e: std::io::Error| Error::backend(crate::error::Backend::Filesystem, "spooling resume windows", e);
             if matches!(compression, Compression::None | Compression::Auto) {
                 let reader = reader.decoded_at_most(max, setting)?;
                 let scan = plan::scan(reader, format, dialect, targets)
@@ -307,7 +308,8 @@ async fn plain_copy(
     let (location, format, dialect, targets) =
         (object.location.clone(), object.format, spec.input.dialect, spec.chunking);
     tokio::task::spawn_blocking(move || {
-        let spool_error = |e: std::io::Error| Error::backend(crate::error::Backend::Filesystem, "spooling a decompressed copy", e);
+        let spool_error =
+            |e: std::io::Error| Error::backend(crate::error::Backend::Filesystem, "spooling a decompressed copy", e);
         let file = tempfile::NamedTempFile::new_in(&spool_dir).map_err(spool_error)?;
         let mut decoded = reader.decoded_at_most(bytes, "input.max_decompressed_bytes")?;
         let mut writer = std::io::BufWriter::with_capacity(1 << 20, file.reopen().map_err(spool_error)?);

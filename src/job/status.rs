@@ -118,11 +118,10 @@ fn rfc3339(ms: i64) -> String {
 /// The most recent `limit` jobs with objects in the engine's bucket, newest first, as the
 /// ledger knows them (a job in the bucket but not in the ledger is left out).
 pub async fn recent(engine: &Engine, limit: usize) -> Result<Vec<crate::ledger::JobRecord>> {
-    let listed = engine
-        .bucket
-        .list_with_delimiter(Some(&object_store::path::Path::from("jobs")))
-        .await
-        .map_err(|e| Error::backend(crate::error::Backend::ObjectStore, format!("cannot list {}/jobs/", engine.bucket_url), e))?;
+    let listed =
+        engine.bucket.list_with_delimiter(Some(&object_store::path::Path::from("jobs"))).await.map_err(|e| {
+            Error::backend(crate::error::Backend::ObjectStore, format!("cannot list {}/jobs/", engine.bucket_url), e)
+        })?;
     let ids: Vec<String> = listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
     let mut jobs = Vec::new();
     for id in ids {

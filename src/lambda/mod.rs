@@ -194,12 +194,16 @@ impl Function {
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(Error::config("SLUICEBOX_JOB", format!("{url} does not exist")));
             }
-            Err(e) => return Err(Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {url}"), e)),
+            Err(e) => {
+                return Err(Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {url}"), e))
+            }
             Ok(got) => got,
         };
         let etag = got.meta.e_tag.clone().unwrap_or_default();
-        let bytes =
-            got.bytes().await.map_err(|e| Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {url}"), e))?;
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {url}"), e))?;
         let text = String::from_utf8(bytes.to_vec())
             .map_err(|_| Error::config("SLUICEBOX_JOB", format!("{url} is not UTF-8 text")))?;
         let config = JobConfig::from_toml(&text, url)?;
@@ -398,14 +402,7 @@ impl Function {
         let spec = self.spec().await?;
         let lookup = self.stream_lookup(&spec).await?;
         let dest = crate::bucket::open(&to, &self.engine.cloud)?;
-        let stream = Stream {
-            spec: (*spec).clone(),
-            lookup,
-            ledger: self.engine.ledger.clone(),
-            dest,
-            inputs: self.engine.inputs.clone(),
-            cloud: self.engine.cloud.clone(),
-        };
+        let stream = Stream::new(&self.engine, (*spec).clone(), lookup, dest);
         Ok((stream, to))
     }
 

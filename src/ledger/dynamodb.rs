@@ -150,7 +150,9 @@ impl DynamoLedger {
 }
 
 fn checkpoint_from_item(name: &str, item: &Item) -> Result<Checkpoint> {
-    let corrupt = |what: &str| Error::backend(crate::error::Backend::Dynamodb, format!("stream {name:?} checkpoint"), what.to_string());
+    let corrupt = |what: &str| {
+        Error::backend(crate::error::Backend::Dynamodb, format!("stream {name:?} checkpoint"), what.to_string())
+    };
     let version = num(item, "version").ok_or_else(|| corrupt("no numeric version attribute"))?;
     let state = item.get("state").and_then(|v| v.as_s().ok()).ok_or_else(|| corrupt("no state attribute"))?;
     Ok(Checkpoint { version, state: state.clone() })
@@ -193,7 +195,9 @@ impl StateStore for DynamoLedger {
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>> {
         let Some(item) = self.get(job_id, s("job")).await? else { return Ok(None) };
         let status = item.get("job_status").and_then(|v| v.as_s().ok()).and_then(|v| JobStatus::parse(v));
-        let status = status.ok_or_else(|| Error::backend(crate::error::Backend::Dynamodb, format!("job {job_id}"), "corrupt job status"))?;
+        let status = status.ok_or_else(|| {
+            Error::backend(crate::error::Backend::Dynamodb, format!("job {job_id}"), "corrupt job status")
+        })?;
         Ok(Some(JobRecord {
             job_id: job_id.to_string(),
             status,
@@ -222,7 +226,8 @@ impl StateStore for DynamoLedger {
     }
 
     async fn commit_chunk(&self, job_id: &str, chunk: &ChunkRecord) -> Result<LedgerCommit> {
-        let body = serde_json::to_string(chunk).map_err(|e| Error::backend(crate::error::Backend::Dynamodb, "encode chunk record", e))?;
+        let body = serde_json::to_string(chunk)
+            .map_err(|e| Error::backend(crate::error::Backend::Dynamodb, "encode chunk record", e))?;
         let put = Put::builder()
             .table_name(&self.table)
             .item("pk", pk(job_id))
@@ -370,7 +375,8 @@ impl StateStore for DynamoLedger {
                 tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
             }
             if !requests.is_empty() {
-                return Err(Error::backend(crate::error::Backend::Dynamodb,
+                return Err(Error::backend(
+                    crate::error::Backend::Dynamodb,
                     format!("deleting job {job_id}"),
                     "items kept coming back unprocessed",
                 ));

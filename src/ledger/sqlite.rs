@@ -18,8 +18,8 @@ pub struct SqliteLedger {
 
 /// Open a connection tuned for many small transactions from several processes.
 pub fn connect(path: &Path) -> Result<Connection> {
-    let conn =
-        Connection::open(path).map_err(|e| Error::backend(crate::error::Backend::Sqlite, format!("cannot open {}", path.display()), e))?;
+    let conn = Connection::open(path)
+        .map_err(|e| Error::backend(crate::error::Backend::Sqlite, format!("cannot open {}", path.display()), e))?;
     conn.busy_timeout(std::time::Duration::from_secs(60))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -152,7 +152,8 @@ impl StateStore for SqliteLedger {
     async fn commit_chunk(&self, job_id: &str, chunk: &ChunkRecord) -> Result<LedgerCommit> {
         let id = job_id.to_string();
         let (index, generation) = (chunk.index, chunk.generation);
-        let body = serde_json::to_string(chunk).map_err(|e| Error::backend(crate::error::Backend::Sqlite, "encode chunk record", e))?;
+        let body = serde_json::to_string(chunk)
+            .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "encode chunk record", e))?;
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let job: Option<(Option<u32>, i64)> = tx
@@ -274,7 +275,11 @@ impl StateStore for SqliteLedger {
                 .optional()?;
             row.map(|(version, state)| {
                 let version = u64::try_from(version).map_err(|e| {
-                    Error::backend(crate::error::Backend::Sqlite, format!("stream {name:?} checkpoint has version {version}"), e)
+                    Error::backend(
+                        crate::error::Backend::Sqlite,
+                        format!("stream {name:?} checkpoint has version {version}"),
+                        e,
+                    )
                 })?;
                 Ok(Checkpoint { version, state })
             })

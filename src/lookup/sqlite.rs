@@ -49,9 +49,8 @@ impl SqliteSource {
         let done: Option<String> =
             tx.query_row("SELECT fields FROM sluicebox_lookups WHERE name = ?1", [&table], |r| r.get(0)).optional()?;
         let fields = match done {
-            Some(fields) => {
-                serde_json::from_str(&fields).map_err(|e| Error::backend(crate::error::Backend::Sqlite, "corrupt lookup record", e))?
-            }
+            Some(fields) => serde_json::from_str(&fields)
+                .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "corrupt lookup record", e))?,
             None => {
                 tx.execute_batch(&format!(
                     "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (k TEXT PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID"
@@ -159,10 +158,9 @@ impl SqliteReader<'_> {
         let mut stmt = conn.prepare_cached(&self.source.select)?;
         let mut rows = stmt.query([key])?;
         let Some(row) = rows.next()? else { return Ok(None) };
-        let v = row
-            .get_ref(0)?
-            .as_blob()
-            .map_err(|e| Error::backend(crate::error::Backend::Sqlite, format!("corrupt lookup row in {}", self.source.table), e))?;
+        let v = row.get_ref(0)?.as_blob().map_err(|e| {
+            Error::backend(crate::error::Backend::Sqlite, format!("corrupt lookup row in {}", self.source.table), e)
+        })?;
         Ok(Some(v.into()))
     }
 }
@@ -219,8 +217,8 @@ fn cache_db(db: &Path) -> PathBuf {
 }
 
 fn open_cache(path: &Path) -> Result<Connection> {
-    let conn =
-        Connection::open(path).map_err(|e| Error::backend(crate::error::Backend::Sqlite, format!("cannot open {}", path.display()), e))?;
+    let conn = Connection::open(path)
+        .map_err(|e| Error::backend(crate::error::Backend::Sqlite, format!("cannot open {}", path.display()), e))?;
     conn.busy_timeout(std::time::Duration::from_secs(60))?;
     // Rollback journal, no fsync: a crash mid-import leaves no completion record, and the
     // import starts over (see `import`).

@@ -77,7 +77,8 @@ impl KinesisStream {
                     return Err(Error::config("--to", format!("the Kinesis stream {} is being deleted", self.name)))
                 }
                 Some(_) if Instant::now() > deadline => {
-                    return Err(Error::backend(crate::error::Backend::Kinesis,
+                    return Err(Error::backend(
+                        crate::error::Backend::Kinesis,
                         format!("stream {}", self.name),
                         format!("not active after {} s", ACTIVE_WITHIN.as_secs()),
                     ))

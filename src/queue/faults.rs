@@ -42,7 +42,11 @@ impl Queue for FaultyQueue {
     async fn send(&self, bodies: Vec<String>) -> Result<()> {
         let n = self.sends.fetch_add(1, Ordering::Relaxed);
         if self.faults.fail_sends_after.is_some_and(|after| n >= after) {
-            return Err(crate::error::Error::backend(crate::error::Backend::Injected, "send", "injected: the sender was cut off"));
+            return Err(crate::error::Error::backend(
+                crate::error::Backend::Injected,
+                "send",
+                "injected: the sender was cut off",
+            ));
         }
         let copies = 1 + self.faults.extra_copies as usize;
         let all = bodies.iter().flat_map(|b| std::iter::repeat_n(b.clone(), copies)).collect();

@@ -99,7 +99,11 @@ impl SqsQueue {
             };
             for (i, (_, tx)) in batch.into_iter().enumerate() {
                 let result = match error.clone().or_else(|| failed.remove(&i.to_string())) {
-                    Some(e) => Err(Error::backend(crate::error::Backend::Sqs, format!("DeleteMessageBatch on {}", self.url), e)),
+                    Some(e) => Err(Error::backend(
+                        crate::error::Backend::Sqs,
+                        format!("DeleteMessageBatch on {}", self.url),
+                        e,
+                    )),
                     None => Ok(()),
                 };
                 let _ = tx.send(result);
@@ -129,7 +133,8 @@ impl SqsQueue {
                 return Ok(());
             }
             if let Some(permanent) = out.failed().iter().find(|f| f.sender_fault()) {
-                return Err(Error::backend(crate::error::Backend::Sqs,
+                return Err(Error::backend(
+                    crate::error::Backend::Sqs,
                     format!("SendMessageBatch to {}", self.url),
                     format!("{}: {}", permanent.code(), permanent.message().unwrap_or("")),
                 ));
@@ -137,7 +142,11 @@ impl SqsQueue {
             pending = failed;
             tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
         }
-        Err(Error::backend(crate::error::Backend::Sqs, format!("SendMessageBatch to {}", self.url), "entries kept failing"))
+        Err(Error::backend(
+            crate::error::Backend::Sqs,
+            format!("SendMessageBatch to {}", self.url),
+            "entries kept failing",
+        ))
     }
 
     async fn set_visibility(&self, receipt: &str, timeout: Duration) -> Result<()> {

@@ -336,7 +336,8 @@ impl Sink for DynamoSink {
             if stalled >= ddb::MAX_STALLED_ROUNDS {
                 let why =
                     last_error.map(|e| e.to_string()).unwrap_or_else(|| "every item came back unprocessed".into());
-                return Err(Error::backend(crate::error::Backend::Dynamodb,
+                return Err(Error::backend(
+                    crate::error::Backend::Dynamodb,
                     format!(
                         "table {}: nothing written in {stalled} attempts in a row; {} items wait for the retry",
                         self.table,

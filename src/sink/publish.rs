@@ -90,7 +90,8 @@ impl PublishSink {
         let mut delay = Duration::from_millis(200);
         for round in 1..=ROUNDS {
             let sent = crate::web::post_json(&self.http, url, "sink.publish", body.clone()).await;
-            let answered = |s| Error::backend(crate::error::Backend::Webhook, format!("POST {url}"), format!("answered {s}"));
+            let answered =
+                |s| Error::backend(crate::error::Backend::Webhook, format!("POST {url}"), format!("answered {s}"));
             let retry = match sent {
                 Ok(s) if s.is_success() => return Ok(()),
                 Ok(s) if s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS => answered(s),
@@ -149,7 +150,8 @@ impl PublishSink {
                 Ok(out) => {
                     let failed = out.failed.unwrap_or_default();
                     if let Some(f) = failed.iter().find(|f| f.sender_fault) {
-                        return Err(Error::backend(crate::error::Backend::Sns,
+                        return Err(Error::backend(
+                            crate::error::Backend::Sns,
                             format!("PublishBatch to {topic}"),
                             format!("{}: {}", f.code, f.message.clone().unwrap_or_default()),
                         ));
@@ -157,7 +159,11 @@ impl PublishSink {
                     failed.into_iter().map(|f| f.id).collect()
                 }
                 Err(e) if round == ROUNDS => {
-                    return Err(Error::backend(crate::error::Backend::Sns, format!("PublishBatch to {topic}"), e.into_service_error()))
+                    return Err(Error::backend(
+                        crate::error::Backend::Sns,
+                        format!("PublishBatch to {topic}"),
+                        e.into_service_error(),
+                    ))
                 }
                 Err(_) => pending.iter().map(|p| p.id.clone()).collect(),
             };
@@ -165,7 +171,8 @@ impl PublishSink {
                 return Ok(());
             }
             if round == ROUNDS {
-                return Err(Error::backend(crate::error::Backend::Sns,
+                return Err(Error::backend(
+                    crate::error::Backend::Sns,
                     format!("PublishBatch to {topic}"),
                     format!("{} messages not taken after {ROUNDS} rounds", failed.len()),
                 ));

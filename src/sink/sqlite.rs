@@ -73,8 +73,9 @@ impl SqliteSink {
             "CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, _job INTEGER NOT NULL DEFAULT 0, _seq INTEGER NOT NULL, {}) WITHOUT ROWID",
             column_defs.join(", ")
         );
-        conn.execute(&create, [])
-            .map_err(|e| Error::backend(crate::error::Backend::Sqlite, format!("cannot create sink table {table}"), e))?;
+        conn.execute(&create, []).map_err(|e| {
+            Error::backend(crate::error::Backend::Sqlite, format!("cannot create sink table {table}"), e)
+        })?;
         let columns = |conn: &rusqlite::Connection| -> Result<Vec<String>> {
             Ok(conn
                 .prepare(&format!("PRAGMA table_info({t})"))?
@@ -84,8 +85,9 @@ impl SqliteSink {
         let mut existing = columns(&conn)?;
         if !existing.iter().any(|c| c == "_job") {
             // A table written before items carried their job: its rows count as the oldest.
-            conn.execute(&format!("ALTER TABLE {t} ADD COLUMN _job INTEGER NOT NULL DEFAULT 0"), [])
-                .map_err(|e| Error::backend(crate::error::Backend::Sqlite, format!("cannot add _job to sink table {table}"), e))?;
+            conn.execute(&format!("ALTER TABLE {t} ADD COLUMN _job INTEGER NOT NULL DEFAULT 0"), []).map_err(|e| {
+                Error::backend(crate::error::Backend::Sqlite, format!("cannot add _job to sink table {table}"), e)
+            })?;
             existing = columns(&conn)?;
         }
         let wanted: Vec<String> = match &names {
@@ -234,7 +236,9 @@ impl SqliteSink {
             })?;
         }
         let upserted = started.elapsed();
-        tx.commit().map_err(|e| Error::backend(crate::error::Backend::Sqlite, format!("cannot merge into sink table {}", self.table), e))?;
+        tx.commit().map_err(|e| {
+            Error::backend(crate::error::Backend::Sqlite, format!("cannot merge into sink table {}", self.table), e)
+        })?;
         tracing::debug!(
             table = %self.table,
             upsert_ms = upserted.as_millis() as u64,
@@ -336,7 +340,8 @@ impl Sink for SqliteSink {
                     }
                     None => {
                         let text: String = row.get("record")?;
-                        serde_json::from_str(&text).map_err(|e| Error::backend(crate::error::Backend::Sqlite, "corrupt sink record", e))?
+                        serde_json::from_str(&text)
+                            .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "corrupt sink record", e))?
                     }
                 };
                 out.insert(key, rec);

@@ -294,7 +294,8 @@ impl Stage {
                     each(&parsed)
                 });
                 drop(rx);
-                let merged = merger.join().unwrap_or_else(|_| Err(Error::internal("stage", "merge thread", "panicked")));
+                let merged =
+                    merger.join().unwrap_or_else(|_| Err(Error::internal("stage", "merge thread", "panicked")));
                 consumed.and(merged)
             })
         })();
@@ -375,7 +376,8 @@ fn merge_blocks(blocks: &[Block], each: &mut dyn FnMut(Vec<u8>) -> Result<()>) -
             _ => false,
         })
         .peekable();
-    let read_error = |e: std::io::Error| Error::backend(crate::error::Backend::Filesystem, "cannot read a staged block", e);
+    let read_error =
+        |e: std::io::Error| Error::backend(crate::error::Backend::Filesystem, "cannot read a staged block", e);
     while let Some(row) = merged.next() {
         let row = row.map_err(read_error)?;
         // Of one key's rows the last (the highest seq) stays.

@@ -13,6 +13,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluicebox::ledger::{SqliteLedger, StateStore};
+use sluicebox::stream::source::batch::BatchSource;
+use sluicebox::stream::source::files::{FilesSource, StdinSource};
+use sluicebox::stream::source::sqs::QueueSource;
+use sluicebox::stream::source::{conformance, RecordSource, SourceRecord};
+use sluicebox::stream::state::Pos;
 use sluicebox::stream::{Options, Source, Stream};
 
 fn sluicebox() -> Command {
@@ -493,4 +498,147 @@ fn a_line_over_64_mib_is_a_reject_and_the_stream_goes_on() {
             assert!(e["raw"].as_str().unwrap().len() <= 256, "the reject keeps the record's head only");
         }
     }
+}
+
+/// Records in two JSON Lines files of a new folder, each file a shard.
+struct FilesFeeder {
+    dir: tempfile::TempDir,
+    fed: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl conformance::Feeder for FilesFeeder {
+    async fn feed(&self, records: Vec<String>) -> conformance::Opener {
+        let n = self.fed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let folder = self.dir.path().join(format!("fed-{n}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let (a, b): (Vec<_>, Vec<_>) = records.iter().enumerate().partition(|(i, _)| i % 3 != 0);
+        for (name, part) in [("a.jsonl", a), ("b.jsonl", b)] {
+            let text: String = part.into_iter().map(|(_, r)| format!("{r}\n")).collect();
+            std::fs::write(folder.join(name), text).unwrap();
+        }
+        let input = common::spec("", self.dir.path()).input;
+        let args = vec![folder.display().to_string()];
+        Box::new(move || {
+            Arc::new(FilesSource::new(sluicebox::bucket::local_inputs(), args.clone(), &input)) as Arc<dyn RecordSource>
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_pass_the_record_source_conformance_suite() {
+    let feeder = FilesFeeder { dir: tempfile::tempdir().unwrap(), fed: Default::default() };
+    // Several blocks per file.
+    conformance::run_all(&feeder, 30_000).await;
+}
+
+/// Records as standard input would give them.
+struct StdinFeeder;
+
+#[async_trait::async_trait]
+impl conformance::Feeder for StdinFeeder {
+    async fn feed(&self, records: Vec<String>) -> conformance::Opener {
+        let text = bytes::Bytes::from(records.iter().map(|r| format!("{r}\n")).collect::<String>());
+        let dialect = common::spec("", Path::new(".")).input.dialect;
+        Box::new(move || {
+            let text = text.clone();
+            let open = move || Box::new(std::io::Cursor::new(text.clone())) as Box<dyn std::io::Read + Send>;
+            Arc::new(StdinSource::new(open, sluicebox::config::Format::Jsonl, dialect)) as Arc<dyn RecordSource>
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_input_passes_the_record_source_conformance_suite() {
+    conformance::run_all(&StdinFeeder, 30_000).await;
+}
+
+/// Records handed over as one shard's batch, with Kinesis-like sequence numbers.
+struct BatchFeeder;
+
+#[async_trait::async_trait]
+impl conformance::Feeder for BatchFeeder {
+    async fn feed(&self, records: Vec<String>) -> conformance::Opener {
+        let records: Vec<SourceRecord> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| SourceRecord {
+                pos: Pos::parse(&format!("4959033827149025660855969253836157109592157598913{:07}", i * 7)),
+                arrival_ms: 1_790_000_000_000,
+                data: r.into(),
+                ack: None,
+            })
+            .collect();
+        Box::new(move || {
+            Arc::new(BatchSource::new("shardId-000000000000".into(), records.clone())) as Arc<dyn RecordSource>
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lambda_batch_passes_the_record_source_conformance_suite() {
+    conformance::run_all(&BatchFeeder, 500).await;
+}
+
+/// Records as messages of a new in-process queue.
+struct MemoryQueueFeeder;
+
+#[async_trait::async_trait]
+impl conformance::Feeder for MemoryQueueFeeder {
+    async fn feed(&self, records: Vec<String>) -> conformance::Opener {
+        let queue: Arc<dyn sluicebox::queue::Queue> =
+            Arc::new(sluicebox::queue::MemoryQueue::new(Duration::from_secs(2)));
+        queue.send(records).await.unwrap();
+        Box::new(move || Arc::new(QueueSource::new(queue.clone(), "memory://events".into())) as Arc<dyn RecordSource>)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_passes_the_record_source_conformance_suite() {
+    conformance::run_all(&MemoryQueueFeeder, 500).await;
+}
+
+/// A CSV file's rows by column name, in file order.
+fn csv_rows(text: &str) -> Vec<BTreeMap<String, String>> {
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let header = rdr.headers().unwrap().clone();
+    rdr.records().map(|r| header.iter().zip(r.unwrap().iter()).map(|(k, v)| (k.into(), v.into())).collect()).collect()
+}
+
+/// A CSV header with spaces around its names (` id , amount `) names the same columns in a job
+/// and in a stream: both read it with the planner's reading, and give the same typed records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_header_with_spaces_around_its_names_gives_the_same_records_in_a_job_and_a_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("amounts.csv");
+    std::fs::write(&input, " id , amount \n1,2.5\n2,3.75\n3,10\n").unwrap();
+    let job = "[input]\nformat = \"csv\"\n\n\
+               [[columns]]\nname = \"id\"\ntype = \"integer\"\nrequired = true\n\n\
+               [[columns]]\nname = \"amount\"\ntype = \"decimal\"\nrequired = true\n";
+    std::fs::write(dir.path().join("job.toml"), format!("{job}\n[stream]\nsize_mib = 1\n")).unwrap();
+
+    let batch = common::run(&dir.path().join("batch"), std::slice::from_ref(&input), job, dir.path()).await.unwrap();
+    assert_eq!((batch.records.written, batch.records.rejected), (3, 0));
+    let from_job = csv_rows(&common::job_file(&dir.path().join("batch"), &batch.job_id, "output.csv"));
+
+    let out = dir.path().join("out");
+    let done = sluicebox()
+        .args(["stream", "--from", input.to_str().unwrap(), "--to", out.to_str().unwrap(), "--json"])
+        .args(["--config", dir.path().join("job.toml").to_str().unwrap()])
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let r = report(&done.stdout);
+    assert_eq!((r["written"].as_u64(), r["rejected"].as_u64()), (Some(3), Some(0)), "{r}");
+    let files = common::decompressed_files(&out);
+    assert_eq!(files.len(), 1, "{:?}", files.keys());
+    let from_stream = csv_rows(&String::from_utf8_lossy(files.values().next().unwrap()));
+
+    let want: Vec<BTreeMap<String, String>> = [("1", "2.5"), ("2", "3.75"), ("3", "10.0")]
+        .iter()
+        .map(|(id, amount)| BTreeMap::from([("id".into(), id.to_string()), ("amount".into(), amount.to_string())]))
+        .collect();
+    assert_eq!(from_job, want);
+    assert_eq!(from_stream, want);
 }

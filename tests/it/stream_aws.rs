@@ -12,11 +12,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use serde_json::Value;
+use sluicebox::queue::sqs::SqsQueue;
+use sluicebox::queue::Queue;
+use sluicebox::stream::source::kinesis::{KinesisSource, Start};
+use sluicebox::stream::source::sqs::QueueSource;
+use sluicebox::stream::source::{conformance, RecordSource};
 
 fn sluicebox() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluicebox"))
@@ -238,4 +244,72 @@ async fn sqs_messages_land_in_files_and_are_deleted() {
     let count = |k: aws_sdk_sqs::types::QueueAttributeName| attrs.get(&k).cloned().unwrap_or_default();
     assert_eq!(count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages), "0");
     assert_eq!(count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible), "0");
+}
+
+/// Records put on a new Kinesis stream of two shards.
+struct KinesisFeeder {
+    client: aws_sdk_kinesis::Client,
+}
+
+#[async_trait::async_trait]
+impl conformance::Feeder for KinesisFeeder {
+    async fn feed(&self, records: Vec<String>) -> conformance::Opener {
+        let name = unique("conformance");
+        self.client.create_stream().stream_name(&name).shard_count(2).send().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let d = self.client.describe_stream_summary().stream_name(&name).send().await.unwrap();
+            let status = d.stream_description_summary.map(|s| s.stream_status);
+            if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the stream did not become active: {status:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for (i, chunk) in records.chunks(500).enumerate() {
+            let entries = chunk.iter().enumerate().map(|(j, r)| {
+                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                    .partition_key(format!("k{}", i * 500 + j))
+                    .data(aws_smithy_types::Blob::new(r.as_bytes()))
+                    .build()
+                    .unwrap()
+            });
+            let out = self.client.put_records().stream_name(&name).set_records(Some(entries.collect())).send().await;
+            assert_eq!(out.unwrap().failed_record_count, Some(0));
+        }
+        let client = self.client.clone();
+        Box::new(move || {
+            Arc::new(KinesisSource::new(client.clone(), name.clone(), Start::TrimHorizon)) as Arc<dyn RecordSource>
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_passes_the_record_source_conformance_suite() {
+    let client = sluicebox::aws::kinesis(&common::emulator().await);
+    conformance::run_all(&KinesisFeeder { client }, 200).await;
+}
+
+/// Records as the messages of a new SQS queue.
+struct SqsFeeder {
+    client: aws_sdk_sqs::Client,
+}
+
+#[async_trait::async_trait]
+impl conformance::Feeder for SqsFeeder {
+    async fn feed(&self, records: Vec<String>) -> conformance::Opener {
+        let name = unique("conformance");
+        self.client.create_queue().queue_name(&name).send().await.unwrap();
+        // Long enough for a case to receive every message before the first comes again.
+        let queue = SqsQueue::open(self.client.clone(), &name, Duration::from_secs(4)).await.unwrap();
+        let queue: Arc<dyn Queue> = Arc::new(queue);
+        queue.send(records).await.unwrap();
+        Box::new(move || Arc::new(QueueSource::new(queue.clone(), format!("sqs://{name}"))) as Arc<dyn RecordSource>)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_passes_the_record_source_conformance_suite() {
+    let client = sluicebox::aws::sqs(&common::emulator().await);
+    conformance::run_all(&SqsFeeder { client }, 100).await;
 }

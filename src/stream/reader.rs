@@ -1,0 +1,464 @@
+//! The reader: deliveries in, records through the pipeline and into buffers, in order; cut
+//! buffers out to the writer, with what it met since its last [`Group`].
+//!
+//! A file's or standard input's blocks are processed by [`Helpers`] as they arrive; the reader
+//! places their records in block order, so a shard's records reach the buffers in the order
+//! they were read. A record stream's records are processed here. Where a record goes is the
+//! [`Placer`]'s decision; the reader carries it out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::batch::{Batch, Batcher, Limits};
+use super::file::{Encoding, Item};
+use super::helpers::Helpers;
+use super::partition::Template;
+use super::place::{Placement, Placer};
+use super::prep::{BlockDone, BlockJob, Prep, Ready};
+use super::report::Report;
+use super::source::{Block, Delivery, SourceRecord};
+use super::state::{Pos, Saved};
+use super::writer::{Arrival, Group};
+use crate::config::{Compression, Format, OutputFormat, StreamConfig};
+use crate::error::{Error, Result};
+use crate::lookup::LookupTable;
+use crate::pipeline::{Encoder, Input, Pipeline};
+use crate::record::{Fault, Origin, Outcome};
+use crate::spec::JobSpec;
+
+/// The time now, in ms since the Unix epoch.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The most records the reader notes for the writer before it tells it, cut buffers or not:
+/// records skipped on a restart (a file's every record, up to its checkpoint) cut nothing, and
+/// the writer's checkpoints move over them as they are told, in memory bounded by this.
+const MAX_NEWS: usize = 1 << 16;
+
+/// A shard the reader met.
+struct ShardRead {
+    name: String,
+    /// The number of its next record in this run (its first is 1).
+    next: u64,
+    /// How the pipeline reads it (for CSV, the layout its header gives), from its first block.
+    input: Option<Arc<Input>>,
+}
+
+/// What the writer is told with the next group.
+#[derive(Default)]
+struct News {
+    shards: Vec<String>,
+    arrivals: Vec<Arrival>,
+    ended: Vec<u32>,
+}
+
+/// The reader, run on a blocking thread.
+pub struct Reader {
+    prep: Arc<Prep>,
+    spec: JobSpec,
+    lookup: Option<Arc<LookupTable>>,
+    batcher: Batcher<Item>,
+    encoding: Option<Encoding>,
+    config: StreamConfig,
+    encoder: Option<Encoder>,
+    placer: Placer,
+    shards: Vec<ShardRead>,
+    index: HashMap<String, u32>,
+    helpers: Helpers,
+    news: News,
+    out: mpsc::Sender<Group>,
+    idle: Option<Duration>,
+    counts: Report,
+}
+
+impl Reader {
+    /// A reader of a job's records under `config`, starting from `saved`, sending groups to
+    /// `out`, and stopping once `idle` passes without a record.
+    pub fn new(
+        spec: &JobSpec,
+        lookup: Option<Arc<LookupTable>>,
+        config: &StreamConfig,
+        saved: Saved,
+        out: mpsc::Sender<Group>,
+        idle: Option<Duration>,
+    ) -> Result<Self> {
+        let template = config.partition.as_deref().map(Template::parse).transpose()?;
+        let limits = Limits {
+            bytes: (config.size_mib as usize) << 20,
+            records: config.records.unwrap_or(u64::MAX),
+            age_ms: i64::from(config.max_age_s) * 1000,
+            open: config.max_open_partitions,
+            // Beyond this, the largest buffer is written.
+            total_bytes: (config.buffer_mib as usize) << 20,
+        };
+        if spec.output_format == Some(OutputFormat::Parquet)
+            && spec.output_fields.is_none()
+            && !spec.transforms.is_empty()
+        {
+            return Err(Error::config(
+                "output.fields",
+                "Parquet files need the output fields: list them in [output] fields",
+            ));
+        }
+        let errors = config.errors.trim_matches('/').to_string();
+        let prep = Arc::new(Prep {
+            pipeline: Pipeline::new(spec, lookup.clone(), spec.output_fields.clone()),
+            template,
+            time_field: config.time_field.clone(),
+            errors: errors.clone(),
+        });
+        Ok(Reader {
+            helpers: Helpers::new(prep.clone()),
+            prep,
+            spec: spec.clone(),
+            lookup,
+            batcher: Batcher::new(limits),
+            encoding: None,
+            config: config.clone(),
+            encoder: None,
+            placer: Placer { saved, active: HashMap::new(), config: config.clone(), errors },
+            shards: Vec::new(),
+            index: HashMap::new(),
+            news: News::default(),
+            out,
+            idle,
+            counts: Report::default(),
+        })
+    }
+
+    /// Read until the channel closes, `stop` completes or the stream is idle for long enough;
+    /// then send what is buffered, as the last group. The reader's counts.
+    pub fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Delivery>,
+        mut stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        handle: tokio::runtime::Handle,
+    ) -> Result<Report> {
+        enum Next {
+            Got(Delivery),
+            Closed,
+            Tick,
+            Stop,
+        }
+        let mut last_record = Instant::now();
+        loop {
+            let wait = self.batcher.next_due_ms().map(|due| Duration::from_millis((due - now_ms()).max(0) as u64));
+            let idle_left = self.idle.map(|d| d.saturating_sub(last_record.elapsed()));
+            // Blocks with the helpers are looked for every millisecond.
+            let busy = self.helpers.busy().then_some(Duration::from_millis(1));
+            let wait = [wait, idle_left, busy].into_iter().flatten().min().unwrap_or(Duration::from_secs(3600));
+            let next = handle.block_on(async {
+                tokio::select! {
+                    d = rx.recv() => d.map_or(Next::Closed, Next::Got),
+                    _ = tokio::time::sleep(wait) => Next::Tick,
+                    _ = &mut stop => Next::Stop,
+                }
+            });
+            let mut cut = Vec::new();
+            match next {
+                Next::Got(Delivery::Records { shard, records }) => {
+                    last_record = Instant::now();
+                    self.collect(true, &mut cut)?;
+                    self.records(&shard, records, &mut cut)?;
+                }
+                Next::Got(Delivery::Block(block)) => {
+                    last_record = Instant::now();
+                    self.block(block)?;
+                    self.collect(false, &mut cut)?;
+                }
+                Next::Got(Delivery::End { shard }) => {
+                    self.collect(true, &mut cut)?;
+                    let shard = self.shard(&shard);
+                    self.news.ended.push(shard);
+                }
+                Next::Closed | Next::Stop => {
+                    self.collect(true, &mut cut)?;
+                    if !cut.is_empty() {
+                        self.send(cut, false)?;
+                    }
+                    break;
+                }
+                Next::Tick => {
+                    self.collect(false, &mut cut)?;
+                    if self.idle.is_some_and(|d| last_record.elapsed() >= d) && !self.helpers.busy() {
+                        break;
+                    }
+                }
+            }
+            cut.extend(self.batcher.due(now_ms()));
+            if !cut.is_empty() || self.news.arrivals.len() >= MAX_NEWS {
+                self.send(cut, false)?;
+            }
+        }
+        drop(rx);
+        let rest = self.batcher.drain();
+        self.send(rest, true)?;
+        Ok(self.counts)
+    }
+
+    /// The index of shard `name`, which the writer learns with the next group if it is new.
+    fn shard(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = self.shards.len() as u32;
+        self.shards.push(ShardRead { name: name.to_string(), next: 1, input: None });
+        self.index.insert(name.to_string(), i);
+        self.news.shards.push(name.to_string());
+        i
+    }
+
+    /// Number `n` more records of `shard`: the first one's number.
+    fn number(&mut self, shard: u32, n: usize) -> u64 {
+        let s = &mut self.shards[shard as usize];
+        let first = s.next;
+        s.next += n as u64;
+        first
+    }
+
+    /// The encoding, fixed by the first records: their output fields, if known.
+    fn encoding(&mut self, fields: Option<Vec<String>>) -> Result<Encoding> {
+        if let Some(e) = &self.encoding {
+            return Ok(e.clone());
+        }
+        let format = self.spec.output_format(fields.is_some());
+        if format == OutputFormat::Parquet && fields.is_none() {
+            return Err(Error::config(
+                "output.fields",
+                "Parquet files need the output fields: list them in [output] fields (JSON records may have any)",
+            ));
+        }
+        let e = Encoding {
+            format,
+            compression: self.config.compression,
+            fields: fields.clone().map(Arc::new),
+            errors: self.config.errors.trim_matches('/').to_string(),
+        };
+        self.encoder = Some(Encoder::new(e.line_format(), fields));
+        self.encoding = Some(e.clone());
+        Ok(e)
+    }
+
+    /// Send cut buffers to the writer, with what it must learn first.
+    fn send(&mut self, batches: Vec<Batch<Item>>, last: bool) -> Result<()> {
+        let encoding = match &self.encoding {
+            Some(e) => e.clone(),
+            None => self.encoding(self.spec.output_fields.clone())?,
+        };
+        let News { shards, arrivals, ended } = std::mem::take(&mut self.news);
+        let group = Group { shards, arrivals, ended, batches, encoding, last };
+        // A send fails only when the writer stopped on an error, which it returns.
+        self.out
+            .blocking_send(group)
+            .map_err(|_| Error::internal("stream", "the writer", std::io::Error::other("stopped")))
+    }
+
+    /// A file's or standard input's block, given to the helpers to process as a batch job's
+    /// chunk.
+    fn block(&mut self, block: Block) -> Result<()> {
+        let shard = self.shard(&block.shard);
+        let header = block.header.as_deref().map(Vec::as_slice);
+        if self.shards[shard as usize].input.is_none() {
+            let input = self.prep.pipeline.input(0, shard, &block.shard, block.format, header)?;
+            self.shards[shard as usize].input = Some(Arc::new(input));
+        }
+        if self.encoding.is_none() {
+            let fields = match block.format {
+                Format::Csv => self.output_fields(header.map(<[String]>::to_vec), &block.shard),
+                _ => self.spec.output_fields.clone(),
+            };
+            self.encoding(fields)?;
+        }
+        let encoding = self.encoding.as_ref().expect("the encoding is fixed");
+        let job = BlockJob {
+            input: self.shards[shard as usize].input.clone().expect("made above"),
+            format: encoding.line_format(),
+            fields: encoding.fields.as_deref().cloned(),
+            shard,
+            block,
+        };
+        self.helpers.give(job)
+    }
+
+    /// Place the records of processed blocks, in the order the blocks came: all of them if
+    /// `all`, else those done (waiting for the oldest while the helpers have too many).
+    fn collect(&mut self, all: bool, cut: &mut Vec<Batch<Item>>) -> Result<()> {
+        while let Some(done) = self.helpers.next(all || self.helpers.full()) {
+            let BlockDone { shard, arrival_ms, records } = done?;
+            let first = self.number(shard, records.len());
+            for (n, ready) in (first..).zip(records) {
+                self.place(shard, n, (Pos::N(n), arrival_ms, None), ready, cut);
+            }
+        }
+        Ok(())
+    }
+
+    /// The output fields of CSV records with this header, as a batch job's.
+    fn output_fields(&self, header: Option<Vec<String>>, location: &str) -> Option<Vec<String>> {
+        let object = crate::bucket::InputObject {
+            location: location.to_string(),
+            path: String::new(),
+            size: 0,
+            version: String::new(),
+            e_tag: None,
+            format: Format::Csv,
+            compression: Compression::None,
+        };
+        let planned = crate::job::PlannedInput { object, header, records: 0, plain_copy: false, windows_bytes: 0 };
+        crate::job::prepare::output_fields(&self.spec, &[planned], self.lookup.as_deref())
+    }
+
+    /// A record stream's records: each one JSON object.
+    fn records(&mut self, shard_name: &str, records: Vec<SourceRecord>, cut: &mut Vec<Batch<Item>>) -> Result<()> {
+        if self.encoding.is_none() {
+            self.encoding(self.spec.output_fields.clone())?;
+        }
+        let shard = self.shard(shard_name);
+        let first = self.number(shard, records.len());
+        let mut readies = Vec::with_capacity(records.len());
+        let prep = self.prep.clone();
+        let encoder = self.encoder.as_mut().expect("the encoding is fixed");
+        let mut session = prep.pipeline.session();
+        for (number, r) in (first..).zip(records) {
+            // The record number counts this run's records of the shard; the position names it.
+            let origin =
+                Origin { job: 0, input: shard_name, input_index: shard, record: number, line: 1, raw: &r.data };
+            let outcome = match serde_json::from_slice::<crate::record::Record>(&r.data) {
+                Ok(rec) => prep.pipeline.process(rec, &origin, &mut session),
+                Err(e) => Outcome::Rejected(origin.reject(Fault::new(None, "json", format!("not a JSON object: {e}")))),
+            };
+            let ready = prep.ready(outcome, shard_name, r.arrival_ms, encoder);
+            readies.push((number, (r.pos, r.arrival_ms, r.ack), ready));
+        }
+        if let Some(e) = session.take_error() {
+            return Err(e);
+        }
+        drop(session);
+        for (number, at, ready) in readies {
+            self.place(shard, number, at, ready, cut);
+        }
+        Ok(())
+    }
+
+    /// Account for one record: settled if a file already holds it or a transform dropped it,
+    /// else buffered. `number` counts the shard's records in this run.
+    fn place(
+        &mut self,
+        shard: u32,
+        number: u64,
+        (pos, arrival_ms, ack): (Pos, i64, Option<String>),
+        ready: Ready,
+        cut: &mut Vec<Batch<Item>>,
+    ) {
+        self.counts.records += 1;
+        let placement = self.placer.place(&self.shards[shard as usize].name, &pos, number, arrival_ms, ready);
+        let (partition, line) = match placement {
+            Placement::Skipped | Placement::Filtered => {
+                match placement {
+                    Placement::Skipped => self.counts.skipped += 1,
+                    _ => self.counts.filtered += 1,
+                }
+                self.news.arrivals.push(Arrival::Settled { shard, pos, ack });
+                return;
+            }
+            Placement::Row { partition, line } => {
+                self.counts.written += 1;
+                (partition, line)
+            }
+            Placement::Reject { partition, line } => {
+                self.counts.rejected += 1;
+                (partition, line)
+            }
+        };
+        self.news.arrivals.push(Arrival::Buffered { shard, pos: pos.clone() });
+        let bytes = line.len();
+        // The writer's track of the shard gives its records the same ordinals, in order.
+        let item = Item { shard, ordinal: number - 1, pos, arrival_ms, line, ack };
+        cut.extend(self.batcher.push(&partition, item, bytes, now_ms()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::state::SavedShard;
+
+    /// A record stream's records through the reader: what the writer learns, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_learns_every_record_met_in_order_and_buffered_ones_carry_their_ordinals() {
+        let spec =
+            crate::config::JobConfig::from_toml("", "t.toml").unwrap().validate(std::path::Path::new(".")).unwrap();
+        let config = StreamConfig { records: Some(2), ..StreamConfig::default() };
+        let mut saved = Saved::default();
+        saved.shards.insert("s".into(), SavedShard { checkpoint: Some("2".into()), ended: false });
+        let (group_tx, mut group_rx) = mpsc::channel(16);
+        let reader = Reader::new(&spec, None, &config, saved, group_tx, None).unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let records = (1..=5)
+            .map(|n| SourceRecord {
+                pos: Pos::N(n),
+                arrival_ms: 0,
+                data: format!("{{\"n\":{n}}}").into(),
+                ack: Some(format!("m{n}")),
+            })
+            .collect();
+        tx.send(Delivery::Records { shard: "s".into(), records }).await.unwrap();
+        tx.send(Delivery::End { shard: "s".into() }).await.unwrap();
+        drop(tx);
+        let handle = tokio::runtime::Handle::current();
+        let counts = tokio::task::spawn_blocking(move || reader.run(rx, Box::pin(std::future::pending()), handle));
+        let counts = counts.await.unwrap().unwrap();
+        assert_eq!((counts.records, counts.skipped, counts.written), (5, 2, 3));
+
+        let (mut shards, mut arrivals, mut ended, mut items) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        while let Some(g) = group_rx.recv().await {
+            shards.extend(g.shards);
+            ended.extend(g.ended);
+            arrivals.extend(g.arrivals.into_iter().map(|a| match a {
+                Arrival::Settled { shard, pos, ack } => (shard, pos.to_string(), ack),
+                Arrival::Buffered { shard, pos } => (shard, pos.to_string(), None),
+            }));
+            items.extend(g.batches.into_iter().flat_map(|b| b.items).map(|i| (i.ordinal, i.pos.to_string(), i.ack)));
+        }
+        assert_eq!((shards, ended), (vec!["s".to_string()], vec![0]));
+        let at = |n: u64, ack: Option<&str>| (0, n.to_string(), ack.map(String::from));
+        assert_eq!(arrivals, [at(1, Some("m1")), at(2, Some("m2")), at(3, None), at(4, None), at(5, None)]);
+        let ordinal = |n: u64| (n - 1, n.to_string(), Some(format!("m{n}")));
+        assert_eq!(items, [ordinal(3), ordinal(4), ordinal(5)]);
+    }
+
+    /// Records skipped on a restart cut no buffer, but the writer still hears of them, in
+    /// bounded groups, and not only at the end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_that_cut_nothing_reach_the_writer_in_bounded_groups() {
+        let spec =
+            crate::config::JobConfig::from_toml("", "t.toml").unwrap().validate(std::path::Path::new(".")).unwrap();
+        let mut saved = Saved::default();
+        saved.shards.insert("s".into(), SavedShard { checkpoint: Some("1000000".into()), ended: false });
+        let (group_tx, mut group_rx) = mpsc::channel(16);
+        let reader = Reader::new(&spec, None, &StreamConfig::default(), saved, group_tx, None).unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let handle = tokio::runtime::Handle::current();
+        let read = tokio::task::spawn_blocking(move || reader.run(rx, Box::pin(std::future::pending()), handle));
+        let batch = 10_000;
+        for from in (1..=150_000).step_by(batch) {
+            let records = (from..from + batch as u64)
+                .map(|n| SourceRecord { pos: Pos::N(n), arrival_ms: 0, data: "{}".into(), ack: None })
+                .collect();
+            tx.send(Delivery::Records { shard: "s".into(), records }).await.unwrap();
+        }
+        drop(tx);
+        let mut sizes = Vec::new();
+        while let Some(g) = group_rx.recv().await {
+            assert!(g.batches.is_empty());
+            sizes.push((g.arrivals.len(), g.last));
+        }
+        assert_eq!(read.await.unwrap().unwrap().skipped, 150_000);
+        assert_eq!(sizes.iter().map(|s| s.0).sum::<usize>(), 150_000);
+        assert!(sizes.len() >= 3 && sizes.iter().all(|s| s.0 < MAX_NEWS + batch), "{sizes:?}");
+    }
+}

@@ -1,0 +1,117 @@
+//! What a stream run did: the reader's counts and the writer's files, in one [`Report`].
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// What a stream run did (`--json` prints it; the names are stable).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// The consumer's name.
+    pub name: String,
+    /// Records read.
+    pub records: u64,
+    /// Records written to files.
+    pub written: u64,
+    /// Records rejected (in files under the errors prefix).
+    pub rejected: u64,
+    /// Records a transform dropped.
+    pub filtered: u64,
+    /// Records read again that were already in files (a restart), skipped.
+    pub skipped: u64,
+    /// Data files written.
+    pub files: u64,
+    /// Error files written.
+    pub error_files: u64,
+    /// Bytes of the data files (compressed).
+    pub bytes: u64,
+    /// The data files' sizes: smallest, median, largest.
+    pub file_bytes: [u64; 3],
+    /// Why buffers became files, by reason.
+    pub cuts: BTreeMap<String, u64>,
+    /// Seconds from start to end.
+    pub seconds: f64,
+    /// Records read per second.
+    pub records_per_s: f64,
+}
+
+/// What the writer wrote.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Data files.
+    pub files: u64,
+    /// Error files.
+    pub error_files: u64,
+    /// The data files' sizes, in the order written.
+    pub sizes: Vec<u64>,
+    /// Files by why their buffer was cut.
+    pub cuts: BTreeMap<String, u64>,
+}
+
+impl Report {
+    /// The report of a run `seconds` long: the reader's counts (in `self`) and what the writer
+    /// wrote.
+    pub fn with_files(mut self, written: Written, seconds: f64) -> Self {
+        let Written { files, error_files, mut sizes, cuts } = written;
+        self.files = files;
+        self.error_files = error_files;
+        sizes.sort_unstable();
+        self.bytes = sizes.iter().sum();
+        if let (Some(first), Some(last)) = (sizes.first(), sizes.last()) {
+            self.file_bytes = [*first, sizes[sizes.len() / 2], *last];
+        }
+        self.cuts = cuts;
+        self.seconds = seconds;
+        self.records_per_s = self.records as f64 / seconds.max(1e-9);
+        self
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = crate::cost::thousands;
+        writeln!(
+            f,
+            "{} records in {:.1} s ({}/s): {} written, {} rejected, {} filtered, {} already in files",
+            t(self.records),
+            self.seconds,
+            t(self.records_per_s as u64),
+            t(self.written),
+            t(self.rejected),
+            t(self.filtered),
+            t(self.skipped)
+        )?;
+        write!(
+            f,
+            "{} files, {} bytes (sizes {} / {} / {} smallest / median / largest), {} error files",
+            t(self.files),
+            t(self.bytes),
+            t(self.file_bytes[0]),
+            t(self.file_bytes[1]),
+            t(self.file_bytes[2]),
+            t(self.error_files)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_sums_the_files_and_names_their_smallest_median_and_largest() {
+        let counts = Report { name: "s".into(), records: 3000, written: 2990, rejected: 10, ..Report::default() };
+        let cuts = BTreeMap::from([("size".to_string(), 2), ("end".to_string(), 2)]);
+        let written = Written { files: 3, error_files: 1, sizes: vec![900, 100, 5000], cuts: cuts.clone() };
+        let r = counts.with_files(written, 2.0);
+        assert_eq!((r.files, r.error_files, r.bytes, r.file_bytes), (3, 1, 6000, [100, 900, 5000]));
+        assert_eq!((&r.cuts, r.records_per_s), (&cuts, 1500.0));
+        assert_eq!(
+            r.to_string(),
+            "3,000 records in 2.0 s (1,500/s): 2,990 written, 10 rejected, 0 filtered, 0 already in files\n\
+             3 files, 6,000 bytes (sizes 100 / 900 / 5,000 smallest / median / largest), 1 error files"
+        );
+        let none = Report::default().with_files(Written::default(), 0.0);
+        assert_eq!((none.bytes, none.file_bytes, none.records_per_s), (0, [0; 3], 0.0));
+    }
+}

@@ -1,0 +1,396 @@
+//! The writer task: it owns the stream's state ([`state`](super::state)) from the ledger to
+//! the end of the run. The reader tells it, in [`Group`]s, which records it met and which
+//! buffers it cut; the writer announces each cut buffer's file in the ledger, writes it,
+//! marks its records accounted for, stores the checkpoints they moved, and then has the
+//! source acknowledge them.
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use tokio::sync::mpsc;
+
+use super::batch::Batch;
+use super::file::{self, Encoding, FilePlan, Item};
+use super::report::Written;
+use super::source::RecordSource;
+use super::state::{Pending, Pos, Saved, Track};
+use crate::config::OutputFormat;
+use crate::error::{Error, Result};
+use crate::ledger::StateStore;
+use crate::spec::JobSpec;
+
+/// What the reader tells the writer, in the order it happened.
+#[derive(Debug)]
+pub struct Group {
+    /// Shards the reader met since its last group, by name: their indexes follow on from the
+    /// shards before.
+    pub shards: Vec<String>,
+    /// Records it met since its last group, in order.
+    pub arrivals: Vec<Arrival>,
+    /// Shards it read to their end.
+    pub ended: Vec<u32>,
+    /// Cut buffers, each a file to write.
+    pub batches: Vec<Batch<Item>>,
+    /// How files are encoded.
+    pub encoding: Encoding,
+    /// The reader is done: write the state even if nothing changed.
+    pub last: bool,
+}
+
+/// A record the reader met.
+#[derive(Debug)]
+pub enum Arrival {
+    /// Buffered: accounted for once its file is written.
+    Buffered {
+        /// Its shard, by index.
+        shard: u32,
+        /// Its position.
+        pos: Pos,
+    },
+    /// Accounted for as it came: a file holds it already, or a transform dropped it.
+    Settled {
+        /// Its shard, by index.
+        shard: u32,
+        /// Its position.
+        pos: Pos,
+        /// What acknowledges it.
+        ack: Option<String>,
+    },
+}
+
+/// The writer: cut buffers into files, announced before and checkpointed after.
+pub struct Writer {
+    dest: Arc<dyn ObjectStore>,
+    ledger: Arc<dyn StateStore>,
+    /// The consumer, whose state this is.
+    name: String,
+    /// The state is stored: the source's positions mean something to a later run.
+    persist: bool,
+    /// Per shard, in the reader's order: which records are accounted for.
+    tracks: Vec<Track>,
+    saved: Saved,
+    /// The version of the stored state `saved` replaces next.
+    version: u64,
+    /// Records accounted for whose source waits for their acknowledgement.
+    acks: Vec<String>,
+    source: Arc<dyn RecordSource>,
+    schema: Option<arrow_schema::SchemaRef>,
+    spec: JobSpec,
+}
+
+impl Writer {
+    /// The writer of consumer `name`, with its stored state. A file that a stopped run
+    /// announced is kept if it was written (its records are covered) and dropped if not (they
+    /// are read and cut again). Returns the state the reader starts from, too.
+    pub async fn open(
+        dest: Arc<dyn ObjectStore>,
+        ledger: Arc<dyn StateStore>,
+        name: String,
+        spec: JobSpec,
+        source: Arc<dyn RecordSource>,
+    ) -> Result<(Self, Saved)> {
+        let (mut saved, mut version) = match ledger.get_checkpoint(&name).await? {
+            Some(c) => (
+                serde_json::from_str::<Saved>(&c.state)
+                    .map_err(|e| Error::Conflict(format!("the stored state of stream {name:?} is unreadable: {e}")))?,
+                c.version,
+            ),
+            None => (Saved::default(), 0),
+        };
+        // Standard input cannot be read again, nor a queue's messages in order: their
+        // positions mean nothing to a later run.
+        let persist = source.resumable();
+        if persist && !saved.pending.is_empty() {
+            for p in std::mem::take(&mut saved.pending) {
+                if crate::bucket::get_opt_head(dest.as_ref(), &p.name).await?.is_some() {
+                    saved.covered.extend(p.covered);
+                }
+            }
+            let doc = serde_json::to_string(&saved).expect("state serializes");
+            if !ledger.put_checkpoint(&name, version, &doc).await? {
+                return Err(taken(&name));
+            }
+            version += 1;
+        }
+        let writer = Writer {
+            dest,
+            ledger,
+            name,
+            persist,
+            tracks: Vec::new(),
+            saved: saved.clone(),
+            version,
+            acks: Vec::new(),
+            source,
+            schema: None,
+            spec,
+        };
+        Ok((writer, saved))
+    }
+
+    /// Write every group until the reader's last; on an error, close the channel (the reader
+    /// sees it closed and stops) and return it.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Group>) -> Result<Written> {
+        let mut written = Written::default();
+        while let Some(group) = rx.recv().await {
+            let last = group.last;
+            if let Err(e) = self.group(group, &mut written).await {
+                rx.close();
+                return Err(e);
+            }
+            if last {
+                break;
+            }
+        }
+        Ok(written)
+    }
+
+    async fn group(&mut self, group: Group, written: &mut Written) -> Result<()> {
+        let Group { shards, arrivals, ended, batches, encoding, last } = group;
+        self.arrive(shards, arrivals, &ended);
+        let plans: Vec<FilePlan> = batches.into_iter().map(|b| file::plan_file(&self.tracks, b, &encoding)).collect();
+        if plans.is_empty() && !last {
+            return Ok(());
+        }
+        if self.persist && !plans.is_empty() {
+            let pending = plans.iter().map(|p| Pending { name: p.path.clone(), covered: p.covered.clone() });
+            self.save(|saved| saved.pending.extend(pending)).await?;
+        }
+        if encoding.format == OutputFormat::Parquet && self.schema.is_none() {
+            let fields = encoding.fields.as_deref().cloned().unwrap_or_default();
+            self.schema = Some(crate::parquet::schema(&self.spec, &fields)?);
+        }
+        let mut done = self.write(plans, &encoding, written).await?;
+        // Written: their records are accounted for, and the checkpoints move.
+        for p in &mut done {
+            for item in &mut p.batch.items {
+                self.tracks[item.shard as usize].done(item.ordinal);
+                self.acks.extend(item.ack.take());
+            }
+        }
+        if self.persist {
+            let names: Vec<String> = done.iter().map(|p| p.path.clone()).collect();
+            self.save(move |saved| {
+                saved.pending.retain(|p| !names.contains(&p.name));
+                saved.covered.extend(done.into_iter().flat_map(|p| p.covered));
+            })
+            .await?;
+        }
+        if !self.acks.is_empty() {
+            if let Err(e) = self.source.ack(&std::mem::take(&mut self.acks)).await {
+                // Their records come again, and go into files again.
+                tracing::warn!("acknowledging delivered records: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Note what the reader met: new shards (resuming after their checkpoints), records in
+    /// order (those already accounted for marked so, the checkpoint moving over them), and
+    /// shards read to their end.
+    fn arrive(&mut self, shards: Vec<String>, arrivals: Vec<Arrival>, ended: &[u32]) {
+        for name in shards {
+            let checkpoint = self.saved.shards.get(&name).and_then(|s| s.checkpoint.as_deref()).map(Pos::parse);
+            self.tracks.push(Track::new(name, checkpoint));
+        }
+        for a in arrivals {
+            match a {
+                Arrival::Buffered { shard, pos } => {
+                    self.tracks[shard as usize].arrive(pos);
+                }
+                Arrival::Settled { shard, pos, ack } => {
+                    let track = &mut self.tracks[shard as usize];
+                    let ordinal = track.arrive(pos);
+                    track.done(ordinal);
+                    self.acks.extend(ack);
+                }
+            }
+        }
+        for &shard in ended {
+            self.tracks[shard as usize].reader_ended = true;
+        }
+    }
+
+    /// Encode the files on the blocking pool (the reader keeps the other core), then put them,
+    /// in order; the plans written.
+    async fn write(&self, plans: Vec<FilePlan>, encoding: &Encoding, written: &mut Written) -> Result<Vec<FilePlan>> {
+        let mut encoded = Vec::new();
+        for plan in plans {
+            let (encoding, schema) = (encoding.clone(), self.schema.clone());
+            encoded.push(tokio::task::spawn_blocking(move || {
+                let bytes = file::encode_file(&plan, &encoding, schema);
+                (plan, bytes)
+            }));
+        }
+        let mut done = Vec::new();
+        for job in encoded {
+            let (plan, bytes) = job.await.map_err(|e| Error::internal("stream", "encoding a file", e))?;
+            let bytes = bytes?;
+            let size = bytes.len() as u64;
+            crate::bucket::put(self.dest.as_ref(), &plan.path, bytes).await?;
+            tracing::info!(path = %plan.path, records = plan.batch.items.len(), bytes = size, cut = ?plan.batch.cut, "stream file written");
+            match plan.errors {
+                true => written.error_files += 1,
+                false => {
+                    written.files += 1;
+                    written.sizes.push(size);
+                }
+            }
+            *written.cuts.entry(file::cut_name(plan.batch.cut).to_string()).or_default() += 1;
+            done.push(plan);
+        }
+        Ok(done)
+    }
+
+    /// Change the state and store it, with the tracks' checkpoints, under the next version.
+    async fn save(&mut self, change: impl FnOnce(&mut Saved)) -> Result<()> {
+        change(&mut self.saved);
+        self.saved.advance(&self.tracks);
+        let doc = serde_json::to_string(&self.saved).expect("state serializes");
+        if !self.ledger.put_checkpoint(&self.name, self.version, &doc).await? {
+            return Err(taken(&self.name));
+        }
+        self.version += 1;
+        Ok(())
+    }
+}
+
+fn taken(name: &str) -> Error {
+    Error::Conflict(format!(
+        "the checkpoint of stream {name:?} changed under this consumer: another `sluicebox stream` with this name is running"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::config::Compression;
+    use crate::ledger::MemoryLedger;
+    use crate::stream::batch::Cut;
+    use crate::stream::source::{Delivery, Resume};
+
+    /// A source that notes each acknowledgement with the stored state at that moment.
+    #[derive(Debug)]
+    struct Noting {
+        resumable: bool,
+        ledger: Arc<dyn StateStore>,
+        acks: Mutex<Vec<(Vec<String>, Option<Saved>)>>,
+    }
+
+    #[async_trait]
+    impl RecordSource for Noting {
+        async fn run(&self, _: &Resume, _: mpsc::Sender<Delivery>) -> Result<()> {
+            Ok(())
+        }
+
+        fn resumable(&self) -> bool {
+            self.resumable
+        }
+
+        async fn ack(&self, acks: &[String]) -> Result<()> {
+            let stored = self.ledger.get_checkpoint("s").await?.map(|c| serde_json::from_str(&c.state).unwrap());
+            self.acks.lock().unwrap().push((acks.to_vec(), stored));
+            Ok(())
+        }
+    }
+
+    fn encoding() -> Encoding {
+        Encoding { format: OutputFormat::Jsonl, compression: Compression::None, fields: None, errors: "errors".into() }
+    }
+
+    fn item(n: u64, ack: &str) -> Item {
+        let line = format!("{{\"n\":{n}}}\n").into_bytes();
+        Item { shard: 0, ordinal: n - 1, pos: Pos::N(n), arrival_ms: 0, line, ack: Some(ack.into()) }
+    }
+
+    fn group(arrivals: Vec<Arrival>, items: Vec<Item>, last: bool) -> Group {
+        let bytes = items.iter().map(|i| i.line.len()).sum();
+        let batches = match items.is_empty() {
+            true => Vec::new(),
+            false => vec![Batch { partition: "k=v".into(), items, bytes, opened_ms: 0, cut: Cut::Records }],
+        };
+        let shards = if last { Vec::new() } else { vec!["q".to_string()] };
+        Group { shards, arrivals, ended: Vec::new(), batches, encoding: encoding(), last }
+    }
+
+    /// Records 1 and 3 of shard `q` buffered into one file, record 2 settled on arrival (a
+    /// file of an earlier run holds it), then the last group.
+    fn groups() -> Vec<Group> {
+        let arrivals = vec![
+            Arrival::Buffered { shard: 0, pos: Pos::N(1) },
+            Arrival::Settled { shard: 0, pos: Pos::N(2), ack: Some("b".into()) },
+            Arrival::Buffered { shard: 0, pos: Pos::N(3) },
+        ];
+        vec![group(arrivals, vec![item(1, "a"), item(3, "c")], false), group(Vec::new(), Vec::new(), true)]
+    }
+
+    type InMemory = object_store::memory::InMemory;
+
+    /// A writer of consumer `s` over a new ledger and destination.
+    async fn writer(resumable: bool) -> (Writer, Arc<Noting>, Arc<InMemory>, Arc<dyn StateStore>) {
+        let ledger: Arc<dyn StateStore> = Arc::new(MemoryLedger::default());
+        let source = Arc::new(Noting { resumable, ledger: ledger.clone(), acks: Mutex::new(Vec::new()) });
+        let dest = Arc::new(InMemory::new());
+        let spec =
+            crate::config::JobConfig::from_toml("", "t.toml").unwrap().validate(std::path::Path::new(".")).unwrap();
+        let (writer, saved) =
+            Writer::open(dest.clone(), ledger.clone(), "s".into(), spec, source.clone()).await.unwrap();
+        assert_eq!(saved, Saved::default());
+        (writer, source, dest, ledger)
+    }
+
+    async fn run(writer: Writer, groups: Vec<Group>) -> (Result<Written>, mpsc::Sender<Group>) {
+        let (tx, rx) = mpsc::channel(4);
+        for g in groups {
+            tx.send(g).await.unwrap();
+        }
+        (writer.run(rx).await, tx)
+    }
+
+    async fn files(dest: &InMemory) -> Vec<String> {
+        use futures::TryStreamExt;
+        let metas: Vec<_> = dest.list(None).try_collect().await.unwrap();
+        metas.into_iter().map(|m| m.location.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn records_are_acknowledged_once_their_file_is_written_and_the_checkpoint_stored() {
+        let (writer, source, dest, _) = writer(true).await;
+        let written = run(writer, groups()).await.0.unwrap();
+        assert_eq!((written.files, written.error_files), (1, 0));
+        let acks = source.acks.lock().unwrap().clone();
+        assert_eq!(acks.len(), 1, "one acknowledgement per written group: {acks:?}");
+        let (acked, stored) = &acks[0];
+        assert_eq!(acked, &["b", "a", "c"]);
+        let stored = stored.as_ref().expect("the state is stored before the acknowledgement");
+        assert_eq!(stored.shards["q"].checkpoint.as_deref(), Some("3"));
+        assert!(stored.pending.is_empty() && stored.covered.is_empty(), "{stored:?}");
+        let files = files(&dest).await;
+        assert!(files.len() == 1 && files[0].starts_with("k=v/part-"), "{files:?}");
+    }
+
+    #[tokio::test]
+    async fn a_source_that_cannot_be_resumed_stores_no_state_and_is_still_acknowledged() {
+        let (writer, source, _, ledger) = writer(false).await;
+        assert_eq!(run(writer, groups()).await.0.unwrap().files, 1);
+        assert!(ledger.get_checkpoint("s").await.unwrap().is_none());
+        let acks = source.acks.lock().unwrap();
+        assert_eq!(acks.iter().map(|(a, s)| (a.len(), s.is_none())).collect::<Vec<_>>(), [(3, true)]);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_moved_by_another_consumer_stops_the_writer_before_it_writes() {
+        let (writer, source, dest, ledger) = writer(true).await;
+        assert!(ledger.put_checkpoint("s", 0, "{}").await.unwrap(), "another consumer of the same name");
+        let (written, tx) = run(writer, groups()).await;
+        let err = written.unwrap_err().to_string();
+        assert!(err.contains("another `sluicebox stream` with this name is running"), "{err}");
+        assert!(tx.is_closed(), "the reader sees the writer stopped");
+        assert!(files(&dest).await.is_empty(), "nothing written");
+        assert!(source.acks.lock().unwrap().is_empty(), "nothing acknowledged");
+    }
+}
