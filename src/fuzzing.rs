@@ -8,9 +8,9 @@
 use std::io::Read;
 use std::num::NonZeroU64;
 
-use crate::config::{Compression, Format, JobConfig};
-use crate::decode::{for_each_record, Body, ChunkStart, CsvDialect};
-use crate::plan::{scan, ChunkTargets};
+use crate::input::decode::{for_each_record, Body, ChunkStart, CsvDialect};
+use crate::input::plan::{scan, ChunkTargets};
+use crate::model::config::{Compression, Format, JobConfig};
 
 /// The most an input here may decompress to.
 const MAX_DECOMPRESSED: u64 = 1 << 20;
@@ -37,7 +37,7 @@ pub fn input(data: &[u8]) {
     };
     let reader = Box::new(std::io::Cursor::new(rest.to_vec()));
     let Ok(mut decoded) =
-        crate::bucket::decompress_at_most(reader, compression, "fuzz", MAX_DECOMPRESSED, "the fuzz cap")
+        crate::backends::bucket::decompress_at_most(reader, compression, "fuzz", MAX_DECOMPRESSED, "the fuzz cap")
     else {
         return;
     };
@@ -99,8 +99,8 @@ pub fn job_file(data: &[u8]) {
 /// An S3 event notification (direct, or in an SNS envelope): parsed leniently, never a panic.
 pub fn s3_event(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    for event in crate::watch::parse_events(text) {
-        let _ = crate::watch::decode_key(&event.key);
+    for event in crate::batch::watch::parse_events(text) {
+        let _ = crate::batch::watch::decode_key(&event.key);
     }
 }
 
@@ -109,7 +109,7 @@ const MAX_RESUMED: usize = 1 << 20;
 
 /// A gzip or zstd object indexed as the planner indexes it, then read chunk by chunk from the
 /// resume points as workers read it: every chunk must be exactly the plain bytes of its range,
-/// and the log must never hold more than [`crate::resume_points::MAX_WINDOWS_HELD`] windows.
+/// and the log must never hold more than [`crate::input::resume_points::MAX_WINDOWS_HELD`] windows.
 ///
 /// The first bytes choose zstd or gzip, whether the rest is the object itself (crafted
 /// streams: empty blocks, members and frames, giant blocks) or plain text compressed here in
@@ -122,7 +122,9 @@ pub fn resume_points(data: &[u8]) {
 pub fn resume_points_checked(data: &[u8]) -> usize {
     use std::sync::{Arc, Mutex};
 
-    use crate::resume_points::{resume_gzip, resume_zstd, GzipIndexer, ResumeLog, ZstdIndexer, MAX_WINDOWS_HELD};
+    use crate::input::resume_points::{
+        resume_gzip, resume_zstd, GzipIndexer, ResumeLog, ZstdIndexer, MAX_WINDOWS_HELD,
+    };
     let [mode, gap, chunk, rest @ ..] = data else { return 0 };
     let zstd = mode & 1 == 1;
     let object: Vec<u8> = match mode & 2 {
@@ -207,7 +209,7 @@ pub fn partition(data: &[u8]) {
     let (template, record) = text.split_once('\n').unwrap_or((text, "{}"));
     let Ok(template) = Template::parse(template) else { return };
     let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(record) else { return };
-    let row = crate::record::Row::from(fields);
+    let row = crate::model::record::Row::from(fields);
     let time = chrono::DateTime::from_timestamp(i64::from(data.len() as u32) * 86_400, 0).unwrap_or_default();
     let Ok(rendered) = template.render_checked(&row, time, "errors") else { return };
     assert!(rendered.len() <= MAX_PARTITION_BYTES, "{rendered:?}");
@@ -219,12 +221,12 @@ pub fn partition(data: &[u8]) {
     }
 }
 
-/// A URL shown redacted ([`crate::web::redact`], [`crate::web::SecretUrl`]): its password,
+/// A URL shown redacted ([`crate::model::web::redact`], [`crate::model::web::SecretUrl`]): its password,
 /// query and (for web addresses) path never appear in what is shown.
 pub fn redaction(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let shown = crate::web::redact(text);
-    let secret = crate::web::SecretUrl::new(text);
+    let shown = crate::model::web::redact(text);
+    let secret = crate::model::web::SecretUrl::new(text);
     assert_eq!(secret.to_string(), shown);
     let debug = format!("{secret:?}");
     let debug = debug.strip_prefix("SecretUrl(").and_then(|d| d.strip_suffix(')')).expect("SecretUrl(…)").to_string();

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::{bar, cores, engine, Backends, JobFiles, CHUNKS_BAR, RECORDS_BAR};
-use crate::bucket;
-use crate::check::TestResult;
+use crate::backends::bucket;
+use crate::batch::job::{self, RunOptions, Submitted, Summary};
+use crate::engine::spec::Overrides;
 use crate::error::{Error, Result};
-use crate::forecast::{self, Deployment, Forecast};
-use crate::job::{self, RunOptions, Submitted, Summary};
-use crate::spec::Overrides;
+use crate::tools::check::TestResult;
+use crate::tools::forecast::{self, Deployment, Forecast};
 
 /// `sluicebox run`.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ impl std::fmt::Display for Ran {
 
 /// Run (or resume) a job here, or submit it to a shared queue.
 pub async fn run(r: Run) -> Result<Ran> {
-    let spec = crate::spec::load(r.job.config.as_deref(), &r.backends.overrides())?;
+    let spec = crate::engine::spec::load(r.job.config.as_deref(), &r.backends.overrides())?;
     let shared = r.backends.shared_queue();
     if r.wait && !shared {
         return Err(Error::config("--wait", "only with a shared queue (--queue sqs://…); a local run always waits"));
@@ -143,10 +143,10 @@ pub struct Plan {
 
 /// Forecast a job: its shape from a dry run (or from sizes), its requests and their cost.
 pub async fn plan(p: Plan) -> Result<Forecast> {
-    let spec = crate::spec::load(p.job.config.as_deref(), &p.backends.overrides())?;
+    let spec = crate::engine::spec::load(p.job.config.as_deref(), &p.backends.overrides())?;
     let prices = match &p.prices {
-        Some(path) => crate::cost::Prices::load(path)?,
-        None => crate::cost::Prices::bundled(),
+        Some(path) => crate::backends::cost::Prices::load(path)?,
+        None => crate::backends::cost::Prices::bundled(),
     };
     let b = &p.backends;
     let (lambda, runner) = match p.runner {
@@ -181,9 +181,9 @@ pub async fn plan(p: Plan) -> Result<Forecast> {
 /// Run a job file's `[[tests]]`; the results, and an error naming the file when one failed
 /// (or when it has none).
 pub async fn test(config: PathBuf, data_dir: PathBuf) -> Result<(Vec<TestResult>, Result<()>)> {
-    let spec = crate::spec::load(Some(&config), &Overrides::default())?;
+    let spec = crate::engine::spec::load(Some(&config), &Overrides::default())?;
     let engine = engine(&data_dir, &crate::engine::BackendUrls::embedded(), "").await?;
-    let results = crate::check::run_tests(&engine, &spec).await?;
+    let results = crate::tools::check::run_tests(&engine, &spec).await?;
     if results.is_empty() {
         return Err(Error::config(config.display().to_string(), "has no [[tests]] to run"));
     }

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use crate::bench::{self, stream::StreamMeasurement, Bench, Measurement};
-use crate::cloud::Cloud;
+use crate::backends::cloud::Cloud;
 use crate::error::{Error, Result};
+use crate::tools::bench::{self, stream::StreamMeasurement, Bench, Measurement};
 
 /// Whether `python` can import `duckdb` (the peer runs only then).
 pub fn has_duckdb(python: &str) -> bool {

@@ -4,7 +4,7 @@
 //!
 //! Here is the one way a command builds its [`Engine`] ([`engine`]: embedded backends unless a
 //! URL names another, the AWS configuration loaded only if a backend asks for it), loads its
-//! job ([`crate::spec::load`], shared with the Lambda functions) and decides how many workers
+//! job ([`crate::engine::spec::load`], shared with the Lambda functions) and decides how many workers
 //! run here.
 
 mod batch;
@@ -24,11 +24,11 @@ pub use tools::{check, ddl, init, Check, Ddl, Init};
 #[cfg(feature = "aws")]
 pub use tools::{produce, setup, ProduceRequest};
 
-use crate::cloud::Cloud;
-use crate::config::Notify;
+use crate::backends::cloud::Cloud;
+use crate::engine::spec::Overrides;
 use crate::engine::{BackendUrls, Engine};
 use crate::error::{Error, Result};
-use crate::spec::Overrides;
+use crate::model::config::Notify;
 
 /// Backends other than the embedded ones, by URL (`None`: the embedded default).
 #[derive(Debug, Clone, Default)]
@@ -159,7 +159,7 @@ mod tests {
     #[test]
     fn sink_override_names_its_option() {
         let b = Backends { sink: Some("nowhere://x".into()), ..Backends::default() };
-        let err = crate::spec::load(None, &b.overrides()).unwrap_err().to_string();
+        let err = crate::engine::spec::load(None, &b.overrides()).unwrap_err().to_string();
         assert!(err.contains("--sink"), "{err}");
     }
 }

@@ -6,11 +6,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{cores, engine, hostname, Backends};
+use crate::backends::ledger::JobRecord;
+use crate::batch::job::{self, RunOptions};
+use crate::batch::pool::Pool;
 use crate::engine::BackendUrls;
 use crate::error::{Error, Result};
-use crate::job::{self, RunOptions};
-use crate::ledger::JobRecord;
-use crate::pool::Pool;
 
 /// Options for workers serving any job.
 fn serve_options(urls: &BackendUrls) -> RunOptions {
@@ -82,16 +82,17 @@ pub struct Watch {
 
 /// Start a job for every object created under the prefix until stopped; `each` hears what
 /// became of every event.
-pub async fn watch(w: Watch, each: &mut dyn FnMut(&crate::watch::Outcome)) -> Result<()> {
+pub async fn watch(w: Watch, each: &mut dyn FnMut(&crate::batch::watch::Outcome)) -> Result<()> {
     w.backends.require_shared("watch")?;
-    let spec = crate::spec::load(w.config.as_deref(), &w.backends.overrides())?;
+    let spec = crate::engine::spec::load(w.config.as_deref(), &w.backends.overrides())?;
     job::run::needs_shared_sink(&spec)?;
     let urls = w.backends.urls();
     let mut engine = engine(&w.data_dir, &urls, &w.prefix).await?;
     engine.notify = w.backends.notify()?;
-    let events = crate::queue::open(&w.events, urls.visibility, &engine.cloud).await?;
-    let how = crate::watch::Serve { prefix: w.prefix, workers: w.workers, grace: w.grace, idle_exit: w.idle_exit };
-    crate::watch::serve(&engine, &spec, events.as_ref(), &how, &serve_options(&urls), each).await
+    let events = crate::backends::queue::open(&w.events, urls.visibility, &engine.cloud).await?;
+    let how =
+        crate::batch::watch::Serve { prefix: w.prefix, workers: w.workers, grace: w.grace, idle_exit: w.idle_exit };
+    crate::batch::watch::serve(&engine, &spec, events.as_ref(), &how, &serve_options(&urls), each).await
 }
 
 /// `sluicebox stream`.
@@ -120,7 +121,7 @@ pub struct StreamRequest {
 pub async fn stream(r: StreamRequest) -> Result<crate::stream::Report> {
     use crate::stream::{Options, Source, Stream};
     let from = Source::parse(&r.from)?;
-    let spec = crate::spec::load(r.config.as_deref(), &crate::spec::Overrides::default())?;
+    let spec = crate::engine::spec::load(r.config.as_deref(), &crate::engine::spec::Overrides::default())?;
     let urls = BackendUrls { bucket: Some(r.to.clone()), ledger: r.ledger, ..BackendUrls::embedded() };
     let first = match &from {
         Source::Files(files) => files[0].clone(),
@@ -131,7 +132,7 @@ pub async fn stream(r: StreamRequest) -> Result<crate::stream::Report> {
     let stream = Stream::new(&engine, spec, lookup, engine.bucket.clone());
     let opts = Options { from, to: r.to, name: r.name, idle_exit: r.idle_exit, latest: r.latest };
     let stop = async {
-        let _ = crate::pool::stop_signal().await;
+        let _ = crate::batch::pool::stop_signal().await;
         tracing::warn!("stopping: writing what is buffered");
     };
     stream.run(&opts, stop).await

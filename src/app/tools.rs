@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use super::engine;
-use crate::bucket;
+use crate::backends::bucket;
+use crate::engine::spec::Overrides;
 use crate::engine::BackendUrls;
 use crate::error::{Error, Result};
-use crate::spec::Overrides;
 
 /// `sluicebox check`.
 #[derive(Debug, Clone)]
@@ -27,11 +27,11 @@ pub struct Check {
 /// first records become. The report, as text.
 pub async fn check(c: Check) -> Result<String> {
     let overrides = Overrides { sink: c.sink.map(|url| (url, "--sink")), chunk_mib: None };
-    let spec = crate::spec::load(Some(&c.config), &overrides)?;
+    let spec = crate::engine::spec::load(Some(&c.config), &overrides)?;
     let first = c.sample.clone().unwrap_or_default();
     let engine = engine(&c.data_dir, &BackendUrls::embedded(), &first).await?;
     let mut out = format!("{}: ok\n", c.config.display());
-    for line in crate::check::check(&engine, &spec).await? {
+    for line in crate::tools::check::check(&engine, &spec).await? {
         out += &format!("  {line}\n");
     }
     if let Some(file) = &c.sample {
@@ -39,8 +39,8 @@ pub async fn check(c: Check) -> Result<String> {
         let inputs =
             bucket::resolve_inputs(engine.inputs.as_ref(), std::slice::from_ref(file), format, compression).await?;
         let first = inputs.first().ok_or_else(|| Error::config("--sample", format!("{file}: no file there")))?;
-        let rows = crate::check::sample(&engine, &spec, first, c.records).await?;
-        let table = crate::check::table(&rows, 90);
+        let rows = crate::tools::check::sample(&engine, &spec, first, c.records).await?;
+        let table = crate::tools::check::table(&rows, 90);
         out += &format!("\nthe first {} records of {}:\n{table}", rows.len(), first.location);
     }
     Ok(out)
@@ -62,7 +62,7 @@ pub struct Init {
 /// Draft a job file from a sample of a file: the job file's text, or (written to `out`) a
 /// summary of what it found.
 pub fn init(i: Init) -> Result<String> {
-    use crate::init;
+    use crate::tools::init;
     if let Some(out) = &i.out {
         // Before the sample is read: a refusal should not wait for it.
         init::check_out(out, &i.file, i.force)?;
@@ -100,8 +100,8 @@ pub struct Ddl {
 
 /// The Athena `CREATE EXTERNAL TABLE` over a stream's files or a job's output.
 pub fn ddl(d: Ddl) -> Result<String> {
-    use crate::ddl::{self, Layout};
-    let spec = crate::spec::load(Some(&d.config), &Overrides::default())?;
+    use crate::tools::ddl::{self, Layout};
+    let spec = crate::engine::spec::load(Some(&d.config), &Overrides::default())?;
     let layout = match (d.job, d.stream || spec.definition.config.stream.is_some()) {
         (Some(id), _) => Layout::Job(id),
         (None, true) => Layout::Stream,
@@ -138,16 +138,16 @@ pub struct ProduceRequest {
 
 /// Put every record of a file on a Kinesis data stream.
 #[cfg(feature = "aws")]
-pub async fn produce(p: ProduceRequest) -> Result<crate::produce::Produced> {
-    use crate::produce::{self, KinesisStream, Produce, Source};
+pub async fn produce(p: ProduceRequest) -> Result<crate::tools::produce::Produced> {
+    use crate::tools::produce::{self, KinesisStream, Produce, Source};
     let stream = produce::stream_name(&p.to)?;
     let config = match &p.config {
-        Some(path) => crate::config::JobConfig::load(path)?,
-        None => crate::config::JobConfig::default(),
+        Some(path) => crate::model::config::JobConfig::load(path)?,
+        None => crate::model::config::JobConfig::default(),
     };
-    let cloud = crate::cloud::Cloud::lazy();
+    let cloud = crate::backends::cloud::Cloud::lazy();
     let source = Source::open(&p.file, &config, &cloud).await?;
-    let to = KinesisStream::open(crate::aws::kinesis(cloud.sdk("--to")?), stream, p.shards).await?;
+    let to = KinesisStream::open(crate::backends::aws::kinesis(cloud.sdk("--to")?), stream, p.shards).await?;
     let how = Produce { partition_key: p.partition_key, ..Produce::default() };
     let progress = super::bar(p.progress, super::RECORDS_BAR);
     let produced = produce::produce(&source, &to, stream, &how, &progress).await;
@@ -157,8 +157,8 @@ pub async fn produce(p: ProduceRequest) -> Result<crate::produce::Produced> {
 
 /// Create the AWS resources a job needs; a line for each.
 #[cfg(feature = "aws")]
-pub async fn setup(what: &crate::setup::Setup) -> Result<String> {
-    let cloud = crate::cloud::Cloud::lazy();
-    let lines = crate::setup::setup(cloud.sdk("aws setup")?, what).await?;
+pub async fn setup(what: &crate::backends::setup::Setup) -> Result<String> {
+    let cloud = crate::backends::cloud::Cloud::lazy();
+    let lines = crate::backends::setup::setup(cloud.sdk("aws setup")?, what).await?;
     Ok(lines.join("\n") + "\n")
 }

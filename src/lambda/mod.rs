@@ -4,7 +4,7 @@
 //!
 //! - [`Function::on_object`]: an S3 `ObjectCreated` event, delivered directly, through SQS or
 //!   through SNS, plans the object's job and enqueues its tasks. `s3:TestEvent`, other events
-//!   and repeated events for the same object version do nothing (see [`crate::watch`]).
+//!   and repeated events for the same object version do nothing (see [`crate::batch::watch`]).
 //! - [`Function::on_task`]: a batch of SQS task messages is worked, and only the tasks not
 //!   done come back as partial batch failures (`ReportBatchItemFailures`). The invocation's
 //!   remaining time is watched: a task that cannot finish in it is not started, and one in
@@ -75,21 +75,21 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::calls::Tally;
-use crate::cloud::Cloud;
-use crate::config::JobConfig;
+use crate::backends::calls::Tally;
+use crate::backends::cloud::Cloud;
+use crate::backends::lookup::LookupTable;
+use crate::batch::job::RunOptions;
+use crate::batch::watch::{self, Outcome};
+use crate::engine::spec::JobSpec;
 use crate::engine::{BackendUrls, Engine};
 use crate::error::{Error, Result};
-use crate::job::RunOptions;
-use crate::lookup::LookupTable;
-use crate::spec::JobSpec;
+use crate::model::config::JobConfig;
 use crate::stream::source::SourceRecord;
 use crate::stream::state::Pos;
 use crate::stream::{Options as StreamOptions, Stream};
-use crate::watch::{self, Outcome};
 
 mod settings;
-use crate::worker::{self, Disposition, Jobs};
+use crate::batch::worker::{self, Disposition, Jobs};
 pub use settings::{within_reach, Settings};
 
 /// An error as a handler reports it to Lambda: its type says whether retrying may help
@@ -156,7 +156,7 @@ impl Function {
             ..RunOptions::default()
         };
         // Buckets and tables only: a plan naming a file would be read from the function's disk.
-        let allow = crate::job::worker_allow(Vec::new());
+        let allow = crate::batch::job::worker_allow(Vec::new());
         let jobs = Jobs::serve(engine.clone(), allow, CancellationToken::new(), CancellationToken::new());
         Function {
             longest_task_ms: AtomicU64::new(settings.task_time.as_millis() as u64),
@@ -179,12 +179,12 @@ impl Function {
         let url = self.settings.job.as_deref().ok_or_else(|| {
             Error::config("SLUICEBOX_JOB", "is not set: on-object and on-stream need the job file's s3://BUCKET/KEY")
         })?;
-        let store = crate::bucket::input_store(url, &self.engine.cloud)?;
+        let store = crate::backends::bucket::input_store(url, &self.engine.cloud)?;
         let key = url.strip_prefix("s3://").and_then(|r| r.split_once('/')).map(|(_, k)| k).unwrap_or_default();
         let mut cached = self.spec.lock().await;
         let options =
             GetOptions { if_none_match: cached.as_ref().map(|(etag, _)| etag.clone()), ..GetOptions::default() };
-        let got = match store.get_opts(&crate::bucket::key_path(key), options).await {
+        let got = match store.get_opts(&crate::backends::bucket::key_path(key), options).await {
             Err(object_store::Error::NotModified { .. }) => {
                 if let Some((_, spec)) = cached.as_ref() {
                     return Ok(spec.clone());
@@ -208,7 +208,7 @@ impl Function {
             .map_err(|_| Error::config("SLUICEBOX_JOB", format!("{url} is not UTF-8 text")))?;
         let config = JobConfig::from_toml(&text, url)?;
         within_reach(&config, &self.settings)?;
-        let overrides = crate::spec::Overrides {
+        let overrides = crate::engine::spec::Overrides {
             sink: self.settings.sink.clone().map(|url| (url, "SLUICEBOX_SINK")),
             chunk_mib: self.settings.chunk_mib,
         };
@@ -264,7 +264,7 @@ impl Function {
         }
         let spec = self.spec().await?;
         // Its tasks are worked by other invocations: the sink must be one they all reach.
-        crate::job::run::needs_shared_sink(&spec)?;
+        crate::batch::job::run::needs_shared_sink(&spec)?;
         let (bucket, key_prefix) = watch::split_prefix(prefix, "SLUICEBOX_INPUT_PREFIX")?;
         let mut outcomes = Vec::new();
         for ev in events {
@@ -343,7 +343,7 @@ impl Function {
             // Cut off by the deadline, perhaps in a gather: back once the gather lease it may
             // hold has run out, so that the next invocation can take the gather over.
             Disposition::Release { delay } if abort.is_cancelled() && delay.is_zero() => {
-                Disposition::Release { delay: crate::gather::GATHER_LEASE + Duration::from_secs(1) }
+                Disposition::Release { delay: crate::batch::gather::GATHER_LEASE + Duration::from_secs(1) }
             }
             other => other,
         };
@@ -401,7 +401,7 @@ impl Function {
         })?;
         let spec = self.spec().await?;
         let lookup = self.stream_lookup(&spec).await?;
-        let dest = crate::bucket::open(&to, &self.engine.cloud)?;
+        let dest = crate::backends::bucket::open(&to, &self.engine.cloud)?;
         let stream = Stream::new(&self.engine, (*spec).clone(), lookup, dest);
         Ok((stream, to))
     }
@@ -532,7 +532,7 @@ pub fn init_tracing() {
 /// (the function's role).
 pub async fn from_env() -> Result<Function> {
     let settings = Settings::from_env()?;
-    Function::new(settings, Cloud::aws(crate::aws::sdk_config(None).await)).await
+    Function::new(settings, Cloud::aws(crate::backends::aws::sdk_config(None).await)).await
 }
 
 #[cfg(test)]

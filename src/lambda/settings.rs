@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::JobConfig;
 use crate::error::{Error, Result};
+use crate::model::config::JobConfig;
 
 /// A function's settings (see the module's table).
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +29,7 @@ pub struct Settings {
     /// Over the job file's chunk size, MiB.
     pub chunk_mib: Option<u64>,
     /// Told how every job ends.
-    pub notify: Vec<crate::config::Notify>,
+    pub notify: Vec<crate::model::config::Notify>,
     /// The scratch directory.
     pub scratch: PathBuf,
     /// The most the scratch directory may hold, bytes.
@@ -80,7 +80,7 @@ impl Settings {
                 .split(',')
                 .map(str::trim)
                 .filter(|u| !u.is_empty())
-                .map(|u| crate::config::Notify::url(u, var("SLUICEBOX_NOTIFY_FROM"), "SLUICEBOX_NOTIFY"))
+                .map(|u| crate::model::config::Notify::url(u, var("SLUICEBOX_NOTIFY_FROM"), "SLUICEBOX_NOTIFY"))
                 .collect::<Result<_>>()?,
             scratch: var("SLUICEBOX_SCRATCH").map_or_else(|| PathBuf::from("/tmp/sluicebox"), PathBuf::from),
             scratch_limit: number("SLUICEBOX_SCRATCH_LIMIT_MB", 512)? << 20,
@@ -102,7 +102,7 @@ pub fn within_reach(config: &JobConfig, settings: &Settings) -> Result<()> {
         let remote = ["s3://", "dynamodb://"].iter().any(|scheme| source.starts_with(scheme));
         if !remote {
             let shown = match source.contains("://") {
-                true => crate::web::redact(source),
+                true => crate::model::web::redact(source),
                 false => format!("{source:?}"),
             };
             return Err(Error::config(

@@ -9,9 +9,9 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::batch::{Batch, Cut};
 use super::state::{self, Covered, Pos, Track};
-use crate::config::{Compression, OutputFormat};
+use crate::engine::pipeline::Encoder;
 use crate::error::{Error, Result};
-use crate::pipeline::Encoder;
+use crate::model::config::{Compression, OutputFormat};
 
 /// A buffered record.
 #[derive(Debug)]
@@ -141,7 +141,7 @@ pub fn plan_file(tracks: &[Track], batch: Batch<Item>, encoding: &Encoding) -> F
 pub fn encode_file(plan: &FilePlan, encoding: &Encoding, schema: Option<arrow_schema::SchemaRef>) -> Result<Vec<u8>> {
     if !plan.errors && encoding.format == OutputFormat::Parquet {
         let schema = schema.expect("a Parquet schema before Parquet files");
-        let mut enc = crate::parquet::ParquetEncoder::new(schema, 64 * 1024);
+        let mut enc = crate::engine::parquet::ParquetEncoder::new(schema, 64 * 1024);
         enc.push_jsonl(&plan.path, &lines(plan, Vec::with_capacity(plan.batch.bytes)))?;
         return enc.finish();
     }

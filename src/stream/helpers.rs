@@ -105,8 +105,8 @@ impl Drop for Helpers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Format, OutputFormat};
-    use crate::pipeline::Pipeline;
+    use crate::engine::pipeline::Pipeline;
+    use crate::model::config::{Format, OutputFormat};
     use crate::stream::prep::Ready;
     use crate::stream::source::Block;
 
@@ -122,16 +122,20 @@ mod tests {
             data: data.into_bytes(),
             skipped: None,
         };
-        let spec =
-            crate::config::JobConfig::from_toml("", "t.toml").unwrap().validate(std::path::Path::new(".")).unwrap();
+        let spec = crate::model::config::JobConfig::from_toml("", "t.toml")
+            .unwrap()
+            .validate(std::path::Path::new("."))
+            .unwrap();
         let input = Pipeline::new(&spec, None, None).input(0, shard, &block.shard, Format::Jsonl, None).unwrap();
         BlockJob { block, shard, input: Arc::new(input), format: OutputFormat::Jsonl, fields: None }
     }
 
     #[test]
     fn blocks_come_back_in_the_order_given_whichever_finishes_first() {
-        let spec =
-            crate::config::JobConfig::from_toml("", "t.toml").unwrap().validate(std::path::Path::new(".")).unwrap();
+        let spec = crate::model::config::JobConfig::from_toml("", "t.toml")
+            .unwrap()
+            .validate(std::path::Path::new("."))
+            .unwrap();
         let prep = Arc::new(Prep {
             pipeline: Pipeline::new(&spec, None, None),
             template: None,

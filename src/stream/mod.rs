@@ -3,7 +3,7 @@
 //!
 //! A [`source`] sends deliveries into a channel. The reader (`reader.rs`, a blocking thread,
 //! with block helpers: `helpers.rs`, `prep.rs`) runs each record through
-//! [`Pipeline`](crate::pipeline::Pipeline) (the same steps as a batch job's), names its
+//! [`Pipeline`](crate::engine::pipeline::Pipeline) (the same steps as a batch job's), names its
 //! partition ([`partition`]) and buffers it ([`batch`]); it sends cut buffers to the writer
 //! task (`writer.rs`), with the records it met since it last sent. The writer owns the
 //! stream's state ([`state`]): it announces each file in the ledger, writes it (`file.rs`),
@@ -34,11 +34,11 @@ use self::reader::Reader;
 pub use self::report::Report;
 pub use self::source::Source;
 use self::writer::{Group, Writer};
-use crate::config::{Compression, StreamConfig};
+use crate::backends::ledger::StateStore;
+use crate::backends::lookup::LookupTable;
+use crate::engine::spec::JobSpec;
 use crate::error::{Error, Result};
-use crate::ledger::StateStore;
-use crate::lookup::LookupTable;
-use crate::spec::JobSpec;
+use crate::model::config::{Compression, StreamConfig};
 
 /// How to run a stream.
 #[derive(Debug, Clone)]
@@ -75,7 +75,7 @@ pub struct Stream {
     /// Where `Source::Files` are read from.
     pub inputs: Arc<dyn ObjectStore>,
     /// The cloud configuration (Kinesis).
-    pub cloud: crate::cloud::Cloud,
+    pub cloud: crate::backends::cloud::Cloud,
 }
 
 impl Stream {

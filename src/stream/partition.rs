@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::record::{Fault, Row};
+use crate::model::record::{Fault, Row};
 
 /// The value Hive gives a partition whose field is missing or null.
 pub const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";

@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::file::ms_time;
 use super::prep::Ready;
 use super::state::{Pos, Saved};
-use crate::config::StreamConfig;
-use crate::record::Reject;
+use crate::model::config::StreamConfig;
+use crate::model::record::Reject;
 
 /// Where a record goes.
 #[derive(Debug, PartialEq)]

@@ -10,10 +10,10 @@ use serde_json::Value;
 use super::file::ms_time;
 use super::partition::Template;
 use super::source::{files::MAX_RECORD_BYTES, Block};
-use crate::config::OutputFormat;
+use crate::engine::pipeline::{Encoder, Input, Pipeline};
 use crate::error::Result;
-use crate::pipeline::{Encoder, Input, Pipeline};
-use crate::record::{Fault, Outcome, Reject, Row};
+use crate::model::config::OutputFormat;
+use crate::model::record::{Fault, Outcome, Reject, Row};
 
 /// How far ahead of the clock a record's `time_field` may be.
 const MAX_DAYS_AHEAD: i64 = 1;
@@ -92,7 +92,7 @@ impl Prep {
                 raw: s.head.clone(),
             }));
         }
-        let from = crate::decode::ChunkStart { record: 1, line: block.first_line };
+        let from = crate::input::decode::ChunkStart { record: 1, line: block.first_line };
         self.pipeline.each_record(&input, from, &block.data, &mut |_, outcome| {
             records.push(self.ready(outcome, &block.shard, block.arrival_ms, &mut encoder));
         })?;
@@ -202,7 +202,7 @@ mod tests {
     fn numbers_are_seconds_or_milliseconds_by_size_and_anything_else_is_a_fault() {
         let bad = |why: String| Fault::new(Some("ts"), "stream.time_field", why);
         let row = |v: Value| -> Row {
-            let mut r = crate::record::Record::new();
+            let mut r = crate::model::record::Record::new();
             r.insert("ts".into(), v);
             r.into()
         };

@@ -22,12 +22,12 @@ use super::report::Report;
 use super::source::{Block, Delivery, SourceRecord};
 use super::state::{Pos, Saved};
 use super::writer::{Arrival, Group};
-use crate::config::{Compression, Format, OutputFormat, StreamConfig};
+use crate::backends::lookup::LookupTable;
+use crate::engine::pipeline::{Encoder, Input, Pipeline};
+use crate::engine::spec::JobSpec;
 use crate::error::{Error, Result};
-use crate::lookup::LookupTable;
-use crate::pipeline::{Encoder, Input, Pipeline};
-use crate::record::{Fault, Origin, Outcome};
-use crate::spec::JobSpec;
+use crate::model::config::{Compression, Format, OutputFormat, StreamConfig};
+use crate::model::record::{Fault, Origin, Outcome};
 
 /// The time now, in ms since the Unix epoch.
 fn now_ms() -> i64 {
@@ -299,7 +299,7 @@ impl Reader {
 
     /// The output fields of CSV records with this header, as a batch job's.
     fn output_fields(&self, header: Option<Vec<String>>, location: &str) -> Option<Vec<String>> {
-        let object = crate::bucket::InputObject {
+        let object = crate::backends::bucket::InputObject {
             location: location.to_string(),
             path: String::new(),
             size: 0,
@@ -308,8 +308,9 @@ impl Reader {
             format: Format::Csv,
             compression: Compression::None,
         };
-        let planned = crate::job::PlannedInput { object, header, records: 0, plain_copy: false, windows_bytes: 0 };
-        crate::job::prepare::output_fields(&self.spec, &[planned], self.lookup.as_deref())
+        let planned =
+            crate::batch::job::PlannedInput { object, header, records: 0, plain_copy: false, windows_bytes: 0 };
+        crate::batch::job::prepare::output_fields(&self.spec, &[planned], self.lookup.as_deref())
     }
 
     /// A record stream's records: each one JSON object.
@@ -327,7 +328,7 @@ impl Reader {
             // The record number counts this run's records of the shard; the position names it.
             let origin =
                 Origin { job: 0, input: shard_name, input_index: shard, record: number, line: 1, raw: &r.data };
-            let outcome = match serde_json::from_slice::<crate::record::Record>(&r.data) {
+            let outcome = match serde_json::from_slice::<crate::model::record::Record>(&r.data) {
                 Ok(rec) => prep.pipeline.process(rec, &origin, &mut session),
                 Err(e) => Outcome::Rejected(origin.reject(Fault::new(None, "json", format!("not a JSON object: {e}")))),
             };
@@ -390,8 +391,10 @@ mod tests {
     /// A record stream's records through the reader: what the writer learns, in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_writer_learns_every_record_met_in_order_and_buffered_ones_carry_their_ordinals() {
-        let spec =
-            crate::config::JobConfig::from_toml("", "t.toml").unwrap().validate(std::path::Path::new(".")).unwrap();
+        let spec = crate::model::config::JobConfig::from_toml("", "t.toml")
+            .unwrap()
+            .validate(std::path::Path::new("."))
+            .unwrap();
         let config = StreamConfig { records: Some(2), ..StreamConfig::default() };
         let mut saved = Saved::default();
         saved.shards.insert("s".into(), SavedShard { checkpoint: Some("2".into()), ended: false });
@@ -435,8 +438,10 @@ mod tests {
     /// bounded groups, and not only at the end.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_that_cut_nothing_reach_the_writer_in_bounded_groups() {
-        let spec =
-            crate::config::JobConfig::from_toml("", "t.toml").unwrap().validate(std::path::Path::new(".")).unwrap();
+        let spec = crate::model::config::JobConfig::from_toml("", "t.toml")
+            .unwrap()
+            .validate(std::path::Path::new("."))
+            .unwrap();
         let mut saved = Saved::default();
         saved.shards.insert("s".into(), SavedShard { checkpoint: Some("1000000".into()), ended: false });
         let (group_tx, mut group_rx) = mpsc::channel(16);

@@ -69,7 +69,7 @@ impl Report {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let t = crate::cost::thousands;
+        let t = crate::backends::cost::thousands;
         writeln!(
             f,
             "{} records in {:.1} s ({}/s): {} written, {} rejected, {} filtered, {} already in files",

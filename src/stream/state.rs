@@ -102,7 +102,7 @@ pub struct SavedShard {
     pub ended: bool,
 }
 
-/// The state document kept in the ledger (see [`crate::ledger::StateStore::put_checkpoint`]).
+/// The state document kept in the ledger (see [`crate::backends::ledger::StateStore::put_checkpoint`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Saved {
     /// Per shard.

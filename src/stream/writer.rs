@@ -14,10 +14,10 @@ use super::file::{self, Encoding, FilePlan, Item};
 use super::report::Written;
 use super::source::RecordSource;
 use super::state::{Pending, Pos, Saved, Track};
-use crate::config::OutputFormat;
+use crate::backends::ledger::StateStore;
+use crate::engine::spec::JobSpec;
 use crate::error::{Error, Result};
-use crate::ledger::StateStore;
-use crate::spec::JobSpec;
+use crate::model::config::OutputFormat;
 
 /// What the reader tells the writer, in the order it happened.
 #[derive(Debug)]
@@ -102,7 +102,7 @@ impl Writer {
         let persist = source.resumable();
         if persist && !saved.pending.is_empty() {
             for p in std::mem::take(&mut saved.pending) {
-                if crate::bucket::get_opt_head(dest.as_ref(), &p.name).await?.is_some() {
+                if crate::backends::bucket::get_opt_head(dest.as_ref(), &p.name).await?.is_some() {
                     saved.covered.extend(p.covered);
                 }
             }
@@ -158,7 +158,7 @@ impl Writer {
         }
         if encoding.format == OutputFormat::Parquet && self.schema.is_none() {
             let fields = encoding.fields.as_deref().cloned().unwrap_or_default();
-            self.schema = Some(crate::parquet::schema(&self.spec, &fields)?);
+            self.schema = Some(crate::engine::parquet::schema(&self.spec, &fields)?);
         }
         let mut done = self.write(plans, &encoding, written).await?;
         // Written: their records are accounted for, and the checkpoints move.
@@ -227,7 +227,7 @@ impl Writer {
             let (plan, bytes) = job.await.map_err(|e| Error::internal("stream", "encoding a file", e))?;
             let bytes = bytes?;
             let size = bytes.len() as u64;
-            crate::bucket::put(self.dest.as_ref(), &plan.path, bytes).await?;
+            crate::backends::bucket::put(self.dest.as_ref(), &plan.path, bytes).await?;
             tracing::info!(path = %plan.path, records = plan.batch.items.len(), bytes = size, cut = ?plan.batch.cut, "stream file written");
             match plan.errors {
                 true => written.error_files += 1,
@@ -268,8 +268,8 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::config::Compression;
-    use crate::ledger::MemoryLedger;
+    use crate::backends::ledger::MemoryLedger;
+    use crate::model::config::Compression;
     use crate::stream::batch::Cut;
     use crate::stream::source::{Delivery, Resume};
 
@@ -335,8 +335,10 @@ mod tests {
         let ledger: Arc<dyn StateStore> = Arc::new(MemoryLedger::default());
         let source = Arc::new(Noting { resumable, ledger: ledger.clone(), acks: Mutex::new(Vec::new()) });
         let dest = Arc::new(InMemory::new());
-        let spec =
-            crate::config::JobConfig::from_toml("", "t.toml").unwrap().validate(std::path::Path::new(".")).unwrap();
+        let spec = crate::model::config::JobConfig::from_toml("", "t.toml")
+            .unwrap()
+            .validate(std::path::Path::new("."))
+            .unwrap();
         let (writer, saved) =
             Writer::open(dest.clone(), ledger.clone(), "s".into(), spec, source.clone()).await.unwrap();
         assert_eq!(saved, Saved::default());

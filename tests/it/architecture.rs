@@ -117,6 +117,6 @@ fn the_path_reader_finds_plain_and_grouped_uses_and_skips_other_crates() {
     assert_eq!(path("use crate::model::config::JobConfig;"), ["model"]);
     assert_eq!(path("use crate::{batch::job, engine::Engine, Error};"), ["batch", "engine", "Error"]);
     assert_eq!(path("let x = mycrate::batch::y;"), Vec::<String>::new());
-    let grouped = "use crate::{\n    backends::{bucket, sink::Sink},\n    model::config,\n};";
+    let grouped = "use crate::{\n    backends::{backends::bucket, backends::sink::Sink},\n    model::config,\n};";
     assert_eq!(path(grouped), ["backends", "model", ""]);
 }

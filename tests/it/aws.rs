@@ -11,11 +11,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluicebox::ledger::dynamodb::DynamoLedger;
-use sluicebox::ledger::{self, StateStore};
-use sluicebox::queue::sqs::SqsQueue;
-use sluicebox::queue::{self, Queue};
-use sluicebox::sink::dynamodb::{DynamoSink, ThrottleFaults};
+use sluicebox::backends::ledger::dynamodb::DynamoLedger;
+use sluicebox::backends::ledger::{self, StateStore};
+use sluicebox::backends::queue::sqs::SqsQueue;
+use sluicebox::backends::queue::{self, Queue};
+use sluicebox::backends::sink::dynamodb::{DynamoSink, ThrottleFaults};
 
 const SQS_VISIBILITY: Duration = Duration::from_secs(1);
 
@@ -33,13 +33,13 @@ async fn new_sqs_queue(client: &aws_sdk_sqs::Client) -> Arc<dyn Queue> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_sqs_conformance() {
-    let client = sluicebox::aws::sqs(&emulator().await);
+    let client = sluicebox::backends::aws::sqs(&emulator().await);
     queue::conformance::run_all(|| new_sqs_queue(&client), SQS_VISIBILITY).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_sqs_sends_more_than_one_batch_and_by_url() {
-    let client = sluicebox::aws::sqs(&emulator().await);
+    let client = sluicebox::backends::aws::sqs(&emulator().await);
     let q = new_sqs_queue(&client).await;
     let bodies: Vec<String> = (0..37).map(|i| format!("m{i}")).collect();
     q.send(bodies.clone()).await.unwrap();
@@ -60,7 +60,7 @@ async fn queue_sqs_sends_more_than_one_batch_and_by_url() {
     want.sort();
     assert_eq!(got, want, "37 messages sent in batches of at most 10 all arrive");
     let url = format!("sqs://{}", unique("missing"));
-    let err = queue::open(&url, SQS_VISIBILITY, &sluicebox::cloud::Cloud::aws(emulator().await))
+    let err = queue::open(&url, SQS_VISIBILITY, &sluicebox::backends::cloud::Cloud::aws(emulator().await))
         .await
         .unwrap_err()
         .to_string();
@@ -71,7 +71,7 @@ async fn queue_sqs_sends_more_than_one_batch_and_by_url() {
 /// message is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_sqs_acks_share_delete_message_batch_requests() {
-    let client = sluicebox::aws::sqs(&emulator().await);
+    let client = sluicebox::backends::aws::sqs(&emulator().await);
     let q = new_sqs_queue(&client).await;
     q.send((0..25).map(|i| format!("m{i}")).collect()).await.unwrap();
     let mut receipts = Vec::new();
@@ -80,7 +80,7 @@ async fn queue_sqs_acks_share_delete_message_batch_requests() {
         assert!(!got.is_empty(), "only {} of 25 messages arrived", receipts.len());
         receipts.extend(got.into_iter().map(|d| d.receipt));
     }
-    let tally = sluicebox::calls::Tally::default();
+    let tally = sluicebox::backends::calls::Tally::default();
     let acks = futures::future::join_all(receipts.iter().map(|r| q.ack(r)));
     for r in tally.scope(acks).await {
         r.unwrap();
@@ -92,14 +92,14 @@ async fn queue_sqs_acks_share_delete_message_batch_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_dynamodb_conformance() {
-    let client = sluicebox::aws::dynamodb(&emulator().await);
+    let client = sluicebox::backends::aws::dynamodb(&emulator().await);
     let table = unique("ledger");
     DynamoLedger::create_table(&client, &table).await.unwrap();
     // The cases use distinct job ids, so they can share one table.
     let store: Arc<dyn StateStore> = Arc::new(DynamoLedger::new(client.clone(), &table));
     ledger::conformance::run_all(|| store.clone()).await;
     // Opening by URL gives the same ledger.
-    let cloud = sluicebox::cloud::Cloud::aws(emulator().await);
+    let cloud = sluicebox::backends::cloud::Cloud::aws(emulator().await);
     let by_url = ledger::open(&format!("dynamodb://{table}"), &cloud).await.unwrap();
     assert_eq!(by_url.get_job("job-c").await.unwrap().unwrap().done_chunks, 2);
     assert_eq!(by_url.get_checkpoint("stream-v").await.unwrap().map(|c| c.version), Some(4));
@@ -126,18 +126,22 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     let conf = emulator().await;
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
     let job = std::fs::read_to_string(examples.join("job.toml")).unwrap();
-    let spec = sluicebox::config::JobConfig::from_toml(&job, "job.toml").unwrap().validate(&examples).unwrap();
+    let spec = sluicebox::model::config::JobConfig::from_toml(&job, "job.toml").unwrap().validate(&examples).unwrap();
 
     // The local run, for comparison.
     let local_dir = tempfile::tempdir().unwrap();
     let local_engine = sluicebox::engine::Engine::local(local_dir.path()).unwrap();
     let local_input = examples.join("orders.csv").display().to_string();
-    let inputs =
-        sluicebox::bucket::resolve_inputs(local_engine.inputs.as_ref(), &[local_input], None, Default::default())
-            .await
-            .unwrap();
-    let opts = sluicebox::job::RunOptions::default();
-    let local = sluicebox::job::run(&local_engine, &spec, inputs, &opts).await.unwrap();
+    let inputs = sluicebox::backends::bucket::resolve_inputs(
+        local_engine.inputs.as_ref(),
+        &[local_input],
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let opts = sluicebox::batch::job::RunOptions::default();
+    let local = sluicebox::batch::job::run(&local_engine, &spec, inputs, &opts).await.unwrap();
     let local_output =
         std::fs::read(local_dir.path().join("bucket/jobs").join(&local.job_id).join("output.csv")).unwrap();
 
@@ -145,20 +149,24 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     let bucket = unique("bucket");
     aws_sdk_s3::Client::new(&conf).create_bucket().bucket(&bucket).send().await.unwrap();
     let input_url = format!("s3://{bucket}/incoming/orders.csv");
-    let inputs_store = sluicebox::bucket::input_store(&input_url, &sluicebox::cloud::Cloud::aws(conf.clone())).unwrap();
+    let inputs_store =
+        sluicebox::backends::bucket::input_store(&input_url, &sluicebox::backends::cloud::Cloud::aws(conf.clone()))
+            .unwrap();
     let bytes = std::fs::read(examples.join("orders.csv")).unwrap();
     inputs_store.put(&object_store::path::Path::from("incoming/orders.csv"), bytes.into()).await.unwrap();
-    let ddb = sluicebox::aws::dynamodb(&conf);
+    let ddb = sluicebox::backends::aws::dynamodb(&conf);
     let table = unique("ledger");
     DynamoLedger::create_table(&ddb, &table).await.unwrap();
-    let sqs = sluicebox::aws::sqs(&conf);
+    let sqs = sluicebox::backends::aws::sqs(&conf);
     let queue = new_sqs_queue(&sqs).await;
     let data = tempfile::tempdir().unwrap();
     let mut engine = sluicebox::engine::Engine::local(data.path()).unwrap();
-    engine.cloud = sluicebox::cloud::Cloud::aws(conf.clone());
-    engine.bucket =
-        sluicebox::bucket::open(&format!("s3://{bucket}/results"), &sluicebox::cloud::Cloud::aws(conf.clone()))
-            .unwrap();
+    engine.cloud = sluicebox::backends::cloud::Cloud::aws(conf.clone());
+    engine.bucket = sluicebox::backends::bucket::open(
+        &format!("s3://{bucket}/results"),
+        &sluicebox::backends::cloud::Cloud::aws(conf.clone()),
+    )
+    .unwrap();
     engine.bucket_url = format!("s3://{bucket}/results");
     engine.inputs = inputs_store.clone();
     engine.ledger = Arc::new(DynamoLedger::new(ddb.clone(), &table));
@@ -167,12 +175,13 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     DynamoSink::create_table(&ddb, &sink_table).await.unwrap();
     let sink = Arc::new(DynamoSink::new(ddb.clone(), &sink_table).unordered());
     let opened = sink.clone();
-    engine.sink_layer = Some(Arc::new(move |_| opened.clone() as Arc<dyn sluicebox::sink::Sink>));
-    let inputs = sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &[input_url], None, Default::default())
-        .await
-        .unwrap();
+    engine.sink_layer = Some(Arc::new(move |_| opened.clone() as Arc<dyn sluicebox::backends::sink::Sink>));
+    let inputs =
+        sluicebox::backends::bucket::resolve_inputs(engine.inputs.as_ref(), &[input_url], None, Default::default())
+            .await
+            .unwrap();
     assert_eq!(inputs[0].location, format!("s3://{bucket}/incoming/orders.csv"));
-    let remote = sluicebox::job::run(&engine, &spec, inputs, &opts).await.unwrap();
+    let remote = sluicebox::batch::job::run(&engine, &spec, inputs, &opts).await.unwrap();
 
     assert_eq!(remote.records, local.records);
     assert_eq!(remote.chunks, local.chunks);
@@ -182,15 +191,17 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     let remote_output = inputs_store.get(&object_store::path::Path::from(key)).await.unwrap().bytes().await.unwrap();
     assert!(remote_output.as_ref() == local_output.as_slice(), "merged outputs differ");
     // The same sink items as the local SQLite table.
-    let local_rows = sluicebox::sink::SqliteSink::existing(&local_dir.path().join("sluicebox.db"), "orders").unwrap();
-    let local_rows = sluicebox::sink::Sink::read_all(&local_rows).await.unwrap();
-    let items = sluicebox::sink::Sink::read_all(sink.as_ref()).await.unwrap();
+    let local_rows =
+        sluicebox::backends::sink::SqliteSink::existing(&local_dir.path().join("sluicebox.db"), "orders").unwrap();
+    let local_rows = sluicebox::backends::sink::Sink::read_all(&local_rows).await.unwrap();
+    let items = sluicebox::backends::sink::Sink::read_all(sink.as_ref()).await.unwrap();
     assert_eq!(items.len(), 10000);
     assert!(items == local_rows, "the DynamoDB items differ from the local sink's rows");
     assert!(sink.stats().largest_request.load(Ordering::Relaxed) <= 25);
     // The ledger on DynamoDB says the job is complete, with every chunk committed once.
-    let ledger =
-        ledger::open(&format!("dynamodb://{table}"), &sluicebox::cloud::Cloud::aws(conf.clone())).await.unwrap();
+    let ledger = ledger::open(&format!("dynamodb://{table}"), &sluicebox::backends::cloud::Cloud::aws(conf.clone()))
+        .await
+        .unwrap();
     let job = ledger.get_job(&remote.job_id).await.unwrap().unwrap();
     assert_eq!((job.status, job.done_chunks, job.total_chunks), (ledger::JobStatus::Complete, 10, Some(10)));
     // Every request is accounted for: one commit per chunk, at least one ranged read per
@@ -264,8 +275,11 @@ async fn three_workers_share_a_job_and_one_is_killed() {
     assert!(said.contains(&format!("sink table {sink}")), "{said}");
 
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
-    let store =
-        sluicebox::bucket::open(&format!("s3://{bucket}"), &sluicebox::cloud::Cloud::aws(conf.clone())).unwrap();
+    let store = sluicebox::backends::bucket::open(
+        &format!("s3://{bucket}"),
+        &sluicebox::backends::cloud::Cloud::aws(conf.clone()),
+    )
+    .unwrap();
     // The first 4,000 orders: ten chunks of 400 (the README's test runs all 10,000).
     let csv = std::fs::read_to_string(examples.join("orders.csv")).unwrap();
     let csv: String = csv.lines().take(4001).map(|l| format!("{l}\n")).collect();
@@ -312,8 +326,9 @@ async fn three_workers_share_a_job_and_one_is_killed() {
         workers.0.push(w.stderr(std::process::Stdio::null()).spawn().unwrap());
     }
     // Kill one worker as soon as the job is under way, with chunks left to do.
-    let ledger =
-        ledger::open(&format!("dynamodb://{table}"), &sluicebox::cloud::Cloud::aws(conf.clone())).await.unwrap();
+    let ledger = ledger::open(&format!("dynamodb://{table}"), &sluicebox::backends::cloud::Cloud::aws(conf.clone()))
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let job = ledger.get_job(&job_id).await.unwrap().unwrap();
@@ -354,8 +369,8 @@ async fn three_workers_share_a_job_and_one_is_killed() {
     let merged = store.get(&object_store::path::Path::from(output)).await.unwrap().bytes().await.unwrap();
     assert_eq!(merged.iter().filter(|&&b| b == b'\n').count(), 4001);
     // Every record is in the sink exactly once.
-    let items = sluicebox::sink::dynamodb::DynamoSink::new(sluicebox::aws::dynamodb(&conf), &sink);
-    let items = sluicebox::sink::Sink::read_all(&items).await.unwrap();
+    let items = sluicebox::backends::sink::dynamodb::DynamoSink::new(sluicebox::backends::aws::dynamodb(&conf), &sink);
+    let items = sluicebox::backends::sink::Sink::read_all(&items).await.unwrap();
     assert_eq!(items.len(), 4000);
     // More than one worker process did the work.
     let manifest = store
@@ -377,11 +392,11 @@ async fn three_workers_share_a_job_and_one_is_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_dynamodb_conformance() {
-    let client = sluicebox::aws::dynamodb(&emulator().await);
+    let client = sluicebox::backends::aws::dynamodb(&emulator().await);
     let table = unique("sink");
     DynamoSink::create_table(&client, &table).await.unwrap();
     let sink = DynamoSink::new(client.clone(), &table).unordered();
-    sluicebox::sink::conformance::run_all(&sink).await;
+    sluicebox::backends::sink::conformance::run_all(&sink).await;
     let largest = sink.stats().largest_request.load(Ordering::Relaxed);
     assert!(largest <= 25 && largest > 0, "BatchWriteItem takes at most 25 items; sent {largest}");
 }
@@ -390,12 +405,12 @@ async fn sink_dynamodb_conformance() {
 /// item whatever order jobs and chunks write in, as the SQLite sink does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_dynamodb_ordered_conformance() {
-    let client = sluicebox::aws::dynamodb(&emulator().await);
+    let client = sluicebox::backends::aws::dynamodb(&emulator().await);
     let table = unique("sink-ordered");
     DynamoSink::create_table(&client, &table).await.unwrap();
     let sink = DynamoSink::new(client, &table);
-    assert!(sluicebox::sink::Sink::orders_by_seq(&sink));
-    sluicebox::sink::conformance::run_all(&sink).await;
+    assert!(sluicebox::backends::sink::Sink::orders_by_seq(&sink));
+    sluicebox::backends::sink::conformance::run_all(&sink).await;
     assert!(sink.stats().stale.load(Ordering::Relaxed) > 0, "older versions were refused by their condition");
 }
 
@@ -405,29 +420,33 @@ async fn sink_dynamodb_ordered_conformance() {
 async fn throttled_writes_and_duplicated_deliveries_write_every_record_once() {
     let conf = emulator().await;
     let (config, _dir) = orders_job_with(300, None);
-    let spec = sluicebox::config::JobConfig::load(&config).unwrap().validate(config.parent().unwrap()).unwrap();
-    let ddb = sluicebox::aws::dynamodb(&conf);
+    let spec = sluicebox::model::config::JobConfig::load(&config).unwrap().validate(config.parent().unwrap()).unwrap();
+    let ddb = sluicebox::backends::aws::dynamodb(&conf);
     let table = unique("throttled");
     DynamoSink::create_table(&ddb, &table).await.unwrap();
     let faults = Arc::new(ThrottleFaults::new(0.3, 7));
     // Injected throttles fall at random, whatever the rate, so they would pace the writer down
     // to its floor (the rate's adaptation has its own test): a higher floor bounds the time.
-    let pace = sluicebox::sink::dynamodb::Pace::with_floor(400.0);
+    let pace = sluicebox::backends::sink::dynamodb::Pace::with_floor(400.0);
     let sink = Arc::new(DynamoSink::new(ddb.clone(), &table).unordered().with_faults(faults.clone()).with_pace(pace));
     let data = tempfile::tempdir().unwrap();
     let mut engine = sluicebox::engine::Engine::local(data.path()).unwrap();
     let opened = sink.clone();
-    engine.sink_layer = Some(Arc::new(move |_| opened.clone() as Arc<dyn sluicebox::sink::Sink>));
-    let sqs = sluicebox::aws::sqs(&conf);
-    let dup = sluicebox::queue::faults::QueueFaults { extra_copies: 1, drop_every_nth_ack: 3, ..Default::default() };
-    engine.queue = Arc::new(sluicebox::queue::faults::FaultyQueue::new(new_sqs_queue(&sqs).await, dup));
+    engine.sink_layer = Some(Arc::new(move |_| opened.clone() as Arc<dyn sluicebox::backends::sink::Sink>));
+    let sqs = sluicebox::backends::aws::sqs(&conf);
+    let dup = sluicebox::backends::queue::faults::QueueFaults {
+        extra_copies: 1,
+        drop_every_nth_ack: 3,
+        ..Default::default()
+    };
+    engine.queue = Arc::new(sluicebox::backends::queue::faults::FaultyQueue::new(new_sqs_queue(&sqs).await, dup));
     // The first 3,000 orders: throttled writes are slow on purpose.
     let orders =
         std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders/orders.csv"))
             .unwrap();
     let input = data.path().join("orders.csv");
     std::fs::write(&input, orders.lines().take(3001).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
-    let inputs = sluicebox::bucket::resolve_inputs(
+    let inputs = sluicebox::backends::bucket::resolve_inputs(
         engine.inputs.as_ref(),
         &[input.display().to_string()],
         None,
@@ -435,8 +454,8 @@ async fn throttled_writes_and_duplicated_deliveries_write_every_record_once() {
     )
     .await
     .unwrap();
-    let opts = sluicebox::job::RunOptions { visibility: Duration::from_secs(4), ..Default::default() };
-    let summary = sluicebox::job::run(&engine, &spec, inputs.clone(), &opts).await.unwrap();
+    let opts = sluicebox::batch::job::RunOptions { visibility: Duration::from_secs(4), ..Default::default() };
+    let summary = sluicebox::batch::job::run(&engine, &spec, inputs.clone(), &opts).await.unwrap();
     assert_eq!((summary.records.total, summary.records.written, summary.chunks.total), (3000, 3000, 10));
 
     let refused = faults.refused_requests.load(Ordering::Relaxed);
@@ -446,13 +465,14 @@ async fn throttled_writes_and_duplicated_deliveries_write_every_record_once() {
     assert!(stats.largest_request.load(Ordering::Relaxed) <= 25);
     assert!(sink.pace().rate().is_some(), "throttling must have slowed the writer");
     // Exactly the records of a clean local run, each once.
-    let items = sluicebox::sink::Sink::read_all(sink.as_ref()).await.unwrap();
+    let items = sluicebox::backends::sink::Sink::read_all(sink.as_ref()).await.unwrap();
     let clean_dir = tempfile::tempdir().unwrap();
     let clean_engine = sluicebox::engine::Engine::local(clean_dir.path()).unwrap();
-    let clean = sluicebox::job::run(&clean_engine, &spec, inputs, &Default::default()).await.unwrap();
+    let clean = sluicebox::batch::job::run(&clean_engine, &spec, inputs, &Default::default()).await.unwrap();
     let table_name = clean.sink.clone().unwrap();
-    let local = sluicebox::sink::SqliteSink::existing(&clean_dir.path().join("sluicebox.db"), &table_name).unwrap();
-    let local = sluicebox::sink::Sink::read_all(&local).await.unwrap();
+    let local =
+        sluicebox::backends::sink::SqliteSink::existing(&clean_dir.path().join("sluicebox.db"), &table_name).unwrap();
+    let local = sluicebox::backends::sink::Sink::read_all(&local).await.unwrap();
     assert_eq!(items.len(), 3000);
     assert_eq!(items, local, "the DynamoDB items differ from the clean run's rows");
 }
@@ -471,8 +491,11 @@ async fn a_deleted_input_fails_the_job_and_its_task_goes_to_the_dead_letter_queu
         .output()
         .unwrap();
     assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
-    let store =
-        sluicebox::bucket::open(&format!("s3://{bucket}"), &sluicebox::cloud::Cloud::aws(conf.clone())).unwrap();
+    let store = sluicebox::backends::bucket::open(
+        &format!("s3://{bucket}"),
+        &sluicebox::backends::cloud::Cloud::aws(conf.clone()),
+    )
+    .unwrap();
     let csv = "id,name\n1,a\n2,b\n";
     store.put(&object_store::path::Path::from("in/small.csv"), csv.as_bytes().to_vec().into()).await.unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -510,7 +533,7 @@ async fn a_deleted_input_fails_the_job_and_its_task_goes_to_the_dead_letter_queu
     assert!(err.contains(&format!("s3://{bucket}/in/small.csv")) && err.contains("version"), "{err}");
     assert!(err.contains("gone") || err.contains("not found") || err.contains("deleted"), "{err}");
     // The task reaches the dead-letter queue and stays out of the work queue.
-    let sqs = sluicebox::aws::sqs(&conf);
+    let sqs = sluicebox::backends::aws::sqs(&conf);
     let dlq = SqsQueue::open(sqs.clone(), &format!("{queue}-dlq"), Duration::from_secs(2)).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let dead = loop {
@@ -539,10 +562,10 @@ async fn watch_starts_one_job_per_object_version_from_s3_events() {
         .output()
         .unwrap();
     assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
-    let sqs = sluicebox::aws::sqs(&conf);
+    let sqs = sluicebox::backends::aws::sqs(&conf);
     let events_url = sqs.create_queue().queue_name(&events).send().await.unwrap().queue_url.unwrap();
     let arn = common::queue_arn(&sqs, &events_url).await;
-    let s3 = sluicebox::aws::s3(&conf);
+    let s3 = sluicebox::backends::aws::s3(&conf);
     let notify = aws_sdk_s3::types::QueueConfiguration::builder()
         .queue_arn(&arn)
         .events(aws_sdk_s3::types::Event::S3ObjectCreated)
@@ -575,8 +598,11 @@ async fn watch_starts_one_job_per_object_version_from_s3_events() {
     // Outside the prefix: ignored.
     s3.put_object().bucket(&bucket).key("elsewhere/x.csv").body(b"id\n1\n".to_vec().into()).send().await.unwrap();
     // The same event again, as S3's at-least-once delivery may send it.
-    let store =
-        sluicebox::bucket::open(&format!("s3://{bucket}"), &sluicebox::cloud::Cloud::aws(conf.clone())).unwrap();
+    let store = sluicebox::backends::bucket::open(
+        &format!("s3://{bucket}"),
+        &sluicebox::backends::cloud::Cloud::aws(conf.clone()),
+    )
+    .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let job_id = loop {
         use futures::TryStreamExt;
@@ -629,7 +655,7 @@ async fn enrichment_from_a_dynamodb_table_matches_the_reference_file() {
         WriteRequest,
     };
     let conf = emulator().await;
-    let ddb = sluicebox::aws::dynamodb(&conf);
+    let ddb = sluicebox::backends::aws::dynamodb(&conf);
     let table = unique("reference");
     ddb.create_table()
         .table_name(&table)
@@ -675,14 +701,20 @@ async fn enrichment_from_a_dynamodb_table_matches_the_reference_file() {
         let orders = orders.clone();
         async move {
             let (config, _dir) = orders_job_with(1000, Some(&source));
-            let spec = sluicebox::config::JobConfig::load(&config).unwrap().validate(config.parent().unwrap()).unwrap();
+            let spec =
+                sluicebox::model::config::JobConfig::load(&config).unwrap().validate(config.parent().unwrap()).unwrap();
             let data = tempfile::tempdir().unwrap();
             let mut engine = sluicebox::engine::Engine::local(data.path()).unwrap();
-            engine.cloud = sluicebox::cloud::Cloud::aws(emulator().await);
-            let inputs = sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &[orders], None, Default::default())
-                .await
-                .unwrap();
-            let summary = sluicebox::job::run(&engine, &spec, inputs, &Default::default()).await.unwrap();
+            engine.cloud = sluicebox::backends::cloud::Cloud::aws(emulator().await);
+            let inputs = sluicebox::backends::bucket::resolve_inputs(
+                engine.inputs.as_ref(),
+                &[orders],
+                None,
+                Default::default(),
+            )
+            .await
+            .unwrap();
+            let summary = sluicebox::batch::job::run(&engine, &spec, inputs, &Default::default()).await.unwrap();
             let out = std::fs::read(data.path().join("bucket/jobs").join(&summary.job_id).join("output.csv")).unwrap();
             (summary, out)
         }
@@ -700,10 +732,10 @@ async fn enrichment_from_a_dynamodb_table_matches_the_reference_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_dynamodb() {
     use aws_sdk_dynamodb::types::AttributeValue;
-    use sluicebox::lookup::conformance::{enrich_config, ROWS};
-    let ddb = sluicebox::aws::dynamodb(&emulator().await);
+    use sluicebox::backends::lookup::conformance::{enrich_config, ROWS};
+    let ddb = sluicebox::backends::aws::dynamodb(&emulator().await);
     let table = unique("lookup");
-    sluicebox::aws::dynamodb::create_table(&ddb, &table, &["k"]).await.unwrap();
+    sluicebox::backends::aws::dynamodb::create_table(&ddb, &table, &["k"]).await.unwrap();
     for (k, n, s) in ROWS {
         ddb.put_item()
             .table_name(&table)
@@ -718,8 +750,9 @@ async fn lookup_dynamodb() {
     let fields = vec!["n".to_string(), "s".to_string()];
     // Lookups block on requests, as they do on the pipeline's blocking threads.
     tokio::task::spawn_blocking(move || {
-        let source = sluicebox::lookup::dynamodb::DynamoSource::open(ddb, &cfg, &table, "k".into(), fields).unwrap();
-        sluicebox::lookup::conformance::run_all(&source);
+        let source =
+            sluicebox::backends::lookup::dynamodb::DynamoSource::open(ddb, &cfg, &table, "k".into(), fields).unwrap();
+        sluicebox::backends::lookup::conformance::run_all(&source);
     })
     .await
     .unwrap();
@@ -774,8 +807,11 @@ async fn the_readme_aws_example_completes_with_workers_and_the_gatherer_killed()
         .output()
         .unwrap();
     assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
-    let store =
-        sluicebox::bucket::open(&format!("s3://{bucket}"), &sluicebox::cloud::Cloud::aws(conf.clone())).unwrap();
+    let store = sluicebox::backends::bucket::open(
+        &format!("s3://{bucket}"),
+        &sluicebox::backends::cloud::Cloud::aws(conf.clone()),
+    )
+    .unwrap();
     let orders = std::fs::read(repo.join("examples/orders/orders.csv")).unwrap();
     store.put(&object_store::path::Path::from("incoming/orders.csv"), orders.into()).await.unwrap();
     let b = [
@@ -816,8 +852,9 @@ async fn the_readme_aws_example_completes_with_workers_and_the_gatherer_killed()
         .stderr(std::fs::File::create(submitter.path().join("stderr")).unwrap())
         .spawn()
         .unwrap();
-    let ledger =
-        ledger::open(&format!("dynamodb://{table}"), &sluicebox::cloud::Cloud::aws(conf.clone())).await.unwrap();
+    let ledger = ledger::open(&format!("dynamodb://{table}"), &sluicebox::backends::cloud::Cloud::aws(conf.clone()))
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
     let mut killed_one = false;
     loop {
@@ -866,8 +903,8 @@ async fn the_readme_aws_example_completes_with_workers_and_the_gatherer_killed()
         .await
         .unwrap();
     assert_eq!(merged.iter().filter(|&&b| b == b'\n').count(), 10_001, "the merged output holds every record once");
-    let items = DynamoSink::new(sluicebox::aws::dynamodb(&conf), &sink);
-    let items = sluicebox::sink::Sink::read_all(&items).await.unwrap();
+    let items = DynamoSink::new(sluicebox::backends::aws::dynamodb(&conf), &sink);
+    let items = sluicebox::backends::sink::Sink::read_all(&items).await.unwrap();
     assert_eq!(items.len(), 10_000, "every record is in the sink");
     assert!(items.values().all(|r| r.contains_key("unitsSold")), "every record was enriched");
 }
@@ -888,7 +925,7 @@ async fn ledger_jobs(store: &Arc<dyn object_store::ObjectStore>, ledger: &dyn St
 /// the local ledger and queue, the job `toml`, and the S3 event that names the object.
 struct Watched {
     engine: sluicebox::engine::Engine,
-    spec: sluicebox::spec::JobSpec,
+    spec: sluicebox::engine::spec::JobSpec,
     event: String,
     prefix: String,
     input: String,
@@ -899,14 +936,14 @@ async fn watched(name: &str, csv: String, toml: &str) -> Watched {
     let conf = emulator().await;
     let bucket = unique(name);
     aws_sdk_s3::Client::new(&conf).create_bucket().bucket(&bucket).send().await.unwrap();
-    let cloud = sluicebox::cloud::Cloud::aws(conf.clone());
-    let store = sluicebox::bucket::open(&format!("s3://{bucket}"), &cloud).unwrap();
+    let cloud = sluicebox::backends::cloud::Cloud::aws(conf.clone());
+    let store = sluicebox::backends::bucket::open(&format!("s3://{bucket}"), &cloud).unwrap();
     let object = object_store::path::Path::from("in/x.csv");
     object_store::ObjectStoreExt::put(store.as_ref(), &object, csv.into_bytes().into()).await.unwrap();
     let data = tempfile::tempdir().unwrap();
     let mut engine = sluicebox::engine::Engine::local(data.path()).unwrap();
     engine.cloud = cloud;
-    let spec = sluicebox::config::JobConfig::from_toml(toml, "j").unwrap().validate(data.path()).unwrap();
+    let spec = sluicebox::model::config::JobConfig::from_toml(toml, "j").unwrap().validate(data.path()).unwrap();
     let event = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
         "bucket": {"name": bucket}, "object": {"key": "in/x.csv"}}}]})
     .to_string();
@@ -924,28 +961,34 @@ async fn watched(name: &str, csv: String, toml: &str) -> Watched {
 /// started: the next event for the object submits it again, and a planned job is a repeat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_submits_again_a_job_whose_submission_failed_half_way() {
-    use sluicebox::queue::MemoryQueue;
+    use sluicebox::backends::queue::MemoryQueue;
     let w = watched("half", "id\n1\n2\n".into(), "[sink]\ntype = \"none\"\n").await;
-    let store = sluicebox::bucket::input_store(&w.input, &w.engine.cloud).unwrap();
-    let inputs =
-        sluicebox::bucket::resolve_inputs(store.as_ref(), std::slice::from_ref(&w.input), None, Default::default())
-            .await
-            .unwrap();
-    let job_id = sluicebox::job::derive_job_id(&inputs, &w.spec);
+    let store = sluicebox::backends::bucket::input_store(&w.input, &w.engine.cloud).unwrap();
+    let inputs = sluicebox::backends::bucket::resolve_inputs(
+        store.as_ref(),
+        std::slice::from_ref(&w.input),
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let job_id = sluicebox::batch::job::derive_job_id(&inputs, &w.spec);
     // What a submitter that died after creating the job leaves.
-    w.engine.ledger.create_job(&sluicebox::ledger::JobRecord::new(&job_id, 1)).await.unwrap();
+    w.engine.ledger.create_job(&sluicebox::backends::ledger::JobRecord::new(&job_id, 1)).await.unwrap();
     let events = MemoryQueue::new(Duration::from_secs(30));
-    let opts = sluicebox::job::RunOptions::default();
+    let opts = sluicebox::batch::job::RunOptions::default();
     let wait = Duration::from_millis(100);
     events.send(vec![w.event.clone()]).await.unwrap();
-    let outcomes = sluicebox::watch::watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
+    let outcomes =
+        sluicebox::batch::watch::watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
     let input = w.input.clone();
-    assert_eq!(outcomes, [sluicebox::watch::Outcome::Started { input: input.clone(), job_id: job_id.clone() }]);
+    assert_eq!(outcomes, [sluicebox::batch::watch::Outcome::Started { input: input.clone(), job_id: job_id.clone() }]);
     let job = w.engine.ledger.get_job(&job_id).await.unwrap().unwrap();
-    assert_eq!((job.status, job.total_chunks), (sluicebox::ledger::JobStatus::Running, Some(1)));
+    assert_eq!((job.status, job.total_chunks), (sluicebox::backends::ledger::JobStatus::Running, Some(1)));
     events.send(vec![w.event.clone()]).await.unwrap();
-    let outcomes = sluicebox::watch::watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
-    assert_eq!(outcomes, [sluicebox::watch::Outcome::Repeated { input, job_id }]);
+    let outcomes =
+        sluicebox::batch::watch::watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
+    assert_eq!(outcomes, [sluicebox::batch::watch::Outcome::Repeated { input, job_id }]);
 }
 
 /// A submitter cut off while sending a planned job's tasks: the job is `running` with tasks
@@ -953,8 +996,8 @@ async fn watch_submits_again_a_job_whose_submission_failed_half_way() {
 /// again; only once every task was sent is a later event a repeat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_sends_again_the_tasks_of_a_submission_cut_off_while_sending() {
-    use sluicebox::queue::faults::{FaultyQueue, QueueFaults};
-    use sluicebox::queue::{MemoryQueue, Queue};
+    use sluicebox::backends::queue::faults::{FaultyQueue, QueueFaults};
+    use sluicebox::backends::queue::{MemoryQueue, Queue};
     let rows: String = (0..25).map(|i| format!("{i}\n")).collect();
     let mut w = watched("cut", format!("id\n{rows}"), "[chunking]\nrecords = 1\n[sink]\ntype = \"none\"\n").await;
     let tasks: Arc<dyn Queue> = Arc::new(MemoryQueue::new(Duration::from_secs(60)));
@@ -963,21 +1006,23 @@ async fn watch_sends_again_the_tasks_of_a_submission_cut_off_while_sending() {
     cut.queue = Arc::new(FaultyQueue::new(tasks.clone(), cut_off));
     w.engine.queue = tasks.clone();
     let events = MemoryQueue::new(Duration::from_secs(30));
-    let opts = sluicebox::job::RunOptions::default();
+    let opts = sluicebox::batch::job::RunOptions::default();
     let wait = Duration::from_millis(100);
     events.send(vec![w.event.clone()]).await.unwrap();
-    let outcomes = sluicebox::watch::watch_once(&cut, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
+    let outcomes = sluicebox::batch::watch::watch_once(&cut, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
     assert_eq!(outcomes, [], "the submission failed");
     let taken = tasks.receive(100, Duration::from_millis(50)).await.unwrap();
     assert_eq!(taken.len(), 10, "one batch of ten tasks went out before the cut");
     // The event was given back, not acknowledged: its next delivery finishes the submission.
-    let outcomes = sluicebox::watch::watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
-    assert!(matches!(&outcomes[..], [sluicebox::watch::Outcome::Started { .. }]), "{outcomes:?}");
+    let outcomes =
+        sluicebox::batch::watch::watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
+    assert!(matches!(&outcomes[..], [sluicebox::batch::watch::Outcome::Started { .. }]), "{outcomes:?}");
     let taken = tasks.receive(100, Duration::from_millis(50)).await.unwrap();
     assert_eq!(taken.len(), 25, "every task was sent again");
     events.send(vec![w.event.clone()]).await.unwrap();
-    let outcomes = sluicebox::watch::watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
-    assert!(matches!(&outcomes[..], [sluicebox::watch::Outcome::Repeated { .. }]), "{outcomes:?}");
+    let outcomes =
+        sluicebox::batch::watch::watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
+    assert!(matches!(&outcomes[..], [sluicebox::batch::watch::Outcome::Repeated { .. }]), "{outcomes:?}");
 }
 
 /// `[sink] publish = "sns://…"` beside the SQLite table: every written record reaches the
@@ -986,9 +1031,9 @@ async fn watch_sends_again_the_tasks_of_a_submission_cut_off_while_sending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_are_published_to_an_sns_topic_beside_the_table() {
     let conf = emulator().await;
-    let sns = sluicebox::aws::sns(&conf);
+    let sns = sluicebox::backends::aws::sns(&conf);
     let topic = sns.create_topic().name(unique("records")).send().await.unwrap().topic_arn.unwrap();
-    let sqs = sluicebox::aws::sqs(&conf);
+    let sqs = sluicebox::backends::aws::sqs(&conf);
     let queue = sqs.create_queue().queue_name(unique("subscriber")).send().await.unwrap().queue_url.unwrap();
     let arn = common::queue_arn(&sqs, &queue).await;
     let subscribed = sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(arn);
@@ -1002,10 +1047,10 @@ async fn records_are_published_to_an_sns_topic_beside_the_table() {
         "[[columns]]\nname = \"id\"\ntype = \"integer\"\nrequired = true\n[[columns]]\nname = \"name\"\nrequired = true\n\
          [key]\nfields = [\"id\"]\n[sink]\ntable = \"items\"\npublish = \"sns://{topic}\"\n"
     );
-    let spec = sluicebox::config::JobConfig::from_toml(&job, "job.toml").unwrap().validate(dir.path()).unwrap();
+    let spec = sluicebox::model::config::JobConfig::from_toml(&job, "job.toml").unwrap().validate(dir.path()).unwrap();
     let mut engine = sluicebox::engine::Engine::local(&dir.path().join("data")).unwrap();
-    engine.cloud = sluicebox::cloud::Cloud::aws(conf.clone());
-    let inputs = sluicebox::bucket::resolve_inputs(
+    engine.cloud = sluicebox::backends::cloud::Cloud::aws(conf.clone());
+    let inputs = sluicebox::backends::bucket::resolve_inputs(
         engine.inputs.as_ref(),
         &[input.display().to_string()],
         None,
@@ -1013,7 +1058,7 @@ async fn records_are_published_to_an_sns_topic_beside_the_table() {
     )
     .await
     .unwrap();
-    let summary = sluicebox::job::run(&engine, &spec, inputs, &Default::default()).await.unwrap();
+    let summary = sluicebox::batch::job::run(&engine, &spec, inputs, &Default::default()).await.unwrap();
     assert_eq!((summary.records.written, summary.records.rejected), (25, 1));
     assert_eq!(summary.api_calls.get("sns.PublishBatch"), Some(&3), "{:?}", summary.api_calls);
 
@@ -1041,6 +1086,7 @@ async fn records_are_published_to_an_sns_topic_beside_the_table() {
     }
     assert_eq!(got.len(), 25, "every written record, once");
     assert_eq!(got["7"], serde_json::json!({"id": 7, "name": "n7"}));
-    let table = sluicebox::sink::SqliteSink::existing(&dir.path().join("data/sluicebox.db"), "items").unwrap();
-    assert_eq!(sluicebox::sink::Sink::read_all(&table).await.unwrap().len(), 25, "the table holds them too");
+    let table =
+        sluicebox::backends::sink::SqliteSink::existing(&dir.path().join("data/sluicebox.db"), "items").unwrap();
+    assert_eq!(sluicebox::backends::sink::Sink::read_all(&table).await.unwrap().len(), 25, "the table holds them too");
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::json;
-use sluicebox::config::JobConfig;
+use sluicebox::model::config::JobConfig;
 use sluicebox::Error;
 
 const HEADER: &str = "uuid,Country,Item Type,Sales Channel,Order Priority,Order Date,Region,Ship Date";
@@ -256,13 +256,14 @@ async fn a_truncated_or_unbalanced_json_document_rejects_the_tail_instead_of_dro
 async fn an_input_changed_after_planning_fails_its_reads() {
     let data = tempfile::tempdir().unwrap();
     let path = write(data.path(), "in.csv", b"a,b\n1,2\n3,4\n");
-    let store = sluicebox::bucket::local_inputs();
+    let store = sluicebox::backends::bucket::local_inputs();
     let arg = path.display().to_string();
-    let inputs = sluicebox::bucket::resolve_inputs(store.as_ref(), &[arg], None, Default::default()).await.unwrap();
-    assert!(sluicebox::bucket::read_range(store.clone(), &inputs[0], 4, 8).await.is_ok());
+    let inputs =
+        sluicebox::backends::bucket::resolve_inputs(store.as_ref(), &[arg], None, Default::default()).await.unwrap();
+    assert!(sluicebox::backends::bucket::read_range(store.clone(), &inputs[0], 4, 8).await.is_ok());
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(&path, b"a,b\n9,9\n3,4\n5,6\n").unwrap();
-    let e = sluicebox::bucket::read_range(store.clone(), &inputs[0], 4, 8).await.unwrap_err().to_string();
+    let e = sluicebox::backends::bucket::read_range(store.clone(), &inputs[0], 4, 8).await.unwrap_err().to_string();
     assert!(e.contains("in.csv") && e.contains("changed since the job was planned"), "{e}");
 }
 
@@ -311,7 +312,7 @@ fn the_visibility_timeout_is_short_by_default_and_bounded() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--visibility-secs"));
-    assert!(sluicebox::job::RunOptions::default().visibility <= std::time::Duration::from_secs(30));
+    assert!(sluicebox::batch::job::RunOptions::default().visibility <= std::time::Duration::from_secs(30));
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_sluicebox")).args(["worker", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("[default: 30]"), "{help}");
@@ -326,13 +327,14 @@ async fn a_job_id_that_is_not_a_plain_name_is_refused() {
     let engine = sluicebox::engine::Engine::local(&dir.path().join("data")).unwrap();
     let first = run(&dir.path().join("data"), std::slice::from_ref(&input), "", dir.path()).await.unwrap();
     for id in ["", "a/parts", "../x", ".hidden", "x y", &"a".repeat(129)] {
-        let opts = sluicebox::job::RunOptions { job_id: Some(id.to_string()), force: true, ..Default::default() };
+        let opts =
+            sluicebox::batch::job::RunOptions { job_id: Some(id.to_string()), force: true, ..Default::default() };
         let e = run_with(&engine, std::slice::from_ref(&input), "", dir.path(), &opts).await.unwrap_err().to_string();
         assert!(e.contains("--job-id"), "{id:?}: {e}");
     }
     let summary = dir.path().join("data/bucket/jobs").join(&first.job_id).join("summary.json");
     assert!(summary.exists(), "the earlier job's outputs are untouched");
-    let opts = sluicebox::job::RunOptions { job_id: Some("daily-2026.12.01_b".into()), ..Default::default() };
+    let opts = sluicebox::batch::job::RunOptions { job_id: Some("daily-2026.12.01_b".into()), ..Default::default() };
     assert!(run_with(&engine, &[input], "", dir.path(), &opts).await.is_ok());
 }
 
@@ -341,7 +343,7 @@ async fn a_job_id_that_is_not_a_plain_name_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_with_too_many_columns_stops_with_the_count() {
     let dir = tempfile::tempdir().unwrap();
-    let wide = sluicebox::pipeline::MAX_COLUMNS + 1;
+    let wide = sluicebox::engine::pipeline::MAX_COLUMNS + 1;
     let header: Vec<String> = (0..wide).map(|i| format!("c{i}")).collect();
     let input = write(dir.path(), "wide.csv", format!("{}\n", header.join(",")).as_bytes());
     let e = run(dir.path(), &[input], "", dir.path()).await.unwrap_err().to_string();

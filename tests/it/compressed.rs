@@ -312,9 +312,9 @@ async fn a_gzip_of_empty_deflate_blocks_plans_in_bounded_memory() {
     assert!(object.len() < 70_000, "{} bytes", object.len());
     let input = write(work.path(), "empty-blocks.csv.gz", &object);
     let data = tempfile::tempdir().unwrap();
-    sluicebox::bench::reset_peak_rss();
+    sluicebox::tools::bench::reset_peak_rss();
     let s = run(data.path(), &[input], HOSTILE_JOB, work.path()).await.unwrap();
-    let peak = sluicebox::bench::peak_rss_mib();
+    let peak = sluicebox::tools::bench::peak_rss_mib();
     assert_eq!((s.records.total, s.records.written), (2_000, 2_000));
     assert!(peak < 256.0, "planning held {peak:.0} MiB");
 }
@@ -350,9 +350,9 @@ async fn one_giant_deflate_block_is_decoded_once_not_once_per_chunk() {
     let work = tempfile::tempdir().unwrap();
     let input = write(work.path(), "giant-block.csv.gz", &object);
     let data = tempfile::tempdir().unwrap();
-    sluicebox::bench::reset_peak_rss();
+    sluicebox::tools::bench::reset_peak_rss();
     let s = run(data.path(), &[input], HOSTILE_JOB, work.path()).await.unwrap();
-    let peak = sluicebox::bench::peak_rss_mib();
+    let peak = sluicebox::tools::bench::peak_rss_mib();
     let lines = plain.iter().filter(|&&b| b == b'\n').count() - 1;
     assert_eq!(s.records.total, (lines + usize::from(plain.last() != Some(&b'\n'))) as u64);
     assert!(s.chunks.total >= 8, "{} chunks", s.chunks.total);

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluicebox::config::ColumnType;
-use sluicebox::ledger::{self, MemoryLedger, SqliteLedger, StateStore};
-use sluicebox::queue::{self, MemoryQueue, Queue};
-use sluicebox::sink::{self, MemorySink, SqliteSink};
+use sluicebox::backends::ledger::{self, MemoryLedger, SqliteLedger, StateStore};
+use sluicebox::backends::queue::{self, MemoryQueue, Queue};
+use sluicebox::backends::sink::{self, MemorySink, SqliteSink};
+use sluicebox::model::config::ColumnType;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_memory() {
@@ -80,7 +80,7 @@ async fn sink_publishing_over_memory() {
     let url = format!("http://{}/records", listener.local_addr().unwrap());
     // A hook on loopback over plain http: allowed for this test process only.
     // SAFETY of the environment: set before any client of this process reads it.
-    unsafe { std::env::set_var(sluicebox::web::ALLOW_PRIVATE, "true") };
+    unsafe { std::env::set_var(sluicebox::model::web::ALLOW_PRIVATE, "true") };
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -114,8 +114,8 @@ async fn sink_publishing_over_memory() {
         }
     });
     let inner: std::sync::Arc<dyn sink::Sink> = std::sync::Arc::new(MemorySink::default());
-    let target = sluicebox::config::PublishTarget::parse(&url, "sink.publish").unwrap();
-    let s = sink::publish::PublishSink::new(Some(inner), target, &sluicebox::cloud::Cloud::none()).unwrap();
+    let target = sluicebox::model::config::PublishTarget::parse(&url, "sink.publish").unwrap();
+    let s = sink::publish::PublishSink::new(Some(inner), target, &sluicebox::backends::cloud::Cloud::none()).unwrap();
     sink::conformance::run_all(&s).await;
 }
 
@@ -136,7 +136,7 @@ async fn sink_sqlite() {
 /// finds it stored; neither fails, and the stage is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_sqlite_two_publishers_of_one_job_store_it_once() {
-    use sluicebox::sink::Sink;
+    use sluicebox::backends::sink::Sink;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("s.db");
     let fields = vec![("name".to_string(), Some(ColumnType::String))];
@@ -147,9 +147,14 @@ async fn sink_sqlite_two_publishers_of_one_job_store_it_once() {
     for round in 0..20u64 {
         let items: Vec<_> = (0..2_000u64)
             .map(|i| {
-                let mut record = sluicebox::record::Record::new();
+                let mut record = sluicebox::model::record::Record::new();
                 record.insert("name".into(), format!("round {round}").into());
-                sluicebox::sink::SinkItem { key: format!("k{i}"), job: 10 + round, seq: i, record: record.into() }
+                sluicebox::backends::sink::SinkItem {
+                    key: format!("k{i}"),
+                    job: 10 + round,
+                    seq: i,
+                    record: record.into(),
+                }
             })
             .collect();
         a.write(items).await.unwrap();
@@ -172,33 +177,34 @@ async fn sink_sqlite_schemaless() {
 
 #[test]
 fn lookup_memory() {
-    use sluicebox::lookup::conformance::ROWS;
-    let mut source = sluicebox::lookup::memory::MemorySource::default();
+    use sluicebox::backends::lookup::conformance::ROWS;
+    let mut source = sluicebox::backends::lookup::memory::MemorySource::default();
     for (k, n, s) in ROWS {
         source.insert(k.to_string(), vec![serde_json::json!(n), serde_json::json!(s)]).unwrap();
     }
-    sluicebox::lookup::conformance::run_all(&source);
+    sluicebox::backends::lookup::conformance::run_all(&source);
 }
 
 #[test]
 fn lookup_sqlite_import() {
-    use sluicebox::lookup::conformance::{csv_fixture, enrich_config};
+    use sluicebox::backends::lookup::conformance::{csv_fixture, enrich_config};
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("reference.csv");
     std::fs::write(&file, csv_fixture()).unwrap();
     let cfg = enrich_config(&file.display().to_string(), 0);
     let meta = std::fs::metadata(&file).unwrap();
     let db = dir.path().join("sluicebox.db");
-    let (source, fields) = sluicebox::lookup::sqlite::SqliteSource::import(&cfg, "k", &file, &meta, &db).unwrap();
+    let (source, fields) =
+        sluicebox::backends::lookup::sqlite::SqliteSource::import(&cfg, "k", &file, &meta, &db).unwrap();
     assert_eq!(fields, ["n", "s"]);
-    sluicebox::lookup::conformance::run_all(&source);
+    sluicebox::backends::lookup::conformance::run_all(&source);
 }
 
 #[test]
 fn lookup_tables_loaded_from_every_kind_of_file_agree() {
     // A file under the memory limit is held in memory, one over it is imported, and a
     // `sqlite:TABLE` is read from the data directory's database: the lookups are the same.
-    use sluicebox::lookup::conformance::{csv_fixture, enrich_config, ROWS};
+    use sluicebox::backends::lookup::conformance::{csv_fixture, enrich_config, ROWS};
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("reference.csv");
     std::fs::write(&file, csv_fixture()).unwrap();
@@ -209,16 +215,17 @@ fn lookup_tables_loaded_from_every_kind_of_file_agree() {
         conn.execute("INSERT INTO refs VALUES (?1, ?2, ?3)", rusqlite::params![k, n, s]).unwrap();
     }
     drop(conn);
-    let cloud = sluicebox::cloud::Cloud::none();
+    let cloud = sluicebox::backends::cloud::Cloud::none();
     let path = file.display().to_string();
-    let in_memory = sluicebox::lookup::LookupTable::load(&enrich_config(&path, 1 << 20), &db, &cloud).unwrap();
-    let imported = sluicebox::lookup::LookupTable::load(&enrich_config(&path, 0), &db, &cloud).unwrap();
-    let table = sluicebox::lookup::LookupTable::load(&enrich_config("sqlite:refs", 0), &db, &cloud).unwrap();
+    let in_memory =
+        sluicebox::backends::lookup::LookupTable::load(&enrich_config(&path, 1 << 20), &db, &cloud).unwrap();
+    let imported = sluicebox::backends::lookup::LookupTable::load(&enrich_config(&path, 0), &db, &cloud).unwrap();
+    let table = sluicebox::backends::lookup::LookupTable::load(&enrich_config("sqlite:refs", 0), &db, &cloud).unwrap();
     assert!(!in_memory.in_database() && imported.in_database() && !table.in_database());
     for t in [&in_memory, &imported, &table] {
         assert_eq!(t.fields(), ["n", "s"]);
         for (k, n, s) in ROWS.iter().map(|(k, n, s)| (k.to_string(), *n, *s)).chain([("gone".into(), 0, "")]) {
-            let mut rec = sluicebox::record::Record::new();
+            let mut rec = sluicebox::model::record::Record::new();
             rec.insert("k".into(), k.clone().into());
             let mut session = t.session();
             let found = t.enrich(&mut rec, &mut session);
@@ -234,7 +241,7 @@ fn lookup_tables_loaded_from_every_kind_of_file_agree() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_table_from_before_jobs_were_ordered_is_upgraded_in_place() {
-    use sluicebox::sink::Sink;
+    use sluicebox::backends::sink::Sink;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("s.db");
     let conn = rusqlite::Connection::open(&db).unwrap();
@@ -245,9 +252,11 @@ async fn a_sink_table_from_before_jobs_were_ordered_is_upgraded_in_place() {
     .unwrap();
     drop(conn);
     let s = SqliteSink::open(&db, "items", Some(vec![("name".to_string(), Some(ColumnType::String))])).unwrap();
-    let mut record = sluicebox::record::Record::new();
+    let mut record = sluicebox::model::record::Record::new();
     record.insert("name".into(), "new".into());
-    s.write(vec![sluicebox::sink::SinkItem { key: "a".into(), job: 1, seq: 1, record: record.into() }]).await.unwrap();
+    s.write(vec![sluicebox::backends::sink::SinkItem { key: "a".into(), job: 1, seq: 1, record: record.into() }])
+        .await
+        .unwrap();
     s.publish(1).await.unwrap();
     let all = s.read_all().await.unwrap();
     assert_eq!(all["a"]["name"], "new", "rows written before count as the oldest job's");

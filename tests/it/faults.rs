@@ -12,21 +12,21 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::*;
+use sluicebox::backends::queue::faults::{FaultyQueue, QueueFaults};
+use sluicebox::backends::queue::{MemoryQueue, Queue};
+use sluicebox::backends::sink::{Sink, SinkItem};
+use sluicebox::batch::job::RunOptions;
 use sluicebox::engine::Engine;
-use sluicebox::job::RunOptions;
-use sluicebox::queue::faults::{FaultyQueue, QueueFaults};
-use sluicebox::queue::{MemoryQueue, Queue};
-use sluicebox::sink::{Sink, SinkItem};
 
 /// Everything a run leaves that must not depend on how it got there.
 struct Outcome {
     summary: serde_json::Value,
     output: String,
     rejects: String,
-    sink: std::collections::BTreeMap<String, sluicebox::record::Record>,
+    sink: std::collections::BTreeMap<String, sluicebox::model::record::Record>,
 }
 
-async fn outcome(data: &Path, summary: &sluicebox::job::Summary) -> Outcome {
+async fn outcome(data: &Path, summary: &sluicebox::batch::job::Summary) -> Outcome {
     Outcome {
         summary: stable(summary),
         output: job_file(data, &summary.job_id, "output.csv"),
@@ -45,7 +45,7 @@ fn assert_same(a: &Outcome, b: &Outcome) {
 
 /// Synthetic orders with a few bad rows mixed in, and the orders job pointed at them.
 fn fixture(dir: &Path, n: u64, chunk_records: u64) -> (PathBuf, String) {
-    sluicebox::bench::generate(dir, n, sluicebox::bench::KeyOrder::Sequential).unwrap();
+    sluicebox::tools::bench::generate(dir, n, sluicebox::tools::bench::KeyOrder::Sequential).unwrap();
     let orders = dir.join("orders.csv");
     let mut text = std::fs::read_to_string(&orders).unwrap();
     text.push_str("1,X,Y,Online,M,2/31/15,R,3/1/15\n");
@@ -101,7 +101,7 @@ async fn a_killed_run_resumes_to_the_same_result() {
     let summary = loop {
         let mut child = cmd().spawn().unwrap();
         let started = Instant::now();
-        let mut ledger: Option<sluicebox::ledger::SqliteLedger> = None;
+        let mut ledger: Option<sluicebox::backends::ledger::SqliteLedger> = None;
         let finished = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break Some(status);
@@ -113,10 +113,10 @@ async fn a_killed_run_resumes_to_the_same_result() {
             // ledger shows a chunk committed and others not (a busy machine moves the instants).
             if kills >= 1 && !killed_mid_job {
                 if ledger.is_none() && db.exists() {
-                    ledger = sluicebox::ledger::SqliteLedger::open(&db).ok();
+                    ledger = sluicebox::backends::ledger::SqliteLedger::open(&db).ok();
                 }
                 if let Some(l) = &ledger {
-                    if let Ok(Some(j)) = sluicebox::ledger::StateStore::get_job(l, &id).await {
+                    if let Ok(Some(j)) = sluicebox::backends::ledger::StateStore::get_job(l, &id).await {
                         if j.done_chunks > 0 && Some(j.done_chunks) < j.total_chunks {
                             break None;
                         }
@@ -130,15 +130,16 @@ async fn a_killed_run_resumes_to_the_same_result() {
                 assert!(status.success(), "a resumed run failed");
                 let out = child.wait_with_output().unwrap();
                 let last = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
-                break serde_json::from_str::<sluicebox::job::Summary>(&last).unwrap();
+                break serde_json::from_str::<sluicebox::batch::job::Summary>(&last).unwrap();
             }
             None => {
                 child.kill().unwrap(); // SIGKILL: no chance to clean up
                 child.wait().unwrap();
                 kills += 1;
-                let ledger = sluicebox::ledger::SqliteLedger::open(&data.path().join("sluicebox-ledger.db")).unwrap();
+                let ledger =
+                    sluicebox::backends::ledger::SqliteLedger::open(&data.path().join("sluicebox-ledger.db")).unwrap();
                 let id = clean.summary["job_id"].as_str().unwrap();
-                if let Some(j) = sluicebox::ledger::StateStore::get_job(&ledger, id).await.unwrap() {
+                if let Some(j) = sluicebox::backends::ledger::StateStore::get_job(&ledger, id).await.unwrap() {
                     killed_mid_job |= j.done_chunks > 0 && Some(j.done_chunks) < j.total_chunks;
                 }
                 delay += Duration::from_millis(40 * kills);
@@ -172,7 +173,9 @@ impl Sink for FlakySink {
     async fn discard(&self, job: u64) -> sluicebox::Result<()> {
         self.inner.discard(job).await
     }
-    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
+    async fn read_all(
+        &self,
+    ) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::model::record::Record>> {
         self.inner.read_all().await
     }
 }
@@ -304,9 +307,9 @@ async fn a_failing_chunk_stops_the_run_incomplete_and_a_rerun_finishes_it() {
     let failed = run_with(&engine, std::slice::from_ref(&input), &job, Path::new("."), &opts);
     let err = tokio::time::timeout(Duration::from_secs(60), failed).await.expect("the run must end").unwrap_err();
     assert!(err.to_string().contains("the table is gone"), "{err}");
-    let ledger = sluicebox::ledger::SqliteLedger::open(&data.path().join("sluicebox-ledger.db")).unwrap();
-    let j = sluicebox::ledger::StateStore::get_job(&ledger, "fixed").await.unwrap().unwrap();
-    assert_eq!(j.status, sluicebox::ledger::JobStatus::Running, "a failed run must not be complete");
+    let ledger = sluicebox::backends::ledger::SqliteLedger::open(&data.path().join("sluicebox-ledger.db")).unwrap();
+    let j = sluicebox::backends::ledger::StateStore::get_job(&ledger, "fixed").await.unwrap().unwrap();
+    assert_eq!(j.status, sluicebox::backends::ledger::JobStatus::Running, "a failed run must not be complete");
     assert!(!data.path().join("bucket/jobs/fixed/summary.json").exists());
 
     // Another input under the same job id is refused rather than mixed in.
@@ -342,7 +345,9 @@ impl Sink for PublishFailsOnce {
     async fn discard(&self, job: u64) -> sluicebox::Result<()> {
         self.0.discard(job).await
     }
-    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
+    async fn read_all(
+        &self,
+    ) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::model::record::Record>> {
         self.0.read_all().await
     }
 }
@@ -365,7 +370,7 @@ async fn a_gather_cut_off_after_its_merges_is_continued_not_begun_again() {
     let opts = RunOptions { workers: 2, max_attempts: 1, job_id: Some("cut".into()), ..RunOptions::default() };
     let err = run_with(&engine, std::slice::from_ref(&input), &job, Path::new("."), &opts).await.unwrap_err();
     assert!(err.to_string().contains("out of time"), "{err}");
-    let gathered: sluicebox::job::Gathered =
+    let gathered: sluicebox::batch::job::Gathered =
         serde_json::from_str(&job_file(data.path(), "cut", "gathered.json")).unwrap();
     assert_eq!(gathered.steps, ["output", "rejects"], "the merges are recorded done, the publish is not");
     let parts = data.path().join("bucket/jobs/cut/parts");
@@ -396,15 +401,15 @@ async fn a_task_that_keeps_failing_fails_its_job_instead_of_leaving_it_running()
     let spec = spec("[key]\nfields = [\"id\"]\n", dir.path());
     let inputs = local_inputs(&engine, std::slice::from_ref(&input)).await;
     let opts = RunOptions { max_attempts: 3, retry_delay: Duration::from_millis(100), ..RunOptions::default() };
-    let run = match sluicebox::job::prepare::prepare(&engine, &spec, inputs, &opts).await.unwrap() {
-        sluicebox::job::prepare::Prepared::Ready(run) => run,
-        sluicebox::job::prepare::Prepared::Complete(_) => panic!("a new job cannot be complete"),
+    let run = match sluicebox::batch::job::prepare::prepare(&engine, &spec, inputs, &opts).await.unwrap() {
+        sluicebox::batch::job::prepare::Prepared::Ready(run) => run,
+        sluicebox::batch::job::prepare::Prepared::Complete(_) => panic!("a new job cannot be complete"),
     };
-    assert_eq!(sluicebox::job::prepare::enqueue(&run).await.unwrap(), 1);
-    let pool = sluicebox::pool::Pool::serve(&engine, &opts, 2);
+    assert_eq!(sluicebox::batch::job::prepare::enqueue(&run).await.unwrap(), 1);
+    let pool = sluicebox::batch::pool::Pool::serve(&engine, &opts, 2);
     let waited = tokio::time::timeout(
         Duration::from_secs(30),
-        sluicebox::job::wait(&engine, run.id(), &indicatif::ProgressBar::hidden()),
+        sluicebox::batch::job::wait(&engine, run.id(), &indicatif::ProgressBar::hidden()),
     )
     .await
     .expect("waiting for a job whose task keeps failing must end");
@@ -412,11 +417,11 @@ async fn a_task_that_keeps_failing_fails_its_job_instead_of_leaving_it_running()
     pool.join().await.unwrap();
     let err = waited.unwrap_err().to_string();
     assert!(err.contains("chunk 0") && err.contains("items.csv") && err.contains("the table is gone"), "{err}");
-    let failure: sluicebox::job::Failure =
+    let failure: sluicebox::batch::job::Failure =
         serde_json::from_str(&job_file(&dir.path().join("data"), run.id(), "failed.json")).unwrap();
     assert_eq!((failure.chunk, failure.attempts), (0, 3), "failed on its last attempt, not before");
     let job = engine.ledger.get_job(run.id()).await.unwrap().unwrap();
-    assert_eq!(job.status, sluicebox::ledger::JobStatus::Failed);
+    assert_eq!(job.status, sluicebox::backends::ledger::JobStatus::Failed);
 }
 
 /// A ledger with injected faults.
@@ -428,7 +433,7 @@ async fn a_task_that_keeps_failing_fails_its_job_instead_of_leaving_it_running()
 ///   two attempts at one chunk run at once (a redelivery while the first is still working).
 #[derive(Debug)]
 struct FaultyLedger {
-    inner: Arc<dyn sluicebox::ledger::StateStore>,
+    inner: Arc<dyn sluicebox::backends::ledger::StateStore>,
     dead_gatherer: Option<i64>,
     hide_commits: bool,
     died: std::sync::atomic::AtomicBool,
@@ -438,7 +443,7 @@ struct FaultyLedger {
 
 impl FaultyLedger {
     /// `inner` with no faults.
-    fn over(inner: Arc<dyn sluicebox::ledger::StateStore>) -> Self {
+    fn over(inner: Arc<dyn sluicebox::backends::ledger::StateStore>) -> Self {
         FaultyLedger {
             inner,
             dead_gatherer: None,
@@ -451,11 +456,11 @@ impl FaultyLedger {
 }
 
 #[async_trait]
-impl sluicebox::ledger::StateStore for FaultyLedger {
-    async fn create_job(&self, job: &sluicebox::ledger::JobRecord) -> sluicebox::Result<bool> {
+impl sluicebox::backends::ledger::StateStore for FaultyLedger {
+    async fn create_job(&self, job: &sluicebox::backends::ledger::JobRecord) -> sluicebox::Result<bool> {
         self.inner.create_job(job).await
     }
-    async fn get_job(&self, job_id: &str) -> sluicebox::Result<Option<sluicebox::ledger::JobRecord>> {
+    async fn get_job(&self, job_id: &str) -> sluicebox::Result<Option<sluicebox::backends::ledger::JobRecord>> {
         self.inner.get_job(job_id).await
     }
     async fn set_planned(&self, job_id: &str, total: u32, planned_ms: i64) -> sluicebox::Result<bool> {
@@ -464,24 +469,28 @@ impl sluicebox::ledger::StateStore for FaultyLedger {
     async fn commit_chunk(
         &self,
         job_id: &str,
-        chunk: &sluicebox::ledger::ChunkRecord,
-    ) -> sluicebox::Result<sluicebox::ledger::LedgerCommit> {
+        chunk: &sluicebox::backends::ledger::ChunkRecord,
+    ) -> sluicebox::Result<sluicebox::backends::ledger::LedgerCommit> {
         self.inner.commit_chunk(job_id, chunk).await
     }
-    async fn get_chunk(&self, job_id: &str, index: u32) -> sluicebox::Result<Option<sluicebox::ledger::ChunkRecord>> {
+    async fn get_chunk(
+        &self,
+        job_id: &str,
+        index: u32,
+    ) -> sluicebox::Result<Option<sluicebox::backends::ledger::ChunkRecord>> {
         if self.hide_commits {
             return Ok(None);
         }
         self.inner.get_chunk(job_id, index).await
     }
-    async fn chunks(&self, job_id: &str) -> sluicebox::Result<Vec<sluicebox::ledger::ChunkRecord>> {
+    async fn chunks(&self, job_id: &str) -> sluicebox::Result<Vec<sluicebox::backends::ledger::ChunkRecord>> {
         self.inner.chunks(job_id).await
     }
     async fn set_status(
         &self,
         job_id: &str,
-        from: sluicebox::ledger::JobStatus,
-        to: sluicebox::ledger::JobStatus,
+        from: sluicebox::backends::ledger::JobStatus,
+        to: sluicebox::backends::ledger::JobStatus,
     ) -> sluicebox::Result<bool> {
         self.inner.set_status(job_id, from, to).await
     }
@@ -502,7 +511,7 @@ impl sluicebox::ledger::StateStore for FaultyLedger {
     async fn delete_job(&self, job_id: &str) -> sluicebox::Result<()> {
         self.inner.delete_job(job_id).await
     }
-    async fn get_checkpoint(&self, name: &str) -> sluicebox::Result<Option<sluicebox::ledger::Checkpoint>> {
+    async fn get_checkpoint(&self, name: &str) -> sluicebox::Result<Option<sluicebox::backends::ledger::Checkpoint>> {
         self.inner.get_checkpoint(name).await
     }
     async fn put_checkpoint(&self, name: &str, expected: u64, state: &str) -> sluicebox::Result<bool> {
@@ -533,11 +542,11 @@ async fn gather_taken_over_after(lease_ms: i64) {
     let spec = spec("[chunking]\nrecords = 100\n[sink]\ntype = \"none\"\n", dir.path());
     let inputs = local_inputs(&engine, std::slice::from_ref(&input)).await;
     let opts = RunOptions::default();
-    let id = sluicebox::job::submit(&engine, &spec, inputs, &opts).await.unwrap().job_id;
-    let pool = sluicebox::pool::Pool::serve(&engine, &opts, 2);
+    let id = sluicebox::batch::job::submit(&engine, &spec, inputs, &opts).await.unwrap().job_id;
+    let pool = sluicebox::batch::pool::Pool::serve(&engine, &opts, 2);
     let summary = tokio::time::timeout(
         Duration::from_secs(30),
-        sluicebox::job::wait(&engine, &id, &indicatif::ProgressBar::hidden()),
+        sluicebox::batch::job::wait(&engine, &id, &indicatif::ProgressBar::hidden()),
     )
     .await
     .expect("a job whose gatherer died must still complete")
@@ -571,7 +580,9 @@ impl Sink for SlowSink {
     async fn discard(&self, job: u64) -> sluicebox::Result<()> {
         self.0.discard(job).await
     }
-    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
+    async fn read_all(
+        &self,
+    ) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::model::record::Record>> {
         self.0.read_all().await
     }
 }
@@ -581,7 +592,7 @@ impl Sink for SlowSink {
 /// one; every record of the result comes from the new definition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_made_anew_while_it_runs_takes_no_work_of_its_earlier_run() {
-    use sluicebox::job::prepare::{enqueue, prepare, Prepared};
+    use sluicebox::batch::job::prepare::{enqueue, prepare, Prepared};
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("items.csv");
     let rows: String = (0..2_000).map(|i| format!("{i},n{i}\n")).collect();
@@ -600,7 +611,7 @@ async fn a_job_made_anew_while_it_runs_takes_no_work_of_its_earlier_run() {
     let opts = RunOptions { job_id: Some("daily".into()), ..RunOptions::default() };
     let Prepared::Ready(first) = prepare(&engine, &job(1, 100), inputs.clone(), &opts).await.unwrap() else { panic!() };
     assert_eq!(enqueue(&first).await.unwrap(), 20);
-    let pool = sluicebox::pool::Pool::serve(&engine, &opts, 2);
+    let pool = sluicebox::batch::pool::Pool::serve(&engine, &opts, 2);
     let deadline = Instant::now() + Duration::from_secs(30);
     while engine.ledger.get_job("daily").await.unwrap().unwrap().done_chunks < 2 {
         assert!(Instant::now() < deadline, "the first run never got under way");
@@ -613,7 +624,7 @@ async fn a_job_made_anew_while_it_runs_takes_no_work_of_its_earlier_run() {
     enqueue(&second).await.unwrap();
     let summary = tokio::time::timeout(
         Duration::from_secs(60),
-        sluicebox::job::wait(&engine, "daily", &indicatif::ProgressBar::hidden()),
+        sluicebox::batch::job::wait(&engine, "daily", &indicatif::ProgressBar::hidden()),
     )
     .await
     .expect("the new run must complete")
@@ -641,7 +652,7 @@ async fn a_worker_limited_to_named_resources_fails_a_job_that_names_others() {
     let job = spec("[sink]\ntype = \"none\"\n", dir.path());
     let inputs = local_inputs(&engine, std::slice::from_ref(&input)).await;
     let location = inputs[0].location.clone();
-    let worker_default = sluicebox::job::worker_allow(Vec::new());
+    let worker_default = sluicebox::batch::job::worker_allow(Vec::new());
     for (allow, ok) in [
         (vec!["s3://elsewhere".to_string()], false),
         // `sluicebox worker` and the Lambda functions without --allow: never this host's files.
@@ -649,11 +660,11 @@ async fn a_worker_limited_to_named_resources_fails_a_job_that_names_others() {
         (vec![format!("file://{}", dir.path().display())], true),
     ] {
         let opts = RunOptions { allow: allow.clone(), max_attempts: 5, force: true, ..RunOptions::default() };
-        let id = sluicebox::job::submit(&engine, &job, inputs.clone(), &opts).await.unwrap().job_id;
-        let pool = sluicebox::pool::Pool::serve(&engine, &opts, 1);
+        let id = sluicebox::batch::job::submit(&engine, &job, inputs.clone(), &opts).await.unwrap().job_id;
+        let pool = sluicebox::batch::pool::Pool::serve(&engine, &opts, 1);
         let waited = tokio::time::timeout(
             Duration::from_secs(30),
-            sluicebox::job::wait(&engine, &id, &indicatif::ProgressBar::hidden()),
+            sluicebox::batch::job::wait(&engine, &id, &indicatif::ProgressBar::hidden()),
         )
         .await
         .expect("the job ends");

@@ -173,9 +173,9 @@ mod on_aws {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let conf = sluicebox::aws::sdk_config(Some(8)).await;
+            let conf = sluicebox::backends::aws::sdk_config(Some(8)).await;
             let body = std::fs::read(common::orders_dir().join("orders.csv")).unwrap();
-            sluicebox::aws::s3(&conf)
+            sluicebox::backends::aws::s3(&conf)
                 .put_object()
                 .bucket(&name)
                 .key("in/orders.csv")
@@ -303,7 +303,7 @@ mod on_aws {
 #[test]
 fn status_follows_a_local_job_and_lists_it() {
     let dir = tempfile::tempdir().unwrap();
-    sluicebox::bench::generate(dir.path(), 200_000, sluicebox::bench::KeyOrder::Random).unwrap();
+    sluicebox::tools::bench::generate(dir.path(), 200_000, sluicebox::tools::bench::KeyOrder::Random).unwrap();
     let job = common::orders_job().replace("records = 1000", "records = 2000");
     std::fs::write(dir.path().join("job.toml"), job).unwrap();
     let data = s(&dir.path().join("data"));

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use sluicebox::config::{ColumnConfig, ColumnType, JobConfig};
+use sluicebox::model::config::{ColumnConfig, ColumnType, JobConfig};
 
 fn sluicebox(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sluicebox")).args(args).output().unwrap()
@@ -166,7 +166,7 @@ fn a_json_lines_file_gets_its_fields_typed_and_a_job_that_runs_it() {
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
     let (text, config) = init(&file, dir.path());
 
-    assert_eq!(config.input.format, Some(sluicebox::config::Format::Jsonl));
+    assert_eq!(config.input.format, Some(sluicebox::model::config::Format::Jsonl));
     let kinds: Vec<(&str, ColumnType, bool)> =
         config.columns.iter().map(|c| (c.name.as_str(), c.kind, c.required)).collect();
     assert_eq!(
@@ -207,7 +207,7 @@ fn a_zstd_file_without_an_extension_is_known_by_its_magic_bytes_and_its_content(
     std::fs::write(&file, zstd::encode_all(doc.as_bytes(), 3).unwrap()).unwrap();
     let (text, config) = init(&file, dir.path());
 
-    assert_eq!(config.input.format, Some(sluicebox::config::Format::Json));
+    assert_eq!(config.input.format, Some(sluicebox::model::config::Format::Json));
     assert!(text.contains("this file is zstd (by its first bytes)"), "{text}");
     assert_eq!(column(&config, "day").kind, ColumnType::Date);
     assert_all_written(&run(&file, dir.path()), 2);

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use sluicebox::ledger::{JobStatus, SqliteLedger, StateStore};
+use sluicebox::backends::ledger::{JobStatus, SqliteLedger, StateStore};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -23,7 +23,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// Orders with keys in random order (the reference in another order) and 0.5% bad rows of
 /// four kinds, as `sluicebox bench` makes them, and the orders job pointed at them.
 fn fixture(dir: &Path, n: u64, gzip: bool) -> PathBuf {
-    sluicebox::bench::generate(dir, n, sluicebox::bench::KeyOrder::Random).unwrap();
+    sluicebox::tools::bench::generate(dir, n, sluicebox::tools::bench::KeyOrder::Random).unwrap();
     let mut orders = dir.join("orders.csv");
     if gzip {
         // As `gzip` writes it (level 6): a deflate block every 100 KB or so to resume at.
@@ -67,7 +67,7 @@ impl Job {
             .unwrap()
     }
 
-    async fn ledger_job(&self) -> Option<sluicebox::ledger::JobRecord> {
+    async fn ledger_job(&self) -> Option<sluicebox::backends::ledger::JobRecord> {
         let db = self.data.join("sluicebox-ledger.db");
         if !db.exists() {
             return None;
@@ -91,7 +91,11 @@ impl Job {
     }
 
     /// Wait until `ready` holds of the ledger's job, or the child exits (then `false`).
-    async fn wait_for(&self, child: &mut Child, ready: impl Fn(&sluicebox::ledger::JobRecord) -> bool) -> bool {
+    async fn wait_for(
+        &self,
+        child: &mut Child,
+        ready: impl Fn(&sluicebox::backends::ledger::JobRecord) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             if child.try_wait().unwrap().is_some() {
@@ -192,8 +196,8 @@ async fn killed_and_resumed(records: u64, kills: usize, gzip: bool) {
         killed_in.push(phase);
         // The table never shows half a job: it holds nothing of it yet, or all of it (a kill
         // after the gather merged the sink's stage).
-        let now = match sluicebox::sink::SqliteSink::existing(&data.path().join("sluicebox.db"), "orders") {
-            Ok(sink) => sluicebox::sink::Sink::read_all(&sink).await.unwrap(),
+        let now = match sluicebox::backends::sink::SqliteSink::existing(&data.path().join("sluicebox.db"), "orders") {
+            Ok(sink) => sluicebox::backends::sink::Sink::read_all(&sink).await.unwrap(),
             Err(_) => Default::default(), // killed before the plan made the table
         };
         assert!(
@@ -208,7 +212,7 @@ async fn killed_and_resumed(records: u64, kills: usize, gzip: bool) {
     let out = job.start().wait_with_output().unwrap();
     assert!(out.status.success(), "the last resume failed");
     let last = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
-    let summary: sluicebox::job::Summary = serde_json::from_str(&last).unwrap();
+    let summary: sluicebox::batch::job::Summary = serde_json::from_str(&last).unwrap();
 
     let count = |p: Phase| killed_in.iter().filter(|k| **k == p).count();
     eprintln!(

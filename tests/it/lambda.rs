@@ -18,10 +18,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use object_store::ObjectStoreExt;
-use sluicebox::cloud::Cloud;
+use sluicebox::backends::cloud::Cloud;
+use sluicebox::backends::sink::{Sink, SinkItem};
 use sluicebox::engine::{BackendUrls, Engine};
 use sluicebox::lambda::{Function, Settings};
-use sluicebox::sink::{Sink, SinkItem};
 
 /// What a deployment holds: a bucket whose `in/` prefix notifies an events queue, a task
 /// queue, a ledger table and a sink table, with the orders job and its reference in the bucket.
@@ -46,9 +46,9 @@ async fn stack_telling(name: &str, email: bool) -> Stack {
     let conf = emulator().await;
     let (bucket, events, tasks, ledger, sink) =
         (unique(name), unique("events"), unique("tasks"), unique("ledger"), unique("orders"));
-    let s3 = sluicebox::aws::s3(&conf);
+    let s3 = sluicebox::backends::aws::s3(&conf);
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    let sqs = sluicebox::aws::sqs(&conf);
+    let sqs = sluicebox::backends::aws::sqs(&conf);
     let events_url = sqs.create_queue().queue_name(&events).send().await.unwrap().queue_url.unwrap();
     let tasks_url = sqs
         .create_queue()
@@ -60,9 +60,9 @@ async fn stack_telling(name: &str, email: bool) -> Stack {
         .queue_url
         .unwrap();
     let arn = common::queue_arn(&sqs, &events_url).await;
-    let ddb = sluicebox::aws::dynamodb(&conf);
-    sluicebox::ledger::dynamodb::DynamoLedger::create_table(&ddb, &ledger).await.unwrap();
-    sluicebox::sink::dynamodb::DynamoSink::create_table(&ddb, &sink).await.unwrap();
+    let ddb = sluicebox::backends::aws::dynamodb(&conf);
+    sluicebox::backends::ledger::dynamodb::DynamoLedger::create_table(&ddb, &ledger).await.unwrap();
+    sluicebox::backends::sink::dynamodb::DynamoSink::create_table(&ddb, &sink).await.unwrap();
 
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
     let reference = format!("s3://{bucket}/reference/financial.csv");
@@ -150,7 +150,7 @@ impl Stack {
 
     /// Up to `n` messages of `queue_url`.
     async fn receive_at_most(&self, queue_url: &str, wait_s: i32, n: i32) -> Vec<SqsMessage> {
-        let sqs = sluicebox::aws::sqs(&self.conf);
+        let sqs = sluicebox::backends::aws::sqs(&self.conf);
         let got = sqs
             .receive_message()
             .queue_url(queue_url)
@@ -183,7 +183,7 @@ impl Stack {
     /// Delete the messages of `batch` not named in `failed`, as Lambda does after a handler
     /// that reports batch item failures returns.
     async fn settle(&self, queue_url: &str, batch: &[SqsMessage], failed: &[String]) {
-        let sqs = sluicebox::aws::sqs(&self.conf);
+        let sqs = sluicebox::backends::aws::sqs(&self.conf);
         for m in batch {
             if !failed.contains(m.message_id.as_ref().unwrap()) {
                 let receipt = m.receipt_handle.clone().unwrap();
@@ -193,7 +193,8 @@ impl Stack {
     }
 
     async fn object(&self, key: &str) -> Option<bytes::Bytes> {
-        let store = sluicebox::bucket::open(&format!("s3://{}", self.bucket), &Cloud::aws(self.conf.clone())).unwrap();
+        let store = sluicebox::backends::bucket::open(&format!("s3://{}", self.bucket), &Cloud::aws(self.conf.clone()))
+            .unwrap();
         match store.get(&object_store::path::Path::from(key)).await {
             Ok(got) => Some(got.bytes().await.unwrap()),
             Err(object_store::Error::NotFound { .. }) => None,
@@ -242,7 +243,7 @@ impl Sink for FailSomeWrites {
     async fn discard(&self, job: u64) -> sluicebox::Result<()> {
         self.0.discard(job).await
     }
-    async fn read_all(&self) -> sluicebox::Result<BTreeMap<String, sluicebox::record::Record>> {
+    async fn read_all(&self) -> sluicebox::Result<BTreeMap<String, sluicebox::model::record::Record>> {
         self.0.read_all().await
     }
 }
@@ -260,14 +261,14 @@ async fn the_orders_example_through_the_handlers_matches_the_local_run() {
     // The local run, for comparison.
     let local_dir = tempfile::tempdir().unwrap();
     let local_engine = Engine::local(local_dir.path()).unwrap();
-    let spec = sluicebox::config::JobConfig::from_toml(
+    let spec = sluicebox::model::config::JobConfig::from_toml(
         &std::fs::read_to_string(examples.join("job.toml")).unwrap(),
         "job.toml",
     )
     .unwrap()
     .validate(&examples)
     .unwrap();
-    let inputs = sluicebox::bucket::resolve_inputs(
+    let inputs = sluicebox::backends::bucket::resolve_inputs(
         local_engine.inputs.as_ref(),
         &[examples.join("orders.csv").display().to_string()],
         None,
@@ -275,11 +276,11 @@ async fn the_orders_example_through_the_handlers_matches_the_local_run() {
     )
     .await
     .unwrap();
-    let local = sluicebox::job::run(&local_engine, &spec, inputs, &Default::default()).await.unwrap();
+    let local = sluicebox::batch::job::run(&local_engine, &spec, inputs, &Default::default()).await.unwrap();
     let local_job = local_dir.path().join("bucket/jobs").join(&local.job_id);
 
     // The file lands; S3 tells the events queue; on-object starts the job.
-    let s3 = sluicebox::aws::s3(&stack.conf);
+    let s3 = sluicebox::backends::aws::s3(&stack.conf);
     let orders = std::fs::read(examples.join("orders.csv")).unwrap();
     s3.put_object().bucket(&stack.bucket).key("in/orders.csv").body(orders.into()).send().await.unwrap();
     let starter = stack.function(0, None).await;
@@ -325,7 +326,7 @@ async fn the_orders_example_through_the_handlers_matches_the_local_run() {
         if let Some(m) = batches.iter().flatten().next().filter(|_| !duplicated && rounds > 1) {
             // At-least-once delivery: the same task twice.
             let body = m.body.clone().unwrap();
-            let sqs = sluicebox::aws::sqs(&stack.conf);
+            let sqs = sluicebox::backends::aws::sqs(&stack.conf);
             sqs.send_message().queue_url(&stack.tasks_url).message_body(body).send().await.unwrap();
             duplicated = true;
         }
@@ -366,20 +367,25 @@ async fn the_orders_example_through_the_handlers_matches_the_local_run() {
     );
     let rejects = stack.object(&format!("{summary_key}/rejects.jsonl")).await.unwrap();
     assert!(rejects.as_ref() == std::fs::read(local_job.join("rejects.jsonl")).unwrap().as_slice(), "rejects differ");
-    let local_rows = sluicebox::sink::SqliteSink::existing(&local_dir.path().join("sluicebox.db"), "orders").unwrap();
+    let local_rows =
+        sluicebox::backends::sink::SqliteSink::existing(&local_dir.path().join("sluicebox.db"), "orders").unwrap();
     let local_rows = local_rows.read_all().await.unwrap();
-    let sink = sluicebox::sink::dynamodb::DynamoSink::new(sluicebox::aws::dynamodb(&stack.conf), &stack.sink_table);
+    let sink = sluicebox::backends::sink::dynamodb::DynamoSink::new(
+        sluicebox::backends::aws::dynamodb(&stack.conf),
+        &stack.sink_table,
+    );
     let items = sink.read_all().await.unwrap();
     assert_eq!(items.len(), local_rows.len());
     assert!(items == local_rows, "the DynamoDB items differ from the local sink's rows");
-    let ledger = sluicebox::ledger::dynamodb::DynamoLedger::new(
-        sluicebox::aws::dynamodb(&stack.conf),
+    let ledger = sluicebox::backends::ledger::dynamodb::DynamoLedger::new(
+        sluicebox::backends::aws::dynamodb(&stack.conf),
         stack.settings.ledger.trim_start_matches("dynamodb://"),
     );
-    let job = sluicebox::ledger::StateStore::get_job(&ledger, job_id.as_ref().unwrap()).await.unwrap().unwrap();
-    assert_eq!(job.status, sluicebox::ledger::JobStatus::Complete);
+    let job =
+        sluicebox::backends::ledger::StateStore::get_job(&ledger, job_id.as_ref().unwrap()).await.unwrap().unwrap();
+    assert_eq!(job.status, sluicebox::backends::ledger::JobStatus::Complete);
     // The table's time to live removes a finished job: its item in 30 days, its chunks' after.
-    let ddb = sluicebox::aws::dynamodb(&stack.conf);
+    let ddb = sluicebox::backends::aws::dynamodb(&stack.conf);
     let ledger_table = stack.settings.ledger.trim_start_matches("dynamodb://");
     let expires = |sk: &'static str| {
         let (ddb, pk) = (ddb.clone(), format!("job#{}", job_id.as_ref().unwrap()));
@@ -444,7 +450,7 @@ async fn the_orders_example_through_the_handlers_matches_the_local_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_object_takes_s3_events_directly_and_through_sns_and_ignores_repeats() {
     let stack = stack("direct").await;
-    let s3 = sluicebox::aws::s3(&stack.conf);
+    let s3 = sluicebox::backends::aws::s3(&stack.conf);
     let put = s3.put_object().bucket(&stack.bucket).key("in/day one.csv").body(orders_head(2).into());
     let e_tag = put.send().await.unwrap().e_tag.unwrap();
     let f = stack.function(0, None).await;
@@ -499,7 +505,7 @@ async fn on_object_takes_s3_events_directly_and_through_sns_and_ignores_repeats(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_task_reports_only_the_tasks_to_retry() {
     let stack = stack("partial").await;
-    let s3 = sluicebox::aws::s3(&stack.conf);
+    let s3 = sluicebox::backends::aws::s3(&stack.conf);
     s3.put_object().bucket(&stack.bucket).key("in/x.csv").body(orders_head(2).into()).send().await.unwrap();
     let starter = stack.function(0, None).await;
     let notes = stack.receive(&stack.events_url, 5).await;
@@ -514,11 +520,12 @@ async fn on_task_reports_only_the_tasks_to_retry() {
     };
     // The task again, as a fresh delivery.
     let resend = |body: String| async {
-        let sqs = sluicebox::aws::sqs(&stack.conf);
+        let sqs = sluicebox::backends::aws::sqs(&stack.conf);
         sqs.send_message().queue_url(&stack.tasks_url).message_body(body).send().await.unwrap();
     };
     let store =
-        sluicebox::bucket::open(&format!("s3://{}/out", stack.bucket), &Cloud::aws(stack.conf.clone())).unwrap();
+        sluicebox::backends::bucket::open(&format!("s3://{}/out", stack.bucket), &Cloud::aws(stack.conf.clone()))
+            .unwrap();
     let plan: serde_json::Value = serde_json::from_slice(
         &store
             .get(&object_store::path::Path::from(format!("jobs/{job_id}/plan.json")))
@@ -575,7 +582,7 @@ async fn on_task_reports_only_the_tasks_to_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_whose_attempts_never_answered_fails_its_job() {
     let stack = stack("unanswered").await;
-    let s3 = sluicebox::aws::s3(&stack.conf);
+    let s3 = sluicebox::backends::aws::s3(&stack.conf);
     s3.put_object().bucket(&stack.bucket).key("in/x.csv").body(orders_head(3).into()).send().await.unwrap();
     let starter = stack.function(0, None).await;
     let notes = stack.receive(&stack.events_url, 5).await;
@@ -593,12 +600,12 @@ async fn a_task_whose_attempts_never_answered_fails_its_job() {
     let failed: serde_json::Value = serde_json::from_slice(&failed).unwrap();
     let error = failed["error"].as_str().unwrap();
     assert!(error.contains("no attempt answered") && error.contains("from line 2"), "{failed}");
-    let ledger = sluicebox::ledger::dynamodb::DynamoLedger::new(
-        sluicebox::aws::dynamodb(&stack.conf),
+    let ledger = sluicebox::backends::ledger::dynamodb::DynamoLedger::new(
+        sluicebox::backends::aws::dynamodb(&stack.conf),
         stack.settings.ledger.trim_start_matches("dynamodb://"),
     );
-    let job = sluicebox::ledger::StateStore::get_job(&ledger, &job_id).await.unwrap().unwrap();
-    assert_eq!(job.status, sluicebox::ledger::JobStatus::Failed);
+    let job = sluicebox::backends::ledger::StateStore::get_job(&ledger, &job_id).await.unwrap().unwrap();
+    assert_eq!(job.status, sluicebox::backends::ledger::JobStatus::Failed);
     assert!(stack.object(&format!("out/jobs/{job_id}/summary.json")).await.is_none());
 }
 
@@ -699,7 +706,7 @@ impl Sink for SlowPublish {
     async fn discard(&self, job: u64) -> sluicebox::Result<()> {
         self.0.discard(job).await
     }
-    async fn read_all(&self) -> sluicebox::Result<BTreeMap<String, sluicebox::record::Record>> {
+    async fn read_all(&self) -> sluicebox::Result<BTreeMap<String, sluicebox::model::record::Record>> {
         self.0.read_all().await
     }
 }
@@ -710,7 +717,7 @@ impl Sink for SlowPublish {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gather_cut_off_by_the_deadline_is_finished_by_the_next_invocation() {
     let stack = stack("deadline").await;
-    let s3 = sluicebox::aws::s3(&stack.conf);
+    let s3 = sluicebox::backends::aws::s3(&stack.conf);
     s3.put_object().bucket(&stack.bucket).key("in/x.csv").body(orders_head(20).into()).send().await.unwrap();
     let slow: sluicebox::engine::SinkLayer = Arc::new(|s| Arc::new(SlowPublish(s)) as Arc<dyn Sink>);
     let f = stack.function(0, Some(slow)).await;

@@ -18,7 +18,7 @@ use aws_lambda_events::streams::KinesisEventResponse;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use serde_json::{json, Value};
-use sluicebox::cloud::Cloud;
+use sluicebox::backends::cloud::Cloud;
 use sluicebox::lambda::{Function, Settings};
 
 /// One record on a shard, as the stream holds it.
@@ -106,13 +106,13 @@ impl Stack {
         let conf = emulator().await;
         let (bucket, ledger) = (unique("on-stream"), unique("stream-ledger"));
         let dest_bucket = unique("stream-out");
-        let s3 = sluicebox::aws::s3(&conf);
+        let s3 = sluicebox::backends::aws::s3(&conf);
         s3.create_bucket().bucket(&bucket).send().await.unwrap();
         if create_dest {
             s3.create_bucket().bucket(&dest_bucket).send().await.unwrap();
         }
-        let ddb = sluicebox::aws::dynamodb(&conf);
-        sluicebox::ledger::dynamodb::DynamoLedger::create_table(&ddb, &ledger).await.unwrap();
+        let ddb = sluicebox::backends::aws::dynamodb(&conf);
+        sluicebox::backends::ledger::dynamodb::DynamoLedger::create_table(&ddb, &ledger).await.unwrap();
         let reference = std::fs::read(orders_dir().join("financial.csv")).unwrap();
         s3.put_object().bucket(&bucket).key("reference/financial.csv").body(reference.into()).send().await.unwrap();
         let stack = Stack {
@@ -133,7 +133,7 @@ impl Stack {
             .unwrap()
             .replace("source = \"financial.csv\"", &format!("source = {reference:?}"))
             + "\n[stream]\nrecords = 100\nsize_mib = 1\npartition = \"region={region}\"\n";
-        let s3 = sluicebox::aws::s3(&self.conf);
+        let s3 = sluicebox::backends::aws::s3(&self.conf);
         s3.put_object().bucket(&self.bucket).key("config/job.toml").body(job.into_bytes().into()).send().await.unwrap();
     }
 
@@ -163,7 +163,7 @@ impl Stack {
     /// Every object under the destination, decompressed, by key.
     async fn objects(&self) -> BTreeMap<String, Vec<u8>> {
         let url = format!("s3://{}/orders", self.dest_bucket);
-        let store = sluicebox::bucket::open(&url, &Cloud::aws(self.conf.clone())).unwrap();
+        let store = sluicebox::backends::bucket::open(&url, &Cloud::aws(self.conf.clone())).unwrap();
         let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
         let mut out = BTreeMap::new();
         for m in metas {
@@ -250,14 +250,15 @@ async fn a_failed_shard_comes_back_from_its_first_sequence_number_and_its_retry_
     assert_eq!(failed, vec![a[50].sequence.clone()]);
 
     // Once it exists, the mapping's retry from that record writes the batch, once.
-    sluicebox::aws::s3(&stack.conf).create_bucket().bucket(&stack.dest_bucket).send().await.unwrap();
+    sluicebox::backends::aws::s3(&stack.conf).create_bucket().bucket(&stack.dest_bucket).send().await.unwrap();
     assert_eq!(stack.deliver(&f, &[&a[50..200]]).await, Vec::<String>::new());
     stack.assert_each_order_once(&[a[50..200].to_vec()]).await;
 
     // One shard's failure (its stored state unreadable) leaves the other's result standing.
-    let ledger = sluicebox::ledger::open(&format!("dynamodb://{}", stack.ledger), &Cloud::aws(stack.conf.clone()))
-        .await
-        .unwrap();
+    let ledger =
+        sluicebox::backends::ledger::open(&format!("dynamodb://{}", stack.ledger), &Cloud::aws(stack.conf.clone()))
+            .await
+            .unwrap();
     let stream = stack.stream_arn.rsplit_once('/').unwrap().1;
     let broken = format!("{stream}/shardId-000000000001");
     assert!(ledger.put_checkpoint(&broken, 0, "not a state").await.unwrap());

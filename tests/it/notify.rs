@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use sluicebox::backends::sink::Sink;
+use sluicebox::batch::job::RunOptions;
 use sluicebox::engine::Engine;
-use sluicebox::job::RunOptions;
-use sluicebox::sink::Sink;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -27,7 +27,7 @@ async fn webhook_answering(status: &'static str) -> (String, mpsc::UnboundedRece
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     // A hook on loopback over plain http: allowed for this test process only.
     // SAFETY of the environment: set before any client of this process reads it.
-    unsafe { std::env::set_var(sluicebox::web::ALLOW_PRIVATE, "true") };
+    unsafe { std::env::set_var(sluicebox::model::web::ALLOW_PRIVATE, "true") };
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -177,13 +177,13 @@ async fn a_failed_job_is_told_failed_and_its_input_is_not_archived() {
     let spec = spec(&job, dir.path());
     let inputs = local_inputs(&engine, std::slice::from_ref(&input)).await;
     let opts = RunOptions { max_attempts: 2, retry_delay: Duration::from_millis(100), ..RunOptions::default() };
-    let run = match sluicebox::job::prepare::prepare(&engine, &spec, inputs, &opts).await.unwrap() {
-        sluicebox::job::prepare::Prepared::Ready(run) => run,
-        sluicebox::job::prepare::Prepared::Complete(_) => panic!("a new job cannot be complete"),
+    let run = match sluicebox::batch::job::prepare::prepare(&engine, &spec, inputs, &opts).await.unwrap() {
+        sluicebox::batch::job::prepare::Prepared::Ready(run) => run,
+        sluicebox::batch::job::prepare::Prepared::Complete(_) => panic!("a new job cannot be complete"),
     };
-    sluicebox::job::prepare::enqueue(&run).await.unwrap();
+    sluicebox::batch::job::prepare::enqueue(&run).await.unwrap();
     let id = run.id().to_string();
-    let pool = sluicebox::pool::Pool::serve(&engine, &opts, 2);
+    let pool = sluicebox::batch::pool::Pool::serve(&engine, &opts, 2);
     let told =
         tokio::time::timeout(Duration::from_secs(30), posted.recv()).await.expect("the webhook was called").unwrap();
     pool.stop();
@@ -254,10 +254,10 @@ async fn a_webhook_redirect_is_not_followed() {
 /// before anything is sent; a name that resolves to loopback is refused when it is called.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_to_internal_addresses_are_refused_unless_allowed() {
-    assert!(std::env::var(sluicebox::web::ALLOW_PRIVATE).is_err(), "this test runs without the allowance");
+    assert!(std::env::var(sluicebox::model::web::ALLOW_PRIVATE).is_err(), "this test runs without the allowance");
     let parse = |to: &str| {
         let config = format!("[[notify]]\nto = {to:?}\n");
-        sluicebox::config::JobConfig::from_toml(&config, "job.toml")
+        sluicebox::model::config::JobConfig::from_toml(&config, "job.toml")
             .and_then(|c| c.resolve(Path::new(".")))
             .and_then(|d| d.check())
             .map(|_| ())
@@ -284,9 +284,10 @@ async fn webhooks_to_internal_addresses_are_refused_unless_allowed() {
     // listener there.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let client = sluicebox::web::client(Duration::from_secs(5)).unwrap();
-    let url = sluicebox::web::SecretUrl::new(format!("https://localhost:{port}/hook/SECRET"));
-    let err = sluicebox::web::post_json(&client, &url, "notify.to", b"{}".to_vec()).await.unwrap_err().to_string();
+    let client = sluicebox::model::web::client(Duration::from_secs(5)).unwrap();
+    let url = sluicebox::model::web::SecretUrl::new(format!("https://localhost:{port}/hook/SECRET"));
+    let err =
+        sluicebox::model::web::post_json(&client, &url, "notify.to", b"{}".to_vec()).await.unwrap_err().to_string();
     assert!(err.contains("internal address") && !err.contains("SECRET"), "{err}");
     assert!(
         tokio::time::timeout(Duration::from_millis(500), listener.accept()).await.is_err(),
@@ -326,7 +327,7 @@ async fn configured_secrets_reach_no_log_page_summary_or_message() {
             .arg(&data)
             .args(["--job-id", name])
             .env("RUST_LOG", "debug")
-            .env(sluicebox::web::ALLOW_PRIVATE, "true")
+            .env(sluicebox::model::web::ALLOW_PRIVATE, "true")
             // A closed port: every e-mail fails, and the failure is logged.
             .env("SLUICEBOX_SMTP_URL", "smtp://user:SMTPPASSWORD@127.0.0.1:1")
             .output()

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use common::*;
 use serde_json::json;
+use sluicebox::batch::job::RunOptions;
 use sluicebox::engine::Engine;
-use sluicebox::job::RunOptions;
 
 /// The expected merged output, computed here from the two seed files without sluicebox.
 fn expected_output() -> String {
@@ -88,7 +88,7 @@ async fn orders_example_golden() {
         assert_eq!(pair[0]["end"], pair[1]["start"], "chunk byte ranges must be contiguous");
     }
     assert_eq!(chunks.iter().map(|c| c["commit"]["counts"]["written"].as_u64().unwrap()).sum::<u64>(), 10000);
-    let on_disk: sluicebox::job::Summary =
+    let on_disk: sluicebox::batch::job::Summary =
         serde_json::from_str(&job_file(data.path(), &s.job_id, "summary.json")).unwrap();
     assert_eq!(on_disk, s);
     assert!(

@@ -72,7 +72,7 @@ async fn run_both(
     inputs: &[PathBuf],
     job: &str,
     base: &Path,
-) -> (tempfile::TempDir, sluicebox::job::Summary, PathBuf, sluicebox::job::Summary, PathBuf) {
+) -> (tempfile::TempDir, sluicebox::batch::job::Summary, PathBuf, sluicebox::batch::job::Summary, PathBuf) {
     let data = tempfile::tempdir().unwrap();
     let (pq_dir, csv_dir) = (data.path().join("parquet"), data.path().join("csv"));
     let started = std::time::Instant::now();
@@ -230,7 +230,7 @@ type = "none"
 #[test]
 fn parquet_output_without_known_fields_is_refused_naming_what_to_add() {
     let base = Path::new("/");
-    let check = |job: &str| sluicebox::config::JobConfig::from_toml(job, "job.toml").unwrap().validate(base);
+    let check = |job: &str| sluicebox::model::config::JobConfig::from_toml(job, "job.toml").unwrap().validate(base);
     let transformed = "transform = ['.a = 1']\n[output]\nformat = \"parquet\"\n";
     let json = "[input]\nformat = \"jsonl\"\n[output]\nformat = \"parquet\"\n";
     for job in [transformed, json] {

@@ -186,7 +186,7 @@ fn the_readme_job_file_example_is_a_valid_job() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let start = readme.find("```toml\n").expect("README has a TOML example") + "```toml\n".len();
     let end = start + readme[start..].find("```").unwrap();
-    let config = sluicebox::config::JobConfig::from_toml(&readme[start..end], "README.md").unwrap();
+    let config = sluicebox::model::config::JobConfig::from_toml(&readme[start..end], "README.md").unwrap();
     assert_eq!(config.transform.len(), 2);
     assert!(config.enrich.is_some() && config.validate.is_some());
     config.validate(Path::new(".")).unwrap();
@@ -198,11 +198,12 @@ async fn a_large_reference_is_looked_up_in_the_database_with_the_same_result() {
     let memory = tempfile::tempdir().unwrap();
     let a = run(memory.path(), std::slice::from_ref(&input), &orders_job(), &orders_dir()).await.unwrap();
     let job = orders_job().replace("on_missing = \"reject\"", "on_missing = \"reject\"\nmemory_limit = 0");
-    let cfg = sluicebox::config::JobConfig::from_toml(&job, "job.toml").unwrap().validate(&orders_dir()).unwrap();
+    let cfg =
+        sluicebox::model::config::JobConfig::from_toml(&job, "job.toml").unwrap().validate(&orders_dir()).unwrap();
     let db = tempfile::tempdir().unwrap();
     for _ in 0..2 {
         // The second load finds the imported table and reuses it.
-        let table = sluicebox::lookup::LookupTable::load(
+        let table = sluicebox::backends::lookup::LookupTable::load(
             cfg.enrich.as_ref().unwrap(),
             &db.path().join("sluicebox.db"),
             &Default::default(),
@@ -252,7 +253,7 @@ async fn with_repeated_keys_the_sink_keeps_the_last_record_of_the_input_whatever
     for workers in [1, 4] {
         let run_dir = data.path().join(format!("w{workers}"));
         let engine = sluicebox::engine::Engine::local(&run_dir).unwrap();
-        let opts = sluicebox::job::RunOptions { workers, ..Default::default() };
+        let opts = sluicebox::batch::job::RunOptions { workers, ..Default::default() };
         run_with(&engine, std::slice::from_ref(&input), job, Path::new("."), &opts).await.unwrap();
         let rows = sink_rows(&run_dir, "rep").await;
         assert_eq!(rows.len(), 7);
@@ -363,8 +364,8 @@ async fn a_reference_kept_between_jobs_is_read_anew_when_its_file_changes() {
         );
         let run_dir = data.path().join(format!("run-{memory_limit}"));
         let engine = sluicebox::engine::Engine::local(&run_dir).unwrap();
-        let opts = sluicebox::job::RunOptions { force: true, ..Default::default() };
-        let names = |s: &sluicebox::job::Summary| -> Vec<String> {
+        let opts = sluicebox::batch::job::RunOptions { force: true, ..Default::default() };
+        let names = |s: &sluicebox::batch::job::Summary| -> Vec<String> {
             job_file(&run_dir, &s.job_id, "output.jsonl")
                 .lines()
                 .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["name"].as_str().unwrap().to_string())

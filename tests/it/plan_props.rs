@@ -4,8 +4,8 @@
 use std::num::NonZeroU64;
 
 use proptest::prelude::*;
-use sluicebox::decode::{CsvDialect, JsonEvent, JsonScanner};
-use sluicebox::plan::{scan_csv, scan_json, scan_jsonl, ChunkTargets};
+use sluicebox::input::decode::{CsvDialect, JsonEvent, JsonScanner};
+use sluicebox::input::plan::{scan_csv, scan_json, scan_jsonl, ChunkTargets};
 
 fn field() -> impl Strategy<Value = String> {
     prop::collection::vec(
@@ -168,7 +168,7 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 /// what to change, after keeping at most that many chunks in memory.
 #[test]
 fn an_input_cut_into_too_many_chunks_stops_the_plan() {
-    let lines = sluicebox::plan::MAX_CHUNKS + 1;
+    let lines = sluicebox::input::plan::MAX_CHUNKS + 1;
     let input = "{}\n".repeat(lines);
     let one_per_chunk = ChunkTargets {
         records: NonZeroU64::new(1),

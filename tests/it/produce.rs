@@ -14,10 +14,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use sluicebox::calls::Tally;
-use sluicebox::cloud::Cloud;
-use sluicebox::config::JobConfig;
-use sluicebox::produce::{self, faults::Throttled, KinesisStream, Produce, Produced, PutRecords, Retry, Source};
+use sluicebox::backends::calls::Tally;
+use sluicebox::backends::cloud::Cloud;
+use sluicebox::model::config::JobConfig;
+use sluicebox::tools::produce::{self, faults::Throttled, KinesisStream, Produce, Produced, PutRecords, Retry, Source};
 
 fn orders_csv() -> std::path::PathBuf {
     common::orders_dir().join("orders.csv")
@@ -120,7 +120,7 @@ fn by_uuid(objects: impl IntoIterator<Item = Map<String, Value>>) -> BTreeMap<St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_order_arrives_once_on_a_two_shard_stream_with_the_fields_of_its_row() {
-    let client = sluicebox::aws::kinesis(&emulator().await);
+    let client = sluicebox::backends::aws::kinesis(&emulator().await);
     let stream = new_stream(&client, 2).await;
     let how = Produce::default();
     let (produced, calls) = produce_file(&orders_csv(), &JobConfig::default(), &stream, stream.name(), &how).await;
@@ -147,7 +147,7 @@ async fn every_order_arrives_once_on_a_two_shard_stream_with_the_fields_of_its_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_with_one_partition_key_field_value_land_on_one_shard() {
-    let client = sluicebox::aws::kinesis(&emulator().await);
+    let client = sluicebox::backends::aws::kinesis(&emulator().await);
     let stream = new_stream(&client, 2).await;
     let how = Produce { partition_key: Some("Region".into()), ..Produce::default() };
     let (produced, _) = produce_file(&orders_csv(), &JobConfig::default(), &stream, stream.name(), &how).await;
@@ -164,7 +164,7 @@ async fn records_with_one_partition_key_field_value_land_on_one_shard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_refused_at_random_are_sent_again_and_every_record_arrives_once() {
-    let client = sluicebox::aws::kinesis(&emulator().await);
+    let client = sluicebox::backends::aws::kinesis(&emulator().await);
     let stream = new_stream(&client, 2).await;
     let name = stream.name().to_string();
     // About 30% of the entries refused on each of their first two sends.
@@ -188,7 +188,7 @@ async fn entries_refused_at_random_are_sent_again_and_every_record_arrives_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_refused_every_time_fail_the_command_saying_how_many_records_were_not_put() {
-    let client = sluicebox::aws::kinesis(&emulator().await);
+    let client = sluicebox::backends::aws::kinesis(&emulator().await);
     let stream = new_stream(&client, 1).await;
     let name = stream.name().to_string();
     let throttled = Throttled::new(stream, 1.0, u32::MAX);
@@ -212,7 +212,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_over_1_mib_or_without_its_partition_key_stops_the_command_before_anything_is_sent() {
-    let client = sluicebox::aws::kinesis(&emulator().await);
+    let client = sluicebox::backends::aws::kinesis(&emulator().await);
     let stream = new_stream(&client, 1).await;
     let dir = tempfile::tempdir().unwrap();
     let mut csv = b"id,note\n1,a\n2,b\n".to_vec();
@@ -236,7 +236,7 @@ async fn a_record_over_1_mib_or_without_its_partition_key_stops_the_command_befo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gzipped_json_lines_file_and_a_headerless_csv_are_put_as_their_objects() {
-    let client = sluicebox::aws::kinesis(&emulator().await);
+    let client = sluicebox::backends::aws::kinesis(&emulator().await);
     let stream = new_stream(&client, 1).await;
     let dir = tempfile::tempdir().unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -263,7 +263,7 @@ async fn a_gzipped_json_lines_file_and_a_headerless_csv_are_put_as_their_objects
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_stream_is_an_error_naming_it() {
-    let client = sluicebox::aws::kinesis(&emulator().await);
+    let client = sluicebox::backends::aws::kinesis(&emulator().await);
     let name = unique("missing");
     let err = KinesisStream::open(client, &name, None).await.unwrap_err().to_string();
     assert!(err.contains(&format!("the Kinesis stream {name} does not exist")) && err.contains("--shards"), "{err}");
@@ -273,7 +273,7 @@ async fn a_missing_stream_is_an_error_naming_it() {
 /// result as one JSON object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_puts_the_orders_and_reports_them_as_json() {
-    let client = sluicebox::aws::kinesis(&emulator().await);
+    let client = sluicebox::backends::aws::kinesis(&emulator().await);
     let name = unique("cli");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluicebox"))
         .args(["produce", &orders_csv().display().to_string(), "--to", &format!("kinesis://{name}")])

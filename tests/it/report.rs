@@ -168,7 +168,8 @@ fn shows(text: &str, value: &Value) -> bool {
             let Ok(shown) = digits.parse::<f64>() else { return false };
             let places = digits.split_once('.').map_or(0, |(_, f)| f.len()) as i32;
             let want = n.as_f64().unwrap();
-            let grouped_right = n.is_f64() || text == sluicebox::cost::thousands(n.as_u64().unwrap_or(u64::MAX));
+            let grouped_right =
+                n.is_f64() || text == sluicebox::backends::cost::thousands(n.as_u64().unwrap_or(u64::MAX));
             grouped_right && (shown - want).abs() <= 0.5 * 10f64.powi(-places) + want.abs() * 1e-12
         }
         Value::String(s) => text == s.replace('_', " "),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use sluicebox::ledger::{SqliteLedger, StateStore};
+use sluicebox::backends::ledger::{SqliteLedger, StateStore};
 use sluicebox::stream::source::batch::BatchSource;
 use sluicebox::stream::source::files::{FilesSource, StdinSource};
 use sluicebox::stream::source::sqs::QueueSource;
@@ -238,7 +238,8 @@ async fn announced_files_are_kept_if_written_and_redone_if_not() {
     let spec = common::spec("[stream]\nrecords = 5\ncompression = \"none\"\n", dir.path());
     let ledger = Arc::new(SqliteLedger::open(&dir.path().join("ledger.db")).unwrap());
     let out = dir.path().join("out");
-    let dest = sluicebox::bucket::open(out.to_str().unwrap(), &sluicebox::cloud::Cloud::none()).unwrap();
+    let dest =
+        sluicebox::backends::bucket::open(out.to_str().unwrap(), &sluicebox::backends::cloud::Cloud::none()).unwrap();
     let opts = Options {
         from: Source::Files(vec![path.display().to_string()]),
         to: out.display().to_string(),
@@ -265,8 +266,8 @@ async fn announced_files_are_kept_if_written_and_redone_if_not() {
         lookup: None,
         ledger: ledger.clone(),
         dest,
-        inputs: sluicebox::bucket::local_inputs(),
-        cloud: sluicebox::cloud::Cloud::none(),
+        inputs: sluicebox::backends::bucket::local_inputs(),
+        cloud: sluicebox::backends::cloud::Cloud::none(),
     };
     let r = stream.run(&opts, std::future::pending()).await.unwrap();
     assert_eq!((r.records, r.skipped, r.written, r.files), (10, 5, 5, 1));
@@ -520,7 +521,8 @@ impl conformance::Feeder for FilesFeeder {
         let input = common::spec("", self.dir.path()).input;
         let args = vec![folder.display().to_string()];
         Box::new(move || {
-            Arc::new(FilesSource::new(sluicebox::bucket::local_inputs(), args.clone(), &input)) as Arc<dyn RecordSource>
+            Arc::new(FilesSource::new(sluicebox::backends::bucket::local_inputs(), args.clone(), &input))
+                as Arc<dyn RecordSource>
         })
     }
 }
@@ -543,7 +545,7 @@ impl conformance::Feeder for StdinFeeder {
         Box::new(move || {
             let text = text.clone();
             let open = move || Box::new(std::io::Cursor::new(text.clone())) as Box<dyn std::io::Read + Send>;
-            Arc::new(StdinSource::new(open, sluicebox::config::Format::Jsonl, dialect)) as Arc<dyn RecordSource>
+            Arc::new(StdinSource::new(open, sluicebox::model::config::Format::Jsonl, dialect)) as Arc<dyn RecordSource>
         })
     }
 }
@@ -586,8 +588,8 @@ struct MemoryQueueFeeder;
 #[async_trait::async_trait]
 impl conformance::Feeder for MemoryQueueFeeder {
     async fn feed(&self, records: Vec<String>) -> conformance::Opener {
-        let queue: Arc<dyn sluicebox::queue::Queue> =
-            Arc::new(sluicebox::queue::MemoryQueue::new(Duration::from_secs(2)));
+        let queue: Arc<dyn sluicebox::backends::queue::Queue> =
+            Arc::new(sluicebox::backends::queue::MemoryQueue::new(Duration::from_secs(2)));
         queue.send(records).await.unwrap();
         Box::new(move || Arc::new(QueueSource::new(queue.clone(), "memory://events".into())) as Arc<dyn RecordSource>)
     }

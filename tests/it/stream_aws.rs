@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use serde_json::Value;
-use sluicebox::queue::sqs::SqsQueue;
-use sluicebox::queue::Queue;
+use sluicebox::backends::queue::sqs::SqsQueue;
+use sluicebox::backends::queue::Queue;
 use sluicebox::stream::source::kinesis::{KinesisSource, Start};
 use sluicebox::stream::source::sqs::QueueSource;
 use sluicebox::stream::source::{conformance, RecordSource};
@@ -35,8 +35,11 @@ fn ok(out: std::process::Output) -> String {
 
 /// Every object under `url`, decompressed, by key below it.
 async fn objects(url: &str) -> BTreeMap<String, Vec<u8>> {
-    let store =
-        sluicebox::bucket::open(url, &sluicebox::cloud::Cloud::aws(sluicebox::aws::sdk_config(Some(8)).await)).unwrap();
+    let store = sluicebox::backends::bucket::open(
+        url,
+        &sluicebox::backends::cloud::Cloud::aws(sluicebox::backends::aws::sdk_config(Some(8)).await),
+    )
+    .unwrap();
     let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
     let mut out = BTreeMap::new();
     for m in metas {
@@ -190,12 +193,13 @@ async fn kinesis_to_s3_killed_half_way_and_restarted_writes_every_record_once() 
 async fn sqs_messages_land_in_files_and_are_deleted() {
     common::assert_emulator();
     let dir = tempfile::tempdir().unwrap();
-    let sdk = sluicebox::aws::sdk_config(Some(8)).await;
-    let sqs = sluicebox::aws::sqs(&sdk);
+    let sdk = sluicebox::backends::aws::sdk_config(Some(8)).await;
+    let sqs = sluicebox::backends::aws::sqs(&sdk);
     let name = unique("events");
     sqs.create_queue().queue_name(&name).send().await.unwrap();
-    let cloud = sluicebox::cloud::Cloud::aws(sdk);
-    let queue = sluicebox::queue::open(&format!("sqs://{name}"), Duration::from_secs(30), &cloud).await.unwrap();
+    let cloud = sluicebox::backends::cloud::Cloud::aws(sdk);
+    let queue =
+        sluicebox::backends::queue::open(&format!("sqs://{name}"), Duration::from_secs(30), &cloud).await.unwrap();
     let mut bodies: Vec<String> =
         (0..400).map(|i| format!("{{\"id\":{i},\"kind\":\"k{}\",\"note\":\"n{i}\"}}", i % 3)).collect();
     bodies.push("not json".to_string());
@@ -286,7 +290,7 @@ impl conformance::Feeder for KinesisFeeder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinesis_passes_the_record_source_conformance_suite() {
-    let client = sluicebox::aws::kinesis(&common::emulator().await);
+    let client = sluicebox::backends::aws::kinesis(&common::emulator().await);
     conformance::run_all(&KinesisFeeder { client }, 200).await;
 }
 
@@ -310,6 +314,6 @@ impl conformance::Feeder for SqsFeeder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_passes_the_record_source_conformance_suite() {
-    let client = sluicebox::aws::sqs(&common::emulator().await);
+    let client = sluicebox::backends::aws::sqs(&common::emulator().await);
     conformance::run_all(&SqsFeeder { client }, 100).await;
 }

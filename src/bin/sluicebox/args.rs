@@ -195,7 +195,7 @@ pub struct InitArgs {
     #[arg(long)]
     pub force: bool,
     /// Records read to detect the columns (a larger sample finds rarer values).
-    #[arg(long, default_value_t = sluicebox::init::DEFAULT_SAMPLE_RECORDS)]
+    #[arg(long, default_value_t = sluicebox::tools::init::DEFAULT_SAMPLE_RECORDS)]
     pub sample_records: usize,
 }
 

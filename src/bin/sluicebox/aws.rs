@@ -65,9 +65,9 @@ impl ProduceArgs {
 
 impl AwsCommand {
     /// What to create.
-    pub fn setup(self) -> sluicebox::setup::Setup {
+    pub fn setup(self) -> sluicebox::backends::setup::Setup {
         let AwsCommand::Setup { bucket, queue, ledger, sink, max_receives, visibility_secs } = self;
         let visibility = std::time::Duration::from_secs(visibility_secs);
-        sluicebox::setup::Setup { bucket, queue, ledger, sink, max_receives, visibility }
+        sluicebox::backends::setup::Setup { bucket, queue, ledger, sink, max_receives, visibility }
     }
 }

@@ -62,10 +62,10 @@ pub struct BenchArgs {
 
 impl BenchArgs {
     /// The job measured.
-    pub fn bench(&self) -> sluicebox::bench::Bench {
-        use sluicebox::bench::KeyOrder;
+    pub fn bench(&self) -> sluicebox::tools::bench::Bench {
+        use sluicebox::tools::bench::KeyOrder;
         let python = (!self.no_duckdb && sluicebox::app::has_duckdb(&self.python)).then(|| self.python.clone());
-        sluicebox::bench::Bench {
+        sluicebox::tools::bench::Bench {
             records: self.records,
             workers: self.workers.unwrap_or_else(sluicebox::app::cores),
             sink: !self.no_sink,

@@ -58,7 +58,7 @@ async fn command(command: Command) -> sluicebox::Result<()> {
             let (results, verdict) = app::test(a.config, a.data_dir).await?;
             match a.json {
                 true => emit(&json_line(&results))?,
-                false => emit(&sluicebox::check::report(&results))?,
+                false => emit(&sluicebox::tools::check::report(&results))?,
             }
             verdict
         }

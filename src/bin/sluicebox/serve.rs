@@ -144,10 +144,10 @@ pub struct Backends {
     pub notify_from: Option<String>,
 }
 
-pub const DEFAULT_VISIBILITY_SECS: u64 = sluicebox::queue::DEFAULT_VISIBILITY.as_secs();
+pub const DEFAULT_VISIBILITY_SECS: u64 = sluicebox::backends::queue::DEFAULT_VISIBILITY.as_secs();
 
 pub fn visibility_secs() -> clap::builder::RangedU64ValueParser {
-    clap::value_parser!(u64).range(1..=sluicebox::queue::MAX_VISIBILITY.as_secs())
+    clap::value_parser!(u64).range(1..=sluicebox::backends::queue::MAX_VISIBILITY.as_secs())
 }
 
 impl Backends {

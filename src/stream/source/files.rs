@@ -12,10 +12,10 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc::Sender;
 
 use super::{Block, Delivery, RecordSource, Resume, Skipped};
-use crate::config::{Compression, Format};
-use crate::decode::CsvDialect;
+use crate::engine::spec::InputSpec;
 use crate::error::{Error, Result};
-use crate::spec::InputSpec;
+use crate::input::decode::CsvDialect;
+use crate::model::config::{Compression, Format};
 
 /// The most bytes in one block of a file or of standard input.
 pub const BLOCK_BYTES: usize = 1 << 20;
@@ -79,7 +79,7 @@ pub struct FilesSource {
 }
 
 impl FilesSource {
-    /// The files `args` name in `store` (see [`crate::bucket::resolve_inputs`]), read as
+    /// The files `args` name in `store` (see [`crate::backends::bucket::resolve_inputs`]), read as
     /// `input` says.
     pub fn new(store: Arc<dyn ObjectStore>, args: Vec<String>, input: &InputSpec) -> Self {
         FilesSource { store, args, format: input.format, compression: input.compression, dialect: input.dialect }
@@ -90,7 +90,8 @@ impl FilesSource {
 impl RecordSource for FilesSource {
     async fn run(&self, resume: &Resume, tx: Sender<Delivery>) -> Result<()> {
         let store = &self.store;
-        let inputs = crate::bucket::resolve_inputs(store.as_ref(), &self.args, self.format, self.compression).await?;
+        let inputs =
+            crate::backends::bucket::resolve_inputs(store.as_ref(), &self.args, self.format, self.compression).await?;
         for input in inputs {
             if tx.is_closed() {
                 return Ok(());
@@ -98,9 +99,9 @@ impl RecordSource for FilesSource {
             if resume.get(&input.location).is_some_and(|s| s.ended) {
                 continue;
             }
-            let path = crate::bucket::key_path(&input.path);
+            let path = crate::backends::bucket::key_path(&input.path);
             let arrival = store.head(&path).await.map(|m| m.last_modified.timestamp_millis()).unwrap_or(0);
-            let read = crate::bucket::open_reader(store.clone(), &input).await?.decoded()?;
+            let read = crate::backends::bucket::open_reader(store.clone(), &input).await?.decoded()?;
             let (tx, shard, format, dialect) = (tx.clone(), input.location.clone(), input.format, self.dialect);
             tokio::task::spawn_blocking(move || read_blocks(shard, read, format, dialect, arrival, &tx))
                 .await
@@ -132,8 +133,9 @@ pub fn read_blocks(
         ));
     }
     let mut input = std::io::BufReader::with_capacity(1 << 16, input);
-    let compression = crate::bucket::compression_from_magic(std::io::BufRead::fill_buf(&mut input).map_err(fail)?);
-    let mut input = crate::bucket::decompress(Box::new(input), compression, &shard)?;
+    let compression =
+        crate::backends::bucket::compression_from_magic(std::io::BufRead::fill_buf(&mut input).map_err(fail)?);
+    let mut input = crate::backends::bucket::decompress(Box::new(input), compression, &shard)?;
     let quote = dialect.quote;
     let mut carry: Vec<u8> = Vec::new();
     let mut header: Option<Arc<Vec<String>>> = None;
@@ -172,7 +174,7 @@ pub fn read_blocks(
                 };
                 let mut rdr = dialect.reader(&buf[..end]);
                 let names = rdr.byte_headers().map_err(|e| Error::input(&shard, format!("CSV header: {e}")))?;
-                header = Some(Arc::new(crate::decode::header_names(names)));
+                header = Some(Arc::new(crate::input::decode::header_names(names)));
                 line += memchr::memchr_iter(b'\n', &buf[..end]).count() as u64;
                 buf.drain(..end);
             }
@@ -332,13 +334,13 @@ mod tests {
     #[test]
     fn a_csv_header_is_read_as_the_planner_reads_it() {
         let input = b" id ,\"Ship Date \", amount\n1,x,2\n";
-        let targets = crate::plan::ChunkTargets {
+        let targets = crate::input::plan::ChunkTargets {
             records: None,
             bytes: std::num::NonZeroU64::new(1 << 20).unwrap(),
             max_record_bytes: 1 << 20,
         };
         let dialect = CsvDialect { delimiter: b',', quote: b'"', header: true };
-        let planned = crate::plan::scan_csv(&input[..], dialect, targets).unwrap().header.unwrap();
+        let planned = crate::input::plan::scan_csv(&input[..], dialect, targets).unwrap().header.unwrap();
         assert_eq!(planned, ["id", "Ship Date", "amount"]);
         assert_eq!(blocks(input, Format::Csv)[0].header.as_deref(), Some(&planned));
     }

@@ -18,10 +18,10 @@ use object_store::ObjectStore;
 use tokio::sync::mpsc::Sender;
 
 use super::state::{Pos, SavedShard};
-use crate::cloud::Cloud;
-use crate::config::Format;
+use crate::backends::cloud::Cloud;
+use crate::engine::spec::InputSpec;
 use crate::error::{Error, Result};
-use crate::spec::InputSpec;
+use crate::model::config::Format;
 
 pub mod batch;
 #[cfg(any(test, feature = "testing"))]
@@ -118,13 +118,13 @@ pub async fn open(from: &Source, with: Opening<'_>) -> Result<Arc<dyn RecordSour
         }
         Source::Files(args) => Arc::new(files::FilesSource::new(with.inputs, args.clone(), with.input)),
         Source::Queue(url) => {
-            let queue = crate::queue::open(url, with.hold, with.cloud).await?;
+            let queue = crate::backends::queue::open(url, with.hold, with.cloud).await?;
             Arc::new(sqs::QueueSource::new(queue, url.clone()))
         }
         Source::Batch { shard, records } => Arc::new(batch::BatchSource::new(shard.clone(), records.clone())),
         #[cfg(feature = "aws")]
         Source::Kinesis(stream) => {
-            let client = crate::aws::kinesis(with.cloud.sdk("--from")?);
+            let client = crate::backends::aws::kinesis(with.cloud.sdk("--from")?);
             let start = if with.latest { kinesis::Start::Latest } else { kinesis::Start::TrimHorizon };
             Arc::new(kinesis::KinesisSource::new(client, stream.clone(), start))
         }

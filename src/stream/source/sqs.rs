@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use tokio::sync::mpsc::Sender;
 
 use super::{Delivery, RecordSource, Resume, SourceRecord};
+use crate::backends::queue::Queue;
 use crate::error::{Error, Result};
-use crate::queue::Queue;
 use crate::stream::state::Pos;
 
 /// Receives from the queue at once: one waits on SQS for most of its time.

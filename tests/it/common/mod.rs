@@ -6,12 +6,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use sluicebox::config::{JobConfig, SinkKind};
+use sluicebox::backends::sink::Sink;
+use sluicebox::batch::job::Summary;
+use sluicebox::batch::job::{self, RunOptions};
 use sluicebox::engine::Engine;
-use sluicebox::job::Summary;
-use sluicebox::job::{self, RunOptions};
-use sluicebox::record::Record;
-use sluicebox::sink::Sink;
+use sluicebox::model::config::{JobConfig, SinkKind};
+use sluicebox::model::record::Record;
 
 /// The repository's orders example directory.
 pub fn orders_dir() -> PathBuf {
@@ -33,21 +33,25 @@ pub async fn run_with(
 ) -> sluicebox::Result<Summary> {
     let spec = JobConfig::from_toml(config, "test.toml")?.validate(base)?;
     let args: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
-    let inputs =
-        sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &args, spec.input.format, spec.input.compression)
-            .await?;
+    let inputs = sluicebox::backends::bucket::resolve_inputs(
+        engine.inputs.as_ref(),
+        &args,
+        spec.input.format,
+        spec.input.compression,
+    )
+    .await?;
     job::run(engine, &spec, inputs, opts).await
 }
 
 /// A checked job from job-file text, with paths relative to `base`.
-pub fn spec(config: &str, base: &Path) -> sluicebox::spec::JobSpec {
+pub fn spec(config: &str, base: &Path) -> sluicebox::engine::spec::JobSpec {
     JobConfig::from_toml(config, "test.toml").unwrap().validate(base).unwrap()
 }
 
 /// The input objects of local files, as `run` resolves them.
-pub async fn local_inputs(engine: &Engine, files: &[PathBuf]) -> Vec<sluicebox::bucket::InputObject> {
+pub async fn local_inputs(engine: &Engine, files: &[PathBuf]) -> Vec<sluicebox::backends::bucket::InputObject> {
     let args: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-    sluicebox::bucket::resolve_inputs(engine.inputs.as_ref(), &args, None, Default::default()).await.unwrap()
+    sluicebox::backends::bucket::resolve_inputs(engine.inputs.as_ref(), &args, None, Default::default()).await.unwrap()
 }
 
 /// Run with the embedded engine in `data_dir`.
@@ -68,7 +72,7 @@ pub fn rejects(data_dir: &Path, job_id: &str) -> Vec<serde_json::Value> {
 
 /// Every row of a sink table in the data dir's database.
 pub async fn sink_rows(data_dir: &Path, table: &str) -> BTreeMap<String, Record> {
-    let sink = sluicebox::sink::SqliteSink::existing(&data_dir.join("sluicebox.db"), table).unwrap();
+    let sink = sluicebox::backends::sink::SqliteSink::existing(&data_dir.join("sluicebox.db"), table).unwrap();
     sink.read_all().await.unwrap()
 }
 
@@ -88,8 +92,8 @@ pub const SQLITE: SinkKind = SinkKind::Sqlite;
 pub struct BrokenSink;
 
 #[async_trait::async_trait]
-impl sluicebox::sink::Sink for BrokenSink {
-    async fn write(&self, _: Vec<sluicebox::record::SinkItem>) -> sluicebox::Result<()> {
+impl sluicebox::backends::sink::Sink for BrokenSink {
+    async fn write(&self, _: Vec<sluicebox::model::record::SinkItem>) -> sluicebox::Result<()> {
         Err(sluicebox::Error::internal("test", "injected", "the table is gone"))
     }
     async fn publish(&self, _: u64) -> sluicebox::Result<()> {
@@ -98,7 +102,9 @@ impl sluicebox::sink::Sink for BrokenSink {
     async fn discard(&self, _: u64) -> sluicebox::Result<()> {
         Ok(())
     }
-    async fn read_all(&self) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::record::Record>> {
+    async fn read_all(
+        &self,
+    ) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::model::record::Record>> {
         Ok(Default::default())
     }
 }
@@ -122,7 +128,7 @@ pub async fn emulator() -> aws_config::SdkConfig {
         .with_test_writer()
         .try_init();
     assert_emulator();
-    sluicebox::aws::sdk_config(Some(8)).await
+    sluicebox::backends::aws::sdk_config(Some(8)).await
 }
 
 /// A name no other test (or earlier run against the same emulator) uses.

@@ -1,0 +1,627 @@
+//! DynamoDB sink (feature `aws`): items keyed by `_key`, versioned by `_job` and `_seq`.
+//!
+//! Two ways to write, one per [`Sink::orders_by_seq`] answer:
+//!
+//! - **Ordered** (the default): one conditional `PutItem` per item, which replaces a stored
+//!   item only when the new one's version (`_job`, then `_seq`) is not lower, so a late or
+//!   redelivered write of an older job or chunk never overwrites a newer item. A batch's items
+//!   are sent at once, in parallel. DynamoDB bills writes per item either way (one write unit
+//!   per KB, a refused condition included): the cost is one request per item instead of one per
+//!   25, i.e. more HTTP round trips, not more write units.
+//! - **Unordered** (`[sink] ordered = false`): `BatchWriteItem`, 25 items per request, which
+//!   cannot carry a condition: for a key written by two jobs or chunks, the item written last
+//!   stays. Re-runs and redeliveries still overwrite the same items instead of duplicating them.
+//!
+//! Either way:
+//! - A request never names a key twice (a request the service rejects): of two items with one
+//!   key in a write, the higher version is sent.
+//! - Items throttled or returned unprocessed are sent again after a jittered exponential
+//!   backoff until every item is written; they are never dropped. Throttling and 5xx answers
+//!   are retried the same way. A write gives up (returns `Err`, so the task is retried later)
+//!   only after [`MAX_STALLED_ROUNDS`](ddb::MAX_STALLED_ROUNDS) rounds in a row that wrote
+//!   nothing.
+//! - One [`Pace`] per sink paces all its writers: when the table throttles, the item rate is
+//!   lowered; every request that gets through raises it again, until the limit is lifted. One
+//!   job fills the table's capacity without being throttled all the time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::Client;
+
+use super::{Sink, SinkItem};
+use crate::backends::aws::dynamodb as ddb;
+use crate::error::{Error, Result};
+use crate::model::record::Record;
+
+/// The longest partition key DynamoDB takes, in bytes.
+pub const MAX_KEY_BYTES: usize = 2048;
+/// The largest item DynamoDB takes, in bytes (attribute names and values).
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+/// An attribute value's size as DynamoDB counts it (numbers at their longest, 21 bytes).
+fn attr_size(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::Null | Value::Bool(_) => 1,
+        Value::Number(_) => 21,
+        Value::String(s) => s.len(),
+        Value::Array(a) => 3 + a.iter().map(|v| 1 + attr_size(v)).sum::<usize>(),
+        Value::Object(o) => 3 + o.iter().map(|(k, v)| 1 + k.len() + attr_size(v)).sum::<usize>(),
+    }
+}
+
+/// Items per `BatchWriteItem` request (the service's limit), and items an ordered write sends
+/// at once.
+pub const BATCH_ITEMS: usize = 25;
+type Item = HashMap<String, AttributeValue>;
+
+/// A sink table in DynamoDB with the string hash key `_key`.
+#[derive(Debug, Clone)]
+pub struct DynamoSink {
+    client: Client,
+    table: String,
+    ordered: bool,
+    pace: Arc<Pace>,
+    #[cfg(any(test, feature = "testing"))]
+    faults: Option<Arc<ThrottleFaults>>,
+    stats: Arc<SinkStats>,
+}
+
+/// What a sink has done, for tests and reports.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Write requests sent (`BatchWriteItem`, or `PutItem` when ordered).
+    pub requests: AtomicU64,
+    /// Items the table accepted.
+    pub items_written: AtomicU64,
+    /// Items returned unprocessed (and sent again).
+    pub unprocessed: AtomicU64,
+    /// Requests refused whole by throttling or a server error (and sent again).
+    pub throttled_requests: AtomicU64,
+    /// The most items sent in one request.
+    pub largest_request: AtomicU64,
+    /// Ordered writes refused because the table held a newer version of the item.
+    pub stale: AtomicU64,
+}
+
+impl DynamoSink {
+    /// Write to the existing table `table`, ordered (see the module's documentation).
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoSink {
+            client,
+            table: table.into(),
+            ordered: true,
+            pace: Arc::new(Pace::default()),
+            #[cfg(any(test, feature = "testing"))]
+            faults: None,
+            stats: Arc::default(),
+        }
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    /// Put a fault-injecting layer between this sink and the table (for tests): see
+    /// [`ThrottleFaults`].
+    pub fn with_faults(mut self, faults: Arc<ThrottleFaults>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    /// Write with `BatchWriteItem`, 25 items a request, the last write of a key staying.
+    pub fn unordered(mut self) -> Self {
+        self.ordered = false;
+        self
+    }
+
+    /// What this sink has done so far.
+    pub fn stats(&self) -> &SinkStats {
+        &self.stats
+    }
+
+    /// Pace this sink's writers with `pace` instead of the default.
+    pub fn with_pace(mut self, pace: Pace) -> Self {
+        self.pace = Arc::new(pace);
+        self
+    }
+
+    /// The pacing shared by this sink's writers.
+    pub fn pace(&self) -> &Pace {
+        &self.pace
+    }
+
+    /// Create a sink table (on-demand capacity, hash key `_key`) if it does not exist, and
+    /// wait until it is active.
+    pub async fn create_table(client: &Client, table: &str) -> Result<()> {
+        ddb::create_table(client, table, &["_key"]).await
+    }
+
+    /// Send a batch of at most [`BATCH_ITEMS`] items; returns the items to send again.
+    async fn send(&self, items: Vec<SinkItem>) -> std::result::Result<Vec<SinkItem>, Attempt> {
+        #[cfg(any(test, feature = "testing"))]
+        let (items, mut held) = match &self.faults {
+            Some(f) => f.split(items)?,
+            None => (items, Vec::new()),
+        };
+        #[cfg(not(any(test, feature = "testing")))]
+        let mut held = Vec::new();
+        if items.is_empty() {
+            return Ok(held);
+        }
+        let mut again = match self.ordered {
+            true => self.put_each(items).await?,
+            false => self.batch_write(items).await?,
+        };
+        again.append(&mut held);
+        Ok(again)
+    }
+
+    /// One `BatchWriteItem`; returns the items it left unprocessed.
+    async fn batch_write(&self, items: Vec<SinkItem>) -> std::result::Result<Vec<SinkItem>, Attempt> {
+        let n = items.len() as u64;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.largest_request.fetch_max(n, Ordering::Relaxed);
+        let mut by_key: HashMap<String, SinkItem> = HashMap::with_capacity(items.len());
+        let mut requests = Vec::with_capacity(items.len());
+        for item in items {
+            let put = PutRequest::builder()
+                .set_item(Some(to_item(item.clone())))
+                .build()
+                .map_err(|e| Attempt::Fatal(ddb::error("building a PutRequest", e)))?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+            by_key.insert(item.key.clone(), item);
+        }
+        let out = self.client.batch_write_item().request_items(&self.table, requests).send().await;
+        match out {
+            Ok(out) => {
+                let unprocessed = out.unprocessed_items.unwrap_or_default().remove(&self.table).unwrap_or_default();
+                Ok(unprocessed
+                    .into_iter()
+                    .filter_map(|w| match w.put_request?.item.remove("_key") {
+                        Some(AttributeValue::S(key)) => by_key.remove(&key),
+                        _ => None,
+                    })
+                    .collect())
+            }
+            Err(e) => Err(attempt(&self.table, "BatchWriteItem", e)),
+        }
+    }
+
+    /// One conditional `PutItem` per item, all at once; returns the items to send again.
+    async fn put_each(&self, items: Vec<SinkItem>) -> std::result::Result<Vec<SinkItem>, Attempt> {
+        self.stats.largest_request.fetch_max(1, Ordering::Relaxed);
+        let sent = items.len();
+        let puts = items.into_iter().map(|item| async move {
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let sent = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(to_item(item.clone())))
+                // Replace only an item of an older version (one written before items had a
+                // `_job` counts as the oldest).
+                .condition_expression(
+                    "attribute_not_exists(#k) OR attribute_not_exists(#j) OR #j < :j OR (#j = :j AND #s <= :s)",
+                )
+                .expression_attribute_names("#k", "_key")
+                .expression_attribute_names("#j", "_job")
+                .expression_attribute_names("#s", "_seq")
+                .expression_attribute_values(":j", AttributeValue::N(item.job.to_string()))
+                .expression_attribute_values(":s", AttributeValue::N(item.seq.to_string()))
+                .send()
+                .await;
+            match sent {
+                Ok(_) => Ok(None),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                    // A newer version is stored: this write is done by not being made.
+                    self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                    Ok(None)
+                }
+                Err(e) => match attempt(&self.table, "PutItem", e) {
+                    Attempt::Retry(error) => Ok(Some((item, error))),
+                    fatal => Err(fatal),
+                },
+            }
+        });
+        let mut again = Vec::new();
+        let mut last = None;
+        for result in futures::future::join_all(puts).await {
+            if let Some((item, error)) = result? {
+                again.push(item);
+                last = Some(error);
+            }
+        }
+        match last {
+            // Every item was refused: as a request refused whole is.
+            Some(error) if again.len() == sent => Err(Attempt::Retry(error)),
+            _ => Ok(again),
+        }
+    }
+}
+
+/// Whether a failed request is worth sending again: throttling, a server error, or no answer.
+fn attempt<E>(table: &str, operation: &str, e: SdkError<E, aws_smithy_runtime_api::http::Response>) -> Attempt
+where
+    E: ProvideErrorMetadata
+        + aws_smithy_runtime_api::client::result::CreateUnhandledError
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+{
+    let retry = match &e {
+        SdkError::ServiceError(s) => {
+            matches!(
+                s.err().code(),
+                Some(
+                    "ProvisionedThroughputExceededException"
+                        | "ThrottlingException"
+                        | "RequestLimitExceeded"
+                        | "InternalServerError"
+                )
+            ) || s.raw().status().is_server_error()
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        _ => false,
+    };
+    let error = ddb::error(format!("{operation} on table {table}"), e.into_service_error());
+    if retry {
+        Attempt::Retry(error)
+    } else {
+        Attempt::Fatal(error)
+    }
+}
+
+/// How a request failed.
+#[derive(Debug)]
+enum Attempt {
+    /// Throttled or a server-side failure: send again later.
+    Retry(Error),
+    /// The request is wrong (a missing table, an item over 400 KB): sending it again would
+    /// fail the same way.
+    Fatal(Error),
+}
+
+#[async_trait]
+impl Sink for DynamoSink {
+    async fn write(&self, items: Vec<SinkItem>) -> Result<()> {
+        // One item per key, the highest seq: a request may not name a key twice.
+        let mut by_key: HashMap<String, SinkItem> = HashMap::with_capacity(items.len());
+        for item in items {
+            match by_key.get(&item.key) {
+                Some(have) if have.version() > item.version() => {}
+                _ => {
+                    by_key.insert(item.key.clone(), item);
+                }
+            }
+        }
+        let mut pending: Vec<SinkItem> = by_key.into_values().collect();
+        let mut stalled = 0u32;
+        let mut last_error = None;
+        while !pending.is_empty() {
+            let take = pending.len().min(BATCH_ITEMS);
+            let batch: Vec<SinkItem> = pending.drain(..take).collect();
+            self.pace.acquire(batch.len()).await;
+            match self.send(batch.clone()).await {
+                Ok(again) => {
+                    let written = (take - again.len()) as u64;
+                    self.stats.items_written.fetch_add(written, Ordering::Relaxed);
+                    if again.is_empty() {
+                        self.pace.accepted(take);
+                        stalled = 0;
+                        continue;
+                    }
+                    self.stats.unprocessed.fetch_add(again.len() as u64, Ordering::Relaxed);
+                    if again.len() * 2 > take {
+                        self.pace.throttled();
+                    } else {
+                        self.pace.accepted(take - again.len());
+                    }
+                    stalled = if written > 0 { 0 } else { stalled + 1 };
+                    pending.extend(again);
+                }
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(e)) => {
+                    self.stats.throttled_requests.fetch_add(1, Ordering::Relaxed);
+                    self.pace.throttled();
+                    stalled += 1;
+                    last_error = Some(e);
+                    pending.extend(batch);
+                }
+            }
+            if stalled >= ddb::MAX_STALLED_ROUNDS {
+                let why =
+                    last_error.map(|e| e.to_string()).unwrap_or_else(|| "every item came back unprocessed".into());
+                return Err(Error::backend(
+                    crate::error::Backend::Dynamodb,
+                    format!(
+                        "table {}: nothing written in {stalled} attempts in a row; {} items wait for the retry",
+                        self.table,
+                        pending.len()
+                    ),
+                    why,
+                ));
+            }
+            if stalled > 0 {
+                tokio::time::sleep(ddb::backoff(stalled)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, _job: u64) -> Result<()> {
+        // Written in place: nothing is staged.
+        Ok(())
+    }
+
+    async fn discard(&self, _job: u64) -> Result<()> {
+        // Written in place: nothing is staged.
+        Ok(())
+    }
+
+    async fn read_all(&self) -> Result<BTreeMap<String, Record>> {
+        let mut all = BTreeMap::new();
+        let mut pages = self.client.scan().table_name(&self.table).consistent_read(true).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| ddb::error(format!("Scan on {}", self.table), e.into_service_error()))?;
+            for mut item in page.items.unwrap_or_default() {
+                let Some(AttributeValue::S(key)) = item.remove("_key") else { continue };
+                item.remove("_seq");
+                item.remove("_job");
+                let record: Record = item.into_iter().map(|(k, v)| (k, ddb::from_attr(v))).collect();
+                all.insert(key, record);
+            }
+        }
+        Ok(all)
+    }
+
+    fn orders_by_seq(&self) -> bool {
+        self.ordered
+    }
+
+    fn limits(&self) -> super::SinkLimits {
+        super::SinkLimits {
+            max_key_bytes: Some(MAX_KEY_BYTES),
+            max_item_bytes: Some(MAX_ITEM_BYTES),
+            no_empty_key: true,
+        }
+    }
+
+    fn item_size(&self, item: &SinkItem) -> usize {
+        // `_key`, `_job` and `_seq` with their values, then every attribute.
+        let versions = "_job".len() + "_seq".len() + 2 * 21;
+        "_key".len()
+            + item.key.len()
+            + versions
+            + item.record.iter().map(|(k, v)| k.len() + attr_size(v)).sum::<usize>()
+    }
+}
+
+fn to_item(item: SinkItem) -> Item {
+    let mut out: Item = HashMap::with_capacity(item.record.len() + 2);
+    for (k, v) in item.record.into_map() {
+        out.insert(k, ddb::to_attr(v));
+    }
+    out.insert("_key".into(), AttributeValue::S(item.key));
+    out.insert("_job".into(), AttributeValue::N(item.job.to_string()));
+    out.insert("_seq".into(), AttributeValue::N(item.seq.to_string()));
+    out
+}
+
+/// Adaptive pacing of item writes (additive increase, multiplicative decrease).
+///
+/// Unlimited until the table first throttles; then the item rate starts at 70% of what was
+/// being accepted, and drops to 70% again on a throttle, at most once per [`Pace::COOLDOWN`]
+/// (one overload shows as many throttled requests at once). A throttle is a request refused
+/// whole or one with more than half its items returned unprocessed; a few unprocessed items
+/// are only sent again. Every request that wrote at least half its items raises the rate by
+/// 2% (at least 5 items/s), until it is lifted at [`Pace::CEILING`] items/s.
+#[derive(Debug)]
+pub struct Pace {
+    state: Mutex<PaceState>,
+    floor: f64,
+}
+
+#[derive(Debug)]
+struct PaceState {
+    /// Items per second; `None` while unlimited.
+    rate: Option<f64>,
+    /// When the next request may go.
+    next: Instant,
+    /// Items accepted since `window_start`, to estimate the accepted rate.
+    window_items: u64,
+    window_start: Instant,
+    last_rate: f64,
+    /// When the rate was last lowered.
+    lowered: Option<Instant>,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace::with_floor(Pace::FLOOR)
+    }
+}
+
+impl Pace {
+    /// A pace that never goes below `floor` items/s (the default is [`Pace::FLOOR`]).
+    pub fn with_floor(floor: f64) -> Self {
+        let now = Instant::now();
+        Pace {
+            floor: floor.max(1.0),
+            state: Mutex::new(PaceState {
+                rate: None,
+                next: now,
+                window_items: 0,
+                window_start: now,
+                last_rate: 0.0,
+                lowered: None,
+            }),
+        }
+    }
+}
+
+impl Pace {
+    /// The lowest rate, items/s.
+    pub const FLOOR: f64 = 25.0;
+    /// The rate is lowered at most once in this time.
+    pub const COOLDOWN: Duration = Duration::from_secs(1);
+    /// Above this rate, items/s, the limit is lifted.
+    pub const CEILING: f64 = 100_000.0;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PaceState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current limit in items/s (`None`: unlimited).
+    pub fn rate(&self) -> Option<f64> {
+        self.lock().rate
+    }
+
+    /// Wait until `items` may be sent.
+    pub async fn acquire(&self, items: usize) {
+        let wait = {
+            let mut s = self.lock();
+            let Some(rate) = s.rate else { return };
+            let now = Instant::now();
+            let slot = s.next.max(now);
+            s.next = slot + Duration::from_secs_f64(items as f64 / rate);
+            slot - now
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A request was fully accepted.
+    pub fn accepted(&self, items: usize) {
+        let mut s = self.lock();
+        let now = Instant::now();
+        s.window_items += items as u64;
+        let span = now.duration_since(s.window_start).as_secs_f64();
+        if span >= 1.0 {
+            s.last_rate = s.window_items as f64 / span;
+            s.window_items = 0;
+            s.window_start = now;
+        }
+        if let Some(rate) = s.rate {
+            let raised = rate + (rate * 0.02).max(5.0);
+            s.rate = (raised < Self::CEILING).then_some(raised);
+        }
+    }
+
+    /// The table throttled (a whole request or some of its items).
+    pub fn throttled(&self) {
+        let mut s = self.lock();
+        let now = Instant::now();
+        if s.lowered.is_some_and(|t| now.duration_since(t) < Self::COOLDOWN) {
+            return;
+        }
+        s.lowered = Some(now);
+        let span = now.duration_since(s.window_start).as_secs_f64().max(0.001);
+        let seen = if span >= 0.2 { s.window_items as f64 / span } else { s.last_rate };
+        let base = s.rate.unwrap_or(if seen > 0.0 { seen } else { 1000.0 });
+        s.rate = Some((base * 0.7).max(self.floor));
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+/// A fault-injecting layer for tests: it stands between the sink and the table and refuses
+/// a share of the writes the way a throttled table does. A whole request is refused with a
+/// throttling error with probability `share`; otherwise each item is held back (returned as
+/// unprocessed, never sent) with probability `share`.
+#[derive(Debug)]
+pub struct ThrottleFaults {
+    share: f64,
+    rng: Mutex<fastrand::Rng>,
+    /// Requests refused whole.
+    pub refused_requests: AtomicU64,
+    /// Items held back.
+    pub held_items: AtomicU64,
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl ThrottleFaults {
+    /// Refuse `share` (0..1) of the writes, reproducibly from `seed`.
+    pub fn new(share: f64, seed: u64) -> Self {
+        ThrottleFaults {
+            share,
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+            refused_requests: AtomicU64::new(0),
+            held_items: AtomicU64::new(0),
+        }
+    }
+
+    fn split<T>(&self, requests: Vec<T>) -> std::result::Result<(Vec<T>, Vec<T>), Attempt> {
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        if rng.f64() < self.share {
+            self.refused_requests.fetch_add(1, Ordering::Relaxed);
+            return Err(Attempt::Retry(Error::Conflict(
+                "ProvisionedThroughputExceededException (injected by ThrottleFaults)".into(),
+            )));
+        }
+        let (held, sent): (Vec<_>, Vec<_>) = requests.into_iter().partition(|_| rng.f64() < self.share);
+        self.held_items.fetch_add(held.len() as u64, Ordering::Relaxed);
+        Ok((sent, held))
+    }
+}
+
+/// A line saying the table exists and its status, or an error naming `sink.table`.
+pub async fn describe(cloud: &crate::backends::cloud::Cloud, table: &str) -> Result<String> {
+    let conf = cloud.sdk("sink.table")?;
+    let described =
+        crate::backends::aws::dynamodb(conf).describe_table().table_name(table).send().await.map_err(|e| {
+            Error::config(
+                "sink.table",
+                format!("the DynamoDB table {table:?} cannot be reached: {}", e.into_service_error()),
+            )
+        })?;
+    let status = described.table.and_then(|t| t.table_status).map(|s| s.as_str().to_string()).unwrap_or_default();
+    Ok(format!("sink: DynamoDB table {table} ({})", status.to_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_sizes_count_names_and_values_as_dynamodb_does() {
+        assert_eq!(attr_size(&serde_json::json!("héllo")), 6, "strings count their UTF-8 bytes");
+        assert_eq!(attr_size(&serde_json::json!(12)), 21, "numbers count at their longest");
+        assert_eq!(
+            attr_size(&serde_json::json!({"a": "xy", "b": [1, null]})),
+            3 + (1 + 1 + 2) + (1 + 1 + (3 + 22 + 2))
+        );
+    }
+
+    #[tokio::test]
+    async fn pace_slows_on_throttling_and_recovers_when_accepted() {
+        let pace = Pace::default();
+        assert_eq!(pace.rate(), None, "unlimited until throttled");
+        pace.accepted(25);
+        pace.throttled();
+        let first = pace.rate().unwrap();
+        pace.throttled();
+        assert_eq!(pace.rate(), Some(first), "one overload lowers the rate once");
+        tokio::time::sleep(Pace::COOLDOWN).await;
+        pace.throttled();
+        let second = pace.rate().unwrap();
+        assert!(second < first, "{second} < {first}");
+        for _ in 0..10 {
+            pace.accepted(25);
+        }
+        assert!(pace.rate().unwrap() > second, "accepted requests raise the rate again");
+        for _ in 0..10_000 {
+            pace.accepted(25);
+        }
+        assert_eq!(pace.rate(), None, "a rate far above what the table needs is lifted");
+        for _ in 0..64 {
+            pace.lock().lowered = None;
+            pace.throttled();
+        }
+        assert_eq!(pace.rate(), Some(Pace::FLOOR), "the rate never falls below the floor");
+    }
+}

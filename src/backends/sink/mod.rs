@@ -1,0 +1,154 @@
+//! The sink seam: where kept records go, in batches, as idempotent upserts (`Sink`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::backends::cloud::Cloud;
+#[cfg(not(feature = "aws"))]
+use crate::error::Error;
+use crate::error::Result;
+use crate::model::config::ColumnType;
+use crate::model::record::Record;
+pub use crate::model::record::SinkItem;
+pub use target::{SinkSpec, SinkTarget};
+
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+#[cfg(feature = "aws")]
+pub mod dynamodb;
+pub mod memory;
+pub mod publish;
+pub mod sqlite;
+pub mod stage;
+pub mod target;
+
+pub use memory::MemorySink;
+pub use sqlite::SqliteSink;
+
+/// What a job's sink table holds: its name and, when the record shape is known, its fields
+/// with their declared types.
+#[derive(Debug, Clone)]
+pub struct SinkShape {
+    /// Table name.
+    pub table: String,
+    /// Fields and their types, when the record shape is known.
+    pub fields: Option<Vec<(String, Option<ColumnType>)>>,
+}
+
+/// Open the sink `spec` names for a table of `shape`: `None` for no sink, a table in the
+/// SQLite database at `database`, or a DynamoDB table (feature `aws`, with the AWS
+/// configuration in `cloud`; unordered when `spec.ordered` is false); with `spec.publish`,
+/// wrapped to publish what it writes (or only publishing, without a table). The one place a
+/// sink is chosen.
+pub fn open(spec: &SinkSpec, shape: &SinkShape, database: &Path, cloud: &Cloud) -> Result<Option<Arc<dyn Sink>>> {
+    let table = open_table(spec, shape, database, cloud)?;
+    match &spec.publish {
+        None => Ok(table),
+        Some(target) => Ok(Some(Arc::new(publish::PublishSink::new(table, target.clone(), cloud)?))),
+    }
+}
+
+fn open_table(spec: &SinkSpec, shape: &SinkShape, database: &Path, cloud: &Cloud) -> Result<Option<Arc<dyn Sink>>> {
+    match &spec.target {
+        SinkTarget::None => Ok(None),
+        SinkTarget::Sqlite { .. } => {
+            Ok(Some(Arc::new(SqliteSink::open(database, &shape.table, shape.fields.clone())?)))
+        }
+        #[cfg(feature = "aws")]
+        SinkTarget::Dynamodb { table } => {
+            let client = crate::backends::aws::dynamodb(cloud.sdk("sink.type")?);
+            let sink = dynamodb::DynamoSink::new(client, table);
+            Ok(Some(Arc::new(if spec.ordered { sink } else { sink.unordered() })))
+        }
+        #[cfg(not(feature = "aws"))]
+        SinkTarget::Dynamodb { .. } => {
+            let _ = cloud;
+            Err(Error::config("sink.type", "dynamodb needs the `aws` feature, which this build lacks"))
+        }
+    }
+}
+
+/// Whether a sink can be written, in a line for `sluicebox check`: a DynamoDB table exists
+/// (with its status); a SQLite database's directory exists or can be made.
+pub async fn reach(target: &SinkTarget, database: &Path, cloud: &Cloud) -> Result<String> {
+    match target {
+        SinkTarget::None => Ok("sink: none (outputs only)".into()),
+        SinkTarget::Sqlite { table } => {
+            let dir = database.parent().unwrap_or(Path::new("."));
+            let table = table.as_deref().unwrap_or("named after the first input");
+            match dir.is_dir() || std::fs::create_dir_all(dir).is_ok() {
+                true => Ok(format!("sink: SQLite table {table} in {}", database.display())),
+                false => Err(crate::error::Error::config("--data-dir", format!("cannot create {}", dir.display()))),
+            }
+        }
+        #[cfg(feature = "aws")]
+        SinkTarget::Dynamodb { table } => dynamodb::describe(cloud, table).await,
+        #[cfg(not(feature = "aws"))]
+        SinkTarget::Dynamodb { table } => {
+            let _ = cloud;
+            Err(Error::config("sink.table", format!("dynamodb://{table} needs a build with the `aws` feature")))
+        }
+    }
+}
+
+/// What one item may be in a sink. An item over a limit is a reject of its record (rule
+/// `sink`, or `key` for its key), not a failed write that would fail the whole chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SinkLimits {
+    /// The longest key, in bytes.
+    pub max_key_bytes: Option<usize>,
+    /// The largest item, in bytes as the sink counts them (see [`Sink::item_size`]).
+    pub max_item_bytes: Option<usize>,
+    /// Whether an empty key is refused.
+    pub no_empty_key: bool,
+}
+
+/// A destination for records.
+///
+/// # Contract
+///
+/// - `write` is an upsert keyed by the item key: re-running a chunk never duplicates. Of two
+///   items with one key in one `write`, the one with the higher [`SinkItem::version`]
+///   (`(job, seq)`) is stored.
+/// - If [`Sink::orders_by_seq`] is true (the default), writing an item whose key exists
+///   replaces it only if the new item's version is not lower than the stored one's, so the
+///   stored item for a key is the one of the latest job, and within it the latest in its
+///   inputs, whatever order jobs, chunks (or their redeliveries) are written in. A sink that
+///   cannot write conditionally says `false`, and the item written last stays.
+/// - On `Ok`, every item of the batch is durably written; on `Err`, any subset may be, and
+///   the caller retries the whole batch (which is safe by the first rule).
+/// - A sink may stage what `write` is given: a job's items are then stored (by the rules
+///   above) when `publish` is called with its job, once, after its last write. `publish` of a
+///   job with nothing staged, or published already, does nothing; a `publish` that fails
+///   stores nothing and may be called again. A sink that writes in place publishes nothing.
+/// - `discard` drops what was staged for a job that will never be published (a run of a job
+///   made anew with `--force`); it does nothing to stored items, nor for a job with nothing
+///   staged.
+/// - `read_all` returns every stored item by key (for verification and tests; a scan).
+#[async_trait]
+pub trait Sink: Send + Sync + std::fmt::Debug {
+    /// Upsert a batch (or stage it, until `publish`).
+    async fn write(&self, items: Vec<SinkItem>) -> Result<()>;
+    /// Store what was staged for `job` (the items' [`SinkItem::job`]). Required, so that a
+    /// wrapper cannot forget to pass it on.
+    async fn publish(&self, job: u64) -> Result<()>;
+    /// Drop what was staged for `job` without storing it. Required, like `publish`.
+    async fn discard(&self, job: u64) -> Result<()>;
+    /// Every stored item, by key.
+    async fn read_all(&self) -> Result<BTreeMap<String, Record>>;
+    /// Whether a stored item is replaced only by one with a version at least as high.
+    fn orders_by_seq(&self) -> bool {
+        true
+    }
+    /// What one item may be (none: any).
+    fn limits(&self) -> SinkLimits {
+        SinkLimits::default()
+    }
+    /// An item's size as the sink counts it against [`SinkLimits::max_item_bytes`].
+    fn item_size(&self, item: &SinkItem) -> usize {
+        serde_json::to_vec(&item.record).map_or(0, |v| v.len())
+    }
+}

@@ -1,0 +1,354 @@
+//! SQLite sink: a table in the data directory's database.
+//!
+//! A job's items are staged first, then merged into the table in key order when the job is
+//! gathered ([`Sink::publish`]). Upserting keys in the order records arrive (random, for most
+//! inputs) dirties a B-tree page per row in every transaction; instead each write appends its
+//! batch, sorted by key, as a block to a file of the job's [`Stage`] (beside the database, in
+//! `DATABASE.stage/TABLE/JOB/`), and the publish merges every block in key order and upserts
+//! the rows in one transaction: one ordered pass over the B-tree, and a table that never shows
+//! half a job. A re-run of a chunk stages its rows again; the merge keeps one row per key (the
+//! latest of the job), and the upsert keeps a stored row of a later job. The publish removes
+//! the stage after its transaction commits; a publish cut off before that finds the stage
+//! again and upserts the same rows, which changes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::Connection;
+use serde_json::Value;
+
+use super::stage::{BlockBuilder, Cell, Stage};
+use super::{Sink, SinkItem};
+use crate::error::{Error, Result};
+use crate::model::config::ColumnType;
+use crate::model::record::{Projection, Record};
+
+/// A sink table. With known fields it has one column per field plus `_key` (the primary
+/// key); without, it has `_key` and `record` (the record as JSON).
+#[derive(Debug, Clone)]
+pub struct SqliteSink {
+    conn: Arc<Mutex<Connection>>,
+    table: String,
+    fields: Option<Vec<String>>,
+    /// Where jobs' items are staged: one directory per job in here.
+    stage_root: PathBuf,
+    /// This process's open stage file per job.
+    files: Arc<Mutex<HashMap<u64, File>>>,
+}
+
+/// The columns every sink table has besides the record's fields: the item key and version.
+const HIDDEN: [&str; 3] = ["_key", "_job", "_seq"];
+
+fn sql_type(t: Option<ColumnType>) -> &'static str {
+    match t {
+        Some(ColumnType::Integer | ColumnType::Boolean) => "INTEGER",
+        Some(ColumnType::Decimal) => "REAL",
+        Some(_) => "TEXT",
+        None => "",
+    }
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl SqliteSink {
+    /// Open the table `table` in the database at `path`, creating it if missing. `fields`
+    /// (name, type) are the columns when the record shape is known.
+    pub fn open(path: &Path, table: &str, fields: Option<Vec<(String, Option<ColumnType>)>>) -> Result<Self> {
+        let conn = crate::backends::ledger::sqlite::connect(path)?;
+        let t = quoted(table);
+        let (names, column_defs) = match &fields {
+            Some(fields) => (
+                Some(fields.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()),
+                fields.iter().map(|(n, ty)| format!("{} {}", quoted(n), sql_type(*ty))).collect::<Vec<_>>(),
+            ),
+            None => (None, vec!["record TEXT NOT NULL".to_string()]),
+        };
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {t} (_key TEXT PRIMARY KEY, _job INTEGER NOT NULL DEFAULT 0, _seq INTEGER NOT NULL, {}) WITHOUT ROWID",
+            column_defs.join(", ")
+        );
+        conn.execute(&create, []).map_err(|e| {
+            Error::backend(crate::error::Backend::Sqlite, format!("cannot create sink table {table}"), e)
+        })?;
+        let columns = |conn: &rusqlite::Connection| -> Result<Vec<String>> {
+            Ok(conn
+                .prepare(&format!("PRAGMA table_info({t})"))?
+                .query_map([], |r| r.get::<_, String>(1))?
+                .collect::<rusqlite::Result<_>>()?)
+        };
+        let mut existing = columns(&conn)?;
+        if !existing.iter().any(|c| c == "_job") {
+            // A table written before items carried their job: its rows count as the oldest.
+            conn.execute(&format!("ALTER TABLE {t} ADD COLUMN _job INTEGER NOT NULL DEFAULT 0"), []).map_err(|e| {
+                Error::backend(crate::error::Backend::Sqlite, format!("cannot add _job to sink table {table}"), e)
+            })?;
+            existing = columns(&conn)?;
+        }
+        let wanted: Vec<String> = match &names {
+            Some(n) => n.clone(),
+            None => vec!["record".into()],
+        };
+        let required = ["_key".to_string(), "_job".to_string(), "_seq".to_string()];
+        if let Some(missing) = wanted.iter().chain(required.iter()).find(|n| !existing.contains(n)) {
+            return Err(Error::config(
+                "sink.table",
+                format!("table {table} exists without column {missing:?}; drop it or choose another table"),
+            ));
+        }
+        // A directory name for the table: its letters and digits, any other byte in hex.
+        let dir: String =
+            table
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b == b'_' {
+                        char::from(b).to_string()
+                    } else {
+                        format!("%{b:02x}")
+                    }
+                })
+                .collect();
+        let mut stage_root = path.as_os_str().to_owned();
+        stage_root.push(".stage");
+        Ok(SqliteSink {
+            conn: Arc::new(Mutex::new(conn)),
+            table: table.to_string(),
+            fields: names,
+            stage_root: PathBuf::from(stage_root).join(dir),
+            files: Arc::default(),
+        })
+    }
+
+    /// Open an existing sink table, taking its shape from the database.
+    pub fn existing(path: &Path, table: &str) -> Result<Self> {
+        let conn = crate::backends::ledger::sqlite::connect(path)?;
+        let columns: Vec<(String, String)> = conn
+            .prepare(&format!("PRAGMA table_info({})", quoted(table)))?
+            .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        drop(conn);
+        if columns.is_empty() {
+            return Err(Error::NotFound(format!("sink table {table} in {}", path.display())));
+        }
+        let fields: Vec<(String, Option<ColumnType>)> =
+            columns.into_iter().filter(|(n, _)| !HIDDEN.contains(&n.as_str())).map(|(n, _)| (n, None)).collect();
+        let schemaless = fields.len() == 1 && fields[0].0 == "record";
+        Self::open(path, table, if schemaless { None } else { Some(fields) })
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The stage of `job`'s items.
+    fn stage(&self, job: u64) -> Stage {
+        Stage::new(self.stage_root.join(job.to_string()))
+    }
+
+    /// The columns after `_key, _job, _seq`, by name.
+    fn names(&self) -> Vec<String> {
+        match &self.fields {
+            Some(f) => f.iter().map(|n| quoted(n)).collect(),
+            None => vec!["record".into()],
+        }
+    }
+
+    /// Stage `items` (all of one job) as one block, sorted by key.
+    fn stage_items(&self, job: u64, items: &[SinkItem]) -> Result<()> {
+        let mut order: Vec<&SinkItem> = items.iter().collect();
+        order.sort_unstable_by(|a, b| (&a.key, a.seq).cmp(&(&b.key, b.seq)));
+        let mut block = BlockBuilder::default();
+        let mut columns = self.fields.clone().map(Projection::new);
+        for item in order {
+            match &mut columns {
+                Some(columns) => {
+                    block.row(&item.key, item.seq, columns.fields().len());
+                    columns.each(&item.record, |value| match value {
+                        // Objects and arrays as their JSON text.
+                        Some(v @ (Value::Object(_) | Value::Array(_))) => block.cell(Cell::Text(&v.to_string())),
+                        other => block.cell(to_cell(other)),
+                    });
+                }
+                None => {
+                    let json = serde_json::to_string(&item.record)
+                        .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "encode record", e))?;
+                    block.row(&item.key, item.seq, 1);
+                    block.cell(Cell::Text(&json));
+                }
+            }
+        }
+        let block = block.finish();
+        let stage = self.stage(job);
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let file = match files.entry(job) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(stage.create_file()?),
+        };
+        let appended = stage.append(file, &block);
+        if appended.is_err() {
+            // The file may end in part of this block: later blocks go to a new file.
+            files.remove(&job);
+        }
+        appended
+    }
+
+    /// Upsert every staged row of `job` in key order, in one transaction, then drop the stage.
+    fn publish_blocking(&self, job: u64) -> Result<()> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner()).remove(&job);
+        let stage = self.stage(job);
+        if !stage.exists() {
+            // Nothing written, or published already.
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let t = quoted(&self.table);
+        let columns = self.names();
+        let set: Vec<String> = columns.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        let marks: Vec<String> = (0..columns.len()).map(|i| format!("?{}", i + 4)).collect();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            // A stored row of a later job, or a later record of this one, stays.
+            let mut upsert = tx.prepare(&format!(
+                "INSERT INTO {t} (_key, _job, _seq, {}) VALUES (?1, ?2, ?3, {}) \
+                 ON CONFLICT (_key) DO UPDATE SET _job = excluded._job, _seq = excluded._seq, {} \
+                 WHERE (excluded._job, excluded._seq) >= ({t}._job, {t}._seq)",
+                columns.join(", "),
+                marks.join(", "),
+                set.join(", ")
+            ))?;
+            stage.merge(&mut |row| {
+                upsert.raw_bind_parameter(1, row.key)?;
+                // SQLite integers are signed 64-bit; job and seq use at most 63 bits.
+                upsert.raw_bind_parameter(2, job as i64)?;
+                upsert.raw_bind_parameter(3, row.seq as i64)?;
+                for (i, cell) in row.cells().enumerate() {
+                    upsert.raw_bind_parameter(i + 4, cell_sql(cell))?;
+                }
+                upsert.raw_execute()?;
+                Ok(())
+            })?;
+        }
+        let upserted = started.elapsed();
+        tx.commit().map_err(|e| {
+            Error::backend(crate::error::Backend::Sqlite, format!("cannot merge into sink table {}", self.table), e)
+        })?;
+        tracing::debug!(
+            table = %self.table,
+            upsert_ms = upserted.as_millis() as u64,
+            commit_ms = (started.elapsed() - upserted).as_millis() as u64,
+            "staged rows upserted"
+        );
+        // The rows are stored: a stage left behind is merged again, which changes nothing.
+        if let Err(e) = stage.remove() {
+            tracing::warn!(table = %self.table, "cannot remove a published stage: {e}");
+        }
+        Ok(())
+    }
+}
+
+fn to_cell(v: Option<&Value>) -> Cell<'_> {
+    match v {
+        None | Some(Value::Null) => Cell::Null,
+        Some(Value::Bool(b)) => Cell::Int(i64::from(*b)),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(i) => Cell::Int(i),
+            None => Cell::Real(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Some(Value::String(s)) => Cell::Text(s),
+        // Objects and arrays are staged as their JSON text by the caller (see `stage_items`).
+        Some(Value::Object(_) | Value::Array(_)) => Cell::Null,
+    }
+}
+
+fn cell_sql(c: Cell<'_>) -> ToSqlOutput<'_> {
+    match c {
+        Cell::Null => ToSqlOutput::Owned(SqlValue::Null),
+        Cell::Int(i) => ToSqlOutput::Owned(SqlValue::Integer(i)),
+        Cell::Real(f) => ToSqlOutput::Owned(SqlValue::Real(f)),
+        Cell::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        Cell::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+    }
+}
+
+fn from_sql(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::from(i),
+        ValueRef::Real(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
+#[async_trait]
+impl Sink for SqliteSink {
+    async fn write(&self, items: Vec<SinkItem>) -> Result<()> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut from = 0;
+            // A batch holds one job's items; stage each job's run of them.
+            while from < items.len() {
+                let job = items[from].job;
+                let to = items[from..].iter().position(|i| i.job != job).map_or(items.len(), |n| from + n);
+                this.stage_items(job, &items[from..to])?;
+                from = to;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "sink task failed", e))?
+    }
+
+    async fn publish(&self, job: u64) -> Result<()> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.publish_blocking(job))
+            .await
+            .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "sink task failed", e))?
+    }
+
+    async fn discard(&self, job: u64) -> Result<()> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner()).remove(&job);
+        let stage = self.stage(job);
+        tokio::task::spawn_blocking(move || stage.remove())
+            .await
+            .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "sink task failed", e))?
+    }
+
+    async fn read_all(&self) -> Result<BTreeMap<String, Record>> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = this.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let mut stmt = conn.prepare(&format!("SELECT * FROM {}", quoted(&this.table)))?;
+            let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
+            let mut rows = stmt.query([])?;
+            let mut out = BTreeMap::new();
+            while let Some(row) = rows.next()? {
+                let key: String = row.get("_key")?;
+                let rec = match &this.fields {
+                    Some(_) => {
+                        let mut rec = Record::new();
+                        for (i, n) in names.iter().enumerate().filter(|(_, n)| !HIDDEN.contains(&n.as_str())) {
+                            rec.insert(n.clone(), from_sql(row.get_ref(i)?));
+                        }
+                        rec
+                    }
+                    None => {
+                        let text: String = row.get("record")?;
+                        serde_json::from_str(&text)
+                            .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "corrupt sink record", e))?
+                    }
+                };
+                out.insert(key, rec);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "sink task failed", e))?
+    }
+}

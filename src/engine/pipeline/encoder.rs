@@ -1,0 +1,97 @@
+//! The output encoder: kept records as CSV rows of the output fields, or JSON Lines.
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::model::config::OutputFormat;
+use crate::model::record::{Projection, Row};
+
+/// Encodes kept records as a job's output: CSV rows of the output fields (no header: see
+/// [`Encoder::header`]), or JSON Lines when the fields are not known.
+pub struct Encoder {
+    fields: Option<Projection>,
+    csv: Option<csv::Writer<Vec<u8>>>,
+    jsonl: Vec<u8>,
+    /// A number's text, reused.
+    scratch: Vec<u8>,
+    /// CSV bytes already given out by [`Encoder::take`].
+    taken: usize,
+}
+
+impl Encoder {
+    /// An encoder for `format`; CSV needs `fields` (without them, records are JSON Lines).
+    pub fn new(format: OutputFormat, fields: Option<Vec<String>>) -> Self {
+        Self::with_capacity(format, fields, 0)
+    }
+
+    /// [`Encoder::new`] with room for `bytes` of output.
+    pub fn with_capacity(format: OutputFormat, fields: Option<Vec<String>>, bytes: usize) -> Self {
+        let csv = format == OutputFormat::Csv && fields.is_some();
+        let buffer = Vec::with_capacity(bytes);
+        let (csv, jsonl) = match csv {
+            true => (Some(csv::WriterBuilder::new().has_headers(false).from_writer(buffer)), Vec::new()),
+            false => (None, buffer),
+        };
+        Encoder { fields: fields.map(Projection::new), csv, jsonl, scratch: Vec::new(), taken: 0 }
+    }
+
+    /// The CSV header row for `fields`.
+    pub fn header(fields: &[String]) -> Result<Vec<u8>> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(fields).map_err(|e| Error::internal("csv", "encode header", e))?;
+        w.into_inner().map_err(|e| Error::internal("csv", "encode header", e.into_error()))
+    }
+
+    /// Append one record.
+    pub fn encode(&mut self, rec: &Row) {
+        match (&mut self.csv, &mut self.fields) {
+            (Some(w), Some(fields)) => {
+                let scratch = &mut self.scratch;
+                // Writing to a Vec cannot fail.
+                fields.each(rec, |value| {
+                    let _ = match value {
+                        None | Some(Value::Null) => w.write_field(""),
+                        Some(Value::String(s)) => w.write_field(s),
+                        Some(other) => {
+                            scratch.clear();
+                            let _ = serde_json::to_writer(&mut *scratch, other);
+                            w.write_field(&scratch)
+                        }
+                    };
+                });
+                let _ = w.write_record(None::<&[u8]>);
+            }
+            _ => {
+                let _ = serde_json::to_writer(&mut self.jsonl, rec);
+                self.jsonl.push(b'\n');
+            }
+        }
+    }
+
+    /// The bytes encoded since the last call, leaving the encoder empty and ready for more.
+    pub fn take(&mut self) -> Vec<u8> {
+        match &mut self.csv {
+            Some(w) => {
+                // Flushing into a Vec cannot fail. The writer keeps its buffer: what is new is
+                // copied out, and a large buffer is given up for a new writer.
+                let _ = w.flush();
+                let out = w.get_ref()[self.taken..].to_vec();
+                self.taken = w.get_ref().len();
+                if self.taken > 1 << 20 {
+                    *w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+                    self.taken = 0;
+                }
+                out
+            }
+            None => std::mem::take(&mut self.jsonl),
+        }
+    }
+
+    /// The encoded bytes.
+    pub fn finish(self) -> Vec<u8> {
+        match self.csv {
+            Some(w) => w.into_inner().map(|mut v| v.split_off(self.taken)).unwrap_or_default(),
+            None => self.jsonl,
+        }
+    }
+}

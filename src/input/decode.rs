@@ -1,0 +1,387 @@
+//! Decoding: where records begin and end in CSV, JSON Lines and JSON documents. The planner's
+//! scan and the worker's pipeline share these, so a chunk is cut and read by the same rules.
+
+use std::io::Read;
+
+use crate::model::config::Format;
+use crate::model::record::Fault;
+
+/// CSV dialect: delimiter, quote and whether there is a header row.
+#[derive(Debug, Clone, Copy)]
+pub struct CsvDialect {
+    /// Field delimiter.
+    pub delimiter: u8,
+    /// Quote character.
+    pub quote: u8,
+    /// Whether the first record is a header.
+    pub header: bool,
+}
+
+impl CsvDialect {
+    /// A `csv` reader for this dialect that yields every row (the header too) and accepts
+    /// ragged rows, so that they can become rejects instead of errors.
+    pub fn reader<R: Read>(&self, r: R) -> csv::Reader<R> {
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(self.delimiter)
+            .quote(self.quote)
+            .buffer_capacity(256 << 10)
+            .from_reader(r)
+    }
+}
+
+/// A CSV header's names, as a job and a stream both take them: each field as text (invalid
+/// UTF-8 replaced), without the spaces around it, so that ` id ` names the field `id`.
+pub fn header_names<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Vec<String> {
+    fields.into_iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect()
+}
+
+/// What a record's bytes hold, before the pipeline types them.
+#[derive(Debug)]
+pub enum Body<'a> {
+    /// A CSV row's fields.
+    Csv(&'a csv::ByteRecord),
+    /// A JSON value's text (a JSON Lines line, or an element of a JSON array).
+    Json(&'a [u8]),
+    /// Bytes that are no record: the CSV reader cannot go on from here, and everything after
+    /// it in the chunk is this one reject.
+    Malformed(Fault),
+}
+
+/// One record of a chunk, in input order.
+#[derive(Debug)]
+pub struct RawRecord<'a> {
+    /// 1-based record number within the input.
+    pub number: u64,
+    /// 1-based line on which it starts.
+    pub line: u64,
+    /// Its bytes as they appear in the input (without the line break that ends it).
+    pub raw: &'a [u8],
+    /// Its content.
+    pub body: Body<'a>,
+}
+
+/// Where a chunk's bytes start within their input.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkStart {
+    /// Number of the chunk's first record.
+    pub record: u64,
+    /// Line on which the chunk starts.
+    pub line: u64,
+}
+
+/// Call `f` with every record in `bytes` (a chunk cut at record boundaries), in order.
+pub fn for_each_record(
+    format: Format,
+    dialect: &CsvDialect,
+    bytes: &[u8],
+    start: ChunkStart,
+    f: &mut dyn FnMut(RawRecord<'_>),
+) {
+    match format {
+        Format::Csv => csv_records(dialect, bytes, start, f),
+        Format::Jsonl => jsonl_records(bytes, start, f),
+        Format::Json => json_records(bytes, start, f),
+    }
+}
+
+/// A UTF-8 byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+fn csv_records(dialect: &CsvDialect, bytes: &[u8], start: ChunkStart, f: &mut dyn FnMut(RawRecord<'_>)) {
+    // The csv reader drops a byte order mark at the start of what it reads. An input's own
+    // mark is never in a chunk (the planner starts after it), so one at a chunk's start is a
+    // record's data, as it is to the planner: a mark put before it is the one dropped.
+    // (The mark and the bytes must be one slice: the reader drops the mark only when it sees
+    // all three bytes at once, and takes an empty read after it for the end of the input.)
+    let marked;
+    let (read, skip): (&[u8], usize) = match bytes.starts_with(BOM) {
+        true => {
+            marked = [BOM, bytes].concat();
+            (&marked, BOM.len())
+        }
+        false => (bytes, 0),
+    };
+    let mut rdr = dialect.reader(read);
+    let mut row = csv::ByteRecord::new();
+    let mut number = start.record;
+    let mut cursor = LineCursor { pos: 0, line: start.line };
+    let position = |rdr: &csv::Reader<_>| (rdr.position().byte() as usize).saturating_sub(skip);
+    loop {
+        let from = position(&rdr);
+        match rdr.read_byte_record(&mut row) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                // Reading from a slice fails only on malformed input that csv cannot
+                // resynchronise after; everything after it in the chunk is rejected.
+                let (line, raw) = cursor.locate(bytes, from, bytes.len());
+                f(RawRecord { number, line, raw, body: Body::Malformed(Fault::new(None, "csv", e.to_string())) });
+                break;
+            }
+        }
+        let to = position(&rdr);
+        let (line, raw) = cursor.locate(bytes, from, to);
+        f(RawRecord { number, line, raw, body: Body::Csv(&row) });
+        number += 1;
+    }
+}
+
+fn jsonl_records(bytes: &[u8], start: ChunkStart, f: &mut dyn FnMut(RawRecord<'_>)) {
+    let mut number = start.record;
+    for (line, text) in (start.line..).zip(bytes.split_inclusive(|&b| b == b'\n')) {
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let raw = text.strip_suffix(b"\n").unwrap_or(text);
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        f(RawRecord { number, line, raw, body: Body::Json(text) });
+        number += 1;
+    }
+}
+
+fn json_records(bytes: &[u8], start: ChunkStart, f: &mut dyn FnMut(RawRecord<'_>)) {
+    let mut scanner = JsonScanner::elements();
+    let mut number = start.record;
+    let mut line = start.line;
+    let (mut from, mut from_line) = (0usize, line);
+    let mut one = |to: usize, from: usize, line: u64, number: &mut u64| {
+        let text = &bytes[from..to];
+        f(RawRecord { number: *number, line, raw: text, body: Body::Json(text) });
+        *number += 1;
+    };
+    for (i, &b) in bytes.iter().enumerate() {
+        match scanner.push(b) {
+            Some(JsonEvent::Start) => (from, from_line) = (i, line),
+            Some(JsonEvent::End { inclusive }) => one(i + usize::from(inclusive), from, from_line, &mut number),
+            None => {}
+        }
+        if b == b'\n' {
+            line += 1;
+        }
+    }
+    if scanner.finish().is_some() {
+        one(bytes.len(), from, from_line, &mut number);
+    }
+}
+
+/// Tracks the line number while walking a chunk's records in order.
+struct LineCursor {
+    pos: usize,
+    line: u64,
+}
+
+impl LineCursor {
+    /// The line a record starts on and its raw bytes, from its byte span in the chunk. The
+    /// span may begin with the line break that ended the previous record (CRLF, blank lines).
+    fn locate<'b>(&mut self, bytes: &'b [u8], start: usize, end: usize) -> (u64, &'b [u8]) {
+        let start = start.clamp(self.pos, bytes.len());
+        self.line += memchr::memchr_iter(b'\n', &bytes[self.pos..start]).count() as u64;
+        self.pos = start;
+        let span = &bytes[start..end.clamp(start, bytes.len())];
+        let skip = span.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+        let line = self.line + memchr::memchr_iter(b'\n', &span[..skip]).count() as u64;
+        let text = &span[skip..];
+        let text = text.strip_suffix(b"\n").unwrap_or(text);
+        (line, text.strip_suffix(b"\r").unwrap_or(text))
+    }
+}
+
+/// What [`JsonScanner::push`] saw at a byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonEvent {
+    /// A record starts at this byte.
+    Start,
+    /// A record ended: at this byte (`inclusive`, a closing bracket or quote) or just before
+    /// it (a number or literal ended by a delimiter).
+    End {
+        /// Whether this byte belongs to the record.
+        inclusive: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Where {
+    /// Looking for the array (document mode), tracking a top-level object's keys.
+    Seek,
+    /// Between records at array level.
+    Between,
+    /// Inside a record.
+    Record,
+    /// After the array's closing bracket.
+    Done,
+}
+
+/// Finds record boundaries in a JSON array without parsing the records: it tracks only
+/// strings, escapes and bracket depth. `serde_json` parses each record afterwards, so a
+/// malformed record is rejected on its own instead of failing its neighbours.
+#[derive(Debug, Clone)]
+pub struct JsonScanner {
+    at: Where,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    scalar: bool,
+    bare_string: bool,
+    /// Document mode: the last key seen in the top-level object.
+    key: Vec<u8>,
+    last_key_is_records: bool,
+    saw_array: bool,
+}
+
+impl JsonScanner {
+    /// Scan a whole document: records are the elements of the top-level array, or of the
+    /// array under the top-level key `records`.
+    pub fn document() -> Self {
+        JsonScanner {
+            at: Where::Seek,
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            scalar: false,
+            bare_string: false,
+            key: Vec::new(),
+            last_key_is_records: false,
+            saw_array: false,
+        }
+    }
+
+    /// Scan a slice cut from inside the array: records separated by commas.
+    pub fn elements() -> Self {
+        JsonScanner { at: Where::Between, saw_array: true, ..Self::document() }
+    }
+
+    /// Whether the records array was found.
+    pub fn saw_array(&self) -> bool {
+        self.saw_array
+    }
+
+    /// End of input: a trailing scalar record ends here.
+    /// A record still open here (a trailing scalar, or a truncated or unbalanced record) ends
+    /// at the end of input, so it is counted and then rejected, never silently dropped.
+    pub fn finish(&mut self) -> Option<JsonEvent> {
+        if self.at == Where::Record {
+            self.at = Where::Between;
+            return Some(JsonEvent::End { inclusive: false });
+        }
+        None
+    }
+
+    /// Feed one byte.
+    pub fn push(&mut self, b: u8) -> Option<JsonEvent> {
+        match self.at {
+            Where::Seek => {
+                self.seek(b);
+                None
+            }
+            Where::Between => match b {
+                b']' => {
+                    self.at = Where::Done;
+                    None
+                }
+                b',' => None,
+                b if b.is_ascii_whitespace() => None,
+                _ => {
+                    self.at = Where::Record;
+                    self.depth = 0;
+                    self.scalar = !matches!(b, b'{' | b'[' | b'"');
+                    if self.scalar {
+                        return Some(JsonEvent::Start);
+                    }
+                    self.depth = 1;
+                    self.in_string = b == b'"';
+                    self.bare_string = self.in_string;
+                    Some(JsonEvent::Start)
+                }
+            },
+            Where::Record => self.in_record(b),
+            Where::Done => None,
+        }
+    }
+
+    fn in_record(&mut self, b: u8) -> Option<JsonEvent> {
+        if self.scalar {
+            if b == b',' || b == b']' || b.is_ascii_whitespace() {
+                self.at = if b == b']' { Where::Done } else { Where::Between };
+                return Some(JsonEvent::End { inclusive: false });
+            }
+            return None;
+        }
+        if self.in_string {
+            if self.string_byte(b) && self.bare_string {
+                self.at = Where::Between;
+                self.depth = 0;
+                return Some(JsonEvent::End { inclusive: true });
+            }
+            return None;
+        }
+        match b {
+            b'"' => self.in_string = true,
+            b'{' | b'[' => self.depth += 1,
+            b'}' | b']' => {
+                self.depth -= 1;
+                if self.depth == 0 {
+                    self.at = Where::Between;
+                    return Some(JsonEvent::End { inclusive: true });
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// Feed a byte inside a string; true when it closes the string.
+    fn string_byte(&mut self, b: u8) -> bool {
+        if self.escaped {
+            self.escaped = false;
+        } else if b == b'\\' {
+            self.escaped = true;
+        } else if b == b'"' {
+            self.in_string = false;
+            return true;
+        }
+        false
+    }
+
+    fn seek(&mut self, b: u8) {
+        if self.in_string {
+            if self.string_byte(b) {
+                if self.depth == 1 {
+                    self.last_key_is_records = self.key == b"records";
+                }
+            } else if self.depth == 1 && self.key.len() <= b"records".len() {
+                // Only `records` matters: a longer key is kept to one byte more, so a hostile
+                // document's huge key costs no memory.
+                self.key.push(b);
+            }
+            return;
+        }
+        match b {
+            b'[' if self.depth == 0 || (self.depth == 1 && self.last_key_is_records) => {
+                self.at = Where::Between;
+                self.saw_array = true;
+                self.depth = 0;
+            }
+            b'"' => {
+                self.in_string = true;
+                self.key.clear();
+            }
+            b'{' | b'[' => self.depth += 1,
+            b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+            b',' if self.depth == 1 => self.last_key_is_records = false,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_lose_the_spaces_around_them_only() {
+        let fields: [&[u8]; 3] = [b" id ", b"Ship Date", b"\tamount\xFF"];
+        assert_eq!(header_names(fields), ["id", "Ship Date", "amount\u{FFFD}"]);
+    }
+}

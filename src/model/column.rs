@@ -1,0 +1,205 @@
+//! Declared columns: a value checked and typed by its column's rules (required, length,
+//! integer, decimal, boolean, date, timestamp), with dates parsed by a format read once.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::model::config::{ColumnConfig, ColumnType};
+use crate::model::record::Fault;
+
+/// A declared column, ready to check values.
+#[derive(Debug, Clone)]
+pub struct ColumnRule {
+    /// Input name.
+    pub name: String,
+    /// Output name.
+    pub out: String,
+    kind: ColumnType,
+    format: Option<String>,
+    /// The date format, parsed once (chrono would re-parse the format string per value).
+    date_items: Option<Arc<[chrono::format::Item<'static>]>>,
+    required: bool,
+    max_length: Option<usize>,
+}
+
+impl From<&ColumnConfig> for ColumnRule {
+    fn from(c: &ColumnConfig) -> Self {
+        ColumnRule {
+            name: c.name.clone(),
+            out: c.out_name().to_string(),
+            kind: c.kind,
+            format: c.format.clone(),
+            date_items: (c.kind == ColumnType::Date)
+                .then(|| {
+                    chrono::format::StrftimeItems::new(c.format.as_deref().unwrap_or("%Y-%m-%d")).parse_to_owned().ok()
+                })
+                .flatten()
+                .map(Arc::from),
+            required: c.required,
+            max_length: c.max_length,
+        }
+    }
+}
+
+impl ColumnRule {
+    /// The column's value type.
+    pub fn kind(&self) -> ColumnType {
+        self.kind
+    }
+
+    /// Check and convert one value; the error says which rule failed and why.
+    pub fn check(&self, value: Value) -> std::result::Result<Value, String> {
+        self.apply(value).map_err(|f| format!("{} ({})", f.message, f.rule))
+    }
+
+    /// Check and convert one value (text from CSV, any JSON value from JSON inputs).
+    pub fn apply(&self, value: Value) -> std::result::Result<Value, Fault> {
+        let text = match value {
+            Value::Null => return self.empty(),
+            Value::String(s) => s,
+            other if self.kind == ColumnType::String => other.to_string(),
+            other => return self.typed_json(other),
+        };
+        if text.is_empty() {
+            return if self.kind == ColumnType::String && !self.required {
+                Ok(Value::String(text))
+            } else {
+                self.empty()
+            };
+        }
+        if let Some(max) = self.max_length {
+            let n = text.chars().count();
+            if n > max {
+                return Err(self.fault("max_length", format!("is {n} characters long; at most {max} allowed")));
+            }
+        }
+        self.parse(text)
+    }
+
+    fn empty(&self) -> std::result::Result<Value, Fault> {
+        if self.required {
+            Err(self.fault("required", "is required but empty"))
+        } else {
+            Ok(Value::Null)
+        }
+    }
+
+    fn fault(&self, rule: &str, message: impl Into<String>) -> Fault {
+        Fault::new(Some(&self.name), rule, message)
+    }
+
+    fn parse(&self, text: String) -> std::result::Result<Value, Fault> {
+        let t = text.trim();
+        let bad = |what: &str| self.fault("type", format!("expected {what}, got {text:?}"));
+        match self.kind {
+            ColumnType::String => Ok(Value::String(text)),
+            ColumnType::Integer => t.parse::<i64>().map(Value::from).map_err(|_| bad("an integer")),
+            ColumnType::Decimal => t
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .ok_or_else(|| bad("a decimal number")),
+            ColumnType::Boolean => match t.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "y" | "t" => Ok(Value::Bool(true)),
+                "false" | "0" | "no" | "n" | "f" => Ok(Value::Bool(false)),
+                _ => Err(bad("true or false")),
+            },
+            ColumnType::Date => self.parse_date(t).map(|d| Value::String(iso_date(d))).ok_or_else(|| {
+                bad(&format!("a date like {}", example_date(self.format.as_deref().unwrap_or("%Y-%m-%d"))))
+            }),
+            ColumnType::Timestamp => parse_timestamp(t, self.format.as_deref())
+                .map(|ts| Value::String(ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)))
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "a timestamp like {}",
+                        self.format.as_deref().map(example_date).unwrap_or("2014-10-23T08:30:00Z".into())
+                    ))
+                }),
+        }
+    }
+
+    fn parse_date(&self, t: &str) -> Option<chrono::NaiveDate> {
+        let items = self.date_items.as_deref()?;
+        let mut parsed = chrono::format::Parsed::new();
+        chrono::format::parse(&mut parsed, t, items.iter()).ok()?;
+        parsed.to_naive_date().ok()
+    }
+
+    fn typed_json(&self, v: Value) -> std::result::Result<Value, Fault> {
+        let ok = match self.kind {
+            ColumnType::Integer => v.as_i64().is_some(),
+            ColumnType::Decimal => v.is_number(),
+            ColumnType::Boolean => v.is_boolean(),
+            _ => false,
+        };
+        if ok {
+            Ok(v)
+        } else {
+            Err(self.fault("type", format!("expected {:?}, got {v}", self.kind).to_lowercase()))
+        }
+    }
+}
+
+fn iso_date(d: chrono::NaiveDate) -> String {
+    use chrono::Datelike;
+    if (0..=9999).contains(&d.year()) {
+        format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+    } else {
+        d.format("%Y-%m-%d").to_string()
+    }
+}
+
+/// The example date in `fmt`, for messages. A UTC time, so that an offset (`%z`) can be
+/// written; a format chrono cannot write is shown as it is rather than panicking.
+fn example_date(fmt: &str) -> String {
+    use std::fmt::Write;
+    let Some(d) = chrono::NaiveDate::from_ymd_opt(2014, 10, 23).and_then(|d| d.and_hms_opt(8, 30, 0)) else {
+        return fmt.to_string();
+    };
+    let mut out = String::new();
+    match write!(out, "{}", d.and_utc().format(fmt)) {
+        Ok(()) => out,
+        Err(_) => fmt.to_string(),
+    }
+}
+
+fn parse_timestamp(t: &str, fmt: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::{DateTime, NaiveDateTime, Utc};
+    match fmt {
+        None => DateTime::parse_from_rfc3339(t).ok().map(|d| d.with_timezone(&Utc)),
+        Some(fmt) => DateTime::parse_from_str(t, fmt)
+            .map(|d| d.with_timezone(&Utc))
+            .ok()
+            .or_else(|| NaiveDateTime::parse_from_str(t, fmt).ok().map(|n| n.and_utc())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(kind: ColumnType, format: &str) -> ColumnRule {
+        ColumnRule::from(&ColumnConfig {
+            name: "t".into(),
+            rename: None,
+            kind,
+            format: Some(format.into()),
+            required: false,
+            max_length: None,
+        })
+    }
+
+    #[test]
+    fn a_timestamp_without_the_offset_its_format_asks_for_is_a_reject_not_a_panic() {
+        let r = rule(ColumnType::Timestamp, "%Y-%m-%d %H:%M:%S %z");
+        let fault = r.apply(Value::String("2014-10-23 08:30:00".into())).unwrap_err();
+        assert_eq!(fault.rule, "type");
+        assert!(fault.message.contains("2014-10-23 08:30:00 +0000"), "{}", fault.message);
+        let ok = r.apply(Value::String("2014-10-23 08:30:00 +0200".into())).unwrap();
+        assert_eq!(ok, Value::String("2014-10-23T06:30:00Z".into()));
+        let date = rule(ColumnType::Date, "%d.%m.%Y %z");
+        assert_eq!(date.apply(Value::String("soon".into())).unwrap_err().rule, "type");
+    }
+}
