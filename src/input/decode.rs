@@ -37,6 +37,49 @@ pub fn header_names<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Vec<Strin
     fields.into_iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect()
 }
 
+/// The ends of the whole records at the start of `buf` (each just past its terminator), as the
+/// planner cuts an input: CSV by `csv_core` with the dialect's delimiter and quote (a quote
+/// inside an unquoted field is text, a line break inside quotes is not an end), JSON Lines
+/// at line breaks (a CRLF record ends at its CR, as a chunk does). At most `most` ends are found; a record whose end `buf` does not hold yet
+/// is not counted. The stream cuts its blocks with it.
+pub fn record_ends(format: Format, dialect: &CsvDialect, buf: &[u8], most: usize) -> Vec<usize> {
+    let mut ends = Vec::new();
+    match format {
+        Format::Csv => {
+            use csv_core::ReadRecordResult as R;
+            let mut core = csv_core::ReaderBuilder::new().delimiter(dialect.delimiter).quote(dialect.quote).build();
+            let (mut out, mut field_ends) = (vec![0u8; 16 << 10], vec![0usize; 256]);
+            let mut pos = 0;
+            while ends.len() < most && pos < buf.len() {
+                let (res, nin, _, _) = core.read_record(&buf[pos..], &mut out, &mut field_ends);
+                pos += nin;
+                match res {
+                    // A CRLF record ends at its CR, as the planner's chunks do: the LF starts
+                    // the next piece, where it ends no record.
+                    R::Record => ends.push(pos),
+                    R::InputEmpty | R::End => break,
+                    // Only where records end matters here: the fields are not kept.
+                    R::OutputFull | R::OutputEndsFull => {}
+                }
+            }
+        }
+        _ => {
+            for i in memchr::memchr_iter(b'\n', buf).take(most) {
+                ends.push(i + 1);
+            }
+        }
+    }
+    ends
+}
+
+/// The end of the last whole record in `buf` (see [`record_ends`]), if one ends in it.
+pub fn last_record_end(format: Format, dialect: &CsvDialect, buf: &[u8]) -> Option<usize> {
+    match format {
+        Format::Csv => record_ends(format, dialect, buf, usize::MAX).last().copied(),
+        _ => memchr::memrchr(b'\n', buf).map(|i| i + 1),
+    }
+}
+
 /// What a record's bytes hold, before the pipeline types them.
 #[derive(Debug)]
 pub enum Body<'a> {
@@ -378,6 +421,20 @@ impl JsonScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_end_where_the_planner_cuts_them_quotes_and_crlf_included() {
+        let d = CsvDialect { delimiter: b',', quote: b'"', header: true };
+        let text = b"id,note\n1,\"two\nlines\"\n2,5\" pipe\r\n3,cut";
+        assert_eq!(record_ends(Format::Csv, &d, text, usize::MAX), [8, 22, 32]);
+        assert_eq!(record_ends(Format::Csv, &d, text, 1), [8]);
+        assert_eq!(last_record_end(Format::Csv, &d, text), Some(32));
+        // A quote inside an unquoted field (an inch mark) is text, as the planner reads it.
+        let inch = b"a,5\" x\nb,c\n";
+        assert_eq!(last_record_end(Format::Csv, &d, inch), Some(inch.len()));
+        assert_eq!(last_record_end(Format::Csv, &d, b"1,\"open\nstill open"), None);
+        assert_eq!(last_record_end(Format::Jsonl, &d, b"{}\n{\"a\""), Some(3));
+    }
 
     #[test]
     fn header_names_lose_the_spaces_around_them_only() {

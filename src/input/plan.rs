@@ -421,3 +421,20 @@ pub fn scan_resumable(
         Format::Json => json(input, targets, points),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_end_where_decode_finds_record_ends_so_a_stream_cuts_as_a_job_does() {
+        let d = CsvDialect { delimiter: b',', quote: b'"', header: true };
+        let text = b"id,note\n1,\"two\nlines\"\n2,5\" pipe\r\n3,x\n";
+        let one = ChunkTargets { records: NonZeroU64::new(1), bytes: NonZeroU64::MIN, max_record_bytes: 1 << 20 };
+        let scanned = scan_csv(&text[..], d, one).unwrap();
+        let ends: Vec<u64> = scanned.chunks.iter().map(|c| c.end).collect();
+        let found = crate::input::decode::record_ends(Format::Csv, &d, text, usize::MAX);
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert_eq!(ends, found[1..].iter().map(|&e| e as u64).collect::<Vec<_>>(), "the header's end is not a chunk's");
+    }
+}

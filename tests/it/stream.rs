@@ -644,3 +644,49 @@ async fn a_csv_header_with_spaces_around_its_names_gives_the_same_records_in_a_j
     assert_eq!(from_job, want);
     assert_eq!(from_stream, want);
 }
+
+/// Records are cut where the planner cuts them, in a stream as in a job: an inch mark in an
+/// unquoted field is text, a quoted field may hold line breaks, lines may end in CRLF; over
+/// many 1 MiB blocks, so that the cuts between blocks are tested, not only the end of the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_cut_alike_in_a_job_and_a_stream_over_many_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("parts.csv");
+    let mut text = String::from("id,note\r\n");
+    let mut rng = fastrand::Rng::with_seed(24);
+    // One inch mark first: a cutter that counted quotes would think every later line break
+    // outside quotes is inside them, and the reverse, for the rest of the file.
+    text += "0,a 5\" pipe\r\n";
+    for id in 1..150_000u64 {
+        match rng.u8(..2) {
+            0 => text += &format!("{id},\"two\nlines, \"\"quoted\"\"\"\r\n"),
+            _ => text += &format!("{id},plain {}\r\n", "y".repeat(rng.usize(..40))),
+        }
+    }
+    std::fs::write(&input, &text).unwrap();
+    assert!(text.len() > 3 << 20, "spans several stream blocks: {}", text.len());
+    let job = "[input]\nformat = \"csv\"\n\n[[columns]]\nname = \"id\"\ntype = \"integer\"\nrequired = true\n";
+    std::fs::write(dir.path().join("job.toml"), format!("{job}\n[stream]\nsize_mib = 64\n")).unwrap();
+
+    let batch = common::run(&dir.path().join("batch"), std::slice::from_ref(&input), job, dir.path()).await.unwrap();
+    assert_eq!(batch.records.written, 150_000, "{:?}", batch.rejects_by_rule);
+    let mut from_job = csv_rows(&common::job_file(&dir.path().join("batch"), &batch.job_id, "output.csv"));
+
+    let out = dir.path().join("out");
+    let done = sluicebox()
+        .args(["stream", "--from", input.to_str().unwrap(), "--to", out.to_str().unwrap(), "--json"])
+        .args(["--config", dir.path().join("job.toml").to_str().unwrap()])
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let r = report(&done.stdout);
+    assert_eq!((r["written"].as_u64(), r["rejected"].as_u64()), (Some(150_000), Some(0)), "{r}");
+    let mut from_stream: Vec<BTreeMap<String, String>> =
+        common::decompressed_files(&out).values().flat_map(|bytes| csv_rows(&String::from_utf8_lossy(bytes))).collect();
+    let id = |r: &BTreeMap<String, String>| r["id"].parse::<u64>().unwrap();
+    from_job.sort_by_key(id);
+    from_stream.sort_by_key(id);
+    assert_eq!(from_stream.len(), from_job.len());
+    assert!(from_job == from_stream, "the same records, field for field");
+}

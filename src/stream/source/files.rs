@@ -136,7 +136,6 @@ pub fn read_blocks(
     let compression =
         crate::backends::bucket::compression_from_magic(std::io::BufRead::fill_buf(&mut input).map_err(fail)?);
     let mut input = crate::backends::bucket::decompress(Box::new(input), compression, &shard)?;
-    let quote = dialect.quote;
     let mut carry: Vec<u8> = Vec::new();
     let mut header: Option<Arc<Vec<String>>> = None;
     let mut line = 1u64;
@@ -166,7 +165,7 @@ pub fn read_blocks(
                 buf.drain(..3);
             }
             if format == Format::Csv && dialect.header {
-                let Some(end) = record_end(&buf, 0, quote, true) else {
+                let Some(&end) = crate::input::decode::record_ends(format, &dialect, &buf, 1).first() else {
                     if eof {
                         break;
                     }
@@ -180,7 +179,8 @@ pub fn read_blocks(
             }
         }
         // Cut after the last record that ends in the buffer; the rest waits for more bytes.
-        let cut = if eof { buf.len() } else { last_record_end(&buf, format, quote).unwrap_or(0) };
+        let cut =
+            if eof { buf.len() } else { crate::input::decode::last_record_end(format, &dialect, &buf).unwrap_or(0) };
         if cut == 0 && !eof {
             if buf.len() > MAX_RECORD_BYTES {
                 // Too long to be a record (or a CSV quote never closed): skip it to the next
@@ -254,41 +254,6 @@ fn skip_line(mut buf: Vec<u8>, input: &mut dyn Read) -> std::io::Result<(Skipped
         }
         buf.truncate(n);
     }
-}
-
-/// The end of the last whole record in `buf` (just after its newline).
-fn last_record_end(buf: &[u8], format: Format, quote: u8) -> Option<usize> {
-    match format {
-        Format::Csv => {
-            // A newline ends a record when the quotes before it are balanced (a quote inside
-            // a quoted field is doubled, so parity holds).
-            let mut last = None;
-            let mut open = false;
-            for i in memchr::memchr2_iter(b'\n', quote, buf) {
-                if buf[i] == quote {
-                    open = !open;
-                } else if !open {
-                    last = Some(i + 1);
-                }
-            }
-            last
-        }
-        _ => memchr::memrchr(b'\n', buf).map(|i| i + 1),
-    }
-}
-
-/// The end of the first record starting at `from` (just after its newline).
-fn record_end(buf: &[u8], from: usize, quote: u8, csv: bool) -> Option<usize> {
-    let mut open = false;
-    for i in memchr::memchr2_iter(b'\n', quote, &buf[from..]) {
-        let i = from + i;
-        if csv && buf[i] == quote {
-            open = !open;
-        } else if buf[i] == b'\n' && !open {
-            return Some(i + 1);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -242,8 +242,8 @@ fn sniff_csv(s: &mut Sniffed, text: &[u8], sample: &Sample, max_records: usize) 
             format!("splits into {width} columns; at most {} are accepted", crate::engine::pipeline::MAX_COLUMNS),
         ));
     }
-    // The planner reads header names trimmed.
-    let names: Vec<String> = first.iter().map(|n| n.trim().to_string()).collect();
+    // Header names as the planner and the stream read them.
+    let names = crate::input::decode::header_names(first.iter().map(|n| n.as_bytes()));
     let mut under: &[Vec<String>] = &rows[1..];
     let mut columns = csv_columns(&names, under);
     dialect.header = has_header(first, &columns);
