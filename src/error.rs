@@ -177,6 +177,27 @@ impl Error {
         self.is_retryable() && !matches!(self, Error::InvalidConfig { .. })
     }
 
+    /// This error with `what` (what was being done) before its message, of the same kind: as
+    /// retryable as it was.
+    pub fn context(self, what: impl fmt::Display) -> Error {
+        match self {
+            Error::NotFound(s) => Error::NotFound(format!("{s} ({what})")),
+            Error::AlreadyExists(s) => Error::AlreadyExists(format!("{s} ({what})")),
+            Error::Conflict(s) => Error::Conflict(format!("{what}: {s}")),
+            Error::JobFailed { job_id, reason } => Error::JobFailed { job_id, reason: format!("{what}: {reason}") },
+            Error::InvalidConfig { key, reason } => Error::InvalidConfig { key, reason: format!("{what}: {reason}") },
+            Error::InvalidInput { location, line, column, reason } => {
+                Error::InvalidInput { location, line, column, reason: format!("{what}: {reason}") }
+            }
+            Error::Backend { backend, context, source } => {
+                Error::Backend { backend, context: format!("{what}: {context}"), source }
+            }
+            Error::Internal { step, context, source } => {
+                Error::Internal { step, context: format!("{what}: {context}"), source }
+            }
+        }
+    }
+
     /// An [`Error::Backend`] wrapping `source`.
     pub fn backend(backend: Backend, context: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::Backend { backend, context: context.into(), source: source.into() }
@@ -224,5 +245,9 @@ mod tests {
             assert!(!never.is_retryable() && !never.is_retryable_with_same_settings(), "{never}");
         }
         assert_eq!(Error::internal("stream", "the writer task", "boom").to_string(), "stream: the writer task: boom");
+        let wrapped = Error::backend(Backend::Sqlite, "statement failed", "locked").context("chunk 3");
+        assert!(wrapped.is_retryable());
+        assert_eq!(wrapped.to_string(), "sqlite: chunk 3: statement failed: locked");
+        assert!(!Error::input("x", "changed").context("chunk 3").is_retryable());
     }
 }

@@ -496,19 +496,16 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
             warn!(chunk = task.chunk.index, attempt, "chunk failed, will retry: {e}");
             None
         }
-        (Err(e), _) if !policy.fail_jobs => Some(Error::internal(
-            "worker",
-            format!("chunk {} failed on attempt {attempt} of {}", task.chunk.index, policy.max_attempts),
-            e,
-        )),
-        (Err(e), _) => Some(Error::internal(
-            "worker",
-            format!(
-                "job {} chunk {} of {} (version {}) failed on attempt {attempt} of {}",
+        (Err(e), _) if !policy.fail_jobs => Some(
+            e.context(format!("chunk {} failed on attempt {attempt} of {}", task.chunk.index, policy.max_attempts)),
+        ),
+        (Err(e), _) => Some(Error::JobFailed {
+            job_id: task.job_id.clone(),
+            reason: format!(
+                "job {} chunk {} of {} (version {}) failed on attempt {attempt} of {}: {e}",
                 task.job_id, task.chunk.index, input.location, input.version, policy.max_attempts
             ),
-            e,
-        )),
+        }),
     };
     Handled { disposition, error, prepaid }
 }

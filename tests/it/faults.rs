@@ -163,7 +163,7 @@ struct FlakySink {
 impl Sink for FlakySink {
     async fn write(&self, items: Vec<SinkItem>) -> sluicebox::Result<()> {
         if self.calls.fetch_add(1, Ordering::Relaxed) % 3 == 2 {
-            return Err(sluicebox::Error::internal("test", "injected", "throttled"));
+            return Err(sluicebox::Error::backend(sluicebox::error::Backend::Injected, "injected", "throttled"));
         }
         self.inner.write(items).await
     }
@@ -338,7 +338,7 @@ impl Sink for PublishFailsOnce {
         if self.1.fetch_add(1, Ordering::SeqCst) == 0 {
             // After the merges, so that they are recorded done when the gather stops.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            return Err(sluicebox::Error::internal("test", "injected", "out of time"));
+            return Err(sluicebox::Error::backend(sluicebox::error::Backend::Injected, "injected", "out of time"));
         }
         self.0.publish(job).await
     }

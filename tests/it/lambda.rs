@@ -233,7 +233,7 @@ impl Sink for FailSomeWrites {
     async fn write(&self, items: Vec<SinkItem>) -> sluicebox::Result<()> {
         let n = self.1.fetch_add(1, Ordering::SeqCst);
         if n == 1 || n == 4 {
-            return Err(sluicebox::Error::internal("test", "injected", "throttled once"));
+            return Err(sluicebox::Error::backend(sluicebox::error::Backend::Injected, "injected", "throttled once"));
         }
         self.0.write(items).await
     }

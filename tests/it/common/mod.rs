@@ -94,10 +94,10 @@ pub struct BrokenSink;
 #[async_trait::async_trait]
 impl sluicebox::backends::sink::Sink for BrokenSink {
     async fn write(&self, _: Vec<sluicebox::model::record::SinkItem>) -> sluicebox::Result<()> {
-        Err(sluicebox::Error::internal("test", "injected", "the table is gone"))
+        Err(sluicebox::Error::backend(sluicebox::error::Backend::Injected, "injected", "the table is gone"))
     }
     async fn publish(&self, _: u64) -> sluicebox::Result<()> {
-        Err(sluicebox::Error::internal("test", "injected", "the table is gone"))
+        Err(sluicebox::Error::backend(sluicebox::error::Backend::Injected, "injected", "the table is gone"))
     }
     async fn discard(&self, _: u64) -> sluicebox::Result<()> {
         Ok(())
