@@ -357,22 +357,18 @@ impl Reader {
     ) {
         self.counts.records += 1;
         let placement = self.placer.place(&self.shards[shard as usize].name, &pos, number, arrival_ms, ready);
+        let count = match &placement {
+            Placement::Skipped => &mut self.counts.skipped,
+            Placement::Filtered => &mut self.counts.filtered,
+            Placement::Row { .. } => &mut self.counts.written,
+            Placement::Reject { .. } => &mut self.counts.rejected,
+        };
+        *count += 1;
         let (partition, line) = match placement {
+            Placement::Row { partition, line } | Placement::Reject { partition, line } => (partition, line),
             Placement::Skipped | Placement::Filtered => {
-                match placement {
-                    Placement::Skipped => self.counts.skipped += 1,
-                    _ => self.counts.filtered += 1,
-                }
                 self.news.arrivals.push(Arrival::Settled { shard, pos, ack });
                 return;
-            }
-            Placement::Row { partition, line } => {
-                self.counts.written += 1;
-                (partition, line)
-            }
-            Placement::Reject { partition, line } => {
-                self.counts.rejected += 1;
-                (partition, line)
             }
         };
         self.news.arrivals.push(Arrival::Buffered { shard, pos: pos.clone() });
