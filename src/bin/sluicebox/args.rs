@@ -73,6 +73,7 @@ pub enum Command {
     },
 }
 
+/// A job's inputs, definition and data directory, as `run` and `plan` take them.
 #[derive(clap::Args)]
 pub struct JobArgs {
     /// Input files, directories (every file under it), file:// URLs or s3:// objects; all

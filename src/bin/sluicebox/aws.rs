@@ -52,8 +52,6 @@ pub struct ProduceArgs {
     pub json: bool,
 }
 
-/// A job's inputs, definition and data directory, as `run` and `plan` take them.
-
 impl ProduceArgs {
     /// The request; `progress`: whether a bar is drawn.
     pub fn request(self, progress: bool) -> sluicebox::app::ProduceRequest {

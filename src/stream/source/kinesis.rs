@@ -3,6 +3,7 @@
 //! the stream is resharded.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,9 +11,41 @@ use aws_sdk_kinesis::types::{Shard, ShardIteratorType};
 use aws_sdk_kinesis::Client;
 use tokio::sync::mpsc::Sender;
 
-use super::{Delivery, RecordSource, Resume, SourceRecord};
+use super::{Delivery, Opening, RecordSource, Resume, SourceKind, SourceRecord};
 use crate::error::{Error, Result};
 use crate::stream::state::Pos;
+
+/// `kinesis://NAME`: a Kinesis data stream.
+pub static KIND: Kind = Kind;
+
+/// The kind of [`KIND`].
+pub struct Kind;
+
+#[async_trait]
+impl SourceKind for Kind {
+    fn takes(&self, url: &str) -> bool {
+        url.starts_with("kinesis://")
+    }
+
+    fn check(&self, url: &str) -> Result<()> {
+        match name(url).is_empty() {
+            true => Err(Error::config("--from", "kinesis:// needs a stream name: kinesis://NAME")),
+            false => Ok(()),
+        }
+    }
+
+    async fn open(&self, url: &str, with: Opening<'_>) -> Result<Arc<dyn RecordSource>> {
+        self.check(url)?;
+        let client = crate::backends::aws::kinesis(with.cloud.sdk("--from")?);
+        let start = if with.latest { Start::Latest } else { Start::TrimHorizon };
+        Ok(Arc::new(KinesisSource::new(client, name(url).to_string(), start)))
+    }
+}
+
+/// The stream's name in `kinesis://NAME[/]`.
+fn name(url: &str) -> &str {
+    url.trim_start_matches("kinesis://").trim_end_matches('/')
+}
 
 /// A Kinesis data stream: every shard, children after their parents.
 #[derive(Debug)]

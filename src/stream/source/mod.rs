@@ -5,8 +5,9 @@
 //! One file per kind: standard input and files ([`files`]: blocks of whole records, decoded as
 //! a batch job's chunks are), Kinesis Data Streams (`kinesis`, feature `aws`: every shard from
 //! its checkpoint, a closed shard's children after it), a queue of JSON messages ([`sqs`]) and
-//! the batch a Lambda function is handed ([`batch`]). Adding a kind is one file, one arm in
-//! [`Source`] and [`open`], and one run of the [`conformance`] suite.
+//! the batch a Lambda function is handed ([`batch`]). A kind named by a URL is a
+//! [`SourceKind`]: adding one is one file, one line in [`BY_URL`], and one run of the
+//! [`conformance`] suite.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,12 +39,9 @@ pub enum Source {
     Stdin,
     /// Files: paths, directories, `file://` or `s3://` objects and prefixes.
     Files(Vec<String>),
-    /// A Kinesis data stream (`kinesis://NAME`).
-    Kinesis(String),
-    /// An SQS queue (`sqs://NAME` or a queue URL) of JSON objects, one per message; a message
-    /// is deleted once its record is in a written file (at least once: a crash between the
-    /// two delivers it again).
-    Queue(String),
+    /// A stream named by a URL whose scheme one of the [`BY_URL`] kinds takes
+    /// (`kinesis://NAME`, `sqs://NAME`).
+    Url(String),
     /// One batch of a shard's records, as an AWS Lambda function is handed them by its event
     /// source mapping: written, with everything buffered, before the run returns.
     Batch {
@@ -59,14 +57,10 @@ impl Source {
     pub fn parse(from: &[String]) -> Result<Self> {
         match from {
             [one] if one == "-" => Ok(Source::Stdin),
-            [one] if one.starts_with("kinesis://") => {
-                let name = one.trim_start_matches("kinesis://").trim_end_matches('/');
-                if name.is_empty() {
-                    return Err(Error::config("--from", "kinesis:// needs a stream name: kinesis://NAME"));
-                }
-                Ok(Source::Kinesis(name.to_string()))
+            [one] if kind_of(one).is_some() => {
+                kind_of(one).map_or(Ok(()), |k| k.check(one))?;
+                Ok(Source::Url(one.clone()))
             }
-            [one] if one.starts_with("sqs://") || one.starts_with("https://sqs.") => Ok(Source::Queue(one.clone())),
             [] => Err(Error::config("--from", "name a source: -, files, kinesis://NAME or sqs://NAME")),
             many if many
                 .iter()
@@ -74,7 +68,7 @@ impl Source {
             {
                 Err(Error::config(
                     "--from",
-                    format!("{many:?}: one stream (-, kinesis://NAME), or any number of files"),
+                    format!("{many:?}: one stream (-, kinesis://NAME, sqs://NAME), or any number of files"),
                 ))
             }
             files => Ok(Source::Files(files.to_vec())),
@@ -86,8 +80,7 @@ impl Source {
         match self {
             Source::Stdin => "-".into(),
             Source::Files(f) => f.join(","),
-            Source::Kinesis(name) => format!("kinesis://{name}"),
-            Source::Queue(url) => url.clone(),
+            Source::Url(url) => url.clone(),
             Source::Batch { shard, .. } => shard.clone(),
         }
     }
@@ -117,22 +110,73 @@ pub async fn open(from: &Source, with: Opening<'_>) -> Result<Arc<dyn RecordSour
             Arc::new(files::StdinSource::new(|| Box::new(std::io::stdin()), format, with.input.dialect))
         }
         Source::Files(args) => Arc::new(files::FilesSource::new(with.inputs, args.clone(), with.input)),
-        Source::Queue(url) => {
-            let queue = crate::backends::queue::open(url, with.hold, with.cloud).await?;
-            Arc::new(sqs::QueueSource::new(queue, url.clone()))
-        }
         Source::Batch { shard, records } => Arc::new(batch::BatchSource::new(shard.clone(), records.clone())),
-        #[cfg(feature = "aws")]
-        Source::Kinesis(stream) => {
-            let client = crate::backends::aws::kinesis(with.cloud.sdk("--from")?);
-            let start = if with.latest { kinesis::Start::Latest } else { kinesis::Start::TrimHorizon };
-            Arc::new(kinesis::KinesisSource::new(client, stream.clone(), start))
-        }
-        #[cfg(not(feature = "aws"))]
-        Source::Kinesis(_) => {
-            return Err(Error::config("--from", "kinesis:// needs the `aws` feature, which this build lacks"));
-        }
+        Source::Url(url) => match kind_of(url) {
+            Some(kind) => kind.open(url, with).await?,
+            None => return Err(Error::config("--from", format!("{url}: no source takes this scheme"))),
+        },
     })
+}
+
+/// A kind of source that a URL names (`kinesis://`, `sqs://`): how `--from` is checked, and
+/// how the source is opened. One per file; [`BY_URL`] lists them.
+#[async_trait]
+pub trait SourceKind: Sync {
+    /// Whether `url` names a source of this kind (its scheme).
+    fn takes(&self, url: &str) -> bool;
+    /// Refuse a `url` of this kind that names nothing, naming `--from`.
+    fn check(&self, url: &str) -> Result<()> {
+        let _ = url;
+        Ok(())
+    }
+    /// The source `url` names.
+    async fn open(&self, url: &str, with: Opening<'_>) -> Result<Arc<dyn RecordSource>>;
+}
+
+/// The kinds of source named by a URL, one line each: adding one is a file with its
+/// [`SourceKind`], a line here, and a run of the [`conformance`] suite.
+pub static BY_URL: &[&dyn SourceKind] = &[
+    #[cfg(feature = "aws")]
+    &kinesis::KIND,
+    #[cfg(not(feature = "aws"))]
+    &Missing { scheme: "kinesis://", feature: "aws" },
+    &sqs::KIND,
+];
+
+/// A kind this build leaves out, named so that `--from` says which feature it needs.
+#[cfg(not(feature = "aws"))]
+struct Missing {
+    scheme: &'static str,
+    feature: &'static str,
+}
+
+#[cfg(not(feature = "aws"))]
+#[async_trait]
+impl SourceKind for Missing {
+    fn takes(&self, url: &str) -> bool {
+        url.starts_with(self.scheme)
+    }
+
+    fn check(&self, _: &str) -> Result<()> {
+        Err(self.refusal())
+    }
+
+    async fn open(&self, _: &str, _: Opening<'_>) -> Result<Arc<dyn RecordSource>> {
+        Err(self.refusal())
+    }
+}
+
+#[cfg(not(feature = "aws"))]
+impl Missing {
+    fn refusal(&self) -> Error {
+        let (scheme, feature) = (self.scheme, self.feature);
+        Error::config("--from", format!("{scheme} needs the `{feature}` feature, which this build lacks"))
+    }
+}
+
+/// The kind that takes `url`, if one does.
+fn kind_of(url: &str) -> Option<&'static dyn SourceKind> {
+    BY_URL.iter().copied().find(|k| k.takes(url))
 }
 
 /// Where an earlier run left each shard, by name: its checkpoint, and whether it ended.
@@ -256,11 +300,18 @@ mod tests {
         Source::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
     }
 
+    #[cfg(not(feature = "aws"))]
+    #[test]
+    fn a_kind_this_build_leaves_out_names_its_feature() {
+        let err = parse(&["kinesis://orders"]).unwrap_err().to_string();
+        assert!(err.contains("--from") && err.contains("`aws` feature"), "{err}");
+    }
+
     #[test]
     fn from_names_one_stream_or_any_number_of_files() {
         assert_eq!(parse(&["-"]).unwrap(), Source::Stdin);
-        assert_eq!(parse(&["kinesis://orders/"]).unwrap(), Source::Kinesis("orders".into()));
-        assert_eq!(parse(&["sqs://events"]).unwrap(), Source::Queue("sqs://events".into()));
+        assert_eq!(parse(&["kinesis://orders/"]).unwrap(), Source::Url("kinesis://orders/".into()));
+        assert_eq!(parse(&["sqs://events"]).unwrap(), Source::Url("sqs://events".into()));
         let files = parse(&["a.csv", "s3://b/k/"]).unwrap();
         assert_eq!(files, Source::Files(vec!["a.csv".into(), "s3://b/k/".into()]));
         assert_eq!(files.describe(), "a.csv,s3://b/k/");

@@ -10,13 +10,31 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc::Sender;
 
-use super::{Delivery, RecordSource, Resume, SourceRecord};
+use super::{Delivery, Opening, RecordSource, Resume, SourceKind, SourceRecord};
 use crate::backends::queue::Queue;
 use crate::error::{Error, Result};
 use crate::stream::state::Pos;
 
 /// Receives from the queue at once: one waits on SQS for most of its time.
 const RECEIVERS: usize = 4;
+
+/// `sqs://NAME` (or an SQS queue URL): a queue of JSON objects.
+pub static KIND: Kind = Kind;
+
+/// The kind of [`KIND`].
+pub struct Kind;
+
+#[async_trait]
+impl SourceKind for Kind {
+    fn takes(&self, url: &str) -> bool {
+        url.starts_with("sqs://") || url.starts_with("https://sqs.")
+    }
+
+    async fn open(&self, url: &str, with: Opening<'_>) -> Result<Arc<dyn RecordSource>> {
+        let queue = crate::backends::queue::open(url, with.hold, with.cloud).await?;
+        Ok(Arc::new(QueueSource::new(queue, url.to_string())))
+    }
+}
 
 /// A queue's messages as records.
 #[derive(Debug)]
