@@ -223,7 +223,7 @@ impl Overrides {
         if let Some((url, key)) = &self.sink {
             let target = crate::backends::sink::target::SinkTarget::parse(url, key)?;
             let sink = &mut definition.config.sink;
-            sink.kind = target.kind();
+            sink.kind = target.kind_name().to_string();
             if let Some(table) = target.table() {
                 sink.table = Some(table.to_string());
             }
@@ -256,7 +256,7 @@ pub fn parquet_needs_fields(who: &str) -> Error {
 }
 
 fn check_sink(c: &JobConfig) -> Result<SinkTarget> {
-    SinkTarget::from_config(c.sink.kind, c.sink.table.as_deref())
+    SinkTarget::from_config(&c.sink.kind, c.sink.table.as_deref())
 }
 
 fn check_column(key: &str, c: &ColumnConfig) -> Result<()> {

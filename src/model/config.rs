@@ -484,9 +484,9 @@ pub struct KeyConfig {
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     /// `sqlite` (default), `dynamodb` (feature `aws`; `table` names the DynamoDB table) or
-    /// `none`.
-    #[serde(rename = "type", default)]
-    pub kind: SinkKind,
+    /// `none`: one of `crate::backends::sink::KINDS`, checked with the job.
+    #[serde(rename = "type", default = "default_sink")]
+    pub kind: String,
     /// Table name (default: the first input's file stem, made SQL-safe).
     pub table: Option<String>,
     /// Records per write transaction (default 2000).
@@ -531,27 +531,18 @@ impl PublishTarget {
     }
 }
 
+fn default_sink() -> String {
+    "sqlite".into()
+}
+
 fn default_batch() -> usize {
     2000
 }
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig { kind: SinkKind::Sqlite, table: None, batch: default_batch(), ordered: true, publish: None }
+        SinkConfig { kind: default_sink(), table: None, batch: default_batch(), ordered: true, publish: None }
     }
-}
-
-/// Sink backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkKind {
-    /// A table in the data directory's SQLite database.
-    #[default]
-    Sqlite,
-    /// No sink: outputs only.
-    None,
-    /// A DynamoDB table named by `table` (feature `aws`), written with `BatchWriteItem`.
-    Dynamodb,
 }
 
 /// `[output]`

@@ -26,7 +26,7 @@ use crate::engine::pipeline::Pipeline;
 use crate::engine::spec::JobSpec;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::config::{Compression, SinkKind};
+use crate::model::config::Compression;
 
 /// Records per DynamoDB `BatchWriteItem` (the service's limit).
 const BATCH_WRITE: u64 = 25;
@@ -464,7 +464,7 @@ impl Requests {
 
     /// The sink's requests for `kept` records of one chunk.
     fn sink(&mut self, spec: &JobSpec, kept: u64) {
-        if spec.sink.target.kind() == SinkKind::Dynamodb {
+        if spec.sink.target.kind_name() == "dynamodb" {
             if spec.sink.ordered {
                 // One conditional write per item, so an older job's write never replaces a newer.
                 self.add("dynamodb.PutItem", kept);

@@ -39,6 +39,55 @@ use crate::backends::aws::dynamodb as ddb;
 use crate::error::{Error, Result};
 use crate::model::record::Record;
 
+/// `dynamodb://TABLE`: a DynamoDB table (feature `aws`), its name required.
+pub static KIND: Kind = Kind;
+
+/// The kind of [`KIND`].
+pub struct Kind;
+
+#[async_trait]
+impl super::target::SinkKind for Kind {
+    fn name(&self) -> &'static str {
+        "dynamodb"
+    }
+
+    fn refuse_table(&self, table: Option<&str>) -> Option<String> {
+        let Some(table) = table else { return Some("a dynamodb sink needs the name of its table".into()) };
+        let fits =
+            (3..=255).contains(&table.len()) && table.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        (!fits).then(|| format!("{table:?} is not a DynamoDB table name (3 to 255 of letters, digits, _ . -)"))
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn remote_url(&self, table: &str) -> Option<String> {
+        Some(format!("dynamodb://{table}"))
+    }
+
+    fn open(
+        &self,
+        spec: &super::SinkSpec,
+        shape: &super::SinkShape,
+        _: &std::path::Path,
+        cloud: &crate::backends::cloud::Cloud,
+    ) -> Result<Arc<dyn Sink>> {
+        let client = crate::backends::aws::dynamodb(cloud.sdk("sink.type")?);
+        let sink = DynamoSink::new(client, &shape.table);
+        Ok(Arc::new(if spec.ordered { sink } else { sink.unordered() }))
+    }
+
+    async fn reach(
+        &self,
+        table: Option<&str>,
+        _: &std::path::Path,
+        cloud: &crate::backends::cloud::Cloud,
+    ) -> Result<String> {
+        describe(cloud, table.unwrap_or_default()).await
+    }
+}
+
 /// The longest partition key DynamoDB takes, in bytes.
 pub const MAX_KEY_BYTES: usize = 2048;
 /// The largest item DynamoDB takes, in bytes (attribute names and values).

@@ -7,8 +7,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::backends::cloud::Cloud;
-#[cfg(not(feature = "aws"))]
-use crate::error::Error;
 use crate::error::Result;
 use crate::model::config::ColumnType;
 use crate::model::record::Record;
@@ -38,6 +36,62 @@ pub struct SinkShape {
     pub fields: Option<Vec<(String, Option<ColumnType>)>>,
 }
 
+/// Every kind of sink, one line each.
+pub static KINDS: &[&dyn target::SinkKind] = &[
+    &sqlite::KIND,
+    #[cfg(feature = "aws")]
+    &dynamodb::KIND,
+    #[cfg(not(feature = "aws"))]
+    &Missing { name: "dynamodb", feature: "aws" },
+];
+
+/// The kind named `name`.
+fn kind(name: &str) -> Option<&'static dyn target::SinkKind> {
+    KINDS.iter().copied().find(|k| k.name() == name)
+}
+
+/// The names a sink may have, for errors: the kinds' and `none`.
+fn kind_names() -> String {
+    let kinds: Vec<&str> = KINDS.iter().map(|k| k.name()).collect();
+    format!("{} or none", kinds.join(", "))
+}
+
+/// A kind this build leaves out, named so that a job that asks for it says which feature it
+/// needs.
+#[cfg(not(feature = "aws"))]
+struct Missing {
+    name: &'static str,
+    feature: &'static str,
+}
+
+#[cfg(not(feature = "aws"))]
+#[async_trait]
+impl target::SinkKind for Missing {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn refuse_table(&self, _: Option<&str>) -> Option<String> {
+        None
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn open(&self, _: &SinkSpec, _: &SinkShape, _: &Path, _: &Cloud) -> Result<Arc<dyn Sink>> {
+        Err(crate::error::Error::config(
+            "sink.type",
+            format!("{} needs the `{}` feature, which this build lacks", self.name, self.feature),
+        ))
+    }
+
+    async fn reach(&self, table: Option<&str>, _: &Path, _: &Cloud) -> Result<String> {
+        let what = format!("{}://{} needs a build with the `{}` feature", self.name, table.unwrap_or(""), self.feature);
+        Err(crate::error::Error::config("sink.table", what))
+    }
+}
+
 /// Open the sink `spec` names for a table of `shape`: `None` for no sink, a table in the
 /// SQLite database at `database`, or a DynamoDB table (feature `aws`, with the AWS
 /// configuration in `cloud`; unordered when `spec.ordered` is false); with `spec.publish`,
@@ -54,20 +108,7 @@ pub fn open(spec: &SinkSpec, shape: &SinkShape, database: &Path, cloud: &Cloud) 
 fn open_table(spec: &SinkSpec, shape: &SinkShape, database: &Path, cloud: &Cloud) -> Result<Option<Arc<dyn Sink>>> {
     match &spec.target {
         SinkTarget::None => Ok(None),
-        SinkTarget::Sqlite { .. } => {
-            Ok(Some(Arc::new(SqliteSink::open(database, &shape.table, shape.fields.clone())?)))
-        }
-        #[cfg(feature = "aws")]
-        SinkTarget::Dynamodb { table } => {
-            let client = crate::backends::aws::dynamodb(cloud.sdk("sink.type")?);
-            let sink = dynamodb::DynamoSink::new(client, table);
-            Ok(Some(Arc::new(if spec.ordered { sink } else { sink.unordered() })))
-        }
-        #[cfg(not(feature = "aws"))]
-        SinkTarget::Dynamodb { .. } => {
-            let _ = cloud;
-            Err(Error::config("sink.type", "dynamodb needs the `aws` feature, which this build lacks"))
-        }
+        SinkTarget::Table { kind, .. } => kind.open(spec, shape, database, cloud).map(Some),
     }
 }
 
@@ -76,21 +117,7 @@ fn open_table(spec: &SinkSpec, shape: &SinkShape, database: &Path, cloud: &Cloud
 pub async fn reach(target: &SinkTarget, database: &Path, cloud: &Cloud) -> Result<String> {
     match target {
         SinkTarget::None => Ok("sink: none (outputs only)".into()),
-        SinkTarget::Sqlite { table } => {
-            let dir = database.parent().unwrap_or(Path::new("."));
-            let table = table.as_deref().unwrap_or("named after the first input");
-            match dir.is_dir() || std::fs::create_dir_all(dir).is_ok() {
-                true => Ok(format!("sink: SQLite table {table} in {}", database.display())),
-                false => Err(crate::error::Error::config("--data-dir", format!("cannot create {}", dir.display()))),
-            }
-        }
-        #[cfg(feature = "aws")]
-        SinkTarget::Dynamodb { table } => dynamodb::describe(cloud, table).await,
-        #[cfg(not(feature = "aws"))]
-        SinkTarget::Dynamodb { table } => {
-            let _ = cloud;
-            Err(Error::config("sink.table", format!("dynamodb://{table} needs a build with the `aws` feature")))
-        }
+        SinkTarget::Table { kind, table } => kind.reach(table.as_deref(), database, cloud).await,
     }
 }
 

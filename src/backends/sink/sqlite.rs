@@ -27,6 +27,48 @@ use crate::error::{Error, Result};
 use crate::model::config::ColumnType;
 use crate::model::record::{Projection, Record};
 
+/// `sqlite` (`sqlite://TABLE`): a table in the data directory's SQLite database.
+pub static KIND: Kind = Kind;
+
+/// The kind of [`KIND`].
+pub struct Kind;
+
+#[async_trait]
+impl super::target::SinkKind for Kind {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn refuse_table(&self, table: Option<&str>) -> Option<String> {
+        let table = table.filter(|t| !super::target::is_sql_ident(t))?;
+        Some(format!("{table:?} is not a plain table name (letters, digits, _)"))
+    }
+
+    /// The database is a file on one machine.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn open(
+        &self,
+        _: &super::SinkSpec,
+        shape: &super::SinkShape,
+        database: &Path,
+        _: &crate::backends::cloud::Cloud,
+    ) -> Result<Arc<dyn Sink>> {
+        Ok(Arc::new(SqliteSink::open(database, &shape.table, shape.fields.clone())?))
+    }
+
+    async fn reach(&self, table: Option<&str>, database: &Path, _: &crate::backends::cloud::Cloud) -> Result<String> {
+        let dir = database.parent().unwrap_or(Path::new("."));
+        let table = table.unwrap_or("named after the first input");
+        match dir.is_dir() || std::fs::create_dir_all(dir).is_ok() {
+            true => Ok(format!("sink: SQLite table {table} in {}", database.display())),
+            false => Err(crate::error::Error::config("--data-dir", format!("cannot create {}", dir.display()))),
+        }
+    }
+}
+
 /// A sink table. With known fields it has one column per field plus `_key` (the primary
 /// key); without, it has `_key` and `record` (the record as JSON).
 #[derive(Debug, Clone)]

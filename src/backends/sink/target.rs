@@ -1,92 +1,112 @@
 //! The kinds of sink, and everything that depends only on the kind: how a URL or a job file
-//! names one, its table, whether every host can write it, whether it is on AWS. The one place
-//! that knows the kinds; [`crate::backends::sink::open`] opens them and [`crate::backends::sink::reach`] checks
-//! them.
+//! names one, its table, whether every host can write it, whether it is on a cloud, how it is
+//! opened and reached. The one place that knows the kinds: [`super::KINDS`] lists them, one
+//! line each, and each is a [`SinkKind`] in its backend's file. Adding a sink is that file,
+//! its line in the list, and a run of the sink conformance suite.
 
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{Sink, SinkShape};
+use crate::backends::cloud::Cloud;
 use crate::error::{Error, Result};
-pub use crate::model::config::SinkKind;
 
-/// Where a job's records go, as a URL names it: `none`, `sqlite` (or `sqlite://TABLE`), or
-/// `dynamodb://TABLE`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A kind of sink.
+#[async_trait]
+pub trait SinkKind: Send + Sync {
+    /// Its name: the scheme of its URL (`NAME://TABLE`) and the job file's `[sink] type`.
+    fn name(&self) -> &'static str;
+    /// Why `table` (or its absence) will not do, if it will not: a name this kind cannot
+    /// take, or none where one is needed.
+    fn refuse_table(&self, table: Option<&str>) -> Option<String>;
+    /// Whether workers on every host write the same table (not a file on one machine).
+    fn shared(&self) -> bool;
+    /// The table as a URL on a cloud service (allow lists); `None` for a local one.
+    fn remote_url(&self, table: &str) -> Option<String> {
+        let _ = table;
+        None
+    }
+    /// Open the table `shape` describes (its name settled), writing as `spec` says.
+    fn open(&self, spec: &SinkSpec, shape: &SinkShape, database: &Path, cloud: &Cloud) -> Result<Arc<dyn Sink>>;
+    /// A line for `sluicebox check` saying the table can be written, or why not.
+    async fn reach(&self, table: Option<&str>, database: &Path, cloud: &Cloud) -> Result<String>;
+}
+
+/// Where a job's records go: nowhere (outputs only), or a table of a kind.
+#[derive(Clone)]
 pub enum SinkTarget {
     /// Outputs only.
     None,
-    /// A table in the data directory's SQLite database (default name: from the first input).
-    Sqlite {
-        /// The table, when named.
+    /// A table.
+    Table {
+        /// Its kind.
+        kind: &'static dyn SinkKind,
+        /// Its name, when given (a SQLite table's default is named after the first input).
         table: Option<String>,
     },
-    /// A DynamoDB table (feature `aws`).
-    Dynamodb {
-        /// The table.
-        table: String,
-    },
 }
 
-impl SinkTarget {
-    /// Parse a sink URL; `key` names the option or setting it came from, for the error.
-    pub fn parse(url: &str, key: &str) -> Result<Self> {
-        match url.split_once("://") {
-            Some(("dynamodb", table)) if !table.is_empty() => Ok(SinkTarget::Dynamodb { table: table.to_string() }),
-            Some(("sqlite", table)) => {
-                Ok(SinkTarget::Sqlite { table: Some(table.to_string()).filter(|t| !t.is_empty()) })
-            }
-            None if url == "sqlite" => Ok(SinkTarget::Sqlite { table: None }),
-            None if url == "none" => Ok(SinkTarget::None),
-            _ => Err(Error::config(key, format!("{url:?} is not a sink (dynamodb://TABLE, sqlite or none)"))),
-        }
-    }
-}
-
-impl SinkTarget {
-    /// The target a job file's `[sink]` names: `kind` with `table` (checked as a name the
-    /// kind accepts; a DynamoDB sink must name its table).
-    pub fn from_config(kind: SinkKind, table: Option<&str>) -> Result<Self> {
-        if let Some(table) = table {
-            let dynamo_name = |t: &str| {
-                (3..=255).contains(&t.len()) && t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-            };
-            if kind == SinkKind::Dynamodb && !dynamo_name(table) {
-                return Err(Error::config(
-                    "sink.table",
-                    format!("{table:?} is not a DynamoDB table name (3 to 255 of letters, digits, _ . -)"),
-                ));
-            }
-            if kind != SinkKind::Dynamodb && !is_sql_ident(table) {
-                return Err(Error::config(
-                    "sink.table",
-                    format!("{table:?} is not a plain table name (letters, digits, _)"),
-                ));
-            }
-        }
-        Ok(match kind {
-            SinkKind::None => SinkTarget::None,
-            SinkKind::Sqlite => SinkTarget::Sqlite { table: table.map(str::to_string) },
-            SinkKind::Dynamodb => SinkTarget::Dynamodb {
-                table: table
-                    .ok_or_else(|| Error::config("sink.table", "a dynamodb sink needs the name of its table"))?
-                    .to_string(),
-            },
-        })
-    }
-
-    /// The kind.
-    pub fn kind(&self) -> SinkKind {
+impl std::fmt::Debug for SinkTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SinkTarget::None => SinkKind::None,
-            SinkTarget::Sqlite { .. } => SinkKind::Sqlite,
-            SinkTarget::Dynamodb { .. } => SinkKind::Dynamodb,
+            SinkTarget::None => f.write_str("None"),
+            SinkTarget::Table { kind, table } => write!(f, "{}({table:?})", kind.name()),
+        }
+    }
+}
+
+impl PartialEq for SinkTarget {
+    fn eq(&self, other: &Self) -> bool {
+        (self.kind_name(), self.table()) == (other.kind_name(), other.table())
+    }
+}
+
+impl Eq for SinkTarget {}
+
+impl SinkTarget {
+    /// Parse a sink URL (`none`, `NAME` or `NAME://TABLE`); `key` names the option or setting
+    /// it came from, for errors.
+    pub fn parse(url: &str, key: &str) -> Result<Self> {
+        let (name, table) = match url.split_once("://") {
+            Some((name, table)) => (name, Some(table).filter(|t| !t.is_empty())),
+            None => (url, None),
+        };
+        SinkTarget::named(name, table, key, key)
+    }
+
+    /// The target a job file's `[sink]` names: `type` with `table`, checked as the kind takes
+    /// them.
+    pub fn from_config(kind: &str, table: Option<&str>) -> Result<Self> {
+        SinkTarget::named(kind, table, "sink.type", "sink.table")
+    }
+
+    fn named(name: &str, table: Option<&str>, kind_key: &str, table_key: &str) -> Result<Self> {
+        if name == "none" {
+            return Ok(SinkTarget::None);
+        }
+        let kind = super::kind(name)
+            .ok_or_else(|| Error::config(kind_key, format!("{name:?} is not a sink ({})", super::kind_names())))?;
+        if let Some(why) = kind.refuse_table(table) {
+            return Err(Error::config(table_key, why));
+        }
+        Ok(SinkTarget::Table { kind, table: table.map(str::to_string) })
+    }
+
+    /// The kind's name (`none` for no sink).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            SinkTarget::None => "none",
+            SinkTarget::Table { kind, .. } => kind.name(),
         }
     }
 
-    /// The table, when the target names one (a SQLite sink's default is named after the
-    /// job's first input).
+    /// The table, when the target names one.
     pub fn table(&self) -> Option<&str> {
         match self {
             SinkTarget::None => None,
-            SinkTarget::Sqlite { table } => table.as_deref(),
-            SinkTarget::Dynamodb { table } => Some(table),
+            SinkTarget::Table { table, .. } => table.as_deref(),
         }
     }
 
@@ -95,18 +115,19 @@ impl SinkTarget {
         *self != SinkTarget::None
     }
 
-    /// Whether workers on other hosts write the same table: not a SQLite table, which lives
-    /// in one machine's data directory.
+    /// Whether workers on other hosts write the same table.
     pub fn shared(&self) -> bool {
-        !matches!(self, SinkTarget::Sqlite { .. })
+        match self {
+            SinkTarget::None => true,
+            SinkTarget::Table { kind, .. } => kind.shared(),
+        }
     }
 
-    /// The table as a URL on a cloud service, for allow lists and for knowing that the cloud
-    /// configuration is needed; `None` for an embedded or no sink.
+    /// The table as a URL on a cloud service, for allow lists; `None` for a local or no sink.
     pub fn remote_url(&self) -> Option<String> {
         match self {
-            SinkTarget::Dynamodb { table } => Some(format!("dynamodb://{table}")),
-            _ => None,
+            SinkTarget::None => None,
+            SinkTarget::Table { kind, table } => kind.remote_url(table.as_deref()?),
         }
     }
 }
@@ -139,29 +160,41 @@ mod tests {
     #[test]
     fn urls_and_job_files_name_the_same_targets() {
         for (url, kind, table) in [
-            ("none", SinkKind::None, None),
-            ("sqlite", SinkKind::Sqlite, None),
-            ("sqlite://orders", SinkKind::Sqlite, Some("orders")),
-            ("dynamodb://orders", SinkKind::Dynamodb, Some("orders")),
+            ("none", "none", None),
+            ("sqlite", "sqlite", None),
+            ("sqlite://orders", "sqlite", Some("orders")),
+            ("dynamodb://orders", "dynamodb", Some("orders")),
         ] {
             let parsed = SinkTarget::parse(url, "--sink").unwrap();
             assert_eq!(parsed, SinkTarget::from_config(kind, table).unwrap(), "{url}");
-            assert_eq!((parsed.kind(), parsed.table()), (kind, table), "{url}");
+            assert_eq!((parsed.kind_name(), parsed.table()), (kind, table), "{url}");
         }
-        assert!(SinkTarget::parse("postgres://x", "--sink").unwrap_err().to_string().contains("--sink"));
-        let err = SinkTarget::from_config(SinkKind::Dynamodb, None).unwrap_err().to_string();
+        let err = SinkTarget::parse("postgres://x", "--sink").unwrap_err().to_string();
+        assert!(err.contains("--sink") && err.contains("sqlite, dynamodb or none"), "{err}");
+        let err = SinkTarget::from_config("postgres", None).unwrap_err().to_string();
+        assert!(err.contains("sink.type"), "{err}");
+        assert!(SinkTarget::from_config("sqlite", Some("a; drop")).unwrap_err().to_string().contains("sink.table"));
+    }
+
+    #[cfg(feature = "aws")]
+    #[test]
+    fn a_dynamodb_table_must_be_named_and_named_as_dynamodb_names_tables() {
+        let err = SinkTarget::from_config("dynamodb", None).unwrap_err().to_string();
         assert!(err.contains("sink.table"), "{err}");
-        assert!(SinkTarget::from_config(SinkKind::Sqlite, Some("a; drop")).is_err());
-        assert!(SinkTarget::from_config(SinkKind::Dynamodb, Some("ab")).is_err());
+        assert!(SinkTarget::from_config("dynamodb", Some("ab")).is_err());
+        assert!(SinkTarget::parse("dynamodb://", "--sink").unwrap_err().to_string().contains("--sink"));
     }
 
     #[test]
     fn only_a_sqlite_table_is_not_shared_and_only_dynamodb_is_remote() {
-        let sqlite = SinkTarget::Sqlite { table: None };
-        let dynamo = SinkTarget::Dynamodb { table: "t".into() };
-        assert!(!sqlite.shared() && dynamo.shared() && SinkTarget::None.shared());
-        assert!(sqlite.writes() && dynamo.writes() && !SinkTarget::None.writes());
-        assert_eq!(dynamo.remote_url().as_deref(), Some("dynamodb://t"));
+        let sqlite = SinkTarget::parse("sqlite", "--sink").unwrap();
+        assert!(!sqlite.shared() && sqlite.writes() && SinkTarget::None.shared() && !SinkTarget::None.writes());
         assert_eq!(sqlite.remote_url(), None);
+        #[cfg(feature = "aws")]
+        {
+            let dynamo = SinkTarget::parse("dynamodb://tab", "--sink").unwrap();
+            assert!(dynamo.shared() && dynamo.writes());
+            assert_eq!(dynamo.remote_url().as_deref(), Some("dynamodb://tab"));
+        }
     }
 }

@@ -84,7 +84,7 @@ pub async fn run(dir: &Path, bench: &Bench, cloud: &Cloud, out: &Path) -> Result
     let mut config = JobConfig::from_toml(ORDERS_JOB, "examples/orders/job.toml")?;
     config.chunking.records = None;
     if !bench.sink {
-        config.sink.kind = crate::model::config::SinkKind::None;
+        config.sink.kind = "none".into();
     }
     let run_dir = dir.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);

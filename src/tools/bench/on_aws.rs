@@ -72,8 +72,8 @@ pub(super) async fn aws_backends(
     if let Some(e) = config.enrich.as_mut() {
         e.source = format!("s3://{name}/ref/financial.csv");
     }
-    if config.sink.kind != crate::model::config::SinkKind::None {
-        config.sink.kind = crate::model::config::SinkKind::Dynamodb;
+    if config.sink.kind != "none" {
+        config.sink.kind = "dynamodb".into();
         config.sink.table = Some(format!("{name}-sink"));
         // 25 items per BatchWriteItem, as the API-call measurements in BENCHMARKS.md are
         // made; the ordered default writes one conditional PutItem per item.

@@ -10,7 +10,7 @@ use sluicebox::backends::sink::Sink;
 use sluicebox::batch::job::Summary;
 use sluicebox::batch::job::{self, RunOptions};
 use sluicebox::engine::Engine;
-use sluicebox::model::config::{JobConfig, SinkKind};
+use sluicebox::model::config::JobConfig;
 use sluicebox::model::record::Record;
 
 /// The repository's orders example directory.
@@ -83,9 +83,6 @@ pub fn stable(s: &Summary) -> serde_json::Value {
         "chunks": s.chunks, "rejects_by_rule": s.rejects_by_rule, "sink": s.sink,
     })
 }
-
-/// Unused kind marker so every helper file compiles the same.
-pub const SQLITE: SinkKind = SinkKind::Sqlite;
 
 /// A sink that always fails.
 #[derive(Debug)]
