@@ -403,3 +403,29 @@ async fn a_reference_kept_between_jobs_is_read_anew_when_its_file_changes() {
         assert_eq!(names(&anew), ["Twice", "Zeta"], "memory_limit {memory_limit}: the changed file");
     }
 }
+
+/// An `[enrich] columns` entry's `as` names the field it adds, in the output and in the sink
+/// table, typed as declared, and a transform after the lookup can use it by that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrichment_column_renamed_with_as_appears_under_its_new_name() {
+    let data = tempfile::tempdir().unwrap();
+    write(data.path(), "ref.csv", b"code,units,name\na,3,Alpha\nb,5,Beta\n");
+    let input = write(data.path(), "in.csv", b"id,code\n1,a\n2,b\n");
+    for memory_limit in [1_000_000, 0] {
+        let job = format!(
+            "[[columns]]\nname = \"id\"\ntype = \"integer\"\n\n[key]\nfields = [\"id\"]\n\n\
+             [enrich]\nsource = \"ref.csv\"\nkey = \"code\"\nmemory_limit = {memory_limit}\n\
+             columns = [{{ name = \"units\", as = \"Units Sold\", type = \"integer\" }}]\n\
+             [output]\nfields = [\"id\", \"code\", \"Units Sold\", \"name\"]\n\
+             [sink]\ntable = \"renamed\"\n"
+        );
+        let run_dir = data.path().join(format!("run-{memory_limit}"));
+        let s = common::run(&run_dir, std::slice::from_ref(&input), &job, data.path()).await.unwrap();
+        assert_eq!((s.records.written, s.records.rejected), (2, 0), "memory_limit {memory_limit}");
+        let output = job_file(&run_dir, &s.job_id, "output.csv");
+        assert_eq!(output, "id,code,Units Sold,name\n1,a,3,Alpha\n2,b,5,Beta\n", "memory_limit {memory_limit}");
+        let rows = common::sink_rows(&run_dir, "renamed").await;
+        assert_eq!(rows["1"]["Units Sold"], json!(3), "typed as declared: {:?}", rows["1"]);
+        assert!(!rows["1"].contains_key("units"), "{:?}", rows["1"]);
+    }
+}

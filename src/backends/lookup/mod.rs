@@ -183,11 +183,16 @@ impl LookupTable {
         Ok(Self::new(cfg, fields, source))
     }
 
-    /// A table over `source`, whose rows hold `fields`, with `cfg`'s policy.
+    /// A table over `source`, whose rows hold `fields`, with `cfg`'s policy. A field an
+    /// `[enrich] columns` entry renames (`as`) is added to records under its new name.
     pub fn new(cfg: &EnrichConfig, fields: Vec<String>, source: Box<dyn Source>) -> Self {
         let defaults = fields
             .iter()
             .map(|f| cfg.defaults.get(f).map(|v| serde_json::to_value(v).unwrap_or(Value::Null)).unwrap_or(Value::Null))
+            .collect();
+        let fields = fields
+            .into_iter()
+            .map(|f| cfg.columns.iter().find(|c| c.name == f).map_or(f, |c| c.out_name().to_string()))
             .collect();
         LookupTable { key_field: cfg.key.clone(), fields, source, on_missing: cfg.on_missing, defaults }
     }
@@ -212,7 +217,7 @@ impl LookupTable {
         &self.key_field
     }
 
-    /// The fields this lookup adds, in order.
+    /// The fields this lookup adds to a record, in order (renamed as `[enrich] columns` say).
     pub fn fields(&self) -> &[String] {
         &self.fields
     }
