@@ -40,6 +40,9 @@ pub struct JobSpec {
     pub schema: Option<Arc<jsonschema::Validator>>,
     /// Compiled jq programs, in order.
     pub transforms: Arc<[Transform]>,
+    /// How many of `transforms` run before the lookup (the top-level `transform`); the rest
+    /// (`[enrich] transform`) run after it.
+    pub enrich_at: usize,
     /// Enrichment, with its source resolved.
     pub enrich: Option<EnrichConfig>,
     /// Fields whose values identify an item (empty: input location and record number).
@@ -119,21 +122,22 @@ impl JobDefinition {
                 return Err(Error::config("enrich.defaults", "on_missing = \"default\" needs a defaults table"));
             }
         }
-        let transforms = c
-            .transform
-            .iter()
-            .enumerate()
-            .map(|(i, t)| Transform::compile(t).map_err(|reason| Error::config(format!("transform[{i}]"), reason)))
+        // The top-level transforms run before the lookup, `[enrich] transform` after it.
+        let after_lookup = c.enrich.iter().flat_map(|e| e.transform.iter().enumerate());
+        let transforms = (c.transform.iter().enumerate().map(|(i, t)| (format!("transform[{i}]"), t)))
+            .chain(after_lookup.map(|(i, t)| (format!("enrich.transform[{i}]"), t)))
+            .map(|(key, t)| Transform::compile(t).map_err(|reason| Error::config(key, reason)))
             .collect::<Result<Arc<[Transform]>>>()?;
+        let enrich_at = c.transform.len();
         let target = check_sink(c)?;
         if c.sink.batch == 0 {
             return Err(Error::config("sink.batch", "must be at least 1"));
         }
-        if c.output.format == Some(OutputFormat::Csv) && !c.transform.is_empty() && c.output.fields.is_none() {
+        if c.output.format == Some(OutputFormat::Csv) && !transforms.is_empty() && c.output.fields.is_none() {
             return Err(Error::config("output.fields", "CSV output after a transform needs the output field list"));
         }
         if c.output.format == Some(OutputFormat::Parquet) && c.output.fields.is_none() {
-            if !c.transform.is_empty() {
+            if !transforms.is_empty() {
                 return Err(parquet_needs_fields("a job with transforms"));
             }
             if matches!(c.input.format, Some(Format::Jsonl | Format::Json)) {
@@ -164,6 +168,7 @@ impl JobDefinition {
             columns: c.columns.iter().map(ColumnRule::from).collect(),
             schema,
             transforms,
+            enrich_at,
             enrich: c.enrich.clone(),
             key_fields: c.key.fields.clone(),
             sink: SinkSpec {

@@ -446,6 +446,11 @@ pub struct EnrichConfig {
     /// Values for `on_missing = "default"`.
     #[serde(default)]
     pub defaults: BTreeMap<String, toml::Value>,
+    /// jq programs run after the lookup, on the enriched record, in order (the top-level
+    /// `transform` runs before it, and may compute the lookup key); one that yields nothing
+    /// drops the record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transform: Vec<String>,
     /// A reference file larger than this many bytes (default 128 MiB) is imported into the
     /// data directory's SQLite database and looked up there instead of held in memory (where
     /// it takes about as many bytes as the file).

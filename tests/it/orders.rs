@@ -3,6 +3,7 @@
 use crate::common;
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use common::*;
 use serde_json::json;
@@ -143,4 +144,36 @@ async fn a_changed_reference_makes_a_new_job() {
     assert_ne!(a.job_id, b.job_id);
     assert!(!b.already_complete, "a job enriched from changed reference data must run again");
     assert!(job_file(data.path(), &b.job_id, "output.csv").contains(",999.99,"));
+}
+
+/// The README's job-file block, as written (its `[[notify]]` left out: no traffic leaves this
+/// machine), runs on the orders example: the top-level transform filters before the lookup,
+/// `[enrich] transform` computes from what the lookup added, and no record is rejected for a
+/// field the lookup had not added yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_job_file_block_runs_on_the_orders_example() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme.find("## The job file").unwrap()..];
+    let block = &section[section.find("```toml\n").unwrap() + 8..];
+    let block = &block[..block.find("```").unwrap()];
+    let mut job: toml::Table = block.parse().unwrap_or_else(|e| panic!("the README's block is not TOML: {e}"));
+    assert!(job.remove("notify").is_some(), "the block shows [[notify]]");
+    let example = tempfile::tempdir().unwrap();
+    for f in ["orders.csv", "financial.csv"] {
+        std::fs::copy(orders_dir().join(f), example.path().join(f)).unwrap();
+    }
+    let data = example.path().join("data");
+    let s = common::run(&data, &[example.path().join("orders.csv")], &job.to_string(), example.path()).await.unwrap();
+    assert_eq!(s.records.total, 10_000);
+    assert!(s.records.filtered > 500, "Asia's orders are filtered before the lookup: {:?}", s.records);
+    assert!(s.records.written > 8_000, "{:?} {:?}", s.records, s.rejects_by_rule);
+    assert!(!s.rejects_by_rule.contains_key("transform"), "{:?}", s.rejects_by_rule);
+    let output = common::job_file(&data, &s.job_id, "output.csv");
+    let mut rows = csv::Reader::from_reader(output.as_bytes());
+    assert_eq!(rows.headers().unwrap(), vec!["uuid", "Country", "orderDate", "unitsSold", "total"]);
+    let first = rows.records().next().unwrap().unwrap();
+    // 535113847: 934 units at 152.58 (financial.csv).
+    assert_eq!((&first[0], &first[3]), ("535113847", "934"));
+    assert!((first[4].parse::<f64>().unwrap() - 934.0 * 152.58).abs() < 1e-6, "{first:?}");
+    assert!(example.path().join("archive").join(&s.job_id).join("orders.csv").exists(), "[archive] moved the input");
 }

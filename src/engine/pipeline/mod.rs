@@ -61,6 +61,8 @@ pub struct Pipeline {
     by_name: HashMap<String, usize>,
     schema: Option<Arc<jsonschema::Validator>>,
     transforms: Arc<[Transform]>,
+    /// How many of `transforms` run before the lookup; the rest run after it.
+    enrich_at: usize,
     lookup: Option<Arc<LookupTable>>,
     key_fields: Vec<String>,
     output_fields: Option<Vec<String>>,
@@ -93,6 +95,7 @@ impl Pipeline {
             by_name,
             schema: spec.schema.clone(),
             transforms: spec.transforms.clone(),
+            enrich_at: spec.enrich_at.min(spec.transforms.len()),
             lookup,
             key_fields: spec.key_fields.clone(),
             output_format: spec.output_format(output_fields.is_some()),
@@ -434,7 +437,7 @@ impl Pipeline {
         session: &mut Session<'_>,
         rec: Record,
     ) -> std::result::Result<Option<(Record, String)>, Fault> {
-        let mut value = Value::Object(rec);
+        let value = Value::Object(rec);
         if let Some(schema) = &self.schema {
             if let Some(e) = schema.iter_errors(&value).next() {
                 let path = e.instance_path().to_string();
@@ -443,22 +446,18 @@ impl Pipeline {
                 return Err(Fault::new(field, rule, e.to_string()));
             }
         }
-        for t in self.transforms.iter() {
-            match t.run(value)? {
-                Some(v) => value = v,
-                None => return Ok(None),
-            }
-        }
-        let Value::Object(mut rec) = value else {
-            return Err(Fault::new(
-                None,
-                "transform",
-                format!("the transform must yield an object, got {}", json_kind(&value)),
-            ));
-        };
+        let (before, after) = self.transforms.split_at(self.enrich_at);
+        let Some(mut rec) = transformed(before, value)? else { return Ok(None) };
         if let (Some(lookup), Some(session)) = (&self.lookup, session.0.as_mut()) {
             lookup.enrich(&mut rec, session).map_err(|key| lookup_fault(lookup, &key))?;
         }
+        let rec = match after.is_empty() {
+            true => rec,
+            false => match transformed(after, Value::Object(rec))? {
+                Some(rec) => rec,
+                None => return Ok(None),
+            },
+        };
         let key = self.key_from(origin, |_, f| rec.get(f))?;
         Ok(Some((rec, key)))
     }
@@ -514,6 +513,22 @@ impl Pipeline {
             }
         }
         Ok(key)
+    }
+}
+
+/// `value` through `transforms` in order: the object they yield, or `None` when one drops it.
+fn transformed(transforms: &[Transform], mut value: Value) -> std::result::Result<Option<Record>, Fault> {
+    for t in transforms {
+        match t.run(value)? {
+            Some(v) => value = v,
+            None => return Ok(None),
+        }
+    }
+    match value {
+        Value::Object(rec) => Ok(Some(rec)),
+        other => {
+            Err(Fault::new(None, "transform", format!("the transform must yield an object, got {}", json_kind(&other))))
+        }
     }
 }
 
