@@ -91,7 +91,12 @@ async fn archive_and_tell(run: &Arc<JobRun>, summary: &Summary) -> Result<()> {
     steps
         .run("notify", async {
             let outputs = &summary.outputs;
-            let objects = [("output", &outputs.output), ("rejects", &outputs.rejects), ("summary", &outputs.summary)];
+            let objects = [
+                ("output", &outputs.output),
+                ("rejects", &outputs.rejects),
+                ("summary", &outputs.summary),
+                ("manifest", &outputs.manifest),
+            ];
             let objects: Vec<(&str, &str)> = objects.iter().map(|(n, u)| (*n, u.as_str())).collect();
             let links = crate::batch::notify::links(&run.engine, &objects).await;
             let message = crate::batch::notify::Message::finished(summary, links);

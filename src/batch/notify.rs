@@ -48,6 +48,13 @@ pub fn link_lifetime() -> Duration {
     Duration::from_secs(hours * 3600)
 }
 
+/// The inputs a message names; past them it gives their count, and the manifest (linked)
+/// names every one. With the error cut at [`MAX_ERROR_BYTES`], a message stays well under
+/// the smallest target's limit (SNS: 256 KB) however many inputs a job has.
+pub const MAX_LISTED_INPUTS: usize = 10;
+/// The most bytes of a failed job's error a message carries.
+pub const MAX_ERROR_BYTES: usize = 8 << 10;
+
 /// Links to a job's objects, and when the presigned ones stop working.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Links {
@@ -67,8 +74,10 @@ pub struct Message {
     pub status: String,
     /// One line, for a subject.
     pub subject: String,
-    /// The inputs.
+    /// The inputs: the first [`MAX_LISTED_INPUTS`] (the manifest names every one).
     pub inputs: Vec<String>,
+    /// How many inputs the job has.
+    pub inputs_total: usize,
     /// Record counts (absent for a failed job).
     pub records: Option<RecordCounts>,
     /// Rejects by rule.
@@ -104,12 +113,16 @@ impl Message {
         for (rule, n) in &s.rejects_by_rule {
             text += &format!("  rejected by {rule}: {n}\n");
         }
+        if s.inputs.len() > MAX_LISTED_INPUTS {
+            text += &format!("\n{} inputs: the manifest names every one\n", s.inputs.len());
+        }
         text += &links_text(&links);
         Message {
             job_id: s.job_id.clone(),
             status: s.status.clone(),
             subject,
-            inputs: s.inputs.iter().map(|i| i.location.clone()).collect(),
+            inputs: s.inputs.iter().take(MAX_LISTED_INPUTS).map(|i| i.location.clone()).collect(),
+            inputs_total: s.inputs.len(),
             records: Some(r.clone()),
             rejects_by_rule: s.rejects_by_rule.clone(),
             duration_ms: Some(s.timings.duration_ms),
@@ -123,12 +136,13 @@ impl Message {
     /// The message for a job that failed.
     pub fn failed(f: &Failure, links: Links) -> Message {
         let subject = format!("sluicebox: job {} FAILED", f.job_id);
+        let error = cut(&f.error, MAX_ERROR_BYTES);
         let text = format!(
             "{subject}\n\nchunk {} of {} failed on attempt {}: {}\n{}",
             f.chunk,
             f.input,
             f.attempts,
-            f.error,
+            error,
             links_text(&links)
         );
         Message {
@@ -136,15 +150,25 @@ impl Message {
             status: "failed".into(),
             subject,
             inputs: vec![f.input.clone()],
+            inputs_total: 1,
             records: None,
             rejects_by_rule: BTreeMap::new(),
             duration_ms: None,
             links: links.urls,
             links_expire_at: links.expire_at,
-            error: Some(f.error.clone()),
+            error: Some(error),
             text,
         }
     }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary, with `…` when cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let end = (0..=max).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    format!("{}…", &text[..end])
 }
 
 fn links_text(links: &Links) -> String {
@@ -332,6 +356,42 @@ async fn smtp(from: &str, to: &str, message: &Message) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_of_thousands_of_inputs_is_told_in_a_message_sns_takes() {
+        let input = |n: usize| {
+            serde_json::json!({"location": format!("s3://bucket/incoming/{}/example-{n:05}.json", "x".repeat(200)),
+                               "bytes": 1_000, "records": 1})
+        };
+        let summary: Summary = serde_json::from_value(serde_json::json!({
+            "job_id": "j", "status": "succeeded",
+            "inputs": (0..10_000).map(input).collect::<Vec<_>>(),
+            "records": {"total": 10_000, "written": 10_000, "rejected": 0, "filtered": 0},
+            "chunks": {"total": 10, "done": 10}, "rejects_by_rule": {},
+            "outputs": {"output": "o", "rejects": "r", "manifest": "m", "summary": "s"},
+            "sink": null, "timings": {"started_at": "", "finished_at": "", "duration_ms": 1, "phases": {}},
+            "records_per_s": 1.0
+        }))
+        .unwrap();
+        let links = Links { urls: BTreeMap::from([("manifest".into(), "m".into())]), expire_at: None };
+        let m = Message::finished(&summary, links);
+        assert_eq!((m.inputs.len(), m.inputs_total), (MAX_LISTED_INPUTS, 10_000));
+        assert!(m.text.contains("10000 inputs: the manifest names every one") && m.text.contains("manifest: m"));
+        let bytes = serde_json::to_vec(&m).unwrap().len();
+        assert!(bytes < 64 << 10, "{bytes} bytes");
+        let failure = Failure {
+            job_id: "j".into(),
+            chunk: 1,
+            input: "s3://b/k".into(),
+            version: String::new(),
+            attempts: 3,
+            error: "é".repeat(100_000),
+        };
+        let m = Message::failed(&failure, Links::default());
+        assert!(
+            m.error.as_ref().unwrap().len() <= MAX_ERROR_BYTES + 3 && serde_json::to_vec(&m).unwrap().len() < 64 << 10
+        );
+    }
     use crate::model::config::NotifyConfig;
 
     #[test]
