@@ -337,6 +337,9 @@ fn json(input: impl Read, targets: ChunkTargets, points: Option<&Points>) -> std
     let mut cutter: Option<Cutter> = None;
     let mut record_start: Option<(u64, u64)> = None;
     let (mut offset, mut line_no) = (0u64, 1u64);
+    // The document's first byte other than white space, with its offset and line: a document
+    // that is one object (no records array in it) is one record.
+    let mut first: Option<(u64, u64, u8)> = None;
     loop {
         let buf = r.fill_buf()?;
         if buf.is_empty() {
@@ -345,6 +348,9 @@ fn json(input: impl Read, targets: ChunkTargets, points: Option<&Points>) -> std
         let n = buf.len();
         for (i, &b) in buf.iter().enumerate() {
             let at = offset + i as u64;
+            if first.is_none() && !b.is_ascii_whitespace() {
+                first = Some((at, line_no, b));
+            }
             match scanner.push(b) {
                 Some(JsonEvent::Start) => {
                     record_start = Some((at, line_no));
@@ -385,10 +391,21 @@ fn json(input: impl Read, targets: ChunkTargets, points: Option<&Points>) -> std
         }
     }
     if !scanner.saw_array() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "expected a JSON array of records or an object with a \"records\" array",
-        ));
+        return match first {
+            Some((at, line, b'{')) => {
+                if offset - at > targets.max_record_bytes {
+                    return Err(too_long(line, targets.max_record_bytes, "an unbalanced bracket or quote?"));
+                }
+                let mut c = Cutter::new(targets, points, at, line);
+                c.record(offset, line_no);
+                c.close(offset);
+                c.finish(None, offset)
+            }
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "expected a JSON object (one record), an array of records or an object with a \"records\" array",
+            )),
+        };
     }
     let mut c = cutter.unwrap_or_else(|| Cutter::new(targets, points, offset, line_no));
     c.close(offset);
@@ -425,6 +442,22 @@ pub fn scan_resumable(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_document_that_is_one_object_is_one_record_pretty_printed_or_not() {
+        let targets = ChunkTargets { records: None, bytes: NonZeroU64::MIN, max_record_bytes: 1 << 20 };
+        for text in [&b"\n  {\n  \"product\": {\"id\": \"1\", \"tags\": [1, 2]}\n}\n"[..], b"{\"a\":1}"] {
+            let scan = scan_json(text, targets).unwrap();
+            assert_eq!(scan.chunks.len(), 1, "{}", String::from_utf8_lossy(text));
+            let c = &scan.chunks[0];
+            assert_eq!((c.records, c.end), (1, text.len() as u64));
+            assert_eq!(text[c.start as usize], b'{');
+        }
+        let scan = scan_json(&b"{\"records\": [{\"a\": 1}, {\"a\": 2}]}"[..], targets).unwrap();
+        assert_eq!(scan.chunks.iter().map(|c| c.records).sum::<u64>(), 2, "a records array is still the records");
+        let err = scan_json(&b"\"text\""[..], targets).unwrap_err().to_string();
+        assert!(err.contains("a JSON object (one record)"), "{err}");
+    }
 
     #[test]
     fn chunks_end_where_decode_finds_record_ends_so_a_stream_cuts_as_a_job_does() {

@@ -224,9 +224,16 @@ async fn empty_and_header_only_inputs_complete_with_zero_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_document_that_is_not_records_stops_the_job() {
     let data = tempfile::tempdir().unwrap();
-    let input = write(data.path(), "x.json", br#"{"items": 3}"#);
-    let e = run(data.path(), &[input], "", Path::new(".")).await.unwrap_err().to_string();
-    assert!(e.contains("x.json") && e.contains("records"), "{e}");
+    for (name, text) in [("x.json", &br#""just text""#[..]), ("n.json", b"42\n")] {
+        let input = write(data.path(), name, text);
+        let e = run(data.path(), &[input], "", Path::new(".")).await.unwrap_err().to_string();
+        assert!(e.contains(name) && e.contains("records"), "{e}");
+    }
+    // An object without a records array is one record.
+    let input = write(data.path(), "one.json", br#"{"items": 3}"#);
+    let s = run(data.path(), &[input], "[output]\nformat = \"jsonl\"\n", Path::new(".")).await.unwrap();
+    assert_eq!((s.records.total, s.records.written), (1, 1));
+    assert_eq!(job_file(data.path(), &s.job_id, "output.jsonl"), "{\"items\":3}\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -430,3 +430,38 @@ async fn an_enrichment_column_renamed_with_as_appears_under_its_new_name() {
         assert!(!rows["1"].contains_key("units"), "{:?}", rows["1"]);
     }
 }
+
+/// The distributed-map seed's inputs: a directory of files that each hold one pretty-printed
+/// JSON object. Each object is one record of the job, as the seed's own `example1.json` is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_of_pretty_printed_json_objects_is_one_record_each() {
+    let seed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/seed-data/s3-high-throughput-distributed-map/example1.json"),
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let inputs = data.path().join("inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    for n in 0..40 {
+        let text = seed.replace("\"id\": \"123\"", &format!("\"id\": \"{n}\""));
+        assert_ne!(text, seed, "the seed's id is replaced");
+        std::fs::write(inputs.join(format!("example{n:02}.json")), text).unwrap();
+    }
+    let job = "transform = ['.product.checked = true']\n[input]\nformat = \"json\"\n\
+               [key]\nfields = [\"product\"]\n[output]\nformat = \"jsonl\"\n[sink]\ntype = \"none\"\n";
+    let s = run(data.path(), &[inputs], job, data.path()).await.unwrap();
+    assert_eq!((s.records.total, s.records.written, s.records.rejected), (40, 40, 0), "{:?}", s.rejects_by_rule);
+    let output = job_file(data.path(), &s.job_id, "output.jsonl");
+    let mut ids: Vec<u64> = output
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["product"]["checked"], json!(true), "{v}");
+            assert_eq!(v["product"]["name"], json!("Product One"));
+            v["product"]["id"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (0..40).collect::<Vec<u64>>());
+}

@@ -361,9 +361,15 @@ fn json_elements<'a>(text: &'a [u8], sample: &Sample) -> Result<Vec<&'a [u8]>> {
         out.push(&text[from..]);
     }
     if !scanner.saw_array() {
+        // A document that is one object is one record, as the planner reads it.
+        let object = text.trim_ascii();
+        if object.starts_with(b"{") && !sample.truncated {
+            return Ok(vec![object]);
+        }
         return Err(Error::input(
             &sample.location,
-            "is a JSON document without records: sluicebox reads an array of objects, or {\"records\": [...]}",
+            "is a JSON document without records: sluicebox reads one object (one record), an array of objects, \
+             or {\"records\": [...]}",
         ));
     }
     Ok(out)
@@ -381,6 +387,23 @@ pub(super) fn compression_name(c: Compression) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_document_of_one_object_is_one_record_and_a_scalar_is_refused() {
+        let sample = |text: &str| Sample {
+            location: "x.json".into(),
+            name: "x.json".into(),
+            compression: Compression::None,
+            compression_by: "its name",
+            bytes: text.as_bytes().to_vec(),
+            truncated: false,
+        };
+        let one = "{\n  \"product\": {\"id\": \"1\"}\n}\n";
+        let s = sample(one);
+        assert_eq!(json_elements(&s.bytes, &s).unwrap(), [one.trim().as_bytes()]);
+        let s = sample("42");
+        assert!(json_elements(&s.bytes, &s).unwrap_err().to_string().contains("one object (one record)"));
+    }
     use crate::tools::init::tests::sample;
 
     #[test]
