@@ -340,6 +340,10 @@ fn json(input: impl Read, targets: ChunkTargets, points: Option<&Points>) -> std
     // The document's first byte other than white space, with its offset and line: a document
     // that is one object (no records array in it) is one record.
     let mut first: Option<(u64, u64, u8)> = None;
+    // From that byte on, the values as a worker's decoder will find them in a one-object
+    // document's chunk: it must find exactly one.
+    let mut values = JsonScanner::elements();
+    let mut values_ended = 0u64;
     loop {
         let buf = r.fill_buf()?;
         if buf.is_empty() {
@@ -350,6 +354,9 @@ fn json(input: impl Read, targets: ChunkTargets, points: Option<&Points>) -> std
             let at = offset + i as u64;
             if first.is_none() && !b.is_ascii_whitespace() {
                 first = Some((at, line_no, b));
+            }
+            if first.is_some() && matches!(values.push(b), Some(JsonEvent::End { .. })) {
+                values_ended += 1;
             }
             match scanner.push(b) {
                 Some(JsonEvent::Start) => {
@@ -392,7 +399,7 @@ fn json(input: impl Read, targets: ChunkTargets, points: Option<&Points>) -> std
     }
     if !scanner.saw_array() {
         return match first {
-            Some((at, line, b'{')) => {
+            Some((at, line, b'{')) if values_ended + u64::from(values.finish().is_some()) == 1 => {
                 if offset - at > targets.max_record_bytes {
                     return Err(too_long(line, targets.max_record_bytes, "an unbalanced bracket or quote?"));
                 }
@@ -403,7 +410,7 @@ fn json(input: impl Read, targets: ChunkTargets, points: Option<&Points>) -> std
             }
             _ => Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                "expected a JSON object (one record), an array of records or an object with a \"records\" array",
+                "expected one JSON object (one record), an array of records or an object with a \"records\" array",
             )),
         };
     }
@@ -455,8 +462,10 @@ mod tests {
         }
         let scan = scan_json(&b"{\"records\": [{\"a\": 1}, {\"a\": 2}]}"[..], targets).unwrap();
         assert_eq!(scan.chunks.iter().map(|c| c.records).sum::<u64>(), 2, "a records array is still the records");
-        let err = scan_json(&b"\"text\""[..], targets).unwrap_err().to_string();
-        assert!(err.contains("a JSON object (one record)"), "{err}");
+        for not_one in [&b"\"text\""[..], b"{\"a\": 1} {\"b\": 2}", b"{o\x8b`\x0fc\x96\x93n}\xa9}"] {
+            let err = scan_json(not_one, targets).unwrap_err().to_string();
+            assert!(err.contains("one JSON object (one record)"), "{err}");
+        }
     }
 
     #[test]

@@ -402,7 +402,7 @@ mod tests {
         let s = sample(one);
         assert_eq!(json_elements(&s.bytes, &s).unwrap(), [one.trim().as_bytes()]);
         let s = sample("42");
-        assert!(json_elements(&s.bytes, &s).unwrap_err().to_string().contains("one object (one record)"));
+        assert!(json_elements(&s.bytes, &s).unwrap_err().to_string().contains("one object (one record)"), "scalar");
     }
     use crate::tools::init::tests::sample;
 
