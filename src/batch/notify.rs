@@ -76,7 +76,8 @@ pub struct Message {
     pub subject: String,
     /// The inputs: the first [`MAX_LISTED_INPUTS`] (the manifest names every one).
     pub inputs: Vec<String>,
-    /// How many inputs the job has.
+    /// How many inputs `inputs` stands for: the job's (a failed job's message names only the
+    /// input of the chunk that failed it: 1).
     pub inputs_total: usize,
     /// Record counts (absent for a failed job).
     pub records: Option<RecordCounts>,

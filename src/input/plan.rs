@@ -355,7 +355,10 @@ fn json(input: impl Read, targets: ChunkTargets, points: Option<&Points>) -> std
             if first.is_none() && !b.is_ascii_whitespace() {
                 first = Some((at, line_no, b));
             }
-            if first.is_some() && matches!(values.push(b), Some(JsonEvent::End { .. })) {
+            // Only while the document can still be one object: not for an array, a records
+            // array, or a second value (the scan's hot path stays one scanner for those).
+            let one_object = matches!(first, Some((_, _, b'{'))) && !scanner.saw_array() && values_ended <= 1;
+            if one_object && matches!(values.push(b), Some(JsonEvent::End { .. })) {
                 values_ended += 1;
             }
             match scanner.push(b) {

@@ -262,10 +262,14 @@ impl Reader {
     fn block(&mut self, block: Block) -> Result<()> {
         let shard = self.shard(&block.shard);
         let header = block.header.as_deref().map(Vec::as_slice);
-        if self.shards[shard as usize].input.is_none() {
-            let input = self.prep.pipeline.input(0, shard, &block.shard, block.format, header)?;
-            self.shards[shard as usize].input = Some(Arc::new(input));
-        }
+        let input = match &self.shards[shard as usize].input {
+            Some(input) => input.clone(),
+            None => {
+                let input = Arc::new(self.prep.pipeline.input(0, shard, &block.shard, block.format, header)?);
+                self.shards[shard as usize].input = Some(input.clone());
+                input
+            }
+        };
         if self.encoding.is_none() {
             let fields = match block.format {
                 Format::Csv => self.output_fields(header.map(<[String]>::to_vec), &block.shard),
@@ -275,7 +279,7 @@ impl Reader {
         }
         let encoding = self.encoding.as_ref().expect("the encoding is fixed");
         let job = BlockJob {
-            input: self.shards[shard as usize].input.clone().expect("made above"),
+            input,
             format: encoding.line_format(),
             fields: encoding.fields.as_deref().cloned(),
             shard,
