@@ -27,7 +27,8 @@ use crate::batch::gather;
 use crate::batch::job::{now_ms, Failure, JobObjects, JobRun, Part, RunOptions, Task};
 use crate::engine::Engine;
 use crate::error::{Backend, Error, Result};
-use crate::input::plan::Chunk;
+use crate::engine::pipeline::ChunkOutput;
+use crate::input::plan::{Chunk, Piece};
 use crate::model::config::Compression;
 use crate::model::record::SinkItem;
 
@@ -545,24 +546,38 @@ fn same_run(job: &crate::backends::ledger::JobRecord, run: &JobRun) -> bool {
     job.created_ms == run.generation()
 }
 
-/// A chunk's bytes: from its resume point when its input is compressed and the plan has one
-/// (only the chunk's own part of the stream is decoded), else by range.
-async fn read_chunk(run: &Arc<JobRun>, chunk: &Chunk) -> Result<bytes::Bytes> {
-    let input = &run.plan.inputs[chunk.input as usize];
+/// A piece's bytes: from its resume point when its input is compressed and the plan has one
+/// (only the piece's own part of the stream is decoded), else by range.
+async fn read_piece(run: &Arc<JobRun>, piece: &Piece) -> Result<bytes::Bytes> {
+    let input = &run.plan.inputs[piece.input as usize];
     let store = run.engine.inputs.clone();
     if input.plain_copy {
-        return run.objects.plain_copy_range(chunk.input, chunk.start, chunk.end).await;
+        return run.objects.plain_copy_range(piece.input, piece.start, piece.end).await;
     }
-    match &chunk.resume {
+    match &piece.resume {
         Some(resume) if !matches!(input.object.compression, Compression::None | Compression::Auto) => {
             let window = match resume.point.window_len {
                 0 => bytes::Bytes::new(),
-                len => run.objects.window(chunk.input, resume.point.window_at, len).await?,
+                len => run.objects.window(piece.input, resume.point.window_at, len).await?,
             };
-            bucket::read_resumed(store, &input.object, resume, window, chunk.start, chunk.end).await
+            bucket::read_resumed(store, &input.object, resume, window, piece.start, piece.end).await
         }
-        _ => bucket::read_range(store, &input.object, chunk.start, chunk.end).await,
+        _ => bucket::read_range(store, &input.object, piece.start, piece.end).await,
     }
+}
+
+/// Inputs of a packed chunk read at once.
+const PIECE_READS: usize = 16;
+
+/// Every piece of a chunk with its bytes, in order (the small inputs of a packed chunk read
+/// [`PIECE_READS`] at a time).
+async fn read_chunk(run: &Arc<JobRun>, chunk: &Chunk) -> Result<Vec<(Piece, bytes::Bytes)>> {
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(chunk.pieces())
+        .map(|piece| async move { read_piece(run, &piece).await.map(|bytes| (piece, bytes)) })
+        .buffered(PIECE_READS)
+        .try_collect()
+        .await
 }
 
 /// Do one chunk, idempotently, and finalize the job if this commit completed it.
@@ -575,21 +590,28 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
     }
     let started_ms = now_ms();
     let input = &run.plan.inputs[chunk.input as usize];
-    let bytes = read_chunk(run, chunk).await?;
+    let pieces = read_chunk(run, chunk).await?;
     // The pipeline runs on a blocking thread and hands sink batches to this task as it goes,
     // so a chunk's records are never all in memory and sink writes overlap the work.
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<SinkItem>>(1);
     let has_sink = run.sink.is_some();
     let pipeline = {
         let run = run.clone();
-        let chunk = chunk.clone();
         let tally = tally.clone();
         tokio::task::spawn_blocking(move || {
             tally.on_this_thread(|| {
                 // A send fails only when the writer below stopped on an error, which it returns.
                 let mut send = |items| drop(tx.blocking_send(items));
-                let sink = has_sink.then_some((run.spec.sink.batch, &mut send as &mut dyn FnMut(_)));
-                run.pipeline.run_chunk(&run.inputs[chunk.input as usize], chunk.start(), &bytes, sink)
+                let mut out = ChunkOutput::default();
+                // The pieces of a packed chunk go into one part each of output and rejects,
+                // one after another, each read as its own input.
+                for (piece, bytes) in &pieces {
+                    let sink = has_sink.then_some((run.spec.sink.batch, &mut send as &mut dyn FnMut(_)));
+                    let input = &run.inputs[piece.input as usize];
+                    let piece_out = run.pipeline.run_chunk(input, piece.start(), bytes, sink)?;
+                    out.append(piece_out);
+                }
+                Ok::<_, Error>(out)
             })
         })
     };
@@ -622,8 +644,12 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
     if seen != chunk.records {
         // The bytes are not what the plan scanned: never commit a chunk whose records do not
         // add up, or the job could complete with records missing.
+        let inputs = match chunk.more.len() {
+            0 => String::new(),
+            n => format!(" and {n} more inputs packed after it"),
+        };
         return Err(Error::Conflict(format!(
-            "chunk {} of {} (bytes {}-{}) held {seen} records; the plan found {}",
+            "chunk {} of {} (bytes {}-{}{inputs}) held {seen} records; the plan found {}",
             chunk.index,
             input.object.location,
             chunk.start,

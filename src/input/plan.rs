@@ -28,7 +28,7 @@ pub struct Chunk {
     pub end: u64,
     /// 1-based number of the chunk's first record within its input (header excluded).
     pub first_record: u64,
-    /// Records in the chunk.
+    /// Records in the chunk, its packed pieces' ([`Chunk::more`]) included.
     pub records: u64,
     /// 1-based line of the input on which `start` lies.
     pub first_line: u64,
@@ -36,12 +36,76 @@ pub struct Chunk {
     /// input is decoded from its first byte.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// Whole small inputs packed after the chunk's own range, in input order (see
+    /// [`MAX_PIECES`]): a job over many small files has few chunks, not one per file. Empty
+    /// for most chunks, and absent from plans made before packing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<Piece>,
+}
+
+/// The most pieces (inputs) one chunk holds: its task names each, in a queue message of
+/// about 20 KiB at most (SQS takes 256 KiB).
+pub const MAX_PIECES: usize = 256;
+
+/// One input's range within a chunk: the chunk's own range, or one of the whole small inputs
+/// packed after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    /// Which input of the job.
+    pub input: u32,
+    /// First byte (inclusive) in the decompressed input.
+    pub start: u64,
+    /// Last byte (exclusive) in the decompressed input.
+    pub end: u64,
+    /// 1-based number of the piece's first record within its input.
+    pub first_record: u64,
+    /// Records in the piece.
+    pub records: u64,
+    /// 1-based line of the input on which `start` lies.
+    pub first_line: u64,
+    /// Where decoding a compressed input starts for this piece.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
+}
+
+impl Piece {
+    /// Where the piece's first record is: its number and line in its input.
+    pub fn start(&self) -> crate::input::decode::ChunkStart {
+        crate::input::decode::ChunkStart { record: self.first_record, line: self.first_line }
+    }
 }
 
 impl Chunk {
     /// Where the chunk's first record is: its number and line in its input.
     pub fn start(&self) -> crate::input::decode::ChunkStart {
         crate::input::decode::ChunkStart { record: self.first_record, line: self.first_line }
+    }
+
+    /// The chunk's pieces in order: its own range, then the inputs packed after it.
+    pub fn pieces(&self) -> impl Iterator<Item = Piece> + '_ {
+        let packed: u64 = self.more.iter().map(|p| p.records).sum();
+        let own = Piece {
+            input: self.input,
+            start: self.start,
+            end: self.end,
+            first_record: self.first_record,
+            records: self.records.saturating_sub(packed),
+            first_line: self.first_line,
+            resume: self.resume.clone(),
+        };
+        std::iter::once(own).chain(self.more.iter().cloned())
+    }
+
+    /// The decompressed bytes of all its pieces.
+    pub fn bytes(&self) -> u64 {
+        (self.end - self.start) + self.more.iter().map(|p| p.end - p.start).sum::<u64>()
+    }
+
+    /// Append `other`, a chunk that is the whole of a later input, as a packed piece.
+    pub fn pack(&mut self, other: Chunk) {
+        self.records += other.records;
+        let Chunk { input, start, end, first_record, records, first_line, resume, .. } = other;
+        self.more.push(Piece { input, start, end, first_record, records, first_line, resume });
     }
 }
 
@@ -185,6 +249,7 @@ impl Cutter {
                 }
             };
             self.chunks.push(Chunk {
+                more: Vec::new(),
                 index: self.chunks.len() as u32,
                 input: 0,
                 start: self.start,

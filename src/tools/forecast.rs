@@ -83,6 +83,13 @@ pub struct ShapeChunk {
     pub bytes: u64,
     /// Records.
     pub records: u64,
+    /// Inputs read for it: more than one when small inputs are packed into it.
+    #[serde(default = "one")]
+    pub reads: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// What the pipeline did with a sample of records.
@@ -234,7 +241,12 @@ pub async fn dry_run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>) 
         })
         .collect();
     let shape_chunks =
-        chunks.iter().map(|c| ShapeChunk { input: c.input, bytes: c.end - c.start, records: c.records }).collect();
+        chunks.iter().map(|c| ShapeChunk {
+                input: c.input,
+                bytes: c.bytes(),
+                records: c.records,
+                reads: 1 + c.more.len() as u64,
+            }).collect();
     let plan = JobPlan {
         job_id: "plan".into(),
         output_format: spec.output_format(output_fields.is_some()),
@@ -315,7 +327,7 @@ pub fn from_sizes(spec: &JobSpec, inputs: &[InputObject]) -> Shape {
             let mut left = records;
             while left > 0 {
                 let n = left.min(per_chunk);
-                chunks.push(ShapeChunk { input: i as u32, bytes: n * ASSUMED_RECORD_BYTES, records: n });
+                chunks.push(ShapeChunk { input: i as u32, bytes: n * ASSUMED_RECORD_BYTES, records: n, reads: 1 });
                 left -= n;
             }
             ShapeInput {
@@ -378,7 +390,7 @@ pub fn requests(shape: &Shape, spec: &JobSpec, d: &Deployment) -> ApiCalls {
     for c in &shape.chunks {
         calls.ledger(d, "GetItem", 1 + u64::from(serving));
         calls.ledger(d, "TransactWriteItems", 1);
-        calls.inputs(d, "GetObject", 1);
+        calls.inputs(d, "GetObject", c.reads);
         let kept = sample.kept(c.records);
         calls.bucket(d, "PutObject", u64::from(kept > 0) + u64::from(sample.rejects_in(c.records)));
         if d.sqs {

@@ -372,3 +372,62 @@ async fn configured_secrets_reach_no_log_page_summary_or_message() {
         }
     }
 }
+
+/// Seed 002 as its users run it: 2,000 copies of its `example1.json` (one pretty-printed
+/// object each, as `cp example1.json exampleN.json` makes them) under one directory, and two
+/// more whose price is not a number. One job, every object a record with the seed's added
+/// field, the small files packed into at most 10 chunks, the rejects naming their own file
+/// and line, and one notification well under SNS's 256 KB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_small_json_files_are_one_job_of_few_chunks_told_in_one_short_message() {
+    let (hook, mut posted) = webhook().await;
+    let seed_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/seed-data/s3-high-throughput-distributed-map/example1.json");
+    let seed = std::fs::read_to_string(&seed_path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("assets");
+    std::fs::create_dir_all(&inputs).unwrap();
+    for i in 1..=2000 {
+        std::fs::copy(&seed_path, inputs.join(format!("example{i}.json"))).unwrap();
+    }
+    let bad = seed.replace("\"price\": 1.45", "\"price\": \"one forty-five\"");
+    assert_ne!(bad, seed);
+    for name in ["example1500b.json", "example77b.json"] {
+        std::fs::write(inputs.join(name), &bad).unwrap();
+    }
+    let job = format!(
+        "transform = ['.product.priceWithTax = .product.price * 1.2 | .product.processed = true']\n\
+         [input]\nformat = \"json\"\n[output]\nformat = \"jsonl\"\n[sink]\ntype = \"none\"\n\
+         [[notify]]\nto = {hook:?}\n"
+    );
+    let data = dir.path().join("data");
+    let s = run(&data, &[inputs.clone()], &job, dir.path()).await.unwrap();
+    assert_eq!(s.inputs.len(), 2002);
+    assert_eq!((s.records.total, s.records.written, s.records.rejected), (2002, 2000, 2), "{:?}", s.rejects_by_rule);
+    assert!(s.chunks.total <= 10, "{} chunks for 2,002 small files", s.chunks.total);
+    assert!(s.inputs.iter().all(|i| i.records == 1), "every file is one record");
+
+    let output = job_file(&data, &s.job_id, "output.jsonl");
+    assert_eq!(output.lines().count(), 2000);
+    for line in output.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["product"]["processed"], serde_json::json!(true), "{v}");
+        assert_eq!(v["product"]["name"], "Product One");
+    }
+    let mut rejected: Vec<(String, u64, String)> = rejects(&data, &s.job_id)
+        .iter()
+        .map(|r| (r["input"].as_str().unwrap().to_string(), r["line"].as_u64().unwrap(), r["rule"].as_str().unwrap().into()))
+        .collect();
+    rejected.sort();
+    let located: Vec<(bool, u64, &str)> =
+        rejected.iter().map(|(input, line, rule)| (input.ends_with("b.json"), *line, rule.as_str())).collect();
+    assert_eq!(located, [(true, 1, "transform"), (true, 1, "transform")], "{rejected:?}");
+    assert!(rejected[0].0.ends_with("example1500b.json") && rejected[1].0.ends_with("example77b.json"), "{rejected:?}");
+
+    let told =
+        tokio::time::timeout(Duration::from_secs(10), posted.recv()).await.expect("the webhook was called").unwrap();
+    let size = serde_json::to_vec(&told).unwrap().len();
+    assert!(size < 16 * 1024, "the message is {size} bytes");
+    assert_eq!(told["inputs_total"], 2002, "{told}");
+    assert!(told["links"]["manifest"].is_string(), "{told}");
+}

@@ -465,3 +465,54 @@ async fn a_directory_of_pretty_printed_json_objects_is_one_record_each() {
     ids.sort();
     assert_eq!(ids, (0..40).collect::<Vec<u64>>());
 }
+
+/// Small inputs pack into chunks up to the chunk targets, a large one is cut as before, and
+/// nothing else changes: the output keeps input order, rejects name their own input and line,
+/// and of one key in two packed inputs the sink keeps the later input's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_inputs_pack_into_chunks_that_keep_order_lines_and_the_later_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = |from: u32, n: u32, tag: &str| -> String {
+        let body: String = (from..from + n).map(|i| format!("{i},{tag}\n")).collect();
+        format!("id,tag\n{body}")
+    };
+    let inputs = [
+        ("a.csv", rows(0, 3, "a")),
+        ("b.csv", rows(100, 1000, "b")),
+        ("c.csv", rows(5000, 2, "c")),
+        // d's second row repeats c's first key, and its third is bad.
+        ("d.csv", format!("id,tag\n6000,d\n5000,d-later\nnot-a-number,d\n")),
+        ("e.csv", rows(7000, 250, "e")),
+        ("f.csv", rows(8000, 100, "f")),
+    ];
+    let dir_in = dir.path().join("in");
+    std::fs::create_dir_all(&dir_in).unwrap();
+    for (name, text) in &inputs {
+        std::fs::write(dir_in.join(name), text).unwrap();
+    }
+    let job = "[[columns]]\nname = \"id\"\ntype = \"integer\"\n[[columns]]\nname = \"tag\"\n\
+               [key]\nfields = [\"id\"]\n[chunking]\nrecords = 300\n[sink]\ntable = \"packed\"\n";
+    let s = run(dir.path(), &[dir_in], job, dir.path()).await.unwrap();
+    // a | b in four | c, d and e packed | f (e's 250 would pass 300 with f's 100).
+    assert_eq!(s.chunks.total, 1 + 4 + 1 + 1, "{:?}", s.chunks);
+    assert_eq!((s.records.total, s.records.rejected), (1358, 1));
+    let manifest: serde_json::Value = serde_json::from_str(&job_file(dir.path(), &s.job_id, "manifest.json")).unwrap();
+    let packed = &manifest["chunks"][5];
+    assert_eq!(packed["more"].as_array().map(Vec::len), Some(2), "{packed}");
+
+    let output = job_file(dir.path(), &s.job_id, "output.csv");
+    let expected: Vec<String> = inputs
+        .iter()
+        .flat_map(|(_, text)| text.lines().skip(1).filter(|l| !l.starts_with("not")).map(str::to_string))
+        .collect();
+    assert_eq!(output.lines().skip(1).map(str::to_string).collect::<Vec<_>>(), expected, "input order");
+
+    let rejects = rejects(dir.path(), &s.job_id);
+    assert_eq!(rejects.len(), 1);
+    assert!(rejects[0]["input"].as_str().unwrap().ends_with("d.csv"), "{}", rejects[0]);
+    assert_eq!((rejects[0]["record"].as_u64(), rejects[0]["line"].as_u64()), (Some(3), Some(4)), "{}", rejects[0]);
+
+    let table = sink_rows(dir.path(), "packed").await;
+    assert_eq!(table.len(), 1357 - 1, "one key twice");
+    assert_eq!(table["5000"]["tag"], json!("d-later"), "the later input's record wins");
+}

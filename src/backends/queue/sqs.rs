@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 
 /// SQS accepts at most this many messages per `SendMessageBatch` and `ReceiveMessage`.
 const SQS_BATCH: usize = 10;
+/// The most bytes of message bodies one `SendMessageBatch` carries (SQS's limit for a batch
+/// is 256 KiB; the rest is room for the request's own fields).
+const SQS_BATCH_BYTES: usize = 240 * 1024;
 /// The longest long poll SQS allows.
 const SQS_MAX_WAIT: Duration = Duration::from_secs(20);
 /// Attempts at sending the entries of a batch that SQS reported as failed.
@@ -173,10 +176,28 @@ impl SqsQueue {
     }
 }
 
+/// `bodies` cut into runs that one `SendMessageBatch` takes: at most [`SQS_BATCH`] messages
+/// and [`SQS_BATCH_BYTES`] (a body larger than that goes alone, and SQS judges it).
+fn batches(bodies: &[String]) -> Vec<&[String]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, body) in bodies.iter().enumerate() {
+        if i > start && (i - start == SQS_BATCH || bytes + body.len() > SQS_BATCH_BYTES) {
+            out.push(&bodies[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += body.len();
+    }
+    if start < bodies.len() {
+        out.push(&bodies[start..]);
+    }
+    out
+}
+
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, bodies: Vec<String>) -> Result<()> {
-        for batch in bodies.chunks(SQS_BATCH) {
+        for batch in batches(&bodies) {
             self.send_batch(batch).await?;
         }
         Ok(())
@@ -251,5 +272,27 @@ impl Queue for SqsQueue {
     /// One request per ack: an upper bound, as concurrent acks share requests.
     fn ack_cost(&self) -> crate::backends::calls::ApiCalls {
         [("sqs.DeleteMessageBatch".to_string(), 1)].into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_is_cut_into_batches_of_ten_messages_and_at_most_240_kib() {
+        let small: Vec<String> = (0..23).map(|i| i.to_string()).collect();
+        let lens: Vec<usize> = batches(&small).iter().map(|b| b.len()).collect();
+        assert_eq!(lens, [10, 10, 3]);
+
+        let big: Vec<String> = (0..10).map(|_| "x".repeat(50 * 1024)).collect();
+        let cut = batches(&big);
+        assert!(cut.iter().all(|b| b.iter().map(String::len).sum::<usize>() <= SQS_BATCH_BYTES));
+        assert_eq!(cut.iter().map(|b| b.len()).sum::<usize>(), 10, "every message once");
+        assert_eq!(cut.iter().map(|b| b.len()).collect::<Vec<_>>(), [4, 4, 2]);
+
+        let huge = vec!["y".repeat(300 * 1024), "z".into()];
+        assert_eq!(batches(&huge).iter().map(|b| b.len()).collect::<Vec<_>>(), [1, 1], "alone, for SQS to judge");
+        assert!(batches(&[]).is_empty());
     }
 }

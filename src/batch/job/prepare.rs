@@ -13,7 +13,7 @@ use crate::backends::lookup::LookupTable;
 use crate::engine::spec::JobSpec;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::input::plan::{self, Chunk, InputScan};
+use crate::input::plan::{self, Chunk, ChunkTargets, InputScan, MAX_PIECES};
 use crate::input::resume_points::ResumeLog;
 use crate::model::config::{Compression, Format, JobDefinition};
 
@@ -208,6 +208,8 @@ pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObjec
     };
     let mut room = engine.scratch_room();
     let mut scanned = Scanned { inputs: Vec::new(), chunks: Vec::new(), windows: Vec::new() };
+    // Whether the last chunk is a whole input (or a pack of them) that may take the next.
+    let mut packs = false;
     for (i, object) in inputs.into_iter().enumerate() {
         let reader = bucket::open_reader(engine.inputs.clone(), &object).await?;
         let (format, compression, size) = (object.format, object.compression, object.size);
@@ -258,12 +260,20 @@ pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObjec
             let (copy, rescanned) = plain_copy(engine, spec, &object, scan.bytes).await?;
             (scan, windows) = (rescanned, Some(Spooled::PlainCopy(copy)));
         }
-        for mut c in scan.chunks {
-            c.index = scanned.chunks.len() as u32;
-            c.input = i as u32;
-            scanned.chunks.push(c);
-        }
         let plain_copy = matches!(windows, Some(Spooled::PlainCopy(_)));
+        let whole = scan.chunks.len() == 1 && !plain_copy;
+        for mut c in scan.chunks {
+            c.input = i as u32;
+            match scanned.chunks.last_mut() {
+                Some(last) if whole && packs && fits(targets, last, &c) => last.pack(c),
+                _ => {
+                    c.index = scanned.chunks.len() as u32;
+                    scanned.chunks.push(c);
+                }
+            }
+        }
+        // Only a chunk that is a whole input (or already a pack of them) takes more inputs.
+        packs = whole;
         let windows_bytes = match &windows {
             Some(Spooled::Windows(f)) => f.as_file().metadata().map_or(0, |m| m.len()),
             _ => 0,
@@ -278,6 +288,15 @@ pub async fn scan_inputs(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObjec
         scanned.windows.push(windows);
     }
     Ok(scanned)
+}
+
+/// Whether `next` (a whole input) packs into `last` (a whole input or a pack of them) within
+/// the chunk targets and [`MAX_PIECES`]: many small inputs make few chunks, each of about
+/// the size a chunk of one large input has.
+fn fits(targets: ChunkTargets, last: &Chunk, next: &Chunk) -> bool {
+    last.more.len() + 1 < MAX_PIECES
+        && last.bytes() + next.bytes() <= targets.bytes.get()
+        && targets.records.is_none_or(|n| last.records + next.records <= n.get())
 }
 
 /// The refusal of a plain copy the scratch space cannot hold.

@@ -77,18 +77,18 @@ impl InputSummary {
     pub fn of(plan: &super::JobPlan, index: usize) -> Self {
         use crate::model::config::Compression;
         let input = &plan.inputs[index];
-        let chunks = plan.chunks.iter().filter(|c| c.input as usize == index);
-        let from = |c: &crate::input::plan::Chunk| match input.object.compression {
+        let chunks: Vec<_> = plan.chunks.iter().flat_map(|c| c.pieces()).filter(|p| p.input as usize == index).collect();
+        let from = |c: &crate::input::plan::Piece| match input.object.compression {
             _ if input.plain_copy => c.start,
             Compression::None | Compression::Auto => c.start,
             _ => c.resume.as_ref().map_or(0, |r| r.point.out),
         };
-        let decoded_bytes = chunks.clone().map(|c| c.end - from(c)).sum();
-        let resumed = chunks.clone().any(|c| from(c) > 0);
+        let decoded_bytes = chunks.iter().map(|c| c.end - from(c)).sum();
+        let resumed = chunks.iter().any(|c| from(c) > 0);
         let decoding = match input.object.compression {
             Compression::None | Compression::Auto => Decoding::Range,
             _ if input.plain_copy => Decoding::PlainCopy,
-            _ if !resumed && chunks.count() > 1 => Decoding::FromStart,
+            _ if !resumed && chunks.len() > 1 => Decoding::FromStart,
             Compression::Zstd => Decoding::ZstdFrames,
             Compression::Gzip => Decoding::GzipIndex,
         };

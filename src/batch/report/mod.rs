@@ -251,6 +251,7 @@ mod tests {
                         records: 100,
                         first_line: 2,
                         resume: None,
+                        more: Vec::new(),
                     },
                     commit: crate::backends::ledger::ChunkRecord {
                         index: i,

@@ -34,6 +34,7 @@ pub const MAX_COLUMNS: usize = 10_000;
 pub type SendBatch<'a> = dyn FnMut(Vec<SinkItem>) + 'a;
 
 /// What processing a chunk produced, before anything is written.
+#[derive(Debug, Default)]
 pub struct ChunkOutput {
     /// The encoded output part (no header).
     pub output: Vec<u8>,
@@ -41,6 +42,20 @@ pub struct ChunkOutput {
     pub rejects: Vec<u8>,
     /// Counts.
     pub counts: Counts,
+}
+
+impl ChunkOutput {
+    /// Add `next`'s output, rejects and counts after this one's (parts have no header, so
+    /// they follow one another).
+    pub fn append(&mut self, next: ChunkOutput) {
+        if self.output.is_empty() {
+            self.output = next.output;
+        } else {
+            self.output.extend_from_slice(&next.output);
+        }
+        self.rejects.extend_from_slice(&next.rejects);
+        self.counts.merge(&next.counts);
+    }
 }
 
 /// Per-run lookup state for [`Pipeline::process`]: open one per chunk (or per batch of a
