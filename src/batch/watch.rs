@@ -11,6 +11,7 @@
 use serde_json::Value;
 use tracing::{info, warn};
 
+use crate::backends::bucket::InputObject;
 use crate::backends::ledger::JobStatus;
 use crate::backends::queue::Queue;
 use crate::batch::job::{self, RunOptions};
@@ -162,6 +163,21 @@ pub async fn start(
     if ev.bucket != bucket || !ev.key.starts_with(key_prefix) || ev.key.ends_with('/') {
         return Ok(Outcome::Ignored { reason: format!("{input} is outside s3://{bucket}/{key_prefix}") });
     }
+    // With a ready marker, only the marker starts a job: over the objects of its folder.
+    let (input, folder) = match &spec.ready_marker {
+        None => (input, None),
+        Some(marker) => {
+            let (folder, name) = ev.key.rsplit_once('/').map_or(("", ev.key.as_str()), |(f, n)| (f, n));
+            if name != marker {
+                return Ok(Outcome::Ignored { reason: format!("{input} waits for its folder's {marker}") });
+            }
+            let folder = match folder {
+                "" => String::new(),
+                f => format!("{f}/"),
+            };
+            (format!("s3://{}/{folder}", ev.bucket), Some(folder))
+        }
+    };
     let store = crate::backends::bucket::input_store(&input, &engine.cloud)?;
     let inputs = match crate::backends::bucket::resolve_inputs(
         store.as_ref(),
@@ -177,6 +193,13 @@ pub async fn start(
         }
         Err(e) => return Err(e),
     };
+    let inputs = match &folder {
+        None => inputs,
+        Some(folder) => ready_inputs(inputs, &format!("s3://{}/", ev.bucket), folder, key_prefix),
+    };
+    if inputs.is_empty() {
+        return Ok(Outcome::Ignored { reason: format!("{input} holds nothing but its marker") });
+    }
     let job_id = job::derive_job_id(&inputs, spec);
     // A job still `planning`, or planned with not all its tasks sent, was left by a submission
     // that failed half-way (or is being submitted by another watcher right now): submitting
@@ -197,6 +220,20 @@ pub async fn start(
     let submitted = job::submit(&engine, spec, inputs, opts).await?;
     info!(%input, job = %submitted.job_id, chunks = submitted.chunks, "job started");
     Ok(Outcome::Started { input, job_id: submitted.job_id })
+}
+
+/// The objects of a ready folder that are a job's inputs: those under the watched prefix
+/// whose name below the folder has no part starting with `_` or `.` (the marker itself,
+/// `_temporary/` folders, hidden files).
+fn ready_inputs(inputs: Vec<InputObject>, bucket_url: &str, folder: &str, key_prefix: &str) -> Vec<InputObject> {
+    inputs
+        .into_iter()
+        .filter(|i| {
+            let key = i.location.strip_prefix(bucket_url).unwrap_or(&i.location);
+            let below = key.strip_prefix(folder).unwrap_or(key);
+            key.starts_with(key_prefix) && !below.split('/').any(|p| p.starts_with('_') || p.starts_with('.'))
+        })
+        .collect()
 }
 
 /// How [`serve`] runs.

@@ -28,6 +28,9 @@ pub struct JobSpec {
     pub notify: Vec<crate::model::config::Notify>,
     /// Where inputs are moved once the job has completed.
     pub archive: Option<String>,
+    /// Watched uploads wait for an object of this name (`_SUCCESS`): see
+    /// [`crate::model::config::InputConfig::ready_marker`].
+    pub ready_marker: Option<String>,
     /// What it was checked from: stored as `job.json` and hashed into the job id.
     pub definition: Arc<JobDefinition>,
     /// How inputs are read.
@@ -155,9 +158,18 @@ impl JobDefinition {
                 return Err(Error::config("archive.to", "needs a prefix or directory other than the root"));
             }
         }
+        if let Some(m) = &c.input.ready_marker {
+            if m.is_empty() || m.contains('/') || m.contains('\\') || m == "." || m == ".." {
+                return Err(Error::config(
+                    "input.ready_marker",
+                    format!("{m:?} is not a file name (such as \"_SUCCESS\")"),
+                ));
+            }
+        }
         Ok(JobSpec {
             notify,
             archive: c.archive.as_ref().map(|a| a.to.clone()),
+            ready_marker: c.input.ready_marker.clone(),
             input: InputSpec {
                 format: c.input.format,
                 compression: c.input.compression,
@@ -296,5 +308,16 @@ mod tests {
         assert_eq!(spec.input.max_decompressed(u64::MAX), u64::MAX, "without overflow");
         let set = InputSpec { max_decompressed_bytes: Some(5), ..spec.input };
         assert_eq!(set.max_decompressed(10 << 30), 5, "a setting wins");
+    }
+
+    #[test]
+    fn a_ready_marker_must_be_a_file_name() {
+        for bad in ["", "in/_SUCCESS", "..", "a\\b"] {
+            let toml = format!("[input]\nready_marker = {bad:?}\n");
+            let e = JobConfig::from_toml(&toml, "j").unwrap().validate(Path::new(".")).unwrap_err();
+            assert!(e.to_string().contains("input.ready_marker"), "{bad:?}: {e}");
+        }
+        let ok = JobConfig::from_toml("[input]\nready_marker = \"_SUCCESS\"\n", "j").unwrap();
+        assert_eq!(ok.validate(Path::new(".")).unwrap().ready_marker.as_deref(), Some("_SUCCESS"));
     }
 }

@@ -294,6 +294,12 @@ pub struct InputConfig {
     /// decompression bomb.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_decompressed_bytes: Option<u64>,
+    /// `watch` and the on-object function: an upload starts no job until an object of this
+    /// name (such as `_SUCCESS`) lands in its folder; then one job takes every object under
+    /// that folder whose name below it starts with neither `_` nor `.` (the marker, temporary
+    /// folders). Without it, every upload is a job of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_marker: Option<String>,
 }
 
 fn default_max_record() -> u64 {
@@ -320,6 +326,7 @@ impl Default for InputConfig {
             quote: dquote(),
             max_record_bytes: default_max_record(),
             max_decompressed_bytes: None,
+            ready_marker: None,
         }
     }
 }

@@ -240,13 +240,10 @@ pub async fn dry_run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>) 
             compression: compression_name(i.object.compression),
         })
         .collect();
-    let shape_chunks =
-        chunks.iter().map(|c| ShapeChunk {
-                input: c.input,
-                bytes: c.bytes(),
-                records: c.records,
-                reads: 1 + c.more.len() as u64,
-            }).collect();
+    let shape_chunks = chunks
+        .iter()
+        .map(|c| ShapeChunk { input: c.input, bytes: c.bytes(), records: c.records, reads: 1 + c.more.len() as u64 })
+        .collect();
     let plan = JobPlan {
         job_id: "plan".into(),
         output_format: spec.output_format(output_fields.is_some()),

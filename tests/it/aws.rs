@@ -1090,3 +1090,61 @@ async fn records_are_published_to_an_sns_topic_beside_the_table() {
         sluicebox::backends::sink::SqliteSink::existing(&dir.path().join("data/sluicebox.db"), "items").unwrap();
     assert_eq!(sluicebox::backends::sink::Sink::read_all(&table).await.unwrap().len(), 25, "the table holds them too");
 }
+
+/// With `[input] ready_marker`, uploads start nothing until the marker lands; then one job
+/// takes every object of the marker's folder (not the marker, not `_temporary/` or hidden
+/// objects, nothing outside the watched prefix), its small files packed into one chunk; a
+/// repeated marker event is a repeat, and a folder holding only its marker starts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_marker_makes_one_job_of_its_folder() {
+    use sluicebox::backends::queue::{MemoryQueue, Queue};
+    use sluicebox::batch::watch::{watch_once, Outcome};
+    let w =
+        watched("marker", "id\n1\n2\n".into(), "[input]\nready_marker = \"_SUCCESS\"\n[sink]\ntype = \"none\"\n").await;
+    let bucket = w.prefix.trim_start_matches("s3://").split('/').next().unwrap().to_string();
+    let store = sluicebox::backends::bucket::open(&format!("s3://{bucket}"), &w.engine.cloud).unwrap();
+    let put = |key: &str, body: &str| {
+        let (store, key, body) = (store.clone(), key.to_string(), body.to_string());
+        async move {
+            let path = object_store::path::Path::from(key.as_str());
+            object_store::ObjectStoreExt::put(store.as_ref(), &path, body.into_bytes().into()).await.unwrap();
+        }
+    };
+    for i in 0..30 {
+        put(&format!("in/day1/part-{i:03}.csv"), &format!("id\n{i}\n")).await;
+    }
+    put("in/day1/_temporary/part-999.csv", "id\n999\n").await;
+    put("in/day1/.hidden.csv", "id\n998\n").await;
+    put("in/day1/_SUCCESS", "").await;
+    put("in/empty/_SUCCESS", "").await;
+    let event = |key: &str| {
+        serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
+            "bucket": {"name": bucket}, "object": {"key": key}}}]})
+        .to_string()
+    };
+    let events = MemoryQueue::new(Duration::from_secs(30));
+    let opts = sluicebox::batch::job::RunOptions::default();
+    let wait = Duration::from_millis(100);
+    events.send(vec![event("in/day1/part-000.csv"), event("in/x.csv")]).await.unwrap();
+    let outcomes = watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
+    assert!(outcomes.iter().all(|o| matches!(o, Outcome::Ignored { .. })), "{outcomes:?}");
+    assert!(outcomes[0].to_string().contains("waits for its folder's _SUCCESS"), "{}", outcomes[0]);
+
+    events.send(vec![event("in/day1/_SUCCESS")]).await.unwrap();
+    let outcomes = watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
+    let folder = format!("s3://{bucket}/in/day1/");
+    let [Outcome::Started { input, job_id }] = &outcomes[..] else { panic!("{outcomes:?}") };
+    assert_eq!(input, &folder);
+    let job = w.engine.ledger.get_job(job_id).await.unwrap().unwrap();
+    assert_eq!(job.total_chunks, Some(1), "30 small files, one chunk");
+    let objects = sluicebox::batch::job::JobObjects::new(w.engine.bucket.clone(), job_id);
+    let plan = objects.plan().await.unwrap();
+    let names: Vec<&str> = plan.inputs.iter().map(|i| i.object.location.rsplit('/').next().unwrap()).collect();
+    assert_eq!(names.len(), 30, "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("part-") && n != &"part-999.csv"), "{names:?}");
+
+    events.send(vec![event("in/day1/_SUCCESS"), event("in/empty/_SUCCESS")]).await.unwrap();
+    let outcomes = watch_once(&w.engine, &w.spec, &events, &w.prefix, &opts, wait).await.unwrap();
+    assert!(matches!(&outcomes[0], Outcome::Repeated { job_id: j, .. } if j == job_id), "{outcomes:?}");
+    assert!(outcomes[1].to_string().contains("nothing but its marker"), "{}", outcomes[1]);
+}

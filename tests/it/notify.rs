@@ -381,8 +381,8 @@ async fn configured_secrets_reach_no_log_page_summary_or_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_small_json_files_are_one_job_of_few_chunks_told_in_one_short_message() {
     let (hook, mut posted) = webhook().await;
-    let seed_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/seed-data/s3-high-throughput-distributed-map/example1.json");
+    let seed_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/seed-data/s3-high-throughput-distributed-map/example1.json");
     let seed = std::fs::read_to_string(&seed_path).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let inputs = dir.path().join("assets");
@@ -416,7 +416,9 @@ async fn two_thousand_small_json_files_are_one_job_of_few_chunks_told_in_one_sho
     }
     let mut rejected: Vec<(String, u64, String)> = rejects(&data, &s.job_id)
         .iter()
-        .map(|r| (r["input"].as_str().unwrap().to_string(), r["line"].as_u64().unwrap(), r["rule"].as_str().unwrap().into()))
+        .map(|r| {
+            (r["input"].as_str().unwrap().to_string(), r["line"].as_u64().unwrap(), r["rule"].as_str().unwrap().into())
+        })
         .collect();
     rejected.sort();
     let located: Vec<(bool, u64, &str)> =

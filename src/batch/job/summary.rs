@@ -77,7 +77,8 @@ impl InputSummary {
     pub fn of(plan: &super::JobPlan, index: usize) -> Self {
         use crate::model::config::Compression;
         let input = &plan.inputs[index];
-        let chunks: Vec<_> = plan.chunks.iter().flat_map(|c| c.pieces()).filter(|p| p.input as usize == index).collect();
+        let chunks: Vec<_> =
+            plan.chunks.iter().flat_map(|c| c.pieces()).filter(|p| p.input as usize == index).collect();
         let from = |c: &crate::input::plan::Piece| match input.object.compression {
             _ if input.plain_copy => c.start,
             Compression::None | Compression::Auto => c.start,
