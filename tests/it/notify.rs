@@ -401,7 +401,7 @@ async fn two_thousand_small_json_files_are_one_job_of_few_chunks_told_in_one_sho
          [[notify]]\nto = {hook:?}\n"
     );
     let data = dir.path().join("data");
-    let s = run(&data, &[inputs.clone()], &job, dir.path()).await.unwrap();
+    let s = run(&data, std::slice::from_ref(&inputs), &job, dir.path()).await.unwrap();
     assert_eq!(s.inputs.len(), 2002);
     assert_eq!((s.records.total, s.records.written, s.records.rejected), (2002, 2000, 2), "{:?}", s.rejects_by_rule);
     assert!(s.chunks.total <= 10, "{} chunks for 2,002 small files", s.chunks.total);

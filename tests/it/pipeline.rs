@@ -481,7 +481,7 @@ async fn small_inputs_pack_into_chunks_that_keep_order_lines_and_the_later_recor
         ("b.csv", rows(100, 1000, "b")),
         ("c.csv", rows(5000, 2, "c")),
         // d's second row repeats c's first key, and its third is bad.
-        ("d.csv", format!("id,tag\n6000,d\n5000,d-later\nnot-a-number,d\n")),
+        ("d.csv", "id,tag\n6000,d\n5000,d-later\nnot-a-number,d\n".to_string()),
         ("e.csv", rows(7000, 250, "e")),
         ("f.csv", rows(8000, 100, "f")),
     ];
