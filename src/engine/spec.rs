@@ -158,6 +158,7 @@ impl JobDefinition {
                 return Err(Error::config("archive.to", "needs a prefix or directory other than the root"));
             }
         }
+        check_meta_names(c)?;
         if let Some(m) = &c.input.ready_marker {
             if m.is_empty() || m.contains('/') || m.contains('\\') || m == "." || m == ".." {
                 return Err(Error::config(
@@ -284,6 +285,26 @@ fn check_column(key: &str, c: &ColumnConfig) -> Result<()> {
         let items: Vec<_> = chrono::format::StrftimeItems::new(fmt).collect();
         if items.iter().any(|i| matches!(i, chrono::format::Item::Error)) {
             return Err(Error::config(key, format!("bad date format {fmt:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// Every `$meta.NAME` the output fields or the partition template name is metadata a record
+/// has (a batch job's or a stream's: a batch record has null for a stream's names).
+fn check_meta_names(c: &JobConfig) -> Result<()> {
+    use crate::model::record::{BATCH_META, STREAM_META};
+    let fields = c.output.fields.iter().flatten().map(|f| ("output.fields", f.as_str()));
+    let partition = c.stream.iter().filter_map(|s| s.partition.as_deref()).map(|p| ("stream.partition", p));
+    for (key, text) in fields.chain(partition) {
+        for (name, meta) in crate::model::record::meta_names(text) {
+            if !BATCH_META.contains(&meta.as_str()) && !STREAM_META.contains(&meta.as_str()) {
+                let known: Vec<String> = BATCH_META.iter().chain(STREAM_META).map(|m| format!("$meta.{m}")).collect();
+                return Err(Error::config(
+                    key,
+                    format!("{name} is no record metadata; there are {}", known.join(", ")),
+                ));
+            }
         }
     }
     Ok(())

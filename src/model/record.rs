@@ -166,9 +166,80 @@ pub struct Origin<'a> {
     pub line: u64,
     /// The record as it appeared in the input.
     pub raw: &'a [u8],
+    /// Where a stream got it (none in a batch job).
+    pub stream: Option<StreamPlace<'a>>,
+}
+
+/// Where a stream got a record: its source, its position in its shard and when it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamPlace<'a> {
+    /// The source as named (`kinesis://orders`, `sqs://q`, a file, `stdin`).
+    pub source: &'a str,
+    /// Its position in its shard as the stream gives it (a Kinesis sequence number), or
+    /// none when it is a number ([`StreamPlace::position`]).
+    pub sequence: Option<&'a str>,
+    /// Its position in its shard when that is a number (a queue's count of its messages),
+    /// or none for a file's records, whose record number is their position.
+    pub position: Option<u64>,
+    /// When the stream received it, ms since the Unix epoch.
+    pub arrival_ms: i64,
+}
+
+/// The prefix of metadata names in output fields and partition templates
+/// (`$meta.line`); in transforms the metadata is the object `$meta`.
+pub const META_PREFIX: &str = "$meta.";
+
+/// The metadata of a batch job's records: the input's location, the record's number in it
+/// (header excluded) and the line it starts on.
+pub const BATCH_META: &[&str] = &["input", "record", "line"];
+
+/// The metadata of a stream's records: the source, the shard, the sequence number (a file's
+/// record number), the arrival time (RFC 3339, UTC, milliseconds) and the record's number
+/// in this run of its shard.
+pub const STREAM_META: &[&str] = &["source", "shard", "sequence", "arrival", "record"];
+
+/// The metadata names (`$meta.KEY`) in `text`, with their keys.
+pub fn meta_names(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (at, _) in text.match_indices(META_PREFIX) {
+        let rest = &text[at + META_PREFIX.len()..];
+        let key: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        let name = format!("{META_PREFIX}{key}");
+        if !out.iter().any(|(n, _)| *n == name) {
+            out.push((name, key));
+        }
+    }
+    out
 }
 
 impl Origin<'_> {
+    /// The record's metadata: `$meta` in transforms (see [`BATCH_META`], [`STREAM_META`]).
+    pub fn meta(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        match &self.stream {
+            None => {
+                m.insert("input".into(), Value::from(self.input));
+                m.insert("record".into(), Value::from(self.record));
+                m.insert("line".into(), Value::from(self.line));
+            }
+            Some(place) => {
+                let arrival = chrono::DateTime::from_timestamp_millis(place.arrival_ms)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+                m.insert("source".into(), Value::from(place.source));
+                m.insert("shard".into(), Value::from(self.input));
+                let sequence = match (place.sequence, place.position) {
+                    (Some(s), _) => s.to_string(),
+                    (None, Some(n)) => n.to_string(),
+                    (None, None) => self.record.to_string(),
+                };
+                m.insert("sequence".into(), Value::from(sequence));
+                m.insert("arrival".into(), arrival.map_or(Value::Null, Value::from));
+                m.insert("record".into(), Value::from(self.record));
+            }
+        }
+        m
+    }
+
     /// The record's position among the job's records (see [`SinkItem::seq`]).
     pub fn seq(&self) -> u64 {
         SinkItem::seq_of(self.input_index, self.record)

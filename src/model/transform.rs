@@ -8,11 +8,14 @@ use jaq_core::data::{DataT, HasLut};
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{unwrap_valr, Compiler, Ctx, Lut, Vars};
 use jaq_json::Val;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::model::record::Fault;
 
 type JqFilter = jaq_core::Filter<Budgeted>;
+
+/// The variable that holds a record's metadata in a transform.
+pub const META_VAR: &str = "$meta";
 
 /// The most evaluation steps (jq terms evaluated, about 50–100 ns each) one record's run of
 /// one program may take: about a second, where a real transform takes tens.
@@ -81,6 +84,8 @@ fn quiet_over_budget() {
 pub struct Transform {
     code: String,
     filter: JqFilter,
+    /// Whether the program reads `$meta` (else it is given null, at no cost per record).
+    uses_meta: bool,
 }
 
 impl std::fmt::Debug for Transform {
@@ -132,11 +137,12 @@ impl Transform {
         let modules = loader.load(&arena, File { code, path: () }).map_err(|errs| {
             format!("jq program {code:?} does not parse: {:?}", errs.into_iter().map(|(_, e)| e).collect::<Vec<_>>())
         })?;
-        let filter = Compiler::default().with_funs(funs).compile(modules).map_err(|errs| {
+        let compiler = Compiler::default().with_funs(funs).with_global_vars([META_VAR]);
+        let filter = compiler.compile(modules).map_err(|errs| {
             format!("jq program {code:?} does not compile: {:?}", errs.into_iter().map(|(_, e)| e).collect::<Vec<_>>())
         })?;
         quiet_over_budget();
-        Ok(Transform { code: code.to_string(), filter })
+        Ok(Transform { code: code.to_string(), filter, uses_meta: code.contains(META_VAR) })
     }
 
     /// The program's source.
@@ -144,21 +150,47 @@ impl Transform {
         &self.code
     }
 
-    /// Run on one value: `Ok(None)` when the program yields nothing (the record is
-    /// filtered); a fault with rule `transform` when it fails, yields more than one value, or
-    /// takes more than [`STEP_BUDGET`] steps.
-    pub fn run(&self, value: Value) -> std::result::Result<Option<Value>, Fault> {
-        self.run_within(value, STEP_BUDGET)
+    /// Whether the program reads the record's metadata (`$meta`).
+    pub fn uses_meta(&self) -> bool {
+        self.uses_meta
     }
 
-    /// [`Transform::run`] within `steps` evaluation steps.
-    pub fn run_within(&self, value: Value, steps: u64) -> std::result::Result<Option<Value>, Fault> {
+    /// Run on one value: `Ok(None)` when the program yields nothing (the record is
+    /// filtered); a fault with rule `transform` when it fails, yields more than one value, or
+    /// takes more than [`STEP_BUDGET`] steps. `$meta` is null.
+    pub fn run(&self, value: Value) -> std::result::Result<Option<Value>, Fault> {
+        self.run_within(value, None, STEP_BUDGET)
+    }
+
+    /// [`Transform::run`] with the record's metadata as `$meta` (see
+    /// [`crate::model::record::Origin::meta`]).
+    pub fn run_with_meta(
+        &self,
+        value: Value,
+        meta: Option<&Map<String, Value>>,
+    ) -> std::result::Result<Option<Value>, Fault> {
+        self.run_within(value, meta, STEP_BUDGET)
+    }
+
+    /// [`Transform::run_with_meta`] within `steps` evaluation steps.
+    pub fn run_within(
+        &self,
+        value: Value,
+        meta: Option<&Map<String, Value>>,
+        steps: u64,
+    ) -> std::result::Result<Option<Value>, Fault> {
         use serde::Deserialize as _;
         let input = Val::deserialize(value).map_err(|e| Fault::new(None, "transform", e.to_string()))?;
+        let meta = match meta.filter(|_| self.uses_meta) {
+            None => Val::Null,
+            Some(m) => {
+                Val::deserialize(Value::Object(m.clone())).map_err(|e| Fault::new(None, "transform", e.to_string()))?
+            }
+        };
         let left = Cell::new(steps);
         let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let steps = Steps { lut: &self.filter.lut, left: &left, base: stack_here() };
-            let ctx = Ctx::<Budgeted>::new(steps, Vars::new([]));
+            let ctx = Ctx::<Budgeted>::new(steps, Vars::new([meta]));
             let mut outputs = self.filter.id.run((ctx, input)).map(unwrap_valr);
             let first = outputs.next();
             let more = first.as_ref().is_some_and(Result::is_ok) && outputs.next().is_some();
@@ -297,7 +329,7 @@ mod tests {
         let t = Transform::compile("(0|until(. >= 100; .+1))").unwrap();
         assert_eq!(t.run(serde_json::json!(null)).unwrap(), Some(serde_json::json!(100)));
         let t = Transform::compile(".a + 1").unwrap();
-        assert_eq!(t.run_within(serde_json::json!({"a": 1}), 100).unwrap(), Some(serde_json::json!(2)));
+        assert_eq!(t.run_within(serde_json::json!({"a": 1}), None, 100).unwrap(), Some(serde_json::json!(2)));
     }
 
     #[test]

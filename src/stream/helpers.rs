@@ -141,6 +141,7 @@ mod tests {
             template: None,
             time_field: None,
             errors: "errors".into(),
+            source: None,
         });
         let mut helpers = Helpers::new(prep);
         assert!(!helpers.busy() && helpers.next(false).is_none());

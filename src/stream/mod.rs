@@ -117,7 +117,8 @@ impl Stream {
         let (tx, rx) = mpsc::channel(8);
         let (group_tx, group_rx) = mpsc::channel::<Group>(2);
         let resume = saved.shards.clone();
-        let reader = Reader::new(&self.spec, self.lookup.clone(), &config, saved, group_tx, opts.idle_exit)?;
+        let reader =
+            Reader::new(&self.spec, self.lookup.clone(), &config, saved, group_tx, opts.idle_exit, opts.from.name())?;
 
         // The channel closes only once the source's result is in: an error that ended the
         // source is the run's, and a source the run stopped is stopped, whatever it was doing.

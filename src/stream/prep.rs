@@ -13,7 +13,7 @@ use super::source::{files::MAX_RECORD_BYTES, Block};
 use crate::engine::pipeline::{Encoder, Input, Pipeline};
 use crate::error::Result;
 use crate::model::config::OutputFormat;
-use crate::model::record::{Fault, Outcome, Reject, Row};
+use crate::model::record::{Fault, Outcome, Reject, Row, StreamPlace};
 
 /// How far ahead of the clock a record's `time_field` may be.
 const MAX_DAYS_AHEAD: i64 = 1;
@@ -28,6 +28,9 @@ pub struct Prep {
     pub time_field: Option<String>,
     /// The prefix of rejected records' files: no partition may be at or under it.
     pub errors: String,
+    /// The source's name for record metadata (`$meta.source`), when it is not the shard's
+    /// (a file's records name their file).
+    pub source: Option<String>,
 }
 
 /// A record ready to be placed.
@@ -93,7 +96,13 @@ impl Prep {
             }));
         }
         let from = crate::input::decode::ChunkStart { record: 1, line: block.first_line };
-        self.pipeline.each_record(&input, from, &block.data, &mut |_, outcome| {
+        let place = StreamPlace {
+            source: self.source.as_deref().unwrap_or(&block.shard),
+            sequence: None,
+            position: None,
+            arrival_ms: block.arrival_ms,
+        };
+        self.pipeline.each_streamed(&input, from, &block.data, Some(place), &mut |_, outcome| {
             records.push(self.ready(outcome, &block.shard, block.arrival_ms, &mut encoder));
         })?;
         Ok(BlockDone { shard, arrival_ms: block.arrival_ms, records })

@@ -27,7 +27,7 @@ use crate::engine::pipeline::{Encoder, Input, Pipeline};
 use crate::engine::spec::JobSpec;
 use crate::error::{Error, Result};
 use crate::model::config::{Compression, Format, OutputFormat, StreamConfig};
-use crate::model::record::{Fault, Origin, Outcome};
+use crate::model::record::{Fault, Origin, Outcome, StreamPlace};
 
 /// The time now, in ms since the Unix epoch.
 fn now_ms() -> i64 {
@@ -85,6 +85,7 @@ impl Reader {
         saved: Saved,
         out: mpsc::Sender<Group>,
         idle: Option<Duration>,
+        source: Option<String>,
     ) -> Result<Self> {
         let template = config.partition.as_deref().map(Template::parse).transpose()?;
         let limits = Limits {
@@ -110,6 +111,7 @@ impl Reader {
             template,
             time_field: config.time_field.clone(),
             errors: errors.clone(),
+            source,
         });
         Ok(Reader {
             helpers: Helpers::new(prep.clone()),
@@ -330,8 +332,25 @@ impl Reader {
         let mut session = prep.pipeline.session();
         for (number, r) in (first..).zip(records) {
             // The record number counts this run's records of the shard; the position names it.
-            let origin =
-                Origin { job: 0, input: shard_name, input_index: shard, record: number, line: 1, raw: &r.data };
+            let (sequence, position) = match &r.pos {
+                Pos::S(s) => (Some(&**s), None),
+                Pos::N(n) => (None, Some(*n)),
+            };
+            let place = StreamPlace {
+                source: prep.source.as_deref().unwrap_or(shard_name),
+                sequence,
+                position,
+                arrival_ms: r.arrival_ms,
+            };
+            let origin = Origin {
+                job: 0,
+                input: shard_name,
+                input_index: shard,
+                record: number,
+                line: 1,
+                raw: &r.data,
+                stream: Some(place),
+            };
             let outcome = match serde_json::from_slice::<crate::model::record::Record>(&r.data) {
                 Ok(rec) => prep.pipeline.process(rec, &origin, &mut session),
                 Err(e) => Outcome::Rejected(origin.reject(Fault::new(None, "json", format!("not a JSON object: {e}")))),
@@ -399,7 +418,7 @@ mod tests {
         let mut saved = Saved::default();
         saved.shards.insert("s".into(), SavedShard { checkpoint: Some("2".into()), ended: false });
         let (group_tx, mut group_rx) = mpsc::channel(16);
-        let reader = Reader::new(&spec, None, &config, saved, group_tx, None).unwrap();
+        let reader = Reader::new(&spec, None, &config, saved, group_tx, None, None).unwrap();
         let (tx, rx) = mpsc::channel(4);
         let records = (1..=5)
             .map(|n| SourceRecord {
@@ -445,7 +464,7 @@ mod tests {
         let mut saved = Saved::default();
         saved.shards.insert("s".into(), SavedShard { checkpoint: Some("1000000".into()), ended: false });
         let (group_tx, mut group_rx) = mpsc::channel(16);
-        let reader = Reader::new(&spec, None, &StreamConfig::default(), saved, group_tx, None).unwrap();
+        let reader = Reader::new(&spec, None, &StreamConfig::default(), saved, group_tx, None, None).unwrap();
         let (tx, rx) = mpsc::channel(4);
         let handle = tokio::runtime::Handle::current();
         let read = tokio::task::spawn_blocking(move || reader.run(rx, Box::pin(std::future::pending()), handle));

@@ -219,8 +219,15 @@ pub async fn run_tests(engine: &Engine, spec: &JobSpec) -> Result<Vec<TestResult
     for (i, case) in cases.iter().enumerate() {
         let raw = Value::Object(case.input.clone()).to_string();
         let input = format!("tests[{i}]");
-        let origin =
-            Origin { job: 1, input: &input, input_index: 0, record: i as u64 + 1, line: 0, raw: raw.as_bytes() };
+        let origin = Origin {
+            job: 1,
+            input: &input,
+            input_index: 0,
+            record: i as u64 + 1,
+            line: 0,
+            raw: raw.as_bytes(),
+            stream: None,
+        };
         let outcome = pipeline.process(case.input.clone(), &origin, &mut session);
         if let Some(e) = session.take_error() {
             return Err(e);

@@ -516,3 +516,30 @@ async fn small_inputs_pack_into_chunks_that_keep_order_lines_and_the_later_recor
     assert_eq!(table.len(), 1357 - 1, "one key twice");
     assert_eq!(table["5000"]["tag"], json!("d-later"), "the later input's record wins");
 }
+
+/// A record's metadata: `$meta` in transforms (before and after the lookup), `$meta.NAME`
+/// as an output field, whatever the record's own fields are called (a field named `line`
+/// or even `$meta.line` in the input is the record's, and the metadata still wins its name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transforms_and_output_fields_read_each_records_input_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(
+        dir.path(),
+        "a.jsonl",
+        b"{\"id\": 1, \"line\": \"own\"}\n\n{\"id\": 2, \"line\": \"own\", \"$meta.line\": 99}\n",
+    );
+    let b = write(dir.path(), "b.csv", b"id,line\n3,own\n\"4\",\"own\n(two lines)\"\n5,own\n");
+    let job = "transform = ['.from = ($meta.input | split(\"/\") | last) | .n = $meta.record']\n\
+               [output]\nformat = \"csv\"\nfields = [\"id\", \"line\", \"from\", \"n\", \"$meta.line\"]\n\
+               [sink]\ntype = \"none\"\n";
+    let s = run(dir.path(), &[a, b], job, dir.path()).await.unwrap();
+    assert_eq!((s.records.written, s.records.rejected), (5, 0), "{:?}", s.rejects_by_rule);
+    let output = job_file(dir.path(), &s.job_id, "output.csv");
+    assert_eq!(
+        output,
+        "id,line,from,n,$meta.line\n1,own,a.jsonl,1,1\n2,own,a.jsonl,2,3\n3,own,b.csv,1,2\n4,\"own\n(two lines)\",b.csv,2,3\n5,own,b.csv,3,5\n"
+    );
+    let bad = "[output]\nformat = \"csv\"\nfields = [\"id\", \"$meta.lines\"]\n";
+    let e = run(dir.path(), &[write(dir.path(), "c.csv", b"id\n1\n")], bad, dir.path()).await.unwrap_err();
+    assert!(e.to_string().contains("output.fields") && e.to_string().contains("$meta.line,"), "{e}");
+}

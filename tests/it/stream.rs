@@ -690,3 +690,37 @@ async fn records_are_cut_alike_in_a_job_and_a_stream_over_many_blocks() {
     assert_eq!(from_stream.len(), from_job.len());
     assert!(from_job == from_stream, "the same records, field for field");
 }
+
+/// A stream's record metadata: `$meta.source`, `.shard`, `.sequence` and `.arrival` in a
+/// transform, and `$meta.shard` in the partition template.
+#[test]
+fn a_streams_records_carry_their_source_shard_sequence_and_arrival() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::write(
+        dir.path().join("job.toml"),
+        "transform = ['.event_id = $meta.sequence | .source = $meta.source | .arrived = $meta.arrival']\n\
+         [stream]\npartition = \"from={$meta.shard}\"\n",
+    )
+    .unwrap();
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let report = stream_stdin(dir.path(), &out, "{\"id\": 1}\n{\"id\": 2}\n{\"id\": 3}\n");
+    assert_eq!(report["written"], 3, "{report}");
+    let files: Vec<(String, Vec<u8>)> =
+        common::decompressed_files(&out).into_iter().filter(|(name, _)| !name.starts_with("errors/")).collect();
+    assert_eq!(files.len(), 1, "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
+    // Each run of standard input is a shard of its own, named by when it began.
+    assert!(files[0].0.starts_with("from=stdin-"), "{}", files[0].0);
+    let records = lines(&files[0].1);
+    let ids: Vec<(u64, &str, &str)> = records
+        .iter()
+        .map(|r| (r["id"].as_u64().unwrap(), r["event_id"].as_str().unwrap(), r["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ids, [(1, "1", "stdin"), (2, "2", "stdin"), (3, "3", "stdin")]);
+    for r in &records {
+        let arrived = chrono::DateTime::parse_from_rfc3339(r["arrived"].as_str().unwrap()).unwrap();
+        assert!(arrived >= before && arrived <= chrono::Utc::now(), "{r}");
+        let shard = r["$meta.shard"].as_str().unwrap_or_else(|| panic!("the partition's metadata is a field: {r}"));
+        assert!(files[0].0.starts_with(&format!("from={shard}/")), "{r}");
+    }
+}

@@ -205,7 +205,9 @@ async fn sqs_messages_land_in_files_and_are_deleted() {
     bodies.push("not json".to_string());
     queue.send(bodies).await.unwrap();
 
-    std::fs::write(dir.path().join("job.toml"), "[stream]\nrecords = 200\npartition = \"kind={kind}\"\n").unwrap();
+    let job = "transform = ['.from = $meta.source | .seq = $meta.sequence']\n\
+               [stream]\nrecords = 200\npartition = \"kind={kind}\"\n";
+    std::fs::write(dir.path().join("job.toml"), job).unwrap();
     let out = dir.path().join("out");
     // The consumer stops 15 s after the last message: a busy emulator can take seconds to answer a receive.
     let report: Value = serde_json::from_str(
@@ -230,6 +232,8 @@ async fn sqs_messages_land_in_files_and_are_deleted() {
                 continue;
             }
             assert!(rel.starts_with(&format!("kind={}/", r["kind"].as_str().unwrap())), "{rel}");
+            assert_eq!(r["from"].as_str(), Some(format!("sqs://{name}").as_str()), "{r}");
+            assert!(r["seq"].as_str().is_some_and(|s| s.parse::<u64>().is_ok()), "{r}");
             *seen.entry(r["id"].as_u64().unwrap()).or_default() += 1;
         }
     }

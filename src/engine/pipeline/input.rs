@@ -95,10 +95,10 @@ impl Pipeline {
         Ok(CsvLayout { headers, names, rules, shared })
     }
 
-    /// The shared layout of records with these columns, unless a schema or a transform needs
-    /// each record as a map, or two columns have one name.
+    /// The shared layout of records with these columns, unless a schema, a transform or
+    /// metadata fields need each record as a map, or two columns have one name.
     fn shared_layout(&self, columns: &[String]) -> Option<SharedLayout> {
-        if self.schema.is_some() || !self.transforms.is_empty() {
+        if self.schema.is_some() || !self.transforms.is_empty() || !self.meta_fields.is_empty() {
             return None;
         }
         let mut seen = std::collections::HashSet::with_capacity(columns.len());

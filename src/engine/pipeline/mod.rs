@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::input::decode::{Body, CsvDialect, RawRecord};
 use crate::model::column::ColumnRule;
 use crate::model::config::{ColumnType, Format, OutputFormat};
-use crate::model::record::{json_kind, key_text, Counts, Fault, Origin, Outcome, Record, Row, SinkItem};
+use crate::model::record::{json_kind, key_text, Counts, Fault, Origin, Outcome, Record, Row, SinkItem, StreamPlace};
 use crate::model::transform::Transform;
 
 mod encoder;
@@ -90,6 +90,11 @@ pub struct Pipeline {
     /// Whether a declared column gives its field another name (JSON records are then typed
     /// into a new map; otherwise in place).
     renames: bool,
+    /// The metadata the output fields or the partition template name (`$meta.line`): the
+    /// name and the key of [`Origin::meta`], added to each kept record.
+    meta_fields: Vec<(String, String)>,
+    /// Whether a transform reads `$meta`.
+    transforms_meta: bool,
 }
 
 impl Pipeline {
@@ -114,11 +119,23 @@ impl Pipeline {
             lookup,
             key_fields: spec.key_fields.clone(),
             output_format: spec.output_format(output_fields.is_some()),
-            output_fields,
+            output_fields: output_fields.clone(),
             dialect: spec.input.dialect,
             sink: None,
             parquet_columns,
             renames: spec.columns.iter().any(|r| r.out != r.name),
+            meta_fields: {
+                let partition = spec.definition.config.stream.as_ref().and_then(|s| s.partition.clone());
+                let fields = output_fields.iter().flatten().chain(partition.iter());
+                let mut names: Vec<(String, String)> = Vec::new();
+                for found in fields.flat_map(|f| crate::model::record::meta_names(f)) {
+                    if !names.contains(&found) {
+                        names.push(found);
+                    }
+                }
+                names
+            },
+            transforms_meta: spec.transforms.iter().any(Transform::uses_meta),
         }
     }
 
@@ -165,7 +182,7 @@ impl Pipeline {
         let mut items = Vec::new();
         let mut session = self.session();
         self.prefetch(input, from, bytes, &mut session)?;
-        self.chunk_records(input, from, bytes, &mut session, &mut |_, outcome| {
+        self.chunk_records(input, from, bytes, None, &mut session, &mut |_, outcome| {
             counts.add(&outcome);
             match outcome {
                 Outcome::Written(item) => {
@@ -205,9 +222,21 @@ impl Pipeline {
         bytes: &[u8],
         each: &mut dyn FnMut(u64, Outcome),
     ) -> Result<()> {
+        self.each_streamed(input, from, bytes, None, each)
+    }
+
+    /// [`Pipeline::each_record`] for records a stream got at `place` (their metadata).
+    pub fn each_streamed(
+        &self,
+        input: &Input,
+        from: From,
+        bytes: &[u8],
+        place: Option<StreamPlace<'_>>,
+        each: &mut dyn FnMut(u64, Outcome),
+    ) -> Result<()> {
         let mut session = self.session();
         self.prefetch(input, from, bytes, &mut session)?;
-        self.chunk_records(input, from, bytes, &mut session, each);
+        self.chunk_records(input, from, bytes, place, &mut session, each);
         session.take_error().map_or(Ok(()), Err)
     }
 
@@ -218,7 +247,7 @@ impl Pipeline {
             // A remote reference is asked for the chunk's keys in batches: a first pass only
             // collects them.
             s.start_collecting();
-            self.chunk_records(input, from, bytes, session, &mut |_, _| {});
+            self.chunk_records(input, from, bytes, None, session, &mut |_, _| {});
             if let Some(s) = session.0.as_mut() {
                 s.prefetch()?;
             }
@@ -251,6 +280,7 @@ impl Pipeline {
         input: &Input,
         from: From,
         bytes: &[u8],
+        place: Option<StreamPlace<'_>>,
         session: &mut Session<'_>,
         emit: &mut dyn FnMut(u64, Outcome),
     ) {
@@ -265,6 +295,7 @@ impl Pipeline {
                 record: r.number,
                 line: r.line,
                 raw: r.raw,
+                stream: place,
             };
             let outcome = match r.body {
                 Body::Csv(row) => match &input.layout {
@@ -434,7 +465,13 @@ impl Pipeline {
     /// The steps after typing: schema, transforms, lookup, key.
     fn finish(&self, origin: &Origin<'_>, session: &mut Session<'_>, rec: Record) -> Outcome {
         match self.checked(origin, session, rec) {
-            Ok(Some((record, key))) => {
+            Ok(Some((mut record, key))) => {
+                if !self.meta_fields.is_empty() {
+                    let mut meta = origin.meta();
+                    for (name, key) in &self.meta_fields {
+                        record.insert(name.clone(), meta.remove(key).unwrap_or(Value::Null));
+                    }
+                }
                 let item = SinkItem { key, job: origin.job, seq: origin.seq(), record: Row::Map(record) };
                 match self.sink_fault(&item).or_else(|| self.output_fault(&item.record)) {
                     None => Outcome::Written(item),
@@ -462,13 +499,14 @@ impl Pipeline {
             }
         }
         let (before, after) = self.transforms.split_at(self.enrich_at);
-        let Some(mut rec) = transformed(before, value)? else { return Ok(None) };
+        let meta = self.transforms_meta.then(|| origin.meta());
+        let Some(mut rec) = transformed(before, value, meta.as_ref())? else { return Ok(None) };
         if let (Some(lookup), Some(session)) = (&self.lookup, session.0.as_mut()) {
             lookup.enrich(&mut rec, session).map_err(|key| lookup_fault(lookup, &key))?;
         }
         let rec = match after.is_empty() {
             true => rec,
-            false => match transformed(after, Value::Object(rec))? {
+            false => match transformed(after, Value::Object(rec), meta.as_ref())? {
                 Some(rec) => rec,
                 None => return Ok(None),
             },
@@ -532,9 +570,13 @@ impl Pipeline {
 }
 
 /// `value` through `transforms` in order: the object they yield, or `None` when one drops it.
-fn transformed(transforms: &[Transform], mut value: Value) -> std::result::Result<Option<Record>, Fault> {
+fn transformed(
+    transforms: &[Transform],
+    mut value: Value,
+    meta: Option<&Record>,
+) -> std::result::Result<Option<Record>, Fault> {
     for t in transforms {
-        match t.run(value)? {
+        match t.run_with_meta(value, meta)? {
             Some(v) => value = v,
             None => return Ok(None),
         }
@@ -591,6 +633,7 @@ mod tests {
         record: 7,
         line: 9,
         raw: b"{\"raw\": true}",
+        stream: None,
     };
 
     const JOB: &str = r#"

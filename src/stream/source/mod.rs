@@ -53,6 +53,16 @@ pub enum Source {
 }
 
 impl Source {
+    /// Its name in record metadata (`$meta.source`): `stdin`, the URL, or none when each
+    /// shard is its own source (a file, a Lambda batch's shard).
+    pub fn name(&self) -> Option<String> {
+        match self {
+            Source::Stdin => Some("stdin".into()),
+            Source::Url(url) => Some(url.clone()),
+            Source::Files(_) | Source::Batch { .. } => None,
+        }
+    }
+
     /// Parse `--from`.
     pub fn parse(from: &[String]) -> Result<Self> {
         match from {
