@@ -20,7 +20,7 @@ use crate::engine::parquet::ParquetEncoder;
 use crate::engine::pipeline::Encoder;
 use crate::engine::spec::parquet_needs_fields;
 use crate::error::{Error, Result};
-use crate::model::config::OutputFormat;
+use crate::model::config::{Notify, OutputFormat};
 
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -170,12 +170,25 @@ fn renew_lease(run: &Arc<JobRun>, mut held: i64) -> tokio::task::JoinHandle<()> 
     })
 }
 
-/// The job's own notification targets and the engine's.
-pub fn notify_targets(
-    engine: &crate::engine::Engine,
-    job: &[crate::model::config::Notify],
-) -> Vec<crate::model::config::Notify> {
-    job.iter().chain(&engine.notify).cloned().collect()
+/// The job's own notification targets and the engine's, each target once: a job file naming
+/// a topic or recipient the deployment already tells (`SLUICEBOX_NOTIFY`, `--notify`) is told
+/// once, for the outcomes of both.
+pub fn notify_targets(engine: &crate::engine::Engine, job: &[Notify]) -> Vec<Notify> {
+    merge_targets(job.iter().chain(&engine.notify))
+}
+
+fn merge_targets<'a>(targets: impl Iterator<Item = &'a Notify>) -> Vec<Notify> {
+    let mut out: Vec<Notify> = Vec::new();
+    for n in targets {
+        match out.iter_mut().find(|o| o.target == n.target && o.from == n.from) {
+            Some(o) => {
+                let more: Vec<String> = n.on.iter().filter(|on| !o.on.contains(on)).cloned().collect();
+                o.on.extend(more);
+            }
+            None => out.push(n.clone()),
+        }
+    }
+    out
 }
 
 /// Move every input of a completed job to its `[archive]` prefix (`to`/JOB/NAME: in the
@@ -505,4 +518,31 @@ async fn write_parquet(
     let tail = blocking(move || encoder.finish()).await?;
     w.put(tail.into());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_named_by_the_job_and_the_deployment_is_told_once_for_the_outcomes_of_both() {
+        let target = |to: &str, on: &[&str]| {
+            let on = Some(on.iter().map(|o| o.to_string()).collect());
+            let from = to.starts_with("ses://").then(|| "jobs@example.com".to_string());
+            Notify::parse(&crate::model::config::NotifyConfig { to: to.into(), from, on }, "notify").unwrap()
+        };
+        let job =
+            [target("sns://arn:aws:sns:us-east-1:1:yours", &["failed"]), target("ses://a@example.com", &["failed"])];
+        let deployment = [
+            target("sns://arn:aws:sns:us-east-1:1:stack", &["succeeded", "failed"]),
+            target("sns://arn:aws:sns:us-east-1:1:yours", &["succeeded", "failed"]),
+        ];
+        let merged = merge_targets(job.iter().chain(&deployment));
+        let shown: Vec<(String, Vec<String>)> =
+            merged.iter().map(|n| (format!("{:?}", n.target), n.on.clone())).collect();
+        assert_eq!(merged.len(), 3, "{shown:?}");
+        assert_eq!(merged[0].on, ["failed", "succeeded"], "{shown:?}");
+        assert_eq!((&merged[1].target, &merged[1].on), (&job[1].target, &job[1].on));
+        assert_eq!(merged[2], deployment[0]);
+    }
 }

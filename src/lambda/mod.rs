@@ -51,8 +51,9 @@
 //! | `SLUICEBOX_ARCHIVE_PREFIX` | `s3://BUCKET/PREFIX`: the only place a job file's `[archive] to` may name (the functions may write nowhere else outside the results) |
 //! | `SLUICEBOX_SINK` | `dynamodb://TABLE` or `none`, over the job file's `[sink]` |
 //! | `SLUICEBOX_CHUNK_MIB` | target chunk size, over the job file's `[chunking] bytes` |
-//! | `SLUICEBOX_NOTIFY` | targets told how every job ends, comma-separated (`sns://TOPIC_ARN`, `https://…`, …), besides the job file's `[[notify]]` |
-//! | `SLUICEBOX_NOTIFY_FROM` | the sender of e-mail notifications in `SLUICEBOX_NOTIFY` |
+//! | `SLUICEBOX_ENRICH_TABLE` | `dynamodb://TABLE`: the only table a job file's `[enrich] source` may name (the role reads no other), or `none`; unset: any |
+//! | `SLUICEBOX_NOTIFY` | targets told how every job ends, comma-separated (`sns://TOPIC_ARN`, `ses://ADDRESS`, `https://…`; empty entries skipped), besides the job file's `[[notify]]` (a target in both is told once) |
+//! | `SLUICEBOX_NOTIFY_FROM` | the sender of e-mail notifications in `SLUICEBOX_NOTIFY` (required with `ses://`) |
 //! | `SLUICEBOX_SCRATCH` | scratch directory (default `/tmp/sluicebox`) |
 //! | `SLUICEBOX_SCRATCH_LIMIT_MB` | the most it may hold (default 512) |
 //! | `SLUICEBOX_MAX_ATTEMPTS` | deliveries of a task before its job fails (default 3; keep it below the queue's `maxReceiveCount`) |

@@ -26,6 +26,9 @@ pub struct Settings {
     pub stream_to: Option<String>,
     /// Over the job file's sink.
     pub sink: Option<String>,
+    /// The one DynamoDB table a job file's `[enrich] source` may name (`dynamodb://TABLE`),
+    /// `none` for no table; unset, any (the deployment's role decides).
+    pub enrich_table: Option<String>,
     /// Over the job file's chunk size, MiB.
     pub chunk_mib: Option<u64>,
     /// Told how every job ends.
@@ -71,6 +74,7 @@ impl Settings {
             archive_prefix: var("SLUICEBOX_ARCHIVE_PREFIX"),
             stream_to: var("SLUICEBOX_STREAM_TO"),
             sink: var("SLUICEBOX_SINK"),
+            enrich_table: var("SLUICEBOX_ENRICH_TABLE"),
             chunk_mib: var("SLUICEBOX_CHUNK_MIB")
                 .map(|_| number("SLUICEBOX_CHUNK_MIB", 0))
                 .transpose()?
@@ -94,11 +98,16 @@ impl Settings {
 
 /// Refuses a job file that would reach past what a function should: a reference on the
 /// function's own disk (`/proc/self/environ` holds the role's keys, and the planner would
-/// upload it next to the job), or an archive outside `SLUICEBOX_ARCHIVE_PREFIX` (or under
-/// the input prefix, where each archived object would start a job again).
+/// upload it next to the job), a reference table other than `SLUICEBOX_ENRICH_TABLE` (the
+/// role reads no other, and the job would fail chunk by chunk on access denied), or an
+/// archive outside `SLUICEBOX_ARCHIVE_PREFIX` (or under the input prefix, where each
+/// archived object would start a job again).
 pub fn within_reach(config: &JobConfig, settings: &Settings) -> Result<()> {
     if let Some(enrich) = &config.enrich {
         let source = enrich.source.as_str();
+        if let (Some(table), Some(allowed)) = (source.strip_prefix("dynamodb://"), settings.enrich_table.as_deref()) {
+            readable_table(table, allowed)?;
+        }
         let remote = ["s3://", "dynamodb://"].iter().any(|scheme| source.starts_with(scheme));
         if !remote {
             let shown = match source.contains("://") {
@@ -145,6 +154,26 @@ pub fn within_reach(config: &JobConfig, settings: &Settings) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a job file's reference table is the one `SLUICEBOX_ENRICH_TABLE` lets the
+/// function read (`allowed`: `dynamodb://TABLE` or `none`); the error says which parameter
+/// of the stack to set.
+fn readable_table(table: &str, allowed: &str) -> Result<()> {
+    let allowed_table = allowed.strip_prefix("dynamodb://").unwrap_or(allowed);
+    if table == allowed_table {
+        return Ok(());
+    }
+    let why = match allowed_table {
+        "none" => "this deployment may read no DynamoDB table for enrichment (SLUICEBOX_ENRICH_TABLE=none)".to_string(),
+        other => format!("this deployment may read only dynamodb://{other} for enrichment (SLUICEBOX_ENRICH_TABLE)"),
+    };
+    Err(Error::config(
+        "enrich.source",
+        format!(
+            "dynamodb://{table}: {why}; deploy the stack with EnrichTableName={table}, or put the reference in the bucket (s3://BUCKET/KEY)"
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -228,5 +257,68 @@ mod tests {
         }
         let err = check(&archive("incoming/done"), Some("s3://b/incoming/")).unwrap_err();
         assert!(err.contains("start a job again"), "{err}");
+    }
+
+    #[test]
+    fn a_job_file_may_enrich_only_from_the_table_the_stack_grants() {
+        let settings = |table: Option<&str>| Settings {
+            enrich_table: table.map(str::to_string),
+            ..Settings::from_vars(|n| match n {
+                "SLUICEBOX_BUCKET" | "SLUICEBOX_QUEUE" | "SLUICEBOX_LEDGER" => Some("x".into()),
+                _ => None,
+            })
+            .unwrap()
+        };
+        let check = |source: &str, table: Option<&str>| {
+            let toml = format!("[enrich]\nsource = {source:?}\nkey = \"id\"\n");
+            let config = JobConfig::from_toml(&toml, "s3://b/config/job.toml").unwrap();
+            within_reach(&config, &settings(table)).map_err(|e| e.to_string())
+        };
+        check("dynamodb://refs", Some("dynamodb://refs")).unwrap();
+        // Unset: the deployment's own role decides (a stack other than the template's).
+        check("dynamodb://refs", None).unwrap();
+        // A reference in the bucket needs no table granted.
+        check("s3://b/refs/r.csv", Some("none")).unwrap();
+        let err = check("dynamodb://orders", Some("dynamodb://refs")).unwrap_err();
+        assert!(
+            err.contains("enrich.source")
+                && err.contains("only dynamodb://refs")
+                && err.contains("EnrichTableName=orders"),
+            "{err}"
+        );
+        let err = check("dynamodb://refs", Some("none")).unwrap_err();
+        assert!(err.contains("no DynamoDB table") && err.contains("EnrichTableName=refs"), "{err}");
+    }
+
+    #[test]
+    fn the_stacks_topics_and_recipients_are_every_jobs_targets_and_email_needs_the_sender() {
+        use crate::model::config::NotifyTarget;
+        let vars = |notify: &'static str, from: Option<&'static str>| {
+            move |name: &str| match name {
+                "SLUICEBOX_BUCKET" | "SLUICEBOX_QUEUE" | "SLUICEBOX_LEDGER" => Some("x".to_string()),
+                "SLUICEBOX_NOTIFY" => Some(notify.to_string()),
+                "SLUICEBOX_NOTIFY_FROM" => from.map(str::to_string),
+                _ => None,
+            }
+        };
+        // As the template joins them: the stack's topic, yours (or ""), an e-mail per recipient (or "").
+        let all = "sns://arn:aws:sns:us-east-1:1:stack,sns://arn:aws:sns:us-east-1:1:yours,ses://ops@example.com,ses://fin@example.org";
+        let s = Settings::from_vars(vars(all, Some("jobs@example.com"))).unwrap();
+        let targets: Vec<_> = s.notify.iter().map(|n| (n.target.clone(), n.from.clone())).collect();
+        let from = Some("jobs@example.com".to_string());
+        assert_eq!(
+            targets,
+            [
+                (NotifyTarget::Sns("arn:aws:sns:us-east-1:1:stack".into()), from.clone()),
+                (NotifyTarget::Sns("arn:aws:sns:us-east-1:1:yours".into()), from.clone()),
+                (NotifyTarget::Ses("ops@example.com".into()), from.clone()),
+                (NotifyTarget::Ses("fin@example.org".into()), from),
+            ]
+        );
+        assert!(s.notify.iter().all(|n| n.on.len() == crate::model::config::OUTCOMES.len()));
+        let s = Settings::from_vars(vars("sns://arn:aws:sns:us-east-1:1:stack,,", None)).unwrap();
+        assert_eq!(s.notify.len(), 1);
+        let err = Settings::from_vars(vars("ses://ops@example.com", None)).unwrap_err().to_string();
+        assert!(err.contains("SLUICEBOX_NOTIFY.from") && err.contains("sender"), "{err}");
     }
 }
