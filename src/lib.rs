@@ -27,7 +27,8 @@
 //!   [`engine::Engine`]: the backends a job runs on.
 //! - [`batch`]: the batch engine: a job's data and life cycle ([`batch::job`]), one task
 //!   ([`batch::worker`]), the gather ([`batch::gather`]), work loops ([`batch::pool`]), jobs
-//!   from bucket events ([`batch::watch`]), notifications and the job's report page.
+//!   from bucket events ([`batch::watch`]) or a local inbox directory ([`batch::inbox`]),
+//!   notifications and the job's report page.
 //! - [`stream`]: the stream engine: records from a source (behind the
 //!   [`stream::source::RecordSource`] seam) through the pipeline into partitioned files, with
 //!   checkpoints in the ledger.

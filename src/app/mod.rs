@@ -19,7 +19,7 @@ use std::time::Duration;
 pub use batch::{plan, run, test, Plan, Ran, Run, Runner};
 #[cfg(feature = "bench")]
 pub use bench::{bench_job, bench_stream, has_duckdb};
-pub use serve::{status, stream, watch, worker, Shown, Status, StreamRequest, Watch, Worker};
+pub use serve::{status, stream, watch, worker, Shown, Status, StreamRequest, Watch, Watched, Worker};
 pub use tools::{check, ddl, init, Check, Ddl, Init};
 #[cfg(feature = "aws")]
 pub use tools::{produce, setup, ProduceRequest};
@@ -154,6 +154,38 @@ mod tests {
         b.bucket = Some("s3://b".into());
         b.ledger = Some("dynamodb://l".into());
         b.require_shared("worker").unwrap();
+    }
+
+    #[tokio::test]
+    async fn watch_takes_a_prefix_with_its_queue_or_a_directory_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = |source: &str, events: Option<&str>| Watch {
+            source: source.into(),
+            events: events.map(str::to_string),
+            config: None,
+            data_dir: dir.path().join("data"),
+            backends: Backends::default(),
+            workers: None,
+            grace: Duration::ZERO,
+            idle_exit: Some(Duration::ZERO),
+            quiet: Duration::ZERO,
+        };
+        let refused = |w: Watch| async move { super::watch(w, &mut |_| {}).await.unwrap_err().to_string() };
+        let err = refused(watch("s3://b/in/", None)).await;
+        assert!(err.contains("--events"), "{err}");
+        let inbox = dir.path().display().to_string();
+        let err = refused(watch(&inbox, Some("sqs://events"))).await;
+        assert!(err.contains("--events"), "{err}");
+        let err = refused(watch("gs://b/in/", None)).await;
+        assert!(err.contains("gs://b/in/"), "{err}");
+        let err = refused(watch(&format!("{inbox}/missing"), None)).await;
+        assert!(err.contains("missing"), "{err}");
+        let mut shared = watch(&inbox, None);
+        shared.backends.queue = Some("sqs://tasks".into());
+        let err = refused(shared).await;
+        assert!(err.contains("--queue"), "{err}");
+        // An empty inbox, watched until idle.
+        super::watch(watch(&format!("file://{inbox}"), None), &mut |o| panic!("{o}")).await.unwrap();
     }
 
     #[test]

@@ -62,37 +62,103 @@ pub async fn worker(w: Worker) -> Result<()> {
 /// `sluicebox watch`.
 #[derive(Debug, Clone)]
 pub struct Watch {
-    /// `s3://BUCKET/PREFIX`: objects created under it start jobs.
-    pub prefix: String,
-    /// The queue of the bucket's event notifications.
-    pub events: String,
+    /// `s3://BUCKET/PREFIX`: objects created under it start jobs, from the notifications in
+    /// `events`; or a local directory (a path or `file://`): an inbox, whose files start jobs
+    /// run here.
+    pub source: String,
+    /// The queue of the bucket's event notifications (for an `s3://` prefix only).
+    pub events: Option<String>,
     /// The job file for every job started.
     pub config: Option<PathBuf>,
-    /// Where references are kept.
+    /// Where references are kept; for an inbox, the embedded bucket, ledger and sink too.
     pub data_dir: PathBuf,
-    /// The shared backends.
+    /// The backends: shared ones for a prefix; for an inbox, the embedded ones unless named.
     pub backends: Backends,
-    /// Workers here (0: only start jobs).
-    pub workers: usize,
-    /// After the first stop signal, how long to finish the tasks in hand.
+    /// Workers here (a prefix: default 0, only start jobs; an inbox: default the cores).
+    pub workers: Option<usize>,
+    /// After the first stop signal, how long to finish the tasks (or the job) in hand.
     pub grace: Duration,
     /// Stop after this long without an event or a task.
     pub idle_exit: Option<Duration>,
+    /// An inbox: how long a file nobody reported closed must stay unchanged to be taken.
+    pub quiet: Duration,
 }
 
-/// Start a job for every object created under the prefix until stopped; `each` hears what
-/// became of every event.
-pub async fn watch(w: Watch, each: &mut dyn FnMut(&crate::batch::watch::Outcome)) -> Result<()> {
+/// What became of one event of `watch`: an object of a prefix, or a file of an inbox.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Watched {
+    /// An object's event.
+    Object(crate::batch::watch::Outcome),
+    /// An inbox's file.
+    File(crate::batch::inbox::Outcome),
+}
+
+impl std::fmt::Display for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Watched::Object(o) => o.fmt(f),
+            Watched::File(o) => o.fmt(f),
+        }
+    }
+}
+
+/// Start a job for every object created under the prefix, or every file that lands in the
+/// inbox, until stopped; `each` hears what became of every event or file.
+pub async fn watch(w: Watch, each: &mut dyn FnMut(&Watched)) -> Result<()> {
+    match w.source.split_once("://") {
+        Some(("s3", _)) => watch_prefix(w, each).await,
+        None | Some(("file", _)) => watch_inbox(w, each).await,
+        Some(_) => Err(Error::config("watch", format!("{}: watch an s3:// prefix or a local directory", w.source))),
+    }
+}
+
+/// `watch s3://BUCKET/PREFIX --events QUEUE`.
+async fn watch_prefix(w: Watch, each: &mut dyn FnMut(&Watched)) -> Result<()> {
+    let Some(events) = &w.events else {
+        return Err(Error::config(
+            "--events",
+            "watching an s3:// prefix needs the queue its event notifications go to",
+        ));
+    };
     w.backends.require_shared("watch")?;
     let spec = crate::engine::spec::load(w.config.as_deref(), &w.backends.overrides())?;
     job::run::needs_shared_sink(&spec)?;
     let urls = w.backends.urls();
-    let mut engine = engine(&w.data_dir, &urls, &w.prefix).await?;
+    let mut engine = engine(&w.data_dir, &urls, &w.source).await?;
     engine.notify = w.backends.notify()?;
-    let events = crate::backends::queue::open(&w.events, urls.visibility, &engine.cloud).await?;
-    let how =
-        crate::batch::watch::Serve { prefix: w.prefix, workers: w.workers, grace: w.grace, idle_exit: w.idle_exit };
+    let events = crate::backends::queue::open(events, urls.visibility, &engine.cloud).await?;
+    let how = crate::batch::watch::Serve {
+        prefix: w.source,
+        workers: w.workers.unwrap_or(0),
+        grace: w.grace,
+        idle_exit: w.idle_exit,
+    };
+    let each = &mut |o: &crate::batch::watch::Outcome| each(&Watched::Object(o.clone()));
     crate::batch::watch::serve(&engine, &spec, events.as_ref(), &how, &serve_options(&urls), each).await
+}
+
+/// `watch DIR`: the local inbox, its jobs run here on the embedded backends (or those named).
+async fn watch_inbox(w: Watch, each: &mut dyn FnMut(&Watched)) -> Result<()> {
+    if w.events.is_some() {
+        return Err(Error::config("--events", "a local directory is watched through the file system, not a queue"));
+    }
+    if w.backends.shared_queue() {
+        return Err(Error::config("--queue", "the jobs of a local inbox run here, on the in-process queue"));
+    }
+    let workers = w.workers.unwrap_or_else(cores);
+    if workers == 0 {
+        return Err(Error::config("--workers", "a local inbox runs its jobs here: at least 1"));
+    }
+    let spec = crate::engine::spec::load(w.config.as_deref(), &w.backends.overrides())?;
+    let dir = crate::batch::inbox::open_dir(&w.source)?;
+    let urls = w.backends.urls();
+    let mut engine = engine(&w.data_dir, &urls, &dir.display().to_string()).await?;
+    engine.notify = w.backends.notify()?;
+    let opts = RunOptions { workers, ..serve_options(&urls) };
+    let how = crate::batch::inbox::Inbox { dir: w.source, quiet: w.quiet, grace: w.grace, idle_exit: w.idle_exit };
+    let each = &mut |o: &crate::batch::inbox::Outcome| each(&Watched::File(o.clone()));
+    crate::batch::inbox::serve(&engine, &spec, &how, &opts, each).await
 }
 
 /// `sluicebox stream`.

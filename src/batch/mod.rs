@@ -1,9 +1,11 @@
 //! The batch engine: a job's data and life cycle ([`job`]: plan, enqueue, run, submit, wait),
 //! one task worked ([`worker`]), the gather that merges and completes a job exactly once
 //! ([`gather`]), work loops in this process ([`pool`]), jobs started by bucket events
-//! ([`watch`]), how a job ended told ([`notify`]) and its page ([`report`]).
+//! ([`watch`]) or by files landing in a local directory ([`inbox`]), how a job ended told
+//! ([`notify`]) and its page ([`report`]).
 
 pub mod gather;
+pub mod inbox;
 pub mod job;
 pub mod notify;
 pub mod pool;

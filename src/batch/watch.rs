@@ -68,7 +68,8 @@ pub fn decode_key(key: &str) -> String {
 }
 
 /// What [`watch_once`] did with one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// A job was planned and enqueued for the object.
     Started {

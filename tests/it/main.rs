@@ -15,6 +15,7 @@ mod ddl;
 mod faults;
 mod forecast;
 mod fuzz_corpus;
+mod inbox;
 mod init;
 mod kill;
 mod lambda;

@@ -47,7 +47,9 @@ pub enum Command {
     /// tasks in hand; a second signal, or --grace-secs later: give them back to the queue).
     Worker(crate::serve::WorkerArgs),
     /// Start a job for every object created under PREFIX (s3://BUCKET/PREFIX), from the S3
-    /// event notifications in --events; with --workers, also work the jobs here.
+    /// event notifications in --events (with --workers, also work the jobs here); or for every
+    /// file that lands in the local directory DIR once it is complete, run here, each file once
+    /// across restarts.
     Watch(crate::serve::WatchArgs),
     /// Generate synthetic orders, run the orders pipeline on them and report throughput.
     #[cfg(feature = "bench")]

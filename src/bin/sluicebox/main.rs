@@ -63,7 +63,10 @@ async fn command(command: Command) -> sluicebox::Result<()> {
             verdict
         }
         Command::Worker(a) => app::worker(a.request()).await,
-        Command::Watch(a) => app::watch(a.request(), &mut |o| drop(emit(&o.to_string()))).await,
+        Command::Watch(a) => {
+            let json = a.json;
+            app::watch(a.request(), &mut |o| drop(show(json, o))).await
+        }
         Command::Stream(a) => show(a.json, &app::stream(a.request()).await?),
         Command::Ddl(a) => emit(&app::ddl(a.request())?),
         #[cfg(feature = "bench")]

@@ -62,28 +62,49 @@ pub struct StatusArgs {
 
 #[derive(clap::Args)]
 pub struct WatchArgs {
-    /// `s3://BUCKET/PREFIX`: objects created under it start jobs.
-    pub prefix: String,
-    /// The queue S3 sends the bucket's event notifications to (`sqs://NAME` or a queue URL).
+    /// `s3://BUCKET/PREFIX`: objects created under it start jobs (with --events); or a local
+    /// directory (a path or `file://`): an inbox, where every file that lands starts a job run
+    /// here, once it is closed after writing or renamed in.
+    #[arg(value_name = "PREFIX|DIR")]
+    pub source: String,
+    /// The queue S3 sends the bucket's event notifications to (`sqs://NAME` or a queue URL);
+    /// for an s3:// prefix only.
     #[arg(long)]
-    pub events: String,
+    pub events: Option<String>,
     /// Job definition (TOML) for every job started.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// Where lookups and fetched references are kept.
+    /// Where lookups and fetched references are kept; for an inbox, also the embedded bucket,
+    /// ledger and sink tables, as for `run`.
     #[arg(long, default_value = "sluicebox-data")]
     pub data_dir: PathBuf,
-    /// Also work tasks here with this many workers (default 0: only start jobs).
-    #[arg(long, default_value_t = 0)]
-    pub workers: usize,
-    /// After the first stop signal, seconds to finish the tasks in hand before giving them back.
+    /// Work tasks here with this many workers (default: for a prefix 0, only start jobs; for
+    /// an inbox the number of cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// After the first stop signal, seconds to finish the tasks (an inbox: the job) in hand
+    /// before giving them back (an inbox's job resumes at the next start).
     #[arg(long, default_value_t = 30)]
     pub grace_secs: u64,
     /// Exit after this many seconds without an event or a task (default: run until stopped).
     #[arg(long)]
     pub idle_exit_secs: Option<u64>,
+    /// An inbox: seconds a file must stay unchanged to be taken when no close was reported
+    /// (files there at start-up or after lost events; every file where the system reports no
+    /// close, as on macOS).
+    #[arg(long, default_value = "2", value_parser = seconds)]
+    pub quiet_secs: Duration,
+    /// Print what became of each file or object as one JSON line.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub backends: Backends,
+}
+
+/// A number of seconds, fractions allowed.
+fn seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 #[derive(clap::Args)]
@@ -194,7 +215,7 @@ impl WatchArgs {
     /// The request.
     pub fn request(self) -> app::Watch {
         app::Watch {
-            prefix: self.prefix,
+            source: self.source,
             events: self.events,
             config: self.config,
             data_dir: self.data_dir,
@@ -202,6 +223,7 @@ impl WatchArgs {
             workers: self.workers,
             grace: Duration::from_secs(self.grace_secs),
             idle_exit: self.idle_exit_secs.map(Duration::from_secs),
+            quiet: self.quiet_secs,
         }
     }
 }
