@@ -38,6 +38,22 @@ pub async fn run_all(sink: &dyn Sink) {
     versions_decide_what_is_stored(sink).await;
     staged_items_are_stored_when_their_job_is_published(sink).await;
     a_discarded_stage_is_never_stored(sink).await;
+    an_upsert_is_stored_at_once_by_version(sink).await;
+}
+
+/// `upsert` (a stream's writes, with no gather to publish them) stores its items when it
+/// returns, each job's by version: a replayed older item never replaces a newer one.
+async fn an_upsert_is_stored_at_once_by_version(sink: &dyn Sink) {
+    // Many jobs (a stream's arrival times) in one batch, keys in any order.
+    let items: Vec<SinkItem> =
+        (0..50u64).map(|i| of_job(&format!("u{}", (i * 7) % 50), 5_000 + i, i, rec(i as i64, "first", 1.0))).collect();
+    sink.upsert(items).await.unwrap();
+    let all = sink.read_all().await.unwrap();
+    assert_eq!((0..50).filter(|i| all.contains_key(&format!("u{i}"))).count(), 50, "stored without a publish");
+    sink.upsert(vec![of_job("u0", 9_000, 1, rec(0, "newer", 2.0))]).await.unwrap();
+    sink.upsert(vec![of_job("u0", 5_000, 0, rec(0, "replayed", 3.0))]).await.unwrap();
+    let expected = if sink.orders_by_seq() { "newer" } else { "replayed" };
+    assert_eq!(sink.read_all().await.unwrap()["u0"]["name"], json!(expected));
 }
 
 /// Rewrites never duplicate; of one key's items the newest version is stored (or, for a sink

@@ -154,11 +154,25 @@ pub struct SinkLimits {
 /// - `discard` drops what was staged for a job that will never be published (a run of a job
 ///   made anew with `--force`); it does nothing to stored items, nor for a job with nothing
 ///   staged.
+/// - `upsert` stores a batch at once, by the rules above, staged or not: on `Ok` its items
+///   are stored (a stream's records, which no gather publishes).
 /// - `read_all` returns every stored item by key (for verification and tests; a scan).
 #[async_trait]
 pub trait Sink: Send + Sync + std::fmt::Debug {
     /// Upsert a batch (or stage it, until `publish`).
     async fn write(&self, items: Vec<SinkItem>) -> Result<()>;
+    /// Upsert a batch and store it now: [`Sink::write`], then [`Sink::publish`] of each of its
+    /// jobs. A staging sink may store it more directly.
+    async fn upsert(&self, items: Vec<SinkItem>) -> Result<()> {
+        let mut jobs: Vec<u64> = items.iter().map(|i| i.job).collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        self.write(items).await?;
+        for job in jobs {
+            self.publish(job).await?;
+        }
+        Ok(())
+    }
     /// Store what was staged for `job` (the items' [`SinkItem::job`]). Required, so that a
     /// wrapper cannot forget to pass it on.
     async fn publish(&self, job: u64) -> Result<()>;

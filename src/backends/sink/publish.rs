@@ -194,6 +194,13 @@ impl Sink for PublishSink {
         self.publish_items(&items).await
     }
 
+    async fn upsert(&self, items: Vec<SinkItem>) -> Result<()> {
+        if let Some(inner) = &self.inner {
+            inner.upsert(items.clone()).await?;
+        }
+        self.publish_items(&items).await
+    }
+
     async fn publish(&self, job: u64) -> Result<()> {
         match &self.inner {
             Some(inner) => inner.publish(job).await,

@@ -240,6 +240,72 @@ impl SqliteSink {
         appended
     }
 
+    /// Upsert `items` into the table now, in key order, in one transaction: a stream's
+    /// batch, which no gather publishes (and which is far smaller than a job's stage).
+    fn upsert_blocking(&self, items: &[SinkItem]) -> Result<()> {
+        let mut order: Vec<&SinkItem> = items.iter().collect();
+        order.sort_unstable_by(|a, b| (&a.key, a.job, a.seq).cmp(&(&b.key, b.job, b.seq)));
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut upsert = tx.prepare(&self.upsert_sql())?;
+            let mut columns = self.fields.clone().map(Projection::new);
+            for item in order {
+                upsert.raw_bind_parameter(1, item.key.as_str())?;
+                upsert.raw_bind_parameter(2, item.job as i64)?;
+                upsert.raw_bind_parameter(3, item.seq as i64)?;
+                match &mut columns {
+                    Some(columns) => {
+                        let mut i = 4;
+                        let mut bound = Ok(());
+                        columns.each(&item.record, |value| {
+                            let text;
+                            let cell = match value {
+                                Some(v @ (Value::Object(_) | Value::Array(_))) => {
+                                    text = v.to_string();
+                                    Cell::Text(&text)
+                                }
+                                other => to_cell(other),
+                            };
+                            if bound.is_ok() {
+                                bound = upsert.raw_bind_parameter(i, cell_sql(cell));
+                            }
+                            i += 1;
+                        });
+                        bound?;
+                    }
+                    None => {
+                        let json = serde_json::to_string(&item.record)
+                            .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "encode record", e))?;
+                        upsert.raw_bind_parameter(4, json)?;
+                    }
+                }
+                upsert.raw_execute()?;
+            }
+        }
+        tx.commit().map_err(|e| {
+            Error::backend(crate::error::Backend::Sqlite, format!("cannot upsert into sink table {}", self.table), e)
+        })
+    }
+
+    /// The statement that upserts one row (`_key`, `_job`, `_seq`, then the columns) unless
+    /// the stored row has a later version.
+    fn upsert_sql(&self) -> String {
+        let t = quoted(&self.table);
+        let columns = self.names();
+        let set: Vec<String> = columns.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        let marks: Vec<String> = (0..columns.len()).map(|i| format!("?{}", i + 4)).collect();
+        // A stored row of a later job, or a later record of this one, stays.
+        format!(
+            "INSERT INTO {t} (_key, _job, _seq, {}) VALUES (?1, ?2, ?3, {}) \
+             ON CONFLICT (_key) DO UPDATE SET _job = excluded._job, _seq = excluded._seq, {} \
+             WHERE (excluded._job, excluded._seq) >= ({t}._job, {t}._seq)",
+            columns.join(", "),
+            marks.join(", "),
+            set.join(", ")
+        )
+    }
+
     /// Upsert every staged row of `job` in key order, in one transaction, then drop the stage.
     fn publish_blocking(&self, job: u64) -> Result<()> {
         self.files.lock().unwrap_or_else(|p| p.into_inner()).remove(&job);
@@ -250,21 +316,9 @@ impl SqliteSink {
         }
         let started = std::time::Instant::now();
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let t = quoted(&self.table);
-        let columns = self.names();
-        let set: Vec<String> = columns.iter().map(|c| format!("{c} = excluded.{c}")).collect();
-        let marks: Vec<String> = (0..columns.len()).map(|i| format!("?{}", i + 4)).collect();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
-            // A stored row of a later job, or a later record of this one, stays.
-            let mut upsert = tx.prepare(&format!(
-                "INSERT INTO {t} (_key, _job, _seq, {}) VALUES (?1, ?2, ?3, {}) \
-                 ON CONFLICT (_key) DO UPDATE SET _job = excluded._job, _seq = excluded._seq, {} \
-                 WHERE (excluded._job, excluded._seq) >= ({t}._job, {t}._seq)",
-                columns.join(", "),
-                marks.join(", "),
-                set.join(", ")
-            ))?;
+            let mut upsert = tx.prepare(&self.upsert_sql())?;
             stage.merge(&mut |row| {
                 upsert.raw_bind_parameter(1, row.key)?;
                 // SQLite integers are signed 64-bit; job and seq use at most 63 bits.
@@ -345,6 +399,13 @@ impl Sink for SqliteSink {
         })
         .await
         .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "sink task failed", e))?
+    }
+
+    async fn upsert(&self, items: Vec<SinkItem>) -> Result<()> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.upsert_blocking(&items))
+            .await
+            .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "sink task failed", e))?
     }
 
     async fn publish(&self, job: u64) -> Result<()> {
