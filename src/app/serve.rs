@@ -1,6 +1,7 @@
 //! The commands that serve or watch: `worker`, `watch`, `stream`, and `status`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -166,8 +167,9 @@ async fn watch_inbox(w: Watch, each: &mut dyn FnMut(&Watched)) -> Result<()> {
 pub struct StreamRequest {
     /// Where records come from (`--from`).
     pub from: Vec<String>,
-    /// Where files go: `s3://BUCKET/PREFIX` or a directory.
-    pub to: String,
+    /// Where files go: `s3://BUCKET/PREFIX` or a directory. Without it, kept records go only
+    /// to the job's `[sink]` table and rejects under `streams/` of the data dir's bucket.
+    pub to: Option<String>,
     /// The job file.
     pub config: Option<PathBuf>,
     /// Where the local ledger and fetched references live.
@@ -188,15 +190,23 @@ pub async fn stream(r: StreamRequest) -> Result<crate::stream::Report> {
     use crate::stream::{Options, Source, Stream};
     let from = Source::parse(&r.from)?;
     let spec = crate::engine::spec::load(r.config.as_deref(), &crate::engine::spec::Overrides::default())?;
-    let urls = BackendUrls { bucket: Some(r.to.clone()), ledger: r.ledger, ..BackendUrls::embedded() };
+    let urls = BackendUrls { bucket: r.to.clone(), ledger: r.ledger, ..BackendUrls::embedded() };
     let first = match &from {
         Source::Files(files) => files[0].clone(),
         _ => String::new(),
     };
     let engine = engine(&r.data_dir, &urls, &first).await?;
     let lookup = engine.open_lookup(spec.enrich.as_ref()).await?;
-    let stream = Stream::new(&engine, spec, lookup, engine.bucket.clone());
-    let opts = Options { from, to: r.to, name: r.name, idle_exit: r.idle_exit, latest: r.latest };
+    let (stream, to) = match r.to {
+        Some(to) => (Stream::new(&engine, spec, lookup, engine.bucket.clone())?, to),
+        None => {
+            let table = spec.sink.target.table().unwrap_or_default().to_string();
+            let rejects: Arc<dyn object_store::ObjectStore> =
+                Arc::new(object_store::prefix::PrefixStore::new(engine.bucket.clone(), "streams"));
+            (Stream::new(&engine, spec, lookup, rejects)?.sink_only()?, format!("table {table}"))
+        }
+    };
+    let opts = Options { from, to, name: r.name, idle_exit: r.idle_exit, latest: r.latest };
     let stop = async {
         let _ = crate::batch::pool::stop_signal().await;
         tracing::warn!("stopping: writing what is buffered");

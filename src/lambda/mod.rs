@@ -403,7 +403,7 @@ impl Function {
         let spec = self.spec().await?;
         let lookup = self.stream_lookup(&spec).await?;
         let dest = crate::backends::bucket::open(&to, &self.engine.cloud)?;
-        let stream = Stream::new(&self.engine, (*spec).clone(), lookup, dest);
+        let stream = Stream::new(&self.engine, (*spec).clone(), lookup, dest)?;
         Ok((stream, to))
     }
 

@@ -142,6 +142,8 @@ mod tests {
             time_field: None,
             errors: "errors".into(),
             source: None,
+            sink: false,
+            files: true,
         });
         let mut helpers = Helpers::new(prep);
         assert!(!helpers.busy() && helpers.next(false).is_none());

@@ -36,6 +36,7 @@ pub use self::source::Source;
 use self::writer::{Group, Writer};
 use crate::backends::ledger::StateStore;
 use crate::backends::lookup::LookupTable;
+use crate::backends::sink::{Sink, SinkShape};
 use crate::engine::spec::JobSpec;
 use crate::error::{Error, Result};
 use crate::model::config::{Compression, StreamConfig};
@@ -76,19 +77,46 @@ pub struct Stream {
     pub inputs: Arc<dyn ObjectStore>,
     /// The cloud configuration (Kinesis).
     pub cloud: crate::backends::cloud::Cloud,
+    /// The job's sink, when its `[sink]` names a table (or publishes): kept records are
+    /// upserted into it by key, a later arrival winning.
+    pub sink: Option<Arc<dyn Sink>>,
+    /// Whether kept records go into files in `dest` too (else only rejects do).
+    pub files: bool,
 }
 
 impl Stream {
     /// A stream of `spec` on `engine`'s ledger, inputs and cloud, enriched from `lookup`,
-    /// writing files into `dest`.
+    /// writing files into `dest`, and into the job's sink when its `[sink]` names a table or
+    /// publishes (a stream has no default table: one is written only when named).
     pub fn new(
         engine: &crate::engine::Engine,
         spec: JobSpec,
         lookup: Option<Arc<LookupTable>>,
         dest: Arc<dyn ObjectStore>,
-    ) -> Stream {
+    ) -> Result<Stream> {
         let (ledger, inputs, cloud) = (engine.ledger.clone(), engine.inputs.clone(), engine.cloud.clone());
-        Stream { spec, lookup, ledger, dest, inputs, cloud }
+        let sink = match (spec.sink.target.table(), &spec.sink.publish) {
+            (None, None) => None,
+            (table, _) => {
+                let fields =
+                    spec.output_fields.as_ref().map(|f| f.iter().map(|n| (n.clone(), spec.field_type(n))).collect());
+                let shape = SinkShape { table: table.unwrap_or_default().to_string(), fields };
+                engine.open_sink(&spec.sink, &shape)?
+            }
+        };
+        Ok(Stream { spec, lookup, ledger, dest, inputs, cloud, sink, files: true })
+    }
+
+    /// Only rejects go into files: kept records go only to the sink (there must be one).
+    pub fn sink_only(mut self) -> Result<Stream> {
+        if self.sink.is_none() {
+            return Err(Error::config(
+                "--to",
+                "name where files go, or a [sink] table for the records (a stream has no default table)",
+            ));
+        }
+        self.files = false;
+        Ok(self)
     }
 
     /// Run until the source ends, `opts.idle_exit` passes without a record, or `stop`
@@ -111,14 +139,20 @@ impl Stream {
             hold: Duration::from_secs(u64::from(config.max_age_s) + 120),
         };
         let source = source::open(&opts.from, opening).await?;
-        let (writer, saved) =
-            Writer::open(self.dest.clone(), self.ledger.clone(), name.clone(), self.spec.clone(), source.clone())
-                .await?;
+        let (writer, saved) = Writer::open(
+            self.dest.clone(),
+            self.ledger.clone(),
+            name.clone(),
+            self.spec.clone(),
+            source.clone(),
+            self.sink.clone(),
+        )
+        .await?;
         let (tx, rx) = mpsc::channel(8);
         let (group_tx, group_rx) = mpsc::channel::<Group>(2);
         let resume = saved.shards.clone();
-        let reader =
-            Reader::new(&self.spec, self.lookup.clone(), &config, saved, group_tx, opts.idle_exit, opts.from.name())?;
+        let targets = reader::Targets { source: opts.from.name(), sink: self.sink.clone(), files: self.files };
+        let reader = Reader::new(&self.spec, self.lookup.clone(), &config, saved, group_tx, opts.idle_exit, targets)?;
 
         // The channel closes only once the source's result is in: an error that ended the
         // source is the run's, and a source the run stopped is stopped, whatever it was doing.
@@ -139,7 +173,8 @@ impl Stream {
         if let Ok(Err(e)) = ended.try_recv() {
             return Err(e);
         }
-        Ok(Report { name, ..counts }.with_files(written, started.elapsed().as_secs_f64()))
+        let sink = self.sink.as_ref().and(self.spec.sink.target.table()).map(str::to_string);
+        Ok(Report { name, sink, ..counts }.with_files(written, started.elapsed().as_secs_f64()))
     }
 }
 

@@ -14,7 +14,7 @@ use super::file::ms_time;
 use super::prep::Ready;
 use super::state::{Pos, Saved};
 use crate::model::config::StreamConfig;
-use crate::model::record::Reject;
+use crate::model::record::{Reject, SinkItem};
 
 /// Where a record goes.
 #[derive(Debug, PartialEq)]
@@ -23,12 +23,14 @@ pub enum Placement {
     Skipped,
     /// A transform dropped it.
     Filtered,
-    /// Into its partition's buffer, as this line.
+    /// Into its partition's buffer, as this line (and into the sink, as this item).
     Row {
         /// The partition.
         partition: String,
         /// The line.
         line: Vec<u8>,
+        /// Its sink item, when the stream has a sink.
+        item: Option<Box<SinkItem>>,
     },
     /// Into an error file of the day it arrived, as this error line.
     Reject {
@@ -63,10 +65,10 @@ impl Placer {
         let mut reject = match ready {
             Ready::Filtered => return Placement::Filtered,
             Ready::Row { partition, .. } if self.saved.covers(&partition, shard, pos) => return Placement::Skipped,
-            Ready::Row { partition, line } if self.admit(&partition, arrival_ms) => {
-                return Placement::Row { partition, line }
+            Ready::Row { partition, line, item } if self.admit(&partition, arrival_ms) => {
+                return Placement::Row { partition, line, item }
             }
-            Ready::Row { partition, line } => over_budget(&self.config, &partition, shard, &line),
+            Ready::Row { partition, line, .. } => over_budget(&self.config, &partition, shard, &line),
             Ready::Rejected(reject) => reject,
         };
         let partition = format!("{}/{}", self.errors, ms_time(arrival_ms).format("dt=%Y-%m-%d"));
@@ -158,7 +160,7 @@ mod tests {
     }
 
     fn row(partition: &str) -> Ready {
-        Ready::Row { partition: partition.into(), line: b"{\"id\":1}\n".to_vec() }
+        Ready::Row { partition: partition.into(), line: b"{\"id\":1}\n".to_vec(), item: None }
     }
 
     fn reject() -> Reject {
@@ -184,11 +186,11 @@ mod tests {
         assert_eq!(p.place("s", &Pos::N(5), 1, NOV_1, row("p")), Placement::Skipped, "covered in its partition");
         assert_eq!(
             p.place("s", &Pos::N(5), 1, NOV_1, row("q")),
-            Placement::Row { partition: "q".into(), line: b"{\"id\":1}\n".to_vec() }
+            Placement::Row { partition: "q".into(), line: b"{\"id\":1}\n".to_vec(), item: None }
         );
         assert_eq!(
             p.place("t", &Pos::N(5), 1, NOV_1, row("p")),
-            Placement::Row { partition: "p".into(), line: b"{\"id\":1}\n".to_vec() }
+            Placement::Row { partition: "p".into(), line: b"{\"id\":1}\n".to_vec(), item: None }
         );
         assert_eq!(p.place("s", &Pos::N(3), 1, NOV_1, Ready::Filtered), Placement::Filtered);
         let covered = p.place("s", &Pos::N(6), 1, NOV_1, Ready::Rejected(reject()));

@@ -13,7 +13,7 @@ use super::source::{files::MAX_RECORD_BYTES, Block};
 use crate::engine::pipeline::{Encoder, Input, Pipeline};
 use crate::error::Result;
 use crate::model::config::OutputFormat;
-use crate::model::record::{Fault, Outcome, Reject, Row, StreamPlace};
+use crate::model::record::{Fault, Outcome, Reject, Row, SinkItem, StreamPlace};
 
 /// How far ahead of the clock a record's `time_field` may be.
 const MAX_DAYS_AHEAD: i64 = 1;
@@ -31,17 +31,25 @@ pub struct Prep {
     /// The source's name for record metadata (`$meta.source`), when it is not the shard's
     /// (a file's records name their file).
     pub source: Option<String>,
+    /// Whether kept records go to a sink: each gets an item whose version is its arrival
+    /// time, then its place in the run (a replayed record never replaces a later one).
+    pub sink: bool,
+    /// Whether kept records go into files (with `--to`).
+    pub files: bool,
 }
 
 /// A record ready to be placed.
 #[derive(Debug, PartialEq)]
 pub enum Ready {
-    /// A kept record: its partition and encoded line.
+    /// A kept record: its partition and encoded line, and its sink item.
     Row {
         /// Its partition.
         partition: String,
-        /// Its line.
+        /// Its line (empty when the stream writes no files).
         line: Vec<u8>,
+        /// Its item, when the stream has a sink: versioned by its arrival (see
+        /// [`Prep::sink`]).
+        item: Option<Box<SinkItem>>,
     },
     /// A rejected record; its error line names its position, known when it is placed.
     Rejected(Reject),
@@ -110,11 +118,20 @@ impl Prep {
 
     /// A record's partition and line, or why it has none.
     pub fn ready(&self, outcome: Outcome, shard: &str, arrival_ms: i64, encoder: &mut Encoder) -> Ready {
-        let row = match outcome {
-            Outcome::Written(item) => item.record,
+        let (row, item) = match outcome {
+            Outcome::Written(item) => {
+                let SinkItem { key, seq, record, .. } = item;
+                (record, self.sink.then_some((key, seq)))
+            }
             Outcome::Rejected(r) => return Ready::Rejected(r),
             Outcome::Filtered => return Ready::Filtered,
         };
+        let item = |row: Row| {
+            item.map(|(key, seq)| Box::new(SinkItem { key, job: arrival_ms.max(0) as u64, seq, record: row }))
+        };
+        if !self.files {
+            return Ready::Row { partition: String::new(), line: Vec::new(), item: item(row) };
+        }
         let reject = |fault: Fault| {
             Ready::Rejected(Reject {
                 input: shard.to_string(),
@@ -140,7 +157,7 @@ impl Prep {
         // Parquet files are made from JSON Lines when they are written: a line is far smaller
         // in a buffer than the row it encodes.
         encoder.encode(&row);
-        Ready::Row { partition, line: encoder.take() }
+        Ready::Row { partition, line: encoder.take(), item: item(row) }
     }
 
     /// The record's time for the template: its `time_field`, else when it arrived.

@@ -27,7 +27,7 @@ use crate::engine::pipeline::{Encoder, Input, Pipeline};
 use crate::engine::spec::JobSpec;
 use crate::error::{Error, Result};
 use crate::model::config::{Compression, Format, OutputFormat, StreamConfig};
-use crate::model::record::{Fault, Origin, Outcome, StreamPlace};
+use crate::model::record::{Fault, Origin, Outcome, SinkItem, StreamPlace};
 
 /// The time now, in ms since the Unix epoch.
 fn now_ms() -> i64 {
@@ -54,7 +54,30 @@ struct News {
     shards: Vec<String>,
     arrivals: Vec<Arrival>,
     ended: Vec<u32>,
+    /// Kept records' sink items, in order.
+    items: Vec<SinkItem>,
 }
+
+/// Where a stream's records go besides its reader, and its source's name.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    /// The source's name for `$meta.source` (see [`Prep::source`]).
+    pub source: Option<String>,
+    /// The job's sink, when kept records go there: a record it would refuse (too large, an
+    /// empty key) is a reject.
+    pub sink: Option<Arc<dyn crate::backends::sink::Sink>>,
+    /// Kept records go into files (else only rejects do).
+    pub files: bool,
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Targets { source: None, sink: None, files: true }
+    }
+}
+
+/// The longest a kept record waits for its sink write when no file is due sooner.
+const SINK_DELAY: Duration = Duration::from_secs(1);
 
 /// The reader, run on a blocking thread.
 pub struct Reader {
@@ -85,7 +108,7 @@ impl Reader {
         saved: Saved,
         out: mpsc::Sender<Group>,
         idle: Option<Duration>,
-        source: Option<String>,
+        targets: Targets,
     ) -> Result<Self> {
         let template = config.partition.as_deref().map(Template::parse).transpose()?;
         let limits = Limits {
@@ -107,11 +130,14 @@ impl Reader {
         }
         let errors = config.errors.trim_matches('/').to_string();
         let prep = Arc::new(Prep {
-            pipeline: Pipeline::new(spec, lookup.clone(), spec.output_fields.clone()),
+            pipeline: Pipeline::new(spec, lookup.clone(), spec.output_fields.clone())
+                .with_sink_limits(targets.sink.clone()),
             template,
             time_field: config.time_field.clone(),
             errors: errors.clone(),
-            source,
+            source: targets.source,
+            sink: targets.sink.is_some(),
+            files: targets.files,
         });
         Ok(Reader {
             helpers: Helpers::new(prep.clone()),
@@ -152,7 +178,10 @@ impl Reader {
             let idle_left = self.idle.map(|d| d.saturating_sub(last_record.elapsed()));
             // Blocks with the helpers are looked for every millisecond.
             let busy = self.helpers.busy().then_some(Duration::from_millis(1));
-            let wait = [wait, idle_left, busy].into_iter().flatten().min().unwrap_or(Duration::from_secs(3600));
+            // Records met but not yet told (sink writes, checkpoints without files) go soon.
+            let told = (!self.news.items.is_empty() || !self.prep.files && !self.news.arrivals.is_empty())
+                .then_some(SINK_DELAY);
+            let wait = [wait, idle_left, busy, told].into_iter().flatten().min().unwrap_or(Duration::from_secs(3600));
             let next = handle.block_on(async {
                 tokio::select! {
                     d = rx.recv() => d.map_or(Next::Closed, Next::Got),
@@ -161,6 +190,7 @@ impl Reader {
                 }
             });
             let mut cut = Vec::new();
+            let tick = matches!(next, Next::Tick);
             match next {
                 Next::Got(Delivery::Records { shard, records }) => {
                     last_record = Instant::now();
@@ -192,7 +222,9 @@ impl Reader {
                 }
             }
             cut.extend(self.batcher.due(now_ms()));
-            if !cut.is_empty() || self.news.arrivals.len() >= MAX_NEWS {
+            let sink_due = self.news.items.len() >= self.spec.sink.batch.max(1) * 4
+                || tick && (!self.news.items.is_empty() || !self.prep.files && !self.news.arrivals.is_empty());
+            if !cut.is_empty() || self.news.arrivals.len() >= MAX_NEWS || sink_due {
                 self.send(cut, false)?;
             }
         }
@@ -251,8 +283,8 @@ impl Reader {
             Some(e) => e.clone(),
             None => self.encoding(self.spec.output_fields.clone())?,
         };
-        let News { shards, arrivals, ended } = std::mem::take(&mut self.news);
-        let group = Group { shards, arrivals, ended, batches, encoding, last };
+        let News { shards, arrivals, ended, items } = std::mem::take(&mut self.news);
+        let group = Group { shards, arrivals, ended, batches, encoding, items, last };
         // A send fails only when the writer stopped on an error, which it returns.
         self.out
             .blocking_send(group)
@@ -387,8 +419,26 @@ impl Reader {
             Placement::Reject { .. } => &mut self.counts.rejected,
         };
         *count += 1;
+        let mut placement = placement;
+        if let Placement::Row { item: Some(item), .. } = &mut placement {
+            // A block's records are numbered from 1 by its helper: the version is the
+            // record's arrival, then its place among the shard's records in this run.
+            item.job = arrival_ms.max(0) as u64;
+            item.seq = SinkItem::seq_of(shard, number);
+        }
         let (partition, line) = match placement {
-            Placement::Row { partition, line } | Placement::Reject { partition, line } => (partition, line),
+            Placement::Row { item, .. } if !self.prep.files => {
+                // No files: the record is accounted for once its sink write is done, which
+                // comes before the group's checkpoints and acknowledgements.
+                self.news.items.extend(item.map(|i| *i));
+                self.news.arrivals.push(Arrival::Settled { shard, pos, ack });
+                return;
+            }
+            Placement::Row { partition, line, item } => {
+                self.news.items.extend(item.map(|i| *i));
+                (partition, line)
+            }
+            Placement::Reject { partition, line } => (partition, line),
             Placement::Skipped | Placement::Filtered => {
                 self.news.arrivals.push(Arrival::Settled { shard, pos, ack });
                 return;
@@ -418,7 +468,7 @@ mod tests {
         let mut saved = Saved::default();
         saved.shards.insert("s".into(), SavedShard { checkpoint: Some("2".into()), ended: false });
         let (group_tx, mut group_rx) = mpsc::channel(16);
-        let reader = Reader::new(&spec, None, &config, saved, group_tx, None, None).unwrap();
+        let reader = Reader::new(&spec, None, &config, saved, group_tx, None, Targets::default()).unwrap();
         let (tx, rx) = mpsc::channel(4);
         let records = (1..=5)
             .map(|n| SourceRecord {
@@ -464,7 +514,8 @@ mod tests {
         let mut saved = Saved::default();
         saved.shards.insert("s".into(), SavedShard { checkpoint: Some("1000000".into()), ended: false });
         let (group_tx, mut group_rx) = mpsc::channel(16);
-        let reader = Reader::new(&spec, None, &StreamConfig::default(), saved, group_tx, None, None).unwrap();
+        let reader =
+            Reader::new(&spec, None, &StreamConfig::default(), saved, group_tx, None, Targets::default()).unwrap();
         let (tx, rx) = mpsc::channel(4);
         let handle = tokio::runtime::Handle::current();
         let read = tokio::task::spawn_blocking(move || reader.run(rx, Box::pin(std::future::pending()), handle));

@@ -11,7 +11,7 @@ pub struct Report {
     pub name: String,
     /// Records read.
     pub records: u64,
-    /// Records written to files.
+    /// Records kept: written to files, the sink, or both.
     pub written: u64,
     /// Records rejected (in files under the errors prefix).
     pub rejected: u64,
@@ -33,6 +33,12 @@ pub struct Report {
     pub seconds: f64,
     /// Records read per second.
     pub records_per_s: f64,
+    /// The sink table kept records were upserted into, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sink: Option<String>,
+    /// Records upserted into the sink (a record read again after a restart counts again; its
+    /// write changes nothing).
+    pub upserted: u64,
 }
 
 /// What the writer wrote.
@@ -46,13 +52,16 @@ pub struct Written {
     pub sizes: Vec<u64>,
     /// Files by why their buffer was cut.
     pub cuts: BTreeMap<String, u64>,
+    /// Records upserted into the sink.
+    pub upserted: u64,
 }
 
 impl Report {
     /// The report of a run `seconds` long: the reader's counts (in `self`) and what the writer
     /// wrote.
     pub fn with_files(mut self, written: Written, seconds: f64) -> Self {
-        let Written { files, error_files, mut sizes, cuts } = written;
+        let Written { files, error_files, mut sizes, cuts, upserted } = written;
+        self.upserted = upserted;
         self.files = files;
         self.error_files = error_files;
         sizes.sort_unstable();
@@ -90,7 +99,11 @@ impl std::fmt::Display for Report {
             t(self.file_bytes[1]),
             t(self.file_bytes[2]),
             t(self.error_files)
-        )
+        )?;
+        match &self.sink {
+            Some(table) => write!(f, "\n{} records upserted into {table}", t(self.upserted)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -102,7 +115,8 @@ mod tests {
     fn the_report_sums_the_files_and_names_their_smallest_median_and_largest() {
         let counts = Report { name: "s".into(), records: 3000, written: 2990, rejected: 10, ..Report::default() };
         let cuts = BTreeMap::from([("size".to_string(), 2), ("end".to_string(), 2)]);
-        let written = Written { files: 3, error_files: 1, sizes: vec![900, 100, 5000], cuts: cuts.clone() };
+        let written =
+            Written { files: 3, error_files: 1, sizes: vec![900, 100, 5000], cuts: cuts.clone(), upserted: 0 };
         let r = counts.with_files(written, 2.0);
         assert_eq!((r.files, r.error_files, r.bytes, r.file_bytes), (3, 1, 6000, [100, 900, 5000]));
         assert_eq!((&r.cuts, r.records_per_s), (&cuts, 1500.0));

@@ -15,6 +15,7 @@ use super::report::Written;
 use super::source::RecordSource;
 use super::state::{Pending, Pos, Saved, Track};
 use crate::backends::ledger::StateStore;
+use crate::backends::sink::{Sink, SinkItem};
 use crate::engine::spec::JobSpec;
 use crate::error::{Error, Result};
 use crate::model::config::OutputFormat;
@@ -31,6 +32,9 @@ pub struct Group {
     pub ended: Vec<u32>,
     /// Cut buffers, each a file to write.
     pub batches: Vec<Batch<Item>>,
+    /// Kept records' sink items: upserted before anything else of the group, so that every
+    /// checkpoint, acknowledgement or file that covers a record comes after its write.
+    pub items: Vec<SinkItem>,
     /// How files are encoded.
     pub encoding: Encoding,
     /// The reader is done: write the state even if nothing changed.
@@ -76,6 +80,8 @@ pub struct Writer {
     source: Arc<dyn RecordSource>,
     schema: Option<arrow_schema::SchemaRef>,
     spec: JobSpec,
+    /// The job's sink, when kept records go there too.
+    sink: Option<Arc<dyn Sink>>,
 }
 
 impl Writer {
@@ -88,6 +94,7 @@ impl Writer {
         name: String,
         spec: JobSpec,
         source: Arc<dyn RecordSource>,
+        sink: Option<Arc<dyn Sink>>,
     ) -> Result<(Self, Saved)> {
         let (mut saved, mut version) = match ledger.get_checkpoint(&name).await? {
             Some(c) => (
@@ -124,6 +131,7 @@ impl Writer {
             source,
             schema: None,
             spec,
+            sink,
         };
         Ok((writer, saved))
     }
@@ -146,10 +154,16 @@ impl Writer {
     }
 
     async fn group(&mut self, group: Group, written: &mut Written) -> Result<()> {
-        let Group { shards, arrivals, ended, batches, encoding, last } = group;
+        let Group { shards, arrivals, ended, batches, encoding, items, last } = group;
         self.arrive(shards, arrivals, &ended);
+        let upserted = items.len() as u64;
+        if let (Some(sink), false) = (&self.sink, items.is_empty()) {
+            upsert(sink.as_ref(), items).await?;
+            written.upserted += upserted;
+            tracing::info!(records = upserted, "stream records upserted into the sink");
+        }
         let plans: Vec<FilePlan> = batches.into_iter().map(|b| file::plan_file(&self.tracks, b, &encoding)).collect();
-        if plans.is_empty() && !last {
+        if plans.is_empty() && !last && upserted == 0 && self.acks.is_empty() {
             return Ok(());
         }
         if self.persist && !plans.is_empty() {
@@ -255,6 +269,27 @@ impl Writer {
     }
 }
 
+/// Attempts at one group's sink write before the stream stops (and, restarted, reads the
+/// records again: their checkpoints have not moved).
+const SINK_ATTEMPTS: u32 = 5;
+
+/// Upsert `items`, retrying a retryable failure after a growing pause.
+async fn upsert(sink: &dyn Sink, items: Vec<SinkItem>) -> Result<()> {
+    let mut delay = std::time::Duration::from_millis(200);
+    for attempt in 1.. {
+        match sink.upsert(items.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() && attempt < SINK_ATTEMPTS => {
+                tracing::warn!(attempt, "sink write failed, retrying: {e}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e.context("writing the stream's records into its sink")),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
 fn taken(name: &str) -> Error {
     Error::Conflict(format!(
         "the checkpoint of stream {name:?} changed under this consumer: another `sluicebox stream` with this name is running"
@@ -314,7 +349,7 @@ mod tests {
             false => vec![Batch { partition: "k=v".into(), items, bytes, opened_ms: 0, cut: Cut::Records }],
         };
         let shards = if last { Vec::new() } else { vec!["q".to_string()] };
-        Group { shards, arrivals, ended: Vec::new(), batches, encoding: encoding(), last }
+        Group { shards, arrivals, ended: Vec::new(), batches, encoding: encoding(), items: Vec::new(), last }
     }
 
     /// Records 1 and 3 of shard `q` buffered into one file, record 2 settled on arrival (a
@@ -340,7 +375,7 @@ mod tests {
             .validate(std::path::Path::new("."))
             .unwrap();
         let (writer, saved) =
-            Writer::open(dest.clone(), ledger.clone(), "s".into(), spec, source.clone()).await.unwrap();
+            Writer::open(dest.clone(), ledger.clone(), "s".into(), spec, source.clone(), None).await.unwrap();
         assert_eq!(saved, Saved::default());
         (writer, source, dest, ledger)
     }

@@ -12,9 +12,10 @@ pub struct StreamArgs {
     /// prefixes (replayed), `kinesis://STREAM`, or `sqs://QUEUE` (a JSON object per message).
     #[arg(long, required = true, num_args = 1..)]
     pub from: Vec<String>,
-    /// Where files go: `s3://BUCKET/PREFIX` or a directory.
+    /// Where files go: `s3://BUCKET/PREFIX` or a directory. Without it, kept records go only
+    /// to the job's `[sink]` table (rejects under `streams/` of the data dir's bucket).
     #[arg(long)]
-    pub to: String,
+    pub to: Option<String>,
     /// Job definition (TOML): `[input]`, columns, validation, transforms, enrichment,
     /// `[output]` and `[stream]`.
     #[arg(long, short)]
