@@ -25,6 +25,7 @@ mod parquet;
 mod pipeline;
 mod plan_props;
 mod produce;
+mod readme;
 mod report;
 mod stream;
 mod stream_aws;
