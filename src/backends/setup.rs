@@ -101,7 +101,8 @@ async fn events_queue(conf: &aws_config::SdkConfig, url: &str, bucket: Option<&s
     };
     use aws_sdk_sqs::types::QueueAttributeName;
     let name = strip(url, "sqs://", "--events")?;
-    let bucket = bucket.ok_or_else(|| Error::config("--events", "needs --bucket: the bucket whose objects it hears of"))?;
+    let bucket =
+        bucket.ok_or_else(|| Error::config("--events", "needs --bucket: the bucket whose objects it hears of"))?;
     let rest = strip(bucket, "s3://", "--bucket")?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let sqs = aws_sdk_sqs::Client::new(conf);
@@ -129,7 +130,11 @@ async fn events_queue(conf: &aws_config::SdkConfig, url: &str, bucket: Option<&s
 
     let s3 = aws_sdk_s3::Client::new(conf);
     let current = s3.get_bucket_notification_configuration().bucket(bucket).send().await.map_err(|e| {
-        service_error(Backend::ObjectStore, format!("GetBucketNotificationConfiguration {bucket}"), e.into_service_error())
+        service_error(
+            Backend::ObjectStore,
+            format!("GetBucketNotificationConfiguration {bucket}"),
+            e.into_service_error(),
+        )
     })?;
     let prefix_of = |q: &QueueConfiguration| {
         let rules = q.filter().and_then(|f| f.key()).map(|k| k.filter_rules()).unwrap_or_default();
@@ -151,12 +156,15 @@ async fn events_queue(conf: &aws_config::SdkConfig, url: &str, bucket: Option<&s
             .set_lambda_function_configurations(current.lambda_function_configurations)
             .set_event_bridge_configuration(current.event_bridge_configuration)
             .build();
-        s3.put_bucket_notification_configuration().bucket(bucket).notification_configuration(all).send().await.map_err(
-            |e| {
+        s3.put_bucket_notification_configuration()
+            .bucket(bucket)
+            .notification_configuration(all)
+            .send()
+            .await
+            .map_err(|e| {
                 let op = format!("PutBucketNotificationConfiguration {bucket}");
                 service_error(Backend::ObjectStore, op, e.into_service_error())
-            },
-        )?;
+            })?;
     }
     Ok(format!("events queue {queue}: told of every object created under s3://{bucket}/{prefix}"))
 }
