@@ -12,6 +12,7 @@ mod check;
 mod compressed;
 mod conformance;
 mod ddl;
+mod examples;
 mod faults;
 mod forecast;
 mod fuzz_corpus;
