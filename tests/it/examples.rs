@@ -1,6 +1,7 @@
 //! The examples' AWS variants on the moto emulator `scripts/test` starts, checked further than
-//! their READMEs' walk-throughs (which `readme.rs` runs): seed 002's objects in an S3 folder,
-//! one job once its `_SUCCESS` marker lands, every product published to SNS once; seed 004's
+//! their READMEs' walk-throughs (which `readme.rs` runs): seed 002's objects in an S3 folder
+//! whose bucket `aws setup --events` has notify a queue, one job once its `_SUCCESS` marker
+//! lands, every product published to SNS once; seed 004's
 //! trips put on Kinesis by `produce` and delivered by `stream` into the same files, record for
 //! record, as the local run writes from the CSV. Also: `job-notify.toml` is `job.toml` and more.
 #![cfg(feature = "aws")]
@@ -37,11 +38,24 @@ async fn the_distributed_map_example_on_s3_waits_for_its_marker_and_publishes_ev
     use object_store::ObjectStoreExt;
     let conf = common::emulator().await;
     let (bucket, events, tasks, ledger) = (unique("dmap"), unique("dmap-ev"), unique("dmap-q"), unique("dmap-l"));
-    ok(sluicebox()
-        .args(["aws", "setup", "--bucket", &format!("s3://{bucket}/incoming/"), "--events", &format!("sqs://{events}")])
-        .args(["--queue", &format!("sqs://{tasks}"), "--ledger", &format!("dynamodb://{ledger}")])
-        .output()
-        .unwrap());
+    for _ in 0..2 {
+        ok(sluicebox()
+            .args([
+                "aws",
+                "setup",
+                "--bucket",
+                &format!("s3://{bucket}/incoming/"),
+                "--events",
+                &format!("sqs://{events}"),
+            ])
+            .args(["--queue", &format!("sqs://{tasks}"), "--ledger", &format!("dynamodb://{ledger}")])
+            .output()
+            .unwrap());
+    }
+    let told = sluicebox::backends::aws::s3(&conf).get_bucket_notification_configuration().bucket(&bucket);
+    let told = told.send().await.unwrap();
+    assert_eq!(told.queue_configurations().len(), 1, "a second setup adds no second notification: {told:?}");
+    assert!(told.queue_configurations()[0].queue_arn().ends_with(&format!(":{events}")), "{told:?}");
     let sns = sluicebox::backends::aws::sns(&conf);
     let topic = sns.create_topic().name(unique("products")).send().await.unwrap().topic_arn.unwrap();
     let sqs = sluicebox::backends::aws::sqs(&conf);

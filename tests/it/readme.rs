@@ -211,7 +211,11 @@ fn run_readme(readme: &str) {
     copy_dir(&repo().join("examples"), &root.join("examples"));
     let bin = scratch.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_sluicebox"), bin.join("sluicebox")).unwrap();
+    // A hard link keeps the binary this test started with, should a build replace the file.
+    let exe = Path::new(env!("CARGO_BIN_EXE_sluicebox"));
+    if std::fs::hard_link(exe, bin.join("sluicebox")).is_err() {
+        std::os::unix::fs::symlink(exe, bin.join("sluicebox")).unwrap();
+    }
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
 
     for block in &blocks {
