@@ -1,5 +1,6 @@
 //! `sluicebox aws setup` (feature `aws`): create the bucket, the queue with its dead-letter
-//! queue, and the ledger and sink tables a job needs, for development and tests.
+//! queue, the ledger and sink tables a job needs, and the queue of the bucket's event
+//! notifications that `watch` reads, for development and tests.
 
 use crate::error::{Error, Result};
 
@@ -8,6 +9,9 @@ use crate::error::{Error, Result};
 pub struct Setup {
     /// `s3://BUCKET[/PREFIX]`: the bucket is created.
     pub bucket: Option<String>,
+    /// `sqs://NAME`: a queue that the bucket notifies of every object created under
+    /// `bucket`'s prefix (the queue `sluicebox watch --events` reads).
+    pub events: Option<String>,
     /// `sqs://NAME`: the queue is created, with `NAME-dlq` as its dead-letter queue.
     pub queue: Option<String>,
     /// `dynamodb://TABLE`: the ledger table is created (on-demand capacity).
@@ -68,6 +72,9 @@ pub async fn setup(conf: &aws_config::SdkConfig, what: &Setup) -> Result<Vec<Str
         let url = create_queue(&sqs, name, attributes).await?;
         done.push(format!("queue {url} (dead letters to {name}-dlq after {} receives)", what.max_receives.max(1)));
     }
+    if let Some(url) = &what.events {
+        done.push(events_queue(conf, url, what.bucket.as_deref()).await?);
+    }
     if let Some(url) = &what.ledger {
         let table = strip(url, "dynamodb://", "--ledger")?;
         crate::backends::ledger::dynamodb::DynamoLedger::create_table(&aws_sdk_dynamodb::Client::new(conf), table)
@@ -80,6 +87,86 @@ pub async fn setup(conf: &aws_config::SdkConfig, what: &Setup) -> Result<Vec<Str
         done.push(format!("sink table {table}"));
     }
     Ok(done)
+}
+
+/// The queue `url` names, allowed to take messages from the bucket only, and the bucket's
+/// notification of every object created under its prefix into it, added to the ones it has
+/// (unless there).
+async fn events_queue(conf: &aws_config::SdkConfig, url: &str, bucket: Option<&str>) -> Result<String> {
+    use crate::backends::aws::service_error;
+    use crate::error::Backend;
+    use aws_sdk_s3::types::{
+        Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+        QueueConfiguration, S3KeyFilter,
+    };
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let name = strip(url, "sqs://", "--events")?;
+    let bucket =
+        bucket.ok_or_else(|| Error::config("--events", "needs --bucket: the bucket whose objects it hears of"))?;
+    let rest = strip(bucket, "s3://", "--bucket")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let sqs = aws_sdk_sqs::Client::new(conf);
+    let queue = create_queue(&sqs, name, Vec::new()).await?;
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| service_error(Backend::Sqs, format!("GetQueueAttributes {name}"), e.into_service_error()))?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .ok_or_else(|| Error::NotFound(format!("ARN of queue {name}")))?;
+    // S3 checks that it may send to the queue when the notification is configured.
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Action": "sqs:SendMessage",
+        "Resource": arn, "Condition": {"ArnLike": {"aws:SourceArn": format!("arn:aws:s3:::{bucket}")}}}]});
+    sqs.set_queue_attributes()
+        .queue_url(&queue)
+        .attributes(QueueAttributeName::Policy, policy.to_string())
+        .send()
+        .await
+        .map_err(|e| service_error(Backend::Sqs, format!("SetQueueAttributes {name}"), e.into_service_error()))?;
+
+    let s3 = aws_sdk_s3::Client::new(conf);
+    let current = s3.get_bucket_notification_configuration().bucket(bucket).send().await.map_err(|e| {
+        service_error(
+            Backend::ObjectStore,
+            format!("GetBucketNotificationConfiguration {bucket}"),
+            e.into_service_error(),
+        )
+    })?;
+    let prefix_of = |q: &QueueConfiguration| {
+        let rules = q.filter().and_then(|f| f.key()).map(|k| k.filter_rules()).unwrap_or_default();
+        let rule = rules.iter().find(|r| r.name() == Some(&FilterRuleName::Prefix));
+        rule.and_then(|r| r.value()).unwrap_or_default().to_string()
+    };
+    let mut queues = current.queue_configurations().to_vec();
+    if !queues.iter().any(|q| q.queue_arn() == arn && prefix_of(q) == prefix) {
+        let mut new = QueueConfiguration::builder().queue_arn(&arn).events(Event::S3ObjectCreated);
+        if !prefix.is_empty() {
+            let rule = FilterRule::builder().name(FilterRuleName::Prefix).value(prefix).build();
+            let key = S3KeyFilter::builder().filter_rules(rule).build();
+            new = new.filter(NotificationConfigurationFilter::builder().key(key).build());
+        }
+        queues.push(new.build().map_err(|e| service_error(Backend::ObjectStore, "QueueConfiguration", e))?);
+        let all = NotificationConfiguration::builder()
+            .set_queue_configurations(Some(queues))
+            .set_topic_configurations(current.topic_configurations)
+            .set_lambda_function_configurations(current.lambda_function_configurations)
+            .set_event_bridge_configuration(current.event_bridge_configuration)
+            .build();
+        s3.put_bucket_notification_configuration()
+            .bucket(bucket)
+            .notification_configuration(all)
+            .send()
+            .await
+            .map_err(|e| {
+                let op = format!("PutBucketNotificationConfiguration {bucket}");
+                service_error(Backend::ObjectStore, op, e.into_service_error())
+            })?;
+    }
+    Ok(format!("events queue {queue}: told of every object created under s3://{bucket}/{prefix}"))
 }
 
 fn strip<'u>(url: &'u str, scheme: &str, key: &str) -> Result<&'u str> {

@@ -6,60 +6,21 @@
 
 use crate::common;
 
-use common::unique;
+use common::{json_lines as lines, objects, ok, sluicebox, unique};
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 use serde_json::Value;
 use sluicebox::backends::queue::sqs::SqsQueue;
 use sluicebox::backends::queue::Queue;
 use sluicebox::stream::source::kinesis::{KinesisSource, Start};
 use sluicebox::stream::source::sqs::QueueSource;
 use sluicebox::stream::source::{conformance, RecordSource};
-
-fn sluicebox() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluicebox"))
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Every object under `url`, decompressed, by key below it.
-async fn objects(url: &str) -> BTreeMap<String, Vec<u8>> {
-    let store = sluicebox::backends::bucket::open(
-        url,
-        &sluicebox::backends::cloud::Cloud::aws(sluicebox::backends::aws::sdk_config(Some(8)).await),
-    )
-    .unwrap();
-    let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
-    let mut out = BTreeMap::new();
-    for m in metas {
-        let raw = store.get(&m.location).await.unwrap().bytes().await.unwrap();
-        let name = m.location.to_string();
-        let bytes = if name.ends_with(".gz") {
-            let mut s = Vec::new();
-            flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut s).unwrap();
-            s
-        } else {
-            raw.to_vec()
-        };
-        out.insert(name, bytes);
-    }
-    out
-}
-
-fn lines(bytes: &[u8]) -> Vec<Value> {
-    bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinesis_to_s3_killed_half_way_and_restarted_writes_every_record_once() {

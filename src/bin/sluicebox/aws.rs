@@ -6,11 +6,16 @@ use crate::serve::{visibility_secs, DEFAULT_VISIBILITY_SECS};
 
 #[derive(clap::Subcommand)]
 pub enum AwsCommand {
-    /// Create the bucket, queue (with a dead-letter queue) and ledger table a job needs.
+    /// Create the bucket, queue (with a dead-letter queue), ledger and sink tables a job needs,
+    /// and the queue of the bucket's event notifications that `watch --events` reads.
     Setup {
-        /// `s3://BUCKET` to create.
+        /// `s3://BUCKET[/PREFIX]`: the bucket to create.
         #[arg(long)]
         bucket: Option<String>,
+        /// `sqs://NAME`: a queue the bucket notifies of every object created under --bucket's
+        /// PREFIX (added to the bucket's notifications), for `watch --events`.
+        #[arg(long)]
+        events: Option<String>,
         /// `sqs://NAME` to create, with `NAME-dlq` as its dead-letter queue.
         #[arg(long)]
         queue: Option<String>,
@@ -64,8 +69,8 @@ impl ProduceArgs {
 impl AwsCommand {
     /// What to create.
     pub fn setup(self) -> sluicebox::backends::setup::Setup {
-        let AwsCommand::Setup { bucket, queue, ledger, sink, max_receives, visibility_secs } = self;
+        let AwsCommand::Setup { bucket, events, queue, ledger, sink, max_receives, visibility_secs } = self;
         let visibility = std::time::Duration::from_secs(visibility_secs);
-        sluicebox::backends::setup::Setup { bucket, queue, ledger, sink, max_receives, visibility }
+        sluicebox::backends::setup::Setup { bucket, events, queue, ledger, sink, max_receives, visibility }
     }
 }

@@ -58,6 +58,7 @@ pub(super) async fn aws_backends(
     let conf = cloud.sdk("--aws")?;
     let setup = crate::backends::setup::Setup {
         bucket: Some(format!("s3://{name}")),
+        events: None,
         queue: Some(format!("sqs://{name}")),
         ledger: Some(format!("dynamodb://{name}-ledger")),
         sink: Some(format!("dynamodb://{name}-sink")),

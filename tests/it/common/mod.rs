@@ -23,6 +23,50 @@ pub fn orders_job() -> String {
     std::fs::read_to_string(orders_dir().join("job.toml")).unwrap()
 }
 
+/// The binary cargo built for the tests.
+pub fn sluicebox() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+}
+
+/// What a command printed, once it has exited 0 (else a panic with its output).
+pub fn ok(out: std::process::Output) -> String {
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The JSON value of each line of `bytes`.
+pub fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
+    bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+}
+
+/// Every object under `url` (`s3://BUCKET/PREFIX`, on the emulator), gzip decompressed, by key
+/// below it.
+#[cfg(feature = "aws")]
+pub async fn objects(url: &str) -> BTreeMap<String, Vec<u8>> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let store = sluicebox::backends::bucket::open(
+        url,
+        &sluicebox::backends::cloud::Cloud::aws(sluicebox::backends::aws::sdk_config(Some(8)).await),
+    )
+    .unwrap();
+    let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
+    let mut out = BTreeMap::new();
+    for m in metas {
+        let raw = store.get(&m.location).await.unwrap().bytes().await.unwrap();
+        let name = m.location.to_string();
+        let bytes = if name.ends_with(".gz") {
+            let mut s = Vec::new();
+            flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut s).unwrap();
+            s
+        } else {
+            raw.to_vec()
+        };
+        out.insert(name, bytes);
+    }
+    out
+}
+
 /// Run a job in `data_dir` with the embedded engine (or the given one).
 pub async fn run_with(
     engine: &Engine,
