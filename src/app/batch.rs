@@ -75,6 +75,7 @@ pub async fn run(r: Run) -> Result<Ran> {
     engine.notify = r.backends.notify()?;
     let (format, compression) = (spec.input.format, spec.input.compression);
     let inputs = bucket::resolve_inputs(engine.inputs.as_ref(), &r.job.inputs, format, compression).await?;
+    let inputs = crate::batch::watch::without_markers(&spec, inputs);
     let opts = RunOptions {
         workers,
         job_id: r.job_id,
@@ -171,6 +172,7 @@ pub async fn plan(p: Plan) -> Result<Forecast> {
     let engine = engine(&p.job.data_dir, &urls, &p.job.inputs[0]).await?;
     let (format, compression) = (spec.input.format, spec.input.compression);
     let inputs = bucket::resolve_inputs(engine.inputs.as_ref(), &p.job.inputs, format, compression).await?;
+    let inputs = crate::batch::watch::without_markers(&spec, inputs);
     let shape = match p.estimate {
         true => forecast::from_sizes(&spec, &inputs),
         false => forecast::dry_run(&engine, &spec, inputs).await?,

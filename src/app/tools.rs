@@ -139,18 +139,27 @@ pub struct ProduceRequest {
 /// Put every record of a file on a Kinesis data stream.
 #[cfg(feature = "aws")]
 pub async fn produce(p: ProduceRequest) -> Result<crate::tools::produce::Produced> {
-    use crate::tools::produce::{self, KinesisStream, Produce, Source};
-    let stream = produce::stream_name(&p.to)?;
+    use crate::tools::produce::{self, KinesisStream, Produce, PutRecords, QueueTarget, Source};
     let config = match &p.config {
         Some(path) => crate::model::config::JobConfig::load(path)?,
         None => crate::model::config::JobConfig::default(),
     };
     let cloud = crate::backends::cloud::Cloud::lazy();
+    let to: Box<dyn PutRecords> = match p.to.strip_prefix("sqs://") {
+        // Seed 003's scheduler: one message per record.
+        Some(_) => {
+            let queue = crate::backends::queue::open(&p.to, std::time::Duration::from_secs(30), &cloud).await?;
+            Box::new(QueueTarget::new(queue))
+        }
+        None => {
+            let stream = produce::stream_name(&p.to)?;
+            Box::new(KinesisStream::open(crate::backends::aws::kinesis(cloud.sdk("--to")?), stream, p.shards).await?)
+        }
+    };
     let source = Source::open(&p.file, &config, &cloud).await?;
-    let to = KinesisStream::open(crate::backends::aws::kinesis(cloud.sdk("--to")?), stream, p.shards).await?;
     let how = Produce { partition_key: p.partition_key, ..Produce::default() };
     let progress = super::bar(p.progress, super::RECORDS_BAR);
-    let produced = produce::produce(&source, &to, stream, &how, &progress).await;
+    let produced = produce::produce(&source, to.as_ref(), &p.to, &how, &progress).await;
     progress.finish_and_clear();
     produced
 }

@@ -237,6 +237,17 @@ fn ready_inputs(inputs: Vec<InputObject>, bucket_url: &str, folder: &str, key_pr
         .collect()
 }
 
+/// A job with a ready marker, run or planned over a folder by hand: the folder's inputs
+/// without the marker and the other objects whose names start with `_` or `.`, as `watch`
+/// takes them (none when the job has no marker).
+pub fn without_markers(spec: &JobSpec, inputs: Vec<InputObject>) -> Vec<InputObject> {
+    if spec.ready_marker.is_none() {
+        return inputs;
+    }
+    let name = |i: &InputObject| i.location.rsplit('/').next().unwrap_or_default().to_string();
+    inputs.into_iter().filter(|i| !name(i).starts_with(['_', '.'])).collect()
+}
+
 /// How [`serve`] runs.
 #[derive(Debug, Clone)]
 pub struct Serve {
@@ -294,6 +305,28 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_with_a_marker_run_by_hand_leaves_out_the_marker_and_underscored_names() {
+        let object = |name: &str| InputObject {
+            location: format!("file:///in/day1/{name}"),
+            path: format!("in/day1/{name}"),
+            size: 1,
+            version: "v".into(),
+            e_tag: None,
+            format: crate::model::config::Format::Json,
+            compression: crate::model::config::Compression::None,
+        };
+        let inputs = || vec![object("a.json"), object("_SUCCESS"), object("b.json"), object("_committed")];
+        let names = |spec: &JobSpec| -> Vec<String> {
+            without_markers(spec, inputs()).iter().map(|i| i.path.rsplit('/').next().unwrap().to_string()).collect()
+        };
+        let check = |toml: &str| {
+            crate::model::config::JobConfig::from_toml(toml, "j").unwrap().validate(std::path::Path::new(".")).unwrap()
+        };
+        assert_eq!(names(&check("[input]\nready_marker = \"_SUCCESS\"\n")), ["a.json", "b.json"]);
+        assert_eq!(names(&check("")).len(), 4, "without a marker every input is the job's");
+    }
 
     #[test]
     fn events_are_parsed_leniently_and_keys_decoded() {

@@ -601,15 +601,26 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
         tokio::task::spawn_blocking(move || {
             tally.on_this_thread(|| {
                 // A send fails only when the writer below stopped on an error, which it returns.
-                let mut send = |items| drop(tx.blocking_send(items));
+                // The items of a packed chunk's small pieces are gathered into full batches.
+                let batch = run.spec.sink.batch;
+                let mut held: Vec<SinkItem> = Vec::new();
+                let mut send = |items: Vec<SinkItem>| {
+                    held.extend(items);
+                    if held.len() >= batch {
+                        drop(tx.blocking_send(std::mem::take(&mut held)));
+                    }
+                };
                 let mut out = ChunkOutput::default();
                 // The pieces of a packed chunk go into one part each of output and rejects,
                 // one after another, each read as its own input.
                 for (piece, bytes) in &pieces {
-                    let sink = has_sink.then_some((run.spec.sink.batch, &mut send as &mut dyn FnMut(_)));
+                    let sink = has_sink.then_some((batch, &mut send as &mut dyn FnMut(_)));
                     let input = &run.inputs[piece.input as usize];
                     let piece_out = run.pipeline.run_chunk(input, piece.start(), bytes, sink)?;
                     out.append(piece_out);
+                }
+                if !held.is_empty() {
+                    drop(tx.blocking_send(held));
                 }
                 Ok::<_, Error>(out)
             })

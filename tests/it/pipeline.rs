@@ -543,3 +543,50 @@ async fn transforms_and_output_fields_read_each_records_input_and_line() {
     let e = run(dir.path(), &[write(dir.path(), "c.csv", b"id\n1\n")], bad, dir.path()).await.unwrap_err();
     assert!(e.to_string().contains("output.fields") && e.to_string().contains("$meta.line,"), "{e}");
 }
+
+/// Counts the writes it passes on.
+#[derive(Debug)]
+struct CountingSink(std::sync::Arc<dyn sluicebox::backends::sink::Sink>, std::sync::Arc<std::sync::atomic::AtomicU32>);
+
+#[async_trait::async_trait]
+impl sluicebox::backends::sink::Sink for CountingSink {
+    async fn write(&self, items: Vec<sluicebox::backends::sink::SinkItem>) -> sluicebox::Result<()> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.write(items).await
+    }
+    async fn publish(&self, job: u64) -> sluicebox::Result<()> {
+        self.0.publish(job).await
+    }
+    async fn discard(&self, job: u64) -> sluicebox::Result<()> {
+        self.0.discard(job).await
+    }
+    async fn read_all(
+        &self,
+    ) -> sluicebox::Result<std::collections::BTreeMap<String, sluicebox::model::record::Record>> {
+        self.0.read_all().await
+    }
+}
+
+/// The records of a chunk's packed small inputs reach the sink in full batches, not one write
+/// per input (each write is a request on DynamoDB, a `PublishBatch` on SNS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_small_inputs_reach_the_sink_in_full_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    for i in 0..300 {
+        std::fs::write(inputs.join(format!("{i:03}.json")), format!("{{\"id\": {i}}}\n")).unwrap();
+    }
+    let writes = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut engine = sluicebox::engine::Engine::local(&dir.path().join("data")).unwrap();
+    let counted = writes.clone();
+    engine.sink_layer = Some(std::sync::Arc::new(move |inner| {
+        std::sync::Arc::new(CountingSink(inner, counted.clone())) as std::sync::Arc<dyn sluicebox::backends::sink::Sink>
+    }));
+    let job = "[key]\nfields = [\"id\"]\n[sink]\ntable = \"small\"\nbatch = 100\n";
+    let s = run_with(&engine, &[inputs], job, dir.path(), &sluicebox::batch::job::RunOptions::default()).await.unwrap();
+    assert_eq!((s.records.written, s.chunks.total), (300, 2));
+    let writes = writes.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(writes <= 4, "{writes} sink writes for 300 records in batches of 100");
+    assert_eq!(sink_rows(&dir.path().join("data"), "small").await.len(), 300);
+}

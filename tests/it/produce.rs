@@ -288,7 +288,7 @@ async fn the_command_puts_the_orders_and_reports_them_as_json() {
     let keys: Vec<&str> = report.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["stream", "records", "bytes", "seconds", "records_per_s", "put_records_calls", "entries_retried"],
+        ["stream", "to", "records", "bytes", "seconds", "records_per_s", "put_records_calls", "entries_retried"],
         "a stable shape"
     );
     let n = orders_rows().len() as u64;

@@ -57,6 +57,11 @@ const OUTCOMES: &[(&str, &str, &[&str])] = &[
     ("examples/taxi-stream/README.md", "sluicebox stream --from trips.csv", &["20,000 written", "5 files"]),
     ("examples/taxi-stream/README.md", "sluicebox produce", &["put 20000 records"]),
     ("examples/taxi-stream/README.md", "sluicebox stream --from kinesis://", &["20,000 written", "5 files"]),
+    ("examples/queue-to-table/README.md", "sluicebox stream --from statements.csv", &["23,300 records upserted"]),
+    ("examples/queue-to-table/README.md", "sh examples/queue-to-table/statements.sh 500", &["500 records upserted"]),
+    ("examples/queue-to-table/README.md", "sluicebox produce", &["put 2000 records"]),
+    ("examples/queue-to-table/README.md", "sluicebox stream --from sqs://", &["2,000 records upserted"]),
+    ("examples/queue-to-table/README.md", "aws dynamodb scan", &["\"Count\": 1980"]),
 ];
 
 /// How the README's first lines run the binary; the test runs the one cargo built for it.
@@ -69,6 +74,7 @@ const READMES: &[&str] = &[
     "examples/orders/README.md",
     "examples/scatter-gather/README.md",
     "examples/taxi-stream/README.md",
+    "examples/queue-to-table/README.md",
 ];
 
 fn repo() -> &'static Path {
@@ -338,6 +344,11 @@ fn the_distributed_map_example_runs_as_written() {
 #[test]
 fn the_taxi_stream_example_runs_as_written() {
     run_readme("examples/taxi-stream/README.md");
+}
+
+#[test]
+fn the_queue_to_table_example_runs_as_written() {
+    run_readme("examples/queue-to-table/README.md");
 }
 
 /// Each README with a command has its test above; each command not run is in a README; each

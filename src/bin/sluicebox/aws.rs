@@ -42,8 +42,9 @@ pub struct ProduceArgs {
     /// compression; without a header, `[[columns]]` name the fields). Default: from FILE's name.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// The stream: kinesis://STREAM.
-    #[arg(long, value_name = "kinesis://STREAM")]
+    /// Where the records go: kinesis://STREAM, or sqs://QUEUE (one message per record, seed
+    /// 003's scheduler).
+    #[arg(long, value_name = "kinesis://STREAM|sqs://QUEUE")]
     pub to: String,
     /// The field whose value is each record's partition key (default: a hash of the record's
     /// position, spreading records evenly over the shards).

@@ -30,9 +30,11 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 mod kinesis;
+mod queue;
 mod source;
 
 pub use kinesis::{stream_name, KinesisStream};
+pub use queue::QueueTarget;
 pub use source::Source;
 use source::{blocking, scan};
 
@@ -128,8 +130,10 @@ pub struct Produce {
 /// What a run of [`produce`] did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Produced {
-    /// The stream.
+    /// The stream (or queue), by name.
     pub stream: String,
+    /// Where the records went: `kinesis://STREAM` or `sqs://QUEUE`.
+    pub to: String,
     /// Records put.
     pub records: u64,
     /// Bytes of their data (the JSON objects, newlines included; partition keys not).
@@ -148,13 +152,19 @@ impl std::fmt::Display for Produced {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "put {} records ({} bytes) on kinesis://{} in {:.1} s: {:.0} records/s, {} PutRecords calls, {} entries retried",
-            self.records, self.bytes, self.stream, self.seconds, self.records_per_s, self.put_records_calls, self.entries_retried
+            "put {} records ({} bytes) on {} in {:.1} s: {:.0} records/s, {} requests, {} entries retried",
+            self.records,
+            self.bytes,
+            self.to,
+            self.seconds,
+            self.records_per_s,
+            self.put_records_calls,
+            self.entries_retried
         )
     }
 }
 
-/// Put every record of `source` on the stream `to` (named `stream`, for messages), as
+/// Put every record of `source` on `to` (`stream` is its URL, `kinesis://…` or `sqs://…`), as
 /// [`Produce`] says; `progress` counts the records put. See the module's documentation for
 /// what is checked before anything is sent.
 pub async fn produce(
@@ -170,7 +180,7 @@ pub async fn produce(
     progress.set_message("checking");
     let (records, bytes) = blocking(source, &scan, how, |_| true).await?;
     progress.set_length(records);
-    progress.set_message(format!("to kinesis://{stream}"));
+    progress.set_message(format!("to {stream}"));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(2);
     let decoder = {
         let mut batch = Batch::default();
@@ -203,7 +213,8 @@ pub async fn produce(
     }
     let seconds = started.elapsed().as_secs_f64();
     Ok(Produced {
-        stream: stream.to_string(),
+        stream: stream.split_once("://").map_or(stream, |(_, name)| name).to_string(),
+        to: stream.to_string(),
         records,
         bytes,
         seconds,
@@ -263,7 +274,7 @@ async fn put_batch(
     for attempt in 1.. {
         sent.calls += 1;
         let answers = to.put(&pending).await.map_err(|e| {
-            let context = format!("kinesis://{stream}: {}", not_put(sent, sent.total - sent.put));
+            let context = format!("{stream}: {}", not_put(sent, sent.total - sent.put));
             Error::backend(crate::error::Backend::Kinesis, context, e)
         })?;
         let before = pending.len();
@@ -287,7 +298,7 @@ async fn put_batch(
                 last.code,
                 last.message
             );
-            let context = format!("kinesis://{stream}: {}", not_put(sent, sent.total - sent.put));
+            let context = format!("{stream}: {}", not_put(sent, sent.total - sent.put));
             return Err(Error::backend(crate::error::Backend::Kinesis, context, why));
         }
         sent.retried += pending.len() as u64;
