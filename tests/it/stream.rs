@@ -844,3 +844,44 @@ async fn a_stream_into_its_sink_killed_and_restarted_ends_with_every_key_at_its_
     assert_eq!(r["skipped"].as_u64().unwrap() + r["upserted"].as_u64().unwrap(), 600_000, "{r}");
     assert_eq!(table_versions(&dir.path().join("data"), "events").await, last, "after {kills} kills");
 }
+
+/// A record's version in a stream's table is when it arrived (for SQS, when its message was
+/// sent: the same on every delivery), not when it was read: a message delivered again after a
+/// newer one was written loses to it, wherever it lands in the stream; a later one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_delivered_again_never_replaces_a_newer_one_in_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = sluicebox::engine::Engine::local(dir.path()).unwrap();
+    let spec =
+        sluicebox::model::config::JobConfig::from_toml(SINK_JOB, "job.toml").unwrap().validate(dir.path()).unwrap();
+    let record = |pos: u64, arrival_ms: i64, v: u64| SourceRecord {
+        pos: Pos::N(pos),
+        arrival_ms,
+        data: format!("{{\"id\": 7, \"v\": {v}, \"note\": \"n{v}\"}}").into(),
+        ack: None,
+    };
+    let t = 1_790_000_000_000;
+    let deliveries = [
+        vec![record(1, t, 1), record(2, t + 5, 2)],
+        // The first message again, in a later batch, read after the second was written.
+        vec![record(3, t, 1)],
+        // A message sent after both.
+        vec![record(4, t + 9, 3)],
+    ];
+    let mut seen = Vec::new();
+    for (i, records) in deliveries.into_iter().enumerate() {
+        let dest = sluicebox::backends::bucket::open(dir.path().join("out").to_str().unwrap(), &engine.cloud).unwrap();
+        let stream = Stream::new(&engine, spec.clone(), None, dest).unwrap().sink_only().unwrap();
+        let opts = Options {
+            from: Source::Batch { shard: "q".into(), records },
+            to: "table events".into(),
+            name: Some(format!("delivery-{i}")),
+            idle_exit: None,
+            latest: false,
+        };
+        let r = stream.run(&opts, std::future::pending()).await.unwrap();
+        assert_eq!((r.upserted, r.files), (r.written, 0), "{r:?}");
+        seen.push(table_versions(dir.path(), "events").await[&7]);
+    }
+    assert_eq!(seen, [2, 2, 3], "v after each delivery");
+}

@@ -69,6 +69,10 @@ pub async fn unacked_is_redelivered_after_timeout(q: &dyn Queue, visibility: Dur
     assert_eq!(second.len(), 1, "an unacked message must come back");
     assert_eq!(second[0].body, "again");
     assert_eq!(second[0].receive_count, 2);
+    // A stream's record version: the same message delivered again is not newer.
+    assert_eq!(second[0].sent_ms, first[0].sent_ms, "a redelivery keeps the time the message was sent");
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!((now - 60_000..=now).contains(&first[0].sent_ms), "sent within the last minute: {}", first[0].sent_ms);
     q.ack(&second[0].receipt).await.unwrap();
 }
 

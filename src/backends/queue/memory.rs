@@ -14,6 +14,7 @@ use crate::error::Result;
 #[derive(Debug)]
 struct Message {
     body: String,
+    sent_ms: i64,
     visible_at: Instant,
     receipt: Option<String>,
     receive_count: u32,
@@ -73,7 +74,8 @@ impl MemoryQueue {
                 let receipt = format!("{id}:{}", m.receive_count);
                 m.receipt = Some(receipt.clone());
                 m.visible_at = now + self.visibility;
-                out.push(Delivery { body: m.body.clone(), receipt, receive_count: m.receive_count });
+                let (body, receive_count, sent_ms) = (m.body.clone(), m.receive_count, m.sent_ms);
+                out.push(Delivery { body, receipt, receive_count, sent_ms });
             }
             (out, next)
         })
@@ -100,7 +102,8 @@ impl Queue for MemoryQueue {
             for body in bodies {
                 let id = s.next_id;
                 s.next_id += 1;
-                s.messages.insert(id, Message { body, visible_at: now, receipt: None, receive_count: 0 });
+                let sent_ms = chrono::Utc::now().timestamp_millis();
+                s.messages.insert(id, Message { body, sent_ms, visible_at: now, receipt: None, receive_count: 0 });
             }
         });
         self.sent.notify_waiters();

@@ -59,6 +59,8 @@ pub struct Delivery {
     pub receipt: String,
     /// How many times the message has been delivered, this time included.
     pub receive_count: u32,
+    /// When the message was sent, ms since the Unix epoch: the same on every delivery.
+    pub sent_ms: i64,
 }
 
 /// A task queue.

@@ -215,6 +215,7 @@ impl Queue for SqsQueue {
             .wait_time_seconds(wait)
             .visibility_timeout(i32::try_from(self.visibility.as_secs()).unwrap_or(i32::MAX))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
             .map_err(|e| sqs_error(format!("ReceiveMessage from {}", self.url), e.into_service_error()))?;
@@ -227,10 +228,18 @@ impl Queue for SqsQueue {
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(1);
+                // When it was sent, the same on every delivery (a stream's record version);
+                // the time received if SQS leaves it out.
+                let sent_ms = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
                 Some(Delivery {
                     body: m.body()?.to_string(),
                     receipt: m.receipt_handle()?.to_string(),
                     receive_count: count,
+                    sent_ms,
                 })
             })
             .collect())

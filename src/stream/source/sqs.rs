@@ -93,12 +93,14 @@ async fn receive(
             continue;
         }
         let mut next = next.lock().await;
-        let arrival_ms = chrono::Utc::now().timestamp_millis();
+        // A message's arrival is when it was sent: the same on every delivery, so that a
+        // message delivered again never counts as newer than one sent after it.
         let records = got
             .into_iter()
             .map(|d| {
                 *next += 1;
-                SourceRecord { pos: Pos::N(*next), arrival_ms, data: bytes::Bytes::from(d.body), ack: Some(d.receipt) }
+                let (arrival_ms, data) = (d.sent_ms, bytes::Bytes::from(d.body));
+                SourceRecord { pos: Pos::N(*next), arrival_ms, data, ack: Some(d.receipt) }
             })
             .collect();
         if tx.send(Delivery::Records { shard: shard.clone(), records }).await.is_err() {
