@@ -60,7 +60,7 @@ const OUTCOMES: &[(&str, &str, &[&str])] = &[
     ("examples/queue-to-table/README.md", "sluicebox stream --from statements.csv", &["23,300 records upserted"]),
     ("examples/queue-to-table/README.md", "sh examples/queue-to-table/statements.sh 500", &["500 records upserted"]),
     ("examples/queue-to-table/README.md", "sluicebox produce", &["put 500 records"]),
-    ("examples/queue-to-table/README.md", "sluicebox stream --from sqs://", &["500 records upserted"]),
+    ("examples/queue-to-table/README.md", "sluicebox stream --from sqs://", &["records upserted into statements"]),
     ("examples/queue-to-table/README.md", "aws dynamodb scan", &["\"Count\": 495"]),
 ];
 
@@ -175,21 +175,28 @@ fn sh_blocks(text: &str) -> Vec<Block> {
 
 /// The bash script that runs `cmds` in order, each one's output in `out/N.out` and `N.err`
 /// and its exit status appended to `out/status` (`N STATUS`), stopping at the first that
-/// fails; a command put in the background is stopped with SIGTERM at the end, and its status
-/// is appended then.
+/// fails. A command put in the background runs in a subshell that appends its status when it
+/// ends (the README may `wait` for it itself); one still running at the end is stopped with
+/// SIGTERM.
 fn script(cmds: &[(usize, &Cmd)], out: &Path) -> String {
     let out = out.display();
     let mut s = String::from("set -o pipefail\ntrap 'kill $(jobs -p) 2>/dev/null' EXIT\n");
     for (i, cmd) in cmds {
-        let _ = writeln!(s, "{{ {}\n}} >'{out}/{i}.out' 2>'{out}/{i}.err'", cmd.as_run());
         if cmd.background() {
-            let _ = writeln!(s, "bg_{i}=$!");
+            let run = cmd.as_run();
+            let code = run.split(" # ").next().unwrap_or_default().trim_end();
+            let code = code.strip_suffix('&').unwrap_or(code);
+            let _ = writeln!(
+                s,
+                "( {code} &\n  echo $! >'{out}/{i}.pid'; wait $!; echo \"{i} $?\" >>'{out}/status' ) >'{out}/{i}.out' 2>'{out}/{i}.err' &\nbg_{i}=$!"
+            );
         } else {
+            let _ = writeln!(s, "{{ {}\n}} >'{out}/{i}.out' 2>'{out}/{i}.err'", cmd.as_run());
             let _ = writeln!(s, "s=$?; echo \"{i} $s\" >>'{out}/status'; [ $s -eq 0 ] || exit 1");
         }
     }
     for (i, _) in cmds.iter().filter(|(_, c)| c.background()) {
-        let _ = writeln!(s, "kill -TERM $bg_{i}; wait $bg_{i}; echo \"{i} $?\" >>'{out}/status'");
+        let _ = writeln!(s, "kill -TERM $(cat '{out}/{i}.pid') 2>/dev/null; wait $bg_{i} 2>/dev/null");
     }
     s
 }
