@@ -20,6 +20,7 @@ mod prep;
 mod reader;
 mod report;
 pub mod source;
+mod spool;
 pub mod state;
 mod writer;
 
@@ -76,6 +77,9 @@ pub struct Stream {
     pub inputs: Arc<dyn ObjectStore>,
     /// The cloud configuration (Kinesis).
     pub cloud: crate::backends::cloud::Cloud,
+    /// Where buffers compress their records to until their files are written: the engine's
+    /// spool directory (on Lambda, in its scratch space).
+    pub scratch: std::path::PathBuf,
 }
 
 impl Stream {
@@ -88,7 +92,8 @@ impl Stream {
         dest: Arc<dyn ObjectStore>,
     ) -> Stream {
         let (ledger, inputs, cloud) = (engine.ledger.clone(), engine.inputs.clone(), engine.cloud.clone());
-        Stream { spec, lookup, ledger, dest, inputs, cloud }
+        let scratch = engine.data_dir().join("spool");
+        Stream { spec, lookup, ledger, dest, inputs, cloud, scratch }
     }
 
     /// Run until the source ends, `opts.idle_exit` passes without a record, or `stop`
@@ -117,8 +122,20 @@ impl Stream {
         let (tx, rx) = mpsc::channel(8);
         let (group_tx, group_rx) = mpsc::channel::<Group>(2);
         let resume = saved.shards.clone();
-        let reader =
-            Reader::new(&self.spec, self.lookup.clone(), &config, saved, group_tx, opts.idle_exit, opts.from.name())?;
+        std::fs::create_dir_all(&self.scratch).map_err(|e| {
+            let what = format!("cannot create {}", self.scratch.display());
+            Error::backend(crate::error::Backend::Filesystem, what, e)
+        })?;
+        let reader = Reader::new(
+            self.scratch.clone(),
+            &self.spec,
+            self.lookup.clone(),
+            &config,
+            saved,
+            group_tx,
+            opts.idle_exit,
+            opts.from.name(),
+        )?;
 
         // The channel closes only once the source's result is in: an error that ended the
         // source is the run's, and a source the run stopped is stopped, whatever it was doing.
