@@ -2,75 +2,12 @@
 //! covers and is named ([`plan_file`]: the same records, the same name); its bytes are the
 //! buffer's (`spool.rs`).
 
-use std::sync::Arc;
-
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::batch::{Batch, Cut};
 use super::spool::Body;
+pub use super::spool::{Encoding, Item};
 use super::state::{self, Covered, Pos, Track};
-use crate::model::config::{Compression, OutputFormat};
-
-/// A buffered record.
-#[derive(Debug)]
-pub struct Item {
-    /// Its shard, by index (in the order the reader met them).
-    pub shard: u32,
-    /// How many records of its shard the reader met before it in this run.
-    pub ordinal: u64,
-    /// Its position in its shard.
-    pub pos: Pos,
-    /// When it arrived, ms since the Unix epoch.
-    pub arrival_ms: i64,
-    /// Its encoded line (JSON Lines, CSV, or a reject).
-    pub line: Vec<u8>,
-    /// What acknowledges the record once it is in a file (an SQS receipt).
-    pub ack: Option<String>,
-}
-
-/// How files are encoded.
-#[derive(Debug, Clone)]
-pub struct Encoding {
-    /// The data files' format.
-    pub format: OutputFormat,
-    /// Their compression (error files' too).
-    pub compression: Compression,
-    /// The output fields, when known (CSV's header, Parquet's columns).
-    pub fields: Option<Arc<Vec<String>>>,
-    /// The prefix of error files, without slashes around it.
-    pub errors: String,
-}
-
-impl Encoding {
-    /// How buffered lines are encoded: CSV for CSV files, else JSON Lines (Parquet files are
-    /// made from JSON Lines when they are written).
-    pub fn line_format(&self) -> OutputFormat {
-        if self.format == OutputFormat::Csv {
-            OutputFormat::Csv
-        } else {
-            OutputFormat::Jsonl
-        }
-    }
-
-    /// A file's extension: of a data file, or of an error file (JSON Lines).
-    pub fn extension(&self, errors: bool) -> String {
-        let format = match (errors, self.format) {
-            (true, _) | (false, OutputFormat::Jsonl) => "jsonl",
-            (false, OutputFormat::Csv) => "csv",
-            (false, OutputFormat::Parquet) => return "parquet".into(),
-        };
-        match self.compression {
-            Compression::Zstd => format!("{format}.zst"),
-            Compression::None => format.into(),
-            _ => format!("{format}.gz"),
-        }
-    }
-
-    /// Whether files of `partition` hold rejects: it is the errors prefix or under it.
-    pub fn is_errors(&self, partition: &str) -> bool {
-        partition.strip_prefix(self.errors.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    }
-}
 
 /// A file to write.
 #[derive(Debug)]
@@ -134,7 +71,10 @@ pub fn plan_file(tracks: &[Track], batch: Batch<Body>, encoding: &Encoding) -> F
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::model::config::{Compression, OutputFormat};
     use crate::stream::batch::Fill;
     use crate::stream::spool::{Spooler, PIECE_BYTES};
 
