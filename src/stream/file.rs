@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use super::batch::{Batch, Cut};
 use super::spool::Body;
 pub use super::spool::{Encoding, Item};
-use super::state::{self, Covered, Pos, Track};
+use super::state::{self, Covered, Track};
 
 /// A file to write.
 #[derive(Debug)]
@@ -77,6 +77,7 @@ mod tests {
     use crate::model::config::{Compression, OutputFormat};
     use crate::stream::batch::Fill;
     use crate::stream::spool::{Spooler, PIECE_BYTES};
+    use crate::stream::state::Pos;
 
     fn encoding(format: OutputFormat, compression: Compression) -> Encoding {
         let fields = Some(Arc::new(vec!["id".to_string(), "name".to_string()]));

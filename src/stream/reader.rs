@@ -459,7 +459,12 @@ mod tests {
                 Arrival::Settled { shard, pos, ack } => (shard, pos.to_string(), ack),
                 Arrival::Buffered { shard, pos } => (shard, pos.to_string(), None),
             }));
-            items.extend(g.batches.into_iter().flat_map(|b| b.items).map(|i| (i.ordinal, i.pos.to_string(), i.ack)));
+            for b in g.batches {
+                let spans: Vec<_> = b.items.spans().map(|(_, s)| (s.first.to_string(), s.last.to_string())).collect();
+                assert!(spans.iter().all(|(first, last)| first.parse::<u64>().unwrap() <= last.parse().unwrap()));
+                let acks = b.items.acks.clone();
+                items.extend(b.items.ordinals().zip(acks).map(|((_, o), a)| (o, (o + 1).to_string(), Some(a))));
+            }
         }
         assert_eq!((shards, ended), (vec!["s".to_string()], vec![0]));
         let at = |n: u64, ack: Option<&str>| (0, n.to_string(), ack.map(String::from));

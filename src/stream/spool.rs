@@ -302,6 +302,7 @@ impl Body {
                 lines = Encoder::header(fields).unwrap_or_default();
             }
         }
+        spooler.gauges.hold(lines.len());
         Body {
             spooler: spooler.clone(),
             parquet,
@@ -475,8 +476,9 @@ fn to_parquet(pieces: File, out: File, schema: arrow_schema::SchemaRef, path: &s
             break;
         }
     }
-    let out = enc.close()?;
-    out.into_inner().map_err(|e| read(e.into_error()))
+    let mut out = enc.close()?.into_inner().map_err(|e| read(e.into_error()))?;
+    out.seek(SeekFrom::Start(0)).map_err(read)?;
+    Ok(out)
 }
 
 fn write_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -563,7 +565,7 @@ mod tests {
                     .map(|o| o.1)
                     .eq((0..500u64).filter(|n| n % 3 == 1).map(|n| n * 2 + 7)));
                 let spans: Vec<_> = body.spans().map(|(s, sp)| (s, sp.first.clone(), sp.last.clone())).collect();
-                assert_eq!(spans[0], (0, Pos::N(8), Pos::N(998)));
+                assert_eq!(spans[0], (0, Pos::N(8), Pos::N(1004)));
                 let out = body.finish("k=v/f", None).unwrap();
                 assert_eq!(matches!(out, Output::Scratch(..)), piece < 1 << 20, "{piece}");
                 assert_eq!(decompress(compression, &read_all(out)), want, "{compression:?} {piece}");
