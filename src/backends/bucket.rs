@@ -466,13 +466,35 @@ pub async fn get_opt_head(store: &dyn ObjectStore, path: &str) -> Result<Option<
 
 /// Stream a local file into `key` in the bucket (a multipart upload when it is large).
 pub async fn upload_file(store: Arc<dyn ObjectStore>, file: &FsPath, key: &str) -> Result<()> {
+    let from = file.display().to_string();
+    let f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| Error::backend(crate::error::Backend::ObjectStore, format!("cannot upload {from} to {key}"), e))?;
+    upload_from(store, f, &from, key).await
+}
+
+/// Parts of an upload streamed from a reader: S3's least but one (5 MiB), two in flight, so
+/// that an upload holds about 16 MiB whatever its size. One part or less is a single put.
+const UPLOAD_PART_BYTES: usize = 8 << 20;
+
+/// Stream `reader` (`from` names it in errors) into `key` in the bucket: a multipart upload of
+/// [`UPLOAD_PART_BYTES`] parts when it is larger than one; an upload cut off leaves no object.
+pub async fn upload_from(
+    store: Arc<dyn ObjectStore>,
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    from: &str,
+    key: &str,
+) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     let io = |e: std::io::Error| {
-        Error::backend(crate::error::Backend::ObjectStore, format!("cannot upload {} to {key}", file.display()), e)
+        Error::backend(crate::error::Backend::ObjectStore, format!("cannot upload {from} to {key}"), e)
     };
-    let mut w = object_store::buffered::BufWriter::new(store, Path::from(key));
-    let mut f = tokio::fs::File::open(file).await.map_err(io)?;
-    tokio::io::copy(&mut f, &mut w).await.map_err(io)?;
+    let mut w = object_store::buffered::BufWriter::with_capacity(store, Path::from(key), UPLOAD_PART_BYTES)
+        .with_max_concurrency(2);
+    if let Err(e) = tokio::io::copy(&mut reader, &mut w).await {
+        let _ = w.abort().await;
+        return Err(io(e));
+    }
     w.shutdown().await.map_err(io)?;
     Ok(())
 }

@@ -90,7 +90,9 @@ pub struct StreamConfig {
     #[serde(default = "default_stream_partitions")]
     pub max_partitions: usize,
     /// The MiB of encoded records all partitions' buffers hold together, at least `size_mib`
-    /// (default 1024); one more record writes the largest buffer early.
+    /// (default 1024); one more record writes the largest buffer early. Buffers keep at most
+    /// 512 KiB of records each in memory and the rest compressed in scratch files, so this
+    /// bounds the scratch disk (about `buffer_mib` times the compression ratio), not memory.
     #[serde(default = "default_stream_buffer_mib")]
     pub buffer_mib: u32,
     /// `gzip` (default), `zstd` or `none` for JSON Lines and CSV files. Parquet files are

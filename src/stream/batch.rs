@@ -8,6 +8,22 @@
 
 use std::collections::HashMap;
 
+/// What a buffer holds: its records, added in arrival order. A `Vec` keeps them as they are;
+/// a stream's buffers compress them as they come (`spool.rs`).
+pub trait Fill {
+    /// A record.
+    type Item;
+    /// Add a record.
+    fn add(&mut self, item: Self::Item);
+}
+
+impl<T> Fill for Vec<T> {
+    type Item = T;
+    fn add(&mut self, item: T) {
+        self.push(item);
+    }
+}
+
 /// When buffers become files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -42,11 +58,13 @@ pub enum Cut {
 
 /// A cut buffer: the records of one file.
 #[derive(Debug)]
-pub struct Batch<T> {
+pub struct Batch<F> {
     /// The partition it belongs to.
     pub partition: String,
     /// The records, in arrival order.
-    pub items: Vec<T>,
+    pub items: F,
+    /// How many.
+    pub records: u64,
     /// Their encoded size.
     pub bytes: usize,
     /// When its first record arrived.
@@ -55,31 +73,40 @@ pub struct Batch<T> {
     pub cut: Cut,
 }
 
-struct Buffer<T> {
-    items: Vec<T>,
+struct Buffer<F> {
+    items: F,
+    records: u64,
     bytes: usize,
     opened_ms: i64,
 }
 
 /// Buffers per partition.
-pub struct Batcher<T> {
+pub struct Batcher<F> {
     limits: Limits,
-    buffers: HashMap<String, Buffer<T>>,
+    buffers: HashMap<String, Buffer<F>>,
     total: usize,
 }
 
-impl<T> Batcher<T> {
+impl<F: Fill> Batcher<F> {
     /// An empty batcher.
     pub fn new(limits: Limits) -> Self {
         assert!(limits.bytes > 0 && limits.records > 0 && limits.open > 0, "limits must be positive");
         Batcher { limits, buffers: HashMap::new(), total: 0 }
     }
 
-    /// Add `item` (`bytes` encoded) to `partition` at `now_ms`; returns the buffers this cut.
-    pub fn push(&mut self, partition: &str, item: T, bytes: usize, now_ms: i64) -> Vec<Batch<T>> {
+    /// Add `item` (`bytes` encoded) to `partition` at `now_ms`, in a buffer `open` makes if
+    /// the partition has none; returns the buffers this cut.
+    pub fn push(
+        &mut self,
+        partition: &str,
+        item: F::Item,
+        bytes: usize,
+        now_ms: i64,
+        open: impl FnOnce() -> F,
+    ) -> Vec<Batch<F>> {
         let mut out = Vec::new();
         if let Some(b) = self.buffers.get(partition) {
-            if !b.items.is_empty() && b.bytes + bytes > self.limits.bytes {
+            if b.records > 0 && b.bytes + bytes > self.limits.bytes {
                 out.push(self.cut(partition, Cut::Size));
             }
         } else if self.buffers.len() >= self.limits.open {
@@ -88,15 +115,18 @@ impl<T> Batcher<T> {
                 out.push(self.cut(&p, Cut::Open));
             }
         }
-        let b = self.buffers.entry(partition.to_string()).or_insert_with(|| Buffer {
-            items: Vec::new(),
-            bytes: 0,
-            opened_ms: now_ms,
-        });
-        b.items.push(item);
+        let b = match self.buffers.get_mut(partition) {
+            Some(b) => b,
+            None => {
+                let b = Buffer { items: open(), records: 0, bytes: 0, opened_ms: now_ms };
+                self.buffers.entry(partition.to_string()).or_insert(b)
+            }
+        };
+        b.items.add(item);
+        b.records += 1;
         b.bytes += bytes;
         self.total += bytes;
-        let (full, many) = (b.bytes >= self.limits.bytes, b.items.len() as u64 >= self.limits.records);
+        let (full, many) = (b.bytes >= self.limits.bytes, b.records >= self.limits.records);
         if full || many {
             out.push(self.cut(partition, if full { Cut::Size } else { Cut::Records }));
         }
@@ -111,7 +141,7 @@ impl<T> Batcher<T> {
     }
 
     /// The buffers whose oldest record has waited the age limit at `now_ms`.
-    pub fn due(&mut self, now_ms: i64) -> Vec<Batch<T>> {
+    pub fn due(&mut self, now_ms: i64) -> Vec<Batch<F>> {
         let age = self.limits.age_ms;
         let mut due: Vec<(i64, String)> = self
             .buffers
@@ -129,7 +159,7 @@ impl<T> Batcher<T> {
     }
 
     /// Every open buffer, oldest first.
-    pub fn drain(&mut self) -> Vec<Batch<T>> {
+    pub fn drain(&mut self) -> Vec<Batch<F>> {
         let mut all: Vec<(i64, String)> = self.buffers.iter().map(|(p, b)| (b.opened_ms, p.clone())).collect();
         all.sort();
         all.into_iter().map(|(_, p)| self.cut(&p, Cut::Drain)).collect()
@@ -145,10 +175,11 @@ impl<T> Batcher<T> {
         self.buffers.len()
     }
 
-    fn cut(&mut self, partition: &str, cut: Cut) -> Batch<T> {
+    fn cut(&mut self, partition: &str, cut: Cut) -> Batch<F> {
         let b = self.buffers.remove(partition).expect("cut an open buffer");
         self.total -= b.bytes;
-        Batch { partition: partition.to_string(), items: b.items, bytes: b.bytes, opened_ms: b.opened_ms, cut }
+        let (items, records) = (b.items, b.records);
+        Batch { partition: partition.to_string(), items, records, bytes: b.bytes, opened_ms: b.opened_ms, cut }
     }
 }
 
@@ -184,10 +215,10 @@ mod tests {
         /// arrival order, and after a tick no buffer older than the age limit.
         #[test]
         fn every_record_once_in_bounded_files(limits in limits(), steps in prop::collection::vec(step(), 0..400)) {
-            let mut b: Batcher<(u8, u64)> = Batcher::new(limits);
+            let mut b: Batcher<Vec<(u8, u64)>> = Batcher::new(limits);
             let mut now = 0i64;
             let mut sent = Vec::new();
-            let mut files: Vec<Batch<(u8, u64)>> = Vec::new();
+            let mut files: Vec<Batch<Vec<(u8, u64)>>> = Vec::new();
             let mut sizes: HashMap<(u8, u64), usize> = HashMap::new();
             for (n, s) in steps.iter().enumerate() {
                 match *s {
@@ -195,7 +226,7 @@ mod tests {
                         let id = (partition, n as u64);
                         sizes.insert(id, bytes);
                         sent.push(id);
-                        files.extend(b.push(&partition.to_string(), id, bytes, now));
+                        files.extend(b.push(&partition.to_string(), id, bytes, now, Vec::new));
                     }
                     Step::Tick { ms } => {
                         now += ms;
@@ -213,6 +244,7 @@ mod tests {
             let mut got: Vec<(u8, u64)> = Vec::new();
             for f in &files {
                 prop_assert!(!f.items.is_empty());
+                prop_assert_eq!(f.items.len() as u64, f.records);
                 prop_assert!(f.items.len() as u64 <= limits.records);
                 let total: usize = f.items.iter().map(|i| sizes[i]).sum();
                 prop_assert_eq!(total, f.bytes);
@@ -233,12 +265,12 @@ mod tests {
     fn cuts_before_a_record_that_would_overflow() {
         let limits = Limits { bytes: 100, records: 1000, age_ms: 1000, open: 10, total_bytes: 10_000 };
         let mut b = Batcher::new(limits);
-        assert!(b.push("p", 1, 60, 0).is_empty());
-        let cut = b.push("p", 2, 60, 1);
+        assert!(b.push("p", 1, 60, 0, Vec::new).is_empty());
+        let cut = b.push("p", 2, 60, 1, Vec::new);
         assert_eq!(cut.len(), 1);
         assert_eq!((cut[0].items.clone(), cut[0].cut), (vec![1], Cut::Size));
         // One record alone over the target is a file of its own.
-        let cut = b.push("q", 3, 500, 2);
+        let cut = b.push("q", 3, 500, 2, Vec::new);
         assert_eq!((cut[0].items.clone(), cut[0].bytes), (vec![3], 500));
         assert_eq!(b.next_due_ms(), Some(1001));
         assert!(b.due(1000).is_empty());

@@ -1,78 +1,13 @@
 //! A stream's files: how buffered records are encoded ([`Encoding`]), what a cut buffer's file
-//! covers and is named ([`plan_file`]: the same records, the same name), and its bytes
-//! ([`encode_file`]).
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
+//! covers and is named ([`plan_file`]: the same records, the same name); its bytes are the
+//! buffer's (`spool.rs`).
 
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::batch::{Batch, Cut};
-use super::state::{self, Covered, Pos, Track};
-use crate::engine::pipeline::Encoder;
-use crate::error::{Error, Result};
-use crate::model::config::{Compression, OutputFormat};
-
-/// A buffered record.
-#[derive(Debug)]
-pub struct Item {
-    /// Its shard, by index (in the order the reader met them).
-    pub shard: u32,
-    /// How many records of its shard the reader met before it in this run.
-    pub ordinal: u64,
-    /// Its position in its shard.
-    pub pos: Pos,
-    /// When it arrived, ms since the Unix epoch.
-    pub arrival_ms: i64,
-    /// Its encoded line (JSON Lines, CSV, or a reject).
-    pub line: Vec<u8>,
-    /// What acknowledges the record once it is in a file (an SQS receipt).
-    pub ack: Option<String>,
-}
-
-/// How files are encoded.
-#[derive(Debug, Clone)]
-pub struct Encoding {
-    /// The data files' format.
-    pub format: OutputFormat,
-    /// Their compression (error files' too).
-    pub compression: Compression,
-    /// The output fields, when known (CSV's header, Parquet's columns).
-    pub fields: Option<Arc<Vec<String>>>,
-    /// The prefix of error files, without slashes around it.
-    pub errors: String,
-}
-
-impl Encoding {
-    /// How buffered lines are encoded: CSV for CSV files, else JSON Lines (Parquet files are
-    /// made from JSON Lines when they are written).
-    pub fn line_format(&self) -> OutputFormat {
-        if self.format == OutputFormat::Csv {
-            OutputFormat::Csv
-        } else {
-            OutputFormat::Jsonl
-        }
-    }
-
-    /// A file's extension: of a data file, or of an error file (JSON Lines).
-    pub fn extension(&self, errors: bool) -> String {
-        let format = match (errors, self.format) {
-            (true, _) | (false, OutputFormat::Jsonl) => "jsonl",
-            (false, OutputFormat::Csv) => "csv",
-            (false, OutputFormat::Parquet) => return "parquet".into(),
-        };
-        match self.compression {
-            Compression::Zstd => format!("{format}.zst"),
-            Compression::None => format.into(),
-            _ => format!("{format}.gz"),
-        }
-    }
-
-    /// Whether files of `partition` hold rejects: it is the errors prefix or under it.
-    pub fn is_errors(&self, partition: &str) -> bool {
-        partition.strip_prefix(self.errors.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    }
-}
+use super::spool::Body;
+pub use super::spool::{Encoding, Item};
+use super::state::{self, Covered, Track};
 
 /// A file to write.
 #[derive(Debug)]
@@ -84,7 +19,7 @@ pub struct FilePlan {
     /// Its records' ranges, per shard.
     pub covered: Vec<Covered>,
     /// Its records.
-    pub batch: Batch<Item>,
+    pub batch: Batch<Body>,
 }
 
 /// A time in ms since the Unix epoch (the epoch itself if out of range).
@@ -105,25 +40,22 @@ pub fn cut_name(c: Cut) -> &'static str {
 }
 
 /// A cut buffer's file: what it covers per shard (`tracks` name them), and its name from that.
-pub fn plan_file(tracks: &[Track], batch: Batch<Item>, encoding: &Encoding) -> FilePlan {
-    let mut ranges: BTreeMap<u32, (Pos, Pos)> = BTreeMap::new();
-    for item in &batch.items {
-        ranges
-            .entry(item.shard)
-            .and_modify(|r| r.1 = item.pos.clone())
-            .or_insert_with(|| (item.pos.clone(), item.pos.clone()));
-    }
-    let covered: Vec<Covered> = ranges
-        .into_iter()
-        .map(|(shard, (first, last))| Covered {
+pub fn plan_file(tracks: &[Track], batch: Batch<Body>, encoding: &Encoding) -> FilePlan {
+    let covered: Vec<Covered> = batch
+        .items
+        .spans()
+        .map(|(shard, span)| Covered {
             partition: batch.partition.clone(),
             shard: tracks[shard as usize].shard.clone(),
-            first: first.to_string(),
-            last: last.to_string(),
+            first: span.first.to_string(),
+            last: span.last.to_string(),
         })
         .collect();
     let errors = encoding.is_errors(&batch.partition);
-    let first_arrival = batch.items.iter().map(|i| i.arrival_ms).min().unwrap_or(0);
+    let first_arrival = match batch.items.first_arrival_ms {
+        i64::MAX => 0,
+        ms => ms,
+    };
     let file = format!(
         "part-{}-{}.{}",
         ms_time(first_arrival).format("%Y%m%dT%H%M%SZ"),
@@ -137,55 +69,15 @@ pub fn plan_file(tracks: &[Track], batch: Batch<Item>, encoding: &Encoding) -> F
     FilePlan { path, errors, covered, batch }
 }
 
-/// A file's bytes: its records encoded, then compressed.
-pub fn encode_file(plan: &FilePlan, encoding: &Encoding, schema: Option<arrow_schema::SchemaRef>) -> Result<Vec<u8>> {
-    if !plan.errors && encoding.format == OutputFormat::Parquet {
-        let schema = schema.expect("a Parquet schema before Parquet files");
-        let mut enc = crate::engine::parquet::ParquetEncoder::new(schema, 64 * 1024);
-        enc.push_jsonl(&plan.path, &lines(plan, Vec::with_capacity(plan.batch.bytes)))?;
-        return enc.finish();
-    }
-    let mut raw = Vec::with_capacity(plan.batch.bytes + 1024);
-    if !plan.errors && encoding.format == OutputFormat::Csv {
-        if let Some(fields) = &encoding.fields {
-            raw.extend_from_slice(&Encoder::header(fields)?);
-        }
-    }
-    let raw = lines(plan, raw);
-    let fail = |e: std::io::Error| Error::internal("compress", format!("compressing {}", plan.path), e);
-    match encoding.compression {
-        Compression::None => Ok(raw),
-        Compression::Zstd => zstd::bulk::compress(&raw, 3).map_err(fail),
-        _ => {
-            let level = libdeflater::CompressionLvl::new(GZIP_LEVEL).expect("a libdeflate level");
-            let mut gz = libdeflater::Compressor::new(level);
-            let mut out = vec![0; gz.gzip_compress_bound(raw.len())];
-            let n = gz.gzip_compress(&raw, &mut out).map_err(|e| fail(std::io::Error::other(e)))?;
-            out.truncate(n);
-            Ok(out)
-        }
-    }
-}
-
-/// `out` with the plan's lines appended.
-fn lines(plan: &FilePlan, mut out: Vec<u8>) -> Vec<u8> {
-    for item in &plan.batch.items {
-        out.extend_from_slice(&item.line);
-    }
-    out
-}
-
-/// gzip's level for stream files: fast, since a stream's files are written as it runs. On the
-/// bench's events, libdeflate's level 1 compresses at 177 MB/s to 51.0% of the text, where
-/// zlib-rs took 84 MB/s for 51.3% (its level 2) and 120 MB/s for 65% (its level 1); libdeflate's
-/// level 6 gains 3.5% of size for 70% more time.
-const GZIP_LEVEL: i32 = 1;
-
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
+    use std::sync::Arc;
 
     use super::*;
+    use crate::model::config::{Compression, OutputFormat};
+    use crate::stream::batch::Fill;
+    use crate::stream::spool::{Spooler, PIECE_BYTES};
+    use crate::stream::state::Pos;
 
     fn encoding(format: OutputFormat, compression: Compression) -> Encoding {
         let fields = Some(Arc::new(vec!["id".to_string(), "name".to_string()]));
@@ -197,9 +89,15 @@ mod tests {
         Item { shard, ordinal: n - 1, pos: Pos::N(n), arrival_ms, line: line.as_bytes().to_vec(), ack: None }
     }
 
-    fn batch(partition: &str, items: Vec<Item>) -> Batch<Item> {
-        let bytes = items.iter().map(|i| i.line.len()).sum();
-        Batch { partition: partition.into(), items, bytes, opened_ms: 0, cut: Cut::Records }
+    fn batch(partition: &str, items: Vec<Item>) -> Batch<Body> {
+        let e = encoding(OutputFormat::Jsonl, Compression::Gzip);
+        let spooler = Arc::new(Spooler::new(std::env::temp_dir(), e, PIECE_BYTES));
+        let (bytes, records) = (items.iter().map(|i| i.line.len()).sum(), items.len() as u64);
+        let mut body = Body::new(&spooler, partition);
+        for i in items {
+            body.add(i);
+        }
+        Batch { partition: partition.into(), items: body, records, bytes, opened_ms: 0, cut: Cut::Records }
     }
 
     fn tracks() -> Vec<Track> {
@@ -239,22 +137,5 @@ mod tests {
         assert_ne!(other.path, plan.path);
         let rejects = plan_file(&tracks(), batch("errors/dt=2026-09-21", items()), &e);
         assert!(rejects.errors && rejects.path.starts_with("errors/dt=2026-09-21/part-"));
-    }
-
-    #[test]
-    fn csv_files_get_their_header_and_every_compression_reads_back() {
-        let lines = || vec![item(0, 1, "1,a\n"), item(0, 2, "2,b\n")];
-        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
-            let e = encoding(OutputFormat::Csv, compression);
-            let plan = plan_file(&tracks(), batch("", lines()), &e);
-            let bytes = encode_file(&plan, &e, None).unwrap();
-            let mut text = String::new();
-            match compression {
-                Compression::Gzip => flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut text).unwrap(),
-                Compression::Zstd => zstd::Decoder::new(&bytes[..]).unwrap().read_to_string(&mut text).unwrap(),
-                _ => std::io::Cursor::new(bytes).read_to_string(&mut text).unwrap(),
-            };
-            assert_eq!(text, "id,name\n1,a\n2,b\n", "{compression:?}");
-        }
     }
 }

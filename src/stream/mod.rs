@@ -20,6 +20,7 @@ mod prep;
 mod reader;
 mod report;
 pub mod source;
+mod spool;
 pub mod state;
 mod writer;
 
@@ -82,6 +83,9 @@ pub struct Stream {
     pub sink: Option<Arc<dyn Sink>>,
     /// Whether kept records go into files in `dest` too (else only rejects do).
     pub files: bool,
+    /// Where buffers compress their records to until their files are written: the engine's
+    /// spool directory (on Lambda, in its scratch space).
+    pub scratch: std::path::PathBuf,
 }
 
 impl Stream {
@@ -104,7 +108,8 @@ impl Stream {
                 engine.open_sink(&spec.sink, &shape)?
             }
         };
-        Ok(Stream { spec, lookup, ledger, dest, inputs, cloud, sink, files: true })
+        let scratch = engine.data_dir().join("spool");
+        Ok(Stream { spec, lookup, ledger, dest, inputs, cloud, sink, files: true, scratch })
     }
 
     /// Only rejects go into files: kept records go only to the sink (there must be one).
@@ -151,8 +156,21 @@ impl Stream {
         let (tx, rx) = mpsc::channel(8);
         let (group_tx, group_rx) = mpsc::channel::<Group>(2);
         let resume = saved.shards.clone();
+        std::fs::create_dir_all(&self.scratch).map_err(|e| {
+            let what = format!("cannot create {}", self.scratch.display());
+            Error::backend(crate::error::Backend::Filesystem, what, e)
+        })?;
         let targets = reader::Targets { source: opts.from.name(), sink: self.sink.clone(), files: self.files };
-        let reader = Reader::new(&self.spec, self.lookup.clone(), &config, saved, group_tx, opts.idle_exit, targets)?;
+        let reader = Reader::new(
+            self.scratch.clone(),
+            &self.spec,
+            self.lookup.clone(),
+            &config,
+            saved,
+            group_tx,
+            opts.idle_exit,
+            targets,
+        )?;
 
         // The channel closes only once the source's result is in: an error that ended the
         // source is the run's, and a source the run stopped is stopped, whatever it was doing.

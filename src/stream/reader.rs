@@ -20,6 +20,7 @@ use super::place::{Placement, Placer};
 use super::prep::{BlockDone, BlockJob, Prep, Ready};
 use super::report::Report;
 use super::source::{Block, Delivery, SourceRecord};
+use super::spool::{Body, Spooler, PIECE_BYTES};
 use super::state::{Pos, Saved};
 use super::writer::{Arrival, Group};
 use crate::backends::lookup::LookupTable;
@@ -84,8 +85,11 @@ pub struct Reader {
     prep: Arc<Prep>,
     spec: JobSpec,
     lookup: Option<Arc<LookupTable>>,
-    batcher: Batcher<Item>,
+    batcher: Batcher<Body>,
     encoding: Option<Encoding>,
+    /// Where buffers compress their records to, once the encoding is fixed.
+    scratch: std::path::PathBuf,
+    spooler: Option<Arc<Spooler>>,
     config: StreamConfig,
     encoder: Option<Encoder>,
     placer: Placer,
@@ -100,8 +104,10 @@ pub struct Reader {
 
 impl Reader {
     /// A reader of a job's records under `config`, starting from `saved`, sending groups to
-    /// `out`, and stopping once `idle` passes without a record.
+    /// `out`, and stopping once `idle` passes without a record; buffers spool to `scratch`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        scratch: std::path::PathBuf,
         spec: &JobSpec,
         lookup: Option<Arc<LookupTable>>,
         config: &StreamConfig,
@@ -146,6 +152,8 @@ impl Reader {
             lookup,
             batcher: Batcher::new(limits),
             encoding: None,
+            scratch,
+            spooler: None,
             config: config.clone(),
             encoder: None,
             placer: Placer { saved, active: HashMap::new(), config: config.clone(), errors },
@@ -231,6 +239,10 @@ impl Reader {
         drop(rx);
         let rest = self.batcher.drain();
         self.send(rest, true)?;
+        if let Some(s) = &self.spooler {
+            self.counts.buffered_peak_bytes = s.gauges.peak.load(std::sync::atomic::Ordering::Relaxed) as u64;
+            self.counts.spooled_bytes = s.gauges.spooled.load(std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(self.counts)
     }
 
@@ -273,12 +285,14 @@ impl Reader {
             errors: self.config.errors.trim_matches('/').to_string(),
         };
         self.encoder = Some(Encoder::new(e.line_format(), fields));
+        let spooler = Spooler::new(self.scratch.clone(), e.clone(), PIECE_BYTES);
+        self.spooler = Some(Arc::new(spooler));
         self.encoding = Some(e.clone());
         Ok(e)
     }
 
     /// Send cut buffers to the writer, with what it must learn first.
-    fn send(&mut self, batches: Vec<Batch<Item>>, last: bool) -> Result<()> {
+    fn send(&mut self, batches: Vec<Batch<Body>>, last: bool) -> Result<()> {
         let encoding = match &self.encoding {
             Some(e) => e.clone(),
             None => self.encoding(self.spec.output_fields.clone())?,
@@ -324,7 +338,7 @@ impl Reader {
 
     /// Place the records of processed blocks, in the order the blocks came: all of them if
     /// `all`, else those done (waiting for the oldest while the helpers have too many).
-    fn collect(&mut self, all: bool, cut: &mut Vec<Batch<Item>>) -> Result<()> {
+    fn collect(&mut self, all: bool, cut: &mut Vec<Batch<Body>>) -> Result<()> {
         while let Some(done) = self.helpers.next(all || self.helpers.full()) {
             let BlockDone { shard, arrival_ms, records } = done?;
             let first = self.number(shard, records.len());
@@ -352,7 +366,7 @@ impl Reader {
     }
 
     /// A record stream's records: each one JSON object.
-    fn records(&mut self, shard_name: &str, records: Vec<SourceRecord>, cut: &mut Vec<Batch<Item>>) -> Result<()> {
+    fn records(&mut self, shard_name: &str, records: Vec<SourceRecord>, cut: &mut Vec<Batch<Body>>) -> Result<()> {
         if self.encoding.is_none() {
             self.encoding(self.spec.output_fields.clone())?;
         }
@@ -408,7 +422,7 @@ impl Reader {
         number: u64,
         (pos, arrival_ms, ack): (Pos, i64, Option<String>),
         ready: Ready,
-        cut: &mut Vec<Batch<Item>>,
+        cut: &mut Vec<Batch<Body>>,
     ) {
         self.counts.records += 1;
         let placement = self.placer.place(&self.shards[shard as usize].name, &pos, number, arrival_ms, ready);
@@ -448,7 +462,8 @@ impl Reader {
         let bytes = line.len();
         // The writer's track of the shard gives its records the same ordinals, in order.
         let item = Item { shard, ordinal: number - 1, pos, arrival_ms, line, ack };
-        cut.extend(self.batcher.push(&partition, item, bytes, now_ms()));
+        let spooler = self.spooler.as_ref().expect("the encoding is fixed before records are placed");
+        cut.extend(self.batcher.push(&partition, item, bytes, now_ms(), || Body::new(spooler, &partition)));
     }
 }
 
@@ -468,7 +483,8 @@ mod tests {
         let mut saved = Saved::default();
         saved.shards.insert("s".into(), SavedShard { checkpoint: Some("2".into()), ended: false });
         let (group_tx, mut group_rx) = mpsc::channel(16);
-        let reader = Reader::new(&spec, None, &config, saved, group_tx, None, Targets::default()).unwrap();
+        let reader =
+            Reader::new(std::env::temp_dir(), &spec, None, &config, saved, group_tx, None, Targets::default()).unwrap();
         let (tx, rx) = mpsc::channel(4);
         let records = (1..=5)
             .map(|n| SourceRecord {
@@ -494,7 +510,12 @@ mod tests {
                 Arrival::Settled { shard, pos, ack } => (shard, pos.to_string(), ack),
                 Arrival::Buffered { shard, pos } => (shard, pos.to_string(), None),
             }));
-            items.extend(g.batches.into_iter().flat_map(|b| b.items).map(|i| (i.ordinal, i.pos.to_string(), i.ack)));
+            for b in g.batches {
+                let spans: Vec<_> = b.items.spans().map(|(_, s)| (s.first.to_string(), s.last.to_string())).collect();
+                assert!(spans.iter().all(|(first, last)| first.parse::<u64>().unwrap() <= last.parse().unwrap()));
+                let acks = b.items.acks.clone();
+                items.extend(b.items.ordinals().zip(acks).map(|((_, o), a)| (o, (o + 1).to_string(), Some(a))));
+            }
         }
         assert_eq!((shards, ended), (vec!["s".to_string()], vec![0]));
         let at = |n: u64, ack: Option<&str>| (0, n.to_string(), ack.map(String::from));
@@ -514,8 +535,17 @@ mod tests {
         let mut saved = Saved::default();
         saved.shards.insert("s".into(), SavedShard { checkpoint: Some("1000000".into()), ended: false });
         let (group_tx, mut group_rx) = mpsc::channel(16);
-        let reader =
-            Reader::new(&spec, None, &StreamConfig::default(), saved, group_tx, None, Targets::default()).unwrap();
+        let reader = Reader::new(
+            std::env::temp_dir(),
+            &spec,
+            None,
+            &StreamConfig::default(),
+            saved,
+            group_tx,
+            None,
+            Targets::default(),
+        )
+        .unwrap();
         let (tx, rx) = mpsc::channel(4);
         let handle = tokio::runtime::Handle::current();
         let read = tokio::task::spawn_blocking(move || reader.run(rx, Box::pin(std::future::pending()), handle));

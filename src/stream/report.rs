@@ -33,6 +33,11 @@ pub struct Report {
     pub seconds: f64,
     /// Records read per second.
     pub records_per_s: f64,
+    /// The most bytes of records the buffers held in memory at once (uncompressed): at most a
+    /// piece (512 KiB) per open partition, the rest being compressed in scratch files.
+    pub buffered_peak_bytes: u64,
+    /// Compressed bytes the buffers wrote to scratch files.
+    pub spooled_bytes: u64,
     /// The sink table kept records were upserted into, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sink: Option<String>,

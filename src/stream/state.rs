@@ -125,52 +125,120 @@ pub fn file_id(covered: &[Covered]) -> String {
     digest.iter().take(10).map(|b| format!("{b:02x}")).collect()
 }
 
-/// A shard's records in flight: which are accounted for, in order.
+/// A shard's records in flight: which are accounted for, in order. It holds a bit per record
+/// and its positions as runs (a file's records are numbered one after another, so a run holds
+/// a whole block), not a position per record: a stream of millions of records waiting in
+/// buffers costs megabytes, not hundreds.
 #[derive(Debug)]
 pub struct Track {
     /// The shard's name.
     pub shard: String,
-    /// The ordinal of `flags[0]`.
+    /// The ordinal of `done`'s first bit (a multiple of 64).
     base: u64,
-    flags: VecDeque<(Pos, bool)>,
+    /// A bit per record from `base`: it is accounted for.
+    done: VecDeque<u64>,
+    /// The ordinal of the first record not accounted for.
+    open: u64,
+    /// The ordinal the next record gets.
+    next: u64,
+    /// The positions of the records from `open` on (and perhaps a few before), as runs.
+    runs: VecDeque<Run>,
     /// The last accounted position with everything before it accounted.
     pub checkpoint: Option<Pos>,
     /// The shard has no more records (the reader reached its end).
     pub reader_ended: bool,
 }
 
+/// Records with consecutive ordinals: numbered one after another from `pos` (`Pos::N`), or
+/// one record (`Pos::S`).
+#[derive(Debug)]
+struct Run {
+    ordinal: u64,
+    pos: Pos,
+    len: u64,
+}
+
+impl Run {
+    /// The position of the record at `ordinal`, inside this run.
+    fn at(&self, ordinal: u64) -> Pos {
+        match &self.pos {
+            Pos::N(n) => Pos::N(n + (ordinal - self.ordinal)),
+            s => s.clone(),
+        }
+    }
+}
+
 impl Track {
     /// A shard resuming after `checkpoint`.
     pub fn new(shard: impl Into<String>, checkpoint: Option<Pos>) -> Self {
-        Track { shard: shard.into(), base: 0, flags: VecDeque::new(), checkpoint, reader_ended: false }
+        Track {
+            shard: shard.into(),
+            base: 0,
+            done: VecDeque::new(),
+            open: 0,
+            next: 0,
+            runs: VecDeque::new(),
+            checkpoint,
+            reader_ended: false,
+        }
     }
 
     /// Note a record read; its ordinal.
     pub fn arrive(&mut self, pos: Pos) -> u64 {
-        self.flags.push_back((pos, false));
-        self.base + self.flags.len() as u64 - 1
+        let ordinal = self.next;
+        self.next += 1;
+        if (ordinal - self.base) / 64 >= self.done.len() as u64 {
+            self.done.push_back(0);
+        }
+        match (self.runs.back_mut(), &pos) {
+            (Some(run), Pos::N(n)) if matches!(run.pos, Pos::N(first) if first + run.len == *n) => run.len += 1,
+            _ => self.runs.push_back(Run { ordinal, pos, len: 1 }),
+        }
+        ordinal
     }
 
     /// Mark a record accounted for; moves the checkpoint over every leading accounted record.
     pub fn done(&mut self, ordinal: u64) {
-        if let Some(slot) = ordinal.checked_sub(self.base).and_then(|i| self.flags.get_mut(i as usize)) {
-            slot.1 = true;
+        if ordinal < self.open || ordinal >= self.next {
+            return;
         }
-        while self.flags.front().is_some_and(|f| f.1) {
-            let (pos, _) = self.flags.pop_front().expect("front");
-            self.base += 1;
-            self.checkpoint = Some(pos);
+        let i = ordinal - self.base;
+        self.done[(i / 64) as usize] |= 1 << (i % 64);
+        if ordinal != self.open {
+            return;
+        }
+        // Move `open` over the accounted records that lead, a word at a time where it can.
+        while self.open < self.next {
+            let i = self.open - self.base;
+            let word = self.done[(i / 64) as usize] >> (i % 64);
+            let ones = u64::from(word.trailing_ones()).min(64 - i % 64);
+            if ones == 0 {
+                break;
+            }
+            self.open = (self.open + ones).min(self.next);
+        }
+        while self.open - self.base >= 64 {
+            self.done.pop_front();
+            self.base += 64;
+        }
+        let last = self.open - 1;
+        while self.runs.len() > 1 && self.runs[1].ordinal <= last {
+            self.runs.pop_front();
+        }
+        self.checkpoint = self.runs.front().map(|r| r.at(last));
+        while self.runs.front().is_some_and(|r| r.ordinal + r.len <= self.open) {
+            self.runs.pop_front();
         }
     }
 
     /// Records read and not yet accounted for.
     pub fn in_flight(&self) -> usize {
-        self.flags.len()
+        (self.next - self.open) as usize
     }
 
     /// Whether the shard is read to its end and every record is accounted for.
     pub fn finished(&self) -> bool {
-        self.reader_ended && self.flags.is_empty()
+        self.reader_ended && self.open == self.next
     }
 }
 
@@ -234,6 +302,42 @@ mod tests {
         assert_eq!((t.checkpoint.clone(), t.in_flight()), (Some(Pos::N(4)), 0));
         t.reader_ended = true;
         assert!(t.finished());
+    }
+
+    /// The bits and runs give what a position per record gave, whatever the order records
+    /// are accounted in: the checkpoint is the position of the last of the leading ones.
+    #[test]
+    fn the_checkpoint_follows_leading_accounted_records_over_runs_and_words() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..50 {
+            let mut t = Track::new("s", None);
+            let mut positions = Vec::new();
+            let mut n = 0u64;
+            for _ in 0..rng.usize(1..400) {
+                // Numbers with gaps (a new run) and sequence numbers (a run each).
+                let pos = match rng.u8(0..10) {
+                    0 => Pos::S(format!("{}", 100_000_000_000_000_000_000u128 + u128::from(n)).into()),
+                    1 => {
+                        n += 7;
+                        Pos::N(n)
+                    }
+                    _ => Pos::N(n),
+                };
+                n += 1;
+                positions.push(pos.clone());
+                assert_eq!(t.arrive(pos), positions.len() as u64 - 1);
+            }
+            let mut order: Vec<u64> = (0..positions.len() as u64).collect();
+            rng.shuffle(&mut order);
+            let mut accounted = vec![false; positions.len()];
+            for o in order {
+                t.done(o);
+                accounted[o as usize] = true;
+                let leading = accounted.iter().take_while(|a| **a).count();
+                assert_eq!(t.checkpoint, leading.checked_sub(1).map(|i| positions[i].clone()));
+                assert_eq!(t.in_flight(), positions.len() - leading);
+            }
+        }
     }
 
     #[test]

@@ -170,12 +170,29 @@ fn the_buffer_cap_writes_the_largest_buffer_early() {
 /// its end: every record in exactly one file, and a second run writes nothing.
 #[test]
 fn files_killed_and_resumed_write_every_record_exactly_once() {
+    // Small files, so that kills land between many writes and commits.
+    let short = killed_and_resumed("size_mib = 1\nrecords = 400", 7);
+    // Per partition, every file is full (400 records) but one.
+    assert!(short.values().all(|&n| n <= 1), "{short:?}");
+}
+
+/// The same with files of 1 MiB: each buffer compresses its records to a scratch file a piece
+/// at a time, so kills land while buffers spill, while spilled files are uploaded, and between
+/// those and their commits.
+#[test]
+fn files_killed_while_buffers_spill_to_scratch_write_every_record_exactly_once() {
+    killed_and_resumed("size_mib = 1", 11);
+}
+
+/// Kill a file source's stream four times at random instants, run it to its end, check every
+/// record is in one file and a second run writes nothing; the number of files under 400 records
+/// per partition.
+fn killed_and_resumed(size: &str, seed: u64) -> BTreeMap<String, usize> {
     let dir = tempfile::tempdir().unwrap();
     let (input, broken) = events(200_000, 50, 2);
     let input_path = dir.path().join("events.jsonl");
     std::fs::write(&input_path, &input).unwrap();
-    // Small files, so that kills land between many writes and commits.
-    let job = EVENTS_JOB.replace("size_mib = 1", "size_mib = 1\nrecords = 400");
+    let job = EVENTS_JOB.replace("size_mib = 1", size);
     std::fs::write(dir.path().join("job.toml"), job).unwrap();
     let out = dir.path().join("out");
     let run = || {
@@ -187,7 +204,7 @@ fn files_killed_and_resumed_write_every_record_exactly_once() {
             .stderr(Stdio::null());
         c
     };
-    let mut rng = fastrand::Rng::with_seed(7);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut kills = 0;
     for _ in 0..4 {
         let mut child = run().spawn().unwrap();
@@ -211,20 +228,51 @@ fn files_killed_and_resumed_write_every_record_exactly_once() {
     );
     assert_eq!(errors.len() as u64, broken);
     assert!(errors.values().all(|f| f.len() == 1));
-    // Per partition, every file is full (400 records) but one.
     let mut short: BTreeMap<String, usize> = BTreeMap::new();
     for (name, bytes) in common::decompressed_files(&out) {
         if !name.starts_with("errors/") && lines(&bytes).len() < 400 {
             *short.entry(name.rsplit_once('/').unwrap().0.to_string()).or_default() += 1;
         }
     }
-    assert!(short.values().all(|&n| n <= 1), "{short:?}");
 
     let before = common::decompressed_files(&out);
     let again = run().output().unwrap();
     assert!(again.status.success());
     assert_eq!(report(&again.stdout)["files"], 0);
     assert_eq!(common::decompressed_files(&out), before, "a second run changed the output");
+    short
+}
+
+/// 100 partitions (the open-partition cap), a tenth of them taking most records: the buffers
+/// hold at most a piece (512 KiB) of records each in memory, compressing the rest to scratch
+/// files, and every record lands in exactly one file.
+#[test]
+fn buffers_over_many_partitions_hold_a_bounded_piece_in_memory_and_every_record_lands_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = fastrand::Rng::with_seed(9);
+    let n = 300_000u64;
+    let mut input = String::new();
+    for id in 0..n {
+        // Vendors 0–9 take about 80% of the records, 10–99 the rest.
+        let vendor = if rng.u8(0..10) < 8 { rng.u32(0..10) } else { rng.u32(10..100) };
+        let note: String = (0..rng.usize(60..120)).map(|_| rng.alphanumeric()).collect();
+        input.push_str(&format!(
+            "{{\"id\":{id},\"vendor\":\"v{vendor}\",\"ts\":\"2026-11-01T00:00:00Z\",\"amount\":1,\"note\":\"{note}\"}}\n"
+        ));
+    }
+    std::fs::write(dir.path().join("job.toml"), EVENTS_JOB.replace("size_mib = 1\n", "")).unwrap();
+    let out = dir.path().join("out");
+    let r = stream_stdin(dir.path(), &out, &input);
+    let peak = r["buffered_peak_bytes"].as_u64().unwrap();
+    // Each buffer under a piece, and the compressor's few pieces in flight.
+    assert!(peak > 0 && peak <= 103 * (512 * 1024 + 300), "{r}");
+    assert!(peak < input.len() as u64 / 3, "most records were held in memory: {r}");
+    assert!(r["spooled_bytes"].as_u64().unwrap() > 1 << 20, "the busy partitions spilled: {r}");
+    assert_eq!(r["files"], 100, "{r}");
+    let (data, errors) = ids(&out);
+    assert!(errors.is_empty());
+    assert_eq!(data.len() as u64, n);
+    assert!(data.values().all(|f| f.len() == 1), "a record in two files");
 }
 
 /// A file announced but not written is cut again; one announced and written is kept, and its
@@ -270,6 +318,7 @@ async fn announced_files_are_kept_if_written_and_redone_if_not() {
         cloud: sluicebox::backends::cloud::Cloud::none(),
         sink: None,
         files: true,
+        scratch: dir.path().join("spool"),
     };
     let r = stream.run(&opts, std::future::pending()).await.unwrap();
     assert_eq!((r.records, r.skipped, r.written, r.files), (10, 5, 5, 1));
