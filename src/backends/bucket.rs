@@ -478,7 +478,7 @@ pub async fn upload_file(store: Arc<dyn ObjectStore>, file: &FsPath, key: &str) 
 const UPLOAD_PART_BYTES: usize = 8 << 20;
 
 /// Stream `reader` (`from` names it in errors) into `key` in the bucket: a multipart upload of
-/// [`UPLOAD_PART_BYTES`] parts when it is larger than one; an upload cut off leaves no object.
+/// `UPLOAD_PART_BYTES` (8 MiB) parts when it is larger than one; an upload cut off leaves no object.
 pub async fn upload_from(
     store: Arc<dyn ObjectStore>,
     mut reader: impl tokio::io::AsyncRead + Unpin,
