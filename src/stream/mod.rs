@@ -192,7 +192,8 @@ impl Stream {
             return Err(e);
         }
         let sink = self.sink.as_ref().and(self.spec.sink.target.table()).map(str::to_string);
-        Ok(Report { name, sink, ..counts }.with_files(written, started.elapsed().as_secs_f64()))
+        let sink_figures = self.sink.as_ref().and_then(|s| s.figures());
+        Ok(Report { name, sink, sink_figures, ..counts }.with_files(written, started.elapsed().as_secs_f64()))
     }
 }
 

@@ -44,6 +44,10 @@ pub struct Report {
     /// Records upserted into the sink (a record read again after a restart counts again; its
     /// write changes nothing).
     pub upserted: u64,
+    /// What the sink's writes cost (requests, write units, throttling), for a sink that
+    /// counts them (DynamoDB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sink_figures: Option<crate::backends::sink::SinkFigures>,
 }
 
 /// What the writer wrote.
@@ -105,8 +109,18 @@ impl std::fmt::Display for Report {
             t(self.file_bytes[2]),
             t(self.error_files)
         )?;
-        match &self.sink {
-            Some(table) => write!(f, "\n{} records upserted into {table}", t(self.upserted)),
+        if let Some(table) = &self.sink {
+            write!(f, "\n{} records upserted into {table}", t(self.upserted))?;
+        }
+        match &self.sink_figures {
+            Some(s) => write!(
+                f,
+                ": {} write requests, {:.0} write units, {} throttled, {} items sent again",
+                t(s.requests),
+                s.write_units,
+                t(s.throttled_requests),
+                t(s.retried_items)
+            ),
             None => Ok(()),
         }
     }

@@ -282,3 +282,58 @@ async fn sqs_passes_the_record_source_conformance_suite() {
     let client = sluicebox::backends::aws::sqs(&common::emulator().await);
     conformance::run_all(&SqsFeeder { client }, 100).await;
 }
+
+/// A stream into a DynamoDB table, a third of its writes throttled: every record is in the
+/// table once, and the report says what the writes cost: requests, write units, the
+/// throttled requests (as many as were injected) and the items sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_into_dynamodb_reports_its_write_units_and_throttling() {
+    use sluicebox::backends::sink::dynamodb::{DynamoSink, ThrottleFaults};
+    use sluicebox::backends::sink::Sink;
+    use sluicebox::stream::source::SourceRecord;
+    use sluicebox::stream::state::Pos;
+    use sluicebox::stream::{Options, Source, Stream};
+    common::assert_emulator();
+    let sdk = sluicebox::backends::aws::sdk_config(Some(8)).await;
+    let client = sluicebox::backends::aws::dynamodb(&sdk);
+    let table = unique("stream-sink");
+    DynamoSink::create_table(&client, &table).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = sluicebox::engine::Engine::local(dir.path()).unwrap();
+    engine.cloud = sluicebox::backends::cloud::Cloud::aws(sdk.clone());
+    let faults = Arc::new(ThrottleFaults::new(0.3, 11));
+    let sink = Arc::new(DynamoSink::new(client.clone(), &table).with_faults(faults.clone()));
+    let layered = sink.clone();
+    engine.sink_layer = Some(Arc::new(move |_| layered.clone() as Arc<dyn Sink>));
+    let job = format!("[key]\nfields = [\"id\"]\n[sink]\ntype = \"dynamodb\"\ntable = \"{table}\"\n");
+    let spec = sluicebox::model::config::JobConfig::from_toml(&job, "job.toml").unwrap().validate(dir.path()).unwrap();
+    let records = (0..300u64)
+        .map(|i| SourceRecord {
+            pos: Pos::N(i + 1),
+            arrival_ms: 1_790_000_000_000 + i as i64,
+            data: format!("{{\"id\": {i}, \"note\": \"n{i}\"}}").into(),
+            ack: None,
+        })
+        .collect();
+    let dest = sluicebox::backends::bucket::open(dir.path().join("out").to_str().unwrap(), &engine.cloud).unwrap();
+    let stream = Stream::new(&engine, spec, None, dest).unwrap().sink_only().unwrap();
+    let opts = Options {
+        from: Source::Batch { shard: "shardId-0".into(), records },
+        to: format!("table {table}"),
+        name: None,
+        idle_exit: None,
+        latest: false,
+    };
+    let r = stream.run(&opts, std::future::pending()).await.unwrap();
+    let f = r.sink_figures.clone().expect("a DynamoDB sink counts its writes");
+    let refused = faults.refused_requests.load(std::sync::atomic::Ordering::Relaxed);
+    let held = faults.held_items.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(refused > 0 && held > 0, "faults were injected: {refused} requests, {held} items");
+    assert_eq!(f.throttled_requests, refused, "{f:?}");
+    assert_eq!(f.items_written, 300, "{f:?}");
+    assert!(f.retried_items >= held, "{f:?}");
+    assert!(f.requests >= 300, "one PutItem per item at least: {f:?}");
+    assert!(f.write_units >= 300.0, "a unit per item of under 1 KB: {f:?}");
+    assert!(r.to_string().contains(&format!("{} throttled", refused)), "{r}");
+    assert_eq!(sink.read_all().await.unwrap().len(), 300);
+}

@@ -137,6 +137,30 @@ pub struct SinkStats {
     pub largest_request: AtomicU64,
     /// Ordered writes refused because the table held a newer version of the item.
     pub stale: AtomicU64,
+    /// Write capacity units the table reported consuming, in thousandths.
+    pub write_milli_units: AtomicU64,
+    /// Items sent again after their request was refused whole.
+    pub resent_items: AtomicU64,
+}
+
+impl SinkStats {
+    /// Add what a response's `ConsumedCapacity` says.
+    fn consumed<'a>(&self, capacity: impl IntoIterator<Item = &'a aws_sdk_dynamodb::types::ConsumedCapacity>) {
+        let units: f64 = capacity.into_iter().filter_map(|c| c.capacity_units()).sum();
+        self.write_milli_units.fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
+    }
+
+    /// The figures so far.
+    pub fn figures(&self) -> super::SinkFigures {
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        super::SinkFigures {
+            requests: get(&self.requests),
+            items_written: get(&self.items_written),
+            write_units: get(&self.write_milli_units) as f64 / 1000.0,
+            throttled_requests: get(&self.throttled_requests),
+            retried_items: get(&self.unprocessed) + get(&self.resent_items),
+        }
+    }
 }
 
 impl DynamoSink {
@@ -224,9 +248,16 @@ impl DynamoSink {
             requests.push(WriteRequest::builder().put_request(put).build());
             by_key.insert(item.key.clone(), item);
         }
-        let out = self.client.batch_write_item().request_items(&self.table, requests).send().await;
+        let out = self
+            .client
+            .batch_write_item()
+            .request_items(&self.table, requests)
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+            .send()
+            .await;
         match out {
             Ok(out) => {
+                self.stats.consumed(out.consumed_capacity());
                 let unprocessed = out.unprocessed_items.unwrap_or_default().remove(&self.table).unwrap_or_default();
                 Ok(unprocessed
                     .into_iter()
@@ -261,10 +292,14 @@ impl DynamoSink {
                 .expression_attribute_names("#s", "_seq")
                 .expression_attribute_values(":j", AttributeValue::N(item.job.to_string()))
                 .expression_attribute_values(":s", AttributeValue::N(item.seq.to_string()))
+                .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
                 .send()
                 .await;
             match sent {
-                Ok(_) => Ok(None),
+                Ok(out) => {
+                    self.stats.consumed(out.consumed_capacity());
+                    Ok(None)
+                }
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
                     // A newer version is stored: this write is done by not being made.
                     self.stats.stale.fetch_add(1, Ordering::Relaxed);
@@ -337,6 +372,10 @@ enum Attempt {
 
 #[async_trait]
 impl Sink for DynamoSink {
+    fn figures(&self) -> Option<super::SinkFigures> {
+        Some(self.stats.figures())
+    }
+
     async fn write(&self, items: Vec<SinkItem>) -> Result<()> {
         // One item per key, the highest seq: a request may not name a key twice.
         let mut by_key: HashMap<String, SinkItem> = HashMap::with_capacity(items.len());
@@ -376,6 +415,7 @@ impl Sink for DynamoSink {
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(e)) => {
                     self.stats.throttled_requests.fetch_add(1, Ordering::Relaxed);
+                    self.stats.resent_items.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     self.pace.throttled();
                     stalled += 1;
                     last_error = Some(e);

@@ -133,6 +133,21 @@ pub struct SinkLimits {
     pub no_empty_key: bool,
 }
 
+/// What a sink's writes cost so far (`--json` names are stable): the loader's figures.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SinkFigures {
+    /// Write requests sent (`PutItem` or `BatchWriteItem`), retries included.
+    pub requests: u64,
+    /// Items the table took.
+    pub items_written: u64,
+    /// Write capacity units the table reported consuming (DynamoDB's `ConsumedCapacity`).
+    pub write_units: f64,
+    /// Requests refused whole by throttling or a server error, and sent again.
+    pub throttled_requests: u64,
+    /// Items sent again: a batch's unprocessed items, and those of refused requests.
+    pub retried_items: u64,
+}
+
 /// A destination for records.
 ///
 /// # Contract
@@ -191,5 +206,10 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     /// An item's size as the sink counts it against [`SinkLimits::max_item_bytes`].
     fn item_size(&self, item: &SinkItem) -> usize {
         serde_json::to_vec(&item.record).map_or(0, |v| v.len())
+    }
+    /// What its writes have cost so far, for a sink that counts requests and capacity (none
+    /// for a local table).
+    fn figures(&self) -> Option<SinkFigures> {
+        None
     }
 }

@@ -194,6 +194,10 @@ impl Sink for PublishSink {
         self.publish_items(&items).await
     }
 
+    fn figures(&self) -> Option<super::SinkFigures> {
+        self.inner.as_ref().and_then(|i| i.figures())
+    }
+
     async fn upsert(&self, items: Vec<SinkItem>) -> Result<()> {
         if let Some(inner) = &self.inner {
             inner.upsert(items.clone()).await?;
