@@ -19,17 +19,16 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::backends::bucket;
 use crate::backends::calls::{ApiCalls, Tally};
 use crate::backends::ledger::{ChunkRecord, JobStatus, LedgerCommit};
 use crate::backends::queue::{Delivery, Queue};
 use crate::batch::gather;
 use crate::batch::job::{now_ms, Failure, JobObjects, JobRun, Part, RunOptions, Task};
+use crate::batch::pieces::read_chunk;
 use crate::engine::pipeline::ChunkOutput;
 use crate::engine::Engine;
 use crate::error::{Backend, Error, Result};
-use crate::input::plan::{Chunk, Piece};
-use crate::model::config::Compression;
+use crate::input::plan::Chunk;
 use crate::model::record::SinkItem;
 
 /// What becomes of a task's message.
@@ -544,40 +543,6 @@ fn unanswered(run: &JobRun, task: &Task, attempt: u32, policy: Policy) -> Handle
 /// creation time, which is its plan's order).
 fn same_run(job: &crate::backends::ledger::JobRecord, run: &JobRun) -> bool {
     job.created_ms == run.generation()
-}
-
-/// A piece's bytes: from its resume point when its input is compressed and the plan has one
-/// (only the piece's own part of the stream is decoded), else by range.
-async fn read_piece(run: &Arc<JobRun>, piece: &Piece) -> Result<bytes::Bytes> {
-    let input = &run.plan.inputs[piece.input as usize];
-    let store = run.engine.inputs.clone();
-    if input.plain_copy {
-        return run.objects.plain_copy_range(piece.input, piece.start, piece.end).await;
-    }
-    match &piece.resume {
-        Some(resume) if !matches!(input.object.compression, Compression::None | Compression::Auto) => {
-            let window = match resume.point.window_len {
-                0 => bytes::Bytes::new(),
-                len => run.objects.window(piece.input, resume.point.window_at, len).await?,
-            };
-            bucket::read_resumed(store, &input.object, resume, window, piece.start, piece.end).await
-        }
-        _ => bucket::read_range(store, &input.object, piece.start, piece.end).await,
-    }
-}
-
-/// Inputs of a packed chunk read at once.
-const PIECE_READS: usize = 16;
-
-/// Every piece of a chunk with its bytes, in order (the small inputs of a packed chunk read
-/// [`PIECE_READS`] at a time).
-async fn read_chunk(run: &Arc<JobRun>, chunk: &Chunk) -> Result<Vec<(Piece, bytes::Bytes)>> {
-    use futures::{StreamExt, TryStreamExt};
-    futures::stream::iter(chunk.pieces())
-        .map(|piece| async move { read_piece(run, &piece).await.map(|bytes| (piece, bytes)) })
-        .buffered(PIECE_READS)
-        .try_collect()
-        .await
 }
 
 /// Do one chunk, idempotently, and finalize the job if this commit completed it.
