@@ -165,6 +165,11 @@ impl<F: Fill> Batcher<F> {
         all.into_iter().map(|(_, p)| self.cut(&p, Cut::Drain)).collect()
     }
 
+    /// The records of `partition`'s open buffer, if it has one.
+    pub fn items_mut(&mut self, partition: &str) -> Option<&mut F> {
+        self.buffers.get_mut(partition).map(|b| &mut b.items)
+    }
+
     /// Bytes buffered in all partitions.
     pub fn buffered_bytes(&self) -> usize {
         self.total

@@ -39,8 +39,9 @@ pub fn cut_name(c: Cut) -> &'static str {
     }
 }
 
-/// A cut buffer's file: what it covers per shard (`tracks` name them), and its name from that.
-pub fn plan_file(tracks: &[Track], batch: Batch<Body>, encoding: &Encoding) -> FilePlan {
+/// A cut buffer's file: what it covers per shard (`tracks` name them), and its name from that
+/// (and from `run`, for a source that numbers its records afresh in each run).
+pub fn plan_file(tracks: &[Track], batch: Batch<Body>, encoding: &Encoding, run: Option<&str>) -> FilePlan {
     let covered: Vec<Covered> = batch
         .items
         .spans()
@@ -59,7 +60,7 @@ pub fn plan_file(tracks: &[Track], batch: Batch<Body>, encoding: &Encoding) -> F
     let file = format!(
         "part-{}-{}.{}",
         ms_time(first_arrival).format("%Y%m%dT%H%M%SZ"),
-        state::file_id(&covered),
+        state::file_id(&covered, run),
         encoding.extension(errors)
     );
     let path = match batch.partition.as_str() {
@@ -124,7 +125,7 @@ mod tests {
     fn a_file_covers_each_shards_range_and_is_named_by_it() {
         let e = encoding(OutputFormat::Jsonl, Compression::Gzip);
         let items = || vec![item(0, 3, "{}\n"), item(1, 7, "{}\n"), item(0, 5, "{}\n")];
-        let plan = plan_file(&tracks(), batch("k=v", items()), &e);
+        let plan = plan_file(&tracks(), batch("k=v", items()), &e, None);
         let covered: Vec<_> =
             plan.covered.iter().map(|c| (c.shard.as_str(), c.first.as_str(), c.last.as_str())).collect();
         assert_eq!(covered, [("a", "3", "5"), ("b", "7", "7")]);
@@ -132,10 +133,10 @@ mod tests {
         let (folder, name) = plan.path.split_once('/').unwrap();
         assert_eq!(folder, "k=v");
         assert!(name.starts_with("part-20260921T") && name.ends_with(".jsonl.gz"), "{name}");
-        assert_eq!(plan_file(&tracks(), batch("k=v", items()), &e).path, plan.path, "the same records, the same name");
-        let other = plan_file(&tracks(), batch("k=v", vec![item(0, 3, "{}\n")]), &e);
+        assert_eq!(plan_file(&tracks(), batch("k=v", items()), &e, None).path, plan.path, "the same records, the same name");
+        let other = plan_file(&tracks(), batch("k=v", vec![item(0, 3, "{}\n")]), &e, None);
         assert_ne!(other.path, plan.path);
-        let rejects = plan_file(&tracks(), batch("errors/dt=2026-09-21", items()), &e);
+        let rejects = plan_file(&tracks(), batch("errors/dt=2026-09-21", items()), &e, None);
         assert!(rejects.errors && rejects.path.starts_with("errors/dt=2026-09-21/part-"));
     }
 }

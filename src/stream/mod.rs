@@ -12,6 +12,7 @@
 //! prefix with their reasons. `report.rs` sums up a run.
 
 pub mod batch;
+mod dedup;
 mod file;
 mod helpers;
 pub mod partition;
@@ -220,6 +221,9 @@ pub fn check_config(c: &StreamConfig) -> Result<()> {
     }
     if c.compression == Compression::Auto {
         return Err(Error::config("stream.compression", "is one of gzip, zstd or none"));
+    }
+    if c.dedup_window_s > 86_400 {
+        return Err(Error::config("stream.dedup_window_s", format!("{} is not between 0 and 86400", c.dedup_window_s)));
     }
     if c.errors.trim_matches('/').is_empty() {
         return Err(Error::config("stream.errors", "must name a prefix"));

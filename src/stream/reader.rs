@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::batch::{Batch, Batcher, Limits};
+use super::dedup::{First, Window};
 use super::file::{Encoding, Item};
 use super::helpers::Helpers;
 use super::partition::Template;
@@ -100,6 +101,8 @@ pub struct Reader {
     out: mpsc::Sender<Group>,
     idle: Option<Duration>,
     counts: Report,
+    /// A queue's message ids taken lately, to drop its duplicates (`[stream] dedup_window_s`).
+    dedup: Option<Window>,
 }
 
 impl Reader {
@@ -163,6 +166,7 @@ impl Reader {
             out,
             idle,
             counts: Report::default(),
+            dedup: (config.dedup_window_s > 0).then(|| Window::new(config.dedup_window_s)),
         })
     }
 
@@ -402,20 +406,55 @@ impl Reader {
                 Err(e) => Outcome::Rejected(origin.reject(Fault::new(None, "json", format!("not a JSON object: {e}")))),
             };
             let ready = prep.ready(outcome, shard_name, r.arrival_ms, encoder);
-            readies.push((number, (r.pos, r.arrival_ms, r.ack), ready));
+            readies.push((number, (r.pos, r.arrival_ms, r.ack), r.id, ready));
         }
         if let Some(e) = session.take_error() {
             return Err(e);
         }
         drop(session);
-        for (number, at, ready) in readies {
-            self.place(shard, number, at, ready, cut);
+        for (number, at, id, ready) in readies {
+            let Some((id, mut window)) = id.zip(self.dedup.take()) else {
+                self.place(shard, number, at, ready, cut);
+                continue;
+            };
+            let now = now_ms();
+            match window.first(&id, now) {
+                Some(first) => self.duplicate(shard, at, first),
+                None => {
+                    let placed = self.place(shard, number, at, ready, cut);
+                    window.note(&id, placed.as_deref(), now);
+                }
+            }
+            self.counts.dedup_forgotten = window.forgotten;
+            self.dedup = Some(window);
         }
         Ok(())
     }
 
+    /// A queue's message delivered again, whose first copy went to `first`: not processed, and
+    /// acknowledged only once the first copy is accounted for. If the first copy waits in its
+    /// partition's open buffer, the duplicate's acknowledgement goes with that buffer's file;
+    /// else the first copy is settled or in a file already cut, which the writer writes before
+    /// the next group, and the duplicate is settled with that group.
+    fn duplicate(&mut self, shard: u32, (pos, _, ack): (Pos, i64, Option<String>), first: First) {
+        self.counts.records += 1;
+        self.counts.duplicates += 1;
+        let ack = match (&first, ack) {
+            (First::Buffered(partition), Some(ack)) => match self.batcher.items_mut(partition) {
+                Some(body) => {
+                    body.acks.push(ack);
+                    None
+                }
+                None => Some(ack),
+            },
+            (_, ack) => ack,
+        };
+        self.news.arrivals.push(Arrival::Settled { shard, pos, ack });
+    }
+
     /// Account for one record: settled if a file already holds it or a transform dropped it,
-    /// else buffered. `number` counts the shard's records in this run.
+    /// else buffered. `number` counts the shard's records in this run. The partition whose
+    /// buffer took it, if one did.
     fn place(
         &mut self,
         shard: u32,
@@ -423,7 +462,7 @@ impl Reader {
         (pos, arrival_ms, ack): (Pos, i64, Option<String>),
         ready: Ready,
         cut: &mut Vec<Batch<Body>>,
-    ) {
+    ) -> Option<String> {
         self.counts.records += 1;
         let placement = self.placer.place(&self.shards[shard as usize].name, &pos, number, arrival_ms, ready);
         let count = match &placement {
@@ -446,7 +485,7 @@ impl Reader {
                 // comes before the group's checkpoints and acknowledgements.
                 self.news.items.extend(item.map(|i| *i));
                 self.news.arrivals.push(Arrival::Settled { shard, pos, ack });
-                return;
+                return None;
             }
             Placement::Row { partition, line, item } => {
                 self.news.items.extend(item.map(|i| *i));
@@ -455,7 +494,7 @@ impl Reader {
             Placement::Reject { partition, line } => (partition, line),
             Placement::Skipped | Placement::Filtered => {
                 self.news.arrivals.push(Arrival::Settled { shard, pos, ack });
-                return;
+                return None;
             }
         };
         self.news.arrivals.push(Arrival::Buffered { shard, pos: pos.clone() });
@@ -464,6 +503,7 @@ impl Reader {
         let item = Item { shard, ordinal: number - 1, pos, arrival_ms, line, ack };
         let spooler = self.spooler.as_ref().expect("the encoding is fixed before records are placed");
         cut.extend(self.batcher.push(&partition, item, bytes, now_ms(), || Body::new(spooler, &partition)));
+        Some(partition)
     }
 }
 
@@ -492,6 +532,7 @@ mod tests {
                 arrival_ms: 0,
                 data: format!("{{\"n\":{n}}}").into(),
                 ack: Some(format!("m{n}")),
+                id: None,
             })
             .collect();
         tx.send(Delivery::Records { shard: "s".into(), records }).await.unwrap();
@@ -524,6 +565,64 @@ mod tests {
         assert_eq!(items, [ordinal(3), ordinal(4), ordinal(5)]);
     }
 
+    /// A queue's message delivered again is dropped, and acknowledged with its first copy's
+    /// file while that waits in a buffer, or with the next group once it is cut.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_delivered_again_is_dropped_and_acknowledged_only_after_its_first_copy() {
+        let spec = crate::model::config::JobConfig::from_toml("", "t.toml")
+            .unwrap()
+            .validate(std::path::Path::new("."))
+            .unwrap();
+        let config = StreamConfig { records: Some(3), ..StreamConfig::default() };
+        let (group_tx, mut group_rx) = mpsc::channel(16);
+        let scratch = tempfile::tempdir().unwrap();
+        let reader = Reader::new(
+            scratch.path().to_path_buf(),
+            &spec,
+            None,
+            &config,
+            Saved::default(),
+            group_tx,
+            None,
+            Targets::default(),
+        )
+        .unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let handle = tokio::runtime::Handle::current();
+        let read = tokio::task::spawn_blocking(move || reader.run(rx, Box::pin(std::future::pending()), handle));
+        // (message id, receipt): m1 twice while buffered, m2 again once its file is cut.
+        let deliveries = [("m1", "r1"), ("m1", "r2"), ("m2", "r3"), ("m3", "r4"), ("m2", "r5")];
+        let records = deliveries
+            .iter()
+            .zip(1..)
+            .map(|((id, receipt), n)| SourceRecord {
+                pos: Pos::N(n),
+                arrival_ms: 0,
+                data: format!("{{\"id\":\"{id}\"}}").into(),
+                ack: Some(receipt.to_string()),
+                id: Some(id.to_string()),
+            })
+            .collect();
+        tx.send(Delivery::Records { shard: "q".into(), records }).await.unwrap();
+        drop(tx);
+        let (mut files, mut settled) = (Vec::new(), Vec::new());
+        while let Some(g) = group_rx.recv().await {
+            for b in g.batches {
+                files.push((b.records, b.items.acks.clone()));
+            }
+            for a in g.arrivals {
+                if let Arrival::Settled { pos, ack, .. } = a {
+                    // Acknowledged after this group's files: the one cut before it is among them.
+                    settled.push((pos.to_string(), ack, files.len()));
+                }
+            }
+        }
+        let counts = read.await.unwrap().unwrap();
+        assert_eq!((counts.records, counts.written, counts.duplicates), (5, 3, 2));
+        assert_eq!(files, [(3, vec!["r1".to_string(), "r2".into(), "r3".into(), "r4".into()])]);
+        assert_eq!(settled, [("2".to_string(), None, 1), ("5".to_string(), Some("r5".to_string()), 1)]);
+    }
+
     /// Records skipped on a restart cut no buffer, but the writer still hears of them, in
     /// bounded groups, and not only at the end.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,7 +651,7 @@ mod tests {
         let batch = 10_000;
         for from in (1..=150_000).step_by(batch) {
             let records = (from..from + batch as u64)
-                .map(|n| SourceRecord { pos: Pos::N(n), arrival_ms: 0, data: "{}".into(), ack: None })
+                .map(|n| SourceRecord { pos: Pos::N(n), arrival_ms: 0, data: "{}".into(), ack: None, id: None })
                 .collect();
             tx.send(Delivery::Records { shard: "s".into(), records }).await.unwrap();
         }

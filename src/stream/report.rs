@@ -19,6 +19,12 @@ pub struct Report {
     pub filtered: u64,
     /// Records read again that were already in files (a restart), skipped.
     pub skipped: u64,
+    /// A queue's messages delivered again within `dedup_window_s` of their first copy: dropped,
+    /// and deleted once the first copy was accounted for.
+    pub duplicates: u64,
+    /// Message ids the duplicate window forgot before their time, for want of room (more than
+    /// 500,000 messages within the window).
+    pub dedup_forgotten: u64,
     /// Data files written.
     pub files: u64,
     /// Error files written.
@@ -99,6 +105,9 @@ impl std::fmt::Display for Report {
             t(self.filtered),
             t(self.skipped)
         )?;
+        if self.duplicates > 0 {
+            writeln!(f, "{} duplicate deliveries dropped", t(self.duplicates))?;
+        }
         write!(
             f,
             "{} files, {} bytes (sizes {} / {} / {} smallest / median / largest), {} error files",

@@ -116,11 +116,15 @@ pub struct Saved {
     pub pending: Vec<Pending>,
 }
 
-/// The name of a file holding `covered` (in any order): the same ranges, the same name.
-pub fn file_id(covered: &[Covered]) -> String {
+/// The name of a file holding `covered` (in any order): the same ranges, the same name. A
+/// source whose positions mean nothing to a later run (a queue: each run, each Lambda
+/// invocation numbers its records from 1) names its `run` too, so that two runs' files never
+/// take one name.
+pub fn file_id(covered: &[Covered], run: Option<&str>) -> String {
     let mut parts: Vec<String> =
         covered.iter().map(|c| format!("{}\u{1f}{}\u{1f}{}\u{1f}{}", c.partition, c.shard, c.first, c.last)).collect();
     parts.sort();
+    parts.extend(run.map(|r| format!("run\u{1f}{r}")));
     let digest = Sha256::digest(parts.join("\u{1e}").as_bytes());
     digest.iter().take(10).map(|b| format!("{b:02x}")).collect()
 }
@@ -361,7 +365,8 @@ mod tests {
         saved.advance(&[t]);
         assert_eq!(saved.covered, vec![c("a", 3, 9)]);
         assert!(saved.before_checkpoint("s", &Pos::N(4)) && !saved.before_checkpoint("s", &Pos::N(5)));
-        assert_eq!(file_id(&[c("a", 1, 2), c("b", 1, 2)]), file_id(&[c("b", 1, 2), c("a", 1, 2)]));
-        assert_ne!(file_id(&[c("a", 1, 2)]), file_id(&[c("a", 1, 3)]));
+        assert_eq!(file_id(&[c("a", 1, 2), c("b", 1, 2)], None), file_id(&[c("b", 1, 2), c("a", 1, 2)], None));
+        assert_ne!(file_id(&[c("a", 1, 2)], None), file_id(&[c("a", 1, 3)], None));
+        assert_ne!(file_id(&[c("a", 1, 2)], Some("r1")), file_id(&[c("a", 1, 2)], Some("r2")), "runs apart");
     }
 }

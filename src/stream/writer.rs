@@ -73,6 +73,9 @@ pub struct Writer {
     name: String,
     /// The state is stored: the source's positions mean something to a later run.
     persist: bool,
+    /// This run's name in its files' names, when the state is not stored: each run of a queue
+    /// numbers its records from 1, and its files must not take an earlier run's names.
+    run: Option<String>,
     /// Per shard, in the reader's order: which records are accounted for.
     tracks: Vec<Track>,
     saved: Saved,
@@ -127,6 +130,7 @@ impl Writer {
             ledger,
             name,
             persist,
+            run: (!persist).then(|| format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))),
             tracks: Vec::new(),
             saved: saved.clone(),
             version,
@@ -165,7 +169,7 @@ impl Writer {
             written.upserted += upserted;
             tracing::info!(records = upserted, "stream records upserted into the sink");
         }
-        let plans: Vec<FilePlan> = batches.into_iter().map(|b| file::plan_file(&self.tracks, b, &encoding)).collect();
+        let plans: Vec<FilePlan> = batches.into_iter().map(|b| file::plan_file(&self.tracks, b, &encoding, self.run.as_deref())).collect();
         if plans.is_empty() && !last && upserted == 0 && self.acks.is_empty() {
             return Ok(());
         }

@@ -620,6 +620,7 @@ impl conformance::Feeder for BatchFeeder {
                 arrival_ms: 1_790_000_000_000,
                 data: r.into(),
                 ack: None,
+                id: None,
             })
             .collect();
         Box::new(move || {
@@ -908,6 +909,7 @@ async fn a_record_delivered_again_never_replaces_a_newer_one_in_the_table() {
         arrival_ms,
         data: format!("{{\"id\": 7, \"v\": {v}, \"note\": \"n{v}\"}}").into(),
         ack: None,
+        id: None,
     };
     let t = 1_790_000_000_000;
     let deliveries = [

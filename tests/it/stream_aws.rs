@@ -313,6 +313,7 @@ async fn a_stream_into_dynamodb_reports_its_write_units_and_throttling() {
             arrival_ms: 1_790_000_000_000 + i as i64,
             data: format!("{{\"id\": {i}, \"note\": \"n{i}\"}}").into(),
             ack: None,
+            id: None,
         })
         .collect();
     let dest = sluicebox::backends::bucket::open(dir.path().join("out").to_str().unwrap(), &engine.cloud).unwrap();

@@ -45,6 +45,8 @@ pub async fn delivers_everything_once_when_acked(q: &dyn Queue) {
     assert_eq!(bodies, sent, "every message must be delivered");
     assert_eq!(got.len(), sent.len(), "no message may be delivered twice within its visibility timeout");
     assert!(got.iter().all(|d| d.receive_count == 1));
+    let ids: BTreeSet<&str> = got.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids.len(), sent.len(), "every message has an id of its own");
     for d in &got {
         q.ack(&d.receipt).await.unwrap();
     }
@@ -71,6 +73,8 @@ pub async fn unacked_is_redelivered_after_timeout(q: &dyn Queue, visibility: Dur
     assert_eq!(second[0].receive_count, 2);
     // A stream's record version: the same message delivered again is not newer.
     assert_eq!(second[0].sent_ms, first[0].sent_ms, "a redelivery keeps the time the message was sent");
+    assert_eq!(second[0].id, first[0].id, "a redelivery keeps the message's id");
+    assert_ne!(second[0].receipt, first[0].receipt, "each delivery has a receipt of its own");
     let now = chrono::Utc::now().timestamp_millis();
     assert!((now - 60_000..=now).contains(&first[0].sent_ms), "sent within the last minute: {}", first[0].sent_ms);
     q.ack(&second[0].receipt).await.unwrap();

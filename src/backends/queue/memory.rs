@@ -75,7 +75,7 @@ impl MemoryQueue {
                 m.receipt = Some(receipt.clone());
                 m.visible_at = now + self.visibility;
                 let (body, receive_count, sent_ms) = (m.body.clone(), m.receive_count, m.sent_ms);
-                out.push(Delivery { body, receipt, receive_count, sent_ms });
+                out.push(Delivery { body, receipt, receive_count, sent_ms, id: id.to_string() });
             }
             (out, next)
         })

@@ -61,6 +61,8 @@ pub struct Delivery {
     pub receive_count: u32,
     /// When the message was sent, ms since the Unix epoch: the same on every delivery.
     pub sent_ms: i64,
+    /// The message's id: the same on every delivery of it, different for every message sent.
+    pub id: String,
 }
 
 /// A task queue.

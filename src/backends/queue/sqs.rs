@@ -240,6 +240,7 @@ impl Queue for SqsQueue {
                     receipt: m.receipt_handle()?.to_string(),
                     receive_count: count,
                     sent_ms,
+                    id: m.message_id()?.to_string(),
                 })
             })
             .collect())

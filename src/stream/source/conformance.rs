@@ -301,7 +301,13 @@ mod tests {
                     let _ = tx.send(Delivery::End { shard: "s".into() }).await;
                 }
                 let record =
-                    SourceRecord { pos: Pos::N(id), arrival_ms: 0, data: data.into(), ack: Some(id.to_string()) };
+                    SourceRecord {
+                    pos: Pos::N(id),
+                    arrival_ms: 0,
+                    data: data.into(),
+                    ack: Some(id.to_string()),
+                    id: None,
+                };
                 if tx.send(Delivery::Records { shard: "s".into(), records: vec![record] }).await.is_err() {
                     return Ok(());
                 }

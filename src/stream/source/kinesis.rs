@@ -219,6 +219,7 @@ async fn read_shard(
                     arrival_ms: r.approximate_arrival_timestamp.and_then(|t| t.to_millis().ok()).unwrap_or(0),
                     data: bytes::Bytes::from(r.data.into_inner()),
                     ack: None,
+                    id: None,
                 })
                 .collect();
             last = records.last().map(|r| r.pos.to_string());

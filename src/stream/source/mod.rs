@@ -50,6 +50,17 @@ pub enum Source {
         /// Its records, in order.
         records: Vec<SourceRecord>,
     },
+    /// One batch of a queue's messages, as an AWS Lambda function is handed them by an SQS
+    /// event source mapping: written before the run returns, each message's id going into
+    /// `acked` once its record is accounted for.
+    Messages {
+        /// The queue (its ARN), the records' one shard.
+        queue: String,
+        /// The messages as records: `ack` and `id` are the message id.
+        records: Vec<SourceRecord>,
+        /// The ids acknowledged.
+        acked: batch::Acked,
+    },
 }
 
 impl Source {
@@ -59,7 +70,7 @@ impl Source {
         match self {
             Source::Stdin => Some("stdin".into()),
             Source::Url(url) => Some(url.clone()),
-            Source::Files(_) | Source::Batch { .. } => None,
+            Source::Files(_) | Source::Batch { .. } | Source::Messages { .. } => None,
         }
     }
 
@@ -92,6 +103,7 @@ impl Source {
             Source::Files(f) => f.join(","),
             Source::Url(url) => url.clone(),
             Source::Batch { shard, .. } => shard.clone(),
+            Source::Messages { queue, .. } => queue.clone(),
         }
     }
 }
@@ -121,6 +133,9 @@ pub async fn open(from: &Source, with: Opening<'_>) -> Result<Arc<dyn RecordSour
         }
         Source::Files(args) => Arc::new(files::FilesSource::new(with.inputs, args.clone(), with.input)),
         Source::Batch { shard, records } => Arc::new(batch::BatchSource::new(shard.clone(), records.clone())),
+        Source::Messages { queue, records, acked } => {
+            Arc::new(batch::BatchSource::messages(queue.clone(), records.clone(), acked.clone()))
+        }
         Source::Url(url) => match kind_of(url) {
             Some(kind) => kind.open(url, with).await?,
             None => return Err(Error::config("--from", format!("{url}: no source takes this scheme"))),
@@ -250,6 +265,10 @@ pub struct SourceRecord {
     pub data: Bytes,
     /// What acknowledges it once it is in a file (an SQS receipt handle).
     pub ack: Option<String>,
+    /// The message's id, the same on every delivery of it, for a source that may deliver a
+    /// record twice (a queue): a copy that comes again within `[stream] dedup_window_s` is
+    /// dropped (see `dedup.rs`). `None`: records are told apart by position only.
+    pub id: Option<String>,
 }
 
 /// Whole records of a file or of standard input.

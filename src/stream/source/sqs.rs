@@ -100,7 +100,7 @@ async fn receive(
             .map(|d| {
                 *next += 1;
                 let (arrival_ms, data) = (d.sent_ms, bytes::Bytes::from(d.body));
-                SourceRecord { pos: Pos::N(*next), arrival_ms, data, ack: Some(d.receipt) }
+                SourceRecord { pos: Pos::N(*next), arrival_ms, data, ack: Some(d.receipt), id: Some(d.id) }
             })
             .collect();
         if tx.send(Delivery::Records { shard: shard.clone(), records }).await.is_err() {
