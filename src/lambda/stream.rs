@@ -181,7 +181,6 @@ impl Function {
         warn_if_slow(started, remaining);
         response
     }
-
 }
 
 /// A batch that took most of the invocation's time is logged: the next larger one would time

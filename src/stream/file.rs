@@ -133,7 +133,11 @@ mod tests {
         let (folder, name) = plan.path.split_once('/').unwrap();
         assert_eq!(folder, "k=v");
         assert!(name.starts_with("part-20260921T") && name.ends_with(".jsonl.gz"), "{name}");
-        assert_eq!(plan_file(&tracks(), batch("k=v", items()), &e, None).path, plan.path, "the same records, the same name");
+        assert_eq!(
+            plan_file(&tracks(), batch("k=v", items()), &e, None).path,
+            plan.path,
+            "the same records, the same name"
+        );
         let other = plan_file(&tracks(), batch("k=v", vec![item(0, 3, "{}\n")]), &e, None);
         assert_ne!(other.path, plan.path);
         let rejects = plan_file(&tracks(), batch("errors/dt=2026-09-21", items()), &e, None);

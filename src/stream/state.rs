@@ -263,8 +263,12 @@ impl Saved {
     pub fn advance(&mut self, tracks: &[Track]) {
         for t in tracks {
             let s = self.shards.entry(t.shard.clone()).or_default();
-            if let Some(c) = &t.checkpoint {
-                s.checkpoint = Some(c.to_string());
+            // Only forward: a batch handed over again from before the checkpoint (a replayed
+            // shard) accounts for records the checkpoint has already passed.
+            match (&t.checkpoint, s.checkpoint.as_deref()) {
+                (Some(c), Some(stored)) if *c <= Pos::parse(stored) => {}
+                (Some(c), _) => s.checkpoint = Some(c.to_string()),
+                (None, _) => {}
             }
             if t.finished() {
                 s.ended = true;
@@ -368,5 +372,14 @@ mod tests {
         assert_eq!(file_id(&[c("a", 1, 2), c("b", 1, 2)], None), file_id(&[c("b", 1, 2), c("a", 1, 2)], None));
         assert_ne!(file_id(&[c("a", 1, 2)], None), file_id(&[c("a", 1, 3)], None));
         assert_ne!(file_id(&[c("a", 1, 2)], Some("r1")), file_id(&[c("a", 1, 2)], Some("r2")), "runs apart");
+
+        // A batch handed over again from the shard's start never moves the checkpoint back.
+        let mut replay = Track::new("s", None);
+        for n in 1..=2 {
+            let o = replay.arrive(Pos::N(n));
+            replay.done(o);
+        }
+        saved.advance(&[replay]);
+        assert!(saved.before_checkpoint("s", &Pos::N(4)), "the checkpoint went back");
     }
 }

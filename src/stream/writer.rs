@@ -169,7 +169,8 @@ impl Writer {
             written.upserted += upserted;
             tracing::info!(records = upserted, "stream records upserted into the sink");
         }
-        let plans: Vec<FilePlan> = batches.into_iter().map(|b| file::plan_file(&self.tracks, b, &encoding, self.run.as_deref())).collect();
+        let plans: Vec<FilePlan> =
+            batches.into_iter().map(|b| file::plan_file(&self.tracks, b, &encoding, self.run.as_deref())).collect();
         if plans.is_empty() && !last && upserted == 0 && self.acks.is_empty() {
             return Ok(());
         }

@@ -20,6 +20,7 @@ mod inbox;
 mod init;
 mod kill;
 mod lambda;
+mod lambda_queue;
 mod lambda_stream;
 mod notify;
 mod orders;

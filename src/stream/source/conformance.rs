@@ -300,8 +300,7 @@ mod tests {
                 if self.fault == Fault::EarlyEnd && i == 1 {
                     let _ = tx.send(Delivery::End { shard: "s".into() }).await;
                 }
-                let record =
-                    SourceRecord {
+                let record = SourceRecord {
                     pos: Pos::N(id),
                     arrival_ms: 0,
                     data: data.into(),
