@@ -13,7 +13,7 @@
 //!   lease run out, and the task given back (visible again after the lease's length) has the
 //!   next invocation continue it from the steps recorded done.
 //! - [`Function::on_stream`]: a batch of Kinesis records from an event source mapping is
-//!   written into files under `SLUICEBOX_STREAM_TO` by [`Stream::run`] with
+//!   written into files under `SLUICEBOX_STREAM_TO` by [`Stream::run`](crate::stream::Stream::run) with
 //!   `Source::Batch`, one consumer (one checkpoint document in the ledger) per shard, named
 //!   `STREAM/SHARD`, so that invocations on different shards never contend. Before it returns,
 //!   every record of the batch is in a file, or was found already in one (the consumer's
@@ -32,6 +32,14 @@
 //!   written (a partition value too long for a key, say) is a reject in `errors/`, never a
 //!   failed batch. A batch that outlasts the invocation ends it with a timeout, and the
 //!   mapping retries the whole batch, skipping what is already in files.
+//!
+//! - [`Function::on_messages`]: a batch of SQS messages (one JSON object each) from an SQS
+//!   event source mapping goes the same way, into files and the job's sink (seed 003 on the
+//!   stack: queue → function → table). Its records are numbered in the batch, so each
+//!   invocation's files are named apart, and a message delivered twice within the batch goes in
+//!   once. The answer names the messages not accounted for (`ReportBatchItemFailures`), which
+//!   the queue delivers again; Lambda deletes the others. [`Function::on_stream_event`] takes a
+//!   Kinesis or an SQS event, as the on-stream function is given either.
 //!
 //! Warm invocations share what a cold start loaded: the clients, the job definition (read
 //! from the bucket again only when its ETag changes), the jobs' plans and references. Nothing

@@ -9,7 +9,8 @@
 //! stream's state ([`state`]): it announces each file in the ledger, writes it (`file.rs`),
 //! moves the checkpoints, and then has the source acknowledge what is written. Nothing is
 //! shared between the two but the channel. Rejected records go to files under the errors
-//! prefix with their reasons. `report.rs` sums up a run.
+//! prefix with their reasons. A queue's duplicate deliveries are dropped by message id
+//! (`dedup.rs`). `report.rs` sums up a run.
 
 pub mod batch;
 mod dedup;
