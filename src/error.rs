@@ -91,6 +91,8 @@ pub enum Backend {
     Sqlite,
     /// DynamoDB (ledger, sink, reference).
     Dynamodb,
+    /// A PostgreSQL server (sink, reference).
+    Postgres,
     /// The ledger, whichever store it is in, refused a write it may take later.
     Ledger,
     /// SQS.
@@ -116,6 +118,7 @@ impl fmt::Display for Backend {
             Backend::Filesystem => "fs",
             Backend::Sqlite => "sqlite",
             Backend::Dynamodb => "dynamodb",
+            Backend::Postgres => "postgres",
             Backend::Ledger => "ledger",
             Backend::Sqs => "sqs",
             Backend::Sns => "sns",

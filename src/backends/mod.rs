@@ -4,7 +4,7 @@
 //! [`ledger`] (job and chunk records, conditional commits), the task [`queue`], [`sink`]s
 //! (which alone know the kinds of sink) and references to enrich from ([`lookup`]). Beside
 //! them: the cloud configuration ([`cloud`]), request counting ([`calls`]) and prices
-//! ([`cost`]), and on AWS the SDK clients (`aws`) and the resources a job needs (`setup`).
+//! ([`cost`]), PostgreSQL connections (`postgres`), and on AWS the SDK clients (`aws`) and the resources a job needs (`setup`).
 
 #[cfg(feature = "aws")]
 pub mod aws;
@@ -14,6 +14,8 @@ pub mod cloud;
 pub mod cost;
 pub mod ledger;
 pub mod lookup;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod queue;
 #[cfg(feature = "aws")]
 pub mod setup;

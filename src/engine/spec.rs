@@ -194,6 +194,7 @@ impl JobDefinition {
                     .as_deref()
                     .map(|u| crate::model::config::PublishTarget::parse(u, "sink.publish"))
                     .transpose()?,
+                database: c.sink.database.clone(),
             },
             output_fields: c.output.fields.clone(),
             output_format: c.output.format,

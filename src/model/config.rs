@@ -525,6 +525,11 @@ pub struct SinkConfig {
     /// instead of a table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<String>,
+    /// For `type = "postgres"`: the database, `postgres://USER@HOST:PORT/DATABASE` (no
+    /// password: it comes from `PGPASSWORD` or the password file). Default: the `PG*`
+    /// environment variables, as `psql` reads them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 /// Where `[sink] publish` sends records.
@@ -564,7 +569,14 @@ fn default_batch() -> usize {
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig { kind: default_sink(), table: None, batch: default_batch(), ordered: true, publish: None }
+        SinkConfig {
+            kind: default_sink(),
+            table: None,
+            batch: default_batch(),
+            ordered: true,
+            publish: None,
+            database: None,
+        }
     }
 }
 

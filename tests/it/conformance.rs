@@ -175,6 +175,61 @@ async fn sink_sqlite_schemaless() {
     sink::conformance::run_all(&s).await;
 }
 
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_postgres() {
+    use sluicebox::backends::sink::postgres::PostgresSink;
+    let url = crate::common::postgres_url();
+    let fields = vec![
+        ("id".to_string(), Some(ColumnType::Integer)),
+        ("name".to_string(), Some(ColumnType::String)),
+        ("price".to_string(), Some(ColumnType::Decimal)),
+    ];
+    let db = sluicebox::backends::postgres::Database::open(Some(&url), "test").unwrap();
+    let s = PostgresSink::new(db, &crate::common::unique_table("items"), Some(fields));
+    sink::conformance::run_all(&s).await;
+}
+
+/// Two gatherers of one job publish at once: one stores the job, the other finds it stored;
+/// neither fails, and the stage is gone. Workers copying at once all land.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_postgres_concurrent_writers_and_publishers_store_each_row_once() {
+    use sluicebox::backends::sink::postgres::PostgresSink;
+    use sluicebox::backends::sink::{Sink, SinkItem};
+    let url = crate::common::postgres_url();
+    let table = crate::common::unique_table("items");
+    let open = || {
+        let db = sluicebox::backends::postgres::Database::open(Some(&url), "test").unwrap();
+        Arc::new(PostgresSink::new(db, &table, Some(vec![("n".to_string(), Some(ColumnType::Integer))])))
+    };
+    let (a, b) = (open(), open());
+    let item = |k: u64, seq: u64| SinkItem {
+        key: format!("k{k}"),
+        job: 7,
+        seq,
+        record: serde_json::json!({"n": seq}).as_object().unwrap().clone().into(),
+    };
+    // Eight workers, each a chunk of 500 keys, two of them done twice (redelivered).
+    let writes = (0..10u64).map(|w| {
+        let sink = if w % 2 == 0 { a.clone() } else { b.clone() };
+        let chunk = w % 8;
+        let items: Vec<SinkItem> = (chunk * 500..chunk * 500 + 500).map(|k| item(k, k + 1)).collect();
+        tokio::spawn(async move { sink.write(items).await })
+    });
+    for w in futures::future::join_all(writes).await {
+        w.unwrap().unwrap();
+    }
+    let (pa, pb) = tokio::join!(a.publish(7), b.publish(7));
+    pa.unwrap();
+    pb.unwrap();
+    let rows = a.read_all().await.unwrap();
+    assert_eq!(rows.len(), 4000);
+    assert!(rows.iter().all(|(k, r)| format!("k{}", r["n"].as_u64().unwrap() - 1) == *k));
+    a.publish(7).await.unwrap();
+    assert_eq!(a.read_all().await.unwrap(), rows, "a third publish changes nothing");
+}
+
 #[test]
 fn lookup_memory() {
     use sluicebox::backends::lookup::conformance::ROWS;

@@ -18,6 +18,8 @@ pub mod conformance;
 #[cfg(feature = "aws")]
 pub mod dynamodb;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod publish;
 pub mod sqlite;
 pub mod stage;
@@ -43,6 +45,10 @@ pub static KINDS: &[&dyn target::SinkKind] = &[
     &dynamodb::KIND,
     #[cfg(not(feature = "aws"))]
     &Missing { name: "dynamodb", feature: "aws" },
+    #[cfg(feature = "postgres")]
+    &postgres::KIND,
+    #[cfg(not(feature = "postgres"))]
+    &Missing { name: "postgres", feature: "postgres" },
 ];
 
 /// The kind named `name`.
@@ -58,13 +64,13 @@ fn kind_names() -> String {
 
 /// A kind this build leaves out, named so that a job that asks for it says which feature it
 /// needs.
-#[cfg(not(feature = "aws"))]
+#[cfg(not(all(feature = "aws", feature = "postgres")))]
 struct Missing {
     name: &'static str,
     feature: &'static str,
 }
 
-#[cfg(not(feature = "aws"))]
+#[cfg(not(all(feature = "aws", feature = "postgres")))]
 #[async_trait]
 impl target::SinkKind for Missing {
     fn name(&self) -> &'static str {

@@ -151,6 +151,9 @@ pub struct SinkSpec {
     pub ordered: bool,
     /// Where every written record is also published.
     pub publish: Option<crate::model::config::PublishTarget>,
+    /// The database of a table in a database server (`[sink] database`, a PostgreSQL URL);
+    /// `None`: the target's own, or the environment's.
+    pub database: Option<String>,
 }
 
 #[cfg(test)]
@@ -169,10 +172,12 @@ mod tests {
             assert_eq!(parsed, SinkTarget::from_config(kind, table).unwrap(), "{url}");
             assert_eq!((parsed.kind_name(), parsed.table()), (kind, table), "{url}");
         }
-        let err = SinkTarget::parse("postgres://x", "--sink").unwrap_err().to_string();
-        assert!(err.contains("--sink") && err.contains("sqlite, dynamodb or none"), "{err}");
-        let err = SinkTarget::from_config("postgres", None).unwrap_err().to_string();
+        let err = SinkTarget::parse("mysql://x", "--sink").unwrap_err().to_string();
+        assert!(err.contains("--sink") && err.contains("sqlite, dynamodb, postgres or none"), "{err}");
+        let err = SinkTarget::from_config("mysql", None).unwrap_err().to_string();
         assert!(err.contains("sink.type"), "{err}");
+        let err = SinkTarget::from_config("postgres", None).unwrap_err().to_string();
+        assert!(err.contains("sink.table"), "a Postgres sink names its table: {err}");
         assert!(SinkTarget::from_config("sqlite", Some("a; drop")).unwrap_err().to_string().contains("sink.table"));
     }
 

@@ -172,6 +172,23 @@ pub async fn emulator() -> aws_config::SdkConfig {
     sluicebox::backends::aws::sdk_config(Some(8)).await
 }
 
+/// The test database's URL (no password: `PGPASSFILE` holds it), from the server
+/// `scripts/postgres` started; panics when none was.
+#[cfg(feature = "postgres")]
+pub fn postgres_url() -> String {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    std::env::var("SLUICEBOX_TEST_POSTGRES")
+        .expect("no PostgreSQL server: run the tests with scripts/test, which starts one (scripts/postgres)")
+}
+
+/// A table name no other test uses: letters, digits and `_`.
+pub fn unique_table(prefix: &str) -> String {
+    unique(prefix).replace('-', "_")
+}
+
 /// A name no other test (or earlier run against the same emulator) uses.
 pub fn unique(prefix: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

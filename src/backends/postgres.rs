@@ -1,0 +1,181 @@
+//! PostgreSQL connections (feature `postgres`), shared by the sink and the reference.
+//!
+//! A database is named by a URL (`postgres://USER@HOST:PORT/DATABASE?sslmode=…`, without a
+//! password), or by nothing: then, as `psql` does, by the standard environment variables
+//! (`PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGAPPNAME`, `PGCONNECT_TIMEOUT`, `PGSERVICE`,
+//! which also fill what a URL leaves out). The password comes from the URL, `PGPASSWORD`, or
+//! the password file (`PGPASSFILE`, default `~/.pgpass`); it is never shown: every URL this
+//! module prints has it removed. TLS is used when the server offers it (`sslmode=prefer`,
+//! the default; `require` insists, `disable` never asks) and the server's certificate is always
+//! verified, against the system's roots and the CA in `PGSSLROOTCERT` if set: a server with a
+//! certificate nobody vouches for is refused, never trusted blindly.
+
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::config::{Host, SslMode};
+
+use crate::error::{Backend, Error, Result};
+
+/// Connections to one database, made as they are needed (at most [`MAX_CONNECTIONS`]).
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    /// Where it is, for messages: `USER@HOST:PORT/DATABASE`, no password.
+    shown: String,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Database({})", self.shown)
+    }
+}
+
+/// The most connections a process opens to one database.
+pub const MAX_CONNECTIONS: usize = 8;
+
+/// `url` with any password removed, for messages.
+pub fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (auth, tail) = match rest.find(['/', '?']) {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            let auth = match auth.rsplit_once('@') {
+                Some((user, host)) => format!("{}@{host}", user.split(':').next().unwrap_or_default()),
+                None => auth.to_string(),
+            };
+            // A password as a query parameter goes too.
+            let tail: String = match tail.split_once('?') {
+                Some((path, query)) => {
+                    let kept: Vec<&str> = query.split('&').filter(|p| !p.starts_with("password=")).collect();
+                    if kept.is_empty() {
+                        path.to_string()
+                    } else {
+                        format!("{path}?{}", kept.join("&"))
+                    }
+                }
+                None => tail.to_string(),
+            };
+            format!("{scheme}://{auth}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+impl Database {
+    /// The database `url` names (or the environment's, for `None`); `key` names the setting it
+    /// came from, for errors. Nothing is connected yet.
+    pub fn open(url: Option<&str>, key: &str) -> Result<Database> {
+        let shown_url = url.map(redacted);
+        let bad = |why: String| {
+            Error::config(key, format!("{}: {why}", shown_url.as_deref().unwrap_or("the PG* environment")))
+        };
+        let mut config = pg_client_config::load_config(url).map_err(|e| bad(without_password(&e.to_string())))?;
+        if config.get_password().is_none() {
+            if let Ok(password) = std::env::var("PGPASSWORD") {
+                config.password(password);
+            }
+        }
+        if !url.is_some_and(|u| u.contains("sslmode=")) {
+            match std::env::var("PGSSLMODE").as_deref() {
+                Ok("disable") => config.ssl_mode(SslMode::Disable),
+                Ok("require" | "verify-ca" | "verify-full") => config.ssl_mode(SslMode::Require),
+                Ok("prefer" | "allow") | Err(_) => config.ssl_mode(SslMode::Prefer),
+                Ok(other) => return Err(bad(format!("PGSSLMODE={other} is not a sslmode"))),
+            };
+        }
+        if config.get_hosts().is_empty() {
+            return Err(bad("names no host: give one in the URL or PGHOST".into()));
+        }
+        let host = match &config.get_hosts()[0] {
+            Host::Tcp(h) => h.clone(),
+            Host::Unix(p) => p.display().to_string(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let shown = format!(
+            "{}@{host}:{port}/{}",
+            config.get_user().unwrap_or_default(),
+            config.get_dbname().or(config.get_user()).unwrap_or_default()
+        );
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(key)?);
+        let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(MAX_CONNECTIONS)
+            .build()
+            .map_err(|e| Error::internal("postgres", "the connection pool", e))?;
+        Ok(Database { pool, shown })
+    }
+
+    /// A connection, from the pool or new.
+    pub async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| {
+            let why = without_password(&e.to_string());
+            Error::backend(Backend::Postgres, format!("cannot connect to {}", self.shown), why)
+        })
+    }
+
+    /// Where it is: `USER@HOST:PORT/DATABASE`.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// An error of the server's, in a message that says what was being done.
+    pub fn error(&self, what: impl std::fmt::Display, e: tokio_postgres::Error) -> Error {
+        let detail = match e.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => e.to_string(),
+        };
+        Error::backend(Backend::Postgres, format!("{what} on {}", self.shown), without_password(&detail))
+    }
+}
+
+/// A message with anything after `password=` removed, however a library phrased it.
+fn without_password(message: &str) -> String {
+    match message.find("password") {
+        Some(i) => format!("{} (password details removed)", &message[..i].trim_end()),
+        None => message.to_string(),
+    }
+}
+
+/// TLS that verifies the server: the system's roots and `PGSSLROOTCERT`'s certificates.
+fn tls_config(key: &str) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Ok(path) = std::env::var("PGSSLROOTCERT") {
+        let pem = std::fs::read(&path).map_err(|e| Error::config("PGSSLROOTCERT", format!("{path}: {e}")))?;
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            let cert = cert.map_err(|e| Error::config("PGSSLROOTCERT", format!("{path}: {e}")))?;
+            roots.add(cert).map_err(|e| Error::config("PGSSLROOTCERT", format!("{path}: {e}")))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::config(key, format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shown_url_never_holds_its_password() {
+        assert_eq!(
+            redacted("postgres://ann:s3cret@db:5432/w?sslmode=require"),
+            "postgres://ann@db:5432/w?sslmode=require"
+        );
+        assert_eq!(redacted("postgres://db/w?password=s3cret&sslmode=disable"), "postgres://db/w?sslmode=disable");
+        assert_eq!(redacted("postgres://db/w?password=s3cret"), "postgres://db/w");
+        assert_eq!(redacted("postgres://ann@db"), "postgres://ann@db");
+        assert!(!without_password("password authentication failed for user ann: s3cret").contains("s3cret"));
+        let err = Database::open(Some("postgres://ann:s3cret@/w"), "sink.database").unwrap_err().to_string();
+        assert!(err.contains("sink.database") && !err.contains("s3cret"), "{err}");
+    }
+}
