@@ -3,6 +3,10 @@
 //! each, ends with exactly the outputs, rejects, counts and sink table of a clean run; after
 //! every kill, the sink table holds none of the job or all of it, never a part.
 //!
+//! The same into a PostgreSQL table (the server `scripts/postgres` started): after every
+//! kill it holds none of the job or all of it, and at the end what the SQLite table of the
+//! clean run holds.
+//!
 //! `SLUICEBOX_KILL_RECORDS` and `SLUICEBOX_KILLS` change the size and the number of kills
 //! (defaults 200,000 and 20).
 
@@ -54,6 +58,8 @@ struct Job {
     data: PathBuf,
     id: String,
     ledger: tokio::sync::OnceCell<SqliteLedger>,
+    /// `--sink` over the job file's SQLite table.
+    sink: Option<String>,
 }
 
 impl Job {
@@ -61,6 +67,7 @@ impl Job {
         Command::new(env!("CARGO_BIN_EXE_sluicebox"))
             .args(["run", self.input.to_str().unwrap(), "--config", self.config.to_str().unwrap()])
             .args(["--workers", "2", "--json", "--data-dir", self.data.to_str().unwrap()])
+            .args(self.sink.iter().flat_map(|s| ["--sink", s.as_str()]))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(self.data.join("stderr.log")).unwrap())
             .spawn()
@@ -75,7 +82,15 @@ impl Job {
         // One connection for every poll: opening one sets pragmas and checks the tables, which
         // can wait on a writer; reading through an open one never does (WAL).
         let ledger = self.ledger.get_or_try_init(|| async { SqliteLedger::open(&db) }).await.ok()?;
-        ledger.get_job(&self.id).await.ok().flatten()
+        match self.sink {
+            None => ledger.get_job(&self.id).await.ok().flatten(),
+            // Another sink is another job: the one job in the data directory.
+            Some(_) => {
+                let conn = rusqlite::Connection::open(&db).ok()?;
+                let id: String = conn.query_row("SELECT job_id FROM sluicebox_jobs", [], |r| r.get(0)).ok()?;
+                ledger.get_job(&id).await.ok().flatten()
+            }
+        }
     }
 
     /// Where the job is, as the ledger says.
@@ -114,7 +129,20 @@ impl Job {
 async fn a_job_killed_twenty_times_across_plan_work_and_gather_resumes_to_the_same_result() {
     let records = env_or("SLUICEBOX_KILL_RECORDS", 200_000);
     let kills = env_or("SLUICEBOX_KILLS", 20) as usize;
-    killed_and_resumed(records, kills, false).await;
+    killed_and_resumed(records, kills, false, None).await;
+}
+
+/// Into a PostgreSQL table, loaded by both workers with `COPY` into the job's stage and
+/// published at the gather.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_into_postgres_killed_across_plan_work_and_gather_resumes_to_the_same_table() {
+    let url = postgres_url();
+    let table = unique_table("orders");
+    let records = env_or("SLUICEBOX_KILL_RECORDS", 200_000) / 2;
+    let kills = env_or("SLUICEBOX_KILLS", 20) as usize / 2;
+    let sink = format!("{url}/{table}");
+    killed_and_resumed(records, kills, false, Some(sink)).await;
 }
 
 /// The same on a gzip input, whose chunks resume at the points its plan noted (at least
@@ -123,10 +151,38 @@ async fn a_job_killed_twenty_times_across_plan_work_and_gather_resumes_to_the_sa
 async fn a_gzip_job_killed_across_plan_work_and_gather_resumes_to_the_same_result() {
     let records = env_or("SLUICEBOX_KILL_RECORDS", 200_000) * 3 / 4;
     let kills = env_or("SLUICEBOX_KILLS", 20) as usize / 2;
-    killed_and_resumed(records, kills, true).await;
+    killed_and_resumed(records, kills, true, None).await;
 }
 
-async fn killed_and_resumed(records: u64, kills: usize, gzip: bool) {
+/// The rows of the job's table now: the data directory's SQLite table, or the one `sink`
+/// names; none before the table is made.
+async fn table_now(
+    data: &Path,
+    sink: Option<&str>,
+) -> std::collections::BTreeMap<String, sluicebox::model::record::Record> {
+    use sluicebox::backends::sink::Sink;
+    match sink {
+        None => match sluicebox::backends::sink::SqliteSink::existing(&data.join("sluicebox.db"), "orders") {
+            Ok(sink) => sink.read_all().await.unwrap(),
+            Err(_) => Default::default(), // killed before the plan made the table
+        },
+        #[cfg(feature = "postgres")]
+        Some(url) => {
+            let target = url.strip_prefix("postgres://").unwrap();
+            let (database, table) = sluicebox::backends::sink::postgres::split_target(target);
+            let db = sluicebox::backends::postgres::Database::open(database.as_deref(), "test").unwrap();
+            match sluicebox::backends::sink::postgres::PostgresSink::existing(db, &table).await {
+                Ok(sink) => sink.read_all().await.unwrap(),
+                Err(sluicebox::Error::NotFound(_)) => Default::default(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        #[cfg(not(feature = "postgres"))]
+        Some(_) => unreachable!("a Postgres sink needs the postgres feature"),
+    }
+}
+
+async fn killed_and_resumed(records: u64, kills: usize, gzip: bool, sink: Option<String>) {
     let work = tempfile::tempdir().unwrap();
     let input = fixture(work.path(), records, gzip);
     let job_text = std::fs::read_to_string(work.path().join("job.toml")).unwrap();
@@ -146,6 +202,7 @@ async fn killed_and_resumed(records: u64, kills: usize, gzip: bool) {
         data: data.path().to_path_buf(),
         id: clean_summary.job_id.clone(),
         ledger: tokio::sync::OnceCell::new(),
+        sink: sink.clone(),
     };
     // A fifth of the kills while planning, one while gathering (a resume waits for the dead
     // gatherer's lease to end, half a minute), the rest while working.
@@ -196,10 +253,7 @@ async fn killed_and_resumed(records: u64, kills: usize, gzip: bool) {
         killed_in.push(phase);
         // The table never shows half a job: it holds nothing of it yet, or all of it (a kill
         // after the gather merged the sink's stage).
-        let now = match sluicebox::backends::sink::SqliteSink::existing(&data.path().join("sluicebox.db"), "orders") {
-            Ok(sink) => sluicebox::backends::sink::Sink::read_all(&sink).await.unwrap(),
-            Err(_) => Default::default(), // killed before the plan made the table
-        };
+        let now = table_now(data.path(), sink.as_deref()).await;
         assert!(
             now.is_empty() || now == clean_sink,
             "after kill {} in {phase:?}, the table holds {} rows of {}, or other rows",
@@ -225,10 +279,18 @@ async fn killed_and_resumed(records: u64, kills: usize, gzip: bool) {
     for p in [Phase::Plan, Phase::Work, Phase::Gather] {
         assert!(count(p) >= 1, "no kill landed in {p:?}: {killed_in:?}");
     }
-    assert_eq!(stable(&summary), stable(&clean_summary));
+    let (mut got, mut want) = (stable(&summary), stable(&clean_summary));
+    if sink.is_some() {
+        // Another sink is another job, named after its definition, with its own table.
+        for field in ["sink", "job_id"] {
+            got[field] = serde_json::Value::Null;
+            want[field] = serde_json::Value::Null;
+        }
+    }
+    assert_eq!(got, want);
     assert!(job_file(data.path(), &summary.job_id, "output.csv") == clean_output, "merged outputs differ");
     assert!(job_file(data.path(), &summary.job_id, "rejects.jsonl") == clean_rejects, "rejects differ");
-    let sink = sink_rows(data.path(), "orders").await;
-    assert_eq!(sink.len(), clean_sink.len());
-    assert!(sink == clean_sink, "sink contents differ");
+    let rows = table_now(data.path(), sink.as_deref()).await;
+    assert_eq!(rows.len(), clean_sink.len());
+    assert!(rows == clean_sink, "sink contents differ");
 }

@@ -252,6 +252,11 @@ fn quoted_table(table: &str) -> String {
     table.split('.').map(quoted).collect::<Vec<_>>().join(".")
 }
 
+/// A table's columns and their types, in order: `$1` is `NAME` or `SCHEMA.NAME`.
+const COLUMNS_SQL: &str = "SELECT column_name::text, data_type::text FROM information_schema.columns \
+     WHERE table_schema = coalesce(nullif(split_part($1, '.', -2), ''), current_schema()) \
+     AND table_name = split_part($1, '.', -1) ORDER BY ordinal_position";
+
 /// The longest key: a B-tree index entry holds about 2.7 KB.
 const MAX_KEY_BYTES: usize = 2048;
 
@@ -273,6 +278,36 @@ impl PostgresSink {
     pub fn new(db: Database, table: &str, fields: Option<Vec<(String, Option<ColumnType>)>>) -> Self {
         let fields = fields.map(|f| f.into_iter().map(|(n, t)| (n, Col::of(t))).collect());
         PostgresSink { db, table: table.to_string(), fields, ready: tokio::sync::OnceCell::new() }
+    }
+
+    /// The existing table `table` in `db`, its shape read from the database.
+    pub async fn existing(db: Database, table: &str) -> Result<Self> {
+        let client = db.client().await?;
+        let columns: Vec<(String, String)> = client
+            .query(COLUMNS_SQL, &[&table])
+            .await
+            .map_err(|e| db.error(format!("reading the columns of {table}"), e))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        drop(client);
+        if columns.is_empty() {
+            return Err(Error::NotFound(format!("sink table {table} on {}", db.shown())));
+        }
+        let fields: Vec<(String, Col)> = columns
+            .into_iter()
+            .filter(|(n, _)| !["_key", "_job", "_seq"].contains(&n.as_str()))
+            .map(|(n, ty)| {
+                let col = [Col::Int, Col::Float, Col::Bool, Col::Date, Col::Timestamp, Col::Json]
+                    .into_iter()
+                    .find(|c| c.sql() == ty)
+                    .unwrap_or(Col::Text);
+                (n, col)
+            })
+            .collect();
+        let schemaless = matches!(&fields[..], [(n, Col::Json)] if n == "record");
+        let fields = (!schemaless).then_some(fields);
+        Ok(PostgresSink { db, table: table.to_string(), fields, ready: tokio::sync::OnceCell::new() })
     }
 
     /// The columns after `_key, _job, _seq`.
@@ -326,12 +361,7 @@ impl PostgresSink {
             }
         }
         let have: BTreeMap<String, String> = client
-            .query(
-                "SELECT column_name::text, data_type::text FROM information_schema.columns \
-                 WHERE table_schema = coalesce(nullif(split_part($1, '.', -2), ''), current_schema()) \
-                 AND table_name = split_part($1, '.', -1)",
-                &[&self.table],
-            )
+            .query(COLUMNS_SQL, &[&self.table])
             .await
             .map_err(|e| self.db.error(format!("reading the columns of {}", self.table), e))?
             .iter()
