@@ -64,6 +64,22 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
+/// A sink's or reference's target after `postgres://`, split: the database URL it names,
+/// if it names one (`USER@HOST:PORT/DATABASE/TABLE`), and the table (`TABLE`, `SCHEMA.TABLE`).
+pub fn split_target(target: &str) -> (Option<String>, String) {
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    match path.rsplit_once('/') {
+        Some((database, table)) => {
+            let url = format!("postgres://{database}{}", query.map(|q| format!("?{q}")).unwrap_or_default());
+            (Some(url), table.to_string())
+        }
+        None => (None, path.to_string()),
+    }
+}
+
 impl Database {
     /// The database `url` names (or the environment's, for `None`); `key` names the setting it
     /// came from, for errors. Nothing is connected yet.
@@ -164,6 +180,16 @@ fn tls_config(key: &str) -> Result<rustls::ClientConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_names_a_table_and_perhaps_its_database() {
+        assert_eq!(split_target("orders"), (None, "orders".into()));
+        assert_eq!(split_target("sales.orders"), (None, "sales.orders".into()));
+        assert_eq!(
+            split_target("ann@db.internal:5432/warehouse/orders?sslmode=require"),
+            (Some("postgres://ann@db.internal:5432/warehouse?sslmode=require".into()), "orders".into())
+        );
+    }
 
     #[test]
     fn a_shown_url_never_holds_its_password() {

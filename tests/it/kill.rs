@@ -169,7 +169,7 @@ async fn table_now(
         #[cfg(feature = "postgres")]
         Some(url) => {
             let target = url.strip_prefix("postgres://").unwrap();
-            let (database, table) = sluicebox::backends::sink::postgres::split_target(target);
+            let (database, table) = sluicebox::backends::postgres::split_target(target);
             let db = sluicebox::backends::postgres::Database::open(database.as_deref(), "test").unwrap();
             match sluicebox::backends::sink::postgres::PostgresSink::existing(db, &table).await {
                 Ok(sink) => sink.read_all().await.unwrap(),

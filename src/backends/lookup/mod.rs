@@ -9,6 +9,7 @@
 //!   `sluicebox-lookups.db` beside the data directory's database (reused by later jobs while
 //!   the file is unchanged) and looked up there, so memory stays bounded whatever its size.
 //! - `dynamodb` (feature `aws`): a DynamoDB table, asked for a chunk's keys in batches.
+//! - `postgres` (feature `postgres`): a PostgreSQL table, asked for a chunk's keys in batches.
 //!
 //! [`rows`] reads reference rows from files and SQLite tables for the first two.
 
@@ -28,6 +29,8 @@ pub mod conformance;
 #[cfg(feature = "aws")]
 pub mod dynamodb;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod rows;
 pub mod sqlite;
 
@@ -139,6 +142,8 @@ impl LookupTable {
         let source = &cfg.source;
         let (source, fields): (Box<dyn Source>, Vec<String>) = if let Some(table) = source.strip_prefix("dynamodb://") {
             load_dynamodb(cfg, table, lookup_key, cloud)?
+        } else if let Some(target) = source.strip_prefix("postgres://") {
+            load_postgres(cfg, target, &lookup_key)?
         } else if let Some(table) = source.strip_prefix("sqlite:") {
             let mut rows = memory::MemorySource::default();
             let fields = rows::read_sqlite(cfg, &lookup_key, db, table, &mut |k, v| rows.insert(k, v))?;
@@ -315,6 +320,22 @@ fn load_dynamodb(
     let client = crate::backends::aws::dynamodb(cloud.sdk("enrich.source")?);
     let rows = dynamodb::DynamoSource::open(client, cfg, table, lookup_key, fields.clone())?;
     Ok((Box::new(rows), fields))
+}
+
+#[cfg(feature = "postgres")]
+fn load_postgres(cfg: &EnrichConfig, target: &str, lookup_key: &str) -> Result<(Box<dyn Source>, Vec<String>)> {
+    let fields = cfg
+        .fields
+        .clone()
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| Error::config("enrich.fields", "a postgres:// reference needs the list of fields to add"))?;
+    let rows = postgres::PostgresSource::open(cfg, target, lookup_key, fields.clone())?;
+    Ok((Box::new(rows), fields))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn load_postgres(_: &EnrichConfig, _: &str, _: &str) -> Result<(Box<dyn Source>, Vec<String>)> {
+    Err(Error::config("enrich.source", "postgres:// needs the `postgres` feature, which this build lacks"))
 }
 
 #[cfg(not(feature = "aws"))]

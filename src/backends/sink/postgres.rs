@@ -35,7 +35,7 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
 use super::{Sink, SinkItem, SinkLimits, SinkShape, SinkSpec};
 use crate::backends::cloud::Cloud;
-use crate::backends::postgres::Database;
+use crate::backends::postgres::{split_target, Database};
 use crate::error::{Error, Result};
 use crate::model::config::ColumnType;
 use crate::model::record::{Projection, Record};
@@ -45,21 +45,6 @@ pub static KIND: Kind = Kind;
 
 /// The kind of [`KIND`].
 pub struct Kind;
-
-/// A target's table text split: the database URL it names, if it names one, and the table.
-pub fn split_target(target: &str) -> (Option<String>, String) {
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
-    };
-    match path.rsplit_once('/') {
-        Some((database, table)) => {
-            let url = format!("postgres://{database}{}", query.map(|q| format!("?{q}")).unwrap_or_default());
-            (Some(url), table.to_string())
-        }
-        None => (None, path.to_string()),
-    }
-}
 
 /// Whether `table` is `NAME` or `SCHEMA.NAME` of plain identifiers.
 fn plain_table(table: &str) -> bool {
@@ -589,12 +574,6 @@ mod tests {
 
     #[test]
     fn a_target_names_a_table_and_perhaps_its_database() {
-        assert_eq!(split_target("orders"), (None, "orders".into()));
-        assert_eq!(split_target("sales.orders"), (None, "sales.orders".into()));
-        assert_eq!(
-            split_target("ann@db.internal:5432/warehouse/orders?sslmode=require"),
-            (Some("postgres://ann@db.internal:5432/warehouse?sslmode=require".into()), "orders".into())
-        );
         use super::super::target::SinkKind;
         assert!(KIND.refuse_table(Some("orders")).is_none());
         assert!(KIND.refuse_table(Some("db/w/sales.orders")).is_none());
