@@ -80,10 +80,29 @@ pub fn split_target(target: &str) -> (Option<String>, String) {
     }
 }
 
+/// Why `url` will not do, if it holds a password: a job's definition travels to workers and
+/// into its records, so the password must come from `PGPASSWORD` or a password file.
+pub fn refuse_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let auth = rest.split(['/', '?']).next().unwrap_or_default();
+    let in_auth = auth.rsplit_once('@').is_some_and(|(user, _)| user.contains(':'));
+    let in_query = rest.split_once('?').is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("password=")));
+    (in_auth || in_query).then(|| {
+        format!(
+            "{} holds a password: give it in PGPASSWORD or a password file (PGPASSFILE, ~/.pgpass) instead, \
+             so that it never lands in a job's definition, summary or logs",
+            redacted(url)
+        )
+    })
+}
+
 impl Database {
     /// The database `url` names (or the environment's, for `None`); `key` names the setting it
     /// came from, for errors. Nothing is connected yet.
     pub fn open(url: Option<&str>, key: &str) -> Result<Database> {
+        if let Some(why) = url.and_then(refuse_password) {
+            return Err(Error::config(key, why));
+        }
         let shown_url = url.map(redacted);
         let bad = |why: String| {
             Error::config(key, format!("{}: {why}", shown_url.as_deref().unwrap_or("the PG* environment")))
@@ -201,7 +220,10 @@ mod tests {
         assert_eq!(redacted("postgres://db/w?password=s3cret"), "postgres://db/w");
         assert_eq!(redacted("postgres://ann@db"), "postgres://ann@db");
         assert!(!without_password("password authentication failed for user ann: s3cret").contains("s3cret"));
-        let err = Database::open(Some("postgres://ann:s3cret@/w"), "sink.database").unwrap_err().to_string();
-        assert!(err.contains("sink.database") && !err.contains("s3cret"), "{err}");
+        for url in ["postgres://ann:s3cret@db/w", "postgres://ann@db/w?password=s3cret"] {
+            let err = Database::open(Some(url), "sink.database").unwrap_err().to_string();
+            assert!(err.contains("sink.database") && err.contains("PGPASSWORD") && !err.contains("s3cret"), "{err}");
+        }
+        assert!(refuse_password("postgres://ann@db:5432/w?sslmode=require").is_none());
     }
 }

@@ -640,7 +640,7 @@ impl JobConfig {
             Some(v) => Some(load_schema(&v, base_dir)?),
         };
         if let Some(e) = self.enrich.as_mut() {
-            if !["sqlite:", "file://", "s3://", "dynamodb://"].iter().any(|p| e.source.starts_with(p)) {
+            if !["sqlite:", "file://", "s3://", "dynamodb://", "postgres://"].iter().any(|p| e.source.starts_with(p)) {
                 e.source = base_dir.join(&e.source).display().to_string();
             }
         }

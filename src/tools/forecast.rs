@@ -456,7 +456,7 @@ impl Requests {
     /// process that loads the job then reads it from the bucket.
     fn reference(&mut self, spec: &JobSpec, d: &Deployment, loaders: u64) {
         let Some(source) = spec.enrich.as_ref().map(|e| e.source.as_str()) else { return };
-        if source.starts_with("dynamodb://") {
+        if source.starts_with("dynamodb://") || source.starts_with("postgres://") {
             return;
         }
         let in_bucket = source.starts_with("s3://");

@@ -27,6 +27,7 @@ mod orders;
 mod parquet;
 mod pipeline;
 mod plan_props;
+mod postgres;
 mod produce;
 mod readme;
 mod report;

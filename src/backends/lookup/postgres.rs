@@ -192,7 +192,8 @@ async fn columns(db: &Database, table: &str) -> Result<Vec<(String, String)>> {
                JOIN pg_attribute a ON a.attrelid = to_regclass($1) AND a.attname = c.column_name \
                WHERE c.table_schema = coalesce(nullif(split_part($1, '.', -2), ''), current_schema()) \
                AND c.table_name = split_part($1, '.', -1) ORDER BY c.ordinal_position";
-    let rows = client.query(sql, &[&table]).await.map_err(|e| db.error(format!("reading the columns of {table}"), e))?;
+    let rows =
+        client.query(sql, &[&table]).await.map_err(|e| db.error(format!("reading the columns of {table}"), e))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 

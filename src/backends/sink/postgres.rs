@@ -62,7 +62,10 @@ impl super::target::SinkKind for Kind {
         let Some(target) = table else {
             return Some("name the table: postgres://TABLE, or postgres://USER@HOST:PORT/DATABASE/TABLE".into());
         };
-        let (_, table) = split_target(target);
+        let (url, table) = split_target(target);
+        if let Some(why) = url.as_deref().and_then(crate::backends::postgres::refuse_password) {
+            return Some(why);
+        }
         (!plain_table(&table))
             .then(|| format!("{table:?} is not a plain table name (NAME or SCHEMA.NAME: letters, digits, _)"))
     }
@@ -580,6 +583,8 @@ mod tests {
         assert!(KIND.refuse_table(Some("orders; drop table x")).is_some());
         assert!(KIND.refuse_table(Some("a.b.c")).is_some());
         assert!(KIND.refuse_table(None).is_some());
+        let why = KIND.refuse_table(Some("ann:s3cret@db/w/orders")).unwrap();
+        assert!(why.contains("PGPASSWORD") && !why.contains("s3cret"), "{why}");
     }
 
     #[test]

@@ -190,7 +190,7 @@ pub fn derive_job_id(inputs: &[InputObject], spec: &JobSpec) -> String {
         h.update([0]);
     }
     h.update(serde_json::to_vec(&*spec.definition).unwrap_or_default());
-    if let Some(source) = spec.enrich.as_ref().filter(|e| !e.source.starts_with("sqlite:")) {
+    if let Some(source) = spec.enrich.as_ref().filter(|e| !e.source.starts_with("sqlite:") && !on_any_host(&e.source)) {
         if let Ok(meta) = std::fs::metadata(source.source.strip_prefix("file://").unwrap_or(&source.source)) {
             h.update(meta.len().to_le_bytes());
             let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
@@ -357,7 +357,7 @@ pub fn worker_allow(given: Vec<String>) -> Vec<String> {
 /// Whether a job resource at `source` can be read from any host (a bucket or a table), rather
 /// than from one machine's disk or database.
 pub fn on_any_host(source: &str) -> bool {
-    source.starts_with("s3://") || source.starts_with("dynamodb://")
+    ["s3://", "dynamodb://", "postgres://"].iter().any(|scheme| source.starts_with(scheme))
 }
 
 /// The sink table a job writes: named by the job (or after its first input), with the plan's
