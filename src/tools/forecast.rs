@@ -217,6 +217,9 @@ pub struct Forecast {
     pub prices: String,
     /// What the forecast assumed.
     pub assumptions: Vec<String>,
+    /// The load into a database table (PostgreSQL), which no price covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<String>,
 }
 
 /// Scan `inputs` as `run` would, and run the pipeline on the first chunk. Writes nothing to
@@ -564,7 +567,22 @@ pub fn forecast(shape: Shape, spec: &JobSpec, deployment: Deployment, prices: &P
     if deployment.sqs {
         assumptions.push("idle polls of an empty queue are not counted (they depend on time)".into());
     }
+    let load = (spec.sink.target.kind_name() == "postgres").then(|| {
+        let batch = (spec.sink.batch as u64).max(1);
+        let copies: u64 = shape.chunks.iter().map(|c| shape.sample.kept(c.records).div_ceil(batch)).sum();
+        // The table alone: `USER@HOST:PORT/DATABASE/TABLE?…` names it last.
+        let target = spec.sink.target.table().unwrap_or_default();
+        let table = target.split('?').next().unwrap_or_default().rsplit('/').next().unwrap_or_default();
+        format!(
+            "about {} rows into PostgreSQL table {table}: {} binary COPY statements (a chunk's rows, \
+             {} at most each, from every worker at once) into the job's stage, then one publishing transaction",
+            thousands(written),
+            thousands(copies),
+            thousands(batch)
+        )
+    });
     Forecast {
+        load,
         prices: format!("{} prices of {} ({})", prices.region, prices.as_of, prices.from),
         shape,
         deployment,
@@ -612,6 +630,9 @@ impl std::fmt::Display for Forecast {
                 if rules.is_empty() { String::new() } else { format!(" ({})", rules.join(", ")) },
                 thousands(s.sample.filtered)
             )?;
+        }
+        if let Some(load) = &self.load {
+            writeln!(f, "load:     {load}")?;
         }
         let total: u64 = self.requests.values().sum();
         if total == 0 {

@@ -120,6 +120,18 @@ async fn the_orders_into_postgres_are_the_sqlite_rows_and_no_password_is_shown()
     let said = String::from_utf8_lossy(&check.stdout).to_string() + &String::from_utf8_lossy(&check.stderr);
     assert!(said.contains("PostgreSQL") && said.contains("will be created"), "{said}");
 
+    let plan = sluicebox()
+        .args(["plan", dir.path().join("orders.csv").to_str().unwrap(), "--config"])
+        .arg(dir.path().join("job.toml"))
+        .args(["--data-dir", dir.path().join("dp").to_str().unwrap(), "--sink", &sink])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        said.contains(&format!("load:     about 19,900 rows into PostgreSQL table {table}: 10 binary COPY")),
+        "{said}"
+    );
+
     let sqlite = summary(&run_cli(dir.path(), "d1", &dir.path().join("job.toml"), &[]));
     let out = run_cli(dir.path(), "d2", &dir.path().join("job.toml"), &["--sink", &sink]);
     let pg = summary(&out);
