@@ -279,6 +279,22 @@ fn check_sink(c: &JobConfig) -> Result<SinkTarget> {
 }
 
 fn check_column(key: &str, c: &ColumnConfig) -> Result<()> {
+    if c.precision.is_some() || c.scale.is_some() || c.round {
+        if c.kind != ColumnType::Decimal {
+            return Err(Error::config(key, "precision, scale and round are only for decimal columns"));
+        }
+        let max = crate::model::config::MAX_DECIMAL_PRECISION;
+        let Some(p) = c.precision.filter(|p| (1..=max).contains(p)) else {
+            let why = match c.precision {
+                None => "scale and round need precision (the most significant digits)".to_string(),
+                Some(p) => format!("precision {p} is not between 1 and {max} (the digits a value keeps exactly)"),
+            };
+            return Err(Error::config(key, why));
+        };
+        if c.scale.unwrap_or(0) > p {
+            return Err(Error::config(key, format!("scale {} is more than precision {p}", c.scale.unwrap_or(0))));
+        }
+    }
     if let Some(fmt) = &c.format {
         if !matches!(c.kind, ColumnType::Date | ColumnType::Timestamp) {
             return Err(Error::config(key, "format is only for date and timestamp columns"));

@@ -21,6 +21,9 @@ pub struct ColumnRule {
     date_items: Option<Arc<[chrono::format::Item<'static>]>>,
     required: bool,
     max_length: Option<usize>,
+    /// An exact decimal's precision and scale, and whether a value with more decimals is
+    /// rounded (else rejected).
+    exact: Option<(u32, u32, bool)>,
 }
 
 impl From<&ColumnConfig> for ColumnRule {
@@ -38,7 +41,32 @@ impl From<&ColumnConfig> for ColumnRule {
                 .map(Arc::from),
             required: c.required,
             max_length: c.max_length,
+            exact: c.exact().map(|(p, s)| (p, s, c.round)),
         }
+    }
+}
+
+/// A decimal's text as an exact decimal (plain or with an exponent).
+fn exact_decimal(text: &str) -> Option<rust_decimal::Decimal> {
+    let t = text.trim();
+    let t = t.strip_prefix('+').unwrap_or(t);
+    t.parse::<rust_decimal::Decimal>().ok().or_else(|| rust_decimal::Decimal::from_scientific(t).ok())
+}
+
+/// The digits of a decimal's text before and after its point, as an exact decimal reads it
+/// (`0120.50` has 3 and 1); `None` when it is no decimal.
+pub fn decimal_digits(text: &str) -> Option<(u32, u32)> {
+    let d = exact_decimal(text)?.normalize();
+    Some((whole_digits(d), d.scale()))
+}
+
+/// The digits of `d` before its point (none for a value under 1).
+fn whole_digits(d: rust_decimal::Decimal) -> u32 {
+    let whole = d.trunc().abs();
+    if whole.is_zero() {
+        0
+    } else {
+        whole.normalize().to_string().len() as u32
     }
 }
 
@@ -95,12 +123,10 @@ impl ColumnRule {
         match self.kind {
             ColumnType::String => Ok(Value::String(text)),
             ColumnType::Integer => t.parse::<i64>().map(Value::from).map_err(|_| bad("an integer")),
-            ColumnType::Decimal => t
-                .parse::<f64>()
-                .ok()
-                .and_then(serde_json::Number::from_f64)
-                .map(Value::Number)
-                .ok_or_else(|| bad("a decimal number")),
+            ColumnType::Decimal => {
+                let n = t.parse::<f64>().ok().filter(|f| f.is_finite()).ok_or_else(|| bad("a decimal number"))?;
+                self.exactly(n, t)
+            }
             ColumnType::Boolean => match t.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "y" | "t" => Ok(Value::Bool(true)),
                 "false" | "0" | "no" | "n" | "f" => Ok(Value::Bool(false)),
@@ -127,7 +153,41 @@ impl ColumnRule {
         parsed.to_naive_date().ok()
     }
 
+    /// A decimal `n` read from `text`, within the column's precision and scale (rounded to
+    /// its scale, half away from zero as the text reads, if the column says so), or why not.
+    fn exactly(&self, n: f64, text: &str) -> std::result::Result<Value, Fault> {
+        let number = |f: f64| serde_json::Number::from_f64(f).map(Value::Number);
+        let not_a_number = || self.fault("type", format!("expected a decimal number, got {text:?}"));
+        let Some((precision, scale, round)) = self.exact else {
+            return number(n).ok_or_else(not_a_number);
+        };
+        let d = exact_decimal(text).ok_or_else(not_a_number)?.normalize();
+        let d = if d.scale() > scale {
+            if !round {
+                let why = format!("{text} has {} decimals; decimal({precision}, {scale}) keeps {scale}", d.scale());
+                return Err(self.fault("scale", why));
+            }
+            d.round_dp_with_strategy(scale, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+        } else {
+            d
+        };
+        let (whole, most) = (whole_digits(d), precision - scale);
+        if whole > most {
+            let why = format!("{text} has {whole} digits before the point; decimal({precision}, {scale}) keeps {most}");
+            return Err(self.fault("precision", why));
+        }
+        // At most 15 significant digits: the float is the nearest to `d`, and reads back as it.
+        let f: f64 = d.to_string().parse().map_err(|_| not_a_number())?;
+        number(f).ok_or_else(not_a_number)
+    }
+
     fn typed_json(&self, v: Value) -> std::result::Result<Value, Fault> {
+        if let (ColumnType::Decimal, Value::Number(n)) = (self.kind, &v) {
+            if self.exact.is_some() {
+                let text = n.to_string();
+                return self.exactly(n.as_f64().unwrap_or(f64::NAN), &text);
+            }
+        }
         let ok = match self.kind {
             ColumnType::Integer => v.as_i64().is_some(),
             ColumnType::Decimal => v.is_number(),
@@ -188,6 +248,9 @@ mod tests {
             format: Some(format.into()),
             required: false,
             max_length: None,
+            precision: None,
+            scale: None,
+            round: false,
         })
     }
 

@@ -409,6 +409,30 @@ pub struct ColumnConfig {
     pub required: bool,
     /// Maximum length in characters of the text value.
     pub max_length: Option<usize>,
+    /// For a decimal: the most significant digits, 1 to 15 (a value is held as a 64-bit
+    /// float, which keeps every decimal of up to 15 digits exactly). With it the value is
+    /// exact in every output and store: Parquet `DECIMAL(p, s)`, PostgreSQL `numeric(p, s)`,
+    /// SQLite text of `scale` decimals, DynamoDB's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<u32>,
+    /// For a decimal with `precision`: the digits after the point (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<u32>,
+    /// For a decimal with `precision`: round a value with more decimals than `scale` (half
+    /// away from zero) instead of rejecting it (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub round: bool,
+}
+
+/// The most digits a decimal column may declare: a 64-bit float holds every decimal of up to
+/// 15 significant digits exactly.
+pub const MAX_DECIMAL_PRECISION: u32 = 15;
+
+impl ColumnConfig {
+    /// `(precision, scale)` of an exact decimal column.
+    pub fn exact(&self) -> Option<(u32, u32)> {
+        (self.kind == ColumnType::Decimal).then_some(self.precision.map(|p| (p, self.scale.unwrap_or(0)))).flatten()
+    }
 }
 
 /// Column value types.

@@ -32,9 +32,21 @@ pub struct ColumnGuess {
     pub distinct: bool,
     /// JSON: whether a value is an object or an array (such a field is left undeclared).
     pub nested: bool,
+    /// The most digits before and after the point of a decimal value.
+    pub decimal_digits: (u32, u32),
 }
 
 impl ColumnGuess {
+    /// `precision` and `scale` for a decimal column: the sample's decimals, and two digits
+    /// more before the point than its largest value has (a later file's slightly larger value
+    /// is not a reject), within the 15 digits a value keeps exactly; none when the sample's
+    /// values need more.
+    pub fn precision_scale(&self) -> Option<(u32, u32)> {
+        let (whole, frac) = self.decimal_digits;
+        let max = crate::model::config::MAX_DECIMAL_PRECISION;
+        (self.kind == ColumnType::Decimal && whole + frac <= max).then(|| ((whole + frac + 2).clamp(1, max), frac))
+    }
+
     /// `max_length` for the job file: for text columns, the smallest of 10, 20, 50, 100, 200,
     /// 500, … that is at least 1.25 times the longest value, so that a later file's slightly
     /// longer value is not a reject. Typed columns get none: their type bounds their text.
@@ -63,6 +75,9 @@ impl ColumnGuess {
             format: self.format.clone(),
             required: self.required,
             max_length: self.max_length(),
+            precision: self.precision_scale().map(|p| p.0),
+            scale: self.precision_scale().map(|p| p.1).filter(|s| *s > 0),
+            round: false,
         }
     }
 }
@@ -134,6 +149,9 @@ impl Trial {
             format: format.map(str::to_string),
             required: false,
             max_length: None,
+            precision: None,
+            scale: None,
+            round: false,
         };
         Trial { kind, format, rule: ColumnRule::from(&config), fits_first: false, ruled_out_by: None }
     }
@@ -186,6 +204,7 @@ pub struct ColumnTally {
     boolean_word: bool,
     distinct: Option<HashSet<String>>,
     nested: bool,
+    decimal_digits: (u32, u32),
 }
 
 impl ColumnTally {
@@ -201,6 +220,7 @@ impl ColumnTally {
             boolean_word: false,
             distinct: Some(HashSet::new()),
             nested: false,
+            decimal_digits: (0, 0),
         }
     }
 
@@ -218,6 +238,9 @@ impl ColumnTally {
         };
         self.values += 1;
         self.longest = self.longest.max(text.chars().count());
+        if let Some((whole, frac)) = crate::model::column::decimal_digits(&text) {
+            self.decimal_digits = (self.decimal_digits.0.max(whole), self.decimal_digits.1.max(frac));
+        }
         self.nested |= value.is_object() || value.is_array();
         self.boolean_word |= value.is_boolean() || value.as_str().is_some_and(|s| !matches!(s.trim(), "0" | "1"));
         if let Some(set) = &mut self.distinct {
@@ -261,6 +284,7 @@ impl ColumnTally {
             example: self.example,
             distinct: self.values > 1 && self.distinct.is_some(),
             nested: self.nested,
+            decimal_digits: self.decimal_digits,
         }
     }
 

@@ -216,6 +216,16 @@ fn columns_section(o: &mut String, s: &Sniffed) {
         if let Some(max) = c.max_length() {
             commented(o, &format!("max_length = {max}"), &format!("the longest in the sample is {}", c.longest));
         }
+        if let Some((precision, scale)) = c.precision_scale() {
+            let (whole, frac) = c.decimal_digits;
+            let why = format!(
+                "exact: the sample has up to {whole} digits before the point and {frac} after; two more before"
+            );
+            commented(o, &format!("precision = {precision}"), &why);
+            if scale > 0 {
+                let _ = writeln!(o, "scale = {scale}");
+            }
+        }
     }
 }
 

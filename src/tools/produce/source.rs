@@ -60,6 +60,9 @@ fn decoding(config: &JobConfig) -> Result<JobSpec> {
                 format: None,
                 required: false,
                 max_length: None,
+                precision: None,
+                scale: None,
+                round: false,
             })
             .collect(),
         false => Vec::new(),
