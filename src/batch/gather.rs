@@ -371,6 +371,7 @@ async fn write_summary(
         },
         sink: run.sink_table.clone(),
         sink_keeps: run.sink.as_ref().map(|s| if s.orders_by_seq() { "newest" } else { "last written" }.to_string()),
+        sink_figures: sink_figures(run, chunks),
         timings: Timings {
             started_at: rfc3339(job.created_ms),
             finished_at: rfc3339(finished),
@@ -394,6 +395,14 @@ async fn write_summary(
     }
     objects.put_summary(&summary).await?;
     Ok(summary)
+}
+
+/// What the job's sink writes cost: the chunks' figures summed (all zero for a sink that
+/// counts but was never written; none without a sink).
+fn sink_figures(run: &JobRun, chunks: &[ChunkRecord]) -> Option<crate::backends::sink::SinkFigures> {
+    let counts = run.sink.as_ref()?.figures().is_some();
+    let summed = crate::backends::sink::SinkFigures::sum(chunks.iter().filter_map(|c| c.sink_figures.as_ref()));
+    summed.or_else(|| counts.then(Default::default))
 }
 
 /// Every request counted for a job: the planners' (`calls/`), the chunks', and this gather's

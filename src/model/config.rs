@@ -516,6 +516,11 @@ pub struct SinkConfig {
     /// instead of a table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<String>,
+    /// Processes writing a DynamoDB table with provisioned capacity at once (default 1; on
+    /// Lambda, the task mapping's most invocations at once): each paces its writes at the
+    /// table's write capacity divided by this, instead of finding it by being throttled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writers: Option<u32>,
 }
 
 /// Where `[sink] publish` sends records.
@@ -555,7 +560,14 @@ fn default_batch() -> usize {
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig { kind: default_sink(), table: None, batch: default_batch(), ordered: true, publish: None }
+        SinkConfig {
+            kind: default_sink(),
+            table: None,
+            batch: default_batch(),
+            ordered: true,
+            publish: None,
+            writers: None,
+        }
     }
 }
 

@@ -21,6 +21,7 @@ mod init;
 mod kill;
 mod lambda;
 mod lambda_stream;
+mod loader;
 mod notify;
 mod orders;
 mod parquet;
