@@ -48,10 +48,12 @@ impl Drop for SinkProgress {
     }
 }
 
-/// The line to log for the sink's figures `now`, unless they are the `last` ones logged.
+/// The line to log for the sink's figures `now`, unless they are the `last` ones logged or
+/// nothing was sent yet.
 fn progress_line(last: Option<&SinkFigures>, now: Option<&SinkFigures>) -> Option<String> {
     let now = now?;
-    (Some(now) != last).then(|| format!("stream sink writes: {now}"))
+    let sent = now.requests > 0 || now.throttled_requests > 0;
+    (sent && Some(now) != last).then(|| format!("stream sink writes: {now}"))
 }
 
 /// What a stream run did (`--json` prints it; the names are stable).
@@ -183,6 +185,8 @@ mod tests {
             retried_items: 75,
         };
         assert_eq!(progress_line(None, None), None, "a sink that counts nothing logs nothing");
+        let nothing_yet = SinkFigures { write_units: Some(0.0), ..SinkFigures::default() };
+        assert_eq!(progress_line(None, Some(&nothing_yet)), None, "nothing sent yet: nothing to say");
         assert_eq!(
             progress_line(None, Some(&f)).as_deref(),
             Some("stream sink writes: 40 write requests, 1,000 items written, 1,000 write units, 3 throttled, 75 items sent again")
