@@ -119,6 +119,11 @@ mod aws {
         let units = sluicebox::backends::sink::dynamodb::write_capacity;
         assert_eq!(units(&client, &provisioned).await, Some(40));
         assert_eq!(units(&client, &on_demand).await, None, "on-demand: no capacity to pace at");
+        let cloud = sluicebox::backends::cloud::Cloud::aws(sdk.clone());
+        let line = sluicebox::backends::sink::dynamodb::describe(&cloud, &provisioned).await.unwrap();
+        assert!(line.contains("(active, provisioned: 40 write units a second"), "`check` says so: {line}");
+        let line = sluicebox::backends::sink::dynamodb::describe(&cloud, &on_demand).await.unwrap();
+        assert!(line.ends_with("(active, on-demand)"), "{line}");
         let sink = DynamoSink::new(client.clone(), &provisioned).with_capacity_pacing(CapacityPacing::Shared(4));
         assert_eq!(sink.provisioned_capacity().await, Some(40));
         assert_eq!(sink.pace().rate(), Some(10.0), "40 units shared by 4 writers");

@@ -696,8 +696,16 @@ pub async fn describe(cloud: &crate::backends::cloud::Cloud, table: &str) -> Res
                 format!("the DynamoDB table {table:?} cannot be reached: {}", e.into_service_error()),
             )
         })?;
-    let status = described.table.and_then(|t| t.table_status).map(|s| s.as_str().to_string()).unwrap_or_default();
-    Ok(format!("sink: DynamoDB table {table} ({})", status.to_lowercase()))
+    let Some(t) = described.table else { return Ok(format!("sink: DynamoDB table {table}")) };
+    let status = t.table_status().map(|s| s.as_str().to_lowercase()).unwrap_or_default();
+    let units = t.provisioned_throughput().and_then(|p| p.write_capacity_units()).filter(|u| *u > 0);
+    let on_demand = t.billing_mode_summary().and_then(|b| b.billing_mode())
+        == Some(&aws_sdk_dynamodb::types::BillingMode::PayPerRequest);
+    let capacity = match units {
+        Some(u) if !on_demand => format!(", provisioned: {u} write units a second, the pace of its writers"),
+        _ => ", on-demand".to_string(),
+    };
+    Ok(format!("sink: DynamoDB table {table} ({status}{capacity})"))
 }
 
 #[cfg(test)]
