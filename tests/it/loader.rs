@@ -51,6 +51,20 @@ async fn a_local_job_into_sqlite_reports_its_sink_writes_without_write_units() {
     assert!(status.to_string().contains("sink:    20 write requests"), "{status}");
 }
 
+/// `[sink] writers`: the processes sharing a provisioned table's capacity, at least one.
+#[test]
+fn sink_writers_are_checked_and_default_to_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |sink: &str| {
+        let toml = format!("[input]\nformat = \"csv\"\n[sink]\ntype = \"sqlite\"\n{sink}\n");
+        sluicebox::model::config::JobConfig::from_toml(&toml, "job.toml").unwrap().validate(dir.path())
+    };
+    assert_eq!(spec("").unwrap().sink.writers.get(), 1);
+    assert_eq!(spec("writers = 20").unwrap().sink.writers.get(), 20);
+    let e = spec("writers = 0").unwrap_err().to_string();
+    assert!(e.contains("sink.writers") && e.contains("at least 1"), "{e}");
+}
+
 #[cfg(feature = "aws")]
 mod aws {
     use super::*;
