@@ -268,7 +268,13 @@ async fn write_report(run: &JobRun, summary: &Summary, manifest: &Manifest) -> R
     let rejects = if summary.records.rejected > 0 { reject_digest(run).await? } else { RejectDigest::default() };
     let definition = crate::batch::report::definition_toml(&run.spec.definition);
     let prices = crate::backends::cost::Prices::bundled();
-    let costs = crate::backends::cost::request_costs(&summary.api_calls, summary.records.written, &prices);
+    // Sink items cost the write units the table reported per item (more than one over 1 KB).
+    let per_item = match &summary.sink_figures {
+        Some(f) if f.items_written > 0 => f.write_units.map_or(1.0, |u| u / f.items_written as f64),
+        _ => 1.0,
+    };
+    let costs =
+        crate::backends::cost::request_costs_per_item(&summary.api_calls, summary.records.written, per_item, &prices);
     let basis = format!("AWS list prices for {} as of {} (on demand, no free tier)", prices.region, prices.as_of);
     let report =
         Report { summary, manifest, definition: &definition, rejects: &rejects, costs: &costs, prices: &basis };
