@@ -28,7 +28,15 @@
 8. A table named by a read-only parameter (READ_ONLY_TABLE_PARAMETERS: EnrichTableName, the
    enrichment table) is granted reads only (GetItem, BatchGetItem, Query, Scan, DescribeTable).
 9. A feature left out grants nothing: with the parameters as deployed (their Defaults, or
-   --parameters), no statement's resource names a parameter that is empty.
+   --parameters), no statement's resource names a parameter that is empty, or a resource of
+   the template that is not deployed.
+10. Every event source mapping of an SQS queue (a SAM function's SQS event, or an
+   AWS::Lambda::EventSourceMapping whose EventSourceArn is a queue: a template queue's Arn, an
+   sqs ARN, or a parameter whose AllowedPattern admits only sqs ARNs) has FunctionResponseTypes
+   [ReportBatchItemFailures], so a failed message comes back alone instead of its whole batch;
+   and the function of an AWS::Lambda::EventSourceMapping (SAM grants its events' own) is
+   granted sqs:ReceiveMessage, sqs:DeleteMessage, sqs:GetQueueAttributes and
+   sqs:ChangeMessageVisibility on that queue, spelled as the mapping spells it.
 
 The template is checked twice: as written, every branch of every Fn::If and every
 conditional resource; and as deployed with the parameters' Defaults, or with --parameters
@@ -336,6 +344,65 @@ def stream_mappings(template):
             yield f"{name} (event source mapping)", props
 
 
+def queue_source(arn, template):
+    """Whether an EventSourceArn names an SQS queue."""
+    resources = template.get("Resources") or {}
+    params = template.get("Parameters") or {}
+    for text in spellings(arn):
+        if ":sqs:" in text:
+            return True
+        m = re.fullmatch(r"\$\{([A-Za-z0-9]+)(?:\.([A-Za-z]+))?\}", text)
+        if not m:
+            continue
+        if m.group(2) == "Arn" and (resources.get(m.group(1)) or {}).get("Type") == "AWS::SQS::Queue":
+            return True
+        pattern = (params.get(m.group(1)) or {}).get("AllowedPattern")
+        if m.group(2) is None and isinstance(pattern, str) and ":sqs:" in pattern:
+            return True
+    return False
+
+
+def queue_mappings(template):
+    """(where, properties, function or None for a SAM event) for every SQS event source mapping."""
+    for name, r in (template.get("Resources") or {}).items():
+        kind = r.get("Type", "")
+        props = r.get("Properties") or {}
+        if kind == "AWS::Serverless::Function":
+            for event, ev in (props.get("Events") or {}).items():
+                if isinstance(ev, dict) and ev.get("Type") == "SQS":
+                    yield f"{name} event {event} (SQS)", ev.get("Properties") or {}, None
+        elif kind == "AWS::Lambda::EventSourceMapping" and queue_source(props.get("EventSourceArn"), template):
+            fn = props.get("FunctionName")
+            target = fn.get("Ref") if isinstance(fn, dict) and len(fn) == 1 else None
+            yield f"{name} (event source mapping)", props, target or "?"
+
+
+QUEUE_POLLING = ("sqs:receivemessage", "sqs:deletemessage", "sqs:getqueueattributes", "sqs:changemessagevisibility")
+
+
+def queue_findings(template):
+    """Rule 10: partial batch failures on every SQS mapping, and a mapping's function may poll its queue."""
+    out = []
+    for where, props, function in queue_mappings(template):
+        types = as_list(props.get("FunctionResponseTypes") or [])
+        if "ReportBatchItemFailures" not in types:
+            out.append(f"{where}: no FunctionResponseTypes [ReportBatchItemFailures]: one failed message "
+                       "sends its whole batch back")
+        if function is None:
+            continue
+        queue = set(spellings(props.get("EventSourceArn")))
+        granted = set()
+        for w, st in statements(template):
+            if not w.startswith(f"{function} statement ") or st.get("Effect") != "Allow":
+                continue
+            if queue & {t for r in as_list(st.get("Resource", [])) for t in spellings(r)}:
+                granted |= set(actions_of(st))
+        missing = [a for a in QUEUE_POLLING if a not in granted]
+        if missing:
+            out.append(f"{where}: function {function} is not granted {missing} on its queue {sorted(queue)}")
+    return out
+
+
 def as_int(v):
     try:
         return int(float(v))
@@ -543,7 +610,7 @@ def findings(template):
                     out.append(f"{where}: {writes} on every key of a bucket ({why}): {json.dumps(r)}")
         if "NotAction" in st or "NotResource" in st:
             out.append(f"{where}: NotAction/NotResource grants everything else")
-    return out + managed_findings(template) + mapping_findings(template)
+    return out + managed_findings(template) + mapping_findings(template) + queue_findings(template)
 
 
 class Unevaluable(Exception):
@@ -692,8 +759,9 @@ def deployed(template, values):
 
 
 def empty_parameter_findings(template, values):
-    """Statements whose resource names a parameter left empty (rule 9)."""
+    """Statements whose resource names a parameter left empty, or a resource not deployed (rule 9)."""
     params = template.get("Parameters") or {}
+    resources = template.get("Resources") or {}
     out = []
     for where, st in statements(template):
         for r in as_list(st.get("Resource", [])):
@@ -703,6 +771,15 @@ def empty_parameter_findings(template, values):
                     out.append(
                         f"{where}: grants on {text!r} with parameter {', '.join(empty)} empty: a feature left out "
                         "must grant nothing (put the statement under the feature's condition)"
+                    )
+                absent = [
+                    n for n in (t.split(".")[0] for t in TOKEN.findall(text))
+                    if n not in params and n not in resources and not n.startswith("AWS::") and n != "?"
+                ]
+                if absent:
+                    out.append(
+                        f"{where}: grants on {text!r}, naming {', '.join(absent)}, not deployed with these "
+                        "parameters: a feature left out must grant nothing (put the statement under its condition)"
                     )
     return out
 
@@ -885,6 +962,12 @@ def self_test(template, given=None):
         ("an unbounded Kinesis event source mapping", "PlantedMapping", plant_resources(
             PlantedStream=planted_stream, PlantedMapping=unbounded_mapping)),
         ("a SAM Kinesis event without retry bound or destination", "PlantedRecords", plant_event),
+        ("an SQS event source mapping without partial batch failures, its function not granted the queue",
+         "PlantedQueueMapping", plant_resources(
+             PlantedQueue={"Type": "AWS::SQS::Queue"},
+             PlantedQueueMapping={"Type": "AWS::Lambda::EventSourceMapping", "Properties": {
+                 "FunctionName": {"Ref": "PlantedFunction"},
+                 "EventSourceArn": {"Fn::GetAtt": ["PlantedQueue", "Arn"]}}})),
         ("ses:SendEmail without a ses:FromAddress condition", "PlantedSesAnySender", plant_statement(
             {"Sid": "PlantedSesAnySender", "Effect": "Allow", "Action": ["ses:SendEmail"],
              "Resource": {"Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/example.com"}})),
@@ -939,6 +1022,25 @@ def self_test(template, given=None):
         new = set(findings(bad)) - base
         if len([f for f in new if "MaximumRetryAttempts" in f]) < 1 or not any("OnFailure" in f for f in new):
             failures.append("self-test: the template's stream mapping made unbounded was not found")
+    # The template's own queue mappings without partial batch failures, and their functions
+    # without the grants on their queues, must be found.
+    bad = copy.deepcopy(template)
+    live = deployed(bad, parameter_values(bad, given))
+    mapped = [(w, props, fn) for w, props, fn in queue_mappings(live)]
+    if mapped:
+        for name, r in bad["Resources"].items():
+            props = r.get("Properties") or {}
+            props.pop("FunctionResponseTypes", None)
+            for ev in (props.get("Events") or {}).values():
+                if isinstance(ev, dict) and ev.get("Type") == "SQS":
+                    (ev.get("Properties") or {}).pop("FunctionResponseTypes", None)
+        for st in own_statements(bad, lambda st: "sqs:receivemessage" in actions_of(st)):
+            st["Action"] = [a for a in as_list(st.get("Action", [])) if a.lower() != "sqs:receivemessage"]
+        new = set(check(bad, given)) - base
+        if sum(1 for f in new if "ReportBatchItemFailures" in f) < len(mapped):
+            failures.append("self-test: the template's SQS mappings without partial batch failures were not found")
+        if any(fn for _, _, fn in mapped) and not any("not granted" in f for f in new):
+            failures.append("self-test: a queue mapping's function without sqs:ReceiveMessage was not found")
     # A write under a fixed prefix is no finding.
     for resource in [
         {"Fn::Sub": "arn:${AWS::Partition}:s3:::${BucketNamePrefix}-${AWS::AccountId}-${AWS::Region}/results/*"},
@@ -994,7 +1096,11 @@ def self_test_own_statements(template, given, base):
     # Each statement guarded by a condition that fails with these parameters, granted
     # unconditionally, names a parameter left empty.
     values = parameter_values(template, given)
-    for sid in lift_guards(copy.deepcopy(template), values):
+    # (A statement on resources named by neither a parameter nor a resource, such as
+    # kinesis:ListStreams on "*", has nothing rule 9 could find.)
+    named = {st.get("Sid") for _, st in statements(template)
+             if any(TOKEN.search(t) for r in as_list(st.get("Resource", [])) for t in spellings(r))}
+    for sid in [s for s in lift_guards(copy.deepcopy(template), values) if s in named]:
         expect(f"statement {sid} granted without its condition", lambda t, sid=sid: lift_guards(t, values, sid),
                f"statement {sid}: grants on")
     return failures
@@ -1025,6 +1131,7 @@ def main(argv):
     counted = sum(1 for _ in statements(template))
     live = sum(1 for _ in statements(deployed(template, parameter_values(template, given))))
     mappings = sum(1 for _ in stream_mappings(template))
+    queues = sum(1 for _ in queue_mappings(template))
     for f in found:
         print(f"{path}: {f}", file=sys.stderr)
     if found:
@@ -1046,7 +1153,8 @@ def main(argv):
         f"{path}: {counted} policy statements as written, {live} deployed with {shown}: none with a wildcard "
         "action, a wildcard data resource or parameter, an object write on a whole bucket, e-mail from any "
         "sender, a publish beyond named topics, a write on a read-only table or a grant on an empty parameter; "
-        f"{mappings} stream mapping(s), each with a retry bound and an on-failure destination"
+        f"{mappings} stream mapping(s), each with a retry bound and an on-failure destination; "
+        f"{queues} queue mapping(s), each reporting failed messages alone, its function granted its queue"
         + ("; every planted defect found" if args.self_test else "")
     )
     return 0

@@ -216,8 +216,20 @@ fn dynamodb_units(operation: &str, n: f64, usage: &Usage) -> (&'static str, f64)
 /// Dollars per `"service.Operation"` for a finished job's requests (its summary's
 /// `api_calls`), `items_written` of them to the sink (the items its `BatchWriteItem`s carried).
 pub fn request_costs(calls: &ApiCalls, items_written: u64, prices: &Prices) -> BTreeMap<String, f64> {
+    request_costs_per_item(calls, items_written, 1.0, prices)
+}
+
+/// [`request_costs`] with each sink item billed `units_per_item` write units (the sink's
+/// consumed write units per item written, for items over 1 KB; never under one).
+pub fn request_costs_per_item(
+    calls: &ApiCalls,
+    items_written: u64,
+    units_per_item: f64,
+    prices: &Prices,
+) -> BTreeMap<String, f64> {
     let batched = calls.contains_key("dynamodb.BatchWriteItem").then_some(items_written);
-    let usage = Usage { requests: calls.clone(), batch_write_items: batched, units_per_item: 1.0, lambda: None };
+    let units_per_item = if units_per_item.is_finite() { units_per_item.max(1.0) } else { 1.0 };
+    let usage = Usage { requests: calls.clone(), batch_write_items: batched, units_per_item, lambda: None };
     bill(&usage, prices).by_operation
 }
 
@@ -255,6 +267,19 @@ mod tests {
 
     fn calls(pairs: &[(&str, u64)]) -> ApiCalls {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn sink_items_of_several_write_units_cost_as_many() {
+        let p = Prices::bundled();
+        let c = calls(&[("dynamodb.BatchWriteItem", 4), ("dynamodb.PutItem", 100)]);
+        let one = request_costs(&c, 100, &p);
+        let three = request_costs_per_item(&c, 100, 3.0, &p);
+        for op in ["dynamodb.BatchWriteItem", "dynamodb.PutItem"] {
+            assert!((three[op] - 3.0 * one[op]).abs() < 1e-12, "{op}: {three:?} vs {one:?}");
+        }
+        assert_eq!(request_costs_per_item(&c, 100, 0.04, &p), one, "never under a unit an item");
+        assert_eq!(request_costs_per_item(&c, 100, f64::NAN, &p), one);
     }
 
     #[test]

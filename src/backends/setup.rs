@@ -2,6 +2,7 @@
 //! queue, the ledger and sink tables a job needs, and the queue of the bucket's event
 //! notifications that `watch` reads, for development and tests.
 
+pub use crate::backends::aws::dynamodb::Capacity;
 use crate::error::{Error, Result};
 
 /// What [`setup`] should create.
@@ -14,9 +15,12 @@ pub struct Setup {
     pub events: Option<String>,
     /// `sqs://NAME`: the queue is created, with `NAME-dlq` as its dead-letter queue.
     pub queue: Option<String>,
-    /// `dynamodb://TABLE`: the ledger table is created (on-demand capacity).
+    /// `dynamodb://TABLE[?capacity=MODE]`: the ledger table is created, billed as MODE says
+    /// (see [`table_capacity`]; default on-demand).
     pub ledger: Option<String>,
-    /// `dynamodb://TABLE`: a sink table is created (on-demand capacity, hash key `_key`).
+    /// `dynamodb://TABLE[?capacity=MODE]`: a sink table is created (hash key `_key`), billed
+    /// as MODE says (see [`table_capacity`]): on a provisioned table the sink paces its writes
+    /// at the table's write units.
     pub sink: Option<String>,
     /// Deliveries of a task before SQS moves it to the dead-letter queue.
     pub max_receives: u32,
@@ -76,15 +80,16 @@ pub async fn setup(conf: &aws_config::SdkConfig, what: &Setup) -> Result<Vec<Str
         done.push(events_queue(conf, url, what.bucket.as_deref()).await?);
     }
     if let Some(url) = &what.ledger {
-        let table = strip(url, "dynamodb://", "--ledger")?;
-        crate::backends::ledger::dynamodb::DynamoLedger::create_table(&aws_sdk_dynamodb::Client::new(conf), table)
-            .await?;
-        done.push(format!("ledger table {table}"));
+        let (table, capacity) = table_capacity(url, "--ledger")?;
+        let client = aws_sdk_dynamodb::Client::new(conf);
+        crate::backends::ledger::dynamodb::DynamoLedger::create_table_with(&client, table, capacity).await?;
+        done.push(format!("ledger table {table} ({capacity})"));
     }
     if let Some(url) = &what.sink {
-        let table = strip(url, "dynamodb://", "--sink")?;
-        crate::backends::sink::dynamodb::DynamoSink::create_table(&aws_sdk_dynamodb::Client::new(conf), table).await?;
-        done.push(format!("sink table {table}"));
+        let (table, capacity) = table_capacity(url, "--sink")?;
+        let client = aws_sdk_dynamodb::Client::new(conf);
+        crate::backends::sink::dynamodb::DynamoSink::create_table_with(&client, table, capacity).await?;
+        done.push(format!("sink table {table} ({capacity})"));
     }
     Ok(done)
 }
@@ -169,6 +174,22 @@ async fn events_queue(conf: &aws_config::SdkConfig, url: &str, bucket: Option<&s
     Ok(format!("events queue {queue}: told of every object created under s3://{bucket}/{prefix}"))
 }
 
+/// The table a `dynamodb://TABLE[?capacity=MODE]` URL names, and how it is to be billed:
+/// `on-demand` (the default), `provisioned:READ,WRITE` (capacity units) or `warm:READ,WRITE`
+/// (on-demand with warm throughput, units/s). `key` names the flag in errors.
+pub fn table_capacity<'u>(url: &'u str, key: &str) -> Result<(&'u str, Capacity)> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let table = strip(base, "dynamodb://", key)?;
+    let mut capacity = Capacity::OnDemand;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("capacity", mode)) => capacity = Capacity::parse(mode, key)?,
+            _ => return Err(Error::config(key, format!("{pair:?} in {url:?} is not capacity=MODE"))),
+        }
+    }
+    Ok((table, capacity))
+}
+
 fn strip<'u>(url: &'u str, scheme: &str, key: &str) -> Result<&'u str> {
     url.strip_prefix(scheme)
         .filter(|rest| !rest.is_empty())
@@ -192,4 +213,26 @@ async fn create_queue(
         )
     })?;
     out.queue_url().map(str::to_string).ok_or_else(|| Error::NotFound(format!("URL of queue {name}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_url_may_say_how_the_table_is_billed() {
+        assert_eq!(table_capacity("dynamodb://orders", "--sink").unwrap(), ("orders", Capacity::OnDemand));
+        assert_eq!(
+            table_capacity("dynamodb://orders?capacity=provisioned:5,100", "--sink").unwrap(),
+            ("orders", Capacity::Provisioned { read: 5, write: 100 })
+        );
+        assert_eq!(
+            table_capacity("dynamodb://l?capacity=warm:12000,4000", "--ledger").unwrap(),
+            ("l", Capacity::Warm { read: 12000, write: 4000 })
+        );
+        for bad in ["dynamodb://orders?units=5", "dynamodb://orders?capacity=provisioned:5", "s3://orders"] {
+            let e = table_capacity(bad, "--sink").unwrap_err().to_string();
+            assert!(e.contains("--sink"), "{bad}: {e}");
+        }
+    }
 }

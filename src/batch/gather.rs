@@ -268,7 +268,13 @@ async fn write_report(run: &JobRun, summary: &Summary, manifest: &Manifest) -> R
     let rejects = if summary.records.rejected > 0 { reject_digest(run).await? } else { RejectDigest::default() };
     let definition = crate::batch::report::definition_toml(&run.spec.definition);
     let prices = crate::backends::cost::Prices::bundled();
-    let costs = crate::backends::cost::request_costs(&summary.api_calls, summary.records.written, &prices);
+    // Sink items cost the write units the table reported per item (more than one over 1 KB).
+    let per_item = match &summary.sink_figures {
+        Some(f) if f.items_written > 0 => f.write_units.map_or(1.0, |u| u / f.items_written as f64),
+        _ => 1.0,
+    };
+    let costs =
+        crate::backends::cost::request_costs_per_item(&summary.api_calls, summary.records.written, per_item, &prices);
     let basis = format!("AWS list prices for {} as of {} (on demand, no free tier)", prices.region, prices.as_of);
     let report =
         Report { summary, manifest, definition: &definition, rejects: &rejects, costs: &costs, prices: &basis };
@@ -371,6 +377,7 @@ async fn write_summary(
         },
         sink: run.sink_table.clone(),
         sink_keeps: run.sink.as_ref().map(|s| if s.orders_by_seq() { "newest" } else { "last written" }.to_string()),
+        sink_figures: sink_figures(run, chunks),
         timings: Timings {
             started_at: rfc3339(job.created_ms),
             finished_at: rfc3339(finished),
@@ -394,6 +401,14 @@ async fn write_summary(
     }
     objects.put_summary(&summary).await?;
     Ok(summary)
+}
+
+/// What the job's sink writes cost: the chunks' figures summed (all zero for a sink that
+/// counts but was never written; none without a sink).
+fn sink_figures(run: &JobRun, chunks: &[ChunkRecord]) -> Option<crate::backends::sink::SinkFigures> {
+    let counts = run.sink.as_ref()?.figures().is_some();
+    let summed = crate::backends::sink::SinkFigures::sum(chunks.iter().filter_map(|c| c.sink_figures.as_ref()));
+    summed.or_else(|| counts.then(Default::default))
 }
 
 /// Every request counted for a job: the planners' (`calls/`), the chunks', and this gather's

@@ -602,7 +602,9 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
         }
         Ok::<_, Error>(())
     };
-    let (out, written) = tokio::join!(pipeline, writer);
+    // The figures of this chunk's own writes (other chunks write through the same sink).
+    let figures = crate::backends::sink::figures::FigureTally::default();
+    let (out, written) = tokio::join!(pipeline, figures.scope(writer));
     written?;
     let out = out.map_err(|e| Error::internal("worker", "pipeline task panicked", e))??;
     let output_bytes = out.output.len() as u64;
@@ -647,6 +649,7 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
             crate::backends::calls::add(&mut calls, &prepaid(run));
             calls
         },
+        sink_figures: figures.take(),
         generation: run.generation(),
         attempt,
     };

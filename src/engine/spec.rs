@@ -188,6 +188,8 @@ impl JobDefinition {
                 target,
                 batch: c.sink.batch,
                 ordered: c.sink.ordered,
+                writers: std::num::NonZeroU32::new(c.sink.writers.unwrap_or(1))
+                    .ok_or_else(|| Error::config("sink.writers", "must be at least 1"))?,
                 publish: c
                     .sink
                     .publish

@@ -554,6 +554,11 @@ pub struct SinkConfig {
     /// environment variables, as `psql` reads them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// Processes writing a DynamoDB table with provisioned capacity at once (default 1; on
+    /// Lambda, the task mapping's most invocations at once): each paces its writes at the
+    /// table's write capacity divided by this, instead of finding it by being throttled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writers: Option<u32>,
 }
 
 /// Where `[sink] publish` sends records.
@@ -600,6 +605,7 @@ impl Default for SinkConfig {
             ordered: true,
             publish: None,
             database: None,
+            writers: None,
         }
     }
 }

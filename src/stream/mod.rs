@@ -185,6 +185,8 @@ impl Stream {
         let writer = tokio::spawn(writer.run(group_rx));
         let (handle, stop) = (tokio::runtime::Handle::current(), Box::pin(stop));
         let read = tokio::task::spawn_blocking(move || reader.run(rx, stop, handle));
+        // Logged until the run ends, whichever way (the guard stops it when dropped).
+        let _progress = self.sink.clone().map(|s| report::sink_progress(s, report::SINK_PROGRESS_EVERY));
         let counts = read.await.map_err(|e| Error::internal("stream", "the reader thread", e))?;
         delivering.abort();
         let written = writer.await.map_err(|e| Error::internal("stream", "the writer task", e))?;

@@ -1,8 +1,60 @@
 //! What a stream run did: the reader's counts and the writer's files, in one [`Report`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::backends::sink::{Sink, SinkFigures};
+
+/// How often a running stream logs what its sink's writes cost.
+pub(crate) const SINK_PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// The stream's progress line for its sink: logged (`info`) every `every` while the sink's
+/// figures move (write requests, write units, throttled requests, items sent again), so that
+/// a throttled table shows while the stream runs, not only in the report at its end. It stops
+/// when the returned guard is dropped.
+pub(crate) fn sink_progress(sink: Arc<dyn Sink>, every: Duration) -> SinkProgress {
+    SinkProgress(tokio::spawn(async move {
+        let mut last = None;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = sink.figures();
+            if let Some(line) = progress_line(last.as_ref(), now.as_ref()) {
+                let f = now.clone().unwrap_or_default();
+                tracing::info!(
+                    requests = f.requests,
+                    write_units = f.write_units,
+                    throttled = f.throttled_requests,
+                    retried = f.retried_items,
+                    "{line}"
+                );
+            }
+            last = now;
+        }
+    }))
+}
+
+/// The task logging a sink's progress, stopped when this is dropped.
+pub(crate) struct SinkProgress(tokio::task::JoinHandle<()>);
+
+impl Drop for SinkProgress {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The line to log for the sink's figures `now`, unless they are the `last` ones logged or
+/// nothing was sent yet.
+fn progress_line(last: Option<&SinkFigures>, now: Option<&SinkFigures>) -> Option<String> {
+    let now = now?;
+    let sent = now.requests > 0 || now.throttled_requests > 0;
+    (sent && Some(now) != last).then(|| format!("stream sink writes: {now}"))
+}
 
 /// What a stream run did (`--json` prints it; the names are stable).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -122,14 +174,7 @@ impl std::fmt::Display for Report {
             write!(f, "\n{} records upserted into {table}", t(self.upserted))?;
         }
         match &self.sink_figures {
-            Some(s) => write!(
-                f,
-                ": {} write requests, {:.0} write units, {} throttled, {} items sent again",
-                t(s.requests),
-                s.write_units,
-                t(s.throttled_requests),
-                t(s.retried_items)
-            ),
+            Some(s) => write!(f, ": {s}"),
             None => Ok(()),
         }
     }
@@ -138,6 +183,27 @@ impl std::fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sink_progress_line_shows_write_units_and_throttling_when_they_move() {
+        let f = SinkFigures {
+            requests: 40,
+            items_written: 1000,
+            write_units: Some(1000.0),
+            throttled_requests: 3,
+            retried_items: 75,
+        };
+        assert_eq!(progress_line(None, None), None, "a sink that counts nothing logs nothing");
+        let nothing_yet = SinkFigures { write_units: Some(0.0), ..SinkFigures::default() };
+        assert_eq!(progress_line(None, Some(&nothing_yet)), None, "nothing sent yet: nothing to say");
+        assert_eq!(
+            progress_line(None, Some(&f)).as_deref(),
+            Some("stream sink writes: 40 write requests, 1,000 items written, 1,000 write units, 3 throttled, 75 items sent again")
+        );
+        assert_eq!(progress_line(Some(&f), Some(&f)), None, "unchanged: not logged again");
+        let more = SinkFigures { throttled_requests: 4, ..f.clone() };
+        assert!(progress_line(Some(&f), Some(&more)).unwrap().contains("4 throttled"));
+    }
 
     #[test]
     fn the_report_sums_the_files_and_names_their_smallest_median_and_largest() {

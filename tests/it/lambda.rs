@@ -360,6 +360,12 @@ async fn the_orders_example_through_the_handlers_matches_the_local_run() {
         serde_json::from_slice(&stack.object(&format!("{summary_key}/summary.json")).await.unwrap()).unwrap();
     assert_eq!(summary["records"], serde_json::to_value(&local.records).unwrap());
     assert_eq!(summary["rejects_by_rule"], serde_json::to_value(&local.rejects_by_rule).unwrap());
+    // The sink's figures came from three functions through the chunks' commits: each chunk's
+    // committing attempt wrote its records once.
+    let figures = &summary["sink_figures"];
+    assert_eq!(figures["items_written"], summary["records"]["written"], "{figures}");
+    assert!(figures["write_units"].as_f64().is_some_and(|u| u > 0.0), "{figures}");
+    assert!(figures["requests"].as_u64() >= figures["items_written"].as_u64(), "a PutItem per item: {figures}");
     let output = stack.object(&format!("{summary_key}/output.csv")).await.unwrap();
     assert!(
         output.as_ref() == std::fs::read(local_job.join("output.csv")).unwrap().as_slice(),

@@ -22,6 +22,7 @@ mod kill;
 mod lambda;
 mod lambda_queue;
 mod lambda_stream;
+mod loader;
 mod notify;
 mod orders;
 mod parquet;

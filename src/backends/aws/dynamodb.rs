@@ -14,14 +14,101 @@ pub fn error(context: impl Into<String>, e: impl std::error::Error + Send + Sync
 /// Rounds in a row without a single item written before a write gives up.
 pub const MAX_STALLED_ROUNDS: u32 = 12;
 
-/// Create a DynamoDB table (on-demand capacity) with string key attributes `keys` (partition
-/// key first, then an optional sort key) if it does not exist, and wait until it is active.
-pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str, keys: &[&str]) -> Result<()> {
-    use aws_sdk_dynamodb::client::Waiters;
-    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+/// How a table sluicebox creates is billed (`aws setup --sink-capacity`, the template's
+/// `SinkCapacityMode`): on-demand, provisioned read and write units, or on-demand with warm
+/// throughput (units/s the table takes at once from its creation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Capacity {
+    /// On-demand (`PAY_PER_REQUEST`): the default.
+    #[default]
+    OnDemand,
+    /// Provisioned capacity units (the sink paces its writes at the write units).
+    Provisioned {
+        /// Read capacity units.
+        read: u64,
+        /// Write capacity units.
+        write: u64,
+    },
+    /// On-demand, pre-warmed to take this many read and write units per second at once.
+    Warm {
+        /// Read units per second.
+        read: u64,
+        /// Write units per second.
+        write: u64,
+    },
+}
+
+impl Capacity {
+    /// Parse `on-demand`, `provisioned:READ,WRITE` or `warm:READ,WRITE` (units, at least 1);
+    /// `key` names the flag or setting in errors.
+    pub fn parse(text: &str, key: &str) -> Result<Capacity> {
+        let bad = |why: &str| {
+            Error::config(key, format!("{text:?} {why}: give on-demand, provisioned:READ,WRITE or warm:READ,WRITE"))
+        };
+        let (mode, units) = text.split_once(':').unwrap_or((text, ""));
+        let pair = || -> Result<(u64, u64)> {
+            let (r, w) = units.split_once(',').ok_or_else(|| bad("needs read and write units"))?;
+            let unit = |u: &str| u.trim().parse::<u64>().ok().filter(|n| *n > 0);
+            match (unit(r), unit(w)) {
+                (Some(read), Some(write)) => Ok((read, write)),
+                _ => Err(bad("has units that are not whole numbers of at least 1")),
+            }
+        };
+        match mode {
+            "on-demand" if units.is_empty() => Ok(Capacity::OnDemand),
+            "provisioned" => pair().map(|(read, write)| Capacity::Provisioned { read, write }),
+            "warm" => pair().map(|(read, write)| Capacity::Warm { read, write }),
+            _ => Err(bad("is not a capacity mode")),
+        }
+    }
+}
+
+impl std::fmt::Display for Capacity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Capacity::OnDemand => f.write_str("on-demand"),
+            Capacity::Provisioned { read, write } => write!(f, "provisioned: {read} read, {write} write units"),
+            Capacity::Warm { read, write } => {
+                write!(f, "on-demand, warm throughput {read} read, {write} write units/s")
+            }
+        }
+    }
+}
+
+/// The `CreateTable` request for `table` with `keys` (string attributes, the hash key first,
+/// then a range key) and `capacity`.
+pub fn create_table_request(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    keys: &[&str],
+    capacity: Capacity,
+) -> Result<aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ProvisionedThroughput, ScalarAttributeType,
+        WarmThroughput,
+    };
     let fail =
         |e: crate::error::BoxError| Error::backend(crate::error::Backend::Dynamodb, format!("CreateTable {table}"), e);
-    let mut req = client.create_table().table_name(table).billing_mode(BillingMode::PayPerRequest);
+    let units = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut req = client.create_table().table_name(table);
+    req = match capacity {
+        Capacity::OnDemand => req.billing_mode(BillingMode::PayPerRequest),
+        Capacity::Provisioned { read, write } => {
+            let throughput = ProvisionedThroughput::builder()
+                .read_capacity_units(units(read))
+                .write_capacity_units(units(write))
+                .build()
+                .map_err(|e| fail(e.into()))?;
+            req.billing_mode(BillingMode::Provisioned).provisioned_throughput(throughput)
+        }
+        Capacity::Warm { read, write } => {
+            let warm = WarmThroughput::builder()
+                .read_units_per_second(units(read))
+                .write_units_per_second(units(write))
+                .build();
+            req.billing_mode(BillingMode::PayPerRequest).warm_throughput(warm)
+        }
+    };
     for (i, name) in keys.iter().enumerate() {
         let kind = if i == 0 { KeyType::Hash } else { KeyType::Range };
         let key =
@@ -33,7 +120,26 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str, keys: 
             .map_err(|e| fail(e.into()))?;
         req = req.key_schema(key).attribute_definitions(attr);
     }
-    match req.send().await {
+    Ok(req)
+}
+
+/// Create a DynamoDB table (on-demand capacity) with string key attributes `keys` (partition
+/// key first, then an optional sort key) if it does not exist, and wait until it is active.
+pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str, keys: &[&str]) -> Result<()> {
+    create_table_with(client, table, keys, Capacity::OnDemand).await
+}
+
+/// [`create_table`] billed as `capacity` says. An existing table is left as it is.
+pub async fn create_table_with(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    keys: &[&str],
+    capacity: Capacity,
+) -> Result<()> {
+    use aws_sdk_dynamodb::client::Waiters;
+    let fail =
+        |e: crate::error::BoxError| Error::backend(crate::error::Backend::Dynamodb, format!("CreateTable {table}"), e);
+    match create_table_request(client, table, keys, capacity)?.send().await {
         Ok(_) => {}
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
         Err(e) => return Err(fail(e.into_service_error().into())),
@@ -109,6 +215,40 @@ mod tests {
         let e = error("PutItem on table t", PutItemError::generic(meta)).to_string();
         assert!(e.contains("ValidationException") && e.contains("cannot contain an empty string"), "{e}");
         assert!(e.contains("PutItem on table t"), "{e}");
+    }
+
+    #[test]
+    fn capacity_modes_parse_and_become_the_create_table_request() {
+        use aws_sdk_dynamodb::types::BillingMode;
+        assert_eq!(Capacity::parse("on-demand", "--sink-capacity").unwrap(), Capacity::OnDemand);
+        assert_eq!(
+            Capacity::parse("provisioned:5,100", "--sink-capacity").unwrap(),
+            Capacity::Provisioned { read: 5, write: 100 }
+        );
+        assert_eq!(Capacity::parse("warm:12000,4000", "k").unwrap(), Capacity::Warm { read: 12000, write: 4000 });
+        for bad in ["provisioned", "provisioned:5", "provisioned:0,5", "warm:a,b", "reserved", "on-demand:1,1"] {
+            let e = Capacity::parse(bad, "--sink-capacity").unwrap_err().to_string();
+            assert!(e.contains("--sink-capacity") && e.contains("provisioned:READ,WRITE"), "{bad}: {e}");
+        }
+        let conf = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
+        let client = aws_sdk_dynamodb::Client::new(&conf);
+        let built = |c| create_table_request(&client, "t", &["_key"], c).unwrap();
+        let on_demand = built(Capacity::OnDemand);
+        let input = on_demand.as_input();
+        assert_eq!(input.get_billing_mode(), &Some(BillingMode::PayPerRequest));
+        assert!(input.get_provisioned_throughput().is_none() && input.get_warm_throughput().is_none());
+        let provisioned = built(Capacity::Provisioned { read: 5, write: 100 });
+        let input = provisioned.as_input();
+        assert_eq!(input.get_billing_mode(), &Some(BillingMode::Provisioned));
+        let units = input.get_provisioned_throughput().as_ref().unwrap();
+        assert_eq!((units.read_capacity_units(), units.write_capacity_units()), (5, 100));
+        let warm = built(Capacity::Warm { read: 12000, write: 4000 });
+        let input = warm.as_input();
+        assert_eq!(input.get_billing_mode(), &Some(BillingMode::PayPerRequest));
+        let w = input.get_warm_throughput().as_ref().unwrap();
+        assert_eq!((w.read_units_per_second(), w.write_units_per_second()), (Some(12000), Some(4000)));
+        assert!(input.get_provisioned_throughput().is_none(), "warm throughput is on-demand");
+        assert_eq!(input.get_key_schema().as_ref().map(Vec::len), Some(1));
     }
 
     #[test]

@@ -17,6 +17,7 @@ fn chunk(index: u32, worker: &str) -> ChunkRecord {
         started_ms: 1,
         finished_ms: 2,
         api_calls: Default::default(),
+        sink_figures: None,
         // Every job in these cases is created at 1 unless a case says otherwise.
         generation: 1,
         attempt: format!("{worker}-a"),

@@ -78,7 +78,12 @@ impl DynamoLedger {
     /// Create the ledger table (on-demand capacity) if it does not exist, and wait until it
     /// is active.
     pub async fn create_table(client: &Client, table: &str) -> Result<()> {
-        ddb::create_table(client, table, &["pk", "sk"]).await
+        Self::create_table_with(client, table, ddb::Capacity::OnDemand).await
+    }
+
+    /// [`DynamoLedger::create_table`] billed as `capacity` says.
+    pub async fn create_table_with(client: &Client, table: &str, capacity: ddb::Capacity) -> Result<()> {
+        ddb::create_table_with(client, table, &["pk", "sk"], capacity).await
     }
 
     async fn get(&self, job_id: &str, sk: AttributeValue) -> Result<Option<Item>> {

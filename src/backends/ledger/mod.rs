@@ -100,7 +100,7 @@ impl JobRecord {
 }
 
 /// What a worker reports when it commits a chunk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkRecord {
     /// Chunk number in the plan.
     pub index: u32,
@@ -120,6 +120,10 @@ pub struct ChunkRecord {
     /// Cloud API requests made for this chunk (see [`crate::backends::calls`]), including its commit.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub api_calls: crate::backends::calls::ApiCalls,
+    /// What the chunk's sink writes cost (requests, write units, throttling), for a sink that
+    /// counts them; the gather sums them into the summary, as it does `api_calls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_figures: Option<crate::backends::sink::SinkFigures>,
     /// The run of the job this commit belongs to: the job's `created_ms` when the worker
     /// loaded its plan. A job made anew (`--force`) has another, and refuses the commit.
     #[serde(default)]

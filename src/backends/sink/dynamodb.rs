@@ -20,20 +20,25 @@
 //!   are retried the same way. A write gives up (returns `Err`, so the task is retried later)
 //!   only after [`MAX_STALLED_ROUNDS`](ddb::MAX_STALLED_ROUNDS) rounds in a row that wrote
 //!   nothing.
-//! - One [`Pace`] per sink paces all its writers: when the table throttles, the item rate is
-//!   lowered; every request that gets through raises it again, until the limit is lifted. One
-//!   job fills the table's capacity without being throttled all the time.
+//! - One [`Pace`] per sink paces all its writers, in write units (one per KB of an item): when
+//!   the table throttles, the rate is lowered; every request that gets through raises it
+//!   again, until the limit is lifted. One job fills the table's capacity without being
+//!   throttled all the time.
+//! - On a table with provisioned capacity, the pace starts at the table's write capacity
+//!   (read once, with `DescribeTable`, before the first write), divided among `[sink] writers`
+//!   processes, and never rises above that share: the capacity is not discovered by being
+//!   throttled, so throttling retries stay few. An on-demand table is paced as above.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
 
+pub use super::pace::Pace;
 use super::{Sink, SinkItem};
 use crate::backends::aws::dynamodb as ddb;
 use crate::error::{Error, Result};
@@ -74,7 +79,8 @@ impl super::target::SinkKind for Kind {
         cloud: &crate::backends::cloud::Cloud,
     ) -> Result<Arc<dyn Sink>> {
         let client = crate::backends::aws::dynamodb(cloud.sdk("sink.type")?);
-        let sink = DynamoSink::new(client, &shape.table);
+        let sink =
+            DynamoSink::new(client, &shape.table).with_capacity_pacing(CapacityPacing::Shared(spec.writers.get()));
         Ok(Arc::new(if spec.ordered { sink } else { sink.unordered() }))
     }
 
@@ -117,9 +123,23 @@ pub struct DynamoSink {
     table: String,
     ordered: bool,
     pace: Arc<Pace>,
+    /// Whether the pace starts at a provisioned table's capacity, and how many processes
+    /// share it.
+    capacity: CapacityPacing,
+    /// Set once the table's capacity was looked at.
+    capacity_read: Arc<tokio::sync::OnceCell<Option<u64>>>,
     #[cfg(any(test, feature = "testing"))]
     faults: Option<Arc<ThrottleFaults>>,
     stats: Arc<SinkStats>,
+}
+
+/// Whether a sink's pace starts at its table's provisioned write capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapacityPacing {
+    /// Start at the capacity divided among this many writing processes (`[sink] writers`).
+    Shared(u32),
+    /// Discover it by being throttled, as on an on-demand table (for comparison in tests).
+    Off,
 }
 
 /// What a sink has done, for tests and reports.
@@ -150,13 +170,30 @@ impl SinkStats {
         self.write_milli_units.fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
     }
 
+    /// Add what `other` counted.
+    fn absorb(&self, other: &SinkStats) {
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        for (into, from) in [
+            (&self.requests, &other.requests),
+            (&self.items_written, &other.items_written),
+            (&self.unprocessed, &other.unprocessed),
+            (&self.throttled_requests, &other.throttled_requests),
+            (&self.stale, &other.stale),
+            (&self.write_milli_units, &other.write_milli_units),
+            (&self.resent_items, &other.resent_items),
+        ] {
+            into.fetch_add(get(from), Ordering::Relaxed);
+        }
+        self.largest_request.fetch_max(get(&other.largest_request), Ordering::Relaxed);
+    }
+
     /// The figures so far.
     pub fn figures(&self) -> super::SinkFigures {
         let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
         super::SinkFigures {
             requests: get(&self.requests),
             items_written: get(&self.items_written),
-            write_units: get(&self.write_milli_units) as f64 / 1000.0,
+            write_units: Some(get(&self.write_milli_units) as f64 / 1000.0),
             throttled_requests: get(&self.throttled_requests),
             retried_items: get(&self.unprocessed) + get(&self.resent_items),
         }
@@ -171,6 +208,8 @@ impl DynamoSink {
             table: table.into(),
             ordered: true,
             pace: Arc::new(Pace::default()),
+            capacity: CapacityPacing::Shared(1),
+            capacity_read: Arc::default(),
             #[cfg(any(test, feature = "testing"))]
             faults: None,
             stats: Arc::default(),
@@ -207,14 +246,45 @@ impl DynamoSink {
         &self.pace
     }
 
+    /// Whether (and among how many processes) the pace starts at a provisioned table's
+    /// write capacity; the default is `Shared(1)`.
+    pub fn with_capacity_pacing(mut self, capacity: CapacityPacing) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The table's provisioned write capacity, read once (`None`: on-demand, or unknown);
+    /// the pace starts at this sink's share of it.
+    pub async fn provisioned_capacity(&self) -> Option<u64> {
+        let CapacityPacing::Shared(writers) = self.capacity else { return None };
+        *self
+            .capacity_read
+            .get_or_init(|| async {
+                let units = write_capacity(&self.client, &self.table).await;
+                if let Some(units) = units {
+                    let share = super::pace::share(units, writers);
+                    tracing::debug!(table = %self.table, units, writers, share, "provisioned table: paced at its share");
+                    self.pace.provisioned(share);
+                }
+                units
+            })
+            .await
+    }
+
     /// Create a sink table (on-demand capacity, hash key `_key`) if it does not exist, and
     /// wait until it is active.
     pub async fn create_table(client: &Client, table: &str) -> Result<()> {
-        ddb::create_table(client, table, &["_key"]).await
+        Self::create_table_with(client, table, ddb::Capacity::OnDemand).await
+    }
+
+    /// [`DynamoSink::create_table`] billed as `capacity` says (on a provisioned table, the
+    /// sink paces its writes at the write units).
+    pub async fn create_table_with(client: &Client, table: &str, capacity: ddb::Capacity) -> Result<()> {
+        ddb::create_table_with(client, table, &["_key"], capacity).await
     }
 
     /// Send a batch of at most [`BATCH_ITEMS`] items; returns the items to send again.
-    async fn send(&self, items: Vec<SinkItem>) -> std::result::Result<Vec<SinkItem>, Attempt> {
+    async fn send(&self, items: Vec<SinkItem>, stats: &SinkStats) -> std::result::Result<Vec<SinkItem>, Attempt> {
         #[cfg(any(test, feature = "testing"))]
         let (items, mut held) = match &self.faults {
             Some(f) => f.split(items)?,
@@ -226,18 +296,22 @@ impl DynamoSink {
             return Ok(held);
         }
         let mut again = match self.ordered {
-            true => self.put_each(items).await?,
-            false => self.batch_write(items).await?,
+            true => self.put_each(items, stats).await?,
+            false => self.batch_write(items, stats).await?,
         };
         again.append(&mut held);
         Ok(again)
     }
 
     /// One `BatchWriteItem`; returns the items it left unprocessed.
-    async fn batch_write(&self, items: Vec<SinkItem>) -> std::result::Result<Vec<SinkItem>, Attempt> {
+    async fn batch_write(
+        &self,
+        items: Vec<SinkItem>,
+        stats: &SinkStats,
+    ) -> std::result::Result<Vec<SinkItem>, Attempt> {
         let n = items.len() as u64;
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        self.stats.largest_request.fetch_max(n, Ordering::Relaxed);
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        stats.largest_request.fetch_max(n, Ordering::Relaxed);
         let mut by_key: HashMap<String, SinkItem> = HashMap::with_capacity(items.len());
         let mut requests = Vec::with_capacity(items.len());
         for item in items {
@@ -257,7 +331,7 @@ impl DynamoSink {
             .await;
         match out {
             Ok(out) => {
-                self.stats.consumed(out.consumed_capacity());
+                stats.consumed(out.consumed_capacity());
                 let unprocessed = out.unprocessed_items.unwrap_or_default().remove(&self.table).unwrap_or_default();
                 Ok(unprocessed
                     .into_iter()
@@ -272,11 +346,11 @@ impl DynamoSink {
     }
 
     /// One conditional `PutItem` per item, all at once; returns the items to send again.
-    async fn put_each(&self, items: Vec<SinkItem>) -> std::result::Result<Vec<SinkItem>, Attempt> {
-        self.stats.largest_request.fetch_max(1, Ordering::Relaxed);
+    async fn put_each(&self, items: Vec<SinkItem>, stats: &SinkStats) -> std::result::Result<Vec<SinkItem>, Attempt> {
+        stats.largest_request.fetch_max(1, Ordering::Relaxed);
         let sent = items.len();
         let puts = items.into_iter().map(|item| async move {
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            stats.requests.fetch_add(1, Ordering::Relaxed);
             let sent = self
                 .client
                 .put_item()
@@ -297,12 +371,12 @@ impl DynamoSink {
                 .await;
             match sent {
                 Ok(out) => {
-                    self.stats.consumed(out.consumed_capacity());
+                    stats.consumed(out.consumed_capacity());
                     Ok(None)
                 }
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
                     // A newer version is stored: this write is done by not being made.
-                    self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                    stats.stale.fetch_add(1, Ordering::Relaxed);
                     Ok(None)
                 }
                 Err(e) => match attempt(&self.table, "PutItem", e) {
@@ -324,6 +398,79 @@ impl DynamoSink {
             Some(error) if again.len() == sent => Err(Attempt::Retry(error)),
             _ => Ok(again),
         }
+    }
+
+    /// The write units `items` take (one per KB of each, as DynamoDB bills them).
+    fn units(&self, items: &[SinkItem]) -> usize {
+        items.iter().map(|i| super::pace::write_units(self.item_size(i))).sum()
+    }
+
+    /// [`Sink::write`], counting into `stats`.
+    async fn write_counted(&self, items: Vec<SinkItem>, stats: &SinkStats) -> Result<()> {
+        // One item per key, the highest seq: a request may not name a key twice.
+        let mut by_key: HashMap<String, SinkItem> = HashMap::with_capacity(items.len());
+        for item in items {
+            match by_key.get(&item.key) {
+                Some(have) if have.version() > item.version() => {}
+                _ => {
+                    by_key.insert(item.key.clone(), item);
+                }
+            }
+        }
+        let mut pending: Vec<SinkItem> = by_key.into_values().collect();
+        let mut stalled = 0u32;
+        let mut last_error = None;
+        while !pending.is_empty() {
+            let take = pending.len().min(BATCH_ITEMS);
+            let batch: Vec<SinkItem> = pending.drain(..take).collect();
+            let units = self.units(&batch);
+            self.pace.acquire(units).await;
+            match self.send(batch.clone(), stats).await {
+                Ok(again) => {
+                    let written = (take - again.len()) as u64;
+                    stats.items_written.fetch_add(written, Ordering::Relaxed);
+                    if again.is_empty() {
+                        self.pace.accepted(units);
+                        stalled = 0;
+                        continue;
+                    }
+                    stats.unprocessed.fetch_add(again.len() as u64, Ordering::Relaxed);
+                    if again.len() * 2 > take {
+                        self.pace.throttled();
+                    } else {
+                        self.pace.accepted(units.saturating_sub(self.units(&again)));
+                    }
+                    stalled = if written > 0 { 0 } else { stalled + 1 };
+                    pending.extend(again);
+                }
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(e)) => {
+                    stats.throttled_requests.fetch_add(1, Ordering::Relaxed);
+                    stats.resent_items.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    self.pace.throttled();
+                    stalled += 1;
+                    last_error = Some(e);
+                    pending.extend(batch);
+                }
+            }
+            if stalled >= ddb::MAX_STALLED_ROUNDS {
+                let why =
+                    last_error.map(|e| e.to_string()).unwrap_or_else(|| "every item came back unprocessed".into());
+                return Err(Error::backend(
+                    crate::error::Backend::Dynamodb,
+                    format!(
+                        "table {}: nothing written in {stalled} attempts in a row; {} items wait for the retry",
+                        self.table,
+                        pending.len()
+                    ),
+                    why,
+                ));
+            }
+            if stalled > 0 {
+                tokio::time::sleep(ddb::backoff(stalled)).await;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -377,69 +524,13 @@ impl Sink for DynamoSink {
     }
 
     async fn write(&self, items: Vec<SinkItem>) -> Result<()> {
-        // One item per key, the highest seq: a request may not name a key twice.
-        let mut by_key: HashMap<String, SinkItem> = HashMap::with_capacity(items.len());
-        for item in items {
-            match by_key.get(&item.key) {
-                Some(have) if have.version() > item.version() => {}
-                _ => {
-                    by_key.insert(item.key.clone(), item);
-                }
-            }
-        }
-        let mut pending: Vec<SinkItem> = by_key.into_values().collect();
-        let mut stalled = 0u32;
-        let mut last_error = None;
-        while !pending.is_empty() {
-            let take = pending.len().min(BATCH_ITEMS);
-            let batch: Vec<SinkItem> = pending.drain(..take).collect();
-            self.pace.acquire(batch.len()).await;
-            match self.send(batch.clone()).await {
-                Ok(again) => {
-                    let written = (take - again.len()) as u64;
-                    self.stats.items_written.fetch_add(written, Ordering::Relaxed);
-                    if again.is_empty() {
-                        self.pace.accepted(take);
-                        stalled = 0;
-                        continue;
-                    }
-                    self.stats.unprocessed.fetch_add(again.len() as u64, Ordering::Relaxed);
-                    if again.len() * 2 > take {
-                        self.pace.throttled();
-                    } else {
-                        self.pace.accepted(take - again.len());
-                    }
-                    stalled = if written > 0 { 0 } else { stalled + 1 };
-                    pending.extend(again);
-                }
-                Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry(e)) => {
-                    self.stats.throttled_requests.fetch_add(1, Ordering::Relaxed);
-                    self.stats.resent_items.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    self.pace.throttled();
-                    stalled += 1;
-                    last_error = Some(e);
-                    pending.extend(batch);
-                }
-            }
-            if stalled >= ddb::MAX_STALLED_ROUNDS {
-                let why =
-                    last_error.map(|e| e.to_string()).unwrap_or_else(|| "every item came back unprocessed".into());
-                return Err(Error::backend(
-                    crate::error::Backend::Dynamodb,
-                    format!(
-                        "table {}: nothing written in {stalled} attempts in a row; {} items wait for the retry",
-                        self.table,
-                        pending.len()
-                    ),
-                    why,
-                ));
-            }
-            if stalled > 0 {
-                tokio::time::sleep(ddb::backoff(stalled)).await;
-            }
-        }
-        Ok(())
+        // Counted apart, then added to the sink's totals and to the writing task's figures.
+        self.provisioned_capacity().await;
+        let this_write = SinkStats::default();
+        let written = self.write_counted(items, &this_write).await;
+        self.stats.absorb(&this_write);
+        super::figures::record(&this_write.figures());
+        written
     }
 
     async fn publish(&self, _job: u64) -> Result<()> {
@@ -501,135 +592,31 @@ fn to_item(item: SinkItem) -> Item {
     out
 }
 
-/// Adaptive pacing of item writes (additive increase, multiplicative decrease).
-///
-/// Unlimited until the table first throttles; then the item rate starts at 70% of what was
-/// being accepted, and drops to 70% again on a throttle, at most once per [`Pace::COOLDOWN`]
-/// (one overload shows as many throttled requests at once). A throttle is a request refused
-/// whole or one with more than half its items returned unprocessed; a few unprocessed items
-/// are only sent again. Every request that wrote at least half its items raises the rate by
-/// 2% (at least 5 items/s), until it is lifted at [`Pace::CEILING`] items/s.
-#[derive(Debug)]
-pub struct Pace {
-    state: Mutex<PaceState>,
-    floor: f64,
-}
-
-#[derive(Debug)]
-struct PaceState {
-    /// Items per second; `None` while unlimited.
-    rate: Option<f64>,
-    /// When the next request may go.
-    next: Instant,
-    /// Items accepted since `window_start`, to estimate the accepted rate.
-    window_items: u64,
-    window_start: Instant,
-    last_rate: f64,
-    /// When the rate was last lowered.
-    lowered: Option<Instant>,
-}
-
-impl Default for Pace {
-    fn default() -> Self {
-        Pace::with_floor(Pace::FLOOR)
-    }
-}
-
-impl Pace {
-    /// A pace that never goes below `floor` items/s (the default is [`Pace::FLOOR`]).
-    pub fn with_floor(floor: f64) -> Self {
-        let now = Instant::now();
-        Pace {
-            floor: floor.max(1.0),
-            state: Mutex::new(PaceState {
-                rate: None,
-                next: now,
-                window_items: 0,
-                window_start: now,
-                last_rate: 0.0,
-                lowered: None,
-            }),
-        }
-    }
-}
-
-impl Pace {
-    /// The lowest rate, items/s.
-    pub const FLOOR: f64 = 25.0;
-    /// The rate is lowered at most once in this time.
-    pub const COOLDOWN: Duration = Duration::from_secs(1);
-    /// Above this rate, items/s, the limit is lifted.
-    pub const CEILING: f64 = 100_000.0;
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, PaceState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The current limit in items/s (`None`: unlimited).
-    pub fn rate(&self) -> Option<f64> {
-        self.lock().rate
-    }
-
-    /// Wait until `items` may be sent.
-    pub async fn acquire(&self, items: usize) {
-        let wait = {
-            let mut s = self.lock();
-            let Some(rate) = s.rate else { return };
-            let now = Instant::now();
-            let slot = s.next.max(now);
-            s.next = slot + Duration::from_secs_f64(items as f64 / rate);
-            slot - now
-        };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-    }
-
-    /// A request was fully accepted.
-    pub fn accepted(&self, items: usize) {
-        let mut s = self.lock();
-        let now = Instant::now();
-        s.window_items += items as u64;
-        let span = now.duration_since(s.window_start).as_secs_f64();
-        if span >= 1.0 {
-            s.last_rate = s.window_items as f64 / span;
-            s.window_items = 0;
-            s.window_start = now;
-        }
-        if let Some(rate) = s.rate {
-            let raised = rate + (rate * 0.02).max(5.0);
-            s.rate = (raised < Self::CEILING).then_some(raised);
-        }
-    }
-
-    /// The table throttled (a whole request or some of its items).
-    pub fn throttled(&self) {
-        let mut s = self.lock();
-        let now = Instant::now();
-        if s.lowered.is_some_and(|t| now.duration_since(t) < Self::COOLDOWN) {
-            return;
-        }
-        s.lowered = Some(now);
-        let span = now.duration_since(s.window_start).as_secs_f64().max(0.001);
-        let seen = if span >= 0.2 { s.window_items as f64 / span } else { s.last_rate };
-        let base = s.rate.unwrap_or(if seen > 0.0 { seen } else { 1000.0 });
-        s.rate = Some((base * 0.7).max(self.floor));
-    }
-}
-
 #[cfg(any(test, feature = "testing"))]
 /// A fault-injecting layer for tests: it stands between the sink and the table and refuses
-/// a share of the writes the way a throttled table does. A whole request is refused with a
-/// throttling error with probability `share`; otherwise each item is held back (returned as
-/// unprocessed, never sent) with probability `share`.
+/// writes the way a throttled table does. Made with [`ThrottleFaults::new`], it refuses a
+/// share of them at random: a whole request with probability `share`; otherwise each item is
+/// held back (returned as unprocessed, never sent) with probability `share`. Made with
+/// [`ThrottleFaults::capacity`], it is a table of that many write units per second (a token
+/// bucket holding one second of them, an item one unit): a request above what is left is
+/// refused whole.
 #[derive(Debug)]
 pub struct ThrottleFaults {
     share: f64,
     rng: Mutex<fastrand::Rng>,
+    capacity: Option<Mutex<Bucket>>,
     /// Requests refused whole.
     pub refused_requests: AtomicU64,
     /// Items held back.
     pub held_items: AtomicU64,
+}
+
+#[cfg(any(test, feature = "testing"))]
+#[derive(Debug)]
+struct Bucket {
+    per_s: f64,
+    tokens: f64,
+    at: std::time::Instant,
 }
 
 #[cfg(any(test, feature = "testing"))]
@@ -639,23 +626,64 @@ impl ThrottleFaults {
         ThrottleFaults {
             share,
             rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+            capacity: None,
             refused_requests: AtomicU64::new(0),
             held_items: AtomicU64::new(0),
         }
     }
 
+    /// Refuse what goes over `units_per_s` write units a second, as a provisioned table does.
+    pub fn capacity(units_per_s: f64) -> Self {
+        let bucket = Bucket { per_s: units_per_s, tokens: units_per_s, at: std::time::Instant::now() };
+        ThrottleFaults { capacity: Some(Mutex::new(bucket)), ..ThrottleFaults::new(0.0, 0) }
+    }
+
     fn split<T>(&self, requests: Vec<T>) -> std::result::Result<(Vec<T>, Vec<T>), Attempt> {
+        let refuse = || {
+            self.refused_requests.fetch_add(1, Ordering::Relaxed);
+            Err(Attempt::Retry(Error::Conflict(
+                "ProvisionedThroughputExceededException (injected by ThrottleFaults)".into(),
+            )))
+        };
+        if let Some(bucket) = &self.capacity {
+            let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * b.per_s).min(b.per_s);
+            b.at = now;
+            let units = requests.len() as f64;
+            if b.tokens < units {
+                return refuse();
+            }
+            b.tokens -= units;
+            return Ok((requests, Vec::new()));
+        }
         let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
         if rng.f64() < self.share {
-            self.refused_requests.fetch_add(1, Ordering::Relaxed);
-            return Err(Attempt::Retry(Error::Conflict(
-                "ProvisionedThroughputExceededException (injected by ThrottleFaults)".into(),
-            )));
+            return refuse();
         }
         let (held, sent): (Vec<_>, Vec<_>) = requests.into_iter().partition(|_| rng.f64() < self.share);
         self.held_items.fetch_add(held.len() as u64, Ordering::Relaxed);
         Ok((sent, held))
     }
+}
+
+/// The provisioned write capacity of `table`, units/s; `None` for an on-demand table, or when
+/// it cannot be read (the pace then learns it from throttling, as on an on-demand table).
+pub async fn write_capacity(client: &Client, table: &str) -> Option<u64> {
+    use aws_sdk_dynamodb::types::BillingMode;
+    let described = match client.describe_table().table_name(table).send().await {
+        Ok(d) => d.table?,
+        Err(e) => {
+            tracing::warn!(table, "cannot read the table's capacity (paced by throttling): {}", e.into_service_error());
+            return None;
+        }
+    };
+    let billing = described.billing_mode_summary().and_then(|b| b.billing_mode());
+    if billing == Some(&BillingMode::PayPerRequest) {
+        return None;
+    }
+    let units = described.provisioned_throughput()?.write_capacity_units()?;
+    (units > 0).then_some(units as u64)
 }
 
 /// A line saying the table exists and its status, or an error naming `sink.table`.
@@ -668,8 +696,16 @@ pub async fn describe(cloud: &crate::backends::cloud::Cloud, table: &str) -> Res
                 format!("the DynamoDB table {table:?} cannot be reached: {}", e.into_service_error()),
             )
         })?;
-    let status = described.table.and_then(|t| t.table_status).map(|s| s.as_str().to_string()).unwrap_or_default();
-    Ok(format!("sink: DynamoDB table {table} ({})", status.to_lowercase()))
+    let Some(t) = described.table else { return Ok(format!("sink: DynamoDB table {table}")) };
+    let status = t.table_status().map(|s| s.as_str().to_lowercase()).unwrap_or_default();
+    let units = t.provisioned_throughput().and_then(|p| p.write_capacity_units()).filter(|u| *u > 0);
+    let on_demand = t.billing_mode_summary().and_then(|b| b.billing_mode())
+        == Some(&aws_sdk_dynamodb::types::BillingMode::PayPerRequest);
+    let capacity = match units {
+        Some(u) if !on_demand => format!(", provisioned: {u} write units a second, the pace of its writers"),
+        _ => ", on-demand".to_string(),
+    };
+    Ok(format!("sink: DynamoDB table {table} ({status}{capacity})"))
 }
 
 #[cfg(test)]
@@ -684,33 +720,5 @@ mod tests {
             attr_size(&serde_json::json!({"a": "xy", "b": [1, null]})),
             3 + (1 + 1 + 2) + (1 + 1 + (3 + 22 + 2))
         );
-    }
-
-    #[tokio::test]
-    async fn pace_slows_on_throttling_and_recovers_when_accepted() {
-        let pace = Pace::default();
-        assert_eq!(pace.rate(), None, "unlimited until throttled");
-        pace.accepted(25);
-        pace.throttled();
-        let first = pace.rate().unwrap();
-        pace.throttled();
-        assert_eq!(pace.rate(), Some(first), "one overload lowers the rate once");
-        tokio::time::sleep(Pace::COOLDOWN).await;
-        pace.throttled();
-        let second = pace.rate().unwrap();
-        assert!(second < first, "{second} < {first}");
-        for _ in 0..10 {
-            pace.accepted(25);
-        }
-        assert!(pace.rate().unwrap() > second, "accepted requests raise the rate again");
-        for _ in 0..10_000 {
-            pace.accepted(25);
-        }
-        assert_eq!(pace.rate(), None, "a rate far above what the table needs is lifted");
-        for _ in 0..64 {
-            pace.lock().lowered = None;
-            pace.throttled();
-        }
-        assert_eq!(pace.rate(), Some(Pace::FLOOR), "the rate never falls below the floor");
     }
 }

@@ -11,15 +11,18 @@ use crate::error::Result;
 use crate::model::config::ColumnType;
 use crate::model::record::Record;
 pub use crate::model::record::SinkItem;
+pub use figures::SinkFigures;
 pub use target::{SinkSpec, SinkTarget};
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 #[cfg(feature = "aws")]
 pub mod dynamodb;
+pub mod figures;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod pace;
 pub mod publish;
 pub mod sqlite;
 pub mod stage;
@@ -139,21 +142,6 @@ pub struct SinkLimits {
     pub no_empty_key: bool,
 }
 
-/// What a sink's writes cost so far (`--json` names are stable): the loader's figures.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct SinkFigures {
-    /// Write requests sent (`PutItem` or `BatchWriteItem`), retries included.
-    pub requests: u64,
-    /// Items the table took.
-    pub items_written: u64,
-    /// Write capacity units the table reported consuming (DynamoDB's `ConsumedCapacity`).
-    pub write_units: f64,
-    /// Requests refused whole by throttling or a server error, and sent again.
-    pub throttled_requests: u64,
-    /// Items sent again: a batch's unprocessed items, and those of refused requests.
-    pub retried_items: u64,
-}
-
 /// A destination for records.
 ///
 /// # Contract
@@ -213,8 +201,8 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     fn item_size(&self, item: &SinkItem) -> usize {
         serde_json::to_vec(&item.record).map_or(0, |v| v.len())
     }
-    /// What its writes have cost so far, for a sink that counts requests and capacity (none
-    /// for a local table).
+    /// What its writes have cost so far, for a sink that counts them. A sink that counts also
+    /// gives each write's figures to the task that made it ([`figures::record`]).
     fn figures(&self) -> Option<SinkFigures> {
         None
     }

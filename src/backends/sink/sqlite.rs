@@ -80,6 +80,8 @@ pub struct SqliteSink {
     stage_root: PathBuf,
     /// This process's open stage file per job.
     files: Arc<Mutex<HashMap<u64, File>>>,
+    /// What its writes did (no write units: SQLite has none).
+    figures: Arc<Mutex<super::SinkFigures>>,
 }
 
 /// The columns every sink table has besides the record's fields: the item key and version.
@@ -163,6 +165,7 @@ impl SqliteSink {
             fields: names,
             stage_root: PathBuf::from(stage_root).join(dir),
             files: Arc::default(),
+            figures: Arc::default(),
         })
     }
 
@@ -382,11 +385,25 @@ fn from_sql(v: ValueRef<'_>) -> Value {
     }
 }
 
+impl SqliteSink {
+    /// Count a batch of `items` written in one request, here and for the writing task.
+    fn count(&self, items: usize) {
+        let batch = super::SinkFigures { requests: 1, items_written: items as u64, ..Default::default() };
+        self.figures.lock().unwrap_or_else(|p| p.into_inner()).add(&batch);
+        super::figures::record(&batch);
+    }
+}
+
 #[async_trait]
 impl Sink for SqliteSink {
+    fn figures(&self) -> Option<super::SinkFigures> {
+        Some(self.figures.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
     async fn write(&self, items: Vec<SinkItem>) -> Result<()> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let n = items.len();
+        let staged = tokio::task::spawn_blocking(move || {
             let mut from = 0;
             // A batch holds one job's items; stage each job's run of them.
             while from < items.len() {
@@ -398,14 +415,17 @@ impl Sink for SqliteSink {
             Ok(())
         })
         .await
-        .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "sink task failed", e))?
+        .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "sink task failed", e))?;
+        staged.inspect(|()| self.count(n))
     }
 
     async fn upsert(&self, items: Vec<SinkItem>) -> Result<()> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.upsert_blocking(&items))
+        let n = items.len();
+        let stored = tokio::task::spawn_blocking(move || this.upsert_blocking(&items))
             .await
-            .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "sink task failed", e))?
+            .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "sink task failed", e))?;
+        stored.inspect(|()| self.count(n))
     }
 
     async fn publish(&self, job: u64) -> Result<()> {

@@ -149,6 +149,8 @@ pub struct SinkSpec {
     pub batch: usize,
     /// Whether writes keep the newest version of an item (see `[sink] ordered`).
     pub ordered: bool,
+    /// Processes writing the table at once, sharing a provisioned capacity (`[sink] writers`).
+    pub writers: std::num::NonZeroU32,
     /// Where every written record is also published.
     pub publish: Option<crate::model::config::PublishTarget>,
     /// The database of a table in a database server (`[sink] database`, a PostgreSQL URL);

@@ -45,6 +45,10 @@ pub struct Status {
     pub error: Option<String>,
     /// The summary, once complete.
     pub summary: Option<String>,
+    /// What the sink's writes cost so far (the committed chunks'; the summary's once
+    /// complete), for a sink that counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_figures: Option<crate::backends::sink::SinkFigures>,
 }
 
 /// The state of job `job_id`.
@@ -70,6 +74,7 @@ pub async fn status(engine: &Engine, job_id: &str) -> Result<Status> {
         eta_s: None,
         error: None,
         summary: None,
+        sink_figures: None,
     };
     match job.status {
         JobStatus::Complete => {
@@ -80,6 +85,7 @@ pub async fn status(engine: &Engine, job_id: &str) -> Result<Status> {
                 s.rejects_by_rule = summary.rejects_by_rule.clone();
                 s.elapsed_s = summary.timings.duration_ms as f64 / 1000.0;
                 s.summary = Some(summary.outputs.summary);
+                s.sink_figures = summary.sink_figures;
                 return Ok(s);
             }
         }
@@ -96,6 +102,7 @@ pub async fn status(engine: &Engine, job_id: &str) -> Result<Status> {
     s.records_done = counts.written + counts.rejected + counts.filtered;
     s.rejects_by_rule = counts.rejects_by_rule;
     s.chunks_done = chunks.len() as u32;
+    s.sink_figures = crate::backends::sink::SinkFigures::sum(chunks.iter().filter_map(|c| c.sink_figures.as_ref()));
     if job.status == JobStatus::Running {
         s.eta_s = eta(s.records_done, s.records_total, job.planned_ms.unwrap_or(job.created_ms), now);
     }
@@ -156,6 +163,9 @@ impl std::fmt::Display for Status {
         }
         let eta = self.eta_s.map(|s| format!(", about {} left", seconds(s))).unwrap_or_default();
         writeln!(f, "time:    started {}, {} elapsed{eta}", self.started_at, seconds(self.elapsed_s))?;
+        if let Some(figures) = &self.sink_figures {
+            writeln!(f, "sink:    {figures}")?;
+        }
         if let Some(e) = &self.error {
             writeln!(f, "error:   {e}")?;
         }

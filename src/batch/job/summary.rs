@@ -31,6 +31,12 @@ pub struct Summary {
     /// and within a job the later record's) or `last written` (unordered DynamoDB writes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink_keeps: Option<String>,
+    /// What the sink's writes cost, summed over the chunks' commits: write requests, items
+    /// written, write units consumed (DynamoDB; `null` for a SQLite table, which has none),
+    /// throttled requests and items sent again. Absent without a sink. A chunk worked more
+    /// than once counts the attempt that committed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_figures: Option<crate::backends::sink::SinkFigures>,
     /// When and how long.
     pub timings: Timings,
     /// Records per second over the whole job.
@@ -182,6 +188,9 @@ impl std::fmt::Display for Summary {
         write!(f, "output:  {}\nrejects: {}\nsummary: {}\n", o.output, o.rejects, o.summary)?;
         if let Some(table) = &self.sink {
             writeln!(f, "sink:    table {table}")?;
+        }
+        if let Some(figures) = &self.sink_figures {
+            writeln!(f, "sink writes: {figures}")?;
         }
         if self.sink_keeps.as_deref() == Some("last written") {
             writeln!(

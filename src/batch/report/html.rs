@@ -32,6 +32,7 @@ pub fn render(report: &Report) -> String {
     slowest(&mut page, &report.manifest.chunks);
     rejects(&mut page, s, report.rejects);
     api_calls(&mut page, s, report.costs, report.prices);
+    sink_writes(&mut page, s);
     inputs_and_outputs(&mut page, s);
     w!(
         page,
@@ -208,6 +209,30 @@ fn reject_group(page: &mut String, rule: &str, field: Option<&str>, group: &Fiel
     w!(page, "</ul></div>\n");
 }
 
+/// What the sink's writes cost: requests, items, write units, throttling (the loader's figures).
+fn sink_writes(page: &mut String, s: &Summary) {
+    let Some(f) = &s.sink_figures else { return };
+    let table = s.sink.as_deref().map(|t| format!(" into <code>{}</code>", Esc(t))).unwrap_or_default();
+    w!(page, "<section class=\"card\"><h2>Sink writes{table}</h2>\n<div class=\"scroll\"><table><tbody>\n");
+    let row = |page: &mut String, label: &str, value: String| {
+        w!(page, "<tr><td>{label}</td><td class=\"n\">{value}</td></tr>\n");
+    };
+    row(page, "Write requests", Num("sink_figures.requests", f.requests).to_string());
+    row(page, "Items written", Num("sink_figures.items_written", f.items_written).to_string());
+    let units = match f.write_units {
+        Some(u) => Dec("sink_figures.write_units", u).to_string(),
+        None => "— (the table counts no capacity units)".to_string(),
+    };
+    row(page, "Write units consumed", units);
+    row(page, "Throttled requests", Num("sink_figures.throttled_requests", f.throttled_requests).to_string());
+    row(page, "Items sent again", Num("sink_figures.retried_items", f.retried_items).to_string());
+    w!(page, "</tbody></table></div>\n");
+    if let (Some(units), true) = (f.write_units, f.items_written > 0) {
+        w!(page, "<p class=\"note\">{} write units per item written.</p>", decimal(units / f.items_written as f64));
+    }
+    w!(page, "</section>\n");
+}
+
 fn api_calls(page: &mut String, s: &Summary, costs: &BTreeMap<String, f64>, prices: &str) {
     w!(page, "<section class=\"card\"><h2>API calls</h2>\n");
     if s.api_calls.is_empty() {
@@ -289,6 +314,9 @@ mod tests {
             r#"data-summary="rejects_by_rule.schema.minimum">10<"#,
             r#"data-summary="api_calls.dynamodb.BatchWriteItem">1,234<"#,
             r#"data-summary="api_calls_per_record">1.24<"#,
+            r#"data-summary="sink_figures.write_units">1,010<"#,
+            r#"data-summary="sink_figures.throttled_requests">7<"#,
+            r#"data-summary="sink_figures.retried_items">20<"#,
             r#"data-summary="inputs.0.bytes">1,234,567<"#,
             r#"data-summary="timings.duration_ms">2,000<"#,
             "<td class=\"n\">$0.0386</td>",

@@ -262,6 +262,7 @@ mod tests {
                         started_ms,
                         finished_ms: started_ms + took,
                         api_calls: Default::default(),
+                        sink_figures: None,
                         generation: 0,
                         attempt: String::new(),
                     },
@@ -290,6 +291,13 @@ mod tests {
             },
             sink: Some("orders".into()),
             sink_keeps: None,
+            sink_figures: Some(crate::backends::sink::SinkFigures {
+                requests: 1234,
+                items_written: 990,
+                write_units: Some(1010.0),
+                throttled_requests: 7,
+                retried_items: 20,
+            }),
             timings: Timings {
                 started_at: "2023-11-14T22:13:20.000Z".into(),
                 finished_at: "2023-11-14T22:13:22.000Z".into(),
