@@ -25,7 +25,8 @@ use ::parquet::arrow::ArrowWriter;
 use ::parquet::basic::{Compression, ZstdLevel};
 use ::parquet::file::properties::WriterProperties;
 use arrow_array::builder::{
-    BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -56,7 +57,11 @@ pub fn schema(spec: &JobSpec, fields: &[String]) -> Result<SchemaRef> {
         if !seen.insert(name.as_str()) {
             return Err(Error::config("output.fields", format!("field {name:?} appears twice")));
         }
-        columns.push(Field::new(name, data_type(spec.field_type(name)), true));
+        let t = match spec.exact_decimal(name) {
+            Some((p, s)) => DataType::Decimal128(p as u8, s as i8),
+            None => data_type(spec.field_type(name)),
+        };
+        columns.push(Field::new(name, t, true));
     }
     Ok(Arc::new(Schema::new(columns)))
 }
@@ -68,8 +73,8 @@ fn data_type(kind: Option<ColumnType>) -> DataType {
         // Float64, not Decimal128: the pipeline types a decimal as an f64 (column.rs parses
         // the text into one, and the CSV and JSON Lines outputs print that f64's shortest
         // text), so a Float64 holds exactly the value every other output holds. A Decimal128
-        // needs one scale for the whole column, which nothing declares: any fixed scale
-        // would round some values (1e-30) or overflow others (1e30).
+        // needs one scale for the whole column: a column that declares its precision and
+        // scale gets one (see `schema`).
         Some(ColumnType::Decimal) => DataType::Float64,
         Some(ColumnType::Boolean) => DataType::Boolean,
         Some(ColumnType::Date) => DataType::Date32,
@@ -287,6 +292,8 @@ fn parquet_error(e: ::parquet::errors::ParquetError) -> Error {
 enum Column {
     Int(Int64Builder),
     Float(Float64Builder),
+    /// An exact decimal, and its precision and scale.
+    Dec(Decimal128Builder, u8, u32),
     Bool(BooleanBuilder),
     Date(Date32Builder),
     Micros(TimestampMicrosecondBuilder),
@@ -298,6 +305,7 @@ enum Cell<'a> {
     Null,
     Int(i64),
     Float(f64),
+    Dec(i128),
     Bool(bool),
     Date(i32),
     Micros(i64),
@@ -309,6 +317,11 @@ impl Column {
         Ok(match t {
             DataType::Int64 => Column::Int(Int64Builder::new()),
             DataType::Float64 => Column::Float(Float64Builder::new()),
+            DataType::Decimal128(p, s) if *s >= 0 => Column::Dec(
+                Decimal128Builder::new().with_precision_and_scale(*p, *s).map_err(|e| e.to_string())?,
+                *p,
+                *s as u32,
+            ),
             DataType::Boolean => Column::Bool(BooleanBuilder::new()),
             DataType::Date32 => Column::Date(Date32Builder::new()),
             DataType::Timestamp(TimeUnit::Microsecond, tz) => {
@@ -322,6 +335,9 @@ impl Column {
     /// `value` as this column holds it, or why it does not fit.
     fn cell<'a>(&self, value: Option<&'a Value>) -> std::result::Result<Cell<'a>, String> {
         let kind = match self {
+            Column::Dec(_, precision, scale) => {
+                return scaled(value, *precision, *scale).map(|v| v.map_or(Cell::Null, Cell::Dec))
+            }
             Column::Int(_) => ColumnType::Integer,
             Column::Float(_) => ColumnType::Decimal,
             Column::Bool(_) => ColumnType::Boolean,
@@ -337,6 +353,7 @@ impl Column {
         match (self, cell) {
             (Column::Int(b), Cell::Int(v)) => b.append_value(v),
             (Column::Float(b), Cell::Float(v)) => b.append_value(v),
+            (Column::Dec(b, ..), Cell::Dec(v)) => b.append_value(v),
             (Column::Bool(b), Cell::Bool(v)) => b.append_value(v),
             (Column::Date(b), Cell::Date(v)) => b.append_value(v),
             (Column::Micros(b), Cell::Micros(v)) => b.append_value(v),
@@ -356,6 +373,7 @@ impl Column {
         match self {
             Column::Int(b) => b.append_null(),
             Column::Float(b) => b.append_null(),
+            Column::Dec(b, ..) => b.append_null(),
             Column::Bool(b) => b.append_null(),
             Column::Date(b) => b.append_null(),
             Column::Micros(b) => b.append_null(),
@@ -368,6 +386,7 @@ impl Column {
         match self {
             Column::Int(b) => Arc::new(b.finish()),
             Column::Float(b) => Arc::new(b.finish()),
+            Column::Dec(b, ..) => Arc::new(b.finish()),
             Column::Bool(b) => Arc::new(b.finish()),
             Column::Date(b) => Arc::new(b.finish()),
             Column::Micros(b) => Arc::new(b.finish()),
@@ -398,6 +417,21 @@ fn cell(kind: ColumnType, value: Option<&Value>) -> std::result::Result<Cell<'_>
             other => Cow::Owned(other.to_string()),
         })),
     }
+}
+
+/// A decimal value as the unscaled integer of a `DECIMAL(precision, scale)` column: its
+/// shortest text read exactly, rounded half away from zero to `scale` decimals (a transform's
+/// arithmetic may give more), or why it does not fit.
+fn scaled(value: Option<&Value>, precision: u8, scale: u32) -> std::result::Result<Option<i128>, String> {
+    let Some(v) = value.filter(|v| !v.is_null()) else { return Ok(None) };
+    let bad = || format!("{v} does not fit a decimal({precision}, {scale}) column");
+    let n = v.as_number().ok_or_else(bad)?;
+    let d: rust_decimal::Decimal =
+        n.to_string().parse().or_else(|_| rust_decimal::Decimal::from_scientific(&n.to_string())).map_err(|_| bad())?;
+    let mut d = d.round_dp_with_strategy(scale, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    d.rescale(scale);
+    let m = d.mantissa();
+    (m.unsigned_abs() < 10u128.pow(u32::from(precision))).then_some(Some(m)).ok_or_else(bad)
 }
 
 /// An integer: an i64, or a float with no fraction that an i64 holds exactly (jq arithmetic

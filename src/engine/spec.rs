@@ -219,6 +219,15 @@ impl JobSpec {
         self.enrich.iter().flat_map(|e| e.columns.iter()).find(|c| c.out_name() == name).map(|c| c.kind)
     }
 
+    /// `(precision, scale)` of output field `name` when it is an exact decimal (a declared
+    /// or reference column with `precision`).
+    pub fn exact_decimal(&self, name: &str) -> Option<(u32, u32)> {
+        if let Some(rule) = self.columns.iter().find(|r| r.out == name) {
+            return rule.exact();
+        }
+        self.enrich.iter().flat_map(|e| e.columns.iter()).find(|c| c.out_name() == name).and_then(|c| c.exact())
+    }
+
     /// The output name of input column `name` (itself unless a declared column renames it).
     pub fn out_name<'a>(&'a self, name: &'a str) -> &'a str {
         self.columns.iter().find(|r| r.name == name).map_or(name, |r| r.out.as_str())

@@ -76,6 +76,11 @@ impl ColumnRule {
         self.kind
     }
 
+    /// `(precision, scale)` of an exact decimal column.
+    pub fn exact(&self) -> Option<(u32, u32)> {
+        self.exact.map(|(p, s, _)| (p, s))
+    }
+
     /// Check and convert one value; the error says which rule failed and why.
     pub fn check(&self, value: Value) -> std::result::Result<Value, String> {
         self.apply(value).map_err(|f| format!("{} ({})", f.message, f.rule))
@@ -264,5 +269,39 @@ mod tests {
         assert_eq!(ok, Value::String("2014-10-23T06:30:00Z".into()));
         let date = rule(ColumnType::Date, "%d.%m.%Y %z");
         assert_eq!(date.apply(Value::String("soon".into())).unwrap_err().rule, "type");
+    }
+
+    fn money(round: bool) -> ColumnRule {
+        ColumnRule::from(&ColumnConfig {
+            name: "amount".into(),
+            rename: None,
+            kind: ColumnType::Decimal,
+            format: None,
+            required: false,
+            max_length: None,
+            precision: Some(8),
+            scale: Some(2),
+            round,
+        })
+    }
+
+    #[test]
+    fn an_exact_decimal_keeps_its_digits_or_names_the_rule_it_breaks() {
+        let m = money(false);
+        let text = |s: &str| m.apply(Value::String(s.into()));
+        assert_eq!(text("142509.72").unwrap(), serde_json::json!(142509.72));
+        assert_eq!(text("-000012.50").unwrap(), serde_json::json!(-12.5));
+        assert_eq!(text("1.2e2").unwrap(), serde_json::json!(120.0));
+        assert_eq!(text("1.234").unwrap_err().rule, "scale");
+        assert_eq!(text("1234567.1").unwrap_err().rule, "precision", "7 digits before the point; 6 kept");
+        assert!(text("1.234").unwrap_err().message.contains("decimal(8, 2)"));
+        assert_eq!(m.apply(serde_json::json!(99.999)).unwrap_err().rule, "scale", "a JSON number too");
+        // Rounded half away from zero as the text reads: 2.675 is 2.67499… as a float.
+        let r = money(true);
+        assert_eq!(r.apply(Value::String("2.675".into())).unwrap(), serde_json::json!(2.68));
+        assert_eq!(r.apply(Value::String("-2.675".into())).unwrap(), serde_json::json!(-2.68));
+        assert_eq!(r.apply(Value::String("999999.995".into())).unwrap_err().rule, "precision", "rounds to 7 digits");
+        assert_eq!(decimal_digits("0120.50"), Some((3, 1)));
+        assert_eq!(decimal_digits("abc"), None);
     }
 }

@@ -444,7 +444,8 @@ pub enum ColumnType {
     String,
     /// A 64-bit signed integer.
     Integer,
-    /// A decimal number, held as a 64-bit float (about 15 significant digits).
+    /// A decimal number, held as a 64-bit float (about 15 significant digits); exact with a
+    /// column's `precision` and `scale`.
     Decimal,
     /// `true`/`false`, `1`/`0`, `yes`/`no` (any case).
     Boolean,

@@ -104,9 +104,8 @@ impl Stream {
         let sink = match (spec.sink.target.table(), &spec.sink.publish) {
             (None, None) => None,
             (table, _) => {
-                let fields =
-                    spec.output_fields.as_ref().map(|f| f.iter().map(|n| (n.clone(), spec.field_type(n))).collect());
-                let shape = SinkShape { table: table.unwrap_or_default().to_string(), fields };
+                let table = table.unwrap_or_default().to_string();
+                let shape = SinkShape::of(&spec, table, spec.output_fields.as_deref());
                 engine.open_sink(&spec.sink, &shape)?
             }
         };

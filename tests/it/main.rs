@@ -12,6 +12,7 @@ mod check;
 mod compressed;
 mod conformance;
 mod ddl;
+mod decimals;
 mod examples;
 mod faults;
 mod forecast;

@@ -20,9 +20,9 @@ pub mod conformance;
 pub mod dynamodb;
 pub mod figures;
 pub mod memory;
+pub mod pace;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-pub mod pace;
 pub mod publish;
 pub mod sqlite;
 pub mod stage;
@@ -39,6 +39,28 @@ pub struct SinkShape {
     pub table: String,
     /// Fields and their types, when the record shape is known.
     pub fields: Option<Vec<(String, Option<ColumnType>)>>,
+    /// The exact decimal fields among them: name, precision, scale (see
+    /// [`crate::model::config::ColumnConfig::precision`]).
+    pub exact: Vec<(String, u32, u32)>,
+}
+
+impl SinkShape {
+    /// The shape of `table` holding `spec`'s output `fields` (when known), typed as the job
+    /// declares them.
+    pub fn of(spec: &crate::engine::spec::JobSpec, table: String, fields: Option<&[String]>) -> SinkShape {
+        let exact = fields
+            .into_iter()
+            .flatten()
+            .filter_map(|n| spec.exact_decimal(n).map(|(p, s)| (n.clone(), p, s)))
+            .collect();
+        let fields = fields.map(|f| f.iter().map(|n| (n.clone(), spec.field_type(n))).collect());
+        SinkShape { table, fields, exact }
+    }
+
+    /// The scale of exact decimal field `name`.
+    pub fn scale_of(&self, name: &str) -> Option<u32> {
+        self.exact.iter().find(|(n, ..)| n == name).map(|(_, _, s)| *s)
+    }
 }
 
 /// Every kind of sink, one line each.

@@ -81,7 +81,7 @@ impl super::target::SinkKind for Kind {
             None => (spec.database.clone(), "sink.database"),
         };
         let db = Database::open(url.as_deref(), key)?;
-        Ok(Arc::new(PostgresSink::new(db, &table, shape.fields.clone())))
+        Ok(Arc::new(PostgresSink::new(db, &table, shape.fields.clone()).exact(&shape.exact)))
     }
 
     async fn reach(&self, table: Option<&str>, _: &Path, _: &Cloud) -> Result<String> {
@@ -105,6 +105,8 @@ impl super::target::SinkKind for Kind {
 enum Col {
     Int,
     Float,
+    /// `numeric(precision, scale)`.
+    Numeric(u32, u32),
     Bool,
     Date,
     Timestamp,
@@ -128,6 +130,7 @@ impl Col {
         match self {
             Col::Int => Type::INT8,
             Col::Float => Type::FLOAT8,
+            Col::Numeric(..) => Type::NUMERIC,
             Col::Bool => Type::BOOL,
             Col::Date => Type::DATE,
             Col::Timestamp => Type::TIMESTAMPTZ,
@@ -136,11 +139,20 @@ impl Col {
         }
     }
 
+    /// Its SQL type in a `CREATE TABLE`.
+    fn declared(self) -> String {
+        match self {
+            Col::Numeric(p, s) => format!("numeric({p}, {s})"),
+            other => other.sql().to_string(),
+        }
+    }
+
     /// Its SQL type, as `information_schema.columns.data_type` names it.
     fn sql(self) -> &'static str {
         match self {
             Col::Int => "bigint",
             Col::Float => "double precision",
+            Col::Numeric(..) => "numeric",
             Col::Bool => "boolean",
             Col::Date => "date",
             Col::Timestamp => "timestamp with time zone",
@@ -156,6 +168,7 @@ enum Cell {
     Null,
     Int(i64),
     Float(f64),
+    Numeric(rust_decimal::Decimal),
     Bool(bool),
     Date(NaiveDate),
     Timestamp(DateTime<Utc>),
@@ -173,6 +186,7 @@ impl ToSql for Cell {
             Cell::Null => Ok(IsNull::Yes),
             Cell::Int(v) => v.to_sql(ty, out),
             Cell::Float(v) => v.to_sql(ty, out),
+            Cell::Numeric(v) => v.to_sql(ty, out),
             Cell::Bool(v) => v.to_sql(ty, out),
             Cell::Date(v) => v.to_sql(ty, out),
             Cell::Timestamp(v) => v.to_sql(ty, out),
@@ -204,6 +218,10 @@ fn cell(col: Col, value: Option<&Value>) -> std::result::Result<Cell, String> {
         Col::Float => {
             Cell::Float(v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())).ok_or_else(bad)?)
         }
+        Col::Numeric(_, scale) => {
+            let n = v.as_number().ok_or_else(bad)?;
+            Cell::Numeric(crate::backends::sink::sqlite::exact_text(n, scale).parse().map_err(|_| bad())?)
+        }
         Col::Bool => Cell::Bool(v.as_bool().ok_or_else(bad)?),
         Col::Date => {
             Cell::Date(v.as_str().and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()).ok_or_else(bad)?)
@@ -221,6 +239,10 @@ fn read_cell(row: &tokio_postgres::Row, i: usize, col: Col) -> std::result::Resu
     Ok(match col {
         Col::Int => row.try_get::<_, Option<i64>>(i)?.map_or(Value::Null, Value::from),
         Col::Float => row.try_get::<_, Option<f64>>(i)?.map_or(Value::Null, Value::from),
+        Col::Numeric(..) => row
+            .try_get::<_, Option<rust_decimal::Decimal>>(i)?
+            .and_then(|d| d.to_string().parse::<f64>().ok())
+            .map_or(Value::Null, Value::from),
         Col::Bool => row.try_get::<_, Option<bool>>(i)?.map_or(Value::Null, Value::from),
         Col::Date => row.try_get::<_, Option<NaiveDate>>(i)?.map_or(Value::Null, |d| Value::from(d.to_string())),
         Col::Timestamp => row
@@ -286,7 +308,8 @@ impl PostgresSink {
             .into_iter()
             .filter(|(n, _)| !["_key", "_job", "_seq"].contains(&n.as_str()))
             .map(|(n, ty)| {
-                let col = [Col::Int, Col::Float, Col::Bool, Col::Date, Col::Timestamp, Col::Json]
+                // A numeric column's scale is not needed to read it.
+                let col = [Col::Int, Col::Float, Col::Numeric(0, 0), Col::Bool, Col::Date, Col::Timestamp, Col::Json]
                     .into_iter()
                     .find(|c| c.sql() == ty)
                     .unwrap_or(Col::Text);
@@ -296,6 +319,16 @@ impl PostgresSink {
         let schemaless = matches!(&fields[..], [(n, Col::Json)] if n == "record");
         let fields = (!schemaless).then_some(fields);
         Ok(PostgresSink { db, table: table.to_string(), fields, ready: tokio::sync::OnceCell::new() })
+    }
+
+    /// Its `exact` decimal fields (name, precision, scale) as `numeric(precision, scale)`.
+    pub fn exact(mut self, exact: &[(String, u32, u32)]) -> Self {
+        for (name, col) in self.fields.iter_mut().flatten() {
+            if let Some((_, p, s)) = exact.iter().find(|(n, ..)| n == name) {
+                *col = Col::Numeric(*p, *s);
+            }
+        }
+        self
     }
 
     /// The columns after `_key, _job, _seq`.
@@ -333,7 +366,7 @@ impl PostgresSink {
     async fn create_or_check(&self) -> Result<()> {
         let client = self.db.client().await?;
         let t = quoted_table(&self.table);
-        let defs: Vec<String> = self.columns().iter().map(|(n, c)| format!("{} {}", quoted(n), c.sql())).collect();
+        let defs: Vec<String> = self.columns().iter().map(|(n, c)| format!("{} {}", quoted(n), c.declared())).collect();
         let create = format!(
             "CREATE TABLE IF NOT EXISTS {t} (_key text PRIMARY KEY, _job bigint NOT NULL DEFAULT 0, _seq bigint NOT NULL, {})",
             defs.join(", ")

@@ -56,7 +56,7 @@ impl super::target::SinkKind for Kind {
         database: &Path,
         _: &crate::backends::cloud::Cloud,
     ) -> Result<Arc<dyn Sink>> {
-        Ok(Arc::new(SqliteSink::open(database, &shape.table, shape.fields.clone())?))
+        Ok(Arc::new(SqliteSink::open_exact(database, &shape.table, shape.fields.clone(), &shape.exact)?))
     }
 
     async fn reach(&self, table: Option<&str>, database: &Path, _: &crate::backends::cloud::Cloud) -> Result<String> {
@@ -82,6 +82,8 @@ pub struct SqliteSink {
     files: Arc<Mutex<HashMap<u64, File>>>,
     /// What its writes did (no write units: SQLite has none).
     figures: Arc<Mutex<super::SinkFigures>>,
+    /// Per field, the scale of an exact decimal, stored as text of that many decimals.
+    scales: Vec<Option<u32>>,
 }
 
 /// The columns every sink table has besides the record's fields: the item key and version.
@@ -104,12 +106,32 @@ impl SqliteSink {
     /// Open the table `table` in the database at `path`, creating it if missing. `fields`
     /// (name, type) are the columns when the record shape is known.
     pub fn open(path: &Path, table: &str, fields: Option<Vec<(String, Option<ColumnType>)>>) -> Result<Self> {
+        Self::open_exact(path, table, fields, &[])
+    }
+
+    /// [`SqliteSink::open`], the `exact` decimal fields (name, precision, scale) stored as
+    /// `TEXT` of exactly `scale` decimals (`142509.70`): no float rounds them, and they sort and
+    /// compare as their numbers do once cast (`CAST(x AS REAL)`, or the decimal extension).
+    pub fn open_exact(
+        path: &Path,
+        table: &str,
+        fields: Option<Vec<(String, Option<ColumnType>)>>,
+        exact: &[(String, u32, u32)],
+    ) -> Result<Self> {
         let conn = crate::backends::ledger::sqlite::connect(path)?;
         let t = quoted(table);
+        let scale = |n: &str| exact.iter().find(|(e, ..)| e == n).map(|(_, _, s)| *s);
+        let scales: Vec<Option<u32>> = fields.iter().flatten().map(|(n, _)| scale(n)).collect();
         let (names, column_defs) = match &fields {
             Some(fields) => (
                 Some(fields.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()),
-                fields.iter().map(|(n, ty)| format!("{} {}", quoted(n), sql_type(*ty))).collect::<Vec<_>>(),
+                fields
+                    .iter()
+                    .map(|(n, ty)| {
+                        let ty = if scale(n).is_some() { "TEXT" } else { sql_type(*ty) };
+                        format!("{} {ty}", quoted(n))
+                    })
+                    .collect::<Vec<_>>(),
             ),
             None => (None, vec!["record TEXT NOT NULL".to_string()]),
         };
@@ -166,6 +188,7 @@ impl SqliteSink {
             stage_root: PathBuf::from(stage_root).join(dir),
             files: Arc::default(),
             figures: Arc::default(),
+            scales,
         })
     }
 
@@ -214,10 +237,17 @@ impl SqliteSink {
             match &mut columns {
                 Some(columns) => {
                     block.row(&item.key, item.seq, columns.fields().len());
-                    columns.each(&item.record, |value| match value {
-                        // Objects and arrays as their JSON text.
-                        Some(v @ (Value::Object(_) | Value::Array(_))) => block.cell(Cell::Text(&v.to_string())),
-                        other => block.cell(to_cell(other)),
+                    let mut at = 0;
+                    columns.each(&item.record, |value| {
+                        match (value, self.scales.get(at).copied().flatten()) {
+                            (Some(Value::Number(n)), Some(scale)) => block.cell(Cell::Text(&exact_text(&n, scale))),
+                            // Objects and arrays as their JSON text.
+                            (Some(v @ (Value::Object(_) | Value::Array(_))), _) => {
+                                block.cell(Cell::Text(&v.to_string()))
+                            }
+                            (other, _) => block.cell(to_cell(other)),
+                        }
+                        at += 1;
                     });
                 }
                 None => {
@@ -263,12 +293,16 @@ impl SqliteSink {
                         let mut bound = Ok(());
                         columns.each(&item.record, |value| {
                             let text;
-                            let cell = match value {
-                                Some(v @ (Value::Object(_) | Value::Array(_))) => {
+                            let cell = match (value, self.scales.get(i - 4).copied().flatten()) {
+                                (Some(Value::Number(n)), Some(scale)) => {
+                                    text = exact_text(&n, scale);
+                                    Cell::Text(&text)
+                                }
+                                (Some(v @ (Value::Object(_) | Value::Array(_))), _) => {
                                     text = v.to_string();
                                     Cell::Text(&text)
                                 }
-                                other => to_cell(other),
+                                (other, _) => to_cell(other),
                             };
                             if bound.is_ok() {
                                 bound = upsert.raw_bind_parameter(i, cell_sql(cell));
@@ -349,6 +383,20 @@ impl SqliteSink {
             tracing::warn!(table = %self.table, "cannot remove a published stage: {e}");
         }
         Ok(())
+    }
+}
+
+/// An exact decimal's text with exactly `scale` decimals (`142509.7` at scale 2: `142509.70`),
+/// rounded half away from zero as its shortest text reads.
+pub fn exact_text(n: &serde_json::Number, scale: u32) -> String {
+    let text = n.to_string();
+    match text.parse::<rust_decimal::Decimal>().or_else(|_| rust_decimal::Decimal::from_scientific(&text)) {
+        Ok(d) => {
+            let mut d = d.round_dp_with_strategy(scale, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+            d.rescale(scale);
+            d.to_string()
+        }
+        Err(_) => text,
     }
 }
 

@@ -366,8 +366,7 @@ pub fn sink_shape(spec: &JobSpec, plan: &JobPlan) -> SinkShape {
     let table = spec.sink.target.table().map(str::to_string).unwrap_or_else(|| {
         default_table(plan.inputs.first().and_then(|i| i.object.path.rsplit('/').next()).unwrap_or("records"))
     });
-    let fields = plan.output_fields.as_ref().map(|f| f.iter().map(|n| (n.clone(), spec.field_type(n))).collect());
-    SinkShape { table, fields }
+    SinkShape::of(spec, table, plan.output_fields.as_deref())
 }
 
 /// The sink table of a job that names none: its first input's file name up to the first dot,

@@ -449,4 +449,13 @@ mod tests {
         assert_eq!(guess(&["12"]).max_length(), None, "a type bounds its text");
         assert_eq!(guess(&[""]).max_length(), None, "nothing to go by");
     }
+
+    #[test]
+    fn a_decimal_column_gets_the_samples_scale_and_two_more_digits_before_the_point() {
+        let g = guess(&["1.5", "142509.72", "-3"]);
+        assert_eq!((g.kind, g.decimal_digits, g.precision_scale()), (ColumnType::Decimal, (6, 2), Some((10, 2))));
+        assert_eq!((g.config().precision, g.config().scale), (Some(10), Some(2)));
+        assert_eq!(guess(&["1", "2"]).precision_scale(), None, "an integer column");
+        assert_eq!(guess(&["0.1234567890123456"]).precision_scale(), None, "more digits than a value keeps");
+    }
 }
