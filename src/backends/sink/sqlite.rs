@@ -240,7 +240,7 @@ impl SqliteSink {
                     let mut at = 0;
                     columns.each(&item.record, |value| {
                         match (value, self.scales.get(at).copied().flatten()) {
-                            (Some(Value::Number(n)), Some(scale)) => block.cell(Cell::Text(&exact_text(&n, scale))),
+                            (Some(Value::Number(n)), Some(scale)) => block.cell(Cell::Text(&exact_text(n, scale))),
                             // Objects and arrays as their JSON text.
                             (Some(v @ (Value::Object(_) | Value::Array(_))), _) => {
                                 block.cell(Cell::Text(&v.to_string()))
@@ -295,7 +295,7 @@ impl SqliteSink {
                             let text;
                             let cell = match (value, self.scales.get(i - 4).copied().flatten()) {
                                 (Some(Value::Number(n)), Some(scale)) => {
-                                    text = exact_text(&n, scale);
+                                    text = exact_text(n, scale);
                                     Cell::Text(&text)
                                 }
                                 (Some(v @ (Value::Object(_) | Value::Array(_))), _) => {
