@@ -72,7 +72,7 @@ impl Backends {
 
     /// The job file's settings these override (`--sink`).
     pub fn overrides(&self) -> Overrides {
-        Overrides { sink: self.sink.clone().map(|url| (url, "--sink")), chunk_mib: None }
+        Overrides { sink: self.sink.clone().map(|url| (url, "--sink")), chunk_mib: None, sink_writers: None }
     }
 
     /// Refuse a serving command (`worker`, `watch`) without the shared backends its jobs use.

@@ -26,7 +26,7 @@ pub struct Check {
 /// Check a job file as `run` would, its reference and sink reached; with a sample, what its
 /// first records become. The report, as text.
 pub async fn check(c: Check) -> Result<String> {
-    let overrides = Overrides { sink: c.sink.map(|url| (url, "--sink")), chunk_mib: None };
+    let overrides = Overrides { sink: c.sink.map(|url| (url, "--sink")), chunk_mib: None, sink_writers: None };
     let spec = crate::engine::spec::load(Some(&c.config), &overrides)?;
     let first = c.sample.clone().unwrap_or_default();
     let engine = engine(&c.data_dir, &BackendUrls::embedded(), &first).await?;

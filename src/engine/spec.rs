@@ -242,6 +242,9 @@ pub struct Overrides {
     pub sink: Option<(String, &'static str)>,
     /// `[chunking] bytes`, in MiB.
     pub chunk_mib: Option<u64>,
+    /// `[sink] writers`: processes writing the sink table at once (a Lambda deployment's
+    /// task concurrency).
+    pub sink_writers: Option<u32>,
 }
 
 impl Overrides {
@@ -249,6 +252,9 @@ impl Overrides {
     pub fn apply(&self, mut definition: JobDefinition) -> Result<JobDefinition> {
         if let Some(mib) = self.chunk_mib {
             definition.config.chunking.bytes = mib << 20;
+        }
+        if let Some(writers) = self.sink_writers {
+            definition.config.sink.writers = Some(writers);
         }
         if let Some((url, key)) = &self.sink {
             let target = crate::backends::sink::target::SinkTarget::parse(url, key)?;

@@ -58,6 +58,7 @@
 //! | `SLUICEBOX_INPUT_PREFIX` | `s3://BUCKET/PREFIX`: objects created under it start jobs, for on-object |
 //! | `SLUICEBOX_ARCHIVE_PREFIX` | `s3://BUCKET/PREFIX`: the only place a job file's `[archive] to` may name (the functions may write nowhere else outside the results) |
 //! | `SLUICEBOX_SINK` | `dynamodb://TABLE` or `none`, over the job file's `[sink]` |
+//! | `SLUICEBOX_SINK_WRITERS` | functions writing the sink table at once (the task mapping's `MaxConcurrency`), over the job file's `[sink] writers`: each paces its writes at a provisioned table's capacity divided by this |
 //! | `SLUICEBOX_CHUNK_MIB` | target chunk size, over the job file's `[chunking] bytes` |
 //! | `SLUICEBOX_ENRICH_TABLE` | `dynamodb://TABLE`: the only table a job file's `[enrich] source` may name (the role reads no other), or `none`; unset: any |
 //! | `SLUICEBOX_NOTIFY` | targets told how every job ends, comma-separated (`sns://TOPIC_ARN`, `ses://ADDRESS`, `https://…`; empty entries skipped), besides the job file's `[[notify]]` (a target in both is told once) |
@@ -216,6 +217,7 @@ impl Function {
         let overrides = crate::engine::spec::Overrides {
             sink: self.settings.sink.clone().map(|url| (url, "SLUICEBOX_SINK")),
             chunk_mib: self.settings.chunk_mib,
+            sink_writers: self.settings.sink_writers,
         };
         let spec = Arc::new(overrides.apply(config.resolve(&self.settings.scratch)?)?.check()?);
         *cached = Some((etag, spec.clone()));

@@ -26,6 +26,8 @@ pub struct Settings {
     pub stream_to: Option<String>,
     /// Over the job file's sink.
     pub sink: Option<String>,
+    /// Over the job file's `[sink] writers`.
+    pub sink_writers: Option<u32>,
     /// The one DynamoDB table a job file's `[enrich] source` may name (`dynamodb://TABLE`),
     /// `none` for no table; unset, any (the deployment's role decides).
     pub enrich_table: Option<String>,
@@ -74,6 +76,10 @@ impl Settings {
             archive_prefix: var("SLUICEBOX_ARCHIVE_PREFIX"),
             stream_to: var("SLUICEBOX_STREAM_TO"),
             sink: var("SLUICEBOX_SINK"),
+            sink_writers: var("SLUICEBOX_SINK_WRITERS")
+                .map(|_| number("SLUICEBOX_SINK_WRITERS", 1))
+                .transpose()?
+                .map(|n| n.clamp(1, u64::from(u32::MAX)) as u32),
             enrich_table: var("SLUICEBOX_ENRICH_TABLE"),
             chunk_mib: var("SLUICEBOX_CHUNK_MIB")
                 .map(|_| number("SLUICEBOX_CHUNK_MIB", 0))
@@ -320,5 +326,24 @@ mod tests {
         assert_eq!(s.notify.len(), 1);
         let err = Settings::from_vars(vars("ses://ops@example.com", None)).unwrap_err().to_string();
         assert!(err.contains("SLUICEBOX_NOTIFY.from") && err.contains("sender"), "{err}");
+    }
+
+    #[test]
+    fn the_sink_writers_come_from_the_deployment_and_a_bad_count_names_its_variable() {
+        let with = |writers: &'static str| {
+            Settings::from_vars(|n| match n {
+                "SLUICEBOX_BUCKET" => Some("s3://b/results".into()),
+                "SLUICEBOX_QUEUE" | "SLUICEBOX_LEDGER" => Some("x".into()),
+                "SLUICEBOX_SINK_WRITERS" => Some(writers.into()),
+                _ => None,
+            })
+        };
+        assert_eq!(with("8").unwrap().sink_writers, Some(8));
+        assert_eq!(with("0").unwrap().sink_writers, Some(1), "at least one writer");
+        assert!(with("many").unwrap_err().to_string().contains("SLUICEBOX_SINK_WRITERS"));
+        let config = crate::model::config::JobConfig::from_toml("[sink]\nwriters = 2\n", "job.toml").unwrap();
+        let overrides = crate::engine::spec::Overrides { sink_writers: Some(8), ..Default::default() };
+        let spec = overrides.apply(config.resolve(std::path::Path::new(".")).unwrap()).unwrap().check().unwrap();
+        assert_eq!(spec.sink.writers.get(), 8, "the deployment's count over the job file's");
     }
 }
