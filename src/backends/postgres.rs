@@ -146,8 +146,19 @@ impl Database {
     /// A connection, from the pool or new.
     pub async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| {
-            let why = without_password(&e.to_string());
-            Error::backend(Backend::Postgres, format!("cannot connect to {}", self.shown), why)
+            // The whole chain: the pool's error says little, its sources say why.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            if why.contains("certificate") {
+                why.push_str(
+                    " (a server whose certificate comes from a private CA: name the CA's file in PGSSLROOTCERT)",
+                );
+            }
+            Error::backend(Backend::Postgres, format!("cannot connect to {}", self.shown), without_password(&why))
         })
     }
 

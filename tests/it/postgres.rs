@@ -163,3 +163,27 @@ async fn the_orders_into_postgres_are_the_sqlite_rows_and_no_password_is_shown()
     let said = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && said.contains("\"uuid\"") && said.contains("integer"), "{said}");
 }
+
+/// The server offers TLS with a certificate of a CA made for the tests: trusted through
+/// `PGSSLROOTCERT`, the connection is TLS; without it, the certificate is refused, never
+/// trusted blindly, and `sslmode=disable` is the only way around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_verified_against_the_roots_and_pgsslrootcert() {
+    let url = postgres_url();
+    let ssl = |db: Database| async move {
+        let c = db.client().await?;
+        let row = c.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap();
+        Ok::<bool, sluicebox::Error>(row.get(0))
+    };
+    assert!(std::env::var("PGSSLROOTCERT").is_ok(), "scripts/postgres names the test CA");
+    let trusted = Database::open(Some(&url), "test").unwrap();
+    assert!(ssl(trusted).await.unwrap(), "TLS when the server offers it");
+    // SAFETY of the environment: this test's process (nextest runs each test in its own)
+    // reads it only in `Database::open`, after this.
+    unsafe { std::env::remove_var("PGSSLROOTCERT") };
+    let untrusted = Database::open(Some(&url), "test").unwrap();
+    let err = ssl(untrusted).await.unwrap_err().to_string();
+    assert!(err.contains("cannot connect") && err.to_lowercase().contains("certificate"), "{err}");
+    let plain = Database::open(Some(&format!("{url}?sslmode=disable")), "test").unwrap();
+    assert!(!ssl(plain).await.unwrap());
+}
