@@ -46,6 +46,20 @@ impl From<&ColumnConfig> for ColumnRule {
     }
 }
 
+/// An exact decimal's text with exactly `scale` decimals (`142509.7` at scale 2: `142509.70`),
+/// rounded half away from zero as its shortest text reads.
+pub fn exact_text(n: &serde_json::Number, scale: u32) -> String {
+    let text = n.to_string();
+    match text.parse::<rust_decimal::Decimal>().or_else(|_| rust_decimal::Decimal::from_scientific(&text)) {
+        Ok(d) => {
+            let mut d = d.round_dp_with_strategy(scale, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+            d.rescale(scale);
+            d.to_string()
+        }
+        Err(_) => text,
+    }
+}
+
 /// A decimal's text as an exact decimal (plain or with an exponent).
 fn exact_decimal(text: &str) -> Option<rust_decimal::Decimal> {
     let t = text.trim();

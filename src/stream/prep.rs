@@ -85,7 +85,7 @@ impl Prep {
     /// Process a block's records, numbered from 1.
     pub fn block(&self, job: BlockJob) -> Result<BlockDone> {
         let BlockJob { block, shard, input, format, fields } = job;
-        let mut encoder = Encoder::new(format, fields);
+        let mut encoder = self.pipeline.encoder_for(format, fields);
         let mut records = Vec::new();
         if let Some(s) = &block.skipped {
             records.push(Ready::Rejected(Reject {

@@ -288,7 +288,7 @@ impl Reader {
             fields: fields.clone().map(Arc::new),
             errors: self.config.errors.trim_matches('/').to_string(),
         };
-        self.encoder = Some(Encoder::new(e.line_format(), fields));
+        self.encoder = Some(self.prep.pipeline.encoder_for(e.line_format(), fields));
         let spooler = Spooler::new(self.scratch.clone(), e.clone(), PIECE_BYTES);
         self.spooler = Some(Arc::new(spooler));
         self.encoding = Some(e.clone());

@@ -100,3 +100,42 @@ async fn exact_money_into_postgres_is_numeric_and_sums_exactly() {
     let exact: Decimal = revenue_by_uuid().values().sum();
     assert_eq!(sum.parse::<Decimal>().unwrap(), exact, "the table's sum is the exact sum of the reference's text");
 }
+
+/// CSV and JSON Lines write an exact decimal with its scale's digits (`437.2` at scale 2 as
+/// `437.20`, as `DECIMAL(8, 2)` prints it), each the reference's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_and_json_lines_write_exact_decimals_with_their_scale() {
+    let reference = revenue_by_uuid();
+    for format in ["csv", "jsonl"] {
+        let data = tempfile::tempdir().unwrap();
+        let job = format!("{}\n[output]\nformat = \"{format}\"\n", money_job());
+        let s = run(data.path(), &[orders_dir().join("orders.csv")], &job, &orders_dir()).await.unwrap();
+        let text = job_file(data.path(), &s.job_id, &format!("output.{format}"));
+        let revenue: Vec<(String, String)> = match format {
+            "csv" => {
+                let mut rdr = csv::Reader::from_reader(text.as_bytes());
+                let h = rdr.headers().unwrap().clone();
+                let (u, r) =
+                    (h.iter().position(|c| c == "uuid").unwrap(), h.iter().position(|c| c == "totalRevenue").unwrap());
+                rdr.records().map(|row| row.unwrap()).map(|row| (row[u].to_string(), row[r].to_string())).collect()
+            }
+            _ => text
+                .lines()
+                .map(|l| {
+                    let at = l.find("\"totalRevenue\":").unwrap() + "\"totalRevenue\":".len();
+                    let digits: String =
+                        l[at..].chars().take_while(|c| *c == '.' || *c == '-' || c.is_ascii_digit()).collect();
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    (v["uuid"].as_str().unwrap().to_string(), digits)
+                })
+                .collect(),
+        };
+        assert_eq!(revenue.len(), 10_000, "{format}");
+        for (uuid, written) in &revenue {
+            let mut want = reference[uuid];
+            want.rescale(2);
+            assert_eq!(written, &want.to_string(), "{format}: uuid {uuid}");
+        }
+        assert!(revenue.iter().any(|(_, r)| r.ends_with('0')), "{format}: a value with a trailing zero");
+    }
+}

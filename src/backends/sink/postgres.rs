@@ -220,7 +220,7 @@ fn cell(col: Col, value: Option<&Value>) -> std::result::Result<Cell, String> {
         }
         Col::Numeric(_, scale) => {
             let n = v.as_number().ok_or_else(bad)?;
-            Cell::Numeric(crate::backends::sink::sqlite::exact_text(n, scale).parse().map_err(|_| bad())?)
+            Cell::Numeric(crate::model::column::exact_text(n, scale).parse().map_err(|_| bad())?)
         }
         Col::Bool => Cell::Bool(v.as_bool().ok_or_else(bad)?),
         Col::Date => {

@@ -240,7 +240,9 @@ impl SqliteSink {
                     let mut at = 0;
                     columns.each(&item.record, |value| {
                         match (value, self.scales.get(at).copied().flatten()) {
-                            (Some(Value::Number(n)), Some(scale)) => block.cell(Cell::Text(&exact_text(n, scale))),
+                            (Some(Value::Number(n)), Some(scale)) => {
+                                block.cell(Cell::Text(&crate::model::column::exact_text(n, scale)))
+                            }
                             // Objects and arrays as their JSON text.
                             (Some(v @ (Value::Object(_) | Value::Array(_))), _) => {
                                 block.cell(Cell::Text(&v.to_string()))
@@ -295,7 +297,7 @@ impl SqliteSink {
                             let text;
                             let cell = match (value, self.scales.get(i - 4).copied().flatten()) {
                                 (Some(Value::Number(n)), Some(scale)) => {
-                                    text = exact_text(n, scale);
+                                    text = crate::model::column::exact_text(n, scale);
                                     Cell::Text(&text)
                                 }
                                 (Some(v @ (Value::Object(_) | Value::Array(_))), _) => {
@@ -383,20 +385,6 @@ impl SqliteSink {
             tracing::warn!(table = %self.table, "cannot remove a published stage: {e}");
         }
         Ok(())
-    }
-}
-
-/// An exact decimal's text with exactly `scale` decimals (`142509.7` at scale 2: `142509.70`),
-/// rounded half away from zero as its shortest text reads.
-pub fn exact_text(n: &serde_json::Number, scale: u32) -> String {
-    let text = n.to_string();
-    match text.parse::<rust_decimal::Decimal>().or_else(|_| rust_decimal::Decimal::from_scientific(&text)) {
-        Ok(d) => {
-            let mut d = d.round_dp_with_strategy(scale, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
-            d.rescale(scale);
-            d.to_string()
-        }
-        Err(_) => text,
     }
 }
 

@@ -10,6 +10,9 @@ use crate::model::record::{Projection, Row};
 /// [`Encoder::header`]), or JSON Lines when the fields are not known.
 pub struct Encoder {
     fields: Option<Projection>,
+    /// Per output field, the scale of an exact decimal: written with exactly that many
+    /// decimals (`12.50`), as its input had them.
+    scales: Vec<Option<u32>>,
     csv: Option<csv::Writer<Vec<u8>>>,
     jsonl: Vec<u8>,
     /// A number's text, reused.
@@ -32,7 +35,17 @@ impl Encoder {
             true => (Some(csv::WriterBuilder::new().has_headers(false).from_writer(buffer)), Vec::new()),
             false => (None, buffer),
         };
-        Encoder { fields: fields.map(Projection::new), csv, jsonl, scratch: Vec::new(), taken: 0 }
+        Encoder { fields: fields.map(Projection::new), scales: Vec::new(), csv, jsonl, scratch: Vec::new(), taken: 0 }
+    }
+
+    /// Exact decimal fields written with their scale's decimals: `scale_of` gives a field's.
+    pub fn exact(mut self, scale_of: impl Fn(&str) -> Option<u32>) -> Self {
+        self.scales =
+            self.fields.as_ref().map(|f| f.fields().iter().map(|n| scale_of(n)).collect()).unwrap_or_default();
+        if self.scales.iter().all(Option::is_none) {
+            self.scales.clear();
+        }
+        self
     }
 
     /// The CSV header row for `fields`.
@@ -47,11 +60,18 @@ impl Encoder {
         match (&mut self.csv, &mut self.fields) {
             (Some(w), Some(fields)) => {
                 let scratch = &mut self.scratch;
+                let scales = &self.scales;
+                let mut at = 0;
                 // Writing to a Vec cannot fail.
                 fields.each(rec, |value| {
+                    let scale = scales.get(at).copied().flatten();
+                    at += 1;
                     let _ = match value {
                         None | Some(Value::Null) => w.write_field(""),
                         Some(Value::String(s)) => w.write_field(s),
+                        Some(Value::Number(n)) if scale.is_some() => {
+                            w.write_field(crate::model::column::exact_text(n, scale.unwrap_or(0)))
+                        }
                         Some(other) => {
                             scratch.clear();
                             let _ = serde_json::to_writer(&mut *scratch, other);
@@ -60,6 +80,31 @@ impl Encoder {
                     };
                 });
                 let _ = w.write_record(None::<&[u8]>);
+            }
+            (None, Some(fields)) if !self.scales.is_empty() => {
+                // The output fields, in order, exact decimals with their scale's digits.
+                let (out, scales) = (&mut self.jsonl, &self.scales);
+                let names = fields.fields().to_vec();
+                let mut at = 0;
+                out.push(b'{');
+                fields.each(rec, |value| {
+                    if at > 0 {
+                        out.push(b',');
+                    }
+                    let _ = serde_json::to_writer(&mut *out, &names[at]);
+                    out.push(b':');
+                    match (value, scales.get(at).copied().flatten()) {
+                        (Some(Value::Number(n)), Some(scale)) => {
+                            out.extend_from_slice(crate::model::column::exact_text(n, scale).as_bytes())
+                        }
+                        (Some(v), _) => {
+                            let _ = serde_json::to_writer(&mut *out, v);
+                        }
+                        (None, _) => out.extend_from_slice(b"null"),
+                    }
+                    at += 1;
+                });
+                out.extend_from_slice(b"}\n");
             }
             _ => {
                 let _ = serde_json::to_writer(&mut self.jsonl, rec);

@@ -95,6 +95,8 @@ pub struct Pipeline {
     meta_fields: Vec<(String, String)>,
     /// Whether a transform reads `$meta`.
     transforms_meta: bool,
+    /// The scale of each exact decimal field, by output name.
+    exact: Arc<HashMap<String, u32>>,
 }
 
 impl Pipeline {
@@ -124,6 +126,18 @@ impl Pipeline {
             sink: None,
             parquet_columns,
             renames: spec.columns.iter().any(|r| r.out != r.name),
+            exact: Arc::new(
+                spec.columns
+                    .iter()
+                    .filter_map(|r| Some((r.out.clone(), r.exact()?.1)))
+                    .chain(
+                        spec.enrich
+                            .iter()
+                            .flat_map(|e| e.columns.iter())
+                            .filter_map(|c| Some((c.out_name().to_string(), c.exact()?.1))),
+                    )
+                    .collect(),
+            ),
             meta_fields: {
                 let partition = spec.definition.config.stream.as_ref().and_then(|s| s.partition.clone());
                 let fields = output_fields.iter().flatten().chain(partition.iter());
@@ -148,7 +162,13 @@ impl Pipeline {
 
     /// An encoder for this job's output.
     pub fn encoder(&self) -> Encoder {
-        Encoder::new(self.output_format, self.output_fields.clone())
+        self.encoder_for(self.output_format, self.output_fields.clone())
+    }
+
+    /// An encoder of `fields` in `format`, exact decimals written with their scale's digits.
+    pub fn encoder_for(&self, format: OutputFormat, fields: Option<Vec<String>>) -> Encoder {
+        let exact = self.exact.clone();
+        Encoder::new(format, fields).exact(move |f| exact.get(f).copied())
     }
 
     /// Lookup state for a run of [`Pipeline::process`] calls.
@@ -176,7 +196,9 @@ impl Pipeline {
     ) -> Result<ChunkOutput> {
         // The output is about as large as the chunk, or larger: room for twice the chunk
         // saves copying it as it grows (pages never written are never resident).
-        let mut encoder = Encoder::with_capacity(self.output_format, self.output_fields.clone(), bytes.len() * 2);
+        let exact = self.exact.clone();
+        let mut encoder = Encoder::with_capacity(self.output_format, self.output_fields.clone(), bytes.len() * 2)
+            .exact(move |f| exact.get(f).copied());
         let mut rejects = Vec::new();
         let mut counts = Counts::default();
         let mut items = Vec::new();
