@@ -219,6 +219,18 @@ impl JobSpec {
         self.enrich.iter().flat_map(|e| e.columns.iter()).find(|c| c.out_name() == name).map(|c| c.kind)
     }
 
+    /// The sink table `table` holding output `fields` (when known), typed as the job declares
+    /// them, its exact decimals named.
+    pub fn sink_shape(&self, table: String, fields: Option<&[String]>) -> crate::backends::sink::SinkShape {
+        let exact = fields
+            .into_iter()
+            .flatten()
+            .filter_map(|n| self.exact_decimal(n).map(|(p, s)| (n.clone(), p, s)))
+            .collect();
+        let fields = fields.map(|f| f.iter().map(|n| (n.clone(), self.field_type(n))).collect());
+        crate::backends::sink::SinkShape { table, fields, exact }
+    }
+
     /// `(precision, scale)` of output field `name` when it is an exact decimal (a declared
     /// or reference column with `precision`).
     pub fn exact_decimal(&self, name: &str) -> Option<(u32, u32)> {

@@ -39,7 +39,7 @@ pub use self::source::Source;
 use self::writer::{Group, Writer};
 use crate::backends::ledger::StateStore;
 use crate::backends::lookup::LookupTable;
-use crate::backends::sink::{Sink, SinkShape};
+use crate::backends::sink::Sink;
 use crate::engine::spec::JobSpec;
 use crate::error::{Error, Result};
 use crate::model::config::{Compression, StreamConfig};
@@ -105,7 +105,7 @@ impl Stream {
             (None, None) => None,
             (table, _) => {
                 let table = table.unwrap_or_default().to_string();
-                let shape = SinkShape::of(&spec, table, spec.output_fields.as_deref());
+                let shape = spec.sink_shape(table, spec.output_fields.as_deref());
                 engine.open_sink(&spec.sink, &shape)?
             }
         };

@@ -45,18 +45,6 @@ pub struct SinkShape {
 }
 
 impl SinkShape {
-    /// The shape of `table` holding `spec`'s output `fields` (when known), typed as the job
-    /// declares them.
-    pub fn of(spec: &crate::engine::spec::JobSpec, table: String, fields: Option<&[String]>) -> SinkShape {
-        let exact = fields
-            .into_iter()
-            .flatten()
-            .filter_map(|n| spec.exact_decimal(n).map(|(p, s)| (n.clone(), p, s)))
-            .collect();
-        let fields = fields.map(|f| f.iter().map(|n| (n.clone(), spec.field_type(n))).collect());
-        SinkShape { table, fields, exact }
-    }
-
     /// The scale of exact decimal field `name`.
     pub fn scale_of(&self, name: &str) -> Option<u32> {
         self.exact.iter().find(|(n, ..)| n == name).map(|(_, _, s)| *s)

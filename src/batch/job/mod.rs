@@ -366,7 +366,7 @@ pub fn sink_shape(spec: &JobSpec, plan: &JobPlan) -> SinkShape {
     let table = spec.sink.target.table().map(str::to_string).unwrap_or_else(|| {
         default_table(plan.inputs.first().and_then(|i| i.object.path.rsplit('/').next()).unwrap_or("records"))
     });
-    SinkShape::of(spec, table, plan.output_fields.as_deref())
+    spec.sink_shape(table, plan.output_fields.as_deref())
 }
 
 /// The sink table of a job that names none: its first input's file name up to the first dot,
