@@ -202,7 +202,11 @@ pub fn run(exe: &Path, dir: &Path, events: &Path, into: Destination) -> Result<S
     if into != Destination::Sqlite {
         command.arg("--to").arg(&out);
     }
-    let done = measure(command.stdin(input), "sluicebox stream")?;
+    let done = measure(command.stdin(input), "sluicebox stream");
+    // What a run wrote is let go once measured: at 10 million events the files, the SQLite
+    // table and DuckDB's files of the runs together would take several GB of disk.
+    let _ = (std::fs::remove_dir_all(&out), std::fs::remove_dir_all(&data));
+    let done = done?;
     let report: serde_json::Value = serde_json::from_slice(done.stdout.trim_ascii())
         .map_err(|e| Error::internal("bench", "the stream's report", e))?;
     let num = |k: &str| report[k].as_u64().unwrap_or(0);
@@ -236,8 +240,11 @@ pub fn duckdb(python: &str, dir: &Path, events: &Path, ours: &StreamMeasurement)
     std::fs::write(&script, DUCKDB_STREAM_SCRIPT)
         .map_err(|e| Error::internal("bench", format!("writing {}", script.display()), e))?;
     let mut command = Command::new(python);
-    command.arg(&script).arg(events).arg(dir.join(format!("duckdb-{format}"))).arg(format);
-    let done = measure(&mut command, "the DuckDB peer")?;
+    let peer_out = dir.join(format!("duckdb-{format}"));
+    command.arg(&script).arg(events).arg(&peer_out).arg(format);
+    let done = measure(&mut command, "the DuckDB peer");
+    let _ = std::fs::remove_dir_all(&peer_out);
+    let done = done?;
     let peer: serde_json::Value = serde_json::from_slice(done.stdout.trim_ascii())
         .map_err(|e| Error::internal("bench", "the DuckDB peer's output", e))?;
     Ok(Some(Peer {
