@@ -5,7 +5,8 @@ use std::path::Path;
 
 use crate::backends::cloud::Cloud;
 use crate::error::{Error, Result};
-use crate::tools::bench::{self, stream::StreamMeasurement, Bench, Measurement};
+use crate::tools::bench::stream::{Destination, StreamMeasurement};
+use crate::tools::bench::{self, Bench, Measurement};
 
 /// Whether `python` can import `duckdb` (the peer runs only then).
 pub fn has_duckdb(python: &str) -> bool {
@@ -17,16 +18,37 @@ pub fn has_duckdb(python: &str) -> bool {
 }
 
 /// `sluicebox bench --stream`: `records` events generated once in `data_dir`, then piped
-/// through `sluicebox stream` into gzip JSON Lines files and into Parquet files.
-pub fn bench_stream(data_dir: &Path, records: u64) -> Result<Vec<StreamMeasurement>> {
+/// through `sluicebox stream` into each of `into` (gzip JSON Lines files, Parquet files, the
+/// SQLite sink); each file run is followed by DuckDB's `COPY` of the same events when
+/// `duckdb_python` can run it.
+pub fn bench_stream(
+    data_dir: &Path,
+    records: u64,
+    into: &[Destination],
+    duckdb_python: Option<&str>,
+) -> Result<Vec<StreamMeasurement>> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| Error::config("--data-dir", format!("cannot create {}: {e}", data_dir.display())))?;
     let events = data_dir.join(format!("events-{records}.jsonl"));
     if !events.exists() {
-        bench::stream::generate(&events, records)?;
+        let partial = data_dir.join(format!("events-{records}.jsonl.partial"));
+        bench::stream::generate(&partial, records)?;
+        std::fs::rename(&partial, &events)
+            .map_err(|e| Error::internal("bench", format!("naming {}", events.display()), e))?;
     }
     let exe = std::env::current_exe().map_err(|e| Error::config("sluicebox", e.to_string()))?;
-    ["jsonl", "parquet"].into_iter().map(|format| bench::stream::run(&exe, data_dir, &events, format)).collect()
+    let mut measured = Vec::new();
+    for &to in into {
+        let mut m = bench::stream::run(&exe, data_dir, &events, to)?;
+        if let Some(python) = duckdb_python {
+            match bench::stream::duckdb(python, data_dir, &events, &m) {
+                Ok(peer) => m.duckdb = peer,
+                Err(e) => tracing::warn!("no comparison with DuckDB: {e}"),
+            }
+        }
+        measured.push(m);
+    }
+    Ok(measured)
 }
 
 /// `sluicebox bench`: the measurements (each also appended to `out`), and lines comparing

@@ -513,7 +513,7 @@ async fn write_parquet(
         let bytes = read_part(store, &part, size).await?;
         let out;
         (encoder, out) = blocking(move || {
-            encoder.push_jsonl(&part, &bytes)?;
+            encoder.push_checked_jsonl(&part, &bytes)?;
             encoder.flush()?;
             let out = encoder.take_written();
             Ok((encoder, out))

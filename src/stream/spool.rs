@@ -360,7 +360,7 @@ impl Body {
             if self.parquet {
                 let schema = schema.expect("a Parquet schema before Parquet files").clone();
                 let mut enc = crate::engine::parquet::ParquetEncoder::new(schema, ROW_GROUP_ROWS);
-                enc.push_jsonl(path, &lines)?;
+                enc.push_checked_jsonl(path, &lines)?;
                 return Ok(Output::Bytes(enc.finish()?));
             }
             let fail = |e: std::io::Error| Error::internal("compress", format!("compressing {path}"), e);
@@ -468,7 +468,7 @@ fn to_parquet(pieces: File, out: File, schema: arrow_schema::SchemaRef, path: &s
             },
         };
         if whole > 0 {
-            enc.push_jsonl(path, &buf[..whole])?;
+            enc.push_checked_jsonl(path, &buf[..whole])?;
             buf.copy_within(whole..have, 0);
             have -= whole;
         }

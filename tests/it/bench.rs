@@ -106,3 +106,45 @@ fn bench_gzip_reads_the_compressed_orders_decoding_each_byte_about_once() {
     assert!((size - 100..=size + (4 << 20)).contains(&decoded), "{decoded} bytes decoded for {size}");
     assert_eq!(plain["decoded_bytes"], 0);
 }
+
+/// A short `bench --stream`: each run reports its rate beside the child's peak memory; the
+/// file runs put every event into files, the SQLite run upserts every event by its id and
+/// writes no file; with DuckDB at hand, each file run is paired with DuckDB's partitioned
+/// `COPY` of the same events and the ratio of their times.
+#[test]
+fn bench_stream_measures_files_and_the_sqlite_sink_beside_duckdb() {
+    let python = std::env::var("SLUICEBOX_PYTHON").unwrap_or_else(|_| "python3".into());
+    let available = Command::new(&python).args(["-c", "import duckdb"]).status().is_ok_and(|s| s.success());
+    assert!(available, "{python} cannot import duckdb: run scripts/test, which installs it");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+        .args(["bench", "--stream", "--records", "5000", "--json", "--python", &python, "--data-dir"])
+        .arg(dir.path().join("bench"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let runs: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let formats: Vec<&str> = runs.iter().map(|r| r["format"].as_str().unwrap()).collect();
+    assert_eq!(formats, ["jsonl", "parquet", "sqlite"]);
+    for run in &runs {
+        assert_eq!(run["records"], 5000, "{run}");
+        assert!(run["peak_rss_mib"].as_f64().unwrap() > 1.0 && run["records_per_s"].as_f64().unwrap() > 0.0, "{run}");
+    }
+    for files in &runs[..2] {
+        assert!(files["files"].as_u64().unwrap() >= 20 && files["upserted"] == 0, "{files}");
+        let peer = &files["duckdb"];
+        assert!(peer["files"].as_u64().unwrap() >= 20 && peer["peak_rss_mib"].as_f64().unwrap() > 1.0, "{files}");
+        let ratio = files["seconds"].as_f64().unwrap() / peer["seconds"].as_f64().unwrap();
+        assert!((ratio - peer["ratio"].as_f64().unwrap()).abs() < 1e-9, "{files}");
+    }
+    let sink = &runs[2];
+    assert_eq!((sink["files"].as_u64(), sink["upserted"].as_u64()), (Some(0), Some(5000)), "{sink}");
+    assert!(sink["duckdb"].is_null(), "DuckDB has no run into SQLite: {sink}");
+    let ids: std::collections::HashSet<u64> = std::fs::read_to_string(dir.path().join("bench/events-5000.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5000, "every event has an id of its own");
+}

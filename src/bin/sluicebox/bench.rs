@@ -8,6 +8,13 @@ pub enum KeyOrderArg {
     Sequential,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum DestinationArg {
+    Jsonl,
+    Parquet,
+    Sqlite,
+}
+
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Synthetic order records to generate.
@@ -45,9 +52,14 @@ pub struct BenchArgs {
     #[arg(long, requires = "aws")]
     pub lambda: bool,
     /// Measure `sluicebox stream` instead: --records 200-byte JSON events piped into it from
-    /// standard input, into gzip JSON Lines files and then Parquet files.
+    /// standard input, into each of --into in turn, each file run paired with DuckDB's
+    /// partitioned `COPY` of the same events when DuckDB is at hand.
     #[arg(long, conflicts_with = "aws")]
     pub stream: bool,
+    /// With --stream: what the events go into, in this order: gzip JSON Lines files, Parquet
+    /// files, a SQLite table keyed by the event id (the sink only, no files).
+    #[arg(long, value_delimiter = ',', default_value = "jsonl,parquet,sqlite", requires = "stream")]
+    pub into: Vec<DestinationArg>,
     /// Also run the job on the orders compressed with gzip (level 6, as `gzip` writes them),
     /// right after the plain file, and report the ratio of their times and the bytes decoded.
     #[arg(long, conflicts_with_all = ["aws", "stream"])]
@@ -61,10 +73,26 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
+    /// What the stream bench writes into.
+    pub fn destinations(&self) -> Vec<sluicebox::tools::bench::stream::Destination> {
+        use sluicebox::tools::bench::stream::Destination;
+        let to = |d: &DestinationArg| match d {
+            DestinationArg::Jsonl => Destination::Jsonl,
+            DestinationArg::Parquet => Destination::Parquet,
+            DestinationArg::Sqlite => Destination::Sqlite,
+        };
+        self.into.iter().map(to).collect()
+    }
+
+    /// The Python that runs the DuckDB peer, when it can.
+    pub fn duckdb_python(&self) -> Option<String> {
+        (!self.no_duckdb && sluicebox::app::has_duckdb(&self.python)).then(|| self.python.clone())
+    }
+
     /// The job measured.
     pub fn bench(&self) -> sluicebox::tools::bench::Bench {
         use sluicebox::tools::bench::KeyOrder;
-        let python = (!self.no_duckdb && sluicebox::app::has_duckdb(&self.python)).then(|| self.python.clone());
+        let python = self.duckdb_python();
         sluicebox::tools::bench::Bench {
             records: self.records,
             workers: self.workers.unwrap_or_else(sluicebox::app::cores),

@@ -71,7 +71,9 @@ async fn command(command: Command) -> sluicebox::Result<()> {
         Command::Ddl(a) => emit(&app::ddl(a.request())?),
         #[cfg(feature = "bench")]
         Command::Bench(a) if a.stream => {
-            app::bench_stream(&a.data_dir, a.records)?.iter().try_for_each(|m| show(a.json, m))
+            let python = a.duckdb_python();
+            let measured = app::bench_stream(&a.data_dir, a.records, &a.destinations(), python.as_deref())?;
+            measured.iter().try_for_each(|m| show(a.json, m))
         }
         #[cfg(feature = "bench")]
         Command::Bench(a) => {

@@ -1,7 +1,8 @@
 //! `sluicebox bench --stream`: 200-byte JSON events piped into `sluicebox stream --from -` (a
-//! child process, as a user runs it), written as partitioned gzip JSON Lines or Parquet files;
-//! the rate, the child's peak memory and the spread of file sizes. `bench/duckdb_stream.py` is
-//! the same job as DuckDB's partitioned `COPY`, for a paired run.
+//! child process, as a user runs it), written as partitioned gzip JSON Lines or Parquet files,
+//! or upserted into a SQLite table keyed by the event id; the rate, the child's peak memory and
+//! the spread of file sizes. `bench/duckdb_stream.py` is the same job as DuckDB's partitioned
+//! `COPY`, run right after each file run and measured the same way, for a paired ratio.
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -47,10 +48,61 @@ partition = "vendor={vendor}/dt=%Y-%m-%d"
 time_field = "ts"
 "#;
 
+/// What a run writes the events into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Destination {
+    /// Partitioned gzip JSON Lines files (the bench job as it is).
+    Jsonl,
+    /// Partitioned Parquet files (zstd).
+    Parquet,
+    /// Only the SQLite sink: a table keyed by the event id, no files (the bench job with a
+    /// `[sink]` and no `--to`).
+    Sqlite,
+}
+
+impl Destination {
+    /// Its name in figures and file names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Destination::Jsonl => "jsonl",
+            Destination::Parquet => "parquet",
+            Destination::Sqlite => "sqlite",
+        }
+    }
+
+    /// The bench job for this run.
+    pub fn job(self) -> String {
+        match self {
+            Destination::Jsonl => JOB.to_string(),
+            Destination::Parquet => JOB.replace("[output]\n", "[output]\nformat = \"parquet\"\n"),
+            Destination::Sqlite => {
+                format!("{JOB}\n[key]\nfields = [\"id\"]\n\n[sink]\ntype = \"sqlite\"\ntable = \"{SQLITE_TABLE}\"\n")
+            }
+        }
+    }
+}
+
+/// The table the SQLite run upserts the events into.
+pub const SQLITE_TABLE: &str = "events";
+
+/// DuckDB doing the same run (`bench/duckdb_stream.py`), measured the same way.
+#[derive(Debug, Clone, Serialize)]
+pub struct Peer {
+    /// Wall time of its whole process (the interpreter's start included), seconds.
+    pub seconds: f64,
+    /// Its peak resident set size, MiB.
+    pub peak_rss_mib: f64,
+    /// Files it wrote.
+    pub files: u64,
+    /// sluicebox's wall time over DuckDB's, in this pair of runs.
+    pub ratio: f64,
+}
+
 /// One measured run.
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamMeasurement {
-    /// `jsonl` (gzip) or `parquet`.
+    /// `jsonl` (gzip), `parquet` or `sqlite` (the sink only).
     pub format: String,
     /// Events piped in.
     pub records: u64,
@@ -68,6 +120,10 @@ pub struct StreamMeasurement {
     pub file_bytes: [u64; 3],
     /// Their bytes in all.
     pub output_bytes: u64,
+    /// Records upserted into the sink.
+    pub upserted: u64,
+    /// DuckDB's partitioned `COPY` of the same events, right after (files only).
+    pub duckdb: Option<Peer>,
 }
 
 impl std::fmt::Display for StreamMeasurement {
@@ -75,18 +131,33 @@ impl std::fmt::Display for StreamMeasurement {
         let t = crate::backends::cost::thousands;
         write!(
             f,
-            "stream {}: {} events ({:.0} MB) in {:.2} s: {} events/s; peak RSS {:.0} MiB; {} files of {} / {} / {} bytes (smallest / median / largest)",
+            "stream {}: {} events ({:.0} MB) in {:.2} s: {} events/s; peak RSS {:.0} MiB; ",
             self.format,
             t(self.records),
             self.input_bytes as f64 / 1e6,
             self.seconds,
             t(self.records_per_s as u64),
             self.peak_rss_mib,
-            t(self.files),
-            t(self.file_bytes[0]),
-            t(self.file_bytes[1]),
-            t(self.file_bytes[2]),
-        )
+        )?;
+        match self.files {
+            0 => write!(f, "{} upserted into the SQLite table {SQLITE_TABLE}", t(self.upserted))?,
+            n => write!(
+                f,
+                "{} files of {} / {} / {} bytes (smallest / median / largest)",
+                t(n),
+                t(self.file_bytes[0]),
+                t(self.file_bytes[1]),
+                t(self.file_bytes[2]),
+            )?,
+        }
+        if let Some(p) = &self.duckdb {
+            write!(
+                f,
+                "; DuckDB {:.2} s, peak RSS {:.0} MiB: sluicebox takes {:.2}x DuckDB's time",
+                p.seconds, p.peak_rss_mib, p.ratio
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -114,50 +185,28 @@ pub fn generate(path: &Path, n: u64) -> Result<()> {
     out.flush().map_err(io)
 }
 
-/// Pipe `events` into `exe stream --from -` with the bench job in `format`, in `dir`.
-pub fn run(exe: &Path, dir: &Path, events: &Path, format: &str) -> Result<StreamMeasurement> {
+/// Pipe `events` into `exe stream --from -` with the bench job for `into`, in `dir`.
+pub fn run(exe: &Path, dir: &Path, events: &Path, into: Destination) -> Result<StreamMeasurement> {
     let io = |what: &str, e: std::io::Error| Error::internal("bench", what.to_string(), e);
-    let out = dir.join(format!("out-{format}"));
+    let name = into.as_str();
+    let out = dir.join(format!("out-{name}"));
     let _ = std::fs::remove_dir_all(&out);
-    let data = dir.join(format!("data-{format}"));
+    let data = dir.join(format!("data-{name}"));
     let _ = std::fs::remove_dir_all(&data);
-    let job = match format {
-        "parquet" => JOB.replace("[output]\n", "[output]\nformat = \"parquet\"\n"),
-        _ => JOB.to_string(),
-    };
-    let job_path = dir.join(format!("stream-{format}.toml"));
-    std::fs::write(&job_path, job).map_err(|e| io("writing the job", e))?;
+    let job_path = dir.join(format!("stream-{name}.toml"));
+    std::fs::write(&job_path, into.job()).map_err(|e| io("writing the job", e))?;
     let input = std::fs::File::open(events).map_err(|e| io("opening the events", e))?;
     let input_bytes = input.metadata().map(|m| m.len()).unwrap_or(0);
-    let started = Instant::now();
-    let mut child = Command::new(exe)
-        .args(["stream", "--from", "-", "--json"])
-        .arg("--to")
-        .arg(&out)
-        .arg("--config")
-        .arg(&job_path)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdin(input)
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| io("starting sluicebox stream", e))?;
-    let pid = child.id().to_string();
-    let mut peak_mib = 0f64;
-    loop {
-        if let Some(mib) = super::peak_rss_mib_of(&pid) {
-            peak_mib = peak_mib.max(mib);
-        }
-        if child.try_wait().map_err(|e| io("waiting for sluicebox stream", e))?.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let mut command = Command::new(exe);
+    command.args(["stream", "--from", "-", "--json", "--config"]).arg(&job_path).arg("--data-dir").arg(&data);
+    if into != Destination::Sqlite {
+        command.arg("--to").arg(&out);
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let done = child.wait_with_output().map_err(|e| io("waiting for sluicebox stream", e))?;
-    if !done.status.success() {
-        return Err(Error::internal("bench", "sluicebox stream", std::io::Error::other(format!("{}", done.status))));
-    }
+    let done = measure(command.stdin(input), "sluicebox stream");
+    // What a run wrote is let go once measured: at 10 million events the files, the SQLite
+    // table and DuckDB's files of the runs together would take several GB of disk.
+    let _ = (std::fs::remove_dir_all(&out), std::fs::remove_dir_all(&data));
+    let done = done?;
     let report: serde_json::Value = serde_json::from_slice(done.stdout.trim_ascii())
         .map_err(|e| Error::internal("bench", "the stream's report", e))?;
     let num = |k: &str| report[k].as_u64().unwrap_or(0);
@@ -165,14 +214,91 @@ pub fn run(exe: &Path, dir: &Path, events: &Path, format: &str) -> Result<Stream
     let size = |i: usize| sizes[i].as_u64().unwrap_or(0);
     let records = num("records");
     Ok(StreamMeasurement {
-        format: format.to_string(),
+        format: name.to_string(),
         records,
         input_bytes,
-        seconds,
-        records_per_s: records as f64 / seconds.max(1e-9),
-        peak_rss_mib: peak_mib,
+        seconds: done.seconds,
+        records_per_s: records as f64 / done.seconds.max(1e-9),
+        peak_rss_mib: done.peak_rss_mib,
         files: num("files"),
         file_bytes: [size(0), size(1), size(2)],
         output_bytes: num("bytes"),
+        upserted: num("upserted"),
+        duckdb: None,
     })
+}
+
+/// The same events into the same partitioned files by DuckDB (`python` runs
+/// [`DUCKDB_STREAM_SCRIPT`]), measured as [`run`] measures sluicebox: `None` for a run DuckDB
+/// has no counterpart of (the SQLite sink).
+pub fn duckdb(python: &str, dir: &Path, events: &Path, ours: &StreamMeasurement) -> Result<Option<Peer>> {
+    let format = match ours.format.as_str() {
+        f @ ("jsonl" | "parquet") => f,
+        _ => return Ok(None),
+    };
+    let script = dir.join("duckdb_stream.py");
+    std::fs::write(&script, DUCKDB_STREAM_SCRIPT)
+        .map_err(|e| Error::internal("bench", format!("writing {}", script.display()), e))?;
+    let mut command = Command::new(python);
+    let peer_out = dir.join(format!("duckdb-{format}"));
+    command.arg(&script).arg(events).arg(&peer_out).arg(format);
+    let done = measure(&mut command, "the DuckDB peer");
+    let _ = std::fs::remove_dir_all(&peer_out);
+    let done = done?;
+    let peer: serde_json::Value = serde_json::from_slice(done.stdout.trim_ascii())
+        .map_err(|e| Error::internal("bench", "the DuckDB peer's output", e))?;
+    Ok(Some(Peer {
+        seconds: done.seconds,
+        peak_rss_mib: done.peak_rss_mib,
+        files: peer["files"].as_u64().unwrap_or(0),
+        ratio: ours.seconds / done.seconds.max(1e-9),
+    }))
+}
+
+/// The DuckDB peer of the stream bench.
+pub const DUCKDB_STREAM_SCRIPT: &str = include_str!("../../../bench/duckdb_stream.py");
+
+/// A child process run to its end: wall time, peak memory, what it printed.
+struct Done {
+    seconds: f64,
+    peak_rss_mib: f64,
+    stdout: Vec<u8>,
+}
+
+/// Run `command` to its end, polling its peak resident set size (VmHWM) as it runs.
+fn measure(command: &mut Command, what: &str) -> Result<Done> {
+    let io = |e: std::io::Error| Error::internal("bench", what.to_string(), e);
+    let started = Instant::now();
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(io)?;
+    // Read what it prints as it runs, so that a full pipe never stops it.
+    let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
+    let out = std::thread::spawn(move || read_all(stdout.as_mut()));
+    let err = std::thread::spawn(move || read_all(stderr.as_mut()));
+    let pid = child.id().to_string();
+    let mut peak_rss_mib = 0f64;
+    let status = loop {
+        if let Some(mib) = super::peak_rss_mib_of(&pid) {
+            peak_rss_mib = peak_rss_mib.max(mib);
+        }
+        if let Some(status) = child.try_wait().map_err(io)? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let (stdout, stderr) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    if !status.success() {
+        let said = String::from_utf8_lossy(&stderr);
+        let last = said.lines().last().unwrap_or_default().to_string();
+        return Err(Error::internal("bench", what.to_string(), std::io::Error::other(format!("{status}: {last}"))));
+    }
+    Ok(Done { seconds, peak_rss_mib, stdout })
+}
+
+fn read_all(from: Option<&mut impl std::io::Read>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if let Some(r) = from {
+        let _ = r.read_to_end(&mut bytes);
+    }
+    bytes
 }
