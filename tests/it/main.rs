@@ -35,3 +35,5 @@ mod readme;
 mod report;
 mod stream;
 mod stream_aws;
+mod stream_sources;
+mod stream_tables;

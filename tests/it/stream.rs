@@ -13,14 +13,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluicebox::backends::ledger::{SqliteLedger, StateStore};
-use sluicebox::stream::source::batch::BatchSource;
-use sluicebox::stream::source::files::{FilesSource, StdinSource};
-use sluicebox::stream::source::sqs::QueueSource;
-use sluicebox::stream::source::{conformance, RecordSource, SourceRecord};
-use sluicebox::stream::state::Pos;
 use sluicebox::stream::{Options, Source, Stream};
 
-fn sluicebox() -> Command {
+pub(crate) fn sluicebox() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluicebox"))
 }
 
@@ -91,7 +86,7 @@ fn ids(out: &Path) -> (HashMap<u64, Vec<String>>, HashMap<String, Vec<String>>) 
     (data, errors)
 }
 
-fn report(stdout: &[u8]) -> Value {
+pub(crate) fn report(stdout: &[u8]) -> Value {
     let text = String::from_utf8_lossy(stdout);
     serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
@@ -554,106 +549,6 @@ fn a_line_over_64_mib_is_a_reject_and_the_stream_goes_on() {
     }
 }
 
-/// Records in two JSON Lines files of a new folder, each file a shard.
-struct FilesFeeder {
-    dir: tempfile::TempDir,
-    fed: std::sync::atomic::AtomicU32,
-}
-
-#[async_trait::async_trait]
-impl conformance::Feeder for FilesFeeder {
-    async fn feed(&self, records: Vec<String>) -> conformance::Opener {
-        let n = self.fed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let folder = self.dir.path().join(format!("fed-{n}"));
-        std::fs::create_dir_all(&folder).unwrap();
-        let (a, b): (Vec<_>, Vec<_>) = records.iter().enumerate().partition(|(i, _)| i % 3 != 0);
-        for (name, part) in [("a.jsonl", a), ("b.jsonl", b)] {
-            let text: String = part.into_iter().map(|(_, r)| format!("{r}\n")).collect();
-            std::fs::write(folder.join(name), text).unwrap();
-        }
-        let input = common::spec("", self.dir.path()).input;
-        let args = vec![folder.display().to_string()];
-        Box::new(move || {
-            Arc::new(FilesSource::new(sluicebox::backends::bucket::local_inputs(), args.clone(), &input))
-                as Arc<dyn RecordSource>
-        })
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn files_pass_the_record_source_conformance_suite() {
-    let feeder = FilesFeeder { dir: tempfile::tempdir().unwrap(), fed: Default::default() };
-    // Several blocks per file.
-    conformance::run_all(&feeder, 30_000).await;
-}
-
-/// Records as standard input would give them.
-struct StdinFeeder;
-
-#[async_trait::async_trait]
-impl conformance::Feeder for StdinFeeder {
-    async fn feed(&self, records: Vec<String>) -> conformance::Opener {
-        let text = bytes::Bytes::from(records.iter().map(|r| format!("{r}\n")).collect::<String>());
-        let dialect = common::spec("", Path::new(".")).input.dialect;
-        Box::new(move || {
-            let text = text.clone();
-            let open = move || Box::new(std::io::Cursor::new(text.clone())) as Box<dyn std::io::Read + Send>;
-            Arc::new(StdinSource::new(open, sluicebox::model::config::Format::Jsonl, dialect)) as Arc<dyn RecordSource>
-        })
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn standard_input_passes_the_record_source_conformance_suite() {
-    conformance::run_all(&StdinFeeder, 30_000).await;
-}
-
-/// Records handed over as one shard's batch, with Kinesis-like sequence numbers.
-struct BatchFeeder;
-
-#[async_trait::async_trait]
-impl conformance::Feeder for BatchFeeder {
-    async fn feed(&self, records: Vec<String>) -> conformance::Opener {
-        let records: Vec<SourceRecord> = records
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| SourceRecord {
-                pos: Pos::parse(&format!("4959033827149025660855969253836157109592157598913{:07}", i * 7)),
-                arrival_ms: 1_790_000_000_000,
-                data: r.into(),
-                ack: None,
-                id: None,
-            })
-            .collect();
-        Box::new(move || {
-            Arc::new(BatchSource::new("shardId-000000000000".into(), records.clone())) as Arc<dyn RecordSource>
-        })
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lambda_batch_passes_the_record_source_conformance_suite() {
-    conformance::run_all(&BatchFeeder, 500).await;
-}
-
-/// Records as messages of a new in-process queue.
-struct MemoryQueueFeeder;
-
-#[async_trait::async_trait]
-impl conformance::Feeder for MemoryQueueFeeder {
-    async fn feed(&self, records: Vec<String>) -> conformance::Opener {
-        let queue: Arc<dyn sluicebox::backends::queue::Queue> =
-            Arc::new(sluicebox::backends::queue::MemoryQueue::new(Duration::from_secs(2)));
-        queue.send(records).await.unwrap();
-        Box::new(move || Arc::new(QueueSource::new(queue.clone(), "memory://events".into())) as Arc<dyn RecordSource>)
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queue_passes_the_record_source_conformance_suite() {
-    conformance::run_all(&MemoryQueueFeeder, 500).await;
-}
-
 /// A CSV file's rows by column name, in file order.
 fn csv_rows(text: &str) -> Vec<BTreeMap<String, String>> {
     let mut rdr = csv::Reader::from_reader(text.as_bytes());
@@ -777,164 +672,4 @@ fn a_streams_records_carry_their_source_shard_sequence_and_arrival() {
         let shard = r["$meta.shard"].as_str().unwrap_or_else(|| panic!("the partition's metadata is a field: {r}"));
         assert!(files[0].0.starts_with(&format!("from={shard}/")), "{r}");
     }
-}
-
-/// `n` JSON Lines records over `keys` keys in a shuffled order, each with its `v`ersion
-/// rising through the input; and each key's last `v`.
-fn versioned(n: u64, keys: u64, seed: u64) -> (String, HashMap<u64, u64>) {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let mut text = String::new();
-    let mut last = HashMap::new();
-    for v in 0..n {
-        let id = rng.u64(0..keys);
-        text.push_str(&format!("{{\"id\": {id}, \"v\": {v}, \"note\": \"n{v}\"}}\n"));
-        last.insert(id, v);
-    }
-    (text, last)
-}
-
-/// The `events` table's `id` → `v`.
-async fn table_versions(data: &Path, table: &str) -> HashMap<u64, u64> {
-    common::sink_rows(data, table)
-        .await
-        .values()
-        .map(|r| (r["id"].as_u64().unwrap(), r["v"].as_u64().unwrap()))
-        .collect()
-}
-
-const SINK_JOB: &str =
-    "[[columns]]\nname = \"id\"\ntype = \"integer\"\n[[columns]]\nname = \"v\"\ntype = \"integer\"\n\
-                        [output]\nfields = [\"id\", \"v\", \"note\"]\n[key]\nfields = [\"id\"]\n\
-                        [sink]\ntable = \"events\"\n";
-
-/// With a `[sink]` table, a stream upserts its kept records by key, the later record of a key
-/// winning; with `--to` it writes files too, and without it only the table (and rejects).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_upserts_into_its_sink_table_with_or_without_files() {
-    let (input, last) = versioned(5_000, 300, 11);
-    for with_files in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("job.toml"), SINK_JOB).unwrap();
-        let out = dir.path().join("out");
-        let mut c = sluicebox();
-        c.args(["stream", "--from", "-", "--json", "--config", dir.path().join("job.toml").to_str().unwrap()])
-            .args(["--data-dir", dir.path().join("data").to_str().unwrap()]);
-        if with_files {
-            c.args(["--to", out.to_str().unwrap()]);
-        }
-        let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(format!("{input}{{\"id\": \"not a number\"}}\n").as_bytes()).unwrap();
-        let done = child.wait_with_output().unwrap();
-        assert!(done.status.success(), "{done:?}");
-        let r = report(&done.stdout);
-        assert_eq!(
-            (r["written"].as_u64(), r["upserted"].as_u64(), r["rejected"].as_u64()),
-            (Some(5_000), Some(5_000), Some(1)),
-            "{r}"
-        );
-        assert_eq!(r["sink"], "events", "{r}");
-        assert_eq!(table_versions(&dir.path().join("data"), "events").await, last, "files too: {with_files}");
-        let files = common::decompressed_files(&out);
-        assert_eq!(
-            files.iter().filter(|(n, _)| !n.starts_with("errors/")).count(),
-            usize::from(with_files),
-            "{:?}",
-            files.keys()
-        );
-        let rejects = match with_files {
-            true => files.iter().filter(|(n, _)| n.starts_with("errors/")).count(),
-            false => common::decompressed_files(&dir.path().join("data/bucket/streams")).len(),
-        };
-        assert_eq!(rejects, 1, "the reject is kept in a file either way");
-    }
-}
-
-/// A stream from a file into the sink table, killed at random instants and started again,
-/// ends with every key once at its latest version.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_into_its_sink_killed_and_restarted_ends_with_every_key_at_its_latest_version() {
-    let dir = tempfile::tempdir().unwrap();
-    // About 20 blocks of a MiB: the reader tells the writer after each.
-    let (input, last) = versioned(600_000, 50_000, 12);
-    let input_path = dir.path().join("events.jsonl");
-    std::fs::write(&input_path, &input).unwrap();
-    std::fs::write(dir.path().join("job.toml"), SINK_JOB.to_string() + "batch = 500\n").unwrap();
-    let run = || {
-        let mut c = sluicebox();
-        c.args(["stream", "--from", input_path.to_str().unwrap(), "--json"])
-            .args(["--config", dir.path().join("job.toml").to_str().unwrap()])
-            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-            .env("RUST_LOG", "sluicebox::stream=info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
-    };
-    // Each run is killed after a random number of its sink writes (at least two: the first
-    // write's checkpoint is stored before the second), a random moment after the last.
-    let mut rng = fastrand::Rng::with_seed(5);
-    let mut kills = 0;
-    for _ in 0..3 {
-        let mut child = run().spawn().unwrap();
-        let writes = rng.usize(2..5);
-        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let upserts =
-            std::io::BufRead::lines(stderr).map_while(Result::ok).filter(|l| l.contains("upserted into the sink"));
-        if upserts.take(writes).count() == writes {
-            std::thread::sleep(Duration::from_millis(rng.u64(0..30)));
-        }
-        child.kill().unwrap();
-        if child.wait().unwrap().signal() == Some(9) {
-            kills += 1;
-        }
-    }
-    assert!(kills >= 2, "the kills landed after the run ended: make the input larger");
-    let done = run().output().unwrap();
-    assert!(done.status.success(), "{done:?}");
-    let r = report(&done.stdout);
-    // A file is read again from its start; what its checkpoint covers is skipped, not written.
-    assert!(r["skipped"].as_u64().unwrap() > 0, "the last run wrote everything again: {r}");
-    assert_eq!(r["skipped"].as_u64().unwrap() + r["upserted"].as_u64().unwrap(), 600_000, "{r}");
-    assert_eq!(table_versions(&dir.path().join("data"), "events").await, last, "after {kills} kills");
-}
-
-/// A record's version in a stream's table is when it arrived (for SQS, when its message was
-/// sent: the same on every delivery), not when it was read: a message delivered again after a
-/// newer one was written loses to it, wherever it lands in the stream; a later one wins.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_delivered_again_never_replaces_a_newer_one_in_the_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = sluicebox::engine::Engine::local(dir.path()).unwrap();
-    let spec =
-        sluicebox::model::config::JobConfig::from_toml(SINK_JOB, "job.toml").unwrap().validate(dir.path()).unwrap();
-    let record = |pos: u64, arrival_ms: i64, v: u64| SourceRecord {
-        pos: Pos::N(pos),
-        arrival_ms,
-        data: format!("{{\"id\": 7, \"v\": {v}, \"note\": \"n{v}\"}}").into(),
-        ack: None,
-        id: None,
-    };
-    let t = 1_790_000_000_000;
-    let deliveries = [
-        vec![record(1, t, 1), record(2, t + 5, 2)],
-        // The first message again, in a later batch, read after the second was written.
-        vec![record(3, t, 1)],
-        // A message sent after both.
-        vec![record(4, t + 9, 3)],
-    ];
-    let mut seen = Vec::new();
-    for (i, records) in deliveries.into_iter().enumerate() {
-        let dest = sluicebox::backends::bucket::open(dir.path().join("out").to_str().unwrap(), &engine.cloud).unwrap();
-        let stream = Stream::new(&engine, spec.clone(), None, dest).unwrap().sink_only().unwrap();
-        let opts = Options {
-            from: Source::Batch { shard: "q".into(), records },
-            to: "table events".into(),
-            name: Some(format!("delivery-{i}")),
-            idle_exit: None,
-            latest: false,
-        };
-        let r = stream.run(&opts, std::future::pending()).await.unwrap();
-        assert_eq!((r.upserted, r.files), (r.written, 0), "{r:?}");
-        seen.push(table_versions(dir.path(), "events").await[&7]);
-    }
-    assert_eq!(seen, [2, 2, 3], "v after each delivery");
 }
