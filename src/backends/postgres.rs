@@ -80,6 +80,28 @@ pub fn split_target(target: &str) -> (Option<String>, String) {
     }
 }
 
+/// `name` as a quoted SQL identifier.
+pub fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A table name, `NAME` or `SCHEMA.NAME`, each part quoted: as every statement names it, so
+/// that `Orders` is the table `Orders`, not `orders`.
+pub fn quoted_table(table: &str) -> String {
+    table.split('.').map(quoted).collect::<Vec<_>>().join(".")
+}
+
+/// One column of a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// Its name.
+    pub name: String,
+    /// Its type without modifiers (`numeric`, `character varying`, `bigint`).
+    pub base_type: String,
+    /// Its type as declared (`numeric(12,2)`, `character varying(10)`).
+    pub declared: String,
+}
+
 /// Why `url` will not do, if it holds a password: a job's definition travels to workers and
 /// into its records, so the password must come from `PGPASSWORD` or a password file.
 pub fn refuse_password(url: &str) -> Option<String> {
@@ -160,6 +182,19 @@ impl Database {
             }
             Error::backend(Backend::Postgres, format!("cannot connect to {}", self.shown), without_password(&why))
         })
+    }
+
+    /// The columns of `table` (`NAME` or `SCHEMA.NAME`, found as [`quoted_table`] names it), in
+    /// order; none when there is no such table.
+    pub async fn columns(&self, client: &tokio_postgres::Client, table: &str) -> Result<Vec<Column>> {
+        let sql = "SELECT attname::text, format_type(atttypid, NULL), format_type(atttypid, atttypmod) \
+                   FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped \
+                   ORDER BY attnum";
+        let rows = client
+            .query(sql, &[&quoted_table(table)])
+            .await
+            .map_err(|e| self.error(format!("reading the columns of {table}"), e))?;
+        Ok(rows.iter().map(|r| Column { name: r.get(0), base_type: r.get(1), declared: r.get(2) }).collect())
     }
 
     /// Where it is: `USER@HOST:PORT/DATABASE`.

@@ -191,14 +191,16 @@ async fn sink_postgres() {
 }
 
 /// Two gatherers of one job publish at once: one stores the job, the other finds it stored;
-/// neither fails, and the stage is gone. Workers copying at once all land.
+/// neither fails, and the stage is gone. Workers copying at once all land, into a table whose
+/// name is in mixed case.
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_postgres_concurrent_writers_and_publishers_store_each_row_once() {
     use sluicebox::backends::sink::postgres::PostgresSink;
     use sluicebox::backends::sink::{Sink, SinkItem};
     let url = crate::common::postgres_url();
-    let table = crate::common::unique_table("items");
+    // A name in mixed case: every statement, and the stage's, must find the same table.
+    let table = crate::common::unique_table("Items");
     let open = || {
         let db = sluicebox::backends::postgres::Database::open(Some(&url), "test").unwrap();
         Arc::new(PostgresSink::new(db, &table, Some(vec![("n".to_string(), Some(ColumnType::Integer))])))

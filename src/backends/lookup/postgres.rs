@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use super::{Reader, Source};
-use crate::backends::postgres::{split_target, Database};
+use crate::backends::postgres::{quoted, quoted_table, split_target, Database};
 use crate::error::{Error, Result};
 use crate::model::column::ColumnRule;
 use crate::model::config::EnrichConfig;
@@ -28,10 +28,6 @@ pub const BATCH_KEYS: usize = 1000;
 pub const CACHE_ENTRIES: usize = 1 << 20;
 
 type Row = Option<Arc<[Value]>>;
-
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 /// A PostgreSQL reference table with its cache.
 #[derive(Debug)]
@@ -73,7 +69,10 @@ impl PostgresSource {
     /// The query of a batch of keys, made once the table's columns are checked.
     async fn make_query(&self) -> Result<String> {
         let (db, table, key_column) = (&self.db, &self.table, &self.key_column);
-        let columns = columns(db, table).await?;
+        let columns: Vec<(String, String)> = {
+            let client = db.client().await?;
+            db.columns(&client, table).await?.into_iter().map(|c| (c.name, c.declared)).collect()
+        };
         if columns.is_empty() {
             return Err(Error::config("enrich.source", format!("no table {table} on {}", db.shown())));
         }
@@ -85,14 +84,12 @@ impl PostgresSource {
             let why = format!("table {table} on {} has no column {missing:?}", db.shown());
             return Err(Error::config("enrich.fields", why));
         }
-        let t: String = table.split('.').map(quoted).collect::<Vec<_>>().join(".");
+        let t = quoted_table(table);
         let k = quoted(key_column);
         let values: Vec<String> = self.fields.iter().map(|f| format!(", to_jsonb({})", quoted(f))).collect();
         // Text keys are compared as they are; others as the column's type, so that its index
         // serves (a key that is not of that type fails the batch's cast: see `query`).
-        let keys = if matches!(key_type.as_str(), "text" | "character varying" | "character")
-            || key_type.starts_with("character")
-        {
+        let keys = if key_type == "text" || key_type.starts_with("character") {
             "$1::text[]".to_string()
         } else {
             format!("$1::text[]::{key_type}[]")
@@ -183,18 +180,6 @@ impl PostgresSource {
         }
         Ok((key, values.into()))
     }
-}
-
-/// The columns of `table` and their types, in order.
-async fn columns(db: &Database, table: &str) -> Result<Vec<(String, String)>> {
-    let client = db.client().await?;
-    let sql = "SELECT column_name::text, format_type(a.atttypid, a.atttypmod) FROM information_schema.columns c \
-               JOIN pg_attribute a ON a.attrelid = to_regclass($1) AND a.attname = c.column_name \
-               WHERE c.table_schema = coalesce(nullif(split_part($1, '.', -2), ''), current_schema()) \
-               AND c.table_name = split_part($1, '.', -1) ORDER BY c.ordinal_position";
-    let rows =
-        client.query(sql, &[&table]).await.map_err(|e| db.error(format!("reading the columns of {table}"), e))?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 impl Source for PostgresSource {

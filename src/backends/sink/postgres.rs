@@ -35,7 +35,7 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
 use super::{Sink, SinkItem, SinkLimits, SinkShape, SinkSpec};
 use crate::backends::cloud::Cloud;
-use crate::backends::postgres::{split_target, Database};
+use crate::backends::postgres::{quoted, quoted_table, split_target, Database};
 use crate::error::{Error, Result};
 use crate::model::config::ColumnType;
 use crate::model::record::{Projection, Record};
@@ -90,12 +90,8 @@ impl super::target::SinkKind for Kind {
         let client = db.client().await?;
         let version: String =
             client.query_one("SHOW server_version", &[]).await.map_err(|e| db.error("SHOW server_version", e))?.get(0);
-        let exists: Option<String> = client
-            .query_one("SELECT to_regclass($1)::text", &[&table])
-            .await
-            .map_err(|e| db.error("looking for the table", e))?
-            .get(0);
-        let state = if exists.is_some() { "exists" } else { "will be created" };
+        let exists = !db.columns(&client, &table).await?.is_empty();
+        let state = if exists { "exists" } else { "will be created" };
         Ok(format!("sink: PostgreSQL {version} table {table} on {} ({state})", db.shown()))
     }
 }
@@ -253,20 +249,6 @@ fn read_cell(row: &tokio_postgres::Row, i: usize, col: Col) -> std::result::Resu
     })
 }
 
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// A table name, each part quoted.
-fn quoted_table(table: &str) -> String {
-    table.split('.').map(quoted).collect::<Vec<_>>().join(".")
-}
-
-/// A table's columns and their types, in order: `$1` is `NAME` or `SCHEMA.NAME`.
-const COLUMNS_SQL: &str = "SELECT column_name::text, data_type::text FROM information_schema.columns \
-     WHERE table_schema = coalesce(nullif(split_part($1, '.', -2), ''), current_schema()) \
-     AND table_name = split_part($1, '.', -1) ORDER BY ordinal_position";
-
 /// The longest key: a B-tree index entry holds about 2.7 KB.
 const MAX_KEY_BYTES: usize = 2048;
 
@@ -293,13 +275,8 @@ impl PostgresSink {
     /// The existing table `table` in `db`, its shape read from the database.
     pub async fn existing(db: Database, table: &str) -> Result<Self> {
         let client = db.client().await?;
-        let columns: Vec<(String, String)> = client
-            .query(COLUMNS_SQL, &[&table])
-            .await
-            .map_err(|e| db.error(format!("reading the columns of {table}"), e))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let columns: Vec<(String, String)> =
+            db.columns(&client, table).await?.into_iter().map(|c| (c.name, c.base_type)).collect();
         drop(client);
         if columns.is_empty() {
             return Err(Error::NotFound(format!("sink table {table} on {}", db.shown())));
@@ -381,13 +358,8 @@ impl PostgresSink {
                 return Err(self.db.error(format!("creating sink table {}", self.table), e));
             }
         }
-        let have: BTreeMap<String, String> = client
-            .query(COLUMNS_SQL, &[&self.table])
-            .await
-            .map_err(|e| self.db.error(format!("reading the columns of {}", self.table), e))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let have: BTreeMap<String, String> =
+            self.db.columns(&client, &self.table).await?.into_iter().map(|c| (c.name, c.base_type)).collect();
         let mut wanted = vec![("_key".to_string(), Col::Text), ("_job".into(), Col::Int), ("_seq".into(), Col::Int)];
         wanted.extend(self.columns());
         for (name, col) in wanted {
@@ -546,7 +518,7 @@ impl Sink for PostgresSink {
         let mut client = self.db.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db.error("BEGIN", e))?;
         let found: Option<String> = tx
-            .query_one("SELECT to_regclass($1)::text", &[&stage])
+            .query_one("SELECT to_regclass($1)::text", &[&quoted_table(&stage)])
             .await
             .map_err(|e| self.db.error("looking for a stage", e))?
             .get(0);
