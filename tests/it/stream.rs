@@ -202,8 +202,18 @@ fn killed_and_resumed(size: &str, seed: u64) -> BTreeMap<String, usize> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut kills = 0;
     for _ in 0..4 {
+        // A kill at a random instant, but while the run is still under way whatever the
+        // machine's speed: a random delay, cut short once a few more files have appeared.
+        let (delay, more) = (Duration::from_millis(rng.u64(100..900)), rng.usize(1..5));
+        let before = files_under(&out);
+        let started = std::time::Instant::now();
         let mut child = run().spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rng.u64(200..1_500)));
+        while started.elapsed() < delay && files_under(&out) < before + more {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(rng.u64(1..15)));
+        }
         child.kill().unwrap();
         let status = child.wait().unwrap();
         if status.signal() == Some(9) {
@@ -236,6 +246,12 @@ fn killed_and_resumed(size: &str, seed: u64) -> BTreeMap<String, usize> {
     assert_eq!(report(&again.stdout)["files"], 0);
     assert_eq!(common::decompressed_files(&out), before, "a second run changed the output");
     short
+}
+
+/// How many files are under `dir`, staged or not.
+fn files_under(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries.flatten().map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 }).sum()
 }
 
 /// 100 partitions (the open-partition cap), a tenth of them taking most records: the buffers
