@@ -94,15 +94,16 @@ pub enum Body<'a> {
 
 /// One record of a chunk, in input order.
 #[derive(Debug)]
-pub struct RawRecord<'a> {
+pub struct RawRecord<'r, 'b> {
     /// 1-based record number within the input.
     pub number: u64,
     /// 1-based line on which it starts.
     pub line: u64,
-    /// Its bytes as they appear in the input (without the line break that ends it).
-    pub raw: &'a [u8],
-    /// Its content.
-    pub body: Body<'a>,
+    /// Its bytes as they appear in the input (without the line break that ends it): a slice
+    /// of the chunk, which outlives the call.
+    pub raw: &'b [u8],
+    /// Its content, valid during the call only.
+    pub body: Body<'r>,
 }
 
 /// Where a chunk's bytes start within their input.
@@ -115,12 +116,12 @@ pub struct ChunkStart {
 }
 
 /// Call `f` with every record in `bytes` (a chunk cut at record boundaries), in order.
-pub fn for_each_record(
+pub fn for_each_record<'b>(
     format: Format,
     dialect: &CsvDialect,
-    bytes: &[u8],
+    bytes: &'b [u8],
     start: ChunkStart,
-    f: &mut dyn FnMut(RawRecord<'_>),
+    f: &mut dyn FnMut(RawRecord<'_, 'b>),
 ) {
     match format {
         Format::Csv => csv_records(dialect, bytes, start, f),
@@ -132,7 +133,7 @@ pub fn for_each_record(
 /// A UTF-8 byte order mark.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-fn csv_records(dialect: &CsvDialect, bytes: &[u8], start: ChunkStart, f: &mut dyn FnMut(RawRecord<'_>)) {
+fn csv_records<'b>(dialect: &CsvDialect, bytes: &'b [u8], start: ChunkStart, f: &mut dyn FnMut(RawRecord<'_, 'b>)) {
     // The csv reader drops a byte order mark at the start of what it reads. An input's own
     // mark is never in a chunk (the planner starts after it), so one at a chunk's start is a
     // record's data, as it is to the planner: a mark put before it is the one dropped.
@@ -171,7 +172,7 @@ fn csv_records(dialect: &CsvDialect, bytes: &[u8], start: ChunkStart, f: &mut dy
     }
 }
 
-fn jsonl_records(bytes: &[u8], start: ChunkStart, f: &mut dyn FnMut(RawRecord<'_>)) {
+fn jsonl_records<'b>(bytes: &'b [u8], start: ChunkStart, f: &mut dyn FnMut(RawRecord<'_, 'b>)) {
     let mut number = start.record;
     for (line, text) in (start.line..).zip(bytes.split_inclusive(|&b| b == b'\n')) {
         if text.iter().all(u8::is_ascii_whitespace) {
@@ -184,7 +185,7 @@ fn jsonl_records(bytes: &[u8], start: ChunkStart, f: &mut dyn FnMut(RawRecord<'_
     }
 }
 
-fn json_records(bytes: &[u8], start: ChunkStart, f: &mut dyn FnMut(RawRecord<'_>)) {
+fn json_records<'b>(bytes: &'b [u8], start: ChunkStart, f: &mut dyn FnMut(RawRecord<'_, 'b>)) {
     let mut scanner = JsonScanner::elements();
     let mut number = start.record;
     let mut line = start.line;

@@ -63,7 +63,7 @@ pub fn a_missing_key_is_none_not_an_error(source: &dyn Source) {
     assert_eq!(r.get("b").expect("get").map(|v| v.into_owned()), expected("b"));
 }
 
-/// After `prefetch`, found and missing keys alike get the answers `get` alone gives.
+/// After `prefetch` or `ahead`, found and missing keys alike get the answers `get` alone gives.
 pub fn prefetched_keys_give_the_same_answers(source: &dyn Source) {
     let mut r = source.reader().expect("reader");
     let keys: Vec<String> = ["b", "missing", "a", "b"].iter().map(|k| k.to_string()).collect();
@@ -72,6 +72,13 @@ pub fn prefetched_keys_give_the_same_answers(source: &dyn Source) {
         assert_eq!(r.get(k).expect("get").map(|v| v.into_owned()), expected(k), "prefetched {k:?}");
     }
     r.prefetch(Vec::new()).expect("an empty prefetch is fine");
+    // `ahead` is a hint only: keys announced (some missing, some repeated, some never asked
+    // for) change no answer.
+    r.ahead(&["a", "missing", "key with space", "a", "never asked"]);
+    for k in ["a", "missing", "key with space", "b"] {
+        assert_eq!(r.get(k).expect("get").map(|v| v.into_owned()), expected(k), "announced {k:?}");
+    }
+    r.ahead(&[]);
 }
 
 /// Several readers in use at once each see every row.

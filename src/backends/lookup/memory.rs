@@ -11,6 +11,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use super::index::{prefetch, Index};
 use super::{Reader, Source};
 use crate::error::{Error, Result};
 
@@ -22,8 +23,10 @@ pub struct MemorySource {
     /// arena never holds twice its size while it grows.
     arena: Arena,
     /// Offsets of rows in the arena (block × [`BLOCK`] + position), hashed by their key.
-    index: hashbrown::HashTable<u32>,
+    index: Index,
     hasher: foldhash::fast::FixedState,
+    /// Rows appended but not yet in `index` (their key's hash and offset), in order.
+    unindexed: Vec<(u64, u32)>,
     /// A row being encoded.
     scratch: Vec<u8>,
 }
@@ -106,6 +109,16 @@ impl MemorySource {
     /// Add (or replace) the row for `key`. Fails for a row over [`BLOCK`] bytes, or when the
     /// rows outgrow 4 GiB.
     pub fn insert(&mut self, key: String, values: Vec<Value>) -> Result<()> {
+        self.append(key, values)?;
+        self.index_appended();
+        Ok(())
+    }
+
+    /// [`MemorySource::insert`], but the row is found only after
+    /// [`MemorySource::index_appended`]: a reference read whole is indexed once, in batches
+    /// whose slots are fetched ahead (a million keys in random order otherwise each wait for
+    /// a miss of memory).
+    pub fn append(&mut self, key: String, values: Vec<Value>) -> Result<()> {
         let mut row = std::mem::take(&mut self.scratch);
         row.clear();
         row.extend_from_slice(&(key.len() as u32).to_le_bytes());
@@ -125,22 +138,34 @@ impl MemorySource {
             )
         })?;
         self.scratch = row;
-        let hash = self.hasher.hash_one(key.as_bytes());
-        let (arena, hasher) = (&self.arena, &self.hasher);
-        match self.index.find_mut(hash, |&o| key_of(arena.row(o)).0 == key.as_bytes()) {
-            // A later row of a key replaces the earlier (its bytes stay, unreferenced).
-            Some(slot) => *slot = at,
-            None => {
-                self.index.insert_unique(hash, at, |&o| hasher.hash_one(key_of(arena.row(o)).0));
-            }
-        }
+        self.unindexed.push((self.hasher.hash_one(key.as_bytes()), at));
         Ok(())
     }
 
+    /// Index every row appended, in the order appended: a later row of a key replaces the
+    /// earlier (whose bytes stay, unreferenced).
+    pub fn index_appended(&mut self) {
+        let rows = std::mem::take(&mut self.unindexed);
+        let arena = &self.arena;
+        self.index.grow_for(self.index.len() + rows.len());
+        for batch in rows.chunks(16) {
+            for &(hash, _) in batch {
+                self.index.prefetch_slot(hash);
+            }
+            for &(hash, at) in batch {
+                let key = key_of(arena.row(at)).0;
+                self.index.upsert(hash, at, |o| key_of(arena.row(o)).0 == key);
+            }
+        }
+        self.unindexed = rows;
+        self.unindexed.clear();
+    }
+
     /// Add every row of `later` (rows read after this one's), replacing rows of the same key.
-    /// Its arena's blocks move over as they are; only the table is built anew.
+    /// Its arena's blocks move over as they are; its rows are appended (indexed rows first),
+    /// to be indexed with [`MemorySource::index_appended`].
     pub fn absorb(&mut self, later: MemorySource) -> Result<()> {
-        let MemorySource { arena, index, .. } = later;
+        let MemorySource { arena, index, unindexed, .. } = later;
         let shift = self.arena.blocks.len();
         if (shift + arena.blocks.len()) * BLOCK > u32::MAX as usize {
             return Err(Error::config(
@@ -149,19 +174,10 @@ impl MemorySource {
             ));
         }
         self.arena.blocks.extend(arena.blocks);
-        self.index.reserve(index.len(), |&o| self.hasher.hash_one(key_of(self.arena.row(o)).0));
-        for from in index {
-            let at = from + (shift * BLOCK) as u32;
-            let (arena, hasher) = (&self.arena, &self.hasher);
-            let key = key_of(arena.row(at)).0;
-            let hash = hasher.hash_one(key);
-            match self.index.find_mut(hash, |&o| key_of(arena.row(o)).0 == key) {
-                Some(slot) => *slot = at,
-                None => {
-                    self.index.insert_unique(hash, at, |&o| hasher.hash_one(key_of(arena.row(o)).0));
-                }
-            }
-        }
+        let moved = |at: u32| at + (shift * BLOCK) as u32;
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        let indexed = index.offsets().map(|at| (hasher.hash_one(key_of(arena.row(moved(at))).0), moved(at)));
+        self.unindexed.extend(indexed.chain(unindexed.into_iter().map(|(hash, at)| (hash, moved(at)))));
         Ok(())
     }
 
@@ -179,7 +195,7 @@ impl MemorySource {
         out.write_all(&(fields.len() as u32).to_le_bytes())?;
         out.write_all(&fields)?;
         // Only rows the table points to: a replaced row is left behind.
-        let mut live: Vec<u32> = self.index.iter().copied().collect();
+        let mut live: Vec<u32> = self.index.offsets().collect();
         live.sort_unstable();
         out.write_all(&(live.len() as u64).to_le_bytes())?;
         for at in live {
@@ -229,7 +245,6 @@ impl MemorySource {
         file.read_exact(&mut n8).ok()?;
         let count = u64::from_le_bytes(n8);
         let mut source = MemorySource::default();
-        source.index.reserve(usize::try_from(count).ok()?.min(1 << 28), |_| 0);
         let mut row = Vec::new();
         for _ in 0..count {
             file.read_exact(&mut n4).ok()?;
@@ -239,10 +254,10 @@ impl MemorySource {
                 return None;
             }
             let at = source.arena.push(&row)?;
-            let (arena, hasher) = (&source.arena, &source.hasher);
-            let key = key_of(arena.row(at)).0;
-            source.index.insert_unique(hasher.hash_one(key), at, |&o| hasher.hash_one(key_of(arena.row(o)).0));
+            // A kept file holds each key once: a repeated one (a damaged file) replaces.
+            source.unindexed.push((source.hasher.hash_one(key_of(source.arena.row(at)).0), at));
         }
+        source.index_appended();
         // Nothing after the last row.
         matches!(file.read(&mut n4), Ok(0)).then_some((source, fields))
     }
@@ -259,12 +274,30 @@ impl MemorySource {
 
     /// Bytes held: the arena and the table.
     pub fn bytes(&self) -> usize {
-        self.arena.bytes() + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+        self.arena.bytes() + self.index.capacity() * std::mem::size_of::<u64>()
+    }
+
+    /// Ask the processor for the rows of `keys` (about to be looked up, in this order) before
+    /// they are needed: first every key's slot, then every slot's row, so that the misses of
+    /// the batch overlap instead of following one another.
+    pub fn prefetch(&self, keys: &[&str]) {
+        let hashes: Vec<u64> = keys.iter().map(|k| self.hasher.hash_one(k.as_bytes())).collect();
+        for &hash in &hashes {
+            self.index.prefetch_slot(hash);
+        }
+        for &hash in &hashes {
+            if let Some(at) = self.index.candidate(hash) {
+                if let Some(first) = self.arena.row(at).first() {
+                    prefetch(first);
+                }
+            }
+        }
     }
 
     fn get(&self, key: &str) -> Option<Vec<Value>> {
+        debug_assert!(self.unindexed.is_empty(), "rows appended but not indexed");
         let hash = self.hasher.hash_one(key.as_bytes());
-        let at = *self.index.find(hash, |&o| key_of(self.arena.row(o)).0 == key.as_bytes())?;
+        let at = self.index.get(hash, |o| key_of(self.arena.row(o)).0 == key.as_bytes())?;
         let row = self.arena.row(at);
         let (_, mut pos) = key_of(row);
         let n = take_u32(row, &mut pos) as usize;
@@ -374,6 +407,10 @@ impl Reader for MemoryReader<'_> {
     fn get(&mut self, key: &str) -> Result<Option<Cow<'_, [Value]>>> {
         Ok(self.0.get(key).map(Cow::Owned))
     }
+
+    fn ahead(&mut self, keys: &[&str]) {
+        self.0.prefetch(keys);
+    }
 }
 
 #[cfg(test)]
@@ -407,6 +444,7 @@ mod tests {
         later.insert("k2".into(), vec![Value::from("later"), Value::Null]).unwrap();
         later.insert("k4".into(), row.clone()).unwrap();
         m.absorb(later).unwrap();
+        m.index_appended();
         assert_eq!(m.len(), 4);
         assert_eq!(m.get("k1"), Some(vec![Value::from("replaced")]));
         assert_eq!(m.get("k2"), Some(vec![Value::from("later"), Value::Null]));

@@ -28,6 +28,7 @@ use crate::model::record::{key_text, Record};
 pub mod conformance;
 #[cfg(feature = "aws")]
 pub mod dynamodb;
+mod index;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -66,6 +67,12 @@ pub trait Reader {
     fn prefetch(&mut self, keys: Vec<String>) -> Result<()> {
         let _ = keys;
         Ok(())
+    }
+    /// A hint that `keys` are about to be looked up, in this order: a reader in memory asks
+    /// the processor for their rows, so that their cache misses overlap. Never required for
+    /// `get` to answer right; does nothing by default.
+    fn ahead(&mut self, keys: &[&str]) {
+        let _ = keys;
     }
 }
 
@@ -225,6 +232,26 @@ impl LookupTable {
     /// The fields this lookup adds to a record, in order (renamed as `[enrich] columns` say).
     pub fn fields(&self) -> &[String] {
         &self.fields
+    }
+
+    /// A hint that `keys` are about to be found, in this order (see [`Reader::ahead`]).
+    pub fn ahead(&self, keys: &[&str], session: &mut LookupSession<'_>) {
+        if session.collecting || keys.is_empty() {
+            return;
+        }
+        let LookupSession { reader, table, error, .. } = session;
+        if reader.is_none() {
+            match table.source.reader() {
+                Ok(r) => *reader = Some(r),
+                Err(e) => {
+                    error.get_or_insert(e);
+                    return;
+                }
+            }
+        }
+        if let Some(reader) = reader.as_mut() {
+            reader.ahead(keys);
+        }
     }
 
     /// What the reference holds for `key`, by the job's policy. A backend error is kept in

@@ -135,7 +135,7 @@ fn read_csv_in_parts(
                     reason: format!("the row has {} fields; the header names {}", row.len(), header.len()),
                 });
             }
-            typer.add(line, Row::Csv { columns: &columns, record: &row }, &mut |k, v| rows.insert(k, v))?;
+            typer.add(line, Row::Csv { columns: &columns, record: &row }, &mut |k, v| rows.append(k, v))?;
         }
     };
     let read: Vec<Result<(MemorySource, Vec<String>)>> = std::thread::scope(|scope| {
@@ -154,6 +154,7 @@ fn read_csv_in_parts(
         }
         rows.absorb(later)?;
     }
+    rows.index_appended();
     if fields.is_empty() {
         // No rows: the fields are the header's (or the job's list).
         fields = cfg
@@ -249,6 +250,15 @@ struct Typer<'c> {
     lookup_key: &'c str,
     rules: HashMap<&'c str, ColumnRule>,
     fields: Option<Vec<String>>,
+    /// Learnt from the first row: each field's rule, and for CSV rows its column (and the
+    /// key's), so that rows are typed without a name looked up per field.
+    layout: Option<Layout>,
+}
+
+struct Layout {
+    rules: Vec<Option<ColumnRule>>,
+    /// The key's column, then each field's, in a CSV file (`None`: rows are maps).
+    columns: Option<(Option<usize>, Vec<Option<usize>>)>,
 }
 
 impl<'c> Typer<'c> {
@@ -258,6 +268,7 @@ impl<'c> Typer<'c> {
             lookup_key,
             rules: cfg.columns.iter().map(|c| (c.name.as_str(), ColumnRule::from(c))).collect(),
             fields: cfg.fields.clone(),
+            layout: None,
         }
     }
 
@@ -268,19 +279,51 @@ impl<'c> Typer<'c> {
             column: Some(column.to_string()),
             reason,
         };
-        let key = match row.take(self.lookup_key) {
-            Some(v) => key_text(&v),
-            None => return Err(at(self.lookup_key, "the reference row lacks the lookup key".into())),
-        };
         let lookup_key = self.lookup_key;
         let fields = self.fields.get_or_insert_with(|| row.names().into_iter().filter(|k| k != lookup_key).collect());
-        let mut values = Vec::with_capacity(fields.len());
-        for f in fields.iter() {
-            let v = row.take(f).ok_or_else(|| at(f, "the reference row lacks this field".into()))?;
-            values.push(match self.rules.get(f.as_str()) {
-                Some(rule) => rule.check(v).map_err(|m| at(f, m))?,
-                None => v,
-            });
+        let layout = self.layout.get_or_insert_with(|| Layout {
+            rules: fields.iter().map(|f| self.rules.get(f.as_str()).cloned()).collect(),
+            columns: match &row {
+                Row::Csv { columns, .. } => Some((
+                    columns.get(lookup_key).copied(),
+                    fields.iter().map(|f| columns.get(f.as_str()).copied()).collect(),
+                )),
+                Row::Map(_) => None,
+            },
+        });
+        let (key, mut values) = match (&mut row, &layout.columns) {
+            // CSV text typed where it lies.
+            (Row::Csv { record, .. }, Some((key, columns))) => {
+                let text = |i: Option<usize>| i.and_then(|i| record.get(i));
+                let Some(key) = text(*key) else {
+                    return Err(at(lookup_key, "the reference row lacks the lookup key".into()));
+                };
+                let mut values = Vec::with_capacity(fields.len());
+                for ((f, &i), rule) in fields.iter().zip(columns).zip(&layout.rules) {
+                    let v = text(i).ok_or_else(|| at(f, "the reference row lacks this field".into()))?;
+                    values.push(match rule {
+                        Some(rule) => rule.check_str(v).map_err(|m| at(f, m))?,
+                        None => Value::String(v.to_string()),
+                    });
+                }
+                return put(key.to_string(), values);
+            }
+            (row, _) => {
+                let key = match row.take(lookup_key) {
+                    Some(v) => key_text(&v),
+                    None => return Err(at(lookup_key, "the reference row lacks the lookup key".into())),
+                };
+                let mut values = Vec::with_capacity(fields.len());
+                for f in fields.iter() {
+                    values.push(row.take(f).ok_or_else(|| at(f, "the reference row lacks this field".into()))?);
+                }
+                (key, values)
+            }
+        };
+        for ((f, rule), v) in fields.iter().zip(&layout.rules).zip(values.iter_mut()) {
+            if let Some(rule) = rule {
+                *v = rule.check(std::mem::take(v)).map_err(|m| at(f, m))?;
+            }
         }
         put(key, values)
     }

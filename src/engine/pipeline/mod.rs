@@ -30,6 +30,31 @@ pub use input::{From, Input};
 /// binary file, a wrong delimiter), and every record would carry them all.
 pub const MAX_COLUMNS: usize = 10_000;
 
+/// How many typed rows are looked up together (see [`Pipeline::chunk_records`]): enough for
+/// their memory misses to overlap, few enough that their rows are still in the cache.
+const AHEAD: usize = 16;
+
+/// A row typed and waiting for its lookup: where it is, and its values or why it was rejected.
+struct Typed<'b> {
+    number: u64,
+    line: u64,
+    raw: &'b [u8],
+    values: std::result::Result<Vec<Value>, Fault>,
+}
+
+/// Where record `number` of `input`, on `line`, came from.
+fn origin<'o>(input: &'o Input, place: Option<StreamPlace<'o>>, number: u64, line: u64, raw: &'o [u8]) -> Origin<'o> {
+    Origin {
+        job: input.job,
+        input: &input.location,
+        input_index: input.index,
+        record: number,
+        line,
+        raw,
+        stream: place,
+    }
+}
+
 /// Receives batches of kept records (item key, record) for the sink.
 pub type SendBatch<'a> = dyn FnMut(Vec<SinkItem>) + 'a;
 
@@ -282,7 +307,7 @@ impl Pipeline {
                     &self.dialect,
                     bytes,
                     from,
-                    &mut |r: RawRecord<'_>| {
+                    &mut |r: RawRecord<'_, '_>| {
                         let Body::Csv(row) = r.body else { return };
                         let Some(text) = row.get(column).and_then(|t| std::str::from_utf8(t).ok()) else { return };
                         if let Ok(value) = self.typed(layout.rules[column], text) {
@@ -297,11 +322,11 @@ impl Pipeline {
     }
 
     /// Decode a chunk's records and process each one.
-    fn chunk_records(
+    fn chunk_records<'b>(
         &self,
         input: &Input,
         from: From,
-        bytes: &[u8],
+        bytes: &'b [u8],
         place: Option<StreamPlace<'_>>,
         session: &mut Session<'_>,
         emit: &mut dyn FnMut(u64, Outcome),
@@ -309,16 +334,27 @@ impl Pipeline {
         if input.format == Format::Csv && input.layout.is_none() {
             return;
         }
-        crate::input::decode::for_each_record(input.format, &self.dialect, bytes, from, &mut |r: RawRecord<'_>| {
-            let origin = Origin {
-                job: input.job,
-                input: &input.location,
-                input_index: input.index,
-                record: r.number,
-                line: r.line,
-                raw: r.raw,
-                stream: place,
-            };
+        // Rows of a shared layout are typed as they come and looked up in batches: the
+        // reference is told a batch's keys first (see `Reader::ahead`), so that the memory
+        // misses of their rows overlap.
+        let batched = match &input.layout {
+            Some(layout @ CsvLayout { shared: Some(shared), .. }) if self.lookup.is_some() => Some((layout, shared)),
+            _ => None,
+        };
+        let mut typed: Vec<Typed<'b>> = Vec::with_capacity(if batched.is_some() { AHEAD } else { 0 });
+        crate::input::decode::for_each_record(input.format, &self.dialect, bytes, from, &mut |r: RawRecord<'_, 'b>| {
+            if let (Some((layout, shared)), Body::Csv(row)) = (batched, &r.body) {
+                let values = self.csv_values(layout, shared, row);
+                typed.push(Typed { number: r.number, line: r.line, raw: r.raw, values });
+                if typed.len() == AHEAD {
+                    self.finish_typed(input, place, shared, &mut typed, session, emit);
+                }
+                return;
+            }
+            if let Some((_, shared)) = batched {
+                self.finish_typed(input, place, shared, &mut typed, session, emit);
+            }
+            let origin = origin(input, place, r.number, r.line, r.raw);
             let outcome = match r.body {
                 Body::Csv(row) => match &input.layout {
                     Some(layout @ CsvLayout { shared: Some(shared), .. }) => match self.csv_values(layout, shared, row)
@@ -340,6 +376,43 @@ impl Pipeline {
             };
             emit(r.line, outcome);
         });
+        if let Some((_, shared)) = batched {
+            self.finish_typed(input, place, shared, &mut typed, session, emit);
+        }
+    }
+
+    /// Look up and key the rows typed so far, in order, after telling the reference their
+    /// keys.
+    fn finish_typed(
+        &self,
+        input: &Input,
+        place: Option<StreamPlace<'_>>,
+        shared: &SharedLayout,
+        typed: &mut Vec<Typed<'_>>,
+        session: &mut Session<'_>,
+        emit: &mut dyn FnMut(u64, Outcome),
+    ) {
+        if typed.is_empty() {
+            return;
+        }
+        if let (Some(lookup), Some(s), Some(at)) = (&self.lookup, session.0.as_mut(), shared.lookup_key) {
+            let keys: Vec<&str> = typed
+                .iter()
+                .filter_map(|t| match t.values.as_ref().ok()?.get(at)? {
+                    Value::String(k) => Some(k.as_str()),
+                    _ => None,
+                })
+                .collect();
+            lookup.ahead(&keys, s);
+        }
+        for t in typed.drain(..) {
+            let origin = origin(input, place, t.number, t.line, t.raw);
+            let outcome = match t.values {
+                Ok(values) => self.finish_shared(&origin, session, shared, values),
+                Err(f) => Outcome::Rejected(origin.reject(f)),
+            };
+            emit(t.line, outcome);
+        }
     }
 
     fn csv_fields(&self, layout: &CsvLayout, row: &csv::ByteRecord) -> std::result::Result<Record, Fault> {
@@ -387,7 +460,7 @@ impl Pipeline {
     /// One CSV field's value, typed by its column's rule, if it has one.
     fn typed(&self, rule: Option<usize>, text: &str) -> std::result::Result<Value, Fault> {
         match rule {
-            Some(i) => self.rules[i].apply(Value::String(text.to_string())),
+            Some(i) => self.rules[i].apply_str(text),
             None => Ok(Value::String(text.to_string())),
         }
     }
