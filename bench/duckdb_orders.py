@@ -1,12 +1,13 @@
 """The orders job in DuckDB SQL, on the files `sluicebox bench` generates: a peer to compare with.
 
-    python3 bench/duckdb_orders.py DIR WORK
+    python3 bench/duckdb_orders.py DIR WORK [--no-table]
 
 reads DIR/orders.csv and DIR/financial.csv, and in WORK (emptied first) does what the orders
 example's job does: checks the 8 columns (all required, maximum lengths, two real m/d/yy dates,
 8 fields a row), joins the reference by uuid (a missing one is a reject), writes the merged
 output (14 columns, input order) and the rejected lines, and upserts the kept orders into the
-keyed table `orders` of WORK/duckdb.db. Prints one JSON line: seconds, peak RSS, counts.
+keyed table `orders` of WORK/duckdb.db (not with --no-table: the peer of `sluicebox bench
+--no-sink`). Prints one JSON line: seconds, peak RSS, counts.
 """
 
 import json
@@ -19,7 +20,7 @@ import time
 import duckdb
 
 
-def main(data_dir: str, work: str) -> None:
+def main(data_dir: str, work: str, table: bool) -> None:
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     orders = os.path.join(data_dir, "orders.csv")
@@ -60,6 +61,11 @@ def main(data_dir: str, work: str) -> None:
               FROM good ORDER BY line) TO '{work}/output.csv' (HEADER);
         COPY (SELECT line FROM checked WHERE line NOT IN (SELECT line FROM good) ORDER BY line)
             TO '{work}/rejects.csv' (HEADER);
+        """
+    )
+    if table:
+        con.execute(
+            """
         CREATE TABLE IF NOT EXISTS orders (uuid VARCHAR PRIMARY KEY, country VARCHAR, itemType VARCHAR,
             salesChannel VARCHAR, orderPriority VARCHAR, orderDate VARCHAR, region VARCHAR, shipDate VARCHAR,
             unitsSold BIGINT, unitPrice DOUBLE, unitCost DOUBLE, totalRevenue DOUBLE, totalCost DOUBLE,
@@ -69,7 +75,7 @@ def main(data_dir: str, work: str) -> None:
                strftime(sd, '%Y-%m-%d'), unitsSold, unitPrice, unitCost, totalRevenue, totalCost, totalProfit
         FROM good;
         """
-    )
+        )
     written = con.execute("SELECT count(*) FROM good").fetchone()[0]
     total = con.execute("SELECT count(*) FROM raw").fetchone()[0]
     con.close()
@@ -83,4 +89,4 @@ def main(data_dir: str, work: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], "--no-table" not in sys.argv[3:])

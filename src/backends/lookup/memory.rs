@@ -25,8 +25,9 @@ pub struct MemorySource {
     /// Offsets of rows in the arena (block × [`BLOCK`] + position), hashed by their key.
     index: Index,
     hasher: foldhash::fast::FixedState,
-    /// Rows appended but not yet in `index` (their key's hash and offset), in order.
-    unindexed: Vec<(u64, u32)>,
+    /// Where the rows appended but not yet in `index` start (block, position): every row
+    /// from there to the arena's end, in order.
+    unindexed: Option<(usize, usize)>,
     /// A row being encoded.
     scratch: Vec<u8>,
 }
@@ -138,46 +139,55 @@ impl MemorySource {
             )
         })?;
         self.scratch = row;
-        self.unindexed.push((self.hasher.hash_one(key.as_bytes()), at));
+        self.unindexed.get_or_insert((at as usize / BLOCK, at as usize % BLOCK));
         Ok(())
     }
 
     /// Index every row appended, in the order appended: a later row of a key replaces the
-    /// earlier (whose bytes stay, unreferenced).
+    /// earlier (whose bytes stay, unreferenced). The rows are read in arena order, their
+    /// slots fetched ahead in batches.
     pub fn index_appended(&mut self) {
-        let rows = std::mem::take(&mut self.unindexed);
-        let arena = &self.arena;
-        self.index.grow_for(self.index.len() + rows.len());
-        for batch in rows.chunks(16) {
-            for &(hash, _) in batch {
-                self.index.prefetch_slot(hash);
+        let Some((first, mut pos)) = self.unindexed.take() else { return };
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        let mut rows: Vec<(u64, u32)> = Vec::with_capacity(16);
+        let index_rows = |index: &mut Index, rows: &mut Vec<(u64, u32)>| {
+            for &(hash, _) in rows.iter() {
+                index.prefetch_slot(hash);
             }
-            for &(hash, at) in batch {
+            for &(hash, at) in rows.iter() {
                 let key = key_of(arena.row(at)).0;
-                self.index.upsert(hash, at, |o| key_of(arena.row(o)).0 == key);
+                index.upsert(hash, at, |o| key_of(arena.row(o)).0 == key);
             }
+            rows.clear();
+        };
+        for (b, block) in arena.blocks.iter().enumerate().skip(first) {
+            while pos < block.len() {
+                let row = &block[pos..];
+                rows.push((hasher.hash_one(key_of(row).0), (b * BLOCK + pos) as u32));
+                pos += row_len(row);
+                if rows.len() == 16 {
+                    index_rows(&mut self.index, &mut rows);
+                }
+            }
+            pos = 0;
         }
-        self.unindexed = rows;
-        self.unindexed.clear();
+        index_rows(&mut self.index, &mut rows);
     }
 
     /// Add every row of `later` (rows read after this one's), replacing rows of the same key.
-    /// Its arena's blocks move over as they are; its rows are appended (indexed rows first),
-    /// to be indexed with [`MemorySource::index_appended`].
+    /// Its arena's blocks move over as they are; its rows are appended, to be indexed with
+    /// [`MemorySource::index_appended`].
     pub fn absorb(&mut self, later: MemorySource) -> Result<()> {
-        let MemorySource { arena, index, unindexed, .. } = later;
         let shift = self.arena.blocks.len();
-        if (shift + arena.blocks.len()) * BLOCK > u32::MAX as usize {
+        if (shift + later.arena.blocks.len()) * BLOCK > u32::MAX as usize {
             return Err(Error::config(
                 "enrich.memory_limit",
                 "the reference is over 4 GiB in memory; lower enrich.memory_limit to look it up in SQLite",
             ));
         }
-        self.arena.blocks.extend(arena.blocks);
-        let moved = |at: u32| at + (shift * BLOCK) as u32;
-        let (arena, hasher) = (&self.arena, &self.hasher);
-        let indexed = index.offsets().map(|at| (hasher.hash_one(key_of(arena.row(moved(at))).0), moved(at)));
-        self.unindexed.extend(indexed.chain(unindexed.into_iter().map(|(hash, at)| (hash, moved(at)))));
+        // Every row of `later` (replaced ones too: their replacements come after them).
+        self.unindexed.get_or_insert((shift, 0));
+        self.arena.blocks.extend(later.arena.blocks);
         Ok(())
     }
 
@@ -253,9 +263,9 @@ impl MemorySource {
             if row_len_checked(&row)? != row.len() {
                 return None;
             }
-            let at = source.arena.push(&row)?;
             // A kept file holds each key once: a repeated one (a damaged file) replaces.
-            source.unindexed.push((source.hasher.hash_one(key_of(source.arena.row(at)).0), at));
+            let at = source.arena.push(&row)?;
+            source.unindexed.get_or_insert((at as usize / BLOCK, at as usize % BLOCK));
         }
         source.index_appended();
         // Nothing after the last row.
@@ -295,7 +305,7 @@ impl MemorySource {
     }
 
     fn get(&self, key: &str) -> Option<Vec<Value>> {
-        debug_assert!(self.unindexed.is_empty(), "rows appended but not indexed");
+        debug_assert!(self.unindexed.is_none(), "rows appended but not indexed");
         let hash = self.hasher.hash_one(key.as_bytes());
         let at = self.index.get(hash, |o| key_of(self.arena.row(o)).0 == key.as_bytes())?;
         let row = self.arena.row(at);

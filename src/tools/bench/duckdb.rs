@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 pub const DUCKDB_SCRIPT: &str = include_str!("../../../bench/duckdb_orders.py");
 
 /// Run the DuckDB peer on the generated files in `input_dir`, after the same cold start (its
-/// own empty working directory), and measure it as a `duckdb` backend.
+/// own empty working directory), and measure it as a `duckdb` backend: without its table when
+/// the bench runs without the sink.
 pub(super) fn duckdb(python: &str, dir: &Path, input_dir: &Path, bench: &Bench) -> Result<Measurement> {
     let script = dir.join("duckdb_orders.py");
     let fail = |what: String| Error::config("bench", what);
@@ -19,6 +20,7 @@ pub(super) fn duckdb(python: &str, dir: &Path, input_dir: &Path, bench: &Bench) 
         .arg(&script)
         .arg(input_dir)
         .arg(dir.join("duckdb"))
+        .args((!bench.sink).then_some("--no-table"))
         .output()
         .map_err(|e| fail(format!("cannot run {python}: {e}")))?;
     if !out.status.success() {
@@ -46,7 +48,7 @@ pub(super) fn duckdb(python: &str, dir: &Path, input_dir: &Path, bench: &Bench) 
         plan_ms: 0,
         work_ms: 0,
         gather_ms: 0,
-        sink: true,
+        sink: bench.sink,
         written: num("written") as u64,
         rejected: num("rejected") as u64,
         backend: format!("duckdb {}", peer["duckdb"].as_str().unwrap_or_default()),

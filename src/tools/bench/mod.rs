@@ -125,7 +125,7 @@ pub async fn run(dir: &Path, bench: &Bench, cloud: &Cloud, out: &Path) -> Result
         let engine = Engine::local(&gz_dir)?;
         measured.push(measure(&engine, &spec, &gz.display().to_string(), bench, "load-gzip").await?);
     }
-    if let Some(python) = bench.duckdb_python.as_deref().filter(|_| !bench.aws && bench.sink) {
+    if let Some(python) = bench.duckdb_python.as_deref().filter(|_| !bench.aws) {
         match duckdb(python, dir, &input_dir, bench) {
             Ok(peer) => measured.push(peer),
             Err(e) => tracing::warn!("no comparison with DuckDB: {e}"),
