@@ -564,6 +564,12 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
         let run = run.clone();
         let tally = tally.clone();
         tokio::task::spawn_blocking(move || {
+            // An earlier chunk's buffers (tens of MiB) were allocated on a thread of the
+            // blocking pool and freed on another; the allocator keeps them for their thread until
+            // asked: give them back before taking new ones, or idle threads hold them all.
+            // SAFETY: `mi_collect` takes no pointers; with mimalloc not the global allocator it
+            // collects an unused heap.
+            unsafe { libmimalloc_sys::mi_collect(true) };
             tally.on_this_thread(|| {
                 // A send fails only when the writer below stopped on an error, which it returns.
                 // The items of a packed chunk's small pieces are gathered into full batches.
