@@ -37,3 +37,4 @@ mod stream;
 mod stream_aws;
 mod stream_sources;
 mod stream_tables;
+mod thresholds;

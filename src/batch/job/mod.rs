@@ -92,6 +92,10 @@ pub struct JobPlan {
     /// writes replace those of earlier jobs, never of later ones.
     #[serde(default)]
     pub order: u64,
+    /// What planning noticed but did not stop for (columns the job does not declare), for
+    /// the summary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One input with what the scan found.
@@ -146,7 +150,7 @@ pub struct Task {
 }
 
 /// `jobs/<id>/failed.json`: why a job failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
     /// The job id.
     pub job_id: String,
@@ -160,10 +164,17 @@ pub struct Failure {
     pub attempts: u32,
     /// The last error.
     pub error: String,
+    /// The threshold that stopped the job, with the figures, when `[rejects]` stopped it
+    /// (then `chunk` is the chunk whose commit passed it, and `error` says the same in words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<Box<crate::model::rejects::Stop>>,
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(stop) = &self.stopped_by {
+            return write!(f, "job {} failed: {stop}; nothing was published to the sink", self.job_id);
+        }
         write!(
             f,
             "job {} failed: chunk {} of {} (version {}) failed on attempt {}: {}",

@@ -361,6 +361,7 @@ mod tests {
             output_fields: Some(vec!["a".into()]),
             output_format: OutputFormat::Csv,
             order: 1,
+            warnings: Vec::new(),
         };
         assert!(o.put_plan_once(&plan).await.unwrap());
         let other = JobPlan { output_fields: None, ..plan.clone() };

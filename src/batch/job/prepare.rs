@@ -90,7 +90,15 @@ pub async fn prepare(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, 
             let output_fields = output_fields(spec, &inputs, lookup.as_deref());
             let output_format = spec.output_format(output_fields.is_some());
             let order = job.created_ms.max(0) as u64;
-            JobPlan { job_id: job_id.clone(), inputs, chunks, output_fields, output_format, order }
+            JobPlan {
+                job_id: job_id.clone(),
+                inputs,
+                chunks,
+                output_fields,
+                output_format,
+                order,
+                warnings: Vec::new(),
+            }
         }
         None => stored_plan.ok_or_else(|| Error::NotFound(objects.plan_path()))?,
     };
