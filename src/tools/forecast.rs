@@ -240,6 +240,7 @@ pub async fn dry_run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>) 
         tokio::join!(engine.open_lookup(spec.enrich.as_ref()), prepare::scan_inputs(engine, spec, inputs));
     let lookup = lookup?;
     let prepare::Scanned { inputs: planned, chunks, .. } = scanned?;
+    let warnings = prepare::check_shapes(engine, spec, &planned, &chunks).await?;
     let output_fields = prepare::output_fields(spec, &planned, lookup.as_deref());
     let shape_inputs = planned
         .iter()
@@ -267,7 +268,7 @@ pub async fn dry_run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>) 
         Some(first) => sample_chunk(engine, spec, &plan, first, lookup).await?,
         None => Sample::default(),
     };
-    Ok(Shape { inputs: shape_inputs, chunks: shape_chunks, sample, estimated: false, warnings: Vec::new() })
+    Ok(Shape { inputs: shape_inputs, chunks: shape_chunks, sample, estimated: false, warnings })
 }
 
 /// Run the pipeline on one chunk, with no sink.

@@ -33,6 +33,7 @@ mod postgres;
 mod produce;
 mod readme;
 mod report;
+mod shape;
 mod stream;
 mod stream_aws;
 mod stream_sources;
