@@ -254,7 +254,7 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<Summary> {
     let steps = Steps::load(run).await?;
     let publish = async {
         let published = match &run.sink {
-            Some(sink) => steps.run("sink", sink.publish(run.plan.order)).await,
+            Some(sink) => steps.run("sink", sink.publish(run.version())).await,
             None => Ok(()),
         };
         tracing::debug!(job = %job_id, ms = started.elapsed().as_millis() as u64, "sink published");
@@ -434,7 +434,7 @@ pub(crate) async fn summary_of(
         already_complete: false,
         thresholds: run.spec.thresholds.any().then_some(run.spec.thresholds),
         stopped_by: None,
-        redriven_from: run.spec.definition.redriven_from.clone(),
+        redriven_from: run.spec.definition.redrive.as_ref().map(|r| r.from.clone()),
         warnings: run.plan.warnings.clone(),
     };
     Ok(summary)

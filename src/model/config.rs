@@ -669,9 +669,21 @@ pub struct JobDefinition {
     /// The JSON Schema records are validated against, if any.
     pub schema: Option<serde_json::Value>,
     /// For a redrive (`sluicebox redrive`): the job whose rejected records this job takes
-    /// again. Its inputs are that job's rejects file.
+    /// again, and the order its sink items carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redriven_from: Option<String>,
+    pub redrive: Option<Redrive>,
+}
+
+/// What makes a job a redrive: the job whose rejected records it takes again, and the order
+/// (see [`crate::model::record::SinkItem::job`]) of the first job of the line, which its sink
+/// items carry, so that a corrected record replaces what that job's records would have
+/// replaced, and never a later job's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redrive {
+    /// The job redriven.
+    pub from: String,
+    /// The order of the first job of the line (the one the records were first read by).
+    pub order: u64,
 }
 
 impl JobConfig {
@@ -702,7 +714,7 @@ impl JobConfig {
                 e.source = base_dir.join(&e.source).display().to_string();
             }
         }
-        Ok(JobDefinition { config: self, schema, redriven_from: None })
+        Ok(JobDefinition { config: self, schema, redrive: None })
     }
 }
 

@@ -32,6 +32,7 @@ mod plan_props;
 mod postgres;
 mod produce;
 mod readme;
+mod redrive;
 mod report;
 mod shape;
 mod stream;

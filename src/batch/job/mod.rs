@@ -24,6 +24,7 @@ use crate::model::config::OutputFormat;
 
 mod objects;
 pub mod prepare;
+pub mod redrive;
 pub mod run;
 pub mod status;
 mod summary;
@@ -255,10 +256,9 @@ impl JobRun {
         progress: indicatif::ProgressBar,
     ) -> Result<Arc<JobRun>> {
         let pipeline = Pipeline::new(&spec, lookup, plan.output_fields.clone());
+        let version = spec.definition.redrive.as_ref().map_or(plan.order, |r| r.order);
         let inputs = (plan.inputs.iter().enumerate())
-            .map(|(n, i)| {
-                pipeline.input(plan.order, n as u32, &i.object.location, i.object.format, i.header.as_deref())
-            })
+            .map(|(n, i)| pipeline.input(version, n as u32, &i.object.location, i.object.format, i.header.as_deref()))
             .collect::<Result<Vec<_>>>()?;
         if plan.output_format == OutputFormat::Parquet {
             // Inputs named .json/.jsonl are known only now; the spec refused the rest.
@@ -345,6 +345,13 @@ impl JobRun {
                 format!("job {} names it, and this worker may only touch {}", self.id(), allow.join(", ")),
             )),
         }
+    }
+
+    /// The order its sink items carry: its own (`plan.order`), or for a redrive the first
+    /// job's of its line ([`crate::model::config::Redrive::order`]); what the sink stages
+    /// them under and publishes.
+    pub fn version(&self) -> u64 {
+        self.spec.definition.redrive.as_ref().map_or(self.plan.order, |r| r.order)
     }
 
     /// Which run of the job this is: the ledger job's `created_ms`, carried by its plan, its
