@@ -33,6 +33,7 @@ mod postgres;
 mod produce;
 mod readme;
 mod redrive;
+mod redrive_aws;
 mod report;
 mod shape;
 mod stream;
