@@ -167,7 +167,8 @@ fn plan_warns_when_its_sample_passes_a_threshold() {
         .arg(dir.path().join("data"))
         .output()
         .unwrap());
-    assert!(!out.contains("warning"), "{out}");
+    assert!(!out.contains("passes [rejects]"), "{out}");
+    assert!(out.contains("its header has columns the job does not declare: [\"name\"]"), "plan names them: {out}");
 }
 
 /// A bad threshold is refused before anything runs, naming its key.
