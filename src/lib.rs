@@ -12,10 +12,11 @@
 //!
 //! - [`error`]: the one [`Error`], and whether it is worth retrying.
 //! - [`model`]: the vocabulary: a [`model::record`] and what became of it, the job file
-//!   ([`model::config`]), declared columns ([`model::column`]), jq programs
+//!   ([`model::config`]), the rejects a job tolerates ([`model::rejects`]), declared columns ([`model::column`]), jq programs
 //!   ([`model::transform`]), URLs that keep their secrets ([`model::web`]).
 //! - [`input`]: reading inputs: where records begin and end ([`input::decode`]), the scan that
-//!   cuts inputs into chunks ([`input::plan`]), and where a gzip or zstd input can be entered
+//!   cuts inputs into chunks ([`input::plan`]), whether an input has the declared shape
+//!   ([`input::shape`]), and where a gzip or zstd input can be entered
 //!   mid-stream ([`input::resume_points`]).
 //! - [`backends`]: the seams, each a small trait with a written contract and a conformance
 //!   suite every backend runs: buckets ([`backends::bucket`]), the ledger

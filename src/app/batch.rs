@@ -84,22 +84,95 @@ pub async fn run(r: Run) -> Result<Ran> {
         progress: bar(r.progress, RECORDS_BAR),
         ..RunOptions::default()
     };
-    if workers > 0 {
-        let summary = job::run(&engine, &spec, inputs, &opts).await;
+    run_or_submit(&engine, &spec, inputs, &opts, r.wait, r.progress).await
+}
+
+/// Run the job here (`opts.workers` > 0), or submit it and, with `wait`, follow it.
+async fn run_or_submit(
+    engine: &crate::engine::Engine,
+    spec: &crate::engine::spec::JobSpec,
+    inputs: Vec<bucket::InputObject>,
+    opts: &RunOptions,
+    wait: bool,
+    progress: bool,
+) -> Result<Ran> {
+    if opts.workers > 0 {
+        let summary = job::run(engine, spec, inputs, opts).await;
         opts.progress.finish_and_clear();
         return summary.map(Ran::Done);
     }
-    let submitted = job::submit(&engine, &spec, inputs, &opts).await?;
-    match (&submitted.summary, r.wait) {
+    let submitted = job::submit(engine, spec, inputs, opts).await?;
+    match (&submitted.summary, wait) {
         (Some(summary), _) => Ok(Ran::Done(summary.clone())),
         (None, true) => {
-            let chunks = bar(r.progress, CHUNKS_BAR);
-            let summary = job::wait(&engine, &submitted.job_id, &chunks).await;
+            let chunks = bar(progress, CHUNKS_BAR);
+            let summary = job::wait(engine, &submitted.job_id, &chunks).await;
             chunks.finish_and_clear();
             summary.map(Ran::Done)
         }
         (None, false) => Ok(Ran::Submitted(submitted)),
     }
+}
+
+/// `sluicebox redrive`.
+#[derive(Debug, Clone)]
+pub struct Redrive {
+    /// The completed job whose rejected records are taken again.
+    pub job_id: String,
+    /// A corrected job file (default: the job's own definition, as stored with it).
+    pub config: Option<PathBuf>,
+    /// Where the embedded bucket, ledger and sink live.
+    pub data_dir: PathBuf,
+    /// The backends the job ran on (its bucket, ledger; a queue to submit the redrive to).
+    pub backends: Backends,
+    /// Workers in this process (default: the cores; with a shared queue, none: submit only).
+    pub workers: Option<usize>,
+    /// With a shared queue: follow the redrive until it ends.
+    pub wait: bool,
+    /// Draw progress bars on standard error.
+    pub progress: bool,
+}
+
+/// Take the rejected records of a completed job, and only those, through the corrected job
+/// file (or the job's own definition) as a new job linked to it
+/// ([`crate::batch::job::redrive`]), run here or submitted like any job.
+pub async fn redrive(r: Redrive) -> Result<Ran> {
+    let shared = r.backends.shared_queue();
+    if r.wait && !shared {
+        return Err(Error::config("--wait", "only with a shared queue (--queue sqs://…); a local run always waits"));
+    }
+    let workers = match (r.workers, shared) {
+        (Some(0), false) => return Err(Error::config("--workers", "must be at least 1")),
+        (Some(n), _) => n,
+        (None, true) => 0,
+        (None, false) => cores(),
+    };
+    let urls = r.backends.urls();
+    let mut engine = engine(&r.data_dir, &urls, r.backends.bucket.as_deref().unwrap_or("")).await?;
+    engine.notify = r.backends.notify()?;
+    let redriving = job::redrive::prepare(&engine, &r.job_id).await?;
+    let definition = match &r.config {
+        Some(path) => {
+            crate::model::config::JobConfig::load(path)?.resolve(path.parent().unwrap_or(std::path::Path::new(".")))?
+        }
+        None => redriving.definition.clone(),
+    };
+    let definition = job::redrive::definition(r.backends.overrides().apply(definition)?, redriving.redrive.clone());
+    let spec = definition.check()?;
+    if workers == 0 {
+        job::run::needs_shared_sink(&spec)?;
+    }
+    engine.inputs = bucket::input_store(&redriving.inputs[0], &engine.cloud)?;
+    let compression = crate::model::config::Compression::None;
+    let inputs =
+        bucket::resolve_inputs(engine.inputs.as_ref(), &redriving.inputs, spec.input.format, compression).await?;
+    let opts = RunOptions {
+        workers,
+        visibility: urls.visibility,
+        progress: bar(r.progress, RECORDS_BAR),
+        ..RunOptions::default()
+    };
+    run_or_submit(&engine, &spec, inputs, &opts, r.wait, r.progress).await
 }
 
 /// Where `plan` forecasts the job to run.

@@ -16,7 +16,7 @@ mod tools;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use batch::{plan, run, test, Plan, Ran, Run, Runner};
+pub use batch::{plan, redrive, run, test, Plan, Ran, Redrive, Run, Runner};
 #[cfg(feature = "bench")]
 pub use bench::{bench_job, bench_stream, has_duckdb};
 pub use serve::{status, stream, watch, worker, Shown, Status, StreamRequest, Watch, Watched, Worker};

@@ -12,8 +12,8 @@ use crate::backends::bucket;
 use crate::backends::calls::Tally;
 use crate::backends::ledger::{self, ChunkRecord, JobStatus};
 use crate::batch::job::{
-    now_ms, ChunkCounts, InputSummary, JobObjects, JobRun, Manifest, ManifestChunk, Outputs, Part, RecordCounts,
-    Summary, Timings,
+    now_ms, ChunkCounts, Failure, InputSummary, JobObjects, JobRun, Manifest, ManifestChunk, Outputs, Part,
+    RecordCounts, Summary, Timings,
 };
 use crate::batch::report::{RejectDigest, Report};
 use crate::engine::parquet::ParquetEncoder;
@@ -21,6 +21,7 @@ use crate::engine::pipeline::Encoder;
 use crate::engine::spec::parquet_needs_fields;
 use crate::error::{Error, Result};
 use crate::model::config::{Notify, OutputFormat};
+use crate::model::rejects::{Seen, Stop};
 
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -38,6 +39,15 @@ pub const GATHER_LEASE: std::time::Duration = std::time::Duration::from_secs(30)
 pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
     let ledger = &run.engine.ledger;
     let job_id = &run.plan.job_id;
+    if run.spec.thresholds.any() {
+        // A job whose committer died before it judged the last commit is judged here: a
+        // job past a threshold is never gathered, so its rows are never published.
+        if let Some(job) = ledger.get_job(job_id).await? {
+            if judge(run, job.records_done, job.rejected).await? {
+                return Ok(());
+            }
+        }
+    }
     let now = now_ms();
     if !ledger.take_gather_lease(job_id, now, now + GATHER_LEASE.as_millis() as i64).await? {
         if ledger.get_job(job_id).await?.is_some_and(|j| j.status == JobStatus::Complete) {
@@ -244,7 +254,7 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<Summary> {
     let steps = Steps::load(run).await?;
     let publish = async {
         let published = match &run.sink {
-            Some(sink) => steps.run("sink", sink.publish(run.plan.order)).await,
+            Some(sink) => steps.run("sink", sink.publish(run.version())).await,
             None => Ok(()),
         };
         tracing::debug!(job = %job_id, ms = started.elapsed().as_millis() as u64, "sink published");
@@ -350,6 +360,30 @@ async fn write_summary(
     tally: &Tally,
     gather_started: i64,
 ) -> Result<Summary> {
+    let summary = summary_of(run, job, chunks, tally, gather_started).await?;
+    let total = summary.records.total;
+    if summary.records.written + summary.records.rejected + summary.records.filtered != total {
+        return Err(Error::Conflict(format!(
+            "gather of {}: counts do not add up ({} written + {} rejected + {} filtered != {total} records)",
+            run.id(),
+            summary.records.written,
+            summary.records.rejected,
+            summary.records.filtered
+        )));
+    }
+    run.objects.put_summary(&summary).await?;
+    Ok(summary)
+}
+
+/// The summary of the job's committed `chunks` (all of them, once gathered; those worked,
+/// for a job stopped by a threshold).
+pub(crate) async fn summary_of(
+    run: &Arc<JobRun>,
+    job: &crate::backends::ledger::JobRecord,
+    chunks: &[ChunkRecord],
+    tally: &Tally,
+    gather_started: i64,
+) -> Result<Summary> {
     let objects = &run.objects;
     let job_id = run.id();
     let (output_path, rejects_path) = (objects.output_path(run.plan.output_format), objects.rejects_path());
@@ -366,7 +400,13 @@ async fn write_summary(
         job_id: job_id.to_string(),
         status: if counts.rejected == 0 { "succeeded" } else { "completed_with_rejects" }.into(),
         inputs: (0..run.plan.inputs.len()).map(|i| InputSummary::of(&run.plan, i)).collect(),
-        records: RecordCounts { total, written: counts.written, rejected: counts.rejected, filtered: counts.filtered },
+        records: RecordCounts {
+            total,
+            written: counts.written,
+            rejected: counts.rejected,
+            filtered: counts.filtered,
+            not_worked: 0,
+        },
         chunks: ChunkCounts { total: run.plan.chunks.len() as u32, done: chunks.len() as u32 },
         rejects_by_rule: counts.rejects_by_rule,
         outputs: Outputs {
@@ -392,14 +432,11 @@ async fn write_summary(
         api_calls_per_record: if total > 0 { calls as f64 / total as f64 } else { 0.0 },
         api_calls,
         already_complete: false,
+        thresholds: run.spec.thresholds.any().then_some(run.spec.thresholds),
+        stopped_by: None,
+        redriven_from: run.spec.definition.redrive.as_ref().map(|r| r.from.clone()),
+        warnings: run.plan.warnings.clone(),
     };
-    if summary.records.written + summary.records.rejected + summary.records.filtered != total {
-        return Err(Error::Conflict(format!(
-            "gather of {job_id}: counts do not add up ({} written + {} rejected + {} filtered != {total} records)",
-            summary.records.written, summary.records.rejected, summary.records.filtered
-        )));
-    }
-    objects.put_summary(&summary).await?;
     Ok(summary)
 }
 
@@ -532,6 +569,122 @@ async fn write_parquet(
     }
     let tail = blocking(move || encoder.finish()).await?;
     w.put(tail.into());
+    Ok(())
+}
+
+/// Record that a job cannot complete: `failed.json`, then the ledger's `failed` status; the
+/// party whose write failed the job tells the job's notification targets.
+pub async fn fail_job(engine: &crate::engine::Engine, failure: &Failure) -> Result<()> {
+    let objects = JobObjects::new(engine.bucket.clone(), &failure.job_id);
+    objects.put_failure(failure).await?;
+    if engine.ledger.set_status(&failure.job_id, JobStatus::Running, JobStatus::Failed).await? {
+        let job = match objects.definition().await {
+            Ok(d) => {
+                d.config.notify.iter().filter_map(|n| crate::model::config::Notify::parse(n, "notify").ok()).collect()
+            }
+            Err(e) => {
+                tracing::warn!(job = %failure.job_id, "cannot read the job's notification targets: {e}");
+                Vec::new()
+            }
+        };
+        let failed = format!("{}/{}", engine.bucket_url.trim_end_matches('/'), objects.failure_path());
+        let links = crate::batch::notify::links(engine, &[("failure", failed.as_str())]).await;
+        let message = crate::batch::notify::Message::failed(failure, links);
+        crate::batch::notify::send(engine, &notify_targets(engine, &job), &message).await;
+    }
+    Ok(())
+}
+
+/// Judge the job's `[rejects]` thresholds on its committed counts (`records` in the chunks
+/// committed, `rejected` of them); when one is certainly passed, stop the job ([`stop`]) and
+/// say so. Called after every first commit of a chunk, and before a gather.
+pub(crate) async fn judge(run: &Arc<JobRun>, records: u64, rejected: u64) -> Result<bool> {
+    let thresholds = run.spec.thresholds;
+    let seen = Seen { records, rejected, total: run.plan.total_records() };
+    let Some((threshold, limit)) = thresholds.passed(seen) else { return Ok(false) };
+    stop(run, threshold, limit).await?;
+    Ok(true)
+}
+
+/// Stop a job that passed a threshold: it fails, no more chunks are handed out (the local
+/// run's workers stop; a task of it that a worker takes later is dropped), nothing is
+/// published to the sink (what was staged stays staged), and people are told why, with the
+/// figures. The rejects of the chunks worked are merged, so that they can be looked at, and
+/// a summary (status `failed`, `stopped_by`) and a report are written. Of the parties that
+/// find the threshold passed, the one whose `Running → Failed` write succeeds does this.
+async fn stop(run: &Arc<JobRun>, threshold: &str, limit: f64) -> Result<()> {
+    let ledger = &run.engine.ledger;
+    let job_id = run.id();
+    if !ledger.set_status(job_id, JobStatus::Running, JobStatus::Failed).await? {
+        // Stopped by another party (or ended otherwise): nothing more for this one to do.
+        run.done.cancel();
+        return Ok(());
+    }
+    run.done.cancel();
+    let started = now_ms();
+    let job = ledger.get_job(job_id).await?.ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
+    let chunks = ledger.chunks(job_id).await?;
+    let counts = ledger::total_counts(&chunks);
+    let seen = Seen { records: counts.total(), rejected: counts.rejected, total: run.plan.total_records() };
+    let mut stop = Stop::new(threshold, limit, seen, &counts.rejects_by_rule);
+    stop.chunks_done = chunks.len() as u32;
+    stop.chunks_total = run.plan.chunks.len() as u32;
+    stop.sink = match &run.sink {
+        None => "no sink".into(),
+        Some(s) if s.stages() => "staged, not published: the sink table is unchanged".into(),
+        Some(_) => "written in place: this sink cannot stage, so the table holds the rows of the chunks worked \
+                    before the stop"
+            .into(),
+    };
+    tracing::warn!(job = %job_id, "{stop}");
+    let last = chunks.iter().max_by_key(|c| c.finished_ms);
+    let chunk = last.and_then(|c| run.plan.chunks.get(c.index as usize));
+    let input = &run.plan.inputs[chunk.map_or(0, |c| c.input as usize)].object;
+    let failure = Failure {
+        job_id: job_id.to_string(),
+        chunk: last.map_or(0, |c| c.index),
+        input: input.location.clone(),
+        version: input.version.clone(),
+        attempts: 1,
+        error: stop.to_string(),
+        stopped_by: Some(Box::new(stop.clone())),
+    };
+    run.objects.put_failure(&failure).await?;
+    let tally = Tally::default();
+    let objects = &run.objects;
+    let rejects = chunks
+        .iter()
+        .filter(|c| c.rejects_bytes > 0)
+        .map(|c| (objects.part_path(Part::Rejects, c.index, &c.attempt), c.rejects_bytes));
+    tally.scope(merge(run.engine.bucket.as_ref(), &objects.rejects_path(), Vec::new(), rejects)).await?;
+    let manifest = Manifest {
+        job_id: job_id.to_string(),
+        inputs: run.plan.inputs.iter().map(|i| i.object.location.clone()).collect(),
+        chunks: (chunks.iter())
+            .filter_map(|c| {
+                Some(ManifestChunk { chunk: run.plan.chunks.get(c.index as usize)?.clone(), commit: c.clone() })
+            })
+            .collect(),
+    };
+    objects.put_manifest(&manifest).await?;
+    let mut summary = tally.scope(summary_of(run, &job, &chunks, &tally, started)).await?;
+    summary.status = "failed".into();
+    summary.records.not_worked = seen.total.saturating_sub(seen.records);
+    summary.outputs.output = String::new();
+    summary.stopped_by = Some(stop);
+    objects.put_summary(&summary).await?;
+    write_report(run, &summary, &manifest).await?;
+    let url = |p: &str| format!("{}/{p}", run.engine.bucket_url.trim_end_matches('/'));
+    let (failed, report) = (url(&objects.failure_path()), url(&objects.report_path()));
+    let linked = [
+        ("failure", failed.as_str()),
+        ("rejects", summary.outputs.rejects.as_str()),
+        ("summary", summary.outputs.summary.as_str()),
+        ("report", report.as_str()),
+    ];
+    let links = crate::batch::notify::links(&run.engine, &linked).await;
+    let message = crate::batch::notify::Message::stopped(&summary, &failure, links);
+    crate::batch::notify::send(&run.engine, &notify_targets(&run.engine, &run.spec.notify), &message).await;
     Ok(())
 }
 

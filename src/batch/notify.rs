@@ -91,6 +91,15 @@ pub struct Message {
     pub links_expire_at: Option<String>,
     /// Why the job failed.
     pub error: Option<String>,
+    /// The `[rejects]` thresholds the job was judged by, when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<crate::model::rejects::Thresholds>,
+    /// The threshold that stopped the job, with the figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<crate::model::rejects::Stop>,
+    /// For a redrive: the job whose rejected records it took again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redriven_from: Option<String>,
     /// The message as text, for a person.
     pub text: String,
 }
@@ -114,6 +123,12 @@ impl Message {
         for (rule, n) in &s.rejects_by_rule {
             text += &format!("  rejected by {rule}: {n}\n");
         }
+        if let Some(t) = &s.thresholds {
+            text += &format!("thresholds: {} (not passed)\n", t.describe());
+        }
+        if let Some(from) = &s.redriven_from {
+            text += &format!("a redrive of job {from}: its rejected records, taken again\n");
+        }
         if s.inputs.len() > MAX_LISTED_INPUTS {
             text += &format!("\n{} inputs: the manifest names every one\n", s.inputs.len());
         }
@@ -130,8 +145,51 @@ impl Message {
             links: links.urls,
             links_expire_at: links.expire_at,
             error: None,
+            thresholds: s.thresholds,
+            stopped_by: None,
+            redriven_from: s.redriven_from.clone(),
             text,
         }
+    }
+
+    /// The message for a job stopped by a `[rejects]` threshold: why, with the figures, the
+    /// counts of the chunks worked, and what became of the sink.
+    pub fn stopped(s: &Summary, f: &Failure, links: Links) -> Message {
+        let mut m = Message::failed(f, Links::default());
+        let Some(stop) = &s.stopped_by else { return m };
+        let r = &s.records;
+        m.subject = format!(
+            "sluicebox: job {} FAILED: {} rejected, over [rejects] {} ({})",
+            s.job_id,
+            r.rejected,
+            stop.threshold,
+            stop.limit_text()
+        );
+        let mut text = format!("{}\n\n{stop}.\n", m.subject);
+        text += &format!(
+            "Of the {} records worked: written {}, rejected {}, filtered {}; {} records not worked.\n",
+            stop.records_seen, r.written, r.rejected, r.filtered, r.not_worked
+        );
+        for (rule, n) in &s.rejects_by_rule {
+            text += &format!("  rejected by {rule}: {n}\n");
+        }
+        text += &format!("sink: {}\n", stop.sink);
+        if let Some(from) = &s.redriven_from {
+            text += &format!("a redrive of job {from}\n");
+        }
+        text += &links_text(&links);
+        m.inputs = s.inputs.iter().take(MAX_LISTED_INPUTS).map(|i| i.location.clone()).collect();
+        m.inputs_total = s.inputs.len();
+        m.records = Some(r.clone());
+        m.rejects_by_rule = s.rejects_by_rule.clone();
+        m.duration_ms = Some(s.timings.duration_ms);
+        m.links = links.urls;
+        m.links_expire_at = links.expire_at;
+        m.thresholds = s.thresholds;
+        m.stopped_by = Some(stop.clone());
+        m.redriven_from = s.redriven_from.clone();
+        m.text = text;
+        m
     }
 
     /// The message for a job that failed.
@@ -158,6 +216,9 @@ impl Message {
             links: links.urls,
             links_expire_at: links.expire_at,
             error: Some(error),
+            thresholds: None,
+            stopped_by: f.stopped_by.as_deref().cloned(),
+            redriven_from: None,
             text,
         }
     }
@@ -387,6 +448,7 @@ mod tests {
             version: String::new(),
             attempts: 3,
             error: "é".repeat(100_000),
+            stopped_by: None,
         };
         let m = Message::failed(&failure, Links::default());
         assert!(

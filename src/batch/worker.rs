@@ -23,7 +23,8 @@ use crate::backends::calls::{ApiCalls, Tally};
 use crate::backends::ledger::{ChunkRecord, JobStatus, LedgerCommit};
 use crate::backends::queue::{Delivery, Queue};
 use crate::batch::gather;
-use crate::batch::job::{now_ms, Failure, JobObjects, JobRun, Part, RunOptions, Task};
+pub use crate::batch::gather::fail_job;
+use crate::batch::job::{now_ms, Failure, JobRun, Part, RunOptions, Task};
 use crate::batch::pieces::read_chunk;
 use crate::engine::pipeline::ChunkOutput;
 use crate::engine::Engine;
@@ -32,7 +33,7 @@ use crate::input::plan::Chunk;
 use crate::model::record::SinkItem;
 
 /// What becomes of a task's message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Disposition {
     /// Done, or nothing to do: delete it.
     Ack,
@@ -131,31 +132,8 @@ pub async fn apply(engine: &Engine, queue: &dyn Queue, receipt: &str, dispositio
         Disposition::Release { delay } if delay.is_zero() => queue.release(receipt).await,
         Disposition::Release { delay } => queue.extend(receipt, *delay).await,
         Disposition::Abandon => Ok(()),
-        Disposition::FailJob(failure) => fail_job(engine, failure).await,
+        Disposition::FailJob(failure) => gather::fail_job(engine, failure).await,
     }
-}
-
-/// Record that a job cannot complete: `failed.json`, then the ledger's `failed` status; the
-/// party whose write failed the job tells the job's notification targets.
-pub async fn fail_job(engine: &Engine, failure: &Failure) -> Result<()> {
-    let objects = JobObjects::new(engine.bucket.clone(), &failure.job_id);
-    objects.put_failure(failure).await?;
-    if engine.ledger.set_status(&failure.job_id, JobStatus::Running, JobStatus::Failed).await? {
-        let job = match objects.definition().await {
-            Ok(d) => {
-                d.config.notify.iter().filter_map(|n| crate::model::config::Notify::parse(n, "notify").ok()).collect()
-            }
-            Err(e) => {
-                warn!(job = %failure.job_id, "cannot read the job's notification targets: {e}");
-                Vec::new()
-            }
-        };
-        let failed = format!("{}/{}", engine.bucket_url.trim_end_matches('/'), objects.failure_path());
-        let links = crate::batch::notify::links(engine, &[("failure", failed.as_str())]).await;
-        let message = crate::batch::notify::Message::failed(failure, links);
-        crate::batch::notify::send(engine, &gather::notify_targets(engine, &job), &message).await;
-    }
-    Ok(())
 }
 
 /// The jobs a worker takes tasks for: one job (`sluicebox run`), or any job whose
@@ -417,6 +395,7 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
                 version: String::new(),
                 attempts: attempt,
                 error: failed.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+                stopped_by: None,
             });
             let error = failed.err();
             return Handled { disposition, error, prepaid: ApiCalls::new() };
@@ -431,6 +410,11 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
     let policy = jobs.policy(opts);
     if policy.fail_jobs {
         match run.engine.ledger.get_job(run.id()).await {
+            Ok(Some(j)) if j.status == JobStatus::Failed && stopped(&run).await => {
+                // A job stopped by a threshold takes no more chunks: its tasks are done with.
+                debug!(job = %task.job_id, chunk = task.chunk.index, "task of a stopped job dropped");
+                return Handled::just(Disposition::Ack);
+            }
             Ok(Some(j)) if j.status == JobStatus::Failed => {
                 // Not acknowledged: after its last delivery the queue moves it to the dead letters.
                 debug!(job = %task.job_id, chunk = task.chunk.index, "task of a failed job left for the dead-letter queue");
@@ -485,6 +469,7 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
         version: input.version.clone(),
         attempts: attempt,
         error: result.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+        stopped_by: None,
     });
     let prepaid = match result {
         Ok(Worked::Committed) => prepaid(&run),
@@ -508,6 +493,12 @@ pub async fn work_task(jobs: &Jobs, name: &str, body: &str, attempt: u32, opts: 
         }),
     };
     Handled { disposition, error, prepaid }
+}
+
+/// Whether the job of `run` was stopped by a `[rejects]` threshold (its `failed.json` says
+/// so), rather than failed by a chunk.
+async fn stopped(run: &JobRun) -> bool {
+    matches!(run.objects.failure().await, Ok(Some(f)) if f.stopped_by.is_some())
 }
 
 /// A task delivered more times than it may be attempted, whose attempts never answered: its
@@ -534,6 +525,7 @@ fn unanswered(run: &JobRun, task: &Task, attempt: u32, policy: Policy) -> Handle
         version: input.version.clone(),
         attempts: attempt,
         error: error.clone(),
+        stopped_by: None,
     };
     let error = Some(Error::JobFailed { job_id: task.job_id.clone(), reason: failure.to_string() });
     Handled { disposition: Disposition::FailJob(failure), error, prepaid: ApiCalls::new() }
@@ -669,10 +661,14 @@ async fn process(run: &Arc<JobRun>, name: &str, chunk: &Chunk, tally: &Tally) ->
         committed => committed?,
     };
     match committed {
-        LedgerCommit::First { finalize, done, total } => {
+        LedgerCommit::First { finalize, done, total, records, rejected } => {
             run.progress.inc(chunk.records);
             run.progress.set_message(format!("chunks {done}/{total}"));
             debug!(chunk = chunk.index, done, total, "chunk committed");
+            // Judged before the gather: a job past a threshold is stopped, never gathered.
+            if run.spec.thresholds.any() && gather::judge(run, records, rejected).await? {
+                return Ok(Worked::Committed);
+            }
             if finalize {
                 gather::gather(run).await?;
             }
@@ -719,6 +715,7 @@ mod tests {
             version: "v1".into(),
             attempts: 3,
             error: "changed".into(),
+            stopped_by: None,
         }
     }
 

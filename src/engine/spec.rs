@@ -56,6 +56,10 @@ pub struct JobSpec {
     pub output_fields: Option<Vec<String>>,
     /// Output format, when the job file names it.
     pub output_format: Option<OutputFormat>,
+    /// How many rejects the job tolerates (`[rejects]`).
+    pub thresholds: crate::model::rejects::Thresholds,
+    /// What undeclared input columns do (`[input] unknown_columns`).
+    pub unknown_columns: crate::model::config::UnknownColumns,
 }
 
 /// How inputs are read.
@@ -167,7 +171,10 @@ impl JobDefinition {
                 ));
             }
         }
+        let thresholds = c.rejects.as_ref().map(|r| r.check()).transpose()?.unwrap_or_default();
         Ok(JobSpec {
+            thresholds,
+            unknown_columns: c.input.unknown_columns.unwrap_or_default(),
             notify,
             archive: c.archive.as_ref().map(|a| a.to.clone()),
             ready_marker: c.input.ready_marker.clone(),

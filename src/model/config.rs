@@ -53,6 +53,9 @@ pub struct JobConfig {
     /// `[stream]`: how `sluicebox stream` cuts records into files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamConfig>,
+    /// `[rejects]`: how many rejected records the job tolerates before it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejects: Option<crate::model::rejects::RejectsConfig>,
 }
 
 /// `[stream]`: how `sluicebox stream` buffers, partitions and encodes records into files
@@ -311,6 +314,25 @@ pub struct InputConfig {
     /// folders). Without it, every upload is a job of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_marker: Option<String>,
+    /// What to do about input columns the job does not declare (CSV header columns, and the
+    /// keys of a JSON input's sampled records) when it declares `[[columns]]`: `warn`
+    /// (default: the job runs and says which), `fail` (the job stops before any work, naming
+    /// them) or `pass` (say nothing). Undeclared columns pass through as text either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_columns: Option<UnknownColumns>,
+}
+
+/// `[input] unknown_columns`: what an input column the job does not declare does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownColumns {
+    /// The job stops before any work, naming the columns.
+    Fail,
+    /// The job runs; the columns are named in a warning (the log, `plan`, the summary).
+    #[default]
+    Warn,
+    /// Nothing is said.
+    Pass,
 }
 
 fn default_max_record() -> u64 {
@@ -338,6 +360,7 @@ impl Default for InputConfig {
             max_record_bytes: default_max_record(),
             max_decompressed_bytes: None,
             ready_marker: None,
+            unknown_columns: None,
         }
     }
 }
@@ -645,6 +668,22 @@ pub struct JobDefinition {
     pub config: JobConfig,
     /// The JSON Schema records are validated against, if any.
     pub schema: Option<serde_json::Value>,
+    /// For a redrive (`sluicebox redrive`): the job whose rejected records this job takes
+    /// again, and the order its sink items carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redrive: Option<Redrive>,
+}
+
+/// What makes a job a redrive: the job whose rejected records it takes again, and the order
+/// (see [`crate::model::record::SinkItem::job`]) of the first job of the line, which its sink
+/// items carry, so that a corrected record replaces what that job's records would have
+/// replaced, and never a later job's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redrive {
+    /// The job redriven.
+    pub from: String,
+    /// The order of the first job of the line (the one the records were first read by).
+    pub order: u64,
 }
 
 impl JobConfig {
@@ -675,7 +714,7 @@ impl JobConfig {
                 e.source = base_dir.join(&e.source).display().to_string();
             }
         }
-        Ok(JobDefinition { config: self, schema })
+        Ok(JobDefinition { config: self, schema, redrive: None })
     }
 }
 

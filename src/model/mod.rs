@@ -4,5 +4,6 @@
 pub mod column;
 pub mod config;
 pub mod record;
+pub mod rejects;
 pub mod transform;
 pub mod web;

@@ -59,6 +59,9 @@ pub struct Shape {
     pub sample: Sample,
     /// True when the shape comes from object sizes alone (`--estimate`).
     pub estimated: bool,
+    /// What the scan found wrong but not fatal (columns the job does not declare).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One input.
@@ -220,6 +223,10 @@ pub struct Forecast {
     /// The load into a database table (PostgreSQL), which no price covers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<String>,
+    /// What the dry run found wrong: a sample past a `[rejects]` threshold, columns the job
+    /// does not declare.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Scan `inputs` as `run` would, and run the pipeline on the first chunk. Writes nothing to
@@ -233,6 +240,7 @@ pub async fn dry_run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>) 
         tokio::join!(engine.open_lookup(spec.enrich.as_ref()), prepare::scan_inputs(engine, spec, inputs));
     let lookup = lookup?;
     let prepare::Scanned { inputs: planned, chunks, .. } = scanned?;
+    let warnings = prepare::check_shapes(engine, spec, &planned, &chunks).await?;
     let output_fields = prepare::output_fields(spec, &planned, lookup.as_deref());
     let shape_inputs = planned
         .iter()
@@ -254,12 +262,13 @@ pub async fn dry_run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>) 
         chunks,
         output_fields,
         order: 1,
+        warnings: Vec::new(),
     };
     let sample = match plan.chunks.first() {
         Some(first) => sample_chunk(engine, spec, &plan, first, lookup).await?,
         None => Sample::default(),
     };
-    Ok(Shape { inputs: shape_inputs, chunks: shape_chunks, sample, estimated: false })
+    Ok(Shape { inputs: shape_inputs, chunks: shape_chunks, sample, estimated: false, warnings })
 }
 
 /// Run the pipeline on one chunk, with no sink.
@@ -339,7 +348,7 @@ pub fn from_sizes(spec: &JobSpec, inputs: &[InputObject]) -> Shape {
         })
         .collect();
     let sample = Sample { records: 1, written: 1, output_bytes: ASSUMED_RECORD_BYTES, ..Sample::default() };
-    Shape { inputs: shape_inputs, chunks, sample, estimated: true }
+    Shape { inputs: shape_inputs, chunks, sample, estimated: true, warnings: Vec::new() }
 }
 
 fn compression_name(c: Compression) -> String {
@@ -581,7 +590,25 @@ pub fn forecast(shape: Shape, spec: &JobSpec, deployment: Deployment, prices: &P
             thousands(batch)
         )
     });
+    let mut warnings = shape.warnings.clone();
+    let total: u64 = shape.inputs.iter().map(|i| i.records).sum();
+    let sample = &shape.sample;
+    if let Some((threshold, _, likely)) =
+        spec.thresholds.sample_passes(sample.records, sample.rejected, total).filter(|_| !shape.estimated)
+    {
+        warnings.push(format!(
+            "the sample already passes [rejects] {threshold} ({}): {} of its {} records rejected ({}); at that rate \
+             about {} of the job's {} records would be, and the job would fail, loading nothing",
+            spec.thresholds.describe(),
+            thousands(sample.rejected),
+            thousands(sample.records),
+            crate::model::rejects::percent(sample.share(sample.rejected)),
+            thousands(likely),
+            thousands(total)
+        ));
+    }
     Forecast {
+        warnings,
         load,
         prices: format!("{} prices of {} ({})", prices.region, prices.as_of, prices.from),
         shape,
@@ -670,6 +697,9 @@ impl std::fmt::Display for Forecast {
         }
         for a in &self.assumptions {
             writeln!(f, "assumed:  {a}")?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning:  {w}")?;
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 /// An HTTP server on loopback that answers every request 200 and hands over its body.
-async fn webhook() -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
+pub(crate) async fn webhook() -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
     webhook_answering("HTTP/1.1 200 OK\r\n").await
 }
 

@@ -11,7 +11,7 @@ fn chunk(index: u32, worker: &str) -> ChunkRecord {
     ChunkRecord {
         index,
         worker: worker.into(),
-        counts: Counts { written: 10 + u64::from(index), ..Counts::default() },
+        counts: Counts { written: 10 + u64::from(index), rejected: u64::from(index), ..Counts::default() },
         output_bytes: 100,
         rejects_bytes: 0,
         started_ms: 1,
@@ -74,20 +74,22 @@ pub async fn commit_once_and_finalize_once(store: &dyn StateStore) {
     store.set_planned("job-c", 2, 1).await.unwrap();
     assert_eq!(
         store.commit_chunk("job-c", &chunk(1, "w1")).await.unwrap(),
-        LedgerCommit::First { done: 1, total: 2, finalize: false }
+        LedgerCommit::First { done: 1, total: 2, finalize: false, records: 12, rejected: 1 }
     );
     assert_eq!(store.commit_chunk("job-c", &chunk(1, "w2")).await.unwrap(), LedgerCommit::Duplicate);
     assert_eq!(store.get_chunk("job-c", 1).await.unwrap().unwrap().worker, "w1", "a duplicate must not overwrite");
     assert_eq!(store.get_chunk("job-c", 0).await.unwrap(), None);
     assert_eq!(
         store.commit_chunk("job-c", &chunk(0, "w2")).await.unwrap(),
-        LedgerCommit::First { done: 2, total: 2, finalize: true }
+        LedgerCommit::First { done: 2, total: 2, finalize: true, records: 22, rejected: 1 },
+        "each first commit adds its chunk's counts, a duplicate adds nothing"
     );
     assert_eq!(store.commit_chunk("job-c", &chunk(0, "w3")).await.unwrap(), LedgerCommit::Duplicate);
     let chunks = store.chunks("job-c").await.unwrap();
     assert_eq!(chunks.iter().map(|c| c.index).collect::<Vec<_>>(), vec![0, 1], "chunks must be ordered by index");
     assert_eq!(chunks[1], chunk(1, "w1"), "the chunk record must round-trip");
-    assert_eq!(store.get_job("job-c").await.unwrap().unwrap().done_chunks, 2);
+    let job = store.get_job("job-c").await.unwrap().unwrap();
+    assert_eq!((job.done_chunks, job.records_done, job.rejected), (2, 22, 1));
 }
 
 /// Commits to unknown or unplanned jobs fail.

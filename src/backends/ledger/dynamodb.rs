@@ -211,6 +211,8 @@ impl StateStore for DynamoLedger {
             created_ms: num(&item, "created_ms").unwrap_or(0),
             planned_ms: num(&item, "planned_ms"),
             lease_until_ms: num(&item, "lease_until").unwrap_or(0),
+            records_done: num(&item, "records_done").unwrap_or(0),
+            rejected: num(&item, "rejected_records").unwrap_or(0),
         }))
     }
 
@@ -246,10 +248,14 @@ impl StateStore for DynamoLedger {
             .table_name(&self.table)
             .key("pk", pk(job_id))
             .key("sk", s("job"))
-            .update_expression("SET done = done + :one")
+            .update_expression("SET done = done + :one ADD #seen :seen, #rejected :rejected")
             .condition_expression("attribute_exists(#total) AND #total > :index AND created_ms = :generation")
             .expression_attribute_names("#total", "total")
+            .expression_attribute_names("#seen", "records_done")
+            .expression_attribute_names("#rejected", "rejected_records")
             .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":seen", n(chunk.counts.total()))
+            .expression_attribute_values(":rejected", n(chunk.counts.rejected))
             .expression_attribute_values(":index", n(chunk.index))
             .expression_attribute_values(":generation", n(chunk.generation))
             .build()
@@ -297,7 +303,14 @@ impl StateStore for DynamoLedger {
                     vec![(":yes", AttributeValue::Bool(true))],
                 )
                 .await?;
-        Ok(LedgerCommit::First { done: job.done_chunks, total, finalize })
+        // Read after this commit: its counts, and those of any commit since, are in.
+        Ok(LedgerCommit::First {
+            done: job.done_chunks,
+            total,
+            finalize,
+            records: job.records_done,
+            rejected: job.rejected,
+        })
     }
 
     async fn get_chunk(&self, job_id: &str, index: u32) -> Result<Option<ChunkRecord>> {

@@ -86,8 +86,11 @@ impl StateStore for MemoryLedger {
             }
             job.chunks.insert(chunk.index, chunk.clone());
             record.done_chunks += 1;
+            record.records_done += chunk.counts.total();
+            record.rejected += chunk.counts.rejected;
             let done = record.done_chunks;
-            Ok(LedgerCommit::First { done, total, finalize: done == total })
+            let (records, rejected) = (record.records_done, record.rejected);
+            Ok(LedgerCommit::First { done, total, finalize: done == total, records, rejected })
         })
     }
 

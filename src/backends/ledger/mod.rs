@@ -82,6 +82,12 @@ pub struct JobRecord {
     /// epoch; 0 when none was taken.
     #[serde(default)]
     pub lease_until_ms: i64,
+    /// Records in the committed chunks, added by each chunk's first commit.
+    #[serde(default)]
+    pub records_done: u64,
+    /// Of them rejected.
+    #[serde(default)]
+    pub rejected: u64,
 }
 
 impl JobRecord {
@@ -95,6 +101,8 @@ impl JobRecord {
             created_ms,
             planned_ms: None,
             lease_until_ms: 0,
+            records_done: 0,
+            rejected: 0,
         }
     }
 }
@@ -147,6 +155,11 @@ pub enum LedgerCommit {
         total: u32,
         /// Whether this committer must run the gather.
         finalize: bool,
+        /// Records in the chunks committed, this one included (every first commit adds its
+        /// chunk's).
+        records: u64,
+        /// Of them rejected.
+        rejected: u64,
     },
     /// The chunk was already committed (a redelivered or repeated task); nothing changed.
     Duplicate,
@@ -192,7 +205,8 @@ pub(crate) fn check_checkpoint_size(name: &str, state: &str) -> Result<()> {
 /// - `set_planned` moves a job from `Planning` to `Running` and stores its chunk total, once;
 ///   a second call (or a call in another state) returns `false` and changes nothing.
 /// - `commit_chunk` is one atomic conditional write: the first commit of a chunk stores its
-///   record and adds one to `done_chunks`; every later commit of the same chunk returns
+///   record, adds one to `done_chunks` and its counts to the job's `records_done` and
+///   `rejected` (returned with the commit, this chunk's included); every later commit of the same chunk returns
 ///   [`LedgerCommit::Duplicate`] and changes nothing. Across any number of concurrent
 ///   committers, exactly one sees `finalize == true`. Committing to an unknown or
 ///   un-planned job, a chunk index outside the plan's count, or a `generation` other than

@@ -58,6 +58,15 @@ impl SqliteLedger {
         if !has_lease {
             conn.execute_batch("ALTER TABLE sluicebox_jobs ADD COLUMN lease_until_ms INTEGER NOT NULL DEFAULT 0")?;
         }
+        // Ledgers written before commits added their counts lack these.
+        let has_counts: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('sluicebox_jobs') WHERE name = 'records_done'")?.exists([])?;
+        if !has_counts {
+            conn.execute_batch(
+                "ALTER TABLE sluicebox_jobs ADD COLUMN records_done INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE sluicebox_jobs ADD COLUMN rejected INTEGER NOT NULL DEFAULT 0;",
+            )?;
+        }
         Ok(SqliteLedger { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -93,6 +102,8 @@ fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         created_ms: row.get(4)?,
         planned_ms: row.get(5)?,
         lease_until_ms: row.get(6)?,
+        records_done: row.get::<_, i64>(7)?.max(0) as u64,
+        rejected: row.get::<_, i64>(8)?.max(0) as u64,
     })
 }
 
@@ -126,7 +137,8 @@ impl StateStore for SqliteLedger {
         let id = job_id.to_string();
         self.call(move |c| {
             Ok(c.query_row(
-                "SELECT job_id, status, total_chunks, done_chunks, created_ms, planned_ms, lease_until_ms
+                "SELECT job_id, status, total_chunks, done_chunks, created_ms, planned_ms, lease_until_ms,
+                        records_done, rejected
                  FROM sluicebox_jobs WHERE job_id = ?1",
                 [&id],
                 job_from_row,
@@ -152,6 +164,7 @@ impl StateStore for SqliteLedger {
     async fn commit_chunk(&self, job_id: &str, chunk: &ChunkRecord) -> Result<LedgerCommit> {
         let id = job_id.to_string();
         let (index, generation) = (chunk.index, chunk.generation);
+        let (seen, rejected) = (chunk.counts.total() as i64, chunk.counts.rejected as i64);
         let body = serde_json::to_string(chunk)
             .map_err(|e| Error::backend(crate::error::Backend::Sqlite, "encode chunk record", e))?;
         self.call(move |c| {
@@ -179,13 +192,16 @@ impl StateStore for SqliteLedger {
             if inserted == 0 {
                 return Ok(LedgerCommit::Duplicate);
             }
-            let done: u32 = tx.query_row(
-                "UPDATE sluicebox_jobs SET done_chunks = done_chunks + 1 WHERE job_id = ?1 RETURNING done_chunks",
-                [&id],
-                |r| r.get(0),
+            let (done, records, rejected): (u32, i64, i64) = tx.query_row(
+                "UPDATE sluicebox_jobs SET done_chunks = done_chunks + 1, records_done = records_done + ?2,
+                     rejected = rejected + ?3
+                 WHERE job_id = ?1 RETURNING done_chunks, records_done, rejected",
+                params![id, seen, rejected],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
             tx.commit()?;
-            Ok(LedgerCommit::First { done, total, finalize: done == total })
+            let (records, rejected) = (records.max(0) as u64, rejected.max(0) as u64);
+            Ok(LedgerCommit::First { done, total, finalize: done == total, records, rejected })
         })
         .await
     }

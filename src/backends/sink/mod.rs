@@ -199,6 +199,11 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     async fn discard(&self, job: u64) -> Result<()>;
     /// Every stored item, by key.
     async fn read_all(&self) -> Result<BTreeMap<String, Record>>;
+    /// Whether `write` stages what it is given until `publish` (so that a job that fails
+    /// leaves the table unchanged), rather than writing in place.
+    fn stages(&self) -> bool {
+        false
+    }
     /// Whether a stored item is replaced only by one with a version at least as high.
     fn orders_by_seq(&self) -> bool {
         true

@@ -459,6 +459,10 @@ impl PostgresSink {
 
 #[async_trait]
 impl Sink for PostgresSink {
+    fn stages(&self) -> bool {
+        true
+    }
+
     async fn write(&self, items: Vec<SinkItem>) -> Result<()> {
         if items.is_empty() {
             return Ok(());

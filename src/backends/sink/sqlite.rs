@@ -432,6 +432,10 @@ impl SqliteSink {
 
 #[async_trait]
 impl Sink for SqliteSink {
+    fn stages(&self) -> bool {
+        true
+    }
+
     fn figures(&self) -> Option<super::SinkFigures> {
         Some(self.figures.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }

@@ -24,6 +24,7 @@ use crate::model::config::OutputFormat;
 
 mod objects;
 pub mod prepare;
+pub mod redrive;
 pub mod run;
 pub mod status;
 mod summary;
@@ -92,6 +93,10 @@ pub struct JobPlan {
     /// writes replace those of earlier jobs, never of later ones.
     #[serde(default)]
     pub order: u64,
+    /// What planning noticed but did not stop for (columns the job does not declare), for
+    /// the summary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One input with what the scan found.
@@ -146,7 +151,7 @@ pub struct Task {
 }
 
 /// `jobs/<id>/failed.json`: why a job failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
     /// The job id.
     pub job_id: String,
@@ -160,10 +165,17 @@ pub struct Failure {
     pub attempts: u32,
     /// The last error.
     pub error: String,
+    /// The threshold that stopped the job, with the figures, when `[rejects]` stopped it
+    /// (then `chunk` is the chunk whose commit passed it, and `error` says the same in words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<Box<crate::model::rejects::Stop>>,
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(stop) = &self.stopped_by {
+            return write!(f, "job {} failed: {stop}; nothing was published to the sink", self.job_id);
+        }
         write!(
             f,
             "job {} failed: chunk {} of {} (version {}) failed on attempt {}: {}",
@@ -244,10 +256,9 @@ impl JobRun {
         progress: indicatif::ProgressBar,
     ) -> Result<Arc<JobRun>> {
         let pipeline = Pipeline::new(&spec, lookup, plan.output_fields.clone());
+        let version = spec.definition.redrive.as_ref().map_or(plan.order, |r| r.order);
         let inputs = (plan.inputs.iter().enumerate())
-            .map(|(n, i)| {
-                pipeline.input(plan.order, n as u32, &i.object.location, i.object.format, i.header.as_deref())
-            })
+            .map(|(n, i)| pipeline.input(version, n as u32, &i.object.location, i.object.format, i.header.as_deref()))
             .collect::<Result<Vec<_>>>()?;
         if plan.output_format == OutputFormat::Parquet {
             // Inputs named .json/.jsonl are known only now; the spec refused the rest.
@@ -334,6 +345,13 @@ impl JobRun {
                 format!("job {} names it, and this worker may only touch {}", self.id(), allow.join(", ")),
             )),
         }
+    }
+
+    /// The order its sink items carry: its own (`plan.order`), or for a redrive the first
+    /// job's of its line ([`crate::model::config::Redrive::order`]); what the sink stages
+    /// them under and publishes.
+    pub fn version(&self) -> u64 {
+        self.spec.definition.redrive.as_ref().map_or(self.plan.order, |r| r.order)
     }
 
     /// Which run of the job this is: the ledger job's `created_ms`, carried by its plan, its

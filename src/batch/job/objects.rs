@@ -163,6 +163,12 @@ impl JobObjects {
         })
     }
 
+    /// `jobs/<id>/redrive/N-NAME`: the rejected records of the job's input `N` (named
+    /// `NAME`), the input of a redrive of it.
+    pub fn redrive_input_path(&self, input: usize, name: &str) -> String {
+        self.name(&format!("redrive/{input}-{name}"))
+    }
+
     /// `jobs/<id>/rejects.jsonl`.
     pub fn rejects_path(&self) -> String {
         self.name("rejects.jsonl")
@@ -361,6 +367,7 @@ mod tests {
             output_fields: Some(vec!["a".into()]),
             output_format: OutputFormat::Csv,
             order: 1,
+            warnings: Vec::new(),
         };
         assert!(o.put_plan_once(&plan).await.unwrap());
         let other = JobPlan { output_fields: None, ..plan.clone() };

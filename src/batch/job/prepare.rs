@@ -87,10 +87,15 @@ pub async fn prepare(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, 
     let plan = match scanned? {
         Some(Scanned { inputs, chunks, windows: w }) => {
             windows = w;
+            // A wrong file stops here, before anything is stored or worked.
+            let warnings = check_shapes(engine, spec, &inputs, &chunks).await?;
+            for w in &warnings {
+                tracing::warn!(job = %job_id, "{w}");
+            }
             let output_fields = output_fields(spec, &inputs, lookup.as_deref());
             let output_format = spec.output_format(output_fields.is_some());
             let order = job.created_ms.max(0) as u64;
-            JobPlan { job_id: job_id.clone(), inputs, chunks, output_fields, output_format, order }
+            JobPlan { job_id: job_id.clone(), inputs, chunks, output_fields, output_format, order, warnings }
         }
         None => stored_plan.ok_or_else(|| Error::NotFound(objects.plan_path()))?,
     };
@@ -348,6 +353,53 @@ async fn plain_copy(
     })
     .await
     .map_err(|e| Error::internal("plan", "copy task failed", e))?
+}
+
+/// Judge every input's shape against the declared columns ([`crate::input::shape`]): its
+/// CSV header, or the keys of the first records of a JSON input (read from its first chunk,
+/// at most [`SAMPLE_BYTES`](crate::input::shape::SAMPLE_BYTES)). Fails naming the file and
+/// the field when one is the wrong shape; else the warnings to give.
+pub async fn check_shapes(
+    engine: &Engine,
+    spec: &JobSpec,
+    inputs: &[PlannedInput],
+    chunks: &[Chunk],
+) -> Result<Vec<String>> {
+    use crate::input::shape;
+    let columns = &spec.definition.config.columns;
+    if columns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut warnings = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        let object = &input.object;
+        let sampled = match object.format {
+            Format::Csv => Vec::new(),
+            format => {
+                let first = chunks.iter().flat_map(|c| c.pieces()).find(|p| p.input as usize == i && p.records > 0);
+                match first {
+                    None => Vec::new(),
+                    Some(p) => {
+                        let end = p.end.min(p.start + shape::SAMPLE_BYTES);
+                        let bytes = bucket::read_range(engine.inputs.clone(), object, p.start, end).await?;
+                        let whole = match (end < p.end, format) {
+                            (true, Format::Jsonl) => {
+                                let cut = crate::input::decode::last_record_end(format, &spec.input.dialect, &bytes);
+                                bytes.slice(..cut.unwrap_or(0))
+                            }
+                            _ => bytes,
+                        };
+                        tokio::task::spawn_blocking(move || shape::sample_keys(format, &whole))
+                            .await
+                            .map_err(|e| Error::internal("plan", "sampling task failed", e))?
+                    }
+                }
+            }
+        };
+        let header = input.header.as_deref().filter(|_| object.format == Format::Csv && spec.input.dialect.header);
+        warnings.extend(shape::judge(&object.location, header, &sampled, columns, spec.unknown_columns)?);
+    }
+    Ok(warnings)
 }
 
 /// Output fields: as configured; else, without transforms, the first input's columns

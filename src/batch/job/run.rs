@@ -44,6 +44,10 @@ pub async fn run(engine: &Engine, spec: &JobSpec, inputs: Vec<InputObject>, opts
     let sent = tally.scope(enqueue(&run)).await?;
     record_calls(&run, &tally).await?;
     work(&run, opts, sent).await?;
+    if run.engine.ledger.get_job(run.id()).await?.is_some_and(|j| j.status == JobStatus::Failed) {
+        // Stopped by a `[rejects]` threshold: the workers stopped, and the job failed.
+        return Err(run.objects.failure_error().await);
+    }
     run.objects.summary().await?.ok_or_else(|| Error::NotFound(run.objects.summary_path()))
 }
 

@@ -49,6 +49,9 @@ pub struct Status {
     /// complete), for a sink that counts them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink_figures: Option<crate::backends::sink::SinkFigures>,
+    /// The `[rejects]` threshold that stopped the job, with the figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<crate::model::rejects::Stop>,
 }
 
 /// The state of job `job_id`.
@@ -75,6 +78,7 @@ pub async fn status(engine: &Engine, job_id: &str) -> Result<Status> {
         error: None,
         summary: None,
         sink_figures: None,
+        stopped_by: None,
     };
     match job.status {
         JobStatus::Complete => {
@@ -89,7 +93,11 @@ pub async fn status(engine: &Engine, job_id: &str) -> Result<Status> {
                 return Ok(s);
             }
         }
-        JobStatus::Failed => s.error = objects.failure().await?.map(|f| f.to_string()),
+        JobStatus::Failed => {
+            let failure = objects.failure().await?;
+            s.error = failure.as_ref().map(|f| f.to_string());
+            s.stopped_by = failure.and_then(|f| f.stopped_by).map(|stop| *stop);
+        }
         JobStatus::Planning => return Ok(s),
         JobStatus::Running | JobStatus::Gathering => {}
     }
@@ -168,6 +176,9 @@ impl std::fmt::Display for Status {
         }
         if let Some(e) = &self.error {
             writeln!(f, "error:   {e}")?;
+        }
+        if let Some(stop) = &self.stopped_by {
+            writeln!(f, "sink:    {}", stop.sink)?;
         }
         if let Some(s) = &self.summary {
             writeln!(f, "summary: {s}")?;

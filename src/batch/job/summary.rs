@@ -13,7 +13,8 @@ use crate::input::plan::Chunk;
 pub struct Summary {
     /// The job id.
     pub job_id: String,
-    /// `succeeded` (no rejects) or `completed_with_rejects`.
+    /// `succeeded` (no rejects), `completed_with_rejects`, or `failed` (stopped by a
+    /// `[rejects]` threshold: `stopped_by` says which).
     pub status: String,
     /// Inputs with their sizes and record counts.
     pub inputs: Vec<InputSummary>,
@@ -52,6 +53,19 @@ pub struct Summary {
     /// True when this run found the job already complete and did nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub already_complete: bool,
+    /// The `[rejects]` thresholds the job was judged by, when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<crate::model::rejects::Thresholds>,
+    /// The threshold that stopped the job, with the figures (status `failed`): its outputs
+    /// were not merged and its sink rows not published (see `stopped_by.sink`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<crate::model::rejects::Stop>,
+    /// The job whose rejected records this job took again (`sluicebox redrive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redriven_from: Option<String>,
+    /// What the job noticed but did not stop for (columns it does not declare).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One input in the summary.
@@ -173,6 +187,18 @@ impl std::fmt::Display for Summary {
             self.timings.duration_ms as f64 / 1000.0,
             self.records_per_s
         )?;
+        if let Some(from) = &self.redriven_from {
+            writeln!(f, "redrive of job {from}: its rejected records, taken again")?;
+        }
+        if let Some(stop) = &self.stopped_by {
+            writeln!(f, "{stop}")?;
+            writeln!(f, "sink: {}", stop.sink)?;
+        } else if let Some(t) = &self.thresholds {
+            writeln!(f, "thresholds: {} (not passed)", t.describe())?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
         for i in self.inputs.iter().filter(|i| i.decoding != Decoding::Range) {
             let windows = match i.windows_bytes {
                 0 => String::new(),
@@ -213,6 +239,14 @@ pub struct RecordCounts {
     pub rejected: u64,
     /// Dropped by a transform.
     pub filtered: u64,
+    /// In chunks never worked: a job stopped by a threshold. `total == written + rejected +
+    /// filtered + not_worked`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub not_worked: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Chunk counts.

@@ -24,6 +24,7 @@ pub fn render(report: &Report) -> String {
     w!(page, "<title>{} · sluicebox job report</title>\n<style>\n{STYLE}</style>\n</head>\n", Esc(&s.job_id));
     w!(page, "<body>\n<main>\n");
     header(&mut page, s);
+    judged(&mut page, s);
     counts(&mut page, s, &report.manifest.chunks);
     phases(&mut page, s);
     let axis = Axis::of(s, &report.manifest.chunks);
@@ -61,6 +62,38 @@ fn header(page: &mut String, s: &Summary) {
         Esc(&s.timings.finished_at),
         Esc(&when(&s.timings.finished_at))
     );
+}
+
+/// The `[rejects]` thresholds the job was judged by and which one stopped it, and where a
+/// redrive's records came from.
+fn judged(page: &mut String, s: &Summary) {
+    if s.thresholds.is_none() && s.stopped_by.is_none() && s.redriven_from.is_none() && s.warnings.is_empty() {
+        return;
+    }
+    w!(page, "<section class=\"card\"><h2>Thresholds and lineage</h2>\n<dl class=\"outputs\">\n");
+    if let Some(t) = &s.thresholds {
+        w!(page, "<dt>thresholds</dt><dd>{}</dd>\n", Esc(&t.describe()));
+    }
+    match &s.stopped_by {
+        Some(stop) => {
+            w!(page, "<dt>stopped by</dt><dd>[rejects] {}</dd>\n", Esc(&stop.threshold));
+            w!(page, "<dt>why</dt><dd>{}</dd>\n", Esc(&stop.to_string()));
+            w!(page, "<dt>sink</dt><dd>{}</dd>\n", Esc(&stop.sink));
+        }
+        None if s.thresholds.is_some() => w!(page, "<dt>stopped by</dt><dd>none: no threshold was passed</dd>\n"),
+        None => {}
+    }
+    if let Some(from) = &s.redriven_from {
+        w!(
+            page,
+            "<dt>redrive of</dt><dd>job <code>{}</code>: this job took its rejected records again</dd>\n",
+            Esc(from)
+        );
+    }
+    for warning in &s.warnings {
+        w!(page, "<dt>warning</dt><dd>{}</dd>\n", Esc(warning));
+    }
+    w!(page, "</dl></section>\n");
 }
 
 /// The headline numbers, as cards.

@@ -280,7 +280,13 @@ mod tests {
                 decoded_bytes: 1_234_567,
                 windows_bytes: 0,
             }],
-            records: RecordCounts { total: u64::from(chunks) * 100, written: 990, rejected: 10, filtered: 0 },
+            records: RecordCounts {
+                total: u64::from(chunks) * 100,
+                written: 990,
+                rejected: 10,
+                filtered: 0,
+                not_worked: 0,
+            },
             chunks: ChunkCounts { total: chunks, done: chunks },
             rejects_by_rule: BTreeMap::from([("schema.minimum".into(), 10)]),
             outputs: Outputs {
@@ -308,6 +314,10 @@ mod tests {
             api_calls: BTreeMap::from([("dynamodb.BatchWriteItem".into(), 1234), ("s3.GetObject".into(), 10)]),
             api_calls_per_record: 1.244,
             already_complete: false,
+            thresholds: None,
+            stopped_by: None,
+            redriven_from: None,
+            warnings: Vec::new(),
         };
         (
             summary,

@@ -26,6 +26,10 @@ pub enum Command {
     /// Run (or resume) a job over INPUT files, directories or s3:// objects. With a shared
     /// queue (--queue sqs://…) and no --workers, plan and enqueue it for `sluicebox worker`s.
     Run(RunArgs),
+    /// Take the rejected records of a completed job, and only those, through a corrected job
+    /// file (default: the job's own definition) as a new job linked to it, into the same
+    /// table and outputs; a redrive of the redrive takes what is still rejected.
+    Redrive(RedriveArgs),
     /// Show what a job over INPUT would do and cost, without running it: a dry run that scans
     /// the inputs (or, with --estimate, only lists them) and predicts its requests and bill.
     Plan(PlanArgs),
@@ -113,6 +117,45 @@ pub struct RunArgs {
     pub wait: bool,
     #[command(flatten)]
     pub backends: Backends,
+}
+
+#[derive(clap::Args)]
+pub struct RedriveArgs {
+    /// The completed job whose rejected records are taken again.
+    pub job_id: String,
+    /// A corrected job definition (TOML); default: the job's own, as stored with it.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Where the bucket (outputs), the SQLite database (ledger, sink) and fetched references
+    /// live.
+    #[arg(long, default_value = "sluicebox-data")]
+    pub data_dir: PathBuf,
+    /// Concurrent workers (default: number of cores; with a shared queue, none: submit only).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Print the summary as one JSON line at the end of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// With a shared queue: follow the redrive until it ends and print its summary.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub backends: Backends,
+}
+
+impl RedriveArgs {
+    /// The request; `progress`: whether bars are drawn.
+    pub fn request(self, progress: bool) -> app::Redrive {
+        app::Redrive {
+            job_id: self.job_id,
+            config: self.config,
+            data_dir: self.data_dir,
+            backends: self.backends.request(),
+            workers: self.workers,
+            wait: self.wait,
+            progress,
+        }
+    }
 }
 
 #[derive(clap::Args)]

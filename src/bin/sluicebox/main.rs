@@ -50,6 +50,10 @@ async fn command(command: Command) -> sluicebox::Result<()> {
             let json = a.json;
             show(json, &app::run(a.request(bars(json))).await?)
         }
+        Command::Redrive(a) => {
+            let json = a.json;
+            show(json, &app::redrive(a.request(bars(json))).await?)
+        }
         Command::Plan(a) => show(a.json, &app::plan(a.request()).await?),
         Command::Init(a) => emit(&app::init(a.request())?),
         Command::Status(a) => show(a.json, &app::status(a.request()).await?),
