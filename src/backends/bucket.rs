@@ -512,6 +512,19 @@ pub async fn get_opt(store: &dyn ObjectStore, path: &str) -> Result<Option<bytes
     }
 }
 
+/// An object of any size as a stream of its bytes, read as it is consumed (a `lines()` of it
+/// holds one line), `None` if it does not exist.
+pub async fn get_stream(
+    store: &dyn ObjectStore,
+    path: &str,
+) -> Result<Option<impl tokio::io::AsyncBufRead + Unpin + Send + use<>>> {
+    match store.get(&Path::from(path)).await {
+        Ok(r) => Ok(Some(tokio_util::io::StreamReader::new(r.into_stream().map(|r| r.map_err(std::io::Error::other))))),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(Error::backend(crate::error::Backend::ObjectStore, format!("failed to read {path}"), e)),
+    }
+}
+
 /// Delete every object under `prefix`.
 pub async fn delete_prefix(store: &dyn ObjectStore, prefix: &str) -> Result<()> {
     let prefix = Path::from(prefix);

@@ -8,6 +8,8 @@
 //! job in the ledger and starts nothing, unless that job's submission failed half-way (it was
 //! never planned, or not all its tasks were sent), which the repeat then submits again.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use tracing::{info, warn};
 
@@ -164,6 +166,11 @@ pub async fn start(
     if ev.bucket != bucket || !ev.key.starts_with(key_prefix) || ev.key.ends_with('/') {
         return Ok(Outcome::Ignored { reason: format!("{input} is outside s3://{bucket}/{key_prefix}") });
     }
+    if ev.key[key_prefix.len()..].starts_with(job::redrive::REDRIVE_DIR) {
+        return Ok(Outcome::Ignored {
+            reason: format!("{input} is a redrive request, for the stack's on-object function"),
+        });
+    }
     // With a ready marker, only the marker starts a job: over the objects of its folder.
     let (input, folder) = match &spec.ready_marker {
         None => (input, None),
@@ -201,6 +208,19 @@ pub async fn start(
     if inputs.is_empty() {
         return Ok(Outcome::Ignored { reason: format!("{input} holds nothing but its marker") });
     }
+    submit_once(engine, spec, inputs, store, input, opts).await
+}
+
+/// Submit the job of `spec` over `inputs` (read through `store`; `input` names them in the
+/// outcome) unless it exists: an event delivered again starts nothing.
+pub async fn submit_once(
+    engine: &Engine,
+    spec: &JobSpec,
+    inputs: Vec<InputObject>,
+    store: Arc<dyn object_store::ObjectStore>,
+    input: String,
+    opts: &RunOptions,
+) -> Result<Outcome> {
     let job_id = job::derive_job_id(&inputs, spec);
     // A job still `planning`, or planned with not all its tasks sent, was left by a submission
     // that failed half-way (or is being submitted by another watcher right now): submitting

@@ -86,6 +86,7 @@ use tracing::{error, info, warn};
 use crate::backends::calls::Tally;
 use crate::backends::cloud::Cloud;
 use crate::backends::lookup::LookupTable;
+use crate::batch::job::redrive::REDRIVE_DIR;
 use crate::batch::job::RunOptions;
 use crate::batch::watch::{self, Outcome};
 use crate::engine::spec::JobSpec;
@@ -93,6 +94,7 @@ use crate::engine::{BackendUrls, Engine};
 use crate::error::{Error, Result};
 use crate::model::config::JobConfig;
 
+mod redrive;
 mod settings;
 mod stream;
 use crate::batch::worker::{self, Disposition, Jobs};
@@ -181,6 +183,15 @@ impl Function {
     }
 
     /// The job definition in `SLUICEBOX_JOB`, read again only when its ETag has changed.
+    /// What the function's settings put over a job file's (the sink, chunk size, writers).
+    fn overrides(&self) -> crate::engine::spec::Overrides {
+        crate::engine::spec::Overrides {
+            sink: self.settings.sink.clone().map(|url| (url, "SLUICEBOX_SINK")),
+            chunk_mib: self.settings.chunk_mib,
+            sink_writers: self.settings.sink_writers,
+        }
+    }
+
     async fn spec(&self) -> Result<Arc<JobSpec>> {
         let url = self.settings.job.as_deref().ok_or_else(|| {
             Error::config("SLUICEBOX_JOB", "is not set: on-object and on-stream need the job file's s3://BUCKET/KEY")
@@ -214,12 +225,7 @@ impl Function {
             .map_err(|_| Error::config("SLUICEBOX_JOB", format!("{url} is not UTF-8 text")))?;
         let config = JobConfig::from_toml(&text, url)?;
         within_reach(&config, &self.settings)?;
-        let overrides = crate::engine::spec::Overrides {
-            sink: self.settings.sink.clone().map(|url| (url, "SLUICEBOX_SINK")),
-            chunk_mib: self.settings.chunk_mib,
-            sink_writers: self.settings.sink_writers,
-        };
-        let spec = Arc::new(overrides.apply(config.resolve(&self.settings.scratch)?)?.check()?);
+        let spec = Arc::new(self.overrides().apply(config.resolve(&self.settings.scratch)?)?.check()?);
         *cached = Some((etag, spec.clone()));
         Ok(spec)
     }
@@ -275,6 +281,13 @@ impl Function {
         let (bucket, key_prefix) = watch::split_prefix(prefix, "SLUICEBOX_INPUT_PREFIX")?;
         let mut outcomes = Vec::new();
         for ev in events {
+            let below = ev.key.strip_prefix(key_prefix).filter(|_| ev.bucket == bucket);
+            if let Some(name) = below.and_then(|k| k.strip_prefix(REDRIVE_DIR)) {
+                if ev.event.starts_with("ObjectCreated") && !name.is_empty() {
+                    outcomes.push(self.redrive_upload(&format!("s3://{}/{}", ev.bucket, ev.key), name).await?);
+                    continue;
+                }
+            }
             let outcome = watch::start(&self.engine, &spec, &ev, bucket, key_prefix, &self.opts).await?;
             info!(?outcome, "object event handled");
             outcomes.push(outcome);

@@ -25,19 +25,19 @@ use sluicebox::lambda::{Function, Settings};
 
 /// What a deployment holds: a bucket whose `in/` prefix notifies an events queue, a task
 /// queue, a ledger table and a sink table, with the orders job and its reference in the bucket.
-struct Stack {
-    conf: aws_config::SdkConfig,
-    bucket: String,
-    events_url: String,
-    tasks_url: String,
+pub(crate) struct Stack {
+    pub(crate) conf: aws_config::SdkConfig,
+    pub(crate) bucket: String,
+    pub(crate) events_url: String,
+    pub(crate) tasks_url: String,
     /// Where the notification topic delivers.
-    notes_url: String,
-    settings: Settings,
-    sink_table: String,
+    pub(crate) notes_url: String,
+    pub(crate) settings: Settings,
+    pub(crate) sink_table: String,
     _scratch: tempfile::TempDir,
 }
 
-async fn stack(name: &str) -> Stack {
+pub(crate) async fn stack(name: &str) -> Stack {
     stack_telling(name, false).await
 }
 
@@ -121,7 +121,7 @@ async fn stack_telling(name: &str, email: bool) -> Stack {
 impl Stack {
     /// A function (a container of its own: its own scratch directory) with `layer` over the
     /// sink its jobs open.
-    async fn function(&self, n: u32, layer: Option<sluicebox::engine::SinkLayer>) -> Function {
+    pub(crate) async fn function(&self, n: u32, layer: Option<sluicebox::engine::SinkLayer>) -> Function {
         let mut settings = self.settings.clone();
         settings.scratch = settings.scratch.join(n.to_string());
         std::fs::create_dir_all(&settings.scratch).unwrap();
@@ -144,7 +144,7 @@ impl Stack {
     }
 
     /// Up to ten messages of `queue_url`, as Lambda's event source mapping hands them over.
-    async fn receive(&self, queue_url: &str, wait_s: i32) -> Vec<SqsMessage> {
+    pub(crate) async fn receive(&self, queue_url: &str, wait_s: i32) -> Vec<SqsMessage> {
         self.receive_at_most(queue_url, wait_s, 10).await
     }
 
@@ -182,7 +182,7 @@ impl Stack {
 
     /// Delete the messages of `batch` not named in `failed`, as Lambda does after a handler
     /// that reports batch item failures returns.
-    async fn settle(&self, queue_url: &str, batch: &[SqsMessage], failed: &[String]) {
+    pub(crate) async fn settle(&self, queue_url: &str, batch: &[SqsMessage], failed: &[String]) {
         let sqs = sluicebox::backends::aws::sqs(&self.conf);
         for m in batch {
             if !failed.contains(m.message_id.as_ref().unwrap()) {
@@ -192,7 +192,7 @@ impl Stack {
         }
     }
 
-    async fn object(&self, key: &str) -> Option<bytes::Bytes> {
+    pub(crate) async fn object(&self, key: &str) -> Option<bytes::Bytes> {
         let store = sluicebox::backends::bucket::open(&format!("s3://{}", self.bucket), &Cloud::aws(self.conf.clone()))
             .unwrap();
         match store.get(&object_store::path::Path::from(key)).await {
@@ -204,13 +204,13 @@ impl Stack {
 }
 
 /// The example's header and first `n` orders.
-fn orders_head(n: usize) -> Vec<u8> {
+pub(crate) fn orders_head(n: usize) -> Vec<u8> {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders");
     let orders = std::fs::read_to_string(examples.join("orders.csv")).unwrap();
     orders.lines().take(n + 1).map(|l| format!("{l}\n")).collect::<String>().into_bytes()
 }
 
-fn sqs_event(batch: &[SqsMessage]) -> SqsEvent {
+pub(crate) fn sqs_event(batch: &[SqsMessage]) -> SqsEvent {
     serde_json::from_value(serde_json::json!({ "Records": batch })).unwrap()
 }
 

@@ -22,6 +22,7 @@ mod init;
 mod kill;
 mod lambda;
 mod lambda_queue;
+mod lambda_redrive;
 mod lambda_stream;
 mod loader;
 mod notify;

@@ -18,8 +18,13 @@ use crate::backends::bucket;
 use crate::backends::ledger::JobStatus;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::input::decode::CsvDialect;
 use crate::model::config::{Format, JobDefinition, Redrive};
 use crate::model::record::Reject;
+
+/// Where, below a watched prefix, a job file uploaded as `JOB_ID.toml` asks the stack to
+/// redrive job `JOB_ID` through it (the on-object function takes it; no job reads it as input).
+pub const REDRIVE_DIR: &str = "_redrive/";
 
 /// The inputs and lineage of a redrive.
 #[derive(Debug, Clone)]
@@ -53,44 +58,58 @@ pub async fn prepare(engine: &Engine, job_id: &str) -> Result<Redriving> {
     let definition = objects.definition().await?;
     let plan: JobPlan = objects.plan().await?.of_run(&job);
     let path = objects.rejects_path();
-    let text = bucket::get_opt(engine.bucket.as_ref(), &path).await?.unwrap_or_default();
-    let mut by_input: BTreeMap<usize, Vec<(u64, String)>> = BTreeMap::new();
-    for (n, line) in text.split(|&b| b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
-        let reject: Reject = serde_json::from_slice(line)
-            .map_err(|e| Error::input(format!("{}/{path}", engine.bucket_url), format!("line {}: {e}", n + 1)))?;
-        let input = plan.inputs.iter().position(|i| i.object.location == reject.input).ok_or_else(|| {
-            Error::input(
-                format!("{}/{path}", engine.bucket_url),
-                format!("line {}: {} is not an input of job {job_id}", n + 1, reject.input),
-            )
-        })?;
-        by_input.entry(input).or_default().push((reject.record, reject.raw));
+    let located =
+        |n: u64, what: String| Error::input(format!("{}/{path}", engine.bucket_url), format!("line {n}: {what}"));
+    let dialect = definition.clone().check()?.input.dialect;
+    // The rejects are read as a stream, a line at a time, and each input's records spooled to
+    // a file of its own in their order (the merged rejects are in input order): memory holds
+    // one record, whatever the number of rejects.
+    let by_location: std::collections::HashMap<&str, usize> =
+        plan.inputs.iter().enumerate().map(|(i, p)| (p.object.location.as_str(), i)).collect();
+    let spool = tempfile::tempdir_in(engine.spool_dir()?)
+        .map_err(|e| Error::backend(crate::error::Backend::Filesystem, "cannot make a redrive's spool", e))?;
+    let mut bodies: BTreeMap<usize, Body> = BTreeMap::new();
+    let mut lines = bucket::get_stream(engine.bucket.as_ref(), &path).await?.map(tokio::io::AsyncBufReadExt::lines);
+    let mut n = 0u64;
+    while let Some(line) = match lines.as_mut() {
+        Some(l) => l.next_line().await.map_err(|e| located(n + 1, e.to_string()))?,
+        None => None,
+    } {
+        n += 1;
+        if line.is_empty() {
+            continue;
+        }
+        let reject: Reject = serde_json::from_str(&line).map_err(|e| located(n, e.to_string()))?;
+        let input = *by_location
+            .get(reject.input.as_str())
+            .ok_or_else(|| located(n, format!("{} is not an input of job {job_id}", reject.input)))?;
+        let body = match bodies.entry(input) {
+            std::collections::btree_map::Entry::Occupied(b) => b.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                let planned = &plan.inputs[input];
+                let header = planned.header.as_deref().filter(|h| dialect.header && !h.is_empty());
+                v.insert(Body::start(&spool.path().join(input.to_string()), planned.object.format, header, &dialect)?)
+            }
+        };
+        body.add(&reject.raw)?;
     }
-    let records = by_input.values().map(|r| r.len() as u64).sum();
+    let records = bodies.values().map(|b| b.records).sum();
     if records == 0 {
         return Err(Error::config("JOB_ID", format!("job {job_id} has no rejected records to redrive")));
     }
-    let dialect = definition.clone().check()?.input.dialect;
     let mut inputs = Vec::new();
-    for (i, mut rejects) in by_input {
-        rejects.sort_by_key(|(record, _)| *record);
+    for (i, body) in bodies {
         let planned = &plan.inputs[i];
         let name = planned.object.path.rsplit('/').next().unwrap_or("input");
         // Written plain: a compressed input's records are text by now.
         let name = name.trim_end_matches(".gz").trim_end_matches(".zst");
-        let header = planned.header.as_deref().filter(|h| dialect.header && !h.is_empty());
-        let body = match planned.object.format {
-            Format::Csv => csv_body(header, dialect.delimiter, dialect.quote, &rejects)?,
-            Format::Jsonl => rejects.iter().flat_map(|(_, raw)| [raw.as_bytes(), b"\n"]).flatten().copied().collect(),
-            Format::Json => {
-                let items: Vec<&str> = rejects.iter().map(|(_, raw)| raw.as_str()).collect();
-                format!("[\n{}\n]\n", items.join(",\n")).into_bytes()
-            }
-        };
         let key = objects.redrive_input_path(i, name);
+        let file = body.finish()?;
         // Written once: the rejects of a completed job do not change, and an input written
         // again would have another version, and so make another job of the same redrive.
-        bucket::put_if_absent(engine.bucket.as_ref(), &key, body).await?;
+        if bucket::get_opt_head(engine.bucket.as_ref(), &key).await?.is_none() {
+            bucket::upload_file(engine.bucket.clone(), &file, &key).await?;
+        }
         inputs.push(format!("{}/{key}", engine.bucket_url.trim_end_matches('/')));
     }
     // The line's first job: a redrive of a redrive stores its records as the first job would.
@@ -98,19 +117,62 @@ pub async fn prepare(engine: &Engine, job_id: &str) -> Result<Redriving> {
     Ok(Redriving { definition, inputs, redrive: Redrive { from: job_id.to_string(), order }, records })
 }
 
-/// A CSV input of `rows` (their raw text) after `header`, in the job's dialect.
-fn csv_body(header: Option<&[String]>, delimiter: u8, quote: u8, rows: &[(u64, String)]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    if let Some(h) = header {
-        let mut w = csv::WriterBuilder::new().delimiter(delimiter).quote(quote).from_writer(Vec::new());
-        w.write_record(h).map_err(|e| Error::internal("redrive", "write the CSV header", e))?;
-        out = w.into_inner().map_err(|e| Error::internal("redrive", "write the CSV header", e.into_error()))?;
+/// A redrive input being written to a spool file: the records' raw text in the input's
+/// format (after the CSV header the job read, in its dialect; a JSON input as an array).
+struct Body {
+    path: std::path::PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    format: Format,
+    records: u64,
+}
+
+impl Body {
+    fn start(path: &std::path::Path, format: Format, header: Option<&[String]>, dialect: &CsvDialect) -> Result<Body> {
+        let file = std::fs::File::create(path).map_err(|e| spool_error(path, e))?;
+        let mut body = Body { path: path.to_path_buf(), out: std::io::BufWriter::new(file), format, records: 0 };
+        match (format, header) {
+            (Format::Csv, Some(h)) => {
+                let mut w = csv::WriterBuilder::new()
+                    .delimiter(dialect.delimiter)
+                    .quote(dialect.quote)
+                    .from_writer(&mut body.out);
+                w.write_record(h).map_err(|e| Error::internal("redrive", "write the CSV header", e))?;
+                w.flush().map_err(|e| spool_error(path, e))?;
+            }
+            (Format::Json, _) => body.write(b"[\n")?,
+            _ => {}
+        }
+        Ok(body)
     }
-    for (_, raw) in rows {
-        out.extend_from_slice(raw.as_bytes());
-        out.push(b'\n');
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        std::io::Write::write_all(&mut self.out, bytes).map_err(|e| spool_error(&self.path, e))
     }
-    Ok(out)
+
+    fn add(&mut self, raw: &str) -> Result<()> {
+        if self.format == Format::Json && self.records > 0 {
+            self.write(b",\n")?;
+        }
+        self.write(raw.as_bytes())?;
+        if self.format != Format::Json {
+            self.write(b"\n")?;
+        }
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Close the body; its file.
+    fn finish(mut self) -> Result<std::path::PathBuf> {
+        if self.format == Format::Json {
+            self.write(b"\n]\n")?;
+        }
+        std::io::Write::flush(&mut self.out).map_err(|e| spool_error(&self.path, e))?;
+        Ok(self.path)
+    }
+}
+
+fn spool_error(path: &std::path::Path, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::backend(crate::error::Backend::Filesystem, format!("cannot write {}", path.display()), e)
 }
 
 /// `definition` as the definition of the redrive `redrive`.

@@ -3,57 +3,31 @@
 //! records are encoded by an [`Encoder`]. An [`Input`] says how one input is read
 //! ([`Pipeline::input`]); [`Pipeline::run_chunk`] drives a piece of it through the steps.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::backends::lookup::{Found, LookupSession, LookupTable};
+use crate::backends::lookup::{LookupSession, LookupTable};
 use crate::backends::sink::{Sink, SinkLimits};
 use crate::engine::spec::JobSpec;
 use crate::error::{Error, Result};
 use crate::input::decode::{Body, CsvDialect, RawRecord};
 use crate::model::column::ColumnRule;
-use crate::model::config::{ColumnType, Format, OutputFormat};
+use crate::model::config::{ColumnType, OutputFormat};
 use crate::model::record::{json_kind, key_text, Counts, Fault, Origin, Outcome, Record, Row, SinkItem, StreamPlace};
 use crate::model::transform::Transform;
 
 mod encoder;
 mod input;
+mod records;
 
 pub use encoder::Encoder;
-use input::{CsvLayout, SharedLayout};
 pub use input::{From, Input};
 
 /// The most columns a CSV header may name: a wider one is most often not a header at all (a
 /// binary file, a wrong delimiter), and every record would carry them all.
 pub const MAX_COLUMNS: usize = 10_000;
-
-/// How many typed rows are looked up together (see [`Pipeline::chunk_records`]): enough for
-/// their memory misses to overlap, few enough that their rows are still in the cache.
-const AHEAD: usize = 16;
-
-/// A row typed and waiting for its lookup: where it is, and its values or why it was rejected.
-struct Typed<'b> {
-    number: u64,
-    line: u64,
-    raw: &'b [u8],
-    values: std::result::Result<Vec<Value>, Fault>,
-}
-
-/// Where record `number` of `input`, on `line`, came from.
-fn origin<'o>(input: &'o Input, place: Option<StreamPlace<'o>>, number: u64, line: u64, raw: &'o [u8]) -> Origin<'o> {
-    Origin {
-        job: input.job,
-        input: &input.location,
-        input_index: input.index,
-        record: number,
-        line,
-        raw,
-        stream: place,
-    }
-}
 
 /// Receives batches of kept records (item key, record) for the sink.
 pub type SendBatch<'a> = dyn FnMut(Vec<SinkItem>) + 'a;
@@ -319,197 +293,6 @@ impl Pipeline {
             }
         }
         Ok(())
-    }
-
-    /// Decode a chunk's records and process each one.
-    fn chunk_records<'b>(
-        &self,
-        input: &Input,
-        from: From,
-        bytes: &'b [u8],
-        place: Option<StreamPlace<'_>>,
-        session: &mut Session<'_>,
-        emit: &mut dyn FnMut(u64, Outcome),
-    ) {
-        if input.format == Format::Csv && input.layout.is_none() {
-            return;
-        }
-        // Rows of a shared layout are typed as they come and looked up in batches: the
-        // reference is told a batch's keys first (see `Reader::ahead`), so that the memory
-        // misses of their rows overlap.
-        let batched = match &input.layout {
-            Some(layout @ CsvLayout { shared: Some(shared), .. }) if self.lookup.is_some() => Some((layout, shared)),
-            _ => None,
-        };
-        let mut typed: Vec<Typed<'b>> = Vec::with_capacity(if batched.is_some() { AHEAD } else { 0 });
-        crate::input::decode::for_each_record(input.format, &self.dialect, bytes, from, &mut |r: RawRecord<'_, 'b>| {
-            if let (Some((layout, shared)), Body::Csv(row)) = (batched, &r.body) {
-                let values = self.csv_values(layout, shared, row);
-                typed.push(Typed { number: r.number, line: r.line, raw: r.raw, values });
-                if typed.len() == AHEAD {
-                    self.finish_typed(input, place, shared, &mut typed, session, emit);
-                }
-                return;
-            }
-            if let Some((_, shared)) = batched {
-                self.finish_typed(input, place, shared, &mut typed, session, emit);
-            }
-            let origin = origin(input, place, r.number, r.line, r.raw);
-            let outcome = match r.body {
-                Body::Csv(row) => match &input.layout {
-                    Some(layout @ CsvLayout { shared: Some(shared), .. }) => match self.csv_values(layout, shared, row)
-                    {
-                        Ok(values) => self.finish_shared(&origin, session, shared, values),
-                        Err(f) => Outcome::Rejected(origin.reject(f)),
-                    },
-                    Some(layout) => match self.csv_fields(layout, row) {
-                        Ok(rec) => self.finish(&origin, session, rec),
-                        Err(f) => Outcome::Rejected(origin.reject(f)),
-                    },
-                    None => return,
-                },
-                Body::Json(text) => match parse_object(text, r.line) {
-                    Ok(rec) => self.process(rec, &origin, session),
-                    Err(f) => Outcome::Rejected(origin.reject(f)),
-                },
-                Body::Malformed(f) => Outcome::Rejected(origin.reject(f)),
-            };
-            emit(r.line, outcome);
-        });
-        if let Some((_, shared)) = batched {
-            self.finish_typed(input, place, shared, &mut typed, session, emit);
-        }
-    }
-
-    /// Look up and key the rows typed so far, in order, after telling the reference their
-    /// keys.
-    fn finish_typed(
-        &self,
-        input: &Input,
-        place: Option<StreamPlace<'_>>,
-        shared: &SharedLayout,
-        typed: &mut Vec<Typed<'_>>,
-        session: &mut Session<'_>,
-        emit: &mut dyn FnMut(u64, Outcome),
-    ) {
-        if typed.is_empty() {
-            return;
-        }
-        if let (Some(lookup), Some(s), Some(at)) = (&self.lookup, session.0.as_mut(), shared.lookup_key) {
-            let keys: Vec<&str> = typed
-                .iter()
-                .filter_map(|t| match t.values.as_ref().ok()?.get(at)? {
-                    Value::String(k) => Some(k.as_str()),
-                    _ => None,
-                })
-                .collect();
-            lookup.ahead(&keys, s);
-        }
-        for t in typed.drain(..) {
-            let origin = origin(input, place, t.number, t.line, t.raw);
-            let outcome = match t.values {
-                Ok(values) => self.finish_shared(&origin, session, shared, values),
-                Err(f) => Outcome::Rejected(origin.reject(f)),
-            };
-            emit(t.line, outcome);
-        }
-    }
-
-    fn csv_fields(&self, layout: &CsvLayout, row: &csv::ByteRecord) -> std::result::Result<Record, Fault> {
-        let values = self.csv_typed(layout, row, 0)?;
-        Ok(layout.names.iter().cloned().zip(values).collect())
-    }
-
-    /// A CSV row's typed values in a shared layout: its columns, then nulls for the fields
-    /// enrichment adds.
-    fn csv_values(
-        &self,
-        layout: &CsvLayout,
-        shared: &SharedLayout,
-        row: &csv::ByteRecord,
-    ) -> std::result::Result<Vec<Value>, Fault> {
-        let mut values = self.csv_typed(layout, row, shared.names.len() - layout.names.len())?;
-        values.resize(shared.names.len(), Value::Null);
-        Ok(values)
-    }
-
-    /// A CSV row's values, in column order, typed by the columns' rules (with room for
-    /// `extra` more).
-    fn csv_typed(
-        &self,
-        layout: &CsvLayout,
-        row: &csv::ByteRecord,
-        extra: usize,
-    ) -> std::result::Result<Vec<Value>, Fault> {
-        if row.len() != layout.names.len() {
-            return Err(Fault::new(
-                None,
-                "fields",
-                format!("expected {} fields, found {}", layout.names.len(), row.len()),
-            ));
-        }
-        let mut values = Vec::with_capacity(row.len() + extra);
-        for ((field, rule), header) in row.iter().zip(&layout.rules).zip(&layout.headers) {
-            let text = std::str::from_utf8(field)
-                .map_err(|e| Fault::new(Some(header), "utf8", format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-            values.push(self.typed(*rule, text)?);
-        }
-        Ok(values)
-    }
-
-    /// One CSV field's value, typed by its column's rule, if it has one.
-    fn typed(&self, rule: Option<usize>, text: &str) -> std::result::Result<Value, Fault> {
-        match rule {
-            Some(i) => self.rules[i].apply_str(text),
-            None => Ok(Value::String(text.to_string())),
-        }
-    }
-
-    /// [`Pipeline::finish`] for a record in a shared layout (which has no schema and no
-    /// transform): lookup, key.
-    fn finish_shared(
-        &self,
-        origin: &Origin<'_>,
-        session: &mut Session<'_>,
-        shared: &SharedLayout,
-        mut values: Vec<Value>,
-    ) -> Outcome {
-        if let (Some(lookup), Some(session)) = (&self.lookup, session.0.as_mut()) {
-            let key = match shared.lookup_key.and_then(|i| values.get(i)) {
-                Some(Value::String(s)) => Cow::Borrowed(s.as_str()),
-                Some(other) => Cow::Owned(key_text(other)),
-                None => Cow::Borrowed(""),
-            };
-            match lookup.find(&key, session) {
-                Found::Reject => return Outcome::Rejected(origin.reject(lookup_fault(lookup, &key))),
-                Found::Values(Cow::Owned(found)) => {
-                    for (&slot, v) in shared.lookup_slots.iter().zip(found) {
-                        values[slot] = v;
-                    }
-                }
-                Found::Values(Cow::Borrowed(found)) => {
-                    for (&slot, v) in shared.lookup_slots.iter().zip(found) {
-                        values[slot] = v.clone();
-                    }
-                }
-                // The added fields are null already; columns keep their values.
-                Found::Missing | Found::Nothing => {}
-            }
-        }
-        let key = match self.key_from(origin, |i, _| shared.key_slots[i].and_then(|s| values.get(s))) {
-            Ok(key) => key,
-            Err(f) => return Outcome::Rejected(origin.reject(f)),
-        };
-        let item = SinkItem {
-            key,
-            job: origin.job,
-            seq: origin.seq(),
-            record: Row::Shared { names: shared.names.clone(), values },
-        };
-        match self.sink_fault(&item).or_else(|| self.output_fault(&item.record)) {
-            None => Outcome::Written(item),
-            Some(f) => Outcome::Rejected(origin.reject(f)),
-        }
     }
 
     /// Type the declared fields of a JSON record, keeping the record's field order; declared
