@@ -706,7 +706,7 @@ impl Sink for SlowPublish {
         self.0.write(items).await
     }
     async fn publish(&self, job: u64) -> sluicebox::Result<()> {
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(12)).await;
         self.0.publish(job).await
     }
     async fn discard(&self, job: u64) -> sluicebox::Result<()> {
@@ -740,8 +740,9 @@ async fn a_gather_cut_off_by_the_deadline_is_finished_by_the_next_invocation() {
         .unwrap()
         .to_string();
 
-    // Three seconds: enough for the chunk, not for the gather's five-second publish.
-    let cut = f.on_task(sqs_event(&task), Duration::from_secs(3)).await;
+    // Six seconds: enough for the chunk and the merges on a busy machine, not for the
+    // gather's twelve-second publish.
+    let cut = f.on_task(sqs_event(&task), Duration::from_secs(6)).await;
     assert_eq!(cut.batch_item_failures.len(), 1, "the task comes back");
     stack.settle(&stack.tasks_url, &task, &[task[0].message_id.clone().unwrap()]).await;
     let gathered = stack.object(&format!("out/jobs/{job_id}/gathered.json")).await.expect("steps recorded");

@@ -9,21 +9,13 @@ use std::time::Duration;
 
 use crate::lambda::{orders_head, sqs_event, stack, Stack};
 
-/// Take the events queue's notifications to on-object; the answer (no message may fail).
-async fn deliver_events(stack: &Stack) -> Vec<serde_json::Value> {
+/// on-object's answer to S3's notification of `key` created (direct, as S3 can send it; the
+/// answer then says what became of each object).
+async fn created(stack: &Stack, key: &str) -> serde_json::Value {
     let f = stack.function(0, None).await;
-    let mut answers = Vec::new();
-    for _ in 0..5 {
-        let notes = stack.receive(&stack.events_url, 2).await;
-        if notes.is_empty() {
-            break;
-        }
-        let answer = f.on_object(serde_json::json!({ "Records": notes })).await.unwrap();
-        assert_eq!(answer["batchItemFailures"].as_array().map_or(0, Vec::len), 0, "{answer}");
-        stack.settle(&stack.events_url, &notes, &[]).await;
-        answers.push(answer);
-    }
-    answers
+    let event = serde_json::json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": stack.bucket}, "object": {"key": key.replace(' ', "+")}}}]});
+    f.on_object(event).await.unwrap()
 }
 
 /// Work the task queue until job `job_id` has a summary; the summary.
@@ -41,24 +33,6 @@ async fn work_until_summary(stack: &Stack, job_id: &str) -> serde_json::Value {
         }
     }
     panic!("job {job_id} has no summary after 30 rounds");
-}
-
-/// The job the task queue's messages are of; they are put back for the task functions.
-async fn started_job(stack: &Stack) -> String {
-    let tasks = stack.receive(&stack.tasks_url, 2).await;
-    let body: serde_json::Value = serde_json::from_str(tasks[0].body.as_ref().unwrap()).unwrap();
-    // Back on the queue for the task functions.
-    let sqs = sluicebox::backends::aws::sqs(&stack.conf);
-    for t in &tasks {
-        sqs.change_message_visibility()
-            .queue_url(&stack.tasks_url)
-            .receipt_handle(t.receipt_handle.clone().unwrap())
-            .visibility_timeout(0)
-            .send()
-            .await
-            .unwrap();
-    }
-    body["job_id"].as_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,8 +56,8 @@ async fn a_corrected_job_file_uploaded_to_the_redrive_folder_redrives_the_reject
     assert_eq!(iso.len(), 4);
     let body = lines.join("\n") + "\n";
     s3.put_object().bucket(&stack.bucket).key("in/orders.csv").body(body.into_bytes().into()).send().await.unwrap();
-    deliver_events(&stack).await;
-    let first = started_job(&stack).await;
+    let answer = created(&stack, "in/orders.csv").await;
+    let first = answer["started"][0]["job_id"].as_str().unwrap_or_else(|| panic!("{answer}")).to_string();
     let summary = work_until_summary(&stack, &first).await;
     assert_eq!(summary["records"]["rejected"], 4, "{summary}");
     assert_eq!(summary["rejects_by_rule"]["type"], 4, "{summary}");
@@ -93,10 +67,15 @@ async fn a_corrected_job_file_uploaded_to_the_redrive_folder_redrives_the_reject
     let put = |key: String, body: &'static str| {
         s3.put_object().bucket(&stack.bucket).key(key).body(body.as_bytes().to_vec().into()).send()
     };
-    put("in/_redrive/no-such-job.toml".into(), "").await.unwrap();
-    put(format!("in/_redrive/{first}.toml"), "[input\nformat = ").await.unwrap();
-    put("in/_redrive/a b.toml".into(), "").await.unwrap();
-    let answers = deliver_events(&stack).await;
+    let mut answers = Vec::new();
+    for (key, body) in [
+        ("in/_redrive/no-such-job.toml".to_string(), ""),
+        (format!("in/_redrive/{first}.toml"), "[input\nformat = "),
+        ("in/_redrive/a b.toml".to_string(), ""),
+    ] {
+        put(key.clone(), body).await.unwrap();
+        answers.push(created(&stack, &key).await);
+    }
     let said = serde_json::to_string(&answers).unwrap();
     let ignored: Vec<String> = answers
         .iter()
@@ -126,15 +105,9 @@ async fn a_corrected_job_file_uploaded_to_the_redrive_folder_redrives_the_reject
         .send()
         .await
         .unwrap();
-    let answers = deliver_events(&stack).await;
-    let said = serde_json::to_string(&answers).unwrap();
-    let started: Vec<String> = answers
-        .iter()
-        .flat_map(|a| a["started"].as_array().cloned().unwrap_or_default())
-        .map(|s| s["job_id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(started.len(), 1, "{said}");
-    let redrive = &started[0];
+    let answer = created(&stack, &format!("in/_redrive/{first}.toml")).await;
+    assert_eq!(answer["started"].as_array().map_or(0, Vec::len), 1, "{answer}");
+    let redrive = &answer["started"][0]["job_id"].as_str().unwrap().to_string();
     let summary = work_until_summary(&stack, redrive).await;
     assert_eq!(summary["redriven_from"], first.as_str(), "{summary}");
     assert_eq!(summary["records"]["total"], 4, "only the rejected records: {summary}");
@@ -152,9 +125,6 @@ async fn a_corrected_job_file_uploaded_to_the_redrive_folder_redrives_the_reject
         assert_eq!(item["orderDate"], date.as_str(), "{item:?}");
     }
     // The same upload's event again starts nothing new.
-    let again = stack.function(2, None).await;
-    let event = serde_json::json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": stack.bucket}, "object": {"key": format!("in/_redrive/{first}.toml")}}}]});
-    let answer = again.on_object(event).await.unwrap();
+    let answer = created(&stack, &format!("in/_redrive/{first}.toml")).await;
     assert_eq!(answer["repeated"][0]["job_id"], redrive.as_str(), "{answer}");
 }
