@@ -696,7 +696,7 @@ async fn plan_predicts_a_million_orders_on_workers_and_through_the_handlers() {
     }
 }
 
-/// A sink whose publish (in the gather) takes five seconds.
+/// A sink whose publish (in the gather) takes twelve seconds.
 #[derive(Debug)]
 struct SlowPublish(Arc<dyn Sink>);
 
