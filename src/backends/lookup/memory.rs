@@ -149,29 +149,30 @@ impl MemorySource {
     pub fn index_appended(&mut self) {
         let Some((first, mut pos)) = self.unindexed.take() else { return };
         let (arena, hasher) = (&self.arena, &self.hasher);
-        let mut rows: Vec<(u64, u32)> = Vec::with_capacity(16);
-        let index_rows = |index: &mut Index, rows: &mut Vec<(u64, u32)>| {
-            for &(hash, _) in rows.iter() {
+        let (mut rows, mut n) = ([(0u64, 0u32); 16], 0);
+        let index_rows = |index: &mut Index, rows: &[(u64, u32)]| {
+            for &(hash, _) in rows {
                 index.prefetch_slot(hash);
             }
-            for &(hash, at) in rows.iter() {
+            for &(hash, at) in rows {
                 let key = key_of(arena.row(at)).0;
                 index.upsert(hash, at, |o| key_of(arena.row(o)).0 == key);
             }
-            rows.clear();
         };
         for (b, block) in arena.blocks.iter().enumerate().skip(first) {
             while pos < block.len() {
                 let row = &block[pos..];
-                rows.push((hasher.hash_one(key_of(row).0), (b * BLOCK + pos) as u32));
+                rows[n] = (hasher.hash_one(key_of(row).0), (b * BLOCK + pos) as u32);
+                n += 1;
                 pos += row_len(row);
-                if rows.len() == 16 {
-                    index_rows(&mut self.index, &mut rows);
+                if n == rows.len() {
+                    index_rows(&mut self.index, &rows);
+                    n = 0;
                 }
             }
             pos = 0;
         }
-        index_rows(&mut self.index, &mut rows);
+        index_rows(&mut self.index, &rows[..n]);
     }
 
     /// Add every row of `later` (rows read after this one's), replacing rows of the same key.
@@ -291,13 +292,14 @@ impl MemorySource {
     /// they are needed: first every key's slot, then every slot's row, so that the misses of
     /// the batch overlap instead of following one another.
     pub fn prefetch(&self, keys: &[&str]) {
-        let hashes: Vec<u64> = keys.iter().map(|k| self.hasher.hash_one(k.as_bytes())).collect();
-        for &hash in &hashes {
-            self.index.prefetch_slot(hash);
-        }
-        for &hash in &hashes {
-            if let Some(at) = self.index.candidate(hash) {
-                if let Some(first) = self.arena.row(at).first() {
+        for keys in keys.chunks(32) {
+            let mut hashes = [0u64; 32];
+            for (h, k) in hashes.iter_mut().zip(keys) {
+                *h = self.hasher.hash_one(k.as_bytes());
+                self.index.prefetch_slot(*h);
+            }
+            for &hash in &hashes[..keys.len()] {
+                if let Some(first) = self.index.candidate(hash).and_then(|at| self.arena.row(at).first()) {
                     prefetch(first);
                 }
             }

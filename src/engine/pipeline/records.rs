@@ -13,8 +13,8 @@ use crate::input::decode::{Body, RawRecord};
 use crate::model::config::Format;
 use crate::model::record::{key_text, Fault, Origin, Outcome, Record, Row, SinkItem, StreamPlace};
 
-/// How many typed rows are looked up together : enough for
-/// their memory misses to overlap, few enough that their rows are still in the cache.
+/// How many typed rows are looked up together: enough for their memory misses to overlap, few
+/// enough that their rows are still in the cache when they are read.
 const AHEAD: usize = 16;
 
 /// A row typed and waiting for its lookup: where it is, and its values or why it was rejected.
