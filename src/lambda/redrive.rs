@@ -22,9 +22,9 @@ use crate::model::config::{check_job_id, Compression, JobConfig};
 pub const MAX_JOB_FILE: u64 = 1 << 20;
 
 impl Function {
-    /// Start the redrive an upload at `url` (whose name under the input prefix's
-    /// [`REDRIVE_DIR`](crate::batch::job::redrive::REDRIVE_DIR) is `name`) asks for. A request that cannot be met is an outcome, not an error:
-    /// only a backend failure is retried.
+    /// Start the redrive an upload at `url` asks for (`name`: its name under the input
+    /// prefix's [`REDRIVE_DIR`](crate::batch::job::redrive::REDRIVE_DIR)). A request that
+    /// cannot be met is an outcome, not an error: only a backend failure is retried.
     pub(super) async fn redrive_upload(&self, url: &str, name: &str) -> Result<Outcome> {
         let refused = |reason: String| {
             tracing::warn!(%url, "redrive request refused: {reason}");
