@@ -54,19 +54,24 @@ impl std::fmt::Display for Ran {
     }
 }
 
+/// Workers to run in this process: as asked, else the cores, or none with a shared queue
+/// (submit only); `--wait` only makes sense with a shared queue.
+fn workers_here(asked: Option<usize>, wait: bool, shared: bool) -> Result<usize> {
+    if wait && !shared {
+        return Err(Error::config("--wait", "only with a shared queue (--queue sqs://…); a local run always waits"));
+    }
+    match (asked, shared) {
+        (Some(0), false) => Err(Error::config("--workers", "must be at least 1")),
+        (Some(n), _) => Ok(n),
+        (None, true) => Ok(0),
+        (None, false) => Ok(cores()),
+    }
+}
+
 /// Run (or resume) a job here, or submit it to a shared queue.
 pub async fn run(r: Run) -> Result<Ran> {
     let spec = crate::engine::spec::load(r.job.config.as_deref(), &r.backends.overrides())?;
-    let shared = r.backends.shared_queue();
-    if r.wait && !shared {
-        return Err(Error::config("--wait", "only with a shared queue (--queue sqs://…); a local run always waits"));
-    }
-    let workers = match (r.workers, shared) {
-        (Some(0), false) => return Err(Error::config("--workers", "must be at least 1")),
-        (Some(n), _) => n,
-        (None, true) => 0,
-        (None, false) => cores(),
-    };
+    let workers = workers_here(r.workers, r.wait, r.backends.shared_queue())?;
     if workers == 0 {
         job::run::needs_shared_sink(&spec)?;
     }
@@ -137,16 +142,7 @@ pub struct Redrive {
 /// file (or the job's own definition) as a new job linked to it
 /// ([`crate::batch::job::redrive`]), run here or submitted like any job.
 pub async fn redrive(r: Redrive) -> Result<Ran> {
-    let shared = r.backends.shared_queue();
-    if r.wait && !shared {
-        return Err(Error::config("--wait", "only with a shared queue (--queue sqs://…); a local run always waits"));
-    }
-    let workers = match (r.workers, shared) {
-        (Some(0), false) => return Err(Error::config("--workers", "must be at least 1")),
-        (Some(n), _) => n,
-        (None, true) => 0,
-        (None, false) => cores(),
-    };
+    let workers = workers_here(r.workers, r.wait, r.backends.shared_queue())?;
     let urls = r.backends.urls();
     let mut engine = engine(&r.data_dir, &urls, r.backends.bucket.as_deref().unwrap_or("")).await?;
     engine.notify = r.backends.notify()?;

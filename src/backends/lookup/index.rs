@@ -117,20 +117,7 @@ impl Index {
     /// The offset of the first row whose tag agrees with `hash` (most often the row itself):
     /// the one to ask the processor for ahead of [`Index::get`].
     pub(super) fn candidate(&self, hash: u64) -> Option<u32> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let mut i = self.home(hash);
-        loop {
-            let slot = self.slots[i];
-            if slot == EMPTY {
-                return None;
-            }
-            if slot >> 32 == tag(hash) {
-                return Some(slot as u32);
-            }
-            i = if i + 1 == self.slots.len() { 0 } else { i + 1 };
-        }
+        self.get(hash, |_| true)
     }
 }
 

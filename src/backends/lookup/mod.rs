@@ -239,18 +239,11 @@ impl LookupTable {
         if session.collecting || keys.is_empty() {
             return;
         }
-        let LookupSession { reader, table, error, .. } = session;
-        if reader.is_none() {
-            match table.source.reader() {
-                Ok(r) => *reader = Some(r),
-                Err(e) => {
-                    error.get_or_insert(e);
-                    return;
-                }
+        match session.reader() {
+            Ok(reader) => reader.ahead(keys),
+            Err(e) => {
+                session.error.get_or_insert(e);
             }
-        }
-        if let Some(reader) = reader.as_mut() {
-            reader.ahead(keys);
         }
     }
 
