@@ -22,7 +22,8 @@
 //!   suite every backend runs: buckets ([`backends::bucket`]), the ledger
 //!   ([`backends::ledger`]), the task queue ([`backends::queue`]), sinks ([`backends::sink`],
 //!   which alone knows the kinds of sink) and references ([`backends::lookup`]); with the
-//!   cloud configuration, request counting and prices.
+//!   cloud configuration, request counting, prices and request latencies
+//!   ([`backends::latency`]: the forecast's, and simulated ones for tests and the bench).
 //! - [`engine`]: a job's definition checked into what runs ([`engine::spec`]), one record
 //!   through every step ([`engine::pipeline`]), Parquet output ([`engine::parquet`]), and the
 //!   [`engine::Engine`]: the backends a job runs on.

@@ -25,7 +25,7 @@ pub fn open(url: &str, cloud: &Cloud) -> Result<Arc<dyn ObjectStore>> {
         #[cfg(feature = "aws")]
         Some(("s3", rest)) => {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let store = crate::backends::aws::s3_store(cloud.sdk("bucket")?, bucket)?;
+            let store = crate::backends::aws::s3_store(cloud.sdk("bucket")?, bucket, cloud.simulated())?;
             let prefix = prefix.trim_matches('/');
             if prefix.is_empty() {
                 Ok(Arc::new(store))

@@ -14,6 +14,10 @@ pub struct Cloud {
     /// Load the AWS configuration from the standard chain when it is first asked for.
     #[cfg(feature = "aws")]
     lazy: bool,
+    /// Simulated latency on every request (tests and the bench), once the configuration is
+    /// known to have it.
+    #[cfg(feature = "aws")]
+    simulated: std::sync::Arc<std::sync::OnceLock<Option<crate::backends::aws::latency::SimulatedLayer>>>,
 }
 
 impl Cloud {
@@ -24,7 +28,10 @@ impl Cloud {
 
     /// The AWS configuration from the standard chain (environment, profile, role), loaded the
     /// first time a backend asks for it, with requests retried up to 8 times unless
-    /// `AWS_MAX_ATTEMPTS` says otherwise. Without the `aws` feature: [`Cloud::none`].
+    /// `AWS_MAX_ATTEMPTS` says otherwise; with the simulated latency that
+    /// `SLUICEBOX_SIMULATED_LATENCY` sets, if it is set (a test and bench tool: see
+    /// [`crate::backends::latency::SimulatedLatency::parse`]). Without the `aws` feature:
+    /// [`Cloud::none`].
     pub fn lazy() -> Self {
         #[cfg(feature = "aws")]
         return Cloud { lazy: true, ..Cloud::default() };
@@ -35,7 +42,32 @@ impl Cloud {
     /// The AWS backends, with this SDK configuration.
     #[cfg(feature = "aws")]
     pub fn aws(conf: aws_config::SdkConfig) -> Self {
-        Cloud { aws: std::sync::Arc::new(conf.into()), lazy: false }
+        Cloud { aws: std::sync::Arc::new(conf.into()), simulated: std::sync::Arc::new(None.into()), lazy: false }
+    }
+
+    /// The AWS backends, with this SDK configuration and `latency` added to every request
+    /// (S3 through `object_store` included): for tests and the bench.
+    #[cfg(feature = "aws")]
+    pub fn aws_simulated(conf: aws_config::SdkConfig, latency: crate::backends::latency::SimulatedLatency) -> Self {
+        let layer = crate::backends::aws::latency::SimulatedLayer::new(latency);
+        let conf = layer.sdk_config(&conf);
+        Cloud { aws: std::sync::Arc::new(conf.into()), simulated: std::sync::Arc::new(Some(layer).into()), lazy: false }
+    }
+
+    /// [`Cloud::aws`], or [`Cloud::aws_simulated`] when `SLUICEBOX_SIMULATED_LATENCY` is set
+    /// (the Lambda mains); a bad value of it is an error naming it.
+    #[cfg(feature = "aws")]
+    pub fn aws_from_env(conf: aws_config::SdkConfig) -> Result<Self> {
+        Ok(match crate::backends::latency::SimulatedLatency::from_env()? {
+            Some(latency) => Cloud::aws_simulated(conf, latency),
+            None => Cloud::aws(conf),
+        })
+    }
+
+    /// The simulated latency's layer, when this cloud has one.
+    #[cfg(feature = "aws")]
+    pub fn simulated(&self) -> Option<&crate::backends::aws::latency::SimulatedLayer> {
+        self.simulated.get().and_then(Option::as_ref)
     }
 
     /// The AWS SDK configuration; `key` names the setting that asked for an AWS backend.
@@ -50,7 +82,18 @@ impl Cloud {
                 "an AWS backend needs the AWS configuration, which this engine was not given",
             ));
         }
-        Ok(self.aws.get_or_init(load))
+        let simulated = crate::backends::latency::SimulatedLatency::from_env()?
+            .map(crate::backends::aws::latency::SimulatedLayer::new);
+        let conf = self.aws.get_or_init(|| {
+            let conf = load();
+            match &simulated {
+                Some(layer) => layer.sdk_config(&conf),
+                None => conf,
+            }
+        });
+        // Set with the configuration: a second caller's layer is the same setting.
+        let _ = self.simulated.set(simulated);
+        Ok(conf)
     }
 }
 

@@ -4,7 +4,7 @@
 //! [`ledger`] (job and chunk records, conditional commits), the task [`queue`], [`sink`]s
 //! (which alone know the kinds of sink) and references to enrich from ([`lookup`]). Beside
 //! them: the cloud configuration ([`cloud`]), request counting ([`calls`]) and prices
-//! ([`cost`]), PostgreSQL connections (`postgres`), and on AWS the SDK clients (`aws`) and the resources a job needs (`setup`).
+//! ([`cost`]), request latencies (forecast, and simulated for tests: [`latency`]), PostgreSQL connections (`postgres`), and on AWS the SDK clients (`aws`) and the resources a job needs (`setup`).
 
 #[cfg(feature = "aws")]
 pub mod aws;
@@ -12,6 +12,7 @@ pub mod bucket;
 pub mod calls;
 pub mod cloud;
 pub mod cost;
+pub mod latency;
 pub mod ledger;
 pub mod lookup;
 #[cfg(feature = "postgres")]

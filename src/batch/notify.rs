@@ -279,7 +279,7 @@ async fn presign(engine: &Engine, url: &str) -> Option<(String, chrono::DateTime
             until = until.min(chrono::DateTime::<chrono::Utc>::from(expiry));
         }
     }
-    let store = crate::backends::aws::s3_store(conf, bucket).ok()?;
+    let store = crate::backends::aws::s3_store(conf, bucket, None).ok()?;
     match store.0.signed_url(Method::GET, &crate::backends::bucket::key_path(key), lifetime).await {
         Ok(signed) => Some((signed.to_string(), until)),
         Err(e) => {

@@ -197,6 +197,23 @@ impl JobDefinition {
                 ordered: c.sink.ordered,
                 writers: std::num::NonZeroU32::new(c.sink.writers.unwrap_or(1))
                     .ok_or_else(|| Error::config("sink.writers", "must be at least 1"))?,
+                in_flight: c
+                    .sink
+                    .in_flight
+                    .map(|n| {
+                        std::num::NonZeroUsize::new(n)
+                            .filter(|n| n.get() <= crate::backends::sink::MAX_IN_FLIGHT)
+                            .ok_or_else(|| {
+                                Error::config(
+                                    "sink.in_flight",
+                                    format!(
+                                        "{n} requests in flight: must be from 1 to {}",
+                                        crate::backends::sink::MAX_IN_FLIGHT
+                                    ),
+                                )
+                            })
+                    })
+                    .transpose()?,
                 publish: c
                     .sink
                     .publish

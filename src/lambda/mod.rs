@@ -416,10 +416,11 @@ pub fn init_tracing() {
 }
 
 /// A function from this process's environment, reaching AWS with the SDK's own configuration
-/// (the function's role).
+/// (the function's role); with `SLUICEBOX_SIMULATED_LATENCY`'s latency when it is set (a test
+/// and bench tool).
 pub async fn from_env() -> Result<Function> {
     let settings = Settings::from_env()?;
-    Function::new(settings, Cloud::aws(crate::backends::aws::sdk_config(None).await)).await
+    Function::new(settings, Cloud::aws_from_env(crate::backends::aws::sdk_config(None).await)?).await
 }
 
 #[cfg(test)]

@@ -583,6 +583,12 @@ pub struct SinkConfig {
     /// table's write capacity divided by this, instead of finding it by being throttled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writers: Option<u32>,
+    /// Requests a DynamoDB sink's writer keeps in flight (1 to 256): ordered, that many
+    /// conditional `PutItem`s at once; unordered, that many `BatchWriteItem`s of 25 items at
+    /// once, each paced. Default: 64 ordered, 8 unordered (see BENCHMARKS.md for the curve
+    /// they come from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<usize>,
 }
 
 /// Where `[sink] publish` sends records.
@@ -630,6 +636,7 @@ impl Default for SinkConfig {
             publish: None,
             database: None,
             writers: None,
+            in_flight: None,
         }
     }
 }

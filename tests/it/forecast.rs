@@ -87,6 +87,41 @@ fn plan_prices_with_a_users_table_and_refuses_a_broken_one() {
     assert!(mine["prices"].as_str().unwrap().contains("doubled.toml"));
 }
 
+/// `plan --lambda` on the ordered DynamoDB sink: the sink's time is its requests divided by
+/// `[sink] in_flight` at DynamoDB's mean latency, and the printed line says so.
+#[test]
+fn plan_lambda_time_follows_the_sinks_requests_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let orders = s(&common::orders_dir().join("orders.csv"));
+    let text = std::fs::read_to_string(common::orders_dir().join("job.toml")).unwrap();
+    let plan = |in_flight: usize| {
+        let job = dir.path().join(format!("job-{in_flight}.toml"));
+        let sink = format!("[sink]\ntype = \"dynamodb\"\ntable = \"orders\"\nin_flight = {in_flight}\n");
+        let reference = format!("source = {:?}", s(&common::orders_dir().join("financial.csv")));
+        let with_sink = text
+            .replace("[sink]\ntype = \"sqlite\"\ntable = \"orders\"\n", &sink)
+            .replace("source = \"financial.csv\"", &reference);
+        assert_ne!(with_sink, text, "the example's [sink] moved");
+        std::fs::write(&job, with_sink).unwrap();
+        let args = ["plan", &orders, "--config", &s(&job), "--lambda"];
+        (ok_json(sluicebox(&[&args[..], &["--json"]].concat())), sluicebox(&args))
+    };
+    let ((eight, _), (sixty_four, printed)) = (plan(8), plan(64));
+    let sink_s = |f: &Value| {
+        let t = &f["lambda_time"];
+        t["sink_requests"].as_f64().unwrap() / t["in_flight"].as_f64().unwrap() * t["sink_latency_s"].as_f64().unwrap()
+    };
+    let requests = eight["lambda_time"]["sink_requests"].as_u64().unwrap();
+    assert!(requests > 9_000 && requests <= 10_000, "a conditional PutItem per kept order: {requests}");
+    assert!((sink_s(&eight) / sink_s(&sixty_four) - 8.0).abs() < 1e-9);
+    let mean = eight["lambda_time"]["sink_latency_s"].as_f64().unwrap();
+    assert!((mean - 0.00635).abs() < 1e-4, "DynamoDB's mean latency, 5 ms median and 25 ms p99: {mean}");
+    let gb_s = |f: &Value| f["lambda"]["gb_seconds"].as_f64().unwrap();
+    assert!(gb_s(&eight) > 2.0 * gb_s(&sixty_four), "{} against {}", gb_s(&eight), gb_s(&sixty_four));
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    assert!(printed.contains("÷ 64 in flight × 6.35 ms"), "{printed}");
+}
+
 #[cfg(feature = "aws")]
 mod on_aws {
     use std::collections::BTreeMap;

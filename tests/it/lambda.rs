@@ -633,7 +633,7 @@ async fn the_bench_runs_through_the_handlers_and_reports_gb_seconds() {
     assert!((written.div_ceil(25)..written.div_ceil(25) + 5).contains(&writes), "25 items a request: {calls}");
     assert_predicted(&m);
     let csv = std::fs::read_to_string(dir.path().join("m.csv")).unwrap();
-    assert!(csv.lines().next().unwrap().ends_with("decoded_bytes") && csv.lines().count() == 2, "{csv}");
+    assert!(csv.lines().next().unwrap().ends_with("simulated_waited_ms") && csv.lines().count() == 2, "{csv}");
 }
 
 /// `sluicebox bench --aws … --json` with `args`, data and measurements in `dir`: its first

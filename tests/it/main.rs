@@ -21,6 +21,7 @@ mod inbox;
 mod init;
 mod kill;
 mod lambda;
+mod lambda_latency;
 mod lambda_queue;
 mod lambda_redrive;
 mod lambda_stream;

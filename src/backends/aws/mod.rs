@@ -2,6 +2,7 @@
 //! by the caller and passed in, and clients whose every request is counted.
 
 pub mod dynamodb;
+pub mod latency;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -87,9 +88,17 @@ pub fn service_error(
 
 /// An `object_store` S3 client for `bucket`, configured from the SDK configuration (region,
 /// endpoint, credentials) rather than from the environment, and counted (see
-/// [`crate::backends::calls`]).
-pub fn s3_store(conf: &aws_config::SdkConfig, bucket: &str) -> Result<crate::backends::calls::Counted<AmazonS3>> {
+/// [`crate::backends::calls`]); its requests go through `latency` when given one (tests and
+/// the bench).
+pub fn s3_store(
+    conf: &aws_config::SdkConfig,
+    bucket: &str,
+    latency: Option<&latency::SimulatedLayer>,
+) -> Result<crate::backends::calls::Counted<AmazonS3>> {
     let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
+    if let Some(layer) = latency {
+        builder = builder.with_http_connector(layer.s3_connector());
+    }
     if let Some(region) = conf.region() {
         builder = builder.with_region(region.as_ref());
     }

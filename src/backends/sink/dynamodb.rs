@@ -4,13 +4,15 @@
 //!
 //! - **Ordered** (the default): one conditional `PutItem` per item, which replaces a stored
 //!   item only when the new one's version (`_job`, then `_seq`) is not lower, so a late or
-//!   redelivered write of an older job or chunk never overwrites a newer item. A batch's items
-//!   are sent at once, in parallel. DynamoDB bills writes per item either way (one write unit
+//!   redelivered write of an older job or chunk never overwrites a newer item.
+//!   DynamoDB bills writes per item either way (one write unit
 //!   per KB, a refused condition included): the cost is one request per item instead of one per
-//!   25, i.e. more HTTP round trips, not more write units.
+//!   25, i.e. more HTTP round trips, not more write units. `[sink] in_flight` of them are in
+//!   flight at once.
 //! - **Unordered** (`[sink] ordered = false`): `BatchWriteItem`, 25 items per request, which
 //!   cannot carry a condition: for a key written by two jobs or chunks, the item written last
 //!   stays. Re-runs and redeliveries still overwrite the same items instead of duplicating them.
+//!   `[sink] in_flight` requests are in flight at once.
 //!
 //! Either way:
 //! - A request never names a key twice (a request the service rejects): of two items with one
@@ -79,8 +81,9 @@ impl super::target::SinkKind for Kind {
         cloud: &crate::backends::cloud::Cloud,
     ) -> Result<Arc<dyn Sink>> {
         let client = crate::backends::aws::dynamodb(cloud.sdk("sink.type")?);
-        let sink =
-            DynamoSink::new(client, &shape.table).with_capacity_pacing(CapacityPacing::Shared(spec.writers.get()));
+        let sink = DynamoSink::new(client, &shape.table)
+            .with_capacity_pacing(CapacityPacing::Shared(spec.writers.get()))
+            .with_in_flight(spec.in_flight());
         Ok(Arc::new(if spec.ordered { sink } else { sink.unordered() }))
     }
 
@@ -122,6 +125,8 @@ pub struct DynamoSink {
     client: Client,
     table: String,
     ordered: bool,
+    /// Requests kept in flight by each write (`None`: the mode's default).
+    in_flight: Option<usize>,
     pace: Arc<Pace>,
     /// Whether the pace starts at a provisioned table's capacity, and how many processes
     /// share it.
@@ -207,6 +212,7 @@ impl DynamoSink {
             client,
             table: table.into(),
             ordered: true,
+            in_flight: None,
             pace: Arc::new(Pace::default()),
             capacity: CapacityPacing::Shared(1),
             capacity_read: Arc::default(),
@@ -228,6 +234,22 @@ impl DynamoSink {
     pub fn unordered(mut self) -> Self {
         self.ordered = false;
         self
+    }
+
+    /// Keep `n` requests in flight (at least 1): ordered, `n` conditional `PutItem`s at once;
+    /// unordered, `n` `BatchWriteItem`s (`[sink] in_flight`).
+    pub fn with_in_flight(mut self, n: usize) -> Self {
+        self.in_flight = Some(n.max(1));
+        self
+    }
+
+    /// Requests kept in flight: as set, or the mode's default
+    /// ([`super::DEFAULT_IN_FLIGHT_ORDERED`], [`super::DEFAULT_IN_FLIGHT_UNORDERED`]).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.unwrap_or(match self.ordered {
+            true => super::DEFAULT_IN_FLIGHT_ORDERED,
+            false => super::DEFAULT_IN_FLIGHT_UNORDERED,
+        })
     }
 
     /// What this sink has done so far.
@@ -406,7 +428,14 @@ impl DynamoSink {
     }
 
     /// [`Sink::write`], counting into `stats`.
+    ///
+    /// Rounds: each sends every pending item, [`DynamoSink::in_flight`] requests at a time (a
+    /// new one as soon as one answers, so a round's time is its requests' latencies divided
+    /// among the slots, not each wave's slowest); each request waits for the pace first. What
+    /// comes back throttled or unprocessed is the next round's, sent at once if the round wrote
+    /// something, else after a backoff.
     async fn write_counted(&self, items: Vec<SinkItem>, stats: &SinkStats) -> Result<()> {
+        use futures::StreamExt;
         // One item per key, the highest seq: a request may not name a key twice.
         let mut by_key: HashMap<String, SinkItem> = HashMap::with_capacity(items.len());
         for item in items {
@@ -418,41 +447,58 @@ impl DynamoSink {
             }
         }
         let mut pending: Vec<SinkItem> = by_key.into_values().collect();
+        // Ordered: a conditional PutItem per item; unordered: 25 to a BatchWriteItem.
+        let per_request = if self.ordered { 1 } else { BATCH_ITEMS };
         let mut stalled = 0u32;
         let mut last_error = None;
         while !pending.is_empty() {
-            let take = pending.len().min(BATCH_ITEMS);
-            let batch: Vec<SinkItem> = pending.drain(..take).collect();
-            let units = self.units(&batch);
-            self.pace.acquire(units).await;
-            match self.send(batch.clone(), stats).await {
-                Ok(again) => {
-                    let written = (take - again.len()) as u64;
-                    stats.items_written.fetch_add(written, Ordering::Relaxed);
-                    if again.is_empty() {
-                        self.pace.accepted(units);
-                        stalled = 0;
-                        continue;
+            let mut requests = Vec::with_capacity(pending.len().div_ceil(per_request));
+            while !pending.is_empty() {
+                let take = pending.len().min(per_request);
+                requests.push(pending.drain(..take).collect::<Vec<_>>());
+            }
+            let mut answers = futures::stream::iter(requests)
+                .map(|batch| async move {
+                    let units = self.units(&batch);
+                    self.pace.acquire(units).await;
+                    let sent = self.send(batch.clone(), stats).await;
+                    (batch, units, sent)
+                })
+                .buffer_unordered(self.in_flight());
+            let mut wrote = false;
+            while let Some((batch, units, sent)) = answers.next().await {
+                let take = batch.len();
+                match sent {
+                    Ok(again) => {
+                        let written = (take - again.len()) as u64;
+                        stats.items_written.fetch_add(written, Ordering::Relaxed);
+                        wrote |= written > 0;
+                        if again.is_empty() {
+                            self.pace.accepted(units);
+                            continue;
+                        }
+                        stats.unprocessed.fetch_add(again.len() as u64, Ordering::Relaxed);
+                        if again.len() * 2 > take {
+                            self.pace.throttled();
+                        } else {
+                            self.pace.accepted(units.saturating_sub(self.units(&again)));
+                        }
+                        pending.extend(again);
                     }
-                    stats.unprocessed.fetch_add(again.len() as u64, Ordering::Relaxed);
-                    if again.len() * 2 > take {
+                    Err(Attempt::Fatal(e)) => return Err(e),
+                    Err(Attempt::Retry(e)) => {
+                        stats.throttled_requests.fetch_add(1, Ordering::Relaxed);
+                        stats.resent_items.fetch_add(batch.len() as u64, Ordering::Relaxed);
                         self.pace.throttled();
-                    } else {
-                        self.pace.accepted(units.saturating_sub(self.units(&again)));
+                        last_error = Some(e);
+                        pending.extend(batch);
                     }
-                    stalled = if written > 0 { 0 } else { stalled + 1 };
-                    pending.extend(again);
-                }
-                Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry(e)) => {
-                    stats.throttled_requests.fetch_add(1, Ordering::Relaxed);
-                    stats.resent_items.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    self.pace.throttled();
-                    stalled += 1;
-                    last_error = Some(e);
-                    pending.extend(batch);
                 }
             }
+            if pending.is_empty() {
+                break;
+            }
+            stalled = if wrote { 0 } else { stalled + 1 };
             if stalled >= ddb::MAX_STALLED_ROUNDS {
                 let why =
                     last_error.map(|e| e.to_string()).unwrap_or_else(|| "every item came back unprocessed".into());

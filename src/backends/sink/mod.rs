@@ -12,7 +12,7 @@ use crate::model::config::ColumnType;
 use crate::model::record::Record;
 pub use crate::model::record::SinkItem;
 pub use figures::SinkFigures;
-pub use target::{SinkSpec, SinkTarget};
+pub use target::{SinkSpec, SinkTarget, DEFAULT_IN_FLIGHT_ORDERED, DEFAULT_IN_FLIGHT_UNORDERED, MAX_IN_FLIGHT};
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;

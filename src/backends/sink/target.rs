@@ -156,6 +156,29 @@ pub struct SinkSpec {
     /// The database of a table in a database server (`[sink] database`, a PostgreSQL URL);
     /// `None`: the target's own, or the environment's.
     pub database: Option<String>,
+    /// Requests a writer keeps in flight (`[sink] in_flight`); `None`: the default of the
+    /// mode ([`SinkSpec::in_flight`]).
+    pub in_flight: Option<std::num::NonZeroUsize>,
+}
+
+/// The most requests in flight `[sink] in_flight` takes.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// Requests in flight of an ordered DynamoDB sink (conditional `PutItem`s) by default: the
+/// fewest whose time per chunk is within 1.5× of the CPU-bound floor at 1,769 MB on the
+/// measured curve (BENCHMARKS.md, "Lambda time and the sink's concurrency").
+pub const DEFAULT_IN_FLIGHT_ORDERED: usize = 64;
+/// `BatchWriteItem`s in flight of an unordered DynamoDB sink by default (by the same rule).
+pub const DEFAULT_IN_FLIGHT_UNORDERED: usize = 8;
+
+impl SinkSpec {
+    /// Requests a writer keeps in flight: `[sink] in_flight`, or the mode's default.
+    pub fn in_flight(&self) -> usize {
+        match (self.in_flight, self.ordered) {
+            (Some(n), _) => n.get(),
+            (None, true) => DEFAULT_IN_FLIGHT_ORDERED,
+            (None, false) => DEFAULT_IN_FLIGHT_UNORDERED,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,13 @@ pub struct BenchArgs {
     /// functions at once, and report GB-seconds too.
     #[arg(long, requires = "aws")]
     pub lambda: bool,
+    /// With --aws: the DynamoDB sink ordered (conditional `PutItem`s) instead of 25 items per
+    /// `BatchWriteItem`.
+    #[arg(long, requires = "aws")]
+    pub ordered: bool,
+    /// With --aws: the sink's requests in flight (`[sink] in_flight`; default: the mode's).
+    #[arg(long, requires = "aws")]
+    pub in_flight: Option<usize>,
     /// Measure `sluicebox stream` instead: --records 200-byte JSON events piped into it from
     /// standard input, into each of --into in turn, each file run paired with DuckDB's
     /// partitioned `COPY` of the same events when DuckDB is at hand.
@@ -106,6 +113,8 @@ impl BenchArgs {
             update_share: self.update_share.clamp(0.0, 1.0),
             duckdb_python: python,
             gzip: self.gzip,
+            ordered: self.ordered,
+            in_flight: self.in_flight,
         }
     }
 }

@@ -59,5 +59,6 @@ pub(super) fn duckdb(python: &str, dir: &Path, input_dir: &Path, bench: &Bench) 
         predicted_api_calls: 0,
         predicted_by_operation: String::new(),
         decoded_bytes: 0,
+        ..Measurement::default()
     })
 }

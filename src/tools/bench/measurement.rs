@@ -11,7 +11,7 @@ use super::Bench;
 use crate::error::{Error, Result};
 
 /// One measurement.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Measurement {
     /// When, RFC 3339.
     pub at: String,
@@ -69,6 +69,31 @@ pub struct Measurement {
     /// input's size when each byte is decoded once.
     #[serde(default)]
     pub decoded_bytes: u64,
+    /// Through Lambda: the GB-seconds `sluicebox plan` forecast before the run.
+    #[serde(default)]
+    pub forecast_lambda_gb_s: f64,
+    /// Through Lambda: on-task invocations.
+    #[serde(default)]
+    pub lambda_tasks: u64,
+    /// Through Lambda: an on-task invocation's mean time (a chunk's), ms.
+    #[serde(default)]
+    pub lambda_task_ms: f64,
+    /// Through Lambda: whether the DynamoDB sink was ordered.
+    #[serde(default)]
+    pub ordered: bool,
+    /// Through Lambda: the DynamoDB sink's requests in flight.
+    #[serde(default)]
+    pub in_flight: u64,
+    /// With simulated latency: requests slowed, and the mean of their drawn and actual
+    /// waits, ms (every service together).
+    #[serde(default)]
+    pub simulated_waits: u64,
+    /// The mean drawn wait, ms.
+    #[serde(default)]
+    pub simulated_drawn_ms: f64,
+    /// The mean actual wait, ms.
+    #[serde(default)]
+    pub simulated_waited_ms: f64,
 }
 
 impl fmt::Display for Measurement {
@@ -134,9 +159,30 @@ impl fmt::Display for Measurement {
         if self.lambda_gb_s > 0.0 {
             write!(
                 f,
-                "\n  Lambda: {:.1} GB-s, {:.0} GB-s per million records",
+                "\n  Lambda: {:.1} GB-s, {:.0} GB-s per million records; {} on-task invocations, {:.0} ms each \
+                 ({} sink, {} in flight)",
                 self.lambda_gb_s,
-                self.lambda_gb_s * 1e6 / self.records.max(1) as f64
+                self.lambda_gb_s * 1e6 / self.records.max(1) as f64,
+                self.lambda_tasks,
+                self.lambda_task_ms,
+                if self.ordered { "ordered" } else { "unordered" },
+                self.in_flight
+            )?;
+        }
+        if self.simulated_waits > 0 {
+            write!(
+                f,
+                "\n  simulated latency: {} requests slowed, {:.2} ms drawn and {:.2} ms waited on average",
+                self.simulated_waits, self.simulated_drawn_ms, self.simulated_waited_ms
+            )?;
+        }
+        if self.forecast_lambda_gb_s > 0.0 {
+            write!(
+                f,
+                "\n  `sluicebox plan` forecast {:.1} GB-s of the {:.1} measured ({:.3}x)",
+                self.forecast_lambda_gb_s,
+                self.lambda_gb_s,
+                self.forecast_lambda_gb_s / self.lambda_gb_s.max(1e-9)
             )?;
         }
         Ok(())
@@ -184,6 +230,14 @@ impl Measurement {
             lambda_gb_s: 0.0,
             predicted_api_calls: 0,
             predicted_by_operation: String::new(),
+            forecast_lambda_gb_s: 0.0,
+            lambda_tasks: 0,
+            lambda_task_ms: 0.0,
+            ordered: false,
+            in_flight: 0,
+            simulated_waits: 0,
+            simulated_drawn_ms: 0.0,
+            simulated_waited_ms: 0.0,
             decoded_bytes: summary
                 .inputs
                 .iter()
@@ -238,6 +292,14 @@ fn columns() -> Vec<String> {
         predicted_api_calls: 0,
         predicted_by_operation: String::new(),
         decoded_bytes: 0,
+        forecast_lambda_gb_s: 0.0,
+        lambda_tasks: 0,
+        lambda_task_ms: 0.0,
+        ordered: false,
+        in_flight: 0,
+        simulated_waits: 0,
+        simulated_drawn_ms: 0.0,
+        simulated_waited_ms: 0.0,
     };
     let _ = w.serialize(&example);
     let text = String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default();

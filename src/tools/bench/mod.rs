@@ -59,6 +59,11 @@ pub struct Bench {
     /// Also run the job on the orders compressed with gzip (level 6, as `gzip` writes them),
     /// right after the plain input (local backends only).
     pub gzip: bool,
+    /// On AWS: the DynamoDB sink ordered (a conditional `PutItem` per item) instead of 25
+    /// items per `BatchWriteItem` (as the API-call measurements in BENCHMARKS.md are made).
+    pub ordered: bool,
+    /// On AWS: the sink's requests in flight (`[sink] in_flight`; `None`: the mode's default).
+    pub in_flight: Option<usize>,
     /// The Python that runs the DuckDB peer (`bench/duckdb_orders.py`) on the same files
     /// after the load, when it can import `duckdb` (`None`: no comparison).
     pub duckdb_python: Option<String>,
@@ -89,21 +94,24 @@ pub async fn run(dir: &Path, bench: &Bench, cloud: &Cloud, out: &Path) -> Result
     let run_dir = dir.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
     let (engine, input) = if bench.aws {
-        aws_backends(&input_dir, &run_dir, &mut config, cloud).await?
+        aws_backends(&input_dir, &run_dir, &mut config, bench, cloud).await?
     } else {
         (Engine::local(&run_dir)?, input_dir.join("orders.csv").display().to_string())
     };
     let spec = config.clone().validate(&input_dir)?;
-    let predicted = match bench.aws {
-        true => predict(&engine, &spec, &input, bench).await?,
-        false => crate::backends::calls::ApiCalls::new(),
+    let (predicted, forecast_gb_s) = match bench.aws {
+        true => predict(&engine, &spec, &input, bench, cloud).await?,
+        false => (crate::backends::calls::ApiCalls::new(), 0.0),
     };
     let predicted_json = serde_json::to_string(&predicted).unwrap_or_default();
     let predicted: u64 = predicted.values().sum();
+    #[cfg(not(feature = "lambda"))]
+    let _ = forecast_gb_s;
     #[cfg(feature = "lambda")]
     if bench.lambda {
         let mut m = through_lambda(&engine, &config, &input, &run_dir, bench, cloud).await?;
         (m.predicted_api_calls, m.predicted_by_operation) = (predicted, predicted_json.clone());
+        m.forecast_lambda_gb_s = forecast_gb_s;
         let measured = vec![m];
         for m in &measured {
             append_csv(out, m)?;

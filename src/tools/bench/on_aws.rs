@@ -16,13 +16,15 @@ use crate::error::Result;
 use crate::model::config::JobConfig;
 
 /// The requests `sluicebox plan` predicts for the bench's AWS run (this process planning and
-/// working with `bench.workers`, or the Lambda functions).
+/// working with `bench.workers`, or the Lambda functions), and its Lambda GB-s (0 when not
+/// on Lambda), at the mean latencies `cloud` simulates, if it does, else the typical ones.
 pub(super) async fn predict(
     engine: &Engine,
     spec: &crate::engine::spec::JobSpec,
     input: &str,
     bench: &Bench,
-) -> Result<crate::backends::calls::ApiCalls> {
+    cloud: &Cloud,
+) -> Result<(crate::backends::calls::ApiCalls, f64)> {
     use crate::tools::forecast::{Deployment, Runner};
     let args = [input.to_string()];
     let inputs = crate::backends::bucket::resolve_inputs(
@@ -41,8 +43,17 @@ pub(super) async fn predict(
         },
         false => Runner::Workers { here: bench.workers.max(1) as u32, elsewhere: 0, each: 0 },
     };
-    let deployment = Deployment::of(Some(&engine.bucket_url), Some("sqs://"), Some("dynamodb://"), input, runner);
-    Ok(crate::tools::forecast::requests(&shape, spec, &deployment))
+    let mut deployment = Deployment::of(Some(&engine.bucket_url), Some("sqs://"), Some("dynamodb://"), input, runner);
+    #[cfg(feature = "aws")]
+    if let Some(layer) = cloud.simulated() {
+        deployment.latency = crate::tools::forecast::Latencies::of(layer.setting());
+    }
+    #[cfg(not(feature = "aws"))]
+    let _ = cloud;
+    let prices = crate::backends::cost::Prices::bundled();
+    let forecast = crate::tools::forecast::forecast(shape, spec, deployment, &prices);
+    tracing::info!("forecast:\n{forecast}");
+    Ok((forecast.requests, forecast.lambda.map_or(0.0, |l| l.gb_seconds)))
 }
 
 /// Create a bucket, queue and tables for one AWS run, upload the input and the reference,
@@ -52,6 +63,7 @@ pub(super) async fn aws_backends(
     input_dir: &Path,
     run_dir: &Path,
     config: &mut JobConfig,
+    bench: &Bench,
     cloud: &Cloud,
 ) -> Result<(Engine, String)> {
     let name = format!("sluicebox-bench-{}", chrono::Utc::now().timestamp_millis());
@@ -76,9 +88,10 @@ pub(super) async fn aws_backends(
     if config.sink.kind != "none" {
         config.sink.kind = "dynamodb".into();
         config.sink.table = Some(format!("{name}-sink"));
-        // 25 items per BatchWriteItem, as the API-call measurements in BENCHMARKS.md are
-        // made; the ordered default writes one conditional PutItem per item.
-        config.sink.ordered = false;
+        // Unless asked for ordered writes: 25 items per BatchWriteItem, as the API-call
+        // measurements in BENCHMARKS.md are made (ordered: a conditional PutItem per item).
+        config.sink.ordered = bench.ordered;
+        config.sink.in_flight = bench.in_flight;
     }
     let urls = crate::engine::BackendUrls {
         bucket: Some(format!("s3://{name}/out")),
@@ -152,6 +165,7 @@ pub(super) async fn through_lambda(
     let billed_ms = AtomicU64::new(started.elapsed().as_millis() as u64);
     let esm_receives = AtomicU64::new(0);
     let esm_deletes = AtomicU64::new(0);
+    let (tasks, task_ms) = (AtomicU64::new(0), AtomicU64::new(0));
     let sqs = crate::backends::aws::sqs(cloud.sdk("--lambda")?);
     let queue_url = sqs
         .get_queue_url()
@@ -201,7 +215,10 @@ pub(super) async fn through_lambda(
             let Ok(event) = serde_json::from_value(serde_json::json!({ "Records": records })) else { continue };
             let invoked = std::time::Instant::now();
             let response = f.on_task(event, std::time::Duration::from_secs(900)).await;
-            billed_ms.fetch_add(invoked.elapsed().as_millis() as u64, Ordering::Relaxed);
+            let ms = invoked.elapsed().as_millis() as u64;
+            billed_ms.fetch_add(ms, Ordering::Relaxed);
+            tasks.fetch_add(1, Ordering::Relaxed);
+            task_ms.fetch_add(ms, Ordering::Relaxed);
             let failed: Vec<&str> = response.batch_item_failures.iter().map(|b| b.item_identifier.as_str()).collect();
             for m in messages.iter().filter(|m| !failed.contains(&m.message_id.as_deref().unwrap_or_default())) {
                 esm_deletes.fetch_add(1, Ordering::Relaxed);
@@ -221,10 +238,27 @@ pub(super) async fn through_lambda(
     let seconds = started.elapsed().as_secs_f64();
     let mut m = Measurement::of(&summary, bench, "load", head.size, functions.len(), seconds, cpu_s, "lambda", calls);
     m.lambda_gb_s = billed_ms.load(Ordering::Relaxed) as f64 / 1000.0 * LAMBDA_MEMORY_MB / 1024.0;
+    m.lambda_tasks = tasks.load(Ordering::Relaxed);
+    m.lambda_task_ms = task_ms.load(Ordering::Relaxed) as f64 / m.lambda_tasks.max(1) as f64;
+    if let Some(layer) = cloud.simulated() {
+        let (n, drawn, waited) = layer.waits();
+        (m.simulated_waits, m.simulated_drawn_ms, m.simulated_waited_ms) = (n, drawn * 1e3, waited * 1e3);
+    }
+    m.ordered = config.sink.ordered;
+    m.in_flight = config.sink.in_flight.unwrap_or(match config.sink.ordered {
+        true => crate::backends::sink::DEFAULT_IN_FLIGHT_ORDERED,
+        false => crate::backends::sink::DEFAULT_IN_FLIGHT_UNORDERED,
+    }) as u64;
     Ok(m)
 }
 
 #[cfg(not(feature = "aws"))]
-pub(super) async fn aws_backends(_: &Path, _: &Path, _: &mut JobConfig, _: &Cloud) -> Result<(Engine, String)> {
+pub(super) async fn aws_backends(
+    _: &Path,
+    _: &Path,
+    _: &mut JobConfig,
+    _: &Bench,
+    _: &Cloud,
+) -> Result<(Engine, String)> {
     Err(Error::config("--aws", "this build lacks the `aws` feature"))
 }

@@ -28,6 +28,11 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::config::Compression;
 
+mod lambda;
+
+use self::lambda::{lambda_time, lambda_usage, task_time};
+pub use self::lambda::{LambdaTime, Latencies};
+
 /// Records per DynamoDB `BatchWriteItem` (the service's limit).
 const BATCH_WRITE: u64 = 25;
 /// Keys per DynamoDB `BatchGetItem`.
@@ -45,8 +50,6 @@ pub const ASSUMED_COMPRESSION: f64 = 3.5;
 /// CPU time per record of the pipeline on one vCPU (release build, the orders job; see
 /// BENCHMARKS.md), for the Lambda time estimate.
 const CPU_PER_RECORD_S: f64 = 8e-6;
-/// Round trip of one request inside a region, for the Lambda time estimate.
-const REQUEST_S: f64 = 0.007;
 
 /// What a dry run learned of a job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,6 +153,9 @@ pub struct Deployment {
     /// The queue's visibility timeout, seconds: a worker extends it every half of it while it
     /// works a task.
     pub visibility_s: u64,
+    /// The mean latency of a request to each service, for the Lambda time.
+    #[serde(default)]
+    pub latency: Latencies,
 }
 
 impl Deployment {
@@ -171,6 +177,7 @@ impl Deployment {
             dynamodb_ledger: starts(ledger, &["dynamodb://"]),
             runner,
             visibility_s: crate::backends::queue::DEFAULT_VISIBILITY.as_secs(),
+            latency: Latencies::default(),
         }
     }
 }
@@ -214,6 +221,9 @@ pub struct Forecast {
     pub by_service: BTreeMap<String, u64>,
     /// Lambda invocations and time, when deployed on Lambda.
     pub lambda: Option<LambdaUsage>,
+    /// Where that Lambda time goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_time: Option<LambdaTime>,
     /// What it costs at list prices.
     pub bill: Bill,
     /// The price table's region, date and origin.
@@ -407,7 +417,7 @@ pub fn requests(shape: &Shape, spec: &JobSpec, d: &Deployment) -> ApiCalls {
                 calls.add("sqs.ReceiveMessage", 1);
             }
             calls.add("sqs.DeleteMessageBatch", 1);
-            let seconds = task_seconds(spec, c.records, kept);
+            let seconds = task_time(spec, &d.latency, c.records, kept).seconds();
             calls.add("sqs.ChangeMessageVisibility", (seconds / (d.visibility_s as f64 / 2.0).max(1.0)) as u64);
         }
         calls.sink(spec, kept);
@@ -509,26 +519,6 @@ impl Requests {
     }
 }
 
-/// A task's time on AWS: its records' CPU time, and its sink's requests one after another.
-fn task_seconds(spec: &JobSpec, records: u64, kept: u64) -> f64 {
-    let mut sink = Requests::default();
-    sink.sink(spec, kept);
-    records as f64 * CPU_PER_RECORD_S + sink.0.values().sum::<u64>() as f64 * REQUEST_S
-}
-
-/// Lambda invocations and time: on-object once, on-task once per chunk; a task's time is
-/// its records' CPU time plus its requests one after another.
-fn lambda_usage(shape: &Shape, requests: &ApiCalls, memory_mb: u32, architecture: &str) -> LambdaUsage {
-    let records: u64 = shape.chunks.iter().map(|c| c.records).sum();
-    let total: u64 = requests.values().sum();
-    let seconds = records as f64 * CPU_PER_RECORD_S + total as f64 * REQUEST_S;
-    LambdaUsage {
-        invocations: shape.chunks.len() as u64 + 1,
-        gb_seconds: seconds * f64::from(memory_mb) / 1024.0,
-        architecture: architecture.to_string(),
-    }
-}
-
 /// The forecast of a job of `shape` on `deployment`, priced at `prices`.
 pub fn forecast(shape: Shape, spec: &JobSpec, deployment: Deployment, prices: &Prices) -> Forecast {
     let requests = requests(&shape, spec, &deployment);
@@ -536,11 +526,12 @@ pub fn forecast(shape: Shape, spec: &JobSpec, deployment: Deployment, prices: &P
     for (op, n) in &requests {
         *by_service.entry(op.split('.').next().unwrap_or(op).to_string()).or_default() += n;
     }
-    let lambda = match &deployment.runner {
+    let (lambda, lambda_time) = match &deployment.runner {
         Runner::Lambda { memory_mb, architecture, .. } => {
-            Some(lambda_usage(&shape, &requests, *memory_mb, architecture))
+            let time = lambda_time(&shape, spec, &requests, &deployment.latency);
+            (Some(lambda_usage(&shape, &time, *memory_mb, architecture)), Some(time))
         }
-        Runner::Workers { .. } => None,
+        Runner::Workers { .. } => (None, None),
     };
     let written: u64 = shape.chunks.iter().map(|c| shape.sample.kept(c.records)).sum();
     let usage = Usage {
@@ -566,10 +557,16 @@ pub fn forecast(shape: Shape, spec: &JobSpec, deployment: Deployment, prices: &P
     }
     assumptions.push("sink items under 1 KB (one write unit each); no free tier".into());
     if lambda.is_some() {
+        let l = &deployment.latency;
         assumptions.push(format!(
-            "Lambda time: {} µs of CPU per record and {} ms per request, one after another",
+            "Lambda time: {} µs of CPU per record and 30 µs per PutItem, 260 µs per BatchWriteItem, plus the sink's requests ÷ [sink] in_flight × {:.2} ms \
+             (DynamoDB's mean), plus every other request one after another at its service's mean \
+             (S3 {:.2} ms, SQS {:.2} ms, DynamoDB {:.2} ms)",
             CPU_PER_RECORD_S * 1e6,
-            REQUEST_S * 1e3
+            l.dynamodb_s * 1e3,
+            l.s3_s * 1e3,
+            l.sqs_s * 1e3,
+            l.dynamodb_s * 1e3
         ));
         assumptions.push("the event source mapping's polls of the queue are AWS's, not counted here".into());
     }
@@ -609,6 +606,7 @@ pub fn forecast(shape: Shape, spec: &JobSpec, deployment: Deployment, prices: &P
     }
     Forecast {
         warnings,
+        lambda_time,
         load,
         prices: format!("{} prices of {} ({})", prices.region, prices.as_of, prices.from),
         shape,
@@ -684,6 +682,21 @@ impl std::fmt::Display for Forecast {
                 thousands(l.invocations),
                 l.gb_seconds,
                 l.architecture
+            )?;
+        }
+        if let Some(t) = &self.lambda_time {
+            writeln!(
+                f,
+                "  time    {:.1} s = CPU {:.1} s + sink {} requests ÷ {} in flight × {:.2} ms = {:.1} s \
+                 + {} other requests one after another {:.1} s",
+                t.seconds(),
+                t.cpu_s,
+                thousands(t.sink_requests),
+                t.in_flight,
+                t.sink_latency_s * 1e3,
+                t.sink_s(),
+                thousands(t.other_requests),
+                t.other_s
             )?;
         }
         writeln!(f, "cost:     {} at {}", crate::backends::cost::dollars(self.bill.total_usd), self.prices)?;
