@@ -101,6 +101,53 @@ async fn exact_money_into_postgres_is_numeric_and_sums_exactly() {
     assert_eq!(sum.parse::<Decimal>().unwrap(), exact, "the table's sum is the exact sum of the reference's text");
 }
 
+/// Into DynamoDB (the emulator), an exact decimal is the table's number type holding the
+/// reference's value: every item's `totalRevenue` reads back, from the number's own text, as
+/// the exact decimal the reference wrote, and their sum is the exact sum.
+#[cfg(feature = "aws")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_money_into_dynamodb_is_its_number_type_with_the_inputs_value() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let client = sluicebox::backends::aws::dynamodb(&emulator().await);
+    let table = unique("money");
+    sluicebox::backends::sink::dynamodb::DynamoSink::create_table(&client, &table).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The first 600 orders: moto answers a conditional write in a few milliseconds.
+    let csv = std::fs::read_to_string(orders_dir().join("orders.csv")).unwrap();
+    let head: String = csv.lines().take(601).map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.path().join("orders.csv"), head).unwrap();
+    std::fs::write(
+        dir.path().join("job.toml"),
+        money_job()
+            .replace("source = \"financial.csv\"", &format!("source = {:?}", orders_dir().join("financial.csv"))),
+    )
+    .unwrap();
+    let out = sluicebox()
+        .arg("run")
+        .arg(dir.path().join("orders.csv"))
+        .arg("--config")
+        .arg(dir.path().join("job.toml"))
+        .args(["--data-dir", dir.path().join("d").to_str().unwrap()])
+        .args(["--sink", &format!("dynamodb://{table}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let reference = revenue_by_uuid();
+    let mut items = client.scan().table_name(&table).into_paginator().items().send();
+    let (mut n, mut sum, mut exact) = (0, Decimal::ZERO, Decimal::ZERO);
+    while let Some(item) = items.next().await {
+        let item = item.unwrap();
+        let Some(AttributeValue::S(uuid)) = item.get("uuid") else { panic!("no uuid in {item:?}") };
+        let Some(AttributeValue::N(text)) = item.get("totalRevenue") else { panic!("no number in {item:?}") };
+        let value: Decimal = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(value, reference[uuid], "{uuid}: the table's {text} is the reference's value");
+        (n, sum, exact) = (n + 1, sum + value, exact + reference[uuid]);
+    }
+    assert_eq!(n, 600);
+    assert_eq!(sum, exact);
+}
+
 /// CSV and JSON Lines write an exact decimal with its scale's digits (`437.2` at scale 2 as
 /// `437.20`, as `DECIMAL(8, 2)` prints it), each the reference's value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

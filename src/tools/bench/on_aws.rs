@@ -43,11 +43,12 @@ pub(super) async fn predict(
         },
         false => Runner::Workers { here: bench.workers.max(1) as u32, elsewhere: 0, each: 0 },
     };
-    let mut deployment = Deployment::of(Some(&engine.bucket_url), Some("sqs://"), Some("dynamodb://"), input, runner);
+    let deployment = Deployment::of(Some(&engine.bucket_url), Some("sqs://"), Some("dynamodb://"), input, runner);
     #[cfg(feature = "aws")]
-    if let Some(layer) = cloud.simulated() {
-        deployment.latency = crate::tools::forecast::Latencies::of(layer.setting());
-    }
+    let deployment = match cloud.simulated() {
+        Some(layer) => Deployment { latency: crate::tools::forecast::Latencies::of(layer.setting()), ..deployment },
+        None => deployment,
+    };
     #[cfg(not(feature = "aws"))]
     let _ = cloud;
     let prices = crate::backends::cost::Prices::bundled();
