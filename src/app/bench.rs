@@ -51,16 +51,32 @@ pub fn bench_stream(
     Ok(measured)
 }
 
-/// `sluicebox bench`: the measurements (each also appended to `out`), and lines comparing
-/// them: sluicebox's time against DuckDB's, the gzip input's against the plain one's.
-pub async fn bench_job(data_dir: &Path, what: &Bench, out: &Path) -> Result<(Vec<Measurement>, Vec<String>)> {
-    let measured = bench::run(data_dir, what, &Cloud::lazy(), out).await?;
-    let mut notes = Vec::new();
-    let load = measured.iter().find(|m| m.run == "load" && !m.backend.starts_with("duckdb"));
-    let peer = measured.iter().find(|m| m.backend.starts_with("duckdb"));
-    if let (Some(ours), Some(peer)) = (load, peer) {
-        notes.push(format!("sluicebox takes {:.2}x DuckDB's time on this load", ours.seconds / peer.seconds.max(1e-9)));
+/// `sluicebox bench`: each of `runs` measured in turn (each measurement also appended to
+/// `out`), and lines comparing them: sluicebox's time and CPU per record against DuckDB's, with
+/// the sink and without it; the gzip input's time against the plain one's.
+pub async fn bench_job(data_dir: &Path, runs: &[Bench], out: &Path) -> Result<(Vec<Measurement>, Vec<String>)> {
+    let mut measured = Vec::new();
+    for what in runs {
+        measured.extend(bench::run(data_dir, what, &Cloud::lazy(), out).await?);
     }
+    let mut notes = Vec::new();
+    let per_record = |m: &Measurement| m.cpu_s * 1e6 / m.records.max(1) as f64;
+    for sink in [true, false] {
+        let ours = measured.iter().find(|m| m.run == "load" && m.sink == sink && !m.backend.starts_with("duckdb"));
+        let peer = measured.iter().find(|m| m.sink == sink && m.backend.starts_with("duckdb"));
+        if let (Some(ours), Some(peer)) = (ours, peer) {
+            notes.push(format!(
+                "{}: sluicebox takes {:.2}x DuckDB's time ({:.2} s against {:.2} s), CPU {:.2} µs per record against {:.2}",
+                if sink { "with the sink" } else { "without the sink" },
+                ours.seconds / peer.seconds.max(1e-9),
+                ours.seconds,
+                peer.seconds,
+                per_record(ours),
+                per_record(peer)
+            ));
+        }
+    }
+    let load = measured.iter().find(|m| m.run == "load" && !m.backend.starts_with("duckdb"));
     let gzip = measured.iter().find(|m| m.run == "load-gzip");
     if let (Some(plain), Some(gz)) = (load, gzip) {
         notes.push(format!(

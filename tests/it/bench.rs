@@ -22,7 +22,7 @@ fn bench_loads_random_keys_with_rejects_then_updates_a_share_and_records_both() 
     let dir = tempfile::tempdir().unwrap();
     // A measurements file from before key orders were measured is upgraded in place.
     std::fs::write(dir.path().join("m.csv"), "at,records,seconds\n2026-11-22T00:00:00Z,1000000,5.1\n").unwrap();
-    let runs = bench(dir.path(), &["--update-share", "0.1"]);
+    let runs = bench(dir.path(), &["--update-share", "0.1", "--sink-only"]);
     assert_eq!(runs.len(), 2, "{runs:?}");
     let (load, update) = (&runs[0], &runs[1]);
     assert_eq!((load["run"].as_str(), load["keys"].as_str()), (Some("load"), Some("random")));
@@ -43,7 +43,7 @@ fn bench_loads_random_keys_with_rejects_then_updates_a_share_and_records_both() 
     assert!(orders.windows(2).filter(|w| w[0] < w[1]).count() < 600, "orders keys look sorted");
     assert_ne!(orders, reference, "the reference is in the orders' order");
 
-    let sequential = bench(dir.path(), &["--keys", "sequential"]);
+    let sequential = bench(dir.path(), &["--keys", "sequential", "--sink-only"]);
     assert_eq!((sequential[0]["keys"].as_str(), sequential[0]["rejected"].as_u64()), (Some("sequential"), Some(0)));
 
     let csv = std::fs::read_to_string(dir.path().join("m.csv")).unwrap();
@@ -75,19 +75,36 @@ fn bench_compares_with_duckdb_doing_the_same_job() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let runs: Vec<serde_json::Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(runs.len(), 2, "{runs:?}");
-    let (ours, peer) = (&runs[0], &runs[1]);
-    assert!(peer["backend"].as_str().unwrap().starts_with("duckdb"), "{peer}");
-    assert_eq!(
-        (peer["written"].as_u64(), peer["rejected"].as_u64()),
-        (ours["written"].as_u64(), ours["rejected"].as_u64())
-    );
-    assert!(peer["seconds"].as_f64().unwrap() > 0.0);
-    // CPU time is measured on both sides (a job of 20,000 records takes some).
-    assert!(ours["cpu_s"].as_f64().unwrap() > 0.0 && peer["cpu_s"].as_f64().unwrap() > 0.0, "{ours} {peer}");
-    let duck = dir.path().join("bench/duckdb");
-    let lines = std::fs::read_to_string(duck.join("output.csv")).unwrap().lines().count() as u64;
-    assert_eq!(lines, ours["written"].as_u64().unwrap() + 1, "DuckDB's merged output");
+    // With the sink and DuckDB with its table, then both without.
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    for (pair, sink) in runs.chunks(2).zip([true, false]) {
+        let (ours, peer) = (&pair[0], &pair[1]);
+        assert!(peer["backend"].as_str().unwrap().starts_with("duckdb"), "{peer}");
+        assert_eq!((ours["sink"].as_bool(), peer["sink"].as_bool()), (Some(sink), Some(sink)), "{ours} {peer}");
+        assert_eq!(
+            (peer["written"].as_u64(), peer["rejected"].as_u64()),
+            (ours["written"].as_u64(), ours["rejected"].as_u64())
+        );
+        assert!(peer["seconds"].as_f64().unwrap() > 0.0);
+        // CPU time is measured on both sides (a job of 20,000 records takes some).
+        assert!(ours["cpu_s"].as_f64().unwrap() > 0.0 && peer["cpu_s"].as_f64().unwrap() > 0.0, "{ours} {peer}");
+        let duck = dir.path().join("bench/duckdb");
+        let lines = std::fs::read_to_string(duck.join("output.csv")).unwrap().lines().count() as u64;
+        assert_eq!(lines, ours["written"].as_u64().unwrap() + 1, "DuckDB's merged output");
+    }
+    // A person reads both comparisons, with CPU per record beside the time.
+    let out = Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+        .args(["bench", "--records", "2000", "--python", &python, "--data-dir"])
+        .arg(dir.path().join("bench"))
+        .arg("--out")
+        .arg(dir.path().join("m.csv"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    for sink in ["with the sink", "without the sink"] {
+        let line = said.lines().find(|l| l.starts_with(sink)).unwrap_or_else(|| panic!("no {sink:?} in {said}"));
+        assert!(line.contains("DuckDB's time") && line.contains("µs per record"), "{line}");
+    }
 }
 
 /// `--gzip` runs the job again on the orders compressed with gzip: the same records written

@@ -26,9 +26,13 @@ pub struct BenchArgs {
     /// Concurrent workers (default: number of cores).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Run without the sink (outputs only), to see the sink's share.
-    #[arg(long)]
+    /// Only the run without the sink (outputs only). By default the job runs with the
+    /// sink, then without it, each beside DuckDB doing the same (with and without its table).
+    #[arg(long, conflicts_with = "sink_only")]
     pub no_sink: bool,
+    /// Only the run with the sink.
+    #[arg(long)]
+    pub sink_only: bool,
     /// Keys in `random` order (the reference in another; 0.5% rejects of four kinds), or
     /// `sequential` (ascending, the reference in the same order, no rejects: the best case).
     #[arg(long, default_value = "random")]
@@ -96,7 +100,20 @@ impl BenchArgs {
         (!self.no_duckdb && sluicebox::app::has_duckdb(&self.python)).then(|| self.python.clone())
     }
 
-    /// The job measured.
+    /// The runs measured, in order: with the sink, then without it (on AWS, or with
+    /// `--sink-only` or `--no-sink`, the one asked for).
+    pub fn benches(&self) -> Vec<sluicebox::tools::bench::Bench> {
+        let first = self.bench();
+        let bare = (first.sink && !self.sink_only && !self.aws).then(|| sluicebox::tools::bench::Bench {
+            sink: false,
+            update_share: 0.0,
+            gzip: false,
+            ..first.clone()
+        });
+        std::iter::once(first).chain(bare).collect()
+    }
+
+    /// The job measured (with the sink unless `--no-sink`).
     pub fn bench(&self) -> sluicebox::tools::bench::Bench {
         use sluicebox::tools::bench::KeyOrder;
         let python = self.duckdb_python();

@@ -81,7 +81,7 @@ async fn command(command: Command) -> sluicebox::Result<()> {
         }
         #[cfg(feature = "bench")]
         Command::Bench(a) => {
-            let (measured, notes) = app::bench_job(&a.data_dir, &a.bench(), &a.out).await?;
+            let (measured, notes) = app::bench_job(&a.data_dir, &a.benches(), &a.out).await?;
             measured.iter().try_for_each(|m| show(a.json, m))?;
             notes.iter().filter(|_| !a.json).try_for_each(|n| emit(&format!("{n}\n")))
         }
