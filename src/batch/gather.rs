@@ -61,13 +61,14 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
     // takes it over and continues from the steps recorded done.
     let renewer = Renewer(renew_lease(run, now + GATHER_LEASE.as_millis() as i64));
     let tally = Tally::default();
-    let completed = match tally.scope(write_outputs(run, &tally)).await {
-        Ok(s) => match archive_and_tell(run, &s).await {
-            Ok(()) => ledger.set_status(job_id, JobStatus::Gathering, JobStatus::Complete).await,
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
+    let completed = async {
+        // The steps a gather cut off earlier got through, read once for all of them.
+        let steps = Steps::load(run).await?;
+        let summary = tally.scope(write_outputs(run, &tally, &steps)).await?;
+        archive_and_tell(run, &steps, &summary).await?;
+        ledger.set_status(job_id, JobStatus::Gathering, JobStatus::Complete).await
+    }
+    .await;
     drop(renewer);
     match completed {
         Ok(true) => {
@@ -90,8 +91,7 @@ pub(crate) async fn gather(run: &Arc<JobRun>) -> Result<()> {
 /// complete: the inputs move to their archive and people are told, each a recorded step, so
 /// that a gather cut off anywhere is finished by the next gatherer, which does neither again
 /// (a send cut off before its step was recorded is sent again: at least once, never never).
-async fn archive_and_tell(run: &Arc<JobRun>, summary: &Summary) -> Result<()> {
-    let steps = Steps::load(run).await?;
+async fn archive_and_tell(run: &Arc<JobRun>, steps: &Steps, summary: &Summary) -> Result<()> {
     steps
         .run("archive", async {
             archive_inputs(run).await;
@@ -237,7 +237,7 @@ async fn archive_inputs(run: &Arc<JobRun>) {
     }
 }
 
-async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<Summary> {
+async fn write_outputs(run: &Arc<JobRun>, tally: &Tally, steps: &Steps) -> Result<Summary> {
     let gather_started = now_ms();
     let job_id = run.id();
     let job = run.engine.ledger.get_job(job_id).await?.ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
@@ -251,7 +251,6 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<Summary> {
     }
     // The sink stores what it staged while the parts are merged; the summary comes after both.
     let started = std::time::Instant::now();
-    let steps = Steps::load(run).await?;
     let publish = async {
         let published = match &run.sink {
             Some(sink) => steps.run("sink", sink.publish(run.version())).await,
@@ -261,7 +260,7 @@ async fn write_outputs(run: &Arc<JobRun>, tally: &Tally) -> Result<Summary> {
         published
     };
     let merge = async {
-        let merged = merge_parts(run, &chunks, &steps).await;
+        let merged = merge_parts(run, &chunks, steps).await;
         tracing::debug!(job = %job_id, ms = started.elapsed().as_millis() as u64, "parts merged");
         merged
     };

@@ -207,8 +207,17 @@ async fn orders_through_s3_sqs_and_dynamodb_match_the_local_run() {
     // Every request is accounted for: one commit per chunk, at least one ranged read per
     // chunk, tasks sent in batches of ten, and the gather's multipart upload.
     let calls = &remote.api_calls;
-    assert_eq!(calls.get("dynamodb.TransactWriteItems"), Some(&10), "{calls:?}");
-    assert_eq!(calls.get("dynamodb.BatchWriteItem"), Some(&400), "10,000 items in requests of 25: {calls:?}");
+    // One commit per chunk (the ledger's count above says each committed once); a commit the
+    // SDK sent again on a busy machine counts each attempt.
+    assert!(calls.get("dynamodb.TransactWriteItems").is_some_and(|&n| (10..=12).contains(&n)), "{calls:?}");
+    // 10,000 items in requests of 25, each sent once unless it was refused whole (a slow
+    // emulator's timeout); every attempt the SDK made is among the calls.
+    let stats = sink.stats();
+    let sent = stats.requests.load(Ordering::Relaxed);
+    let again = stats.throttled_requests.load(Ordering::Relaxed);
+    assert_eq!(stats.unprocessed.load(Ordering::Relaxed), 0, "the emulator returns no unprocessed items");
+    assert_eq!(sent - again, 400, "10,000 items in requests of 25: {sent} sent, {again} again");
+    assert!(calls.get("dynamodb.BatchWriteItem").is_some_and(|&n| n >= sent), "{calls:?}");
     assert!(calls.get("s3.GetObject").is_some_and(|&n| n >= 10), "{calls:?}");
     assert_eq!(calls.get("sqs.SendMessageBatch"), Some(&1), "{calls:?}");
     assert!(calls.get("sqs.ReceiveMessage").is_some_and(|&n| n >= 10), "{calls:?}");
