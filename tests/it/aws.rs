@@ -338,7 +338,7 @@ async fn three_workers_share_a_job_and_one_is_killed() {
     let ledger = ledger::open(&format!("dynamodb://{table}"), &sluicebox::backends::cloud::Cloud::aws(conf.clone()))
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
     loop {
         let job = ledger.get_job(&job_id).await.unwrap().unwrap();
         if job.done_chunks >= 2 {
@@ -472,7 +472,8 @@ async fn throttled_writes_and_duplicated_deliveries_write_every_record_once() {
     assert!(refused > 10 && held > 300, "the faults must have bitten: {refused} requests refused, {held} items held");
     let stats = sink.stats();
     assert!(stats.largest_request.load(Ordering::Relaxed) <= 25);
-    assert!(sink.pace().rate().is_some(), "throttling must have slowed the writer");
+    // The pace may have climbed back by the end: that it was lowered is what counts.
+    assert!(sink.pace().times_lowered() > 0, "throttling must have slowed the writer");
     // Exactly the records of a clean local run, each once.
     let items = sluicebox::backends::sink::Sink::read_all(sink.as_ref()).await.unwrap();
     let clean_dir = tempfile::tempdir().unwrap();

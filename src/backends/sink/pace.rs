@@ -39,6 +39,8 @@ struct PaceState {
     last_rate: f64,
     /// When the rate was last lowered.
     lowered: Option<Instant>,
+    /// How many times the rate was lowered.
+    times_lowered: u64,
 }
 
 impl Default for Pace {
@@ -68,6 +70,7 @@ impl Pace {
                 window_start: now,
                 last_rate: 0.0,
                 lowered: None,
+                times_lowered: 0,
             }),
         }
     }
@@ -91,6 +94,11 @@ impl Pace {
     /// The current limit in units/s (`None`: unlimited).
     pub fn rate(&self) -> Option<f64> {
         self.lock().rate
+    }
+
+    /// How many times throttling lowered the rate so far (it may have climbed back since).
+    pub fn times_lowered(&self) -> u64 {
+        self.lock().times_lowered
     }
 
     /// Wait until `units` may be sent.
@@ -136,6 +144,7 @@ impl Pace {
             return;
         }
         s.lowered = Some(now);
+        s.times_lowered += 1;
         let span = now.duration_since(s.window_start).as_secs_f64().max(0.001);
         let seen = if span >= 0.2 { s.window_units as f64 / span } else { s.last_rate };
         let base = s.rate.unwrap_or(if seen > 0.0 { seen } else { 1000.0 });
