@@ -149,7 +149,6 @@ impl Stream {
             self.dest.clone(),
             self.ledger.clone(),
             name.clone(),
-            self.spec.clone(),
             source.clone(),
             self.sink.clone(),
         )

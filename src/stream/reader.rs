@@ -288,8 +288,12 @@ impl Reader {
             fields: fields.clone().map(Arc::new),
             errors: self.config.errors.trim_matches('/').to_string(),
         };
+        let schema = match format {
+            OutputFormat::Parquet => Some(crate::engine::parquet::schema(&self.spec, fields.as_deref().unwrap_or_default())?),
+            _ => None,
+        };
         self.encoder = Some(self.prep.pipeline.encoder_for(e.line_format(), fields));
-        let spooler = Spooler::new(self.scratch.clone(), e.clone(), PIECE_BYTES);
+        let spooler = Spooler::new(self.scratch.clone(), e.clone(), PIECE_BYTES, schema);
         self.spooler = Some(Arc::new(spooler));
         self.encoding = Some(e.clone());
         Ok(e)
