@@ -37,13 +37,75 @@ struct Segment {
 enum Piece {
     Text(String),
     Field(String),
-    /// A strftime format (`%Y`, `%m-%d`), and its items parsed once.
-    Time(String, TimeItems),
+    /// A strftime format (`%Y`, `%m-%d`), its items parsed once, and whether they write only
+    /// the date.
+    Time(String, TimeItems, bool),
 }
 
 /// A strftime format's parsed items (parsing a format per record costs more than formatting).
 #[derive(Debug, Clone)]
 struct TimeItems(Vec<Item<'static>>);
+
+impl TimeItems {
+    /// Whether the items write only the date (`%Y-%m-%d`, `%b`, `%j`): then a day's text is
+    /// kept and reused, formatting being most of what naming a partition costs.
+    fn daily(&self) -> bool {
+        use chrono::format::{Fixed, Numeric};
+        self.0.iter().all(|item| match item {
+            Item::Literal(_) | Item::OwnedLiteral(_) | Item::Space(_) | Item::OwnedSpace(_) => true,
+            Item::Numeric(n, _) => matches!(
+                n,
+                Numeric::Year
+                    | Numeric::YearDiv100
+                    | Numeric::YearMod100
+                    | Numeric::IsoYear
+                    | Numeric::IsoYearDiv100
+                    | Numeric::IsoYearMod100
+                    | Numeric::Month
+                    | Numeric::Day
+                    | Numeric::WeekFromSun
+                    | Numeric::WeekFromMon
+                    | Numeric::IsoWeek
+                    | Numeric::NumDaysFromSun
+                    | Numeric::WeekdayFromMon
+                    | Numeric::Ordinal
+            ),
+            Item::Fixed(f) => {
+                matches!(f, Fixed::ShortMonthName | Fixed::LongMonthName | Fixed::ShortWeekdayName | Fixed::LongWeekdayName)
+            }
+            _ => false,
+        })
+    }
+
+    /// Write `time` with these items (of `format`) onto `out`; a daily format's text comes
+    /// from this thread's last days, by the format and the day.
+    fn write(&self, format: &str, time: DateTime<Utc>, daily: bool, out: &mut String) {
+        use std::fmt::Write;
+        if !daily {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{}", time.format_with_items(self.0.iter()));
+            return;
+        }
+        type Days = std::collections::HashMap<String, std::collections::HashMap<i32, String>>;
+        thread_local! {
+            static DAYS: std::cell::RefCell<Days> = Default::default();
+        }
+        let day = chrono::Datelike::num_days_from_ce(&time);
+        DAYS.with_borrow_mut(|formats| {
+            if !formats.contains_key(format) {
+                if formats.len() >= 64 {
+                    formats.clear();
+                }
+                formats.insert(format.to_string(), Default::default());
+            }
+            let Some(days) = formats.get_mut(format) else { return };
+            if days.len() >= 4096 {
+                days.clear();
+            }
+            out.push_str(days.entry(day).or_insert_with(|| time.format_with_items(self.0.iter()).to_string()));
+        });
+    }
+}
 
 impl PartialEq for TimeItems {
     fn eq(&self, _: &Self) -> bool {
@@ -112,7 +174,7 @@ impl Template {
                 let name = s.name.clone()?;
                 let kind = match s.pieces.as_slice() {
                     [Piece::Field(f)] => PartitionKind::Field(f.clone()),
-                    [Piece::Time(t, _)] => PartitionKind::Time(t.clone()),
+                    [Piece::Time(t, ..)] => PartitionKind::Time(t.clone()),
                     _ => PartitionKind::Mixed(s.pieces.iter().map(Piece::source).collect()),
                 };
                 Some(PartitionColumn { name, kind })
@@ -140,7 +202,7 @@ impl Template {
         const FINE: [&str; 9] = ["%M", "%S", "%s", "%f", "%T", "%R", "%X", "%c", "%+"];
         for piece in self.segments.iter().flat_map(|s| &s.pieces) {
             match piece {
-                Piece::Time(text, _) => {
+                Piece::Time(text, ..) => {
                     if let Some(f) = FINE.iter().find(|f| text.contains(**f)) {
                         return Some(format!("{f} makes a folder per minute or finer"));
                     }
@@ -213,11 +275,7 @@ impl Template {
             for piece in &seg.pieces {
                 match piece {
                     Piece::Text(t) => out.push_str(t),
-                    Piece::Time(_, items) => {
-                        use std::fmt::Write;
-                        // Writing to a String cannot fail.
-                        let _ = write!(out, "{}", time.format_with_items(items.0.iter()));
-                    }
+                    Piece::Time(format, items, daily) => items.write(format, time, *daily, &mut out),
                     Piece::Field(f) => match row.get(f) {
                         None | Some(Value::Null) => out.push_str(DEFAULT_PARTITION),
                         Some(Value::String(s)) if s.is_empty() => out.push_str(DEFAULT_PARTITION),
@@ -236,7 +294,7 @@ impl Piece {
         match self {
             Piece::Text(t) => t.clone(),
             Piece::Field(f) => format!("{{{f}}}"),
-            Piece::Time(t, _) => t.clone(),
+            Piece::Time(t, ..) => t.clone(),
         }
     }
 }
@@ -275,7 +333,9 @@ fn pieces(value: &str) -> std::result::Result<Vec<Piece>, String> {
             if sample.chars().any(char::is_control) {
                 return Err(format!("{run:?} writes a control character (`%n`, `%t`) into a folder name"));
             }
-            out.push(Piece::Time(run.to_string(), TimeItems(items)));
+            let items = TimeItems(items);
+            let daily = items.daily();
+            out.push(Piece::Time(run.to_string(), items, daily));
             rest = &rest[end..];
         } else {
             let end = rest.find(['{', '%']).unwrap_or(rest.len());

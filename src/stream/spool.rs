@@ -126,6 +126,21 @@ pub struct Spooler {
     /// The Parquet files' schema, when the data files are Parquet.
     pub schema: Option<SchemaRef>,
     pieces: SyncSender<Job>,
+    /// Emptied piece buffers, for the next pieces: a piece grown from empty in a new
+    /// allocation is copied as it grows and faulted in page by page.
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+/// Emptied piece buffers kept for reuse at most.
+const SPARE_PIECES: usize = PIECES_WAITING + 2;
+
+/// Keep `lines`, emptied, for a next piece, if there is room.
+fn recycle(spare: &Mutex<Vec<Vec<u8>>>, mut lines: Vec<u8>) {
+    let mut spare = spare.lock().unwrap_or_else(|e| e.into_inner());
+    if spare.len() < SPARE_PIECES {
+        lines.clear();
+        spare.push(lines);
+    }
 }
 
 /// What the buffers hold, for the run's report.
@@ -159,18 +174,19 @@ impl Spooler {
     /// the Parquet files' (needed when `encoding` is Parquet).
     pub fn new(dir: PathBuf, encoding: Encoding, piece: usize, schema: Option<SchemaRef>) -> Spooler {
         let gauges = Arc::new(Gauges::default());
+        let spare = Arc::new(Mutex::new(Vec::new()));
         let (pieces, jobs) = sync_channel::<Job>(PIECES_WAITING);
-        let (thread_dir, thread_gauges) = (dir.clone(), gauges.clone());
+        let (thread_dir, thread_gauges, thread_spare) = (dir.clone(), gauges.clone(), spare.clone());
         let started = std::thread::Builder::new().name("stream-pieces".into()).spawn(move || {
             while let Ok(job) = jobs.recv() {
-                job.run(&thread_dir, &thread_gauges);
+                recycle(&thread_spare, job.run(&thread_dir, &thread_gauges));
             }
         });
         if let Err(e) = started {
             // Without the thread, a piece is compressed by whoever fills it (see `spill`).
             tracing::warn!("starting the stream's compressor thread: {e}");
         }
-        Spooler { dir, encoding, piece, gauges, schema, pieces }
+        Spooler { dir, encoding, piece, gauges, schema, pieces, spare }
     }
 }
 
@@ -213,7 +229,8 @@ struct Job {
 }
 
 impl Job {
-    fn run(self, dir: &std::path::Path, gauges: &Gauges) {
+    /// Compress the piece onto its scratch file; its emptied buffer.
+    fn run(self, dir: &std::path::Path, gauges: &Gauges) -> Vec<u8> {
         if let Some((schema, partition)) = &self.parquet {
             self.row_group(dir, gauges, schema, partition);
         } else {
@@ -229,6 +246,7 @@ impl Job {
             s.pending -= 1;
         }
         self.scratch.1.notify_all();
+        self.lines
     }
 
     /// A Parquet piece as the next row group of its file. The file's encoder is taken out of
@@ -408,7 +426,7 @@ impl Body {
         let parquet = (self.piece == Piece::Parquet).then(|| (self.schema(), self.partition.clone()));
         let job = Job { scratch, piece: self.piece, lines: std::mem::take(&mut self.lines), parquet };
         if let Err(e) = self.spooler.pieces.send(job) {
-            e.0.run(&self.spooler.dir, &self.spooler.gauges);
+            recycle(&self.spooler.spare, e.0.run(&self.spooler.dir, &self.spooler.gauges));
         }
     }
 
@@ -487,8 +505,11 @@ impl Fill for Body {
         span.previous = item.ordinal;
         span.last = item.pos;
         self.acks.extend(item.ack);
-        if self.lines.is_empty() {
-            self.lines.reserve(self.spooler.piece.min(64 * 1024));
+        if self.lines.capacity() == 0 {
+            // A whole piece's room: pages not yet written take no memory.
+            let spare = self.spooler.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            self.lines = spare.unwrap_or_default();
+            self.lines.reserve(self.spooler.piece + item.line.len());
         }
         self.lines.extend_from_slice(&item.line);
         self.spooler.gauges.hold(item.line.len());

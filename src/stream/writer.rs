@@ -245,7 +245,8 @@ impl Writer {
                 match out {
                     Output::Bytes(bytes) => crate::backends::bucket::put(dest.as_ref(), &plan.path, bytes).await?,
                     Output::Scratch(file, _) => {
-                        let file = tokio::fs::File::from_std(file);
+                        // Read a MiB at a time: each read of a file is a task on the blocking pool.
+                        let file = tokio::io::BufReader::with_capacity(1 << 20, tokio::fs::File::from_std(file));
                         crate::backends::bucket::upload_from(dest, file, &plan.path, &plan.path).await?
                     }
                 }
