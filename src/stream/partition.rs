@@ -71,7 +71,10 @@ impl TimeItems {
                     | Numeric::Ordinal
             ),
             Item::Fixed(f) => {
-                matches!(f, Fixed::ShortMonthName | Fixed::LongMonthName | Fixed::ShortWeekdayName | Fixed::LongWeekdayName)
+                matches!(
+                    f,
+                    Fixed::ShortMonthName | Fixed::LongMonthName | Fixed::ShortWeekdayName | Fixed::LongWeekdayName
+                )
             }
             _ => false,
         })

@@ -154,8 +154,8 @@ impl Prep {
                 Err(fault) => return reject(fault),
             },
         };
-        // Parquet files are made from JSON Lines when they are written: a line is far smaller
-        // in a buffer than the row it encodes.
+        // A Parquet file's row groups are decoded from pieces of JSON Lines as they fill: a
+        // line is far smaller in a buffer than the row it encodes.
         encoder.encode(&row);
         Ready::Row { partition, line: encoder.take(), item: item(row) }
     }

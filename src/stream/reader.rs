@@ -295,7 +295,9 @@ impl Reader {
             errors: self.config.errors.trim_matches('/').to_string(),
         };
         let schema = match format {
-            OutputFormat::Parquet => Some(crate::engine::parquet::schema(&self.spec, fields.as_deref().unwrap_or_default())?),
+            OutputFormat::Parquet => {
+                Some(crate::engine::parquet::schema(&self.spec, fields.as_deref().unwrap_or_default())?)
+            }
             _ => None,
         };
         self.encoder = Some(self.prep.pipeline.encoder_for(e.line_format(), fields));

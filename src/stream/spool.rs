@@ -62,8 +62,8 @@ pub struct Encoding {
 }
 
 impl Encoding {
-    /// How buffered lines are encoded: CSV for CSV files, else JSON Lines (Parquet files are
-    /// made from JSON Lines when they are written).
+    /// How buffered lines are encoded: CSV for CSV files, else JSON Lines (a Parquet file's
+    /// row groups are decoded from its pieces of JSON Lines as they fill).
     pub fn line_format(&self) -> OutputFormat {
         if self.format == OutputFormat::Csv {
             OutputFormat::Csv
@@ -257,9 +257,10 @@ impl Job {
         let taken = match (s.failed.is_none(), s.groups.take()) {
             (false, _) => None,
             (true, Some(groups)) => Some(Ok(groups)),
-            (true, None) => Some(tempfile::tempfile_in(dir).map(|f| {
-                ParquetEncoder::to_writer(std::io::BufWriter::new(f), schema.clone(), ROW_GROUP_ROWS)
-            })),
+            (true, None) => Some(
+                tempfile::tempfile_in(dir)
+                    .map(|f| ParquetEncoder::to_writer(std::io::BufWriter::new(f), schema.clone(), ROW_GROUP_ROWS)),
+            ),
         };
         drop(s);
         let result = taken.map(|groups| {

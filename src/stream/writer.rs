@@ -355,7 +355,12 @@ mod tests {
     }
 
     fn encoding() -> Encoding {
-        Encoding { format: crate::model::config::OutputFormat::Jsonl, compression: Compression::None, fields: None, errors: "errors".into() }
+        Encoding {
+            format: crate::model::config::OutputFormat::Jsonl,
+            compression: Compression::None,
+            fields: None,
+            errors: "errors".into(),
+        }
     }
 
     fn item(n: u64, ack: &str) -> Item {
@@ -396,7 +401,8 @@ mod tests {
         let ledger: Arc<dyn StateStore> = Arc::new(MemoryLedger::default());
         let source = Arc::new(Noting { resumable, ledger: ledger.clone(), acks: Mutex::new(Vec::new()) });
         let dest = Arc::new(InMemory::new());
-        let (writer, saved) = Writer::open(dest.clone(), ledger.clone(), "s".into(), source.clone(), None).await.unwrap();
+        let (writer, saved) =
+            Writer::open(dest.clone(), ledger.clone(), "s".into(), source.clone(), None).await.unwrap();
         assert_eq!(saved, Saved::default());
         (writer, source, dest, ledger)
     }
