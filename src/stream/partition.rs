@@ -391,6 +391,28 @@ mod tests {
         assert_eq!(cols[1], PartitionColumn { name: "year".into(), kind: PartitionKind::Time("%Y".into()) });
     }
 
+    /// A format that writes only the date is written once a day and kept; one with the hour
+    /// is written every time: both as chrono writes them, for any time of any day.
+    #[test]
+    fn a_daily_formats_kept_text_is_what_chrono_writes_and_an_hourly_one_is_never_kept() {
+        let daily = Template::parse("dt=%Y-%m-%d/w=%a-%b-%j").unwrap();
+        let hourly = Template::parse("dt=%Y-%m-%d/h=%H").unwrap();
+        let is_daily = |t: &Template| {
+            t.segments.iter().flat_map(|s| &s.pieces).all(|p| match p {
+                Piece::Time(_, _, daily) => *daily,
+                _ => true,
+            })
+        };
+        assert!(is_daily(&daily) && !is_daily(&hourly));
+        let start = Utc.with_ymd_and_hms(2025, 12, 30, 22, 0, 0).unwrap();
+        for step in 0..200 {
+            let at = start + chrono::Duration::minutes(37 * step);
+            for (t, format) in [(&daily, "dt=%Y-%m-%d/w=%a-%b-%j"), (&hourly, "dt=%Y-%m-%d/h=%H")] {
+                assert_eq!(t.render(&row(json!({})), at), at.format(format).to_string(), "{at}");
+            }
+        }
+    }
+
     #[test]
     fn a_partition_too_long_dotted_or_under_the_errors_prefix_is_a_fault() {
         let t = Template::parse("d={d}/h=%H").unwrap();
