@@ -321,15 +321,23 @@ impl Read for AtMost {
 pub async fn open_reader(store: Arc<dyn ObjectStore>, input: &InputObject) -> Result<ObjectReader> {
     let path = key_path(&input.path);
     let options = GetOptions { if_match: input.e_tag.clone(), ..GetOptions::default() };
-    let stream = store
-        .get_opts(&path, options)
-        .await
-        .map_err(|e| read_error(e, input, None))?
-        .into_stream()
-        .map(|r| r.map_err(std::io::Error::other));
-    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
-    let reader = std::io::BufReader::with_capacity(256 << 10, reader);
-    Ok(ObjectReader { inner: Box::new(reader), compression: input.compression, location: input.location.clone() })
+    let got = store.get_opts(&path, options).await.map_err(|e| read_error(e, input, None))?;
+    let inner: Box<dyn Read + Send> = match got.payload {
+        // A local file is read as a file: its stream would hand it over 8 KiB at a time, each
+        // read a task on the blocking pool.
+        object_store::GetResultPayload::File(mut file, _) => {
+            use std::io::{Seek, SeekFrom};
+            let unreadable = |e: std::io::Error| Error::input(&input.location, format!("cannot read: {e}"));
+            file.seek(SeekFrom::Start(got.range.start)).map_err(unreadable)?;
+            Box::new(std::io::BufReader::with_capacity(256 << 10, file.take(got.range.end - got.range.start)))
+        }
+        object_store::GetResultPayload::Stream(stream) => {
+            let stream = stream.map(|r| r.map_err(std::io::Error::other));
+            let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+            Box::new(std::io::BufReader::with_capacity(256 << 10, reader))
+        }
+    };
+    Ok(ObjectReader { inner, compression: input.compression, location: input.location.clone() })
 }
 
 /// `r` decompressed as `c` says (`Auto` and `None`: as it is); `location` names it in errors.

@@ -92,7 +92,7 @@ mod tests {
 
     fn batch(partition: &str, items: Vec<Item>) -> Batch<Body> {
         let e = encoding(OutputFormat::Jsonl, Compression::Gzip);
-        let spooler = Arc::new(Spooler::new(std::env::temp_dir(), e, PIECE_BYTES));
+        let spooler = Arc::new(Spooler::new(std::env::temp_dir(), e, PIECE_BYTES, None));
         let (bytes, records) = (items.iter().map(|i| i.line.len()).sum(), items.len() as u64);
         let mut body = Body::new(&spooler, partition);
         for i in items {

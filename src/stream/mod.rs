@@ -145,15 +145,9 @@ impl Stream {
             hold: Duration::from_secs(u64::from(config.max_age_s) + 120),
         };
         let source = source::open(&opts.from, opening).await?;
-        let (writer, saved) = Writer::open(
-            self.dest.clone(),
-            self.ledger.clone(),
-            name.clone(),
-            self.spec.clone(),
-            source.clone(),
-            self.sink.clone(),
-        )
-        .await?;
+        let (writer, saved) =
+            Writer::open(self.dest.clone(), self.ledger.clone(), name.clone(), source.clone(), self.sink.clone())
+                .await?;
         let (tx, rx) = mpsc::channel(8);
         let (group_tx, group_rx) = mpsc::channel::<Group>(2);
         let resume = saved.shards.clone();

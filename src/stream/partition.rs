@@ -37,13 +37,78 @@ struct Segment {
 enum Piece {
     Text(String),
     Field(String),
-    /// A strftime format (`%Y`, `%m-%d`), and its items parsed once.
-    Time(String, TimeItems),
+    /// A strftime format (`%Y`, `%m-%d`), its items parsed once, and whether they write only
+    /// the date.
+    Time(String, TimeItems, bool),
 }
 
 /// A strftime format's parsed items (parsing a format per record costs more than formatting).
 #[derive(Debug, Clone)]
 struct TimeItems(Vec<Item<'static>>);
+
+impl TimeItems {
+    /// Whether the items write only the date (`%Y-%m-%d`, `%b`, `%j`): then a day's text is
+    /// kept and reused, formatting being most of what naming a partition costs.
+    fn daily(&self) -> bool {
+        use chrono::format::{Fixed, Numeric};
+        self.0.iter().all(|item| match item {
+            Item::Literal(_) | Item::OwnedLiteral(_) | Item::Space(_) | Item::OwnedSpace(_) => true,
+            Item::Numeric(n, _) => matches!(
+                n,
+                Numeric::Year
+                    | Numeric::YearDiv100
+                    | Numeric::YearMod100
+                    | Numeric::IsoYear
+                    | Numeric::IsoYearDiv100
+                    | Numeric::IsoYearMod100
+                    | Numeric::Month
+                    | Numeric::Day
+                    | Numeric::WeekFromSun
+                    | Numeric::WeekFromMon
+                    | Numeric::IsoWeek
+                    | Numeric::NumDaysFromSun
+                    | Numeric::WeekdayFromMon
+                    | Numeric::Ordinal
+            ),
+            Item::Fixed(f) => {
+                matches!(
+                    f,
+                    Fixed::ShortMonthName | Fixed::LongMonthName | Fixed::ShortWeekdayName | Fixed::LongWeekdayName
+                )
+            }
+            _ => false,
+        })
+    }
+
+    /// Write `time` with these items (of `format`) onto `out`; a daily format's text comes
+    /// from this thread's last days, by the format and the day.
+    fn write(&self, format: &str, time: DateTime<Utc>, daily: bool, out: &mut String) {
+        use std::fmt::Write;
+        if !daily {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{}", time.format_with_items(self.0.iter()));
+            return;
+        }
+        type Days = std::collections::HashMap<String, std::collections::HashMap<i32, String>>;
+        thread_local! {
+            static DAYS: std::cell::RefCell<Days> = Default::default();
+        }
+        let day = chrono::Datelike::num_days_from_ce(&time);
+        DAYS.with_borrow_mut(|formats| {
+            if !formats.contains_key(format) {
+                if formats.len() >= 64 {
+                    formats.clear();
+                }
+                formats.insert(format.to_string(), Default::default());
+            }
+            let Some(days) = formats.get_mut(format) else { return };
+            if days.len() >= 4096 {
+                days.clear();
+            }
+            out.push_str(days.entry(day).or_insert_with(|| time.format_with_items(self.0.iter()).to_string()));
+        });
+    }
+}
 
 impl PartialEq for TimeItems {
     fn eq(&self, _: &Self) -> bool {
@@ -112,7 +177,7 @@ impl Template {
                 let name = s.name.clone()?;
                 let kind = match s.pieces.as_slice() {
                     [Piece::Field(f)] => PartitionKind::Field(f.clone()),
-                    [Piece::Time(t, _)] => PartitionKind::Time(t.clone()),
+                    [Piece::Time(t, ..)] => PartitionKind::Time(t.clone()),
                     _ => PartitionKind::Mixed(s.pieces.iter().map(Piece::source).collect()),
                 };
                 Some(PartitionColumn { name, kind })
@@ -140,7 +205,7 @@ impl Template {
         const FINE: [&str; 9] = ["%M", "%S", "%s", "%f", "%T", "%R", "%X", "%c", "%+"];
         for piece in self.segments.iter().flat_map(|s| &s.pieces) {
             match piece {
-                Piece::Time(text, _) => {
+                Piece::Time(text, ..) => {
                     if let Some(f) = FINE.iter().find(|f| text.contains(**f)) {
                         return Some(format!("{f} makes a folder per minute or finer"));
                     }
@@ -213,11 +278,7 @@ impl Template {
             for piece in &seg.pieces {
                 match piece {
                     Piece::Text(t) => out.push_str(t),
-                    Piece::Time(_, items) => {
-                        use std::fmt::Write;
-                        // Writing to a String cannot fail.
-                        let _ = write!(out, "{}", time.format_with_items(items.0.iter()));
-                    }
+                    Piece::Time(format, items, daily) => items.write(format, time, *daily, &mut out),
                     Piece::Field(f) => match row.get(f) {
                         None | Some(Value::Null) => out.push_str(DEFAULT_PARTITION),
                         Some(Value::String(s)) if s.is_empty() => out.push_str(DEFAULT_PARTITION),
@@ -236,7 +297,7 @@ impl Piece {
         match self {
             Piece::Text(t) => t.clone(),
             Piece::Field(f) => format!("{{{f}}}"),
-            Piece::Time(t, _) => t.clone(),
+            Piece::Time(t, ..) => t.clone(),
         }
     }
 }
@@ -275,7 +336,9 @@ fn pieces(value: &str) -> std::result::Result<Vec<Piece>, String> {
             if sample.chars().any(char::is_control) {
                 return Err(format!("{run:?} writes a control character (`%n`, `%t`) into a folder name"));
             }
-            out.push(Piece::Time(run.to_string(), TimeItems(items)));
+            let items = TimeItems(items);
+            let daily = items.daily();
+            out.push(Piece::Time(run.to_string(), items, daily));
             rest = &rest[end..];
         } else {
             let end = rest.find(['{', '%']).unwrap_or(rest.len());
@@ -326,6 +389,28 @@ mod tests {
         let cols = t.columns();
         assert_eq!(cols[0], PartitionColumn { name: "vendor".into(), kind: PartitionKind::Field("vendor_id".into()) });
         assert_eq!(cols[1], PartitionColumn { name: "year".into(), kind: PartitionKind::Time("%Y".into()) });
+    }
+
+    /// A format that writes only the date is written once a day and kept; one with the hour
+    /// is written every time: both as chrono writes them, for any time of any day.
+    #[test]
+    fn a_daily_formats_kept_text_is_what_chrono_writes_and_an_hourly_one_is_never_kept() {
+        let daily = Template::parse("dt=%Y-%m-%d/w=%a-%b-%j").unwrap();
+        let hourly = Template::parse("dt=%Y-%m-%d/h=%H").unwrap();
+        let is_daily = |t: &Template| {
+            t.segments.iter().flat_map(|s| &s.pieces).all(|p| match p {
+                Piece::Time(_, _, daily) => *daily,
+                _ => true,
+            })
+        };
+        assert!(is_daily(&daily) && !is_daily(&hourly));
+        let start = Utc.with_ymd_and_hms(2025, 12, 30, 22, 0, 0).unwrap();
+        for step in 0..200 {
+            let at = start + chrono::Duration::minutes(37 * step);
+            for (t, format) in [(&daily, "dt=%Y-%m-%d/w=%a-%b-%j"), (&hourly, "dt=%Y-%m-%d/h=%H")] {
+                assert_eq!(t.render(&row(json!({})), at), at.format(format).to_string(), "{at}");
+            }
+        }
     }
 
     #[test]

@@ -154,8 +154,8 @@ impl Prep {
                 Err(fault) => return reject(fault),
             },
         };
-        // Parquet files are made from JSON Lines when they are written: a line is far smaller
-        // in a buffer than the row it encodes.
+        // A Parquet file's row groups are decoded from pieces of JSON Lines as they fill: a
+        // line is far smaller in a buffer than the row it encodes.
         encoder.encode(&row);
         Ready::Row { partition, line: encoder.take(), item: item(row) }
     }
@@ -171,8 +171,9 @@ impl Prep {
         let time = parsed_time(row, field, bad)?;
         // A partition years ahead (9999) is a typo or a crafted record, and a folder no query
         // of this year reads.
-        let latest = Utc::now() + chrono::Duration::days(MAX_DAYS_AHEAD);
-        if time > latest {
+        // The system clock alone (asked for every record), the calendar only for the message.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        if i128::from(time.timestamp_millis()) > now as i128 + i128::from(MAX_DAYS_AHEAD) * 86_400_000 {
             return Err(bad(format!("{time} is more than {MAX_DAYS_AHEAD} day(s) ahead of this clock")));
         }
         Ok(time)

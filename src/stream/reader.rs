@@ -33,7 +33,9 @@ use crate::model::record::{Fault, Origin, Outcome, SinkItem, StreamPlace};
 
 /// The time now, in ms since the Unix epoch.
 fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    // Asked for every record placed: the system clock alone, without a calendar date.
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The most records the reader notes for the writer before it tells it, cut buffers or not:
@@ -138,9 +140,13 @@ impl Reader {
             ));
         }
         let errors = config.errors.trim_matches('/').to_string();
+        let pipeline = Pipeline::new(spec, lookup.clone(), spec.output_fields.clone());
+        let pipeline = match &targets.sink {
+            Some(_) => pipeline,
+            None => pipeline.without_place_keys(),
+        };
         let prep = Arc::new(Prep {
-            pipeline: Pipeline::new(spec, lookup.clone(), spec.output_fields.clone())
-                .with_sink_limits(targets.sink.clone()),
+            pipeline: pipeline.with_sink_limits(targets.sink.clone()),
             template,
             time_field: config.time_field.clone(),
             errors: errors.clone(),
@@ -288,8 +294,14 @@ impl Reader {
             fields: fields.clone().map(Arc::new),
             errors: self.config.errors.trim_matches('/').to_string(),
         };
+        let schema = match format {
+            OutputFormat::Parquet => {
+                Some(crate::engine::parquet::schema(&self.spec, fields.as_deref().unwrap_or_default())?)
+            }
+            _ => None,
+        };
         self.encoder = Some(self.prep.pipeline.encoder_for(e.line_format(), fields));
-        let spooler = Spooler::new(self.scratch.clone(), e.clone(), PIECE_BYTES);
+        let spooler = Spooler::new(self.scratch.clone(), e.clone(), PIECE_BYTES, schema);
         self.spooler = Some(Arc::new(spooler));
         self.encoding = Some(e.clone());
         Ok(e)

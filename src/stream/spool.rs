@@ -4,8 +4,9 @@
 //! size, and a record's bookkeeping is a few bytes. A gzip file is then a series of gzip
 //! members, a zstd file a series of frames (both read as one stream by every reader: gzip,
 //! zstd, DuckDB, Athena, Spark), an uncompressed file its lines; the writer uploads the
-//! scratch file as it is. A Parquet file's pieces are JSON Lines in zstd frames, turned into
-//! row groups when the file is written.
+//! scratch file as it is. A Parquet file's pieces become its row groups as they fill: each
+//! full piece of JSON Lines is decoded into Arrow arrays and written as one row group onto the
+//! scratch file, which the file's footer ends when it is written.
 //!
 //! Full pieces are compressed by a thread of their own (one per stream, so a buffer's pieces
 //! stay in order), beside the reader and its helpers; a file being written waits for its
@@ -15,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -23,6 +24,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::batch::Fill;
 use super::state::Pos;
+use arrow_schema::SchemaRef;
+
+use crate::engine::parquet::ParquetEncoder;
 use crate::engine::pipeline::Encoder;
 use crate::error::{Error, Result};
 use crate::model::config::{Compression, OutputFormat};
@@ -58,8 +62,8 @@ pub struct Encoding {
 }
 
 impl Encoding {
-    /// How buffered lines are encoded: CSV for CSV files, else JSON Lines (Parquet files are
-    /// made from JSON Lines when they are written).
+    /// How buffered lines are encoded: CSV for CSV files, else JSON Lines (a Parquet file's
+    /// row groups are decoded from its pieces of JSON Lines as they fill).
     pub fn line_format(&self) -> OutputFormat {
         if self.format == OutputFormat::Csv {
             OutputFormat::Csv
@@ -99,12 +103,12 @@ pub const PIECE_BYTES: usize = 512 * 1024;
 /// level 6 gains 3.5% of size for 70% more time.
 const GZIP_LEVEL: i32 = 1;
 
-/// zstd's level for zstd files (its default), and for the JSON Lines pieces of a Parquet file,
-/// which are read once, by the writer (its fastest).
+/// zstd's level for zstd files (its default).
 const ZSTD_LEVEL: i32 = 3;
-const PARQUET_PIECE_LEVEL: i32 = 1;
 
-/// Rows per row group of a stream's Parquet files.
+/// Rows per row group of a stream's Parquet files at most: a full piece is one row group, so
+/// a group holds a piece's records (about 2,700 of 190 bytes), and a file cut before its first
+/// piece fills is written whole in groups of this many.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 /// What every buffer of a stream shares: where scratch files go, how files are encoded, and
@@ -119,7 +123,24 @@ pub struct Spooler {
     pub piece: usize,
     /// What the buffers hold.
     pub gauges: Arc<Gauges>,
+    /// The Parquet files' schema, when the data files are Parquet.
+    pub schema: Option<SchemaRef>,
     pieces: SyncSender<Job>,
+    /// Emptied piece buffers, for the next pieces: a piece grown from empty in a new
+    /// allocation is copied as it grows and faulted in page by page.
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+/// Emptied piece buffers kept for reuse at most.
+const SPARE_PIECES: usize = PIECES_WAITING + 2;
+
+/// Keep `lines`, emptied, for a next piece, if there is room.
+fn recycle(spare: &Mutex<Vec<Vec<u8>>>, mut lines: Vec<u8>) {
+    let mut spare = spare.lock().unwrap_or_else(|e| e.into_inner());
+    if spare.len() < SPARE_PIECES {
+        lines.clear();
+        spare.push(lines);
+    }
 }
 
 /// What the buffers hold, for the run's report.
@@ -149,34 +170,47 @@ const PIECES_WAITING: usize = 2;
 
 impl Spooler {
     /// What every buffer of a stream encoded as `encoding` shares, spooling into `dir`; starts
-    /// the compressor thread, which ends when the last buffer and this are gone.
-    pub fn new(dir: PathBuf, encoding: Encoding, piece: usize) -> Spooler {
+    /// the compressor thread, which ends when the last buffer and this are gone. `schema` is
+    /// the Parquet files' (needed when `encoding` is Parquet).
+    pub fn new(dir: PathBuf, encoding: Encoding, piece: usize, schema: Option<SchemaRef>) -> Spooler {
         let gauges = Arc::new(Gauges::default());
+        let spare = Arc::new(Mutex::new(Vec::new()));
         let (pieces, jobs) = sync_channel::<Job>(PIECES_WAITING);
-        let (thread_dir, thread_gauges) = (dir.clone(), gauges.clone());
+        let (thread_dir, thread_gauges, thread_spare) = (dir.clone(), gauges.clone(), spare.clone());
         let started = std::thread::Builder::new().name("stream-pieces".into()).spawn(move || {
             while let Ok(job) = jobs.recv() {
-                job.run(&thread_dir, &thread_gauges);
+                recycle(&thread_spare, job.run(&thread_dir, &thread_gauges));
             }
         });
         if let Err(e) = started {
             // Without the thread, a piece is compressed by whoever fills it (see `spill`).
             tracing::warn!("starting the stream's compressor thread: {e}");
         }
-        Spooler { dir, encoding, piece, gauges, pieces }
+        Spooler { dir, encoding, piece, gauges, schema, pieces, spare }
     }
 }
 
+/// A Parquet file being written onto its scratch file, a row group per piece.
+type RowGroups = ParquetEncoder<std::io::BufWriter<File>>;
+
 /// A buffer's scratch file, which the compressor appends to.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Scratch {
     file: Option<File>,
+    /// A Parquet file's row groups so far (taken out while a piece is converted).
+    groups: Option<RowGroups>,
     /// Its bytes.
     spooled: u64,
     /// It failed: the buffer's file fails when it is written, and the stream with it.
-    failed: Option<std::io::Error>,
+    failed: Option<Error>,
     /// Pieces sent to the compressor and not yet appended.
     pending: usize,
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scratch").field("spooled", &self.spooled).field("pending", &self.pending).finish()
+    }
 }
 
 type Shared = Arc<(Mutex<Scratch>, Condvar)>;
@@ -190,24 +224,72 @@ struct Job {
     scratch: Shared,
     piece: Piece,
     lines: Vec<u8>,
+    /// A Parquet file's schema, and the partition, to name in errors.
+    parquet: Option<(SchemaRef, Arc<str>)>,
 }
 
 impl Job {
-    fn run(self, dir: &std::path::Path, gauges: &Gauges) {
-        let compressed = compress(self.piece, &self.lines);
-        gauges.release(self.lines.len());
-        drop(self.lines);
-        let mut s = lock(&self.scratch);
-        if s.failed.is_none() {
-            match compressed.and_then(|bytes| append(&mut s, dir, &bytes).map(|()| bytes.len())) {
-                Ok(n) => _ = gauges.spooled.fetch_add(n as u64, Ordering::Relaxed),
-                Err(e) => s.failed = Some(e),
+    /// Compress the piece onto its scratch file; its emptied buffer.
+    fn run(self, dir: &std::path::Path, gauges: &Gauges) -> Vec<u8> {
+        if let Some((schema, partition)) = &self.parquet {
+            self.row_group(dir, gauges, schema, partition);
+        } else {
+            let compressed = compress(self.piece, &self.lines);
+            gauges.release(self.lines.len());
+            let mut s = lock(&self.scratch);
+            if s.failed.is_none() {
+                match compressed.and_then(|bytes| append(&mut s, dir, &bytes).map(|()| bytes.len())) {
+                    Ok(n) => _ = gauges.spooled.fetch_add(n as u64, Ordering::Relaxed),
+                    Err(e) => s.failed = Some(scratch_error(dir, &e.to_string(), e)),
+                }
             }
+            s.pending -= 1;
+        }
+        self.scratch.1.notify_all();
+        self.lines
+    }
+
+    /// A Parquet piece as the next row group of its file. The file's encoder is taken out of
+    /// the lock while it works: the reader locks the scratch to send the next piece, and
+    /// nobody else uses the encoder while a piece of its buffer is in flight.
+    fn row_group(&self, dir: &std::path::Path, gauges: &Gauges, schema: &SchemaRef, partition: &str) {
+        let mut s = lock(&self.scratch);
+        let taken = match (s.failed.is_none(), s.groups.take()) {
+            (false, _) => None,
+            (true, Some(groups)) => Some(Ok(groups)),
+            (true, None) => Some(
+                tempfile::tempfile_in(dir)
+                    .map(|f| ParquetEncoder::to_writer(std::io::BufWriter::new(f), schema.clone(), ROW_GROUP_ROWS)),
+            ),
+        };
+        drop(s);
+        let result = taken.map(|groups| {
+            let mut groups = groups.map_err(|e| scratch_error(dir, partition, e))?;
+            let before = groups.buffered_bytes();
+            let location = format!("the scratch file of partition {partition:?}");
+            groups.push_checked_jsonl(&location, &self.lines)?;
+            groups.flush()?;
+            Ok::<_, Error>((groups.buffered_bytes().saturating_sub(before), groups))
+        });
+        gauges.release(self.lines.len());
+        let mut s = lock(&self.scratch);
+        match result {
+            Some(Ok((n, groups))) => {
+                gauges.spooled.fetch_add(n as u64, Ordering::Relaxed);
+                s.spooled += n as u64;
+                s.groups = Some(groups);
+            }
+            Some(Err(e)) => s.failed = Some(e),
+            None => {}
         }
         s.pending -= 1;
-        drop(s);
-        self.scratch.1.notify_all();
     }
+}
+
+/// The error of a buffer's scratch file in `dir`, `what` naming the file or partition.
+fn scratch_error(dir: &std::path::Path, what: &str, e: std::io::Error) -> Error {
+    let what = format!("the scratch file of {what} in {}", dir.display());
+    Error::backend(crate::error::Backend::Filesystem, what, e)
 }
 
 /// Append `bytes` to the scratch file, made in `dir` if this is its first piece.
@@ -226,10 +308,12 @@ fn append(s: &mut Scratch, dir: &std::path::Path, bytes: &[u8]) -> std::io::Resu
 enum Piece {
     /// Gzip members: the file's own bytes.
     Gzip,
-    /// Zstd frames: the file's own bytes, or a Parquet file's JSON Lines.
+    /// Zstd frames: the file's own bytes.
     Zstd(i32),
     /// As they are.
     Plain,
+    /// Parquet row groups, a piece's JSON Lines decoded into each.
+    Parquet,
 }
 
 /// One shard's records in a buffer: the first and last positions, and the ordinals (the
@@ -249,8 +333,8 @@ pub struct Span {
 #[derive(Debug)]
 pub struct Body {
     spooler: Arc<Spooler>,
-    /// Its file is Parquet (pieces of JSON Lines converted when it is written).
-    parquet: bool,
+    /// Its partition, to name in errors.
+    partition: Arc<str>,
     piece: Piece,
     /// Lines not yet compressed (a CSV file's header first).
     lines: Vec<u8>,
@@ -290,7 +374,7 @@ impl Body {
         let errors = e.is_errors(partition);
         let parquet = !errors && e.format == OutputFormat::Parquet;
         let piece = match (parquet, e.compression) {
-            (true, _) => Piece::Zstd(PARQUET_PIECE_LEVEL),
+            (true, _) => Piece::Parquet,
             (false, Compression::None) => Piece::Plain,
             (false, Compression::Zstd) => Piece::Zstd(ZSTD_LEVEL),
             (false, _) => Piece::Gzip,
@@ -305,7 +389,7 @@ impl Body {
         spooler.gauges.hold(lines.len());
         Body {
             spooler: spooler.clone(),
-            parquet,
+            partition: partition.into(),
             piece,
             lines,
             scratch: None,
@@ -340,26 +424,27 @@ impl Body {
         }
         let scratch = self.scratch.get_or_insert_with(Default::default).clone();
         lock(&scratch).pending += 1;
-        let job = Job { scratch, piece: self.piece, lines: std::mem::take(&mut self.lines) };
+        let parquet = (self.piece == Piece::Parquet).then(|| (self.schema(), self.partition.clone()));
+        let job = Job { scratch, piece: self.piece, lines: std::mem::take(&mut self.lines), parquet };
         if let Err(e) = self.spooler.pieces.send(job) {
-            e.0.run(&self.spooler.dir, &self.spooler.gauges);
+            recycle(&self.spooler.spare, e.0.run(&self.spooler.dir, &self.spooler.gauges));
         }
     }
 
-    /// The file's bytes (the lines and the scratch file are let go); `path` names it in errors,
-    /// `schema` is a Parquet file's.
-    pub fn finish(&mut self, path: &str, schema: Option<&arrow_schema::SchemaRef>) -> Result<Output> {
+    /// The Parquet files' schema.
+    fn schema(&self) -> SchemaRef {
+        self.spooler.schema.clone().expect("a Parquet schema before Parquet files")
+    }
+
+    /// The file's bytes (the lines and the scratch file are let go); `path` names it in errors.
+    pub fn finish(&mut self, path: &str) -> Result<Output> {
         let dir = self.spooler.dir.clone();
-        let scratch_failed = |e: std::io::Error| {
-            let what = format!("the scratch file of {path} in {}", dir.display());
-            Error::backend(crate::error::Backend::Filesystem, what, e)
-        };
+        let scratch_failed = |e: std::io::Error| scratch_error(&dir, path, e);
         let lines = std::mem::take(&mut self.lines);
         self.spooler.gauges.release(lines.len());
         let Some(shared) = self.scratch.take() else {
-            if self.parquet {
-                let schema = schema.expect("a Parquet schema before Parquet files").clone();
-                let mut enc = crate::engine::parquet::ParquetEncoder::new(schema, ROW_GROUP_ROWS);
+            if self.piece == Piece::Parquet {
+                let mut enc = crate::engine::parquet::ParquetEncoder::new(self.schema(), ROW_GROUP_ROWS);
                 enc.push_checked_jsonl(path, &lines)?;
                 return Ok(Output::Bytes(enc.finish()?));
             }
@@ -374,27 +459,36 @@ impl Body {
         while s.pending > 0 {
             s = shared.1.wait(s).unwrap_or_else(|e| e.into_inner());
         }
-        if s.failed.is_none() && !lines.is_empty() {
-            if let Err(e) = compress(self.piece, &lines).and_then(|bytes| append(&mut s, &dir, &bytes)) {
-                s.failed = Some(e);
-            }
+        if let Some(e) = s.failed.take() {
+            return Err(e);
+        }
+        if self.piece == Piece::Parquet {
+            let groups = s.groups.take().expect("row groups after a piece");
+            drop(s);
+            return finish_row_groups(groups, path, &lines, &dir);
+        }
+        if !lines.is_empty() {
+            compress(self.piece, &lines).and_then(|bytes| append(&mut s, &dir, &bytes)).map_err(scratch_failed)?;
         }
         drop(lines);
-        if let Some(e) = s.failed.take() {
-            return Err(scratch_failed(e));
-        }
         let (mut file, spooled) = (s.file.take().expect("a scratch file after a piece"), s.spooled);
         drop(s);
         file.seek(SeekFrom::Start(0)).map_err(scratch_failed)?;
-        if !self.parquet {
-            return Ok(Output::Scratch(file, spooled));
-        }
-        let schema = schema.expect("a Parquet schema before Parquet files").clone();
-        let out = tempfile::tempfile_in(&dir).map_err(scratch_failed)?;
-        let out = to_parquet(file, out, schema, path)?;
-        let len = out.metadata().map_err(scratch_failed)?.len();
-        Ok(Output::Scratch(out, len))
+        Ok(Output::Scratch(file, spooled))
     }
+}
+
+/// A Parquet file's last rows (`lines`) and its footer after its row groups: the file, from its
+/// start.
+fn finish_row_groups(mut groups: RowGroups, path: &str, lines: &[u8], dir: &std::path::Path) -> Result<Output> {
+    if !lines.is_empty() {
+        groups.push_checked_jsonl(path, lines)?;
+    }
+    let failed = |e: std::io::Error| scratch_error(dir, path, e);
+    let mut file = groups.close()?.into_inner().map_err(|e| failed(e.into_error()))?;
+    let len = file.stream_position().map_err(failed)?;
+    file.seek(SeekFrom::Start(0)).map_err(failed)?;
+    Ok(Output::Scratch(file, len))
 }
 
 impl Fill for Body {
@@ -412,8 +506,11 @@ impl Fill for Body {
         span.previous = item.ordinal;
         span.last = item.pos;
         self.acks.extend(item.ack);
-        if self.lines.is_empty() {
-            self.lines.reserve(self.spooler.piece.min(64 * 1024));
+        if self.lines.capacity() == 0 {
+            // A whole piece's room: pages not yet written take no memory.
+            let spare = self.spooler.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            self.lines = spare.unwrap_or_default();
+            self.lines.reserve(self.spooler.piece + item.line.len());
         }
         self.lines.extend_from_slice(&item.line);
         self.spooler.gauges.hold(item.line.len());
@@ -432,7 +529,7 @@ impl Drop for Body {
 /// `lines` as one piece.
 fn compress(piece: Piece, lines: &[u8]) -> std::io::Result<Vec<u8>> {
     match piece {
-        Piece::Plain => Ok(lines.to_vec()),
+        Piece::Plain | Piece::Parquet => Ok(lines.to_vec()),
         Piece::Zstd(level) => zstd::bulk::compress(lines, level),
         Piece::Gzip => {
             let level = libdeflater::CompressionLvl::new(GZIP_LEVEL).expect("a libdeflate level");
@@ -443,42 +540,6 @@ fn compress(piece: Piece, lines: &[u8]) -> std::io::Result<Vec<u8>> {
             Ok(out)
         }
     }
-}
-
-/// A Parquet file's JSON Lines pieces (zstd frames in `pieces`) as row groups in `out`.
-fn to_parquet(pieces: File, out: File, schema: arrow_schema::SchemaRef, path: &str) -> Result<File> {
-    let read =
-        |e: std::io::Error| Error::backend(crate::error::Backend::Filesystem, format!("the scratch file of {path}"), e);
-    let mut lines = zstd::stream::read::Decoder::new(pieces).map_err(read)?;
-    let mut enc =
-        crate::engine::parquet::ParquetEncoder::to_writer(std::io::BufWriter::new(out), schema, ROW_GROUP_ROWS);
-    let mut buf = vec![0u8; 4 << 20];
-    let mut have = 0;
-    loop {
-        if have == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        let n = lines.read(&mut buf[have..]).map_err(read)?;
-        have += n;
-        let whole = match n {
-            0 => have,
-            _ => match memchr::memrchr(b'\n', &buf[..have]) {
-                Some(i) => i + 1,
-                None => continue,
-            },
-        };
-        if whole > 0 {
-            enc.push_checked_jsonl(path, &buf[..whole])?;
-            buf.copy_within(whole..have, 0);
-            have -= whole;
-        }
-        if n == 0 {
-            break;
-        }
-    }
-    let mut out = enc.close()?.into_inner().map_err(|e| read(e.into_error()))?;
-    out.seek(SeekFrom::Start(0)).map_err(read)?;
-    Ok(out)
 }
 
 fn write_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -503,12 +564,19 @@ fn read_varint<'a>(bytes: &mut impl Iterator<Item = &'a u8>) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
 
     fn spooler(format: OutputFormat, compression: Compression, piece: usize) -> Arc<Spooler> {
         let fields = Some(Arc::new(vec!["id".to_string(), "name".to_string()]));
         let encoding = Encoding { format, compression, fields, errors: "errors".into() };
-        Arc::new(Spooler::new(std::env::temp_dir(), encoding, piece))
+        let spec = crate::model::config::JobConfig::from_toml("[output]\nfields = [\"id\", \"name\"]\n", "t.toml")
+            .unwrap()
+            .validate(std::path::Path::new("."))
+            .unwrap();
+        let schema = crate::engine::parquet::schema(&spec, &["id".into(), "name".into()]).unwrap();
+        Arc::new(Spooler::new(std::env::temp_dir(), encoding, piece, Some(schema)))
     }
 
     fn item(shard: u32, ordinal: u64, line: String) -> Item {
@@ -566,7 +634,7 @@ mod tests {
                     .eq((0..500u64).filter(|n| n % 3 == 1).map(|n| n * 2 + 7)));
                 let spans: Vec<_> = body.spans().map(|(s, sp)| (s, sp.first.clone(), sp.last.clone())).collect();
                 assert_eq!(spans[0], (0, Pos::N(8), Pos::N(1004)));
-                let out = body.finish("k=v/f", None).unwrap();
+                let out = body.finish("k=v/f").unwrap();
                 assert_eq!(matches!(out, Output::Scratch(..)), piece < 1 << 20, "{piece}");
                 assert_eq!(decompress(compression, &read_all(out)), want, "{compression:?} {piece}");
                 drop(body);
@@ -578,18 +646,13 @@ mod tests {
 
     #[test]
     fn a_parquet_file_spooled_in_pieces_holds_every_row_in_order() {
-        let spec = crate::model::config::JobConfig::from_toml("[output]\nfields = [\"id\", \"name\"]\n", "t.toml")
-            .unwrap()
-            .validate(std::path::Path::new("."))
-            .unwrap();
-        let schema = crate::engine::parquet::schema(&spec, &["id".into(), "name".into()]).unwrap();
         for piece in [100, 1 << 20] {
             let s = spooler(OutputFormat::Parquet, Compression::Gzip, piece);
             let mut body = Body::new(&s, "k=v");
             for n in 0..3000u64 {
                 body.add(item(0, n, format!("{{\"id\":{n},\"name\":\"n{n}\"}}\n")));
             }
-            let bytes = bytes::Bytes::from(read_all(body.finish("k=v/f.parquet", Some(&schema)).unwrap()));
+            let bytes = bytes::Bytes::from(read_all(body.finish("k=v/f.parquet").unwrap()));
             let reader =
                 parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
             let mut ids = Vec::new();

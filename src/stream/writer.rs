@@ -19,9 +19,7 @@ use super::spool::{Body, Output};
 use super::state::{Pending, Pos, Saved, Track};
 use crate::backends::ledger::StateStore;
 use crate::backends::sink::{Sink, SinkItem};
-use crate::engine::spec::JobSpec;
 use crate::error::{Error, Result};
-use crate::model::config::OutputFormat;
 
 /// What the reader tells the writer, in the order it happened.
 #[derive(Debug)]
@@ -84,8 +82,6 @@ pub struct Writer {
     /// Records accounted for whose source waits for their acknowledgement.
     acks: Vec<String>,
     source: Arc<dyn RecordSource>,
-    schema: Option<arrow_schema::SchemaRef>,
-    spec: JobSpec,
     /// The job's sink, when kept records go there too.
     sink: Option<Arc<dyn Sink>>,
 }
@@ -98,7 +94,6 @@ impl Writer {
         dest: Arc<dyn ObjectStore>,
         ledger: Arc<dyn StateStore>,
         name: String,
-        spec: JobSpec,
         source: Arc<dyn RecordSource>,
         sink: Option<Arc<dyn Sink>>,
     ) -> Result<(Self, Saved)> {
@@ -136,8 +131,6 @@ impl Writer {
             version,
             acks: Vec::new(),
             source,
-            schema: None,
-            spec,
             sink,
         };
         Ok((writer, saved))
@@ -177,10 +170,6 @@ impl Writer {
         if self.persist && !plans.is_empty() {
             let pending = plans.iter().map(|p| Pending { name: p.path.clone(), covered: p.covered.clone() });
             self.save(|saved| saved.pending.extend(pending)).await?;
-        }
-        if encoding.format == OutputFormat::Parquet && self.schema.is_none() {
-            let fields = encoding.fields.as_deref().cloned().unwrap_or_default();
-            self.schema = Some(crate::engine::parquet::schema(&self.spec, &fields)?);
         }
         let mut done = self.write(plans, written).await?;
         // Written: their records are accounted for, and the checkpoints move.
@@ -238,10 +227,10 @@ impl Writer {
     /// many are cut at once; the plans written, in order.
     async fn write(&self, plans: Vec<FilePlan>, written: &mut Written) -> Result<Vec<FilePlan>> {
         let jobs = plans.into_iter().map(|mut plan| {
-            let (schema, dest) = (self.schema.clone(), self.dest.clone());
+            let dest = self.dest.clone();
             async move {
                 let finished = tokio::task::spawn_blocking(move || {
-                    let out = plan.batch.items.finish(&plan.path, schema.as_ref());
+                    let out = plan.batch.items.finish(&plan.path);
                     // The blocking pool's threads take turns at files, and the allocator keeps
                     // what a thread freed (a Parquet file's row groups, tens of MiB) for that
                     // thread: without giving it back, idle threads held 300 MiB more at the
@@ -256,7 +245,8 @@ impl Writer {
                 match out {
                     Output::Bytes(bytes) => crate::backends::bucket::put(dest.as_ref(), &plan.path, bytes).await?,
                     Output::Scratch(file, _) => {
-                        let file = tokio::fs::File::from_std(file);
+                        // Read a MiB at a time: each read of a file is a task on the blocking pool.
+                        let file = tokio::io::BufReader::with_capacity(1 << 20, tokio::fs::File::from_std(file));
                         crate::backends::bucket::upload_from(dest, file, &plan.path, &plan.path).await?
                     }
                 }
@@ -365,7 +355,12 @@ mod tests {
     }
 
     fn encoding() -> Encoding {
-        Encoding { format: OutputFormat::Jsonl, compression: Compression::None, fields: None, errors: "errors".into() }
+        Encoding {
+            format: crate::model::config::OutputFormat::Jsonl,
+            compression: Compression::None,
+            fields: None,
+            errors: "errors".into(),
+        }
     }
 
     fn item(n: u64, ack: &str) -> Item {
@@ -375,7 +370,7 @@ mod tests {
 
     fn group(arrivals: Vec<Arrival>, items: Vec<Item>, last: bool) -> Group {
         let (bytes, records) = (items.iter().map(|i| i.line.len()).sum(), items.len() as u64);
-        let spooler = Arc::new(Spooler::new(std::env::temp_dir(), encoding(), PIECE_BYTES));
+        let spooler = Arc::new(Spooler::new(std::env::temp_dir(), encoding(), PIECE_BYTES, None));
         let mut body = Body::new(&spooler, "k=v");
         for i in items {
             body.add(i);
@@ -406,12 +401,8 @@ mod tests {
         let ledger: Arc<dyn StateStore> = Arc::new(MemoryLedger::default());
         let source = Arc::new(Noting { resumable, ledger: ledger.clone(), acks: Mutex::new(Vec::new()) });
         let dest = Arc::new(InMemory::new());
-        let spec = crate::model::config::JobConfig::from_toml("", "t.toml")
-            .unwrap()
-            .validate(std::path::Path::new("."))
-            .unwrap();
         let (writer, saved) =
-            Writer::open(dest.clone(), ledger.clone(), "s".into(), spec, source.clone(), None).await.unwrap();
+            Writer::open(dest.clone(), ledger.clone(), "s".into(), source.clone(), None).await.unwrap();
         assert_eq!(saved, Saved::default());
         (writer, source, dest, ledger)
     }

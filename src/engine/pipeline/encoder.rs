@@ -128,7 +128,13 @@ impl Encoder {
                 }
                 out
             }
-            None => std::mem::take(&mut self.jsonl),
+            None => {
+                // Copied out at its size, the buffer kept: a line grown from empty would be
+                // reallocated several times for every record.
+                let out = self.jsonl.clone();
+                self.jsonl.clear();
+                out
+            }
         }
     }
 

@@ -96,6 +96,9 @@ pub struct Pipeline {
     transforms_meta: bool,
     /// The scale of each exact decimal field, by output name.
     exact: Arc<HashMap<String, u32>>,
+    /// Whether kept records need an item key without key fields (their place in their input):
+    /// not when nothing takes their items (a stream into files only).
+    place_keys: bool,
 }
 
 impl Pipeline {
@@ -149,7 +152,16 @@ impl Pipeline {
                 names
             },
             transforms_meta: spec.transforms.iter().any(Transform::uses_meta),
+            place_keys: true,
         }
+    }
+
+    /// Kept records without key fields get an empty item key, not their place in their input:
+    /// for a stream whose items nothing takes (the key fields, when there are some, are still
+    /// checked and joined).
+    pub fn without_place_keys(mut self) -> Self {
+        self.place_keys = false;
+        self
     }
 
     /// Reject records whose items `sink` would refuse (an empty or over-long key, an item
@@ -430,7 +442,10 @@ impl Pipeline {
         get: impl Fn(usize, &str) -> Option<&'v Value>,
     ) -> std::result::Result<String, Fault> {
         if self.key_fields.is_empty() {
-            return Ok(format!("{}#{}", origin.input, origin.record));
+            return Ok(match self.place_keys {
+                true => format!("{}#{}", origin.input, origin.record),
+                false => String::new(),
+            });
         }
         let mut key = String::new();
         for (i, f) in self.key_fields.iter().enumerate() {
