@@ -177,7 +177,7 @@ fn jsonl_records<'b>(bytes: &'b [u8], start: ChunkStart, f: &mut dyn FnMut(RawRe
     // Lines as `split_inclusive` cuts them (each with its line break, the last without one
     // if it has none), found by memchr rather than a byte at a time.
     let mut from = 0;
-    let ends = memchr::memchr_iter(b'\n', bytes).map(|i| i + 1).chain((bytes.len() > 0).then_some(bytes.len()));
+    let ends = memchr::memchr_iter(b'\n', bytes).map(|i| i + 1).chain(std::iter::once(bytes.len()));
     let lines = ends.filter_map(|to| {
         let text = bytes.get(from..to).filter(|t| !t.is_empty());
         from = to;

@@ -102,7 +102,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::engine::pipeline::{Encoder, From, Input};
+    use crate::engine::pipeline::{From, Input};
     use crate::model::config::{Format, JobConfig, OutputFormat};
     use crate::model::record::Outcome;
 
