@@ -174,7 +174,16 @@ fn csv_records<'b>(dialect: &CsvDialect, bytes: &'b [u8], start: ChunkStart, f: 
 
 fn jsonl_records<'b>(bytes: &'b [u8], start: ChunkStart, f: &mut dyn FnMut(RawRecord<'_, 'b>)) {
     let mut number = start.record;
-    for (line, text) in (start.line..).zip(bytes.split_inclusive(|&b| b == b'\n')) {
+    // Lines as `split_inclusive` cuts them (each with its line break, the last without one
+    // if it has none), found by memchr rather than a byte at a time.
+    let mut from = 0;
+    let ends = memchr::memchr_iter(b'\n', bytes).map(|i| i + 1).chain(std::iter::once(bytes.len()));
+    let lines = ends.filter_map(|to| {
+        let text = bytes.get(from..to).filter(|t| !t.is_empty());
+        from = to;
+        text
+    });
+    for (line, text) in (start.line..).zip(lines) {
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -421,7 +430,36 @@ impl JsonScanner {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// JSON Lines records are the lines `split_inclusive` cuts, blank ones skipped, each
+        /// numbered and placed on its line.
+        #[test]
+        fn json_lines_are_cut_at_every_line_break(bytes in proptest::collection::vec(
+            prop_oneof![Just(b'\n'), Just(b'\r'), Just(b' '), Just(b'{'), Just(b'x')], 0..40,
+        )) {
+            let mut seen = Vec::new();
+            jsonl_records(&bytes, ChunkStart { record: 3, line: 5 }, &mut |r| {
+                let Body::Json(text) = r.body else { unreachable!() };
+                seen.push((r.number, r.line, r.raw.to_vec(), text.to_vec()));
+            });
+            let mut expected = Vec::new();
+            let mut number = 3;
+            for (line, text) in (5..).zip(bytes.split_inclusive(|&b| b == b'\n')) {
+                if text.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let raw = text.strip_suffix(b"\n").unwrap_or(text);
+                let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+                expected.push((number, line, raw.to_vec(), text.to_vec()));
+                number += 1;
+            }
+            prop_assert_eq!(seen, expected);
+        }
+    }
 
     #[test]
     fn records_end_where_the_planner_cuts_them_quotes_and_crlf_included() {

@@ -24,6 +24,9 @@ pub struct Input {
     pub format: Format,
     /// For CSV: how its columns map to the job's fields.
     pub(super) layout: Option<CsvLayout>,
+    /// For JSON: the layout its records are read into when their keys are the declared
+    /// columns in order (see [`Pipeline::declared_layout`]).
+    pub(super) declared: Option<SharedLayout>,
 }
 
 /// Where a piece of an input starts: the record number and line of its first record.
@@ -41,14 +44,14 @@ impl Pipeline {
         format: Format,
         header: Option<&[String]>,
     ) -> Result<Input> {
-        let layout = match format {
+        let (layout, declared) = match format {
             Format::Csv => {
                 let header = header.filter(|h| self.dialect.header && !h.is_empty());
-                Some(self.csv_layout(header, location)?)
+                (Some(self.csv_layout(header, location)?), None)
             }
-            _ => None,
+            _ => (None, self.declared_layout()),
         };
-        Ok(Input { job, index, location: location.to_string(), format, layout })
+        Ok(Input { job, index, location: location.to_string(), format, layout, declared })
     }
 
     /// Map a CSV header (or the declared columns, without a header) to output fields.
@@ -97,7 +100,7 @@ impl Pipeline {
 
     /// The shared layout of records with these columns, unless a schema, a transform or
     /// metadata fields need each record as a map, or two columns have one name.
-    fn shared_layout(&self, columns: &[String]) -> Option<SharedLayout> {
+    pub(super) fn shared_layout(&self, columns: &[String]) -> Option<SharedLayout> {
         if self.schema.is_some() || !self.transforms.is_empty() || !self.meta_fields.is_empty() {
             return None;
         }

@@ -18,6 +18,7 @@ use crate::model::config::{ColumnType, OutputFormat};
 use crate::model::record::{json_kind, key_text, Counts, Fault, Origin, Outcome, Record, Row, SinkItem, StreamPlace};
 use crate::model::transform::Transform;
 
+mod declared;
 mod encoder;
 mod input;
 mod records;

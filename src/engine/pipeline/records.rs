@@ -86,10 +86,16 @@ impl Pipeline {
                     },
                     None => return,
                 },
-                Body::Json(text) => match parse_object(text, r.line) {
-                    Ok(rec) => self.process(rec, &origin, session),
-                    Err(f) => Outcome::Rejected(origin.reject(f)),
-                },
+                Body::Json(text) => {
+                    match input.declared.as_ref().and_then(|d| Some((d, self.declared_values(text)?))) {
+                        Some((declared, Ok(values))) => self.finish_shared(&origin, session, declared, values),
+                        Some((_, Err(f))) => Outcome::Rejected(origin.reject(f)),
+                        None => match parse_object(text, r.line) {
+                            Ok(rec) => self.process(rec, &origin, session),
+                            Err(f) => Outcome::Rejected(origin.reject(f)),
+                        },
+                    }
+                }
                 Body::Malformed(f) => Outcome::Rejected(origin.reject(f)),
             };
             emit(r.line, outcome);
