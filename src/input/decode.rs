@@ -4,7 +4,6 @@
 use std::io::Read;
 
 use crate::model::config::Format;
-use crate::model::record::Fault;
 
 /// CSV dialect: delimiter, quote and whether there is a header row.
 #[derive(Debug, Clone, Copy)]
@@ -84,12 +83,9 @@ pub fn last_record_end(format: Format, dialect: &CsvDialect, buf: &[u8]) -> Opti
 #[derive(Debug)]
 pub enum Body<'a> {
     /// A CSV row's fields.
-    Csv(&'a csv::ByteRecord),
+    Csv(CsvRow<'a>),
     /// A JSON value's text (a JSON Lines line, or an element of a JSON array).
     Json(&'a [u8]),
-    /// Bytes that are no record: the CSV reader cannot go on from here, and everything after
-    /// it in the chunk is this one reject.
-    Malformed(Fault),
 }
 
 /// One record of a chunk, in input order.
@@ -133,12 +129,57 @@ pub fn for_each_record<'b>(
 /// A UTF-8 byte order mark.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// A CSV row's fields, quotes undone: valid during the call that is given it.
+#[derive(Debug, Clone, Copy)]
+pub struct CsvRow<'a> {
+    /// The fields' bytes, one after another, `gap` bytes apart.
+    bytes: &'a [u8],
+    /// Where each field ends in `bytes`.
+    ends: &'a [usize],
+    /// What lies between two fields: nothing (fields `csv_core` copied out) or the delimiter
+    /// (a line's own bytes).
+    gap: usize,
+}
+
+impl<'a> CsvRow<'a> {
+    /// How many fields the row has.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the row has no fields (never, for a row the decoder gives).
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Field `i`'s bytes.
+    pub fn get(&self, i: usize) -> Option<&'a [u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] + self.gap };
+        self.bytes.get(start..end)
+    }
+
+    /// The fields in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let (bytes, gap) = (self.bytes, self.gap);
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let field = &bytes[start..end];
+            start = end + gap;
+            field
+        })
+    }
+}
+
+/// A chunk's CSV rows as `csv_core` reads them (every row, the header too; rows of any
+/// length). Between rows, a run of lines with no quote and no carriage return is cut by
+/// `memchr` instead: each such line is a row whose fields lie between its delimiters (a blank
+/// one is no row), as `csv_core` reads it, without its per-byte work or a copy.
 fn csv_records<'b>(dialect: &CsvDialect, bytes: &'b [u8], start: ChunkStart, f: &mut dyn FnMut(RawRecord<'_, 'b>)) {
-    // The csv reader drops a byte order mark at the start of what it reads. An input's own
-    // mark is never in a chunk (the planner starts after it), so one at a chunk's start is a
-    // record's data, as it is to the planner: a mark put before it is the one dropped.
-    // (The mark and the bytes must be one slice: the reader drops the mark only when it sees
-    // all three bytes at once, and takes an empty read after it for the end of the input.)
+    use csv_core::ReadRecordResult as R;
+    // csv_core drops a byte order mark at the start of what it reads. An input's own mark is
+    // never in a chunk (the planner starts after it), so one at a chunk's start is a record's
+    // data, as it is to the planner: a mark put before it is the one dropped.
     let marked;
     let (read, skip): (&[u8], usize) = match bytes.starts_with(BOM) {
         true => {
@@ -147,28 +188,55 @@ fn csv_records<'b>(dialect: &CsvDialect, bytes: &'b [u8], start: ChunkStart, f: 
         }
         false => (bytes, 0),
     };
-    let mut rdr = dialect.reader(read);
-    let mut row = csv::ByteRecord::new();
+    let mut core = csv_core::ReaderBuilder::new().delimiter(dialect.delimiter).quote(dialect.quote).build();
+    let (mut out, mut ends) = (vec![0u8; 4 << 10], vec![0usize; 64]);
+    let mut line_ends: Vec<usize> = Vec::with_capacity(64);
     let mut number = start.record;
     let mut cursor = LineCursor { pos: 0, line: start.line };
-    let position = |rdr: &csv::Reader<_>| (rdr.position().byte() as usize).saturating_sub(skip);
+    let mut pos = 0;
+    // Where the next quote or carriage return lies, at or after `pos`.
+    let mut plain_until = 0;
+    // Whether csv_core has just ended a row (and read something, its mark behind it).
+    let mut between = false;
     loop {
-        let from = position(&rdr);
-        match rdr.read_byte_record(&mut row) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                // Reading from a slice fails only on malformed input that csv cannot
-                // resynchronise after; everything after it in the chunk is rejected.
-                let (line, raw) = cursor.locate(bytes, from, bytes.len());
-                f(RawRecord { number, line, raw, body: Body::Malformed(Fault::new(None, "csv", e.to_string())) });
-                break;
+        if between {
+            if plain_until < pos {
+                plain_until = memchr::memchr2(dialect.quote, b'\r', &read[pos..]).map_or(read.len(), |i| pos + i);
+            }
+            while let Some(nl) = memchr::memchr(b'\n', &read[pos..plain_until]) {
+                let (from, text) = (pos, &read[pos..pos + nl]);
+                pos += nl + 1;
+                if text.is_empty() {
+                    continue;
+                }
+                line_ends.clear();
+                line_ends.extend(memchr::memchr_iter(dialect.delimiter, text));
+                line_ends.push(text.len());
+                let (line, raw) = cursor.locate(bytes, from.saturating_sub(skip), pos - skip);
+                let row = CsvRow { bytes: text, ends: &line_ends, gap: 1 };
+                f(RawRecord { number, line, raw, body: Body::Csv(row) });
+                number += 1;
             }
         }
-        let to = position(&rdr);
-        let (line, raw) = cursor.locate(bytes, from, to);
-        f(RawRecord { number, line, raw, body: Body::Csv(&row) });
+        let from = pos;
+        let (mut nout, mut nend) = (0, 0);
+        loop {
+            let (res, nin, o, e) = core.read_record(&read[pos..], &mut out[nout..], &mut ends[nend..]);
+            (pos, nout, nend) = (pos + nin, nout + o, nend + e);
+            match res {
+                // Read again: with nothing left, csv_core ends the last row.
+                R::InputEmpty => {}
+                R::OutputFull => out.resize(out.len() * 2, 0),
+                R::OutputEndsFull => ends.resize(ends.len() * 2, 0),
+                R::Record => break,
+                R::End => return,
+            }
+        }
+        let (line, raw) = cursor.locate(bytes, from.saturating_sub(skip), pos.saturating_sub(skip));
+        let row = CsvRow { bytes: &out[..nout], ends: &ends[..nend], gap: 0 };
+        f(RawRecord { number, line, raw, body: Body::Csv(row) });
         number += 1;
+        between = true;
     }
 }
 
@@ -458,6 +526,50 @@ mod tests {
                 number += 1;
             }
             prop_assert_eq!(seen, expected);
+        }
+    }
+
+    /// A chunk's rows as the `csv` crate's reader gives them: what [`csv_records`] must give.
+    fn rows_by_the_csv_crate(
+        d: &CsvDialect,
+        bytes: &[u8],
+        start: ChunkStart,
+    ) -> Vec<(u64, u64, Vec<u8>, Vec<Vec<u8>>)> {
+        let marked = [BOM, bytes].concat();
+        let (read, skip) = if bytes.starts_with(BOM) { (&marked[..], BOM.len()) } else { (bytes, 0) };
+        let mut rdr = d.reader(read);
+        let mut row = csv::ByteRecord::new();
+        let mut cursor = LineCursor { pos: 0, line: start.line };
+        let mut rows = Vec::new();
+        loop {
+            let from = (rdr.position().byte() as usize).saturating_sub(skip);
+            if !rdr.read_byte_record(&mut row).unwrap() {
+                return rows;
+            }
+            let to = (rdr.position().byte() as usize).saturating_sub(skip);
+            let (line, raw) = cursor.locate(bytes, from, to);
+            rows.push((start.record + rows.len() as u64, line, raw.to_vec(), row.iter().map(<[u8]>::to_vec).collect()));
+        }
+    }
+
+    proptest! {
+        /// Rows cut by memchr where lines are plain, by csv_core elsewhere, are the rows, lines
+        /// and raw bytes the csv crate's reader gives.
+        #[test]
+        fn csv_rows_are_the_csv_crates_plain_lines_or_not(
+            text in proptest::collection::vec(proptest::sample::select(b"ab,;\"\n\r \xef\xbb\xbf".to_vec()), 0..200),
+            semicolon: bool,
+        ) {
+            let d = CsvDialect { delimiter: if semicolon { b';' } else { b',' }, quote: b'"', header: false };
+            let start = ChunkStart { record: 7, line: 3 };
+            let mut seen = Vec::new();
+            csv_records(&d, &text, start, &mut |r| {
+                let Body::Csv(row) = r.body else { unreachable!() };
+                assert_eq!(row.len(), row.iter().count());
+                assert!((0..row.len()).all(|i| row.get(i) == row.iter().nth(i)));
+                seen.push((r.number, r.line, r.raw.to_vec(), row.iter().map(<[u8]>::to_vec).collect::<Vec<_>>()));
+            });
+            prop_assert_eq!(seen, rows_by_the_csv_crate(&d, &text, start));
         }
     }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::input::{CsvLayout, SharedLayout};
 use super::{lookup_fault, parse_object, From, Input, Pipeline, Session};
 use crate::backends::lookup::Found;
-use crate::input::decode::{Body, RawRecord};
+use crate::input::decode::{Body, CsvRow, RawRecord};
 use crate::model::config::Format;
 use crate::model::record::{key_text, Fault, Origin, Outcome, Record, Row, SinkItem, StreamPlace};
 
@@ -75,12 +75,13 @@ impl Pipeline {
             let origin = origin(input, place, r.number, r.line, r.raw);
             let outcome = match r.body {
                 Body::Csv(row) => match &input.layout {
-                    Some(layout @ CsvLayout { shared: Some(shared), .. }) => match self.csv_values(layout, shared, row)
-                    {
-                        Ok(values) => self.finish_shared(&origin, session, shared, values),
-                        Err(f) => Outcome::Rejected(origin.reject(f)),
-                    },
-                    Some(layout) => match self.csv_fields(layout, row) {
+                    Some(layout @ CsvLayout { shared: Some(shared), .. }) => {
+                        match self.csv_values(layout, shared, &row) {
+                            Ok(values) => self.finish_shared(&origin, session, shared, values),
+                            Err(f) => Outcome::Rejected(origin.reject(f)),
+                        }
+                    }
+                    Some(layout) => match self.csv_fields(layout, &row) {
                         Ok(rec) => self.finish(&origin, session, rec),
                         Err(f) => Outcome::Rejected(origin.reject(f)),
                     },
@@ -96,7 +97,6 @@ impl Pipeline {
                         },
                     }
                 }
-                Body::Malformed(f) => Outcome::Rejected(origin.reject(f)),
             };
             emit(r.line, outcome);
         });
@@ -139,7 +139,7 @@ impl Pipeline {
         }
     }
 
-    pub(super) fn csv_fields(&self, layout: &CsvLayout, row: &csv::ByteRecord) -> std::result::Result<Record, Fault> {
+    pub(super) fn csv_fields(&self, layout: &CsvLayout, row: &CsvRow<'_>) -> std::result::Result<Record, Fault> {
         let values = self.csv_typed(layout, row, 0)?;
         Ok(layout.names.iter().cloned().zip(values).collect())
     }
@@ -150,7 +150,7 @@ impl Pipeline {
         &self,
         layout: &CsvLayout,
         shared: &SharedLayout,
-        row: &csv::ByteRecord,
+        row: &CsvRow<'_>,
     ) -> std::result::Result<Vec<Value>, Fault> {
         let mut values = self.csv_typed(layout, row, shared.names.len() - layout.names.len())?;
         values.resize(shared.names.len(), Value::Null);
@@ -159,12 +159,7 @@ impl Pipeline {
 
     /// A CSV row's values, in column order, typed by the columns' rules (with room for
     /// `extra` more).
-    fn csv_typed(
-        &self,
-        layout: &CsvLayout,
-        row: &csv::ByteRecord,
-        extra: usize,
-    ) -> std::result::Result<Vec<Value>, Fault> {
+    fn csv_typed(&self, layout: &CsvLayout, row: &CsvRow<'_>, extra: usize) -> std::result::Result<Vec<Value>, Fault> {
         if row.len() != layout.names.len() {
             return Err(Fault::new(
                 None,
