@@ -529,12 +529,11 @@ mod tests {
         }
     }
 
+    /// A row's number, line, raw bytes and fields.
+    type Seen = (u64, u64, Vec<u8>, Vec<Vec<u8>>);
+
     /// A chunk's rows as the `csv` crate's reader gives them: what [`csv_records`] must give.
-    fn rows_by_the_csv_crate(
-        d: &CsvDialect,
-        bytes: &[u8],
-        start: ChunkStart,
-    ) -> Vec<(u64, u64, Vec<u8>, Vec<Vec<u8>>)> {
+    fn rows_by_the_csv_crate(d: &CsvDialect, bytes: &[u8], start: ChunkStart) -> Vec<Seen> {
         let marked = [BOM, bytes].concat();
         let (read, skip) = if bytes.starts_with(BOM) { (&marked[..], BOM.len()) } else { (bytes, 0) };
         let mut rdr = d.reader(read);
