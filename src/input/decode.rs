@@ -17,6 +17,12 @@ pub struct CsvDialect {
 }
 
 impl CsvDialect {
+    /// Whether a line with no quote and no carriage return is one record, its fields between
+    /// its delimiters: not when the delimiter or the quote is itself a line break.
+    pub fn lines_are_rows(&self) -> bool {
+        ![self.delimiter, self.quote].iter().any(|b| matches!(b, b'\n' | b'\r'))
+    }
+
     /// A `csv` reader for this dialect that yields every row (the header too) and accepts
     /// ragged rows, so that they can become rejects instead of errors.
     pub fn reader<R: Read>(&self, r: R) -> csv::Reader<R> {
@@ -199,7 +205,7 @@ fn csv_records<'b>(dialect: &CsvDialect, bytes: &'b [u8], start: ChunkStart, f: 
     // Whether csv_core has just ended a row (and read something, its mark behind it).
     let mut between = false;
     loop {
-        if between {
+        if between && dialect.lines_are_rows() {
             if plain_until < pos {
                 plain_until = memchr::memchr2(dialect.quote, b'\r', &read[pos..]).map_or(read.len(), |i| pos + i);
             }
@@ -557,9 +563,9 @@ mod tests {
         #[test]
         fn csv_rows_are_the_csv_crates_plain_lines_or_not(
             text in proptest::collection::vec(proptest::sample::select(b"ab,;\"\n\r \xef\xbb\xbf".to_vec()), 0..200),
-            semicolon: bool,
+            delimiter in proptest::sample::select(b",;\n\r\"".to_vec()),
         ) {
-            let d = CsvDialect { delimiter: if semicolon { b';' } else { b',' }, quote: b'"', header: false };
+            let d = CsvDialect { delimiter, quote: b'"', header: false };
             let start = ChunkStart { record: 7, line: 3 };
             let mut seen = Vec::new();
             csv_records(&d, &text, start, &mut |r| {

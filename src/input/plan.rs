@@ -303,7 +303,7 @@ fn csv(
     // is behind it), so that plain lines may be taken without it.
     let mut between = false;
     loop {
-        if between && lines_free {
+        if between && lines_free && dialect.lines_are_rows() {
             let buf = r.fill_buf()?;
             let plain = memchr::memchr2(dialect.quote, b'\r', buf).unwrap_or(buf.len());
             let mut taken = 0;
@@ -587,11 +587,12 @@ mod tests {
             text in proptest::collection::vec(proptest::sample::select(b"ab,\"\n\r \xc3\xa9;".to_vec()), 0..300),
             step in 1usize..40,
             header: bool,
+            delimiter in proptest::sample::select(b",;\n\r".to_vec()),
             records in 0u64..5,
             bytes in 1u64..60,
             max_record_bytes in 4u64..80,
         ) {
-            let d = CsvDialect { delimiter: b',', quote: b'"', header };
+            let d = CsvDialect { delimiter, quote: b'"', header };
             let targets = ChunkTargets { records: NonZeroU64::new(records), bytes: NonZeroU64::new(bytes).unwrap(), max_record_bytes };
             let scan = |fast| csv(Trickle { bytes: &text, step }, d, targets, None, fast).map_err(|e| e.to_string());
             proptest::prop_assert_eq!(scan(true), scan(false));
