@@ -52,6 +52,9 @@ pub struct Placer {
     pub config: StreamConfig,
     /// The errors prefix, without slashes around it.
     pub errors: String,
+    /// The fields of data files' typed rows, when they are Parquet files: a record over the
+    /// partition budget is shown as the JSON of its values of them.
+    pub typed_rows: Option<Vec<String>>,
 }
 
 impl Placer {
@@ -68,7 +71,13 @@ impl Placer {
             Ready::Row { partition, line, item } if self.admit(&partition, arrival_ms) => {
                 return Placement::Row { partition, line, item }
             }
-            Ready::Row { partition, line, .. } => over_budget(&self.config, &partition, shard, &line),
+            Ready::Row { partition, line, .. } => {
+                let raw = match &self.typed_rows {
+                    Some(fields) => crate::engine::parquet::row_text(fields, &line),
+                    None => String::from_utf8_lossy(&line).trim_end().to_string(),
+                };
+                over_budget(&self.config, &partition, shard, raw)
+            }
             Ready::Rejected(reject) => reject,
         };
         let partition = format!("{}/{}", self.errors, ms_time(arrival_ms).format("dt=%Y-%m-%d"));
@@ -105,7 +114,7 @@ impl Placer {
 }
 
 /// The reject of a record whose partition would pass the stream's partition budget.
-fn over_budget(config: &StreamConfig, partition: &str, shard: &str, line: &[u8]) -> Reject {
+fn over_budget(config: &StreamConfig, partition: &str, shard: &str, raw: String) -> Reject {
     let shown: String = partition.chars().take(80).collect();
     Reject {
         input: shard.to_string(),
@@ -119,7 +128,7 @@ fn over_budget(config: &StreamConfig, partition: &str, shard: &str, line: &[u8])
             config.max_partitions,
             config.max_age_s.max(60)
         ),
-        raw: String::from_utf8_lossy(line).trim_end().to_string(),
+        raw,
     }
 }
 
@@ -156,7 +165,13 @@ mod tests {
     }
 
     fn placer(max_partitions: usize) -> Placer {
-        Placer { saved: saved(), active: HashMap::new(), config: config(max_partitions), errors: "errors".into() }
+        Placer {
+            saved: saved(),
+            active: HashMap::new(),
+            config: config(max_partitions),
+            errors: "errors".into(),
+            typed_rows: None,
+        }
     }
 
     fn row(partition: &str) -> Ready {

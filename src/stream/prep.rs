@@ -85,7 +85,7 @@ impl Prep {
     /// Process a block's records, numbered from 1.
     pub fn block(&self, job: BlockJob) -> Result<BlockDone> {
         let BlockJob { block, shard, input, format, fields } = job;
-        let mut encoder = self.pipeline.encoder_for(format, fields);
+        let mut encoder = self.encoder(format, fields);
         let mut records = Vec::new();
         if let Some(s) = &block.skipped {
             records.push(Ready::Rejected(Reject {
@@ -114,6 +114,15 @@ impl Prep {
             records.push(self.ready(outcome, &block.shard, block.arrival_ms, &mut encoder));
         })?;
         Ok(BlockDone { shard, arrival_ms: block.arrival_ms, records })
+    }
+
+    /// How a buffer's records are encoded in `format` (a stream's line format: a Parquet
+    /// file's are typed rows of its `fields`).
+    pub fn encoder(&self, format: OutputFormat, fields: Option<Vec<String>>) -> Encoder {
+        match (format, fields) {
+            (OutputFormat::Parquet, Some(fields)) => Encoder::typed_rows(fields),
+            (format, fields) => self.pipeline.encoder_for(format, fields),
+        }
     }
 
     /// A record's partition and line, or why it has none.
@@ -154,8 +163,8 @@ impl Prep {
                 Err(fault) => return reject(fault),
             },
         };
-        // A Parquet file's row groups are decoded from pieces of JSON Lines as they fill: a
-        // line is far smaller in a buffer than the row it encodes.
+        // A Parquet file's row groups are made from pieces of typed rows as they fill: a typed
+        // row is far smaller in a buffer than the row it encodes.
         encoder.encode(&row);
         Ready::Row { partition, line: encoder.take(), item: item(row) }
     }

@@ -37,6 +37,9 @@ use crate::error::{Error, Result};
 use crate::model::config::ColumnType;
 use crate::model::record::{Projection, Record, Row};
 
+mod rows;
+pub use rows::{row_text, RowWriter};
+
 /// The time zone of timestamp columns: the pipeline turns every timestamp into UTC.
 const UTC: &str = "UTC";
 
@@ -287,6 +290,13 @@ impl<W: Write + Send> ParquetEncoder<W> {
                 reason,
             });
         }
+        self.append(cells)
+    }
+
+    /// Append one row of converted cells, one per column; a batch is handed to the writer
+    /// when the builders hold enough rows.
+    fn append<'c>(&mut self, cells: impl IntoIterator<Item = Cell<'c>>) -> Result<()> {
+        let columns = self.columns.as_mut().map_err(|reason| Error::config("output.fields", reason.clone()))?;
         for (column, cell) in columns.iter_mut().zip(cells) {
             self.pending_bytes += column.append(cell);
         }
@@ -531,14 +541,24 @@ fn float(v: &Value) -> Option<f64> {
 
 /// Days since 1970-01-01 of `"YYYY-MM-DD"`.
 fn date(v: &Value) -> Option<i32> {
-    let d = chrono::NaiveDate::parse_from_str(v.as_str()?, "%Y-%m-%d").ok()?;
+    date_text(v.as_str()?)
+}
+
+/// Days since 1970-01-01 of `"YYYY-MM-DD"` text.
+fn date_text(s: &str) -> Option<i32> {
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
     let days = d.signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days();
     i32::try_from(days).ok()
 }
 
 /// Microseconds since the Unix epoch of RFC 3339 text, when it has no finer fraction.
 fn micros(v: &Value) -> Option<i64> {
-    let t = chrono::DateTime::parse_from_rfc3339(v.as_str()?).ok()?;
+    micros_text(v.as_str()?)
+}
+
+/// Microseconds since the Unix epoch of RFC 3339 text, when it has no finer fraction.
+fn micros_text(s: &str) -> Option<i64> {
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
     (t.timestamp_subsec_nanos() % 1000 == 0).then(|| t.timestamp_micros())
 }
 
