@@ -33,9 +33,7 @@ use crate::model::record::{Fault, Origin, Outcome, SinkItem, StreamPlace};
 
 /// The time now, in ms since the Unix epoch.
 fn now_ms() -> i64 {
-    // Asked for every record placed: the system clock alone, without a calendar date.
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    since.map_or(0, |d| d.as_millis() as i64)
+    super::prep::clock_ms()
 }
 
 /// The most records the reader notes for the writer before it tells it, cut buffers or not:
@@ -397,6 +395,7 @@ impl Reader {
         let prep = self.prep.clone();
         let encoder = self.encoder.as_mut().expect("the encoding is fixed");
         let mut session = prep.pipeline.session();
+        let now = now_ms();
         for (number, r) in (first..).zip(records) {
             // The record number counts this run's records of the shard; the position names it.
             let (sequence, position) = match &r.pos {
@@ -422,7 +421,7 @@ impl Reader {
                 Ok(rec) => prep.pipeline.process(rec, &origin, &mut session),
                 Err(e) => Outcome::Rejected(origin.reject(Fault::new(None, "json", format!("not a JSON object: {e}")))),
             };
-            let ready = prep.ready(outcome, shard_name, r.arrival_ms, encoder);
+            let ready = prep.ready(outcome, shard_name, r.arrival_ms, now, encoder);
             readies.push((number, (r.pos, r.arrival_ms, r.ack), r.id, ready));
         }
         if let Some(e) = session.take_error() {
