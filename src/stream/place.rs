@@ -47,7 +47,7 @@ pub struct Placer {
     pub saved: Saved,
     /// Partitions that took a record lately, with the arrival of their last one: at most
     /// `max_partitions` at once ([`Placer::admit`]).
-    pub active: HashMap<String, i64>,
+    pub active: HashMap<String, i64, foldhash::fast::RandomState>,
     /// The stream's settings: its partition budget.
     pub config: StreamConfig,
     /// The errors prefix, without slashes around it.
@@ -167,7 +167,7 @@ mod tests {
     fn placer(max_partitions: usize) -> Placer {
         Placer {
             saved: saved(),
-            active: HashMap::new(),
+            active: HashMap::default(),
             config: config(max_partitions),
             errors: "errors".into(),
             typed_rows: None,

@@ -163,7 +163,7 @@ impl Reader {
             spooler: None,
             config: config.clone(),
             encoder: None,
-            placer: Placer { saved, active: HashMap::new(), config: config.clone(), errors, typed_rows: None },
+            placer: Placer { saved, active: HashMap::default(), config: config.clone(), errors, typed_rows: None },
             shards: Vec::new(),
             index: HashMap::new(),
             news: News::default(),

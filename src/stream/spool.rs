@@ -167,6 +167,10 @@ impl Gauges {
     }
 }
 
+/// Bytes of lines a buffer adds before it tells the gauges: their figures may be short by this
+/// much per open buffer.
+const GAUGE_STEP: usize = 64 * 1024;
+
 /// Full pieces waiting for the compressor at most: the reader waits beyond them.
 const PIECES_WAITING: usize = 2;
 
@@ -340,6 +344,9 @@ pub struct Body {
     piece: Piece,
     /// Lines not yet compressed (a CSV file's header first).
     lines: Vec<u8>,
+    /// Bytes of `lines` the gauges have not heard of yet: told [`GAUGE_STEP`] at a time, since
+    /// an atomic add for every record cost the reader more than the rest of placing it.
+    unheld: usize,
     /// The compressed pieces so far, once a piece is full.
     scratch: Option<Shared>,
     /// Per shard, by index.
@@ -394,6 +401,7 @@ impl Body {
             partition: partition.into(),
             piece,
             lines,
+            unheld: 0,
             scratch: None,
             spans: BTreeMap::new(),
             first_arrival_ms: i64::MAX,
@@ -419,8 +427,16 @@ impl Body {
         })
     }
 
+    /// Tell the gauges of the lines added since they last heard.
+    fn tell_gauges(&mut self) {
+        if self.unheld > 0 {
+            self.spooler.gauges.hold(std::mem::take(&mut self.unheld));
+        }
+    }
+
     /// Send the lines in memory, a full piece, to be compressed onto the scratch file.
     fn spill(&mut self) {
+        self.tell_gauges();
         if self.lines.is_empty() {
             return;
         }
@@ -440,6 +456,7 @@ impl Body {
 
     /// The file's bytes (the lines and the scratch file are let go); `path` names it in errors.
     pub fn finish(&mut self, path: &str) -> Result<Output> {
+        self.tell_gauges();
         let dir = self.spooler.dir.clone();
         let scratch_failed = |e: std::io::Error| scratch_error(&dir, path, e);
         let lines = std::mem::take(&mut self.lines);
@@ -515,15 +532,18 @@ impl Fill for Body {
             self.lines.reserve(self.spooler.piece + item.line.len());
         }
         self.lines.extend_from_slice(&item.line);
-        self.spooler.gauges.hold(item.line.len());
+        self.unheld += item.line.len();
         if self.lines.len() >= self.spooler.piece {
             self.spill();
+        } else if self.unheld >= GAUGE_STEP {
+            self.tell_gauges();
         }
     }
 }
 
 impl Drop for Body {
     fn drop(&mut self) {
+        self.tell_gauges();
         self.spooler.gauges.release(self.lines.len());
     }
 }
