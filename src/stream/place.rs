@@ -242,4 +242,24 @@ mod tests {
         // `b` took its last record more than a minute (max_age_s, at least 60 s) ago.
         assert!(matches!(p.place("t", &Pos::N(1), 1, at(2) + 1, row("c")), Placement::Row { .. }));
     }
+
+    /// A Parquet stream's buffers hold typed rows: a record over the budget is shown as the
+    /// JSON of its values.
+    #[test]
+    fn a_typed_row_over_the_partition_budget_is_shown_as_the_json_of_its_values() {
+        let fields = vec!["id".to_string(), "name".to_string()];
+        let mut p = Placer { typed_rows: Some(fields.clone()), ..placer(1) };
+        let mut rows = crate::engine::pipeline::Encoder::typed_rows(fields);
+        rows.encode(&crate::model::record::Row::Map(
+            serde_json::json!({"id": 7, "name": "x"}).as_object().unwrap().clone(),
+        ));
+        let typed = |partition: &str, line: Vec<u8>| Ready::Row { partition: partition.into(), line, item: None };
+        let line = rows.take();
+        assert!(matches!(p.place("t", &Pos::N(1), 1, NOV_1, typed("a", line.clone())), Placement::Row { .. }));
+        let Placement::Reject { line, .. } = p.place("t", &Pos::N(2), 2, NOV_1, typed("b", line)) else {
+            panic!("over budget")
+        };
+        let line: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(line["raw"], r#"{"id":7,"name":"x"}"#);
+    }
 }
