@@ -78,7 +78,7 @@ impl Placer {
                 };
                 over_budget(&self.config, &partition, shard, raw)
             }
-            Ready::Rejected(reject) => reject,
+            Ready::Rejected(reject) => *reject,
         };
         let partition = format!("{}/{}", self.errors, ms_time(arrival_ms).format("dt=%Y-%m-%d"));
         if self.saved.covers(&partition, shard, pos) {
@@ -208,7 +208,7 @@ mod tests {
             Placement::Row { partition: "p".into(), line: b"{\"id\":1}\n".to_vec(), item: None }
         );
         assert_eq!(p.place("s", &Pos::N(3), 1, NOV_1, Ready::Filtered), Placement::Filtered);
-        let covered = p.place("s", &Pos::N(6), 1, NOV_1, Ready::Rejected(reject()));
+        let covered = p.place("s", &Pos::N(6), 1, NOV_1, Ready::Rejected(Box::new(reject())));
         assert_eq!(covered, Placement::Skipped, "a reject in an error file of an earlier run");
     }
 
@@ -216,7 +216,7 @@ mod tests {
     fn a_reject_goes_to_the_errors_of_its_arrival_day_naming_its_shard_position_and_number() {
         let mut p = placer(10);
         let Placement::Reject { partition, line } =
-            p.place("s", &Pos::N(7), 4, NOV_1 + 3_600_000, Ready::Rejected(reject()))
+            p.place("s", &Pos::N(7), 4, NOV_1 + 3_600_000, Ready::Rejected(Box::new(reject())))
         else {
             panic!("a reject")
         };

@@ -51,8 +51,9 @@ pub enum Ready {
         /// [`Prep::sink`]).
         item: Option<Box<SinkItem>>,
     },
-    /// A rejected record; its error line names its position, known when it is placed.
-    Rejected(Reject),
+    /// A rejected record; its error line names its position, known when it is placed. Boxed:
+    /// rejects are rare, and a block's records are moved about several times.
+    Rejected(Box<Reject>),
     /// A transform dropped it.
     Filtered,
 }
@@ -89,7 +90,7 @@ impl Prep {
         // Room for a block's records at about 100 bytes each, grown rarely.
         let mut records = Vec::with_capacity(block.data.len() / 100 + 1);
         if let Some(s) = &block.skipped {
-            records.push(Ready::Rejected(Reject {
+            records.push(Ready::Rejected(Box::new(Reject {
                 input: block.shard.clone(),
                 record: 0,
                 line: s.first_line,
@@ -102,7 +103,7 @@ impl Prep {
                     MAX_RECORD_BYTES >> 20
                 ),
                 raw: s.head.clone(),
-            }));
+            })));
         }
         let from = crate::input::decode::ChunkStart { record: 1, line: block.first_line };
         let place = StreamPlace {
@@ -136,7 +137,7 @@ impl Prep {
                 let SinkItem { key, seq, record, .. } = item;
                 (record, self.sink.then_some((key, seq)))
             }
-            Outcome::Rejected(r) => return Ready::Rejected(r),
+            Outcome::Rejected(r) => return Ready::Rejected(Box::new(r)),
             Outcome::Filtered => return Ready::Filtered,
         };
         let item = |row: Row| {
@@ -146,7 +147,7 @@ impl Prep {
             return Ready::Row { partition: String::new(), line: Vec::new(), item: item(row) };
         }
         let reject = |fault: Fault| {
-            Ready::Rejected(Reject {
+            Ready::Rejected(Box::new(Reject {
                 input: shard.to_string(),
                 record: 0,
                 line: 0,
@@ -154,7 +155,7 @@ impl Prep {
                 rule: fault.rule,
                 message: fault.message,
                 raw: serde_json::to_string(&row).unwrap_or_default(),
-            })
+            }))
         };
         let time = match self.event_time(&row, arrival_ms, now_ms) {
             Ok(time) => time,
