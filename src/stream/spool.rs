@@ -94,9 +94,10 @@ impl Encoding {
     }
 }
 
-/// Lines (or typed rows) a buffer holds in memory before they are compressed to its scratch file. Large enough
-/// that a piece compresses as well as a whole file (deflate looks back 32 KiB, zstd's level 3
-/// 1 MiB), small enough that 100 open partitions hold 50 MiB of lines at most.
+/// Lines (or typed rows) a buffer holds in memory before they are compressed to its scratch
+/// file. Large enough that a piece compresses as well as a whole file (deflate looks back
+/// 32 KiB, zstd's level 3 1 MiB), small enough that 100 open partitions hold 50 MiB of lines at
+/// most.
 pub const PIECE_BYTES: usize = 512 * 1024;
 
 /// gzip's level for stream files: fast, since a stream's files are written as it runs. On the
@@ -344,8 +345,8 @@ pub struct Body {
     piece: Piece,
     /// Lines not yet compressed (a CSV file's header first).
     lines: Vec<u8>,
-    /// Bytes of `lines` the gauges have not heard of yet: told [`GAUGE_STEP`] at a time, since
-    /// an atomic add for every record cost the reader more than the rest of placing it.
+    /// Bytes of `lines` the gauges have not heard of yet: told [`GAUGE_STEP`] at a time rather
+    /// than by an atomic add for every record, on a counter the compressor thread writes too.
     unheld: usize,
     /// The compressed pieces so far, once a piece is full.
     scratch: Option<Shared>,
