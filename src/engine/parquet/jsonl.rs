@@ -34,9 +34,9 @@ impl<W: std::io::Write + Send> ParquetEncoder<W> {
     }
 
     /// Append the records of JSON Lines text that the pipeline wrote for this output (a
-    /// stream's buffered lines, a chunk's output part): every typed value already fits its
-    /// column ([`fits`], which the pipeline checks), so the text is decoded straight into
-    /// Arrow arrays by `arrow-json`, several times faster than a record at a time. Text that
+    /// chunk's output part): every typed value already fits its column ([`super::fits`],
+    /// which the pipeline checks), so the text is decoded straight into Arrow arrays by
+    /// `arrow-json`, several times faster than a record at a time. Text that
     /// decoder does not take whole (a string column holding an object, which this encoder
     /// writes as its JSON text) goes through [`ParquetEncoder::push_jsonl`], which gives the
     /// same rows, or the same error. Returns how many rows were appended.
