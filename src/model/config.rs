@@ -66,7 +66,8 @@ pub struct JobConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
-    /// The size target of a file in MiB of encoded records, 1 to 128 (default 64).
+    /// The size target of a file in MiB of encoded records, 1 to 128 (default 64): of JSON
+    /// Lines or CSV, or for a Parquet file its records' typed values (as its buffer holds them).
     #[serde(default = "default_stream_size_mib")]
     pub size_mib: u32,
     /// The most records in a file (default: no limit).

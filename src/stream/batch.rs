@@ -83,7 +83,8 @@ struct Buffer<F> {
 /// Buffers per partition.
 pub struct Batcher<F> {
     limits: Limits,
-    buffers: HashMap<String, Buffer<F>>,
+    /// By partition; foldhash, since every record looks its buffer up.
+    buffers: HashMap<String, Buffer<F>, foldhash::fast::RandomState>,
     total: usize,
 }
 
@@ -91,7 +92,7 @@ impl<F: Fill> Batcher<F> {
     /// An empty batcher.
     pub fn new(limits: Limits) -> Self {
         assert!(limits.bytes > 0 && limits.records > 0 && limits.open > 0, "limits must be positive");
-        Batcher { limits, buffers: HashMap::new(), total: 0 }
+        Batcher { limits, buffers: HashMap::default(), total: 0 }
     }
 
     /// Add `item` (`bytes` encoded) to `partition` at `now_ms`, in a buffer `open` makes if

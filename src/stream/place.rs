@@ -47,11 +47,14 @@ pub struct Placer {
     pub saved: Saved,
     /// Partitions that took a record lately, with the arrival of their last one: at most
     /// `max_partitions` at once ([`Placer::admit`]).
-    pub active: HashMap<String, i64>,
+    pub active: HashMap<String, i64, foldhash::fast::RandomState>,
     /// The stream's settings: its partition budget.
     pub config: StreamConfig,
     /// The errors prefix, without slashes around it.
     pub errors: String,
+    /// The fields of data files' typed rows, when they are Parquet files: a record over the
+    /// partition budget is shown as the JSON of its values of them.
+    pub typed_rows: Option<Vec<String>>,
 }
 
 impl Placer {
@@ -68,8 +71,14 @@ impl Placer {
             Ready::Row { partition, line, item } if self.admit(&partition, arrival_ms) => {
                 return Placement::Row { partition, line, item }
             }
-            Ready::Row { partition, line, .. } => over_budget(&self.config, &partition, shard, &line),
-            Ready::Rejected(reject) => reject,
+            Ready::Row { partition, line, .. } => {
+                let raw = match &self.typed_rows {
+                    Some(fields) => crate::engine::parquet::row_text(fields, &line),
+                    None => String::from_utf8_lossy(&line).trim_end().to_string(),
+                };
+                over_budget(&self.config, &partition, shard, raw)
+            }
+            Ready::Rejected(reject) => *reject,
         };
         let partition = format!("{}/{}", self.errors, ms_time(arrival_ms).format("dt=%Y-%m-%d"));
         if self.saved.covers(&partition, shard, pos) {
@@ -105,7 +114,7 @@ impl Placer {
 }
 
 /// The reject of a record whose partition would pass the stream's partition budget.
-fn over_budget(config: &StreamConfig, partition: &str, shard: &str, line: &[u8]) -> Reject {
+fn over_budget(config: &StreamConfig, partition: &str, shard: &str, raw: String) -> Reject {
     let shown: String = partition.chars().take(80).collect();
     Reject {
         input: shard.to_string(),
@@ -119,7 +128,7 @@ fn over_budget(config: &StreamConfig, partition: &str, shard: &str, line: &[u8])
             config.max_partitions,
             config.max_age_s.max(60)
         ),
-        raw: String::from_utf8_lossy(line).trim_end().to_string(),
+        raw,
     }
 }
 
@@ -156,7 +165,13 @@ mod tests {
     }
 
     fn placer(max_partitions: usize) -> Placer {
-        Placer { saved: saved(), active: HashMap::new(), config: config(max_partitions), errors: "errors".into() }
+        Placer {
+            saved: saved(),
+            active: HashMap::default(),
+            config: config(max_partitions),
+            errors: "errors".into(),
+            typed_rows: None,
+        }
     }
 
     fn row(partition: &str) -> Ready {
@@ -193,7 +208,7 @@ mod tests {
             Placement::Row { partition: "p".into(), line: b"{\"id\":1}\n".to_vec(), item: None }
         );
         assert_eq!(p.place("s", &Pos::N(3), 1, NOV_1, Ready::Filtered), Placement::Filtered);
-        let covered = p.place("s", &Pos::N(6), 1, NOV_1, Ready::Rejected(reject()));
+        let covered = p.place("s", &Pos::N(6), 1, NOV_1, Ready::Rejected(Box::new(reject())));
         assert_eq!(covered, Placement::Skipped, "a reject in an error file of an earlier run");
     }
 
@@ -201,7 +216,7 @@ mod tests {
     fn a_reject_goes_to_the_errors_of_its_arrival_day_naming_its_shard_position_and_number() {
         let mut p = placer(10);
         let Placement::Reject { partition, line } =
-            p.place("s", &Pos::N(7), 4, NOV_1 + 3_600_000, Ready::Rejected(reject()))
+            p.place("s", &Pos::N(7), 4, NOV_1 + 3_600_000, Ready::Rejected(Box::new(reject())))
         else {
             panic!("a reject")
         };
@@ -226,5 +241,25 @@ mod tests {
         assert_eq!(line["raw"], "{\"id\":1}");
         // `b` took its last record more than a minute (max_age_s, at least 60 s) ago.
         assert!(matches!(p.place("t", &Pos::N(1), 1, at(2) + 1, row("c")), Placement::Row { .. }));
+    }
+
+    /// A Parquet stream's buffers hold typed rows: a record over the budget is shown as the
+    /// JSON of its values.
+    #[test]
+    fn a_typed_row_over_the_partition_budget_is_shown_as_the_json_of_its_values() {
+        let fields = vec!["id".to_string(), "name".to_string()];
+        let mut p = Placer { typed_rows: Some(fields.clone()), ..placer(1) };
+        let mut rows = crate::engine::pipeline::Encoder::typed_rows(fields);
+        rows.encode(&crate::model::record::Row::Map(
+            serde_json::json!({"id": 7, "name": "x"}).as_object().unwrap().clone(),
+        ));
+        let typed = |partition: &str, line: Vec<u8>| Ready::Row { partition: partition.into(), line, item: None };
+        let line = rows.take();
+        assert!(matches!(p.place("t", &Pos::N(1), 1, NOV_1, typed("a", line.clone())), Placement::Row { .. }));
+        let Placement::Reject { line, .. } = p.place("t", &Pos::N(2), 2, NOV_1, typed("b", line)) else {
+            panic!("over budget")
+        };
+        let line: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(line["raw"], r#"{"id":7,"name":"x"}"#);
     }
 }

@@ -51,8 +51,9 @@ pub enum Ready {
         /// [`Prep::sink`]).
         item: Option<Box<SinkItem>>,
     },
-    /// A rejected record; its error line names its position, known when it is placed.
-    Rejected(Reject),
+    /// A rejected record; its error line names its position, known when it is placed. Boxed:
+    /// rejects are rare, and a block's records are moved about several times.
+    Rejected(Box<Reject>),
     /// A transform dropped it.
     Filtered,
 }
@@ -85,10 +86,11 @@ impl Prep {
     /// Process a block's records, numbered from 1.
     pub fn block(&self, job: BlockJob) -> Result<BlockDone> {
         let BlockJob { block, shard, input, format, fields } = job;
-        let mut encoder = self.pipeline.encoder_for(format, fields);
-        let mut records = Vec::new();
+        let mut encoder = self.encoder(format, fields);
+        // Room for a block's records at about 100 bytes each, grown rarely.
+        let mut records = Vec::with_capacity(block.data.len() / 100 + 1);
         if let Some(s) = &block.skipped {
-            records.push(Ready::Rejected(Reject {
+            records.push(Ready::Rejected(Box::new(Reject {
                 input: block.shard.clone(),
                 record: 0,
                 line: s.first_line,
@@ -101,7 +103,7 @@ impl Prep {
                     MAX_RECORD_BYTES >> 20
                 ),
                 raw: s.head.clone(),
-            }));
+            })));
         }
         let from = crate::input::decode::ChunkStart { record: 1, line: block.first_line };
         let place = StreamPlace {
@@ -110,20 +112,32 @@ impl Prep {
             position: None,
             arrival_ms: block.arrival_ms,
         };
+        // One clock read per block: its records are processed within milliseconds.
+        let now = clock_ms();
         self.pipeline.each_streamed(&input, from, &block.data, Some(place), &mut |_, outcome| {
-            records.push(self.ready(outcome, &block.shard, block.arrival_ms, &mut encoder));
+            records.push(self.ready(outcome, &block.shard, block.arrival_ms, now, &mut encoder));
         })?;
         Ok(BlockDone { shard, arrival_ms: block.arrival_ms, records })
     }
 
-    /// A record's partition and line, or why it has none.
-    pub fn ready(&self, outcome: Outcome, shard: &str, arrival_ms: i64, encoder: &mut Encoder) -> Ready {
+    /// How a buffer's records are encoded in `format` (a stream's line format: a Parquet
+    /// file's are typed rows of its `fields`).
+    pub fn encoder(&self, format: OutputFormat, fields: Option<Vec<String>>) -> Encoder {
+        match (format, fields) {
+            (OutputFormat::Parquet, Some(fields)) => Encoder::typed_rows(fields),
+            (format, fields) => self.pipeline.encoder_for(format, fields),
+        }
+    }
+
+    /// A record's partition and line, or why it has none; `now_ms` is the clock's time (see
+    /// [`clock_ms`]).
+    pub fn ready(&self, outcome: Outcome, shard: &str, arrival_ms: i64, now_ms: i64, encoder: &mut Encoder) -> Ready {
         let (row, item) = match outcome {
             Outcome::Written(item) => {
                 let SinkItem { key, seq, record, .. } = item;
                 (record, self.sink.then_some((key, seq)))
             }
-            Outcome::Rejected(r) => return Ready::Rejected(r),
+            Outcome::Rejected(r) => return Ready::Rejected(Box::new(r)),
             Outcome::Filtered => return Ready::Filtered,
         };
         let item = |row: Row| {
@@ -133,7 +147,7 @@ impl Prep {
             return Ready::Row { partition: String::new(), line: Vec::new(), item: item(row) };
         }
         let reject = |fault: Fault| {
-            Ready::Rejected(Reject {
+            Ready::Rejected(Box::new(Reject {
                 input: shard.to_string(),
                 record: 0,
                 line: 0,
@@ -141,9 +155,9 @@ impl Prep {
                 rule: fault.rule,
                 message: fault.message,
                 raw: serde_json::to_string(&row).unwrap_or_default(),
-            })
+            }))
         };
-        let time = match self.event_time(&row, arrival_ms) {
+        let time = match self.event_time(&row, arrival_ms, now_ms) {
             Ok(time) => time,
             Err(fault) => return reject(fault),
         };
@@ -154,14 +168,15 @@ impl Prep {
                 Err(fault) => return reject(fault),
             },
         };
-        // A Parquet file's row groups are decoded from pieces of JSON Lines as they fill: a
-        // line is far smaller in a buffer than the row it encodes.
+        // A Parquet file's row groups are made from pieces of typed rows as they fill: a typed
+        // row is far smaller in a buffer than the row it encodes.
         encoder.encode(&row);
         Ready::Row { partition, line: encoder.take(), item: item(row) }
     }
 
-    /// The record's time for the template: its `time_field`, else when it arrived.
-    fn event_time(&self, row: &Row, arrival_ms: i64) -> std::result::Result<DateTime<Utc>, Fault> {
+    /// The record's time for the template: its `time_field`, else when it arrived; a time more
+    /// than a day ahead of `now_ms` is a fault.
+    fn event_time(&self, row: &Row, arrival_ms: i64, now_ms: i64) -> std::result::Result<DateTime<Utc>, Fault> {
         let Some(field) =
             self.time_field.as_deref().filter(|_| self.template.as_ref().is_some_and(Template::uses_time))
         else {
@@ -171,13 +186,18 @@ impl Prep {
         let time = parsed_time(row, field, bad)?;
         // A partition years ahead (9999) is a typo or a crafted record, and a folder no query
         // of this year reads.
-        // The system clock alone (asked for every record), the calendar only for the message.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        if i128::from(time.timestamp_millis()) > now as i128 + i128::from(MAX_DAYS_AHEAD) * 86_400_000 {
+        // The system clock alone (asked once per block), the calendar only for the message.
+        if i128::from(time.timestamp_millis()) > i128::from(now_ms) + i128::from(MAX_DAYS_AHEAD) * 86_400_000 {
             return Err(bad(format!("{time} is more than {MAX_DAYS_AHEAD} day(s) ahead of this clock")));
         }
         Ok(time)
     }
+}
+
+/// The system clock's time, in ms since the Unix epoch: no calendar date is made.
+pub fn clock_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A record's `field` as a time: text (a date or time), or seconds or milliseconds since the epoch.

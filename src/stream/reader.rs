@@ -33,9 +33,7 @@ use crate::model::record::{Fault, Origin, Outcome, SinkItem, StreamPlace};
 
 /// The time now, in ms since the Unix epoch.
 fn now_ms() -> i64 {
-    // Asked for every record placed: the system clock alone, without a calendar date.
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    since.map_or(0, |d| d.as_millis() as i64)
+    super::prep::clock_ms()
 }
 
 /// The most records the reader notes for the writer before it tells it, cut buffers or not:
@@ -165,7 +163,7 @@ impl Reader {
             spooler: None,
             config: config.clone(),
             encoder: None,
-            placer: Placer { saved, active: HashMap::new(), config: config.clone(), errors },
+            placer: Placer { saved, active: HashMap::default(), config: config.clone(), errors, typed_rows: None },
             shards: Vec::new(),
             index: HashMap::new(),
             news: News::default(),
@@ -300,7 +298,10 @@ impl Reader {
             }
             _ => None,
         };
-        self.encoder = Some(self.prep.pipeline.encoder_for(e.line_format(), fields));
+        if format == OutputFormat::Parquet {
+            self.placer.typed_rows = fields.clone();
+        }
+        self.encoder = Some(self.prep.encoder(e.line_format(), fields));
         let spooler = Spooler::new(self.scratch.clone(), e.clone(), PIECE_BYTES, schema);
         self.spooler = Some(Arc::new(spooler));
         self.encoding = Some(e.clone());
@@ -358,8 +359,10 @@ impl Reader {
         while let Some(done) = self.helpers.next(all || self.helpers.full()) {
             let BlockDone { shard, arrival_ms, records } = done?;
             let first = self.number(shard, records.len());
+            // One clock read per block: its records are placed within microseconds.
+            let now = now_ms();
             for (n, ready) in (first..).zip(records) {
-                self.place(shard, n, (Pos::N(n), arrival_ms, None), ready, cut);
+                self.place(shard, n, (Pos::N(n), arrival_ms, None), ready, now, cut);
             }
         }
         Ok(())
@@ -392,6 +395,7 @@ impl Reader {
         let prep = self.prep.clone();
         let encoder = self.encoder.as_mut().expect("the encoding is fixed");
         let mut session = prep.pipeline.session();
+        let now = now_ms();
         for (number, r) in (first..).zip(records) {
             // The record number counts this run's records of the shard; the position names it.
             let (sequence, position) = match &r.pos {
@@ -417,7 +421,7 @@ impl Reader {
                 Ok(rec) => prep.pipeline.process(rec, &origin, &mut session),
                 Err(e) => Outcome::Rejected(origin.reject(Fault::new(None, "json", format!("not a JSON object: {e}")))),
             };
-            let ready = prep.ready(outcome, shard_name, r.arrival_ms, encoder);
+            let ready = prep.ready(outcome, shard_name, r.arrival_ms, now, encoder);
             readies.push((number, (r.pos, r.arrival_ms, r.ack), r.id, ready));
         }
         if let Some(e) = session.take_error() {
@@ -426,14 +430,14 @@ impl Reader {
         drop(session);
         for (number, at, id, ready) in readies {
             let Some((id, mut window)) = id.zip(self.dedup.take()) else {
-                self.place(shard, number, at, ready, cut);
+                self.place(shard, number, at, ready, now_ms(), cut);
                 continue;
             };
             let now = now_ms();
             match window.first(&id, now) {
                 Some(first) => self.duplicate(shard, at, first),
                 None => {
-                    let placed = self.place(shard, number, at, ready, cut);
+                    let placed = self.place(shard, number, at, ready, now, cut);
                     window.note(&id, placed.as_deref(), now);
                 }
             }
@@ -465,14 +469,16 @@ impl Reader {
     }
 
     /// Account for one record: settled if a file already holds it or a transform dropped it,
-    /// else buffered. `number` counts the shard's records in this run. The partition whose
-    /// buffer took it, if one did.
+    /// else buffered. `number` counts the shard's records in this run; `now_ms` is when it is
+    /// placed, for the batcher (read once per block). The partition whose buffer took it, if
+    /// one did.
     fn place(
         &mut self,
         shard: u32,
         number: u64,
         (pos, arrival_ms, ack): (Pos, i64, Option<String>),
         ready: Ready,
+        now_ms: i64,
         cut: &mut Vec<Batch<Body>>,
     ) -> Option<String> {
         self.counts.records += 1;
@@ -514,7 +520,7 @@ impl Reader {
         // The writer's track of the shard gives its records the same ordinals, in order.
         let item = Item { shard, ordinal: number - 1, pos, arrival_ms, line, ack };
         let spooler = self.spooler.as_ref().expect("the encoding is fixed before records are placed");
-        cut.extend(self.batcher.push(&partition, item, bytes, now_ms(), || Body::new(spooler, &partition)));
+        cut.extend(self.batcher.push(&partition, item, bytes, now_ms, || Body::new(spooler, &partition)));
         Some(partition)
     }
 }

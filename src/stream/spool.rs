@@ -4,9 +4,11 @@
 //! size, and a record's bookkeeping is a few bytes. A gzip file is then a series of gzip
 //! members, a zstd file a series of frames (both read as one stream by every reader: gzip,
 //! zstd, DuckDB, Athena, Spark), an uncompressed file its lines; the writer uploads the
-//! scratch file as it is. A Parquet file's pieces become its row groups as they fill: each
-//! full piece of JSON Lines is decoded into Arrow arrays and written as one row group onto the
-//! scratch file, which the file's footer ends when it is written.
+//! scratch file as it is. A Parquet file's pieces become its row groups as they fill: its
+//! records are typed rows (`engine::parquet::RowWriter`: each value a tag and its bytes, no
+//! JSON to escape and parse again), and each full piece of them is appended to Arrow arrays and
+//! written as one row group onto the scratch file, which the file's footer ends when it is
+//! written.
 //!
 //! Full pieces are compressed by a thread of their own (one per stream, so a buffer's pieces
 //! stay in order), beside the reader and its helpers; a file being written waits for its
@@ -42,7 +44,7 @@ pub struct Item {
     pub pos: Pos,
     /// When it arrived, ms since the Unix epoch.
     pub arrival_ms: i64,
-    /// Its encoded line (JSON Lines, CSV, or a reject).
+    /// Its encoded line (JSON Lines, CSV, a Parquet file's typed row, or a reject's line).
     pub line: Vec<u8>,
     /// What acknowledges the record once it is in a file (an SQS receipt).
     pub ack: Option<String>,
@@ -62,13 +64,13 @@ pub struct Encoding {
 }
 
 impl Encoding {
-    /// How buffered lines are encoded: CSV for CSV files, else JSON Lines (a Parquet file's
-    /// row groups are decoded from its pieces of JSON Lines as they fill).
+    /// How buffered records are encoded: CSV rows for CSV files, typed rows for Parquet files
+    /// (`engine::parquet::RowWriter`: a file's row groups are made from its pieces of them as
+    /// they fill), else JSON Lines.
     pub fn line_format(&self) -> OutputFormat {
-        if self.format == OutputFormat::Csv {
-            OutputFormat::Csv
-        } else {
-            OutputFormat::Jsonl
+        match self.format {
+            OutputFormat::Csv | OutputFormat::Parquet => self.format,
+            OutputFormat::Jsonl => OutputFormat::Jsonl,
         }
     }
 
@@ -92,9 +94,10 @@ impl Encoding {
     }
 }
 
-/// Lines a buffer holds in memory before they are compressed to its scratch file. Large enough
-/// that a piece compresses as well as a whole file (deflate looks back 32 KiB, zstd's level 3
-/// 1 MiB), small enough that 100 open partitions hold 50 MiB of lines at most.
+/// Lines (or typed rows) a buffer holds in memory before they are compressed to its scratch
+/// file. Large enough that a piece compresses as well as a whole file (deflate looks back
+/// 32 KiB, zstd's level 3 1 MiB), small enough that 100 open partitions hold 50 MiB of lines at
+/// most.
 pub const PIECE_BYTES: usize = 512 * 1024;
 
 /// gzip's level for stream files: fast, since a stream's files are written as it runs. On the
@@ -164,6 +167,10 @@ impl Gauges {
         self.held.fetch_sub(n, Ordering::Relaxed);
     }
 }
+
+/// Bytes of lines a buffer adds before it tells the gauges: their figures may be short by this
+/// much per open buffer.
+const GAUGE_STEP: usize = 64 * 1024;
 
 /// Full pieces waiting for the compressor at most: the reader waits beyond them.
 const PIECES_WAITING: usize = 2;
@@ -267,7 +274,7 @@ impl Job {
             let mut groups = groups.map_err(|e| scratch_error(dir, partition, e))?;
             let before = groups.buffered_bytes();
             let location = format!("the scratch file of partition {partition:?}");
-            groups.push_checked_jsonl(&location, &self.lines)?;
+            groups.push_rows(&location, &self.lines)?;
             groups.flush()?;
             Ok::<_, Error>((groups.buffered_bytes().saturating_sub(before), groups))
         });
@@ -312,7 +319,7 @@ enum Piece {
     Zstd(i32),
     /// As they are.
     Plain,
-    /// Parquet row groups, a piece's JSON Lines decoded into each.
+    /// Parquet row groups, a piece's typed rows appended to each.
     Parquet,
 }
 
@@ -338,6 +345,9 @@ pub struct Body {
     piece: Piece,
     /// Lines not yet compressed (a CSV file's header first).
     lines: Vec<u8>,
+    /// Bytes of `lines` the gauges have not heard of yet: told [`GAUGE_STEP`] at a time rather
+    /// than by an atomic add for every record, on a counter the compressor thread writes too.
+    unheld: usize,
     /// The compressed pieces so far, once a piece is full.
     scratch: Option<Shared>,
     /// Per shard, by index.
@@ -392,6 +402,7 @@ impl Body {
             partition: partition.into(),
             piece,
             lines,
+            unheld: 0,
             scratch: None,
             spans: BTreeMap::new(),
             first_arrival_ms: i64::MAX,
@@ -417,8 +428,16 @@ impl Body {
         })
     }
 
+    /// Tell the gauges of the lines added since they last heard.
+    fn tell_gauges(&mut self) {
+        if self.unheld > 0 {
+            self.spooler.gauges.hold(std::mem::take(&mut self.unheld));
+        }
+    }
+
     /// Send the lines in memory, a full piece, to be compressed onto the scratch file.
     fn spill(&mut self) {
+        self.tell_gauges();
         if self.lines.is_empty() {
             return;
         }
@@ -438,6 +457,7 @@ impl Body {
 
     /// The file's bytes (the lines and the scratch file are let go); `path` names it in errors.
     pub fn finish(&mut self, path: &str) -> Result<Output> {
+        self.tell_gauges();
         let dir = self.spooler.dir.clone();
         let scratch_failed = |e: std::io::Error| scratch_error(&dir, path, e);
         let lines = std::mem::take(&mut self.lines);
@@ -445,7 +465,7 @@ impl Body {
         let Some(shared) = self.scratch.take() else {
             if self.piece == Piece::Parquet {
                 let mut enc = crate::engine::parquet::ParquetEncoder::new(self.schema(), ROW_GROUP_ROWS);
-                enc.push_checked_jsonl(path, &lines)?;
+                enc.push_rows(path, &lines)?;
                 return Ok(Output::Bytes(enc.finish()?));
             }
             let fail = |e: std::io::Error| Error::internal("compress", format!("compressing {path}"), e);
@@ -482,7 +502,7 @@ impl Body {
 /// start.
 fn finish_row_groups(mut groups: RowGroups, path: &str, lines: &[u8], dir: &std::path::Path) -> Result<Output> {
     if !lines.is_empty() {
-        groups.push_checked_jsonl(path, lines)?;
+        groups.push_rows(path, lines)?;
     }
     let failed = |e: std::io::Error| scratch_error(dir, path, e);
     let mut file = groups.close()?.into_inner().map_err(|e| failed(e.into_error()))?;
@@ -513,15 +533,18 @@ impl Fill for Body {
             self.lines.reserve(self.spooler.piece + item.line.len());
         }
         self.lines.extend_from_slice(&item.line);
-        self.spooler.gauges.hold(item.line.len());
+        self.unheld += item.line.len();
         if self.lines.len() >= self.spooler.piece {
             self.spill();
+        } else if self.unheld >= GAUGE_STEP {
+            self.tell_gauges();
         }
     }
 }
 
 impl Drop for Body {
     fn drop(&mut self) {
+        self.tell_gauges();
         self.spooler.gauges.release(self.lines.len());
     }
 }
@@ -649,8 +672,11 @@ mod tests {
         for piece in [100, 1 << 20] {
             let s = spooler(OutputFormat::Parquet, Compression::Gzip, piece);
             let mut body = Body::new(&s, "k=v");
+            let mut rows = Encoder::typed_rows(vec!["id".into(), "name".into()]);
             for n in 0..3000u64 {
-                body.add(item(0, n, format!("{{\"id\":{n},\"name\":\"n{n}\"}}\n")));
+                let record = serde_json::json!({"id": n, "name": format!("n{n}")});
+                rows.encode(&crate::model::record::Row::Map(record.as_object().unwrap().clone()));
+                body.add(Item { line: rows.take(), ..item(0, n, String::new()) });
             }
             let bytes = bytes::Bytes::from(read_all(body.finish("k=v/f.parquet").unwrap()));
             let reader =

@@ -1,7 +1,9 @@
-//! The output encoder: kept records as CSV rows of the output fields, or JSON Lines.
+//! The output encoder: kept records as CSV rows of the output fields, or JSON Lines; for a
+//! stream's Parquet buffers, typed rows (see [`RowWriter`]).
 
 use serde_json::Value;
 
+use crate::engine::parquet::RowWriter;
 use crate::error::{Error, Result};
 use crate::model::config::OutputFormat;
 use crate::model::record::{Projection, Row};
@@ -14,6 +16,8 @@ pub struct Encoder {
     /// decimals (`12.50`), as its input had them.
     scales: Vec<Option<u32>>,
     csv: Option<csv::Writer<Vec<u8>>>,
+    /// Typed rows of a Parquet file's columns, when it writes those (into `jsonl`).
+    rows: Option<RowWriter>,
     jsonl: Vec<u8>,
     /// A number's text, reused.
     scratch: Vec<u8>,
@@ -35,7 +39,16 @@ impl Encoder {
             true => (Some(csv::WriterBuilder::new().has_headers(false).from_writer(buffer)), Vec::new()),
             false => (None, buffer),
         };
-        Encoder { fields: fields.map(Projection::new), scales: Vec::new(), csv, jsonl, scratch: Vec::new(), taken: 0 }
+        let fields = fields.map(Projection::new);
+        Encoder { fields, scales: Vec::new(), csv, rows: None, jsonl, scratch: Vec::new(), taken: 0 }
+    }
+
+    /// An encoder of typed rows of a Parquet file's `fields` (its columns, in order), which
+    /// [`crate::engine::parquet::ParquetEncoder::push_rows`] appends to the file: a stream's
+    /// buffers hold these, not JSON Lines to be parsed again.
+    pub fn typed_rows(fields: Vec<String>) -> Self {
+        let rows = Some(RowWriter::new(fields));
+        Encoder { fields: None, scales: Vec::new(), csv: None, rows, jsonl: Vec::new(), scratch: Vec::new(), taken: 0 }
     }
 
     /// Exact decimal fields written with their scale's decimals: `scale_of` gives a field's.
@@ -57,6 +70,9 @@ impl Encoder {
 
     /// Append one record.
     pub fn encode(&mut self, rec: &Row) {
+        if let Some(rows) = &mut self.rows {
+            return rows.write(rec, &mut self.jsonl);
+        }
         match (&mut self.csv, &mut self.fields) {
             (Some(w), Some(fields)) => {
                 let scratch = &mut self.scratch;

@@ -35,7 +35,11 @@ use serde_json::Value;
 use crate::engine::spec::JobSpec;
 use crate::error::{Error, Result};
 use crate::model::config::ColumnType;
-use crate::model::record::{Projection, Record, Row};
+use crate::model::record::{Projection, Row};
+
+mod jsonl;
+mod rows;
+pub use rows::{row_text, RowWriter};
 
 /// The time zone of timestamp columns: the pipeline turns every timestamp into UTC.
 const UTC: &str = "UTC";
@@ -171,97 +175,6 @@ impl<W: Write + Send> ParquetEncoder<W> {
         self.push_at(row, "Parquet output", None)
     }
 
-    /// Append the records of JSON Lines text (a chunk's output part), one per line; an error
-    /// names `location` and the line. Returns how many rows were appended.
-    pub fn push_jsonl(&mut self, location: &str, text: &[u8]) -> Result<u64> {
-        let mut n = 0;
-        for (i, line) in text.split(|b| *b == b'\n').enumerate() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let line_no = i as u64 + 1;
-            let rec: Record = serde_json::from_slice(line).map_err(|e| Error::InvalidInput {
-                location: location.to_string(),
-                line: Some(line_no),
-                column: None,
-                reason: format!("not a JSON object: {e}"),
-            })?;
-            self.push_at(&Row::Map(rec), location, Some(line_no))?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    /// Append the records of JSON Lines text that the pipeline wrote for this output (a
-    /// stream's buffered lines, a chunk's output part): every typed value already fits its
-    /// column ([`fits`], which the pipeline checks), so the text is decoded straight into
-    /// Arrow arrays by `arrow-json`, several times faster than a record at a time. Text that
-    /// decoder does not take whole (a string column holding an object, which this encoder
-    /// writes as its JSON text) goes through [`ParquetEncoder::push_jsonl`], which gives the
-    /// same rows, or the same error. Returns how many rows were appended.
-    ///
-    /// On text the pipeline did not check the two can differ: `arrow-json` reads `"12"` into
-    /// an integer column and truncates `1.5` to 1, where `push_jsonl` refuses both.
-    pub fn push_checked_jsonl(&mut self, location: &str, text: &[u8]) -> Result<u64> {
-        // Rows pushed one at a time go first, in order.
-        self.write_pending()?;
-        let batches = match self.decode_jsonl(text) {
-            Ok(batches) => batches,
-            Err(e) => {
-                tracing::debug!(location, "decoding JSON Lines a record at a time: {e}");
-                return self.push_jsonl(location, text);
-            }
-        };
-        let mut n = 0;
-        for batch in batches {
-            n += batch.num_rows() as u64;
-            self.open()?.write(&batch).map_err(parquet_error)?;
-        }
-        self.rows += n;
-        Ok(n)
-    }
-
-    /// `text`'s records as Arrow batches of this schema, or the first thing `arrow-json` could
-    /// not take.
-    fn decode_jsonl(&self, text: &[u8]) -> std::result::Result<Vec<RecordBatch>, arrow_schema::ArrowError> {
-        // The decoder knows time zones by offset only (names need chrono-tz): it reads
-        // timestamp columns as "+00:00" (the pipeline writes every timestamp in UTC, with its
-        // "Z"), and the batches are then labelled "UTC" again, the same microseconds.
-        let utc_by_offset = |f: &arrow_schema::FieldRef| match f.data_type() {
-            DataType::Timestamp(unit, Some(_)) => {
-                Arc::new(f.as_ref().clone().with_data_type(DataType::Timestamp(*unit, Some("+00:00".into()))))
-            }
-            _ => f.clone(),
-        };
-        let decoding = Arc::new(Schema::new(self.schema.fields().iter().map(utc_by_offset).collect::<Vec<_>>()));
-        let mut decoder = arrow_json::ReaderBuilder::new(decoding)
-            .with_batch_size(BATCH_ROWS.min(self.row_group_rows))
-            // A number or boolean in a string column is its JSON text, as `cell` makes it.
-            .with_coerce_primitive(true)
-            .build_decoder()?;
-        let relabel = |batch: RecordBatch| {
-            let columns = batch.columns().iter().map(|c| match c.data_type() {
-                DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => {
-                    let a = c.as_any().downcast_ref::<arrow_array::TimestampMicrosecondArray>();
-                    a.map_or_else(|| c.clone(), |a| Arc::new(a.clone().with_timezone(UTC)) as ArrayRef)
-                }
-                _ => c.clone(),
-            });
-            RecordBatch::try_new(self.schema.clone(), columns.collect())
-        };
-        let (mut rest, mut batches) = (text, Vec::new());
-        loop {
-            let used = decoder.decode(rest)?;
-            rest = &rest[used..];
-            match decoder.flush()? {
-                Some(batch) => batches.push(relabel(batch)?),
-                None if rest.is_empty() => return Ok(batches),
-                None if used == 0 => return Err(arrow_schema::ArrowError::JsonError("no progress".into())),
-                None => {}
-            }
-        }
-    }
-
     fn push_at(&mut self, row: &Row, location: &str, line: Option<u64>) -> Result<()> {
         let columns = self.columns.as_mut().map_err(|reason| Error::config("output.fields", reason.clone()))?;
         // Every value is converted before any is appended, so that a value that does not fit
@@ -287,6 +200,13 @@ impl<W: Write + Send> ParquetEncoder<W> {
                 reason,
             });
         }
+        self.append(cells)
+    }
+
+    /// Append one row of converted cells, one per column; a batch is handed to the writer
+    /// when the builders hold enough rows.
+    fn append<'c>(&mut self, cells: impl IntoIterator<Item = Cell<'c>>) -> Result<()> {
+        let columns = self.columns.as_mut().map_err(|reason| Error::config("output.fields", reason.clone()))?;
         for (column, cell) in columns.iter_mut().zip(cells) {
             self.pending_bytes += column.append(cell);
         }
@@ -531,14 +451,24 @@ fn float(v: &Value) -> Option<f64> {
 
 /// Days since 1970-01-01 of `"YYYY-MM-DD"`.
 fn date(v: &Value) -> Option<i32> {
-    let d = chrono::NaiveDate::parse_from_str(v.as_str()?, "%Y-%m-%d").ok()?;
+    date_text(v.as_str()?)
+}
+
+/// Days since 1970-01-01 of `"YYYY-MM-DD"` text.
+fn date_text(s: &str) -> Option<i32> {
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
     let days = d.signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days();
     i32::try_from(days).ok()
 }
 
 /// Microseconds since the Unix epoch of RFC 3339 text, when it has no finer fraction.
 fn micros(v: &Value) -> Option<i64> {
-    let t = chrono::DateTime::parse_from_rfc3339(v.as_str()?).ok()?;
+    micros_text(v.as_str()?)
+}
+
+/// Microseconds since the Unix epoch of RFC 3339 text, when it has no finer fraction.
+fn micros_text(s: &str) -> Option<i64> {
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
     (t.timestamp_subsec_nanos() % 1000 == 0).then(|| t.timestamp_micros())
 }
 
