@@ -168,6 +168,12 @@ impl Pipeline {
             ));
         }
         let mut values = Vec::with_capacity(row.len() + extra);
+        if let Some(texts) = row.texts() {
+            for (text, rule) in texts.zip(&layout.rules) {
+                values.push(self.typed(*rule, text)?);
+            }
+            return Ok(values);
+        }
         for ((field, rule), header) in row.iter().zip(&layout.rules).zip(&layout.headers) {
             let text = std::str::from_utf8(field)
                 .map_err(|e| Fault::new(Some(header), "utf8", format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
