@@ -179,11 +179,11 @@ impl ColumnRule {
                 bad(&format!("a date like {}", example_date(self.format.as_deref().unwrap_or("%Y-%m-%d"))))
             }),
             ColumnType::Timestamp => timestamp_text(t, self.format.as_deref()).map(Value::String).ok_or_else(|| {
-                    bad(&format!(
-                        "a timestamp like {}",
-                        self.format.as_deref().map(example_date).unwrap_or("2014-10-23T08:30:00Z".into())
-                    ))
-                }),
+                bad(&format!(
+                    "a timestamp like {}",
+                    self.format.as_deref().map(example_date).unwrap_or("2014-10-23T08:30:00Z".into())
+                ))
+            }),
         }
     }
 
@@ -289,14 +289,11 @@ fn utc_z(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     if !shaped || b[b.len() - 1] != b'Z' {
         return None;
     }
-    let number = |digits: &[u8]| {
-        digits.iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
-    };
+    let number =
+        |digits: &[u8]| digits.iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')));
     let nanos = match &b[19..b.len() - 1] {
         [] => 0,
-        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => {
-            number(digits)? * 10u32.pow(9 - digits.len() as u32)
-        }
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => number(digits)? * 10u32.pow(9 - digits.len() as u32),
         _ => return None,
     };
     let (second, minute, hour) = (number(&b[17..19])?, number(&b[14..16])?, number(&b[11..13])?);
