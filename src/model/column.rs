@@ -178,14 +178,12 @@ impl ColumnRule {
             ColumnType::Date => self.parse_date(t).map(|d| Value::String(iso_date(d))).ok_or_else(|| {
                 bad(&format!("a date like {}", example_date(self.format.as_deref().unwrap_or("%Y-%m-%d"))))
             }),
-            ColumnType::Timestamp => parse_timestamp(t, self.format.as_deref())
-                .map(|ts| Value::String(ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)))
-                .ok_or_else(|| {
-                    bad(&format!(
-                        "a timestamp like {}",
-                        self.format.as_deref().map(example_date).unwrap_or("2014-10-23T08:30:00Z".into())
-                    ))
-                }),
+            ColumnType::Timestamp => timestamp_text(t, self.format.as_deref()).map(Value::String).ok_or_else(|| {
+                bad(&format!(
+                    "a timestamp like {}",
+                    self.format.as_deref().map(example_date).unwrap_or("2014-10-23T08:30:00Z".into())
+                ))
+            }),
         }
     }
 
@@ -274,10 +272,52 @@ fn example_date(fmt: &str) -> String {
     }
 }
 
+/// RFC 3339 text as a UTC time: what chrono's `DateTime::parse_from_rfc3339` makes of it.
+/// Text of the form `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (how this crate writes a timestamp, and
+/// how most events carry one) is read digit by digit; any other text goes to chrono. A stream
+/// reads a record's time three times (typed by its column, its partition, its Parquet cell),
+/// and chrono's general parser was most of each.
+pub fn rfc3339_utc(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    utc_z(s).or_else(|| chrono::DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&chrono::Utc)))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f…]Z` (one to nine digits of fraction) as a UTC time, or `None` for
+/// any other text, a leap second or a day the calendar lacks: chrono then reads or refuses it.
+fn utc_z(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let b = s.as_bytes();
+    let shaped = b.len() >= 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':';
+    if !shaped || b[b.len() - 1] != b'Z' {
+        return None;
+    }
+    let number =
+        |digits: &[u8]| digits.iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')));
+    let nanos = match &b[19..b.len() - 1] {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => number(digits)? * 10u32.pow(9 - digits.len() as u32),
+        _ => return None,
+    };
+    let (second, minute, hour) = (number(&b[17..19])?, number(&b[14..16])?, number(&b[11..13])?);
+    if second >= 60 {
+        return None;
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(number(&b[0..4])? as i32, number(&b[5..7])?, number(&b[8..10])?)?;
+    date.and_hms_nano_opt(hour, minute, second, nanos).map(|t| t.and_utc())
+}
+
+/// A timestamp column's text for `t`: RFC 3339 in UTC, with as many fraction digits as it
+/// needs (chrono's `SecondsFormat::AutoSi`). Text already so written is kept as it is.
+fn timestamp_text(t: &str, fmt: Option<&str>) -> Option<String> {
+    if fmt.is_none() && t.len() == 20 && utc_z(t).is_some() {
+        // No fraction, in UTC: what AutoSi writes for a whole second.
+        return Some(t.to_string());
+    }
+    parse_timestamp(t, fmt).map(|ts| ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
 fn parse_timestamp(t: &str, fmt: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
     use chrono::{DateTime, NaiveDateTime, Utc};
     match fmt {
-        None => DateTime::parse_from_rfc3339(t).ok().map(|d| d.with_timezone(&Utc)),
+        None => rfc3339_utc(t),
         Some(fmt) => DateTime::parse_from_str(t, fmt)
             .map(|d| d.with_timezone(&Utc))
             .ok()
@@ -358,5 +398,75 @@ mod tests {
         assert_eq!(r.apply(Value::String("999999.995".into())).unwrap_err().rule, "precision", "rounds to 7 digits");
         assert_eq!(decimal_digits("0120.50"), Some((3, 1)));
         assert_eq!(decimal_digits("abc"), None);
+    }
+
+    fn chrono_utc(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        chrono::DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&chrono::Utc))
+    }
+
+    #[test]
+    fn timestamps_read_digit_by_digit_are_chronos_and_odd_ones_go_to_chrono() {
+        for s in [
+            "2025-12-03T08:56:15Z",
+            "2025-12-03T08:56:15.5Z",
+            "2025-12-03T08:56:15.123456789Z",
+            "0000-01-01T00:00:00Z",
+            "2024-02-29T23:59:59Z",
+            "2025-02-29T00:00:00Z",
+            "2025-12-03T24:00:00Z",
+            "2016-12-31T23:59:60Z",
+            "2025-12-03T08:56:15.1234567891Z",
+            "2025-12-03t08:56:15z",
+            "2025-12-03 08:56:15Z",
+            "2025-12-03T08:56:15+02:00",
+            "2025-12-03T08:56:15.Z",
+            "+025-12-03T08:56:15Z",
+        ] {
+            assert_eq!(rfc3339_utc(s), chrono_utc(s), "{s}");
+            let text = chrono_utc(s).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+            assert_eq!(timestamp_text(s, None), text, "{s}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Text shaped like a UTC timestamp, with digits anywhere, any fraction, and the
+        /// separators, zone and signs chrono also takes: the same time (or none) and the
+        /// same column text as chrono gives.
+        #[test]
+        fn a_timestamp_is_read_and_written_as_chrono_reads_and_writes_it(
+            digits in proptest::collection::vec(0u32..10, 14),
+            fraction in proptest::collection::vec(0u32..10, 0..12),
+            dot in proptest::bool::weighted(0.8),
+            t in proptest::sample::select(vec!["T", "t", " ", "x"]),
+            zone in proptest::sample::select(vec!["Z", "z", "+00:00", "-03:30", ""]),
+            sign in proptest::sample::select(vec!["", "+", "-"]),
+        ) {
+            let d: String = digits.iter().map(|n| char::from(b'0' + *n as u8)).collect();
+            let f: String = fraction.iter().map(|n| char::from(b'0' + *n as u8)).collect();
+            let s = format!(
+                "{sign}{}-{}-{}{t}{}:{}:{}{}{f}{zone}",
+                &d[0..4], &d[4..6], &d[6..8], &d[8..10], &d[10..12], &d[12..14], if dot { "." } else { "" }
+            );
+            proptest::prop_assert_eq!(rfc3339_utc(&s), chrono_utc(&s), "{}", s);
+            let text = chrono_utc(&s).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+            proptest::prop_assert_eq!(timestamp_text(&s, None), text, "{}", s);
+        }
+
+        /// Valid times of every day, hour and fraction width, as the generator above rarely
+        /// makes them (a random month and day are seldom a date).
+        #[test]
+        fn a_valid_timestamp_is_read_as_chrono_reads_it(
+            secs in -62_135_596_800i64..253_402_300_799,
+            nanos in 0u32..1_000_000_000,
+            width in 0usize..10,
+        ) {
+            let t = chrono::DateTime::from_timestamp(secs, nanos).unwrap();
+            let whole = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+            let f = format!("{nanos:09}");
+            let s = if width == 0 { format!("{whole}Z") } else { format!("{whole}.{}Z", &f[..width]) };
+            proptest::prop_assert_eq!(rfc3339_utc(&s), chrono_utc(&s), "{}", s);
+            let text = chrono_utc(&s).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+            proptest::prop_assert_eq!(timestamp_text(&s, None), text, "{}", s);
+        }
     }
 }

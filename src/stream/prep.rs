@@ -217,8 +217,8 @@ fn parsed_time(row: &Row, field: &str, bad: impl Fn(String) -> Fault) -> std::re
 
 /// RFC 3339, `YYYY-MM-DD HH:MM:SS`, or a date.
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
+    if let Some(t) = crate::model::column::rfc3339_utc(s) {
+        return Some(t);
     }
     for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {

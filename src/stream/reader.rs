@@ -36,7 +36,8 @@ fn now_ms() -> i64 {
     super::prep::clock_ms()
 }
 
-/// The most records the reader notes for the writer before it tells it, cut buffers or not:
+/// The most entries (a record each, or a run of buffered ones) the reader notes for the
+/// writer before it tells it, cut buffers or not:
 /// records skipped on a restart (a file's every record, up to its checkpoint) cut nothing, and
 /// the writer's checkpoints move over them as they are told, in memory bounded by this.
 const MAX_NEWS: usize = 1 << 16;
@@ -468,6 +469,20 @@ impl Reader {
         self.news.arrivals.push(Arrival::Settled { shard, pos, ack });
     }
 
+    /// Note a buffered record for the writer: the run of the last one noted grows when this one
+    /// comes next in its shard (a block's records do).
+    fn buffered(&mut self, shard: u32, pos: &Pos) {
+        if let (Some(Arrival::Buffered { shard: s, pos: Pos::N(first), len }), Pos::N(n)) =
+            (self.news.arrivals.last_mut(), pos)
+        {
+            if *s == shard && *first + *len == *n {
+                *len += 1;
+                return;
+            }
+        }
+        self.news.arrivals.push(Arrival::Buffered { shard, pos: pos.clone(), len: 1 });
+    }
+
     /// Account for one record: settled if a file already holds it or a transform dropped it,
     /// else buffered. `number` counts the shard's records in this run; `now_ms` is when it is
     /// placed, for the batcher (read once per block). The partition whose buffer took it, if
@@ -515,7 +530,7 @@ impl Reader {
                 return None;
             }
         };
-        self.news.arrivals.push(Arrival::Buffered { shard, pos: pos.clone() });
+        self.buffered(shard, &pos);
         let bytes = line.len();
         // The writer's track of the shard gives its records the same ordinals, in order.
         let item = Item { shard, ordinal: number - 1, pos, arrival_ms, line, ack };
@@ -565,10 +580,16 @@ mod tests {
         while let Some(g) = group_rx.recv().await {
             shards.extend(g.shards);
             ended.extend(g.ended);
-            arrivals.extend(g.arrivals.into_iter().map(|a| match a {
-                Arrival::Settled { shard, pos, ack } => (shard, pos.to_string(), ack),
-                Arrival::Buffered { shard, pos } => (shard, pos.to_string(), None),
-            }));
+            for a in g.arrivals {
+                match a {
+                    Arrival::Settled { shard, pos, ack } => arrivals.push((shard, pos.to_string(), ack)),
+                    // Records numbered one after another come as one run.
+                    Arrival::Buffered { shard, pos: Pos::N(first), len } => {
+                        arrivals.extend((first..first + len).map(|n| (shard, n.to_string(), None)))
+                    }
+                    Arrival::Buffered { .. } => panic!("numbered records"),
+                }
+            }
             for b in g.batches {
                 let spans: Vec<_> = b.items.spans().map(|(_, s)| (s.first.to_string(), s.last.to_string())).collect();
                 assert!(spans.iter().all(|(first, last)| first.parse::<u64>().unwrap() <= last.parse().unwrap()));

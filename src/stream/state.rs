@@ -201,6 +201,27 @@ impl Track {
         ordinal
     }
 
+    /// Note `len` records read, numbered on from `pos` (one record if `pos` is not a number):
+    /// as many [`Track::arrive`] calls, done at once.
+    pub fn arrive_run(&mut self, pos: Pos, len: u64) {
+        let (Pos::N(first), 2..) = (&pos, len) else {
+            if len > 0 {
+                self.arrive(pos);
+            }
+            return;
+        };
+        let (first, ordinal) = (*first, self.next);
+        self.next += len;
+        let words = (self.next - 1 - self.base) / 64 + 1;
+        while (self.done.len() as u64) < words {
+            self.done.push_back(0);
+        }
+        match self.runs.back_mut() {
+            Some(run) if matches!(run.pos, Pos::N(n) if n + run.len == first) => run.len += len,
+            _ => self.runs.push_back(Run { ordinal, pos, len }),
+        }
+    }
+
     /// Mark a record accounted for; moves the checkpoint over every leading accounted record.
     pub fn done(&mut self, ordinal: u64) {
         if ordinal < self.open || ordinal >= self.next {
@@ -381,5 +402,35 @@ mod tests {
         }
         saved.advance(&[replay]);
         assert!(saved.before_checkpoint("s", &Pos::N(4)), "the checkpoint went back");
+    }
+
+    proptest::proptest! {
+        /// Runs of records (a block's, or a single record with a sequence number) noted at
+        /// once leave a track as noting each record does, and so do its checkpoints after.
+        #[test]
+        fn a_run_noted_at_once_is_every_record_noted_one_by_one(
+            runs in proptest::collection::vec((0u64..3, 0u64..200, proptest::bool::ANY), 1..20),
+            done in proptest::collection::vec(0u64..2000, 0..60),
+        ) {
+            let (mut whole, mut each) = (Track::new("s", None), Track::new("s", None));
+            let mut n = 1;
+            for (gap, len, sequence) in runs {
+                // A gap: positions that skip (a record dropped before the track heard of it).
+                n += gap;
+                let pos = if sequence { Pos::S(format!("{n}").into()) } else { Pos::N(n) };
+                let len = if sequence { 1 } else { len };
+                whole.arrive_run(pos.clone(), len);
+                for i in 0..len {
+                    each.arrive(if sequence { pos.clone() } else { Pos::N(n + i) });
+                }
+                n += len;
+            }
+            proptest::prop_assert_eq!(format!("{whole:?}"), format!("{each:?}"));
+            for ordinal in done {
+                whole.done(ordinal);
+                each.done(ordinal);
+            }
+            proptest::prop_assert_eq!(format!("{whole:?}"), format!("{each:?}"));
+        }
     }
 }

@@ -45,12 +45,15 @@ pub struct Group {
 /// A record the reader met.
 #[derive(Debug)]
 pub enum Arrival {
-    /// Buffered: accounted for once its file is written.
+    /// Buffered: accounted for once its file is written. A block's records come numbered
+    /// one after another, so the reader notes them as one run, not an entry each.
     Buffered {
-        /// Its shard, by index.
+        /// Their shard, by index.
         shard: u32,
-        /// Its position.
+        /// The first one's position.
         pos: Pos,
+        /// How many, numbered on from `pos` (1 for a position that is not a number).
+        len: u64,
     },
     /// Accounted for as it came: a file holds it already, or a transform dropped it.
     Settled {
@@ -206,8 +209,8 @@ impl Writer {
         }
         for a in arrivals {
             match a {
-                Arrival::Buffered { shard, pos } => {
-                    self.tracks[shard as usize].arrive(pos);
+                Arrival::Buffered { shard, pos, len } => {
+                    self.tracks[shard as usize].arrive_run(pos, len);
                 }
                 Arrival::Settled { shard, pos, ack } => {
                     let track = &mut self.tracks[shard as usize];
@@ -387,9 +390,9 @@ mod tests {
     /// file of an earlier run holds it), then the last group.
     fn groups() -> Vec<Group> {
         let arrivals = vec![
-            Arrival::Buffered { shard: 0, pos: Pos::N(1) },
+            Arrival::Buffered { shard: 0, pos: Pos::N(1), len: 1 },
             Arrival::Settled { shard: 0, pos: Pos::N(2), ack: Some("b".into()) },
-            Arrival::Buffered { shard: 0, pos: Pos::N(3) },
+            Arrival::Buffered { shard: 0, pos: Pos::N(3), len: 1 },
         ];
         vec![group(arrivals, vec![item(1, "a"), item(3, "c")], false), group(Vec::new(), Vec::new(), true)]
     }

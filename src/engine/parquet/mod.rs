@@ -468,7 +468,7 @@ fn micros(v: &Value) -> Option<i64> {
 
 /// Microseconds since the Unix epoch of RFC 3339 text, when it has no finer fraction.
 fn micros_text(s: &str) -> Option<i64> {
-    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    let t = crate::model::column::rfc3339_utc(s)?;
     (t.timestamp_subsec_nanos() % 1000 == 0).then(|| t.timestamp_micros())
 }
 
