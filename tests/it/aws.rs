@@ -836,8 +836,11 @@ async fn the_readme_aws_example_completes_with_workers_and_the_gatherer_killed()
     let mut hosts = Vec::new();
     let mut start_worker = |workers: &mut Reaper| {
         let host = tempfile::tempdir().unwrap();
+        // S3 requests take 40 ms, as they take tens of ms on AWS: on the emulator the gather
+        // could start and end between two looks at the ledger, and the test would not see it.
         let w = sluicebox()
             .current_dir(host.path())
+            .env(sluicebox::backends::latency::VAR, "s3=40ms")
             .arg("worker")
             .args(&b)
             .args(["--idle-exit-secs", "60"])
