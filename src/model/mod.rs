@@ -3,6 +3,7 @@
 
 pub mod column;
 pub mod config;
+pub mod packed;
 pub mod record;
 pub mod rejects;
 pub mod transform;

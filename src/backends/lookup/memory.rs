@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::index::{prefetch, Index};
 use super::{Reader, Source};
 use crate::error::{Error, Result};
+use crate::model::packed::{self, Packed};
 
 /// Rows by key, in memory.
 #[derive(Default)]
@@ -88,16 +89,11 @@ fn row_len_checked(row: &[u8]) -> Option<usize> {
     let mut pos = 4 + key_len;
     let count = u32::from_le_bytes(row.get(pos..pos + 4)?.try_into().ok()?);
     pos += 4;
+    let mut rest = row.get(pos..)?;
     for _ in 0..count {
-        let tag = *row.get(pos)?;
-        pos += 1;
-        match tag {
-            INT | UINT | FLOAT => pos += 8,
-            TEXT | JSON => pos += 4 + u32::from_le_bytes(row.get(pos..pos + 4)?.try_into().ok()?) as usize,
-            _ => {}
-        }
+        rest = Packed::read(rest)?.1;
     }
-    (pos <= row.len()).then_some(pos)
+    Some(row.len() - rest.len())
 }
 
 /// The key of `row`, and where its values start.
@@ -311,84 +307,30 @@ impl MemorySource {
         let hash = self.hasher.hash_one(key.as_bytes());
         let at = self.index.get(hash, |o| key_of(self.arena.row(o)).0 == key.as_bytes())?;
         let row = self.arena.row(at);
-        let (_, mut pos) = key_of(row);
-        let n = take_u32(row, &mut pos) as usize;
+        let (_, at) = key_of(row);
+        let n = u32::from_le_bytes(row.get(at..at + 4)?.try_into().ok()?) as usize;
+        let mut pos = at + 4;
         Some((0..n).map(|_| decode(row, &mut pos)).collect())
     }
 }
 
-const NULL: u8 = 0;
-const FALSE: u8 = 1;
-const TRUE: u8 = 2;
-const INT: u8 = 3;
-const UINT: u8 = 4;
-const FLOAT: u8 = 5;
-const TEXT: u8 = 6;
-const JSON: u8 = 7;
-
-/// Append `v`: a tag byte, then 8 bytes for a number, or a length (u32) and bytes for text
-/// (and, as JSON text, for an array or an object).
+/// Append `v` to a row (see [`crate::model::packed`]).
 pub(super) fn encode(v: &Value, out: &mut Vec<u8>) {
-    let text = |tag: u8, s: &[u8], out: &mut Vec<u8>| {
-        out.push(tag);
-        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        out.extend_from_slice(s);
-    };
-    match v {
-        Value::Null => out.push(NULL),
-        Value::Bool(false) => out.push(FALSE),
-        Value::Bool(true) => out.push(TRUE),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                out.push(INT);
-                out.extend_from_slice(&i.to_le_bytes());
-            } else if let Some(u) = n.as_u64() {
-                out.push(UINT);
-                out.extend_from_slice(&u.to_le_bytes());
-            } else {
-                out.push(FLOAT);
-                out.extend_from_slice(&n.as_f64().unwrap_or(f64::NAN).to_le_bytes());
-            }
-        }
-        Value::String(s) => text(TEXT, s.as_bytes(), out),
-        other => text(JSON, other.to_string().as_bytes(), out),
-    }
+    packed::write(Some(v), out);
 }
 
-fn take_u32(arena: &[u8], pos: &mut usize) -> u32 {
-    let v = u32::from_le_bytes(arena[*pos..*pos + 4].try_into().unwrap_or_default());
-    *pos += 4;
-    v
-}
-
-fn take_8(arena: &[u8], pos: &mut usize) -> [u8; 8] {
-    let b = arena[*pos..*pos + 8].try_into().unwrap_or_default();
-    *pos += 8;
-    b
-}
-
-/// Read back a value [`encode`] wrote at `pos`, moving past it.
+/// Read back a value [`encode`] wrote at `pos`, moving past it (`null` for bytes that are
+/// not one: a row is checked whole when it is read from a file).
 pub(super) fn decode(arena: &[u8], pos: &mut usize) -> Value {
-    let tag = arena[*pos];
-    *pos += 1;
-    match tag {
-        FALSE => Value::Bool(false),
-        TRUE => Value::Bool(true),
-        INT => Value::from(i64::from_le_bytes(take_8(arena, pos))),
-        UINT => Value::from(u64::from_le_bytes(take_8(arena, pos))),
-        FLOAT => {
-            serde_json::Number::from_f64(f64::from_le_bytes(take_8(arena, pos))).map_or(Value::Null, Value::Number)
+    match arena.get(*pos..).and_then(Packed::read) {
+        Some((value, rest)) => {
+            *pos = arena.len() - rest.len();
+            value.value().unwrap_or(Value::Null)
         }
-        TEXT | JSON => {
-            let len = take_u32(arena, pos) as usize;
-            let bytes = &arena[*pos..*pos + len];
-            *pos += len;
-            match tag {
-                TEXT => Value::String(String::from_utf8_lossy(bytes).into_owned()),
-                _ => serde_json::from_slice(bytes).unwrap_or(Value::Null),
-            }
+        None => {
+            *pos = arena.len();
+            Value::Null
         }
-        _ => Value::Null,
     }
 }
 

@@ -4,31 +4,21 @@
 //! a value is a tag and its bytes, so a piece of a buffer turns into Arrow arrays by copying.
 //!
 //! A row is one value per field, in the fields' order, with no separator (the fields are
-//! known). A value is a tag byte, then: nothing (absent, null, false, true); 8 bytes, little
-//! endian (an i64, a u64, an f64's bits); or a 4-byte length and UTF-8 text (a string, or an
-//! array's or object's JSON text). The values are the pipeline's JSON values as they are, not
+//! known), each packed as `model::packed` packs a reference's (a tag byte and its bytes, or
+//! the tag of a field the record lacks). The values are the pipeline's JSON values as they are, not
 //! yet converted for their columns: [`ParquetEncoder::push_rows`] converts them as
 //! [`ParquetEncoder::push`] converts a row, so a typed row and the row it was written from
 //! give the same cells, the same errors (a proptest compares them).
 
 use std::borrow::Cow;
 
-use serde_json::{Number, Value};
+use serde_json::Value;
 
 use super::{cell, scaled, Cell, Column, ParquetEncoder};
 use crate::error::{Error, Result};
 use crate::model::config::ColumnType;
+use crate::model::packed::{self, Packed};
 use crate::model::record::{Projection, Row};
-
-const ABSENT: u8 = 0;
-const NULL: u8 = 1;
-const FALSE: u8 = 2;
-const TRUE: u8 = 3;
-const I64: u8 = 4;
-const U64: u8 = 5;
-const F64: u8 = 6;
-const TEXT: u8 = 7;
-const JSON: u8 = 8;
 
 /// Writes rows' values of some fields (a Parquet file's columns, in order) as typed rows.
 #[derive(Debug, Clone)]
@@ -44,90 +34,14 @@ impl RowWriter {
 
     /// Append `row`'s values of the fields to `out`.
     pub fn write(&mut self, row: &Row, out: &mut Vec<u8>) {
-        self.fields.each(row, |value| match value {
-            None => out.push(ABSENT),
-            Some(Value::Null) => out.push(NULL),
-            Some(Value::Bool(b)) => out.push(if *b { TRUE } else { FALSE }),
-            Some(Value::Number(n)) => {
-                let (tag, bits) = match (n.as_i64(), n.as_u64(), n.as_f64()) {
-                    (Some(i), _, _) => (I64, i as u64),
-                    (None, Some(u), _) => (U64, u),
-                    (None, None, f) => (F64, f.unwrap_or(f64::NAN).to_bits()),
-                };
-                out.push(tag);
-                out.extend_from_slice(&bits.to_le_bytes());
-            }
-            Some(Value::String(s)) => text(out, TEXT, s),
-            Some(other) => text(out, JSON, &other.to_string()),
-        });
-    }
-}
-
-fn text(out: &mut Vec<u8>, tag: u8, s: &str) {
-    out.push(tag);
-    // A record is far below 4 GiB (a stream reads records of at most a few MiB).
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-/// One value of a typed row, borrowed from it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Scalar<'a> {
-    Absent,
-    Null,
-    Bool(bool),
-    I64(i64),
-    U64(u64),
-    F64(f64),
-    Text(&'a str),
-    Json(&'a str),
-}
-
-impl<'a> Scalar<'a> {
-    /// The value at the start of `bytes`, and the bytes after it; `None` if they are not one.
-    fn read(bytes: &'a [u8]) -> Option<(Scalar<'a>, &'a [u8])> {
-        let (&tag, rest) = bytes.split_first()?;
-        let eight = |rest: &'a [u8]| -> Option<(u64, &'a [u8])> {
-            let (b, rest) = rest.split_at_checked(8)?;
-            Some((u64::from_le_bytes(b.try_into().ok()?), rest))
-        };
-        let text = |rest: &'a [u8]| -> Option<(&'a str, &'a [u8])> {
-            let (n, rest) = rest.split_at_checked(4)?;
-            let (s, rest) = rest.split_at_checked(u32::from_le_bytes(n.try_into().ok()?) as usize)?;
-            Some((std::str::from_utf8(s).ok()?, rest))
-        };
-        Some(match tag {
-            ABSENT => (Scalar::Absent, rest),
-            NULL => (Scalar::Null, rest),
-            FALSE | TRUE => (Scalar::Bool(tag == TRUE), rest),
-            I64 => eight(rest).map(|(v, rest)| (Scalar::I64(v as i64), rest))?,
-            U64 => eight(rest).map(|(v, rest)| (Scalar::U64(v), rest))?,
-            F64 => eight(rest).map(|(v, rest)| (Scalar::F64(f64::from_bits(v)), rest))?,
-            TEXT => text(rest).map(|(s, rest)| (Scalar::Text(s), rest))?,
-            JSON => text(rest).map(|(s, rest)| (Scalar::Json(s), rest))?,
-            _ => return None,
-        })
-    }
-
-    /// The JSON value it was written from (`None`: absent).
-    fn value(self) -> Option<Value> {
-        Some(match self {
-            Scalar::Absent => return None,
-            Scalar::Null => Value::Null,
-            Scalar::Bool(b) => Value::Bool(b),
-            Scalar::I64(i) => Value::Number(i.into()),
-            Scalar::U64(u) => Value::Number(u.into()),
-            Scalar::F64(f) => Number::from_f64(f).map_or(Value::Null, Value::Number),
-            Scalar::Text(s) => Value::String(s.to_string()),
-            Scalar::Json(s) => serde_json::from_str(s).unwrap_or(Value::Null),
-        })
+        self.fields.each(row, |value| packed::write(value, out));
     }
 }
 
 impl Column {
     /// A typed row's value as this column holds it, or why it does not fit: what
     /// [`Column::cell`] makes of the value it was written from. Text is read where it lies.
-    fn cell_of<'a>(&self, v: Scalar<'a>) -> std::result::Result<Cell<'a>, String> {
+    fn cell_of<'a>(&self, v: Packed<'a>) -> std::result::Result<Cell<'a>, String> {
         let kind = match self {
             Column::Dec(_, precision, scale) => {
                 return scaled(v.value().as_ref(), *precision, *scale).map(|v| v.map_or(Cell::Null, Cell::Dec))
@@ -140,10 +54,10 @@ impl Column {
             Column::Text(_) => ColumnType::String,
         };
         let parsed = match (kind, v) {
-            (_, Scalar::Absent | Scalar::Null) => return Ok(Cell::Null),
-            (ColumnType::String, Scalar::Text(s) | Scalar::Json(s)) => return Ok(Cell::Text(Cow::Borrowed(s))),
-            (ColumnType::Date, Scalar::Text(s)) => super::date_text(s).map(Cell::Date),
-            (ColumnType::Timestamp, Scalar::Text(s)) => super::micros_text(s).map(Cell::Micros),
+            (_, Packed::Absent | Packed::Null) => return Ok(Cell::Null),
+            (ColumnType::String, Packed::Text(s) | Packed::Json(s)) => return Ok(Cell::Text(Cow::Borrowed(s))),
+            (ColumnType::Date, Packed::Text(s)) => super::date_text(s).map(Cell::Date),
+            (ColumnType::Timestamp, Packed::Text(s)) => super::micros_text(s).map(Cell::Micros),
             _ => None,
         };
         if let Some(cell) = parsed {
@@ -182,7 +96,7 @@ impl<W: std::io::Write + Send> ParquetEncoder<W> {
             cells.clear();
             for at in 0..columns {
                 let (value, after) =
-                    Scalar::read(rest).ok_or_else(|| bad(None, "not a typed row of this file's columns".into()))?;
+                    Packed::read(rest).ok_or_else(|| bad(None, "not a typed row of this file's columns".into()))?;
                 rest = after;
                 let column = &self.columns.as_ref().map_err(|r| Error::config("output.fields", r.clone()))?[at];
                 match column.cell_of(value) {
@@ -203,7 +117,7 @@ pub fn row_text(fields: &[String], row: &[u8]) -> String {
     let mut object = serde_json::Map::new();
     let mut rest = row;
     for name in fields {
-        let Some((value, after)) = Scalar::read(rest) else { return String::from_utf8_lossy(row).into_owned() };
+        let Some((value, after)) = Packed::read(rest) else { return String::from_utf8_lossy(row).into_owned() };
         rest = after;
         if let Some(v) = value.value() {
             object.insert(name.clone(), v);
